@@ -1,0 +1,18 @@
+//! Threshold's public contract, generated from the `.proto` files under
+//! `proto/threshold/v1` at build time.
+//!
+//! The messages are always built; the gRPC clients and servers only with the
+//! `grpc` feature, so pure crates (the domain) can use the event payloads
+//! without pulling in a network stack.
+
+/// Package `threshold.v1`: the envelope, event payloads and services.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    unused_qualifications,
+    clippy::all,
+    rust_2018_idioms
+)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/threshold.v1.rs"));
+}

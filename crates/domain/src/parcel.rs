@@ -1,0 +1,753 @@
+//! The parcel: manifested for a local day, put on routes, attempted until it
+//! is delivered or returned. The attempt counter lives here, so "attempts per
+//! parcel" is a fact of the parcel's own stream, not of a report.
+
+use chrono::NaiveDate;
+
+use crate::aggregate::Aggregate;
+use crate::country::{Country, date_from_proto, date_to_proto, window_bounds};
+use crate::error::{DomainError, Result, invalid};
+use crate::ids::{DeviceId, DriverId, GrantId, ParcelId, PartnerId, RouteId};
+use crate::pb::{self, parcel_event::Event};
+
+/// Where a parcel stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Status {
+    /// No event yet: the parcel does not exist.
+    #[default]
+    Unknown,
+    /// Accepted from a manifest, waiting for a route.
+    Manifested,
+    /// On a planned route.
+    Assigned,
+    /// In a van.
+    OutForDelivery,
+    /// A driver is at the door.
+    Attempting,
+    /// The last attempt failed; it can be tried again.
+    AttemptFailed,
+    /// Handed over. Terminal.
+    Delivered,
+    /// Sent back. Terminal.
+    Returned,
+}
+
+impl Status {
+    /// Delivered or returned: nothing more happens to the parcel.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Delivered | Status::Returned)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Status::Unknown => "not manifested",
+            Status::Manifested => "manifested",
+            Status::Assigned => "assigned to a route",
+            Status::OutForDelivery => "out for delivery",
+            Status::Attempting => "an attempt is under way",
+            Status::AttemptFailed => "the last attempt failed",
+            Status::Delivered => "delivered",
+            Status::Returned => "returned",
+        }
+    }
+}
+
+/// A parcel's state, rebuilt from its stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parcel {
+    /// Where it stands.
+    pub status: Status,
+    /// The manifest row it was accepted from.
+    pub manifest: Option<pb::ParcelManifested>,
+    /// Attempts started so far; the current or last attempt's number.
+    pub attempts: u32,
+    /// The route it is on, if any.
+    pub route_id: Option<String>,
+    /// How it was delivered, once it is.
+    pub delivered_by: Option<pb::DeliveryMethod>,
+    /// Why the last attempt failed, if it did.
+    pub last_failure: Option<pb::FailureReason>,
+    /// The local day it is due.
+    pub due: Option<NaiveDate>,
+}
+
+/// What may be asked of a parcel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Accept a manifest row. Loading the same row again changes nothing.
+    Manifest(pb::ParcelManifested),
+    /// A plan put it on a route.
+    AssignToRoute {
+        /// The route.
+        route_id: RouteId,
+        /// The plan version that did it.
+        plan_version: u32,
+        /// Its stop on the route.
+        stop_index: u32,
+    },
+    /// Scanned into the van.
+    LoadOnVan {
+        /// The route.
+        route_id: RouteId,
+        /// The driver.
+        driver_id: DriverId,
+    },
+    /// The driver is at the door.
+    StartAttempt {
+        /// The route, if the driver is on one.
+        route_id: Option<RouteId>,
+        /// The driver.
+        driver_id: DriverId,
+        /// The handheld.
+        device_id: DeviceId,
+    },
+    /// Handed over. Starts an attempt first if the handheld did not report one.
+    Deliver {
+        /// How.
+        method: pb::DeliveryMethod,
+        /// The driver.
+        driver_id: DriverId,
+        /// The handheld.
+        device_id: DeviceId,
+        /// The in-home grant used, for in-home deliveries.
+        grant_id: Option<GrantId>,
+        /// Where the handheld was.
+        position: Option<pb::GeoPoint>,
+    },
+    /// The attempt did not succeed. Starts an attempt first if none is open.
+    FailAttempt {
+        /// Why.
+        reason: pb::FailureReason,
+        /// The driver.
+        driver_id: DriverId,
+        /// The handheld.
+        device_id: DeviceId,
+        /// Free text from the driver.
+        note: String,
+    },
+    /// Due on another local day.
+    Reschedule {
+        /// The new day.
+        date: NaiveDate,
+        /// Why.
+        reason: String,
+    },
+    /// Send it back to the sender.
+    Return {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Checks a manifest row's shape: ids, country, service, weight, and a
+/// window that lies on the delivery day for in-home parcels.
+pub fn validate_manifested(m: &pb::ParcelManifested) -> Result<()> {
+    ParcelId::new(&m.parcel_id)?;
+    PartnerId::new(&m.partner_id)?;
+    crate::ids::DepotId::new(&m.depot_id)?;
+    let country = Country::from_proto(m.country)?;
+    let date = date_from_proto(
+        m.delivery_date
+            .as_ref()
+            .ok_or_else(|| invalid("delivery_date", "is missing"))?,
+    )?;
+    let service = pb::Service::try_from(m.service)
+        .ok()
+        .filter(|s| *s != pb::Service::Unspecified)
+        .ok_or_else(|| invalid("service", format!("{} is not a service", m.service)))?;
+    if m.weight_grams == 0 {
+        return Err(invalid("weight", "must be more than 0 grams"));
+    }
+    if let Some(p) = m.address.as_ref().and_then(|a| a.position.as_ref()) {
+        if !(-90.0..=90.0).contains(&p.latitude) {
+            return Err(invalid(
+                "latitude",
+                format!("{} is not in -90..90", p.latitude),
+            ));
+        }
+        if !(-180.0..=180.0).contains(&p.longitude) {
+            return Err(invalid(
+                "longitude",
+                format!("{} is not in -180..180", p.longitude),
+            ));
+        }
+    }
+    match (&m.in_home_window, service) {
+        (None, pb::Service::InHome) => {
+            return Err(invalid(
+                "window",
+                "in-home parcels need the resident's window",
+            ));
+        }
+        (Some(w), _) => {
+            let (start, end) = window_bounds(w)?;
+            if end <= start {
+                return Err(invalid("window", "ends before it starts"));
+            }
+            if country.local_date(start) != date {
+                return Err(invalid(
+                    "window",
+                    format!(
+                        "starts on {}, not on the delivery date {date}",
+                        country.local_date(start)
+                    ),
+                ));
+            }
+        }
+        (None, _) => {}
+    }
+    Ok(())
+}
+
+impl Parcel {
+    fn refuse(&self, action: &'static str) -> DomainError {
+        DomainError::InvalidState {
+            subject: self
+                .manifest
+                .as_ref()
+                .map(|m| format!("parcel/{}", m.parcel_id))
+                .unwrap_or_else(|| "parcel".into()),
+            action,
+            state: self.status.describe().into(),
+        }
+    }
+
+    fn require_open(&self, action: &'static str) -> Result<()> {
+        if self.status == Status::Unknown || self.status.is_terminal() {
+            return Err(self.refuse(action));
+        }
+        Ok(())
+    }
+
+    fn open_attempt(&self, driver_id: &DriverId, device_id: &DeviceId) -> Option<Event> {
+        (self.status != Status::Attempting).then(|| {
+            Event::AttemptStarted(pb::AttemptStarted {
+                attempt: self.attempts + 1,
+                route_id: self.route_id.clone().unwrap_or_default(),
+                driver_id: driver_id.to_string(),
+                device_id: device_id.to_string(),
+            })
+        })
+    }
+
+    fn attempt_number(&self) -> u32 {
+        if self.status == Status::Attempting {
+            self.attempts
+        } else {
+            self.attempts + 1
+        }
+    }
+}
+
+impl Aggregate for Parcel {
+    type Command = Command;
+    type Event = Event;
+
+    fn decide(&self, command: &Command) -> Result<Vec<Event>> {
+        match command {
+            Command::Manifest(m) => {
+                validate_manifested(m)?;
+                match &self.manifest {
+                    None => Ok(vec![Event::Manifested(m.clone())]),
+                    // A reloaded manifest row is the same parcel, not a new one;
+                    // where it came from (file, line) may differ.
+                    Some(existing) if same_row(existing, m) => Ok(vec![]),
+                    Some(existing) => Err(DomainError::AlreadyExists(format!(
+                        "parcel/{}",
+                        existing.parcel_id
+                    ))),
+                }
+            }
+            Command::AssignToRoute {
+                route_id,
+                plan_version,
+                stop_index,
+            } => {
+                self.require_open("assign to a route")?;
+                if self.status == Status::Attempting {
+                    return Err(self.refuse("assign to a route"));
+                }
+                Ok(vec![Event::AssignedToRoute(pb::ParcelAssignedToRoute {
+                    route_id: route_id.to_string(),
+                    plan_version: *plan_version,
+                    stop_index: *stop_index,
+                })])
+            }
+            Command::LoadOnVan {
+                route_id,
+                driver_id,
+            } => {
+                self.require_open("load on a van")?;
+                if self.status == Status::OutForDelivery
+                    && self.route_id.as_deref() == Some(route_id.as_str())
+                {
+                    return Ok(vec![]);
+                }
+                Ok(vec![Event::OutForDelivery(pb::ParcelOutForDelivery {
+                    route_id: route_id.to_string(),
+                    driver_id: driver_id.to_string(),
+                })])
+            }
+            Command::StartAttempt {
+                route_id,
+                driver_id,
+                device_id,
+            } => {
+                self.require_open("start an attempt")?;
+                if self.status == Status::Attempting {
+                    return Err(self.refuse("start an attempt"));
+                }
+                Ok(vec![Event::AttemptStarted(pb::AttemptStarted {
+                    attempt: self.attempts + 1,
+                    route_id: route_id
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .or_else(|| self.route_id.clone())
+                        .unwrap_or_default(),
+                    driver_id: driver_id.to_string(),
+                    device_id: device_id.to_string(),
+                })])
+            }
+            Command::Deliver {
+                method,
+                driver_id,
+                device_id,
+                grant_id,
+                position,
+            } => {
+                self.require_open("deliver")?;
+                if *method == pb::DeliveryMethod::Unspecified {
+                    return Err(invalid("method", "is not given"));
+                }
+                if *method == pb::DeliveryMethod::InHome && grant_id.is_none() {
+                    return Err(invalid("grant_id", "an in-home delivery needs its grant"));
+                }
+                let mut events: Vec<Event> = self
+                    .open_attempt(driver_id, device_id)
+                    .into_iter()
+                    .collect();
+                events.push(Event::Delivered(pb::ParcelDelivered {
+                    attempt: self.attempt_number(),
+                    method: *method as i32,
+                    driver_id: driver_id.to_string(),
+                    device_id: device_id.to_string(),
+                    grant_id: grant_id
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    position: *position,
+                }));
+                Ok(events)
+            }
+            Command::FailAttempt {
+                reason,
+                driver_id,
+                device_id,
+                note,
+            } => {
+                self.require_open("fail an attempt")?;
+                if *reason == pb::FailureReason::Unspecified {
+                    return Err(invalid("reason", "is not given"));
+                }
+                let mut events: Vec<Event> = self
+                    .open_attempt(driver_id, device_id)
+                    .into_iter()
+                    .collect();
+                events.push(Event::AttemptFailed(pb::AttemptFailed {
+                    attempt: self.attempt_number(),
+                    reason: *reason as i32,
+                    driver_id: driver_id.to_string(),
+                    device_id: device_id.to_string(),
+                    note: note.clone(),
+                }));
+                Ok(events)
+            }
+            Command::Reschedule { date, reason } => {
+                self.require_open("reschedule")?;
+                if self.status == Status::Attempting {
+                    return Err(self.refuse("reschedule"));
+                }
+                if self.due == Some(*date) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![Event::Rescheduled(pb::ParcelRescheduled {
+                    delivery_date: Some(date_to_proto(*date)),
+                    reason: reason.clone(),
+                })])
+            }
+            Command::Return { reason } => {
+                if self.status == Status::Returned {
+                    return Ok(vec![]);
+                }
+                self.require_open("return")?;
+                Ok(vec![Event::Returned(pb::ParcelReturned {
+                    reason: reason.clone(),
+                    attempts: self.attempts,
+                })])
+            }
+        }
+    }
+
+    fn evolve(&mut self, event: &Event) {
+        match event {
+            Event::Manifested(m) => {
+                self.status = Status::Manifested;
+                self.due = m
+                    .delivery_date
+                    .as_ref()
+                    .and_then(|d| date_from_proto(d).ok());
+                self.manifest = Some(m.clone());
+            }
+            Event::AssignedToRoute(a) => {
+                self.status = Status::Assigned;
+                self.route_id = Some(a.route_id.clone());
+            }
+            Event::OutForDelivery(o) => {
+                self.status = Status::OutForDelivery;
+                self.route_id = Some(o.route_id.clone());
+            }
+            Event::AttemptStarted(a) => {
+                self.status = Status::Attempting;
+                self.attempts = a.attempt;
+            }
+            Event::Delivered(d) => {
+                self.status = Status::Delivered;
+                self.delivered_by = pb::DeliveryMethod::try_from(d.method).ok();
+            }
+            Event::AttemptFailed(f) => {
+                self.status = Status::AttemptFailed;
+                self.last_failure = pb::FailureReason::try_from(f.reason).ok();
+            }
+            Event::Rescheduled(r) => {
+                self.due = r
+                    .delivery_date
+                    .as_ref()
+                    .and_then(|d| date_from_proto(d).ok());
+                self.status = Status::Manifested;
+                self.route_id = None;
+            }
+            Event::Returned(_) => self.status = Status::Returned,
+        }
+    }
+}
+
+fn same_row(a: &pb::ParcelManifested, b: &pb::ParcelManifested) -> bool {
+    let strip = |m: &pb::ParcelManifested| pb::ParcelManifested {
+        manifest_id: String::new(),
+        manifest_line: 0,
+        ..m.clone()
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::given;
+    use crate::country::{local_window, parse_local};
+
+    fn driver() -> DriverId {
+        DriverId::new("drv-7").unwrap()
+    }
+    fn device() -> DeviceId {
+        DeviceId::new("hh-7").unwrap()
+    }
+
+    fn manifested(service: pb::Service) -> pb::ParcelManifested {
+        let date = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        pb::ParcelManifested {
+            parcel_id: "SE-00001234".into(),
+            partner_id: "acme".into(),
+            country: pb::Country::Se as i32,
+            depot_id: "STO-1".into(),
+            delivery_date: Some(date_to_proto(date)),
+            address: Some(pb::Address {
+                street: "Drottninggatan 1".into(),
+                postal_code: "111 51".into(),
+                city: "Stockholm".into(),
+                position: Some(pb::GeoPoint {
+                    latitude: 59.33,
+                    longitude: 18.06,
+                }),
+            }),
+            service: service as i32,
+            weight_grams: 1200,
+            in_home_window: (service == pb::Service::InHome).then(|| {
+                local_window(
+                    Country::Se,
+                    parse_local("s", "2026-11-23T09:00").unwrap(),
+                    parse_local("e", "2026-11-23T12:00").unwrap(),
+                )
+                .unwrap()
+            }),
+            manifest_id: "m-1".into(),
+            manifest_line: 2,
+        }
+    }
+
+    fn fail(reason: pb::FailureReason) -> Command {
+        Command::FailAttempt {
+            reason,
+            driver_id: driver(),
+            device_id: device(),
+            note: String::new(),
+        }
+    }
+
+    fn deliver(method: pb::DeliveryMethod) -> Command {
+        Command::Deliver {
+            method,
+            driver_id: driver(),
+            device_id: device(),
+            grant_id: None,
+            position: None,
+        }
+    }
+
+    fn started(attempt: u32) -> Event {
+        Event::AttemptStarted(pb::AttemptStarted {
+            attempt,
+            route_id: String::new(),
+            driver_id: "drv-7".into(),
+            device_id: "hh-7".into(),
+        })
+    }
+
+    fn failed(attempt: u32) -> Event {
+        Event::AttemptFailed(pb::AttemptFailed {
+            attempt,
+            reason: pb::FailureReason::NotHome as i32,
+            driver_id: "drv-7".into(),
+            device_id: "hh-7".into(),
+            note: String::new(),
+        })
+    }
+
+    #[test]
+    fn a_manifest_row_creates_the_parcel_once() {
+        let m = manifested(pb::Service::Doorstep);
+        let p = given::<Parcel>(&[]);
+        assert_eq!(
+            p.decide(&Command::Manifest(m.clone())).unwrap(),
+            vec![Event::Manifested(m.clone())]
+        );
+
+        // Reloading the same row from another file changes nothing.
+        let p = given::<Parcel>(&[Event::Manifested(m.clone())]);
+        let mut reloaded = m.clone();
+        reloaded.manifest_id = "m-2".into();
+        reloaded.manifest_line = 99;
+        assert_eq!(p.decide(&Command::Manifest(reloaded)).unwrap(), vec![]);
+
+        // A different row under the same id is refused.
+        let mut other = m;
+        other.weight_grams = 5;
+        assert_eq!(
+            p.decide(&Command::Manifest(other)).unwrap_err(),
+            DomainError::AlreadyExists("parcel/SE-00001234".into())
+        );
+    }
+
+    #[test]
+    fn manifest_rows_are_validated() {
+        let mut m = manifested(pb::Service::InHome);
+        m.in_home_window = None;
+        let err = given::<Parcel>(&[])
+            .decide(&Command::Manifest(m))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DomainError::Invalid {
+                    field: "window",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+
+        let mut m = manifested(pb::Service::Doorstep);
+        m.weight_grams = 0;
+        assert!(given::<Parcel>(&[]).decide(&Command::Manifest(m)).is_err());
+
+        let mut m = manifested(pb::Service::InHome);
+        m.delivery_date = Some(date_to_proto(
+            NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+        ));
+        let err = given::<Parcel>(&[])
+            .decide(&Command::Manifest(m))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not on the delivery date"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn attempts_are_counted_per_parcel() {
+        let m = manifested(pb::Service::Doorstep);
+        let history = vec![Event::Manifested(m), started(1), failed(1)];
+        let p = given::<Parcel>(&history);
+        assert_eq!(p.attempts, 1);
+        assert_eq!(p.status, Status::AttemptFailed);
+
+        // A failure reported without a start opens attempt 2 first.
+        let events = p.decide(&fail(pb::FailureReason::NotHome)).unwrap();
+        assert_eq!(events, vec![started(2), failed(2)]);
+
+        let mut history = history;
+        history.extend(events);
+        let p = given::<Parcel>(&history);
+        assert_eq!(p.attempts, 2);
+
+        // An explicit start, then delivery within that attempt.
+        let events = p
+            .decide(&Command::StartAttempt {
+                route_id: None,
+                driver_id: driver(),
+                device_id: device(),
+            })
+            .unwrap();
+        assert_eq!(events, vec![started(3)]);
+        history.extend(events);
+        let p = given::<Parcel>(&history);
+        let events = p.decide(&deliver(pb::DeliveryMethod::Neighbour)).unwrap();
+        assert_eq!(events.len(), 1);
+        assert!(matches!(&events[0], Event::Delivered(d) if d.attempt == 3));
+        history.extend(events);
+        let p = given::<Parcel>(&history);
+        assert_eq!(p.status, Status::Delivered);
+        assert_eq!(p.attempts, 3);
+        assert_eq!(p.delivered_by, Some(pb::DeliveryMethod::Neighbour));
+    }
+
+    #[test]
+    fn delivered_and_returned_are_terminal() {
+        let m = manifested(pb::Service::Doorstep);
+        let delivered = given::<Parcel>(&[
+            Event::Manifested(m.clone()),
+            started(1),
+            Event::Delivered(pb::ParcelDelivered {
+                attempt: 1,
+                method: pb::DeliveryMethod::Doorstep as i32,
+                ..Default::default()
+            }),
+        ]);
+        let err = delivered
+            .decide(&fail(pb::FailureReason::NotHome))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parcel/SE-00001234: cannot fail an attempt when delivered"
+        );
+        assert!(
+            delivered
+                .decide(&deliver(pb::DeliveryMethod::Doorstep))
+                .is_err()
+        );
+        assert!(
+            delivered
+                .decide(&Command::Return { reason: "x".into() })
+                .is_err()
+        );
+
+        let returned = given::<Parcel>(&[
+            Event::Manifested(m),
+            started(1),
+            failed(1),
+            Event::Returned(pb::ParcelReturned {
+                reason: "3 failed attempts".into(),
+                attempts: 1,
+            }),
+        ]);
+        assert_eq!(returned.status, Status::Returned);
+        assert!(
+            returned
+                .decide(&deliver(pb::DeliveryMethod::Doorstep))
+                .is_err()
+        );
+        // Returning again is already in effect.
+        assert_eq!(
+            returned
+                .decide(&Command::Return { reason: "x".into() })
+                .unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn nothing_happens_to_a_parcel_that_was_never_manifested() {
+        let p = given::<Parcel>(&[]);
+        let err = p
+            .decide(&deliver(pb::DeliveryMethod::Doorstep))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parcel: cannot deliver when not manifested"
+        );
+    }
+
+    #[test]
+    fn in_home_delivery_needs_a_grant_and_returns_count_attempts() {
+        let m = manifested(pb::Service::InHome);
+        let p = given::<Parcel>(&[Event::Manifested(m.clone())]);
+        assert!(p.decide(&deliver(pb::DeliveryMethod::InHome)).is_err());
+        let ok = p
+            .decide(&Command::Deliver {
+                method: pb::DeliveryMethod::InHome,
+                driver_id: driver(),
+                device_id: device(),
+                grant_id: Some(GrantId::new("g-1").unwrap()),
+                position: None,
+            })
+            .unwrap();
+        assert_eq!(ok.len(), 2);
+
+        let p = given::<Parcel>(&[
+            Event::Manifested(m),
+            started(1),
+            failed(1),
+            started(2),
+            failed(2),
+        ]);
+        assert_eq!(
+            p.decide(&Command::Return {
+                reason: "undeliverable".into()
+            })
+            .unwrap(),
+            vec![Event::Returned(pb::ParcelReturned {
+                reason: "undeliverable".into(),
+                attempts: 2
+            })]
+        );
+    }
+
+    #[test]
+    fn rescheduling_moves_the_due_day_and_takes_it_off_its_route() {
+        let m = manifested(pb::Service::Doorstep);
+        let p = given::<Parcel>(&[
+            Event::Manifested(m),
+            Event::AssignedToRoute(pb::ParcelAssignedToRoute {
+                route_id: "r-1".into(),
+                plan_version: 1,
+                stop_index: 4,
+            }),
+            started(1),
+            failed(1),
+        ]);
+        let next = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        let events = p
+            .decide(&Command::Reschedule {
+                date: next,
+                reason: "not home".into(),
+            })
+            .unwrap();
+        let mut p = p;
+        for e in &events {
+            p.evolve(e);
+        }
+        assert_eq!(p.due, Some(next));
+        assert_eq!(p.route_id, None);
+        assert_eq!(p.attempts, 1);
+    }
+}

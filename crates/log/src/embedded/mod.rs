@@ -1,0 +1,629 @@
+//! The embedded backend: SQLite (bundled) in WAL mode, in `DIR/events.db`.
+//!
+//! One writer thread owns the only write connection. Appends queue to it; it
+//! takes everything queued (up to a batch limit), applies it in one
+//! transaction and commits with `synchronous = FULL`, so one fsync of the WAL
+//! covers the whole group. Only then are the appends answered: an
+//! acknowledged event is on disk. Readers use their own read-only connections
+//! and never block the writer.
+//!
+//! This module must never acknowledge before the commit returned, and never
+//! return a row whose checksum does not match.
+
+mod check;
+mod writer;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use threshold_domain::{Country, EventId, StreamId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::event::{AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};
+use crate::{Error, EventLog, Result, Subscription};
+
+pub(crate) use writer::Request;
+
+/// The file the events live in, inside the data directory.
+pub const DB_FILE: &str = "events.db";
+/// Marks a SQLite file as a Threshold event log (`PRAGMA application_id`).
+const APPLICATION_ID: i32 = 0x5448_4c47; // "THLG"
+/// The schema this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i32 = 1;
+
+/// How much the store checks when it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// File header and size, then SQLite's `quick_check` of every page's
+    /// structure: seconds per GiB. The default.
+    Quick,
+    /// File header and size only.
+    Header,
+}
+
+/// Tuning for the embedded backend. The defaults are what the benchmarks use.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// What to check at open.
+    pub verify: Verify,
+    /// Most events one group commit takes.
+    pub max_batch_events: usize,
+    /// Appends that may wait for the writer before callers wait too.
+    pub queue_depth: usize,
+    /// Page cache of the writer connection, in MiB.
+    pub cache_mib: u32,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            verify: Verify::Quick,
+            max_batch_events: 16_384,
+            queue_depth: 65_536,
+            cache_mib: 256,
+        }
+    }
+}
+
+/// The embedded event log. Clones share one store.
+#[derive(Clone, Debug)]
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    path: PathBuf,
+    requests: mpsc::Sender<Request>,
+    head: watch::Receiver<u64>,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the store in `dir`, checking its files first.
+    pub fn open(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let lock = lock_dir(&dir)?;
+        let path = dir.join(DB_FILE);
+        check::file_header(&path)?;
+
+        let conn = Connection::open(&path).map_err(|e| storage(&path, e))?;
+        configure_writer(&conn, &path, &options)?;
+        if options.verify == Verify::Quick {
+            check::quick_check(&conn, &path)?;
+        }
+        let head: u64 = conn
+            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| storage(&path, e))?;
+
+        let (head_tx, head_rx) = watch::channel(head);
+        let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
+        // The writer thread holds the directory lock until its connection is
+        // closed, so a reopen never races a writer that is still checkpointing.
+        let writer = writer::spawn(
+            conn,
+            lock,
+            path.clone(),
+            head,
+            head_tx,
+            rx,
+            options.max_batch_events,
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                path,
+                requests: tx,
+                head: head_rx,
+                readers: Mutex::new(Vec::new()),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Stops the writer once everything queued before is committed, folds the
+    /// WAL into the database file and waits for it. Appends after this fail
+    /// with [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        let (reply, done) = oneshot::channel();
+        if self
+            .inner
+            .requests
+            .send(Request::Close { reply })
+            .await
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+        let handle = self.inner.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        Ok(())
+    }
+
+    async fn with_reader<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Path) -> Result<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let conn = match inner.readers.lock().ok().and_then(|mut r| r.pop()) {
+                Some(c) => c,
+                None => open_reader(&inner.path)?,
+            };
+            let out = f(&conn, &inner.path);
+            if let Ok(mut pool) = inner.readers.lock() {
+                if pool.len() < 8 {
+                    pool.push(conn);
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|e| Error::Io {
+            path: self.inner.path.clone(),
+            source: std::io::Error::other(e),
+        })?
+    }
+}
+
+#[async_trait]
+impl EventLog for EmbeddedLog {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome> {
+        if events.is_empty() {
+            return Err(Error::Invalid {
+                field: "events",
+                reason: format!("an append to {stream} needs at least one event"),
+            });
+        }
+        for e in &events {
+            let category = e.event_type.split('.').next().unwrap_or_default();
+            if category != stream.category().as_str() {
+                return Err(Error::Invalid {
+                    field: "event_type",
+                    reason: format!("{} does not belong in {stream}", e.event_type),
+                });
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .requests
+            .send(Request::Append {
+                stream: stream.clone(),
+                expected,
+                events,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        after_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let key = stream.to_string();
+        self.with_reader(move |conn, path| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM events WHERE stream = ?1 AND stream_version > ?2 \
+                     ORDER BY stream_version LIMIT ?3"
+                ))
+                .map_err(|e| storage(path, e))?;
+            let rows = stmt
+                .query_map(params![key, after_version as i64, max as i64], raw_row)
+                .map_err(|e| storage(path, e))?;
+            collect(rows, path)
+        })
+        .await
+    }
+
+    async fn read_all(&self, after: Position, max: usize) -> Result<Vec<RecordedEvent>> {
+        self.with_reader(move |conn, path| read_after(conn, path, after, max))
+            .await
+    }
+
+    async fn head(&self) -> Result<Position> {
+        Ok(Position(*self.inner.head.borrow()))
+    }
+
+    fn subscribe(&self, after: Position) -> Subscription {
+        let (tx, rx) = mpsc::channel(1024);
+        let path = self.inner.path.clone();
+        let mut head = self.inner.head.clone();
+        tokio::spawn(async move {
+            let mut after = after;
+            let mut conn: Option<Connection> = None;
+            loop {
+                let target = *head.borrow_and_update();
+                if target <= after.0 {
+                    // Caught up: wait for the writer to commit more. A closed
+                    // log ends the subscription.
+                    if head.wait_for(|h| *h > after.0).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                let path2 = path.clone();
+                let c = conn.take();
+                let read = tokio::task::spawn_blocking(move || {
+                    let c = match c {
+                        Some(c) => c,
+                        None => open_reader(&path2)?,
+                    };
+                    let batch = read_after(&c, &path2, after, 1024)?;
+                    Ok::<_, Error>((c, batch))
+                })
+                .await;
+                let batch = match read {
+                    Ok(Ok((c, batch))) => {
+                        conn = Some(c);
+                        batch
+                    }
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Error::Io {
+                                path: path.clone(),
+                                source: std::io::Error::other(e),
+                            }))
+                            .await;
+                        return;
+                    }
+                };
+                for event in batch {
+                    after = event.position;
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Subscription::from_channel(rx)
+    }
+}
+
+const COLUMNS: &str = "position, stream, stream_version, event_id, event_type, schema_version, \
+     occurred_at_us, recorded_at_us, country, tenant, causation_id, correlation_id, \
+     traceparent, tracestate, payload, crc";
+
+fn read_after(
+    conn: &Connection,
+    path: &Path,
+    after: Position,
+    max: usize,
+) -> Result<Vec<RecordedEvent>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+        ))
+        .map_err(|e| storage(path, e))?;
+    let rows = stmt
+        .query_map(params![after.0 as i64, max as i64], raw_row)
+        .map_err(|e| storage(path, e))?;
+    collect(rows, path)
+}
+
+/// A row as SQLite returns it, before it is checked.
+struct RawRow {
+    position: i64,
+    stream: String,
+    stream_version: i64,
+    event_id: Vec<u8>,
+    event_type: String,
+    schema_version: i64,
+    occurred_at_us: i64,
+    recorded_at_us: i64,
+    country: Option<String>,
+    tenant: Option<String>,
+    causation_id: Option<String>,
+    correlation_id: Option<String>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+    payload: Vec<u8>,
+    crc: i64,
+}
+
+fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        position: r.get(0)?,
+        stream: r.get(1)?,
+        stream_version: r.get(2)?,
+        event_id: r.get(3)?,
+        event_type: r.get(4)?,
+        schema_version: r.get(5)?,
+        occurred_at_us: r.get(6)?,
+        recorded_at_us: r.get(7)?,
+        country: r.get(8)?,
+        tenant: r.get(9)?,
+        causation_id: r.get(10)?,
+        correlation_id: r.get(11)?,
+        traceparent: r.get(12)?,
+        tracestate: r.get(13)?,
+        payload: r.get(14)?,
+        crc: r.get(15)?,
+    })
+}
+
+fn collect(
+    rows: impl Iterator<Item = rusqlite::Result<RawRow>>,
+    path: &Path,
+) -> Result<Vec<RecordedEvent>> {
+    rows.map(|r| {
+        r.map_err(|e| storage(path, e))
+            .and_then(|r| checked(r, path))
+    })
+    .collect()
+}
+
+/// Turns a raw row into an event, refusing anything that does not match its
+/// checksum or does not parse: damage is reported, never skipped.
+fn checked(r: RawRow, path: &Path) -> Result<RecordedEvent> {
+    let corrupt = |detail: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!("event at position {}: {detail}", r.position),
+    };
+    let event_id: [u8; 16] = r
+        .event_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt(format!("event_id has {} bytes, not 16", r.event_id.len())))?;
+    let instant = |us: i64| {
+        DateTime::<Utc>::from_timestamp_micros(us)
+            .ok_or_else(|| corrupt(format!("instant {us} out of range")))
+    };
+    let stream: StreamId = r
+        .stream
+        .parse()
+        .map_err(|e| corrupt(format!("stream {:?}: {e}", r.stream)))?;
+    let country = r
+        .country
+        .as_deref()
+        .map(str::parse::<Country>)
+        .transpose()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let event = RecordedEvent {
+        position: Position(r.position as u64),
+        stream,
+        stream_version: r.stream_version as u64,
+        recorded_at: instant(r.recorded_at_us)?,
+        event: NewEvent {
+            event_id: EventId::from_bytes(event_id),
+            event_type: r.event_type,
+            schema_version: r.schema_version as u32,
+            occurred_at: instant(r.occurred_at_us)?,
+            country,
+            tenant: r.tenant,
+            causation_id: r.causation_id,
+            correlation_id: r.correlation_id,
+            traceparent: r.traceparent,
+            tracestate: r.tracestate,
+            payload: r.payload.into(),
+        },
+    };
+    let expected = checksum(&event);
+    if i64::from(expected) != r.crc {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!(
+                "event at position {} fails its checksum (stored {:08x}, computed {expected:08x})",
+                r.position, r.crc
+            ),
+        });
+    }
+    Ok(event)
+}
+
+/// CRC-32 of everything stored for one event, in a fixed order.
+pub(crate) fn checksum(e: &RecordedEvent) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    let mut text = |s: Option<&str>| {
+        match s {
+            Some(s) => {
+                h.update(&(s.len() as u32).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            None => h.update(&u32::MAX.to_le_bytes()),
+        };
+    };
+    let ev = &e.event;
+    text(Some(&e.stream.to_string()));
+    text(Some(&ev.event_type));
+    text(ev.country.map(Country::code));
+    text(ev.tenant.as_deref());
+    text(ev.causation_id.as_deref());
+    text(ev.correlation_id.as_deref());
+    text(ev.traceparent.as_deref());
+    text(ev.tracestate.as_deref());
+    h.update(&e.position.0.to_le_bytes());
+    h.update(&e.stream_version.to_le_bytes());
+    h.update(ev.event_id.as_bytes());
+    h.update(&ev.schema_version.to_le_bytes());
+    h.update(&ev.occurred_at.timestamp_micros().to_le_bytes());
+    h.update(&e.recorded_at.timestamp_micros().to_le_bytes());
+    h.update(&ev.payload);
+    h.finalize()
+}
+
+fn configure_writer(conn: &Connection, path: &Path, options: &EmbeddedOptions) -> Result<()> {
+    let cache_kib = i64::from(options.cache_mib) * 1024;
+    let setup = format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA cache_size = -{cache_kib};
+         PRAGMA wal_autocheckpoint = 8192;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA busy_timeout = 5000;"
+    );
+    // journal_mode answers with a row; run it through query to accept that.
+    conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+        .map_err(|e| classify(path, e))
+        .and_then(|mode| {
+            if mode.eq_ignore_ascii_case("wal") {
+                Ok(())
+            } else {
+                Err(Error::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!("cannot switch to WAL mode (got {mode})"),
+                })
+            }
+        })?;
+    conn.execute_batch(&setup).map_err(|e| classify(path, e))?;
+
+    let app_id: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    if tables == 0 && app_id == 0 {
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+            include_str!("schema.sql")
+        ))
+        .map_err(|e| classify(path, e))?;
+        return Ok(());
+    }
+    if app_id != APPLICATION_ID {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("not a Threshold event log (application_id {app_id:#x})"),
+        });
+    }
+    if version != SCHEMA_VERSION {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("schema version {version}; this build reads {SCHEMA_VERSION}"),
+        });
+    }
+    Ok(())
+}
+
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| classify(path, e))?;
+    conn.execute_batch("PRAGMA cache_size = -65536; PRAGMA busy_timeout = 5000;")
+        .map_err(|e| classify(path, e))?;
+    Ok(conn)
+}
+
+/// Takes `DIR/LOCK` so that two processes never write one store.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io { path, source }),
+    }
+}
+
+pub(crate) fn storage(path: &Path, source: rusqlite::Error) -> Error {
+    classify(path, source)
+}
+
+/// Maps SQLite's answer to what it means for the operator.
+pub(crate) fn classify(path: &Path, source: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
+    match source.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => Error::DiskFull {
+            path: path.to_path_buf(),
+        },
+        Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: source.to_string(),
+        },
+        _ => Error::Storage {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// Where an event id is stored, if it is: (position, stream, version).
+pub(crate) fn find_event_id(
+    conn: &Connection,
+    id: &EventId,
+) -> rusqlite::Result<Option<(u64, String, u64)>> {
+    conn.prepare_cached("SELECT position, stream, stream_version FROM events WHERE event_id = ?1")?
+        .query_row([id.as_bytes().as_slice()], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get(1)?,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })
+        .optional()
+}
+
+/// Counts of stored events by type, for operators and the `threshold` CLI.
+pub fn stats(dir: impl AsRef<Path>) -> Result<HashMap<String, u64>> {
+    let path = dir.as_ref().join(DB_FILE);
+    let conn = open_reader(&path)?;
+    let mut stmt = conn
+        .prepare("SELECT event_type, count(*) FROM events GROUP BY event_type")
+        .map_err(|e| classify(&path, e))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(|e| classify(&path, e))?;
+    rows.map(|r| r.map_err(|e| classify(&path, e))).collect()
+}
+
+#[cfg(test)]
+mod tests;

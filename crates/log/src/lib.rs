@@ -1,0 +1,76 @@
+//! The event log: the only way anything in Threshold is written.
+//!
+//! # Layout
+//!
+//! - [`EventLog`]: the one trait. Append (idempotent by `event_id`, with an
+//!   optional expected stream version), read a stream, read everything after
+//!   a position, subscribe (catch-up, then live).
+//! - [`event`]: what goes in ([`NewEvent`]) and what comes out
+//!   ([`RecordedEvent`]), with the envelope conversion.
+//! - [`embedded`]: the default backend, SQLite in WAL mode under `--data DIR`
+//!   with one writer thread and group commit.
+//! - [`subscription`]: the [`Subscription`] every backend hands out.
+//!
+//! Every backend passes the same contract suite (`src/contract.rs`), which
+//! spells out guarantees 1–5 of the architecture: nothing acknowledged is
+//! lost, an `event_id` is stored once, streams read back in order with
+//! gap-free versions, a stale expected version writes nothing, and
+//! subscriptions neither skip nor repeat.
+
+pub mod embedded;
+pub mod error;
+pub mod event;
+pub mod subscription;
+
+#[cfg(test)]
+mod contract;
+
+use async_trait::async_trait;
+use threshold_domain::StreamId;
+
+pub use embedded::{EmbeddedLog, EmbeddedOptions};
+pub use error::{Error, Result};
+pub use event::{Ack, AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};
+pub use subscription::Subscription;
+
+/// The event log. Cheap to share (`Arc<dyn EventLog>`); every method may be
+/// called from many tasks at once.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `events` to `stream`, in order, and returns once they are
+    /// durable.
+    ///
+    /// An event whose `event_id` is already stored (in this stream) is not
+    /// stored again: its [`Ack`] says `Duplicate` and carries the original
+    /// position. If every event of the call is a duplicate, `expected` is not
+    /// checked, so a resend after a lost acknowledgement succeeds. Otherwise a
+    /// stream at another version than `expected` fails the call with
+    /// [`Error::Conflict`] and nothing of it is written.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome>;
+
+    /// Up to `max` events of `stream` with a version greater than
+    /// `after_version`, in version order.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        after_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Up to `max` events of the whole log with a position greater than
+    /// `after`, in position order.
+    async fn read_all(&self, after: Position, max: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// The position of the last durable event (`Position::ORIGIN` when empty).
+    async fn head(&self) -> Result<Position>;
+
+    /// Every event after `after`: first those already stored, then each new
+    /// one as it becomes durable; in position order, none skipped, none twice.
+    /// Resume by subscribing again after the last position seen.
+    fn subscribe(&self, after: Position) -> Subscription;
+}

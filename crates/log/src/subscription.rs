@@ -1,0 +1,36 @@
+//! A subscription: catch-up, then live, as a stream of events.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+
+use crate::{RecordedEvent, Result};
+
+/// Events after a position, in position order, as they become durable.
+///
+/// Dropping it ends the subscription. An error is the last item.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: mpsc::Receiver<Result<RecordedEvent>>,
+}
+
+impl Subscription {
+    /// A subscription fed by a backend's task through `rx`.
+    pub fn from_channel(rx: mpsc::Receiver<Result<RecordedEvent>>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event; `None` once the log is closed.
+    pub async fn next(&mut self) -> Option<Result<RecordedEvent>> {
+        self.rx.recv().await
+    }
+}
+
+impl futures::Stream for Subscription {
+    type Item = Result<RecordedEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
