@@ -58,6 +58,8 @@ pub struct EmbeddedOptions {
     pub queue_depth: usize,
     /// Page cache of the writer connection, in MiB.
     pub cache_mib: u32,
+    /// Page size of a new store, in bytes (a power of two, 512..=65536).
+    pub page_size: u32,
 }
 
 impl Default for EmbeddedOptions {
@@ -67,6 +69,7 @@ impl Default for EmbeddedOptions {
             max_batch_events: 16_384,
             queue_depth: 65_536,
             cache_mib: 256,
+            page_size: 4096,
         }
     }
 }
@@ -285,14 +288,14 @@ impl EventLog for EmbeddedLog {
                         Some(c) => c,
                         None => open_reader(&path2)?,
                     };
-                    let batch = read_after(&c, &path2, after, 1024)?;
-                    Ok::<_, Error>((c, batch))
+                    let (batch, damage) = read_prefix(&c, &path2, after, 1024);
+                    Ok::<_, Error>((c, batch, damage))
                 })
                 .await;
-                let batch = match read {
-                    Ok(Ok((c, batch))) => {
+                let (batch, damage) = match read {
+                    Ok(Ok((c, batch, damage))) => {
                         conn = Some(c);
-                        batch
+                        (batch, damage)
                     }
                     Ok(Err(e)) => {
                         let _ = tx.send(Err(e)).await;
@@ -313,6 +316,10 @@ impl EventLog for EmbeddedLog {
                     if tx.send(Ok(event)).await.is_err() {
                         return;
                     }
+                }
+                if let Some(e) = damage {
+                    let _ = tx.send(Err(e)).await;
+                    return;
                 }
             }
         });
@@ -339,6 +346,38 @@ fn read_after(
         .query_map(params![after.0 as i64, max as i64], raw_row)
         .map_err(|e| storage(path, e))?;
     collect(rows, path)
+}
+
+/// Like [`read_after`], but keeps the good events before a failure: a
+/// subscriber gets everything up to the damage, then the error.
+fn read_prefix(
+    conn: &Connection,
+    path: &Path,
+    after: Position,
+    max: usize,
+) -> (Vec<RecordedEvent>, Option<Error>) {
+    let mut out = Vec::new();
+    let stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+    ));
+    let mut stmt = match stmt {
+        Ok(s) => s,
+        Err(e) => return (out, Some(storage(path, e))),
+    };
+    let rows = match stmt.query_map(params![after.0 as i64, max as i64], raw_row) {
+        Ok(rows) => rows,
+        Err(e) => return (out, Some(storage(path, e))),
+    };
+    for row in rows {
+        match row
+            .map_err(|e| storage(path, e))
+            .and_then(|r| checked(r, path))
+        {
+            Ok(event) => out.push(event),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
 }
 
 /// A row as SQLite returns it, before it is checked.
@@ -493,6 +532,9 @@ fn configure_writer(conn: &Connection, path: &Path, options: &EmbeddedOptions) -
          PRAGMA temp_store = MEMORY;
          PRAGMA busy_timeout = 5000;"
     );
+    // Only takes effect on a new, empty file: before WAL mode is set.
+    conn.execute_batch(&format!("PRAGMA page_size = {};", options.page_size))
+        .map_err(|e| classify(path, e))?;
     // journal_mode answers with a row; run it through query to accept that.
     conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
         .map_err(|e| classify(path, e))

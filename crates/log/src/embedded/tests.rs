@@ -40,3 +40,291 @@ impl Backend for Embedded {
 }
 
 contract_suite!(Embedded::new());
+
+fn open(dir: &Path) -> Result<EmbeddedLog> {
+    EmbeddedLog::open(dir, EmbeddedOptions::default())
+}
+
+async fn fill(log: &EmbeddedLog, events: u32) {
+    for n in 0..events {
+        log.append(
+            &crate::contract::parcel(n % 13),
+            ExpectedVersion::Any,
+            vec![crate::contract::failed_attempt(1)],
+        )
+        .await
+        .expect("append");
+    }
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_store() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = open(dir.path()).expect("first open");
+    let err = open(dir.path()).expect_err("second open");
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another process"));
+    log.close().await.expect("close");
+    drop(log);
+    open(dir.path()).expect("open after close");
+}
+
+#[tokio::test]
+async fn appends_after_close_are_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = open(dir.path()).expect("open");
+    fill(&log, 3).await;
+    log.close().await.expect("close");
+    let err = log
+        .append(
+            &crate::contract::parcel(1),
+            ExpectedVersion::Any,
+            vec![crate::contract::failed_attempt(1)],
+        )
+        .await
+        .expect_err("closed");
+    assert!(matches!(err, Error::Closed));
+}
+
+/// A store whose file was damaged after a clean close, and how it was damaged.
+async fn damaged(damage: impl FnOnce(&Path, &mut Vec<u8>)) -> (tempfile::TempDir, Error) {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = open(dir.path()).expect("open");
+    fill(&log, 2000).await;
+    log.close().await.expect("close");
+    drop(log);
+    let path = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&path).expect("read db");
+    damage(&path, &mut bytes);
+    std::fs::write(&path, &bytes).expect("write db");
+    let mut err = None;
+    for _ in 0..100 {
+        match open(dir.path()) {
+            Err(Error::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+            Ok(_) => panic!("a damaged store opened"),
+        }
+    }
+    (dir, err.expect("an error"))
+}
+
+#[tokio::test]
+async fn a_truncated_file_is_refused_at_open_with_its_name() {
+    let (dir, err) = damaged(|_, bytes| {
+        let half = bytes.len() / 2 / 4096 * 4096;
+        bytes.truncate(half);
+    })
+    .await;
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Corrupt { .. }), "{msg}");
+    assert!(
+        msg.contains(&dir.path().join(DB_FILE).display().to_string()),
+        "{msg}"
+    );
+    assert!(msg.contains("truncated"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_file_cut_mid_page_is_refused() {
+    let (_dir, err) = damaged(|_, bytes| {
+        let len = bytes.len() - 100;
+        bytes.truncate(len);
+    })
+    .await;
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+#[tokio::test]
+async fn a_file_with_the_wrong_magic_is_refused() {
+    let (_dir, err) = damaged(|_, bytes| bytes[..16].copy_from_slice(b"NOT A DATABASE!\0")).await;
+    assert!(matches!(err, Error::Corrupt { .. }));
+    assert!(err.to_string().contains("wrong magic"), "{err}");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_the_page_structure_is_refused_at_open() {
+    let (_dir, err) = damaged(|_, bytes| {
+        // Page 2 is the root of the events table, written as an interior
+        // b-tree page (type 5) once the table outgrows one page. Any other
+        // type byte there is structural damage.
+        let page = 4096;
+        assert_eq!(bytes[page], 5, "page 2 is an interior table page");
+        bytes[page] ^= 0x40;
+    })
+    .await;
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_an_event_is_reported_when_read_never_skipped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = open(dir.path()).expect("open");
+    fill(&log, 250).await;
+    let mut marked = crate::contract::failed_attempt(1);
+    let marker = b"MARKED-EVENT-0123456789";
+    let mut payload = marked.payload.to_vec();
+    payload.extend_from_slice(marker);
+    marked.payload = payload.into();
+    log.append(
+        &crate::contract::parcel(1),
+        ExpectedVersion::Any,
+        vec![marked],
+    )
+    .await
+    .expect("append marked");
+    fill(&log, 250).await;
+    log.close().await.expect("close");
+    drop(log);
+    let path = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&path).expect("read");
+    // Damage every copy of the marked event (a page split may leave a stale
+    // copy in a free page), so the live row is certainly hit.
+    let mut hits = 0;
+    let mut at = 0;
+    while let Some(i) = bytes[at..].windows(marker.len()).position(|w| w == marker) {
+        bytes[at + i + 3] ^= 0x01;
+        at += i + marker.len();
+        hits += 1;
+    }
+    assert!(hits > 0, "the marked event is in the file");
+    std::fs::write(&path, &bytes).expect("write");
+
+    let log = loop {
+        match open(dir.path()) {
+            Ok(log) => break log,
+            Err(Error::Locked { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("the page structure is intact, open should succeed: {e}"),
+        }
+    };
+    let err = match log.read_all(Position::ORIGIN, 10_000).await {
+        Ok(events) => panic!("read {} events without noticing the damage", events.len()),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("fails its checksum"), "{msg}");
+    assert!(msg.contains("event at position"), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    // A subscription stops at the damage with the same error, after
+    // delivering every event before it.
+    let mut sub = log.subscribe(Position::ORIGIN);
+    let mut delivered = 0;
+    loop {
+        match sub.next().await {
+            Some(Ok(_)) => delivered += 1,
+            Some(Err(e)) => {
+                assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+                break;
+            }
+            None => panic!("the subscription ended without reporting the damage"),
+        }
+    }
+    assert_eq!(delivered, 250, "every event before the damaged one");
+}
+
+/// Runs `f` with a small tmpfs mounted at a fresh directory, if this process
+/// may mount (root, as in CI); otherwise says so and returns `None`.
+fn with_small_disk<T>(mib: u32, f: impl FnOnce(&Path) -> T) -> Option<T> {
+    let dir = tempfile::tempdir().expect("dir");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+        .arg(dir.path())
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here (needs root); disk-full behaviour not tested"
+        );
+        return None;
+    }
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(dir.path())));
+    let _ = std::process::Command::new("umount")
+        .arg(dir.path())
+        .status();
+    match out {
+        Ok(v) => Some(v),
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+#[test]
+fn a_full_disk_fails_appends_clearly_and_they_work_again_once_space_is_freed() {
+    with_small_disk(16, |mnt| {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let dir = mnt.join("data");
+            let log = EmbeddedLog::open(
+                &dir,
+                EmbeddedOptions {
+                    cache_mib: 1,
+                    ..EmbeddedOptions::default()
+                },
+            )
+            .expect("open");
+            // Leave little room: a ballast file takes most of the volume.
+            let ballast = mnt.join("ballast");
+            std::fs::write(&ballast, vec![0u8; 12 << 20]).expect("ballast");
+
+            let mut acked = Vec::new();
+            let mut full = None;
+            for n in 0..200_000u32 {
+                let e = crate::contract::failed_attempt(1);
+                let id = e.event_id;
+                match log
+                    .append(
+                        &crate::contract::parcel(n % 50),
+                        ExpectedVersion::Any,
+                        vec![e],
+                    )
+                    .await
+                {
+                    Ok(_) => acked.push(id),
+                    Err(err) => {
+                        full = Some(err);
+                        break;
+                    }
+                }
+            }
+            let err = full.expect("the disk fills up");
+            assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+            assert!(err.to_string().contains("disk full"), "{err}");
+            assert!(
+                err.to_string()
+                    .contains("nothing of this append was stored")
+            );
+
+            // Still full: the next append fails too, and nothing is acknowledged falsely.
+            let e = crate::contract::failed_attempt(1);
+            let refused = e.event_id;
+            assert!(
+                log.append(&crate::contract::parcel(1), ExpectedVersion::Any, vec![e])
+                    .await
+                    .is_err()
+            );
+
+            std::fs::remove_file(&ballast).expect("free space");
+            let e = crate::contract::failed_attempt(1);
+            let after = e.event_id;
+            log.append(&crate::contract::parcel(1), ExpectedVersion::Any, vec![e])
+                .await
+                .expect("appends work again once space is freed");
+            acked.push(after);
+
+            let all = log
+                .read_all(Position::ORIGIN, 1_000_000)
+                .await
+                .expect("read");
+            let stored: Vec<_> = all.iter().map(|r| r.event.event_id).collect();
+            assert_eq!(stored, acked, "exactly the acknowledged events, in order");
+            assert!(!stored.contains(&refused));
+            for (i, r) in all.iter().enumerate() {
+                assert_eq!(r.position, Position(i as u64 + 1));
+            }
+            log.close().await.expect("close");
+        });
+    });
+}

@@ -1,0 +1,39 @@
+# Threshold — the commands a developer and CI need.
+#
+#   make run     the main job: a delivery day on the embedded store, then its report
+#   make test    every test (installs nothing beyond cargo's own downloads today)
+#   make bench   the log benchmark; figures printed and written to target/bench/
+#   make lint    rustfmt and clippy, as CI runs them
+
+CARGO ?= cargo
+DATA  ?= data
+
+.PHONY: run test lint fmt bench check clean-data
+
+run:
+	$(CARGO) build --release -p threshold
+	./target/release/threshold day --data $(DATA) --parcels 4000 --seed 1
+	./target/release/threshold log stats --data $(DATA)
+
+test:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	$(CARGO) bench -p threshold-log --bench append
+
+check:
+	$(CARGO) check --workspace --all-targets
+
+clean-data:
+	rm -rf $(DATA)

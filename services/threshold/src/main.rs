@@ -1,0 +1,115 @@
+//! `threshold`: the operator's command.
+//!
+//! Today it drives a delivery day through the domain into the embedded log
+//! (`threshold day`) and reads the log back (`threshold log stats|tail`).
+//! The gRPC services and `serve` arrive with the platform issue.
+
+mod day;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, Position};
+
+/// Threshold: in-home and last-mile delivery for DK, FI, NO and SE.
+#[derive(Parser)]
+#[command(name = "threshold", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Drive one delivery day across the four countries into the log and
+    /// report attempts per parcel, read back from the log.
+    Day(day::Args),
+    /// Look inside the embedded log.
+    Log {
+        #[command(subcommand)]
+        command: LogCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCmd {
+    /// Events stored, by type, and the head position.
+    Stats {
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+    },
+    /// Print events after a position, one line each.
+    Tail {
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// Print events after this position.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("threshold: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("threshold: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match cli.command {
+        Cmd::Day(args) => day::run(args).await,
+        Cmd::Log {
+            command: LogCmd::Stats { data },
+        } => {
+            let log = EmbeddedLog::open(&data, EmbeddedOptions::default())?;
+            let head = log.head().await?;
+            log.close().await?;
+            let by_type: BTreeMap<_, _> =
+                threshold_log::embedded::stats(&data)?.into_iter().collect();
+            println!(
+                "{}: {} events (head position {head})",
+                log.path().display(),
+                by_type.values().sum::<u64>()
+            );
+            for (t, n) in by_type {
+                println!("  {t:<28} {n:>9}");
+            }
+            Ok(())
+        }
+        Cmd::Log {
+            command: LogCmd::Tail { data, after, limit },
+        } => {
+            let log = EmbeddedLog::open(&data, EmbeddedOptions::default())?;
+            for r in log.read_all(Position(after), limit).await? {
+                println!(
+                    "{:>8} {} v{} {} {}",
+                    r.position,
+                    r.stream,
+                    r.stream_version,
+                    r.event.event_type,
+                    r.event.occurred_at.to_rfc3339()
+                );
+            }
+            log.close().await?;
+            Ok(())
+        }
+    }
+}
