@@ -75,7 +75,7 @@ pub struct Parcel {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Accept a manifest row. Loading the same row again changes nothing.
-    Manifest(pb::ParcelManifested),
+    Manifest(Box<pb::ParcelManifested>),
     /// A plan put it on a route.
     AssignToRoute {
         /// The route.
@@ -248,7 +248,7 @@ impl Aggregate for Parcel {
             Command::Manifest(m) => {
                 validate_manifested(m)?;
                 match &self.manifest {
-                    None => Ok(vec![Event::Manifested(m.clone())]),
+                    None => Ok(vec![Event::Manifested(m.as_ref().clone())]),
                     // A reloaded manifest row is the same parcel, not a new one;
                     // where it came from (file, line) may differ.
                     Some(existing) if same_row(existing, m) => Ok(vec![]),
@@ -528,7 +528,7 @@ mod tests {
         let m = manifested(pb::Service::Doorstep);
         let p = given::<Parcel>(&[]);
         assert_eq!(
-            p.decide(&Command::Manifest(m.clone())).unwrap(),
+            p.decide(&Command::Manifest(Box::new(m.clone()))).unwrap(),
             vec![Event::Manifested(m.clone())]
         );
 
@@ -537,13 +537,16 @@ mod tests {
         let mut reloaded = m.clone();
         reloaded.manifest_id = "m-2".into();
         reloaded.manifest_line = 99;
-        assert_eq!(p.decide(&Command::Manifest(reloaded)).unwrap(), vec![]);
+        assert_eq!(
+            p.decide(&Command::Manifest(Box::new(reloaded))).unwrap(),
+            vec![]
+        );
 
         // A different row under the same id is refused.
         let mut other = m;
         other.weight_grams = 5;
         assert_eq!(
-            p.decide(&Command::Manifest(other)).unwrap_err(),
+            p.decide(&Command::Manifest(Box::new(other))).unwrap_err(),
             DomainError::AlreadyExists("parcel/SE-00001234".into())
         );
     }
@@ -553,7 +556,7 @@ mod tests {
         let mut m = manifested(pb::Service::InHome);
         m.in_home_window = None;
         let err = given::<Parcel>(&[])
-            .decide(&Command::Manifest(m))
+            .decide(&Command::Manifest(Box::new(m)))
             .unwrap_err();
         assert!(
             matches!(
@@ -568,14 +571,18 @@ mod tests {
 
         let mut m = manifested(pb::Service::Doorstep);
         m.weight_grams = 0;
-        assert!(given::<Parcel>(&[]).decide(&Command::Manifest(m)).is_err());
+        assert!(
+            given::<Parcel>(&[])
+                .decide(&Command::Manifest(Box::new(m)))
+                .is_err()
+        );
 
         let mut m = manifested(pb::Service::InHome);
         m.delivery_date = Some(date_to_proto(
             NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
         ));
         let err = given::<Parcel>(&[])
-            .decide(&Command::Manifest(m))
+            .decide(&Command::Manifest(Box::new(m)))
             .unwrap_err();
         assert!(
             err.to_string().contains("not on the delivery date"),

@@ -215,10 +215,9 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             let mut parts = line.split(' ');
             if let (Some("ACK"), Some(stream), Some(id)) =
                 (parts.next(), parts.next(), parts.next())
+                && let Ok(id) = id.parse::<EventId>()
             {
-                if let Ok(id) = id.parse::<EventId>() {
-                    acked.insert(id, stream.to_owned());
-                }
+                acked.insert(id, stream.to_owned());
             }
         }
         assert!(

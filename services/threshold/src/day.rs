@@ -130,7 +130,7 @@ async fn depot_day(
             manifest_line: u64::from(n) + 2,
         };
         let mut commands = vec![
-            Command::Manifest(manifest),
+            Command::Manifest(Box::new(manifest)),
             Command::AssignToRoute {
                 route_id: route.clone(),
                 plan_version: 1,

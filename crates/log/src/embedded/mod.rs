@@ -181,10 +181,10 @@ impl EmbeddedLog {
                 None => open_reader(&inner.path)?,
             };
             let out = f(&conn, &inner.path);
-            if let Ok(mut pool) = inner.readers.lock() {
-                if pool.len() < 8 {
-                    pool.push(conn);
-                }
+            if let Ok(mut pool) = inner.readers.lock()
+                && pool.len() < 8
+            {
+                pool.push(conn);
             }
             out
         })

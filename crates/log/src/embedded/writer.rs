@@ -28,6 +28,14 @@ pub(crate) enum Request {
     },
 }
 
+/// One append as the writer thread takes it off the queue.
+type Append = (
+    StreamId,
+    ExpectedVersion,
+    Vec<NewEvent>,
+    oneshot::Sender<Result<AppendOutcome>>,
+);
+
 /// Stream versions the writer has seen; bounded so a year of parcels does not
 /// live in memory. A miss costs one index lookup.
 const VERSION_CACHE_LIMIT: usize = 1 << 20;
@@ -121,15 +129,7 @@ impl Writer {
         }
     }
 
-    fn commit_group(
-        &mut self,
-        batch: Vec<(
-            StreamId,
-            ExpectedVersion,
-            Vec<NewEvent>,
-            oneshot::Sender<Result<AppendOutcome>>,
-        )>,
-    ) {
+    fn commit_group(&mut self, batch: Vec<Append>) {
         let now = Utc::now();
         let mut overlay = Overlay::default();
         let mut pending = Vec::with_capacity(batch.len());
@@ -138,23 +138,22 @@ impl Writer {
         let began = self.conn.execute_batch("BEGIN IMMEDIATE");
         let mut failure: Option<Error> = began.err().map(|e| classify(&self.path, e));
         for (stream, expected, events, reply) in batch {
-            let stream = stream;
             let outcome = match &failure {
                 Some(_) => Err(Error::Closed), // replaced below
                 None => self.apply(&stream, expected, events, now, &mut head, &mut overlay),
             };
             // A storage error fails the whole group; a refusal fails one append.
-            if let Err(e) = &outcome {
-                if is_storage(e) {
-                    failure = Some(clone_storage(e, &self.path));
-                }
+            if let Err(e) = &outcome
+                && is_storage(e)
+            {
+                failure = Some(clone_storage(e, &self.path));
             }
             pending.push(Pending { reply, outcome });
         }
-        if failure.is_none() {
-            if let Err(e) = self.conn.execute_batch("COMMIT") {
-                failure = Some(classify(&self.path, e));
-            }
+        if failure.is_none()
+            && let Err(e) = self.conn.execute_batch("COMMIT")
+        {
+            failure = Some(classify(&self.path, e));
         }
         if let Some(err) = failure {
             if !self.conn.is_autocommit() {
@@ -235,16 +234,15 @@ impl Writer {
             }
             known.push(found);
         }
-        if fresh > 0 {
-            if let ExpectedVersion::Exactly(v) = expected {
-                if v != current {
-                    return Err(Error::Conflict {
-                        stream: stream.clone(),
-                        expected: v,
-                        actual: current,
-                    });
-                }
-            }
+        if fresh > 0
+            && let ExpectedVersion::Exactly(v) = expected
+            && v != current
+        {
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected: v,
+                actual: current,
+            });
         }
 
         // Second pass: write what is new, answer duplicates with the original.
