@@ -46,7 +46,14 @@ fn open_retrying(dir: &Path) -> EmbeddedLog {
     // The killed child's lock goes with its process; give the kernel a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match EmbeddedLog::open(dir, EmbeddedOptions::default()) {
+        // Small index generations, so kills also land in the middle of
+        // folding the tail into the index tables.
+        let options = EmbeddedOptions {
+            index_generation: 2_000,
+            index_slice: 500,
+            ..EmbeddedOptions::default()
+        };
+        match EmbeddedLog::open(dir, options) {
             Ok(log) => return log,
             Err(Error::Locked { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5))

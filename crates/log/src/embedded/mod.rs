@@ -11,18 +11,22 @@
 //! return a row whose checksum does not match.
 
 mod check;
+mod checkpoint;
+mod tail;
 mod writer;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, Row, params};
 use threshold_domain::{Country, EventId, StreamId};
+
+use self::tail::Tail;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::event::{AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};
@@ -60,6 +64,11 @@ pub struct EmbeddedOptions {
     pub cache_mib: u32,
     /// Page size of a new store, in bytes (a power of two, 512..=65536).
     pub page_size: u32,
+    /// Events held in memory before they are folded into the stream and id
+    /// indexes (in sorted slices, over the following commits).
+    pub index_generation: usize,
+    /// Index entries written per group commit, at least.
+    pub index_slice: usize,
 }
 
 impl Default for EmbeddedOptions {
@@ -70,6 +79,8 @@ impl Default for EmbeddedOptions {
             queue_depth: 65_536,
             cache_mib: 256,
             page_size: 4096,
+            index_generation: 65_536,
+            index_slice: 4_096,
         }
     }
 }
@@ -87,6 +98,7 @@ struct Inner {
     requests: mpsc::Sender<Request>,
     head: watch::Receiver<u64>,
     readers: Mutex<Vec<Connection>>,
+    tail: Arc<RwLock<Tail>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -113,18 +125,36 @@ impl EmbeddedLog {
             })
             .map_err(|e| storage(&path, e))?;
 
+        let (tail, _indexed) = writer::recover_tail(&conn).map_err(|e| classify(&path, e))?;
+        let tail = Arc::new(RwLock::new(tail));
+
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
+        let wal_frames = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        checkpoint::spawn(path.clone(), head_rx.clone(), Arc::clone(&wal_frames)).map_err(
+            |source| Error::Io {
+                path: path.clone(),
+                source,
+            },
+        )?;
         // The writer thread holds the directory lock until its connection is
         // closed, so a reopen never races a writer that is still checkpointing.
         let writer = writer::spawn(
-            conn,
-            lock,
-            path.clone(),
-            head,
-            head_tx,
+            writer::Start {
+                conn,
+                lock,
+                path: path.clone(),
+                head,
+                head_tx,
+                tail: Arc::clone(&tail),
+                wal_frames,
+                config: writer::Config {
+                    max_batch_events: options.max_batch_events.max(1),
+                    seal_after: options.index_generation.max(1),
+                    flush_slice: options.index_slice.max(1),
+                },
+            },
             rx,
-            options.max_batch_events,
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -133,6 +163,7 @@ impl EmbeddedLog {
                 requests: tx,
                 head: head_rx,
                 readers: Mutex::new(Vec::new()),
+                tail,
                 writer: Mutex::new(Some(writer)),
             }),
         })
@@ -240,17 +271,58 @@ impl EventLog for EmbeddedLog {
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let key = stream.to_string();
+        // The tail first, then the tables: an entry moving from one to the
+        // other in between is then seen at least once, never missed.
+        let from_tail = self
+            .inner
+            .tail
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .stream_after(&key, after_version);
+        let stream = stream.clone();
         self.with_reader(move |conn, path| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM events WHERE stream = ?1 AND stream_version > ?2 \
-                     ORDER BY stream_version LIMIT ?3"
+                    "SELECT {QUALIFIED} FROM stream_index si JOIN events e ON e.position = si.position \
+                     WHERE si.stream = ?1 AND si.stream_version > ?2 ORDER BY si.stream_version LIMIT ?3"
                 ))
                 .map_err(|e| storage(path, e))?;
             let rows = stmt
                 .query_map(params![key, after_version as i64, max as i64], raw_row)
                 .map_err(|e| storage(path, e))?;
-            collect(rows, path)
+            let mut out = collect(rows, path)?;
+            let mut last = out.last().map_or(after_version, |e| e.stream_version);
+            let mut by_position = conn
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE position = ?1"))
+                .map_err(|e| storage(path, e))?;
+            for (version, position) in from_tail {
+                if out.len() >= max {
+                    break;
+                }
+                if version <= last {
+                    continue;
+                }
+                let row = by_position
+                    .query_row([position as i64], raw_row)
+                    .map_err(|e| storage(path, e))?;
+                out.push(checked(row, path)?);
+                last = version;
+            }
+            // Versions are gap-free by construction; anything else is damage.
+            for (i, e) in out.iter().enumerate() {
+                if e.stream != stream || e.stream_version != after_version + i as u64 + 1 {
+                    return Err(Error::Corrupt {
+                        path: path.to_path_buf(),
+                        detail: format!(
+                            "{stream} has version {} at position {} where version {} belongs",
+                            e.stream_version,
+                            e.position,
+                            after_version + i as u64 + 1
+                        ),
+                    });
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -330,6 +402,11 @@ impl EventLog for EmbeddedLog {
 const COLUMNS: &str = "position, stream, stream_version, event_id, event_type, schema_version, \
      occurred_at_us, recorded_at_us, country, tenant, causation_id, correlation_id, \
      traceparent, tracestate, payload, crc";
+
+/// [`COLUMNS`] of the `events` table aliased `e`.
+const QUALIFIED: &str = "e.position, e.stream, e.stream_version, e.event_id, e.event_type, \
+     e.schema_version, e.occurred_at_us, e.recorded_at_us, e.country, e.tenant, e.causation_id, \
+     e.correlation_id, e.traceparent, e.tracestate, e.payload, e.crc";
 
 fn read_after(
     conn: &Connection,
@@ -528,7 +605,7 @@ fn configure_writer(conn: &Connection, path: &Path, options: &EmbeddedOptions) -
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = OFF;
          PRAGMA cache_size = -{cache_kib};
-         PRAGMA wal_autocheckpoint = 8192;
+         PRAGMA wal_autocheckpoint = 0;
          PRAGMA temp_store = MEMORY;
          PRAGMA busy_timeout = 5000;"
     );
@@ -634,22 +711,6 @@ pub(crate) fn classify(path: &Path, source: rusqlite::Error) -> Error {
             source,
         },
     }
-}
-
-/// Where an event id is stored, if it is: (position, stream, version).
-pub(crate) fn find_event_id(
-    conn: &Connection,
-    id: &EventId,
-) -> rusqlite::Result<Option<(u64, String, u64)>> {
-    conn.prepare_cached("SELECT position, stream, stream_version FROM events WHERE event_id = ?1")?
-        .query_row([id.as_bytes().as_slice()], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get(1)?,
-                r.get::<_, i64>(2)? as u64,
-            ))
-        })
-        .optional()
 }
 
 /// Counts of stored events by type, for operators and the `threshold` CLI.

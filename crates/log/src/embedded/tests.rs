@@ -7,12 +7,27 @@ use crate::contract::{Backend, contract_suite};
 
 struct Embedded {
     dir: tempfile::TempDir,
+    options: EmbeddedOptions,
 }
 
 impl Embedded {
     fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
+            options: EmbeddedOptions::default(),
+        }
+    }
+
+    /// Index generations of a few events, flushed a few entries per commit:
+    /// every read crosses the tail and the index tables.
+    fn tiny_index() -> Self {
+        Self {
+            options: EmbeddedOptions {
+                index_generation: 7,
+                index_slice: 3,
+                ..EmbeddedOptions::default()
+            },
+            ..Self::new()
         }
     }
 }
@@ -20,14 +35,14 @@ impl Embedded {
 #[async_trait]
 impl Backend for Embedded {
     async fn open(&self) -> Arc<dyn EventLog> {
-        Arc::new(EmbeddedLog::open(self.dir.path(), EmbeddedOptions::default()).expect("open"))
+        Arc::new(EmbeddedLog::open(self.dir.path(), self.options.clone()).expect("open"))
     }
 
     async fn reopen(&self, log: Arc<dyn EventLog>) -> Arc<dyn EventLog> {
         drop(log);
         // The old handle's writer lets go of the directory lock as it exits.
         for _ in 0..200 {
-            match EmbeddedLog::open(self.dir.path(), EmbeddedOptions::default()) {
+            match EmbeddedLog::open(self.dir.path(), self.options.clone()) {
                 Ok(log) => return Arc::new(log),
                 Err(Error::Locked { .. }) => {
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await
@@ -40,6 +55,12 @@ impl Backend for Embedded {
 }
 
 contract_suite!(Embedded::new());
+
+mod tiny_index {
+    use super::*;
+
+    contract_suite!(Embedded::tiny_index());
+}
 
 fn open(dir: &Path) -> Result<EmbeddedLog> {
     EmbeddedLog::open(dir, EmbeddedOptions::default())

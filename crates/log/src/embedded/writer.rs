@@ -1,16 +1,24 @@
 //! The single writer: group commit of everything queued, then the answers.
+//!
+//! Each group is one transaction: the new rows go into `events` (appended in
+//! position order, the cheap write), and a slice of the sealed tail
+//! generation goes into `stream_index` and `event_ids` in key order, so an
+//! index page is written once per many events rather than once per event.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use threshold_domain::StreamId;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{checksum, classify, find_event_id};
+use super::classify;
+use super::tail::{FlushPlan, Generation, Located, Tail};
 use crate::event::{Ack, AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};
 use crate::{Error, Result};
 
@@ -40,54 +48,77 @@ type Append = (
 /// live in memory. A miss costs one index lookup.
 const VERSION_CACHE_LIMIT: usize = 1 << 20;
 
+/// How the writer batches and indexes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Config {
+    pub(super) max_batch_events: usize,
+    /// Seal the tail's active generation once it holds this many events.
+    pub(super) seal_after: usize,
+    /// Index entries (of each index) written per group commit, at least.
+    pub(super) flush_slice: usize,
+}
+
 struct Writer {
     // Declared before `_lock`: the connection closes first, then the lock goes.
     conn: Connection,
     path: PathBuf,
     head: u64,
     head_tx: watch::Sender<u64>,
-    versions: HashMap<String, u64>,
+    versions: HashMap<Arc<str>, u64>,
+    tail: Arc<RwLock<Tail>>,
+    plan: Option<FlushPlan>,
+    config: Config,
+    wal_frames: Arc<AtomicU64>,
     _lock: File,
 }
 
-pub(super) fn spawn(
-    conn: Connection,
-    lock: File,
-    path: PathBuf,
-    head: u64,
-    head_tx: watch::Sender<u64>,
-    rx: mpsc::Receiver<Request>,
-    max_batch_events: usize,
-) -> Result<JoinHandle<()>> {
-    let mut writer = Writer {
-        conn,
-        path: path.clone(),
-        head,
-        head_tx,
-        versions: HashMap::new(),
-        _lock: lock,
-    };
-    std::thread::Builder::new()
-        .name("threshold-log-writer".into())
-        .spawn(move || writer.run(rx, max_batch_events.max(1)))
-        .map_err(|source| Error::Io { path, source })
+/// WAL length (in frames, 4 KiB each) at which the writer restarts the WAL.
+const WAL_RESTART_FRAMES: u64 = 32_768;
+
+/// Everything the writer thread starts with.
+pub(super) struct Start {
+    pub(super) conn: Connection,
+    pub(super) lock: File,
+    pub(super) path: PathBuf,
+    pub(super) head: u64,
+    pub(super) head_tx: watch::Sender<u64>,
+    pub(super) tail: Arc<RwLock<Tail>>,
+    pub(super) wal_frames: Arc<AtomicU64>,
+    pub(super) config: Config,
 }
 
-/// One append being applied inside the group's transaction.
-struct Pending {
-    reply: oneshot::Sender<Result<AppendOutcome>>,
-    outcome: Result<AppendOutcome>,
+pub(super) fn spawn(start: Start, rx: mpsc::Receiver<Request>) -> Result<JoinHandle<()>> {
+    let path = start.path.clone();
+    // A tail recovered at open may already be due for sealing.
+    let mut writer = Writer {
+        conn: start.conn,
+        path: start.path,
+        head: start.head,
+        head_tx: start.head_tx,
+        versions: HashMap::new(),
+        tail: start.tail,
+        plan: None,
+        config: start.config,
+        wal_frames: start.wal_frames,
+        _lock: start.lock,
+    };
+    writer.maybe_seal();
+    std::thread::Builder::new()
+        .name("threshold-log-writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|source| Error::Io { path, source })
 }
 
 /// What the current transaction has written so far, undone if it fails.
 #[derive(Default)]
 struct Overlay {
-    versions: HashMap<String, u64>,
-    ids: HashMap<[u8; 16], (u64, String, u64)>,
+    versions: HashMap<Arc<str>, u64>,
+    ids: HashMap<[u8; 16], Located>,
+    added: Vec<([u8; 16], Arc<str>, u64, u64)>,
 }
 
 impl Writer {
-    fn run(&mut self, mut rx: mpsc::Receiver<Request>, max_batch_events: usize) {
+    fn run(&mut self, mut rx: mpsc::Receiver<Request>) {
         let mut close_reply = None;
         while let Some(first) = rx.blocking_recv() {
             let mut batch = Vec::new();
@@ -109,7 +140,7 @@ impl Writer {
                         break;
                     }
                 }
-                if events < max_batch_events {
+                if events < self.config.max_batch_events {
                     next = rx.try_recv().ok();
                 }
             }
@@ -120,7 +151,9 @@ impl Writer {
                 break;
             }
         }
-        // Fold the WAL into the database so a closed store is one file.
+        // A clean close leaves the indexes complete and the WAL folded into
+        // the database, so the next open has nothing to recover.
+        self.drain_index();
         let _ = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
@@ -134,21 +167,36 @@ impl Writer {
         let mut overlay = Overlay::default();
         let mut pending = Vec::with_capacity(batch.len());
         let mut head = self.head;
+        let group_events: usize = batch.iter().map(|b| b.2.len()).sum();
+        if self.wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
+            // Most frames are copied already; copy the rest and start over.
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+            self.wal_frames.store(0, Ordering::Relaxed);
+        }
 
         let began = self.conn.execute_batch("BEGIN IMMEDIATE");
         let mut failure: Option<Error> = began.err().map(|e| classify(&self.path, e));
         for (stream, expected, events, reply) in batch {
             let outcome = match &failure {
-                Some(_) => Err(Error::Closed), // replaced below
+                Some(_) => Err(Error::Closed), // every reply is replaced below
                 None => self.apply(&stream, expected, events, now, &mut head, &mut overlay),
             };
             // A storage error fails the whole group; a refusal fails one append.
             if let Err(e) = &outcome
                 && is_storage(e)
             {
-                failure = Some(clone_storage(e, &self.path));
+                failure = Some(repeat(e, &self.path));
             }
-            pending.push(Pending { reply, outcome });
+            pending.push((reply, outcome));
+        }
+        let mut cursors = None;
+        if failure.is_none() {
+            match self.flush_slice(group_events.max(self.config.flush_slice)) {
+                Ok(c) => cursors = c,
+                Err(e) => failure = Some(classify(&self.path, e)),
+            }
         }
         if failure.is_none()
             && let Err(e) = self.conn.execute_batch("COMMIT")
@@ -159,47 +207,181 @@ impl Writer {
             if !self.conn.is_autocommit() {
                 let _ = self.conn.execute_batch("ROLLBACK");
             }
-            for p in pending {
-                let _ = p.reply.send(Err(clone_storage(&err, &self.path)));
+            for (reply, _) in pending {
+                let _ = reply.send(Err(repeat(&err, &self.path)));
             }
             return;
         }
 
-        // Durable: publish, then answer.
+        // Durable. Make it findable, publish the head, then answer.
+        self.after_commit(overlay, cursors, head);
+        for (reply, outcome) in pending {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    fn after_commit(&mut self, overlay: Overlay, cursors: Option<(usize, usize)>, head: u64) {
+        {
+            let mut tail = self.tail.write().unwrap_or_else(|p| p.into_inner());
+            for (id, stream, version, position) in &overlay.added {
+                tail.active.add(*id, stream, *version, *position);
+            }
+            if let (Some(plan), Some((s, i))) = (self.plan.as_mut(), cursors) {
+                plan.stream_cursor = s;
+                plan.id_cursor = i;
+                if plan.is_done() {
+                    tail.sealed = None;
+                    self.plan = None;
+                }
+            }
+        }
         if self.versions.len() + overlay.versions.len() > VERSION_CACHE_LIMIT {
             self.versions.clear();
         }
         self.versions.extend(overlay.versions);
         self.head = head;
+        self.maybe_seal();
         self.head_tx.send_replace(head);
-        for p in pending {
-            let _ = p.reply.send(p.outcome);
+    }
+
+    /// Seals the active generation for indexing once it is large enough and
+    /// the previous one is fully indexed.
+    fn maybe_seal(&mut self) {
+        if self.plan.is_some() {
+            return;
+        }
+        let upto = self.head;
+        {
+            let mut tail = self.tail.write().unwrap_or_else(|p| p.into_inner());
+            if tail.sealed.is_some() || tail.active.len < self.config.seal_after.max(1) {
+                return;
+            }
+            let generation = std::mem::take(&mut tail.active);
+            tail.sealed = Some(generation);
+        }
+        // Sorting happens under the read lock: readers keep going.
+        let tail = self.tail.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(sealed) = &tail.sealed {
+            self.plan = Some(FlushPlan::new(sealed, upto));
         }
     }
 
-    fn version_of(&mut self, key: &str, overlay: &Overlay) -> rusqlite::Result<u64> {
+    /// Writes the next slice of the flush plan; returns the new cursors, to
+    /// be kept only if the transaction commits.
+    fn flush_slice(&mut self, n: usize) -> rusqlite::Result<Option<(usize, usize)>> {
+        let Some(plan) = &self.plan else {
+            return Ok(None);
+        };
+        let s_end = (plan.stream_cursor + n).min(plan.streams.len());
+        let i_end = (plan.id_cursor + n).min(plan.ids.len());
+        {
+            let mut put = self.conn.prepare_cached(
+                "INSERT OR IGNORE INTO stream_index (stream, stream_version, position) VALUES (?1, ?2, ?3)",
+            )?;
+            for (stream, version, position) in &plan.streams[plan.stream_cursor..s_end] {
+                put.execute(params![stream.as_ref(), *version as i64, *position as i64])?;
+            }
+            let mut put = self.conn.prepare_cached(
+                "INSERT OR IGNORE INTO event_ids (event_id, position) VALUES (?1, ?2)",
+            )?;
+            for (id, position) in &plan.ids[plan.id_cursor..i_end] {
+                put.execute(params![id.as_slice(), *position as i64])?;
+            }
+        }
+        if s_end == plan.streams.len() && i_end == plan.ids.len() {
+            self.conn.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'indexed_upto'",
+                [plan.upto as i64],
+            )?;
+        }
+        Ok(Some((s_end, i_end)))
+    }
+
+    /// Indexes everything in the tail (at close).
+    fn drain_index(&mut self) {
+        loop {
+            if self.plan.is_none() {
+                let mut tail = self.tail.write().unwrap_or_else(|p| p.into_inner());
+                if tail.active.len == 0 {
+                    return;
+                }
+                let generation = std::mem::take(&mut tail.active);
+                self.plan = Some(FlushPlan::new(&generation, self.head));
+                tail.sealed = Some(generation);
+            }
+            let done = self.conn.execute_batch("BEGIN IMMEDIATE").is_ok()
+                && match self.flush_slice(usize::MAX) {
+                    Ok(c) => self
+                        .conn
+                        .execute_batch("COMMIT")
+                        .is_ok()
+                        .then_some(c)
+                        .flatten(),
+                    Err(_) => None,
+                }
+                .is_some();
+            if !done {
+                // Left for the next open to rebuild from `events`.
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                return;
+            }
+            self.plan = None;
+            self.tail.write().unwrap_or_else(|p| p.into_inner()).sealed = None;
+        }
+    }
+
+    fn version_of(&mut self, key: &Arc<str>, overlay: &Overlay) -> rusqlite::Result<u64> {
         if let Some(v) = overlay.versions.get(key).or_else(|| self.versions.get(key)) {
             return Ok(*v);
         }
-        let v: i64 = self
-            .conn
-            .prepare_cached(
-                "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream = ?1",
-            )?
-            .query_row([key], |r| r.get(0))?;
-        self.versions.insert(key.to_owned(), v as u64);
-        Ok(v as u64)
+        let in_tail = self
+            .tail
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_version(key);
+        let v = match in_tail {
+            Some(v) => v,
+            None => {
+                let v: i64 = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT COALESCE(MAX(stream_version), 0) FROM stream_index WHERE stream = ?1",
+                    )?
+                    .query_row([key.as_ref()], |r| r.get(0))?;
+                v as u64
+            }
+        };
+        self.versions.insert(Arc::clone(key), v);
+        Ok(v)
     }
 
-    fn lookup(
-        &self,
-        id: &[u8; 16],
-        overlay: &Overlay,
-    ) -> rusqlite::Result<Option<(u64, String, u64)>> {
+    fn lookup(&self, id: &[u8; 16], overlay: &Overlay) -> rusqlite::Result<Option<Located>> {
         if let Some(found) = overlay.ids.get(id) {
             return Ok(Some(found.clone()));
         }
-        find_event_id(&self.conn, &threshold_domain::EventId::from_bytes(*id))
+        if let Some(found) = self
+            .tail
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .find_id(id)
+        {
+            return Ok(Some(found));
+        }
+        self.conn
+            .prepare_cached(
+                "SELECT e.position, e.stream, e.stream_version FROM event_ids i \
+                 JOIN events e ON e.position = i.position WHERE i.event_id = ?1",
+            )?
+            .query_row([id.as_slice()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    Arc::from(r.get::<_, String>(1)?),
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .optional()
     }
 
     fn apply(
@@ -211,7 +393,7 @@ impl Writer {
         head: &mut u64,
         overlay: &mut Overlay,
     ) -> Result<AppendOutcome> {
-        let key = stream.to_string();
+        let key: Arc<str> = Arc::from(stream.to_string());
         let path = self.path.clone();
         let db = |e| classify(&path, e);
         let current = self.version_of(&key, overlay).map_err(db)?;
@@ -221,16 +403,16 @@ impl Writer {
         let mut fresh = 0;
         for e in &events {
             let found = self.lookup(e.event_id.as_bytes(), overlay).map_err(db)?;
-            if let Some((_, in_stream, _)) = &found {
-                if *in_stream != key {
+            match &found {
+                Some((_, in_stream, _)) if **in_stream != *key => {
                     return Err(Error::EventIdReused {
                         event_id: e.event_id,
-                        stored_in: in_stream.clone(),
+                        stored_in: in_stream.to_string(),
                         stream: stream.clone(),
                     });
                 }
-            } else {
-                fresh += 1;
+                Some(_) => {}
+                None => fresh += 1,
             }
             known.push(found);
         }
@@ -248,7 +430,6 @@ impl Writer {
         // Second pass: write what is new, answer duplicates with the original.
         let mut version = current;
         let mut acks = Vec::with_capacity(events.len());
-        let mut in_call: HashMap<[u8; 16], (u64, u64)> = HashMap::new();
         let mut insert = self
             .conn
             .prepare_cached(
@@ -260,17 +441,11 @@ impl Writer {
             .map_err(db)?;
         for (event, found) in events.into_iter().zip(known) {
             let id = *event.event_id.as_bytes();
-            if let Some((position, _, v)) = found {
+            // Stored before this call, or earlier in this same call.
+            if let Some((position, _, v)) = found.or_else(|| overlay.ids.get(&id).cloned()) {
                 acks.push(Ack::Duplicate {
                     position: Position(position),
                     version: v,
-                });
-                continue;
-            }
-            if let Some((position, v)) = in_call.get(&id) {
-                acks.push(Ack::Duplicate {
-                    position: Position(*position),
-                    version: *v,
                 });
                 continue;
             }
@@ -283,12 +458,12 @@ impl Writer {
                 recorded_at: now,
                 event,
             };
-            let crc = checksum(&recorded);
+            let crc = super::checksum(&recorded);
             let ev = &recorded.event;
             insert
                 .execute(params![
                     *head as i64,
-                    key,
+                    key.as_ref(),
                     version as i64,
                     id.as_slice(),
                     ev.event_type,
@@ -305,8 +480,8 @@ impl Writer {
                     i64::from(crc),
                 ])
                 .map_err(|e| classify(&path, e))?;
-            in_call.insert(id, (*head, version));
-            overlay.ids.insert(id, (*head, key.clone(), version));
+            overlay.ids.insert(id, (*head, Arc::clone(&key), version));
+            overlay.added.push((id, Arc::clone(&key), version, *head));
             acks.push(Ack::Appended {
                 position: Position(*head),
                 version,
@@ -320,6 +495,45 @@ impl Writer {
     }
 }
 
+/// Rebuilds the tail from the `events` rows after `meta.indexed_upto`.
+pub(super) fn recover_tail(conn: &Connection) -> rusqlite::Result<(Tail, u64)> {
+    let indexed: i64 = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'indexed_upto'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    let mut generation = Generation::default();
+    let mut streams: HashMap<String, Arc<str>> = HashMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT position, stream, stream_version, event_id FROM events WHERE position > ?1 ORDER BY position",
+    )?;
+    let mut rows = stmt.query([indexed])?;
+    while let Some(r) = rows.next()? {
+        let position = r.get::<_, i64>(0)? as u64;
+        let name: String = r.get(1)?;
+        let version = r.get::<_, i64>(2)? as u64;
+        let id: Vec<u8> = r.get(3)?;
+        let Ok(id) = <[u8; 16]>::try_from(id.as_slice()) else {
+            return Err(rusqlite::Error::IntegralValueOutOfRange(3, id.len() as i64));
+        };
+        let stream = streams
+            .entry(name)
+            .or_insert_with_key(|k| Arc::from(k.as_str()))
+            .clone();
+        generation.add(id, &stream, version, position);
+    }
+    Ok((
+        Tail {
+            sealed: None,
+            active: generation,
+        },
+        indexed as u64,
+    ))
+}
+
 fn is_storage(e: &Error) -> bool {
     matches!(
         e,
@@ -328,7 +542,7 @@ fn is_storage(e: &Error) -> bool {
 }
 
 /// The group's failure, repeated for each append in it.
-fn clone_storage(e: &Error, path: &Path) -> Error {
+fn repeat(e: &Error, path: &std::path::Path) -> Error {
     match e {
         Error::DiskFull { path } => Error::DiskFull { path: path.clone() },
         Error::Corrupt { path, detail } => Error::Corrupt {
