@@ -6,12 +6,11 @@
 
 mod day;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, Position};
+use threshold_log::Position;
 
 /// Threshold: in-home and last-mile delivery for DK, FI, NO and SE.
 #[derive(Parser)]
@@ -79,17 +78,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Cmd::Log {
             command: LogCmd::Stats { data },
         } => {
-            let log = EmbeddedLog::open(&data, EmbeddedOptions::default())?;
-            let head = log.head().await?;
-            log.close().await?;
-            let by_type: BTreeMap<_, _> =
-                threshold_log::embedded::stats(&data)?.into_iter().collect();
+            let stats = threshold_log::embedded::stats(&data)?;
+            let total: u64 = stats.by_type.iter().map(|(_, n)| n).sum();
             println!(
-                "{}: {} events (head position {head})",
-                log.path().display(),
-                by_type.values().sum::<u64>()
+                "{}: {total} events (head position {})",
+                data.join(threshold_log::embedded::DB_FILE).display(),
+                stats.head
             );
-            for (t, n) in by_type {
+            for (t, n) in stats.by_type {
                 println!("  {t:<28} {n:>9}");
             }
             Ok(())
@@ -97,8 +93,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Cmd::Log {
             command: LogCmd::Tail { data, after, limit },
         } => {
-            let log = EmbeddedLog::open(&data, EmbeddedOptions::default())?;
-            for r in log.read_all(Position(after), limit).await? {
+            for r in threshold_log::embedded::read_only(&data, Position(after), limit)? {
                 println!(
                     "{:>8} {} v{} {} {}",
                     r.position,
@@ -108,7 +103,6 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     r.event.occurred_at.to_rfc3339()
                 );
             }
-            log.close().await?;
             Ok(())
         }
     }

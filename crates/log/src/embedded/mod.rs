@@ -15,7 +15,6 @@ mod checkpoint;
 mod tail;
 mod writer;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -713,19 +712,58 @@ pub(crate) fn classify(path: &Path, source: rusqlite::Error) -> Error {
     }
 }
 
-/// Counts of stored events by type, for operators and the `threshold` CLI.
-pub fn stats(dir: impl AsRef<Path>) -> Result<HashMap<String, u64>> {
-    let path = dir.as_ref().join(DB_FILE);
+/// What a store holds, read without taking the writer's lock, so it works
+/// while a server has the store open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// The last durable position.
+    pub head: Position,
+    /// Events by type.
+    pub by_type: Vec<(String, u64)>,
+}
+
+/// Counts of stored events by type, and the head, for operators and the CLI.
+pub fn stats(dir: impl AsRef<Path>) -> Result<Stats> {
+    let path = existing_db(dir.as_ref())?;
     let conn = open_reader(&path)?;
-    let mut stmt = conn
-        .prepare("SELECT event_type, count(*) FROM events GROUP BY event_type")
+    let head: i64 = conn
+        .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+            r.get(0)
+        })
         .map_err(|e| classify(&path, e))?;
-    let rows = stmt
+    let mut stmt = conn
+        .prepare("SELECT event_type, count(*) FROM events GROUP BY event_type ORDER BY event_type")
+        .map_err(|e| classify(&path, e))?;
+    let by_type = stmt
         .query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
         })
-        .map_err(|e| classify(&path, e))?;
-    rows.map(|r| r.map_err(|e| classify(&path, e))).collect()
+        .map_err(|e| classify(&path, e))?
+        .map(|r| r.map_err(|e| classify(&path, e)))
+        .collect::<Result<_>>()?;
+    Ok(Stats {
+        head: Position(head as u64),
+        by_type,
+    })
+}
+
+/// Up to `max` events after `after`, read without taking the writer's lock.
+pub fn read_only(dir: impl AsRef<Path>, after: Position, max: usize) -> Result<Vec<RecordedEvent>> {
+    let path = existing_db(dir.as_ref())?;
+    let conn = open_reader(&path)?;
+    read_after(&conn, &path, after, max)
+}
+
+fn existing_db(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(Error::Io {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no event log here"),
+        });
+    }
+    check::file_header(&path)?;
+    Ok(path)
 }
 
 #[cfg(test)]

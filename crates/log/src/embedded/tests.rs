@@ -349,3 +349,23 @@ fn a_full_disk_fails_appends_clearly_and_they_work_again_once_space_is_freed() {
         });
     });
 }
+
+#[tokio::test]
+async fn operators_can_read_while_the_writer_holds_the_store() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = open(dir.path()).expect("open");
+    fill(&log, 30).await;
+    let s = stats(dir.path()).expect("stats while open");
+    assert_eq!(s.head, Position(30));
+    assert_eq!(s.by_type, vec![("parcel.attempt_failed".to_owned(), 30)]);
+    let events = read_only(dir.path(), Position(25), 100).expect("read while open");
+    assert_eq!(
+        events.iter().map(|e| e.position.0).collect::<Vec<_>>(),
+        vec![26, 27, 28, 29, 30]
+    );
+    let missing = stats(dir.path().join("nowhere")).expect_err("no store");
+    assert!(
+        missing.to_string().contains("no event log here"),
+        "{missing}"
+    );
+}
