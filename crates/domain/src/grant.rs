@@ -1,11 +1,17 @@
-//! The in-home access grant: a resident lets couriers into one home, for
+//! The in-home access grant: a resident lets one courier into one home, for
 //! named parcels, inside a window entered in local time.
 //!
-//! Every unlock decision is made here from the grant's own history and the
-//! server's clock (passed in: this module never reads a clock). A refusal is
-//! not an error: it is recorded as `UnlockDenied` with its reason, so the
-//! audit shows every attempt to get in. The wider checks (route, scan,
-//! geofence, camera) join in the access issue.
+//! Every unlock decision is made here, by the grant's single writer, from the
+//! grant's own history and the server's clock — passed in: this module never
+//! reads a clock. A refusal is not an error: it is recorded as
+//! `UnlockDenied` with its reason, so the audit shows every attempt to get
+//! in. Only a grant that was never issued answers with an error, because
+//! there is no stream to record the refusal on.
+//!
+//! The window is compared in UTC, as resolved when the grant was issued
+//! ([`crate::country::local_window`]), so it stays right across DST changes.
+//! Checks that need other streams (route, scan, geofence, camera) are made by
+//! the caller before it asks.
 
 use std::collections::BTreeSet;
 
@@ -14,7 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::aggregate::Aggregate;
 use crate::country::{timestamp, window_bounds};
 use crate::error::{DomainError, Result, invalid};
-use crate::ids::{DriverId, GrantId, HomeId, ParcelId};
+use crate::ids::{DriverId, GrantId, HomeId, ParcelId, RouteId};
 use crate::pb::{self, UnlockDenyReason as Deny, grant_event::Event};
 
 /// A grant's state, rebuilt from its stream.
@@ -24,9 +30,9 @@ pub struct Grant {
     pub issued: Option<pb::GrantIssued>,
     /// Withdrawn by the resident.
     pub revoked: bool,
-    /// Its window has ended.
+    /// Closed because its window ended.
     pub expired: bool,
-    /// Parcels delivered under it.
+    /// Parcels delivered under it: none of them opens the door again.
     pub used: BTreeSet<String>,
     /// Parcels an unlock was authorized for.
     pub authorized: BTreeSet<String>,
@@ -34,13 +40,16 @@ pub struct Grant {
     pub nonces: BTreeSet<String>,
 }
 
-/// What may be asked of a grant.
+/// What may be asked of a grant. Every command but `Issue` names the grant
+/// it is meant for, so a grant that does not exist can be named in the error.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// The resident issues it. Issuing the same grant again changes nothing.
-    Issue(Box<pb::GrantIssued>),
+    Issue(pb::GrantIssued),
     /// A courier asks to unlock the door for a parcel, now.
     AuthorizeUnlock {
+        /// The grant.
+        grant_id: GrantId,
         /// The parcel being delivered.
         parcel_id: ParcelId,
         /// Who asks.
@@ -49,26 +58,99 @@ pub enum Command {
         now: DateTime<Utc>,
         /// A fresh server nonce for this authorization.
         nonce: String,
-        /// How long the authorization may be used.
+        /// How long the authorization may be used; never past the window.
         valid_for: Duration,
     },
-    /// The resident withdraws it.
+    /// The resident (or the carrier) withdraws it.
     Revoke {
-        /// Who revoked (the resident's reference, or the carrier).
+        /// The grant.
+        grant_id: GrantId,
+        /// Who revoked: the resident's reference, or the carrier.
         by: String,
         /// Why.
         reason: String,
     },
     /// Close it if its window has ended by `now`.
     Expire {
+        /// The grant.
+        grant_id: GrantId,
         /// The server's clock.
         now: DateTime<Utc>,
     },
     /// The parcel was delivered under it.
     MarkUsed {
+        /// The grant.
+        grant_id: GrantId,
         /// The parcel.
         parcel_id: ParcelId,
     },
+}
+
+/// Checks an issued grant's shape: ids, at least one parcel (each once), a
+/// resolved window that ends after it starts, a courier scope naming a
+/// driver, and a geofence with a center and a radius above 0 m.
+pub fn validate_issued(g: &pb::GrantIssued) -> Result<()> {
+    GrantId::new(&g.grant_id)?;
+    HomeId::new(&g.home_id)?;
+    if g.parcel_ids.is_empty() {
+        return Err(invalid("parcel_ids", "a grant names at least one parcel"));
+    }
+    let mut parcels = BTreeSet::new();
+    for p in &g.parcel_ids {
+        ParcelId::new(p)?;
+        if !parcels.insert(p.as_str()) {
+            return Err(invalid("parcel_ids", format!("{p} is named twice")));
+        }
+    }
+    let w = g
+        .window
+        .as_ref()
+        .ok_or_else(|| invalid("window", "is missing"))?;
+    let (start, end) = window_bounds(w)?;
+    if end <= start {
+        return Err(invalid(
+            "window",
+            format!("ends at {end}, not after it starts at {start}"),
+        ));
+    }
+    let scope = g
+        .scope
+        .as_ref()
+        .ok_or_else(|| invalid("scope", "is missing"))?;
+    if scope.driver_id.is_empty() {
+        return Err(invalid("scope.driver_id", "is missing"));
+    }
+    DriverId::new(&scope.driver_id)?;
+    if !scope.route_id.is_empty() {
+        RouteId::new(&scope.route_id)?;
+    }
+    let fence = g
+        .geofence
+        .as_ref()
+        .ok_or_else(|| invalid("geofence", "is missing"))?;
+    match &fence.center {
+        None => return Err(invalid("geofence.center", "is missing")),
+        Some(c)
+            if !(-90.0..=90.0).contains(&c.latitude)
+                || !(-180.0..=180.0).contains(&c.longitude) =>
+        {
+            return Err(invalid(
+                "geofence.center",
+                format!("{}, {} is not a WGS84 position", c.latitude, c.longitude),
+            ));
+        }
+        Some(_) => {}
+    }
+    if fence.radius_m == 0 {
+        return Err(invalid("geofence.radius_m", "must be more than 0 m"));
+    }
+    if pb::Fallback::try_from(g.fallback).is_err() {
+        return Err(invalid(
+            "fallback",
+            format!("{} is not a fallback", g.fallback),
+        ));
+    }
+    Ok(())
 }
 
 impl Grant {
@@ -80,52 +162,31 @@ impl Grant {
             .and_then(|w| window_bounds(w).ok())
     }
 
-    fn id(&self) -> String {
+    fn subject(&self) -> String {
         self.issued
             .as_ref()
             .map_or_else(|| "grant".into(), |g| format!("grant/{}", g.grant_id))
     }
 
-    fn denied(parcel: &ParcelId, driver: &DriverId, reason: Deny, detail: String) -> Vec<Event> {
-        vec![Event::UnlockDenied(pb::UnlockDenied {
-            parcel_id: parcel.to_string(),
-            driver_id: driver.to_string(),
-            reason: reason as i32,
-            detail,
-        })]
+    /// The issued grant a command is meant for, or why there is none.
+    fn existing(&self, grant_id: &GrantId) -> Result<&pb::GrantIssued> {
+        match &self.issued {
+            None => Err(DomainError::NotFound(format!("grant/{grant_id}"))),
+            Some(g) if g.grant_id != grant_id.as_str() => Err(invalid(
+                "grant_id",
+                format!("{grant_id} is not this grant, grant/{}", g.grant_id),
+            )),
+            Some(g) => Ok(g),
+        }
     }
-}
 
-fn validate(g: &pb::GrantIssued) -> Result<()> {
-    GrantId::new(&g.grant_id)?;
-    HomeId::new(&g.home_id)?;
-    if g.parcel_ids.is_empty() {
-        return Err(invalid("parcel_ids", "a grant names at least one parcel"));
+    fn refuse(&self, action: &'static str, state: impl Into<String>) -> DomainError {
+        DomainError::InvalidState {
+            subject: self.subject(),
+            action,
+            state: state.into(),
+        }
     }
-    for p in &g.parcel_ids {
-        ParcelId::new(p)?;
-    }
-    let w = g
-        .window
-        .as_ref()
-        .ok_or_else(|| invalid("window", "is missing"))?;
-    let (start, end) = window_bounds(w)?;
-    if end <= start {
-        return Err(invalid("window", "ends before it starts"));
-    }
-    let scope = g
-        .scope
-        .as_ref()
-        .ok_or_else(|| invalid("scope", "is missing"))?;
-    DriverId::new(&scope.driver_id)?;
-    match &g.geofence {
-        Some(f) if f.radius_m > 0 && f.center.is_some() => {}
-        _ => return Err(invalid("geofence", "needs a center and a radius above 0 m")),
-    }
-    if pb::Fallback::try_from(g.fallback).map_or(true, |f| f == pb::Fallback::Unspecified) {
-        return Err(invalid("fallback", "is not given"));
-    }
-    Ok(())
 }
 
 impl Aggregate for Grant {
@@ -133,39 +194,62 @@ impl Aggregate for Grant {
     type Event = Event;
 
     fn decide(&self, command: &Command) -> Result<Vec<Event>> {
-        if let Command::Issue(g) = command {
-            validate(g)?;
-            return match &self.issued {
-                None => Ok(vec![Event::Issued(g.as_ref().clone())]),
-                Some(existing) if existing == g.as_ref() => Ok(vec![]),
-                Some(_) => Err(DomainError::AlreadyExists(self.id())),
-            };
-        }
-        let Some(issued) = &self.issued else {
-            return Err(DomainError::NotFound(self.id()));
-        };
         match command {
-            Command::Issue(_) => Ok(vec![]), // handled above
+            Command::Issue(g) => {
+                validate_issued(g)?;
+                match &self.issued {
+                    None => Ok(vec![Event::Issued(g.clone())]),
+                    Some(existing) if existing == g => Ok(vec![]),
+                    Some(_) => Err(DomainError::AlreadyExists(self.subject())),
+                }
+            }
             Command::AuthorizeUnlock {
+                grant_id,
                 parcel_id,
                 driver_id,
                 now,
                 nonce,
                 valid_for,
             } => {
+                let issued = self.existing(grant_id)?;
+                if nonce.is_empty() {
+                    return Err(invalid("nonce", "is empty"));
+                }
+                if *valid_for <= Duration::zero() {
+                    return Err(invalid(
+                        "valid_for",
+                        format!("{valid_for} is not a positive duration"),
+                    ));
+                }
                 let (start, end) = self
                     .window()
                     .ok_or_else(|| invalid("window", "is missing"))?;
-                let deny =
-                    |reason, detail: String| Ok(Self::denied(parcel_id, driver_id, reason, detail));
-                if self.nonces.contains(nonce) {
-                    return deny(Deny::Replayed, format!("nonce {nonce} was already issued"));
-                }
+                let deny = |reason: Deny, detail: String| {
+                    Ok(vec![Event::UnlockDenied(pb::UnlockDenied {
+                        parcel_id: parcel_id.to_string(),
+                        driver_id: driver_id.to_string(),
+                        reason: reason as i32,
+                        detail,
+                    })])
+                };
+                // Grant-wide reasons first: after a revoke nothing opens.
                 if self.revoked {
-                    return deny(Deny::Revoked, "the resident revoked the grant".into());
+                    return deny(Deny::Revoked, "the grant was revoked".into());
                 }
                 if self.expired || *now >= end {
                     return deny(Deny::Expired, format!("the window ended at {end}"));
+                }
+                if self.nonces.contains(nonce) {
+                    return deny(
+                        Deny::Replayed,
+                        format!("nonce {nonce} was already authorized"),
+                    );
+                }
+                if self.used.contains(parcel_id.as_str()) {
+                    return deny(
+                        Deny::Used,
+                        format!("{parcel_id} was already delivered under this grant"),
+                    );
                 }
                 if !issued.parcel_ids.iter().any(|p| p == parcel_id.as_str()) {
                     return deny(
@@ -173,69 +257,69 @@ impl Aggregate for Grant {
                         format!("{parcel_id} is not in this grant"),
                     );
                 }
-                if self.used.contains(parcel_id.as_str()) {
-                    return deny(
-                        Deny::Used,
-                        format!("{parcel_id} was already delivered under it"),
-                    );
-                }
                 if *now < start {
                     return deny(Deny::OutsideWindow, format!("the window opens at {start}"));
                 }
-                let scoped = issued.scope.as_ref().map(|s| s.driver_id.as_str());
-                if scoped != Some(driver_id.as_str()) {
+                let scoped = issued.scope.as_ref().map_or("", |s| s.driver_id.as_str());
+                if scoped != driver_id.as_str() {
                     return deny(
                         Deny::WrongDriver,
-                        format!("the grant is for driver {}", scoped.unwrap_or("?")),
+                        format!("the grant is for driver {scoped}"),
                     );
                 }
+                // The resident's window bounds the authorization too.
+                let valid_until = (*now + *valid_for).min(end);
                 Ok(vec![Event::UnlockAuthorized(pb::UnlockAuthorized {
                     parcel_id: parcel_id.to_string(),
                     driver_id: driver_id.to_string(),
                     nonce: nonce.clone(),
-                    valid_until: Some(timestamp((*now + *valid_for).min(end))),
+                    valid_until: Some(timestamp(valid_until)),
                 })])
             }
-            Command::Revoke { by, reason } => {
+            Command::Revoke {
+                grant_id,
+                by,
+                reason,
+            } => {
+                let issued = self.existing(grant_id)?;
+                if by.trim().is_empty() {
+                    return Err(invalid("revoked_by", "is empty"));
+                }
                 if self.revoked {
                     return Ok(vec![]);
                 }
                 if self.expired {
-                    return Err(DomainError::InvalidState {
-                        subject: self.id(),
-                        action: "revoke",
-                        state: "expired".into(),
-                    });
+                    return Err(self.refuse("revoke", "expired"));
                 }
                 if issued.parcel_ids.iter().all(|p| self.used.contains(p)) {
-                    return Err(DomainError::InvalidState {
-                        subject: self.id(),
-                        action: "revoke",
-                        state: "every parcel is delivered".into(),
-                    });
+                    return Err(self.refuse("revoke", "every parcel was delivered under it"));
                 }
                 Ok(vec![Event::Revoked(pb::GrantRevoked {
                     revoked_by: by.clone(),
                     reason: reason.clone(),
                 })])
             }
-            Command::Expire { now } => {
+            Command::Expire { grant_id, now } => {
+                self.existing(grant_id)?;
                 let ended = self.window().is_some_and(|(_, end)| *now >= end);
                 if self.expired || self.revoked || !ended {
                     return Ok(vec![]);
                 }
                 Ok(vec![Event::Expired(pb::GrantExpired {})])
             }
-            Command::MarkUsed { parcel_id } => {
+            Command::MarkUsed {
+                grant_id,
+                parcel_id,
+            } => {
+                self.existing(grant_id)?;
                 if self.used.contains(parcel_id.as_str()) {
                     return Ok(vec![]);
                 }
                 if !self.authorized.contains(parcel_id.as_str()) {
-                    return Err(DomainError::InvalidState {
-                        subject: self.id(),
-                        action: "mark used",
-                        state: format!("no unlock was authorized for {parcel_id}"),
-                    });
+                    return Err(self.refuse(
+                        "mark used",
+                        format!("no unlock was authorized for {parcel_id}"),
+                    ));
                 }
                 Ok(vec![Event::Used(pb::GrantUsed {
                     parcel_id: parcel_id.to_string(),
@@ -271,7 +355,11 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn issued(country: Country, start: &str, end: &str) -> pb::GrantIssued {
+    fn grant_id() -> GrantId {
+        GrantId::new("g-1").unwrap()
+    }
+
+    fn issued_in(country: Country, start: &str, end: &str) -> pb::GrantIssued {
         pb::GrantIssued {
             grant_id: "g-1".into(),
             home_id: "home-1".into(),
@@ -280,8 +368,8 @@ mod tests {
             window: Some(
                 local_window(
                     country,
-                    parse_local("s", start).unwrap(),
-                    parse_local("e", end).unwrap(),
+                    parse_local("start", start).unwrap(),
+                    parse_local("end", end).unwrap(),
                 )
                 .unwrap(),
             ),
@@ -301,24 +389,23 @@ mod tests {
         }
     }
 
-    fn standard() -> pb::GrantIssued {
-        issued(Country::Se, "2026-11-23T09:00", "2026-11-23T12:00")
+    /// 09:00–12:00 Stockholm on a November Monday: 08:00–11:00 UTC.
+    fn issued() -> Event {
+        Event::Issued(issued_in(
+            Country::Se,
+            "2026-11-23T09:00",
+            "2026-11-23T12:00",
+        ))
     }
 
     fn unlock(parcel: &str, driver: &str, now: &str, nonce: &str) -> Command {
         Command::AuthorizeUnlock {
+            grant_id: grant_id(),
             parcel_id: ParcelId::new(parcel).unwrap(),
             driver_id: DriverId::new(driver).unwrap(),
             now: utc(now),
             nonce: nonce.into(),
             valid_for: Duration::minutes(2),
-        }
-    }
-
-    fn denial(events: Vec<Event>) -> Deny {
-        match events.as_slice() {
-            [Event::UnlockDenied(d)] => Deny::try_from(d.reason).unwrap(),
-            other => panic!("expected one denial, got {other:?}"),
         }
     }
 
@@ -331,31 +418,188 @@ mod tests {
         })
     }
 
+    fn used(parcel: &str) -> Event {
+        Event::Used(pb::GrantUsed {
+            parcel_id: parcel.into(),
+        })
+    }
+
+    fn revoked() -> Event {
+        Event::Revoked(pb::GrantRevoked {
+            revoked_by: "res-1".into(),
+            reason: "plans changed".into(),
+        })
+    }
+
+    fn expired() -> Event {
+        Event::Expired(pb::GrantExpired {})
+    }
+
+    fn revoke() -> Command {
+        Command::Revoke {
+            grant_id: grant_id(),
+            by: "res-1".into(),
+            reason: "plans changed".into(),
+        }
+    }
+
+    fn expire(now: &str) -> Command {
+        Command::Expire {
+            grant_id: grant_id(),
+            now: utc(now),
+        }
+    }
+
+    fn mark_used(parcel: &str) -> Command {
+        Command::MarkUsed {
+            grant_id: grant_id(),
+            parcel_id: ParcelId::new(parcel).unwrap(),
+        }
+    }
+
+    /// The one denial decided, with its reason.
+    fn denial(events: Vec<Event>) -> Deny {
+        match events.as_slice() {
+            [Event::UnlockDenied(d)] => Deny::try_from(d.reason).unwrap(),
+            other => panic!("expected one denial, got {other:?}"),
+        }
+    }
+
+    fn is_authorized(events: &[Event]) -> bool {
+        matches!(events, [Event::UnlockAuthorized(_)])
+    }
+
+    fn invalid_field(result: Result<Vec<Event>>) -> &'static str {
+        match result {
+            Err(DomainError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn issuing_validates_and_is_idempotent() {
-        let g = standard();
+    fn a_grant_is_issued_once() {
+        let Event::Issued(g) = issued() else {
+            unreachable!()
+        };
         assert_eq!(
             given::<Grant>(&[])
-                .decide(&Command::Issue(Box::new(g.clone())))
+                .decide(&Command::Issue(g.clone()))
                 .unwrap(),
-            vec![Event::Issued(g.clone())]
+            vec![issued()]
         );
-        let state = given::<Grant>(&[Event::Issued(g.clone())]);
+        let state = given::<Grant>(&[issued()]);
         assert_eq!(
-            state.decide(&Command::Issue(Box::new(g.clone()))).unwrap(),
-            vec![]
+            state.window(),
+            Some((utc("2026-11-23T08:00:00Z"), utc("2026-11-23T11:00:00Z")))
         );
-        let mut other = g.clone();
+        assert_eq!(state.decide(&Command::Issue(g.clone())).unwrap(), vec![]);
+        let mut other = g;
         other.parcel_ids.push("SE-3".into());
         assert_eq!(
-            state.decide(&Command::Issue(Box::new(other))).unwrap_err(),
+            state.decide(&Command::Issue(other)).unwrap_err(),
             DomainError::AlreadyExists("grant/g-1".into())
         );
-        for (field, broken) in [
+    }
+
+    #[test]
+    fn issued_grants_are_validated() {
+        let Event::Issued(g) = issued() else {
+            unreachable!()
+        };
+        let mut backwards = g.window.clone().unwrap();
+        std::mem::swap(&mut backwards.start_utc, &mut backwards.end_utc);
+        let mut no_end = g.window.clone().unwrap();
+        no_end.end_utc = None;
+        let fence = |latitude, radius_m| {
+            Some(pb::Geofence {
+                center: Some(pb::GeoPoint {
+                    latitude,
+                    longitude: 18.0,
+                }),
+                radius_m,
+            })
+        };
+        let scope = |driver_id: &str| {
+            Some(pb::CourierScope {
+                driver_id: driver_id.into(),
+                route_id: String::new(),
+            })
+        };
+        let cases = [
+            (
+                "grant_id",
+                pb::GrantIssued {
+                    grant_id: String::new(),
+                    ..g.clone()
+                },
+            ),
+            (
+                "home_id",
+                pb::GrantIssued {
+                    home_id: "home 1".into(),
+                    ..g.clone()
+                },
+            ),
             (
                 "parcel_ids",
                 pb::GrantIssued {
                     parcel_ids: vec![],
+                    ..g.clone()
+                },
+            ),
+            (
+                "parcel_ids",
+                pb::GrantIssued {
+                    parcel_ids: vec!["SE-1".into(), "SE-1".into()],
+                    ..g.clone()
+                },
+            ),
+            (
+                "parcel_id",
+                pb::GrantIssued {
+                    parcel_ids: vec!["SE/1".into()],
+                    ..g.clone()
+                },
+            ),
+            (
+                "window",
+                pb::GrantIssued {
+                    window: None,
+                    ..g.clone()
+                },
+            ),
+            (
+                "window",
+                pb::GrantIssued {
+                    window: Some(backwards),
+                    ..g.clone()
+                },
+            ),
+            (
+                "window.end_utc",
+                pb::GrantIssued {
+                    window: Some(no_end),
+                    ..g.clone()
+                },
+            ),
+            (
+                "scope",
+                pb::GrantIssued {
+                    scope: None,
+                    ..g.clone()
+                },
+            ),
+            (
+                "scope.driver_id",
+                pb::GrantIssued {
+                    scope: scope(""),
+                    ..g.clone()
+                },
+            ),
+            (
+                "driver_id",
+                pb::GrantIssued {
+                    scope: scope("drv 1"),
                     ..g.clone()
                 },
             ),
@@ -367,122 +611,110 @@ mod tests {
                 },
             ),
             (
-                "fallback",
+                "geofence.radius_m",
                 pb::GrantIssued {
-                    fallback: 0,
+                    geofence: fence(59.0, 0),
                     ..g.clone()
                 },
             ),
             (
-                "scope",
+                "geofence.center",
                 pb::GrantIssued {
-                    scope: None,
+                    geofence: fence(95.0, 50),
                     ..g.clone()
                 },
             ),
-        ] {
-            let err = given::<Grant>(&[])
-                .decide(&Command::Issue(Box::new(broken)))
-                .unwrap_err();
-            assert!(
-                matches!(err, DomainError::Invalid { field: f, .. } if f == field),
-                "{err}"
+            (
+                "fallback",
+                pb::GrantIssued {
+                    fallback: 99,
+                    ..g.clone()
+                },
+            ),
+        ];
+        for (field, broken) in cases {
+            assert_eq!(
+                invalid_field(given::<Grant>(&[]).decide(&Command::Issue(broken))),
+                field
             );
         }
     }
 
     #[test]
-    fn an_unlock_inside_the_window_by_the_scoped_driver_is_authorized_once_per_nonce() {
-        let g = given::<Grant>(&[Event::Issued(standard())]);
+    fn an_unlock_inside_the_window_by_the_scoped_driver_is_authorized() {
+        let g = given::<Grant>(&[issued()]);
         // 10:30 Stockholm is 09:30 UTC in November.
-        let events = g
-            .decide(&unlock("SE-1", "drv-1", "2026-11-23T09:30:00Z", "n-1"))
-            .unwrap();
-        match events.as_slice() {
+        assert_eq!(
+            g.decide(&unlock("SE-1", "drv-1", "2026-11-23T09:30:00Z", "n-1"))
+                .unwrap(),
+            vec![Event::UnlockAuthorized(pb::UnlockAuthorized {
+                parcel_id: "SE-1".into(),
+                driver_id: "drv-1".into(),
+                nonce: "n-1".into(),
+                valid_until: Some(timestamp(utc("2026-11-23T09:32:00Z"))),
+            })]
+        );
+        // An authorization never outlives the window.
+        match g
+            .decide(&unlock("SE-1", "drv-1", "2026-11-23T10:59:00Z", "n-2"))
+            .unwrap()
+            .as_slice()
+        {
             [Event::UnlockAuthorized(a)] => {
-                assert_eq!(a.nonce, "n-1");
-                assert_eq!(a.valid_until, Some(timestamp(utc("2026-11-23T09:32:00Z"))));
+                assert_eq!(a.valid_until, Some(timestamp(utc("2026-11-23T11:00:00Z"))));
             }
             other => panic!("{other:?}"),
         }
-        let g = given::<Grant>(&[Event::Issued(standard()), authorized("SE-1", "n-1")]);
-        assert_eq!(
-            denial(
-                g.decide(&unlock("SE-1", "drv-1", "2026-11-23T09:31:00Z", "n-1"))
-                    .unwrap()
-            ),
-            Deny::Replayed
-        );
+        // A second authorization for an unused parcel takes a fresh nonce.
+        let g = given::<Grant>(&[issued(), authorized("SE-1", "n-1")]);
+        assert!(is_authorized(
+            &g.decide(&unlock("SE-1", "drv-1", "2026-11-23T09:35:00Z", "n-2"))
+                .unwrap()
+        ));
     }
 
     #[test]
-    fn every_refusal_names_its_reason() {
-        let fresh = given::<Grant>(&[Event::Issued(standard())]);
-        let cases = [
-            (
-                &fresh,
-                unlock("SE-1", "drv-1", "2026-11-23T07:59:00Z", "a"),
-                Deny::OutsideWindow,
-            ),
-            (
-                &fresh,
-                unlock("SE-1", "drv-1", "2026-11-23T11:00:00Z", "b"),
-                Deny::Expired,
-            ),
-            (
-                &fresh,
-                unlock("SE-9", "drv-1", "2026-11-23T09:30:00Z", "c"),
-                Deny::ParcelNotInGrant,
-            ),
-            (
-                &fresh,
-                unlock("SE-1", "drv-2", "2026-11-23T09:30:00Z", "d"),
-                Deny::WrongDriver,
-            ),
-        ];
-        for (state, command, reason) in cases {
-            assert_eq!(denial(state.decide(&command).unwrap()), reason);
+    fn a_nonce_opens_the_door_once() {
+        let g = given::<Grant>(&[issued(), authorized("SE-1", "n-1")]);
+        assert_eq!(g.nonces.len(), 1);
+        for parcel in ["SE-1", "SE-2"] {
+            assert_eq!(
+                denial(
+                    g.decide(&unlock(parcel, "drv-1", "2026-11-23T09:31:00Z", "n-1"))
+                        .unwrap()
+                ),
+                Deny::Replayed
+            );
         }
-        let revoked = given::<Grant>(&[
-            Event::Issued(standard()),
-            Event::Revoked(pb::GrantRevoked::default()),
-        ]);
+    }
+
+    #[test]
+    fn a_revoked_grant_opens_nothing() {
+        let g = given::<Grant>(&[issued(), revoked()]);
         assert_eq!(
             denial(
-                revoked
-                    .decide(&unlock("SE-1", "drv-1", "2026-11-23T09:30:00Z", "e"))
+                g.decide(&unlock("SE-1", "drv-1", "2026-11-23T09:30:00Z", "n"))
                     .unwrap()
             ),
             Deny::Revoked
         );
-        let used = given::<Grant>(&[
-            Event::Issued(standard()),
-            authorized("SE-1", "n-1"),
-            Event::Used(pb::GrantUsed {
-                parcel_id: "SE-1".into(),
-            }),
-        ]);
+    }
+
+    #[test]
+    fn an_expired_grant_or_an_ended_window_opens_nothing() {
+        let g = given::<Grant>(&[issued(), expired()]);
         assert_eq!(
             denial(
-                used.decide(&unlock("SE-1", "drv-1", "2026-11-23T09:40:00Z", "f"))
+                g.decide(&unlock("SE-1", "drv-1", "2026-11-23T09:30:00Z", "n"))
                     .unwrap()
             ),
-            Deny::Used
+            Deny::Expired
         );
-        // The other parcel of the grant can still be delivered.
-        assert!(matches!(
-            used.decide(&unlock("SE-2", "drv-1", "2026-11-23T09:40:00Z", "g"))
-                .unwrap()[0],
-            Event::UnlockAuthorized(_)
-        ));
-        let expired = given::<Grant>(&[
-            Event::Issued(standard()),
-            Event::Expired(pb::GrantExpired {}),
-        ]);
+        // 12:00 Stockholm, the end of the window, is already too late.
+        let g = given::<Grant>(&[issued()]);
         assert_eq!(
             denial(
-                expired
-                    .decide(&unlock("SE-1", "drv-1", "2026-11-23T09:30:00Z", "h"))
+                g.decide(&unlock("SE-1", "drv-1", "2026-11-23T11:00:00Z", "n"))
                     .unwrap()
             ),
             Deny::Expired
@@ -490,18 +722,113 @@ mod tests {
     }
 
     #[test]
+    fn a_delivered_parcel_does_not_open_the_door_again() {
+        let g = given::<Grant>(&[issued(), authorized("SE-1", "n-1"), used("SE-1")]);
+        assert_eq!(
+            denial(
+                g.decide(&unlock("SE-1", "drv-1", "2026-11-23T09:40:00Z", "n-2"))
+                    .unwrap()
+            ),
+            Deny::Used
+        );
+        // The other parcel of the grant still can.
+        assert!(is_authorized(
+            &g.decide(&unlock("SE-2", "drv-1", "2026-11-23T09:40:00Z", "n-3"))
+                .unwrap()
+        ));
+    }
+
+    #[test]
+    fn only_the_grants_parcels_open_the_door() {
+        let g = given::<Grant>(&[issued()]);
+        assert_eq!(
+            denial(
+                g.decide(&unlock("SE-9", "drv-1", "2026-11-23T09:30:00Z", "n"))
+                    .unwrap()
+            ),
+            Deny::ParcelNotInGrant
+        );
+    }
+
+    #[test]
+    fn an_unlock_before_the_window_opens_is_denied() {
+        let g = given::<Grant>(&[issued()]);
+        // 08:59 Stockholm.
+        let events = g
+            .decide(&unlock("SE-1", "drv-1", "2026-11-23T07:59:00Z", "n"))
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![Event::UnlockDenied(pb::UnlockDenied {
+                parcel_id: "SE-1".into(),
+                driver_id: "drv-1".into(),
+                reason: Deny::OutsideWindow as i32,
+                detail: "the window opens at 2026-11-23 08:00:00 UTC".into(),
+            })]
+        );
+        // A denial records nothing that changes a later decision.
+        let g = given::<Grant>(&[issued(), events[0].clone()]);
+        assert!(is_authorized(
+            &g.decide(&unlock("SE-1", "drv-1", "2026-11-23T08:00:00Z", "n"))
+                .unwrap()
+        ));
+    }
+
+    #[test]
+    fn only_the_scoped_driver_is_let_in() {
+        let g = given::<Grant>(&[issued()]);
+        assert_eq!(
+            denial(
+                g.decide(&unlock("SE-1", "drv-2", "2026-11-23T09:30:00Z", "n"))
+                    .unwrap()
+            ),
+            Deny::WrongDriver
+        );
+    }
+
+    #[test]
+    fn malformed_unlock_requests_are_errors_not_denials() {
+        let g = given::<Grant>(&[issued()]);
+        let mut no_nonce = unlock("SE-1", "drv-1", "2026-11-23T09:30:00Z", "");
+        assert_eq!(invalid_field(g.decide(&no_nonce)), "nonce");
+        if let Command::AuthorizeUnlock {
+            nonce, valid_for, ..
+        } = &mut no_nonce
+        {
+            *nonce = "n".into();
+            *valid_for = Duration::zero();
+        }
+        assert_eq!(invalid_field(g.decide(&no_nonce)), "valid_for");
+    }
+
+    #[test]
     fn a_grant_that_was_never_issued_cannot_be_used() {
-        let err = given::<Grant>(&[])
-            .decide(&unlock("SE-1", "drv-1", "2026-11-23T09:30:00Z", "n"))
-            .unwrap_err();
-        assert_eq!(err, DomainError::NotFound("grant".into()));
+        let none = given::<Grant>(&[]);
+        let not_found = Err(DomainError::NotFound("grant/g-1".into()));
+        assert_eq!(
+            none.decide(&unlock("SE-1", "drv-1", "2026-11-23T09:30:00Z", "n")),
+            not_found
+        );
+        assert_eq!(none.decide(&revoke()), not_found);
+        assert_eq!(none.decide(&expire("2026-11-23T12:00:00Z")), not_found);
+        assert_eq!(none.decide(&mark_used("SE-1")), not_found);
+    }
+
+    #[test]
+    fn commands_for_another_grant_are_refused() {
+        let g = given::<Grant>(&[issued()]);
+        let other = Command::Expire {
+            grant_id: GrantId::new("g-2").unwrap(),
+            now: utc("2026-11-23T12:00:00Z"),
+        };
+        assert_eq!(invalid_field(g.decide(&other)), "grant_id");
     }
 
     #[test]
     fn windows_hold_across_the_spring_forward_night() {
-        // 02:30-04:00 local on 2026-03-29 in Stockholm: 02:30 does not exist,
-        // so the window opens at 03:00 CEST = 01:00 UTC.
-        let g = given::<Grant>(&[Event::Issued(issued(
+        // 02:30–04:00 local on 2026-03-29 in Stockholm: 02:30 never happens,
+        // so the window opens when the clocks jump, 03:00 CEST = 01:00 UTC.
+        let g = given::<Grant>(&[Event::Issued(issued_in(
             Country::Se,
             "2026-03-29T02:30",
             "2026-03-29T04:00",
@@ -513,10 +840,9 @@ mod tests {
             ),
             Deny::OutsideWindow
         );
-        assert!(matches!(
-            g.decide(&unlock("SE-1", "drv-1", "2026-03-29T01:05:00Z", "b"))
-                .unwrap()[0],
-            Event::UnlockAuthorized(_)
+        assert!(is_authorized(
+            &g.decide(&unlock("SE-1", "drv-1", "2026-03-29T01:05:00Z", "b"))
+                .unwrap()
         ));
         // 04:00 CEST is 02:00 UTC.
         assert_eq!(
@@ -526,12 +852,18 @@ mod tests {
             ),
             Deny::Expired
         );
-        // Helsinki is an hour ahead: 03:30-05:00 local opens at 04:00 EEST = 01:00 UTC.
-        let fi = given::<Grant>(&[Event::Issued(issued(
+
+        // Helsinki jumps an hour later by the wall clock, at the same instant:
+        // 03:30–05:00 local opens at 04:00 EEST = 01:00 UTC, ends 02:00 UTC.
+        let fi = given::<Grant>(&[Event::Issued(issued_in(
             Country::Fi,
             "2026-03-29T03:30",
             "2026-03-29T05:00",
         ))]);
+        assert_eq!(
+            fi.window(),
+            Some((utc("2026-03-29T01:00:00Z"), utc("2026-03-29T02:00:00Z")))
+        );
         assert_eq!(
             denial(
                 fi.decide(&unlock("SE-1", "drv-1", "2026-03-29T00:59:00Z", "d"))
@@ -539,75 +871,115 @@ mod tests {
             ),
             Deny::OutsideWindow
         );
-        assert!(matches!(
-            fi.decide(&unlock("SE-1", "drv-1", "2026-03-29T01:01:00Z", "e"))
-                .unwrap()[0],
-            Event::UnlockAuthorized(_)
+        assert!(is_authorized(
+            &fi.decide(&unlock("SE-1", "drv-1", "2026-03-29T01:01:00Z", "e"))
+                .unwrap()
         ));
     }
 
     #[test]
-    fn revoke_expire_and_use_follow_the_rules() {
-        let g = given::<Grant>(&[Event::Issued(standard())]);
-        let revoke = Command::Revoke {
-            by: "res-1".into(),
-            reason: "changed my mind".into(),
+    fn windows_hold_across_the_autumn_night() {
+        // Helsinki repeats 03:00–04:00 on 2026-10-25. A window 03:30–04:30
+        // starts at the first 03:30 (00:30 UTC) and ends at 04:30 EET (02:30
+        // UTC): two real hours.
+        let fi = given::<Grant>(&[Event::Issued(issued_in(
+            Country::Fi,
+            "2026-10-25T03:30",
+            "2026-10-25T04:30",
+        ))]);
+        for (now, nonce, open) in [
+            ("2026-10-25T00:29:00Z", "a", false),
+            ("2026-10-25T00:30:00Z", "b", true),
+            ("2026-10-25T02:29:00Z", "c", true),
+            ("2026-10-25T02:30:00Z", "d", false),
+        ] {
+            let events = fi.decide(&unlock("SE-1", "drv-1", now, nonce)).unwrap();
+            assert_eq!(is_authorized(&events), open, "{now}");
+        }
+    }
+
+    #[test]
+    fn a_revoke_closes_the_grant_once() {
+        let g = given::<Grant>(&[issued()]);
+        assert_eq!(g.decide(&revoke()).unwrap(), vec![revoked()]);
+        let g = given::<Grant>(&[issued(), revoked()]);
+        assert!(g.revoked);
+        assert_eq!(g.decide(&revoke()).unwrap(), vec![], "revoking twice");
+        // Revoking with a parcel still to deliver is fine.
+        let g = given::<Grant>(&[issued(), authorized("SE-1", "n"), used("SE-1")]);
+        assert_eq!(g.decide(&revoke()).unwrap(), vec![revoked()]);
+        let nobody = Command::Revoke {
+            grant_id: grant_id(),
+            by: " ".into(),
+            reason: String::new(),
         };
-        assert!(matches!(g.decide(&revoke).unwrap()[0], Event::Revoked(_)));
-        let revoked = given::<Grant>(&[
-            Event::Issued(standard()),
-            Event::Revoked(pb::GrantRevoked::default()),
+        assert_eq!(invalid_field(g.decide(&nobody)), "revoked_by");
+    }
+
+    #[test]
+    fn an_expired_or_fully_used_grant_cannot_be_revoked() {
+        let g = given::<Grant>(&[issued(), expired()]);
+        assert_eq!(
+            g.decide(&revoke()).unwrap_err().to_string(),
+            "grant/g-1: cannot revoke when expired"
+        );
+        let g = given::<Grant>(&[
+            issued(),
+            authorized("SE-1", "n"),
+            authorized("SE-2", "m"),
+            used("SE-1"),
+            used("SE-2"),
         ]);
         assert_eq!(
-            revoked.decide(&revoke).unwrap(),
-            vec![],
-            "revoking twice is harmless"
+            g.decide(&revoke()).unwrap_err().to_string(),
+            "grant/g-1: cannot revoke when every parcel was delivered under it"
         );
+    }
 
+    #[test]
+    fn a_grant_expires_when_its_window_has_ended() {
+        let g = given::<Grant>(&[issued()]);
         assert_eq!(
-            g.decide(&Command::Expire {
-                now: utc("2026-11-23T10:00:00Z")
-            })
-            .unwrap(),
+            g.decide(&expire("2026-11-23T10:59:59Z")).unwrap(),
             vec![],
             "not yet"
         );
         assert_eq!(
-            g.decide(&Command::Expire {
-                now: utc("2026-11-23T11:00:00Z")
-            })
-            .unwrap(),
-            vec![Event::Expired(pb::GrantExpired {})]
+            g.decide(&expire("2026-11-23T11:00:00Z")).unwrap(),
+            vec![expired()]
         );
-        let expired = given::<Grant>(&[
-            Event::Issued(standard()),
-            Event::Expired(pb::GrantExpired {}),
-        ]);
-        assert!(expired.decide(&revoke).is_err());
-
-        let used = Command::MarkUsed {
-            parcel_id: ParcelId::new("SE-1").unwrap(),
-        };
-        assert!(g.decide(&used).is_err(), "no unlock was authorized");
-        let after_unlock = given::<Grant>(&[Event::Issued(standard()), authorized("SE-1", "n")]);
+        let g = given::<Grant>(&[issued(), expired()]);
+        assert!(g.expired);
         assert_eq!(
-            after_unlock.decide(&used).unwrap(),
-            vec![Event::Used(pb::GrantUsed {
-                parcel_id: "SE-1".into()
-            })]
+            g.decide(&expire("2026-11-23T12:00:00Z")).unwrap(),
+            vec![],
+            "once"
         );
-        let all_used = given::<Grant>(&[
-            Event::Issued(standard()),
-            authorized("SE-1", "n"),
-            authorized("SE-2", "m"),
-            Event::Used(pb::GrantUsed {
-                parcel_id: "SE-1".into(),
-            }),
-            Event::Used(pb::GrantUsed {
-                parcel_id: "SE-2".into(),
-            }),
-        ]);
-        assert_eq!(all_used.decide(&used).unwrap(), vec![]);
-        assert!(all_used.decide(&revoke).is_err(), "nothing left to revoke");
+        let g = given::<Grant>(&[issued(), revoked()]);
+        assert_eq!(
+            g.decide(&expire("2026-11-23T12:00:00Z")).unwrap(),
+            vec![],
+            "revoked already closed it"
+        );
+    }
+
+    #[test]
+    fn a_parcel_is_marked_used_after_its_unlock() {
+        let g = given::<Grant>(&[issued(), authorized("SE-1", "n")]);
+        assert_eq!(g.decide(&mark_used("SE-1")).unwrap(), vec![used("SE-1")]);
+        let g = given::<Grant>(&[issued(), authorized("SE-1", "n"), used("SE-1")]);
+        assert_eq!(g.decide(&mark_used("SE-1")).unwrap(), vec![], "once");
+        // Delivered before a later revoke: still a fact to record.
+        let g = given::<Grant>(&[issued(), authorized("SE-2", "n"), revoked()]);
+        assert_eq!(g.decide(&mark_used("SE-2")).unwrap(), vec![used("SE-2")]);
+    }
+
+    #[test]
+    fn a_parcel_without_an_authorized_unlock_is_not_marked_used() {
+        let g = given::<Grant>(&[issued(), authorized("SE-1", "n")]);
+        assert_eq!(
+            g.decide(&mark_used("SE-2")).unwrap_err().to_string(),
+            "grant/g-1: cannot mark used when no unlock was authorized for SE-2"
+        );
     }
 }

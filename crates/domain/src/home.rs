@@ -1,100 +1,307 @@
-//! The home: its smart lock and camera, as the devices report them.
+//! A home with a smart lock and a camera, as the vendor's devices report it.
 //!
-//! Device events are facts, not requests: they are checked for shape and for
-//! a registered lock, and recorded whatever order they arrive in (a relock
-//! reported on a locked door is still what the lock said). The state they
-//! build is what unlock decisions read: is the door shut, is the camera up.
-//! Signature checks on device events join in the access issue.
+//! Registering the lock is a decision; everything after it is a fact: the
+//! device saw it happen. Facts are checked for shape and for belonging to
+//! this home's lock, then recorded whatever order they arrive in — a relock
+//! reported for a door the log thinks is locked is still what the lock said.
+//! This module never decides whether a door may be opened (the grant does);
+//! it keeps what that decision needs to know, such as whether the camera is
+//! up and recording.
+//!
+//! The device payloads carry no time of their own: when a fact happened is
+//! the envelope's `occurred_at`. [`Home::evolve_at`] (and [`Home::fold_at`])
+//! take it, so rebuilt state knows since when the door is unlocked and when
+//! the camera last reported. Plain [`Aggregate::evolve`] leaves those instants
+//! unknown, and an unknown heartbeat never counts as a ready camera.
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::aggregate::Aggregate;
 use crate::country::{Country, instant};
 use crate::error::{DomainError, Result, invalid};
-use crate::ids::HomeId;
+use crate::ids::{DeviceId, GrantId, HomeId};
 use crate::pb::{self, home_event::Event};
 
-/// The door as the lock last reported it.
+/// The length of an ed25519 public key, in bytes.
+pub const PUBLIC_KEY_LEN: usize = 32;
+
+/// The door, as the lock last reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Door {
-    /// Locked (or never reported otherwise).
+    /// Locked, or nothing reported since registration.
     #[default]
     Locked,
-    /// Unlocked; since when, if the event's instant was observed.
-    Unlocked(Option<DateTime<Utc>>),
+    /// Unlocked (or reported open).
+    Unlocked {
+        /// When it was unlocked, if known.
+        since: Option<DateTime<Utc>>,
+    },
+}
+
+/// The home's camera, as it last reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Camera {
+    /// The camera that last came online.
+    pub id: Option<String>,
+    /// Reporting.
+    pub online: bool,
+    /// Recording, as of its last report.
+    pub recording: bool,
+    /// When it last reported online: its heartbeat.
+    pub last_heartbeat: Option<DateTime<Utc>>,
 }
 
 /// A home's state, rebuilt from its stream.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Home {
-    /// The registered lock, once there is one.
+    /// The registered lock, its id and public key; `None` before registration.
     pub lock: Option<pb::LockRegistered>,
     /// The door.
     pub door: Door,
-    /// The camera said it is online.
-    pub camera_online: bool,
-    /// The camera said it is recording.
-    pub camera_recording: bool,
-    /// The camera's last heartbeat.
-    pub last_heartbeat: Option<DateTime<Utc>>,
-    /// Alerts raised (door left open, tamper).
-    pub alerts: u32,
+    /// The camera.
+    pub camera: Camera,
+    /// Clips recorded.
+    pub clips: u32,
+    /// Door alerts (left open, handle found unlocked) since the handle was
+    /// last checked locked.
+    pub door_alerts: u32,
+    /// Tamper reports. Nothing in the stream closes them yet.
+    pub tamper_alerts: u32,
 }
 
-/// A fact reported by one of the home's devices, or its registration.
+/// What may be asked of a home: register its lock, or record one device fact.
+/// Each fact names the home it is reported for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Register the home's lock and its signing key.
+    /// Register the home's lock. The same registration again changes nothing;
+    /// a different lock or key for the same home replaces it.
     RegisterLock(pb::LockRegistered),
     /// The lock opened.
-    Unlocked(pb::LockUnlocked),
+    Unlocked {
+        /// The home.
+        home_id: HomeId,
+        /// What the lock reported.
+        fact: pb::LockUnlocked,
+    },
     /// The lock closed.
-    Relocked(pb::LockRelocked),
-    /// The lock reported the handle.
-    HandleChecked(pb::HandleChecked),
+    Relocked {
+        /// The home.
+        home_id: HomeId,
+        /// What the lock reported.
+        fact: pb::LockRelocked,
+    },
+    /// The lock checked its handle.
+    HandleChecked {
+        /// The home.
+        home_id: HomeId,
+        /// What the lock reported.
+        fact: pb::HandleChecked,
+    },
     /// The door stayed open too long.
-    DoorLeftOpen(pb::DoorLeftOpen),
-    /// The camera is up (a heartbeat).
-    CameraOnline(pb::CameraOnline),
-    /// The camera went away.
-    CameraOffline(pb::CameraOffline),
-    /// A clip was recorded.
-    ClipRecorded(pb::ClipRecorded),
+    DoorLeftOpen {
+        /// The home.
+        home_id: HomeId,
+        /// What the lock reported.
+        fact: pb::DoorLeftOpen,
+    },
+    /// The camera came up (a heartbeat).
+    CameraOnline {
+        /// The home.
+        home_id: HomeId,
+        /// What the camera reported.
+        fact: pb::CameraOnline,
+    },
+    /// The camera stopped reporting.
+    CameraOffline {
+        /// The home.
+        home_id: HomeId,
+        /// What was reported.
+        fact: pb::CameraOffline,
+    },
+    /// The camera recorded a clip.
+    ClipRecorded {
+        /// The home.
+        home_id: HomeId,
+        /// What the camera reported.
+        fact: pb::ClipRecorded,
+    },
     /// A device reports tampering.
-    TamperDetected(pb::TamperDetected),
+    TamperDetected {
+        /// The home.
+        home_id: HomeId,
+        /// What the device reported.
+        fact: pb::TamperDetected,
+    },
+}
+
+/// Checks a lock registration: ids, a 32-byte ed25519 public key, a vendor
+/// and one of the four countries.
+pub fn validate_registered(r: &pb::LockRegistered) -> Result<()> {
+    HomeId::new(&r.home_id)?;
+    device_id("lock_id", &r.lock_id)?;
+    if r.vendor.trim().is_empty() {
+        return Err(invalid("vendor", "is empty"));
+    }
+    if r.public_key.len() != PUBLIC_KEY_LEN {
+        return Err(invalid(
+            "public_key",
+            format!(
+                "is {} bytes long; an ed25519 key is {PUBLIC_KEY_LEN}",
+                r.public_key.len()
+            ),
+        ));
+    }
+    Country::from_proto(r.country)?;
+    Ok(())
+}
+
+/// Whether `s` is a hex SHA-256 as clips are pinned with: 64 lowercase hex
+/// digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A device id, with the field it came from named in the error.
+fn device_id(field: &'static str, s: &str) -> Result<()> {
+    DeviceId::new(s).map(drop).map_err(|e| match e {
+        DomainError::Invalid { reason, .. } => invalid(field, reason),
+        other => other,
+    })
+}
+
+fn validate_clip(c: &pb::ClipRecorded) -> Result<()> {
+    device_id("camera_id", &c.camera_id)?;
+    if c.uri.trim().is_empty() {
+        return Err(invalid("uri", "is empty"));
+    }
+    if !is_sha256_hex(&c.sha256) {
+        return Err(invalid(
+            "sha256",
+            format!("{:?} is not 64 lowercase hex digits", c.sha256),
+        ));
+    }
+    let started = c.started_at.as_ref().map(instant).transpose()?;
+    let ended = c.ended_at.as_ref().map(instant).transpose()?;
+    if let (Some(s), Some(e)) = (started, ended)
+        && e < s
+    {
+        return Err(invalid(
+            "ended_at",
+            format!("the clip ends at {e}, before it starts at {s}"),
+        ));
+    }
+    Ok(())
 }
 
 impl Home {
-    /// The camera is online, recording, and has sent a heartbeat no older
-    /// than `max_age` at `now`.
-    pub fn camera_ready(&self, now: DateTime<Utc>, max_age: Duration) -> bool {
-        self.camera_online
-            && self.camera_recording
-            && self
-                .last_heartbeat
-                .is_some_and(|t| t <= now && now - t <= max_age)
+    /// The registered lock's id.
+    pub fn lock_id(&self) -> Option<&str> {
+        self.lock.as_ref().map(|l| l.lock_id.as_str())
     }
 
-    fn check_lock(&self, lock_id: &str) -> Result<()> {
+    /// The public key the home's devices sign their events with.
+    pub fn public_key(&self) -> Option<&[u8]> {
+        self.lock.as_ref().map(|l| l.public_key.as_slice())
+    }
+
+    /// Alerts not closed yet: door alerts and tamper reports.
+    pub fn open_alerts(&self) -> u32 {
+        self.door_alerts.saturating_add(self.tamper_alerts)
+    }
+
+    /// Whether the camera can watch an entry at `now`: online, recording, and
+    /// heard from within `max_age`. A heartbeat of unknown time is not enough.
+    pub fn camera_ready(&self, now: DateTime<Utc>, max_age: Duration) -> bool {
+        self.camera.online
+            && self.camera.recording
+            && self
+                .camera
+                .last_heartbeat
+                .is_some_and(|at| now.signed_duration_since(at) <= max_age)
+    }
+
+    /// Applies one recorded event with the instant it occurred (the
+    /// envelope's `occurred_at`), which the payloads do not carry.
+    pub fn evolve_at(&mut self, event: &Event, occurred_at: DateTime<Utc>) {
+        self.apply(event, Some(occurred_at));
+    }
+
+    /// Rebuilds a home from its events and the instants they occurred.
+    pub fn fold_at<'a>(events: impl IntoIterator<Item = (&'a Event, DateTime<Utc>)>) -> Self {
+        let mut home = Self::default();
+        for (event, at) in events {
+            home.evolve_at(event, at);
+        }
+        home
+    }
+
+    /// The registered lock of the home a fact is reported for.
+    fn registered(&self, home_id: &HomeId) -> Result<&pb::LockRegistered> {
         match &self.lock {
-            Some(l) if l.lock_id == lock_id => Ok(()),
-            Some(l) => Err(invalid(
-                "lock_id",
-                format!(
-                    "{lock_id:?} is not the lock of home/{} ({:?})",
-                    l.home_id, l.lock_id
-                ),
+            None => Err(DomainError::NotFound(format!("home/{home_id}"))),
+            Some(l) if l.home_id != home_id.as_str() => Err(invalid(
+                "home_id",
+                format!("{home_id} is not this home, home/{}", l.home_id),
             )),
-            None => Err(DomainError::NotFound("home".into())),
+            Some(l) => Ok(l),
         }
     }
-}
 
-fn nonempty(field: &'static str, s: &str) -> Result<()> {
-    if s.trim().is_empty() {
-        return Err(invalid(field, "is empty"));
+    /// The lock a lock fact comes from must be the registered one.
+    fn registered_lock(&self, home_id: &HomeId, lock_id: &str) -> Result<()> {
+        let lock = self.registered(home_id)?;
+        if lock.lock_id != lock_id {
+            return Err(invalid(
+                "lock_id",
+                format!(
+                    "{lock_id:?} is not the lock of home/{}, {}",
+                    lock.home_id, lock.lock_id
+                ),
+            ));
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn apply(&mut self, event: &Event, at: Option<DateTime<Utc>>) {
+        match event {
+            Event::LockRegistered(r) => self.lock = Some(r.clone()),
+            Event::Unlocked(_) => self.door = Door::Unlocked { since: at },
+            Event::Relocked(_) => self.door = Door::Locked,
+            Event::HandleChecked(h) if h.locked => {
+                self.door = Door::Locked;
+                self.door_alerts = 0;
+            }
+            Event::HandleChecked(_) => {
+                self.still_unlocked(at);
+                self.door_alerts = self.door_alerts.saturating_add(1);
+            }
+            Event::DoorLeftOpen(_) => {
+                self.still_unlocked(at);
+                self.door_alerts = self.door_alerts.saturating_add(1);
+            }
+            Event::CameraOnline(c) => {
+                self.camera = Camera {
+                    id: Some(c.camera_id.clone()),
+                    online: true,
+                    recording: c.recording,
+                    last_heartbeat: at,
+                };
+            }
+            Event::CameraOffline(_) => {
+                self.camera.online = false;
+                self.camera.recording = false;
+            }
+            Event::ClipRecorded(_) => self.clips = self.clips.saturating_add(1),
+            Event::TamperDetected(_) => self.tamper_alerts = self.tamper_alerts.saturating_add(1),
+        }
+    }
+
+    /// The door is not locked; if the log thought it was, it is from `at`.
+    fn still_unlocked(&mut self, at: Option<DateTime<Utc>>) {
+        if self.door == Door::Locked {
+            self.door = Door::Unlocked { since: at };
+        }
+    }
 }
 
 impl Aggregate for Home {
@@ -102,126 +309,73 @@ impl Aggregate for Home {
     type Event = Event;
 
     fn decide(&self, command: &Command) -> Result<Vec<Event>> {
-        if let Command::RegisterLock(r) = command {
-            HomeId::new(&r.home_id)?;
-            nonempty("lock_id", &r.lock_id)?;
-            nonempty("vendor", &r.vendor)?;
-            Country::from_proto(r.country)?;
-            if r.public_key.len() != 32 {
-                return Err(invalid(
-                    "public_key",
-                    format!(
-                        "an ed25519 key has 32 bytes, this has {}",
-                        r.public_key.len()
-                    ),
-                ));
-            }
-            return match &self.lock {
-                None => Ok(vec![Event::LockRegistered(r.clone())]),
-                Some(existing) if existing == r => Ok(vec![]),
-                Some(existing) => Err(DomainError::AlreadyExists(format!(
-                    "home/{}",
-                    existing.home_id
-                ))),
-            };
-        }
-        if self.lock.is_none() {
-            return Err(DomainError::NotFound("home".into()));
-        }
-        let event = match command {
-            Command::RegisterLock(_) => return Ok(vec![]), // handled above
-            Command::Unlocked(e) => {
-                self.check_lock(&e.lock_id)?;
-                Event::Unlocked(e.clone())
-            }
-            Command::Relocked(e) => {
-                self.check_lock(&e.lock_id)?;
-                Event::Relocked(e.clone())
-            }
-            Command::HandleChecked(e) => {
-                self.check_lock(&e.lock_id)?;
-                Event::HandleChecked(e.clone())
-            }
-            Command::DoorLeftOpen(e) => {
-                self.check_lock(&e.lock_id)?;
-                Event::DoorLeftOpen(e.clone())
-            }
-            Command::CameraOnline(e) => {
-                nonempty("camera_id", &e.camera_id)?;
-                Event::CameraOnline(e.clone())
-            }
-            Command::CameraOffline(e) => {
-                nonempty("camera_id", &e.camera_id)?;
-                Event::CameraOffline(e.clone())
-            }
-            Command::ClipRecorded(e) => {
-                nonempty("camera_id", &e.camera_id)?;
-                nonempty("uri", &e.uri)?;
-                if e.sha256.len() != 64
-                    || !e
-                        .sha256
-                        .bytes()
-                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-                {
-                    return Err(invalid("sha256", "must be 64 lowercase hex digits"));
+        match command {
+            Command::RegisterLock(r) => {
+                validate_registered(r)?;
+                match &self.lock {
+                    None => Ok(vec![Event::LockRegistered(r.clone())]),
+                    Some(existing) if existing == r => Ok(vec![]),
+                    Some(existing) if existing.home_id != r.home_id => Err(invalid(
+                        "home_id",
+                        format!("{} is not this home, home/{}", r.home_id, existing.home_id),
+                    )),
+                    // A new lock, or a rotated key: the stream keeps both.
+                    Some(_) => Ok(vec![Event::LockRegistered(r.clone())]),
                 }
-                if let (Some(s), Some(t)) = (&e.started_at, &e.ended_at)
-                    && instant(t)? < instant(s)?
-                {
-                    return Err(invalid("ended_at", "is before started_at"));
+            }
+            Command::Unlocked { home_id, fact } => {
+                self.registered_lock(home_id, &fact.lock_id)?;
+                if !fact.grant_id.is_empty() {
+                    GrantId::new(&fact.grant_id)?;
+                    if fact.nonce.is_empty() {
+                        return Err(invalid(
+                            "nonce",
+                            "an unlock under a grant carries the nonce it was authorized with",
+                        ));
+                    }
                 }
-                Event::ClipRecorded(e.clone())
+                Ok(vec![Event::Unlocked(fact.clone())])
             }
-            Command::TamperDetected(e) => {
-                nonempty("device_id", &e.device_id)?;
-                Event::TamperDetected(e.clone())
+            Command::Relocked { home_id, fact } => {
+                self.registered_lock(home_id, &fact.lock_id)?;
+                Ok(vec![Event::Relocked(fact.clone())])
             }
-        };
-        Ok(vec![event])
+            Command::HandleChecked { home_id, fact } => {
+                self.registered_lock(home_id, &fact.lock_id)?;
+                Ok(vec![Event::HandleChecked(fact.clone())])
+            }
+            Command::DoorLeftOpen { home_id, fact } => {
+                self.registered_lock(home_id, &fact.lock_id)?;
+                if fact.open_seconds == 0 {
+                    return Err(invalid("open_seconds", "must be more than 0"));
+                }
+                Ok(vec![Event::DoorLeftOpen(fact.clone())])
+            }
+            Command::CameraOnline { home_id, fact } => {
+                self.registered(home_id)?;
+                device_id("camera_id", &fact.camera_id)?;
+                Ok(vec![Event::CameraOnline(fact.clone())])
+            }
+            Command::CameraOffline { home_id, fact } => {
+                self.registered(home_id)?;
+                device_id("camera_id", &fact.camera_id)?;
+                Ok(vec![Event::CameraOffline(fact.clone())])
+            }
+            Command::ClipRecorded { home_id, fact } => {
+                self.registered(home_id)?;
+                validate_clip(fact)?;
+                Ok(vec![Event::ClipRecorded(fact.clone())])
+            }
+            Command::TamperDetected { home_id, fact } => {
+                self.registered(home_id)?;
+                device_id("device_id", &fact.device_id)?;
+                Ok(vec![Event::TamperDetected(fact.clone())])
+            }
+        }
     }
 
     fn evolve(&mut self, event: &Event) {
-        match event {
-            Event::LockRegistered(r) => self.lock = Some(r.clone()),
-            // Instants of device facts travel in their envelopes; `evolve`
-            // sees only payloads, so `observe` adds the moment.
-            Event::Unlocked(_) => {
-                if self.door == Door::Locked {
-                    self.door = Door::Unlocked(None);
-                }
-            }
-            Event::Relocked(_) => self.door = Door::Locked,
-            Event::HandleChecked(h) => {
-                if h.locked {
-                    self.door = Door::Locked;
-                }
-            }
-            Event::DoorLeftOpen(_) | Event::TamperDetected(_) => self.alerts += 1,
-            Event::CameraOnline(c) => {
-                self.camera_online = true;
-                self.camera_recording = c.recording;
-            }
-            Event::CameraOffline(_) => {
-                self.camera_online = false;
-                self.camera_recording = false;
-            }
-            Event::ClipRecorded(_) => {}
-        }
-    }
-}
-
-impl Home {
-    /// Applies an event together with the instant it occurred (from its
-    /// envelope): the door's unlock time and the camera's heartbeat.
-    pub fn observe(&mut self, event: &Event, at: DateTime<Utc>) {
-        self.evolve(event);
-        match event {
-            Event::Unlocked(_) => self.door = Door::Unlocked(Some(at)),
-            Event::CameraOnline(_) => {
-                self.last_heartbeat = Some(self.last_heartbeat.map_or(at, |t| t.max(at)));
-            }
-            _ => {}
-        }
+        self.apply(event, None);
     }
 }
 
@@ -230,9 +384,18 @@ mod tests {
     use super::*;
     use crate::aggregate::given;
     use crate::country::timestamp;
-    use chrono::TimeZone;
 
-    fn registered() -> pb::LockRegistered {
+    const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn home() -> HomeId {
+        HomeId::new("home-1").unwrap()
+    }
+
+    fn lock() -> pb::LockRegistered {
         pb::LockRegistered {
             home_id: "home-1".into(),
             lock_id: "lock-1".into(),
@@ -242,152 +405,544 @@ mod tests {
         }
     }
 
-    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 23, h, m, s).unwrap()
+    fn registered() -> Event {
+        Event::LockRegistered(lock())
+    }
+
+    fn unlocked() -> pb::LockUnlocked {
+        pb::LockUnlocked {
+            lock_id: "lock-1".into(),
+            grant_id: "g-1".into(),
+            nonce: "n-1".into(),
+        }
+    }
+
+    fn relocked() -> pb::LockRelocked {
+        pb::LockRelocked {
+            lock_id: "lock-1".into(),
+        }
+    }
+
+    fn handle(locked: bool) -> pb::HandleChecked {
+        pb::HandleChecked {
+            lock_id: "lock-1".into(),
+            locked,
+        }
+    }
+
+    fn left_open() -> pb::DoorLeftOpen {
+        pb::DoorLeftOpen {
+            lock_id: "lock-1".into(),
+            open_seconds: 90,
+        }
+    }
+
+    fn online(recording: bool) -> pb::CameraOnline {
+        pb::CameraOnline {
+            camera_id: "cam-1".into(),
+            recording,
+        }
+    }
+
+    fn offline() -> pb::CameraOffline {
+        pb::CameraOffline {
+            camera_id: "cam-1".into(),
+            reason: "no heartbeat".into(),
+        }
+    }
+
+    fn clip() -> pb::ClipRecorded {
+        pb::ClipRecorded {
+            camera_id: "cam-1".into(),
+            uri: "s3://clips/home-1/0001.mp4".into(),
+            sha256: SHA.into(),
+            started_at: Some(timestamp(utc("2026-11-23T09:30:00Z"))),
+            ended_at: Some(timestamp(utc("2026-11-23T09:32:00Z"))),
+        }
+    }
+
+    fn tamper() -> pb::TamperDetected {
+        pb::TamperDetected {
+            device_id: "lock-1".into(),
+            detail: "case opened".into(),
+        }
+    }
+
+    fn invalid_field(result: Result<Vec<Event>>) -> &'static str {
+        match result {
+            Err(DomainError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    /// Every fact command with its event, for the home `home_id`.
+    fn every_fact(home_id: HomeId) -> Vec<(Command, Event)> {
+        vec![
+            (
+                Command::Unlocked {
+                    home_id: home_id.clone(),
+                    fact: unlocked(),
+                },
+                Event::Unlocked(unlocked()),
+            ),
+            (
+                Command::Relocked {
+                    home_id: home_id.clone(),
+                    fact: relocked(),
+                },
+                Event::Relocked(relocked()),
+            ),
+            (
+                Command::HandleChecked {
+                    home_id: home_id.clone(),
+                    fact: handle(true),
+                },
+                Event::HandleChecked(handle(true)),
+            ),
+            (
+                Command::DoorLeftOpen {
+                    home_id: home_id.clone(),
+                    fact: left_open(),
+                },
+                Event::DoorLeftOpen(left_open()),
+            ),
+            (
+                Command::CameraOnline {
+                    home_id: home_id.clone(),
+                    fact: online(true),
+                },
+                Event::CameraOnline(online(true)),
+            ),
+            (
+                Command::CameraOffline {
+                    home_id: home_id.clone(),
+                    fact: offline(),
+                },
+                Event::CameraOffline(offline()),
+            ),
+            (
+                Command::ClipRecorded {
+                    home_id: home_id.clone(),
+                    fact: clip(),
+                },
+                Event::ClipRecorded(clip()),
+            ),
+            (
+                Command::TamperDetected {
+                    home_id,
+                    fact: tamper(),
+                },
+                Event::TamperDetected(tamper()),
+            ),
+        ]
     }
 
     #[test]
-    fn a_lock_is_registered_once_with_a_32_byte_key() {
-        let r = registered();
+    fn a_lock_is_registered_once() {
         assert_eq!(
             given::<Home>(&[])
-                .decide(&Command::RegisterLock(r.clone()))
+                .decide(&Command::RegisterLock(lock()))
                 .unwrap(),
-            vec![Event::LockRegistered(r.clone())]
+            vec![registered()]
         );
-        let home = given::<Home>(&[Event::LockRegistered(r.clone())]);
+        let h = given::<Home>(&[registered()]);
+        assert_eq!(h.lock_id(), Some("lock-1"));
+        assert_eq!(h.public_key(), Some(&[7u8; 32][..]));
+        assert_eq!(h.door, Door::Locked);
+        assert_eq!(h.decide(&Command::RegisterLock(lock())).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_new_lock_or_key_replaces_the_old_one_for_the_same_home() {
+        let h = given::<Home>(&[registered()]);
+        let rotated = pb::LockRegistered {
+            public_key: vec![8; 32],
+            ..lock()
+        };
         assert_eq!(
-            home.decide(&Command::RegisterLock(r.clone())).unwrap(),
-            vec![]
+            h.decide(&Command::RegisterLock(rotated.clone())).unwrap(),
+            vec![Event::LockRegistered(rotated.clone())]
         );
-        let other = pb::LockRegistered {
-            lock_id: "lock-2".into(),
-            ..r.clone()
+        let h = given::<Home>(&[registered(), Event::LockRegistered(rotated)]);
+        assert_eq!(h.public_key(), Some(&[8u8; 32][..]));
+        let elsewhere = pb::LockRegistered {
+            home_id: "home-2".into(),
+            ..lock()
         };
-        assert!(matches!(
-            home.decide(&Command::RegisterLock(other)),
-            Err(DomainError::AlreadyExists(_))
-        ));
-        let short = pb::LockRegistered {
-            public_key: vec![1; 31],
-            ..r
-        };
-        let err = given::<Home>(&[])
-            .decide(&Command::RegisterLock(short))
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DomainError::Invalid {
-                    field: "public_key",
-                    ..
-                }
+        assert_eq!(
+            invalid_field(h.decide(&Command::RegisterLock(elsewhere))),
+            "home_id"
+        );
+    }
+
+    #[test]
+    fn registrations_are_validated() {
+        let cases = [
+            (
+                "home_id",
+                pb::LockRegistered {
+                    home_id: String::new(),
+                    ..lock()
+                },
             ),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn facts_need_a_registered_lock_and_the_right_lock() {
-        let relock = Command::Relocked(pb::LockRelocked {
-            lock_id: "lock-1".into(),
-        });
-        assert_eq!(
-            given::<Home>(&[]).decide(&relock).unwrap_err(),
-            DomainError::NotFound("home".into())
-        );
-        let home = given::<Home>(&[Event::LockRegistered(registered())]);
-        // A relock on a locked door is still recorded: it is what the lock said.
-        assert_eq!(home.decide(&relock).unwrap().len(), 1);
-        let wrong = Command::Relocked(pb::LockRelocked {
-            lock_id: "lock-9".into(),
-        });
-        assert!(matches!(
-            home.decide(&wrong),
-            Err(DomainError::Invalid {
-                field: "lock_id",
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn clips_must_carry_a_real_hash() {
-        let home = given::<Home>(&[Event::LockRegistered(registered())]);
-        let clip = |sha: &str| {
-            Command::ClipRecorded(pb::ClipRecorded {
-                camera_id: "cam-1".into(),
-                uri: "s3://clips/1.mp4".into(),
-                sha256: sha.into(),
-                started_at: Some(timestamp(at(9, 0, 0))),
-                ended_at: Some(timestamp(at(9, 1, 0))),
-            })
-        };
-        assert!(home.decide(&clip(&"ab".repeat(32))).is_ok());
-        assert!(home.decide(&clip("abc")).is_err());
-        assert!(
-            home.decide(&clip(&"AB".repeat(32))).is_err(),
-            "lowercase hex only"
-        );
-        let mut backwards = clip(&"ab".repeat(32));
-        if let Command::ClipRecorded(c) = &mut backwards {
-            c.ended_at = Some(timestamp(at(8, 59, 0)));
+            (
+                "lock_id",
+                pb::LockRegistered {
+                    lock_id: "lock 1".into(),
+                    ..lock()
+                },
+            ),
+            (
+                "vendor",
+                pb::LockRegistered {
+                    vendor: " ".into(),
+                    ..lock()
+                },
+            ),
+            (
+                "public_key",
+                pb::LockRegistered {
+                    public_key: vec![7; 31],
+                    ..lock()
+                },
+            ),
+            (
+                "public_key",
+                pb::LockRegistered {
+                    public_key: vec![7; 33],
+                    ..lock()
+                },
+            ),
+            (
+                "public_key",
+                pb::LockRegistered {
+                    public_key: vec![],
+                    ..lock()
+                },
+            ),
+            (
+                "country",
+                pb::LockRegistered {
+                    country: 0,
+                    ..lock()
+                },
+            ),
+        ];
+        for (field, broken) in cases {
+            assert_eq!(
+                invalid_field(given::<Home>(&[]).decide(&Command::RegisterLock(broken))),
+                field
+            );
         }
-        assert!(matches!(
-            home.decide(&backwards),
-            Err(DomainError::Invalid {
-                field: "ended_at",
-                ..
-            })
-        ));
     }
 
     #[test]
-    fn the_door_and_camera_follow_what_the_devices_report() {
-        let mut home = Home::default();
-        home.observe(&Event::LockRegistered(registered()), at(8, 0, 0));
-        home.observe(
-            &Event::CameraOnline(pb::CameraOnline {
-                camera_id: "cam-1".into(),
-                recording: true,
-            }),
-            at(9, 0, 0),
+    fn every_fact_of_a_registered_home_is_recorded() {
+        let h = given::<Home>(&[registered()]);
+        for (command, event) in every_fact(home()) {
+            assert_eq!(h.decide(&command).unwrap(), vec![event]);
+        }
+    }
+
+    #[test]
+    fn no_fact_is_recorded_for_a_home_without_a_lock() {
+        let h = given::<Home>(&[]);
+        for (command, _) in every_fact(home()) {
+            assert_eq!(
+                h.decide(&command),
+                Err(DomainError::NotFound("home/home-1".into()))
+            );
+        }
+    }
+
+    #[test]
+    fn facts_for_another_home_are_refused() {
+        let h = given::<Home>(&[registered()]);
+        for (command, _) in every_fact(HomeId::new("home-2").unwrap()) {
+            assert_eq!(invalid_field(h.decide(&command)), "home_id");
+        }
+    }
+
+    #[test]
+    fn lock_facts_come_from_the_registered_lock() {
+        let h = given::<Home>(&[registered()]);
+        let other = || "lock-2".to_owned();
+        let commands = [
+            Command::Unlocked {
+                home_id: home(),
+                fact: pb::LockUnlocked {
+                    lock_id: other(),
+                    ..unlocked()
+                },
+            },
+            Command::Relocked {
+                home_id: home(),
+                fact: pb::LockRelocked { lock_id: other() },
+            },
+            Command::HandleChecked {
+                home_id: home(),
+                fact: pb::HandleChecked {
+                    lock_id: other(),
+                    locked: true,
+                },
+            },
+            Command::DoorLeftOpen {
+                home_id: home(),
+                fact: pb::DoorLeftOpen {
+                    lock_id: other(),
+                    open_seconds: 90,
+                },
+            },
+        ];
+        for command in commands {
+            assert_eq!(invalid_field(h.decide(&command)), "lock_id");
+        }
+    }
+
+    #[test]
+    fn facts_are_recorded_whatever_order_they_arrive_in() {
+        // The log thinks the door is locked; the lock says it relocked. Fine.
+        let h = given::<Home>(&[registered()]);
+        assert_eq!(h.door, Door::Locked);
+        let relock = Command::Relocked {
+            home_id: home(),
+            fact: relocked(),
+        };
+        assert_eq!(
+            h.decide(&relock).unwrap(),
+            vec![Event::Relocked(relocked())]
         );
-        assert!(home.camera_ready(at(9, 0, 30), Duration::seconds(60)));
+        // Two unlocks in a row, and an offline camera going offline again.
+        let h = given::<Home>(&[
+            registered(),
+            Event::Unlocked(unlocked()),
+            Event::CameraOffline(offline()),
+        ]);
+        let unlock = Command::Unlocked {
+            home_id: home(),
+            fact: unlocked(),
+        };
+        assert_eq!(h.decide(&unlock).unwrap().len(), 1);
+        let down = Command::CameraOffline {
+            home_id: home(),
+            fact: offline(),
+        };
+        assert_eq!(h.decide(&down).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unlocks_are_validated() {
+        let h = given::<Home>(&[registered()]);
+        let unlock = |grant_id: &str, nonce: &str| Command::Unlocked {
+            home_id: home(),
+            fact: pb::LockUnlocked {
+                lock_id: "lock-1".into(),
+                grant_id: grant_id.into(),
+                nonce: nonce.into(),
+            },
+        };
+        assert_eq!(invalid_field(h.decide(&unlock("g-1", ""))), "nonce");
+        assert_eq!(invalid_field(h.decide(&unlock("g 1", "n"))), "grant_id");
+        // The resident's own key opens without a grant.
+        assert_eq!(h.decide(&unlock("", "")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn device_facts_are_validated() {
+        let h = given::<Home>(&[registered()]);
+        let cases = [
+            (
+                "open_seconds",
+                Command::DoorLeftOpen {
+                    home_id: home(),
+                    fact: pb::DoorLeftOpen {
+                        open_seconds: 0,
+                        ..left_open()
+                    },
+                },
+            ),
+            (
+                "camera_id",
+                Command::CameraOnline {
+                    home_id: home(),
+                    fact: pb::CameraOnline {
+                        camera_id: String::new(),
+                        recording: true,
+                    },
+                },
+            ),
+            (
+                "camera_id",
+                Command::CameraOffline {
+                    home_id: home(),
+                    fact: pb::CameraOffline {
+                        camera_id: "cam/1".into(),
+                        ..offline()
+                    },
+                },
+            ),
+            (
+                "device_id",
+                Command::TamperDetected {
+                    home_id: home(),
+                    fact: pb::TamperDetected {
+                        device_id: String::new(),
+                        ..tamper()
+                    },
+                },
+            ),
+        ];
+        for (field, command) in cases {
+            assert_eq!(invalid_field(h.decide(&command)), field);
+        }
+    }
+
+    #[test]
+    fn clips_are_pinned_by_a_lowercase_hex_sha256() {
+        let h = given::<Home>(&[registered()]);
+        let record = |fact| Command::ClipRecorded {
+            home_id: home(),
+            fact,
+        };
+        let mut backwards = clip();
+        std::mem::swap(&mut backwards.started_at, &mut backwards.ended_at);
+        let cases = [
+            (
+                "sha256",
+                pb::ClipRecorded {
+                    sha256: SHA.to_uppercase(),
+                    ..clip()
+                },
+            ),
+            (
+                "sha256",
+                pb::ClipRecorded {
+                    sha256: SHA[..63].into(),
+                    ..clip()
+                },
+            ),
+            (
+                "sha256",
+                pb::ClipRecorded {
+                    sha256: format!("{SHA}0"),
+                    ..clip()
+                },
+            ),
+            (
+                "sha256",
+                pb::ClipRecorded {
+                    sha256: SHA.replace('9', "g"),
+                    ..clip()
+                },
+            ),
+            (
+                "sha256",
+                pb::ClipRecorded {
+                    sha256: String::new(),
+                    ..clip()
+                },
+            ),
+            (
+                "uri",
+                pb::ClipRecorded {
+                    uri: " ".into(),
+                    ..clip()
+                },
+            ),
+            (
+                "camera_id",
+                pb::ClipRecorded {
+                    camera_id: String::new(),
+                    ..clip()
+                },
+            ),
+            ("ended_at", backwards),
+        ];
+        for (field, broken) in cases {
+            assert_eq!(invalid_field(h.decide(&record(broken))), field);
+        }
+        assert!(is_sha256_hex(SHA));
+        let untimed = pb::ClipRecorded {
+            started_at: None,
+            ended_at: None,
+            ..clip()
+        };
+        assert_eq!(h.decide(&record(untimed)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_door_follows_the_lock_with_the_instant_it_was_unlocked() {
+        let t = utc("2026-11-23T09:30:00Z");
+        let events = [registered(), Event::Unlocked(unlocked())];
+        let h = Home::fold_at(events.iter().map(|e| (e, t)));
+        assert_eq!(h.door, Door::Unlocked { since: Some(t) });
+        // Without instants the door is unlocked since an unknown time.
+        assert_eq!(given::<Home>(&events).door, Door::Unlocked { since: None });
+        let h = given::<Home>(&[
+            registered(),
+            Event::Unlocked(unlocked()),
+            Event::Relocked(relocked()),
+        ]);
+        assert_eq!(h.door, Door::Locked);
+    }
+
+    #[test]
+    fn door_alerts_stay_open_until_the_handle_is_checked_locked() {
+        let t0 = utc("2026-11-23T09:30:00Z");
+        let t1 = utc("2026-11-23T09:35:00Z");
+        let mut h = given::<Home>(&[registered()]);
+        h.evolve_at(&Event::Unlocked(unlocked()), t0);
+        h.evolve_at(&Event::DoorLeftOpen(left_open()), t1);
+        assert_eq!(h.door, Door::Unlocked { since: Some(t0) });
+        h.evolve_at(&Event::Relocked(relocked()), t1);
+        h.evolve_at(&Event::HandleChecked(handle(false)), t1);
+        // The relock did not hold: unlocked again from the check.
+        assert_eq!(h.door, Door::Unlocked { since: Some(t1) });
+        assert_eq!(h.door_alerts, 2);
+        h.evolve_at(&Event::TamperDetected(tamper()), t1);
+        assert_eq!(h.open_alerts(), 3);
+        h.evolve_at(&Event::HandleChecked(handle(true)), t1);
+        assert_eq!(h.door, Door::Locked);
+        assert_eq!(h.open_alerts(), 1, "a tamper report stays open");
+    }
+
+    #[test]
+    fn a_camera_is_ready_when_online_recording_and_recently_heard_from() {
+        let beat = utc("2026-11-23T09:30:00Z");
+        let max_age = Duration::seconds(60);
+        let at = |e: Event| (e, beat);
+        let history = [at(registered()), at(Event::CameraOnline(online(true)))];
+        let h = Home::fold_at(history.iter().map(|(e, t)| (e, *t)));
+        assert_eq!(h.camera.id.as_deref(), Some("cam-1"));
+        assert!(h.camera_ready(utc("2026-11-23T09:30:30Z"), max_age));
+        assert!(h.camera_ready(utc("2026-11-23T09:31:00Z"), max_age));
         assert!(
-            !home.camera_ready(at(9, 2, 0), Duration::seconds(60)),
-            "heartbeat too old"
+            !h.camera_ready(utc("2026-11-23T09:31:01Z"), max_age),
+            "stale"
         );
-        home.observe(
-            &Event::Unlocked(pb::LockUnlocked {
-                lock_id: "lock-1".into(),
-                ..Default::default()
-            }),
-            at(9, 1, 0),
-        );
-        assert_eq!(home.door, Door::Unlocked(Some(at(9, 1, 0))));
-        home.observe(
-            &Event::Relocked(pb::LockRelocked {
-                lock_id: "lock-1".into(),
-            }),
-            at(9, 2, 0),
-        );
-        assert_eq!(home.door, Door::Locked);
-        home.observe(
-            &Event::CameraOffline(pb::CameraOffline {
-                camera_id: "cam-1".into(),
-                reason: "deauth".into(),
-            }),
-            at(9, 3, 0),
-        );
-        assert!(!home.camera_ready(at(9, 3, 1), Duration::seconds(60)));
-        home.observe(
-            &Event::DoorLeftOpen(pb::DoorLeftOpen {
-                lock_id: "lock-1".into(),
-                open_seconds: 300,
-            }),
-            at(9, 4, 0),
-        );
-        assert_eq!(home.alerts, 1);
+
+        let mut idle = h.clone();
+        idle.evolve_at(&Event::CameraOnline(online(false)), beat);
+        assert!(!idle.camera_ready(beat, max_age), "not recording");
+
+        let mut down = h.clone();
+        down.evolve_at(&Event::CameraOffline(offline()), beat);
+        assert!(!down.camera.online);
+        assert!(!down.camera_ready(beat, max_age), "offline");
+
+        // Folded without instants, the heartbeat's time is unknown: not ready.
+        let h = given::<Home>(&[registered(), Event::CameraOnline(online(true))]);
+        assert!(h.camera.online);
+        assert!(!h.camera_ready(beat, max_age));
+    }
+
+    #[test]
+    fn clips_are_counted() {
+        let h = given::<Home>(&[
+            registered(),
+            Event::ClipRecorded(clip()),
+            Event::ClipRecorded(clip()),
+        ]);
+        assert_eq!(h.clips, 2);
     }
 }

@@ -1,26 +1,46 @@
-//! The route: one van's ordered stops for a depot and local day, its plan
-//! versions, and its progress through the day.
+//! The route: one van's ordered stops for a depot and a local day, and where
+//! the van is along them. A plan is versioned: replanning replaces the stops
+//! and bumps the version, so a parcel's assignment can name the plan it came
+//! from.
+//!
+//! Planning is a decision made here, from the route's own history. Starting,
+//! arriving at stops and completing are what the driver's handheld reports;
+//! they are checked against the current plan and nothing else. This module
+//! never orders stops: that is the router's job, and it hands over the result.
+
+use std::collections::BTreeSet;
 
 use chrono::NaiveDate;
 
 use crate::aggregate::Aggregate;
-use crate::country::{date_to_proto, instant};
+use crate::country::{date_from_proto, date_to_proto, instant};
 use crate::error::{DomainError, Result, invalid};
-use crate::ids::{DepotId, DeviceId, DriverId, RouteId, VehicleId};
+use crate::ids::{DepotId, DeviceId, DriverId, ParcelId, RouteId, VehicleId};
 use crate::pb::{self, route_event::Event};
 
 /// Where a route stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Status {
-    /// No plan yet.
+    /// No event yet: the route does not exist.
     #[default]
     Unplanned,
-    /// Planned, not yet driven.
+    /// Planned (perhaps replanned), the van has not left.
     Planned,
-    /// The driver has left the depot.
+    /// The driver left the depot.
     Started,
-    /// Back at the depot. Terminal.
+    /// The driver is back at the depot. Terminal.
     Completed,
+}
+
+impl Status {
+    fn describe(self) -> &'static str {
+        match self {
+            Status::Unplanned => "not planned",
+            Status::Planned => "planned but not started",
+            Status::Started => "started",
+            Status::Completed => "completed",
+        }
+    }
 }
 
 /// A route's state, rebuilt from its stream.
@@ -28,36 +48,39 @@ pub enum Status {
 pub struct Route {
     /// Where it stands.
     pub status: Status,
-    /// The first plan.
+    /// The first plan: route, depot, local day, vehicle and driver. Its stops
+    /// are those of version 1; the current ones are in [`Route::stops`].
     pub plan: Option<pb::RoutePlanned>,
-    /// The current plan version (1 for the first plan).
+    /// The current plan version; 0 before the route is planned.
     pub plan_version: u32,
-    /// The current stops.
+    /// The stops of the current plan, in order.
     pub stops: Vec<pb::PlannedStop>,
-    /// Who is driving it, once started.
-    pub driver_id: Option<String>,
-    /// Stops reached so far (indexes into `stops`).
-    pub visited: Vec<u32>,
+    /// Who started it, with which handheld.
+    pub started: Option<pb::RouteStarted>,
+    /// The stop indexes the driver has arrived at.
+    pub visited: BTreeSet<u32>,
 }
 
 /// What may be asked of a route.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Plan it; on a planned route, a new plan version.
+    /// Publish a plan: version 1 for a new route, the next version when it
+    /// replaces the stops of a planned or started one. Publishing the stops
+    /// already in effect changes nothing.
     Plan {
         /// The route.
         route_id: RouteId,
-        /// The depot.
+        /// The depot the van leaves from.
         depot_id: DepotId,
         /// The depot's local day.
         local_date: NaiveDate,
         /// The van.
         vehicle_id: VehicleId,
-        /// The driver.
+        /// The planned driver.
         driver_id: DriverId,
-        /// The stops, in visiting order, indexed from 0.
+        /// The ordered stops, indexed 0..n.
         stops: Vec<pb::PlannedStop>,
-        /// Why it is replanned (ignored for the first plan).
+        /// Why the plan changed; recorded with a replan, unused for the first.
         reason: String,
     },
     /// The driver leaves the depot.
@@ -67,60 +90,159 @@ pub enum Command {
         /// The handheld.
         device_id: DeviceId,
     },
-    /// The driver reached a stop.
+    /// The driver reached a stop of the current plan.
     ArriveAtStop {
         /// The stop's index in the current plan.
         stop_index: u32,
         /// Where the handheld was.
         position: Option<pb::GeoPoint>,
     },
-    /// Back at the depot.
+    /// The driver is back at the depot.
     Complete,
 }
 
-fn validate_stops(stops: &[pb::PlannedStop]) -> Result<()> {
+/// Checks a plan's stops: at least one; indexed 0..n in order; each hands
+/// over at least one valid parcel id, and no parcel is planned twice; a
+/// position is a real WGS84 point; a stop never departs before it arrives.
+pub fn validate_stops(stops: &[pb::PlannedStop]) -> Result<()> {
+    if stops.is_empty() {
+        return Err(invalid("stops", "a route has at least one stop"));
+    }
+    let mut parcels = BTreeSet::new();
     for (i, stop) in stops.iter().enumerate() {
-        if stop.index as usize != i {
+        if usize::try_from(stop.index).ok() != Some(i) {
             return Err(invalid(
-                "stops",
+                "stops.index",
                 format!(
-                    "stop {i} has index {}; indexes run 0, 1, 2, ... in order",
-                    stop.index
+                    "stop {i} has index {}; stops are numbered 0..{} in order",
+                    stop.index,
+                    stops.len()
                 ),
             ));
         }
         if stop.parcel_ids.is_empty() {
-            return Err(invalid("stops", format!("stop {i} has no parcel")));
+            return Err(invalid(
+                "stops.parcel_ids",
+                format!("stop {i} hands over no parcel"),
+            ));
         }
-        if let (Some(a), Some(d)) = (&stop.planned_arrival, &stop.planned_departure)
-            && instant(d)? < instant(a)?
+        for p in &stop.parcel_ids {
+            ParcelId::new(p)?;
+            if !parcels.insert(p.as_str()) {
+                return Err(invalid(
+                    "stops.parcel_ids",
+                    format!("{p} is planned more than once (again at stop {i})"),
+                ));
+            }
+        }
+        if let Some(p) = &stop.position {
+            check_position("stops.position", p)?;
+        }
+        let arrival = stop.planned_arrival.as_ref().map(instant).transpose()?;
+        let departure = stop.planned_departure.as_ref().map(instant).transpose()?;
+        if let (Some(a), Some(d)) = (arrival, departure)
+            && d < a
         {
             return Err(invalid(
-                "stops",
-                format!("stop {i} departs before it arrives"),
+                "stops.planned_departure",
+                format!("stop {i} departs at {d}, before it arrives at {a}"),
             ));
         }
     }
     Ok(())
 }
 
+fn check_position(field: &'static str, p: &pb::GeoPoint) -> Result<()> {
+    if !(-90.0..=90.0).contains(&p.latitude) || !(-180.0..=180.0).contains(&p.longitude) {
+        return Err(invalid(
+            field,
+            format!("{}, {} is not a WGS84 position", p.latitude, p.longitude),
+        ));
+    }
+    Ok(())
+}
+
 impl Route {
+    /// A stop of the current plan.
+    pub fn stop(&self, index: u32) -> Option<&pb::PlannedStop> {
+        usize::try_from(index).ok().and_then(|i| self.stops.get(i))
+    }
+
+    /// The index of the stop a parcel is handed over at, in the current plan.
+    pub fn stop_of(&self, parcel_id: &ParcelId) -> Option<u32> {
+        self.stops
+            .iter()
+            .find(|s| s.parcel_ids.iter().any(|p| p == parcel_id.as_str()))
+            .map(|s| s.index)
+    }
+
+    /// The depot's local day the route runs on, once planned.
+    pub fn local_date(&self) -> Option<NaiveDate> {
+        self.plan
+            .as_ref()
+            .and_then(|p| p.local_date.as_ref())
+            .and_then(|d| date_from_proto(d).ok())
+    }
+
+    fn subject(&self) -> String {
+        self.plan
+            .as_ref()
+            .map_or_else(|| "route".into(), |p| format!("route/{}", p.route_id))
+    }
+
     fn refuse(&self, action: &'static str) -> DomainError {
         DomainError::InvalidState {
-            subject: self
-                .plan
-                .as_ref()
-                .map_or_else(|| "route".into(), |p| format!("route/{}", p.route_id)),
+            subject: self.subject(),
             action,
-            state: match self.status {
-                Status::Unplanned => "not planned",
-                Status::Planned => "planned, not started",
-                Status::Started => "started",
-                Status::Completed => "completed",
-            }
-            .into(),
+            state: self.status.describe().into(),
         }
     }
+}
+
+/// A replan replaces stops only: the route's identity, day, van and driver
+/// stay those of the first plan.
+fn same_route(
+    plan: &pb::RoutePlanned,
+    route_id: &RouteId,
+    depot_id: &DepotId,
+    local_date: NaiveDate,
+    vehicle_id: &VehicleId,
+    driver_id: &DriverId,
+) -> Result<()> {
+    let differs = |field: &'static str, planned: String, asked: String| {
+        Err(invalid(
+            field,
+            format!(
+                "route/{} is planned with {planned}, not {asked}; a replan changes only the stops",
+                plan.route_id
+            ),
+        ))
+    };
+    if plan.route_id != route_id.as_str() {
+        return differs("route_id", plan.route_id.clone(), route_id.to_string());
+    }
+    if plan.depot_id != depot_id.as_str() {
+        return differs("depot_id", plan.depot_id.clone(), depot_id.to_string());
+    }
+    if plan.local_date != Some(date_to_proto(local_date)) {
+        let planned = plan
+            .local_date
+            .as_ref()
+            .and_then(|d| date_from_proto(d).ok())
+            .map_or_else(|| "no date".into(), |d| d.to_string());
+        return differs("local_date", planned, local_date.to_string());
+    }
+    if plan.vehicle_id != vehicle_id.as_str() {
+        return differs(
+            "vehicle_id",
+            plan.vehicle_id.clone(),
+            vehicle_id.to_string(),
+        );
+    }
+    if plan.driver_id != driver_id.as_str() {
+        return differs("driver_id", plan.driver_id.clone(), driver_id.to_string());
+    }
+    Ok(())
 }
 
 impl Aggregate for Route {
@@ -139,8 +261,8 @@ impl Aggregate for Route {
                 reason,
             } => {
                 validate_stops(stops)?;
-                match self.status {
-                    Status::Unplanned => Ok(vec![Event::Planned(pb::RoutePlanned {
+                let Some(plan) = &self.plan else {
+                    return Ok(vec![Event::Planned(pb::RoutePlanned {
                         route_id: route_id.to_string(),
                         depot_id: depot_id.to_string(),
                         local_date: Some(date_to_proto(*local_date)),
@@ -148,27 +270,36 @@ impl Aggregate for Route {
                         driver_id: driver_id.to_string(),
                         plan_version: 1,
                         stops: stops.clone(),
-                    })]),
-                    Status::Completed => Err(self.refuse("replan")),
-                    _ if self.stops == *stops => Ok(vec![]),
-                    _ => Ok(vec![Event::Replanned(pb::RouteReplanned {
-                        plan_version: self.plan_version + 1,
-                        stops: stops.clone(),
-                        reason: reason.clone(),
-                    })]),
+                    })]);
+                };
+                same_route(plan, route_id, depot_id, *local_date, vehicle_id, driver_id)?;
+                // A resent plan is the plan in effect, even after completion.
+                if self.stops == *stops {
+                    return Ok(vec![]);
                 }
+                if self.status == Status::Completed {
+                    return Err(self.refuse("replan"));
+                }
+                Ok(vec![Event::Replanned(pb::RouteReplanned {
+                    plan_version: self.plan_version + 1,
+                    stops: stops.clone(),
+                    reason: reason.clone(),
+                })])
             }
             Command::Start {
                 driver_id,
                 device_id,
-            } => match self.status {
-                Status::Planned => Ok(vec![Event::Started(pb::RouteStarted {
+            } => match (&self.status, &self.started) {
+                (Status::Planned, _) => Ok(vec![Event::Started(pb::RouteStarted {
                     driver_id: driver_id.to_string(),
                     device_id: device_id.to_string(),
                 })]),
-                Status::Started if self.driver_id.as_deref() == Some(driver_id.as_str()) => {
-                    Ok(vec![])
-                }
+                (Status::Started, Some(s)) if s.driver_id == driver_id.as_str() => Ok(vec![]),
+                (Status::Started, Some(s)) => Err(DomainError::InvalidState {
+                    subject: self.subject(),
+                    action: "start",
+                    state: format!("driver {} started it", s.driver_id),
+                }),
                 _ => Err(self.refuse("start")),
             },
             Command::ArriveAtStop {
@@ -178,15 +309,19 @@ impl Aggregate for Route {
                 if self.status != Status::Started {
                     return Err(self.refuse("arrive at a stop"));
                 }
-                if *stop_index as usize >= self.stops.len() {
+                if self.stop(*stop_index).is_none() {
                     return Err(invalid(
                         "stop_index",
                         format!(
-                            "{stop_index} is not a stop of plan v{} ({} stops)",
+                            "{stop_index} is not a stop of {} plan v{}, which has stops 0..{}",
+                            self.subject(),
                             self.plan_version,
                             self.stops.len()
                         ),
                     ));
+                }
+                if let Some(p) = position {
+                    check_position("position", p)?;
                 }
                 Ok(vec![Event::StopArrived(pb::StopArrived {
                     stop_index: *stop_index,
@@ -195,10 +330,10 @@ impl Aggregate for Route {
             }
             Command::Complete => match self.status {
                 Status::Started => Ok(vec![Event::Completed(pb::RouteCompleted {
-                    stops_visited: self.visited.len() as u32,
+                    stops_visited: u32::try_from(self.visited.len()).unwrap_or(u32::MAX),
                 })]),
                 Status::Completed => Ok(vec![]),
-                _ => Err(self.refuse("complete")),
+                Status::Unplanned | Status::Planned => Err(self.refuse("complete")),
             },
         }
     }
@@ -211,20 +346,18 @@ impl Aggregate for Route {
                 self.stops = p.stops.clone();
                 self.plan = Some(p.clone());
             }
+            Event::Started(s) => {
+                self.status = Status::Started;
+                self.started = Some(s.clone());
+            }
+            Event::StopArrived(a) => {
+                self.visited.insert(a.stop_index);
+            }
+            Event::Completed(_) => self.status = Status::Completed,
             Event::Replanned(r) => {
                 self.plan_version = r.plan_version;
                 self.stops = r.stops.clone();
             }
-            Event::Started(s) => {
-                self.status = Status::Started;
-                self.driver_id = Some(s.driver_id.clone());
-            }
-            Event::StopArrived(a) => {
-                if !self.visited.contains(&a.stop_index) {
-                    self.visited.push(a.stop_index);
-                }
-            }
-            Event::Completed(_) => self.status = Status::Completed,
         }
     }
 }
@@ -234,139 +367,348 @@ mod tests {
     use super::*;
     use crate::aggregate::given;
     use crate::country::timestamp;
-    use chrono::{TimeZone, Utc};
+    use chrono::{DateTime, Utc};
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+    }
 
     fn stop(index: u32, parcels: &[&str]) -> pb::PlannedStop {
         pb::PlannedStop {
             index,
             parcel_ids: parcels.iter().map(|p| (*p).to_owned()).collect(),
-            position: None,
-            planned_arrival: None,
-            planned_departure: None,
+            position: Some(pb::GeoPoint {
+                latitude: 59.33,
+                longitude: 18.06,
+            }),
+            planned_arrival: Some(timestamp(utc("2026-11-23T08:00:00Z"))),
+            planned_departure: Some(timestamp(utc("2026-11-23T08:05:00Z"))),
         }
+    }
+
+    fn stops() -> Vec<pb::PlannedStop> {
+        vec![stop(0, &["SE-1"]), stop(1, &["SE-2", "SE-3"])]
     }
 
     fn plan(stops: Vec<pb::PlannedStop>) -> Command {
         Command::Plan {
-            route_id: RouteId::new("STO-1-2026-11-23-1").unwrap(),
+            route_id: RouteId::new("r-1").unwrap(),
             depot_id: DepotId::new("STO-1").unwrap(),
-            local_date: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+            local_date: day(),
             vehicle_id: VehicleId::new("van-1").unwrap(),
             driver_id: DriverId::new("drv-1").unwrap(),
             stops,
-            reason: "parcels added".into(),
+            reason: "SE-4 added".into(),
         }
     }
 
-    fn planned() -> Vec<Event> {
-        given::<Route>(&[])
-            .decide(&plan(vec![stop(0, &["SE-1"]), stop(1, &["SE-2", "SE-3"])]))
-            .unwrap()
+    fn planned() -> Event {
+        Event::Planned(pb::RoutePlanned {
+            route_id: "r-1".into(),
+            depot_id: "STO-1".into(),
+            local_date: Some(date_to_proto(day())),
+            vehicle_id: "van-1".into(),
+            driver_id: "drv-1".into(),
+            plan_version: 1,
+            stops: stops(),
+        })
     }
 
-    fn start() -> Command {
+    fn start(driver: &str) -> Command {
         Command::Start {
-            driver_id: DriverId::new("drv-1").unwrap(),
+            driver_id: DriverId::new(driver).unwrap(),
             device_id: DeviceId::new("hh-1").unwrap(),
         }
     }
 
-    #[test]
-    fn the_first_plan_is_version_1_and_a_change_is_a_new_version() {
-        let history = planned();
-        assert!(
-            matches!(&history[0], Event::Planned(p) if p.plan_version == 1 && p.stops.len() == 2)
-        );
-        let r = given::<Route>(&history);
-        // The same stops again: already in effect.
-        assert_eq!(
-            r.decide(&plan(vec![stop(0, &["SE-1"]), stop(1, &["SE-2", "SE-3"])]))
-                .unwrap(),
-            vec![]
-        );
-        let events = r
-            .decide(&plan(vec![
-                stop(0, &["SE-1", "SE-4"]),
-                stop(1, &["SE-2", "SE-3"]),
-            ]))
-            .unwrap();
-        assert!(
-            matches!(&events[0], Event::Replanned(p) if p.plan_version == 2 && p.reason == "parcels added")
-        );
-        let mut all = history;
-        all.extend(events);
-        assert_eq!(given::<Route>(&all).plan_version, 2);
+    fn started() -> Event {
+        Event::Started(pb::RouteStarted {
+            driver_id: "drv-1".into(),
+            device_id: "hh-1".into(),
+        })
+    }
+
+    fn arrive(stop_index: u32) -> Command {
+        Command::ArriveAtStop {
+            stop_index,
+            position: None,
+        }
+    }
+
+    fn arrived(stop_index: u32) -> Event {
+        Event::StopArrived(pb::StopArrived {
+            stop_index,
+            position: None,
+        })
+    }
+
+    fn completed(stops_visited: u32) -> Event {
+        Event::Completed(pb::RouteCompleted { stops_visited })
+    }
+
+    fn invalid_field(result: Result<Vec<Event>>) -> &'static str {
+        match result {
+            Err(DomainError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
     }
 
     #[test]
-    fn stops_are_validated() {
-        let err = given::<Route>(&[])
-            .decide(&plan(vec![stop(1, &["SE-1"])]))
-            .unwrap_err();
-        assert!(err.to_string().contains("stop 0 has index 1"), "{err}");
-        assert!(
-            given::<Route>(&[])
-                .decide(&plan(vec![stop(0, &[])]))
-                .is_err()
+    fn a_first_plan_is_version_one() {
+        assert_eq!(
+            given::<Route>(&[]).decide(&plan(stops())).unwrap(),
+            vec![planned()]
         );
-        let mut s = stop(0, &["SE-1"]);
-        let t = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
-        s.planned_arrival = Some(timestamp(t));
-        s.planned_departure = Some(timestamp(t - chrono::Duration::minutes(1)));
-        assert!(given::<Route>(&[]).decide(&plan(vec![s])).is_err());
+        let r = given::<Route>(&[planned()]);
+        assert_eq!(r.status, Status::Planned);
+        assert_eq!(r.plan_version, 1);
+        assert_eq!(r.local_date(), Some(day()));
+        assert_eq!(r.stop_of(&ParcelId::new("SE-3").unwrap()), Some(1));
+        assert_eq!(r.stop_of(&ParcelId::new("SE-9").unwrap()), None);
+        assert_eq!(r.stop(1).map(|s| s.parcel_ids.len()), Some(2));
+        assert!(r.stop(2).is_none());
     }
 
     #[test]
-    fn a_route_is_started_driven_and_completed_in_order() {
-        let mut history = planned();
-        let r = given::<Route>(&history);
-        assert!(r.decide(&Command::Complete).is_err(), "not started");
-        assert!(
-            r.decide(&Command::ArriveAtStop {
-                stop_index: 0,
-                position: None
-            })
-            .is_err()
-        );
-        history.extend(r.decide(&start()).unwrap());
-        let r = given::<Route>(&history);
+    fn a_changed_plan_is_the_next_version_and_the_same_plan_is_nothing() {
+        let r = given::<Route>(&[planned()]);
+        assert_eq!(r.decide(&plan(stops())).unwrap(), vec![]);
+
+        let mut changed = stops();
+        changed.push(stop(2, &["SE-4"]));
+        let replanned = Event::Replanned(pb::RouteReplanned {
+            plan_version: 2,
+            stops: changed.clone(),
+            reason: "SE-4 added".into(),
+        });
         assert_eq!(
-            r.decide(&start()).unwrap(),
-            vec![],
-            "starting twice is harmless"
+            r.decide(&plan(changed.clone())).unwrap(),
+            vec![replanned.clone()]
         );
-        let err = r
-            .decide(&Command::ArriveAtStop {
-                stop_index: 5,
-                position: None,
-            })
-            .unwrap_err();
+
+        // Started routes can be replanned too; versions keep counting.
+        let r = given::<Route>(&[planned(), started(), replanned]);
+        assert_eq!(r.plan_version, 2);
+        assert_eq!(r.stops, changed);
+        assert_eq!(r.decide(&plan(changed)).unwrap(), vec![]);
         assert!(matches!(
-            err,
-            DomainError::Invalid {
-                field: "stop_index",
-                ..
-            }
+            r.decide(&plan(stops())).unwrap().as_slice(),
+            [Event::Replanned(p)] if p.plan_version == 3
         ));
-        history.extend(
+    }
+
+    #[test]
+    fn a_completed_route_is_not_replanned() {
+        let r = given::<Route>(&[planned(), started(), completed(0)]);
+        let mut changed = stops();
+        changed.push(stop(2, &["SE-4"]));
+        assert_eq!(
+            r.decide(&plan(changed)).unwrap_err().to_string(),
+            "route/r-1: cannot replan when completed"
+        );
+        // A resend of the plan in effect is still harmless.
+        assert_eq!(r.decide(&plan(stops())).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_replan_changes_only_the_stops() {
+        let r = given::<Route>(&[planned()]);
+        let other_day = day().succ_opt().unwrap();
+        let cases = [
+            ("route_id", ("r-2", "STO-1", day(), "van-1", "drv-1")),
+            ("depot_id", ("r-1", "GOT-1", day(), "van-1", "drv-1")),
+            ("local_date", ("r-1", "STO-1", other_day, "van-1", "drv-1")),
+            ("vehicle_id", ("r-1", "STO-1", day(), "van-2", "drv-1")),
+            ("driver_id", ("r-1", "STO-1", day(), "van-1", "drv-2")),
+        ];
+        for (field, (route, depot, date, vehicle, driver)) in cases {
+            let command = Command::Plan {
+                route_id: RouteId::new(route).unwrap(),
+                depot_id: DepotId::new(depot).unwrap(),
+                local_date: date,
+                vehicle_id: VehicleId::new(vehicle).unwrap(),
+                driver_id: DriverId::new(driver).unwrap(),
+                stops: stops(),
+                reason: String::new(),
+            };
+            assert_eq!(invalid_field(r.decide(&command)), field);
+        }
+    }
+
+    #[test]
+    fn plans_are_validated() {
+        let fresh = given::<Route>(&[]);
+        let mut late_departure = stop(0, &["SE-1"]);
+        late_departure.planned_departure = Some(timestamp(utc("2026-11-23T07:59:00Z")));
+        let mut nowhere = stop(0, &["SE-1"]);
+        nowhere.position = Some(pb::GeoPoint {
+            latitude: 91.0,
+            longitude: 0.0,
+        });
+        let cases = [
+            ("stops", vec![]),
+            ("stops.index", vec![stop(1, &["SE-1"])]),
+            ("stops.index", vec![stop(0, &["SE-1"]), stop(0, &["SE-2"])]),
+            ("stops.index", vec![stop(0, &["SE-1"]), stop(2, &["SE-2"])]),
+            ("stops.parcel_ids", vec![stop(0, &[])]),
+            (
+                "stops.parcel_ids",
+                vec![stop(0, &["SE-1"]), stop(1, &["SE-1"])],
+            ),
+            ("parcel_id", vec![stop(0, &["SE 1"])]),
+            ("stops.planned_departure", vec![late_departure]),
+            ("stops.position", vec![nowhere]),
+        ];
+        for (field, stops) in cases {
+            assert_eq!(invalid_field(fresh.decide(&plan(stops))), field);
+        }
+        // Arrival and departure may each be left out; equal is fine.
+        let mut open = stop(0, &["SE-1"]);
+        open.planned_departure = None;
+        let mut instant_stop = stop(1, &["SE-2"]);
+        instant_stop.planned_departure = instant_stop.planned_arrival;
+        assert!(fresh.decide(&plan(vec![open, instant_stop])).is_ok());
+        // A broken replan is refused before anything else is looked at.
+        let r = given::<Route>(&[planned()]);
+        assert_eq!(invalid_field(r.decide(&plan(vec![]))), "stops");
+    }
+
+    #[test]
+    fn a_planned_route_is_started_once() {
+        let r = given::<Route>(&[planned()]);
+        assert_eq!(r.decide(&start("drv-1")).unwrap(), vec![started()]);
+
+        let r = given::<Route>(&[planned(), started()]);
+        assert_eq!(r.status, Status::Started);
+        assert_eq!(r.decide(&start("drv-1")).unwrap(), vec![], "a resend");
+        assert_eq!(
+            r.decide(&start("drv-2")).unwrap_err().to_string(),
+            "route/r-1: cannot start when driver drv-1 started it"
+        );
+    }
+
+    #[test]
+    fn only_a_planned_route_is_started() {
+        assert_eq!(
+            given::<Route>(&[])
+                .decide(&start("drv-1"))
+                .unwrap_err()
+                .to_string(),
+            "route: cannot start when not planned"
+        );
+        let done = given::<Route>(&[planned(), started(), completed(0)]);
+        assert_eq!(
+            done.decide(&start("drv-1")).unwrap_err().to_string(),
+            "route/r-1: cannot start when completed"
+        );
+    }
+
+    #[test]
+    fn stops_are_arrived_at_on_a_started_route() {
+        let r = given::<Route>(&[planned(), started()]);
+        let position = Some(pb::GeoPoint {
+            latitude: 59.3,
+            longitude: 18.0,
+        });
+        assert_eq!(
             r.decide(&Command::ArriveAtStop {
                 stop_index: 1,
-                position: None,
+                position,
             })
             .unwrap(),
+            vec![Event::StopArrived(pb::StopArrived {
+                stop_index: 1,
+                position,
+            })]
         );
-        let r = given::<Route>(&history);
+        // Coming back to a stop is a fact like any other.
+        let r = given::<Route>(&[planned(), started(), arrived(1)]);
+        assert_eq!(r.decide(&arrive(1)).unwrap(), vec![arrived(1)]);
+    }
+
+    #[test]
+    fn an_arrival_names_a_stop_of_the_current_plan() {
+        let r = given::<Route>(&[planned(), started()]);
+        let err = r.decide(&arrive(2)).unwrap_err();
         assert_eq!(
-            r.decide(&Command::Complete).unwrap(),
-            vec![Event::Completed(pb::RouteCompleted { stops_visited: 1 })]
+            err.to_string(),
+            "invalid stop_index: 2 is not a stop of route/r-1 plan v1, which has stops 0..2"
         );
-        history.extend(r.decide(&Command::Complete).unwrap());
-        let done = given::<Route>(&history);
-        assert_eq!(done.status, Status::Completed);
-        assert!(
-            done.decide(&plan(vec![stop(0, &["SE-9"])])).is_err(),
-            "a completed route is not replanned"
+        assert_eq!(
+            invalid_field(r.decide(&Command::ArriveAtStop {
+                stop_index: 0,
+                position: Some(pb::GeoPoint {
+                    latitude: 0.0,
+                    longitude: 181.0,
+                }),
+            })),
+            "position"
         );
-        assert!(done.decide(&start()).is_err());
+        // After a replan that added a stop, it exists.
+        let mut changed = stops();
+        changed.push(stop(2, &["SE-4"]));
+        let r = given::<Route>(&[
+            planned(),
+            started(),
+            Event::Replanned(pb::RouteReplanned {
+                plan_version: 2,
+                stops: changed,
+                reason: String::new(),
+            }),
+        ]);
+        assert_eq!(r.decide(&arrive(2)).unwrap(), vec![arrived(2)]);
+    }
+
+    #[test]
+    fn arrivals_need_a_started_unfinished_route() {
+        for (history, state) in [
+            (vec![], "not planned"),
+            (vec![planned()], "planned but not started"),
+            (vec![planned(), started(), completed(0)], "completed"),
+        ] {
+            let err = given::<Route>(&history).decide(&arrive(0)).unwrap_err();
+            assert!(
+                matches!(&err, DomainError::InvalidState { state: s, .. } if s == state),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn completing_counts_the_stops_visited() {
+        let r = given::<Route>(&[planned(), started(), arrived(0), arrived(1), arrived(0)]);
+        assert_eq!(r.visited.len(), 2);
+        assert_eq!(r.decide(&Command::Complete).unwrap(), vec![completed(2)]);
+
+        let r = given::<Route>(&[planned(), started(), arrived(0), completed(1)]);
+        assert_eq!(r.status, Status::Completed);
+        assert_eq!(r.decide(&Command::Complete).unwrap(), vec![], "a resend");
+        assert_eq!(
+            r.decide(&arrive(1)).unwrap_err().to_string(),
+            "route/r-1: cannot arrive at a stop when completed"
+        );
+    }
+
+    #[test]
+    fn only_a_started_route_is_completed() {
+        for (history, message) in [
+            (vec![], "route: cannot complete when not planned"),
+            (
+                vec![planned()],
+                "route/r-1: cannot complete when planned but not started",
+            ),
+        ] {
+            assert_eq!(
+                given::<Route>(&history)
+                    .decide(&Command::Complete)
+                    .unwrap_err()
+                    .to_string(),
+                message
+            );
+        }
     }
 }

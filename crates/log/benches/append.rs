@@ -4,7 +4,8 @@
 //! `make bench` (or `cargo bench -p threshold-log --bench append`). Settings
 //! by environment: `BENCH_EVENTS` per run (default 1,000,000), `BENCH_WRITERS`
 //! (1024), `BENCH_STREAMS` (10,000), `BENCH_RUNS` (5), `BENCH_BATCH` events
-//! per append (1). Prints each run and the median, and writes
+//! per append (1), `BENCH_INDEX_GENERATION`, `BENCH_PAGE_SIZE`, `BENCH_V4=1`
+//! (random UUID v4 ids instead of v7). Prints each run and the median, and writes
 //! `target/bench/log_append.json`.
 
 use std::sync::Arc;
@@ -64,6 +65,10 @@ async fn run_once(
             dir,
             EmbeddedOptions {
                 page_size: env("BENCH_PAGE_SIZE", 4096) as u32,
+                index_generation: env(
+                    "BENCH_INDEX_GENERATION",
+                    EmbeddedOptions::default().index_generation,
+                ),
                 ..EmbeddedOptions::default()
             },
         )
