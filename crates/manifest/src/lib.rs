@@ -1,0 +1,392 @@
+//! Daily manifests: the CSV a route planner loads, one row per parcel.
+//!
+//! [`ManifestReader`] reads any `io::Read` one row at a time, so a manifest
+//! of a million rows never sits in memory. Each row comes out either as a
+//! validated [`pb::ParcelManifested`] or as a [`RowError`] naming its line and
+//! field; a bad row never stops the rows after it. [`RejectsWriter`] writes
+//! the rejected rows back, as they were, with an `error` column: fix them and
+//! load the file again (the `error` column is ignored on load).
+//!
+//! # Columns
+//!
+//! The header names the columns; their order is free. Required:
+//!
+//! | column | example | meaning |
+//! |---|---|---|
+//! | `parcel_id` | `SE-00001234` | the carrier's label; A–Z a–z 0–9 - _ . : |
+//! | `partner_id` | `nordshop` | the retailer the parcel belongs to |
+//! | `country` | `SE` | DK, FI, NO or SE |
+//! | `depot_id` | `STO-1` | the depot it leaves from |
+//! | `delivery_date` | `2026-11-23` | the depot's local day |
+//! | `address` | `Drottninggatan 1` | street address |
+//! | `postal_code` | `111 51` | |
+//! | `city` | `Stockholm` | |
+//! | `latitude` | `59.3326` | WGS84 degrees |
+//! | `longitude` | `18.0649` | WGS84 degrees |
+//! | `service` | `in_home` | in_home, doorstep, locker or pickup_point |
+//! | `weight_kg` | `1.25` | more than 0, at most 1000 |
+//! | `window_start` | `09:00` | local time; required for in_home, else empty |
+//! | `window_end` | `12:00` | local time, after `window_start` |
+//!
+//! Windows are on the delivery date in the country's zone; a window across a
+//! DST change is resolved as [`threshold_domain::country::local_window`] does.
+
+use std::collections::HashMap;
+use std::io;
+
+use chrono::{NaiveDate, NaiveTime};
+use threshold_domain::country::{date_to_proto, local_window};
+use threshold_domain::parcel::validate_manifested;
+use threshold_domain::{Country, DomainError, pb};
+
+/// The columns of a manifest, in the order rejects files write them.
+pub const COLUMNS: [&str; 14] = [
+    "parcel_id",
+    "partner_id",
+    "country",
+    "depot_id",
+    "delivery_date",
+    "address",
+    "postal_code",
+    "city",
+    "latitude",
+    "longitude",
+    "service",
+    "weight_kg",
+    "window_start",
+    "window_end",
+];
+
+/// The column a rejects file adds; ignored when a manifest is read.
+pub const ERROR_COLUMN: &str = "error";
+
+/// A manifest that cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The header lacks required columns.
+    #[error("line 1: the header lacks column(s) {}; expected {}", missing.join(", "), COLUMNS.join(","))]
+    MissingColumns {
+        /// The missing column names.
+        missing: Vec<String>,
+    },
+    /// A column appears twice in the header.
+    #[error("line 1: column {0} appears twice")]
+    DuplicateColumn(String),
+    /// The file could not be read.
+    #[error("cannot read the manifest: {0}")]
+    Read(#[from] csv::Error),
+}
+
+/// One row that was not accepted, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowError {
+    /// The line the row starts on (the header is line 1).
+    pub line: u64,
+    /// The column at fault (or `row` when the row as a whole is).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+    /// The row's values by column, as read, for the rejects file.
+    pub values: Vec<String>,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}, field {}: {}",
+            self.line, self.field, self.message
+        )
+    }
+}
+
+impl std::error::Error for RowError {}
+
+/// One row of a manifest, accepted or not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    /// A valid parcel.
+    Accepted {
+        /// The line it came from.
+        line: u64,
+        /// The parcel, ready to be manifested.
+        parcel: Box<pb::ParcelManifested>,
+    },
+    /// A row that was refused.
+    Rejected(RowError),
+}
+
+/// Reads a manifest one row at a time.
+#[derive(Debug)]
+pub struct ManifestReader<R> {
+    csv: csv::Reader<R>,
+    /// Column name → index in the file.
+    columns: HashMap<&'static str, usize>,
+    manifest_id: String,
+    record: csv::StringRecord,
+}
+
+impl<R: io::Read> ManifestReader<R> {
+    /// Starts reading `input`, checking its header. `manifest_id` is recorded
+    /// on every parcel so it can be traced back to this file.
+    pub fn new(input: R, manifest_id: impl Into<String>) -> Result<Self, Error> {
+        let mut csv = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(input);
+        let header = csv.headers()?.clone();
+        let mut columns = HashMap::new();
+        for (i, name) in header.iter().enumerate() {
+            let name = name.trim().to_ascii_lowercase();
+            if let Some(known) = COLUMNS.iter().find(|c| **c == name)
+                && columns.insert(*known, i).is_some()
+            {
+                return Err(Error::DuplicateColumn(name));
+            }
+        }
+        let missing: Vec<String> = COLUMNS
+            .iter()
+            .filter(|c| !columns.contains_key(*c))
+            .map(|c| (*c).to_owned())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::MissingColumns { missing });
+        }
+        Ok(Self {
+            csv,
+            columns,
+            manifest_id: manifest_id.into(),
+            record: csv::StringRecord::new(),
+        })
+    }
+
+    fn values(&self) -> Vec<String> {
+        COLUMNS
+            .iter()
+            .map(|c| {
+                self.record
+                    .get(self.columns[c])
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    fn row(&self, line: u64) -> Result<pb::ParcelManifested, (String, String)> {
+        let get = |c: &'static str| self.record.get(self.columns[c]).unwrap_or_default();
+        let fail = |field: &str, message: String| (field.to_owned(), message);
+        let required = |c: &'static str| {
+            let v = get(c);
+            if v.is_empty() {
+                Err(fail(c, "is empty".into()))
+            } else {
+                Ok(v)
+            }
+        };
+        if let Some(missing) = COLUMNS
+            .iter()
+            .find(|c| self.columns[*c] >= self.record.len())
+        {
+            return Err(fail(
+                missing,
+                format!(
+                    "the row has {} fields, the header {}",
+                    self.record.len(),
+                    self.columns.len()
+                ),
+            ));
+        }
+        let country: Country = required("country")?
+            .parse()
+            .map_err(|e: DomainError| fail("country", detail(e)))?;
+        let date_text = required("delivery_date")?;
+        let date = NaiveDate::parse_from_str(date_text, "%Y-%m-%d").map_err(|_| {
+            fail(
+                "delivery_date",
+                format!("{date_text:?} is not a date YYYY-MM-DD"),
+            )
+        })?;
+        let number = |c: &'static str| {
+            let v = required(c)?;
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| fail(c, format!("{v:?} is not a number")))
+        };
+        let latitude = number("latitude")?;
+        let longitude = number("longitude")?;
+        let service = match required("service")?.to_ascii_lowercase().as_str() {
+            "in_home" => pb::Service::InHome,
+            "doorstep" => pb::Service::Doorstep,
+            "locker" => pb::Service::Locker,
+            "pickup_point" => pb::Service::PickupPoint,
+            other => {
+                return Err(fail(
+                    "service",
+                    format!("{other:?} is not one of in_home, doorstep, locker, pickup_point"),
+                ));
+            }
+        };
+        let weight = number("weight_kg")?;
+        if !(weight > 0.0 && weight <= 1000.0) {
+            return Err(fail("weight_kg", format!("{weight} is not in (0, 1000]")));
+        }
+        let time = |c: &'static str| -> Result<Option<NaiveTime>, (String, String)> {
+            let v = get(c);
+            if v.is_empty() {
+                return Ok(None);
+            }
+            NaiveTime::parse_from_str(v, "%H:%M")
+                .map(Some)
+                .map_err(|_| fail(c, format!("{v:?} is not a local time HH:MM")))
+        };
+        let window = match (time("window_start")?, time("window_end")?) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(fail(
+                    "window_end",
+                    "is empty while window_start is set".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(fail(
+                    "window_start",
+                    "is empty while window_end is set".into(),
+                ));
+            }
+            (Some(s), Some(e)) => {
+                if e <= s {
+                    return Err(fail(
+                        "window_end",
+                        format!("{e} is not after window_start {s}"),
+                    ));
+                }
+                Some(
+                    local_window(country, date.and_time(s), date.and_time(e))
+                        .map_err(|e| fail("window_start", detail(e)))?,
+                )
+            }
+        };
+        let parcel = pb::ParcelManifested {
+            parcel_id: required("parcel_id")?.to_owned(),
+            partner_id: required("partner_id")?.to_owned(),
+            country: country.to_proto() as i32,
+            depot_id: required("depot_id")?.to_owned(),
+            delivery_date: Some(date_to_proto(date)),
+            address: Some(pb::Address {
+                street: required("address")?.to_owned(),
+                postal_code: required("postal_code")?.to_owned(),
+                city: required("city")?.to_owned(),
+                position: Some(pb::GeoPoint {
+                    latitude,
+                    longitude,
+                }),
+            }),
+            service: service as i32,
+            weight_grams: (weight * 1000.0).round() as u32,
+            in_home_window: window,
+            manifest_id: self.manifest_id.clone(),
+            manifest_line: line,
+        };
+        // The domain's own rules, with its field names mapped to columns.
+        validate_manifested(&parcel).map_err(|e| match &e {
+            DomainError::Invalid { field, .. } => (column_of(field).to_owned(), detail(e)),
+            _ => ("row".to_owned(), e.to_string()),
+        })?;
+        Ok(parcel)
+    }
+}
+
+/// The message of a domain error without its "invalid <field>:" prefix.
+fn detail(e: DomainError) -> String {
+    match e {
+        DomainError::Invalid { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+/// The manifest column a domain field comes from.
+fn column_of(field: &str) -> &str {
+    match field {
+        "weight" => "weight_kg",
+        "window" | "window.start_utc" => "window_start",
+        "window.end_utc" => "window_end",
+        "date" => "delivery_date",
+        other => other,
+    }
+}
+
+impl<R: io::Read> Iterator for ManifestReader<R> {
+    type Item = Row;
+
+    fn next(&mut self) -> Option<Row> {
+        loop {
+            match self.csv.read_record(&mut self.record) {
+                Ok(false) => return None,
+                Ok(true) => {}
+                Err(e) => {
+                    // A row the CSV layer cannot read (bad UTF-8, a broken
+                    // quote): report it and carry on with the next.
+                    let line = e.position().map_or(0, |p| p.line());
+                    return Some(Row::Rejected(RowError {
+                        line,
+                        field: "row".into(),
+                        message: e.to_string(),
+                        values: Vec::new(),
+                    }));
+                }
+            }
+            let line = self.record.position().map_or(0, |p| p.line());
+            // Blank lines between rows are not rows.
+            if self.record.iter().all(str::is_empty) {
+                continue;
+            }
+            return Some(match self.row(line) {
+                Ok(parcel) => Row::Accepted {
+                    line,
+                    parcel: Box::new(parcel),
+                },
+                Err((field, message)) => Row::Rejected(RowError {
+                    line,
+                    field,
+                    message,
+                    values: self.values(),
+                }),
+            });
+        }
+    }
+}
+
+/// Writes rejected rows as a manifest that can be fixed and loaded again.
+#[derive(Debug)]
+pub struct RejectsWriter<W: io::Write> {
+    csv: csv::Writer<W>,
+}
+
+impl<W: io::Write> RejectsWriter<W> {
+    /// Starts a rejects file on `output`, header first.
+    pub fn new(output: W) -> Result<Self, Error> {
+        let mut csv = csv::Writer::from_writer(output);
+        csv.write_record(COLUMNS.iter().chain(std::iter::once(&ERROR_COLUMN)))?;
+        Ok(Self { csv })
+    }
+
+    /// Adds one rejected row, as it was read, with its error.
+    pub fn write(&mut self, rejected: &RowError) -> Result<(), Error> {
+        let mut values = rejected.values.clone();
+        values.resize(COLUMNS.len(), String::new());
+        values.push(rejected.to_string());
+        self.csv.write_record(&values)?;
+        Ok(())
+    }
+
+    /// Flushes and returns the output.
+    pub fn finish(self) -> Result<W, Error> {
+        self.csv
+            .into_inner()
+            .map_err(|e| Error::Read(csv::Error::from(e.into_error())))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+use super::*;
+
+const HEADER: &str = "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end";
+
+fn read(csv: &str) -> Vec<Row> {
+    ManifestReader::new(csv.as_bytes(), "m-test")
+        .expect("header")
+        .collect()
+}
+
+fn accepted(rows: &[Row]) -> Vec<&pb::ParcelManifested> {
+    rows.iter()
+        .filter_map(|r| match r {
+            Row::Accepted { parcel, .. } => Some(parcel.as_ref()),
+            Row::Rejected(_) => None,
+        })
+        .collect()
+}
+
+fn rejected(rows: &[Row]) -> Vec<&RowError> {
+    rows.iter()
+        .filter_map(|r| match r {
+            Row::Rejected(e) => Some(e),
+            Row::Accepted { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn valid_rows_become_parcels_with_their_window_in_utc() {
+    let rows = read(&format!(
+        "{HEADER}\n\
+         SE-1,nordshop,SE,STO-1,2026-11-23,Drottninggatan 1,111 51,Stockholm,59.3326,18.0649,doorstep,1.25,,\n\
+         FI-1,kotimarket,fi,HEL-1,2026-11-23,Mannerheimintie 1,00100,Helsinki,60.1699,24.9384,in_home,0.4,09:00,12:00\n"
+    ));
+    let ok = accepted(&rows);
+    assert_eq!(ok.len(), 2, "{rows:?}");
+    let se = ok[0];
+    assert_eq!(se.parcel_id, "SE-1");
+    assert_eq!(se.weight_grams, 1250);
+    assert_eq!(se.service, pb::Service::Doorstep as i32);
+    assert_eq!(se.manifest_id, "m-test");
+    assert_eq!(se.manifest_line, 2);
+    let fi = ok[1];
+    assert_eq!(fi.country, pb::Country::Fi as i32);
+    let w = fi.in_home_window.as_ref().expect("window");
+    assert_eq!(w.zone, "Europe/Helsinki");
+    // 09:00 in Helsinki in November is 07:00 UTC.
+    assert_eq!(
+        w.start_utc.as_ref().expect("start").seconds % 86_400,
+        7 * 3600
+    );
+    assert_eq!(fi.manifest_line, 3);
+}
+
+#[test]
+fn every_bad_row_names_its_line_and_field_and_the_good_rows_survive() {
+    let rows = read(&format!(
+        "{HEADER}\n\
+         SE-1,nordshop,SE,STO-1,2026-11-23,Street 1,111 51,Stockholm,59.3,18.0,doorstep,1,,\n\
+         SE-2,nordshop,DE,STO-1,2026-11-23,Street 2,111 51,Stockholm,59.3,18.0,doorstep,1,,\n\
+         SE-3,nordshop,SE,STO-1,2026-13-01,Street 3,111 51,Stockholm,59.3,18.0,doorstep,1,,\n\
+         SE-4,nordshop,SE,STO-1,2026-11-23,Street 4,111 51,Stockholm,95.0,18.0,doorstep,1,,\n\
+         SE-5,nordshop,SE,STO-1,2026-11-23,Street 5,111 51,Stockholm,59.3,18.0,drone,1,,\n\
+         SE-6,nordshop,SE,STO-1,2026-11-23,Street 6,111 51,Stockholm,59.3,18.0,in_home,1,,\n\
+         SE-7,nordshop,SE,STO-1,2026-11-23,Street 7,111 51,Stockholm,59.3,18.0,in_home,1,12:00,09:00\n\
+         SE 8,nordshop,SE,STO-1,2026-11-23,Street 8,111 51,Stockholm,59.3,18.0,doorstep,1,,\n\
+         SE-9,nordshop,SE,STO-1,2026-11-23,Street 9,111 51,Stockholm,59.3,18.0,doorstep,-2,,\n\
+         SE-10,nordshop,SE,STO-1,2026-11-23,,111 51,Stockholm,59.3,18.0,doorstep,1,,\n\
+         SE-11,nordshop,SE,STO-1\n\
+         \n\
+         SE-12,nordshop,SE,STO-1,2026-11-23,Street 12,111 51,Stockholm,59.3,18.0,locker,2.5,,\n"
+    ));
+    let ok: Vec<&str> = accepted(&rows)
+        .iter()
+        .map(|p| p.parcel_id.as_str())
+        .collect();
+    assert_eq!(ok, vec!["SE-1", "SE-12"]);
+    let bad: Vec<(u64, &str)> = rejected(&rows)
+        .iter()
+        .map(|e| (e.line, e.field.as_str()))
+        .collect();
+    assert_eq!(
+        bad,
+        vec![
+            (3, "country"),
+            (4, "delivery_date"),
+            (5, "latitude"),
+            (6, "service"),
+            (7, "window_start"),
+            (8, "window_end"),
+            (9, "parcel_id"),
+            (10, "weight_kg"),
+            (11, "address"),
+            (12, "delivery_date"),
+        ]
+    );
+    let messages: Vec<String> = rejected(&rows).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages[0],
+        "line 3, field country: \"DE\" is not one of DK, FI, NO, SE"
+    );
+    assert!(
+        messages[2].contains("95 is not in -90..90"),
+        "{}",
+        messages[2]
+    );
+    assert!(
+        messages[4].contains("in-home parcels need the resident's window"),
+        "{}",
+        messages[4]
+    );
+    assert!(
+        messages[9].contains("the row has 4 fields"),
+        "{}",
+        messages[9]
+    );
+}
+
+#[test]
+fn a_header_without_required_columns_is_refused_whole() {
+    let err =
+        ManifestReader::new("parcel_id,country\nSE-1,SE\n".as_bytes(), "m").expect_err("missing");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("line 1: the header lacks column(s) partner_id, depot_id"),
+        "{msg}"
+    );
+    let err = ManifestReader::new(format!("{HEADER},city\n").as_bytes(), "m").expect_err("twice");
+    assert_eq!(err.to_string(), "line 1: column city appears twice");
+}
+
+#[test]
+fn columns_may_come_in_any_order() {
+    let rows = read(
+        "weight_kg,service,parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,window_start,window_end\n\
+         2,locker,NO-1,fjallgear,NO,OSL-1,2026-11-23,Karl Johans gate 1,0154,Oslo,59.91,10.75,,\n",
+    );
+    assert_eq!(accepted(&rows)[0].parcel_id, "NO-1");
+    assert_eq!(accepted(&rows)[0].weight_grams, 2000);
+}
+
+#[test]
+fn rejects_can_be_fixed_and_loaded_again() {
+    let input = format!(
+        "{HEADER}\n\
+         DK-1,nordshop,DK,CPH-1,2026-11-23,Strøget 1,1160,København,55.68,12.57,doorstep,1,,\n\
+         DK-2,nordshop,DK,CPH-1,2026-11-23,\"Nørregade 2, 1. tv\",1165,København,55.68,12.57,in_home,1,,\n"
+    );
+    let rows = read(&input);
+    assert_eq!(accepted(&rows).len(), 1);
+    let mut rejects = RejectsWriter::new(Vec::new()).expect("rejects");
+    for e in rejected(&rows) {
+        rejects.write(e).expect("write");
+    }
+    let text = String::from_utf8(rejects.finish().expect("finish")).expect("utf-8");
+    assert!(text.starts_with(&format!("{HEADER},error\n")), "{text}");
+    assert!(
+        text.contains("\"Nørregade 2, 1. tv\""),
+        "quoted as read: {text}"
+    );
+    assert!(text.contains("line 3, field window_start"), "{text}");
+
+    // The planner adds the window and loads the rejects file as it is.
+    let fixed = text.replace("in_home,1,,", "in_home,1,10:00,14:00");
+    let rows = read(&fixed);
+    assert!(rejected(&rows).is_empty(), "{rows:?}");
+    let parcel = accepted(&rows)[0];
+    assert_eq!(parcel.parcel_id, "DK-2");
+    assert_eq!(
+        parcel.address.as_ref().map(|a| a.street.as_str()),
+        Some("Nørregade 2, 1. tv")
+    );
+}
+
+#[test]
+fn windows_on_dst_nights_resolve_to_real_time() {
+    // 2026-10-25: clocks in Oslo go back at 03:00 to 02:00; 01:00-04:00 is four hours.
+    let rows = read(&format!(
+        "{HEADER}\n\
+         NO-1,fjallgear,NO,OSL-1,2026-10-25,Gate 1,0150,Oslo,59.91,10.75,in_home,1,01:00,04:00\n\
+         NO-2,fjallgear,NO,OSL-1,2026-03-29,Gate 2,0150,Oslo,59.91,10.75,in_home,1,02:10,02:50\n"
+    ));
+    let ok = accepted(&rows);
+    assert_eq!(ok.len(), 1);
+    let w = ok[0].in_home_window.as_ref().expect("window");
+    let secs =
+        w.end_utc.as_ref().expect("end").seconds - w.start_utc.as_ref().expect("start").seconds;
+    assert_eq!(secs, 4 * 3600);
+    // 02:10-02:50 on the spring-forward night never happens.
+    let bad = rejected(&rows);
+    assert_eq!((bad[0].line, bad[0].field.as_str()), (3, "window_start"));
+    assert!(bad[0].message.contains("is empty"), "{}", bad[0].message);
+}
+
+/// Produces a large manifest on the fly, so the test holds no file in memory.
+struct Generated {
+    rows: u64,
+    next: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl io::Read for Generated {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+            if self.next == 0 {
+                self.buf.extend_from_slice(HEADER.as_bytes());
+                self.buf.push(b'\n');
+            }
+            while self.buf.len() < 64 * 1024 && self.next < self.rows {
+                let n = self.next;
+                let bad = n % 1000 == 500;
+                self.buf.extend_from_slice(
+                    format!(
+                        "SE-{n:08},nordshop,SE,STO-1,2026-11-23,Street {n},111 51,Stockholm,{},18.0,doorstep,1.5,,\n",
+                        if bad { "north" } else { "59.33" }
+                    )
+                    .as_bytes(),
+                );
+                self.next += 1;
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_large_manifest_streams_row_by_row() {
+    let rows = 200_000;
+    let input = Generated {
+        rows,
+        next: 0,
+        buf: Vec::new(),
+        pos: 0,
+    };
+    let (mut ok, mut bad, mut last_line) = (0u64, 0u64, 0u64);
+    for row in ManifestReader::new(input, "big").expect("header") {
+        match row {
+            Row::Accepted { line, .. } => {
+                ok += 1;
+                last_line = line;
+            }
+            Row::Rejected(e) => {
+                assert_eq!(e.field, "latitude");
+                bad += 1;
+            }
+        }
+    }
+    assert_eq!(bad, rows / 1000);
+    assert_eq!(ok + bad, rows);
+    assert_eq!(last_line, rows + 1);
+}
+
+#[test]
+fn the_bundled_sample_manifests_load_without_rejects() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let mut countries = Vec::new();
+    for cc in ["dk", "fi", "no", "se"] {
+        let path = dir.join(format!("2026-11-23-{cc}.csv"));
+        let file = std::fs::File::open(&path).expect("sample manifest");
+        let rows: Vec<Row> = ManifestReader::new(file, cc).expect("header").collect();
+        assert!(
+            rejected(&rows).is_empty(),
+            "{}: {:?}",
+            path.display(),
+            rejected(&rows)
+        );
+        let ok = accepted(&rows);
+        assert_eq!(ok.len(), 60, "{}", path.display());
+        assert!(ok.iter().any(|p| p.service == pb::Service::InHome as i32));
+        countries.push(ok[0].country);
+    }
+    assert_eq!(
+        countries,
+        [
+            pb::Country::Dk,
+            pb::Country::Fi,
+            pb::Country::No,
+            pb::Country::Se
+        ]
+        .map(|c| c as i32)
+    );
+}
