@@ -111,6 +111,9 @@ pub enum Row {
         line: u64,
         /// The parcel, ready to be manifested.
         parcel: Box<pb::ParcelManifested>,
+        /// The row's values as read, in [`COLUMNS`] order: what a rejects
+        /// file gets if a later check refuses the parcel.
+        values: Vec<String>,
     },
     /// A row that was refused.
     Rejected(RowError),
@@ -345,6 +348,7 @@ impl<R: io::Read> Iterator for ManifestReader<R> {
                 Ok(parcel) => Row::Accepted {
                     line,
                     parcel: Box::new(parcel),
+                    values: self.values(),
                 },
                 Err((field, message)) => Row::Rejected(RowError {
                     line,

@@ -242,7 +242,8 @@ fn a_large_manifest_streams_row_by_row() {
     let (mut ok, mut bad, mut last_line) = (0u64, 0u64, 0u64);
     for row in ManifestReader::new(input, "big").expect("header") {
         match row {
-            Row::Accepted { line, .. } => {
+            Row::Accepted { line, values, .. } => {
+                assert_eq!(values.len(), COLUMNS.len());
                 ok += 1;
                 last_line = line;
             }

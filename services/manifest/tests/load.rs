@@ -1,0 +1,207 @@
+//! ManifestService end to end: a real server on 127.0.0.1:0 over the
+//! embedded log, a real gRPC client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use threshold_api::v1::manifest_service_client::ManifestServiceClient;
+use threshold_api::v1::{LoadSummary, RowRejected};
+use threshold_domain::{DomainEvent, pb};
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, Position};
+use threshold_manifest::{COLUMNS, ERROR_COLUMN};
+use threshold_manifest_service::{Manifests, client};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Server};
+
+struct Running {
+    addr: SocketAddr,
+    log: Arc<EmbeddedLog>,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn serve() -> Running {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = Manifests::new(log.clone() as Arc<dyn EventLog>).into_server();
+    tokio::spawn(async move {
+        Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server");
+    });
+    Running {
+        addr,
+        log,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+async fn connect(addr: SocketAddr) -> ManifestServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    ManifestServiceClient::new(channel)
+}
+
+async fn load(addr: SocketAddr, id: &str, csv: String) -> (LoadSummary, Vec<RowRejected>) {
+    let mut client = connect(addr).await;
+    let mut rejected = Vec::new();
+    let summary = client::load(
+        &mut client,
+        id,
+        std::io::Cursor::new(csv.into_bytes()),
+        |r| rejected.push(r),
+    )
+    .await
+    .expect("load");
+    rejected.sort_by_key(|r| r.line);
+    (summary, rejected)
+}
+
+const HEADER: &str = "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end";
+
+fn manifest() -> String {
+    format!(
+        "{HEADER}\n\
+         SE-1,nordshop,SE,STO-1,2026-11-23,Drottninggatan 1,111 51,Stockholm,59.33,18.06,doorstep,1.2,,\n\
+         SE-2,nordshop,SE,STO-1,2026-11-23,Drottninggatan 2,111 51,Stockholm,59.33,18.06,in_home,0.8,09:00,12:00\n\
+         SE-3,nordshop,SE,STO-1,2026-11-23,Drottninggatan 3,111 51,Stockholm,91.00,18.06,doorstep,1.0,,\n\
+         FI-1,kotimarket,FI,HEL-1,2026-11-23,Mannerheimintie 1,00100,Helsinki,60.17,24.94,locker,2.0,,\n\
+         FI-2,kotimarket,FI,HEL-1,2026-11-23,Mannerheimintie 2,00100,Helsinki,60.17,24.94,in_home,2.0,,\n"
+    )
+}
+
+#[tokio::test]
+async fn a_manifest_with_bad_rows_loads_the_good_ones_and_names_the_bad() {
+    let server = serve().await;
+    let (summary, rejected) = load(server.addr, "stockholm-helsinki.csv", manifest()).await;
+    assert_eq!(
+        (
+            summary.rows,
+            summary.accepted,
+            summary.unchanged,
+            summary.rejected
+        ),
+        (5, 3, 0, 2)
+    );
+    assert_eq!(summary.manifest_id, "stockholm-helsinki.csv");
+    let bad: Vec<(u64, &str)> = rejected
+        .iter()
+        .map(|r| (r.line, r.field.as_str()))
+        .collect();
+    assert_eq!(bad, vec![(4, "latitude"), (6, "window_start")]);
+    assert_eq!(rejected[0].values.len(), COLUMNS.len());
+    assert_eq!(rejected[0].values[0], "SE-3");
+
+    // The log holds exactly the three parcels, with country and partner.
+    let events = server
+        .log
+        .read_all(Position::ORIGIN, 100)
+        .await
+        .expect("read");
+    let mut ids: Vec<String> = events
+        .iter()
+        .map(|e| match e.decode().expect("decode") {
+            DomainEvent::Parcel(pb::parcel_event::Event::Manifested(m)) => m.parcel_id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["FI-1", "SE-1", "SE-2"]);
+    let fi = events
+        .iter()
+        .find(|e| e.stream.id() == "FI-1")
+        .expect("FI-1");
+    assert_eq!(fi.event.tenant.as_deref(), Some("kotimarket"));
+    assert_eq!(fi.event.country, Some(threshold_domain::Country::Fi));
+}
+
+#[tokio::test]
+async fn reloading_creates_no_duplicate_and_fixed_rejects_load() {
+    let server = serve().await;
+    load(server.addr, "day.csv", manifest()).await;
+    let (again, rejected) = load(server.addr, "day.csv", manifest()).await;
+    assert_eq!((again.accepted, again.unchanged, again.rejected), (0, 3, 2));
+    assert_eq!(server.log.head().await.expect("head"), Position(3));
+
+    // The planner fixes the rejects file and loads it.
+    let mut fixed = format!("{HEADER},{ERROR_COLUMN}\n");
+    for r in &rejected {
+        let mut values = r.values.clone();
+        match values[0].as_str() {
+            "SE-3" => values[8] = "59.33".into(),
+            "FI-2" => {
+                values[12] = "10:00".into();
+                values[13] = "14:00".into();
+            }
+            other => panic!("unexpected reject {other}"),
+        }
+        fixed.push_str(&values.join(","));
+        fixed.push_str(",old error text\n");
+    }
+    let (summary, still) = load(server.addr, "day.rejects.csv", fixed).await;
+    assert!(still.is_empty(), "{still:?}");
+    assert_eq!(summary.accepted, 2);
+    assert_eq!(server.log.head().await.expect("head"), Position(5));
+
+    // The same parcel id with other content is refused, not overwritten.
+    let changed = format!(
+        "{HEADER}\nSE-1,nordshop,SE,STO-1,2026-11-23,Another Street 9,111 51,Stockholm,59.33,18.06,doorstep,1.2,,\n"
+    );
+    let (summary, refused) = load(server.addr, "changed.csv", changed).await;
+    assert_eq!(summary.rejected, 1);
+    assert_eq!(refused[0].field, "parcel_id");
+    assert!(
+        refused[0].message.contains("different content"),
+        "{}",
+        refused[0].message
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_without_its_columns_is_refused_with_invalid_argument() {
+    let server = serve().await;
+    let mut client = connect(server.addr).await;
+    let err = client::load(
+        &mut client,
+        "broken.csv",
+        std::io::Cursor::new(b"parcel_id,country\nSE-1,SE\n".to_vec()),
+        |_| {},
+    )
+    .await
+    .expect_err("no columns");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("lacks column(s) partner_id"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn a_large_manifest_streams_through_in_chunks() {
+    let server = serve().await;
+    let rows = 5_000;
+    let mut csv = format!("{HEADER}\n");
+    for n in 0..rows {
+        csv.push_str(&format!(
+            "NO-{n:06},fjallgear,NO,OSL-1,2026-11-23,Gate {n},0150,Oslo,59.91,10.75,doorstep,1.0,,\n"
+        ));
+    }
+    assert!(csv.len() > 4 * client::CHUNK, "spans several chunks");
+    let (summary, rejected) = load(server.addr, "big.csv", csv).await;
+    assert!(rejected.is_empty());
+    assert_eq!(summary.accepted, rows);
+    assert_eq!(server.log.head().await.expect("head"), Position(rows));
+}
