@@ -1,10 +1,15 @@
 //! `threshold`: the operator's command.
 //!
-//! Today it drives a delivery day through the domain into the embedded log
-//! (`threshold day`) and reads the log back (`threshold log stats|tail`).
-//! The gRPC services and `serve` arrive with the platform issue.
+//! `serve` runs the gRPC services on one port over the embedded log;
+//! `manifest load` is the route planner's client; `day` drives a delivery
+//! day through the domain into the log; `log stats|tail` read the log.
+//!
+//! Exit status: 0 success, 1 failure (message on stderr), 2 a manifest
+//! loaded with rejected rows.
 
 mod day;
+mod manifest;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,11 +30,24 @@ enum Cmd {
     /// Drive one delivery day across the four countries into the log and
     /// report attempts per parcel, read back from the log.
     Day(day::Args),
+    /// Serve the gRPC services over the embedded log until Ctrl-C.
+    Serve(serve::Args),
+    /// Talk to a server about manifests.
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCmd,
+    },
     /// Look inside the embedded log.
     Log {
         #[command(subcommand)]
         command: LogCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum ManifestCmd {
+    /// Load a manifest CSV; refused rows go to a rejects file.
+    Load(manifest::LoadArgs),
 }
 
 #[derive(Subcommand)]
@@ -64,7 +82,8 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
         Err(e) => {
             eprintln!("threshold: {e}");
             ExitCode::FAILURE
@@ -72,9 +91,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// Runs a command; `Ok(false)` is a partial success (exit status 2).
+async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
-        Cmd::Day(args) => day::run(args).await,
+        Cmd::Day(args) => day::run(args).await.map(|()| true),
+        Cmd::Serve(args) => serve::run(args).await.map(|()| true),
+        Cmd::Manifest {
+            command: ManifestCmd::Load(args),
+        } => manifest::load(args).await,
         Cmd::Log {
             command: LogCmd::Stats { data },
         } => {
@@ -88,7 +112,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             for (t, n) in stats.by_type {
                 println!("  {t:<28} {n:>9}");
             }
-            Ok(())
+            Ok(true)
         }
         Cmd::Log {
             command: LogCmd::Tail { data, after, limit },
@@ -103,7 +127,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     r.event.occurred_at.to_rfc3339()
                 );
             }
-            Ok(())
+            Ok(true)
         }
     }
 }

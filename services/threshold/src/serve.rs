@@ -1,0 +1,72 @@
+//! `threshold serve`: every service on one port, over the embedded log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
+use threshold_manifest_service::Manifests;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+/// Options of `threshold serve`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The data directory of the embedded log.
+    #[arg(long, default_value = "data")]
+    data: PathBuf,
+    /// Where to listen for gRPC (port 0 picks a free one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+}
+
+pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Bind before anything else, so a port clash fails at once.
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let log = Arc::new(EmbeddedLog::open(&args.data, EmbeddedOptions::default())?);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let manifests = Manifests::new(log.clone() as Arc<dyn EventLog>).into_server();
+    health
+        .set_serving::<threshold_api::v1::manifest_service_server::ManifestServiceServer<Manifests>>()
+        .await;
+
+    println!("threshold serving on {addr} (data {})", args.data.display());
+    Server::builder()
+        .add_service(health_service)
+        .add_service(manifests)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown())
+        .await?;
+    log.close().await?;
+    println!("threshold stopped; every acknowledged event is on disk");
+    Ok(())
+}
+
+/// Resolves on the first Ctrl-C (or SIGTERM); a second Ctrl-C exits at once.
+async fn shutdown() {
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    eprintln!("threshold: shutting down (Ctrl-C again to exit at once)");
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+}

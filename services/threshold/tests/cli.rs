@@ -1,0 +1,157 @@
+//! The `threshold` command end to end: `serve` on 127.0.0.1:0, the CLI
+//! loading manifests against it, a graceful stop, and the log read back.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_threshold");
+
+fn samples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/manifest/samples")
+}
+
+/// A `threshold serve` child, stopped with SIGINT when dropped.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Served {
+    fn start(data: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("first line");
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// Ctrl-C, then wait: the server closes the log cleanly.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn threshold(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run threshold")
+}
+
+#[test]
+fn manifests_load_through_the_cli_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let server = Served::start(&data);
+
+    let mut loaded = 0;
+    for cc in ["dk", "fi", "no", "se"] {
+        let file = samples().join(format!("2026-11-23-{cc}.csv"));
+        let out = threshold(&[
+            "manifest",
+            "load",
+            file.to_str().expect("path"),
+            "--server",
+            &server.url,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(json["rows"], 60);
+        assert_eq!(json["accepted"], 60);
+        assert_eq!(json["rejected"], 0);
+        assert!(json["rejects_file"].is_null());
+        loaded += 60;
+    }
+
+    // A file with a bad row: exit status 2, the row in a rejects file.
+    let bad = dir.path().join("bad.csv");
+    let sample = std::fs::read_to_string(samples().join("2026-11-23-se.csv")).expect("sample");
+    let header = sample.lines().next().expect("header");
+    std::fs::write(
+        &bad,
+        format!("{header}\nSE-BAD-1,nordshop,SE,STO-1,2026-11-23,Street 1,111 51,Stockholm,59.3,18.0,parcel_drone,1,,\n"),
+    )
+    .expect("write");
+    let out = threshold(&[
+        "manifest",
+        "load",
+        bad.to_str().expect("path"),
+        "--server",
+        &server.url,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2, field service"), "{stderr}");
+    let rejects =
+        std::fs::read_to_string(dir.path().join("bad.rejects.csv")).expect("rejects file");
+    assert!(rejects.contains("SE-BAD-1"), "{rejects}");
+    assert!(rejects.lines().next().expect("header").ends_with(",error"));
+
+    // Stop; the stopped server's log holds every accepted parcel.
+    assert!(server.stop().success());
+    let out = threshold(&["log", "stats", "--data", data.to_str().expect("path")]);
+    let stats = String::from_utf8_lossy(&out.stdout);
+    assert!(stats.contains(&format!("{loaded} events")), "{stats}");
+    assert!(stats.contains("parcel.manifested"), "{stats}");
+
+    // Restarted, the same manifests are recognised: nothing new.
+    let server = Served::start(&data);
+    let out = threshold(&[
+        "manifest",
+        "load",
+        samples().join("2026-11-23-fi.csv").to_str().expect("path"),
+        "--server",
+        &server.url,
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (json["accepted"].as_u64(), json["unchanged"].as_u64()),
+        (Some(0), Some(60))
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn errors_go_to_stderr_with_a_non_zero_exit() {
+    let out = threshold(&[
+        "manifest",
+        "load",
+        "/nonexistent/day.csv",
+        "--server",
+        "http://127.0.0.1:1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open /nonexistent/day.csv"));
+    assert!(out.stdout.is_empty());
+}
