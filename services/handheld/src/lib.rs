@@ -1,0 +1,308 @@
+//! HandheldService: drivers' handhelds stream what happens at each door.
+//!
+//! Each event is decided on its parcel's history, which the log holds: the
+//! parcel aggregate numbers the attempt and refuses what cannot be (a
+//! delivery of a parcel already delivered). Before deciding, the history is
+//! searched for the event's id, so a resend is answered DUPLICATE with the
+//! original's position however the parcel has moved on since. A report that
+//! implies an earlier step (a delivery with no reported start) records that
+//! step too, under an id derived from the handheld's, so resending stays
+//! idempotent. Events of one stream are handled in order; each is
+//! acknowledged only once the log has it on disk.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use threshold_api::v1::handheld_event::Report;
+use threshold_api::v1::handheld_service_server::{HandheldService, HandheldServiceServer};
+use threshold_api::v1::{AttemptAck, HandheldEvent, attempt_ack};
+use threshold_domain::country::instant;
+use threshold_domain::parcel::{Command, Parcel};
+use threshold_domain::{
+    Aggregate, DeviceId, DomainError, DomainEvent, DriverId, EventId, GrantId, ParcelId, RouteId,
+    StreamId, pb,
+};
+use threshold_log::{Error as LogError, EventLog, ExpectedVersion, NewEvent, RecordedEvent};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Appends retried when another writer changed the parcel in between.
+const CONFLICT_RETRIES: usize = 5;
+
+/// The service, over any event log.
+#[derive(Clone)]
+pub struct Handhelds {
+    log: Arc<dyn EventLog>,
+}
+
+impl Handhelds {
+    /// A service that writes to `log`.
+    pub fn new(log: Arc<dyn EventLog>) -> Self {
+        Self { log }
+    }
+
+    /// As a tonic service, ready to add to a server.
+    pub fn into_server(self) -> HandheldServiceServer<Self> {
+        HandheldServiceServer::new(self)
+    }
+}
+
+/// A handheld event that is not accepted, with the field at fault.
+#[derive(Debug)]
+struct Rejected(String);
+
+fn field(name: &str, e: impl std::fmt::Display) -> Rejected {
+    Rejected(format!("{name}: {e}"))
+}
+
+/// What the handheld said, checked for shape.
+struct Checked {
+    event_id: EventId,
+    stream: StreamId,
+    command: Command,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn check(e: &HandheldEvent) -> Result<Checked, Rejected> {
+    let event_id: EventId = e.event_id.parse().map_err(|err| field("event_id", err))?;
+    let parcel = ParcelId::new(&e.parcel_id).map_err(|err| field("parcel_id", err))?;
+    let driver_id = DriverId::new(&e.driver_id).map_err(|err| field("driver_id", err))?;
+    let device_id = DeviceId::new(&e.device_id).map_err(|err| field("device_id", err))?;
+    let route_id = if e.route_id.is_empty() {
+        None
+    } else {
+        Some(RouteId::new(&e.route_id).map_err(|err| field("route_id", err))?)
+    };
+    let occurred_at = e
+        .occurred_at
+        .as_ref()
+        .ok_or_else(|| field("occurred_at", "is missing"))
+        .and_then(|t| instant(t).map_err(|err| field("occurred_at", err)))?;
+    let command = match &e.report {
+        None => return Err(field("report", "is missing: started, delivered or failed")),
+        Some(Report::Started(_)) => Command::StartAttempt {
+            route_id,
+            driver_id,
+            device_id,
+        },
+        Some(Report::Delivered(d)) => Command::Deliver {
+            method: pb::DeliveryMethod::try_from(d.method)
+                .ok()
+                .filter(|m| *m != pb::DeliveryMethod::Unspecified)
+                .ok_or_else(|| {
+                    field(
+                        "delivered.method",
+                        format!("{} is not a delivery method", d.method),
+                    )
+                })?,
+            driver_id,
+            device_id,
+            grant_id: if d.grant_id.is_empty() {
+                None
+            } else {
+                Some(GrantId::new(&d.grant_id).map_err(|err| field("delivered.grant_id", err))?)
+            },
+            position: d.position,
+        },
+        Some(Report::Failed(f)) => Command::FailAttempt {
+            reason: pb::FailureReason::try_from(f.reason)
+                .ok()
+                .filter(|r| *r != pb::FailureReason::Unspecified)
+                .ok_or_else(|| {
+                    field(
+                        "failed.reason",
+                        format!("{} is not a failure reason", f.reason),
+                    )
+                })?,
+            driver_id,
+            device_id,
+            note: f.note.clone(),
+        },
+    };
+    Ok(Checked {
+        event_id,
+        stream: StreamId::parcel(&parcel),
+        command,
+        occurred_at,
+    })
+}
+
+/// The id of the `index`-th step a report implies before itself.
+fn implied_id(reported: &EventId, index: usize) -> EventId {
+    EventId::from_uuid(uuid::Uuid::new_v5(
+        &reported.uuid(),
+        format!("implied/{index}").as_bytes(),
+    ))
+}
+
+fn attempt_of(e: &RecordedEvent) -> u32 {
+    use pb::parcel_event::Event as E;
+    match e.decode() {
+        Ok(DomainEvent::Parcel(E::AttemptStarted(a))) => a.attempt,
+        Ok(DomainEvent::Parcel(E::Delivered(d))) => d.attempt,
+        Ok(DomainEvent::Parcel(E::AttemptFailed(f))) => f.attempt,
+        _ => 0,
+    }
+}
+
+/// Decides and stores one handheld event; the acknowledgement to send.
+async fn handle(log: &dyn EventLog, e: &HandheldEvent) -> Result<AttemptAck, Status> {
+    let ack =
+        |result: attempt_ack::Result, position: u64, attempt: u32, error: String| AttemptAck {
+            event_id: e.event_id.clone(),
+            sequence: e.sequence,
+            result: result as i32,
+            position,
+            attempt,
+            error,
+        };
+    let checked = match check(e) {
+        Ok(c) => c,
+        Err(Rejected(why)) => return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why)),
+    };
+    for _ in 0..CONFLICT_RETRIES {
+        let history = log
+            .read_stream(&checked.stream, 0, usize::MAX)
+            .await
+            .map_err(status)?;
+        if let Some(original) = history
+            .iter()
+            .find(|r| r.event.event_id == checked.event_id)
+        {
+            return Ok(ack(
+                attempt_ack::Result::Duplicate,
+                original.position.0,
+                attempt_of(original),
+                String::new(),
+            ));
+        }
+        let mut state = Parcel::default();
+        for r in &history {
+            if let DomainEvent::Parcel(p) = r.decode().map_err(status)? {
+                state.evolve(&p);
+            }
+        }
+        let events = match state.decide(&checked.command) {
+            Ok(events) => events,
+            Err(DomainError::Invalid { field: f, reason }) => {
+                return Ok(ack(
+                    attempt_ack::Result::Rejected,
+                    0,
+                    0,
+                    format!("{f}: {reason}"),
+                ));
+            }
+            Err(err) => {
+                let why = match state.status {
+                    threshold_domain::parcel::Status::Unknown => {
+                        format!("{} is not manifested", checked.stream)
+                    }
+                    _ => err.to_string(),
+                };
+                return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why));
+            }
+        };
+        let last = events.len().saturating_sub(1);
+        let new: Vec<NewEvent> = events
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| {
+                let id = if i == last {
+                    checked.event_id
+                } else {
+                    implied_id(&checked.event_id, i)
+                };
+                let mut n =
+                    NewEvent::new(id, &DomainEvent::Parcel(ev.clone()), checked.occurred_at)
+                        .caused_by(checked.event_id.to_string(), e.device_id.clone());
+                if let Some(m) = &state.manifest {
+                    n = n.tenant(m.partner_id.clone());
+                    if let Ok(c) = threshold_domain::Country::from_proto(m.country) {
+                        n = n.country(c);
+                    }
+                }
+                n
+            })
+            .collect();
+        let attempt = match events.last() {
+            Some(pb::parcel_event::Event::AttemptStarted(a)) => a.attempt,
+            Some(pb::parcel_event::Event::Delivered(d)) => d.attempt,
+            Some(pb::parcel_event::Event::AttemptFailed(f)) => f.attempt,
+            _ => 0,
+        };
+        let version = history.last().map_or(0, |r| r.stream_version);
+        match log
+            .append(&checked.stream, ExpectedVersion::Exactly(version), new)
+            .await
+        {
+            Ok(out) => {
+                let position = out.acks.last().map_or(0, |a| a.position().0);
+                return Ok(ack(
+                    attempt_ack::Result::Stored,
+                    position,
+                    attempt,
+                    String::new(),
+                ));
+            }
+            Err(LogError::Conflict { .. }) => continue,
+            Err(LogError::EventIdReused { stored_in, .. }) => {
+                return Ok(ack(
+                    attempt_ack::Result::Rejected,
+                    0,
+                    0,
+                    format!("event_id: already used for {stored_in}"),
+                ));
+            }
+            Err(err) => return Err(status(err)),
+        }
+    }
+    Ok(ack(
+        attempt_ack::Result::Rejected,
+        0,
+        0,
+        format!("{} kept changing; resend", checked.stream),
+    ))
+}
+
+/// The log's failures as gRPC status: the handheld keeps the event and resends.
+fn status(e: LogError) -> Status {
+    match e {
+        LogError::DiskFull { .. } => Status::resource_exhausted(e.to_string()),
+        LogError::Closed => Status::unavailable(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<AttemptAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl HandheldService for Handhelds {
+    type StreamAttemptsStream = AckStream;
+
+    async fn stream_attempts(
+        &self,
+        request: Request<Streaming<HandheldEvent>>,
+    ) -> Result<Response<Self::StreamAttemptsStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        let log = Arc::clone(&self.log);
+        tokio::spawn(async move {
+            loop {
+                let event = match inbound.message().await {
+                    Ok(Some(e)) => e,
+                    // The handheld hung up or the connection dropped: what
+                    // it has no ack for, it resends on reconnect.
+                    Ok(None) | Err(_) => return,
+                };
+                let reply = handle(&*log, &event).await;
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,285 @@
+//! HandheldService end to end: a real server on 127.0.0.1:0 over the
+//! embedded log, handhelds as real gRPC clients.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{NaiveDate, Utc};
+use threshold_api::v1::handheld_event::Report;
+use threshold_api::v1::handheld_service_client::HandheldServiceClient;
+use threshold_api::v1::{
+    AttemptAck, AttemptFailedReport, AttemptStartedReport, DeliveredReport, HandheldEvent,
+    attempt_ack,
+};
+use threshold_domain::country::{date_to_proto, timestamp};
+use threshold_domain::{Country, DomainEvent, EventId, ParcelId, StreamId, pb};
+use threshold_handheld_service::Handhelds;
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, ExpectedVersion, NewEvent, Position};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::transport::{Channel, Server};
+
+struct Running {
+    addr: SocketAddr,
+    log: Arc<EmbeddedLog>,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve() -> Running {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = Handhelds::new(log.clone() as Arc<dyn EventLog>).into_server();
+    tokio::spawn(async move {
+        Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .expect("server");
+    });
+    Running {
+        addr,
+        log,
+        _dir: dir,
+    }
+}
+
+async fn manifest(log: &EmbeddedLog, parcels: &[&str]) {
+    for id in parcels {
+        let m = pb::ParcelManifested {
+            parcel_id: (*id).into(),
+            partner_id: "nordshop".into(),
+            country: pb::Country::Se as i32,
+            depot_id: "STO-1".into(),
+            delivery_date: Some(date_to_proto(
+                NaiveDate::from_ymd_opt(2026, 11, 23).expect("date"),
+            )),
+            address: None,
+            service: pb::Service::Doorstep as i32,
+            weight_grams: 1000,
+            in_home_window: None,
+            manifest_id: "m".into(),
+            manifest_line: 2,
+        };
+        let stream = StreamId::parcel(&ParcelId::new(*id).expect("id"));
+        let e = NewEvent::new(
+            EventId::new(),
+            &DomainEvent::Parcel(pb::parcel_event::Event::Manifested(m)),
+            Utc::now(),
+        )
+        .country(Country::Se);
+        log.append(&stream, ExpectedVersion::NO_STREAM, vec![e])
+            .await
+            .expect("manifest");
+    }
+}
+
+fn event(seq: u64, parcel: &str, report: Report) -> HandheldEvent {
+    HandheldEvent {
+        event_id: EventId::new().to_string(),
+        device_id: "hh-7".into(),
+        sequence: seq,
+        parcel_id: parcel.into(),
+        driver_id: "drv-7".into(),
+        route_id: "STO-1-r1".into(),
+        occurred_at: Some(timestamp(Utc::now())),
+        report: Some(report),
+    }
+}
+
+fn started() -> Report {
+    Report::Started(AttemptStartedReport {})
+}
+fn delivered() -> Report {
+    Report::Delivered(DeliveredReport {
+        method: pb::DeliveryMethod::Doorstep as i32,
+        grant_id: String::new(),
+        position: None,
+    })
+}
+fn not_home() -> Report {
+    Report::Failed(AttemptFailedReport {
+        reason: pb::FailureReason::NotHome as i32,
+        note: String::new(),
+    })
+}
+
+/// A handheld connection: send events, read acks.
+struct Handheld {
+    tx: mpsc::Sender<HandheldEvent>,
+    acks: tonic::Streaming<AttemptAck>,
+}
+
+impl Handheld {
+    async fn connect(addr: SocketAddr) -> Self {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let (tx, rx) = mpsc::channel(64);
+        let acks = HandheldServiceClient::new(channel)
+            .stream_attempts(ReceiverStream::new(rx))
+            .await
+            .expect("stream")
+            .into_inner();
+        Self { tx, acks }
+    }
+
+    async fn send(&mut self, e: &HandheldEvent) -> AttemptAck {
+        self.tx.send(e.clone()).await.expect("send");
+        self.acks.message().await.expect("ack").expect("an ack")
+    }
+}
+
+fn result(a: &AttemptAck) -> attempt_ack::Result {
+    attempt_ack::Result::try_from(a.result).expect("result")
+}
+
+#[tokio::test]
+async fn each_event_is_acknowledged_once_durable_with_its_attempt_number() {
+    let server = serve().await;
+    manifest(&server.log, &["SE-1", "SE-2", "SE-3"]).await;
+    let mut hh = Handheld::connect(server.addr).await;
+
+    let a = hh.send(&event(1, "SE-1", started())).await;
+    assert_eq!(
+        (result(&a), a.sequence, a.attempt),
+        (attempt_ack::Result::Stored, 1, 1)
+    );
+    let a = hh.send(&event(2, "SE-1", delivered())).await;
+    assert_eq!((result(&a), a.attempt), (attempt_ack::Result::Stored, 1));
+    // Not home twice, then delivered: three attempts.
+    for (seq, report, attempt) in [(3, not_home(), 1), (4, not_home(), 2), (5, delivered(), 3)] {
+        let a = hh.send(&event(seq, "SE-2", report)).await;
+        assert_eq!(
+            (result(&a), a.attempt),
+            (attempt_ack::Result::Stored, attempt),
+            "seq {seq}"
+        );
+    }
+    // Acknowledged means durable: it is in the log now.
+    let head = server.log.head().await.expect("head");
+    assert!(head.0 >= a.position);
+    let se2 = server
+        .log
+        .read_stream(&"parcel/SE-2".parse().expect("stream"), 0, 100)
+        .await
+        .expect("read");
+    let types: Vec<&str> = se2.iter().map(|r| r.event.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        vec![
+            "parcel.manifested",
+            "parcel.attempt_started",
+            "parcel.attempt_failed",
+            "parcel.attempt_started",
+            "parcel.attempt_failed",
+            "parcel.attempt_started",
+            "parcel.delivered"
+        ]
+    );
+    assert_eq!(se2[2].event.tenant.as_deref(), Some("nordshop"));
+}
+
+#[tokio::test]
+async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
+    let server = serve().await;
+    let parcels: Vec<String> = (0..10).map(|n| format!("SE-{n}")).collect();
+    manifest(
+        &server.log,
+        &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let backlog: Vec<HandheldEvent> = parcels
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            event(
+                i as u64 + 1,
+                p,
+                if i % 3 == 0 { not_home() } else { delivered() },
+            )
+        })
+        .collect();
+
+    // Online for the first six, then the connection drops.
+    let mut hh = Handheld::connect(server.addr).await;
+    let mut first = Vec::new();
+    for e in &backlog[..6] {
+        first.push(hh.send(e).await);
+    }
+    drop(hh);
+    let head_before = server.log.head().await.expect("head");
+
+    // Back online: the handheld resends everything it has, acked or not.
+    let mut hh = Handheld::connect(server.addr).await;
+    let mut second = Vec::new();
+    for e in &backlog {
+        second.push(hh.send(e).await);
+    }
+    for (i, (a, b)) in first.iter().zip(&second).enumerate() {
+        assert_eq!(result(b), attempt_ack::Result::Duplicate, "event {i}");
+        assert_eq!(
+            (b.position, b.attempt),
+            (a.position, a.attempt),
+            "the original's place"
+        );
+    }
+    for b in &second[6..] {
+        assert_eq!(result(b), attempt_ack::Result::Stored);
+    }
+    // Every event once: one started + one outcome per parcel, plus manifests.
+    let all = server
+        .log
+        .read_all(Position::ORIGIN, 1000)
+        .await
+        .expect("read");
+    assert_eq!(all.len(), 10 + 20);
+    assert!(head_before.0 < all.len() as u64);
+    let ids: std::collections::HashSet<_> = all.iter().map(|r| r.event.event_id).collect();
+    assert_eq!(ids.len(), all.len());
+}
+
+#[tokio::test]
+async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
+    let server = serve().await;
+    manifest(&server.log, &["SE-1"]).await;
+    let mut hh = Handheld::connect(server.addr).await;
+
+    let mut bad = event(1, "SE-1", started());
+    bad.event_id = "not-a-uuid".into();
+    let a = hh.send(&bad).await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected);
+    assert!(a.error.starts_with("event_id:"), "{}", a.error);
+
+    let mut no_reason = event(2, "SE-1", not_home());
+    no_reason.report = Some(Report::Failed(AttemptFailedReport {
+        reason: 0,
+        note: String::new(),
+    }));
+    let a = hh.send(&no_reason).await;
+    assert!(a.error.starts_with("failed.reason:"), "{}", a.error);
+
+    let a = hh.send(&event(3, "SE-404", delivered())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected);
+    assert!(
+        a.error.contains("parcel/SE-404 is not manifested"),
+        "{}",
+        a.error
+    );
+
+    // A good event after the bad ones is stored.
+    let a = hh.send(&event(4, "SE-1", delivered())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored);
+    // A second delivery of a delivered parcel (a new event, not a resend) is refused.
+    let a = hh.send(&event(5, "SE-1", delivered())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected);
+    assert!(
+        a.error.contains("cannot deliver when delivered"),
+        "{}",
+        a.error
+    );
+}
