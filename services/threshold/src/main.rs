@@ -9,6 +9,7 @@
 
 mod day;
 mod manifest;
+mod report;
 mod serve;
 
 use std::path::PathBuf;
@@ -37,6 +38,11 @@ enum Cmd {
         #[command(subcommand)]
         command: ManifestCmd,
     },
+    /// Reports from a server.
+    Report {
+        #[command(subcommand)]
+        command: ReportCmd,
+    },
     /// Look inside the embedded log.
     Log {
         #[command(subcommand)]
@@ -48,6 +54,12 @@ enum Cmd {
 enum ManifestCmd {
     /// Load a manifest CSV; refused rows go to a rejects file.
     Load(manifest::LoadArgs),
+}
+
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// Attempts per parcel, repeat-attempt and first-attempt success rates.
+    Attempts(report::Args),
 }
 
 #[derive(Subcommand)]
@@ -99,6 +111,9 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         Cmd::Manifest {
             command: ManifestCmd::Load(args),
         } => manifest::load(args).await,
+        Cmd::Report {
+            command: ReportCmd::Attempts(args),
+        } => report::run(args).await.map(|()| true),
         Cmd::Log {
             command: LogCmd::Stats { data },
         } => {

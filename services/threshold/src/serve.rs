@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use threshold_analytics_service::Analytics;
 use threshold_handheld_service::Handhelds;
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
 use threshold_manifest_service::Manifests;
@@ -33,12 +34,16 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
     let (health, health_service) = tonic_health::server::health_reporter();
     let shared = log.clone() as Arc<dyn EventLog>;
     let manifests = Manifests::new(Arc::clone(&shared)).into_server();
-    let handhelds = Handhelds::new(shared).into_server();
+    let handhelds = Handhelds::new(Arc::clone(&shared)).into_server();
+    let analytics = Analytics::start(shared).into_server();
     health
         .set_serving::<threshold_api::v1::manifest_service_server::ManifestServiceServer<Manifests>>()
         .await;
     health
         .set_serving::<threshold_api::v1::handheld_service_server::HandheldServiceServer<Handhelds>>()
+        .await;
+    health
+        .set_serving::<threshold_api::v1::analytics_service_server::AnalyticsServiceServer<Analytics>>()
         .await;
 
     println!("threshold serving on {addr} (data {})", args.data.display());
@@ -46,6 +51,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         .add_service(health_service)
         .add_service(manifests)
         .add_service(handhelds)
+        .add_service(analytics)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown())
         .await?;
     log.close().await?;

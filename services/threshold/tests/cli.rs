@@ -117,6 +117,52 @@ fn manifests_load_through_the_cli_and_survive_a_restart() {
     assert!(rejects.contains("SE-BAD-1"), "{rejects}");
     assert!(rejects.lines().next().expect("header").ends_with(",error"));
 
+    // The analysts' report counts the parcels by country (the projection
+    // follows the log asynchronously; give it a moment).
+    let mut report = serde_json::Value::Null;
+    for _ in 0..100 {
+        let out = threshold(&[
+            "report",
+            "attempts",
+            "--by",
+            "country",
+            "--json",
+            "--server",
+            &server.url,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        report = serde_json::from_slice(&out.stdout).expect("json");
+        if report["total"]["parcels"] == loaded {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(report["total"]["parcels"], loaded, "{report}");
+    let rows = report["rows"].as_array().expect("rows");
+    let countries: Vec<&str> = rows
+        .iter()
+        .map(|r| r["country"].as_str().expect("country"))
+        .collect();
+    assert_eq!(countries, vec!["DK", "FI", "NO", "SE"]);
+    assert!(
+        rows.iter()
+            .all(|r| r["parcels"] == 60 && r["attempts"] == 0)
+    );
+    let out = threshold(&[
+        "report",
+        "attempts",
+        "--by",
+        "colour",
+        "--server",
+        &server.url,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not one of country"));
+
     // Stop; the stopped server's log holds every accepted parcel.
     assert!(server.stop().success());
     let out = threshold(&["log", "stats", "--data", data.to_str().expect("path")]);

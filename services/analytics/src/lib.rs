@@ -1,0 +1,130 @@
+//! AnalyticsService: reports from the attempts projection.
+//!
+//! The projection is kept up to date from the log by a subscription
+//! ([`Analytics::start`]); a report reads its counters, never the log. A
+//! caller that needs its own writes reflected passes the position it was
+//! acknowledged at, and the report waits (briefly) for the projection.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use threshold_api::v1::analytics_service_server::{AnalyticsService, AnalyticsServiceServer};
+use threshold_api::v1::{AttemptsReportRequest, AttemptsReportResponse, AttemptsRow};
+use threshold_domain::country::date_from_proto;
+use threshold_domain::{Country, pb};
+use threshold_log::{EventLog, Position};
+use threshold_projections::{Attempts, Dimension, Filter, ReportRow};
+use tonic::{Request, Response, Status};
+
+/// How long a report waits for the projection to reach a requested position.
+const CATCH_UP: Duration = Duration::from_secs(5);
+
+/// The service, over a projection it keeps up to date.
+#[derive(Clone)]
+pub struct Analytics {
+    model: Arc<RwLock<Attempts>>,
+}
+
+impl Analytics {
+    /// Builds the projection from `log` and keeps following it.
+    pub fn start(log: Arc<dyn EventLog>) -> Self {
+        let model = Arc::new(RwLock::new(Attempts::default()));
+        let follower = Arc::clone(&model);
+        tokio::spawn(async move {
+            if let Some(e) = threshold_projections::follow(log, follower, Position::ORIGIN).await {
+                // The report then says how far it got; the error is the operator's.
+                eprintln!("analytics: the projection stopped following the log: {e}");
+            }
+        });
+        Self { model }
+    }
+
+    /// As a tonic service, ready to add to a server.
+    pub fn into_server(self) -> AnalyticsServiceServer<Self> {
+        AnalyticsServiceServer::new(self)
+    }
+}
+
+fn filter(r: &AttemptsReportRequest) -> Result<Filter, Status> {
+    let date = |d: &Option<pb::LocalDate>, name: &str| {
+        d.as_ref()
+            .map(|d| {
+                date_from_proto(d).map_err(|e| Status::invalid_argument(format!("{name}: {e}")))
+            })
+            .transpose()
+    };
+    Ok(Filter {
+        country: (r.country != 0)
+            .then(|| Country::from_proto(r.country))
+            .transpose()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        depot: (!r.depot_id.is_empty()).then(|| r.depot_id.clone()),
+        from: date(&r.from, "from")?,
+        to: date(&r.to, "to")?,
+        service: match r.service {
+            0 => None,
+            s => {
+                Some(pb::Service::try_from(s).map_err(|_| {
+                    Status::invalid_argument(format!("service: {s} is not a service"))
+                })?)
+            }
+        },
+    })
+}
+
+fn to_row(r: ReportRow) -> AttemptsRow {
+    AttemptsRow {
+        group: r.group,
+        parcels: r.parcels,
+        attempted: r.attempted,
+        attempts: r.attempts,
+        attempts_per_parcel: r.attempts_per_parcel,
+        repeat_attempt_rate: r.repeat_attempt_rate,
+        first_attempt_success_rate: r.first_attempt_success_rate,
+        delivered: r.delivered,
+        returned: r.returned,
+    }
+}
+
+#[tonic::async_trait]
+impl AnalyticsService for Analytics {
+    async fn attempts_report(
+        &self,
+        request: Request<AttemptsReportRequest>,
+    ) -> Result<Response<AttemptsReportResponse>, Status> {
+        let r = request.into_inner();
+        let by: Dimension = if r.by.is_empty() {
+            Dimension::Country
+        } else {
+            r.by.parse()
+                .map_err(|e: String| Status::invalid_argument(format!("by: {e}")))?
+        };
+        let filter = filter(&r)?;
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        loop {
+            let position = self
+                .model
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .position();
+            if position.0 >= r.at_least_position {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "the projection is at position {position}, not yet {}; retry",
+                    r.at_least_position
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let model = self.model.read().unwrap_or_else(|p| p.into_inner());
+        let report = model.report(by, &filter);
+        Ok(Response::new(AttemptsReportResponse {
+            by: by.as_str().to_owned(),
+            rows: report.rows.into_iter().map(to_row).collect(),
+            total: Some(to_row(report.total)),
+            position: model.position().0,
+        }))
+    }
+}
