@@ -1,6 +1,7 @@
 # Threshold — the commands a developer and CI need.
 #
-#   make run     the main job: a delivery day on the embedded store, then its report
+#   make run     the main job: serve, load the sample day, simulate it, report, keep serving
+#   make demo    the same, stopping after the report
 #   make test    every test (installs nothing beyond cargo's own downloads today)
 #   make bench   the log benchmark; figures printed and written to target/bench/
 #   make lint    rustfmt and clippy, as CI runs them
@@ -8,12 +9,13 @@
 CARGO ?= cargo
 DATA  ?= data
 
-.PHONY: run test lint fmt bench check clean-data
+.PHONY: run demo test lint fmt bench check clean-data
 
 run:
-	$(CARGO) build --release -p threshold
-	./target/release/threshold day --data $(DATA) --parcels 4000 --seed 1
-	./target/release/threshold log stats --data $(DATA)
+	$(CARGO) run --release -p threshold -- run --data $(DATA)
+
+demo:
+	$(CARGO) run --release -p threshold -- run --data $(DATA) --demo
 
 test:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

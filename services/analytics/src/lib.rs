@@ -23,6 +23,7 @@ const CATCH_UP: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Analytics {
     model: Arc<RwLock<Attempts>>,
+    log: Arc<dyn EventLog>,
 }
 
 impl Analytics {
@@ -30,13 +31,16 @@ impl Analytics {
     pub fn start(log: Arc<dyn EventLog>) -> Self {
         let model = Arc::new(RwLock::new(Attempts::default()));
         let follower = Arc::clone(&model);
+        let followed = Arc::clone(&log);
         tokio::spawn(async move {
-            if let Some(e) = threshold_projections::follow(log, follower, Position::ORIGIN).await {
+            if let Some(e) =
+                threshold_projections::follow(followed, follower, Position::ORIGIN).await
+            {
                 // The report then says how far it got; the error is the operator's.
                 eprintln!("analytics: the projection stopped following the log: {e}");
             }
         });
-        Self { model }
+        Self { model, log }
     }
 
     /// As a tonic service, ready to add to a server.
@@ -100,6 +104,15 @@ impl AnalyticsService for Analytics {
                 .map_err(|e: String| Status::invalid_argument(format!("by: {e}")))?
         };
         let filter = filter(&r)?;
+        let mut wanted = r.at_least_position;
+        if r.up_to_head {
+            let head = self
+                .log
+                .head()
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            wanted = wanted.max(head.0);
+        }
         let deadline = tokio::time::Instant::now() + CATCH_UP;
         loop {
             let position = self
@@ -107,13 +120,12 @@ impl AnalyticsService for Analytics {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .position();
-            if position.0 >= r.at_least_position {
+            if position.0 >= wanted {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Status::deadline_exceeded(format!(
-                    "the projection is at position {position}, not yet {}; retry",
-                    r.at_least_position
+                    "the projection is at position {position}, not yet {wanted}; retry"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

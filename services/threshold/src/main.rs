@@ -1,16 +1,18 @@
 //! `threshold`: the operator's command.
 //!
+//! `run` is the main job (serve, load the sample day, simulate, report);
 //! `serve` runs the gRPC services on one port over the embedded log;
-//! `manifest load` is the route planner's client; `day` drives a delivery
-//! day through the domain into the log; `log stats|tail` read the log.
+//! `manifest load`, `report attempts` and `simulate` are clients;
+//! `log stats|tail` read the log directly.
 //!
 //! Exit status: 0 success, 1 failure (message on stderr), 2 a manifest
 //! loaded with rejected rows.
 
-mod day;
 mod manifest;
 mod report;
+mod run;
 mod serve;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,9 +30,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Drive one delivery day across the four countries into the log and
-    /// report attempts per parcel, read back from the log.
-    Day(day::Args),
+    /// The main job: serve, load the sample manifests, simulate the day,
+    /// report, and keep serving (`--demo`: stop after the report).
+    Run(run::Args),
+    /// Drive a delivery day through a running server's APIs and report it.
+    Simulate(simulate::Args),
     /// Serve the gRPC services over the embedded log until Ctrl-C.
     Serve(serve::Args),
     /// Talk to a server about manifests.
@@ -106,8 +110,9 @@ fn main() -> ExitCode {
 /// Runs a command; `Ok(false)` is a partial success (exit status 2).
 async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
-        Cmd::Day(args) => day::run(args).await.map(|()| true),
+        Cmd::Run(args) => run::run(args).await.map(|()| true),
         Cmd::Serve(args) => serve::run(args).await.map(|()| true),
+        Cmd::Simulate(args) => simulate::run(args).await.map(|()| true),
         Cmd::Manifest {
             command: ManifestCmd::Load(args),
         } => manifest::load(args).await,

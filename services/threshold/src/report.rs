@@ -79,6 +79,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         to: args.to.map(date_to_proto),
         service: service.map_or(0, |s| s as i32),
         at_least_position: 0,
+        up_to_head: true,
     };
     let channel = Channel::from_shared(args.server.clone())
         .map_err(|e| format!("bad --server {:?}: {e}", args.server))?

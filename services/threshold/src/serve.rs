@@ -24,12 +24,28 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    // Bind before anything else, so a port clash fails at once.
-    let listener = TcpListener::bind(args.listen)
+    let listener = bind(args.listen).await?;
+    serve(listener, &args.data, shutdown()).await
+}
+
+/// Binds the port first, so a clash fails before any other work.
+pub(crate) async fn bind(
+    addr: SocketAddr,
+) -> Result<TcpListener, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?)
+}
+
+/// Serves every service on `listener` over the store in `data` until
+/// `stop` resolves, then closes the log.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    data: &std::path::Path,
+    stop: impl Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = listener.local_addr()?;
-    let log = Arc::new(EmbeddedLog::open(&args.data, EmbeddedOptions::default())?);
+    let log = Arc::new(EmbeddedLog::open(data, EmbeddedOptions::default())?);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let shared = log.clone() as Arc<dyn EventLog>;
@@ -46,13 +62,13 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         .set_serving::<threshold_api::v1::analytics_service_server::AnalyticsServiceServer<Analytics>>()
         .await;
 
-    println!("threshold serving on {addr} (data {})", args.data.display());
+    println!("threshold serving on {addr} (data {})", data.display());
     Server::builder()
         .add_service(health_service)
         .add_service(manifests)
         .add_service(handhelds)
         .add_service(analytics)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
         .await?;
     log.close().await?;
     println!("threshold stopped; every acknowledged event is on disk");
@@ -60,7 +76,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
 }
 
 /// Resolves on the first Ctrl-C (or SIGTERM); a second Ctrl-C exits at once.
-async fn shutdown() {
+pub(crate) async fn shutdown() {
     #[cfg(unix)]
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -201,3 +201,50 @@ fn errors_go_to_stderr_with_a_non_zero_exit() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open /nonexistent/day.csv"));
     assert!(out.stdout.is_empty());
 }
+
+/// The report part of `threshold run --demo`'s output (what follows the
+/// first blank line), for one seed on a fresh store.
+fn demo_report(seed: u64) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            &seed.to_string(),
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run --demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report = text
+        .split_once("\n\n")
+        .map(|(_, r)| r.to_owned())
+        .unwrap_or_else(|| panic!("no report in {text}"));
+    report
+        .lines()
+        .filter(|l| !l.starts_with("threshold stopped"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_main_job_gives_the_same_day_for_the_same_seed() {
+    let first = demo_report(11);
+    assert!(first.contains("in_home"), "{first}");
+    assert!(first.contains("total"), "{first}");
+    assert_eq!(
+        demo_report(11),
+        first,
+        "same seed, same report, whatever the timing"
+    );
+    assert_ne!(demo_report(12), first, "another seed, another day");
+}

@@ -1,0 +1,93 @@
+//! `threshold run`: the main job. Serves every service on the embedded
+//! store, loads the bundled sample manifests for DK, FI, NO and SE through
+//! its own gRPC port, simulates the day, prints the attempts-per-parcel
+//! report, and keeps serving until Ctrl-C (`--demo`: stops after the report).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+
+use crate::{serve, simulate};
+
+/// The bundled manifests of the sample day.
+const SAMPLES: [(&str, &str); 4] = [
+    (
+        "2026-11-23-dk.csv",
+        include_str!("../../../crates/manifest/samples/2026-11-23-dk.csv"),
+    ),
+    (
+        "2026-11-23-fi.csv",
+        include_str!("../../../crates/manifest/samples/2026-11-23-fi.csv"),
+    ),
+    (
+        "2026-11-23-no.csv",
+        include_str!("../../../crates/manifest/samples/2026-11-23-no.csv"),
+    ),
+    (
+        "2026-11-23-se.csv",
+        include_str!("../../../crates/manifest/samples/2026-11-23-se.csv"),
+    ),
+];
+
+/// Options of `threshold run`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The data directory of the embedded log.
+    #[arg(long, default_value = "data")]
+    data: PathBuf,
+    /// Where to listen for gRPC.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Seed of the simulated day.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Stop after the report instead of serving on.
+    #[arg(long)]
+    demo: bool,
+}
+
+pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let listener = serve::bind(args.listen).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let demo = args.demo;
+    // The server stops when told to (after a demo's report, or when the day
+    // fails), or on Ctrl-C when it serves on.
+    let stop = async move {
+        if demo {
+            let _ = stop_rx.await;
+        } else {
+            tokio::select! {
+                _ = stop_rx => {}
+                () = serve::shutdown() => {}
+            }
+        }
+    };
+    let data = args.data.clone();
+    let server = tokio::spawn(async move { serve::serve(listener, &data, stop).await });
+
+    let date = NaiveDate::from_ymd_opt(2026, 11, 23).ok_or("sample date")?;
+    let manifests = SAMPLES
+        .iter()
+        .map(|(name, csv)| ((*name).to_owned(), csv.as_bytes().to_vec()))
+        .collect();
+    let day = simulate::day(&url, date, args.seed, manifests).await;
+    match day {
+        Err(e) => {
+            let _ = stop_tx.send(());
+            let _ = server.await;
+            Err(e)
+        }
+        Ok(()) => {
+            if demo {
+                let _ = stop_tx.send(());
+            } else {
+                println!(
+                    "\nserving on {url} until Ctrl-C; try: threshold report attempts --by reason --server {url}"
+                );
+            }
+            server.await?
+        }
+    }
+}
