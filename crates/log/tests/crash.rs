@@ -193,19 +193,33 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 }
             }
         });
-        // Wait until it is writing, then let it run a random while.
+        // Wait until it is writing (ready, and a first acknowledgement in),
+        // then let it run a random while and kill it.
         let ready_by = Instant::now() + Duration::from_secs(60);
+        let before = acked.len();
         let mut dups = 0;
-        loop {
+        let mut ready = false;
+        let record = |line: &str, acked: &mut HashMap<EventId, String>| {
+            // Only whole lines count: a line cut by the kill was never complete.
+            let mut parts = line.split(' ');
+            if let (Some("ACK"), Some(stream), Some(id)) =
+                (parts.next(), parts.next(), parts.next())
+                && let Ok(id) = id.parse::<EventId>()
+            {
+                acked.insert(id, stream.to_owned());
+            }
+        };
+        while !(ready && acked.len() > before) {
             let line = rx
                 .recv_timeout(ready_by.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("round {round}: the child never became ready"));
+                .unwrap_or_else(|_| panic!("round {round}: the child never started writing"));
             if line.starts_with("DUP ") {
                 dups += 1;
             }
             if line == "READY" {
-                break;
+                ready = true;
             }
+            record(&line, &mut acked);
         }
         assert_eq!(
             dups,
@@ -216,16 +230,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         child.0.kill().expect("SIGKILL");
         let _ = child.0.wait();
         let _ = reader.join();
-        let before = acked.len();
         for line in rx.try_iter() {
-            // Only whole lines count: a line cut by the kill was never complete.
-            let mut parts = line.split(' ');
-            if let (Some("ACK"), Some(stream), Some(id)) =
-                (parts.next(), parts.next(), parts.next())
-                && let Ok(id) = id.parse::<EventId>()
-            {
-                acked.insert(id, stream.to_owned());
-            }
+            record(&line, &mut acked);
         }
         assert!(
             acked.len() > before,
