@@ -9,6 +9,7 @@
 //! loaded with rejected rows.
 
 mod manifest;
+mod outcomes;
 mod report;
 mod run;
 mod serve;
@@ -42,6 +43,16 @@ enum Cmd {
         #[command(subcommand)]
         command: ManifestCmd,
     },
+    /// Partner retailers' credentials.
+    Partner {
+        #[command(subcommand)]
+        command: PartnerCmd,
+    },
+    /// Follow a partner's delivery outcomes.
+    Outcomes {
+        #[command(subcommand)]
+        command: OutcomesCmd,
+    },
     /// Reports from a server.
     Report {
         #[command(subcommand)]
@@ -58,6 +69,18 @@ enum Cmd {
 enum ManifestCmd {
     /// Load a manifest CSV; refused rows go to a rejects file.
     Load(manifest::LoadArgs),
+}
+
+#[derive(Subcommand)]
+enum PartnerCmd {
+    /// Make a token for a partner (printed once; stored hashed under --data).
+    Add(outcomes::AddArgs),
+}
+
+#[derive(Subcommand)]
+enum OutcomesCmd {
+    /// Print the partner's outcomes as JSON lines, catch-up then live.
+    Follow(outcomes::FollowArgs),
 }
 
 #[derive(Subcommand)]
@@ -116,6 +139,12 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         Cmd::Manifest {
             command: ManifestCmd::Load(args),
         } => manifest::load(args).await,
+        Cmd::Partner {
+            command: PartnerCmd::Add(args),
+        } => outcomes::add(args).map(|()| true),
+        Cmd::Outcomes {
+            command: OutcomesCmd::Follow(args),
+        } => outcomes::follow(args).await.map(|()| true),
         Cmd::Report {
             command: ReportCmd::Attempts(args),
         } => report::run(args).await.map(|()| true),

@@ -8,6 +8,7 @@ use threshold_analytics_service::Analytics;
 use threshold_handheld_service::Handhelds;
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
 use threshold_manifest_service::Manifests;
+use threshold_outcome_service::Outcomes;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
@@ -51,7 +52,8 @@ pub(crate) async fn serve(
     let shared = log.clone() as Arc<dyn EventLog>;
     let manifests = Manifests::new(Arc::clone(&shared)).into_server();
     let handhelds = Handhelds::new(Arc::clone(&shared)).into_server();
-    let analytics = Analytics::start(shared).into_server();
+    let analytics = Analytics::start(Arc::clone(&shared)).into_server();
+    let outcomes = Outcomes::new(shared, data).into_server();
     health
         .set_serving::<threshold_api::v1::manifest_service_server::ManifestServiceServer<Manifests>>()
         .await;
@@ -61,6 +63,9 @@ pub(crate) async fn serve(
     health
         .set_serving::<threshold_api::v1::analytics_service_server::AnalyticsServiceServer<Analytics>>()
         .await;
+    health
+        .set_serving::<threshold_api::v1::outcome_service_server::OutcomeServiceServer<Outcomes>>()
+        .await;
 
     println!("threshold serving on {addr} (data {})", data.display());
     Server::builder()
@@ -68,6 +73,7 @@ pub(crate) async fn serve(
         .add_service(manifests)
         .add_service(handhelds)
         .add_service(analytics)
+        .add_service(outcomes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
         .await?;
     log.close().await?;

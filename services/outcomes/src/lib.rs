@@ -1,0 +1,143 @@
+//! OutcomeService: a partner follows the delivery outcomes of its parcels.
+//!
+//! The caller's bearer token names the partner (guarantee 8): no request
+//! field can widen what it sees. Outcomes are the parcel events a partner
+//! may know — delivered, attempt failed, returned — taken from the log in
+//! order and stripped to what concerns the parcel: never a driver, device,
+//! grant or home. The cursor is the event's log position.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use threshold_api::v1::outcome_service_server::{OutcomeService, OutcomeServiceServer};
+use threshold_api::v1::{ParcelOutcome, SubscribeOutcomesRequest, parcel_outcome};
+use threshold_auth::PartnerTokens;
+use threshold_domain::country::timestamp;
+use threshold_domain::{Category, Country, DomainEvent, PartnerId, pb};
+use threshold_log::{EventLog, Position, RecordedEvent};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// The service, over any event log, with partners' tokens from a data dir.
+#[derive(Clone)]
+pub struct Outcomes {
+    log: Arc<dyn EventLog>,
+    data: PathBuf,
+}
+
+impl Outcomes {
+    /// A service reading `log`, checking tokens against `data/partners.json`
+    /// (read on every subscription, so new partners need no restart).
+    pub fn new(log: Arc<dyn EventLog>, data: impl Into<PathBuf>) -> Self {
+        Self {
+            log,
+            data: data.into(),
+        }
+    }
+
+    /// As a tonic service, ready to add to a server.
+    pub fn into_server(self) -> OutcomeServiceServer<Self> {
+        OutcomeServiceServer::new(self)
+    }
+
+    /// The partner the request's bearer token names.
+    fn partner<T>(&self, request: &Request<T>) -> Result<PartnerId, Status> {
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            Status::unauthenticated("no credentials: send authorization: Bearer <token>")
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
+        let tokens =
+            PartnerTokens::load(&self.data).map_err(|e| Status::internal(e.to_string()))?;
+        tokens
+            .partner(token.trim())
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unknown token"))
+    }
+}
+
+/// The outcome a partner sees for one event, if the event is one.
+pub fn outcome(event: &RecordedEvent) -> Option<ParcelOutcome> {
+    use pb::parcel_event::Event as E;
+    if event.stream.category() != Category::Parcel {
+        return None;
+    }
+    let DomainEvent::Parcel(e) = event.decode().ok()? else {
+        return None;
+    };
+    let (kind, attempt, method, reason) = match e {
+        E::Delivered(d) => (parcel_outcome::Kind::Delivered, d.attempt, d.method, 0),
+        E::AttemptFailed(f) => (parcel_outcome::Kind::AttemptFailed, f.attempt, 0, f.reason),
+        E::Returned(r) => (parcel_outcome::Kind::Returned, r.attempts, 0, 0),
+        _ => return None,
+    };
+    let at = event.event.occurred_at;
+    let local_time = event
+        .event
+        .country
+        .map(|c| {
+            at.with_timezone(&c.tz())
+                .format("%Y-%m-%dT%H:%M")
+                .to_string()
+        })
+        .unwrap_or_default();
+    Some(ParcelOutcome {
+        cursor: event.position.0,
+        parcel_id: event.stream.id().to_owned(),
+        kind: kind as i32,
+        attempt,
+        method,
+        reason,
+        occurred_at: Some(timestamp(at)),
+        local_time,
+        country: event
+            .event
+            .country
+            .map_or(0, |c: Country| c.to_proto() as i32),
+    })
+}
+
+type OutcomeStream = Pin<Box<dyn Stream<Item = Result<ParcelOutcome, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl OutcomeService for Outcomes {
+    type SubscribeStream = OutcomeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeOutcomesRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let partner = self.partner(&request)?;
+        let from = Position(request.into_inner().from_cursor);
+        let mut events = self.log.subscribe(from);
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            while let Some(next) = events.next().await {
+                let event = match next {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                // The partner's own parcels only: the tenant recorded with
+                // the event when the parcel was manifested.
+                if event.event.tenant.as_deref() != Some(partner.as_str()) {
+                    continue;
+                }
+                if let Some(o) = outcome(&event)
+                    && tx.send(Ok(o)).await.is_err()
+                {
+                    return; // the partner went away
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,108 @@
+//! `threshold partner add` and `threshold outcomes follow`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
+use threshold_api::v1::{SubscribeOutcomesRequest, parcel_outcome};
+use threshold_auth::PartnerTokens;
+use threshold_domain::{PartnerId, pb};
+use tonic::transport::Channel;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Options of `threshold partner add`.
+#[derive(clap::Args)]
+pub(crate) struct AddArgs {
+    /// The partner's id (as in manifests' partner_id column).
+    partner: String,
+    /// The server's data directory.
+    #[arg(long, default_value = "data")]
+    data: PathBuf,
+}
+
+/// Makes a token for a partner and prints it: the only time it is shown.
+pub(crate) fn add(args: AddArgs) -> Result<(), BoxError> {
+    let partner = PartnerId::new(&args.partner)?;
+    let token = PartnerTokens::add(&args.data, &partner)?;
+    println!("{token}");
+    eprintln!(
+        "token for partner {partner} stored (hashed) in {}; give it to the partner, it is not shown again",
+        args.data.join(threshold_auth::PARTNERS_FILE).display()
+    );
+    Ok(())
+}
+
+/// Options of `threshold outcomes follow`.
+#[derive(clap::Args)]
+pub(crate) struct FollowArgs {
+    /// The partner's token.
+    #[arg(long, env = "THRESHOLD_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Resume after this cursor (0: from the beginning).
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// The server.
+    #[arg(
+        long,
+        env = "THRESHOLD_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+}
+
+/// Prints the partner's outcomes as JSON lines until the server closes:
+/// {"cursor", "parcel_id", "outcome", "attempt", "method", "reason", "country", "local_time"}.
+pub(crate) async fn follow(args: FollowArgs) -> Result<(), BoxError> {
+    let channel = Channel::from_shared(args.server.clone())
+        .map_err(|e| format!("bad --server {:?}: {e}", args.server))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {}: {e}", args.server))?;
+    let mut request = tonic::Request::new(SubscribeOutcomesRequest {
+        from_cursor: args.from,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", args.token)
+            .parse()
+            .map_err(|_| "the token is not a valid header value")?,
+    );
+    let mut stream = OutcomeServiceClient::new(channel)
+        .subscribe(request)
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner();
+    let name = |full: &str, prefix: &str| {
+        full.strip_prefix(prefix)
+            .unwrap_or(full)
+            .to_ascii_lowercase()
+    };
+    while let Some(o) = stream.message().await.map_err(|s| s.message().to_owned())? {
+        let kind = parcel_outcome::Kind::try_from(o.kind)
+            .map_or_else(|_| o.kind.to_string(), |k| name(k.as_str_name(), "KIND_"));
+        let method = pb::DeliveryMethod::try_from(o.method)
+            .ok()
+            .filter(|m| *m != pb::DeliveryMethod::Unspecified)
+            .map(|m| name(m.as_str_name(), "DELIVERY_METHOD_"));
+        let reason = pb::FailureReason::try_from(o.reason)
+            .ok()
+            .filter(|r| *r != pb::FailureReason::Unspecified)
+            .map(|r| name(r.as_str_name(), "FAILURE_REASON_"));
+        let country = pb::Country::try_from(o.country)
+            .ok()
+            .filter(|c| *c != pb::Country::Unspecified)
+            .map(|c| name(c.as_str_name(), "COUNTRY_").to_ascii_uppercase());
+        let line = serde_json::json!({
+            "cursor": o.cursor, "parcel_id": o.parcel_id, "outcome": kind,
+            "attempt": o.attempt, "method": method, "reason": reason,
+            "country": country, "local_time": o.local_time,
+        });
+        // Whoever reads us went away (`| head`): stop following, quietly.
+        let mut out = std::io::stdout();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
