@@ -20,6 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let fds = protox::compile(&files, [&root])?;
+    // The descriptor set, for gRPC server reflection.
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("threshold_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
         .build_server(grpc)

@@ -16,3 +16,7 @@
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/threshold.v1.rs"));
 }
+
+/// The encoded `FileDescriptorSet` of every `.proto`, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/threshold_descriptor.bin"));

@@ -45,7 +45,7 @@ impl Analytics {
 
     /// As a tonic service, ready to add to a server.
     pub fn into_server(self) -> AnalyticsServiceServer<Self> {
-        AnalyticsServiceServer::new(self)
+        AnalyticsServiceServer::new(self).max_decoding_message_size(64 * 1024)
     }
 }
 

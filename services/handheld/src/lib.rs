@@ -31,21 +31,92 @@ use tonic::{Request, Response, Status, Streaming};
 /// Appends retried when another writer changed the parcel in between.
 const CONFLICT_RETRIES: usize = 5;
 
+/// The largest handheld message accepted, in bytes.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// How fast one handheld stream may send.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Sustained events per second on one stream.
+    pub events_per_second: f64,
+    /// Events one stream may send at once, e.g. an offline backlog.
+    pub burst: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            events_per_second: 5_000.0,
+            burst: 20_000.0,
+        }
+    }
+}
+
 /// The service, over any event log.
 #[derive(Clone)]
 pub struct Handhelds {
     log: Arc<dyn EventLog>,
+    limits: Limits,
 }
 
 impl Handhelds {
     /// A service that writes to `log`.
     pub fn new(log: Arc<dyn EventLog>) -> Self {
-        Self { log }
+        Self {
+            log,
+            limits: Limits::default(),
+        }
     }
 
-    /// As a tonic service, ready to add to a server.
+    /// With other per-stream limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// As a tonic service, ready to add to a server, refusing messages
+    /// larger than [`MAX_MESSAGE`].
     pub fn into_server(self) -> HandheldServiceServer<Self> {
-        HandheldServiceServer::new(self)
+        HandheldServiceServer::new(self).max_decoding_message_size(MAX_MESSAGE)
+    }
+}
+
+/// A token bucket: `take` fails once a stream sends faster than its limits.
+struct Bucket {
+    limits: Limits,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            tokens: limits.burst,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.limits.events_per_second;
+        self.tokens = (self.tokens + refill).min(self.limits.burst);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// tonic reports an oversized message as OUT_OF_RANGE; gRPC says
+/// RESOURCE_EXHAUSTED, and that is what a client should see.
+pub fn size_error(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
     }
 }
 
@@ -288,14 +359,29 @@ impl HandheldService for Handhelds {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let log = Arc::clone(&self.log);
+        let mut bucket = Bucket::new(self.limits);
         tokio::spawn(async move {
             loop {
                 let event = match inbound.message().await {
                     Ok(Some(e)) => e,
-                    // The handheld hung up or the connection dropped: what
-                    // it has no ack for, it resends on reconnect.
-                    Ok(None) | Err(_) => return,
+                    // The handheld hung up: what it has no ack for, it
+                    // resends on reconnect.
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = tx.send(Err(size_error(status))).await;
+                        return;
+                    }
                 };
+                if !bucket.take() {
+                    let limits = bucket.limits;
+                    let _ = tx
+                        .send(Err(Status::resource_exhausted(format!(
+                            "more than {} events/s (burst {}) on one stream; event {} and later were not stored, resend them more slowly",
+                            limits.events_per_second, limits.burst, event.sequence
+                        ))))
+                        .await;
+                    return;
+                }
                 let reply = handle(&*log, &event).await;
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {

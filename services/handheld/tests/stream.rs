@@ -283,3 +283,105 @@ async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
         a.error
     );
 }
+
+async fn serve_with(limits: threshold_handheld_service::Limits) -> Running {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = Handhelds::new(log.clone() as Arc<dyn EventLog>)
+        .with_limits(limits)
+        .into_server();
+    tokio::spawn(async move {
+        Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .expect("server");
+    });
+    Running {
+        addr,
+        log,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_event_gets_resource_exhausted() {
+    let server = serve().await;
+    manifest(&server.log, &["SE-1"]).await;
+    let mut hh = Handheld::connect(server.addr).await;
+    let mut huge = event(1, "SE-1", not_home());
+    huge.report = Some(Report::Failed(AttemptFailedReport {
+        reason: pb::FailureReason::NotHome as i32,
+        note: "x".repeat(threshold_handheld_service::MAX_MESSAGE + 1),
+    }));
+    hh.tx.send(huge).await.expect("send");
+    let err = hh.acks.message().await.expect_err("refused");
+    assert_eq!(
+        err.code(),
+        tonic::Code::ResourceExhausted,
+        "{}",
+        err.message()
+    );
+    // Nothing was stored, and the server serves the next stream as usual.
+    assert_eq!(server.log.head().await.expect("head"), Position(1));
+    let mut hh = Handheld::connect(server.addr).await;
+    assert_eq!(
+        result(&hh.send(&event(2, "SE-1", delivered())).await),
+        attempt_ack::Result::Stored
+    );
+}
+
+#[tokio::test]
+async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
+    let server = serve_with(threshold_handheld_service::Limits {
+        events_per_second: 5.0,
+        burst: 10.0,
+    })
+    .await;
+    let parcels: Vec<String> = (0..40).map(|n| format!("SE-{n}")).collect();
+    manifest(
+        &server.log,
+        &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let (tx, rx) = mpsc::channel(64);
+    for (i, p) in parcels.iter().enumerate() {
+        tx.send(event(i as u64 + 1, p, delivered()))
+            .await
+            .expect("queue");
+    }
+    drop(tx);
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut acks = HandheldServiceClient::new(channel)
+        .stream_attempts(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut stored = 0;
+    let err = loop {
+        match acks.message().await {
+            Ok(Some(a)) => {
+                assert_eq!(result(&a), attempt_ack::Result::Stored);
+                stored += 1;
+            }
+            Ok(None) => panic!("the flood was not stopped"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("events/s"), "{}", err.message());
+    assert!(
+        (10..40).contains(&stored),
+        "the burst went through, the flood did not: {stored}"
+    );
+    // Another handheld is not affected.
+    let mut other = Handheld::connect(server.addr).await;
+    let a = other.send(&event(99, "SE-39", delivered())).await;
+    assert_ne!(result(&a), attempt_ack::Result::Rejected, "{}", a.error);
+}

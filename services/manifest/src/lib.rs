@@ -28,6 +28,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+/// The largest manifest chunk accepted, in bytes (clients send 64 KiB).
+pub const MAX_CHUNK: usize = 1024 * 1024;
+
 /// Rows decided at once within one load.
 const CONCURRENT_ROWS: usize = 64;
 /// Appends retried when another writer changed the parcel in between.
@@ -71,9 +74,10 @@ impl Manifests {
         Self { log }
     }
 
-    /// As a tonic service, ready to add to a server.
+    /// As a tonic service, ready to add to a server, refusing chunks larger
+    /// than [`MAX_CHUNK`].
     pub fn into_server(self) -> ManifestServiceServer<Self> {
-        ManifestServiceServer::new(self)
+        ManifestServiceServer::new(self).max_decoding_message_size(MAX_CHUNK)
     }
 }
 
@@ -199,11 +203,13 @@ async fn load(
     mut inbound: Streaming<ManifestChunk>,
     out: mpsc::Sender<Result<LoadManifestReply, Status>>,
 ) -> Result<(), Error> {
-    let first = inbound
-        .message()
-        .await
-        .map_err(|s| Error::Stream(s.message().to_owned()))?
-        .unwrap_or_default();
+    let first = match inbound.message().await {
+        Ok(first) => first.unwrap_or_default(),
+        Err(status) => {
+            let _ = out.send(Err(oversized(status))).await;
+            return Ok(());
+        }
+    };
     let manifest_id = if first.manifest_id.is_empty() {
         "unnamed".to_owned()
     } else {
@@ -213,6 +219,7 @@ async fn load(
     // Chunks flow to the parser on a blocking thread; rows flow back.
     let (chunk_tx, chunk_rx) = mpsc::channel::<io::Result<Bytes>>(8);
     let (row_tx, row_rx) = mpsc::channel::<Result<Row, Error>>(1024);
+    let errors = out.clone();
     let feeder = tokio::spawn(async move {
         if chunk_tx.send(Ok(Bytes::from(first.data))).await.is_err() {
             return;
@@ -226,9 +233,13 @@ async fn load(
                 }
                 Ok(None) => return,
                 Err(s) => {
+                    // The parser stops at the broken stream; the client is
+                    // told why (an oversized chunk: RESOURCE_EXHAUSTED).
+                    let status = oversized(s);
                     let _ = chunk_tx
-                        .send(Err(io::Error::other(s.message().to_owned())))
+                        .send(Err(io::Error::other(status.message().to_owned())))
                         .await;
+                    let _ = errors.send(Err(status)).await;
                     return;
                 }
             }
@@ -296,6 +307,16 @@ async fn load(
         }))
         .await;
     Ok(())
+}
+
+/// tonic reports an oversized message as OUT_OF_RANGE; gRPC says
+/// RESOURCE_EXHAUSTED.
+fn oversized(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+        Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
+    }
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<LoadManifestReply, Status>> + Send>>;

@@ -205,3 +205,34 @@ async fn a_large_manifest_streams_through_in_chunks() {
     assert_eq!(summary.accepted, rows);
     assert_eq!(server.log.head().await.expect("head"), Position(rows));
 }
+
+#[tokio::test]
+async fn an_oversized_chunk_gets_resource_exhausted() {
+    let server = serve().await;
+    let mut client = connect(server.addr).await;
+    let chunk = threshold_api::v1::ManifestChunk {
+        manifest_id: "huge.csv".into(),
+        data: vec![b'x'; threshold_manifest_service::MAX_CHUNK + 1],
+    };
+    let result = client.load_manifest(tokio_stream::iter(vec![chunk])).await;
+    let err = match result {
+        Err(e) => e,
+        Ok(response) => {
+            let mut replies = response.into_inner();
+            loop {
+                match replies.message().await {
+                    Err(e) => break e,
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("an oversized chunk was accepted"),
+                }
+            }
+        }
+    };
+    assert_eq!(
+        err.code(),
+        tonic::Code::ResourceExhausted,
+        "{}",
+        err.message()
+    );
+    assert_eq!(server.log.head().await.expect("head"), Position(0));
+}

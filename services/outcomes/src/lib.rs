@@ -40,7 +40,7 @@ impl Outcomes {
 
     /// As a tonic service, ready to add to a server.
     pub fn into_server(self) -> OutcomeServiceServer<Self> {
-        OutcomeServiceServer::new(self)
+        OutcomeServiceServer::new(self).max_decoding_message_size(64 * 1024)
     }
 
     /// The partner the request's bearer token names.

@@ -13,6 +13,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
+/// Concurrent gRPC streams one connection may have open.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// Options of `threshold serve`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -67,9 +70,17 @@ pub(crate) async fn serve(
         .set_serving::<threshold_api::v1::outcome_service_server::OutcomeServiceServer<Outcomes>>()
         .await;
 
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(threshold_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
     println!("threshold serving on {addr} (data {})", data.display());
     Server::builder()
+        // One client cannot open unbounded streams on one connection.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health_service)
+        .add_service(reflection)
         .add_service(manifests)
         .add_service(handhelds)
         .add_service(analytics)

@@ -248,3 +248,46 @@ fn the_main_job_gives_the_same_day_for_the_same_seed() {
     );
     assert_ne!(demo_report(12), first, "another seed, another day");
 }
+
+#[tokio::test]
+async fn a_running_server_describes_itself_by_reflection() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let server = Served::start(&dir.path().join("data"));
+    let channel = tonic::transport::Channel::from_shared(server.url.clone())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let reply = replies.message().await.expect("reply").expect("one reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected {reply:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "threshold.v1.ManifestService",
+        "threshold.v1.HandheldService",
+        "threshold.v1.AnalyticsService",
+        "threshold.v1.OutcomeService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    drop(server);
+}
