@@ -4,12 +4,13 @@
 #   make demo    the same, stopping after the report
 #   make test    every test (installs nothing beyond cargo's own downloads today)
 #   make bench   the log benchmark; figures printed and written to target/bench/
+#   make load    the handheld ingestion load test against a release server on loopback
 #   make lint    rustfmt and clippy, as CI runs them
 
 CARGO ?= cargo
 DATA  ?= data
 
-.PHONY: run demo test lint fmt bench check clean-data
+.PHONY: run demo test lint fmt bench load check clean-data
 
 run:
 	$(CARGO) run --release -p threshold -- run --data $(DATA)
@@ -33,6 +34,9 @@ fmt:
 
 bench:
 	$(CARGO) bench -p threshold-log --bench append
+
+load:
+	load-tests/run.sh
 
 check:
 	$(CARGO) check --workspace --all-targets

@@ -40,6 +40,9 @@ const APPLICATION_ID: i32 = 0x5448_4c47; // "THLG"
 /// The schema this build writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i32 = 1;
 
+/// Reads at once, each on its own pooled connection.
+const READERS: usize = 8;
+
 /// How much the store checks when it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verify {
@@ -97,6 +100,9 @@ struct Inner {
     requests: mpsc::Sender<Request>,
     head: watch::Receiver<u64>,
     readers: Mutex<Vec<Connection>>,
+    /// At most this many reads at once, each on a pooled connection: under
+    /// many concurrent readers, waiting for a connection beats opening one.
+    reader_slots: tokio::sync::Semaphore,
     tail: Arc<RwLock<Tail>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -162,6 +168,7 @@ impl EmbeddedLog {
                 requests: tx,
                 head: head_rx,
                 readers: Mutex::new(Vec::new()),
+                reader_slots: tokio::sync::Semaphore::new(READERS),
                 tail,
                 writer: Mutex::new(Some(writer)),
             }),
@@ -204,6 +211,12 @@ impl EmbeddedLog {
         T: Send + 'static,
         F: FnOnce(&Connection, &Path) -> Result<T> + Send + 'static,
     {
+        let _slot = self
+            .inner
+            .reader_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Closed)?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let conn = match inner.readers.lock().ok().and_then(|mut r| r.pop()) {
@@ -211,9 +224,7 @@ impl EmbeddedLog {
                 None => open_reader(&inner.path)?,
             };
             let out = f(&conn, &inner.path);
-            if let Ok(mut pool) = inner.readers.lock()
-                && pool.len() < 8
-            {
+            if let Ok(mut pool) = inner.readers.lock() {
                 pool.push(conn);
             }
             out
