@@ -52,11 +52,28 @@ impl Default for Limits {
     }
 }
 
+/// Parcels whose state is kept between events; beyond this the cache starts over.
+const CACHED_PARCELS: usize = 200_000;
+
+/// A parcel as this service last saw it in the log.
+#[derive(Clone)]
+struct Known {
+    version: u64,
+    state: Parcel,
+    /// Event id → (position, attempt), to answer resends.
+    ids: std::collections::HashMap<EventId, (u64, u32)>,
+}
+
+/// Recently used parcels. Only ever a shortcut: every append still carries
+/// the expected version, so a stale entry meets a conflict and is dropped.
+type Cache = Arc<std::sync::Mutex<std::collections::HashMap<StreamId, Known>>>;
+
 /// The service, over any event log.
 #[derive(Clone)]
 pub struct Handhelds {
     log: Arc<dyn EventLog>,
     limits: Limits,
+    cache: Cache,
 }
 
 impl Handhelds {
@@ -65,6 +82,7 @@ impl Handhelds {
         Self {
             log,
             limits: Limits::default(),
+            cache: Cache::default(),
         }
     }
 
@@ -219,7 +237,11 @@ fn attempt_of(e: &RecordedEvent) -> u32 {
 }
 
 /// Decides and stores one handheld event; the acknowledgement to send.
-async fn handle(log: &dyn EventLog, e: &HandheldEvent) -> Result<AttemptAck, Status> {
+async fn handle(
+    log: &dyn EventLog,
+    cache: &Cache,
+    e: &HandheldEvent,
+) -> Result<AttemptAck, Status> {
     let ack =
         |result: attempt_ack::Result, position: u64, attempt: u32, error: String| AttemptAck {
             event_id: e.event_id.clone(),
@@ -234,27 +256,42 @@ async fn handle(log: &dyn EventLog, e: &HandheldEvent) -> Result<AttemptAck, Sta
         Err(Rejected(why)) => return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why)),
     };
     for _ in 0..CONFLICT_RETRIES {
-        let history = log
-            .read_stream(&checked.stream, 0, usize::MAX)
-            .await
-            .map_err(status)?;
-        if let Some(original) = history
-            .iter()
-            .find(|r| r.event.event_id == checked.event_id)
-        {
+        let cached = cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&checked.stream).cloned());
+        let known = match cached {
+            Some(k) => k,
+            None => {
+                let history = log
+                    .read_stream(&checked.stream, 0, usize::MAX)
+                    .await
+                    .map_err(status)?;
+                let mut known = Known {
+                    version: history.last().map_or(0, |r| r.stream_version),
+                    state: Parcel::default(),
+                    ids: std::collections::HashMap::new(),
+                };
+                for r in &history {
+                    known
+                        .ids
+                        .insert(r.event.event_id, (r.position.0, attempt_of(r)));
+                    if let DomainEvent::Parcel(p) = r.decode().map_err(status)? {
+                        known.state.evolve(&p);
+                    }
+                }
+                known
+            }
+        };
+        if let Some((position, attempt)) = known.ids.get(&checked.event_id) {
             return Ok(ack(
                 attempt_ack::Result::Duplicate,
-                original.position.0,
-                attempt_of(original),
+                *position,
+                *attempt,
                 String::new(),
             ));
         }
-        let mut state = Parcel::default();
-        for r in &history {
-            if let DomainEvent::Parcel(p) = r.decode().map_err(status)? {
-                state.evolve(&p);
-            }
-        }
+        let state = &known.state;
         let events = match state.decide(&checked.command) {
             Ok(events) => events,
             Err(DomainError::Invalid { field: f, reason }) => {
@@ -303,13 +340,34 @@ async fn handle(log: &dyn EventLog, e: &HandheldEvent) -> Result<AttemptAck, Sta
             Some(pb::parcel_event::Event::AttemptFailed(f)) => f.attempt,
             _ => 0,
         };
-        let version = history.last().map_or(0, |r| r.stream_version);
+        let ids: Vec<EventId> = new.iter().map(|n| n.event_id).collect();
         match log
-            .append(&checked.stream, ExpectedVersion::Exactly(version), new)
+            .append(
+                &checked.stream,
+                ExpectedVersion::Exactly(known.version),
+                new,
+            )
             .await
         {
-            Ok(out) => {
+            Ok(out) if out.acks.iter().all(|a| !a.is_duplicate()) => {
                 let position = out.acks.last().map_or(0, |a| a.position().0);
+                let mut next = known.clone();
+                next.version = out.stream_version;
+                for (ev, (id, a)) in events.iter().zip(ids.iter().zip(&out.acks)) {
+                    next.state.evolve(ev);
+                    next.ids.insert(*id, (a.position().0, attempt));
+                }
+                if let Ok(mut c) = cache.lock() {
+                    if c.len() >= CACHED_PARCELS {
+                        c.clear();
+                    }
+                    // Only if nobody moved the parcel on meanwhile.
+                    if c.get(&checked.stream)
+                        .is_none_or(|k| k.version == known.version)
+                    {
+                        c.insert(checked.stream.clone(), next);
+                    }
+                }
                 return Ok(ack(
                     attempt_ack::Result::Stored,
                     position,
@@ -317,7 +375,14 @@ async fn handle(log: &dyn EventLog, e: &HandheldEvent) -> Result<AttemptAck, Sta
                     String::new(),
                 ));
             }
-            Err(LogError::Conflict { .. }) => continue,
+            // The log knew better than the cache (an id it already had, or
+            // another writer's events): forget and decide again from the log.
+            Ok(_) | Err(LogError::Conflict { .. }) => {
+                if let Ok(mut c) = cache.lock() {
+                    c.remove(&checked.stream);
+                }
+                continue;
+            }
             Err(LogError::EventIdReused { stored_in, .. }) => {
                 return Ok(ack(
                     attempt_ack::Result::Rejected,
@@ -359,6 +424,7 @@ impl HandheldService for Handhelds {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let log = Arc::clone(&self.log);
+        let cache = Arc::clone(&self.cache);
         let mut bucket = Bucket::new(self.limits);
         tokio::spawn(async move {
             loop {
@@ -382,7 +448,7 @@ impl HandheldService for Handhelds {
                         .await;
                     return;
                 }
-                let reply = handle(&*log, &event).await;
+                let reply = handle(&*log, &cache, &event).await;
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
                     return;

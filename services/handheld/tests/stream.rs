@@ -385,3 +385,62 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
     let a = other.send(&event(99, "SE-39", delivered())).await;
     assert_ne!(result(&a), attempt_ack::Result::Rejected, "{}", a.error);
 }
+
+#[tokio::test]
+async fn a_parcel_changed_by_another_writer_is_decided_from_the_log_not_a_stale_memory() {
+    let server = serve().await;
+    manifest(&server.log, &["SE-1"]).await;
+    let mut hh = Handheld::connect(server.addr).await;
+    let a = hh.send(&event(1, "SE-1", not_home())).await;
+    assert_eq!((result(&a), a.attempt), (attempt_ack::Result::Stored, 1));
+
+    // Another writer records attempt 2 behind the service's back.
+    let stream: StreamId = "parcel/SE-1".parse().expect("stream");
+    let version = server
+        .log
+        .read_stream(&stream, 0, 100)
+        .await
+        .expect("read")
+        .len() as u64;
+    let mut state = threshold_domain::parcel::Parcel::default();
+    for r in server.log.read_stream(&stream, 0, 100).await.expect("read") {
+        if let DomainEvent::Parcel(p) = r.decode().expect("decode") {
+            threshold_domain::Aggregate::evolve(&mut state, &p);
+        }
+    }
+    let events = threshold_domain::Aggregate::decide(
+        &state,
+        &threshold_domain::parcel::Command::FailAttempt {
+            reason: pb::FailureReason::NoAccess,
+            driver_id: threshold_domain::DriverId::new("drv-9").expect("id"),
+            device_id: threshold_domain::DeviceId::new("hh-9").expect("id"),
+            note: String::new(),
+        },
+    )
+    .expect("decide");
+    let new = events
+        .iter()
+        .map(|e| NewEvent::new(EventId::new(), &DomainEvent::Parcel(e.clone()), Utc::now()))
+        .collect();
+    server
+        .log
+        .append(&stream, ExpectedVersion::Exactly(version), new)
+        .await
+        .expect("the other writer");
+
+    // The handheld's next failure is attempt 3, not a second "attempt 2".
+    let a = hh.send(&event(2, "SE-1", not_home())).await;
+    assert_eq!((result(&a), a.attempt), (attempt_ack::Result::Stored, 3));
+    let attempts: Vec<u32> = server
+        .log
+        .read_stream(&stream, 0, 100)
+        .await
+        .expect("read")
+        .iter()
+        .filter_map(|r| match r.decode() {
+            Ok(DomainEvent::Parcel(pb::parcel_event::Event::AttemptStarted(s))) => Some(s.attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, vec![1, 2, 3]);
+}
