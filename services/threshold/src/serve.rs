@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use threshold_access_service::Access;
 use threshold_analytics_service::Analytics;
 use threshold_handheld_service::Handhelds;
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
@@ -56,7 +57,8 @@ pub(crate) async fn serve(
     let manifests = Manifests::new(Arc::clone(&shared)).into_server();
     let handhelds = Handhelds::new(Arc::clone(&shared)).into_server();
     let analytics = Analytics::start(Arc::clone(&shared)).into_server();
-    let outcomes = Outcomes::new(shared, data).into_server();
+    let outcomes = Outcomes::new(Arc::clone(&shared), data).into_server();
+    let access = Access::new(shared).into_server();
     health
         .set_serving::<threshold_api::v1::manifest_service_server::ManifestServiceServer<Manifests>>()
         .await;
@@ -68,6 +70,9 @@ pub(crate) async fn serve(
         .await;
     health
         .set_serving::<threshold_api::v1::outcome_service_server::OutcomeServiceServer<Outcomes>>()
+        .await;
+    health
+        .set_serving::<threshold_api::v1::access_service_server::AccessServiceServer<Access>>()
         .await;
 
     let reflection = tonic_reflection::server::Builder::configure()
@@ -85,6 +90,7 @@ pub(crate) async fn serve(
         .add_service(handhelds)
         .add_service(analytics)
         .add_service(outcomes)
+        .add_service(access)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
         .await?;
     log.close().await?;

@@ -282,6 +282,7 @@ async fn a_running_server_describes_itself_by_reflection() {
         "threshold.v1.HandheldService",
         "threshold.v1.AnalyticsService",
         "threshold.v1.OutcomeService",
+        "threshold.v1.AccessService",
         "grpc.health.v1.Health",
     ] {
         assert!(

@@ -1,0 +1,376 @@
+//! AccessService: in-home grants, unlock decisions, lock and camera facts.
+//!
+//! Grant and home commands are decided by their aggregates on the history
+//! the log holds and appended with the expected version; a concurrent
+//! change makes the append conflict and the command is decided again on the
+//! new history. So per grant there is one order of events, and a revoke and
+//! an unlock never both win out of order (guarantee 7). The server's clock
+//! decides windows; every authorization carries a fresh nonce.
+//!
+//! The full rules (route, scan, geofence, camera heartbeat, relock watch,
+//! signed device events, audit chain) build on this.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use threshold_api::v1::access_service_server::{AccessService, AccessServiceServer};
+use threshold_api::v1::{
+    AuthorizeUnlockReply, AuthorizeUnlockRequest, DeviceEventReply, DeviceEventRequest, GrantReply,
+    IssueGrantRequest, RevokeGrantRequest,
+};
+use threshold_domain::country::{instant, local_window, parse_local};
+use threshold_domain::grant::{Command as GrantCommand, Grant};
+use threshold_domain::home::{Command as HomeCommand, Home};
+use threshold_domain::{
+    Aggregate, Country, DomainError, DomainEvent, DriverId, EventId, GrantId, HomeId, ParcelId,
+    StreamId, pb,
+};
+use threshold_log::{Error as LogError, EventLog, ExpectedVersion, NewEvent};
+use tonic::{Request, Response, Status};
+
+/// How long an authorized unlock may be used.
+pub const UNLOCK_VALID_FOR: Duration = Duration::minutes(2);
+/// Decisions retried when a concurrent writer changed the stream in between.
+const CONFLICT_RETRIES: usize = 8;
+
+/// One writer at a time per stream in this process: decisions on a grant
+/// queue instead of racing (the expected version still guards against other
+/// processes).
+#[derive(Clone, Default)]
+struct Writers {
+    locks: Arc<std::sync::Mutex<HashMap<StreamId, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl Writers {
+    async fn run<T>(&self, stream: &StreamId, work: impl Future<Output = T>) -> T {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(locks.entry(stream.clone()).or_default())
+        };
+        let out = {
+            let _turn = lock.lock().await;
+            work.await
+        };
+        // The last one out removes the stream's lock.
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(stream);
+        }
+        out
+    }
+}
+
+/// The service, over any event log.
+#[derive(Clone)]
+pub struct Access {
+    log: Arc<dyn EventLog>,
+    writers: Writers,
+}
+
+impl Access {
+    /// A service that writes to `log`.
+    pub fn new(log: Arc<dyn EventLog>) -> Self {
+        Self {
+            log,
+            writers: Writers::default(),
+        }
+    }
+
+    /// As a tonic service, ready to add to a server.
+    pub fn into_server(self) -> AccessServiceServer<Self> {
+        AccessServiceServer::new(self).max_decoding_message_size(64 * 1024)
+    }
+}
+
+/// The domain's refusals as gRPC status: the one place they are mapped.
+fn refused(e: DomainError) -> Status {
+    match e {
+        DomainError::Invalid { .. } | DomainError::Decode { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        DomainError::NotFound(_) => Status::not_found(e.to_string()),
+        DomainError::AlreadyExists(_) => Status::already_exists(e.to_string()),
+        DomainError::InvalidState { .. } => Status::failed_precondition(e.to_string()),
+    }
+}
+
+fn failed(e: LogError) -> Status {
+    match e {
+        LogError::DiskFull { .. } => Status::resource_exhausted(e.to_string()),
+        LogError::Closed => Status::unavailable(e.to_string()),
+        LogError::Invalid { .. } | LogError::EventIdReused { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn field(name: &str, e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{name}: {e}"))
+}
+
+/// Decides `command` on the aggregate's history and appends the result with
+/// the expected version, deciding again if someone else wrote in between.
+/// Returns the events recorded (none: already in effect) and the version.
+async fn decide<A, W>(
+    log: &dyn EventLog,
+    stream: &StreamId,
+    command: &A::Command,
+    unwrap: impl Fn(DomainEvent) -> Option<A::Event>,
+    wrap: W,
+    stamp: impl Fn(&A::Event) -> (EventId, chrono::DateTime<Utc>),
+) -> Result<(Vec<A::Event>, u64, Vec<u64>), Status>
+where
+    A: Aggregate,
+    A::Event: Clone,
+    W: Fn(A::Event) -> DomainEvent,
+{
+    for _ in 0..CONFLICT_RETRIES {
+        let history = log
+            .read_stream(stream, 0, usize::MAX)
+            .await
+            .map_err(failed)?;
+        let mut state = A::default();
+        for r in &history {
+            if let Some(e) = unwrap(r.decode().map_err(failed)?) {
+                state.evolve(&e);
+            }
+        }
+        let version = history.last().map_or(0, |r| r.stream_version);
+        let events = state.decide(command).map_err(refused)?;
+        if events.is_empty() {
+            return Ok((events, version, Vec::new()));
+        }
+        let new = events
+            .iter()
+            .map(|e| {
+                let (id, at) = stamp(e);
+                NewEvent::new(id, &wrap(e.clone()), at)
+            })
+            .collect();
+        match log
+            .append(stream, ExpectedVersion::Exactly(version), new)
+            .await
+        {
+            Ok(out) => {
+                let positions = out.acks.iter().map(|a| a.position().0).collect();
+                return Ok((events, out.stream_version, positions));
+            }
+            Err(LogError::Conflict { .. }) => continue,
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    Err(Status::aborted(format!(
+        "{stream} kept changing; try again"
+    )))
+}
+
+fn fresh(_: &pb::grant_event::Event) -> (EventId, chrono::DateTime<Utc>) {
+    (EventId::new(), Utc::now())
+}
+
+#[tonic::async_trait]
+impl AccessService for Access {
+    async fn issue_grant(
+        &self,
+        request: Request<IssueGrantRequest>,
+    ) -> Result<Response<GrantReply>, Status> {
+        let r = request.into_inner();
+        let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        let country = Country::from_proto(r.country).map_err(|e| field("country", e))?;
+        let start = parse_local("window_start_local", &r.window_start_local).map_err(refused)?;
+        let end = parse_local("window_end_local", &r.window_end_local).map_err(refused)?;
+        let window = local_window(country, start, end).map_err(refused)?;
+        let issued = pb::GrantIssued {
+            grant_id: r.grant_id.clone(),
+            home_id: r.home_id,
+            parcel_ids: r.parcel_ids,
+            resident_ref: r.resident_ref,
+            window: Some(window),
+            scope: r.scope,
+            geofence: r.geofence,
+            conditions: r.conditions,
+            fallback: r.fallback,
+        };
+        let stream = StreamId::grant(&grant_id);
+        let (events, version, _) = self
+            .writers
+            .run(
+                &stream,
+                decide::<Grant, _>(
+                    &*self.log,
+                    &stream,
+                    &GrantCommand::Issue(issued),
+                    |e| match e {
+                        DomainEvent::Grant(g) => Some(g),
+                        _ => None,
+                    },
+                    DomainEvent::Grant,
+                    fresh,
+                ),
+            )
+            .await?;
+        Ok(Response::new(GrantReply {
+            grant_id: r.grant_id,
+            version,
+            unchanged: events.is_empty(),
+        }))
+    }
+
+    async fn revoke_grant(
+        &self,
+        request: Request<RevokeGrantRequest>,
+    ) -> Result<Response<GrantReply>, Status> {
+        let r = request.into_inner();
+        let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        let stream = StreamId::grant(&grant_id);
+        let (events, version, _) = self
+            .writers
+            .run(
+                &stream,
+                decide::<Grant, _>(
+                    &*self.log,
+                    &stream,
+                    &GrantCommand::Revoke {
+                        grant_id: grant_id.clone(),
+                        by: r.by,
+                        reason: r.reason,
+                    },
+                    |e| match e {
+                        DomainEvent::Grant(g) => Some(g),
+                        _ => None,
+                    },
+                    DomainEvent::Grant,
+                    fresh,
+                ),
+            )
+            .await?;
+        Ok(Response::new(GrantReply {
+            grant_id: r.grant_id,
+            version,
+            unchanged: events.is_empty(),
+        }))
+    }
+
+    async fn authorize_unlock(
+        &self,
+        request: Request<AuthorizeUnlockRequest>,
+    ) -> Result<Response<AuthorizeUnlockReply>, Status> {
+        let r = request.into_inner();
+        let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        let command = GrantCommand::AuthorizeUnlock {
+            grant_id: grant_id.clone(),
+            parcel_id: ParcelId::new(&r.parcel_id).map_err(|e| field("parcel_id", e))?,
+            driver_id: DriverId::new(&r.driver_id).map_err(|e| field("driver_id", e))?,
+            // The server's clock, never the handheld's.
+            now: Utc::now(),
+            nonce: uuid::Uuid::new_v4().to_string(),
+            valid_for: UNLOCK_VALID_FOR,
+        };
+        let stream = StreamId::grant(&grant_id);
+        let (events, _, _) = self
+            .writers
+            .run(
+                &stream,
+                decide::<Grant, _>(
+                    &*self.log,
+                    &stream,
+                    &command,
+                    |e| match e {
+                        DomainEvent::Grant(g) => Some(g),
+                        _ => None,
+                    },
+                    DomainEvent::Grant,
+                    fresh,
+                ),
+            )
+            .await?;
+        use pb::grant_event::Event as G;
+        let reply = match events.first() {
+            Some(G::UnlockAuthorized(a)) => AuthorizeUnlockReply {
+                authorized: true,
+                nonce: a.nonce.clone(),
+                valid_until: a.valid_until,
+                reason: 0,
+                detail: String::new(),
+            },
+            Some(G::UnlockDenied(d)) => AuthorizeUnlockReply {
+                authorized: false,
+                nonce: String::new(),
+                valid_until: None,
+                reason: d.reason,
+                detail: d.detail.clone(),
+            },
+            other => return Err(Status::internal(format!("unexpected decision {other:?}"))),
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn record_device_event(
+        &self,
+        request: Request<DeviceEventRequest>,
+    ) -> Result<Response<DeviceEventReply>, Status> {
+        let r = request.into_inner();
+        let event_id: EventId = r.event_id.parse().map_err(|e| field("event_id", e))?;
+        let home_id = HomeId::new(&r.home_id).map_err(|e| field("home_id", e))?;
+        let at = r
+            .occurred_at
+            .as_ref()
+            .ok_or_else(|| field("occurred_at", "is missing"))
+            .and_then(|t| instant(t).map_err(|e| field("occurred_at", e)))?;
+        let stream = StreamId::home(&home_id);
+        // A resend is answered with where the original is.
+        if let Some(found) = self
+            .log
+            .read_stream(&stream, 0, usize::MAX)
+            .await
+            .map_err(failed)?
+            .iter()
+            .find(|e| e.event.event_id == event_id)
+        {
+            return Ok(Response::new(DeviceEventReply {
+                position: found.position.0,
+                duplicate: true,
+            }));
+        }
+        use pb::home_event::Event as H;
+        let h = home_id.clone();
+        let command = match r
+            .event
+            .and_then(|e| e.event)
+            .ok_or_else(|| field("event", "is missing"))?
+        {
+            H::LockRegistered(x) => HomeCommand::RegisterLock(x),
+            H::Unlocked(fact) => HomeCommand::Unlocked { home_id: h, fact },
+            H::Relocked(fact) => HomeCommand::Relocked { home_id: h, fact },
+            H::HandleChecked(fact) => HomeCommand::HandleChecked { home_id: h, fact },
+            H::DoorLeftOpen(fact) => HomeCommand::DoorLeftOpen { home_id: h, fact },
+            H::CameraOnline(fact) => HomeCommand::CameraOnline { home_id: h, fact },
+            H::CameraOffline(fact) => HomeCommand::CameraOffline { home_id: h, fact },
+            H::ClipRecorded(fact) => HomeCommand::ClipRecorded { home_id: h, fact },
+            H::TamperDetected(fact) => HomeCommand::TamperDetected { home_id: h, fact },
+        };
+        let (_, _, positions) = self
+            .writers
+            .run(
+                &stream,
+                decide::<Home, _>(
+                    &*self.log,
+                    &stream,
+                    &command,
+                    |e| match e {
+                        DomainEvent::Home(x) => Some(x),
+                        _ => None,
+                    },
+                    DomainEvent::Home,
+                    |_| (event_id, at),
+                ),
+            )
+            .await?;
+        Ok(Response::new(DeviceEventReply {
+            position: positions.last().copied().unwrap_or(0),
+            duplicate: positions.is_empty(),
+        }))
+    }
+}

@@ -1,0 +1,306 @@
+//! AccessService end to end on 127.0.0.1:0 over the embedded log.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use threshold_access_service::Access;
+use threshold_api::v1::access_service_client::AccessServiceClient;
+use threshold_api::v1::{
+    AuthorizeUnlockRequest, DeviceEventRequest, IssueGrantRequest, RevokeGrantRequest,
+};
+use threshold_domain::country::timestamp;
+use threshold_domain::{Country, DomainEvent, EventId, pb};
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Server};
+
+struct Running {
+    client: AccessServiceClient<Channel>,
+    log: Arc<EmbeddedLog>,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve() -> Running {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = Access::new(log.clone() as Arc<dyn EventLog>).into_server();
+    tokio::spawn(async move {
+        Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .expect("server");
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    Running {
+        client: AccessServiceClient::new(channel),
+        log,
+        _dir: dir,
+    }
+}
+
+/// A grant whose window (Stockholm local time) is open now.
+fn grant(id: &str) -> IssueGrantRequest {
+    let local = |d: Duration| {
+        (Utc::now() + d)
+            .with_timezone(&Country::Se.tz())
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    IssueGrantRequest {
+        grant_id: id.into(),
+        home_id: "home-1".into(),
+        parcel_ids: vec!["SE-1".into()],
+        resident_ref: "res-1".into(),
+        country: pb::Country::Se as i32,
+        window_start_local: local(Duration::hours(-1)),
+        window_end_local: local(Duration::hours(1)),
+        scope: Some(pb::CourierScope {
+            driver_id: "drv-1".into(),
+            route_id: "r-1".into(),
+        }),
+        geofence: Some(pb::Geofence {
+            center: Some(pb::GeoPoint {
+                latitude: 59.33,
+                longitude: 18.06,
+            }),
+            radius_m: 50,
+        }),
+        conditions: Some(pb::HouseholdConditions::default()),
+        fallback: pb::Fallback::Locker as i32,
+    }
+}
+
+fn unlock(grant: &str, driver: &str) -> AuthorizeUnlockRequest {
+    AuthorizeUnlockRequest {
+        grant_id: grant.into(),
+        parcel_id: "SE-1".into(),
+        driver_id: driver.into(),
+    }
+}
+
+#[tokio::test]
+async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
+    let mut s = serve().await;
+    let issued = s
+        .client
+        .issue_grant(grant("g-1"))
+        .await
+        .expect("issue")
+        .into_inner();
+    assert_eq!((issued.version, issued.unchanged), (1, false));
+    let again = s
+        .client
+        .issue_grant(grant("g-1"))
+        .await
+        .expect("again")
+        .into_inner();
+    assert!(
+        again.unchanged,
+        "issuing the same grant twice changes nothing"
+    );
+
+    let a = s
+        .client
+        .authorize_unlock(unlock("g-1", "drv-1"))
+        .await
+        .expect("unlock")
+        .into_inner();
+    assert!(a.authorized, "{}", a.detail);
+    assert!(!a.nonce.is_empty());
+    let b = s
+        .client
+        .authorize_unlock(unlock("g-1", "drv-1"))
+        .await
+        .expect("unlock")
+        .into_inner();
+    assert_ne!(a.nonce, b.nonce, "every authorization has a fresh nonce");
+
+    let wrong = s
+        .client
+        .authorize_unlock(unlock("g-1", "drv-2"))
+        .await
+        .expect("decided")
+        .into_inner();
+    assert!(!wrong.authorized);
+    assert_eq!(wrong.reason, pb::UnlockDenyReason::WrongDriver as i32);
+
+    s.client
+        .revoke_grant(RevokeGrantRequest {
+            grant_id: "g-1".into(),
+            by: "res-1".into(),
+            reason: "plans changed".into(),
+        })
+        .await
+        .expect("revoke");
+    let after = s
+        .client
+        .authorize_unlock(unlock("g-1", "drv-1"))
+        .await
+        .expect("decided")
+        .into_inner();
+    assert!(!after.authorized);
+    assert_eq!(after.reason, pb::UnlockDenyReason::Revoked as i32);
+
+    // Every decision, refusals included, is on the grant's stream.
+    let types: Vec<String> = s
+        .log
+        .read_stream(&"grant/g-1".parse().expect("stream"), 0, 100)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|r| r.event.event_type)
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "grant.issued",
+            "grant.unlock_authorized",
+            "grant.unlock_authorized",
+            "grant.unlock_denied",
+            "grant.revoked",
+            "grant.unlock_denied"
+        ]
+    );
+
+    let missing = s
+        .client
+        .authorize_unlock(unlock("g-404", "drv-1"))
+        .await
+        .expect_err("no grant");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let mut bad = grant("g-2");
+    bad.window_end_local = "tomorrow".into();
+    let err = s.client.issue_grant(bad).await.expect_err("bad window");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("window_end_local"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_racing_many_unlocks_is_never_overtaken() {
+    let mut s = serve().await;
+    s.client.issue_grant(grant("g-race")).await.expect("issue");
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let mut c = s.client.clone();
+        tasks.push(tokio::spawn(async move {
+            c.authorize_unlock(unlock("g-race", "drv-1"))
+                .await
+                .map(|r| r.into_inner())
+        }));
+    }
+    let revoked = s
+        .client
+        .revoke_grant(RevokeGrantRequest {
+            grant_id: "g-race".into(),
+            by: "res-1".into(),
+            reason: "race".into(),
+        })
+        .await;
+    assert!(revoked.is_ok(), "{revoked:?}");
+    for t in tasks {
+        t.await.expect("task").expect("every unlock is decided");
+    }
+    // After the revoke was acknowledged, nothing is authorized.
+    for _ in 0..5 {
+        let r = s
+            .client
+            .authorize_unlock(unlock("g-race", "drv-1"))
+            .await
+            .expect("decided")
+            .into_inner();
+        assert_eq!(r.reason, pb::UnlockDenyReason::Revoked as i32);
+    }
+    // And in the grant's one order of events, no authorization follows the revoke.
+    let events = s
+        .log
+        .read_stream(&"grant/g-race".parse().expect("stream"), 0, 1000)
+        .await
+        .expect("read");
+    let revoked_at = events
+        .iter()
+        .position(|r| r.event.event_type == "grant.revoked")
+        .expect("revoked");
+    assert!(
+        events[revoked_at..]
+            .iter()
+            .all(|r| r.event.event_type != "grant.unlock_authorized")
+    );
+    assert_eq!(events.len(), 1 + 30 + 1 + 5);
+}
+
+#[tokio::test]
+async fn device_events_are_recorded_once_for_registered_homes() {
+    let mut s = serve().await;
+    let register = DeviceEventRequest {
+        event_id: EventId::new().to_string(),
+        home_id: "home-1".into(),
+        occurred_at: Some(timestamp(Utc::now())),
+        event: Some(pb::HomeEvent {
+            event: Some(pb::home_event::Event::LockRegistered(pb::LockRegistered {
+                home_id: "home-1".into(),
+                lock_id: "lock-1".into(),
+                vendor: "acme-locks".into(),
+                public_key: vec![7; 32],
+                country: pb::Country::Se as i32,
+            })),
+        }),
+    };
+    let first = s
+        .client
+        .record_device_event(register.clone())
+        .await
+        .expect("register")
+        .into_inner();
+    assert!(!first.duplicate);
+    let resent = s
+        .client
+        .record_device_event(register)
+        .await
+        .expect("resend")
+        .into_inner();
+    assert_eq!((resent.duplicate, resent.position), (true, first.position));
+
+    let camera = |home: &str| DeviceEventRequest {
+        event_id: EventId::new().to_string(),
+        home_id: home.into(),
+        occurred_at: Some(timestamp(Utc::now())),
+        event: Some(pb::HomeEvent {
+            event: Some(pb::home_event::Event::CameraOnline(pb::CameraOnline {
+                camera_id: "cam-1".into(),
+                recording: true,
+            })),
+        }),
+    };
+    s.client
+        .record_device_event(camera("home-1"))
+        .await
+        .expect("camera");
+    let err = s
+        .client
+        .record_device_event(camera("home-404"))
+        .await
+        .expect_err("unregistered");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+    let stored = s
+        .log
+        .read_stream(&"home/home-1".parse().expect("stream"), 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(stored.len(), 2);
+    assert!(matches!(
+        stored[1].decode().expect("decode"),
+        DomainEvent::Home(pb::home_event::Event::CameraOnline(_))
+    ));
+}
