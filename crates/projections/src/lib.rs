@@ -1,6 +1,6 @@
 //! Read models folded from the event log.
 //!
-//! [`Attempts`] is the analysts' model: for every parcel, where and when it
+//! [`Routes`] answers a handheld's "my route today". [`Attempts`] is the analysts' model: for every parcel, where and when it
 //! was due, how often it was attempted and how it ended, and from that a cube
 //! of counters by country, depot, local day, booked service and delivery
 //! method (plus failed attempts by reason), so a report reads a few hundred
@@ -10,18 +10,38 @@
 //! tests check by comparing an incremental model with a rebuild.
 
 mod attempts;
+mod routes;
 
 pub use attempts::{Attempts, Dimension, Filter, ParcelRecord, Report, ReportRow};
+pub use routes::{PlannedRoute, Routes};
 
 use std::sync::{Arc, RwLock};
 
 use threshold_log::{EventLog, Position};
 
+/// A read model folded from the log, event by event, in log order.
+pub trait Projection: Send + Sync + 'static {
+    /// Applies one event; events at or before the last applied are ignored.
+    fn apply(&mut self, event: &threshold_log::RecordedEvent);
+}
+
+impl Projection for Attempts {
+    fn apply(&mut self, event: &threshold_log::RecordedEvent) {
+        Attempts::apply(self, event);
+    }
+}
+
+impl Projection for Routes {
+    fn apply(&mut self, event: &threshold_log::RecordedEvent) {
+        Routes::apply(self, event);
+    }
+}
+
 /// Keeps `model` up to date with `log` from `after` on, until the log closes
 /// or fails. Returns the error that stopped it, if any.
-pub async fn follow(
+pub async fn follow<P: Projection>(
     log: Arc<dyn EventLog>,
-    model: Arc<RwLock<Attempts>>,
+    model: Arc<RwLock<P>>,
     after: Position,
 ) -> Option<threshold_log::Error> {
     let mut sub = log.subscribe(after);

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use futures::Stream;
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_server::{HandheldService, HandheldServiceServer};
-use threshold_api::v1::{AttemptAck, HandheldEvent, attempt_ack};
+use threshold_api::v1::{
+    AttemptAck, DriverRoute, GetRouteRequest, GetRouteResponse, HandheldEvent, attempt_ack,
+};
 use threshold_domain::country::instant;
 use threshold_domain::parcel::{Command, Parcel};
 use threshold_domain::{
@@ -74,15 +76,31 @@ pub struct Handhelds {
     log: Arc<dyn EventLog>,
     limits: Limits,
     cache: Cache,
+    routes: Arc<std::sync::RwLock<threshold_projections::Routes>>,
 }
 
 impl Handhelds {
-    /// A service that writes to `log`.
+    /// A service that writes to `log`, and follows it for drivers' routes
+    /// (call within a tokio runtime).
     pub fn new(log: Arc<dyn EventLog>) -> Self {
+        let routes = Arc::new(std::sync::RwLock::new(
+            threshold_projections::Routes::default(),
+        ));
+        let follower = Arc::clone(&routes);
+        let followed = Arc::clone(&log);
+        tokio::spawn(async move {
+            if let Some(e) =
+                threshold_projections::follow(followed, follower, threshold_log::Position::ORIGIN)
+                    .await
+            {
+                eprintln!("handheld: the route projection stopped following the log: {e}");
+            }
+        });
         Self {
             log,
             limits: Limits::default(),
             cache: Cache::default(),
+            routes,
         }
     }
 
@@ -141,6 +159,12 @@ pub fn size_error(status: Status) -> Status {
 /// A handheld event that is not accepted, with the field at fault.
 #[derive(Debug)]
 struct Rejected(String);
+
+impl Rejected {
+    fn into_status(self) -> Status {
+        Status::invalid_argument(self.0)
+    }
+}
 
 fn field(name: &str, e: impl std::fmt::Display) -> Rejected {
     Rejected(format!("{name}: {e}"))
@@ -416,6 +440,55 @@ type AckStream = Pin<Box<dyn Stream<Item = Result<AttemptAck, Status>> + Send>>;
 #[tonic::async_trait]
 impl HandheldService for Handhelds {
     type StreamAttemptsStream = AckStream;
+
+    async fn get_route(
+        &self,
+        request: Request<GetRouteRequest>,
+    ) -> Result<Response<GetRouteResponse>, Status> {
+        let r = request.into_inner();
+        let driver =
+            DriverId::new(&r.driver_id).map_err(|e| field("driver_id", e).into_status())?;
+        let day = r
+            .date
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("date: is missing"))
+            .and_then(|d| {
+                threshold_domain::country::date_from_proto(d)
+                    .map_err(|e| Status::invalid_argument(format!("date: {e}")))
+            })?;
+        // Answer from a projection that has seen everything durable now.
+        let head = self.log.head().await.map_err(status)?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let at = self
+                .routes
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .position();
+            if at >= head {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "routes are at position {at}, the log at {head}; retry"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let routes = routes
+            .for_driver(driver.as_str(), day)
+            .into_iter()
+            .map(|r| DriverRoute {
+                route_id: r.route_id.clone(),
+                depot_id: r.depot_id.clone(),
+                vehicle_id: r.vehicle_id.clone(),
+                plan_version: r.plan_version,
+                stops: r.stops.clone(),
+            })
+            .collect();
+        Ok(Response::new(GetRouteResponse { routes }))
+    }
 
     async fn stream_attempts(
         &self,

@@ -444,3 +444,101 @@ async fn a_parcel_changed_by_another_writer_is_decided_from_the_log_not_a_stale_
         .collect();
     assert_eq!(attempts, vec![1, 2, 3]);
 }
+
+#[tokio::test]
+async fn a_driver_gets_the_latest_plan_of_its_route_for_the_day() {
+    use threshold_api::v1::GetRouteRequest;
+    use threshold_domain::route::{Command as Plan, Route};
+
+    let server = serve().await;
+    let day = NaiveDate::from_ymd_opt(2026, 11, 23).expect("date");
+    let stop = |index: u32, parcel: &str| pb::PlannedStop {
+        index,
+        parcel_ids: vec![parcel.into()],
+        position: Some(pb::GeoPoint {
+            latitude: 59.33,
+            longitude: 18.06,
+        }),
+        planned_arrival: None,
+        planned_departure: None,
+    };
+    let plan = |stops: Vec<pb::PlannedStop>| Plan::Plan {
+        route_id: threshold_domain::RouteId::new("STO-1-2026-11-23-v1").expect("id"),
+        depot_id: threshold_domain::DepotId::new("STO-1").expect("id"),
+        local_date: day,
+        vehicle_id: threshold_domain::VehicleId::new("van-1").expect("id"),
+        driver_id: threshold_domain::DriverId::new("drv-7").expect("id"),
+        stops,
+        reason: "parcels added".into(),
+    };
+    let stream: StreamId = "route/STO-1-2026-11-23-v1".parse().expect("stream");
+    let mut route = Route::default();
+    for (version, command) in [
+        (0, plan(vec![stop(0, "SE-1")])),
+        (1, plan(vec![stop(0, "SE-1"), stop(1, "SE-2")])),
+    ] {
+        let events = threshold_domain::Aggregate::decide(&route, &command).expect("decide");
+        let new = events
+            .iter()
+            .map(|e| NewEvent::new(EventId::new(), &DomainEvent::Route(e.clone()), Utc::now()))
+            .collect();
+        server
+            .log
+            .append(&stream, ExpectedVersion::Exactly(version), new)
+            .await
+            .expect("append");
+        for e in &events {
+            threshold_domain::Aggregate::evolve(&mut route, e);
+        }
+    }
+
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = HandheldServiceClient::new(channel);
+    let ask = |driver: &str, day: NaiveDate| GetRouteRequest {
+        driver_id: driver.into(),
+        date: Some(date_to_proto(day)),
+    };
+    let got = client
+        .get_route(ask("drv-7", day))
+        .await
+        .expect("route")
+        .into_inner();
+    assert_eq!(got.routes.len(), 1);
+    let r = &got.routes[0];
+    assert_eq!(
+        (r.route_id.as_str(), r.plan_version, r.stops.len()),
+        ("STO-1-2026-11-23-v1", 2, 2)
+    );
+    assert_eq!(r.stops[1].parcel_ids, vec!["SE-2".to_owned()]);
+    assert!(
+        client
+            .get_route(ask("drv-8", day))
+            .await
+            .expect("route")
+            .into_inner()
+            .routes
+            .is_empty()
+    );
+    let next = day.succ_opt().expect("date");
+    assert!(
+        client
+            .get_route(ask("drv-7", next))
+            .await
+            .expect("route")
+            .into_inner()
+            .routes
+            .is_empty()
+    );
+    let bad = client
+        .get_route(GetRouteRequest {
+            driver_id: "drv 7".into(),
+            date: None,
+        })
+        .await
+        .expect_err("bad id");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+}
