@@ -3,7 +3,7 @@
 #   make run     the main job: serve, load the sample day, simulate it, report, keep serving
 #   make demo    the same, stopping after the report
 #   make test    every test (installs nothing beyond cargo's own downloads today)
-#   make bench   the log benchmark; figures printed and written to target/bench/
+#   make bench   log append and projection benchmarks; figures printed and written to target/bench/
 #   make load    the handheld ingestion load test against a release server on loopback
 #   make lint    rustfmt and clippy, as CI runs them
 
@@ -34,6 +34,7 @@ fmt:
 
 bench:
 	$(CARGO) bench -p threshold-log --bench append
+	$(CARGO) bench -p threshold-projections --bench projections
 
 load:
 	load-tests/run.sh
