@@ -608,7 +608,18 @@ pub(crate) fn checksum(e: &RecordedEvent) -> u32 {
     h.finalize()
 }
 
+/// Keeps each cached statement's plan whatever its bound values. This build
+/// of SQLite has STAT4, which otherwise re-prepares a statement whenever a
+/// range parameter (`position > ?`) changes: measured at 15% of the
+/// server's CPU under ingestion load.
+fn stable_plans(conn: &Connection, path: &Path) -> Result<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map(|_| ())
+        .map_err(|e| classify(path, e))
+}
+
 fn configure_writer(conn: &Connection, path: &Path, options: &EmbeddedOptions) -> Result<()> {
+    stable_plans(conn, path)?;
     let cache_kib = i64::from(options.cache_mib) * 1024;
     let setup = format!(
         "PRAGMA journal_mode = WAL;
@@ -677,6 +688,7 @@ fn open_reader(path: &Path) -> Result<Connection> {
     .map_err(|e| classify(path, e))?;
     conn.execute_batch("PRAGMA cache_size = -65536; PRAGMA busy_timeout = 5000;")
         .map_err(|e| classify(path, e))?;
+    stable_plans(&conn, path)?;
     Ok(conn)
 }
 
