@@ -613,9 +613,12 @@ pub(crate) fn checksum(e: &RecordedEvent) -> u32 {
 /// range parameter (`position > ?`) changes: measured at 15% of the
 /// server's CPU under ingestion load.
 fn stable_plans(conn: &Connection, path: &Path) -> Result<()> {
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-        .map(|_| ())
-        .map_err(|e| classify(path, e))
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map(|_| ())
+    .map_err(|e| classify(path, e))
 }
 
 fn configure_writer(conn: &Connection, path: &Path, options: &EmbeddedOptions) -> Result<()> {
