@@ -20,3 +20,17 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of every `.proto`, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/threshold_descriptor.bin"));
+
+/// gRPC status conventions shared by every service.
+#[cfg(feature = "grpc")]
+pub mod status {
+    /// tonic reports a message over the size limit as OUT_OF_RANGE; gRPC
+    /// specifies RESOURCE_EXHAUSTED, which is what clients are told.
+    pub fn oversized(status: tonic::Status) -> tonic::Status {
+        if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+            tonic::Status::resource_exhausted(status.message().to_owned())
+        } else {
+            status
+        }
+    }
+}

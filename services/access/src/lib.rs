@@ -81,6 +81,33 @@ impl Access {
     pub fn into_server(self) -> AccessServiceServer<Self> {
         AccessServiceServer::new(self).max_decoding_message_size(64 * 1024)
     }
+
+    /// Decides a grant command as the grant's single writer in this process.
+    async fn grant(
+        &self,
+        grant_id: &GrantId,
+        command: GrantCommand,
+    ) -> Result<(Vec<pb::grant_event::Event>, u64), Status> {
+        let stream = StreamId::grant(grant_id);
+        let (events, version, _) = self
+            .writers
+            .run(
+                &stream,
+                decide::<Grant, _>(
+                    &*self.log,
+                    &stream,
+                    &command,
+                    |e| match e {
+                        DomainEvent::Grant(g) => Some(g),
+                        _ => None,
+                    },
+                    DomainEvent::Grant,
+                    fresh,
+                ),
+            )
+            .await?;
+        Ok((events, version))
+    }
 }
 
 /// The domain's refusals as gRPC status: the one place they are mapped.
@@ -193,24 +220,7 @@ impl AccessService for Access {
             conditions: r.conditions,
             fallback: r.fallback,
         };
-        let stream = StreamId::grant(&grant_id);
-        let (events, version, _) = self
-            .writers
-            .run(
-                &stream,
-                decide::<Grant, _>(
-                    &*self.log,
-                    &stream,
-                    &GrantCommand::Issue(issued),
-                    |e| match e {
-                        DomainEvent::Grant(g) => Some(g),
-                        _ => None,
-                    },
-                    DomainEvent::Grant,
-                    fresh,
-                ),
-            )
-            .await?;
+        let (events, version) = self.grant(&grant_id, GrantCommand::Issue(issued)).await?;
         Ok(Response::new(GrantReply {
             grant_id: r.grant_id,
             version,
@@ -224,28 +234,12 @@ impl AccessService for Access {
     ) -> Result<Response<GrantReply>, Status> {
         let r = request.into_inner();
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
-        let stream = StreamId::grant(&grant_id);
-        let (events, version, _) = self
-            .writers
-            .run(
-                &stream,
-                decide::<Grant, _>(
-                    &*self.log,
-                    &stream,
-                    &GrantCommand::Revoke {
-                        grant_id: grant_id.clone(),
-                        by: r.by,
-                        reason: r.reason,
-                    },
-                    |e| match e {
-                        DomainEvent::Grant(g) => Some(g),
-                        _ => None,
-                    },
-                    DomainEvent::Grant,
-                    fresh,
-                ),
-            )
-            .await?;
+        let revoke = GrantCommand::Revoke {
+            grant_id: grant_id.clone(),
+            by: r.by,
+            reason: r.reason,
+        };
+        let (events, version) = self.grant(&grant_id, revoke).await?;
         Ok(Response::new(GrantReply {
             grant_id: r.grant_id,
             version,
@@ -268,24 +262,7 @@ impl AccessService for Access {
             nonce: uuid::Uuid::new_v4().to_string(),
             valid_for: UNLOCK_VALID_FOR,
         };
-        let stream = StreamId::grant(&grant_id);
-        let (events, _, _) = self
-            .writers
-            .run(
-                &stream,
-                decide::<Grant, _>(
-                    &*self.log,
-                    &stream,
-                    &command,
-                    |e| match e {
-                        DomainEvent::Grant(g) => Some(g),
-                        _ => None,
-                    },
-                    DomainEvent::Grant,
-                    fresh,
-                ),
-            )
-            .await?;
+        let (events, _) = self.grant(&grant_id, command).await?;
         use pb::grant_event::Event as G;
         let reply = match events.first() {
             Some(G::UnlockAuthorized(a)) => AuthorizeUnlockReply {

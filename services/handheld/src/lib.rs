@@ -146,16 +146,6 @@ impl Bucket {
     }
 }
 
-/// tonic reports an oversized message as OUT_OF_RANGE; gRPC says
-/// RESOURCE_EXHAUSTED, and that is what a client should see.
-pub fn size_error(status: Status) -> Status {
-    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
-        Status::resource_exhausted(status.message().to_owned())
-    } else {
-        status
-    }
-}
-
 /// A handheld event that is not accepted, with the field at fault.
 #[derive(Debug)]
 struct Rejected(String);
@@ -507,7 +497,7 @@ impl HandheldService for Handhelds {
                     // resends on reconnect.
                     Ok(None) => return,
                     Err(status) => {
-                        let _ = tx.send(Err(size_error(status))).await;
+                        let _ = tx.send(Err(threshold_api::status::oversized(status))).await;
                         return;
                     }
                 };

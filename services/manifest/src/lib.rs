@@ -206,7 +206,9 @@ async fn load(
     let first = match inbound.message().await {
         Ok(first) => first.unwrap_or_default(),
         Err(status) => {
-            let _ = out.send(Err(oversized(status))).await;
+            let _ = out
+                .send(Err(threshold_api::status::oversized(status)))
+                .await;
             return Ok(());
         }
     };
@@ -235,7 +237,7 @@ async fn load(
                 Err(s) => {
                     // The parser stops at the broken stream; the client is
                     // told why (an oversized chunk: RESOURCE_EXHAUSTED).
-                    let status = oversized(s);
+                    let status = threshold_api::status::oversized(s);
                     let _ = chunk_tx
                         .send(Err(io::Error::other(status.message().to_owned())))
                         .await;
@@ -307,16 +309,6 @@ async fn load(
         }))
         .await;
     Ok(())
-}
-
-/// tonic reports an oversized message as OUT_OF_RANGE; gRPC says
-/// RESOURCE_EXHAUSTED.
-fn oversized(status: Status) -> Status {
-    if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
-        Status::resource_exhausted(status.message().to_owned())
-    } else {
-        status
-    }
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<LoadManifestReply, Status>> + Send>>;
