@@ -83,9 +83,17 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             if demo {
                 let _ = stop_tx.send(());
             } else {
-                println!(
-                    "\nserving on {url} until Ctrl-C; try: threshold report attempts --by reason --server {url}"
-                );
+                println!("\nserving on {url} until Ctrl-C. Try:");
+                println!("  threshold report attempts --by reason --server {url}");
+                // A partner's view of the same day, with a token made for the demo.
+                let partners = args.data.join(threshold_auth::PARTNERS_FILE);
+                if !partners.exists() {
+                    let partner = threshold_domain::PartnerId::new("nordshop")?;
+                    let token = threshold_auth::PartnerTokens::add(&args.data, &partner)?;
+                    println!(
+                        "  threshold outcomes follow --token {token} --server {url}   # partner nordshop"
+                    );
+                }
             }
             server.await?
         }
