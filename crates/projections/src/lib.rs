@@ -23,17 +23,46 @@ use threshold_log::{EventLog, Position};
 pub trait Projection: Send + Sync + 'static {
     /// Applies one event; events at or before the last applied are ignored.
     fn apply(&mut self, event: &threshold_log::RecordedEvent);
+    /// The position of the last event applied.
+    fn position(&self) -> Position;
 }
 
 impl Projection for Attempts {
     fn apply(&mut self, event: &threshold_log::RecordedEvent) {
         Attempts::apply(self, event);
     }
+    fn position(&self) -> Position {
+        Attempts::position(self)
+    }
 }
 
 impl Projection for Routes {
     fn apply(&mut self, event: &threshold_log::RecordedEvent) {
         Routes::apply(self, event);
+    }
+    fn position(&self) -> Position {
+        Routes::position(self)
+    }
+}
+
+/// Waits until `model` has applied the log up to `target`, for at most
+/// `within`; on time-out, says how far it got. For reads that must reflect
+/// writes the caller knows about.
+pub async fn caught_up<P: Projection>(
+    model: &RwLock<P>,
+    target: Position,
+    within: std::time::Duration,
+) -> Result<(), Position> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let at = model.read().unwrap_or_else(|p| p.into_inner()).position();
+        if at >= target {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(at);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 

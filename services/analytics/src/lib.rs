@@ -113,23 +113,13 @@ impl AnalyticsService for Analytics {
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             wanted = wanted.max(head.0);
         }
-        let deadline = tokio::time::Instant::now() + CATCH_UP;
-        loop {
-            let position = self
-                .model
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .position();
-            if position.0 >= wanted {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(format!(
-                    "the projection is at position {position}, not yet {wanted}; retry"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        threshold_projections::caught_up(&self.model, Position(wanted), CATCH_UP)
+            .await
+            .map_err(|at| {
+                Status::deadline_exceeded(format!(
+                    "the projection is at position {at}, not yet {wanted}; retry"
+                ))
+            })?;
         let model = self.model.read().unwrap_or_else(|p| p.into_inner());
         let report = model.report(by, &filter);
         Ok(Response::new(AttemptsReportResponse {

@@ -365,7 +365,8 @@ async fn handle(
         {
             Ok(out) if out.acks.iter().all(|a| !a.is_duplicate()) => {
                 let position = out.acks.last().map_or(0, |a| a.position().0);
-                let mut next = known.clone();
+                let base = known.version;
+                let mut next = known;
                 next.version = out.stream_version;
                 for (ev, (id, a)) in events.iter().zip(ids.iter().zip(&out.acks)) {
                     next.state.evolve(ev);
@@ -376,9 +377,7 @@ async fn handle(
                         c.clear();
                     }
                     // Only if nobody moved the parcel on meanwhile.
-                    if c.get(&checked.stream)
-                        .is_none_or(|k| k.version == known.version)
-                    {
+                    if c.get(&checked.stream).is_none_or(|k| k.version == base) {
                         c.insert(checked.stream.clone(), next);
                     }
                 }
@@ -448,23 +447,13 @@ impl HandheldService for Handhelds {
             })?;
         // Answer from a projection that has seen everything durable now.
         let head = self.log.head().await.map_err(status)?;
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let at = self
-                .routes
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .position();
-            if at >= head {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(format!(
+        threshold_projections::caught_up(&self.routes, head, std::time::Duration::from_secs(5))
+            .await
+            .map_err(|at| {
+                Status::deadline_exceeded(format!(
                     "routes are at position {at}, the log at {head}; retry"
-                )));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+                ))
+            })?;
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let routes = routes
             .for_driver(driver.as_str(), day)

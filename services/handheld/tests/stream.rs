@@ -27,11 +27,17 @@ struct Running {
 }
 
 async fn serve() -> Running {
+    serve_with(threshold_handheld_service::Limits::default()).await
+}
+
+async fn serve_with(limits: threshold_handheld_service::Limits) -> Running {
     let dir = tempfile::tempdir().expect("dir");
     let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let service = Handhelds::new(log.clone() as Arc<dyn EventLog>).into_server();
+    let service = Handhelds::new(log.clone() as Arc<dyn EventLog>)
+        .with_limits(limits)
+        .into_server();
     tokio::spawn(async move {
         Server::builder()
             .add_service(service)
@@ -282,28 +288,6 @@ async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
         "{}",
         a.error
     );
-}
-
-async fn serve_with(limits: threshold_handheld_service::Limits) -> Running {
-    let dir = tempfile::tempdir().expect("dir");
-    let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let service = Handhelds::new(log.clone() as Arc<dyn EventLog>)
-        .with_limits(limits)
-        .into_server();
-    tokio::spawn(async move {
-        Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .expect("server");
-    });
-    Running {
-        addr,
-        log,
-        _dir: dir,
-    }
 }
 
 #[tokio::test]

@@ -130,6 +130,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// A connection to the server a client command talks to, with the reason
+/// spelled out when there is none.
+pub(crate) async fn connect(
+    server: &str,
+) -> Result<tonic::transport::Channel, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(tonic::transport::Channel::from_shared(server.to_owned())
+        .map_err(|e| format!("bad --server {server:?}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {server}: {e}"))?)
+}
+
 /// Runs a command; `Ok(false)` is a partial success (exit status 2).
 async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {

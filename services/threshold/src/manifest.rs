@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_manifest::{COLUMNS, ERROR_COLUMN};
 use threshold_manifest_service::client;
-use tonic::transport::Channel;
 
 /// Options of `threshold manifest load`.
 #[derive(clap::Args)]
@@ -33,11 +32,7 @@ pub(crate) async fn load(args: LoadArgs) -> Result<bool, Box<dyn std::error::Err
     let file = tokio::fs::File::open(&args.file)
         .await
         .map_err(|e| format!("cannot open {}: {e}", args.file.display()))?;
-    let channel = Channel::from_shared(args.server.clone())
-        .map_err(|e| format!("bad --server {:?}: {e}", args.server))?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {}: {e}", args.server))?;
+    let channel = crate::connect(&args.server).await?;
     let mut grpc = ManifestServiceClient::new(channel);
     let id = args
         .file

@@ -7,7 +7,6 @@ use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::{SubscribeOutcomesRequest, parcel_outcome};
 use threshold_auth::PartnerTokens;
 use threshold_domain::{PartnerId, pb};
-use tonic::transport::Channel;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -54,11 +53,7 @@ pub(crate) struct FollowArgs {
 /// Prints the partner's outcomes as JSON lines until the server closes:
 /// {"cursor", "parcel_id", "outcome", "attempt", "method", "reason", "country", "local_time"}.
 pub(crate) async fn follow(args: FollowArgs) -> Result<(), BoxError> {
-    let channel = Channel::from_shared(args.server.clone())
-        .map_err(|e| format!("bad --server {:?}: {e}", args.server))?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {}: {e}", args.server))?;
+    let channel = crate::connect(&args.server).await?;
     let mut request = tonic::Request::new(SubscribeOutcomesRequest {
         from_cursor: args.from,
     });

@@ -5,7 +5,6 @@ use threshold_api::v1::analytics_service_client::AnalyticsServiceClient;
 use threshold_api::v1::{AttemptsReportRequest, AttemptsRow};
 use threshold_domain::country::date_to_proto;
 use threshold_domain::{Country, pb};
-use tonic::transport::Channel;
 
 /// Options of `threshold report attempts`.
 #[derive(clap::Args)]
@@ -81,11 +80,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         at_least_position: 0,
         up_to_head: true,
     };
-    let channel = Channel::from_shared(args.server.clone())
-        .map_err(|e| format!("bad --server {:?}: {e}", args.server))?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {}: {e}", args.server))?;
+    let channel = crate::connect(&args.server).await?;
     let report = AnalyticsServiceClient::new(channel)
         .attempts_report(request)
         .await

@@ -338,11 +338,7 @@ pub(crate) async fn day(
     seed: u64,
     manifests: Vec<(String, Vec<u8>)>,
 ) -> Result<(), BoxError> {
-    let channel = Channel::from_shared(server.to_owned())
-        .map_err(|e| format!("bad --server {server:?}: {e}"))?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {server}: {e}"))?;
+    let channel = crate::connect(server).await?;
     let mut parcels = Vec::new();
     let mut new = 0;
     for (name, csv) in manifests {

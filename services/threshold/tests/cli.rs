@@ -40,6 +40,15 @@ impl Served {
         }
     }
 
+    /// A gRPC connection to it.
+    async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.url.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
     /// Ctrl-C, then wait: the server closes the log cleanly.
     fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
@@ -258,11 +267,7 @@ async fn a_running_server_describes_itself_by_reflection() {
 
     let dir = tempfile::tempdir().expect("dir");
     let server = Served::start(&dir.path().join("data"));
-    let channel = tonic::transport::Channel::from_shared(server.url.clone())
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = server.channel().await;
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -335,11 +340,7 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
         .collect();
 
     // Stream them; SIGKILL the server part-way, with events still in flight.
-    let channel = tonic::transport::Channel::from_shared(server.url.clone())
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = server.channel().await;
     let mut acks = HandheldServiceClient::new(channel)
         .stream_attempts(tokio_stream::iter(events.clone()))
         .await
@@ -364,11 +365,7 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
 
     // Back up on the same data: the handheld resends everything it has.
     let server = Served::start(&data);
-    let channel = tonic::transport::Channel::from_shared(server.url.clone())
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = server.channel().await;
     let mut acks = HandheldServiceClient::new(channel)
         .stream_attempts(tokio_stream::iter(events.clone()))
         .await
