@@ -21,6 +21,11 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/threshold_descriptor.bin"));
 
+/// Request metadata carrying the simulated clock's time (RFC 3339) to a
+/// server started in simulation mode (`threshold serve --simulation`). A
+/// server on the real clock refuses a request that carries it.
+pub const SIMULATED_TIME_HEADER: &str = "threshold-simulated-time";
+
 /// gRPC status conventions shared by every service.
 #[cfg(feature = "grpc")]
 pub mod status {

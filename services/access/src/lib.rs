@@ -7,19 +7,25 @@
 //! an unlock never both win out of order (guarantee 7). The server's clock
 //! decides windows; every authorization carries a fresh nonce.
 //!
+//! A server started for a simulation runs on the simulator's clock instead:
+//! each request then carries the simulated time in
+//! [`threshold_api::SIMULATED_TIME_HEADER`], and a request without it is
+//! refused. A server on the real clock refuses that header outright, so a
+//! client can never bring its own time to a real one.
+//!
 //! The full rules (route, scan, geofence, camera heartbeat, relock watch,
 //! signed device events, audit chain) build on this.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use threshold_api::v1::access_service_server::{AccessService, AccessServiceServer};
 use threshold_api::v1::{
-    AuthorizeUnlockReply, AuthorizeUnlockRequest, DeviceEventReply, DeviceEventRequest, GrantReply,
-    IssueGrantRequest, RevokeGrantRequest,
+    AuthorizeUnlockReply, AuthorizeUnlockRequest, ClockReply, ClockRequest, DeviceEventReply,
+    DeviceEventRequest, GrantReply, IssueGrantRequest, RevokeGrantRequest,
 };
-use threshold_domain::country::{instant, local_window, parse_local};
+use threshold_domain::country::{instant, local_window, parse_local, timestamp};
 use threshold_domain::grant::{Command as GrantCommand, Grant};
 use threshold_domain::home::{Command as HomeCommand, Home};
 use threshold_domain::{
@@ -61,20 +67,68 @@ impl Writers {
     }
 }
 
+/// Whose clock decides windows and expiry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// The server's own: the only choice for real deliveries.
+    #[default]
+    System,
+    /// The simulator's, carried by each request in
+    /// [`threshold_api::SIMULATED_TIME_HEADER`].
+    Simulated,
+}
+
+impl Clock {
+    /// Now, for `request`: the server's time, or the simulated one.
+    fn now<T>(self, request: &Request<T>) -> Result<DateTime<Utc>, Status> {
+        let header = request.metadata().get(threshold_api::SIMULATED_TIME_HEADER);
+        match (self, header) {
+            (Clock::System, None) => Ok(Utc::now()),
+            (Clock::System, Some(_)) => Err(Status::failed_precondition(format!(
+                "{} is refused: this server runs on its own clock, not a simulation's",
+                threshold_api::SIMULATED_TIME_HEADER
+            ))),
+            (Clock::Simulated, None) => Err(Status::failed_precondition(format!(
+                "this server runs a simulation; requests must carry {}",
+                threshold_api::SIMULATED_TIME_HEADER
+            ))),
+            (Clock::Simulated, Some(v)) => v
+                .to_str()
+                .ok()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or_else(|| {
+                    field(
+                        threshold_api::SIMULATED_TIME_HEADER,
+                        format!("{v:?} is not an RFC 3339 time"),
+                    )
+                }),
+        }
+    }
+}
+
 /// The service, over any event log.
 #[derive(Clone)]
 pub struct Access {
     log: Arc<dyn EventLog>,
     writers: Writers,
+    clock: Clock,
 }
 
 impl Access {
-    /// A service that writes to `log`.
+    /// A service that writes to `log`, on the server's clock.
     pub fn new(log: Arc<dyn EventLog>) -> Self {
         Self {
             log,
             writers: Writers::default(),
+            clock: Clock::System,
         }
+    }
+
+    /// The same service on `clock` (a simulation's, for instance).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// As a tonic service, ready to add to a server.
@@ -83,10 +137,12 @@ impl Access {
     }
 
     /// Decides a grant command as the grant's single writer in this process.
+    /// Events are stamped with `now`, the time the decision was made on.
     async fn grant(
         &self,
         grant_id: &GrantId,
         command: GrantCommand,
+        now: DateTime<Utc>,
     ) -> Result<(Vec<pb::grant_event::Event>, u64), Status> {
         let stream = StreamId::grant(grant_id);
         let (events, version, _) = self
@@ -102,7 +158,7 @@ impl Access {
                         _ => None,
                     },
                     DomainEvent::Grant,
-                    fresh,
+                    |_| (EventId::new(), now),
                 ),
             )
             .await?;
@@ -146,7 +202,7 @@ async fn decide<A, W>(
     command: &A::Command,
     unwrap: impl Fn(DomainEvent) -> Option<A::Event>,
     wrap: W,
-    stamp: impl Fn(&A::Event) -> (EventId, chrono::DateTime<Utc>),
+    stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
 ) -> Result<(Vec<A::Event>, u64, Vec<u64>), Status>
 where
     A: Aggregate,
@@ -193,16 +249,13 @@ where
     )))
 }
 
-fn fresh(_: &pb::grant_event::Event) -> (EventId, chrono::DateTime<Utc>) {
-    (EventId::new(), Utc::now())
-}
-
 #[tonic::async_trait]
 impl AccessService for Access {
     async fn issue_grant(
         &self,
         request: Request<IssueGrantRequest>,
     ) -> Result<Response<GrantReply>, Status> {
+        let now = self.clock.now(&request)?;
         let r = request.into_inner();
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
         let country = Country::from_proto(r.country).map_err(|e| field("country", e))?;
@@ -220,7 +273,9 @@ impl AccessService for Access {
             conditions: r.conditions,
             fallback: r.fallback,
         };
-        let (events, version) = self.grant(&grant_id, GrantCommand::Issue(issued)).await?;
+        let (events, version) = self
+            .grant(&grant_id, GrantCommand::Issue(issued), now)
+            .await?;
         Ok(Response::new(GrantReply {
             grant_id: r.grant_id,
             version,
@@ -232,6 +287,7 @@ impl AccessService for Access {
         &self,
         request: Request<RevokeGrantRequest>,
     ) -> Result<Response<GrantReply>, Status> {
+        let now = self.clock.now(&request)?;
         let r = request.into_inner();
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
         let revoke = GrantCommand::Revoke {
@@ -239,7 +295,7 @@ impl AccessService for Access {
             by: r.by,
             reason: r.reason,
         };
-        let (events, version) = self.grant(&grant_id, revoke).await?;
+        let (events, version) = self.grant(&grant_id, revoke, now).await?;
         Ok(Response::new(GrantReply {
             grant_id: r.grant_id,
             version,
@@ -251,18 +307,19 @@ impl AccessService for Access {
         &self,
         request: Request<AuthorizeUnlockRequest>,
     ) -> Result<Response<AuthorizeUnlockReply>, Status> {
+        // The server's clock (or the simulation's), never the handheld's.
+        let now = self.clock.now(&request)?;
         let r = request.into_inner();
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
         let command = GrantCommand::AuthorizeUnlock {
             grant_id: grant_id.clone(),
             parcel_id: ParcelId::new(&r.parcel_id).map_err(|e| field("parcel_id", e))?,
             driver_id: DriverId::new(&r.driver_id).map_err(|e| field("driver_id", e))?,
-            // The server's clock, never the handheld's.
-            now: Utc::now(),
+            now,
             nonce: uuid::Uuid::new_v4().to_string(),
             valid_for: UNLOCK_VALID_FOR,
         };
-        let (events, _) = self.grant(&grant_id, command).await?;
+        let (events, _) = self.grant(&grant_id, command, now).await?;
         use pb::grant_event::Event as G;
         let reply = match events.first() {
             Some(G::UnlockAuthorized(a)) => AuthorizeUnlockReply {
@@ -282,6 +339,13 @@ impl AccessService for Access {
             other => return Err(Status::internal(format!("unexpected decision {other:?}"))),
         };
         Ok(Response::new(reply))
+    }
+
+    async fn clock(&self, _: Request<ClockRequest>) -> Result<Response<ClockReply>, Status> {
+        Ok(Response::new(ClockReply {
+            now: Some(timestamp(Utc::now())),
+            simulated: self.clock == Clock::Simulated,
+        }))
     }
 
     async fn record_device_event(

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use threshold_access_service::Access;
+use threshold_access_service::{Access, Clock};
 use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::{
-    AuthorizeUnlockRequest, DeviceEventRequest, IssueGrantRequest, RevokeGrantRequest,
+    AuthorizeUnlockRequest, ClockRequest, DeviceEventRequest, IssueGrantRequest, RevokeGrantRequest,
 };
 use threshold_domain::country::timestamp;
 use threshold_domain::{Country, DomainEvent, EventId, pb};
@@ -22,11 +22,17 @@ struct Running {
 }
 
 async fn serve() -> Running {
+    serve_on(Clock::System).await
+}
+
+async fn serve_on(clock: Clock) -> Running {
     let dir = tempfile::tempdir().expect("dir");
     let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let service = Access::new(log.clone() as Arc<dyn EventLog>).into_server();
+    let service = Access::new(log.clone() as Arc<dyn EventLog>)
+        .with_clock(clock)
+        .into_server();
     tokio::spawn(async move {
         Server::builder()
             .add_service(service)
@@ -303,4 +309,106 @@ async fn device_events_are_recorded_once_for_registered_homes() {
         stored[1].decode().expect("decode"),
         DomainEvent::Home(pb::home_event::Event::CameraOnline(_))
     ));
+}
+
+/// `request` carrying the simulated time `at`.
+fn at<T>(request: T, at: chrono::DateTime<Utc>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(request);
+    r.metadata_mut().insert(
+        threshold_api::SIMULATED_TIME_HEADER,
+        at.to_rfc3339().parse().expect("ascii"),
+    );
+    r
+}
+
+#[tokio::test]
+async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses_it() {
+    use chrono::TimeZone;
+    let mut sim = serve_on(Clock::Simulated).await;
+    let clock = sim.client.clock(ClockRequest {}).await.expect("clock");
+    assert!(clock.into_inner().simulated);
+    // A window on a day far from today: 10:00-13:00 in Stockholm, 2026-03-29
+    // (the spring-forward day: 08:00-11:00 UTC).
+    let mut g = grant("g-sim");
+    g.window_start_local = "2026-03-29T10:00".into();
+    g.window_end_local = "2026-03-29T13:00".into();
+    let utc = |h, m| Utc.with_ymd_and_hms(2026, 3, 29, h, m, 0).unwrap();
+    let refused = sim
+        .client
+        .issue_grant(g.clone())
+        .await
+        .expect_err("no time");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    sim.client
+        .issue_grant(at(g.clone(), utc(6, 0)))
+        .await
+        .expect("issued");
+
+    let early = sim
+        .client
+        .authorize_unlock(at(unlock("g-sim", "drv-1"), utc(7, 59)))
+        .await
+        .expect("decided")
+        .into_inner();
+    assert!(!early.authorized);
+    assert_eq!(early.reason, pb::UnlockDenyReason::OutsideWindow as i32);
+    let inside = sim
+        .client
+        .authorize_unlock(at(unlock("g-sim", "drv-1"), utc(8, 1)))
+        .await
+        .expect("decided")
+        .into_inner();
+    assert!(inside.authorized, "{}", inside.detail);
+    let until = threshold_domain::country::instant(&inside.valid_until.expect("until")).unwrap();
+    assert_eq!(
+        until,
+        utc(8, 3),
+        "valid for two minutes of the simulated clock"
+    );
+    let late = sim
+        .client
+        .authorize_unlock(at(unlock("g-sim", "drv-1"), utc(11, 0)))
+        .await
+        .expect("decided")
+        .into_inner();
+    assert_eq!(late.reason, pb::UnlockDenyReason::Expired as i32);
+    let bad = sim
+        .client
+        .authorize_unlock({
+            let mut r = tonic::Request::new(unlock("g-sim", "drv-1"));
+            r.metadata_mut().insert(
+                threshold_api::SIMULATED_TIME_HEADER,
+                "noon".parse().unwrap(),
+            );
+            r
+        })
+        .await
+        .expect_err("bad time");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("noon"), "{}", bad.message());
+
+    // A server on its own clock never takes a client's time.
+    let mut real = serve().await;
+    let clock = real
+        .client
+        .clock(ClockRequest {})
+        .await
+        .expect("clock")
+        .into_inner();
+    assert!(!clock.simulated);
+    let now = threshold_domain::country::instant(&clock.now.expect("now")).unwrap();
+    assert!(
+        (Utc::now() - now).num_seconds().abs() < 60,
+        "the server's own time"
+    );
+    real.client
+        .issue_grant(grant("g-real"))
+        .await
+        .expect("issued");
+    let skewed = real
+        .client
+        .authorize_unlock(at(unlock("g-real", "drv-1"), Utc::now()))
+        .await
+        .expect_err("refused");
+    assert_eq!(skewed.code(), tonic::Code::FailedPrecondition);
 }

@@ -2,11 +2,14 @@
 //! store, loads the bundled sample manifests for DK, FI, NO and SE through
 //! its own gRPC port, simulates the day, prints the attempts-per-parcel
 //! report, and keeps serving until Ctrl-C (`--demo`: stops after the report).
+//! The server runs as a simulation: the simulator's clock decides grant
+//! windows, so the sample day plays out whatever today's date is.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
+use threshold_access_service::Clock;
 
 use crate::{serve, simulate};
 
@@ -65,7 +68,8 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         }
     };
     let data = args.data.clone();
-    let server = tokio::spawn(async move { serve::serve(listener, &data, stop).await });
+    let server =
+        tokio::spawn(async move { serve::serve(listener, &data, Clock::Simulated, stop).await });
 
     let date = NaiveDate::from_ymd_opt(2026, 11, 23).ok_or("sample date")?;
     let manifests = SAMPLES

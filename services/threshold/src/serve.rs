@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use threshold_access_service::Access;
+use threshold_access_service::{Access, Clock};
 use threshold_analytics_service::Analytics;
 use threshold_handheld_service::Handhelds;
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
@@ -26,11 +26,21 @@ pub(crate) struct Args {
     /// Where to listen for gRPC (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// Serve a simulation: grant windows are decided on the simulator's
+    /// clock, carried by each access request, instead of this server's.
+    /// Never for real deliveries.
+    #[arg(long)]
+    simulation: bool,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let listener = bind(args.listen).await?;
-    serve(listener, &args.data, shutdown()).await
+    let clock = if args.simulation {
+        Clock::Simulated
+    } else {
+        Clock::System
+    };
+    serve(listener, &args.data, clock, shutdown()).await
 }
 
 /// Binds the port first, so a clash fails before any other work.
@@ -42,11 +52,12 @@ pub(crate) async fn bind(
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?)
 }
 
-/// Serves every service on `listener` over the store in `data` until
-/// `stop` resolves, then closes the log.
+/// Serves every service on `listener` over the store in `data`, with grant
+/// windows decided on `clock`, until `stop` resolves, then closes the log.
 pub(crate) async fn serve(
     listener: TcpListener,
     data: &std::path::Path,
+    clock: Clock,
     stop: impl Future<Output = ()>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = listener.local_addr()?;
@@ -58,7 +69,7 @@ pub(crate) async fn serve(
     let handhelds = Handhelds::new(Arc::clone(&shared)).into_server();
     let analytics = Analytics::start(Arc::clone(&shared)).into_server();
     let outcomes = Outcomes::new(Arc::clone(&shared), data).into_server();
-    let access = Access::new(shared).into_server();
+    let access = Access::new(shared).with_clock(clock).into_server();
     health
         .set_serving::<threshold_api::v1::manifest_service_server::ManifestServiceServer<Manifests>>()
         .await;
@@ -81,6 +92,9 @@ pub(crate) async fn serve(
         .build_v1()?;
 
     println!("threshold serving on {addr} (data {})", data.display());
+    if clock == Clock::Simulated {
+        println!("simulation: grant windows follow the simulator's clock, not this server's");
+    }
     Server::builder()
         // One client cannot open unbounded streams on one connection.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))

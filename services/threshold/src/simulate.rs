@@ -4,10 +4,15 @@
 //! Manifests are loaded through ManifestService (generated for the day
 //! unless `--manifest` files are given); each depot's drivers are concurrent
 //! HandheldService streams; some handhelds drop offline mid-round and resend
-//! what they have, duplicates included. Each parcel's fate is drawn from a
-//! generator seeded by the day's seed and the parcel's id, so the same seed
-//! gives the same day — same parcels, same outcomes, same report — whatever
-//! the timing and concurrency.
+//! what they have, duplicates included. In-home parcels get a grant from
+//! their resident through AccessService; some residents revoke it, and the
+//! driver asks the server to authorize each unlock, delivering in-home only
+//! when it does. The server must run as a simulation (`serve --simulation`,
+//! as `threshold run` does): the simulated day's clock decides the windows.
+//!
+//! Each parcel's fate is drawn from a generator seeded by the day's seed and
+//! the parcel's id, so the same seed gives the same day — same parcels,
+//! same outcomes, same report — whatever the timing and concurrency.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -16,13 +21,15 @@ use std::path::PathBuf;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::analytics_service_client::AnalyticsServiceClient;
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::{
-    AttemptAck, AttemptFailedReport, AttemptStartedReport, AttemptsReportRequest, DeliveredReport,
-    HandheldEvent, attempt_ack,
+    AttemptAck, AttemptFailedReport, AttemptStartedReport, AttemptsReportRequest,
+    AuthorizeUnlockRequest, ClockRequest, DeliveredReport, HandheldEvent, IssueGrantRequest,
+    RevokeGrantRequest, attempt_ack,
 };
 use threshold_domain::country::timestamp;
 use threshold_domain::{Country, EventId, pb};
@@ -75,12 +82,30 @@ const PARCELS_PER_DRIVER: usize = 40;
 /// Attempts before a parcel goes back to the depot for good.
 const MAX_ATTEMPTS: usize = 3;
 
+/// Share of in-home grants their resident revokes before the driver comes.
+const REVOKED: f64 = 0.04;
+
 #[derive(Debug, Clone)]
 struct Parcel {
     id: String,
     depot: String,
     country: Country,
-    in_home: bool,
+    /// The resident's window, for in-home parcels.
+    window: Option<pb::LocalWindow>,
+    position: Option<pb::GeoPoint>,
+}
+
+impl Parcel {
+    /// The window's UTC bounds, for in-home parcels.
+    fn window(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.window
+            .as_ref()
+            .and_then(|w| threshold_domain::country::window_bounds(w).ok())
+    }
+
+    fn grant_id(&self) -> String {
+        format!("g-{}", self.id)
+    }
 }
 
 /// A generated manifest for the day, as CSV.
@@ -143,7 +168,10 @@ async fn load(channel: &Channel, name: &str, csv: Vec<u8>) -> Result<(Vec<Parcel
                 id: parcel.parcel_id.clone(),
                 depot: parcel.depot_id.clone(),
                 country: Country::from_proto(parcel.country).ok()?,
-                in_home: parcel.service == pb::Service::InHome as i32,
+                window: (parcel.service == pb::Service::InHome as i32)
+                    .then(|| parcel.in_home_window.clone())
+                    .flatten(),
+                position: parcel.address.as_ref().and_then(|a| a.position),
             }),
             Row::Rejected(_) => None,
         })
@@ -151,53 +179,132 @@ async fn load(channel: &Channel, name: &str, csv: Vec<u8>) -> Result<(Vec<Parcel
     Ok((parcels, summary.accepted))
 }
 
-/// What happens to a parcel at each attempt, drawn from the day's seed and
-/// the parcel's id only.
-fn fate(seed: u64, parcel: &Parcel) -> Vec<Report> {
+/// What the day holds for a parcel, drawn from the day's seed and the
+/// parcel's id only.
+struct Fate {
+    /// The resident revokes the in-home grant before the driver comes.
+    revoked: bool,
+    /// When in its window the driver arrives, as a share of the window.
+    arrival: f64,
+    /// What happens at the door, attempt by attempt, when the parcel is not
+    /// delivered in-home (the last one delivered, or all failed).
+    door: Vec<Report>,
+}
+
+fn fate(seed: u64, parcel: &Parcel) -> Fate {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     parcel.id.hash(&mut h);
     let mut rng = SmallRng::seed_from_u64(seed ^ h.finish());
-    let mut reports = Vec::new();
+    let revoked = rng.random_bool(REVOKED);
+    let arrival = rng.random_range(0.05..0.9);
+    let mut door = Vec::new();
     for _ in 0..MAX_ATTEMPTS {
-        // In-home needs nobody home; at the door, a recipient is out about a
-        // third of the time: together about 1.5 drives per parcel.
-        let success = if parcel.in_home { 0.97 } else { 0.64 };
-        if rng.random_bool(success) {
-            let method = if parcel.in_home {
-                pb::DeliveryMethod::InHome
-            } else if rng.random_bool(0.15) {
+        // At the door a recipient is out about a third of the time: about
+        // 1.5 drives per parcel.
+        if rng.random_bool(0.64) {
+            let method = if rng.random_bool(0.15) {
                 pb::DeliveryMethod::Neighbour
             } else {
                 pb::DeliveryMethod::Doorstep
             };
-            reports.push(Report::Delivered(DeliveredReport {
+            door.push(Report::Delivered(DeliveredReport {
                 method: method as i32,
-                grant_id: if parcel.in_home {
-                    format!("g-{}", parcel.id)
-                } else {
-                    String::new()
-                },
+                grant_id: String::new(),
                 position: None,
             }));
-            return reports;
+            break;
         }
-        let reason = if parcel.in_home {
-            pb::FailureReason::AccessDenied
-        } else {
-            [
-                pb::FailureReason::NotHome,
-                pb::FailureReason::NotHome,
-                pb::FailureReason::NotHome,
-                pb::FailureReason::NoAccess,
-                pb::FailureReason::Refused,
-            ][rng.random_range(0..5)]
-        };
-        reports.push(Report::Failed(AttemptFailedReport {
+        let reason = [
+            pb::FailureReason::NotHome,
+            pb::FailureReason::NotHome,
+            pb::FailureReason::NotHome,
+            pb::FailureReason::NoAccess,
+            pb::FailureReason::Refused,
+        ][rng.random_range(0..5)];
+        door.push(Report::Failed(AttemptFailedReport {
             reason: reason as i32,
             note: String::new(),
         }));
     }
-    reports
+    Fate {
+        revoked,
+        arrival,
+        door,
+    }
+}
+
+/// `request` at `at` on the simulation's clock.
+fn at<T>(request: T, at: DateTime<Utc>) -> Result<tonic::Request<T>, BoxError> {
+    let mut r = tonic::Request::new(request);
+    r.metadata_mut().insert(
+        threshold_api::SIMULATED_TIME_HEADER,
+        at.to_rfc3339().parse()?,
+    );
+    Ok(r)
+}
+
+/// A server refusing the simulation's clock is not running a simulation.
+fn access_error(what: &str, s: &tonic::Status) -> BoxError {
+    if s.code() == tonic::Code::FailedPrecondition
+        && s.message().contains(threshold_api::SIMULATED_TIME_HEADER)
+    {
+        format!(
+            "{what}: the server must run as a simulation (threshold serve --simulation) \
+             for in-home grants to follow the simulated day: {}",
+            s.message()
+        )
+        .into()
+    } else {
+        format!("{what}: {}", s.message()).into()
+    }
+}
+
+/// The resident's grant for an in-home parcel: issued in the morning, and
+/// revoked an hour before the window when the fate says so.
+async fn grant(
+    access: &mut AccessServiceClient<Channel>,
+    parcel: &Parcel,
+    driver: &str,
+    revoked: bool,
+) -> Result<(), BoxError> {
+    let (Some(window), Some((start, _))) = (&parcel.window, parcel.window()) else {
+        return Ok(());
+    };
+    let issue = IssueGrantRequest {
+        grant_id: parcel.grant_id(),
+        home_id: format!("h-{}", parcel.id),
+        parcel_ids: vec![parcel.id.clone()],
+        resident_ref: format!("resident-{}", parcel.id),
+        country: parcel.country.to_proto() as i32,
+        window_start_local: window.start_local.clone(),
+        window_end_local: window.end_local.clone(),
+        scope: Some(pb::CourierScope {
+            driver_id: driver.to_owned(),
+            route_id: String::new(),
+        }),
+        geofence: parcel.position.map(|center| pb::Geofence {
+            center: Some(center),
+            radius_m: 50,
+        }),
+        conditions: Some(pb::HouseholdConditions::default()),
+        fallback: pb::Fallback::Doorstep as i32,
+    };
+    access
+        .issue_grant(at(issue, start - Duration::hours(3))?)
+        .await
+        .map_err(|s| access_error(&format!("grant for {}", parcel.id), &s))?;
+    if revoked {
+        let revoke = RevokeGrantRequest {
+            grant_id: parcel.grant_id(),
+            by: "resident".into(),
+            reason: "plans changed".into(),
+        };
+        access
+            .revoke_grant(at(revoke, start - Duration::hours(1))?)
+            .await
+            .map_err(|s| access_error(&format!("revoking {}", parcel.grant_id()), &s))?;
+    }
+    Ok(())
 }
 
 /// Sends `events` on a fresh stream and reads `read` acknowledgements (all
@@ -235,6 +342,27 @@ struct DriverDay {
     rejected: u64,
     reconnects: u64,
     last_position: u64,
+    grants: u64,
+    revoked: u64,
+    unlocks: u64,
+    /// Refused unlocks by reason.
+    denied: BTreeMap<String, u64>,
+}
+
+impl DriverDay {
+    fn add(&mut self, d: DriverDay) {
+        self.stored += d.stored;
+        self.duplicates += d.duplicates;
+        self.rejected += d.rejected;
+        self.reconnects += d.reconnects;
+        self.last_position = self.last_position.max(d.last_position);
+        self.grants += d.grants;
+        self.revoked += d.revoked;
+        self.unlocks += d.unlocks;
+        for (reason, n) in d.denied {
+            *self.denied.entry(reason).or_default() += n;
+        }
+    }
 }
 
 async fn drive(
@@ -245,23 +373,86 @@ async fn drive(
     start: DateTime<Utc>,
 ) -> Result<DriverDay, BoxError> {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let plans: Vec<(Parcel, Vec<Report>)> = parcels
-        .into_iter()
-        .map(|p| {
-            let f = fate(seed >> 8, &p);
-            (p, f)
-        })
-        .collect();
+    let mut access = AccessServiceClient::new(channel.clone());
     let mut day = DriverDay::default();
+    let mut plans = Vec::with_capacity(parcels.len());
+    for p in parcels {
+        let f = fate(seed >> 8, &p);
+        if p.window.is_some() {
+            grant(&mut access, &p, &driver, f.revoked).await?;
+            day.grants += 1;
+            day.revoked += u64::from(f.revoked);
+        }
+        plans.push((p, f));
+    }
+    // Where each parcel is in its fate: in-home parcels start at the grant,
+    // every other at the door.
+    let mut next: Vec<Option<usize>> = plans
+        .iter()
+        .map(|(p, _)| if p.window.is_some() { None } else { Some(0) })
+        .collect();
+    let mut done = vec![false; plans.len()];
     let mut sequence = 0;
     for round in 0..MAX_ATTEMPTS {
         let mut events = Vec::new();
-        for (i, (parcel, reports)) in plans.iter().enumerate() {
-            let Some(report) = reports.get(round) else {
+        for (i, (parcel, f)) in plans.iter().enumerate() {
+            if done[i] {
                 continue;
+            }
+            let mut at_time =
+                start + Duration::hours(3 * round as i64) + Duration::minutes(4 * i as i64);
+            let report = match next[i] {
+                None => {
+                    // In-home: inside the window, if the server authorizes.
+                    let (ws, we) = parcel.window().ok_or("in-home parcel without a window")?;
+                    at_time = ws + (we - ws) * ((f.arrival * 1000.0) as i32) / 1000;
+                    let reply = access
+                        .authorize_unlock(at(
+                            AuthorizeUnlockRequest {
+                                grant_id: parcel.grant_id(),
+                                parcel_id: parcel.id.clone(),
+                                driver_id: driver.clone(),
+                            },
+                            at_time,
+                        )?)
+                        .await
+                        .map_err(|s| access_error(&format!("unlock for {}", parcel.id), &s))?
+                        .into_inner();
+                    if reply.authorized {
+                        day.unlocks += 1;
+                        done[i] = true;
+                        Report::Delivered(DeliveredReport {
+                            method: pb::DeliveryMethod::InHome as i32,
+                            grant_id: parcel.grant_id(),
+                            position: parcel.position,
+                        })
+                    } else {
+                        let reason = pb::UnlockDenyReason::try_from(reply.reason).map_or_else(
+                            |_| reply.reason.to_string(),
+                            |r| r.as_str_name().to_owned(),
+                        );
+                        *day.denied.entry(reason).or_default() += 1;
+                        // The grant's fallback: the door, from the next round.
+                        next[i] = Some(0);
+                        Report::Failed(AttemptFailedReport {
+                            reason: pb::FailureReason::AccessDenied as i32,
+                            note: reply.detail,
+                        })
+                    }
+                }
+                Some(k) => match f.door.get(k) {
+                    Some(r) => {
+                        next[i] = Some(k + 1);
+                        done[i] = matches!(r, Report::Delivered(_));
+                        r.clone()
+                    }
+                    None => {
+                        done[i] = true;
+                        continue;
+                    }
+                },
             };
-            let at = start + Duration::hours(3 * round as i64) + Duration::minutes(4 * i as i64);
-            for r in [Report::Started(AttemptStartedReport {}), report.clone()] {
+            for r in [Report::Started(AttemptStartedReport {}), report] {
                 sequence += 1;
                 events.push(HandheldEvent {
                     event_id: EventId::new().to_string(),
@@ -270,7 +461,7 @@ async fn drive(
                     parcel_id: parcel.id.clone(),
                     driver_id: driver.clone(),
                     route_id: String::new(),
-                    occurred_at: Some(timestamp(at)),
+                    occurred_at: Some(timestamp(at_time)),
                     report: Some(r),
                 });
             }
@@ -339,6 +530,20 @@ pub(crate) async fn day(
     manifests: Vec<(String, Vec<u8>)>,
 ) -> Result<(), BoxError> {
     let channel = crate::connect(server).await?;
+    // In-home grants follow the simulated day's clock: only a server running
+    // a simulation takes it. Asked before anything is loaded.
+    let clock = AccessServiceClient::new(channel.clone())
+        .clock(ClockRequest {})
+        .await
+        .map_err(|s| format!("asking the server's clock: {}", s.message()))?
+        .into_inner();
+    if !clock.simulated {
+        return Err(format!(
+            "{server} runs on its own clock; simulate a day against a server started \
+             with `threshold serve --simulation` (or use `threshold run`)"
+        )
+        .into());
+    }
     let mut parcels = Vec::new();
     let mut new = 0;
     for (name, csv) in manifests {
@@ -384,16 +589,35 @@ pub(crate) async fn day(
     let drivers = tasks.len();
     let mut total = DriverDay::default();
     for t in tasks {
-        let d = t.await??;
-        total.stored += d.stored;
-        total.duplicates += d.duplicates;
-        total.rejected += d.rejected;
-        total.reconnects += d.reconnects;
-        total.last_position = total.last_position.max(d.last_position);
+        total.add(t.await??);
     }
     println!(
         "{drivers} drivers: {} events stored, {} resends answered as duplicates, {} rejected, {} handhelds reconnected",
         total.stored, total.duplicates, total.rejected, total.reconnects
+    );
+    let denied: u64 = total.denied.values().sum();
+    println!(
+        "in-home: {} grants issued, {} revoked by their resident; {} unlocks authorized, {} refused{}",
+        total.grants,
+        total.revoked,
+        total.unlocks,
+        denied,
+        if denied == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                total
+                    .denied
+                    .iter()
+                    .map(|(r, n)| format!(
+                        "{n} {}",
+                        r.trim_start_matches("UNLOCK_DENY_REASON_").to_lowercase()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
     );
 
     let mut analytics = AnalyticsServiceClient::new(channel);

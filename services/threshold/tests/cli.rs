@@ -20,7 +20,7 @@ struct Served {
 impl Served {
     fn start(data: &Path) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .args(["serve", "--simulation", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .stdout(Stdio::piped())
             .spawn()
@@ -234,11 +234,15 @@ fn demo_report(seed: u64) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let grants = text
+        .lines()
+        .find(|l| l.starts_with("in-home:"))
+        .unwrap_or_else(|| panic!("no in-home line in {text}"));
     let report = text
         .split_once("\n\n")
         .map(|(_, r)| r.to_owned())
         .unwrap_or_else(|| panic!("no report in {text}"));
-    report
+    format!("{grants}\n{report}")
         .lines()
         .filter(|l| !l.starts_with("threshold stopped"))
         .collect::<Vec<_>>()
@@ -249,6 +253,22 @@ fn demo_report(seed: u64) -> String {
 fn the_main_job_gives_the_same_day_for_the_same_seed() {
     let first = demo_report(11);
     assert!(first.contains("in_home"), "{first}");
+    // "in-home: G grants issued, R revoked by their resident; A unlocks
+    // authorized, D refused (D revoked)": every revoked grant refused its
+    // unlock, every other one opened.
+    let numbers: Vec<u64> = first
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [grants, revoked, authorized, refused, refused_revoked] = numbers[..] else {
+        panic!("unexpected in-home line in {first}");
+    };
+    assert!(revoked > 0 && grants > 20, "{first}");
+    assert_eq!((refused, refused_revoked), (revoked, revoked), "{first}");
+    assert_eq!(authorized + revoked, grants, "{first}");
     assert!(first.contains("total"), "{first}");
     assert_eq!(
         demo_report(11),
