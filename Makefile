@@ -4,13 +4,15 @@
 #   make demo    the same, stopping after the report
 #   make test    every test (installs nothing beyond cargo's own downloads today)
 #   make bench   log append and projection benchmarks; figures printed and written to target/bench/
+#   make bench-routing  the planner against the literature (Solomon, Gehring & Homberger)
+#                and a whole four-country day of 20,000 parcels over 40 depots
 #   make load    the handheld ingestion load test against a release server on loopback
 #   make lint    rustfmt and clippy, as CI runs them
 
 CARGO ?= cargo
 DATA  ?= data
 
-.PHONY: run demo test lint fmt bench load check clean-data
+.PHONY: run demo test lint fmt bench bench-routing load check clean-data
 
 run:
 	$(CARGO) run --release -p threshold -- run --data $(DATA)
@@ -35,6 +37,11 @@ fmt:
 bench:
 	$(CARGO) bench -p threshold-log --bench append
 	$(CARGO) bench -p threshold-projections --bench projections
+
+# VRPTW_DIR: the benchmark instances (default ../shared/data/vrptw).
+bench-routing:
+	$(CARGO) bench -p threshold-routing --bench literature
+	$(CARGO) bench -p threshold-routing --bench depot_day
 
 load:
 	load-tests/run.sh

@@ -65,8 +65,9 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Publish a plan: version 1 for a new route, the next version when it
-    /// replaces the stops of a planned or started one. Publishing the stops
-    /// already in effect changes nothing.
+    /// replaces the stops of a planned or started one (no stops: the van is
+    /// no longer needed). Publishing the stops already in effect changes
+    /// nothing.
     Plan {
         /// The route.
         route_id: RouteId,
@@ -260,7 +261,11 @@ impl Aggregate for Route {
                 stops,
                 reason,
             } => {
-                validate_stops(stops)?;
+                // A replan may empty a route (its van is no longer needed);
+                // a first plan has stops.
+                if !(stops.is_empty() && self.plan.is_some()) {
+                    validate_stops(stops)?;
+                }
                 let Some(plan) = &self.plan else {
                     return Ok(vec![Event::Planned(pb::RoutePlanned {
                         route_id: route_id.to_string(),
@@ -499,6 +504,16 @@ mod tests {
             r.decide(&plan(stops())).unwrap().as_slice(),
             [Event::Replanned(p)] if p.plan_version == 3
         ));
+        // A replan may empty a route whose van is no longer needed; a first
+        // plan may not.
+        assert!(matches!(
+            r.decide(&plan(vec![])).unwrap().as_slice(),
+            [Event::Replanned(p)] if p.stops.is_empty()
+        ));
+        assert_eq!(
+            invalid_field(given::<Route>(&[]).decide(&plan(vec![]))),
+            "stops"
+        );
     }
 
     #[test]
@@ -574,7 +589,10 @@ mod tests {
         assert!(fresh.decide(&plan(vec![open, instant_stop])).is_ok());
         // A broken replan is refused before anything else is looked at.
         let r = given::<Route>(&[planned()]);
-        assert_eq!(invalid_field(r.decide(&plan(vec![]))), "stops");
+        assert_eq!(
+            invalid_field(r.decide(&plan(vec![stop(1, &["SE-1"])]))),
+            "stops.index"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Read models folded from the event log.
 //!
-//! [`Routes`] answers a handheld's "my route today". [`Attempts`] is the analysts' model: for every parcel, where and when it
+//! [`Routes`] answers a handheld's "my route today"; [`DepotDays`] holds
+//! the parcels the route planner plans. [`Attempts`] is the analysts' model: for every parcel, where and when it
 //! was due, how often it was attempted and how it ended, and from that a cube
 //! of counters by country, depot, local day, booked service and delivery
 //! method (plus failed attempts by reason), so a report reads a few hundred
@@ -10,9 +11,11 @@
 //! tests check by comparing an incremental model with a rebuild.
 
 mod attempts;
+mod depot_days;
 mod routes;
 
 pub use attempts::{Attempts, Dimension, Filter, ParcelRecord, Report, ReportRow};
+pub use depot_days::{DepotDays, PlannableParcel};
 pub use routes::{PlannedRoute, Routes};
 
 use std::sync::{Arc, RwLock};
@@ -33,6 +36,15 @@ impl Projection for Attempts {
     }
     fn position(&self) -> Position {
         Attempts::position(self)
+    }
+}
+
+impl Projection for DepotDays {
+    fn apply(&mut self, event: &threshold_log::RecordedEvent) {
+        DepotDays::apply(self, event);
+    }
+    fn position(&self) -> Position {
+        DepotDays::position(self)
     }
 }
 

@@ -91,4 +91,16 @@ impl Routes {
         routes.sort_by(|a, b| a.route_id.cmp(&b.route_id));
         routes
     }
+
+    /// Every route of `depot` on `day`, by route id.
+    pub fn for_depot(&self, depot: &str, day: NaiveDate) -> Vec<&PlannedRoute> {
+        let mut routes: Vec<&PlannedRoute> = self
+            .by_route
+            .values()
+            .filter(|(_, date, r)| r.depot_id == depot && *date == day)
+            .map(|(_, _, r)| r)
+            .collect();
+        routes.sort_by(|a, b| a.route_id.cmp(&b.route_id));
+        routes
+    }
 }

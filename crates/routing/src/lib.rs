@@ -263,3 +263,91 @@ impl Problem {
         Ok(())
     }
 }
+
+impl Plan {
+    /// Moves whole routes between interchangeable vans (same capacity and
+    /// shift, and cleared for in-home where the route needs it) so that as
+    /// many stops as possible stay on the van `previous` had them on (stop
+    /// id → van index). Schedules are unchanged: interchangeable vans drive
+    /// a route alike. Returns (stops kept, stops moved) of those planned in
+    /// both.
+    pub fn keep_vans(
+        &mut self,
+        problem: &Problem,
+        previous: &std::collections::HashMap<String, usize>,
+    ) -> (usize, usize) {
+        let alike = |a: &Van, b: &Van| a.capacity == b.capacity && a.shift == b.shift;
+        let needs_in_home = |r: &Route| r.visits.iter().any(|v| problem.stops[v.stop].in_home);
+        // Overlap of each route with each van's previous stops, largest first.
+        let mut pairs = Vec::new();
+        for (ri, r) in self.routes.iter().enumerate() {
+            let mut on: std::collections::HashMap<usize, usize> = Default::default();
+            for v in &r.visits {
+                if let Some(&van) = previous.get(&problem.stops[v.stop].id) {
+                    *on.entry(van).or_default() += 1;
+                }
+            }
+            for (van, n) in on {
+                pairs.push((n, ri, van));
+            }
+        }
+        pairs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut assigned: Vec<Option<usize>> = vec![None; self.routes.len()];
+        let mut taken = vec![false; problem.vans.len()];
+        let fits = |ri: usize, van: usize, routes: &[Route]| {
+            let r = &routes[ri];
+            van < problem.vans.len()
+                && alike(&problem.vans[r.van], &problem.vans[van])
+                && (!needs_in_home(r) || problem.vans[van].in_home)
+        };
+        for (_, ri, van) in pairs {
+            if assigned[ri].is_none()
+                && !taken.get(van).copied().unwrap_or(true)
+                && fits(ri, van, &self.routes)
+            {
+                assigned[ri] = Some(van);
+                taken[van] = true;
+            }
+        }
+        // The rest: their own van if free, else any free interchangeable one.
+        for (ri, slot) in assigned.iter_mut().enumerate() {
+            if slot.is_some() {
+                continue;
+            }
+            let own = self.routes[ri].van;
+            let pick = if !taken[own] {
+                Some(own)
+            } else {
+                (0..problem.vans.len()).find(|&v| !taken[v] && fits(ri, v, &self.routes))
+            };
+            if let Some(v) = pick {
+                *slot = Some(v);
+                taken[v] = true;
+            }
+        }
+        // Every route has a van: at worst its own, which no other route took
+        // unless it was free — so a clash can only mean keeping the solver's.
+        if assigned.iter().all(Option::is_some) {
+            let mut vans: Vec<usize> = assigned.iter().flatten().copied().collect();
+            vans.sort_unstable();
+            vans.dedup();
+            if vans.len() == self.routes.len() {
+                for (r, v) in self.routes.iter_mut().zip(&assigned) {
+                    r.van = v.unwrap_or(r.van);
+                }
+            }
+        }
+        self.routes.sort_by_key(|r| r.van);
+        let (mut kept, mut moved) = (0, 0);
+        for r in &self.routes {
+            for v in &r.visits {
+                match previous.get(&problem.stops[v.stop].id) {
+                    Some(&van) if van == r.van => kept += 1,
+                    Some(_) => moved += 1,
+                    None => {}
+                }
+            }
+        }
+        (kept, moved)
+    }
+}

@@ -322,6 +322,7 @@ fn build(
         .add_vehicles(vehicles.into_iter())
         .with_goal(goal)
         .with_transport_cost(transport)
+        .with_logger(Arc::new(|_: &str| {}))
         .build()
         .map_err(err)
 }

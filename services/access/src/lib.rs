@@ -29,16 +29,13 @@ use threshold_domain::country::{instant, local_window, parse_local, timestamp};
 use threshold_domain::grant::{Command as GrantCommand, Grant};
 use threshold_domain::home::{Command as HomeCommand, Home};
 use threshold_domain::{
-    Aggregate, Country, DomainError, DomainEvent, DriverId, EventId, GrantId, HomeId, ParcelId,
-    StreamId, pb,
+    Country, DomainError, DomainEvent, DriverId, EventId, GrantId, HomeId, ParcelId, StreamId, pb,
 };
-use threshold_log::{Error as LogError, EventLog, ExpectedVersion, NewEvent};
+use threshold_log::{DecideError, Error as LogError, EventLog, decide};
 use tonic::{Request, Response, Status};
 
 /// How long an authorized unlock may be used.
 pub const UNLOCK_VALID_FOR: Duration = Duration::minutes(2);
-/// Decisions retried when a concurrent writer changed the stream in between.
-const CONFLICT_RETRIES: usize = 8;
 
 /// One writer at a time per stream in this process: decisions on a grant
 /// queue instead of racing (the expected version still guards against other
@@ -145,7 +142,7 @@ impl Access {
         now: DateTime<Utc>,
     ) -> Result<(Vec<pb::grant_event::Event>, u64), Status> {
         let stream = StreamId::grant(grant_id);
-        let (events, version, _) = self
+        let decided = self
             .writers
             .run(
                 &stream,
@@ -161,7 +158,9 @@ impl Access {
                     |_| (EventId::new(), now),
                 ),
             )
-            .await?;
+            .await
+            .map_err(undecided)?;
+        let (events, version) = (decided.events, decided.version);
         Ok((events, version))
     }
 }
@@ -193,60 +192,12 @@ fn field(name: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{name}: {e}"))
 }
 
-/// Decides `command` on the aggregate's history and appends the result with
-/// the expected version, deciding again if someone else wrote in between.
-/// Returns the events recorded (none: already in effect) and the version.
-async fn decide<A, W>(
-    log: &dyn EventLog,
-    stream: &StreamId,
-    command: &A::Command,
-    unwrap: impl Fn(DomainEvent) -> Option<A::Event>,
-    wrap: W,
-    stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
-) -> Result<(Vec<A::Event>, u64, Vec<u64>), Status>
-where
-    A: Aggregate,
-    A::Event: Clone,
-    W: Fn(A::Event) -> DomainEvent,
-{
-    for _ in 0..CONFLICT_RETRIES {
-        let history = log
-            .read_stream(stream, 0, usize::MAX)
-            .await
-            .map_err(failed)?;
-        let mut state = A::default();
-        for r in &history {
-            if let Some(e) = unwrap(r.decode().map_err(failed)?) {
-                state.evolve(&e);
-            }
-        }
-        let version = history.last().map_or(0, |r| r.stream_version);
-        let events = state.decide(command).map_err(refused)?;
-        if events.is_empty() {
-            return Ok((events, version, Vec::new()));
-        }
-        let new = events
-            .iter()
-            .map(|e| {
-                let (id, at) = stamp(e);
-                NewEvent::new(id, &wrap(e.clone()), at)
-            })
-            .collect();
-        match log
-            .append(stream, ExpectedVersion::Exactly(version), new)
-            .await
-        {
-            Ok(out) => {
-                let positions = out.acks.iter().map(|a| a.position().0).collect();
-                return Ok((events, out.stream_version, positions));
-            }
-            Err(LogError::Conflict { .. }) => continue,
-            Err(e) => return Err(failed(e)),
-        }
+fn undecided(e: DecideError) -> Status {
+    match e {
+        DecideError::Refused(e) => refused(e),
+        DecideError::Log(e) => failed(e),
+        DecideError::Contended(_) => Status::aborted(e.to_string()),
     }
-    Err(Status::aborted(format!(
-        "{stream} kept changing; try again"
-    )))
 }
 
 #[tonic::async_trait]
@@ -392,7 +343,7 @@ impl AccessService for Access {
             H::ClipRecorded(fact) => HomeCommand::ClipRecorded { home_id: h, fact },
             H::TamperDetected(fact) => HomeCommand::TamperDetected { home_id: h, fact },
         };
-        let (_, _, positions) = self
+        let positions = self
             .writers
             .run(
                 &stream,
@@ -408,7 +359,9 @@ impl AccessService for Access {
                     |_| (event_id, at),
                 ),
             )
-            .await?;
+            .await
+            .map_err(undecided)?
+            .positions;
         Ok(Response::new(DeviceEventReply {
             position: positions.last().copied().unwrap_or(0),
             duplicate: positions.is_empty(),

@@ -11,6 +11,7 @@
 mod manifest;
 mod outcomes;
 mod report;
+mod routing;
 mod run;
 mod serve;
 mod simulate;
@@ -58,6 +59,11 @@ enum Cmd {
         #[command(subcommand)]
         command: ReportCmd,
     },
+    /// The route planner.
+    Routing {
+        #[command(subcommand)]
+        command: RoutingCmd,
+    },
     /// Look inside the embedded log.
     Log {
         #[command(subcommand)]
@@ -87,6 +93,12 @@ enum OutcomesCmd {
 enum ReportCmd {
     /// Attempts per parcel, repeat-attempt and first-attempt success rates.
     Attempts(report::Args),
+}
+
+#[derive(Subcommand)]
+enum RoutingCmd {
+    /// Plan a benchmark instance (Solomon format) and print the routes.
+    Solve(routing::SolveArgs),
 }
 
 #[derive(Subcommand)]
@@ -160,6 +172,11 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         Cmd::Report {
             command: ReportCmd::Attempts(args),
         } => report::run(args).await.map(|()| true),
+        Cmd::Routing {
+            command: RoutingCmd::Solve(args),
+        } => tokio::task::spawn_blocking(move || routing::solve_file(args))
+            .await?
+            .map(|()| true),
         Cmd::Log {
             command: LogCmd::Stats { data },
         } => {

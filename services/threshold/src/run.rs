@@ -68,15 +68,18 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         }
     };
     let data = args.data.clone();
+    let fleets = serve::fleets(None, &args.data)?;
     let server =
-        tokio::spawn(async move { serve::serve(listener, &data, Clock::Simulated, stop).await });
+        tokio::spawn(
+            async move { serve::serve(listener, &data, Clock::Simulated, fleets, stop).await },
+        );
 
     let date = NaiveDate::from_ymd_opt(2026, 11, 23).ok_or("sample date")?;
     let manifests = SAMPLES
         .iter()
         .map(|(name, csv)| ((*name).to_owned(), csv.as_bytes().to_vec()))
         .collect();
-    let day = simulate::day(&url, date, args.seed, manifests).await;
+    let day = simulate::day(&url, date, args.seed, 1.0, manifests).await;
     match day {
         Err(e) => {
             let _ = stop_tx.send(());

@@ -10,6 +10,8 @@ use threshold_handheld_service::Handhelds;
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
 use threshold_manifest_service::Manifests;
 use threshold_outcome_service::Outcomes;
+use threshold_planning_service::Planning;
+use threshold_routing::depot::Fleets;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
@@ -31,6 +33,32 @@ pub(crate) struct Args {
     /// Never for real deliveries.
     #[arg(long)]
     simulation: bool,
+    /// The depots' fleets (JSON, see config/depots.json); default
+    /// DATA/depots.json when present, else the bundled configuration.
+    #[arg(long)]
+    depots: Option<PathBuf>,
+}
+
+/// The bundled fleet configuration of the sample depots.
+const BUNDLED_DEPOTS: &str = include_str!("../../../config/depots.json");
+
+/// The fleets to plan with: `file`, else `data/depots.json`, else the bundled ones.
+pub(crate) fn fleets(
+    file: Option<&std::path::Path>,
+    data: &std::path::Path,
+) -> Result<Fleets, Box<dyn std::error::Error + Send + Sync>> {
+    let in_data = data.join("depots.json");
+    let file = file
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| in_data.exists().then_some(in_data));
+    Ok(match file {
+        Some(f) => {
+            let json = std::fs::read_to_string(&f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            Fleets::from_json(&f.display().to_string(), &json)?
+        }
+        None => Fleets::from_json("config/depots.json (bundled)", BUNDLED_DEPOTS)?,
+    })
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -40,7 +68,8 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
     } else {
         Clock::System
     };
-    serve(listener, &args.data, clock, shutdown()).await
+    let fleets = fleets(args.depots.as_deref(), &args.data)?;
+    serve(listener, &args.data, clock, fleets, shutdown()).await
 }
 
 /// Binds the port first, so a clash fails before any other work.
@@ -58,6 +87,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     data: &std::path::Path,
     clock: Clock,
+    fleets: Fleets,
     stop: impl Future<Output = ()>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = listener.local_addr()?;
@@ -69,6 +99,7 @@ pub(crate) async fn serve(
     let handhelds = Handhelds::new(Arc::clone(&shared)).into_server();
     let analytics = Analytics::start(Arc::clone(&shared)).into_server();
     let outcomes = Outcomes::new(Arc::clone(&shared), data).into_server();
+    let planning = Planning::new(Arc::clone(&shared), fleets).into_server();
     let access = Access::new(shared).with_clock(clock).into_server();
     health
         .set_serving::<threshold_api::v1::manifest_service_server::ManifestServiceServer<Manifests>>()
@@ -84,6 +115,10 @@ pub(crate) async fn serve(
         .await;
     health
         .set_serving::<threshold_api::v1::access_service_server::AccessServiceServer<Access>>()
+        .await;
+    health
+        .set_serving::<threshold_api::v1::planning_service_server::PlanningServiceServer<Planning>>(
+        )
         .await;
 
     let reflection = tonic_reflection::server::Builder::configure()
@@ -105,6 +140,7 @@ pub(crate) async fn serve(
         .add_service(analytics)
         .add_service(outcomes)
         .add_service(access)
+        .add_service(planning)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
         .await?;
     log.close().await?;

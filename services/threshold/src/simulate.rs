@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use threshold_api::v1::access_service_client::AccessServiceClient;
@@ -26,12 +26,13 @@ use threshold_api::v1::analytics_service_client::AnalyticsServiceClient;
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
+use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::{
     AttemptAck, AttemptFailedReport, AttemptStartedReport, AttemptsReportRequest,
-    AuthorizeUnlockRequest, ClockRequest, DeliveredReport, HandheldEvent, IssueGrantRequest,
-    RevokeGrantRequest, attempt_ack,
+    AuthorizeUnlockRequest, ClockRequest, DeliveredReport, GetRouteRequest, HandheldEvent,
+    IssueGrantRequest, PlanDayRequest, RevokeGrantRequest, attempt_ack,
 };
-use threshold_domain::country::timestamp;
+use threshold_domain::country::{date_to_proto, instant, timestamp};
 use threshold_domain::{Country, EventId, pb};
 use threshold_manifest::{ManifestReader, Row};
 use threshold_manifest_service::client;
@@ -53,6 +54,9 @@ pub(crate) struct Args {
     /// Seed of the day.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Search time per depot when planning the day's routes.
+    #[arg(long, default_value_t = 1.0)]
+    plan_seconds: f64,
     /// Manifest files to load and drive instead of a generated day (repeatable).
     #[arg(long)]
     manifest: Vec<PathBuf>,
@@ -77,8 +81,6 @@ const DEPOTS: &[(&str, Country, f64, f64, &str)] = &[
     ("GOT-1", Country::Se, 57.708, 11.974, "Göteborg"),
 ];
 
-/// Parcels a driver carries.
-const PARCELS_PER_DRIVER: usize = 40;
 /// Attempts before a parcel goes back to the depot for good.
 const MAX_ATTEMPTS: usize = 3;
 
@@ -88,7 +90,6 @@ const REVOKED: f64 = 0.04;
 #[derive(Debug, Clone)]
 struct Parcel {
     id: String,
-    depot: String,
     country: Country,
     /// The resident's window, for in-home parcels.
     window: Option<pb::LocalWindow>,
@@ -166,7 +167,6 @@ async fn load(channel: &Channel, name: &str, csv: Vec<u8>) -> Result<(Vec<Parcel
         .filter_map(|row| match row {
             Row::Accepted { parcel, .. } => Some(Parcel {
                 id: parcel.parcel_id.clone(),
-                depot: parcel.depot_id.clone(),
                 country: Country::from_proto(parcel.country).ok()?,
                 window: (parcel.service == pb::Service::InHome as i32)
                     .then(|| parcel.in_home_window.clone())
@@ -184,8 +184,6 @@ async fn load(channel: &Channel, name: &str, csv: Vec<u8>) -> Result<(Vec<Parcel
 struct Fate {
     /// The resident revokes the in-home grant before the driver comes.
     revoked: bool,
-    /// When in its window the driver arrives, as a share of the window.
-    arrival: f64,
     /// What happens at the door, attempt by attempt, when the parcel is not
     /// delivered in-home (the last one delivered, or all failed).
     door: Vec<Report>,
@@ -196,7 +194,6 @@ fn fate(seed: u64, parcel: &Parcel) -> Fate {
     parcel.id.hash(&mut h);
     let mut rng = SmallRng::seed_from_u64(seed ^ h.finish());
     let revoked = rng.random_bool(REVOKED);
-    let arrival = rng.random_range(0.05..0.9);
     let mut door = Vec::new();
     for _ in 0..MAX_ATTEMPTS {
         // At the door a recipient is out about a third of the time: about
@@ -226,11 +223,7 @@ fn fate(seed: u64, parcel: &Parcel) -> Fate {
             note: String::new(),
         }));
     }
-    Fate {
-        revoked,
-        arrival,
-        door,
-    }
+    Fate { revoked, door }
 }
 
 /// `request` at `at` on the simulation's clock.
@@ -259,12 +252,15 @@ fn access_error(what: &str, s: &tonic::Status) -> BoxError {
     }
 }
 
-/// The resident's grant for an in-home parcel: issued in the morning, and
-/// revoked an hour before the window when the fate says so.
+/// The resident's grant for an in-home parcel, scoped to the planned driver:
+/// issued in the morning, and revoked an hour before the window when the
+/// fate says so (after the routes were planned: the driver finds out at the
+/// door).
 async fn grant(
     access: &mut AccessServiceClient<Channel>,
     parcel: &Parcel,
     driver: &str,
+    route_id: &str,
     revoked: bool,
 ) -> Result<(), BoxError> {
     let (Some(window), Some((start, _))) = (&parcel.window, parcel.window()) else {
@@ -280,7 +276,7 @@ async fn grant(
         window_end_local: window.end_local.clone(),
         scope: Some(pb::CourierScope {
             driver_id: driver.to_owned(),
-            route_id: String::new(),
+            route_id: route_id.to_owned(),
         }),
         geofence: parcel.position.map(|center| pb::Geofence {
             center: Some(center),
@@ -365,47 +361,60 @@ impl DriverDay {
     }
 }
 
+/// One driver's planned route.
+struct Drive {
+    driver: String,
+    route_id: String,
+    /// The parcels in planned order, with their planned arrival.
+    stops: Vec<(Parcel, DateTime<Utc>)>,
+}
+
+/// Drives a planned route: the day's seed decides each parcel's fate, the
+/// driver's seed when the handheld drops offline.
 async fn drive(
     channel: Channel,
-    driver: String,
-    parcels: Vec<Parcel>,
-    seed: u64,
-    start: DateTime<Utc>,
+    route: Drive,
+    day_seed: u64,
+    driver_seed: u64,
 ) -> Result<DriverDay, BoxError> {
-    let mut rng = SmallRng::seed_from_u64(seed);
+    let Drive {
+        driver,
+        route_id,
+        stops,
+    } = route;
+    let mut rng = SmallRng::seed_from_u64(driver_seed);
     let mut access = AccessServiceClient::new(channel.clone());
     let mut day = DriverDay::default();
-    let mut plans = Vec::with_capacity(parcels.len());
-    for p in parcels {
-        let f = fate(seed >> 8, &p);
+    let mut plans = Vec::with_capacity(stops.len());
+    for (p, planned) in stops {
+        let f = fate(day_seed, &p);
         if p.window.is_some() {
-            grant(&mut access, &p, &driver, f.revoked).await?;
+            grant(&mut access, &p, &driver, &route_id, f.revoked).await?;
             day.grants += 1;
             day.revoked += u64::from(f.revoked);
         }
-        plans.push((p, f));
+        plans.push((p, f, planned));
     }
     // Where each parcel is in its fate: in-home parcels start at the grant,
     // every other at the door.
     let mut next: Vec<Option<usize>> = plans
         .iter()
-        .map(|(p, _)| if p.window.is_some() { None } else { Some(0) })
+        .map(|(p, _, _)| if p.window.is_some() { None } else { Some(0) })
         .collect();
     let mut done = vec![false; plans.len()];
     let mut sequence = 0;
     for round in 0..MAX_ATTEMPTS {
         let mut events = Vec::new();
-        for (i, (parcel, f)) in plans.iter().enumerate() {
+        for (i, (parcel, f, planned)) in plans.iter().enumerate() {
             if done[i] {
                 continue;
             }
-            let mut at_time =
-                start + Duration::hours(3 * round as i64) + Duration::minutes(4 * i as i64);
+            // The planned arrival; another try a few hours later.
+            let at_time = *planned + Duration::hours(3 * round as i64);
             let report = match next[i] {
                 None => {
-                    // In-home: inside the window, if the server authorizes.
-                    let (ws, we) = parcel.window().ok_or("in-home parcel without a window")?;
-                    at_time = ws + (we - ws) * ((f.arrival * 1000.0) as i32) / 1000;
+                    // In-home: planned inside the window; delivered if the
+                    // server authorizes the unlock.
                     let reply = access
                         .authorize_unlock(at(
                             AuthorizeUnlockRequest {
@@ -460,7 +469,7 @@ async fn drive(
                     sequence,
                     parcel_id: parcel.id.clone(),
                     driver_id: driver.clone(),
-                    route_id: String::new(),
+                    route_id: route_id.clone(),
                     occurred_at: Some(timestamp(at_time)),
                     report: Some(r),
                 });
@@ -518,7 +527,89 @@ pub(crate) async fn run(args: Args) -> Result<(), BoxError> {
             manifests.push((name, csv));
         }
     }
-    day(&args.server, args.date, args.seed, manifests).await
+    day(
+        &args.server,
+        args.date,
+        args.seed,
+        args.plan_seconds,
+        manifests,
+    )
+    .await
+}
+
+/// Plans the day's routes through PlanningService and reads each driver's
+/// route back through HandheldService.GetRoute, as a handheld would.
+async fn plan(
+    channel: &Channel,
+    date: NaiveDate,
+    seconds: f64,
+    parcels: Vec<Parcel>,
+) -> Result<Vec<Drive>, BoxError> {
+    let reply = PlanningServiceClient::new(channel.clone())
+        .plan_day(PlanDayRequest {
+            date: Some(date_to_proto(date)),
+            depot_ids: Vec::new(),
+            seconds_per_depot: seconds,
+            objective: String::new(),
+        })
+        .await
+        .map_err(|s| format!("planning the day: {}", s.message()))?
+        .into_inner();
+    let (mut vans, mut unassigned, mut distance) = (0, 0, 0.0);
+    for d in &reply.depots {
+        vans += d.vans_used;
+        distance += d.distance_m;
+        unassigned += d.unassigned.len();
+        for u in &d.unassigned {
+            eprintln!("{}: {} not planned: {}", d.depot_id, u.parcel_id, u.reason);
+        }
+    }
+    println!(
+        "planned {} depots: {vans} vans, {:.0} km, {unassigned} parcels left unplanned",
+        reply.depots.len(),
+        distance / 1000.0
+    );
+    let mut by_id: std::collections::HashMap<String, Parcel> =
+        parcels.into_iter().map(|p| (p.id.clone(), p)).collect();
+    let mut handheld = HandheldServiceClient::new(channel.clone());
+    let mut drives = Vec::new();
+    for d in &reply.depots {
+        for van in 0..d.vans_available {
+            let driver = format!("{}-drv-{van:02}", d.depot_id);
+            let routes = handheld
+                .get_route(GetRouteRequest {
+                    driver_id: driver.clone(),
+                    date: Some(date_to_proto(date)),
+                })
+                .await
+                .map_err(|s| format!("route of {driver}: {}", s.message()))?
+                .into_inner()
+                .routes;
+            for r in routes {
+                let mut stops = Vec::new();
+                for s in r.stops {
+                    let at = s
+                        .planned_arrival
+                        .as_ref()
+                        .ok_or("a planned stop without its time")
+                        .and_then(|t| instant(t).map_err(|_| "a planned time out of range"))?;
+                    for p in s.parcel_ids {
+                        if let Some(parcel) = by_id.remove(&p) {
+                            stops.push((parcel, at));
+                        }
+                    }
+                }
+                if !stops.is_empty() {
+                    drives.push(Drive {
+                        driver: driver.clone(),
+                        route_id: r.route_id,
+                        stops,
+                    });
+                }
+            }
+        }
+    }
+    Ok(drives)
 }
 
 /// Loads `manifests` and drives their parcels for `date` against `server`,
@@ -527,6 +618,7 @@ pub(crate) async fn day(
     server: &str,
     date: NaiveDate,
     seed: u64,
+    plan_seconds: f64,
     manifests: Vec<(String, Vec<u8>)>,
 ) -> Result<(), BoxError> {
     let channel = crate::connect(server).await?;
@@ -557,34 +649,22 @@ pub(crate) async fn day(
         parcels.clear();
     }
 
-    // Each depot's parcels, split among its drivers, all driving at once.
-    let mut by_depot: BTreeMap<(String, Country), Vec<Parcel>> = BTreeMap::new();
-    for p in parcels {
-        by_depot
-            .entry((p.depot.clone(), p.country))
-            .or_default()
-            .push(p);
+    // The day's routes, planned by the server from what was loaded.
+    let mut drives = Vec::new();
+    if !parcels.is_empty() {
+        drives = plan(&channel, date, plan_seconds, parcels).await?;
     }
     let mut tasks = Vec::new();
-    for ((depot, country), list) in by_depot {
-        let start = country
-            .tz()
-            .from_local_datetime(&date.and_hms_opt(8, 0, 0).unwrap_or_default())
-            .earliest()
-            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
-        for (d, chunk) in list.chunks(PARCELS_PER_DRIVER).enumerate() {
-            let driver = format!("{depot}-drv-{d:02}");
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            driver.hash(&mut h);
-            let seed = seed.rotate_left(8) ^ h.finish();
-            tasks.push(tokio::spawn(drive(
-                channel.clone(),
-                driver,
-                chunk.to_vec(),
-                seed,
-                start,
-            )));
-        }
+    for route in drives {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        route.driver.hash(&mut h);
+        let driver_seed = seed.rotate_left(8) ^ h.finish();
+        tasks.push(tokio::spawn(drive(
+            channel.clone(),
+            route,
+            seed,
+            driver_seed,
+        )));
     }
     let drivers = tasks.len();
     let mut total = DriverDay::default();

@@ -422,3 +422,57 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
         "{stats}"
     );
 }
+
+#[test]
+fn routing_solve_prints_a_plan_of_a_solomon_instance_as_json() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crates/routing/tests/data/C101.txt"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "routing",
+            "solve",
+            "--format",
+            "solomon",
+            file,
+            "--seconds",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("routing solve");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(v["instance"], "C101");
+    let routes = v["routes"].as_array().expect("routes");
+    assert_eq!(v["vehicles"].as_u64(), Some(routes.len() as u64));
+    let mut customers: Vec<u64> = routes
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .expect("route")
+                .iter()
+                .map(|c| c.as_u64().expect("number"))
+        })
+        .collect();
+    customers.sort_unstable();
+    assert_eq!(
+        customers,
+        (1..=100).collect::<Vec<u64>>(),
+        "every customer once"
+    );
+    let distance = v["distance"].as_f64().expect("distance");
+    assert!((828.9..900.0).contains(&distance), "{distance}");
+
+    let bad = Command::new(BIN)
+        .args(["routing", "solve", "--format", "tsplib", file])
+        .output()
+        .expect("routing solve");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("only solomon"));
+}

@@ -1,0 +1,416 @@
+//! PlanningService: a local day's routes, planned from the log.
+//!
+//! The parcels of each depot-day come from the [`DepotDays`] projection
+//! (in-home windows from the manifest or the resident's grant), the vans from
+//! the depots' fleet configuration ([`Fleets`]). Depots are planned in
+//! parallel, one per core, each with vrp-core under a time budget; every
+//! plan is checked by the independent checker before anything is written.
+//! A route per van used is appended to the log (`route/<depot>-<date>-<van>`),
+//! a new plan version when the day is planned again, and handhelds read it
+//! with `GetRoute`. Replanning moves whole routes between interchangeable
+//! vans so that stops stay on the van they had where possible; a van no
+//! longer needed gets an empty version.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use chrono::{NaiveDate, Utc};
+use threshold_api::v1::planning_service_server::{PlanningService, PlanningServiceServer};
+use threshold_api::v1::{DepotPlan, PlanDayReply, PlanDayRequest, UnassignedParcel};
+use threshold_domain::country::{date_from_proto, date_to_proto};
+use threshold_domain::route::{Command as RouteCommand, Route};
+use threshold_domain::{DepotId, DomainEvent, DriverId, EventId, RouteId, StreamId, VehicleId};
+use threshold_log::{DecideError, EventLog, Position, decide};
+use threshold_projections::{DepotDays, PlannableParcel, Routes, caught_up, follow};
+use threshold_routing::depot::{DepotDay, Fleets, Parcel};
+use threshold_routing::matrix::{GreatCircle, Point, TravelMatrix};
+use threshold_routing::{Objective, Options, check, solve};
+use tonic::{Request, Response, Status};
+
+/// Search time per depot when a request leaves it to the server.
+pub const DEFAULT_SECONDS_PER_DEPOT: f64 = 2.0;
+/// The most a request may ask for.
+const MAX_SECONDS_PER_DEPOT: f64 = 600.0;
+
+/// The service, over any event log.
+#[derive(Clone)]
+pub struct Planning {
+    log: Arc<dyn EventLog>,
+    parcels: Arc<RwLock<DepotDays>>,
+    routes: Arc<RwLock<Routes>>,
+    fleets: Arc<Fleets>,
+    matrix: Arc<dyn TravelMatrix>,
+    /// One planning at a time: a day's plan versions follow each other.
+    planning: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Planning {
+    /// A service planning with `fleets`, following `log` (call within a
+    /// tokio runtime).
+    pub fn new(log: Arc<dyn EventLog>, fleets: Fleets) -> Self {
+        let parcels = Arc::new(RwLock::new(DepotDays::default()));
+        let routes = Arc::new(RwLock::new(Routes::default()));
+        for task in [
+            tokio::spawn(follow(
+                Arc::clone(&log),
+                Arc::clone(&parcels),
+                Position::ORIGIN,
+            )),
+            tokio::spawn(follow(
+                Arc::clone(&log),
+                Arc::clone(&routes),
+                Position::ORIGIN,
+            )),
+        ] {
+            tokio::spawn(async move {
+                if let Ok(Some(e)) = task.await {
+                    eprintln!("planning: a projection stopped following the log: {e}");
+                }
+            });
+        }
+        Self {
+            log,
+            parcels,
+            routes,
+            fleets: Arc::new(fleets),
+            matrix: Arc::new(GreatCircle::default()),
+            planning: Arc::default(),
+        }
+    }
+
+    /// With another travel matrix (a road network's, say).
+    pub fn with_matrix(mut self, matrix: Arc<dyn TravelMatrix>) -> Self {
+        self.matrix = matrix;
+        self
+    }
+
+    /// As a tonic service, ready to add to a server.
+    pub fn into_server(self) -> PlanningServiceServer<Self> {
+        PlanningServiceServer::new(self)
+    }
+}
+
+/// One depot's outcome, before anything is written.
+struct Outcome {
+    reply: DepotPlan,
+    routes: Vec<RouteCommand>,
+}
+
+fn to_parcel(p: &PlannableParcel) -> Option<Parcel> {
+    let pos = p.position?;
+    Some(Parcel {
+        parcel_id: p.parcel_id.clone(),
+        position: Point {
+            latitude: pos.latitude,
+            longitude: pos.longitude,
+        },
+        weight_g: p.weight_grams,
+        volume_cm3: None,
+        in_home: p.in_home(),
+    })
+}
+
+/// A depot-day's plan in effect.
+#[derive(Default)]
+struct Previous {
+    /// Parcel → the index of the van it is on.
+    stops: HashMap<String, usize>,
+    /// Its routes.
+    routes: Vec<String>,
+}
+
+/// Plans one depot-day, keeping stops on the vans `previous` has them on
+/// where possible.
+fn plan_depot(
+    depot: &str,
+    date: NaiveDate,
+    parcels: &[PlannableParcel],
+    previous: &Previous,
+    fleets: &Fleets,
+    matrix: &dyn TravelMatrix,
+    options: Options,
+) -> Result<Outcome, String> {
+    let started = Instant::now();
+    let country = parcels
+        .first()
+        .map(|p| p.country)
+        .ok_or_else(|| format!("{depot} has no parcels on {date}"))?;
+    let mut unassigned = Vec::new();
+    let mut plannable = Vec::new();
+    for p in parcels {
+        match to_parcel(p) {
+            Some(x) => plannable.push(x),
+            None => unassigned.push(UnassignedParcel {
+                parcel_id: p.parcel_id.clone(),
+                reason: "no position for its address".into(),
+            }),
+        }
+    }
+    let day = DepotDay {
+        depot_id: depot.to_owned(),
+        country,
+        date,
+        parcels: plannable,
+    };
+    let fleet = fleets.of(depot);
+    let planned = day.problem(fleet, matrix).map_err(|e| e.to_string())?;
+    let mut plan = solve(&planned.problem, options).map_err(|e| e.to_string())?;
+    let (kept, moved) = plan.keep_vans(&planned.problem, &previous.stops);
+    let violations = check(&planned.problem, &plan);
+    if let Some(v) = violations.first() {
+        // Never publish a plan the checker refuses.
+        return Err(format!("{depot} {date}: the plan breaks its problem: {v}"));
+    }
+    for u in &plan.unassigned {
+        unassigned.push(UnassignedParcel {
+            parcel_id: planned.problem.stops[u.stop].id.clone(),
+            reason: u.reason.clone(),
+        });
+    }
+    let routes = planned.routes(&day, &plan);
+    let mut commands = Vec::new();
+    let ids = |route: &str, vehicle: &str, driver: &str| -> Result<_, String> {
+        Ok((
+            RouteId::new(route).map_err(|e| e.to_string())?,
+            DepotId::new(depot).map_err(|e| e.to_string())?,
+            VehicleId::new(vehicle).map_err(|e| e.to_string())?,
+            DriverId::new(driver).map_err(|e| e.to_string())?,
+        ))
+    };
+    for r in &routes {
+        let (route_id, depot_id, vehicle_id, driver_id) =
+            ids(&r.route_id, &r.vehicle_id, &r.driver_id)?;
+        commands.push(RouteCommand::Plan {
+            route_id,
+            depot_id,
+            local_date: date,
+            vehicle_id,
+            driver_id,
+            stops: r.stops.clone(),
+            reason: "planned again".into(),
+        });
+    }
+    // Vans of the previous version with no route now: an empty version.
+    for old in &previous.routes {
+        if routes.iter().any(|r| &r.route_id == old) {
+            continue;
+        }
+        let Some(van) = planned
+            .problem
+            .vans
+            .iter()
+            .find(|v| old.ends_with(v.id.rsplit('-').next().unwrap_or("")))
+        else {
+            continue;
+        };
+        let (route_id, depot_id, vehicle_id, driver_id) = ids(old, &van.id, &van.driver_id)?;
+        commands.push(RouteCommand::Plan {
+            route_id,
+            depot_id,
+            local_date: date,
+            vehicle_id,
+            driver_id,
+            stops: Vec::new(),
+            reason: "the van is no longer needed".into(),
+        });
+    }
+    Ok(Outcome {
+        reply: DepotPlan {
+            depot_id: depot.to_owned(),
+            date: Some(date_to_proto(date)),
+            parcels: parcels.len() as u32,
+            vans_used: plan.routes.len() as u32,
+            vans_available: fleet.vans,
+            distance_m: plan.distance(&planned.problem),
+            driving_s: plan.driving(&planned.problem),
+            routes_changed: 0,
+            unassigned,
+            seconds: started.elapsed().as_secs_f64(),
+            stops_kept_on_van: kept as u32,
+            stops_moved: moved as u32,
+        },
+        routes: commands,
+    })
+}
+
+fn undecided(e: DecideError) -> Status {
+    match e {
+        DecideError::Refused(e) => Status::failed_precondition(e.to_string()),
+        DecideError::Log(e) => Status::unavailable(e.to_string()),
+        DecideError::Contended(_) => Status::aborted(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl PlanningService for Planning {
+    async fn plan_day(
+        &self,
+        request: Request<PlanDayRequest>,
+    ) -> Result<Response<PlanDayReply>, Status> {
+        let r = request.into_inner();
+        let date = r
+            .date
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("date: is missing"))
+            .and_then(|d| {
+                date_from_proto(d).map_err(|e| Status::invalid_argument(format!("date: {e}")))
+            })?;
+        let objective: Objective = if r.objective.is_empty() {
+            Objective::Business
+        } else {
+            r.objective
+                .parse()
+                .map_err(|e| Status::invalid_argument(format!("objective: {e}")))?
+        };
+        let seconds = match r.seconds_per_depot {
+            0.0 => DEFAULT_SECONDS_PER_DEPOT,
+            s if s.is_finite() && s > 0.0 && s <= MAX_SECONDS_PER_DEPOT => s,
+            s => {
+                return Err(Status::invalid_argument(format!(
+                    "seconds_per_depot: {s} is not in (0, {MAX_SECONDS_PER_DEPOT}]"
+                )));
+            }
+        };
+        let _turn = self.planning.lock().await;
+
+        // Plan from everything durable now.
+        let head = self
+            .log
+            .head()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let within = std::time::Duration::from_secs(10);
+        for lag in [
+            caught_up(&self.parcels, head, within).await,
+            caught_up(&self.routes, head, within).await,
+        ] {
+            lag.map_err(|at| {
+                Status::deadline_exceeded(format!("projections at {at}, the log at {head}; retry"))
+            })?;
+        }
+        let mut days = self
+            .parcels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .on(date);
+        if !r.depot_ids.is_empty() {
+            if let Some(missing) = r
+                .depot_ids
+                .iter()
+                .find(|d| !days.iter().any(|(depot, _)| depot == *d))
+            {
+                return Err(Status::not_found(format!(
+                    "depot {missing} has no parcels on {date}"
+                )));
+            }
+            days.retain(|(depot, _)| r.depot_ids.contains(depot));
+        }
+        // The current plan of each depot: stop → van index, and its routes.
+        let previous: Vec<Previous> = {
+            let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+            days.iter()
+                .map(|(depot, _)| {
+                    let mut stops = HashMap::new();
+                    let mut ids = Vec::new();
+                    for route in routes.for_depot(depot, date) {
+                        ids.push(route.route_id.clone());
+                        let van = route
+                            .vehicle_id
+                            .rsplit('-')
+                            .next()
+                            .and_then(|n| n.parse::<usize>().ok());
+                        for s in &route.stops {
+                            for p in &s.parcel_ids {
+                                if let Some(van) = van {
+                                    stops.insert(p.clone(), van);
+                                }
+                            }
+                        }
+                    }
+                    Previous { stops, routes: ids }
+                })
+                .collect()
+        };
+
+        // Every depot in parallel, one per core.
+        let fleets = Arc::clone(&self.fleets);
+        let matrix = Arc::clone(&self.matrix);
+        let options = Options {
+            objective,
+            seconds,
+            repeatable: false,
+        };
+        let outcomes = tokio::task::spawn_blocking(move || {
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let next = AtomicUsize::new(0);
+            let results: Vec<RwLock<Option<Result<Outcome, String>>>> =
+                days.iter().map(|_| RwLock::new(None)).collect();
+            std::thread::scope(|s| {
+                for _ in 0..workers.min(days.len()) {
+                    s.spawn(|| {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some((depot, parcels)) = days.get(i) else {
+                                break;
+                            };
+                            let out = plan_depot(
+                                depot,
+                                date,
+                                parcels,
+                                &previous[i],
+                                &fleets,
+                                &*matrix,
+                                options,
+                            );
+                            if let Ok(mut slot) = results[i].write() {
+                                *slot = Some(out);
+                            }
+                        }
+                    });
+                }
+            });
+            results
+                .into_iter()
+                .map(|r| {
+                    r.into_inner()
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| Err("not planned".into()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Status::internal(format!("planning failed: {e}")))?;
+
+        let mut reply = PlanDayReply::default();
+        for outcome in outcomes {
+            let mut outcome = outcome.map_err(Status::failed_precondition)?;
+            for command in &outcome.routes {
+                let RouteCommand::Plan { route_id, .. } = command else {
+                    continue;
+                };
+                let stream = StreamId::route(route_id);
+                let decided = decide::<Route, _>(
+                    &*self.log,
+                    &stream,
+                    command,
+                    |e| match e {
+                        DomainEvent::Route(x) => Some(x),
+                        _ => None,
+                    },
+                    DomainEvent::Route,
+                    |_| (EventId::new(), Utc::now()),
+                )
+                .await
+                .map_err(undecided)?;
+                if !decided.events.is_empty() {
+                    outcome.reply.routes_changed += 1;
+                }
+            }
+            reply.depots.push(outcome.reply);
+        }
+        Ok(Response::new(reply))
+    }
+}

@@ -1,0 +1,214 @@
+//! PlanningService end to end on 127.0.0.1:0: the Norwegian sample day is
+//! loaded through ManifestService, planned, read back by each driver through
+//! HandheldService.GetRoute, and planned again after parcels are added.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use threshold_api::v1::handheld_service_client::HandheldServiceClient;
+use threshold_api::v1::manifest_service_client::ManifestServiceClient;
+use threshold_api::v1::planning_service_client::PlanningServiceClient;
+use threshold_api::v1::{GetRouteRequest, PlanDayReply, PlanDayRequest};
+use threshold_domain::country::{date_to_proto, instant};
+use threshold_handheld_service::Handhelds;
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
+use threshold_manifest::{ManifestReader, Row};
+use threshold_manifest_service::{Manifests, client};
+use threshold_planning_service::Planning;
+use threshold_routing::depot::{Fleet, Fleets};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Server};
+
+const SAMPLE: &str = include_str!("../../../crates/manifest/samples/2026-11-23-no.csv");
+
+fn fleets() -> Fleets {
+    let small = Fleet {
+        vans: 4,
+        in_home_cleared: 2,
+        capacity_kg: 300.0,
+        ..Fleet::default()
+    };
+    Fleets {
+        default: small,
+        depots: BTreeMap::new(),
+    }
+}
+
+async fn serve(dir: &std::path::Path) -> SocketAddr {
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(dir, EmbeddedOptions::default()).expect("log"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = Server::builder()
+        .add_service(Manifests::new(Arc::clone(&log)).into_server())
+        .add_service(Handhelds::new(Arc::clone(&log)).into_server())
+        .add_service(Planning::new(log, fleets()).into_server());
+    tokio::spawn(async move {
+        router
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .expect("server");
+    });
+    addr
+}
+
+async fn load(channel: &Channel, name: &str, csv: &str) {
+    client::load(
+        &mut ManifestServiceClient::new(channel.clone()),
+        name,
+        std::io::Cursor::new(csv.as_bytes().to_vec()),
+        |r| panic!("unexpected rejection {r:?}"),
+    )
+    .await
+    .expect("load");
+}
+
+fn request() -> PlanDayRequest {
+    PlanDayRequest {
+        date: Some(date_to_proto(
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 23).expect("date"),
+        )),
+        depot_ids: vec![],
+        seconds_per_depot: 0.5,
+        objective: String::new(),
+    }
+}
+
+/// Every driver's stops for the day, read through GetRoute: parcel → (driver, planned arrival).
+async fn routes(
+    channel: &Channel,
+    reply: &PlanDayReply,
+) -> BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)> {
+    let mut handheld = HandheldServiceClient::new(channel.clone());
+    let mut out = BTreeMap::new();
+    for depot in &reply.depots {
+        for van in 0..depot.vans_available {
+            let driver = format!("{}-drv-{van:02}", depot.depot_id);
+            let got = handheld
+                .get_route(GetRouteRequest {
+                    driver_id: driver.clone(),
+                    date: request().date,
+                })
+                .await
+                .expect("route")
+                .into_inner();
+            for route in got.routes {
+                for stop in route.stops {
+                    let at =
+                        instant(stop.planned_arrival.as_ref().expect("arrival")).expect("time");
+                    for p in stop.parcel_ids {
+                        assert!(
+                            out.insert(p.clone(), (driver.clone(), at)).is_none(),
+                            "{p} is on two routes"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_is_planned_served_to_drivers_and_replanned_keeping_vans() {
+    let dir = tempfile::tempdir().expect("dir");
+    let addr = serve(dir.path()).await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    load(&channel, "no.csv", SAMPLE).await;
+    let mut planning = PlanningServiceClient::new(channel.clone());
+
+    let first = planning
+        .plan_day(request())
+        .await
+        .expect("plan")
+        .into_inner();
+    let depots: BTreeSet<&str> = first.depots.iter().map(|d| d.depot_id.as_str()).collect();
+    assert_eq!(depots, BTreeSet::from(["BGO-1", "OSL-1"]));
+    for d in &first.depots {
+        assert!(d.unassigned.is_empty(), "{:?}", d.unassigned);
+        assert_eq!(d.parcels, 30);
+        assert!(d.vans_used >= 1 && d.vans_used <= d.vans_available);
+        assert_eq!(d.routes_changed, d.vans_used);
+        assert!(d.distance_m > 0.0 && d.driving_s > 0.0);
+    }
+
+    // Every parcel is on exactly one driver's route; in-home parcels inside
+    // their window, with a driver cleared for in-home (vans 00 and 01).
+    let planned = routes(&channel, &first).await;
+    let mut in_home = 0;
+    for row in ManifestReader::new(SAMPLE.as_bytes(), "no.csv").expect("csv") {
+        let Row::Accepted { parcel, .. } = row else {
+            panic!("sample rows are valid")
+        };
+        let (driver, at) = planned.get(&parcel.parcel_id).expect("planned");
+        if let Some(w) = &parcel.in_home_window {
+            in_home += 1;
+            let (start, end) = threshold_domain::country::window_bounds(w).expect("window");
+            assert!(
+                *at >= start && *at <= end,
+                "{}: {at} outside {start}..{end}",
+                parcel.parcel_id
+            );
+            assert!(
+                driver.ends_with("-00") || driver.ends_with("-01"),
+                "{driver}"
+            );
+        }
+    }
+    assert_eq!(planned.len(), 60);
+    assert!(in_home > 0);
+
+    // Three more parcels for Oslo: a new plan version, most stops on the
+    // van they had.
+    let extra = "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end
+NO-OSL-X1,nordshop,NO,OSL-1,2026-11-23,Gate 1,0150,Oslo,59.92,10.76,doorstep,2,,
+NO-OSL-X2,nordshop,NO,OSL-1,2026-11-23,Gate 2,0150,Oslo,59.93,10.74,doorstep,2,,
+NO-OSL-X3,nordshop,NO,OSL-1,2026-11-23,Gate 3,0150,Oslo,59.90,10.77,in_home,2,12:00,15:00
+";
+    load(&channel, "extra.csv", extra).await;
+    let mut only_oslo = request();
+    only_oslo.depot_ids = vec!["OSL-1".into()];
+    let second = planning
+        .plan_day(only_oslo)
+        .await
+        .expect("replan")
+        .into_inner();
+    let oslo = &second.depots[0];
+    assert_eq!((oslo.depot_id.as_str(), oslo.parcels), ("OSL-1", 33));
+    assert!(oslo.routes_changed >= 1);
+    assert_eq!(oslo.stops_kept_on_van + oslo.stops_moved, 30);
+    assert!(
+        oslo.stops_kept_on_van >= 20,
+        "kept {} moved {}",
+        oslo.stops_kept_on_van,
+        oslo.stops_moved
+    );
+    let replanned = routes(&channel, &first).await;
+    assert_eq!(replanned.len(), 63);
+    let kept = planned
+        .iter()
+        .filter(|(p, (driver, _))| p.starts_with("NO-OSL") && replanned[*p].0 == *driver)
+        .count();
+    assert_eq!(
+        kept as u32, oslo.stops_kept_on_van,
+        "GetRoute agrees with the reply"
+    );
+
+    // Bad requests say what is wrong.
+    let mut unknown = request();
+    unknown.depot_ids = vec!["TRD-9".into()];
+    let e = planning.plan_day(unknown).await.expect_err("unknown depot");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(e.message().contains("TRD-9"));
+    let mut fast = request();
+    fast.objective = "fast".into();
+    let e = planning.plan_day(fast).await.expect_err("objective");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("objective"));
+}
