@@ -6,7 +6,7 @@
 //! Settings (environment): `VRPTW_DIR` (default `../shared/data/vrptw` from
 //! the workspace), `SOLOMON_SECONDS` (5), `HOMBERGER` (a comma list of
 //! `size:count:seconds`, default `200:3:30,400:3:45,1000:3:60`),
-//! `SOLOMON_ONLY` (skip Homberger).
+//! `SOLOMON_ONLY` (skip Homberger), `ONLY` (a comma list of instance names).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -49,6 +49,9 @@ fn main() {
     for f in files {
         runs.push(("solomon".into(), f, solomon_seconds));
     }
+    let only: Vec<String> = std::env::var("ONLY")
+        .map(|s| s.split(',').map(|n| n.trim().to_lowercase()).collect())
+        .unwrap_or_default();
     if std::env::var_os("SOLOMON_ONLY").is_none() {
         let spec =
             std::env::var("HOMBERGER").unwrap_or_else(|_| "200:3:30,400:3:45,1000:3:60".into());
@@ -86,6 +89,16 @@ fn main() {
         }
     }
 
+    if !only.is_empty() {
+        runs.retain(|(_, f, _)| {
+            let stem = f
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_lowercase();
+            only.contains(&stem)
+        });
+    }
     println!(
         "{:<14} {:>7} {:>9} {:>11} {:>11} {:>7} {:>8}",
         "instance", "seconds", "vehicles", "distance", "best", "gap %", "feasible"

@@ -12,7 +12,6 @@
 //! longer needed gets an empty version.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -26,7 +25,7 @@ use threshold_log::{DecideError, EventLog, Position, decide};
 use threshold_projections::{DepotDays, PlannableParcel, Routes, caught_up, follow};
 use threshold_routing::depot::{DepotDay, Fleets, Parcel};
 use threshold_routing::matrix::{GreatCircle, Point, TravelMatrix};
-use threshold_routing::{Objective, Options, check, solve};
+use threshold_routing::{Objective, Options, check, in_parallel, solve};
 use tonic::{Request, Response, Status};
 
 /// Search time per depot when a request leaves it to the server.
@@ -343,43 +342,10 @@ impl PlanningService for Planning {
             repeatable: false,
         };
         let outcomes = tokio::task::spawn_blocking(move || {
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let next = AtomicUsize::new(0);
-            let results: Vec<RwLock<Option<Result<Outcome, String>>>> =
-                days.iter().map(|_| RwLock::new(None)).collect();
-            std::thread::scope(|s| {
-                for _ in 0..workers.min(days.len()) {
-                    s.spawn(|| {
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some((depot, parcels)) = days.get(i) else {
-                                break;
-                            };
-                            let out = plan_depot(
-                                depot,
-                                date,
-                                parcels,
-                                &previous[i],
-                                &fleets,
-                                &*matrix,
-                                options,
-                            );
-                            if let Ok(mut slot) = results[i].write() {
-                                *slot = Some(out);
-                            }
-                        }
-                    });
-                }
-            });
-            results
-                .into_iter()
-                .map(|r| {
-                    r.into_inner()
-                        .ok()
-                        .flatten()
-                        .unwrap_or_else(|| Err("not planned".into()))
-                })
-                .collect::<Vec<_>>()
+            let work: Vec<_> = days.iter().zip(&previous).collect();
+            in_parallel(&work, |((depot, parcels), previous)| {
+                plan_depot(depot, date, parcels, previous, &fleets, &*matrix, options)
+            })
         })
         .await
         .map_err(|e| Status::internal(format!("planning failed: {e}")))?;
