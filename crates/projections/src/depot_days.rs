@@ -165,3 +165,142 @@ impl DepotDays {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use threshold_domain::country::{date_to_proto, local_window};
+    use threshold_domain::{EventId, StreamId};
+    use threshold_log::NewEvent;
+
+    struct Log(Vec<RecordedEvent>);
+
+    impl Log {
+        fn push(&mut self, stream: &str, e: DomainEvent) {
+            let at = Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0).unwrap();
+            let position = Position(self.0.len() as u64 + 1);
+            self.0.push(RecordedEvent {
+                position,
+                stream: stream.parse::<StreamId>().unwrap(),
+                stream_version: 1,
+                recorded_at: at,
+                event: NewEvent::new(EventId::new(), &e, at),
+            });
+        }
+    }
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
+    }
+
+    fn window(from: &str, to: &str) -> pb::LocalWindow {
+        let t = |s: &str| {
+            chrono::NaiveDateTime::parse_from_str(&format!("2026-11-23T{s}"), "%Y-%m-%dT%H:%M")
+                .unwrap()
+        };
+        local_window(Country::Se, t(from), t(to)).unwrap()
+    }
+
+    fn manifested(id: &str, in_home: Option<pb::LocalWindow>) -> DomainEvent {
+        DomainEvent::Parcel(pb::parcel_event::Event::Manifested(pb::ParcelManifested {
+            parcel_id: id.into(),
+            partner_id: "p".into(),
+            country: pb::Country::Se as i32,
+            depot_id: "STO-1".into(),
+            delivery_date: Some(date_to_proto(day(23))),
+            service: if in_home.is_some() {
+                pb::Service::InHome
+            } else {
+                pb::Service::Doorstep
+            } as i32,
+            weight_grams: 1500,
+            in_home_window: in_home,
+            ..Default::default()
+        }))
+    }
+
+    fn fold(log: &Log) -> DepotDays {
+        let mut m = DepotDays::default();
+        for e in &log.0 {
+            m.apply(e);
+        }
+        m
+    }
+
+    fn parcel<'a>(
+        m: &'a [(String, Vec<PlannableParcel>)],
+        id: &str,
+    ) -> Option<&'a PlannableParcel> {
+        m.iter().flat_map(|(_, p)| p).find(|p| p.parcel_id == id)
+    }
+
+    #[test]
+    fn grants_set_and_revocations_end_in_home_windows() {
+        let mut log = Log(Vec::new());
+        log.push(
+            "parcel/SE-1",
+            manifested("SE-1", Some(window("09:00", "12:00"))),
+        );
+        log.push("parcel/SE-2", manifested("SE-2", None));
+        let booked = window_bounds(&window("09:00", "12:00")).unwrap();
+        let m = fold(&log);
+        let on = m.on(day(23));
+        assert_eq!(on.len(), 1);
+        assert_eq!(on[0].0, "STO-1");
+        assert_eq!(parcel(&on, "SE-1").unwrap().in_home(), Some(booked));
+        assert_eq!(parcel(&on, "SE-2").unwrap().in_home(), None);
+        assert_eq!(parcel(&on, "SE-1").unwrap().weight_grams, 1500);
+
+        // A grant for the doorstep parcel makes it in-home, with the grant's window.
+        let granted = window("13:00", "15:00");
+        log.push(
+            "grant/g-2",
+            DomainEvent::Grant(pb::grant_event::Event::Issued(pb::GrantIssued {
+                grant_id: "g-2".into(),
+                parcel_ids: vec!["SE-2".into()],
+                window: Some(granted.clone()),
+                ..Default::default()
+            })),
+        );
+        let on = fold(&log).on(day(23));
+        assert_eq!(
+            parcel(&on, "SE-2").unwrap().in_home(),
+            Some(window_bounds(&granted).unwrap())
+        );
+
+        // Revoked: back to the door.
+        log.push(
+            "grant/g-2",
+            DomainEvent::Grant(pb::grant_event::Event::Revoked(pb::GrantRevoked {
+                revoked_by: "resident".into(),
+                reason: String::new(),
+            })),
+        );
+        let on = fold(&log).on(day(23));
+        assert_eq!(parcel(&on, "SE-2").unwrap().in_home(), None);
+
+        // Rescheduled to the 24th, SE-1 leaves the 23rd; returned, SE-2 leaves the plan.
+        log.push(
+            "parcel/SE-1",
+            DomainEvent::Parcel(pb::parcel_event::Event::Rescheduled(
+                pb::ParcelRescheduled {
+                    delivery_date: Some(date_to_proto(day(24))),
+                    reason: "recipient away".into(),
+                },
+            )),
+        );
+        log.push(
+            "parcel/SE-2",
+            DomainEvent::Parcel(pb::parcel_event::Event::Returned(
+                pb::ParcelReturned::default(),
+            )),
+        );
+        let m = fold(&log);
+        assert!(m.on(day(23)).is_empty());
+        let next = m.on(day(24));
+        assert_eq!(next.len(), 1);
+        assert!(parcel(&next, "SE-1").is_some());
+        assert_eq!(m.position(), Position(6));
+    }
+}

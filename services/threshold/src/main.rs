@@ -97,6 +97,8 @@ enum ReportCmd {
 
 #[derive(Subcommand)]
 enum RoutingCmd {
+    /// Plan a local day's routes on a server, for every depot or some.
+    Plan(routing::PlanArgs),
     /// Plan a benchmark instance (Solomon format) and print the routes.
     Solve(routing::SolveArgs),
 }
@@ -172,6 +174,9 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         Cmd::Report {
             command: ReportCmd::Attempts(args),
         } => report::run(args).await.map(|()| true),
+        Cmd::Routing {
+            command: RoutingCmd::Plan(args),
+        } => routing::plan(args).await.map(|()| true),
         Cmd::Routing {
             command: RoutingCmd::Solve(args),
         } => tokio::task::spawn_blocking(move || routing::solve_file(args))

@@ -96,3 +96,101 @@ pub(crate) fn solve_file(args: SolveArgs) -> Result<(), Box<dyn std::error::Erro
     }
     Ok(())
 }
+
+/// Options of `threshold routing plan`.
+#[derive(clap::Args)]
+pub(crate) struct PlanArgs {
+    /// The local day to plan.
+    #[arg(long)]
+    date: chrono::NaiveDate,
+    /// Depots to plan (repeatable); default every depot with parcels that day.
+    #[arg(long = "depot")]
+    depots: Vec<String>,
+    /// Search seconds per depot (0: the server's default).
+    #[arg(long, default_value_t = 0.0)]
+    seconds: f64,
+    /// `business` (fewest vans, then driving time, then distance) or `distance`.
+    #[arg(long, default_value = "business")]
+    objective: Objective,
+    /// Print JSON: {"depots": [{"depot_id", "date", "parcels", "vans_used", ...}]}.
+    #[arg(long)]
+    json: bool,
+    /// The server.
+    #[arg(
+        long,
+        env = "THRESHOLD_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+}
+
+/// Plans a day through PlanningService and prints what was planned.
+pub(crate) async fn plan(args: PlanArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use threshold_api::v1::PlanDayRequest;
+    use threshold_api::v1::planning_service_client::PlanningServiceClient;
+    let channel = crate::connect(&args.server).await?;
+    let reply = PlanningServiceClient::new(channel)
+        .plan_day(PlanDayRequest {
+            date: Some(threshold_domain::country::date_to_proto(args.date)),
+            depot_ids: args.depots,
+            seconds_per_depot: args.seconds,
+            objective: match args.objective {
+                Objective::Business => "business",
+                Objective::Distance => "distance",
+            }
+            .into(),
+        })
+        .await
+        .map_err(|s| format!("planning {}: {}", args.date, s.message()))?
+        .into_inner();
+    if args.json {
+        let depots: Vec<serde_json::Value> = reply
+            .depots
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "depot_id": d.depot_id,
+                    "date": args.date.to_string(),
+                    "parcels": d.parcels,
+                    "vans_used": d.vans_used,
+                    "vans_available": d.vans_available,
+                    "distance_km": d.distance_m / 1000.0,
+                    "driving_hours": d.driving_s / 3600.0,
+                    "routes_changed": d.routes_changed,
+                    "stops_kept_on_van": d.stops_kept_on_van,
+                    "stops_moved": d.stops_moved,
+                    "seconds": d.seconds,
+                    "unassigned": d.unassigned.iter().map(|u| serde_json::json!({
+                        "parcel_id": u.parcel_id, "reason": u.reason,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "depots": depots }));
+        return Ok(());
+    }
+    println!(
+        "{:<8} {:>7} {:>9} {:>9} {:>10} {:>10} {:>13}",
+        "depot", "parcels", "vans", "km", "driving h", "unassigned", "kept / moved"
+    );
+    for d in &reply.depots {
+        println!(
+            "{:<8} {:>7} {:>4} / {:<3} {:>9.1} {:>10.1} {:>10} {:>6} / {:<5}",
+            d.depot_id,
+            d.parcels,
+            d.vans_used,
+            d.vans_available,
+            d.distance_m / 1000.0,
+            d.driving_s / 3600.0,
+            d.unassigned.len(),
+            d.stops_kept_on_van,
+            d.stops_moved
+        );
+    }
+    for d in &reply.depots {
+        for u in &d.unassigned {
+            println!("{}: {} not planned: {}", d.depot_id, u.parcel_id, u.reason);
+        }
+    }
+    Ok(())
+}
