@@ -169,51 +169,52 @@ fn plan_depot(
         });
     }
     let routes = planned.routes(&day, &plan);
-    let mut commands = Vec::new();
-    let ids = |route: &str, vehicle: &str, driver: &str| -> Result<_, String> {
-        Ok((
-            RouteId::new(route).map_err(|e| e.to_string())?,
-            DepotId::new(depot).map_err(|e| e.to_string())?,
-            VehicleId::new(vehicle).map_err(|e| e.to_string())?,
-            DriverId::new(driver).map_err(|e| e.to_string())?,
-        ))
-    };
-    for r in &routes {
-        let (route_id, depot_id, vehicle_id, driver_id) =
-            ids(&r.route_id, &r.vehicle_id, &r.driver_id)?;
-        commands.push(RouteCommand::Plan {
-            route_id,
-            depot_id,
+    let command = |route: &str,
+                   vehicle: &str,
+                   driver: &str,
+                   stops: Vec<threshold_domain::pb::PlannedStop>,
+                   reason: &str|
+     -> Result<RouteCommand, String> {
+        let text = |e: threshold_domain::DomainError| e.to_string();
+        Ok(RouteCommand::Plan {
+            route_id: RouteId::new(route).map_err(text)?,
+            depot_id: DepotId::new(depot).map_err(text)?,
             local_date: date,
-            vehicle_id,
-            driver_id,
-            stops: r.stops.clone(),
-            reason: "planned again".into(),
-        });
+            vehicle_id: VehicleId::new(vehicle).map_err(text)?,
+            driver_id: DriverId::new(driver).map_err(text)?,
+            stops,
+            reason: reason.into(),
+        })
+    };
+    let mut commands = Vec::new();
+    for r in &routes {
+        commands.push(command(
+            &r.route_id,
+            &r.vehicle_id,
+            &r.driver_id,
+            r.stops.clone(),
+            "planned again",
+        )?);
     }
     // Vans of the previous version with no route now: an empty version.
     for old in &previous.routes {
         if routes.iter().any(|r| &r.route_id == old) {
             continue;
         }
-        let Some(van) = planned
+        let van = planned
             .problem
             .vans
             .iter()
-            .find(|v| old.ends_with(v.id.rsplit('-').next().unwrap_or("")))
-        else {
-            continue;
-        };
-        let (route_id, depot_id, vehicle_id, driver_id) = ids(old, &van.id, &van.driver_id)?;
-        commands.push(RouteCommand::Plan {
-            route_id,
-            depot_id,
-            local_date: date,
-            vehicle_id,
-            driver_id,
-            stops: Vec::new(),
-            reason: "the van is no longer needed".into(),
-        });
+            .find(|v| old.ends_with(v.id.rsplit('-').next().unwrap_or("")));
+        if let Some(van) = van {
+            commands.push(command(
+                old,
+                &van.id,
+                &van.driver_id,
+                Vec::new(),
+                "the van is no longer needed",
+            )?);
+        }
     }
     Ok(Outcome {
         reply: DepotPlan {
