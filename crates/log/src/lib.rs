@@ -21,6 +21,7 @@ pub mod decide;
 pub mod embedded;
 pub mod error;
 pub mod event;
+pub mod metered;
 pub mod subscription;
 
 #[cfg(test)]
@@ -33,6 +34,7 @@ pub use decide::{DecideError, Decided, decide};
 pub use embedded::{EmbeddedLog, EmbeddedOptions};
 pub use error::{Error, Result};
 pub use event::{Ack, AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};
+pub use metered::Metered;
 pub use subscription::Subscription;
 
 /// The event log. Cheap to share (`Arc<dyn EventLog>`); every method may be

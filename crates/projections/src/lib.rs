@@ -80,20 +80,63 @@ pub async fn caught_up<P: Projection>(
 
 /// Keeps `model` up to date with `log` from `after` on, until the log closes
 /// or fails. Returns the error that stopped it, if any.
+///
+/// An event that carries trace context is applied in a `projection.apply`
+/// span of that trace; how far the model is behind the log's head is
+/// recorded every second as `threshold.projection.lag`.
 pub async fn follow<P: Projection>(
     log: Arc<dyn EventLog>,
     model: Arc<RwLock<P>>,
     after: Position,
 ) -> Option<threshold_log::Error> {
+    let name = std::any::type_name::<P>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("projection");
+    let lag = {
+        let log = Arc::clone(&log);
+        let model = Arc::clone(&model);
+        let gauge = opentelemetry::global::meter("threshold.projections")
+            .u64_gauge("threshold.projection.lag")
+            .with_description("Log positions a read model is behind the log's head")
+            .build();
+        tokio::spawn(async move {
+            let attrs = [opentelemetry::KeyValue::new("projection", name)];
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let Ok(head) = log.head().await else { return };
+                let at = model.read().unwrap_or_else(|p| p.into_inner()).position();
+                gauge.record(head.0.saturating_sub(at.0), &attrs);
+            }
+        })
+    };
     let mut sub = log.subscribe(after);
+    let mut stopped = None;
     while let Some(next) = sub.next().await {
         match next {
-            Ok(event) => model
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .apply(&event),
-            Err(e) => return Some(e),
+            Ok(event) => {
+                let span = event.event.traceparent.as_deref().map(|tp| {
+                    let span = tracing::info_span!(
+                        "projection.apply",
+                        projection = name,
+                        position = event.position.0,
+                        event_type = %event.event.event_type,
+                    );
+                    threshold_telemetry::continue_trace(&span, Some(tp));
+                    span
+                });
+                let _entered = span.as_ref().map(tracing::Span::enter);
+                model
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(&event);
+            }
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
         }
     }
-    None
+    lag.abort();
+    stopped
 }

@@ -289,6 +289,35 @@ impl AccessService for Access {
             },
             other => return Err(Status::internal(format!("unexpected decision {other:?}"))),
         };
+        let reason = pb::UnlockDenyReason::try_from(reply.reason)
+            .map_or("unknown", |r| r.as_str_name())
+            .trim_start_matches("UNLOCK_DENY_REASON_")
+            .to_lowercase();
+        opentelemetry::global::meter("threshold.access")
+            .u64_counter("threshold.unlock.authorizations")
+            .with_description("Unlock authorizations decided, by result and refusal reason")
+            .build()
+            .add(
+                1,
+                &[
+                    opentelemetry::KeyValue::new(
+                        "result",
+                        if reply.authorized {
+                            "authorized"
+                        } else {
+                            "denied"
+                        },
+                    ),
+                    opentelemetry::KeyValue::new(
+                        "reason",
+                        if reply.authorized {
+                            String::new()
+                        } else {
+                            reason
+                        },
+                    ),
+                ],
+            );
         Ok(Response::new(reply))
     }
 

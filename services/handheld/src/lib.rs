@@ -29,6 +29,7 @@ use threshold_log::{Error as LogError, EventLog, ExpectedVersion, NewEvent, Reco
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 /// Appends retried when another writer changed the parcel in between.
 const CONFLICT_RETRIES: usize = 5;
@@ -70,9 +71,53 @@ struct Known {
 /// the expected version, so a stale entry meets a conflict and is dropped.
 type Cache = Arc<std::sync::Mutex<std::collections::HashMap<StreamId, Known>>>;
 
+/// Acknowledgement latency and duplicates, through the OpenTelemetry API.
+#[derive(Clone)]
+struct Metrics {
+    ack: opentelemetry::metrics::Histogram<f64>,
+    results: opentelemetry::metrics::Counter<u64>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let meter = opentelemetry::global::meter("threshold.handheld");
+        Self {
+            ack: meter
+                .f64_histogram("threshold.handheld.ack.duration")
+                .with_unit("s")
+                .with_description("From an attempt event's arrival to its acknowledgement")
+                .with_boundaries(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ])
+                .build(),
+            results: meter
+                .u64_counter("threshold.handheld.events")
+                .with_description(
+                    "Handheld events answered, by result (stored, duplicate, rejected, failed)",
+                )
+                .build(),
+        }
+    }
+
+    fn acked(&self, reply: &Result<AttemptAck, Status>, took: std::time::Duration) {
+        let result = match reply {
+            Ok(a) => match attempt_ack::Result::try_from(a.result) {
+                Ok(attempt_ack::Result::Stored) => "stored",
+                Ok(attempt_ack::Result::Duplicate) => "duplicate",
+                _ => "rejected",
+            },
+            Err(_) => "failed",
+        };
+        let attrs = [opentelemetry::KeyValue::new("result", result)];
+        self.ack.record(took.as_secs_f64(), &attrs);
+        self.results.add(1, &attrs);
+    }
+}
+
 /// The service, over any event log.
 #[derive(Clone)]
 pub struct Handhelds {
+    metrics: Metrics,
     log: Arc<dyn EventLog>,
     limits: Limits,
     cache: Cache,
@@ -97,6 +142,7 @@ impl Handhelds {
             }
         });
         Self {
+            metrics: Metrics::new(),
             log,
             limits: Limits::default(),
             cache: Cache::default(),
@@ -339,6 +385,10 @@ async fn handle(
                 let mut n =
                     NewEvent::new(id, &DomainEvent::Parcel(ev.clone()), checked.occurred_at)
                         .caused_by(checked.event_id.to_string(), e.device_id.clone());
+                // The handheld's trace continues through the log.
+                if let Some(tp) = threshold_telemetry::traceparent(&tracing::Span::current()) {
+                    n = n.traced(tp);
+                }
                 if let Some(m) = &state.manifest {
                     n = n.tenant(m.partner_id.clone());
                     if let Ok(c) = threshold_domain::Country::from_proto(m.country) {
@@ -478,6 +528,8 @@ impl HandheldService for Handhelds {
         let log = Arc::clone(&self.log);
         let cache = Arc::clone(&self.cache);
         let mut bucket = Bucket::new(self.limits);
+        let stream_span = tracing::Span::current();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             loop {
                 let event = match inbound.message().await {
@@ -500,7 +552,16 @@ impl HandheldService for Handhelds {
                         .await;
                     return;
                 }
-                let reply = handle(&*log, &cache, &event).await;
+                let received = std::time::Instant::now();
+                let span = tracing::info_span!(
+                    parent: &stream_span,
+                    "handheld.attempt",
+                    parcel_id = %event.parcel_id,
+                    device_id = %event.device_id,
+                    sequence = event.sequence,
+                );
+                let reply = handle(&*log, &cache, &event).instrument(span).await;
+                metrics.acked(&reply, received.elapsed());
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
                     return;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 /// The service, over any event log, with partners' tokens from a data dir.
 #[derive(Clone)]
@@ -100,7 +101,20 @@ pub fn outcome(event: &RecordedEvent) -> Option<ParcelOutcome> {
             .event
             .country
             .map_or(0, |c: Country| c.to_proto() as i32),
+        traceparent: event.event.traceparent.clone().unwrap_or_default(),
     })
+}
+
+/// Counts a subscription out when its task ends, however it ends.
+struct Gone(
+    opentelemetry::metrics::UpDownCounter<i64>,
+    [opentelemetry::KeyValue; 1],
+);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.add(-1, &self.1);
+    }
 }
 
 type OutcomeStream = Pin<Box<dyn Stream<Item = Result<ParcelOutcome, Status>> + Send>>;
@@ -117,7 +131,22 @@ impl OutcomeService for Outcomes {
         let from = Position(request.into_inner().from_cursor);
         let mut events = self.log.subscribe(from);
         let (tx, rx) = mpsc::channel(256);
+        let subscribers = opentelemetry::global::meter("threshold.outcomes")
+            .i64_up_down_counter("threshold.outcome.subscribers")
+            .with_description("Partner subscriptions open now")
+            .build();
+        let lag = opentelemetry::global::meter("threshold.outcomes")
+            .u64_gauge("threshold.outcome.subscriber.lag")
+            .with_description("Log positions between the head and what a subscription last sent")
+            .build();
+        let log = Arc::clone(&self.log);
         tokio::spawn(async move {
+            let attrs = [opentelemetry::KeyValue::new(
+                "partner",
+                partner.as_str().to_owned(),
+            )];
+            subscribers.add(1, &attrs);
+            let _gone = Gone(subscribers, attrs.clone());
             while let Some(next) = events.next().await {
                 let event = match next {
                     Ok(e) => e,
@@ -131,10 +160,20 @@ impl OutcomeService for Outcomes {
                 if event.event.tenant.as_deref() != Some(partner.as_str()) {
                     continue;
                 }
-                if let Some(o) = outcome(&event)
-                    && tx.send(Ok(o)).await.is_err()
-                {
-                    return; // the partner went away
+                if let Some(o) = outcome(&event) {
+                    // Delivered inside the trace of the attempt it reports.
+                    let span = tracing::info_span!(
+                        "outcome.deliver",
+                        cursor = o.cursor,
+                        parcel_id = %o.parcel_id,
+                    );
+                    threshold_telemetry::continue_trace(&span, event.event.traceparent.as_deref());
+                    if tx.send(Ok(o)).instrument(span).await.is_err() {
+                        return; // the partner went away
+                    }
+                    if let Ok(head) = log.head().await {
+                        lag.record(head.0.saturating_sub(event.position.0), &attrs);
+                    }
                 }
             }
         });

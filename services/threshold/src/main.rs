@@ -8,6 +8,7 @@
 //! Exit status: 0 success, 1 failure (message on stderr), 2 a manifest
 //! loaded with rejected rows.
 
+mod admin;
 mod manifest;
 mod outcomes;
 mod report;

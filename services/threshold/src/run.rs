@@ -48,10 +48,13 @@ pub(crate) struct Args {
     /// Stop after the report instead of serving on.
     #[arg(long)]
     demo: bool,
+    #[command(flatten)]
+    telemetry: crate::admin::TelemetryArgs,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let listener = serve::bind(args.listen).await?;
+    let telemetry = crate::admin::start(&args.telemetry).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let demo = args.demo;
@@ -80,7 +83,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         .map(|(name, csv)| ((*name).to_owned(), csv.as_bytes().to_vec()))
         .collect();
     let day = simulate::day(&url, date, args.seed, 1.0, manifests).await;
-    match day {
+    let result = match day {
         Err(e) => {
             let _ = stop_tx.send(());
             let _ = server.await;
@@ -104,5 +107,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             }
             server.await?
         }
-    }
+    };
+    telemetry.shutdown(std::time::Duration::from_secs(5));
+    result
 }

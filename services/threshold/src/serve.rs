@@ -7,7 +7,7 @@ use std::sync::Arc;
 use threshold_access_service::{Access, Clock};
 use threshold_analytics_service::Analytics;
 use threshold_handheld_service::Handhelds;
-use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, Metered};
 use threshold_manifest_service::Manifests;
 use threshold_outcome_service::Outcomes;
 use threshold_planning_service::Planning;
@@ -37,6 +37,8 @@ pub(crate) struct Args {
     /// DATA/depots.json when present, else the bundled configuration.
     #[arg(long)]
     depots: Option<PathBuf>,
+    #[command(flatten)]
+    telemetry: crate::admin::TelemetryArgs,
 }
 
 /// The bundled fleet configuration of the sample depots.
@@ -69,7 +71,10 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         Clock::System
     };
     let fleets = fleets(args.depots.as_deref(), &args.data)?;
-    serve(listener, &args.data, clock, fleets, shutdown()).await
+    let telemetry = crate::admin::start(&args.telemetry).await?;
+    let served = serve(listener, &args.data, clock, fleets, shutdown()).await;
+    telemetry.shutdown(std::time::Duration::from_secs(5));
+    served
 }
 
 /// Binds the port first, so a clash fails before any other work.
@@ -94,7 +99,7 @@ pub(crate) async fn serve(
     let log = Arc::new(EmbeddedLog::open(data, EmbeddedOptions::default())?);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    let shared = log.clone() as Arc<dyn EventLog>;
+    let shared: Arc<dyn EventLog> = Arc::new(Metered::new(log.clone()));
     let manifests = Manifests::new(Arc::clone(&shared)).into_server();
     let handhelds = Handhelds::new(Arc::clone(&shared)).into_server();
     let analytics = Analytics::start(Arc::clone(&shared)).into_server();
@@ -131,6 +136,8 @@ pub(crate) async fn serve(
         println!("simulation: grant windows follow the simulator's clock, not this server's");
     }
     Server::builder()
+        // A span per call, continuing the caller's trace.
+        .trace_fn(threshold_telemetry::server_span)
         // One client cannot open unbounded streams on one connection.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health_service)
