@@ -15,7 +15,7 @@ DATA  ?= data
 .PHONY: run demo test lint fmt bench bench-routing load check clean-data
 
 run:
-	$(CARGO) run --release -p threshold -- run --data $(DATA)
+	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464
 
 demo:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --demo

@@ -115,7 +115,13 @@ pub async fn follow<P: Projection>(
     while let Some(next) = sub.next().await {
         match next {
             Ok(event) => {
-                let span = event.event.traceparent.as_deref().map(|tp| {
+                // Only recorded traces get a span: the rest cost nothing here.
+                let recorded = event
+                    .event
+                    .traceparent
+                    .as_deref()
+                    .filter(|tp| threshold_telemetry::sampled(tp));
+                let span = recorded.map(|tp| {
                     let span = tracing::info_span!(
                         "projection.apply",
                         projection = name,

@@ -94,27 +94,12 @@ impl Telemetry {
         let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
             .ok()
             .filter(|e| !e.is_empty());
-        let exporter = |e: String| Error::Exporter {
-            endpoint: endpoint.clone().unwrap_or_default(),
-            detail: e,
-        };
-        let spans = match &endpoint {
-            Some(_) => Some(
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .build()
-                    .map_err(|e| exporter(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let metrics = match &endpoint {
-            Some(_) => Some(
-                opentelemetry_otlp::MetricExporter::builder()
-                    .with_tonic()
-                    .build()
-                    .map_err(|e| exporter(e.to_string()))?,
-            ),
-            None => None,
+        let (spans, metrics) = match &endpoint {
+            Some(e) => {
+                let (s, m) = otlp(e)?;
+                (Some(s), Some(m))
+            }
+            None => (None, None),
         };
         let telemetry = Self::build(config, spans, metrics);
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -205,6 +190,35 @@ impl Telemetry {
     }
 }
 
+/// OTLP/gRPC exporters of spans and metrics to `endpoint`
+/// (`http://host:4317`); the other `OTEL_EXPORTER_OTLP_*` variables apply.
+pub fn otlp(
+    endpoint: &str,
+) -> Result<
+    (
+        opentelemetry_otlp::SpanExporter,
+        opentelemetry_otlp::MetricExporter,
+    ),
+    Error,
+> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let failed = |e: String| Error::Exporter {
+        endpoint: endpoint.to_owned(),
+        detail: e,
+    };
+    let spans = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let metrics = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    Ok((spans, metrics))
+}
+
 /// The `traceparent` of `span`, when it is part of a trace.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
     let cx = span.context();
@@ -214,6 +228,15 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     let mut carrier = std::collections::HashMap::new();
     global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
     carrier.remove("traceparent")
+}
+
+/// Whether a `traceparent` says its trace is recorded (the sampled flag).
+pub fn sampled(traceparent: &str) -> bool {
+    traceparent
+        .rsplit('-')
+        .next()
+        .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+        .is_some_and(|f| f & 1 == 1)
 }
 
 /// Makes `span` a child of the trace `traceparent` names (when valid).
@@ -290,4 +313,18 @@ pub fn server_span(request: &http::Request<()>) -> tracing::Span {
         let _ = span.set_parent(parent);
     }
     span
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sampled_flag_is_read_from_a_traceparent() {
+        assert!(super::sampled(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!super::sampled(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        ));
+        assert!(!super::sampled("garbage"));
+    }
 }

@@ -297,10 +297,12 @@ fn attempt_of(e: &RecordedEvent) -> u32 {
 }
 
 /// Decides and stores one handheld event; the acknowledgement to send.
+/// Decides and appends one handheld event; its events carry `trace`.
 async fn handle(
     log: &dyn EventLog,
     cache: &Cache,
     e: &HandheldEvent,
+    trace: Option<&str>,
 ) -> Result<AttemptAck, Status> {
     let ack =
         |result: attempt_ack::Result, position: u64, attempt: u32, error: String| AttemptAck {
@@ -386,7 +388,7 @@ async fn handle(
                     NewEvent::new(id, &DomainEvent::Parcel(ev.clone()), checked.occurred_at)
                         .caused_by(checked.event_id.to_string(), e.device_id.clone());
                 // The handheld's trace continues through the log.
-                if let Some(tp) = threshold_telemetry::traceparent(&tracing::Span::current()) {
+                if let Some(tp) = trace {
                     n = n.traced(tp);
                 }
                 if let Some(m) = &state.manifest {
@@ -529,6 +531,12 @@ impl HandheldService for Handhelds {
         let cache = Arc::clone(&self.cache);
         let mut bucket = Bucket::new(self.limits);
         let stream_span = tracing::Span::current();
+        // The stream's trace context, computed once; a span per event only
+        // when the trace is recorded, so unsampled streams stay cheap.
+        let stream_trace = threshold_telemetry::traceparent(&stream_span);
+        let sampled = stream_trace
+            .as_deref()
+            .is_some_and(threshold_telemetry::sampled);
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             loop {
@@ -553,14 +561,22 @@ impl HandheldService for Handhelds {
                     return;
                 }
                 let received = std::time::Instant::now();
-                let span = tracing::info_span!(
-                    parent: &stream_span,
-                    "handheld.attempt",
-                    parcel_id = %event.parcel_id,
-                    device_id = %event.device_id,
-                    sequence = event.sequence,
-                );
-                let reply = handle(&*log, &cache, &event).instrument(span).await;
+                let (span, trace) = if sampled {
+                    let span = tracing::info_span!(
+                        parent: &stream_span,
+                        "handheld.attempt",
+                        parcel_id = %event.parcel_id,
+                        device_id = %event.device_id,
+                        sequence = event.sequence,
+                    );
+                    let trace = threshold_telemetry::traceparent(&span);
+                    (span, trace)
+                } else {
+                    (tracing::Span::none(), stream_trace.clone())
+                };
+                let reply = handle(&*log, &cache, &event, trace.as_deref())
+                    .instrument(span)
+                    .await;
                 metrics.acked(&reply, received.elapsed());
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {

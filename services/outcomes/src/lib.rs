@@ -162,12 +162,23 @@ impl OutcomeService for Outcomes {
                 }
                 if let Some(o) = outcome(&event) {
                     // Delivered inside the trace of the attempt it reports.
-                    let span = tracing::info_span!(
-                        "outcome.deliver",
-                        cursor = o.cursor,
-                        parcel_id = %o.parcel_id,
-                    );
-                    threshold_telemetry::continue_trace(&span, event.event.traceparent.as_deref());
+                    let recorded = event
+                        .event
+                        .traceparent
+                        .as_deref()
+                        .filter(|tp| threshold_telemetry::sampled(tp));
+                    let span = match recorded {
+                        Some(tp) => {
+                            let span = tracing::info_span!(
+                                "outcome.deliver",
+                                cursor = o.cursor,
+                                parcel_id = %o.parcel_id,
+                            );
+                            threshold_telemetry::continue_trace(&span, Some(tp));
+                            span
+                        }
+                        None => tracing::Span::none(),
+                    };
                     if tx.send(Ok(o)).instrument(span).await.is_err() {
                         return; // the partner went away
                     }

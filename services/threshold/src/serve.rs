@@ -132,6 +132,7 @@ pub(crate) async fn serve(
         .build_v1()?;
 
     println!("threshold serving on {addr} (data {})", data.display());
+    tracing::info!(%addr, data = %data.display(), simulation = clock == Clock::Simulated, "serving");
     if clock == Clock::Simulated {
         println!("simulation: grant windows follow the simulator's clock, not this server's");
     }
