@@ -17,6 +17,9 @@
 //! `tracing`; only this crate knows the SDK.
 
 mod prometheus;
+mod rpc;
+
+pub use rpc::{RpcMetrics, RpcMetricsLayer};
 
 use std::sync::Arc;
 use std::time::Duration;

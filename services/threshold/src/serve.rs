@@ -139,6 +139,7 @@ pub(crate) async fn serve(
     Server::builder()
         // A span per call, continuing the caller's trace.
         .trace_fn(threshold_telemetry::server_span)
+        .layer(threshold_telemetry::RpcMetricsLayer::default())
         // One client cannot open unbounded streams on one connection.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health_service)

@@ -611,6 +611,17 @@ fn a_server_logs_json_lines_and_serves_prometheus_metrics_on_its_admin_port() {
         body.contains("# TYPE threshold_log_append_duration histogram"),
         "{body}"
     );
+    // The RPC itself, per OpenTelemetry's conventions.
+    let rpc = body
+        .lines()
+        .find(|l| l.starts_with("rpc_server_duration_count{") && l.contains("LoadManifest"))
+        .unwrap_or_else(|| panic!("no rpc.server.duration for LoadManifest in {body}"));
+    assert!(
+        rpc.contains("rpc_service=\"threshold.v1.ManifestService\"")
+            && rpc.contains("rpc_system=\"grpc\"")
+            && rpc.contains("rpc_grpc_status_code=\"0\""),
+        "{rpc}"
+    );
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
