@@ -18,6 +18,20 @@ use tonic::transport::Server;
 
 /// Concurrent gRPC streams one connection may have open.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Bytes a client may send on one stream ahead of what the server has read.
+const STREAM_WINDOW: u32 = 64 * 1024;
+/// Bytes a client may send on one connection ahead of what the server has read.
+///
+/// HTTP/2 flow control counts bytes, but h2 also bounds the framing overhead
+/// it buffers: each DATA frame under 256 bytes costs `256 - len` of a budget
+/// of half the connection window, and a connection over budget is closed
+/// with ENHANCE_YOUR_CALM. Handheld events are single ~150-byte frames, so a
+/// server behind on reading must be able to buffer every stream's window of
+/// them within that budget: 256 streams × 64 KiB = 16 MiB of ~155-byte frames
+/// is ~11 MB of overhead, inside the 12 MiB budget of a 24 MiB window. Then
+/// an overloaded server slows its clients down instead of dropping them. At
+/// most 16 MiB of data (plus ~11 MB of framing) is buffered per connection.
+const CONNECTION_WINDOW: u32 = 24 * 1024 * 1024;
 
 /// Options of `threshold serve`.
 #[derive(clap::Args)]
@@ -142,6 +156,8 @@ pub(crate) async fn serve(
         .layer(threshold_telemetry::RpcMetricsLayer::default())
         // One client cannot open unbounded streams on one connection.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(manifests)
