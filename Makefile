@@ -7,12 +7,13 @@
 #   make bench-routing  the planner against the literature (Solomon, Gehring & Homberger)
 #                and a whole four-country day of 20,000 parcels over 40 depots
 #   make load    the handheld ingestion load test against a release server on loopback
+#   make load-tracing  the same with tracing off and with OTLP export at 1%, alternating
 #   make lint    rustfmt and clippy, as CI runs them
 
 CARGO ?= cargo
 DATA  ?= data
 
-.PHONY: run demo test lint fmt bench bench-routing load check clean-data
+.PHONY: run demo test lint fmt bench bench-routing load load-tracing check clean-data
 
 run:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464
@@ -45,6 +46,9 @@ bench-routing:
 
 load:
 	load-tests/run.sh
+
+load-tracing:
+	load-tests/tracing-overhead.sh
 
 check:
 	$(CARGO) check --workspace --all-targets
