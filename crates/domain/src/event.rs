@@ -155,8 +155,11 @@ impl DomainEvent {
                 event: Some(e.clone()),
             }
             .encode_to_vec(),
+            // The audit chain's link is added when the event is stored
+            // (`threshold_log::audit::seal`).
             DomainEvent::Home(e) => pb::HomeEvent {
                 event: Some(e.clone()),
+                prev_hash: Vec::new(),
             }
             .encode_to_vec(),
         }

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use threshold_domain::{Aggregate, DomainError, DomainEvent, EventId, StreamId};
 
-use crate::{Error, EventLog, ExpectedVersion, NewEvent};
+use crate::{Error, EventLog, ExpectedVersion, NewEvent, audit};
 
 /// Decisions retried when another writer changed the stream in between.
 pub const CONFLICT_RETRIES: usize = 8;
@@ -55,6 +55,42 @@ where
     A::Event: Clone,
     W: Fn(A::Event) -> DomainEvent,
 {
+    decide_sealed::<A, W>(log, stream, command, unwrap, wrap, stamp, false).await
+}
+
+/// [`decide`] for a home stream: each new event also commits to the hash of
+/// the one before it, read in the same history the decision was made on
+/// ([`crate::audit`]), so the chain holds whoever writes concurrently.
+pub async fn decide_chained<A, W>(
+    log: &dyn EventLog,
+    stream: &StreamId,
+    command: &A::Command,
+    unwrap: impl Fn(DomainEvent) -> Option<A::Event>,
+    wrap: W,
+    stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
+) -> Result<Decided<A::Event>, DecideError>
+where
+    A: Aggregate,
+    A::Event: Clone,
+    W: Fn(A::Event) -> DomainEvent,
+{
+    decide_sealed::<A, W>(log, stream, command, unwrap, wrap, stamp, true).await
+}
+
+async fn decide_sealed<A, W>(
+    log: &dyn EventLog,
+    stream: &StreamId,
+    command: &A::Command,
+    unwrap: impl Fn(DomainEvent) -> Option<A::Event>,
+    wrap: W,
+    stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
+    chained: bool,
+) -> Result<Decided<A::Event>, DecideError>
+where
+    A: Aggregate,
+    A::Event: Clone,
+    W: Fn(A::Event) -> DomainEvent,
+{
     for _ in 0..CONFLICT_RETRIES {
         let history = log.read_stream(stream, 0, usize::MAX).await?;
         let mut state = A::default();
@@ -72,13 +108,20 @@ where
                 positions: Vec::new(),
             });
         }
-        let new = events
+        let mut new: Vec<NewEvent> = events
             .iter()
             .map(|e| {
                 let (id, at) = stamp(e);
                 NewEvent::new(id, &wrap(e.clone()), at)
             })
             .collect();
+        if chained {
+            let mut prev = history.last().map_or(audit::GENESIS, audit::hash_of);
+            for n in &mut new {
+                audit::seal(n, prev)?;
+                prev = audit::hash_of_new(n);
+            }
+        }
         match log
             .append(stream, ExpectedVersion::Exactly(version), new)
             .await

@@ -17,6 +17,7 @@
 //! gap-free versions, a stale expected version writes nothing, and
 //! subscriptions neither skip nor repeat.
 
+pub mod audit;
 pub mod decide;
 pub mod embedded;
 pub mod error;
@@ -30,7 +31,7 @@ mod contract;
 use async_trait::async_trait;
 use threshold_domain::StreamId;
 
-pub use decide::{DecideError, Decided, decide};
+pub use decide::{DecideError, Decided, decide, decide_chained};
 pub use embedded::{EmbeddedLog, EmbeddedOptions};
 pub use error::{Error, Result};
 pub use event::{Ack, AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};

@@ -31,7 +31,7 @@ use threshold_domain::home::{Command as HomeCommand, Home};
 use threshold_domain::{
     Country, DomainError, DomainEvent, DriverId, EventId, GrantId, HomeId, ParcelId, StreamId, pb,
 };
-use threshold_log::{DecideError, Error as LogError, EventLog, decide};
+use threshold_log::{DecideError, Error as LogError, EventLog, decide, decide_chained};
 use tonic::{Request, Response, Status};
 
 /// How long an authorized unlock may be used.
@@ -376,7 +376,7 @@ impl AccessService for Access {
             .writers
             .run(
                 &stream,
-                decide::<Home, _>(
+                decide_chained::<Home, _>(
                     &*self.log,
                     &stream,
                     &command,

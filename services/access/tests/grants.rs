@@ -254,6 +254,8 @@ async fn device_events_are_recorded_once_for_registered_homes() {
         home_id: "home-1".into(),
         occurred_at: Some(timestamp(Utc::now())),
         event: Some(pb::HomeEvent {
+            // Set by the server as it stores the event; a client's is ignored.
+            prev_hash: vec![1; 32],
             event: Some(pb::home_event::Event::LockRegistered(pb::LockRegistered {
                 home_id: "home-1".into(),
                 lock_id: "lock-1".into(),
@@ -283,6 +285,8 @@ async fn device_events_are_recorded_once_for_registered_homes() {
         home_id: home.into(),
         occurred_at: Some(timestamp(Utc::now())),
         event: Some(pb::HomeEvent {
+            // Set by the server as it stores the event; a client's is ignored.
+            prev_hash: vec![1; 32],
             event: Some(pb::home_event::Event::CameraOnline(pb::CameraOnline {
                 camera_id: "cam-1".into(),
                 recording: true,
@@ -309,6 +313,9 @@ async fn device_events_are_recorded_once_for_registered_homes() {
         stored[1].decode().expect("decode"),
         DomainEvent::Home(pb::home_event::Event::CameraOnline(_))
     ));
+    // The home's events form an intact audit chain ending at the last one.
+    let head = threshold_log::audit::verify(&stored).expect("intact chain");
+    assert_eq!(head, threshold_log::audit::hash_of(&stored[1]));
 }
 
 /// `request` carrying the simulated time `at`.

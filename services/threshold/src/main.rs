@@ -65,6 +65,11 @@ enum Cmd {
         #[command(subcommand)]
         command: RoutingCmd,
     },
+    /// The tamper-evident audit trail of homes.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
     /// Look inside the embedded log.
     Log {
         #[command(subcommand)]
@@ -102,6 +107,20 @@ enum RoutingCmd {
     Plan(routing::PlanArgs),
     /// Plan a benchmark instance (Solomon format) and print the routes.
     Solve(routing::SolveArgs),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Recompute a home's hash chain from the stored events; name the first
+    /// broken link, or print the chain's head.
+    Verify {
+        /// The home.
+        #[arg(long)]
+        home: String,
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -183,6 +202,28 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         } => tokio::task::spawn_blocking(move || routing::solve_file(args))
             .await?
             .map(|()| true),
+        Cmd::Audit {
+            command: AuditCmd::Verify { home, data },
+        } => {
+            let id = threshold_domain::HomeId::new(&home)?;
+            let stream = threshold_domain::StreamId::home(&id);
+            let events: Vec<_> =
+                threshold_log::embedded::read_only(&data, Position(0), usize::MAX)?
+                    .into_iter()
+                    .filter(|e| e.stream == stream)
+                    .collect();
+            if events.is_empty() {
+                return Err(format!("no events of home {home} in {}", data.display()).into());
+            }
+            let head =
+                threshold_log::audit::verify(&events).map_err(|b| format!("home {home}: {b}"))?;
+            println!(
+                "home {home}: {} events, chain intact, head {}",
+                events.len(),
+                threshold_log::audit::hex(&head)
+            );
+            Ok(true)
+        }
         Cmd::Log {
             command: LogCmd::Stats { data },
         } => {
