@@ -86,6 +86,27 @@ impl Fleets {
     }
 }
 
+/// Van `i` of `depot`: `<depot>-van-NN`.
+pub fn van_id(depot: &str, i: usize) -> String {
+    format!("{depot}-van-{i:02}")
+}
+
+/// The driver of van `i` of `depot`: `<depot>-drv-NN`.
+pub fn driver_id(depot: &str, i: usize) -> String {
+    format!("{depot}-drv-{i:02}")
+}
+
+/// The route of van `i` of `depot` on `date`: `<depot>-<date>-NN`, the same
+/// across plan versions, so a replan of the day updates the same routes.
+pub fn route_id(depot: &str, date: NaiveDate, i: usize) -> String {
+    format!("{depot}-{date}-{i:02}")
+}
+
+/// The index of a van from its id ([`van_id`]).
+pub fn van_index(vehicle_id: &str) -> Option<usize> {
+    vehicle_id.rsplit_once("-van-")?.1.parse().ok()
+}
+
 /// A parcel to plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parcel {
@@ -223,8 +244,8 @@ impl DepotDay {
         };
         let vans = (0..fleet.vans)
             .map(|i| Van {
-                id: format!("{depot}-van-{i:02}"),
-                driver_id: format!("{depot}-drv-{i:02}"),
+                id: van_id(depot, i as usize),
+                driver_id: driver_id(depot, i as usize),
                 capacity,
                 shift,
                 in_home: i < fleet.in_home_cleared,
@@ -270,8 +291,7 @@ impl DepotDay {
 /// A route to publish: the arguments of the route aggregate's `Plan`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedRoute {
-    /// `<depot>-<date>-<van>`: stable across plan versions, so a replan of
-    /// the day updates the same routes.
+    /// [`route_id`]: stable across plan versions.
     pub route_id: String,
     /// The van.
     pub vehicle_id: String,
@@ -294,12 +314,7 @@ impl Planned {
             .map(|r| {
                 let van = &self.problem.vans[r.van];
                 PlannedRoute {
-                    route_id: format!(
-                        "{}-{}-{}",
-                        day.depot_id,
-                        day.date,
-                        van.id.rsplit('-').next().unwrap_or("van")
-                    ),
+                    route_id: route_id(&day.depot_id, day.date, r.van),
                     vehicle_id: van.id.clone(),
                     driver_id: van.driver_id.clone(),
                     stops: r
@@ -439,13 +454,7 @@ mod tests {
             .iter()
             .find(|r| r.stops.iter().any(|s| s.parcel_ids == ["P3"]))
             .unwrap();
-        let van: u32 = route
-            .vehicle_id
-            .rsplit('-')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let van = van_index(&route.vehicle_id).unwrap() as u32;
         assert!(van < fleet.in_home_cleared, "{}", route.vehicle_id);
     }
 

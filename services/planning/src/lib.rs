@@ -23,7 +23,7 @@ use threshold_domain::route::{Command as RouteCommand, Route};
 use threshold_domain::{DepotId, DomainEvent, DriverId, EventId, RouteId, StreamId, VehicleId};
 use threshold_log::{DecideError, EventLog, Position, decide};
 use threshold_projections::{DepotDays, PlannableParcel, Routes, caught_up, follow};
-use threshold_routing::depot::{DepotDay, Fleets, Parcel};
+use threshold_routing::depot::{DepotDay, Fleets, Parcel, van_index};
 use threshold_routing::matrix::{GreatCircle, Point, TravelMatrix};
 use threshold_routing::{Objective, Options, check, in_parallel, solve};
 use tonic::{Request, Response, Status};
@@ -116,8 +116,8 @@ fn to_parcel(p: &PlannableParcel) -> Option<Parcel> {
 struct Previous {
     /// Parcel → the index of the van it is on.
     stops: HashMap<String, usize>,
-    /// Its routes.
-    routes: Vec<String>,
+    /// Its routes, with the index of their van.
+    routes: Vec<(String, usize)>,
 }
 
 /// Plans one depot-day, keeping stops on the vans `previous` has them on
@@ -197,16 +197,11 @@ fn plan_depot(
         )?);
     }
     // Vans of the previous version with no route now: an empty version.
-    for old in &previous.routes {
+    for (old, van) in &previous.routes {
         if routes.iter().any(|r| &r.route_id == old) {
             continue;
         }
-        let van = planned
-            .problem
-            .vans
-            .iter()
-            .find(|v| old.ends_with(v.id.rsplit('-').next().unwrap_or("")));
-        if let Some(van) = van {
+        if let Some(van) = planned.problem.vans.get(*van) {
             commands.push(command(
                 old,
                 &van.id,
@@ -315,17 +310,13 @@ impl PlanningService for Planning {
                     let mut stops = HashMap::new();
                     let mut ids = Vec::new();
                     for route in routes.for_depot(depot, date) {
-                        ids.push(route.route_id.clone());
-                        let van = route
-                            .vehicle_id
-                            .rsplit('-')
-                            .next()
-                            .and_then(|n| n.parse::<usize>().ok());
+                        let Some(van) = van_index(&route.vehicle_id) else {
+                            continue;
+                        };
+                        ids.push((route.route_id.clone(), van));
                         for s in &route.stops {
                             for p in &s.parcel_ids {
-                                if let Some(van) = van {
-                                    stops.insert(p.clone(), van);
-                                }
+                                stops.insert(p.clone(), van);
                             }
                         }
                     }

@@ -575,7 +575,7 @@ async fn plan(
     let mut drives = Vec::new();
     for d in &reply.depots {
         for van in 0..d.vans_available {
-            let driver = format!("{}-drv-{van:02}", d.depot_id);
+            let driver = threshold_routing::depot::driver_id(&d.depot_id, van as usize);
             let routes = handheld
                 .get_route(GetRouteRequest {
                     driver_id: driver.clone(),
