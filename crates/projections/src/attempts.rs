@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
-use threshold_domain::country::date_from_proto;
 use threshold_domain::{Category, Country, DomainEvent, pb};
 use threshold_log::{Position, RecordedEvent};
 
@@ -257,12 +256,7 @@ impl Attempts {
         };
         let id = event.stream.id().to_owned();
         if let P::Manifested(m) = &e {
-            let (Ok(country), Some(day)) = (
-                Country::from_proto(m.country),
-                m.delivery_date
-                    .as_ref()
-                    .and_then(|d| date_from_proto(d).ok()),
-            ) else {
+            let Some((country, day)) = crate::due(m) else {
                 return;
             };
             let record = ParcelRecord {
@@ -303,11 +297,7 @@ impl Attempts {
             }
             P::Returned(_) => after.returned = true,
             P::Rescheduled(r) => {
-                if let Some(day) = r
-                    .delivery_date
-                    .as_ref()
-                    .and_then(|d| date_from_proto(d).ok())
-                {
+                if let Some(day) = crate::day(r.delivery_date.as_ref()) {
                     after.day = day;
                 }
             }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use threshold_domain::country::{date_from_proto, window_bounds};
+use threshold_domain::country::window_bounds;
 use threshold_domain::{Category, Country, DomainEvent, pb};
 use threshold_log::{Position, RecordedEvent};
 
@@ -86,12 +86,7 @@ impl DepotDays {
         use pb::parcel_event::Event as P;
         match decoded {
             DomainEvent::Parcel(P::Manifested(m)) => {
-                let (Ok(country), Some(date)) = (
-                    Country::from_proto(m.country),
-                    m.delivery_date
-                        .as_ref()
-                        .and_then(|d| date_from_proto(d).ok()),
-                ) else {
+                let Some((country, date)) = crate::due(&m) else {
                     return;
                 };
                 let booked = (m.service == pb::Service::InHome as i32)
@@ -114,11 +109,7 @@ impl DepotDays {
                 self.days.entry(key).or_default().insert(id, parcel);
             }
             DomainEvent::Parcel(P::Rescheduled(r)) => {
-                let Some(date) = r
-                    .delivery_date
-                    .as_ref()
-                    .and_then(|d| date_from_proto(d).ok())
-                else {
+                let Some(date) = crate::day(r.delivery_date.as_ref()) else {
                     return;
                 };
                 let Some(old) = self.parcels.get(&id).cloned() else {

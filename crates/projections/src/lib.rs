@@ -22,6 +22,21 @@ use std::sync::{Arc, RwLock};
 
 use threshold_log::{EventLog, Position};
 
+/// A local day as recorded, when it is one.
+pub(crate) fn day(d: Option<&threshold_domain::pb::LocalDate>) -> Option<chrono::NaiveDate> {
+    d.and_then(|d| threshold_domain::country::date_from_proto(d).ok())
+}
+
+/// The country and local day a manifested parcel is due, when both are valid.
+pub(crate) fn due(
+    m: &threshold_domain::pb::ParcelManifested,
+) -> Option<(threshold_domain::Country, chrono::NaiveDate)> {
+    Some((
+        threshold_domain::Country::from_proto(m.country).ok()?,
+        day(m.delivery_date.as_ref())?,
+    ))
+}
+
 /// A read model folded from the log, event by event, in log order.
 pub trait Projection: Send + Sync + 'static {
     /// Applies one event; events at or before the last applied are ignored.
@@ -115,23 +130,18 @@ pub async fn follow<P: Projection>(
     while let Some(next) = sub.next().await {
         match next {
             Ok(event) => {
-                // Only recorded traces get a span: the rest cost nothing here.
-                let recorded = event
-                    .event
-                    .traceparent
-                    .as_deref()
-                    .filter(|tp| threshold_telemetry::sampled(tp));
-                let span = recorded.map(|tp| {
-                    let span = tracing::info_span!(
-                        "projection.apply",
-                        projection = name,
-                        position = event.position.0,
-                        event_type = %event.event.event_type,
-                    );
-                    threshold_telemetry::continue_trace(&span, Some(tp));
-                    span
-                });
-                let _entered = span.as_ref().map(tracing::Span::enter);
+                let span = threshold_telemetry::in_recorded_trace(
+                    event.event.traceparent.as_deref(),
+                    || {
+                        tracing::info_span!(
+                            "projection.apply",
+                            projection = name,
+                            position = event.position.0,
+                            event_type = %event.event.event_type,
+                        )
+                    },
+                );
+                let _entered = span.enter();
                 model
                     .write()
                     .unwrap_or_else(|p| p.into_inner())

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
-use threshold_domain::country::date_from_proto;
 use threshold_domain::{Category, DomainEvent, pb};
 use threshold_log::{Position, RecordedEvent};
 
@@ -52,7 +51,7 @@ impl Routes {
         let id = event.stream.id().to_owned();
         match e {
             R::Planned(p) => {
-                let Some(day) = p.local_date.as_ref().and_then(|d| date_from_proto(d).ok()) else {
+                let Some(day) = crate::day(p.local_date.as_ref()) else {
                     return;
                 };
                 self.by_route.insert(

@@ -242,6 +242,22 @@ pub fn sampled(traceparent: &str) -> bool {
         .is_some_and(|f| f & 1 == 1)
 }
 
+/// A span made by `make`, in the trace `traceparent` names, when that trace
+/// is recorded; otherwise no span at all, so unsampled work costs nothing.
+pub fn in_recorded_trace(
+    traceparent: Option<&str>,
+    make: impl FnOnce() -> tracing::Span,
+) -> tracing::Span {
+    match traceparent.filter(|tp| sampled(tp)) {
+        Some(tp) => {
+            let span = make();
+            continue_trace(&span, Some(tp));
+            span
+        }
+        None => tracing::Span::none(),
+    }
+}
+
 /// Makes `span` a child of the trace `traceparent` names (when valid).
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     let Some(tp) = traceparent else { return };

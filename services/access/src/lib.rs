@@ -110,6 +110,7 @@ pub struct Access {
     log: Arc<dyn EventLog>,
     writers: Writers,
     clock: Clock,
+    authorizations: opentelemetry::metrics::Counter<u64>,
 }
 
 impl Access {
@@ -119,6 +120,10 @@ impl Access {
             log,
             writers: Writers::default(),
             clock: Clock::System,
+            authorizations: opentelemetry::global::meter("threshold.access")
+                .u64_counter("threshold.unlock.authorizations")
+                .with_description("Unlock authorizations decided, by result and refusal reason")
+                .build(),
         }
     }
 
@@ -293,31 +298,27 @@ impl AccessService for Access {
             .map_or("unknown", |r| r.as_str_name())
             .trim_start_matches("UNLOCK_DENY_REASON_")
             .to_lowercase();
-        opentelemetry::global::meter("threshold.access")
-            .u64_counter("threshold.unlock.authorizations")
-            .with_description("Unlock authorizations decided, by result and refusal reason")
-            .build()
-            .add(
-                1,
-                &[
-                    opentelemetry::KeyValue::new(
-                        "result",
-                        if reply.authorized {
-                            "authorized"
-                        } else {
-                            "denied"
-                        },
-                    ),
-                    opentelemetry::KeyValue::new(
-                        "reason",
-                        if reply.authorized {
-                            String::new()
-                        } else {
-                            reason
-                        },
-                    ),
-                ],
-            );
+        self.authorizations.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new(
+                    "result",
+                    if reply.authorized {
+                        "authorized"
+                    } else {
+                        "denied"
+                    },
+                ),
+                opentelemetry::KeyValue::new(
+                    "reason",
+                    if reply.authorized {
+                        String::new()
+                    } else {
+                        reason
+                    },
+                ),
+            ],
+        );
         Ok(Response::new(reply))
     }
 

@@ -137,7 +137,7 @@ impl OutcomeService for Outcomes {
             .build();
         let lag = opentelemetry::global::meter("threshold.outcomes")
             .u64_gauge("threshold.outcome.subscriber.lag")
-            .with_description("Log positions between the head and what a subscription last sent")
+            .with_description("Log positions between the head and what a subscription has read")
             .build();
         let log = Arc::clone(&self.log);
         tokio::spawn(async move {
@@ -147,6 +147,7 @@ impl OutcomeService for Outcomes {
             )];
             subscribers.add(1, &attrs);
             let _gone = Gone(subscribers, attrs.clone());
+            let mut lag_at: Option<std::time::Instant> = None;
             while let Some(next) = events.next().await {
                 let event = match next {
                     Ok(e) => e,
@@ -155,6 +156,14 @@ impl OutcomeService for Outcomes {
                         return;
                     }
                 };
+                // How far behind the head this subscription reads, at most
+                // once a second: not a head lookup per event.
+                if lag_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                    lag_at = Some(std::time::Instant::now());
+                    if let Ok(head) = log.head().await {
+                        lag.record(head.0.saturating_sub(event.position.0), &attrs);
+                    }
+                }
                 // The partner's own parcels only: the tenant recorded with
                 // the event when the parcel was manifested.
                 if event.event.tenant.as_deref() != Some(partner.as_str()) {
@@ -162,28 +171,12 @@ impl OutcomeService for Outcomes {
                 }
                 if let Some(o) = outcome(&event) {
                     // Delivered inside the trace of the attempt it reports.
-                    let recorded = event
-                        .event
-                        .traceparent
-                        .as_deref()
-                        .filter(|tp| threshold_telemetry::sampled(tp));
-                    let span = match recorded {
-                        Some(tp) => {
-                            let span = tracing::info_span!(
-                                "outcome.deliver",
-                                cursor = o.cursor,
-                                parcel_id = %o.parcel_id,
-                            );
-                            threshold_telemetry::continue_trace(&span, Some(tp));
-                            span
-                        }
-                        None => tracing::Span::none(),
-                    };
+                    let span = threshold_telemetry::in_recorded_trace(
+                        event.event.traceparent.as_deref(),
+                        || tracing::info_span!("outcome.deliver", cursor = o.cursor, parcel_id = %o.parcel_id),
+                    );
                     if tx.send(Ok(o)).instrument(span).await.is_err() {
                         return; // the partner went away
-                    }
-                    if let Ok(head) = log.head().await {
-                        lag.record(head.0.saturating_sub(event.position.0), &attrs);
                     }
                 }
             }
