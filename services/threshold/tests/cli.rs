@@ -72,6 +72,19 @@ fn threshold(args: &[&str]) -> std::process::Output {
         .expect("run threshold")
 }
 
+/// `threshold manifest load FILE --server URL [extra...]`.
+fn load_manifest(file: &Path, server: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "manifest",
+        "load",
+        file.to_str().expect("path"),
+        "--server",
+        server,
+    ];
+    args.extend_from_slice(extra);
+    threshold(&args)
+}
+
 #[test]
 fn manifests_load_through_the_cli_and_survive_a_restart() {
     let dir = tempfile::tempdir().expect("dir");
@@ -81,14 +94,7 @@ fn manifests_load_through_the_cli_and_survive_a_restart() {
     let mut loaded = 0;
     for cc in ["dk", "fi", "no", "se"] {
         let file = samples().join(format!("2026-11-23-{cc}.csv"));
-        let out = threshold(&[
-            "manifest",
-            "load",
-            file.to_str().expect("path"),
-            "--server",
-            &server.url,
-            "--json",
-        ]);
+        let out = load_manifest(&file, &server.url, &["--json"]);
         assert!(
             out.status.success(),
             "{}",
@@ -111,13 +117,7 @@ fn manifests_load_through_the_cli_and_survive_a_restart() {
         format!("{header}\nSE-BAD-1,nordshop,SE,STO-1,2026-11-23,Street 1,111 51,Stockholm,59.3,18.0,parcel_drone,1,,\n"),
     )
     .expect("write");
-    let out = threshold(&[
-        "manifest",
-        "load",
-        bad.to_str().expect("path"),
-        "--server",
-        &server.url,
-    ]);
+    let out = load_manifest(&bad, &server.url, &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 2, field service"), "{stderr}");
@@ -181,14 +181,11 @@ fn manifests_load_through_the_cli_and_survive_a_restart() {
 
     // Restarted, the same manifests are recognised: nothing new.
     let server = Served::start(&data);
-    let out = threshold(&[
-        "manifest",
-        "load",
-        samples().join("2026-11-23-fi.csv").to_str().expect("path"),
-        "--server",
+    let out = load_manifest(
+        &samples().join("2026-11-23-fi.csv"),
         &server.url,
-        "--json",
-    ]);
+        &["--json"],
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(
         (json["accepted"].as_u64(), json["unchanged"].as_u64()),
@@ -328,13 +325,7 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
     let data = dir.path().join("data");
     let server = Served::start(&data);
     let sample = samples().join("2026-11-23-no.csv");
-    let out = threshold(&[
-        "manifest",
-        "load",
-        sample.to_str().expect("path"),
-        "--server",
-        &server.url,
-    ]);
+    let out = load_manifest(&sample, &server.url, &[]);
     assert!(out.status.success());
     let parcels: Vec<String> = std::fs::read_to_string(&sample)
         .expect("sample")
@@ -482,13 +473,7 @@ fn a_planner_plans_a_loaded_day_from_the_cli() {
     let dir = tempfile::tempdir().expect("dir");
     let server = Served::start(&dir.path().join("data"));
     let file = samples().join("2026-11-23-se.csv");
-    let out = threshold(&[
-        "manifest",
-        "load",
-        file.to_str().expect("path"),
-        "--server",
-        &server.url,
-    ]);
+    let out = load_manifest(&file, &server.url, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -589,13 +574,7 @@ fn a_server_logs_json_lines_and_serves_prometheus_metrics_on_its_admin_port() {
 
     // Load a manifest; the metrics count its events.
     let file = samples().join("2026-11-23-dk.csv");
-    let loaded = threshold(&[
-        "manifest",
-        "load",
-        file.to_str().expect("path"),
-        "--server",
-        &format!("http://{grpc}"),
-    ]);
+    let loaded = load_manifest(&file, &format!("http://{grpc}"), &[]);
     assert!(loaded.status.success());
     let mut body = String::new();
     let mut conn = std::net::TcpStream::connect(&admin).expect("admin port");
