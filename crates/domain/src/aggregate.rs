@@ -17,6 +17,16 @@ pub trait Aggregate: Default {
 
     /// Applies one recorded event. Never fails: a recorded event is a fact.
     fn evolve(&mut self, event: &Self::Event);
+
+    /// Applies one recorded event with the instant it occurred (its
+    /// envelope's `occurred_at`), for aggregates whose rules need it.
+    fn evolve_recorded(
+        &mut self,
+        event: &Self::Event,
+        _occurred_at: chrono::DateTime<chrono::Utc>,
+    ) {
+        self.evolve(event);
+    }
 }
 
 /// Rebuilds an aggregate's state from its events.

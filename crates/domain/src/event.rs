@@ -135,6 +135,8 @@ impl DomainEvent {
                 H::CameraOffline(_) => "home.camera_offline",
                 H::ClipRecorded(_) => "home.clip_recorded",
                 H::TamperDetected(_) => "home.tamper_detected",
+                H::Alarm(_) => "home.alarm",
+                H::AlertRaised(_) => "home.alert_raised",
             },
         }
     }

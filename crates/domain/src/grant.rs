@@ -10,15 +10,21 @@
 //!
 //! The window is compared in UTC, as resolved when the grant was issued
 //! ([`crate::country::local_window`]), so it stays right across DST changes.
-//! Checks that need other streams (route, scan, geofence, camera) are made by
-//! the caller before it asks.
+//! Checks that need other streams (route, scan, geofence, camera, alarm) are
+//! made by the caller before it asks, and handed in as the first refusal
+//! they found: the grant records it like its own, after its own reasons.
+//!
+//! An authorization is not an entry: the home's lock must redeem its nonce
+//! before it opens ([`Command::Redeem`]). Redeeming is where a nonce is
+//! spent, where a revoke that arrived while the courier's handheld was
+//! offline still wins, and where the parcel is used.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::aggregate::Aggregate;
-use crate::country::{timestamp, window_bounds};
+use crate::country::{instant, timestamp, window_bounds};
 use crate::error::{DomainError, Result, invalid};
 use crate::ids::{DriverId, GrantId, HomeId, ParcelId, RouteId};
 use crate::pb::{self, UnlockDenyReason as Deny, grant_event::Event};
@@ -36,8 +42,20 @@ pub struct Grant {
     pub used: BTreeSet<String>,
     /// Parcels an unlock was authorized for.
     pub authorized: BTreeSet<String>,
-    /// Every nonce ever authorized: each is good for one unlock.
-    pub nonces: BTreeSet<String>,
+    /// Every nonce ever authorized, with what it was authorized for: each
+    /// is good for one unlock.
+    pub nonces: BTreeMap<String, Authorization>,
+    /// Nonces a lock redeemed.
+    pub spent: BTreeSet<String>,
+}
+
+/// What one nonce was authorized for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    /// The parcel.
+    pub parcel_id: String,
+    /// Until when the lock may redeem it.
+    pub valid_until: Option<DateTime<Utc>>,
 }
 
 /// What may be asked of a grant. Every command but `Issue` names the grant
@@ -60,6 +78,9 @@ pub enum Command {
         nonce: String,
         /// How long the authorization may be used; never past the window.
         valid_for: Duration,
+        /// The first refusal the checks on other streams found (route,
+        /// scan, geofence, camera, household), if any.
+        elsewhere: Option<(Deny, String)>,
     },
     /// The resident (or the carrier) withdraws it.
     Revoke {
@@ -77,12 +98,18 @@ pub enum Command {
         /// The server's clock.
         now: DateTime<Utc>,
     },
-    /// The parcel was delivered under it.
-    MarkUsed {
+    /// The home's lock presents a nonce before it opens.
+    Redeem {
         /// The grant.
         grant_id: GrantId,
-        /// The parcel.
-        parcel_id: ParcelId,
+        /// The nonce presented.
+        nonce: String,
+        /// The lock presenting it.
+        lock_id: String,
+        /// The server's clock.
+        now: DateTime<Utc>,
+        /// Whether the request carried a good signature of the home's key.
+        signed: bool,
     },
 }
 
@@ -162,6 +189,27 @@ impl Grant {
             .and_then(|w| window_bounds(w).ok())
     }
 
+    /// What the resident asked to be done when the door stays shut.
+    pub fn fallback(&self) -> pb::Fallback {
+        self.issued
+            .as_ref()
+            .and_then(|g| pb::Fallback::try_from(g.fallback).ok())
+            .unwrap_or(pb::Fallback::Unspecified)
+    }
+
+    /// The nonce a lock redeemed for `parcel_id`, if one did.
+    pub fn redeemed(&self, parcel_id: &str) -> Option<&str> {
+        self.nonces
+            .iter()
+            .find(|(n, a)| a.parcel_id == parcel_id && self.spent.contains(*n))
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// The home the grant opens.
+    pub fn home_id(&self) -> Option<&str> {
+        self.issued.as_ref().map(|g| g.home_id.as_str())
+    }
+
     fn subject(&self) -> String {
         self.issued
             .as_ref()
@@ -210,6 +258,7 @@ impl Aggregate for Grant {
                 now,
                 nonce,
                 valid_for,
+                elsewhere,
             } => {
                 let issued = self.existing(grant_id)?;
                 if nonce.is_empty() {
@@ -230,6 +279,7 @@ impl Aggregate for Grant {
                         driver_id: driver_id.to_string(),
                         reason: reason as i32,
                         detail,
+                        ..Default::default()
                     })])
                 };
                 // Grant-wide reasons first: after a revoke nothing opens.
@@ -239,7 +289,7 @@ impl Aggregate for Grant {
                 if self.expired || *now >= end {
                     return deny(Deny::Expired, format!("the window ended at {end}"));
                 }
-                if self.nonces.contains(nonce) {
+                if self.nonces.contains_key(nonce) {
                     return deny(
                         Deny::Replayed,
                         format!("nonce {nonce} was already authorized"),
@@ -266,6 +316,9 @@ impl Aggregate for Grant {
                         Deny::WrongDriver,
                         format!("the grant is for driver {scoped}"),
                     );
+                }
+                if let Some((reason, detail)) = elsewhere {
+                    return deny(*reason, detail.clone());
                 }
                 // The resident's window bounds the authorization too.
                 let valid_until = (*now + *valid_for).min(end);
@@ -307,22 +360,80 @@ impl Aggregate for Grant {
                 }
                 Ok(vec![Event::Expired(pb::GrantExpired {})])
             }
-            Command::MarkUsed {
+            Command::Redeem {
                 grant_id,
-                parcel_id,
+                nonce,
+                lock_id,
+                now,
+                signed,
             } => {
                 self.existing(grant_id)?;
-                if self.used.contains(parcel_id.as_str()) {
-                    return Ok(vec![]);
+                if nonce.is_empty() {
+                    return Err(invalid("nonce", "is empty"));
                 }
-                if !self.authorized.contains(parcel_id.as_str()) {
-                    return Err(self.refuse(
-                        "mark used",
-                        format!("no unlock was authorized for {parcel_id}"),
-                    ));
+                if lock_id.is_empty() {
+                    return Err(invalid("lock_id", "is empty"));
+                }
+                let authorization = self.nonces.get(nonce);
+                let deny = |reason: Deny, detail: String| {
+                    Ok(vec![Event::UnlockDenied(pb::UnlockDenied {
+                        parcel_id: authorization
+                            .map(|a| a.parcel_id.clone())
+                            .unwrap_or_default(),
+                        reason: reason as i32,
+                        detail,
+                        nonce: nonce.clone(),
+                        lock_id: lock_id.clone(),
+                        ..Default::default()
+                    })])
+                };
+                if !signed {
+                    return deny(
+                        Deny::BadSignature,
+                        "not signed by the home's registered key".into(),
+                    );
+                }
+                let Some(authorization) = authorization else {
+                    return deny(
+                        Deny::NonceUnknown,
+                        format!("nonce {nonce} was never authorized on this grant"),
+                    );
+                };
+                if self.spent.contains(nonce) {
+                    return deny(
+                        Deny::Replayed,
+                        format!("nonce {nonce} was already redeemed"),
+                    );
+                }
+                // A revoke recorded after the authorization still wins: the
+                // courier's handheld may have been offline since.
+                if self.revoked {
+                    return deny(Deny::Revoked, "the grant was revoked".into());
+                }
+                if self.expired {
+                    return deny(Deny::Expired, "the grant expired".into());
+                }
+                if let Some(until) = authorization.valid_until
+                    && *now > until
+                {
+                    return deny(
+                        Deny::AuthorizationExpired,
+                        format!("the authorization ran out at {until}"),
+                    );
+                }
+                if self.used.contains(&authorization.parcel_id) {
+                    return deny(
+                        Deny::Used,
+                        format!(
+                            "{} was already delivered under this grant",
+                            authorization.parcel_id
+                        ),
+                    );
                 }
                 Ok(vec![Event::Used(pb::GrantUsed {
-                    parcel_id: parcel_id.to_string(),
+                    parcel_id: authorization.parcel_id.clone(),
+                    nonce: nonce.clone(),
+                    lock_id: lock_id.clone(),
                 })])
             }
         }
@@ -333,13 +444,22 @@ impl Aggregate for Grant {
             Event::Issued(g) => self.issued = Some(g.clone()),
             Event::UnlockAuthorized(a) => {
                 self.authorized.insert(a.parcel_id.clone());
-                self.nonces.insert(a.nonce.clone());
+                self.nonces.insert(
+                    a.nonce.clone(),
+                    Authorization {
+                        parcel_id: a.parcel_id.clone(),
+                        valid_until: a.valid_until.as_ref().and_then(|t| instant(t).ok()),
+                    },
+                );
             }
             Event::UnlockDenied(_) => {}
             Event::Revoked(_) => self.revoked = true,
             Event::Expired(_) => self.expired = true,
             Event::Used(u) => {
                 self.used.insert(u.parcel_id.clone());
+                if !u.nonce.is_empty() {
+                    self.spent.insert(u.nonce.clone());
+                }
             }
         }
     }
@@ -406,6 +526,7 @@ mod tests {
             now: utc(now),
             nonce: nonce.into(),
             valid_for: Duration::minutes(2),
+            elsewhere: None,
         }
     }
 
@@ -418,9 +539,11 @@ mod tests {
         })
     }
 
-    fn used(parcel: &str) -> Event {
+    fn used(parcel: &str, nonce: &str) -> Event {
         Event::Used(pb::GrantUsed {
             parcel_id: parcel.into(),
+            nonce: nonce.into(),
+            lock_id: "lock-1".into(),
         })
     }
 
@@ -450,10 +573,13 @@ mod tests {
         }
     }
 
-    fn mark_used(parcel: &str) -> Command {
-        Command::MarkUsed {
+    fn redeem(nonce: &str, now: &str) -> Command {
+        Command::Redeem {
             grant_id: grant_id(),
-            parcel_id: ParcelId::new(parcel).unwrap(),
+            nonce: nonce.into(),
+            lock_id: "lock-1".into(),
+            now: utc(now),
+            signed: true,
         }
     }
 
@@ -723,7 +849,7 @@ mod tests {
 
     #[test]
     fn a_delivered_parcel_does_not_open_the_door_again() {
-        let g = given::<Grant>(&[issued(), authorized("SE-1", "n-1"), used("SE-1")]);
+        let g = given::<Grant>(&[issued(), authorized("SE-1", "n-1"), used("SE-1", "n-1")]);
         assert_eq!(
             denial(
                 g.decide(&unlock("SE-1", "drv-1", "2026-11-23T09:40:00Z", "n-2"))
@@ -764,6 +890,7 @@ mod tests {
                 driver_id: "drv-1".into(),
                 reason: Deny::OutsideWindow as i32,
                 detail: "the window opens at 2026-11-23 08:00:00 UTC".into(),
+                ..Default::default()
             })]
         );
         // A denial records nothing that changes a later decision.
@@ -811,7 +938,7 @@ mod tests {
         );
         assert_eq!(none.decide(&revoke()), not_found);
         assert_eq!(none.decide(&expire("2026-11-23T12:00:00Z")), not_found);
-        assert_eq!(none.decide(&mark_used("SE-1")), not_found);
+        assert_eq!(none.decide(&redeem("n", "2026-11-23T09:30:00Z")), not_found);
     }
 
     #[test]
@@ -906,7 +1033,7 @@ mod tests {
         assert!(g.revoked);
         assert_eq!(g.decide(&revoke()).unwrap(), vec![], "revoking twice");
         // Revoking with a parcel still to deliver is fine.
-        let g = given::<Grant>(&[issued(), authorized("SE-1", "n"), used("SE-1")]);
+        let g = given::<Grant>(&[issued(), authorized("SE-1", "n"), used("SE-1", "n")]);
         assert_eq!(g.decide(&revoke()).unwrap(), vec![revoked()]);
         let nobody = Command::Revoke {
             grant_id: grant_id(),
@@ -927,8 +1054,8 @@ mod tests {
             issued(),
             authorized("SE-1", "n"),
             authorized("SE-2", "m"),
-            used("SE-1"),
-            used("SE-2"),
+            used("SE-1", "n1"),
+            used("SE-2", "n2"),
         ]);
         assert_eq!(
             g.decide(&revoke()).unwrap_err().to_string(),
@@ -963,23 +1090,92 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_parcel_is_marked_used_after_its_unlock() {
-        let g = given::<Grant>(&[issued(), authorized("SE-1", "n")]);
-        assert_eq!(g.decide(&mark_used("SE-1")).unwrap(), vec![used("SE-1")]);
-        let g = given::<Grant>(&[issued(), authorized("SE-1", "n"), used("SE-1")]);
-        assert_eq!(g.decide(&mark_used("SE-1")).unwrap(), vec![], "once");
-        // Delivered before a later revoke: still a fact to record.
-        let g = given::<Grant>(&[issued(), authorized("SE-2", "n"), revoked()]);
-        assert_eq!(g.decide(&mark_used("SE-2")).unwrap(), vec![used("SE-2")]);
+    fn authorized_until(parcel: &str, nonce: &str, until: &str) -> Event {
+        Event::UnlockAuthorized(pb::UnlockAuthorized {
+            parcel_id: parcel.into(),
+            driver_id: "drv-1".into(),
+            nonce: nonce.into(),
+            valid_until: Some(timestamp(utc(until))),
+        })
     }
 
     #[test]
-    fn a_parcel_without_an_authorized_unlock_is_not_marked_used() {
-        let g = given::<Grant>(&[issued(), authorized("SE-1", "n")]);
+    fn a_lock_redeems_a_nonce_once_and_the_parcel_is_used() {
+        let g = given::<Grant>(&[
+            issued(),
+            authorized_until("SE-1", "n", "2026-11-23T09:32:00Z"),
+        ]);
         assert_eq!(
-            g.decide(&mark_used("SE-2")).unwrap_err().to_string(),
-            "grant/g-1: cannot mark used when no unlock was authorized for SE-2"
+            g.decide(&redeem("n", "2026-11-23T09:31:00Z")).unwrap(),
+            vec![used("SE-1", "n")]
         );
+        let g = given::<Grant>(&[
+            issued(),
+            authorized_until("SE-1", "n", "2026-11-23T09:32:00Z"),
+            used("SE-1", "n"),
+        ]);
+        let replay = g.decide(&redeem("n", "2026-11-23T09:31:30Z")).unwrap();
+        assert_eq!(denial(replay.clone()), Deny::Replayed);
+        match replay.as_slice() {
+            [Event::UnlockDenied(d)] => {
+                assert_eq!((d.nonce.as_str(), d.lock_id.as_str()), ("n", "lock-1"));
+                assert_eq!(d.parcel_id, "SE-1");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A fresh authorization for a used parcel opens nothing either.
+        let g = given::<Grant>(&[
+            issued(),
+            authorized_until("SE-1", "n", "2026-11-23T09:32:00Z"),
+            used("SE-1", "n"),
+            authorized_until("SE-1", "m", "2026-11-23T09:40:00Z"),
+        ]);
+        assert_eq!(
+            denial(g.decide(&redeem("m", "2026-11-23T09:39:00Z")).unwrap()),
+            Deny::Used
+        );
+    }
+
+    #[test]
+    fn a_lock_is_refused_what_was_never_authorized_late_revoked_or_unsigned() {
+        let base = [
+            issued(),
+            authorized_until("SE-1", "n", "2026-11-23T09:32:00Z"),
+        ];
+        let g = given::<Grant>(&base);
+        assert_eq!(
+            denial(g.decide(&redeem("forged", "2026-11-23T09:31:00Z")).unwrap()),
+            Deny::NonceUnknown
+        );
+        assert_eq!(
+            denial(g.decide(&redeem("n", "2026-11-23T09:32:01Z")).unwrap()),
+            Deny::AuthorizationExpired
+        );
+        let mut unsigned = redeem("n", "2026-11-23T09:31:00Z");
+        if let Command::Redeem { signed, .. } = &mut unsigned {
+            *signed = false;
+        }
+        assert_eq!(denial(g.decide(&unsigned).unwrap()), Deny::BadSignature);
+        // Revoked after the authorization, while the handheld was offline.
+        let mut late = base.to_vec();
+        late.push(revoked());
+        let g = given::<Grant>(&late);
+        assert_eq!(
+            denial(g.decide(&redeem("n", "2026-11-23T09:31:00Z")).unwrap()),
+            Deny::Revoked
+        );
+    }
+
+    #[test]
+    fn a_refusal_found_on_other_streams_is_recorded_after_the_grants_own() {
+        let mut cmd = unlock("SE-1", "drv-1", "2026-11-23T09:30:00Z", "n-1");
+        if let Command::AuthorizeUnlock { elsewhere, .. } = &mut cmd {
+            *elsewhere = Some((Deny::OutsideGeofence, "412 m from the door".into()));
+        }
+        let g = given::<Grant>(&[issued()]);
+        assert_eq!(denial(g.decide(&cmd).unwrap()), Deny::OutsideGeofence);
+        // The grant's own reasons come first.
+        let g = given::<Grant>(&[issued(), revoked()]);
+        assert_eq!(denial(g.decide(&cmd).unwrap()), Deny::Revoked);
     }
 }

@@ -13,6 +13,15 @@
 //! take it, so rebuilt state knows since when the door is unlocked and when
 //! the camera last reported. Plain [`Aggregate::evolve`] leaves those instants
 //! unknown, and an unknown heartbeat never counts as a ready camera.
+//!
+//! Around an entry the home raises alerts (`AlertRaised`) for the resident
+//! and the carrier: a camera going offline while the door is open, a door
+//! left open, a handle found unlocked, a lock opening without a redeemed
+//! authorization, tampering, and — on [`Command::Watch`], which a watcher
+//! runs on the server's clock — a door not relocked in time or a camera
+//! fallen silent while it is open. Each kind is raised once per opening.
+
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -67,6 +76,14 @@ pub struct Home {
     pub door_alerts: u32,
     /// Tamper reports. Nothing in the stream closes them yet.
     pub tamper_alerts: u32,
+    /// The alarm, as its panel last reported: `None` before any report.
+    pub alarm_armed: Option<bool>,
+    /// The grant the door was last opened under, if any.
+    pub opened_under: Option<String>,
+    /// Alert kinds raised since the door was last unlocked.
+    pub alerted: BTreeSet<i32>,
+    /// Alerts raised, in all.
+    pub alerts: u32,
 }
 
 /// What may be asked of a home: register its lock, or record one device fact.
@@ -82,6 +99,28 @@ pub enum Command {
         home_id: HomeId,
         /// What the lock reported.
         fact: pb::LockUnlocked,
+        /// Whether the grant's nonce it names was redeemed before it opened
+        /// (looked up on the grant by the caller).
+        redeemed: bool,
+    },
+    /// The alarm panel reported its state.
+    Alarm {
+        /// The home.
+        home_id: HomeId,
+        /// What the panel reported.
+        fact: pb::AlarmState,
+    },
+    /// Look at an open door on the server's clock: raise an alert when it
+    /// was not relocked in time, or the camera fell silent while it is open.
+    Watch {
+        /// The home.
+        home_id: HomeId,
+        /// The server's clock.
+        now: DateTime<Utc>,
+        /// How long a door may stay unlocked after an entry.
+        relock_within: Duration,
+        /// How old the camera's last heartbeat may be.
+        heartbeat_max_age: Duration,
     },
     /// The lock closed.
     Relocked {
@@ -204,6 +243,26 @@ impl Home {
         self.lock.as_ref().map(|l| l.public_key.as_slice())
     }
 
+    /// Since when the door is unlocked (`Some(None)`: since a time not
+    /// known), or `None` when it is locked.
+    pub fn unlocked_since(&self) -> Option<Option<DateTime<Utc>>> {
+        match self.door {
+            Door::Locked => None,
+            Door::Unlocked { since } => Some(since),
+        }
+    }
+
+    /// An alert of `kind` about the current opening, unless one was raised.
+    fn alert(&self, kind: pb::AlertKind, detail: String) -> Option<Event> {
+        (!self.alerted.contains(&(kind as i32))).then(|| {
+            Event::AlertRaised(pb::AlertRaised {
+                kind: kind as i32,
+                grant_id: self.opened_under.clone().unwrap_or_default(),
+                detail,
+            })
+        })
+    }
+
     /// Alerts not closed yet: door alerts and tamper reports.
     pub fn open_alerts(&self) -> u32 {
         self.door_alerts.saturating_add(self.tamper_alerts)
@@ -265,11 +324,20 @@ impl Home {
     fn apply(&mut self, event: &Event, at: Option<DateTime<Utc>>) {
         match event {
             Event::LockRegistered(r) => self.lock = Some(r.clone()),
-            Event::Unlocked(_) => self.door = Door::Unlocked { since: at },
+            Event::Unlocked(u) => {
+                self.door = Door::Unlocked { since: at };
+                self.opened_under = (!u.grant_id.is_empty()).then(|| u.grant_id.clone());
+                self.alerted.clear();
+            }
             Event::Relocked(_) => self.door = Door::Locked,
             Event::HandleChecked(h) if h.locked => {
                 self.door = Door::Locked;
                 self.door_alerts = 0;
+            }
+            Event::Alarm(a) => self.alarm_armed = Some(a.armed),
+            Event::AlertRaised(a) => {
+                self.alerted.insert(a.kind);
+                self.alerts = self.alerts.saturating_add(1);
             }
             Event::HandleChecked(_) => {
                 self.still_unlocked(at);
@@ -304,6 +372,59 @@ impl Home {
     }
 }
 
+/// One entry into a home: the lock opening on a redeemed nonce, and what the
+/// home's devices reported until the door was locked again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The lock that opened.
+    pub lock_id: String,
+    /// When it opened.
+    pub unlocked_at: DateTime<Utc>,
+    /// When the lock reported the door locked again, and no handle check
+    /// since found it open; `None` while it is not.
+    pub relocked_at: Option<DateTime<Utc>>,
+    /// Hashes of the clips recorded from the unlock to the relock.
+    pub clips: Vec<String>,
+}
+
+/// The entry the lock made on `nonce`, from a home's events in stream order
+/// with the instants they occurred; `None` when the lock never reported
+/// opening on it.
+pub fn entry(
+    events: impl IntoIterator<Item = (Event, DateTime<Utc>)>,
+    nonce: &str,
+) -> Option<Entry> {
+    let mut found: Option<Entry> = None;
+    for (event, at) in events {
+        match (&mut found, event) {
+            (None, Event::Unlocked(u)) if !nonce.is_empty() && u.nonce == nonce => {
+                found = Some(Entry {
+                    lock_id: u.lock_id,
+                    unlocked_at: at,
+                    relocked_at: None,
+                    clips: Vec::new(),
+                });
+            }
+            (None, _) => {}
+            // The next opening ends this entry.
+            (Some(_), Event::Unlocked(_)) => break,
+            (Some(e), Event::Relocked(_)) => {
+                e.relocked_at.get_or_insert(at);
+            }
+            (Some(e), Event::HandleChecked(h)) => {
+                e.relocked_at = if h.locked {
+                    Some(e.relocked_at.unwrap_or(at))
+                } else {
+                    None
+                };
+            }
+            (Some(e), Event::ClipRecorded(c)) if e.relocked_at.is_none() => e.clips.push(c.sha256),
+            (Some(_), _) => {}
+        }
+    }
+    found
+}
+
 impl Aggregate for Home {
     type Command = Command;
     type Event = Event;
@@ -323,7 +444,11 @@ impl Aggregate for Home {
                     Some(_) => Ok(vec![Event::LockRegistered(r.clone())]),
                 }
             }
-            Command::Unlocked { home_id, fact } => {
+            Command::Unlocked {
+                home_id,
+                fact,
+                redeemed,
+            } => {
                 self.registered_lock(home_id, &fact.lock_id)?;
                 if !fact.grant_id.is_empty() {
                     GrantId::new(&fact.grant_id)?;
@@ -334,7 +459,57 @@ impl Aggregate for Home {
                         ));
                     }
                 }
-                Ok(vec![Event::Unlocked(fact.clone())])
+                let mut events = vec![Event::Unlocked(fact.clone())];
+                if !fact.grant_id.is_empty() && !redeemed {
+                    events.push(Event::AlertRaised(pb::AlertRaised {
+                        kind: pb::AlertKind::UnlockWithoutAuthorization as i32,
+                        grant_id: fact.grant_id.clone(),
+                        detail: format!(
+                            "the lock opened on nonce {} which was not redeemed on the grant",
+                            fact.nonce
+                        ),
+                    }));
+                }
+                Ok(events)
+            }
+            Command::Alarm { home_id, fact } => {
+                self.registered(home_id)?;
+                device_id("device_id", &fact.device_id)?;
+                Ok(vec![Event::Alarm(fact.clone())])
+            }
+            Command::Watch {
+                home_id,
+                now,
+                relock_within,
+                heartbeat_max_age,
+            } => {
+                self.registered(home_id)?;
+                let Some(since) = self.unlocked_since() else {
+                    return Ok(vec![]);
+                };
+                let mut events = Vec::new();
+                if let Some(since) = since
+                    && now.signed_duration_since(since) > *relock_within
+                {
+                    events.extend(self.alert(
+                        pb::AlertKind::RelockOverdue,
+                        format!(
+                            "unlocked at {since} and not relocked within {} s",
+                            relock_within.num_seconds()
+                        ),
+                    ));
+                }
+                if !self.camera_ready(*now, *heartbeat_max_age) {
+                    let last = self
+                        .camera
+                        .last_heartbeat
+                        .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+                    events.extend(self.alert(
+                        pb::AlertKind::CameraOfflineWhileOpen,
+                        format!("the door is open and the camera's last heartbeat was {last}"),
+                    ));
+                }
+                Ok(events)
             }
             Command::Relocked { home_id, fact } => {
                 self.registered_lock(home_id, &fact.lock_id)?;
@@ -342,14 +517,26 @@ impl Aggregate for Home {
             }
             Command::HandleChecked { home_id, fact } => {
                 self.registered_lock(home_id, &fact.lock_id)?;
-                Ok(vec![Event::HandleChecked(fact.clone())])
+                let mut events = vec![Event::HandleChecked(fact.clone())];
+                if !fact.locked {
+                    events.extend(self.alert(
+                        pb::AlertKind::HandleNotLocked,
+                        "the handle check found the door not locked".into(),
+                    ));
+                }
+                Ok(events)
             }
             Command::DoorLeftOpen { home_id, fact } => {
                 self.registered_lock(home_id, &fact.lock_id)?;
                 if fact.open_seconds == 0 {
                     return Err(invalid("open_seconds", "must be more than 0"));
                 }
-                Ok(vec![Event::DoorLeftOpen(fact.clone())])
+                let mut events = vec![Event::DoorLeftOpen(fact.clone())];
+                events.extend(self.alert(
+                    pb::AlertKind::DoorLeftOpen,
+                    format!("the lock reports the door open for {} s", fact.open_seconds),
+                ));
+                Ok(events)
             }
             Command::CameraOnline { home_id, fact } => {
                 self.registered(home_id)?;
@@ -359,7 +546,17 @@ impl Aggregate for Home {
             Command::CameraOffline { home_id, fact } => {
                 self.registered(home_id)?;
                 device_id("camera_id", &fact.camera_id)?;
-                Ok(vec![Event::CameraOffline(fact.clone())])
+                let mut events = vec![Event::CameraOffline(fact.clone())];
+                if self.door != Door::Locked {
+                    events.extend(self.alert(
+                        pb::AlertKind::CameraOfflineWhileOpen,
+                        format!(
+                            "the camera went offline while the door is open: {}",
+                            fact.reason
+                        ),
+                    ));
+                }
+                Ok(events)
             }
             Command::ClipRecorded { home_id, fact } => {
                 self.registered(home_id)?;
@@ -369,13 +566,24 @@ impl Aggregate for Home {
             Command::TamperDetected { home_id, fact } => {
                 self.registered(home_id)?;
                 device_id("device_id", &fact.device_id)?;
-                Ok(vec![Event::TamperDetected(fact.clone())])
+                Ok(vec![
+                    Event::TamperDetected(fact.clone()),
+                    Event::AlertRaised(pb::AlertRaised {
+                        kind: pb::AlertKind::Tamper as i32,
+                        grant_id: self.opened_under.clone().unwrap_or_default(),
+                        detail: format!("{}: {}", fact.device_id, fact.detail),
+                    }),
+                ])
             }
         }
     }
 
     fn evolve(&mut self, event: &Event) {
         self.apply(event, None);
+    }
+
+    fn evolve_recorded(&mut self, event: &Event, occurred_at: DateTime<Utc>) {
+        self.apply(event, Some(occurred_at));
     }
 }
 
@@ -482,6 +690,7 @@ mod tests {
                 Command::Unlocked {
                     home_id: home_id.clone(),
                     fact: unlocked(),
+                    redeemed: true,
                 },
                 Event::Unlocked(unlocked()),
             ),
@@ -640,7 +849,7 @@ mod tests {
     fn every_fact_of_a_registered_home_is_recorded() {
         let h = given::<Home>(&[registered()]);
         for (command, event) in every_fact(home()) {
-            assert_eq!(h.decide(&command).unwrap(), vec![event]);
+            assert_eq!(h.decide(&command).unwrap()[0], event);
         }
     }
 
@@ -674,6 +883,7 @@ mod tests {
                     lock_id: other(),
                     ..unlocked()
                 },
+                redeemed: true,
             },
             Command::Relocked {
                 home_id: home(),
@@ -721,13 +931,168 @@ mod tests {
         let unlock = Command::Unlocked {
             home_id: home(),
             fact: unlocked(),
+            redeemed: true,
         };
         assert_eq!(h.decide(&unlock).unwrap().len(), 1);
         let down = Command::CameraOffline {
             home_id: home(),
             fact: offline(),
         };
-        assert_eq!(h.decide(&down).unwrap().len(), 1);
+        assert_eq!(h.decide(&down).unwrap()[0], Event::CameraOffline(offline()));
+    }
+
+    fn alert_kinds(events: &[Event]) -> Vec<pb::AlertKind> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::AlertRaised(a) => pb::AlertKind::try_from(a.kind).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn watch(now: &str) -> Command {
+        Command::Watch {
+            home_id: home(),
+            now: utc(now),
+            relock_within: Duration::minutes(3),
+            heartbeat_max_age: Duration::seconds(60),
+        }
+    }
+
+    /// A home whose camera beat at 10:00 and whose door opened at 10:00:30
+    /// under grant g-1.
+    fn opened() -> Home {
+        Home::fold_at([
+            (&registered(), utc("2026-11-23T09:00:00Z")),
+            (
+                &Event::CameraOnline(online(true)),
+                utc("2026-11-23T10:00:00Z"),
+            ),
+            (&Event::Unlocked(unlocked()), utc("2026-11-23T10:00:30Z")),
+        ])
+    }
+
+    #[test]
+    fn an_entry_ends_with_the_relock_and_a_handle_found_open_undoes_it() {
+        let t = |m: u32| utc(&format!("2026-11-23T10:{m:02}:00Z"));
+        let events = vec![
+            (registered(), t(0)),
+            (Event::Unlocked(unlocked()), t(1)),
+            (Event::ClipRecorded(clip()), t(2)),
+            (Event::Relocked(relocked()), t(3)),
+        ];
+        let e = entry(events.clone(), "n-1").unwrap();
+        assert_eq!((e.unlocked_at, e.relocked_at), (t(1), Some(t(3))));
+        assert_eq!(e.clips, [SHA]);
+        assert_eq!(entry(events.clone(), "n-2"), None);
+        let mut open = events.clone();
+        open.push((Event::HandleChecked(handle(false)), t(4)));
+        assert_eq!(entry(open.clone(), "n-1").unwrap().relocked_at, None);
+        open.push((Event::HandleChecked(handle(true)), t(5)));
+        assert_eq!(entry(open, "n-1").unwrap().relocked_at, Some(t(5)));
+        // Not relocked before the next opening.
+        let next = vec![
+            (Event::Unlocked(unlocked()), t(1)),
+            (
+                Event::Unlocked(pb::LockUnlocked {
+                    nonce: "n-9".into(),
+                    ..unlocked()
+                }),
+                t(6),
+            ),
+            (Event::Relocked(relocked()), t(7)),
+        ];
+        assert_eq!(entry(next, "n-1").unwrap().relocked_at, None);
+    }
+
+    #[test]
+    fn a_door_not_relocked_in_time_raises_one_alert() {
+        let mut h = opened();
+        assert_eq!(h.opened_under.as_deref(), Some("g-1"));
+        assert_eq!(h.decide(&watch("2026-11-23T10:00:50Z")).unwrap(), vec![]);
+        let late = h.decide(&watch("2026-11-23T10:03:31Z")).unwrap();
+        assert_eq!(
+            alert_kinds(&late),
+            [
+                pb::AlertKind::RelockOverdue,
+                pb::AlertKind::CameraOfflineWhileOpen
+            ],
+            "3 min after the unlock, and the camera silent for over 60 s"
+        );
+        match &late[0] {
+            Event::AlertRaised(a) => assert_eq!(a.grant_id, "g-1"),
+            other => panic!("{other:?}"),
+        }
+        for e in &late {
+            h.evolve_at(e, utc("2026-11-23T10:03:31Z"));
+        }
+        assert_eq!(
+            h.decide(&watch("2026-11-23T10:10:00Z")).unwrap(),
+            vec![],
+            "once"
+        );
+        assert_eq!(h.alerts, 2);
+        // Relocked: nothing to watch.
+        h.evolve_at(&Event::Relocked(relocked()), utc("2026-11-23T10:11:00Z"));
+        assert_eq!(h.decide(&watch("2026-11-23T11:00:00Z")).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_camera_going_offline_while_the_door_is_open_raises_an_alert() {
+        let h = opened();
+        let down = Command::CameraOffline {
+            home_id: home(),
+            fact: offline(),
+        };
+        assert_eq!(
+            alert_kinds(&h.decide(&down).unwrap()),
+            [pb::AlertKind::CameraOfflineWhileOpen]
+        );
+        // With the door locked, a camera going offline is only a fact.
+        let h = given::<Home>(&[registered()]);
+        assert_eq!(alert_kinds(&h.decide(&down).unwrap()), []);
+    }
+
+    #[test]
+    fn an_unlock_without_a_redeemed_authorization_raises_an_alert() {
+        let h = given::<Home>(&[registered()]);
+        let unlock = |redeemed| Command::Unlocked {
+            home_id: home(),
+            fact: unlocked(),
+            redeemed,
+        };
+        assert_eq!(alert_kinds(&h.decide(&unlock(true)).unwrap()), []);
+        assert_eq!(
+            alert_kinds(&h.decide(&unlock(false)).unwrap()),
+            [pb::AlertKind::UnlockWithoutAuthorization]
+        );
+    }
+
+    #[test]
+    fn left_open_handle_and_tamper_reports_raise_alerts() {
+        let h = opened();
+        let left = Command::DoorLeftOpen {
+            home_id: home(),
+            fact: left_open(),
+        };
+        assert_eq!(
+            alert_kinds(&h.decide(&left).unwrap()),
+            [pb::AlertKind::DoorLeftOpen]
+        );
+        let handle = Command::HandleChecked {
+            home_id: home(),
+            fact: handle(false),
+        };
+        assert_eq!(
+            alert_kinds(&h.decide(&handle).unwrap()),
+            [pb::AlertKind::HandleNotLocked]
+        );
+        let t = Command::TamperDetected {
+            home_id: home(),
+            fact: tamper(),
+        };
+        assert_eq!(alert_kinds(&h.decide(&t).unwrap()), [pb::AlertKind::Tamper]);
     }
 
     #[test]
@@ -740,6 +1105,7 @@ mod tests {
                 grant_id: grant_id.into(),
                 nonce: nonce.into(),
             },
+            redeemed: false,
         };
         assert_eq!(invalid_field(h.decide(&unlock("g-1", ""))), "nonce");
         assert_eq!(invalid_field(h.decide(&unlock("g 1", "n"))), "grant_id");

@@ -8,6 +8,7 @@
 //!   the `category/id` name of one aggregate's stream.
 //! - [`country`]: the four countries, their IANA zones and the local-time
 //!   conversions every window and delivery day goes through.
+//! - [`geo`]: great-circle distances (geofences, travel estimates).
 //! - [`event`]: [`DomainEvent`], the payload of one log entry, its dotted type
 //!   name and its protobuf encoding (with upcasting of old schema versions).
 //! - [`aggregate`]: the [`Aggregate`] trait: `decide(state, command)` holds
@@ -21,6 +22,7 @@ pub mod aggregate;
 pub mod country;
 pub mod error;
 pub mod event;
+pub mod geo;
 pub mod grant;
 pub mod home;
 pub mod ids;

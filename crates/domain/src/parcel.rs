@@ -69,6 +69,8 @@ pub struct Parcel {
     pub last_failure: Option<pb::FailureReason>,
     /// The local day it is due.
     pub due: Option<NaiveDate>,
+    /// The driver who scanned it to start the current or last attempt.
+    pub attempt_by: Option<String>,
 }
 
 /// What may be asked of a parcel.
@@ -409,6 +411,7 @@ impl Aggregate for Parcel {
             Event::AttemptStarted(a) => {
                 self.status = Status::Attempting;
                 self.attempts = a.attempt;
+                self.attempt_by = Some(a.driver_id.clone());
             }
             Event::Delivered(d) => {
                 self.status = Status::Delivered;

@@ -96,7 +96,7 @@ where
         let mut state = A::default();
         for r in &history {
             if let Some(e) = unwrap(r.decode()?) {
-                state.evolve(&e);
+                state.evolve_recorded(&e, r.event.occurred_at);
             }
         }
         let version = history.last().map_or(0, |r| r.stream_version);

@@ -129,16 +129,9 @@ impl Default for GreatCircle {
     }
 }
 
-/// Mean Earth radius, metres.
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
-
 /// The haversine great-circle distance in metres.
 pub fn great_circle_m(a: Point, b: Point) -> f64 {
-    let (la1, la2) = (a.latitude.to_radians(), b.latitude.to_radians());
-    let dla = la2 - la1;
-    let dlo = (b.longitude - a.longitude).to_radians();
-    let h = (dla / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlo / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_M * h.sqrt().min(1.0).asin()
+    threshold_domain::geo::great_circle_m((a.latitude, a.longitude), (b.latitude, b.longitude))
 }
 
 impl TravelMatrix for GreatCircle {

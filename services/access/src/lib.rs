@@ -13,29 +13,66 @@
 //! refused. A server on the real clock refuses that header outright, so a
 //! client can never bring its own time to a real one.
 //!
-//! The full rules (route, scan, geofence, camera heartbeat, relock watch,
-//! signed device events, audit chain) build on this.
+//! # An entry, step by step
+//!
+//! 1. The resident issues a grant (`IssueGrant`).
+//! 2. At the door the driver scans the parcel (an `AttemptStarted` through
+//!    the handheld service) and asks `AuthorizeUnlock` with the route and
+//!    the handheld's position. The server checks the grant (revoked, used,
+//!    expired, window, scoped driver) and then the other streams: the route
+//!    carries the parcel and is the driver's, the driver scanned it, the
+//!    position is inside the geofence, the camera's heartbeat is fresh and it
+//!    records, and no household condition blocks. Every refusal is recorded
+//!    on the grant with its reason and answered with the grant's fallback.
+//! 3. The home's lock presents the nonce (`RedeemUnlock`, signed with the
+//!    home's device key) and opens only on a yes. A nonce opens once; a
+//!    revoke recorded meanwhile, or an authorization run out, refuses it.
+//! 4. The lock reports what happened (`RecordDeviceEvent`, signed): unlocked,
+//!    relocked, the handle checked. An unsigned or badly signed report is
+//!    refused, never stored. A watcher ([`Access::watch`]) raises an alert
+//!    when a door stays unlocked longer than [`RELOCK_WITHIN`] or its camera
+//!    falls silent while it is open; the handheld service refuses to close
+//!    the attempt as delivered in-home before the lock reported the relock.
+//! 5. The resident gets a receipt (`GetReceipt`) holding the head of the
+//!    home's audit chain.
 
-use std::collections::HashMap;
+pub mod device;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use threshold_api::v1::access_service_server::{AccessService, AccessServiceServer};
 use threshold_api::v1::{
     AuthorizeUnlockReply, AuthorizeUnlockRequest, ClockReply, ClockRequest, DeviceEventReply,
-    DeviceEventRequest, GrantReply, IssueGrantRequest, RevokeGrantRequest,
+    DeviceEventRequest, GrantReply, IssueGrantRequest, Receipt, ReceiptRequest, RedeemUnlockReply,
+    RedeemUnlockRequest, RevokeGrantRequest,
 };
 use threshold_domain::country::{instant, local_window, parse_local, timestamp};
 use threshold_domain::grant::{Command as GrantCommand, Grant};
 use threshold_domain::home::{Command as HomeCommand, Home};
+use threshold_domain::parcel::{Parcel, Status as ParcelStatus};
+use threshold_domain::route::Route;
 use threshold_domain::{
-    Country, DomainError, DomainEvent, DriverId, EventId, GrantId, HomeId, ParcelId, StreamId, pb,
+    Aggregate, Country, DomainError, DomainEvent, DriverId, EventId, GrantId, HomeId, ParcelId,
+    RouteId, StreamId, pb,
 };
-use threshold_log::{DecideError, Error as LogError, EventLog, decide, decide_chained};
+use threshold_log::{
+    DecideError, Error as LogError, EventLog, Position, RecordedEvent, audit, decide,
+    decide_chained,
+};
 use tonic::{Request, Response, Status};
+
+use crate::device::Signed;
 
 /// How long an authorized unlock may be used.
 pub const UNLOCK_VALID_FOR: Duration = Duration::minutes(2);
+/// How long a door may stay unlocked after an entry before an alert.
+pub const RELOCK_WITHIN: Duration = Duration::minutes(3);
+/// How old a camera's last heartbeat may be for an entry to go ahead.
+pub const CAMERA_HEARTBEAT_MAX_AGE: Duration = Duration::seconds(60);
+
+type Deny = pb::UnlockDenyReason;
 
 /// One writer at a time per stream in this process: decisions on a grant
 /// queue instead of racing (the expected version still guards against other
@@ -62,6 +99,14 @@ impl Writers {
         }
         out
     }
+}
+
+/// The watcher's reading of the log: where it got to, and which homes'
+/// doors were unlocked there.
+#[derive(Default)]
+struct OpenDoors {
+    after: Position,
+    homes: BTreeSet<HomeId>,
 }
 
 /// Whose clock decides windows and expiry.
@@ -110,7 +155,10 @@ pub struct Access {
     log: Arc<dyn EventLog>,
     writers: Writers,
     clock: Clock,
+    /// Homes with an unlocked door, as far as the log was read.
+    open: Arc<tokio::sync::Mutex<OpenDoors>>,
     authorizations: opentelemetry::metrics::Counter<u64>,
+    alerts: opentelemetry::metrics::Counter<u64>,
 }
 
 impl Access {
@@ -120,11 +168,323 @@ impl Access {
             log,
             writers: Writers::default(),
             clock: Clock::System,
+            open: Arc::default(),
             authorizations: opentelemetry::global::meter("threshold.access")
                 .u64_counter("threshold.unlock.authorizations")
                 .with_description("Unlock authorizations decided, by result and refusal reason")
                 .build(),
+            alerts: opentelemetry::global::meter("threshold.access")
+                .u64_counter("threshold.home.alerts")
+                .with_description("Alerts raised around in-home entries, by kind")
+                .build(),
         }
+    }
+
+    /// Now, for `request`, on this server's clock.
+    fn now<T>(&self, request: &Request<T>) -> Result<DateTime<Utc>, Status> {
+        self.clock.now(request)
+    }
+
+    /// A stream's history and the state it folds to.
+    async fn load<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        unwrap: impl Fn(DomainEvent) -> Option<A::Event>,
+    ) -> Result<(A, Vec<RecordedEvent>), Status> {
+        let history = self
+            .log
+            .read_stream(stream, 0, usize::MAX)
+            .await
+            .map_err(failed)?;
+        let mut state = A::default();
+        for r in &history {
+            if let Some(e) = unwrap(r.decode().map_err(failed)?) {
+                state.evolve_recorded(&e, r.event.occurred_at);
+            }
+        }
+        Ok((state, history))
+    }
+
+    async fn load_grant(&self, id: &GrantId) -> Result<Grant, Status> {
+        let (g, _) = self
+            .load::<Grant>(&StreamId::grant(id), |e| match e {
+                DomainEvent::Grant(g) => Some(g),
+                _ => None,
+            })
+            .await?;
+        Ok(g)
+    }
+
+    async fn load_home(&self, id: &HomeId) -> Result<(Home, Vec<RecordedEvent>), Status> {
+        self.load::<Home>(&StreamId::home(id), |e| match e {
+            DomainEvent::Home(h) => Some(h),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The first refusal the streams around a grant give for an unlock now:
+    /// route, scan, geofence, camera, household; `None` when all hold.
+    async fn refusal_elsewhere(
+        &self,
+        issued: &pb::GrantIssued,
+        r: &AuthorizeUnlockRequest,
+        parcel: &ParcelId,
+        driver: &DriverId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Deny, String)>, Status> {
+        let scoped = issued.scope.as_ref().map_or("", |s| s.route_id.as_str());
+        if r.route_id.is_empty() {
+            return Ok(Some((
+                Deny::NotOnRoute,
+                "the request names no route".into(),
+            )));
+        }
+        if !scoped.is_empty() && scoped != r.route_id {
+            return Ok(Some((
+                Deny::NotOnRoute,
+                format!("the grant is for route {scoped}, not {}", r.route_id),
+            )));
+        }
+        let route_id = RouteId::new(&r.route_id).map_err(|e| field("route_id", e))?;
+        let (route, _) = self
+            .load::<Route>(&StreamId::route(&route_id), |e| match e {
+                DomainEvent::Route(x) => Some(x),
+                _ => None,
+            })
+            .await?;
+        let Some(plan) = &route.plan else {
+            return Ok(Some((
+                Deny::NotOnRoute,
+                format!("route {route_id} is not planned"),
+            )));
+        };
+        if plan.driver_id != driver.as_str() {
+            return Ok(Some((
+                Deny::NotOnRoute,
+                format!("route {route_id} is driven by {}", plan.driver_id),
+            )));
+        }
+        if !route
+            .stops
+            .iter()
+            .any(|s| s.parcel_ids.iter().any(|p| p == parcel.as_str()))
+        {
+            return Ok(Some((
+                Deny::NotOnRoute,
+                format!("route {route_id} does not carry {parcel}"),
+            )));
+        }
+        let (p, _) = self
+            .load::<Parcel>(&StreamId::parcel(parcel), |e| match e {
+                DomainEvent::Parcel(x) => Some(x),
+                _ => None,
+            })
+            .await?;
+        if p.status != ParcelStatus::Attempting || p.attempt_by.as_deref() != Some(driver.as_str())
+        {
+            return Ok(Some((
+                Deny::ParcelNotScanned,
+                format!("{driver} has not scanned {parcel} for an attempt"),
+            )));
+        }
+        let fence = issued.geofence.as_ref();
+        match (fence.and_then(|f| f.center), &r.position) {
+            (_, None) => {
+                return Ok(Some((
+                    Deny::OutsideGeofence,
+                    "the request carries no position".into(),
+                )));
+            }
+            (Some(c), Some(at)) => {
+                let radius = fence.map_or(0, |f| f.radius_m);
+                let d = threshold_domain::geo::great_circle_m(
+                    (c.latitude, c.longitude),
+                    (at.latitude, at.longitude),
+                );
+                if d.is_nan() || d > f64::from(radius) {
+                    return Ok(Some((
+                        Deny::OutsideGeofence,
+                        format!("{d:.0} m from the door; the geofence is {radius} m"),
+                    )));
+                }
+            }
+            (None, Some(_)) => {
+                return Ok(Some((
+                    Deny::OutsideGeofence,
+                    "the grant has no geofence".into(),
+                )));
+            }
+        }
+        let home_id = HomeId::new(&issued.home_id).map_err(|e| field("home_id", e))?;
+        let (home, _) = self.load_home(&home_id).await?;
+        if home.lock.is_none() {
+            return Ok(Some((
+                Deny::CameraOffline,
+                format!("home/{home_id} has no registered lock and camera"),
+            )));
+        }
+        if !home.camera_ready(now, CAMERA_HEARTBEAT_MAX_AGE) {
+            let fresh = home.camera.online
+                && home
+                    .camera
+                    .last_heartbeat
+                    .is_some_and(|t| now.signed_duration_since(t) <= CAMERA_HEARTBEAT_MAX_AGE);
+            let last = home
+                .camera
+                .last_heartbeat
+                .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+            return Ok(Some(if fresh {
+                (
+                    Deny::CameraNotRecording,
+                    "the camera is online but not recording".into(),
+                )
+            } else {
+                (
+                    Deny::CameraOffline,
+                    format!(
+                        "the camera's last heartbeat was {last}; it must be within {} s",
+                        CAMERA_HEARTBEAT_MAX_AGE.num_seconds()
+                    ),
+                )
+            }));
+        }
+        let conditions = issued.conditions.unwrap_or_default();
+        if conditions.alarm_to_disarm && home.alarm_armed != Some(false) {
+            return Ok(Some((
+                Deny::HouseholdCondition,
+                "the alarm is not reported disarmed".into(),
+            )));
+        }
+        if conditions.pet_present && !r.pet_acknowledged {
+            return Ok(Some((
+                Deny::HouseholdCondition,
+                "a pet is at home and the driver has not acknowledged the resident's note".into(),
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Decides a home command as the home's single writer in this process:
+    /// the events sealed into the audit chain, the device's ones under
+    /// `event_id`, alerts under fresh ids, all at `at`.
+    async fn home(
+        &self,
+        home_id: &HomeId,
+        command: HomeCommand,
+        event_id: EventId,
+        at: DateTime<Utc>,
+    ) -> Result<threshold_log::Decided<pb::home_event::Event>, Status> {
+        let stream = StreamId::home(home_id);
+        let decided = self
+            .writers
+            .run(
+                &stream,
+                decide_chained::<Home, _>(
+                    &*self.log,
+                    &stream,
+                    &command,
+                    |e| match e {
+                        DomainEvent::Home(x) => Some(x),
+                        _ => None,
+                    },
+                    DomainEvent::Home,
+                    |e| match e {
+                        pb::home_event::Event::AlertRaised(_) => (EventId::new(), at),
+                        _ => (event_id, at),
+                    },
+                ),
+            )
+            .await
+            .map_err(undecided)?;
+        for e in &decided.events {
+            if let pb::home_event::Event::AlertRaised(a) = e {
+                let kind = pb::AlertKind::try_from(a.kind)
+                    .map_or("unknown", |k| k.as_str_name())
+                    .trim_start_matches("ALERT_KIND_")
+                    .to_lowercase();
+                self.alerts
+                    .add(1, &[opentelemetry::KeyValue::new("kind", kind)]);
+            }
+        }
+        Ok(decided)
+    }
+
+    /// Looks at every home whose door is unlocked at `now` and raises the
+    /// alerts due: not relocked within [`RELOCK_WITHIN`], or a camera silent
+    /// for longer than [`CAMERA_HEARTBEAT_MAX_AGE`] while it is open.
+    /// Returns how many alerts were raised. [`Access::spawn_watcher`] runs it
+    /// every second; it reads the homes to look at from the log, so a
+    /// restarted server watches the doors opened before it stopped.
+    pub async fn watch(&self, now: DateTime<Utc>) -> Result<u32, Status> {
+        let homes = self.open_doors().await?;
+        let mut raised = 0;
+        for home_id in homes {
+            let command = HomeCommand::Watch {
+                home_id: home_id.clone(),
+                now,
+                relock_within: RELOCK_WITHIN,
+                heartbeat_max_age: CAMERA_HEARTBEAT_MAX_AGE,
+            };
+            let decided = self.home(&home_id, command, EventId::new(), now).await?;
+            raised += decided.events.len() as u32;
+        }
+        Ok(raised)
+    }
+
+    /// Homes whose last lock report left the door unlocked, read from the
+    /// log's home events since the watcher last looked.
+    async fn open_doors(&self) -> Result<BTreeSet<HomeId>, Status> {
+        let mut seen = self.open.lock().await;
+        loop {
+            let batch = self.log.read_all(seen.after, 4096).await.map_err(failed)?;
+            let Some(last) = batch.last() else { break };
+            seen.after = last.position;
+            for r in &batch {
+                if r.stream.category() != threshold_domain::Category::Home {
+                    continue;
+                }
+                let Ok(DomainEvent::Home(e)) = r.decode() else {
+                    continue;
+                };
+                let Ok(home) = HomeId::new(r.stream.id()) else {
+                    continue;
+                };
+                use pb::home_event::Event as H;
+                match e {
+                    H::Unlocked(_) => {
+                        seen.homes.insert(home);
+                    }
+                    H::Relocked(_) => {
+                        seen.homes.remove(&home);
+                    }
+                    H::HandleChecked(h) if h.locked => {
+                        seen.homes.remove(&home);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(seen.homes.clone())
+    }
+
+    /// Runs [`Access::watch`] every `every` on the server's clock until the
+    /// runtime stops. A simulation has no one clock to watch on (each
+    /// request carries its own time), so a simulation's server does not run
+    /// it: there the locks' own reports (door left open, camera offline)
+    /// raise the alerts, and tests call [`Access::watch`] with the time.
+    pub fn spawn_watcher(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let access = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = access.watch(Utc::now()).await {
+                    tracing::warn!(error = %e.message(), "watching open doors");
+                }
+            }
+        })
     }
 
     /// The same service on `clock` (a simulation's, for instance).
@@ -211,7 +571,7 @@ impl AccessService for Access {
         &self,
         request: Request<IssueGrantRequest>,
     ) -> Result<Response<GrantReply>, Status> {
-        let now = self.clock.now(&request)?;
+        let now = self.now(&request)?;
         let r = request.into_inner();
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
         let country = Country::from_proto(r.country).map_err(|e| field("country", e))?;
@@ -243,7 +603,7 @@ impl AccessService for Access {
         &self,
         request: Request<RevokeGrantRequest>,
     ) -> Result<Response<GrantReply>, Status> {
-        let now = self.clock.now(&request)?;
+        let now = self.now(&request)?;
         let r = request.into_inner();
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
         let revoke = GrantCommand::Revoke {
@@ -264,16 +624,29 @@ impl AccessService for Access {
         request: Request<AuthorizeUnlockRequest>,
     ) -> Result<Response<AuthorizeUnlockReply>, Status> {
         // The server's clock (or the simulation's), never the handheld's.
-        let now = self.clock.now(&request)?;
+        let now = self.now(&request)?;
         let r = request.into_inner();
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        let parcel_id = ParcelId::new(&r.parcel_id).map_err(|e| field("parcel_id", e))?;
+        let driver_id = DriverId::new(&r.driver_id).map_err(|e| field("driver_id", e))?;
+        // What the other streams say is read first; the grant's own rules
+        // and the recording are one decision under the grant's writer.
+        let grant = self.load_grant(&grant_id).await?;
+        let elsewhere = match &grant.issued {
+            Some(issued) => {
+                self.refusal_elsewhere(issued, &r, &parcel_id, &driver_id, now)
+                    .await?
+            }
+            None => None,
+        };
         let command = GrantCommand::AuthorizeUnlock {
             grant_id: grant_id.clone(),
-            parcel_id: ParcelId::new(&r.parcel_id).map_err(|e| field("parcel_id", e))?,
-            driver_id: DriverId::new(&r.driver_id).map_err(|e| field("driver_id", e))?,
+            parcel_id,
+            driver_id,
             now,
             nonce: uuid::Uuid::new_v4().to_string(),
             valid_for: UNLOCK_VALID_FOR,
+            elsewhere,
         };
         let (events, _) = self.grant(&grant_id, command, now).await?;
         use pb::grant_event::Event as G;
@@ -282,22 +655,22 @@ impl AccessService for Access {
                 authorized: true,
                 nonce: a.nonce.clone(),
                 valid_until: a.valid_until,
-                reason: 0,
-                detail: String::new(),
+                ..Default::default()
             },
             Some(G::UnlockDenied(d)) => AuthorizeUnlockReply {
                 authorized: false,
-                nonce: String::new(),
-                valid_until: None,
                 reason: d.reason,
                 detail: d.detail.clone(),
+                fallback: grant.fallback() as i32,
+                ..Default::default()
             },
             other => return Err(Status::internal(format!("unexpected decision {other:?}"))),
         };
-        let reason = pb::UnlockDenyReason::try_from(reply.reason)
-            .map_or("unknown", |r| r.as_str_name())
-            .trim_start_matches("UNLOCK_DENY_REASON_")
-            .to_lowercase();
+        let reason = if reply.authorized {
+            String::new()
+        } else {
+            reason_name(reply.reason)
+        };
         self.authorizations.add(
             1,
             &[
@@ -309,17 +682,135 @@ impl AccessService for Access {
                         "denied"
                     },
                 ),
+                opentelemetry::KeyValue::new("reason", reason),
+            ],
+        );
+        Ok(Response::new(reply))
+    }
+
+    async fn redeem_unlock(
+        &self,
+        request: Request<RedeemUnlockRequest>,
+    ) -> Result<Response<RedeemUnlockReply>, Status> {
+        let now = self.now(&request)?;
+        let r = request.into_inner();
+        let home_id = HomeId::new(&r.home_id).map_err(|e| field("home_id", e))?;
+        let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        let (home, _) = self.load_home(&home_id).await?;
+        let lock = home
+            .lock
+            .as_ref()
+            .ok_or_else(|| Status::not_found(format!("home/{home_id} has no registered lock")))?;
+        if lock.lock_id != r.lock_id {
+            return Err(field(
+                "lock_id",
+                format!("{:?} is not the lock of home/{home_id}", r.lock_id),
+            ));
+        }
+        let grant = self.load_grant(&grant_id).await?;
+        if grant.home_id().is_some_and(|h| h != home_id.as_str()) {
+            return Err(field(
+                "grant_id",
+                format!("grant/{grant_id} does not open home/{home_id}"),
+            ));
+        }
+        // A bad signature is recorded on the grant as a refused attempt to
+        // get in: it is not a fact of the lock's.
+        let signed = r.verify(&lock.public_key).is_ok();
+        let command = GrantCommand::Redeem {
+            grant_id: grant_id.clone(),
+            nonce: r.nonce.clone(),
+            lock_id: r.lock_id.clone(),
+            now,
+            signed,
+        };
+        let (events, _) = self.grant(&grant_id, command, now).await?;
+        use pb::grant_event::Event as G;
+        let reply = match events.first() {
+            Some(G::Used(_)) => RedeemUnlockReply {
+                open: true,
+                ..Default::default()
+            },
+            Some(G::UnlockDenied(d)) => RedeemUnlockReply {
+                open: false,
+                reason: d.reason,
+                detail: d.detail.clone(),
+            },
+            other => return Err(Status::internal(format!("unexpected decision {other:?}"))),
+        };
+        self.authorizations.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new(
+                    "result",
+                    if reply.open {
+                        "redeemed"
+                    } else {
+                        "redeem_refused"
+                    },
+                ),
                 opentelemetry::KeyValue::new(
                     "reason",
-                    if reply.authorized {
+                    if reply.open {
                         String::new()
                     } else {
-                        reason
+                        reason_name(reply.reason)
                     },
                 ),
             ],
         );
         Ok(Response::new(reply))
+    }
+
+    async fn get_receipt(
+        &self,
+        request: Request<ReceiptRequest>,
+    ) -> Result<Response<Receipt>, Status> {
+        let r = request.into_inner();
+        let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        let parcel_id = ParcelId::new(&r.parcel_id).map_err(|e| field("parcel_id", e))?;
+        let grant = self.load_grant(&grant_id).await?;
+        let home_id = grant
+            .home_id()
+            .ok_or_else(|| Status::not_found(format!("grant/{grant_id}")))
+            .and_then(|h| HomeId::new(h).map_err(|e| Status::internal(e.to_string())))?;
+        let nonce = grant.redeemed(parcel_id.as_str()).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "no unlock was redeemed for {parcel_id} under grant/{grant_id}"
+            ))
+        })?;
+        let (_, history) = self.load_home(&home_id).await?;
+        let entry = threshold_domain::home::entry(
+            history.iter().filter_map(|e| match e.decode() {
+                Ok(DomainEvent::Home(h)) => Some((h, e.event.occurred_at)),
+                _ => None,
+            }),
+            nonce,
+        )
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "home/{home_id}'s lock has not reported opening for {parcel_id}"
+            ))
+        })?;
+        let relocked_at = entry.relocked_at.ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "home/{home_id}'s lock has not reported the relock after the entry for {parcel_id}"
+            ))
+        })?;
+        let head = audit::verify(&history).map_err(|b| {
+            Status::data_loss(format!("home/{home_id}'s audit chain does not hold: {b}"))
+        })?;
+        Ok(Response::new(Receipt {
+            home_id: home_id.to_string(),
+            grant_id: grant_id.to_string(),
+            parcel_id: parcel_id.to_string(),
+            lock_id: entry.lock_id,
+            unlocked_at: Some(timestamp(entry.unlocked_at)),
+            relocked_at: Some(timestamp(relocked_at)),
+            clip_sha256: entry.clips,
+            chain_head: audit::hex(&head),
+            chain_version: history.last().map_or(0, |e| e.stream_version),
+        }))
     }
 
     async fn clock(&self, _: Request<ClockRequest>) -> Result<Response<ClockReply>, Status> {
@@ -341,30 +832,55 @@ impl AccessService for Access {
             .as_ref()
             .ok_or_else(|| field("occurred_at", "is missing"))
             .and_then(|t| instant(t).map_err(|e| field("occurred_at", e)))?;
-        let stream = StreamId::home(&home_id);
+        let (home, history) = self.load_home(&home_id).await?;
         // A resend is answered with where the original is.
-        if let Some(found) = self
-            .log
-            .read_stream(&stream, 0, usize::MAX)
-            .await
-            .map_err(failed)?
-            .iter()
-            .find(|e| e.event.event_id == event_id)
-        {
+        if let Some(found) = history.iter().find(|e| e.event.event_id == event_id) {
             return Ok(Response::new(DeviceEventReply {
                 position: found.position.0,
                 duplicate: true,
+                alerts_raised: Vec::new(),
             }));
         }
         use pb::home_event::Event as H;
-        let h = home_id.clone();
-        let command = match r
+        let event = r
             .event
-            .and_then(|e| e.event)
-            .ok_or_else(|| field("event", "is missing"))?
-        {
+            .as_ref()
+            .and_then(|e| e.event.clone())
+            .ok_or_else(|| field("event", "is missing"))?;
+        // Signed by the home's registered key; a first registration by the
+        // key it registers.
+        let key = match (&home.lock, &event) {
+            (Some(lock), _) => lock.public_key.clone(),
+            (None, H::LockRegistered(x)) => x.public_key.clone(),
+            (None, _) => {
+                return Err(Status::not_found(format!(
+                    "home/{home_id} has no registered lock"
+                )));
+            }
+        };
+        r.verify(&key).map_err(|why| {
+            Status::permission_denied(format!(
+                "signature: {why} (home/{home_id}); the event is not recorded"
+            ))
+        })?;
+        let h = home_id.clone();
+        let command = match event {
             H::LockRegistered(x) => HomeCommand::RegisterLock(x),
-            H::Unlocked(fact) => HomeCommand::Unlocked { home_id: h, fact },
+            H::Unlocked(fact) => {
+                let redeemed = if fact.grant_id.is_empty() {
+                    false
+                } else {
+                    let grant_id =
+                        GrantId::new(&fact.grant_id).map_err(|e| field("grant_id", e))?;
+                    let grant = self.load_grant(&grant_id).await?;
+                    grant.home_id() == Some(home_id.as_str()) && grant.spent.contains(&fact.nonce)
+                };
+                HomeCommand::Unlocked {
+                    home_id: h,
+                    fact,
+                    redeemed,
+                }
+            }
             H::Relocked(fact) => HomeCommand::Relocked { home_id: h, fact },
             H::HandleChecked(fact) => HomeCommand::HandleChecked { home_id: h, fact },
             H::DoorLeftOpen(fact) => HomeCommand::DoorLeftOpen { home_id: h, fact },
@@ -372,29 +888,34 @@ impl AccessService for Access {
             H::CameraOffline(fact) => HomeCommand::CameraOffline { home_id: h, fact },
             H::ClipRecorded(fact) => HomeCommand::ClipRecorded { home_id: h, fact },
             H::TamperDetected(fact) => HomeCommand::TamperDetected { home_id: h, fact },
+            H::Alarm(fact) => HomeCommand::Alarm { home_id: h, fact },
+            H::AlertRaised(_) => {
+                return Err(field(
+                    "event",
+                    "alerts are raised by the server, not reported by devices",
+                ));
+            }
         };
-        let positions = self
-            .writers
-            .run(
-                &stream,
-                decide_chained::<Home, _>(
-                    &*self.log,
-                    &stream,
-                    &command,
-                    |e| match e {
-                        DomainEvent::Home(x) => Some(x),
-                        _ => None,
-                    },
-                    DomainEvent::Home,
-                    |_| (event_id, at),
-                ),
-            )
-            .await
-            .map_err(undecided)?
-            .positions;
+        let decided = self.home(&home_id, command, event_id, at).await?;
         Ok(Response::new(DeviceEventReply {
-            position: positions.last().copied().unwrap_or(0),
-            duplicate: positions.is_empty(),
+            position: decided.positions.first().copied().unwrap_or(0),
+            duplicate: decided.positions.is_empty(),
+            alerts_raised: decided
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    pb::home_event::Event::AlertRaised(a) => Some(a.kind),
+                    _ => None,
+                })
+                .collect(),
         }))
     }
+}
+
+/// `UNLOCK_DENY_REASON_OUTSIDE_GEOFENCE` as `outside_geofence`.
+pub fn reason_name(reason: i32) -> String {
+    pb::UnlockDenyReason::try_from(reason)
+        .map_or("unknown", |r| r.as_str_name())
+        .trim_start_matches("UNLOCK_DENY_REASON_")
+        .to_lowercase()
 }

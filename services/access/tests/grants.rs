@@ -1,100 +1,19 @@
 //! AccessService end to end on 127.0.0.1:0 over the embedded log.
 
-use std::sync::Arc;
+mod common;
 
-use chrono::{Duration, Utc};
-use threshold_access_service::{Access, Clock};
-use threshold_api::v1::access_service_client::AccessServiceClient;
-use threshold_api::v1::{
-    AuthorizeUnlockRequest, ClockRequest, DeviceEventRequest, IssueGrantRequest, RevokeGrantRequest,
-};
-use threshold_domain::country::timestamp;
-use threshold_domain::{Country, DomainEvent, EventId, pb};
-use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Channel, Server};
-
-struct Running {
-    client: AccessServiceClient<Channel>,
-    log: Arc<EmbeddedLog>,
-    _dir: tempfile::TempDir,
-}
-
-async fn serve() -> Running {
-    serve_on(Clock::System).await
-}
-
-async fn serve_on(clock: Clock) -> Running {
-    let dir = tempfile::tempdir().expect("dir");
-    let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let service = Access::new(log.clone() as Arc<dyn EventLog>)
-        .with_clock(clock)
-        .into_server();
-    tokio::spawn(async move {
-        Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .expect("server");
-    });
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    Running {
-        client: AccessServiceClient::new(channel),
-        log,
-        _dir: dir,
-    }
-}
-
-/// A grant whose window (Stockholm local time) is open now.
-fn grant(id: &str) -> IssueGrantRequest {
-    let local = |d: Duration| {
-        (Utc::now() + d)
-            .with_timezone(&Country::Se.tz())
-            .format("%Y-%m-%dT%H:%M")
-            .to_string()
-    };
-    IssueGrantRequest {
-        grant_id: id.into(),
-        home_id: "home-1".into(),
-        parcel_ids: vec!["SE-1".into()],
-        resident_ref: "res-1".into(),
-        country: pb::Country::Se as i32,
-        window_start_local: local(Duration::hours(-1)),
-        window_end_local: local(Duration::hours(1)),
-        scope: Some(pb::CourierScope {
-            driver_id: "drv-1".into(),
-            route_id: "r-1".into(),
-        }),
-        geofence: Some(pb::Geofence {
-            center: Some(pb::GeoPoint {
-                latitude: 59.33,
-                longitude: 18.06,
-            }),
-            radius_m: 50,
-        }),
-        conditions: Some(pb::HouseholdConditions::default()),
-        fallback: pb::Fallback::Locker as i32,
-    }
-}
-
-fn unlock(grant: &str, driver: &str) -> AuthorizeUnlockRequest {
-    AuthorizeUnlockRequest {
-        grant_id: grant.into(),
-        parcel_id: "SE-1".into(),
-        driver_id: driver.into(),
-    }
-}
+use chrono::Utc;
+use common::*;
+use threshold_access_service::Clock;
+use threshold_access_service::device::{Signed, key_from_seed, public_key};
+use threshold_api::v1::{ClockRequest, RevokeGrantRequest};
+use threshold_domain::{DomainEvent, pb};
+use threshold_log::EventLog;
 
 #[tokio::test]
 async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
     let mut s = serve().await;
+    door(&mut s, Utc::now(), false).await;
     let issued = s
         .client
         .issue_grant(grant("g-1"))
@@ -196,6 +115,7 @@ async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_racing_many_unlocks_is_never_overtaken() {
     let mut s = serve().await;
+    door(&mut s, Utc::now(), false).await;
     s.client.issue_grant(grant("g-race")).await.expect("issue");
     let mut tasks = Vec::new();
     for _ in 0..30 {
@@ -249,22 +169,20 @@ async fn a_revoke_racing_many_unlocks_is_never_overtaken() {
 #[tokio::test]
 async fn device_events_are_recorded_once_for_registered_homes() {
     let mut s = serve().await;
-    let register = DeviceEventRequest {
-        event_id: EventId::new().to_string(),
-        home_id: "home-1".into(),
-        occurred_at: Some(timestamp(Utc::now())),
-        event: Some(pb::HomeEvent {
-            // Set by the server as it stores the event; a client's is ignored.
-            prev_hash: vec![1; 32],
-            event: Some(pb::home_event::Event::LockRegistered(pb::LockRegistered {
-                home_id: "home-1".into(),
-                lock_id: "lock-1".into(),
-                vendor: "acme-locks".into(),
-                public_key: vec![7; 32],
-                country: pb::Country::Se as i32,
-            })),
+    let mut register = device(
+        pb::home_event::Event::LockRegistered(pb::LockRegistered {
+            home_id: "home-1".into(),
+            lock_id: "lock-1".into(),
+            vendor: "acme-locks".into(),
+            public_key: public_key(&key()),
+            country: pb::Country::Se as i32,
         }),
-    };
+        Utc::now(),
+        &key(),
+    );
+    // Set by the server as it stores the event; a client's is ignored.
+    register.event.as_mut().expect("event").prev_hash = vec![1; 32];
+    register.sign(&key());
     let first = s
         .client
         .record_device_event(register.clone())
@@ -280,18 +198,18 @@ async fn device_events_are_recorded_once_for_registered_homes() {
         .into_inner();
     assert_eq!((resent.duplicate, resent.position), (true, first.position));
 
-    let camera = |home: &str| DeviceEventRequest {
-        event_id: EventId::new().to_string(),
-        home_id: home.into(),
-        occurred_at: Some(timestamp(Utc::now())),
-        event: Some(pb::HomeEvent {
-            // Set by the server as it stores the event; a client's is ignored.
-            prev_hash: vec![1; 32],
-            event: Some(pb::home_event::Event::CameraOnline(pb::CameraOnline {
+    let camera = |home: &str| {
+        let mut r = device(
+            pb::home_event::Event::CameraOnline(pb::CameraOnline {
                 camera_id: "cam-1".into(),
                 recording: true,
-            })),
-        }),
+            }),
+            Utc::now(),
+            &key(),
+        );
+        r.home_id = home.into();
+        r.sign(&key());
+        r
     };
     s.client
         .record_device_event(camera("home-1"))
@@ -303,6 +221,28 @@ async fn device_events_are_recorded_once_for_registered_homes() {
         .await
         .expect_err("unregistered");
     assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+    // Unsigned, or signed by another key: refused, and nothing stored.
+    let mut unsigned = camera("home-1");
+    unsigned.signature.clear();
+    let forged = {
+        let mut r = camera("home-1");
+        r.sign(&key_from_seed([9; 32]));
+        r
+    };
+    for bad in [unsigned, forged] {
+        let err = s
+            .client
+            .record_device_event(bad)
+            .await
+            .expect_err("bad signature");
+        assert_eq!(
+            err.code(),
+            tonic::Code::PermissionDenied,
+            "{}",
+            err.message()
+        );
+        assert!(err.message().starts_with("signature:"), "{}", err.message());
+    }
     let stored = s
         .log
         .read_stream(&"home/home-1".parse().expect("stream"), 0, 10)
@@ -318,16 +258,6 @@ async fn device_events_are_recorded_once_for_registered_homes() {
     assert_eq!(head, threshold_log::audit::hash_of(&stored[1]));
 }
 
-/// `request` carrying the simulated time `at`.
-fn at<T>(request: T, at: chrono::DateTime<Utc>) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(request);
-    r.metadata_mut().insert(
-        threshold_api::SIMULATED_TIME_HEADER,
-        at.to_rfc3339().parse().expect("ascii"),
-    );
-    r
-}
-
 #[tokio::test]
 async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses_it() {
     use chrono::TimeZone;
@@ -340,6 +270,7 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
     g.window_start_local = "2026-03-29T10:00".into();
     g.window_end_local = "2026-03-29T13:00".into();
     let utc = |h, m| Utc.with_ymd_and_hms(2026, 3, 29, h, m, 0).unwrap();
+    door(&mut sim, utc(7, 59), true).await;
     let refused = sim
         .client
         .issue_grant(g.clone())
@@ -361,7 +292,7 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
     assert_eq!(early.reason, pb::UnlockDenyReason::OutsideWindow as i32);
     let inside = sim
         .client
-        .authorize_unlock(at(unlock("g-sim", "drv-1"), utc(8, 1)))
+        .authorize_unlock(at(unlock("g-sim", "drv-1"), utc(8, 0)))
         .await
         .expect("decided")
         .into_inner();
@@ -369,7 +300,7 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
     let until = threshold_domain::country::instant(&inside.valid_until.expect("until")).unwrap();
     assert_eq!(
         until,
-        utc(8, 3),
+        utc(8, 2),
         "valid for two minutes of the simulated clock"
     );
     let late = sim

@@ -105,7 +105,8 @@ async fn a_small_day_reports_attempts_per_parcel_as_computed_by_hand() {
     let day = vec![
         event("SE-1", failed(F::NotHome)),
         event("SE-1", delivered(M::Doorstep, "")),
-        event("SE-2", delivered(M::InHome, "g-1")),
+        // An in-home parcel delivered by its grant's fallback.
+        event("SE-2", delivered(M::Neighbour, "")),
         event("FI-1", failed(F::NotHome)),
         event("FI-1", failed(F::Refused)),
     ];

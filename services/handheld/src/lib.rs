@@ -374,6 +374,15 @@ async fn handle(
                 return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why));
             }
         };
+        if let Command::Deliver {
+            method: pb::DeliveryMethod::InHome,
+            grant_id: Some(grant_id),
+            ..
+        } = &checked.command
+            && let Some(why) = entry_not_closed(log, grant_id, parcel_of(&checked.stream)).await?
+        {
+            return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why));
+        }
         let last = events.len().saturating_sub(1);
         let new: Vec<NewEvent> = events
             .iter()
@@ -465,6 +474,61 @@ async fn handle(
         0,
         format!("{} kept changing; resend", checked.stream),
     ))
+}
+
+fn parcel_of(stream: &StreamId) -> &str {
+    stream.id()
+}
+
+/// Why an in-home delivery under `grant_id` cannot be closed yet, if it
+/// cannot: the home's lock must have opened on a nonce redeemed for the
+/// parcel and reported the door locked again since.
+async fn entry_not_closed(
+    log: &dyn EventLog,
+    grant_id: &GrantId,
+    parcel: &str,
+) -> Result<Option<String>, Status> {
+    let history = log
+        .read_stream(&StreamId::grant(grant_id), 0, usize::MAX)
+        .await
+        .map_err(status)?;
+    let mut grant = threshold_domain::grant::Grant::default();
+    for r in &history {
+        if let DomainEvent::Grant(g) = r.decode().map_err(status)? {
+            grant.evolve(&g);
+        }
+    }
+    let Some(home) = grant.home_id() else {
+        return Ok(Some(format!(
+            "delivered.grant_id: grant/{grant_id} was never issued"
+        )));
+    };
+    let Some(nonce) = grant.redeemed(parcel) else {
+        return Ok(Some(format!(
+            "no unlock was redeemed for {parcel} under grant/{grant_id}: an in-home delivery needs the door opened under the grant"
+        )));
+    };
+    let home = threshold_domain::HomeId::new(home).map_err(|e| Status::internal(e.to_string()))?;
+    let events = log
+        .read_stream(&StreamId::home(&home), 0, usize::MAX)
+        .await
+        .map_err(status)?;
+    let entry = threshold_domain::home::entry(
+        events.iter().filter_map(|e| match e.decode() {
+            Ok(DomainEvent::Home(h)) => Some((h, e.event.occurred_at)),
+            _ => None,
+        }),
+        nonce,
+    );
+    Ok(match entry {
+        None => Some(format!(
+            "home/{home}'s lock has not reported opening for {parcel}"
+        )),
+        Some(e) if e.relocked_at.is_none() => Some(format!(
+            "home/{home}'s lock has not reported the door relocked since the entry for {parcel}; an in-home delivery closes after the relock"
+        )),
+        Some(_) => None,
+    })
 }
 
 /// The log's failures as gRPC status: the handheld keeps the event and resends.

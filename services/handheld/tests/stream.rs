@@ -526,3 +526,98 @@ async fn a_driver_gets_the_latest_plan_of_its_route_for_the_day() {
         .expect_err("bad id");
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 }
+
+/// Appends `events` to `stream` as they are: what the access service and the
+/// home's lock would have recorded.
+async fn facts(log: &EmbeddedLog, stream: &str, events: Vec<DomainEvent>) {
+    let new = events
+        .iter()
+        .map(|e| NewEvent::new(EventId::new(), e, Utc::now()))
+        .collect();
+    log.append(&stream.parse().expect("stream"), ExpectedVersion::Any, new)
+        .await
+        .expect("append");
+}
+
+#[tokio::test]
+async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
+    let server = serve().await;
+    manifest(&server.log, &["SE-1"]).await;
+    let mut hh = Handheld::connect(server.addr).await;
+    let in_home = || {
+        Report::Delivered(DeliveredReport {
+            method: pb::DeliveryMethod::InHome as i32,
+            grant_id: "g-1".into(),
+            position: None,
+        })
+    };
+    assert_eq!(
+        result(&hh.send(&event(1, "SE-1", started())).await),
+        attempt_ack::Result::Stored
+    );
+    // No grant at all.
+    let a = hh.send(&event(2, "SE-1", in_home())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected);
+    assert!(a.error.contains("never issued"), "{}", a.error);
+    let grant = |e| DomainEvent::Grant(e);
+    facts(
+        &server.log,
+        "grant/g-1",
+        vec![grant(pb::grant_event::Event::Issued(pb::GrantIssued {
+            grant_id: "g-1".into(),
+            home_id: "home-1".into(),
+            parcel_ids: vec!["SE-1".into()],
+            ..Default::default()
+        }))],
+    )
+    .await;
+    // Issued, but the lock never redeemed an authorization for SE-1.
+    let a = hh.send(&event(3, "SE-1", in_home())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected);
+    assert!(a.error.contains("no unlock was redeemed"), "{}", a.error);
+    facts(
+        &server.log,
+        "grant/g-1",
+        vec![
+            grant(pb::grant_event::Event::UnlockAuthorized(
+                pb::UnlockAuthorized {
+                    parcel_id: "SE-1".into(),
+                    driver_id: "drv-7".into(),
+                    nonce: "n-1".into(),
+                    valid_until: None,
+                },
+            )),
+            grant(pb::grant_event::Event::Used(pb::GrantUsed {
+                parcel_id: "SE-1".into(),
+                nonce: "n-1".into(),
+                lock_id: "lock-1".into(),
+            })),
+        ],
+    )
+    .await;
+    let home = |e| DomainEvent::Home(e);
+    facts(
+        &server.log,
+        "home/home-1",
+        vec![home(pb::home_event::Event::Unlocked(pb::LockUnlocked {
+            lock_id: "lock-1".into(),
+            grant_id: "g-1".into(),
+            nonce: "n-1".into(),
+        }))],
+    )
+    .await;
+    // The door is open: not yet.
+    let a = hh.send(&event(4, "SE-1", in_home())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected);
+    assert!(a.error.contains("relocked"), "{}", a.error);
+    facts(
+        &server.log,
+        "home/home-1",
+        vec![home(pb::home_event::Event::Relocked(pb::LockRelocked {
+            lock_id: "lock-1".into(),
+        }))],
+    )
+    .await;
+    let a = hh.send(&event(5, "SE-1", in_home())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored, "{}", a.error);
+}

@@ -119,7 +119,13 @@ pub(crate) async fn serve(
     let analytics = Analytics::start(Arc::clone(&shared)).into_server();
     let outcomes = Outcomes::new(Arc::clone(&shared), data).into_server();
     let planning = Planning::new(Arc::clone(&shared), fleets).into_server();
-    let access = Access::new(shared).with_clock(clock).into_server();
+    let access = Access::new(shared).with_clock(clock);
+    // Doors left unlocked and cameras gone silent are looked for every
+    // second, on the server's own clock.
+    if clock == Clock::System {
+        access.spawn_watcher(std::time::Duration::from_secs(1));
+    }
+    let access = access.into_server();
     health
         .set_serving::<threshold_api::v1::manifest_service_server::ManifestServiceServer<Manifests>>()
         .await;

@@ -5,10 +5,16 @@
 //! unless `--manifest` files are given); each depot's drivers are concurrent
 //! HandheldService streams; some handhelds drop offline mid-round and resend
 //! what they have, duplicates included. In-home parcels get a grant from
-//! their resident through AccessService; some residents revoke it, and the
-//! driver asks the server to authorize each unlock, delivering in-home only
-//! when it does. The server must run as a simulation (`serve --simulation`,
-//! as `threshold run` does): the simulated day's clock decides the windows.
+//! their resident through AccessService, and each home a signed smart lock
+//! and camera. At the door the driver scans the parcel, asks the server to
+//! authorize the unlock from where the handheld is, and the lock redeems the
+//! nonce before it opens; a refusal turns into the grant's fallback. Some
+//! days go wrong on purpose: residents revoke, cameras are offline, a
+//! driver asks from down the street, an alarm is left armed, a captured
+//! unlock is replayed, a door is left open or a camera drops while it is,
+//! and the report shows each refusal by reason and each alert by kind. The
+//! server must run as a simulation (`serve --simulation`, as `threshold run`
+//! does): the simulated day's clock decides the windows.
 //!
 //! Each parcel's fate is drawn from a generator seeded by the day's seed and
 //! the parcel's id, so the same seed gives the same day — same parcels,
@@ -21,6 +27,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use threshold_access_service::device::{Signed, SigningKey, key_from_seed, public_key};
 use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::analytics_service_client::AnalyticsServiceClient;
 use threshold_api::v1::handheld_event::Report;
@@ -29,8 +36,9 @@ use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::{
     AttemptAck, AttemptFailedReport, AttemptStartedReport, AttemptsReportRequest,
-    AuthorizeUnlockRequest, ClockRequest, DeliveredReport, GetRouteRequest, HandheldEvent,
-    IssueGrantRequest, PlanDayRequest, RevokeGrantRequest, attempt_ack,
+    AuthorizeUnlockRequest, ClockRequest, DeliveredReport, DeviceEventRequest, GetRouteRequest,
+    HandheldEvent, IssueGrantRequest, PlanDayRequest, ReceiptRequest, RedeemUnlockRequest,
+    RevokeGrantRequest, attempt_ack,
 };
 use threshold_domain::country::{date_to_proto, instant, timestamp};
 use threshold_domain::{Country, EventId, pb};
@@ -107,6 +115,14 @@ impl Parcel {
     fn grant_id(&self) -> String {
         format!("g-{}", self.id)
     }
+
+    fn home_id(&self) -> String {
+        format!("h-{}", self.id)
+    }
+
+    fn lock_id(&self) -> String {
+        format!("lock-{}", self.id)
+    }
 }
 
 /// A generated manifest for the day, as CSV.
@@ -179,6 +195,31 @@ async fn load(channel: &Channel, name: &str, csv: Vec<u8>) -> Result<(Vec<Parcel
     Ok((parcels, summary.accepted))
 }
 
+/// What goes wrong at an in-home door, on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    /// The camera went offline in the morning and stays so.
+    CameraOffline,
+    /// The driver asks from down the street.
+    OutsideGeofence,
+    /// The resident forgot to disarm the alarm.
+    AlarmLeftArmed,
+    /// The lock's unlock request is captured and replayed after the entry.
+    Replayed,
+    /// The courier leaves without relocking and comes back minutes later.
+    DoorLeftOpen,
+    /// The camera drops (Wi-Fi deauthentication) while the door is open.
+    CameraDrops,
+}
+
+/// An in-home parcel's home and what goes wrong there.
+struct HomeFate {
+    trouble: Option<Trouble>,
+    fallback: pb::Fallback,
+    pet: bool,
+    alarm: bool,
+}
+
 /// What the day holds for a parcel, drawn from the day's seed and the
 /// parcel's id only.
 struct Fate {
@@ -187,6 +228,8 @@ struct Fate {
     /// What happens at the door, attempt by attempt, when the parcel is not
     /// delivered in-home (the last one delivered, or all failed).
     door: Vec<Report>,
+    /// For in-home parcels: the home.
+    home: HomeFate,
 }
 
 fn fate(seed: u64, parcel: &Parcel) -> Fate {
@@ -223,7 +266,79 @@ fn fate(seed: u64, parcel: &Parcel) -> Fate {
             note: String::new(),
         }));
     }
-    Fate { revoked, door }
+    // Far more trouble than a real day has, so that a short day shows
+    // every kind of it.
+    let trouble = [
+        (0.05, Trouble::CameraOffline),
+        (0.05, Trouble::OutsideGeofence),
+        (0.05, Trouble::AlarmLeftArmed),
+        (0.05, Trouble::Replayed),
+        (0.05, Trouble::DoorLeftOpen),
+        (0.05, Trouble::CameraDrops),
+    ];
+    let draw: f64 = rng.random();
+    let mut sum = 0.0;
+    let trouble = trouble.iter().find_map(|(p, t)| {
+        sum += p;
+        (draw < sum).then_some(*t)
+    });
+    let fallback = match rng.random_range(0..20) {
+        0..12 => pb::Fallback::Doorstep,
+        12..16 => pb::Fallback::Locker,
+        16..19 => pb::Fallback::Neighbour,
+        _ => pb::Fallback::Return,
+    };
+    let pet = rng.random_bool(0.2);
+    let alarm = trouble == Some(Trouble::AlarmLeftArmed) || rng.random_bool(0.15);
+    Fate {
+        revoked,
+        door,
+        home: HomeFate {
+            trouble,
+            fallback,
+            pet,
+            alarm,
+        },
+    }
+}
+
+/// The home's device key, derived from the day's seed and the home.
+fn device_key(seed: u64, home: &str) -> SigningKey {
+    let mut bytes = [0u8; 32];
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (seed, home, i).hash(&mut h);
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    key_from_seed(bytes)
+}
+
+/// A home's device reports `event` at `at`, signed with its key; the
+/// alerts the server raised on it.
+async fn report_device(
+    access: &mut AccessServiceClient<Channel>,
+    key: &SigningKey,
+    home: &str,
+    event: pb::home_event::Event,
+    at_time: DateTime<Utc>,
+) -> Result<Vec<i32>, BoxError> {
+    let mut r = DeviceEventRequest {
+        event_id: EventId::new().to_string(),
+        home_id: home.to_owned(),
+        occurred_at: Some(timestamp(at_time)),
+        event: Some(pb::HomeEvent {
+            event: Some(event),
+            prev_hash: Vec::new(),
+        }),
+        signature: Vec::new(),
+    };
+    r.sign(key);
+    Ok(access
+        .record_device_event(at(r, at_time)?)
+        .await
+        .map_err(|s| access_error(&format!("device event of {home}"), &s))?
+        .into_inner()
+        .alerts_raised)
 }
 
 /// `request` at `at` on the simulation's clock.
@@ -261,14 +376,60 @@ async fn grant(
     parcel: &Parcel,
     driver: &str,
     route_id: &str,
-    revoked: bool,
+    fate: &Fate,
+    key: &SigningKey,
 ) -> Result<(), BoxError> {
     let (Some(window), Some((start, _))) = (&parcel.window, parcel.window()) else {
         return Ok(());
     };
+    // The home's lock was installed and registered by its vendor.
+    let home = parcel.home_id();
+    let morning = start - Duration::hours(4);
+    let _ = report_device(
+        access,
+        key,
+        &home,
+        pb::home_event::Event::LockRegistered(pb::LockRegistered {
+            home_id: home.clone(),
+            lock_id: parcel.lock_id(),
+            vendor: "nordlock".into(),
+            public_key: public_key(key),
+            country: parcel.country.to_proto() as i32,
+        }),
+        morning,
+    )
+    .await?;
+    if fate.home.alarm {
+        // The resident disarms the alarm before the window, unless forgotten.
+        let _ = report_device(
+            access,
+            key,
+            &home,
+            pb::home_event::Event::Alarm(pb::AlarmState {
+                device_id: format!("alarm-{}", parcel.id),
+                armed: fate.home.trouble == Some(Trouble::AlarmLeftArmed),
+            }),
+            start - Duration::minutes(30),
+        )
+        .await?;
+    }
+    if fate.home.trouble == Some(Trouble::CameraOffline) {
+        let _ = report_device(
+            access,
+            key,
+            &home,
+            pb::home_event::Event::CameraOffline(pb::CameraOffline {
+                camera_id: format!("cam-{}", parcel.id),
+                reason: "no heartbeat since the morning".into(),
+            }),
+            morning,
+        )
+        .await?;
+    }
+    let revoked = fate.revoked;
     let issue = IssueGrantRequest {
         grant_id: parcel.grant_id(),
-        home_id: format!("h-{}", parcel.id),
+        home_id: home,
         parcel_ids: vec![parcel.id.clone()],
         resident_ref: format!("resident-{}", parcel.id),
         country: parcel.country.to_proto() as i32,
@@ -282,8 +443,11 @@ async fn grant(
             center: Some(center),
             radius_m: 50,
         }),
-        conditions: Some(pb::HouseholdConditions::default()),
-        fallback: pb::Fallback::Doorstep as i32,
+        conditions: Some(pb::HouseholdConditions {
+            pet_present: fate.home.pet,
+            alarm_to_disarm: fate.home.alarm,
+        }),
+        fallback: fate.home.fallback as i32,
     };
     access
         .issue_grant(at(issue, start - Duration::hours(3))?)
@@ -343,6 +507,18 @@ struct DriverDay {
     unlocks: u64,
     /// Refused unlocks by reason.
     denied: BTreeMap<String, u64>,
+    /// Refused unlocks by the fallback they turned into.
+    fallbacks: BTreeMap<String, u64>,
+    /// Entries the lock redeemed.
+    entries: u64,
+    /// Replayed unlock requests the server refused.
+    replays_refused: u64,
+    /// Alerts raised, by kind, as the device reports were answered.
+    alerts: BTreeMap<String, u64>,
+    /// In-home deliveries the server would not close before the relock.
+    closings_refused: u64,
+    /// Receipts whose chain head was handed to the resident.
+    receipts: u64,
 }
 
 impl DriverDay {
@@ -358,6 +534,16 @@ impl DriverDay {
         for (reason, n) in d.denied {
             *self.denied.entry(reason).or_default() += n;
         }
+        for (f, n) in d.fallbacks {
+            *self.fallbacks.entry(f).or_default() += n;
+        }
+        self.entries += d.entries;
+        self.replays_refused += d.replays_refused;
+        for (kind, n) in d.alerts {
+            *self.alerts.entry(kind).or_default() += n;
+        }
+        self.closings_refused += d.closings_refused;
+        self.receipts += d.receipts;
     }
 }
 
@@ -367,6 +553,293 @@ struct Drive {
     route_id: String,
     /// The parcels in planned order, with their planned arrival.
     stops: Vec<(Parcel, DateTime<Utc>)>,
+}
+
+/// One driver's handheld: its stream's sequence, and the access client it
+/// asks for unlocks with (the home's devices share it in the simulation).
+struct Handheld<'a> {
+    channel: &'a Channel,
+    access: AccessServiceClient<Channel>,
+    driver: String,
+    route_id: String,
+    sequence: u64,
+    seed: u64,
+}
+
+impl Handheld<'_> {
+    /// The next handheld event, about `parcel`, at `when`.
+    fn event(&mut self, parcel: &Parcel, when: DateTime<Utc>, report: Report) -> HandheldEvent {
+        self.sequence += 1;
+        HandheldEvent {
+            event_id: EventId::new().to_string(),
+            device_id: format!("hh-{}", self.driver),
+            sequence: self.sequence,
+            parcel_id: parcel.id.clone(),
+            driver_id: self.driver.clone(),
+            route_id: self.route_id.clone(),
+            occurred_at: Some(timestamp(when)),
+            report: Some(report),
+        }
+    }
+}
+
+/// A stand-in for a clip's SHA-256: 64 hex digits from its name.
+fn clip_hash(name: &str) -> String {
+    (0..4u8)
+        .map(|i| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (name, i).hash(&mut h);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
+}
+
+/// One in-home stop at `t`: the driver scans the parcel and asks to unlock
+/// from the handheld's position; the lock redeems the nonce, reports the
+/// entry and, once the courier is out, the relock; the resident's receipt
+/// is fetched. Returns the attempt's outcome and when it is reported:
+/// delivered in-home, or the grant's fallback when the unlock is refused.
+async fn enter(
+    h: &mut Handheld<'_>,
+    parcel: &Parcel,
+    fate: &Fate,
+    t: DateTime<Utc>,
+    day: &mut DriverDay,
+) -> Result<(Report, DateTime<Utc>), BoxError> {
+    let trouble = fate.home.trouble;
+    let home = parcel.home_id();
+    let key = device_key(h.seed, &home);
+    let camera = format!("cam-{}", parcel.id);
+    // The scan at the door, acknowledged before the unlock is asked.
+    let scan = h.event(parcel, t, Report::Started(AttemptStartedReport {}));
+    for a in stream(h.channel, &[scan], None).await? {
+        if attempt_ack::Result::try_from(a.result) != Ok(attempt_ack::Result::Stored) {
+            return Err(format!(
+                "{}: the scan of {} was not stored: {}",
+                h.driver, parcel.id, a.error
+            )
+            .into());
+        }
+        day.stored += 1;
+        day.last_position = day.last_position.max(a.position);
+    }
+    if trouble != Some(Trouble::CameraOffline) {
+        let beat = pb::home_event::Event::CameraOnline(pb::CameraOnline {
+            camera_id: camera.clone(),
+            recording: true,
+        });
+        report_device(&mut h.access, &key, &home, beat, t - Duration::seconds(10)).await?;
+    }
+    let mut position = parcel.position;
+    if trouble == Some(Trouble::OutsideGeofence)
+        && let Some(p) = &mut position
+    {
+        // About 550 m north of the door.
+        p.latitude += 0.005;
+    }
+    let ask = AuthorizeUnlockRequest {
+        grant_id: parcel.grant_id(),
+        parcel_id: parcel.id.clone(),
+        driver_id: h.driver.clone(),
+        route_id: h.route_id.clone(),
+        position,
+        pet_acknowledged: fate.home.pet,
+    };
+    let reply = h
+        .access
+        .authorize_unlock(at(ask, t)?)
+        .await
+        .map_err(|s| access_error(&format!("unlock for {}", parcel.id), &s))?
+        .into_inner();
+    // A refusal, by the server or at the lock, becomes the grant's fallback.
+    let fallback = |day: &mut DriverDay, reason: i32, detail: String| {
+        *day.denied
+            .entry(threshold_access_service::reason_name(reason))
+            .or_default() += 1;
+        let fallback = pb::Fallback::try_from(reply.fallback).unwrap_or(pb::Fallback::Doorstep);
+        *day.fallbacks
+            .entry(
+                fallback
+                    .as_str_name()
+                    .trim_start_matches("FALLBACK_")
+                    .to_lowercase(),
+            )
+            .or_default() += 1;
+        let delivered = |method: pb::DeliveryMethod| {
+            Report::Delivered(DeliveredReport {
+                method: method as i32,
+                grant_id: String::new(),
+                position: parcel.position,
+            })
+        };
+        let outcome = match fallback {
+            pb::Fallback::Return => Report::Failed(AttemptFailedReport {
+                reason: pb::FailureReason::AccessDenied as i32,
+                note: detail,
+            }),
+            pb::Fallback::Locker => delivered(pb::DeliveryMethod::Locker),
+            pb::Fallback::Neighbour => delivered(pb::DeliveryMethod::Neighbour),
+            _ => delivered(pb::DeliveryMethod::Doorstep),
+        };
+        (outcome, t + Duration::minutes(1))
+    };
+    if !reply.authorized {
+        return Ok(fallback(day, reply.reason, reply.detail.clone()));
+    }
+    day.unlocks += 1;
+    // The lock presents the nonce before it opens.
+    let mut redeem = RedeemUnlockRequest {
+        home_id: home.clone(),
+        lock_id: parcel.lock_id(),
+        grant_id: parcel.grant_id(),
+        nonce: reply.nonce.clone(),
+        signature: Vec::new(),
+    };
+    redeem.sign(&key);
+    let opened = h
+        .access
+        .redeem_unlock(at(redeem.clone(), t)?)
+        .await
+        .map_err(|s| access_error(&format!("redeeming for {}", parcel.id), &s))?
+        .into_inner();
+    if !opened.open {
+        // Refused at the lock (an authorization that ran out, say): the
+        // door stays shut.
+        return Ok(fallback(day, opened.reason, opened.detail));
+    }
+    day.entries += 1;
+    let mut alerts = Vec::new();
+    let lock = |e| (e, parcel.lock_id());
+    let (unlocked, lock_id) = lock(pb::home_event::Event::Unlocked(pb::LockUnlocked {
+        lock_id: parcel.lock_id(),
+        grant_id: parcel.grant_id(),
+        nonce: reply.nonce.clone(),
+    }));
+    alerts.extend(
+        report_device(
+            &mut h.access,
+            &key,
+            &home,
+            unlocked,
+            t + Duration::seconds(30),
+        )
+        .await?,
+    );
+    if trouble == Some(Trouble::Replayed) {
+        let again = h
+            .access
+            .redeem_unlock(at(redeem, t + Duration::seconds(45))?)
+            .await
+            .map_err(|s| access_error(&format!("replaying for {}", parcel.id), &s))?
+            .into_inner();
+        if again.open {
+            return Err(format!("a replayed unlock request opened {home}").into());
+        }
+        day.replays_refused += 1;
+    }
+    if trouble == Some(Trouble::CameraDrops) {
+        let down = pb::home_event::Event::CameraOffline(pb::CameraOffline {
+            camera_id: camera.clone(),
+            reason: "wifi deauthentication".into(),
+        });
+        alerts.extend(
+            report_device(&mut h.access, &key, &home, down, t + Duration::seconds(60)).await?,
+        );
+    } else {
+        let clip = pb::home_event::Event::ClipRecorded(pb::ClipRecorded {
+            camera_id: camera.clone(),
+            uri: format!("clips://{home}/{}", reply.nonce),
+            sha256: clip_hash(&reply.nonce),
+            started_at: Some(timestamp(t + Duration::seconds(30))),
+            ended_at: Some(timestamp(t + Duration::seconds(110))),
+        });
+        alerts.extend(
+            report_device(&mut h.access, &key, &home, clip, t + Duration::seconds(110)).await?,
+        );
+    }
+    let relocked_at = if trouble == Some(Trouble::DoorLeftOpen) {
+        // The courier walks off without relocking; the handheld tries to
+        // close the attempt, and the server says no.
+        let early = h.event(
+            parcel,
+            t + Duration::minutes(2),
+            Report::Delivered(DeliveredReport {
+                method: pb::DeliveryMethod::InHome as i32,
+                grant_id: parcel.grant_id(),
+                position: parcel.position,
+            }),
+        );
+        let acks = stream(h.channel, &[early], None).await?;
+        if acks
+            .iter()
+            .any(|a| attempt_ack::Result::try_from(a.result) == Ok(attempt_ack::Result::Stored))
+        {
+            return Err(format!(
+                "{} was closed as delivered before its door was relocked",
+                parcel.id
+            )
+            .into());
+        }
+        day.closings_refused += 1;
+        let left = pb::home_event::Event::DoorLeftOpen(pb::DoorLeftOpen {
+            lock_id: lock_id.clone(),
+            open_seconds: 240,
+        });
+        alerts.extend(
+            report_device(&mut h.access, &key, &home, left, t + Duration::seconds(270)).await?,
+        );
+        t + Duration::minutes(6)
+    } else {
+        t + Duration::minutes(2)
+    };
+    let relocked = pb::home_event::Event::Relocked(pb::LockRelocked {
+        lock_id: lock_id.clone(),
+    });
+    alerts.extend(report_device(&mut h.access, &key, &home, relocked, relocked_at).await?);
+    let handle = pb::home_event::Event::HandleChecked(pb::HandleChecked {
+        lock_id,
+        locked: true,
+    });
+    alerts.extend(
+        report_device(
+            &mut h.access,
+            &key,
+            &home,
+            handle,
+            relocked_at + Duration::seconds(5),
+        )
+        .await?,
+    );
+    for kind in alerts {
+        let kind = pb::AlertKind::try_from(kind).map_or("unknown", |k| k.as_str_name());
+        *day.alerts
+            .entry(kind.trim_start_matches("ALERT_KIND_").to_lowercase())
+            .or_default() += 1;
+    }
+    // The resident's receipt holds the home's chain head after the relock.
+    let receipt = h
+        .access
+        .get_receipt(at(
+            ReceiptRequest {
+                grant_id: parcel.grant_id(),
+                parcel_id: parcel.id.clone(),
+            },
+            relocked_at,
+        )?)
+        .await
+        .map_err(|s| access_error(&format!("receipt for {}", parcel.id), &s))?
+        .into_inner();
+    if receipt.chain_head.len() == 64 {
+        day.receipts += 1;
+    }
+    Ok((
+        Report::Delivered(DeliveredReport {
+            method: pb::DeliveryMethod::InHome as i32,
+            grant_id: parcel.grant_id(),
+            position: parcel.position,
+        }),
+        relocked_at + Duration::seconds(30),
+    ))
 }
 
 /// Drives a planned route: the day's seed decides each parcel's fate, the
@@ -389,12 +862,21 @@ async fn drive(
     for (p, planned) in stops {
         let f = fate(day_seed, &p);
         if p.window.is_some() {
-            grant(&mut access, &p, &driver, &route_id, f.revoked).await?;
+            let key = device_key(day_seed, &p.home_id());
+            grant(&mut access, &p, &driver, &route_id, &f, &key).await?;
             day.grants += 1;
             day.revoked += u64::from(f.revoked);
         }
         plans.push((p, f, planned));
     }
+    let mut handheld = Handheld {
+        channel: &channel,
+        access,
+        driver: driver.clone(),
+        route_id: route_id.clone(),
+        sequence: 0,
+        seed: day_seed,
+    };
     // Where each parcel is in its fate: in-home parcels start at the grant,
     // every other at the door.
     let mut next: Vec<Option<usize>> = plans
@@ -402,7 +884,6 @@ async fn drive(
         .map(|(p, _, _)| if p.window.is_some() { None } else { Some(0) })
         .collect();
     let mut done = vec![false; plans.len()];
-    let mut sequence = 0;
     for round in 0..MAX_ATTEMPTS {
         let mut events = Vec::new();
         for (i, (parcel, f, planned)) in plans.iter().enumerate() {
@@ -411,68 +892,27 @@ async fn drive(
             }
             // The planned arrival; another try a few hours later.
             let at_time = *planned + Duration::hours(3 * round as i64);
-            let report = match next[i] {
-                None => {
-                    // In-home: planned inside the window; delivered if the
-                    // server authorizes the unlock.
-                    let reply = access
-                        .authorize_unlock(at(
-                            AuthorizeUnlockRequest {
-                                grant_id: parcel.grant_id(),
-                                parcel_id: parcel.id.clone(),
-                                driver_id: driver.clone(),
-                            },
-                            at_time,
-                        )?)
-                        .await
-                        .map_err(|s| access_error(&format!("unlock for {}", parcel.id), &s))?
-                        .into_inner();
-                    if reply.authorized {
-                        day.unlocks += 1;
-                        done[i] = true;
-                        Report::Delivered(DeliveredReport {
-                            method: pb::DeliveryMethod::InHome as i32,
-                            grant_id: parcel.grant_id(),
-                            position: parcel.position,
-                        })
-                    } else {
-                        let reason = pb::UnlockDenyReason::try_from(reply.reason).map_or_else(
-                            |_| reply.reason.to_string(),
-                            |r| r.as_str_name().to_owned(),
-                        );
-                        *day.denied.entry(reason).or_default() += 1;
-                        // The grant's fallback: the door, from the next round.
-                        next[i] = Some(0);
-                        Report::Failed(AttemptFailedReport {
-                            reason: pb::FailureReason::AccessDenied as i32,
-                            note: reply.detail,
-                        })
-                    }
+            if next[i].is_none() {
+                // In-home: planned inside the window. The scan went out
+                // already; the outcome joins the round's events.
+                let (report, when) = enter(&mut handheld, parcel, f, at_time, &mut day).await?;
+                done[i] = true;
+                events.push(handheld.event(parcel, when, report));
+                continue;
+            }
+            let report = match next[i].and_then(|k| f.door.get(k).map(|r| (k, r))) {
+                Some((k, r)) => {
+                    next[i] = Some(k + 1);
+                    done[i] = matches!(r, Report::Delivered(_));
+                    r.clone()
                 }
-                Some(k) => match f.door.get(k) {
-                    Some(r) => {
-                        next[i] = Some(k + 1);
-                        done[i] = matches!(r, Report::Delivered(_));
-                        r.clone()
-                    }
-                    None => {
-                        done[i] = true;
-                        continue;
-                    }
-                },
+                None => {
+                    done[i] = true;
+                    continue;
+                }
             };
             for r in [Report::Started(AttemptStartedReport {}), report] {
-                sequence += 1;
-                events.push(HandheldEvent {
-                    event_id: EventId::new().to_string(),
-                    device_id: format!("hh-{driver}"),
-                    sequence,
-                    parcel_id: parcel.id.clone(),
-                    driver_id: driver.clone(),
-                    route_id: route_id.clone(),
-                    occurred_at: Some(timestamp(at_time)),
-                    report: Some(r),
-                });
+                events.push(handheld.event(parcel, at_time, r));
             }
         }
         if events.is_empty() {
@@ -676,29 +1116,37 @@ pub(crate) async fn day(
         total.stored, total.duplicates, total.rejected, total.reconnects
     );
     let denied: u64 = total.denied.values().sum();
+    let listed = |m: &BTreeMap<String, u64>| {
+        if m.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                m.iter()
+                    .map(|(k, n)| format!("{n} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    };
     println!(
         "in-home: {} grants issued, {} revoked by their resident; {} unlocks authorized, {} refused{}",
         total.grants,
         total.revoked,
         total.unlocks,
         denied,
-        if denied == 0 {
-            String::new()
-        } else {
-            format!(
-                " ({})",
-                total
-                    .denied
-                    .iter()
-                    .map(|(r, n)| format!(
-                        "{n} {}",
-                        r.trim_start_matches("UNLOCK_DENY_REASON_").to_lowercase()
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
+        listed(&total.denied),
     );
+    println!(
+        "in-home refusals became the grant's fallback:{}",
+        listed(&total.fallbacks)
+    );
+    println!(
+        "in-home entries: {} redeemed by the lock, {} replayed unlock requests refused, {} closings refused until the relock, {} receipts",
+        total.entries, total.replays_refused, total.closings_refused, total.receipts
+    );
+    let raised: u64 = total.alerts.values().sum();
+    println!("alerts raised: {raised}{}", listed(&total.alerts));
 
     let mut analytics = AnalyticsServiceClient::new(channel);
     for by in ["service", "country"] {

@@ -233,8 +233,10 @@ fn demo_report(seed: u64) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let grants = text
         .lines()
-        .find(|l| l.starts_with("in-home:"))
-        .unwrap_or_else(|| panic!("no in-home line in {text}"));
+        .filter(|l| l.starts_with("in-home") || l.starts_with("alerts raised"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!grants.is_empty(), "no in-home lines in {text}");
     let report = text
         .split_once("\n\n")
         .map(|(_, r)| r.to_owned())
@@ -246,33 +248,82 @@ fn demo_report(seed: u64) -> String {
         .join("\n")
 }
 
+/// The number before `what` in `line`, e.g. 3 in "(3 revoked, ...)".
+fn count(line: &str, what: &str) -> u64 {
+    line.split([',', '(', ')', ';', ':'])
+        .map(str::trim)
+        .find_map(|part| {
+            let (n, rest) = part.split_once(' ')?;
+            (rest == what).then(|| n.parse().ok()).flatten()
+        })
+        .unwrap_or(0)
+}
+
 #[test]
 fn the_main_job_gives_the_same_day_for_the_same_seed() {
-    let first = demo_report(11);
+    let first = demo_report(12);
     assert!(first.contains("in_home"), "{first}");
+    let line = |prefix: &str| {
+        first
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in {first}"))
+            .to_owned()
+    };
     // "in-home: G grants issued, R revoked by their resident; A unlocks
-    // authorized, D refused (D revoked)": every revoked grant refused its
-    // unlock, every other one opened.
-    let numbers: Vec<u64> = first
-        .lines()
-        .next()
-        .unwrap_or_default()
+    // authorized, D refused (n reason, ...)".
+    let asked = line("in-home:");
+    let numbers: Vec<u64> = asked
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse().ok())
         .collect();
-    let [grants, revoked, authorized, refused, refused_revoked] = numbers[..] else {
+    let [grants, revoked, authorized, refused, ..] = numbers[..] else {
         panic!("unexpected in-home line in {first}");
     };
     assert!(revoked > 0 && grants > 20, "{first}");
-    assert_eq!((refused, refused_revoked), (revoked, revoked), "{first}");
-    assert_eq!(authorized + revoked, grants, "{first}");
+    assert_eq!(
+        authorized + refused,
+        grants,
+        "every grant asked once: {first}"
+    );
+    // Every revoked grant refused its unlock, before any other reason.
+    assert_eq!(count(&asked, "revoked"), revoked, "{first}");
+    // The day's trouble shows as refusals by reason...
+    for reason in ["camera_offline", "outside_geofence", "household_condition"] {
+        assert!(count(&asked, reason) > 0, "no {reason} in {first}");
+    }
+    // ...every refusal became the grant's fallback...
+    let fallbacks = line("in-home refusals");
+    let fell_back: u64 = ["doorstep", "locker", "neighbour", "return"]
+        .iter()
+        .map(|f| count(&fallbacks, f))
+        .sum();
+    assert_eq!(fell_back, refused, "{first}");
+    // ...every authorized entry was redeemed, relocked and receipted...
+    let entries = line("in-home entries");
+    assert_eq!(
+        count(&entries, "redeemed by the lock"),
+        authorized,
+        "{first}"
+    );
+    assert_eq!(count(&entries, "receipts"), authorized, "{first}");
+    assert!(
+        count(&entries, "replayed unlock requests refused") > 0,
+        "{first}"
+    );
+    // ...and each door left open was refused its closing and alerted.
+    let closings = count(&entries, "closings refused until the relock");
+    let alerts = line("alerts raised");
+    assert!(closings > 0, "{first}");
+    assert_eq!(count(&alerts, "door_left_open"), closings, "{first}");
+    assert!(count(&alerts, "camera_offline_while_open") > 0, "{first}");
     assert!(first.contains("total"), "{first}");
     assert_eq!(
-        demo_report(11),
+        demo_report(12),
         first,
         "same seed, same report, whatever the timing"
     );
-    assert_ne!(demo_report(12), first, "another seed, another day");
+    assert_ne!(demo_report(11), first, "another seed, another day");
 }
 
 #[tokio::test]
@@ -709,6 +760,7 @@ async fn a_flood_on_one_connection_is_slowed_down_not_dropped() {
 
 #[tokio::test]
 async fn audit_verify_recomputes_a_homes_chain_from_the_store() {
+    use threshold_access_service::device::{Signed, key_from_seed, public_key};
     use threshold_api::v1::access_service_client::AccessServiceClient;
     use threshold_api::v1::{DeviceEventRequest, HomeEvent, home_event};
     use threshold_domain::pb;
@@ -722,7 +774,7 @@ async fn audit_verify_recomputes_a_homes_chain_from_the_store() {
             home_id: "home-7".into(),
             lock_id: "lock-7".into(),
             vendor: "acme-locks".into(),
-            public_key: vec![7; 32],
+            public_key: public_key(&key_from_seed([7; 32])),
             country: pb::Country::No as i32,
         }),
         home_event::Event::CameraOnline(pb::CameraOnline {
@@ -735,18 +787,18 @@ async fn audit_verify_recomputes_a_homes_chain_from_the_store() {
         }),
     ];
     for fact in facts {
-        access
-            .record_device_event(DeviceEventRequest {
-                event_id: threshold_domain::EventId::new().to_string(),
-                home_id: "home-7".into(),
-                occurred_at: Some(threshold_domain::country::timestamp(chrono::Utc::now())),
-                event: Some(HomeEvent {
-                    event: Some(fact),
-                    prev_hash: Vec::new(),
-                }),
-            })
-            .await
-            .expect("recorded");
+        let mut event = DeviceEventRequest {
+            event_id: threshold_domain::EventId::new().to_string(),
+            home_id: "home-7".into(),
+            occurred_at: Some(threshold_domain::country::timestamp(chrono::Utc::now())),
+            event: Some(HomeEvent {
+                event: Some(fact),
+                prev_hash: Vec::new(),
+            }),
+            signature: Vec::new(),
+        };
+        event.sign(&key_from_seed([7; 32]));
+        access.record_device_event(event).await.expect("recorded");
     }
     // A graceful stop waits for open connections: close ours, and keep this
     // runtime free to do it while the server stops.

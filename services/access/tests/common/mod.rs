@@ -1,0 +1,216 @@
+//! What the access tests share: a server on 127.0.0.1:0 over the embedded
+//! log, a grant, an unlock request, the home's signed devices, and the facts
+//! other services would have recorded.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use ed25519_dalek::SigningKey;
+use threshold_access_service::device::{Signed, key_from_seed, public_key};
+use threshold_access_service::{Access, Clock};
+use threshold_api::v1::access_service_client::AccessServiceClient;
+use threshold_api::v1::{AuthorizeUnlockRequest, DeviceEventRequest, IssueGrantRequest};
+use threshold_domain::country::timestamp;
+use threshold_domain::{Country, DomainEvent, EventId, StreamId, pb};
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, ExpectedVersion, NewEvent};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Server};
+
+pub(crate) struct Running {
+    pub(crate) client: AccessServiceClient<Channel>,
+    pub(crate) log: Arc<EmbeddedLog>,
+    pub(crate) access: Access,
+    _dir: tempfile::TempDir,
+}
+
+pub(crate) async fn serve() -> Running {
+    serve_on(Clock::System).await
+}
+
+pub(crate) async fn serve_on(clock: Clock) -> Running {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let access = Access::new(log.clone() as Arc<dyn EventLog>).with_clock(clock);
+    let service = access.clone().into_server();
+    tokio::spawn(async move {
+        Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .expect("server");
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    Running {
+        client: AccessServiceClient::new(channel),
+        log,
+        access,
+        _dir: dir,
+    }
+}
+
+/// A grant whose window (Stockholm local time) is open now.
+pub(crate) fn grant(id: &str) -> IssueGrantRequest {
+    let local = |d: Duration| {
+        (Utc::now() + d)
+            .with_timezone(&Country::Se.tz())
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    IssueGrantRequest {
+        grant_id: id.into(),
+        home_id: "home-1".into(),
+        parcel_ids: vec!["SE-1".into()],
+        resident_ref: "res-1".into(),
+        country: pb::Country::Se as i32,
+        window_start_local: local(Duration::hours(-1)),
+        window_end_local: local(Duration::hours(1)),
+        scope: Some(pb::CourierScope {
+            driver_id: "drv-1".into(),
+            route_id: "r-1".into(),
+        }),
+        geofence: Some(pb::Geofence {
+            center: Some(pb::GeoPoint {
+                latitude: 59.33,
+                longitude: 18.06,
+            }),
+            radius_m: 50,
+        }),
+        conditions: Some(pb::HouseholdConditions::default()),
+        fallback: pb::Fallback::Locker as i32,
+    }
+}
+
+pub(crate) fn unlock(grant: &str, driver: &str) -> AuthorizeUnlockRequest {
+    AuthorizeUnlockRequest {
+        grant_id: grant.into(),
+        parcel_id: "SE-1".into(),
+        driver_id: driver.into(),
+        route_id: "r-1".into(),
+        // 11 m from the door.
+        position: Some(pb::GeoPoint {
+            latitude: 59.3301,
+            longitude: 18.06,
+        }),
+        pet_acknowledged: false,
+    }
+}
+
+/// The home's device key.
+pub(crate) fn key() -> SigningKey {
+    key_from_seed([7; 32])
+}
+
+/// A device event for home-1 at `at`, signed with `key`.
+pub(crate) fn device(
+    event: pb::home_event::Event,
+    at: DateTime<Utc>,
+    key: &SigningKey,
+) -> DeviceEventRequest {
+    let mut r = DeviceEventRequest {
+        event_id: EventId::new().to_string(),
+        home_id: "home-1".into(),
+        occurred_at: Some(timestamp(at)),
+        event: Some(pb::HomeEvent {
+            event: Some(event),
+            prev_hash: vec![],
+        }),
+        signature: vec![],
+    };
+    r.sign(key);
+    r
+}
+
+/// Facts appended as they are, for what other services would have recorded.
+pub(crate) async fn facts(
+    log: &EmbeddedLog,
+    stream: &str,
+    events: Vec<DomainEvent>,
+    at: DateTime<Utc>,
+) {
+    let stream: StreamId = stream.parse().expect("stream");
+    let new = events
+        .iter()
+        .map(|e| NewEvent::new(EventId::new(), e, at))
+        .collect();
+    log.append(&stream, ExpectedVersion::Any, new)
+        .await
+        .expect("append");
+}
+
+/// Everything but the grant an entry at `at` needs: route r-1 of drv-1
+/// carrying SE-1, drv-1's scan of SE-1, home-1's lock registered with
+/// [`key`] and its camera beating at `at`. `at` carries the simulated time
+/// to a simulation's server.
+pub(crate) async fn door(s: &mut Running, at: DateTime<Utc>, simulated: bool) {
+    facts(
+        &s.log,
+        "route/r-1",
+        vec![DomainEvent::Route(pb::route_event::Event::Planned(
+            pb::RoutePlanned {
+                route_id: "r-1".into(),
+                driver_id: "drv-1".into(),
+                plan_version: 1,
+                stops: vec![pb::PlannedStop {
+                    index: 0,
+                    parcel_ids: vec!["SE-1".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ))],
+        at,
+    )
+    .await;
+    facts(
+        &s.log,
+        "parcel/SE-1",
+        vec![DomainEvent::Parcel(
+            pb::parcel_event::Event::AttemptStarted(pb::AttemptStarted {
+                attempt: 1,
+                route_id: "r-1".into(),
+                driver_id: "drv-1".into(),
+                device_id: "hh-1".into(),
+            }),
+        )],
+        at,
+    )
+    .await;
+    let register = pb::home_event::Event::LockRegistered(pb::LockRegistered {
+        home_id: "home-1".into(),
+        lock_id: "lock-1".into(),
+        vendor: "acme-locks".into(),
+        public_key: public_key(&key()),
+        country: pb::Country::Se as i32,
+    });
+    let beat = pb::home_event::Event::CameraOnline(pb::CameraOnline {
+        camera_id: "cam-1".into(),
+        recording: true,
+    });
+    for e in [register, beat] {
+        let r = device(e, at, &key());
+        let r = if simulated {
+            self::at(r, at)
+        } else {
+            tonic::Request::new(r)
+        };
+        s.client.record_device_event(r).await.expect("device event");
+    }
+}
+
+/// `request` carrying the simulated time `at`.
+pub(crate) fn at<T>(request: T, at: DateTime<Utc>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(request);
+    r.metadata_mut().insert(
+        threshold_api::SIMULATED_TIME_HEADER,
+        at.to_rfc3339().parse().expect("ascii"),
+    );
+    r
+}
