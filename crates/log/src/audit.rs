@@ -96,6 +96,29 @@ pub fn verify(events: &[RecordedEvent]) -> Result<[u8; 32], Broken> {
     Ok(prev)
 }
 
+/// Checks a receipt against a home's stored events: the chain is intact and
+/// its event at `version` still hashes to `head` (lower-case hex), so nothing
+/// the receipt vouched for was changed or dropped since it was made.
+pub fn check_receipt(events: &[RecordedEvent], head: &str, version: u64) -> Result<(), String> {
+    verify(events).map_err(|b| b.to_string())?;
+    let at = version
+        .checked_sub(1)
+        .and_then(|i| events.get(i as usize))
+        .ok_or_else(|| {
+            format!(
+                "the receipt names version {version}, but the chain holds {} events",
+                events.len()
+            )
+        })?;
+    let found = hex(&hash_of(at));
+    if found != head.to_ascii_lowercase() {
+        return Err(format!(
+            "version {version} hashes to {found}, not the receipt's {head}"
+        ));
+    }
+    Ok(())
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -136,6 +159,25 @@ mod tests {
             Ok(prev),
             "intact, and the head is the last hash"
         );
+        // A resident's receipt from version 2 and one from the head hold.
+        check_receipt(&events, &hex(&hash_of(&events[1])), 2).unwrap();
+        check_receipt(&events, &hex(&prev), 4).unwrap();
+        assert!(check_receipt(&events, &hex(&prev), 5).is_err());
+        // The last event has no successor to break; the receipt holding its
+        // hash catches an edit to it.
+        let mut last = events.clone();
+        last[3].event.payload = pb::HomeEvent {
+            event: Some(pb::home_event::Event::CameraOffline(
+                pb::CameraOffline::default(),
+            )),
+            prev_hash: pb::HomeEvent::decode(events[3].event.payload.as_ref())
+                .unwrap()
+                .prev_hash,
+        }
+        .encode_to_vec()
+        .into();
+        assert!(verify(&last).is_ok(), "the chain alone cannot see it");
+        assert!(check_receipt(&last, &hex(&prev), 4).is_err());
         log.close().await.unwrap();
 
         // Someone rewrites event 2 in the database and fixes its checksum.
@@ -175,5 +217,7 @@ mod tests {
         let mut gap = events.clone();
         gap.remove(2);
         assert_eq!(verify(&gap).unwrap_err().version, 4);
+        // A receipt made before the edit no longer holds.
+        assert!(check_receipt(&events, &hex(&prev), 4).is_err());
     }
 }

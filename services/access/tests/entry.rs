@@ -430,3 +430,99 @@ async fn a_door_left_unlocked_or_unwatched_raises_alerts_once() {
         .expect("read");
     threshold_log::audit::verify(&stored).expect("intact chain");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_revokes_unlocks_and_redeems_keep_one_order_per_grant() {
+    let mut s = serve().await;
+    door(&mut s, Utc::now(), false).await;
+    let grants: Vec<String> = (0..8).map(|n| format!("g-{n}")).collect();
+    for g in &grants {
+        s.client.issue_grant(grant(g)).await.expect("issue");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for g in &grants {
+        for n in 0..24 {
+            let mut c = s.client.clone();
+            let g = g.clone();
+            tasks.spawn(async move {
+                if n % 8 == 3 {
+                    let r = c
+                        .revoke_grant(RevokeGrantRequest {
+                            grant_id: g,
+                            by: "res-1".into(),
+                            reason: "race".into(),
+                        })
+                        .await
+                        .expect("revoke");
+                    return u32::from(!r.into_inner().unchanged);
+                }
+                let yes = c
+                    .authorize_unlock(unlock(&g, "drv-1"))
+                    .await
+                    .expect("decided")
+                    .into_inner();
+                if yes.authorized {
+                    let mut r = redeem(&yes.nonce);
+                    r.grant_id = g;
+                    r.sign(&key());
+                    c.redeem_unlock(r).await.expect("redeem");
+                }
+                0
+            });
+        }
+    }
+    let mut revokes_that_changed = 0;
+    while let Some(t) = tasks.join_next().await {
+        revokes_that_changed += t.expect("task");
+    }
+    assert_eq!(revokes_that_changed, 8, "each grant revoked exactly once");
+    for g in &grants {
+        let events: Vec<pb::grant_event::Event> = s
+            .log
+            .read_stream(&format!("grant/{g}").parse().expect("stream"), 0, 1000)
+            .await
+            .expect("read")
+            .into_iter()
+            .filter_map(|r| match r.decode().expect("decode") {
+                DomainEvent::Grant(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        let revoked = events
+            .iter()
+            .position(|e| matches!(e, pb::grant_event::Event::Revoked(_)))
+            .expect("revoked");
+        // After the revoke nothing is authorized and nothing redeemed.
+        for e in &events[revoked..] {
+            assert!(
+                !matches!(
+                    e,
+                    pb::grant_event::Event::UnlockAuthorized(_) | pb::grant_event::Event::Used(_)
+                ),
+                "{g}: {e:?} after the revoke"
+            );
+        }
+        // At most one entry for the grant's one parcel.
+        let used = events
+            .iter()
+            .filter(|e| matches!(e, pb::grant_event::Event::Used(_)))
+            .count();
+        assert!(used <= 1, "{g}: {used} entries");
+        // Every request was decided and recorded: 21 unlock requests, one
+        // revoke (the other two found it revoked), one issue.
+        let asked = events
+            .iter()
+            .filter(|e| match e {
+                pb::grant_event::Event::UnlockAuthorized(_) => true,
+                pb::grant_event::Event::UnlockDenied(d) => d.nonce.is_empty(),
+                _ => false,
+            })
+            .count();
+        assert_eq!(asked, 21, "{g}");
+        let revokes = events
+            .iter()
+            .filter(|e| matches!(e, pb::grant_event::Event::Revoked(_)))
+            .count();
+        assert_eq!(revokes, 1, "{g}");
+    }
+}

@@ -120,6 +120,10 @@ enum AuditCmd {
         /// The data directory.
         #[arg(long, default_value = "data")]
         data: PathBuf,
+        /// A resident's receipt to check: its chain head and version, as
+        /// `HASH@VERSION`.
+        #[arg(long)]
+        head: Option<String>,
     },
 }
 
@@ -203,7 +207,7 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
             .await?
             .map(|()| true),
         Cmd::Audit {
-            command: AuditCmd::Verify { home, data },
+            command: AuditCmd::Verify { home, data, head },
         } => {
             let id = threshold_domain::HomeId::new(&home)?;
             let stream = threshold_domain::StreamId::home(&id);
@@ -215,13 +219,22 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
             if events.is_empty() {
                 return Err(format!("no events of home {home} in {}", data.display()).into());
             }
-            let head =
+            let chain_head =
                 threshold_log::audit::verify(&events).map_err(|b| format!("home {home}: {b}"))?;
             println!(
                 "home {home}: {} events, chain intact, head {}",
                 events.len(),
-                threshold_log::audit::hex(&head)
+                threshold_log::audit::hex(&chain_head)
             );
+            if let Some(receipt) = head {
+                let (hash, version) = receipt
+                    .split_once('@')
+                    .and_then(|(h, v)| Some((h, v.parse::<u64>().ok()?)))
+                    .ok_or_else(|| format!("--head {receipt:?}: expected HASH@VERSION"))?;
+                threshold_log::audit::check_receipt(&events, hash, version)
+                    .map_err(|why| format!("home {home}: the receipt does not hold: {why}"))?;
+                println!("home {home}: the receipt's head {hash} at version {version} holds");
+            }
             Ok(true)
         }
         Cmd::Log {

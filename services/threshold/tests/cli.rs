@@ -819,6 +819,27 @@ async fn audit_verify_recomputes_a_homes_chain_from_the_store() {
     assert!(text.contains("3 events, chain intact, head "), "{text}");
     let head = text.trim().rsplit(' ').next().expect("head");
     assert_eq!(head.len(), 64, "{text}");
+    // A resident's receipt holding that head checks out; a made-up one does not.
+    let receipt = format!("{head}@3");
+    let ok = threshold(&[
+        "audit", "verify", "--home", "home-7", "--data", data, "--head", &receipt,
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("holds"));
+    let forged = format!("{}@3", "0".repeat(64));
+    let bad = threshold(&[
+        "audit", "verify", "--home", "home-7", "--data", data, "--head", &forged,
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("the receipt does not hold"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
     let none = threshold(&["audit", "verify", "--home", "home-8", "--data", data]);
     assert_eq!(none.status.code(), Some(1));
