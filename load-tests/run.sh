@@ -12,6 +12,6 @@ trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' E
 for _ in $(seq 50); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
 url="http://127.0.0.1:$port"
 seconds=${LOAD_SECONDS:-10}
-./target/release/threshold-load --server "$url" --streams 64 --rate 2000 --seconds "$seconds" --out target/bench/load_open_2k.json
-./target/release/threshold-load --server "$url" --streams 64 --rate 5000 --seconds "$seconds" --out target/bench/load_open_5k.json
-./target/release/threshold-load --server "$url" --streams 512 --window 16 --seconds "$seconds" --out target/bench/load_max.json
+./target/release/threshold-load --server "$url" --data "$data" --streams 64 --rate 2000 --seconds "$seconds" --out target/bench/load_open_2k.json
+./target/release/threshold-load --server "$url" --data "$data" --streams 64 --rate 5000 --seconds "$seconds" --out target/bench/load_open_5k.json
+./target/release/threshold-load --server "$url" --data "$data" --streams 512 --window 16 --seconds "$seconds" --out target/bench/load_max.json

@@ -25,9 +25,9 @@ for run in 1 2 3; do
     server=$!
     for _ in $(seq 50); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
     echo "== tracing $mode, run $run"
-    ./target/release/threshold-load --server "http://127.0.0.1:$port" --streams 512 --window 16 \
+    ./target/release/threshold-load --server "http://127.0.0.1:$port" --data "$data" --streams 512 --window 16 \
       --seconds "$seconds" --out "target/bench/load_tracing_${mode}_max_$run.json"
-    ./target/release/threshold-load --server "http://127.0.0.1:$port" --streams 64 --rate 5000 \
+    ./target/release/threshold-load --server "http://127.0.0.1:$port" --data "$data" --streams 64 --rate 5000 \
       --seconds "$seconds" --out "target/bench/load_tracing_${mode}_5k_$run.json"
     kill -INT $server; wait $server 2>/dev/null || true
     rm -rf "$data"

@@ -21,6 +21,7 @@ use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::{AttemptFailedReport, HandheldEvent, attempt_ack};
+use threshold_auth::{Authed, LocalTokens, Role};
 use threshold_domain::country::timestamp;
 use threshold_domain::{EventId, pb};
 use threshold_manifest_service::client;
@@ -42,6 +43,11 @@ struct Args {
         default_value = "http://127.0.0.1:50051"
     )]
     server: String,
+    /// The server's data directory, where its first start left local
+    /// credentials: the generator loads as the planner and streams as the
+    /// handhelds.
+    #[arg(long, default_value = "data")]
+    data: PathBuf,
     /// Handheld streams (drivers) at once.
     #[arg(long, default_value_t = 256)]
     streams: usize,
@@ -72,7 +78,7 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
-async fn manifest(channel: &Channel, run: &str, parcels: usize) -> Result<Vec<String>, BoxError> {
+async fn manifest(channel: &Authed, run: &str, parcels: usize) -> Result<Vec<String>, BoxError> {
     let mut csv = String::from(
         "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end\n",
     );
@@ -123,7 +129,7 @@ struct Schedule {
 /// One handheld: sends failed attempts round its parcels until the end of
 /// its schedule.
 async fn handheld(
-    channel: Channel,
+    channel: Authed,
     stream: usize,
     parcels: Vec<String>,
     schedule: Schedule,
@@ -246,8 +252,14 @@ async fn main() -> Result<(), BoxError> {
         .connect()
         .await
         .map_err(|e| format!("cannot reach {}: {e}", args.server))?;
+    let tokens = LocalTokens::load(&args.data)?;
     let run = format!("{:x}", chrono::Utc::now().timestamp_millis());
-    let parcels = manifest(&channel, &run, args.parcels.max(args.streams)).await?;
+    let parcels = manifest(
+        &tokens.channel(channel.clone(), Role::Planner)?,
+        &run,
+        args.parcels.max(args.streams),
+    )
+    .await?;
     let per_stream = parcels.len() / args.streams.max(1);
 
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -267,7 +279,7 @@ async fn main() -> Result<(), BoxError> {
         if s % 32 == 0 && s > 0 {
             connection = Channel::from_shared(args.server.clone())?.connect().await?;
         }
-        let channel = connection.clone();
+        let channel = tokens.channel(connection.clone(), Role::Handheld)?;
         let mine = parcels[s * per_stream..(s + 1) * per_stream].to_vec();
         let schedule = Schedule {
             rate: stream_rate,

@@ -1,21 +1,38 @@
-//! Credentials. A caller presents a bearer token; the token names who it is.
-//! Only SHA-256 hashes of tokens are stored, in `DIR/partners.json`, so a
-//! copy of the data directory does not hand out working tokens.
+//! Who may do what. Every gRPC call carries a bearer token; the token names
+//! a [`Principal`]: a role (planner, handheld, resident, lock vendor,
+//! analyst, partner) and a tenant within it (the depot a planner plans, the
+//! driver a handheld belongs to, the resident, the lock vendor, the partner
+//! retailer; `*` for every tenant of the role). Each RPC checks both.
 //!
-//! Today this holds partners' tokens (a partner sees its own parcels only);
-//! the roles of planners, handhelds, residents, lock vendors and analysts
-//! join here.
+//! Credentials live in `DIR/credentials.json`, as SHA-256 hashes of the
+//! tokens: a copy of the data directory hands out no working token. The
+//! first `threshold serve` on an empty data directory creates one local
+//! credential per role (tenant `*`) and writes their tokens, readable by the
+//! owner only, to `DIR/local-tokens.json`, so the CLI and `make run` work
+//! with no manual step. A deployment deletes that file and hands out tokens
+//! of its own (`threshold credentials add`).
+//!
+//! [`AuthLayer`] authenticates every request on a server and hands the
+//! principal to the services in the request's extensions; [`require`] is
+//! the check each RPC makes. [`Bearer`] puts a token on a client's calls.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use threshold_domain::PartnerId;
+use tonic::Status;
 
-/// The file partners' token hashes live in, inside the data directory.
-pub const PARTNERS_FILE: &str = "partners.json";
+/// The file credentials (token hashes) live in, inside the data directory.
+pub const CREDENTIALS_FILE: &str = "credentials.json";
+/// The file the local credentials' tokens are written to on a first serve.
+pub const LOCAL_TOKENS_FILE: &str = "local-tokens.json";
+/// The tenant that stands for every tenant of a role.
+pub const ANY_TENANT: &str = "*";
 
 /// Why credentials could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -37,26 +54,121 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A credential asked for cannot be made.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a credential's holder is to the carrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Loads manifests and plans routes; tenant: a depot.
+    Planner,
+    /// A driver's handheld; tenant: the driver.
+    Handheld,
+    /// Issues and revokes grants for their home; tenant: the resident ref.
+    Resident,
+    /// A smart-lock vendor's cloud, speaking for its locks and cameras;
+    /// tenant: the vendor.
+    LockVendor,
+    /// Reads reports and the carrier's full outcome feed; tenant: `*`.
+    Analyst,
+    /// A partner retailer following its own parcels; tenant: the partner.
+    Partner,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 6] = [
+        Role::Planner,
+        Role::Handheld,
+        Role::Resident,
+        Role::LockVendor,
+        Role::Analyst,
+        Role::Partner,
+    ];
+
+    /// `lock_vendor`, as files and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Planner => "planner",
+            Role::Handheld => "handheld",
+            Role::Resident => "resident",
+            Role::LockVendor => "lock_vendor",
+            Role::Analyst => "analyst",
+            Role::Partner => "partner",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "{s:?} is not a role: {}",
+                    Role::ALL.map(Role::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// Who a token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The credential's name, for logs and audits.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Its tenant within the role, or [`ANY_TENANT`].
+    pub tenant: String,
+}
+
+impl Principal {
+    /// Whether it may act for `tenant`.
+    pub fn covers(&self, tenant: &str) -> bool {
+        self.tenant == ANY_TENANT || self.tenant == tenant
+    }
+
+    /// `PERMISSION_DENIED` unless it may act for `tenant`; `what` names it.
+    pub fn check_tenant(&self, what: &str, tenant: &str) -> Result<(), Status> {
+        if self.covers(tenant) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "{} {:?} acts for {:?}, not for {what} {tenant:?}",
+                self.role, self.name, self.tenant
+            )))
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct File {
-    partners: Vec<Entry>,
+    credentials: Vec<Entry>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Entry {
-    partner_id: String,
+    name: String,
+    role: Role,
+    tenant: String,
     token_sha256: String,
-}
-
-/// Partners' tokens, by hash.
-#[derive(Debug, Default)]
-pub struct PartnerTokens {
-    by_hash: HashMap<String, PartnerId>,
 }
 
 fn hash(token: &str) -> String {
@@ -66,13 +178,15 @@ fn hash(token: &str) -> String {
         .collect()
 }
 
-fn read(path: &Path) -> Result<File> {
+fn read(path: &Path) -> Result<Option<File>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Malformed {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(File::default()),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Malformed {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(Error::Io {
             path: path.to_path_buf(),
             source,
@@ -80,58 +194,364 @@ fn read(path: &Path) -> Result<File> {
     }
 }
 
-impl PartnerTokens {
-    /// The tokens configured in `dir` (none if the file does not exist).
+/// Writes `bytes` to `path` whole or not at all, readable by the owner
+/// only when `private`.
+fn write(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    use std::io::Write;
+    options
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(io)
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The credentials configured in a data directory, by token hash.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    by_hash: HashMap<String, Principal>,
+}
+
+impl Credentials {
+    /// The credentials in `dir` (none if the file does not exist).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
-        let path = dir.as_ref().join(PARTNERS_FILE);
-        let file = read(&path)?;
+        let path = dir.as_ref().join(CREDENTIALS_FILE);
+        let file = read(&path)?.unwrap_or_default();
         let mut by_hash = HashMap::new();
-        for e in file.partners {
-            let partner = PartnerId::new(&e.partner_id).map_err(|err| Error::Malformed {
-                path: path.clone(),
-                reason: err.to_string(),
-            })?;
-            by_hash.insert(e.token_sha256, partner);
+        for e in file.credentials {
+            by_hash.insert(
+                e.token_sha256,
+                Principal {
+                    name: e.name,
+                    role: e.role,
+                    tenant: e.tenant,
+                },
+            );
         }
         Ok(Self { by_hash })
     }
 
-    /// Makes a new token for `partner`, stores its hash in `dir`, and returns
-    /// the token: the only time it is seen.
-    pub fn add(dir: impl AsRef<Path>, partner: &PartnerId) -> Result<String> {
-        let dir = dir.as_ref();
-        let path = dir.join(PARTNERS_FILE);
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let mut file = read(&path)?;
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        file.partners.push(Entry {
-            partner_id: partner.to_string(),
+    /// Makes a new token for `name` with `role` and `tenant`, stores its hash
+    /// in `dir`, and returns the token: the only time it is seen.
+    pub fn add(dir: impl AsRef<Path>, name: &str, role: Role, tenant: &str) -> Result<String> {
+        let path = dir.as_ref().join(CREDENTIALS_FILE);
+        if name.trim().is_empty() || tenant.trim().is_empty() {
+            return Err(Error::Invalid(
+                "a credential needs a name and a tenant".into(),
+            ));
+        }
+        let mut file = read(&path)?.unwrap_or_default();
+        if file.credentials.iter().any(|e| e.name == name) {
+            return Err(Error::Invalid(format!(
+                "{}: a credential named {name:?} exists already",
+                path.display()
+            )));
+        }
+        let token = new_token();
+        file.credentials.push(Entry {
+            name: name.to_owned(),
+            role,
+            tenant: tenant.to_owned(),
             token_sha256: hash(&token),
         });
-        // Write whole or not at all.
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(&file).map_err(|e| Error::Malformed {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
+        write(&path, &text, false)?;
         Ok(token)
     }
 
-    /// The partner a token belongs to.
-    pub fn partner(&self, token: &str) -> Option<&PartnerId> {
+    /// Who a token names.
+    pub fn authenticate(&self, token: &str) -> Option<&Principal> {
         self.by_hash.get(&hash(token))
     }
+}
+
+/// The tokens of the local credentials a first serve creates, by role.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LocalTokens(BTreeMap<Role, String>);
+
+impl LocalTokens {
+    /// On a data directory without credentials, creates one local credential
+    /// per role for every tenant and writes their tokens to
+    /// [`LOCAL_TOKENS_FILE`] (owner-only). Returns whether it did.
+    pub fn ensure(dir: impl AsRef<Path>) -> Result<bool> {
+        let dir = dir.as_ref();
+        if dir.join(CREDENTIALS_FILE).exists() {
+            return Ok(false);
+        }
+        let mut tokens = BTreeMap::new();
+        for role in Role::ALL {
+            let token = Credentials::add(dir, &format!("local-{role}"), role, ANY_TENANT)?;
+            tokens.insert(role, token);
+        }
+        let path = dir.join(LOCAL_TOKENS_FILE);
+        let text =
+            serde_json::to_vec_pretty(&LocalTokens(tokens)).map_err(|e| Error::Malformed {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        write(&path, &text, true)?;
+        Ok(true)
+    }
+
+    /// The local tokens written to `dir` by a first serve.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let path = dir.as_ref().join(LOCAL_TOKENS_FILE);
+        read_tokens(&path)?.ok_or_else(|| Error::Io {
+            path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no local tokens: start `threshold serve` on this data directory first, \
+                 or give --token",
+            ),
+        })
+    }
+
+    /// The token of `role`.
+    pub fn token(&self, role: Role) -> Option<&str> {
+        self.0.get(&role).map(String::as_str)
+    }
+
+    /// `channel` with the token of `role` on every call.
+    pub fn channel(&self, channel: tonic::transport::Channel, role: Role) -> Result<Authed> {
+        authed(channel, self.token(role))
+    }
+}
+
+fn read_tokens(path: &Path) -> Result<Option<LocalTokens>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Malformed {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// A server's view of a data directory's credentials: read once, and again
+/// whenever the file changes, so credentials added while it runs work at
+/// once.
+#[derive(Clone)]
+pub struct Authenticator {
+    path: PathBuf,
+    cache: Arc<RwLock<(Option<SystemTime>, Arc<Credentials>)>>,
+}
+
+impl Authenticator {
+    /// Credentials of the data directory `dir`.
+    pub fn new(dir: impl AsRef<Path>) -> Self {
+        Self {
+            path: dir.as_ref().join(CREDENTIALS_FILE),
+            cache: Arc::new(RwLock::new((None, Arc::default()))),
+        }
+    }
+
+    fn credentials(&self) -> Result<Arc<Credentials>, Status> {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        {
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            if cache.0 == modified && modified.is_some() {
+                return Ok(Arc::clone(&cache.1));
+            }
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let fresh = Arc::new(
+            Credentials::load(dir).map_err(|e| Status::internal(format!("credentials: {e}")))?,
+        );
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        *cache = (modified, Arc::clone(&fresh));
+        Ok(fresh)
+    }
+
+    /// The principal an `authorization: Bearer <token>` header names, or
+    /// `UNAUTHENTICATED` saying what is wrong.
+    pub fn principal(&self, header: Option<&[u8]>) -> Result<Principal, Status> {
+        let header = header.ok_or_else(|| {
+            Status::unauthenticated("no credentials: send authorization: Bearer <token>")
+        })?;
+        let token = std::str::from_utf8(header)
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
+        self.credentials()?
+            .authenticate(token)
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unknown token"))
+    }
+}
+
+/// Calls that need no credentials: health checks and reflection (the
+/// schema only).
+fn open_path(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
+}
+
+/// A tower layer that authenticates every call on a server: a call without
+/// a known token is answered `UNAUTHENTICATED` before any service sees it;
+/// the others carry their [`Principal`] in the request's extensions.
+#[derive(Clone)]
+pub struct AuthLayer(Authenticator);
+
+impl AuthLayer {
+    /// Authenticates against `auth`.
+    pub fn new(auth: Authenticator) -> Self {
+        Self(auth)
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = Authenticated<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticated {
+            inner,
+            auth: self.0.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps.
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    auth: Authenticator,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower_service::Service<http::Request<B>> for Authenticated<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if !open_path(request.uri().path()) {
+            let header = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            match self.auth.principal(header) {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                }
+                Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+            }
+        }
+        // The clone is ready only once polled; the one polled goes in.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(request))
+    }
+}
+
+/// The caller of `request`, if its role is one of `roles`: `UNAUTHENTICATED`
+/// without credentials, `PERMISSION_DENIED` for another role.
+pub fn require<'a, T>(
+    request: &'a tonic::Request<T>,
+    roles: &[Role],
+) -> Result<&'a Principal, Status> {
+    let principal = request
+        .extensions()
+        .get::<Principal>()
+        .ok_or_else(|| Status::unauthenticated("no credentials"))?;
+    if roles.contains(&principal.role) {
+        Ok(principal)
+    } else {
+        Err(Status::permission_denied(format!(
+            "{} {:?} may not call this; it takes {}",
+            principal.role,
+            principal.name,
+            roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )))
+    }
+}
+
+/// Puts `authorization: Bearer <token>` on every call of a client.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// A token's header; `None` sends none.
+    pub fn new(token: Option<&str>) -> Result<Self> {
+        token
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| Error::Invalid("a token is printable ASCII".into()))
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry a token.
+pub type Authed =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// `channel` with `token` on every call.
+pub fn authed(channel: tonic::transport::Channel, token: Option<&str>) -> Result<Authed> {
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        Bearer::new(token)?,
+    ))
 }
 
 #[cfg(test)]
@@ -139,33 +559,80 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_name_their_partner_and_only_hashes_are_stored() {
+    fn tokens_name_their_principal_and_only_hashes_are_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let a = PartnerId::new("nordshop").unwrap();
-        let b = PartnerId::new("fjallgear").unwrap();
-        let ta = PartnerTokens::add(dir.path(), &a).unwrap();
-        let tb = PartnerTokens::add(dir.path(), &b).unwrap();
-        assert_ne!(ta, tb);
-        let tokens = PartnerTokens::load(dir.path()).unwrap();
-        assert_eq!(tokens.partner(&ta), Some(&a));
-        assert_eq!(tokens.partner(&tb), Some(&b));
-        assert_eq!(tokens.partner("guess"), None);
-        let stored = std::fs::read_to_string(dir.path().join(PARTNERS_FILE)).unwrap();
-        assert!(!stored.contains(&ta), "the token itself is not stored");
-        assert!(stored.contains(&hash(&ta)));
+        let a = Credentials::add(dir.path(), "nordshop", Role::Partner, "nordshop").unwrap();
+        let b = Credentials::add(dir.path(), "lock-cloud", Role::LockVendor, "nordlock").unwrap();
+        assert_ne!(a, b);
+        let c = Credentials::load(dir.path()).unwrap();
+        let p = c.authenticate(&a).unwrap();
+        assert_eq!((p.role, p.tenant.as_str()), (Role::Partner, "nordshop"));
+        assert!(p.covers("nordshop") && !p.covers("fjallgear"));
+        assert_eq!(c.authenticate(&b).unwrap().role, Role::LockVendor);
+        assert_eq!(c.authenticate("guess"), None);
+        let stored = std::fs::read_to_string(dir.path().join(CREDENTIALS_FILE)).unwrap();
+        assert!(!stored.contains(&a), "the token itself is not stored");
+        assert!(stored.contains(&hash(&a)));
+        let again = Credentials::add(dir.path(), "nordshop", Role::Partner, "nordshop");
+        assert!(again.unwrap_err().to_string().contains("exists already"));
     }
 
     #[test]
-    fn a_missing_file_means_no_partners_and_a_broken_one_is_named() {
+    fn a_first_serve_makes_local_credentials_once_readable_by_the_owner_only() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(
-            PartnerTokens::load(dir.path())
+        assert!(LocalTokens::load(dir.path()).is_err());
+        assert!(LocalTokens::ensure(dir.path()).unwrap());
+        assert!(!LocalTokens::ensure(dir.path()).unwrap(), "only once");
+        let local = LocalTokens::load(dir.path()).unwrap();
+        let c = Credentials::load(dir.path()).unwrap();
+        for role in Role::ALL {
+            let p = c.authenticate(local.token(role).unwrap()).unwrap();
+            assert_eq!((p.role, p.tenant.as_str()), (role, ANY_TENANT));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(LOCAL_TOKENS_FILE))
                 .unwrap()
-                .partner("x")
-                .is_none()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn headers_are_checked_and_a_changed_file_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Authenticator::new(dir.path());
+        assert_eq!(
+            auth.principal(None).unwrap_err().code(),
+            tonic::Code::Unauthenticated
         );
-        std::fs::write(dir.path().join(PARTNERS_FILE), "{not json").unwrap();
-        let err = PartnerTokens::load(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("partners.json"), "{err}");
+        assert_eq!(
+            auth.principal(Some(b"Basic abc")).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let t = Credentials::add(dir.path(), "p1", Role::Planner, "STO-1").unwrap();
+        let header = format!("Bearer {t}");
+        let p = auth.principal(Some(header.as_bytes())).unwrap();
+        assert_eq!(p.role, Role::Planner);
+        // Added while running: seen without a restart.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let t2 = Credentials::add(dir.path(), "a1", Role::Analyst, "*").unwrap();
+        let header = format!("Bearer {t2}");
+        assert_eq!(
+            auth.principal(Some(header.as_bytes())).unwrap().role,
+            Role::Analyst
+        );
+        assert!(auth.principal(Some(b"Bearer nope")).is_err());
+    }
+
+    #[test]
+    fn a_broken_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CREDENTIALS_FILE), "{not json").unwrap();
+        let err = Credentials::load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains(CREDENTIALS_FILE), "{err}");
+        assert!("admin".parse::<Role>().unwrap_err().contains("lock_vendor"));
     }
 }

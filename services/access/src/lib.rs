@@ -48,6 +48,7 @@ use threshold_api::v1::{
     DeviceEventRequest, GrantReply, IssueGrantRequest, Receipt, ReceiptRequest, RedeemUnlockReply,
     RedeemUnlockRequest, RevokeGrantRequest,
 };
+use threshold_auth::{Principal, Role};
 use threshold_domain::country::{instant, local_window, parse_local, timestamp};
 use threshold_domain::grant::{Command as GrantCommand, Grant};
 use threshold_domain::home::{Command as HomeCommand, Home};
@@ -365,6 +366,18 @@ impl Access {
         Ok(None)
     }
 
+    /// The grant, if `resident` may act on it: `PERMISSION_DENIED` for
+    /// another resident's grant.
+    async fn check_resident(&self, resident: &Principal, id: &GrantId) -> Result<Grant, Status> {
+        let grant = self.load_grant(id).await?;
+        let issued = grant
+            .issued
+            .as_ref()
+            .ok_or_else(|| Status::not_found(format!("grant/{id}")))?;
+        resident.check_tenant("resident", &issued.resident_ref)?;
+        Ok(grant)
+    }
+
     /// Decides a home command as the home's single writer in this process:
     /// the events sealed into the audit chain, the device's ones under
     /// `event_id`, alerts under fresh ids, all at `at`.
@@ -571,8 +584,10 @@ impl AccessService for Access {
         &self,
         request: Request<IssueGrantRequest>,
     ) -> Result<Response<GrantReply>, Status> {
+        let resident = threshold_auth::require(&request, &[Role::Resident])?.clone();
         let now = self.now(&request)?;
         let r = request.into_inner();
+        resident.check_tenant("resident", &r.resident_ref)?;
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
         let country = Country::from_proto(r.country).map_err(|e| field("country", e))?;
         let start = parse_local("window_start_local", &r.window_start_local).map_err(refused)?;
@@ -603,9 +618,14 @@ impl AccessService for Access {
         &self,
         request: Request<RevokeGrantRequest>,
     ) -> Result<Response<GrantReply>, Status> {
+        // The resident, or the carrier's planner on the resident's behalf.
+        let caller = threshold_auth::require(&request, &[Role::Resident, Role::Planner])?.clone();
         let now = self.now(&request)?;
         let r = request.into_inner();
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        if caller.role == Role::Resident {
+            self.check_resident(&caller, &grant_id).await?;
+        }
         let revoke = GrantCommand::Revoke {
             grant_id: grant_id.clone(),
             by: r.by,
@@ -623,9 +643,11 @@ impl AccessService for Access {
         &self,
         request: Request<AuthorizeUnlockRequest>,
     ) -> Result<Response<AuthorizeUnlockReply>, Status> {
+        let handheld = threshold_auth::require(&request, &[Role::Handheld])?.clone();
         // The server's clock (or the simulation's), never the handheld's.
         let now = self.now(&request)?;
         let r = request.into_inner();
+        handheld.check_tenant("driver", &r.driver_id)?;
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
         let parcel_id = ParcelId::new(&r.parcel_id).map_err(|e| field("parcel_id", e))?;
         let driver_id = DriverId::new(&r.driver_id).map_err(|e| field("driver_id", e))?;
@@ -692,6 +714,7 @@ impl AccessService for Access {
         &self,
         request: Request<RedeemUnlockRequest>,
     ) -> Result<Response<RedeemUnlockReply>, Status> {
+        let vendor = threshold_auth::require(&request, &[Role::LockVendor])?.clone();
         let now = self.now(&request)?;
         let r = request.into_inner();
         let home_id = HomeId::new(&r.home_id).map_err(|e| field("home_id", e))?;
@@ -701,6 +724,7 @@ impl AccessService for Access {
             .lock
             .as_ref()
             .ok_or_else(|| Status::not_found(format!("home/{home_id} has no registered lock")))?;
+        vendor.check_tenant("the lock vendor", &lock.vendor)?;
         if lock.lock_id != r.lock_id {
             return Err(field(
                 "lock_id",
@@ -766,10 +790,11 @@ impl AccessService for Access {
         &self,
         request: Request<ReceiptRequest>,
     ) -> Result<Response<Receipt>, Status> {
+        let resident = threshold_auth::require(&request, &[Role::Resident])?.clone();
         let r = request.into_inner();
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
         let parcel_id = ParcelId::new(&r.parcel_id).map_err(|e| field("parcel_id", e))?;
-        let grant = self.load_grant(&grant_id).await?;
+        let grant = self.check_resident(&resident, &grant_id).await?;
         let home_id = grant
             .home_id()
             .ok_or_else(|| Status::not_found(format!("grant/{grant_id}")))
@@ -813,7 +838,8 @@ impl AccessService for Access {
         }))
     }
 
-    async fn clock(&self, _: Request<ClockRequest>) -> Result<Response<ClockReply>, Status> {
+    async fn clock(&self, request: Request<ClockRequest>) -> Result<Response<ClockReply>, Status> {
+        threshold_auth::require(&request, &Role::ALL)?;
         Ok(Response::new(ClockReply {
             now: Some(timestamp(Utc::now())),
             simulated: self.clock == Clock::Simulated,
@@ -824,6 +850,7 @@ impl AccessService for Access {
         &self,
         request: Request<DeviceEventRequest>,
     ) -> Result<Response<DeviceEventReply>, Status> {
+        let vendor = threshold_auth::require(&request, &[Role::LockVendor])?.clone();
         let r = request.into_inner();
         let event_id: EventId = r.event_id.parse().map_err(|e| field("event_id", e))?;
         let home_id = HomeId::new(&r.home_id).map_err(|e| field("home_id", e))?;
@@ -847,6 +874,15 @@ impl AccessService for Access {
             .as_ref()
             .and_then(|e| e.event.clone())
             .ok_or_else(|| field("event", "is missing"))?;
+        // A vendor speaks for its own locks.
+        match (&home.lock, &event) {
+            (_, H::LockRegistered(x)) => vendor.check_tenant("the lock vendor", &x.vendor)?,
+            (Some(lock), _) => vendor.check_tenant("the lock vendor", &lock.vendor)?,
+            (None, _) => {}
+        }
+        if let (Some(lock), H::LockRegistered(_)) = (&home.lock, &event) {
+            vendor.check_tenant("the lock vendor", &lock.vendor)?;
+        }
         // Signed by the home's registered key; a first registration by the
         // key it registers.
         let key = match (&home.lock, &event) {

@@ -16,7 +16,7 @@ use threshold_log::EventLog;
 type Deny = pb::UnlockDenyReason;
 
 async fn ask(s: &mut Running, r: AuthorizeUnlockRequest) -> AuthorizeUnlockReply {
-    s.client
+    s.handheld
         .authorize_unlock(r)
         .await
         .expect("decided")
@@ -36,7 +36,7 @@ fn redeem(nonce: &str) -> RedeemUnlockRequest {
 }
 
 async fn report(s: &mut Running, e: pb::home_event::Event, at: DateTime<Utc>) -> Vec<String> {
-    s.client
+    s.vendor
         .record_device_event(device(e, at, &key()))
         .await
         .expect("device event");
@@ -90,7 +90,7 @@ async fn every_rule_around_the_grant_refuses_with_its_reason_and_the_fallback() 
         pet_present: true,
         alarm_to_disarm: true,
     });
-    s.client.issue_grant(g).await.expect("issue");
+    s.resident.issue_grant(g).await.expect("issue");
 
     let ok = || {
         let mut r = unlock("g-1", "drv-1");
@@ -210,7 +210,7 @@ async fn a_parcel_not_scanned_by_the_driver_opens_nothing() {
     door(&mut s, Utc::now(), false).await;
     let mut g = grant("g-1");
     g.parcel_ids.push("SE-2".into());
-    s.client.issue_grant(g).await.expect("issue");
+    s.resident.issue_grant(g).await.expect("issue");
     let mut r = unlock("g-1", "drv-1");
     r.parcel_id = "SE-2".into();
     let reply = ask(&mut s, r).await;
@@ -249,7 +249,7 @@ async fn a_nonce_opens_the_door_once_and_a_replay_is_refused_and_recorded() {
     let mut s = serve().await;
     let now = Utc::now();
     door(&mut s, now, false).await;
-    s.client.issue_grant(grant("g-1")).await.expect("issue");
+    s.resident.issue_grant(grant("g-1")).await.expect("issue");
     let yes = ask(&mut s, unlock("g-1", "drv-1")).await;
     assert!(yes.authorized, "{}", yes.detail);
 
@@ -257,7 +257,7 @@ async fn a_nonce_opens_the_door_once_and_a_replay_is_refused_and_recorded() {
     let mut forged = redeem(&yes.nonce);
     forged.sign(&key_from_seed([9; 32]));
     let no = s
-        .client
+        .vendor
         .redeem_unlock(forged)
         .await
         .expect("decided")
@@ -269,7 +269,7 @@ async fn a_nonce_opens_the_door_once_and_a_replay_is_refused_and_recorded() {
         no.detail
     );
     let open = s
-        .client
+        .vendor
         .redeem_unlock(redeem(&yes.nonce))
         .await
         .expect("decided")
@@ -277,14 +277,14 @@ async fn a_nonce_opens_the_door_once_and_a_replay_is_refused_and_recorded() {
     assert!(open.open, "{}", open.detail);
     // The captured request, sent again.
     let replay = s
-        .client
+        .vendor
         .redeem_unlock(redeem(&yes.nonce))
         .await
         .expect("decided")
         .into_inner();
     assert_eq!((replay.open, replay.reason), (false, Deny::Replayed as i32));
     let unknown = s
-        .client
+        .vendor
         .redeem_unlock(redeem("made-up"))
         .await
         .expect("decided")
@@ -324,7 +324,7 @@ async fn a_nonce_opens_the_door_once_and_a_replay_is_refused_and_recorded() {
         parcel_id: "SE-1".into(),
     };
     let early = s
-        .client
+        .resident
         .get_receipt(receipt.clone())
         .await
         .expect_err("not relocked");
@@ -335,7 +335,7 @@ async fn a_nonce_opens_the_door_once_and_a_replay_is_refused_and_recorded() {
         "{types:?}"
     );
     let r = s
-        .client
+        .resident
         .get_receipt(receipt)
         .await
         .expect("receipt")
@@ -359,10 +359,10 @@ async fn a_nonce_opens_the_door_once_and_a_replay_is_refused_and_recorded() {
 async fn a_revoke_recorded_while_the_handheld_was_offline_keeps_the_door_shut() {
     let mut s = serve().await;
     door(&mut s, Utc::now(), false).await;
-    s.client.issue_grant(grant("g-1")).await.expect("issue");
+    s.resident.issue_grant(grant("g-1")).await.expect("issue");
     let yes = ask(&mut s, unlock("g-1", "drv-1")).await;
     assert!(yes.authorized);
-    s.client
+    s.resident
         .revoke_grant(RevokeGrantRequest {
             grant_id: "g-1".into(),
             by: "res-1".into(),
@@ -371,7 +371,7 @@ async fn a_revoke_recorded_while_the_handheld_was_offline_keeps_the_door_shut() 
         .await
         .expect("revoke");
     let no = s
-        .client
+        .vendor
         .redeem_unlock(redeem(&yes.nonce))
         .await
         .expect("decided")
@@ -387,9 +387,9 @@ async fn a_door_left_unlocked_or_unwatched_raises_alerts_once() {
     let mut s = serve().await;
     let t0 = Utc::now();
     door(&mut s, t0, false).await;
-    s.client.issue_grant(grant("g-1")).await.expect("issue");
+    s.resident.issue_grant(grant("g-1")).await.expect("issue");
     let yes = ask(&mut s, unlock("g-1", "drv-1")).await;
-    s.client
+    s.vendor
         .redeem_unlock(redeem(&yes.nonce))
         .await
         .expect("redeem");
@@ -437,16 +437,17 @@ async fn concurrent_revokes_unlocks_and_redeems_keep_one_order_per_grant() {
     door(&mut s, Utc::now(), false).await;
     let grants: Vec<String> = (0..8).map(|n| format!("g-{n}")).collect();
     for g in &grants {
-        s.client.issue_grant(grant(g)).await.expect("issue");
+        s.resident.issue_grant(grant(g)).await.expect("issue");
     }
     let mut tasks = tokio::task::JoinSet::new();
     for g in &grants {
         for n in 0..24 {
-            let mut c = s.client.clone();
+            let (mut resident, mut handheld, mut vendor) =
+                (s.resident.clone(), s.handheld.clone(), s.vendor.clone());
             let g = g.clone();
             tasks.spawn(async move {
                 if n % 8 == 3 {
-                    let r = c
+                    let r = resident
                         .revoke_grant(RevokeGrantRequest {
                             grant_id: g,
                             by: "res-1".into(),
@@ -456,7 +457,7 @@ async fn concurrent_revokes_unlocks_and_redeems_keep_one_order_per_grant() {
                         .expect("revoke");
                     return u32::from(!r.into_inner().unchanged);
                 }
-                let yes = c
+                let yes = handheld
                     .authorize_unlock(unlock(&g, "drv-1"))
                     .await
                     .expect("decided")
@@ -465,7 +466,7 @@ async fn concurrent_revokes_unlocks_and_redeems_keep_one_order_per_grant() {
                     let mut r = redeem(&yes.nonce);
                     r.grant_id = g;
                     r.sign(&key());
-                    c.redeem_unlock(r).await.expect("redeem");
+                    vendor.redeem_unlock(r).await.expect("redeem");
                 }
                 0
             });

@@ -15,14 +15,14 @@ async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
     let mut s = serve().await;
     door(&mut s, Utc::now(), false).await;
     let issued = s
-        .client
+        .resident
         .issue_grant(grant("g-1"))
         .await
         .expect("issue")
         .into_inner();
     assert_eq!((issued.version, issued.unchanged), (1, false));
     let again = s
-        .client
+        .resident
         .issue_grant(grant("g-1"))
         .await
         .expect("again")
@@ -33,7 +33,7 @@ async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
     );
 
     let a = s
-        .client
+        .handheld
         .authorize_unlock(unlock("g-1", "drv-1"))
         .await
         .expect("unlock")
@@ -41,15 +41,28 @@ async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
     assert!(a.authorized, "{}", a.detail);
     assert!(!a.nonce.is_empty());
     let b = s
-        .client
+        .handheld
         .authorize_unlock(unlock("g-1", "drv-1"))
         .await
         .expect("unlock")
         .into_inner();
     assert_ne!(a.nonce, b.nonce, "every authorization has a fresh nonce");
 
+    // drv-1's handheld cannot speak for drv-2...
+    let err = s
+        .handheld
+        .authorize_unlock(unlock("g-1", "drv-2"))
+        .await
+        .expect_err("another driver");
+    assert_eq!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        err.message()
+    );
+    // ...and drv-2's own handheld is refused by the grant, with a reason.
     let wrong = s
-        .client
+        .client_as(threshold_auth::Role::Handheld, "drv-2")
         .authorize_unlock(unlock("g-1", "drv-2"))
         .await
         .expect("decided")
@@ -57,7 +70,7 @@ async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
     assert!(!wrong.authorized);
     assert_eq!(wrong.reason, pb::UnlockDenyReason::WrongDriver as i32);
 
-    s.client
+    s.resident
         .revoke_grant(RevokeGrantRequest {
             grant_id: "g-1".into(),
             by: "res-1".into(),
@@ -66,7 +79,7 @@ async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
         .await
         .expect("revoke");
     let after = s
-        .client
+        .handheld
         .authorize_unlock(unlock("g-1", "drv-1"))
         .await
         .expect("decided")
@@ -96,14 +109,14 @@ async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
     );
 
     let missing = s
-        .client
+        .handheld
         .authorize_unlock(unlock("g-404", "drv-1"))
         .await
         .expect_err("no grant");
     assert_eq!(missing.code(), tonic::Code::NotFound);
     let mut bad = grant("g-2");
     bad.window_end_local = "tomorrow".into();
-    let err = s.client.issue_grant(bad).await.expect_err("bad window");
+    let err = s.resident.issue_grant(bad).await.expect_err("bad window");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(
         err.message().contains("window_end_local"),
@@ -116,10 +129,13 @@ async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
 async fn a_revoke_racing_many_unlocks_is_never_overtaken() {
     let mut s = serve().await;
     door(&mut s, Utc::now(), false).await;
-    s.client.issue_grant(grant("g-race")).await.expect("issue");
+    s.resident
+        .issue_grant(grant("g-race"))
+        .await
+        .expect("issue");
     let mut tasks = Vec::new();
     for _ in 0..30 {
-        let mut c = s.client.clone();
+        let mut c = s.handheld.clone();
         tasks.push(tokio::spawn(async move {
             c.authorize_unlock(unlock("g-race", "drv-1"))
                 .await
@@ -127,7 +143,7 @@ async fn a_revoke_racing_many_unlocks_is_never_overtaken() {
         }));
     }
     let revoked = s
-        .client
+        .resident
         .revoke_grant(RevokeGrantRequest {
             grant_id: "g-race".into(),
             by: "res-1".into(),
@@ -141,7 +157,7 @@ async fn a_revoke_racing_many_unlocks_is_never_overtaken() {
     // After the revoke was acknowledged, nothing is authorized.
     for _ in 0..5 {
         let r = s
-            .client
+            .handheld
             .authorize_unlock(unlock("g-race", "drv-1"))
             .await
             .expect("decided")
@@ -184,14 +200,14 @@ async fn device_events_are_recorded_once_for_registered_homes() {
     register.event.as_mut().expect("event").prev_hash = vec![1; 32];
     register.sign(&key());
     let first = s
-        .client
+        .vendor
         .record_device_event(register.clone())
         .await
         .expect("register")
         .into_inner();
     assert!(!first.duplicate);
     let resent = s
-        .client
+        .vendor
         .record_device_event(register)
         .await
         .expect("resend")
@@ -211,12 +227,12 @@ async fn device_events_are_recorded_once_for_registered_homes() {
         r.sign(&key());
         r
     };
-    s.client
+    s.vendor
         .record_device_event(camera("home-1"))
         .await
         .expect("camera");
     let err = s
-        .client
+        .vendor
         .record_device_event(camera("home-404"))
         .await
         .expect_err("unregistered");
@@ -231,7 +247,7 @@ async fn device_events_are_recorded_once_for_registered_homes() {
     };
     for bad in [unsigned, forged] {
         let err = s
-            .client
+            .vendor
             .record_device_event(bad)
             .await
             .expect_err("bad signature");
@@ -262,7 +278,7 @@ async fn device_events_are_recorded_once_for_registered_homes() {
 async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses_it() {
     use chrono::TimeZone;
     let mut sim = serve_on(Clock::Simulated).await;
-    let clock = sim.client.clock(ClockRequest {}).await.expect("clock");
+    let clock = sim.handheld.clock(ClockRequest {}).await.expect("clock");
     assert!(clock.into_inner().simulated);
     // A window on a day far from today: 10:00-13:00 in Stockholm, 2026-03-29
     // (the spring-forward day: 08:00-11:00 UTC).
@@ -272,18 +288,18 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
     let utc = |h, m| Utc.with_ymd_and_hms(2026, 3, 29, h, m, 0).unwrap();
     door(&mut sim, utc(7, 59), true).await;
     let refused = sim
-        .client
+        .resident
         .issue_grant(g.clone())
         .await
         .expect_err("no time");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    sim.client
+    sim.resident
         .issue_grant(at(g.clone(), utc(6, 0)))
         .await
         .expect("issued");
 
     let early = sim
-        .client
+        .handheld
         .authorize_unlock(at(unlock("g-sim", "drv-1"), utc(7, 59)))
         .await
         .expect("decided")
@@ -291,7 +307,7 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
     assert!(!early.authorized);
     assert_eq!(early.reason, pb::UnlockDenyReason::OutsideWindow as i32);
     let inside = sim
-        .client
+        .handheld
         .authorize_unlock(at(unlock("g-sim", "drv-1"), utc(8, 0)))
         .await
         .expect("decided")
@@ -304,14 +320,14 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
         "valid for two minutes of the simulated clock"
     );
     let late = sim
-        .client
+        .handheld
         .authorize_unlock(at(unlock("g-sim", "drv-1"), utc(11, 0)))
         .await
         .expect("decided")
         .into_inner();
     assert_eq!(late.reason, pb::UnlockDenyReason::Expired as i32);
     let bad = sim
-        .client
+        .handheld
         .authorize_unlock({
             let mut r = tonic::Request::new(unlock("g-sim", "drv-1"));
             r.metadata_mut().insert(
@@ -328,7 +344,7 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
     // A server on its own clock never takes a client's time.
     let mut real = serve().await;
     let clock = real
-        .client
+        .handheld
         .clock(ClockRequest {})
         .await
         .expect("clock")
@@ -339,12 +355,12 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
         (Utc::now() - now).num_seconds().abs() < 60,
         "the server's own time"
     );
-    real.client
+    real.resident
         .issue_grant(grant("g-real"))
         .await
         .expect("issued");
     let skewed = real
-        .client
+        .handheld
         .authorize_unlock(at(unlock("g-real", "drv-1"), Utc::now()))
         .await
         .expect_err("refused");

@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use threshold_auth::Role;
 
 use threshold_api::v1::analytics_service_server::{AnalyticsService, AnalyticsServiceServer};
 use threshold_api::v1::{AttemptsReportRequest, AttemptsReportResponse, AttemptsRow};
@@ -96,6 +97,7 @@ impl AnalyticsService for Analytics {
         &self,
         request: Request<AttemptsReportRequest>,
     ) -> Result<Response<AttemptsReportResponse>, Status> {
+        threshold_auth::require(&request, &[Role::Analyst, Role::Planner])?;
         let r = request.into_inner();
         let by: Dimension = if r.by.is_empty() {
             Dimension::Country

@@ -13,6 +13,7 @@ use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::{
     AttemptFailedReport, AttemptsReportRequest, AttemptsRow, DeliveredReport, HandheldEvent,
 };
+use threshold_auth::{AuthLayer, Authed, Authenticator, LocalTokens, Role};
 use threshold_domain::country::timestamp;
 use threshold_domain::{EventId, pb};
 use threshold_handheld_service::Handhelds;
@@ -22,12 +23,38 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Server};
 
+/// A connection as each role a test plays, with the local credentials a
+/// first serve makes in `dir`.
+#[derive(Clone)]
+#[allow(dead_code)]
+struct Conn {
+    planner: Authed,
+    handheld: Authed,
+    analyst: Authed,
+    plain: Channel,
+}
+
+impl Conn {
+    fn new(channel: Channel, dir: &std::path::Path) -> Self {
+        let tokens = LocalTokens::load(dir).expect("tokens");
+        let as_role = |role| tokens.channel(channel.clone(), role).expect("token");
+        Self {
+            planner: as_role(Role::Planner),
+            handheld: as_role(Role::Handheld),
+            analyst: as_role(Role::Analyst),
+            plain: channel,
+        }
+    }
+}
+
 async fn serve(dir: &std::path::Path) -> SocketAddr {
     let log: Arc<dyn EventLog> =
         Arc::new(EmbeddedLog::open(dir, EmbeddedOptions::default()).expect("log"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    LocalTokens::ensure(dir).expect("credentials");
     let router = Server::builder()
+        .layer(AuthLayer::new(Authenticator::new(dir)))
         .add_service(Manifests::new(Arc::clone(&log)).into_server())
         .add_service(Handhelds::new(Arc::clone(&log)).into_server())
         .add_service(Analytics::start(log).into_server());
@@ -85,14 +112,17 @@ fn row<'a>(rows: &'a [AttemptsRow], group: &str) -> &'a AttemptsRow {
 async fn a_small_day_reports_attempts_per_parcel_as_computed_by_hand() {
     let dir = tempfile::tempdir().expect("dir");
     let addr = serve(dir.path()).await;
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = Conn::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+        dir.path(),
+    );
 
     let summary = client::load(
-        &mut ManifestServiceClient::new(channel.clone()),
+        &mut ManifestServiceClient::new(channel.planner.clone()),
         "day.csv",
         std::io::Cursor::new(MANIFEST.as_bytes().to_vec()),
         |r| panic!("unexpected rejection {r:?}"),
@@ -110,7 +140,7 @@ async fn a_small_day_reports_attempts_per_parcel_as_computed_by_hand() {
         event("FI-1", failed(F::NotHome)),
         event("FI-1", failed(F::Refused)),
     ];
-    let mut acks = HandheldServiceClient::new(channel.clone())
+    let mut acks = HandheldServiceClient::new(channel.handheld.clone())
         .stream_attempts(tokio_stream::iter(day))
         .await
         .expect("stream")
@@ -121,7 +151,7 @@ async fn a_small_day_reports_attempts_per_parcel_as_computed_by_hand() {
         last = last.max(ack.position);
     }
 
-    let mut analytics = AnalyticsServiceClient::new(channel);
+    let mut analytics = AnalyticsServiceClient::new(channel.analyst.clone());
     let ask = |by: &str| AttemptsReportRequest {
         by: by.into(),
         at_least_position: last,

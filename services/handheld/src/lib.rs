@@ -19,6 +19,7 @@ use threshold_api::v1::handheld_service_server::{HandheldService, HandheldServic
 use threshold_api::v1::{
     AttemptAck, DriverRoute, GetRouteRequest, GetRouteResponse, HandheldEvent, attempt_ack,
 };
+use threshold_auth::Role;
 use threshold_domain::country::instant;
 use threshold_domain::parcel::{Command, Parcel};
 use threshold_domain::{
@@ -550,9 +551,13 @@ impl HandheldService for Handhelds {
         &self,
         request: Request<GetRouteRequest>,
     ) -> Result<Response<GetRouteResponse>, Status> {
+        let caller = threshold_auth::require(&request, &[Role::Handheld, Role::Planner])?.clone();
         let r = request.into_inner();
         let driver =
             DriverId::new(&r.driver_id).map_err(|e| field("driver_id", e).into_status())?;
+        if caller.role == Role::Handheld {
+            caller.check_tenant("driver", driver.as_str())?;
+        }
         let day = r
             .date
             .as_ref()
@@ -589,6 +594,7 @@ impl HandheldService for Handhelds {
         &self,
         request: Request<Streaming<HandheldEvent>>,
     ) -> Result<Response<Self::StreamAttemptsStream>, Status> {
+        let handheld = threshold_auth::require(&request, &[Role::Handheld])?.clone();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let log = Arc::clone(&self.log);
@@ -638,9 +644,24 @@ impl HandheldService for Handhelds {
                 } else {
                     (tracing::Span::none(), stream_trace.clone())
                 };
-                let reply = handle(&*log, &cache, &event, trace.as_deref())
-                    .instrument(span)
-                    .await;
+                // A handheld reports for its own driver only.
+                let reply = if handheld.covers(&event.driver_id) {
+                    handle(&*log, &cache, &event, trace.as_deref())
+                        .instrument(span)
+                        .await
+                } else {
+                    Ok(AttemptAck {
+                        event_id: event.event_id.clone(),
+                        sequence: event.sequence,
+                        result: attempt_ack::Result::Rejected as i32,
+                        position: 0,
+                        attempt: 0,
+                        error: format!(
+                            "driver_id: handheld {:?} reports for {}, not {}",
+                            handheld.name, handheld.tenant, event.driver_id
+                        ),
+                    })
+                };
                 metrics.acked(&reply, received.elapsed());
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {

@@ -11,6 +11,7 @@ use threshold_api::v1::{
     AttemptAck, AttemptFailedReport, AttemptStartedReport, DeliveredReport, HandheldEvent,
     attempt_ack,
 };
+use threshold_auth::{AuthLayer, Authed, Authenticator, Credentials, LocalTokens, Role};
 use threshold_domain::country::{date_to_proto, timestamp};
 use threshold_domain::{Country, DomainEvent, EventId, ParcelId, StreamId, pb};
 use threshold_handheld_service::Handhelds;
@@ -23,7 +24,23 @@ use tonic::transport::{Channel, Server};
 struct Running {
     addr: SocketAddr,
     log: Arc<EmbeddedLog>,
-    _dir: tempfile::TempDir,
+    /// The local credentials a first serve makes, one per role.
+    tokens: LocalTokens,
+    dir: tempfile::TempDir,
+}
+
+/// A connection as the handheld role (every driver).
+async fn channel(server: &Running) -> Authed {
+    as_role(server, Role::Handheld).await
+}
+
+async fn as_role(server: &Running, role: Role) -> Authed {
+    let plain = Channel::from_shared(format!("http://{}", server.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    server.tokens.channel(plain, role).expect("token")
 }
 
 async fn serve() -> Running {
@@ -38,8 +55,12 @@ async fn serve_with(limits: threshold_handheld_service::Limits) -> Running {
     let service = Handhelds::new(log.clone() as Arc<dyn EventLog>)
         .with_limits(limits)
         .into_server();
+    LocalTokens::ensure(dir.path()).expect("credentials");
+    let tokens = LocalTokens::load(dir.path()).expect("tokens");
+    let auth = AuthLayer::new(Authenticator::new(dir.path()));
     tokio::spawn(async move {
         Server::builder()
+            .layer(auth)
             .add_service(service)
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await
@@ -48,7 +69,8 @@ async fn serve_with(limits: threshold_handheld_service::Limits) -> Running {
     Running {
         addr,
         log,
-        _dir: dir,
+        tokens,
+        dir,
     }
 }
 
@@ -119,12 +141,11 @@ struct Handheld {
 }
 
 impl Handheld {
-    async fn connect(addr: SocketAddr) -> Self {
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+    async fn connect(server: &Running) -> Self {
+        Self::on(channel(server).await).await
+    }
+
+    async fn on(channel: Authed) -> Self {
         let (tx, rx) = mpsc::channel(64);
         let acks = HandheldServiceClient::new(channel)
             .stream_attempts(ReceiverStream::new(rx))
@@ -148,7 +169,7 @@ fn result(a: &AttemptAck) -> attempt_ack::Result {
 async fn each_event_is_acknowledged_once_durable_with_its_attempt_number() {
     let server = serve().await;
     manifest(&server.log, &["SE-1", "SE-2", "SE-3"]).await;
-    let mut hh = Handheld::connect(server.addr).await;
+    let mut hh = Handheld::connect(&server).await;
 
     let a = hh.send(&event(1, "SE-1", started())).await;
     assert_eq!(
@@ -212,7 +233,7 @@ async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
         .collect();
 
     // Online for the first six, then the connection drops.
-    let mut hh = Handheld::connect(server.addr).await;
+    let mut hh = Handheld::connect(&server).await;
     let mut first = Vec::new();
     for e in &backlog[..6] {
         first.push(hh.send(e).await);
@@ -221,7 +242,7 @@ async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
     let head_before = server.log.head().await.expect("head");
 
     // Back online: the handheld resends everything it has, acked or not.
-    let mut hh = Handheld::connect(server.addr).await;
+    let mut hh = Handheld::connect(&server).await;
     let mut second = Vec::new();
     for e in &backlog {
         second.push(hh.send(e).await);
@@ -253,7 +274,7 @@ async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
 async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
     let server = serve().await;
     manifest(&server.log, &["SE-1"]).await;
-    let mut hh = Handheld::connect(server.addr).await;
+    let mut hh = Handheld::connect(&server).await;
 
     let mut bad = event(1, "SE-1", started());
     bad.event_id = "not-a-uuid".into();
@@ -294,7 +315,7 @@ async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
 async fn an_oversized_event_gets_resource_exhausted() {
     let server = serve().await;
     manifest(&server.log, &["SE-1"]).await;
-    let mut hh = Handheld::connect(server.addr).await;
+    let mut hh = Handheld::connect(&server).await;
     let mut huge = event(1, "SE-1", not_home());
     huge.report = Some(Report::Failed(AttemptFailedReport {
         reason: pb::FailureReason::NotHome as i32,
@@ -310,7 +331,7 @@ async fn an_oversized_event_gets_resource_exhausted() {
     );
     // Nothing was stored, and the server serves the next stream as usual.
     assert_eq!(server.log.head().await.expect("head"), Position(1));
-    let mut hh = Handheld::connect(server.addr).await;
+    let mut hh = Handheld::connect(&server).await;
     assert_eq!(
         result(&hh.send(&event(2, "SE-1", delivered())).await),
         attempt_ack::Result::Stored
@@ -337,11 +358,7 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
             .expect("queue");
     }
     drop(tx);
-    let channel = Channel::from_shared(format!("http://{}", server.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = channel(&server).await;
     let mut acks = HandheldServiceClient::new(channel)
         .stream_attempts(ReceiverStream::new(rx))
         .await
@@ -365,7 +382,7 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
         "the burst went through, the flood did not: {stored}"
     );
     // Another handheld is not affected.
-    let mut other = Handheld::connect(server.addr).await;
+    let mut other = Handheld::connect(&server).await;
     let a = other.send(&event(99, "SE-39", delivered())).await;
     assert_ne!(result(&a), attempt_ack::Result::Rejected, "{}", a.error);
 }
@@ -374,7 +391,7 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
 async fn a_parcel_changed_by_another_writer_is_decided_from_the_log_not_a_stale_memory() {
     let server = serve().await;
     manifest(&server.log, &["SE-1"]).await;
-    let mut hh = Handheld::connect(server.addr).await;
+    let mut hh = Handheld::connect(&server).await;
     let a = hh.send(&event(1, "SE-1", not_home())).await;
     assert_eq!((result(&a), a.attempt), (attempt_ack::Result::Stored, 1));
 
@@ -476,11 +493,7 @@ async fn a_driver_gets_the_latest_plan_of_its_route_for_the_day() {
         }
     }
 
-    let channel = Channel::from_shared(format!("http://{}", server.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = channel(&server).await;
     let mut client = HandheldServiceClient::new(channel);
     let ask = |driver: &str, day: NaiveDate| GetRouteRequest {
         driver_id: driver.into(),
@@ -543,7 +556,7 @@ async fn facts(log: &EmbeddedLog, stream: &str, events: Vec<DomainEvent>) {
 async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
     let server = serve().await;
     manifest(&server.log, &["SE-1"]).await;
-    let mut hh = Handheld::connect(server.addr).await;
+    let mut hh = Handheld::connect(&server).await;
     let in_home = || {
         Report::Delivered(DeliveredReport {
             method: pb::DeliveryMethod::InHome as i32,
@@ -620,4 +633,49 @@ async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
     .await;
     let a = hh.send(&event(5, "SE-1", in_home())).await;
     assert_eq!(result(&a), attempt_ack::Result::Stored, "{}", a.error);
+}
+
+#[tokio::test]
+async fn a_handheld_reports_for_its_own_driver_and_a_caller_without_credentials_for_nobody() {
+    let server = serve().await;
+    manifest(&server.log, &["SE-1"]).await;
+    // A handheld credential for drv-1 only.
+    let token =
+        Credentials::add(server.dir.path(), "hh-1", Role::Handheld, "drv-1").expect("credential");
+    let plain = Channel::from_shared(format!("http://{}", server.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut hh =
+        Handheld::on(threshold_auth::authed(plain.clone(), Some(&token)).expect("token")).await;
+    // `event` reports for drv-7.
+    let a = hh.send(&event(1, "SE-1", started())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected);
+    assert!(a.error.contains("drv-7"), "{}", a.error);
+    let mut own = event(2, "SE-1", started());
+    own.driver_id = "drv-1".into();
+    assert_eq!(result(&hh.send(&own).await), attempt_ack::Result::Stored);
+    // An analyst's token does not open a handheld stream; no token, nothing.
+    for channel in [
+        as_role(&server, Role::Analyst).await,
+        threshold_auth::authed(plain, None).expect("channel"),
+    ] {
+        let err = HandheldServiceClient::new(channel)
+            .get_route(threshold_api::v1::GetRouteRequest {
+                driver_id: "drv-1".into(),
+                date: Some(date_to_proto(
+                    NaiveDate::from_ymd_opt(2026, 11, 23).expect("date"),
+                )),
+            })
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(
+                err.code(),
+                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+            ),
+            "{err:?}"
+        );
+    }
 }

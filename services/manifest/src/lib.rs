@@ -18,6 +18,7 @@ use threshold_api::v1::manifest_service_server::{ManifestService, ManifestServic
 use threshold_api::v1::{
     LoadManifestReply, LoadSummary, ManifestChunk, RowRejected, load_manifest_reply,
 };
+use threshold_auth::{Principal, Role};
 use threshold_domain::parcel::{Command, Parcel};
 use threshold_domain::{
     Aggregate, Country, DomainError, DomainEvent, EventId, ParcelId, StreamId, pb,
@@ -200,6 +201,7 @@ fn rejected(e: RowError) -> LoadManifestReply {
 /// Runs one load: parses `inbound`, decides its rows, answers on `out`.
 async fn load(
     log: Arc<dyn EventLog>,
+    planner: Principal,
     mut inbound: Streaming<ManifestChunk>,
     out: mpsc::Sender<Result<LoadManifestReply, Status>>,
 ) -> Result<(), Error> {
@@ -276,9 +278,24 @@ async fn load(
     let mut decisions = ReceiverStream::new(row_rx)
         .map(|row| {
             let log = Arc::clone(&log);
+            let planner = &planner;
             async move {
                 match row? {
                     Row::Rejected(e) => Ok(Decided::Refused(e)),
+                    // A planner loads the rows of the depots it plans.
+                    Row::Accepted {
+                        line,
+                        parcel,
+                        values,
+                    } if !planner.covers(&parcel.depot_id) => Ok(Decided::Refused(RowError {
+                        line,
+                        field: "depot".into(),
+                        message: format!(
+                            "planner {:?} plans {}, not {}",
+                            planner.name, planner.tenant, parcel.depot_id
+                        ),
+                        values,
+                    })),
                     Row::Accepted {
                         line,
                         parcel,
@@ -321,12 +338,13 @@ impl ManifestService for Manifests {
         &self,
         request: Request<Streaming<ManifestChunk>>,
     ) -> Result<Response<Self::LoadManifestStream>, Status> {
+        let planner = threshold_auth::require(&request, &[Role::Planner])?.clone();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let log = Arc::clone(&self.log);
         tokio::spawn(async move {
             let errors = tx.clone();
-            if let Err(e) = load(log, inbound, tx).await {
+            if let Err(e) = load(log, planner, inbound, tx).await {
                 let _ = errors.send(Err(e.into())).await;
             }
         });

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::{LoadSummary, RowRejected};
+use threshold_auth::{AuthLayer, Authed, Authenticator, Credentials, LocalTokens, Role};
 use threshold_domain::{DomainEvent, pb};
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, Position};
 use threshold_manifest::{COLUMNS, ERROR_COLUMN};
@@ -17,7 +18,7 @@ use tonic::transport::{Channel, Server};
 struct Running {
     addr: SocketAddr,
     log: Arc<EmbeddedLog>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -28,8 +29,11 @@ async fn serve() -> Running {
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = Manifests::new(log.clone() as Arc<dyn EventLog>).into_server();
+    LocalTokens::ensure(dir.path()).expect("credentials");
+    let auth = AuthLayer::new(Authenticator::new(dir.path()));
     tokio::spawn(async move {
         Server::builder()
+            .layer(auth)
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
@@ -40,22 +44,28 @@ async fn serve() -> Running {
     Running {
         addr,
         log,
-        _dir: dir,
+        dir,
         _stop: stop,
     }
 }
 
-async fn connect(addr: SocketAddr) -> ManifestServiceClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
+/// A client as the local planner (every depot).
+async fn connect(server: &Running) -> ManifestServiceClient<Authed> {
+    let token = LocalTokens::load(server.dir.path()).expect("tokens");
+    connect_with(server, token.token(Role::Planner)).await
+}
+
+async fn connect_with(server: &Running, token: Option<&str>) -> ManifestServiceClient<Authed> {
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
         .expect("uri")
         .connect()
         .await
         .expect("connect");
-    ManifestServiceClient::new(channel)
+    ManifestServiceClient::new(threshold_auth::authed(channel, token).expect("token"))
 }
 
-async fn load(addr: SocketAddr, id: &str, csv: String) -> (LoadSummary, Vec<RowRejected>) {
-    let mut client = connect(addr).await;
+async fn load(server: &Running, id: &str, csv: String) -> (LoadSummary, Vec<RowRejected>) {
+    let mut client = connect(server).await;
     let mut rejected = Vec::new();
     let summary = client::load(
         &mut client,
@@ -85,7 +95,7 @@ fn manifest() -> String {
 #[tokio::test]
 async fn a_manifest_with_bad_rows_loads_the_good_ones_and_names_the_bad() {
     let server = serve().await;
-    let (summary, rejected) = load(server.addr, "stockholm-helsinki.csv", manifest()).await;
+    let (summary, rejected) = load(&server, "stockholm-helsinki.csv", manifest()).await;
     assert_eq!(
         (
             summary.rows,
@@ -130,8 +140,8 @@ async fn a_manifest_with_bad_rows_loads_the_good_ones_and_names_the_bad() {
 #[tokio::test]
 async fn reloading_creates_no_duplicate_and_fixed_rejects_load() {
     let server = serve().await;
-    load(server.addr, "day.csv", manifest()).await;
-    let (again, rejected) = load(server.addr, "day.csv", manifest()).await;
+    load(&server, "day.csv", manifest()).await;
+    let (again, rejected) = load(&server, "day.csv", manifest()).await;
     assert_eq!((again.accepted, again.unchanged, again.rejected), (0, 3, 2));
     assert_eq!(server.log.head().await.expect("head"), Position(3));
 
@@ -150,7 +160,7 @@ async fn reloading_creates_no_duplicate_and_fixed_rejects_load() {
         fixed.push_str(&values.join(","));
         fixed.push_str(",old error text\n");
     }
-    let (summary, still) = load(server.addr, "day.rejects.csv", fixed).await;
+    let (summary, still) = load(&server, "day.rejects.csv", fixed).await;
     assert!(still.is_empty(), "{still:?}");
     assert_eq!(summary.accepted, 2);
     assert_eq!(server.log.head().await.expect("head"), Position(5));
@@ -159,7 +169,7 @@ async fn reloading_creates_no_duplicate_and_fixed_rejects_load() {
     let changed = format!(
         "{HEADER}\nSE-1,nordshop,SE,STO-1,2026-11-23,Another Street 9,111 51,Stockholm,59.33,18.06,doorstep,1.2,,\n"
     );
-    let (summary, refused) = load(server.addr, "changed.csv", changed).await;
+    let (summary, refused) = load(&server, "changed.csv", changed).await;
     assert_eq!(summary.rejected, 1);
     assert_eq!(refused[0].field, "parcel_id");
     assert!(
@@ -172,7 +182,7 @@ async fn reloading_creates_no_duplicate_and_fixed_rejects_load() {
 #[tokio::test]
 async fn a_manifest_without_its_columns_is_refused_with_invalid_argument() {
     let server = serve().await;
-    let mut client = connect(server.addr).await;
+    let mut client = connect(&server).await;
     let err = client::load(
         &mut client,
         "broken.csv",
@@ -200,7 +210,7 @@ async fn a_large_manifest_streams_through_in_chunks() {
         ));
     }
     assert!(csv.len() > 4 * client::CHUNK, "spans several chunks");
-    let (summary, rejected) = load(server.addr, "big.csv", csv).await;
+    let (summary, rejected) = load(&server, "big.csv", csv).await;
     assert!(rejected.is_empty());
     assert_eq!(summary.accepted, rows);
     assert_eq!(server.log.head().await.expect("head"), Position(rows));
@@ -209,7 +219,7 @@ async fn a_large_manifest_streams_through_in_chunks() {
 #[tokio::test]
 async fn an_oversized_chunk_gets_resource_exhausted() {
     let server = serve().await;
-    let mut client = connect(server.addr).await;
+    let mut client = connect(&server).await;
     let chunk = threshold_api::v1::ManifestChunk {
         manifest_id: "huge.csv".into(),
         data: vec![b'x'; threshold_manifest_service::MAX_CHUNK + 1],
@@ -235,4 +245,54 @@ async fn an_oversized_chunk_gets_resource_exhausted() {
         err.message()
     );
     assert_eq!(server.log.head().await.expect("head"), Position(0));
+}
+
+#[tokio::test]
+async fn a_depots_planner_loads_its_own_depots_rows_and_others_are_refused() {
+    let server = serve().await;
+    let token = Credentials::add(server.dir.path(), "sto-planner", Role::Planner, "STO-1")
+        .expect("credential");
+    let mut client = connect_with(&server, Some(&token)).await;
+    let mut refused = Vec::new();
+    let summary = client::load(
+        &mut client,
+        "mixed.csv",
+        std::io::Cursor::new(manifest().into_bytes()),
+        |r| refused.push(r),
+    )
+    .await
+    .expect("load");
+    // SE-1 and SE-2 are STO-1's; SE-3 is malformed whoever loads it.
+    assert_eq!(summary.accepted, 2, "{summary:?} {refused:?}");
+    let other_depot: Vec<&RowRejected> = refused.iter().filter(|r| r.field == "depot").collect();
+    assert_eq!(
+        other_depot.len(),
+        1,
+        "FI-1, the valid HEL-1 row: {refused:?}"
+    );
+    assert_eq!(other_depot[0].values[0], "FI-1");
+    assert!(other_depot[0].message.contains("STO-1"), "{refused:?}");
+    assert_eq!(summary.accepted + summary.rejected, summary.rows);
+    // Not a planner, or no credentials: nothing is loaded.
+    for token in [
+        Some(Credentials::add(server.dir.path(), "a", Role::Analyst, "*").expect("credential")),
+        None,
+    ] {
+        let mut client = connect_with(&server, token.as_deref()).await;
+        let err = client::load(
+            &mut client,
+            "day.csv",
+            std::io::Cursor::new(manifest().into_bytes()),
+            |_| {},
+        )
+        .await
+        .expect_err("refused");
+        assert!(
+            matches!(
+                err.code(),
+                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+            ),
+            "{err:?}"
+        );
+    }
 }

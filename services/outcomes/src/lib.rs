@@ -3,18 +3,19 @@
 //! The caller's bearer token names the partner (guarantee 8): no request
 //! field can widen what it sees. Outcomes are the parcel events a partner
 //! may know — delivered, attempt failed, returned — taken from the log in
-//! order and stripped to what concerns the parcel: never a driver, device,
-//! grant or home. The cursor is the event's log position.
+//! order and, for a partner, stripped to what concerns the parcel: never a
+//! driver, device, grant, home or the driver's note. The carrier's analysts
+//! subscribe to every parcel with those kept. The cursor is the event's log
+//! position.
 
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use threshold_api::v1::outcome_service_server::{OutcomeService, OutcomeServiceServer};
 use threshold_api::v1::{ParcelOutcome, SubscribeOutcomesRequest, parcel_outcome};
-use threshold_auth::PartnerTokens;
+use threshold_auth::Role;
 use threshold_domain::country::timestamp;
-use threshold_domain::{Category, Country, DomainEvent, PartnerId, pb};
+use threshold_domain::{Category, Country, DomainEvent, pb};
 use threshold_log::{EventLog, Position, RecordedEvent};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -22,49 +23,38 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-/// The service, over any event log, with partners' tokens from a data dir.
+/// The service, over any event log. Callers are authenticated by the
+/// server's [`threshold_auth::AuthLayer`].
 #[derive(Clone)]
 pub struct Outcomes {
     log: Arc<dyn EventLog>,
-    data: PathBuf,
 }
 
 impl Outcomes {
-    /// A service reading `log`, checking tokens against `data/partners.json`
-    /// (read on every subscription, so new partners need no restart).
-    pub fn new(log: Arc<dyn EventLog>, data: impl Into<PathBuf>) -> Self {
-        Self {
-            log,
-            data: data.into(),
-        }
+    /// A service reading `log`.
+    pub fn new(log: Arc<dyn EventLog>) -> Self {
+        Self { log }
     }
 
     /// As a tonic service, ready to add to a server.
     pub fn into_server(self) -> OutcomeServiceServer<Self> {
         OutcomeServiceServer::new(self).max_decoding_message_size(64 * 1024)
     }
-
-    /// The partner the request's bearer token names.
-    fn partner<T>(&self, request: &Request<T>) -> Result<PartnerId, Status> {
-        let header = request.metadata().get("authorization").ok_or_else(|| {
-            Status::unauthenticated("no credentials: send authorization: Bearer <token>")
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
-        let tokens =
-            PartnerTokens::load(&self.data).map_err(|e| Status::internal(e.to_string()))?;
-        tokens
-            .partner(token.trim())
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("unknown token"))
-    }
 }
 
-/// The outcome a partner sees for one event, if the event is one.
-pub fn outcome(event: &RecordedEvent) -> Option<ParcelOutcome> {
+/// Who a subscription is for, and so what it may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// A partner retailer: the parcel's fate, nothing about drivers,
+    /// devices, homes, access or residents.
+    Partner,
+    /// The carrier's own analysts: the partner's view and who delivered,
+    /// under which grant, with the driver's note.
+    Carrier,
+}
+
+/// The outcome `view` sees for one event, if the event is one.
+pub fn outcome(event: &RecordedEvent, view: View) -> Option<ParcelOutcome> {
     use pb::parcel_event::Event as E;
     if event.stream.category() != Category::Parcel {
         return None;
@@ -72,11 +62,34 @@ pub fn outcome(event: &RecordedEvent) -> Option<ParcelOutcome> {
     let DomainEvent::Parcel(e) = event.decode().ok()? else {
         return None;
     };
-    let (kind, attempt, method, reason) = match e {
-        E::Delivered(d) => (parcel_outcome::Kind::Delivered, d.attempt, d.method, 0),
-        E::AttemptFailed(f) => (parcel_outcome::Kind::AttemptFailed, f.attempt, 0, f.reason),
-        E::Returned(r) => (parcel_outcome::Kind::Returned, r.attempts, 0, 0),
+    let (kind, attempt, method, reason, carrier) = match e {
+        E::Delivered(d) => (
+            parcel_outcome::Kind::Delivered,
+            d.attempt,
+            d.method,
+            0,
+            (d.driver_id, d.grant_id, String::new()),
+        ),
+        E::AttemptFailed(f) => (
+            parcel_outcome::Kind::AttemptFailed,
+            f.attempt,
+            0,
+            f.reason,
+            (f.driver_id, String::new(), f.note),
+        ),
+        E::Returned(r) => (
+            parcel_outcome::Kind::Returned,
+            r.attempts,
+            0,
+            0,
+            Default::default(),
+        ),
         _ => return None,
+    };
+    // Redacted here, once, for every partner.
+    let (driver_id, grant_id, note) = match view {
+        View::Carrier => carrier,
+        View::Partner => Default::default(),
     };
     let at = event.event.occurred_at;
     let local_time = event
@@ -102,6 +115,9 @@ pub fn outcome(event: &RecordedEvent) -> Option<ParcelOutcome> {
             .country
             .map_or(0, |c: Country| c.to_proto() as i32),
         traceparent: event.event.traceparent.clone().unwrap_or_default(),
+        driver_id,
+        grant_id,
+        note,
     })
 }
 
@@ -127,7 +143,11 @@ impl OutcomeService for Outcomes {
         &self,
         request: Request<SubscribeOutcomesRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let partner = self.partner(&request)?;
+        let caller = threshold_auth::require(&request, &[Role::Partner, Role::Analyst])?.clone();
+        let view = match caller.role {
+            Role::Analyst => View::Carrier,
+            _ => View::Partner,
+        };
         let from = Position(request.into_inner().from_cursor);
         let mut events = self.log.subscribe(from);
         let (tx, rx) = mpsc::channel(256);
@@ -142,8 +162,8 @@ impl OutcomeService for Outcomes {
         let log = Arc::clone(&self.log);
         tokio::spawn(async move {
             let attrs = [opentelemetry::KeyValue::new(
-                "partner",
-                partner.as_str().to_owned(),
+                "subscriber",
+                caller.tenant.clone(),
             )];
             subscribers.add(1, &attrs);
             let _gone = Gone(subscribers, attrs.clone());
@@ -164,12 +184,18 @@ impl OutcomeService for Outcomes {
                         lag.record(head.0.saturating_sub(event.position.0), &attrs);
                     }
                 }
-                // The partner's own parcels only: the tenant recorded with
+                // A partner's own parcels only: the tenant recorded with
                 // the event when the parcel was manifested.
-                if event.event.tenant.as_deref() != Some(partner.as_str()) {
+                if view == View::Partner
+                    && !event
+                        .event
+                        .tenant
+                        .as_deref()
+                        .is_some_and(|t| caller.covers(t))
+                {
                     continue;
                 }
-                if let Some(o) = outcome(&event) {
+                if let Some(o) = outcome(&event, view) {
                     // Delivered inside the trace of the attempt it reports.
                     let span = threshold_telemetry::in_recorded_trace(
                         event.event.traceparent.as_deref(),

@@ -15,9 +15,9 @@ use threshold_api::v1::{
     AttemptFailedReport, DeliveredReport, HandheldEvent, ParcelOutcome, SubscribeOutcomesRequest,
     parcel_outcome,
 };
-use threshold_auth::PartnerTokens;
+use threshold_auth::{AuthLayer, Authed, Authenticator, Credentials, LocalTokens, Role};
 use threshold_domain::country::timestamp;
-use threshold_domain::{EventId, PartnerId, pb};
+use threshold_domain::{EventId, pb};
 use threshold_handheld_service::Handhelds;
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
 use threshold_manifest_service::{Manifests, client};
@@ -25,6 +25,30 @@ use threshold_outcome_service::Outcomes;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Server};
+
+/// A connection as each role a test plays, with the local credentials a
+/// first serve makes in `dir`.
+#[derive(Clone)]
+#[allow(dead_code)]
+struct Conn {
+    planner: Authed,
+    handheld: Authed,
+    analyst: Authed,
+    plain: Channel,
+}
+
+impl Conn {
+    fn new(channel: Channel, dir: &std::path::Path) -> Self {
+        let tokens = LocalTokens::load(dir).expect("tokens");
+        let as_role = |role| tokens.channel(channel.clone(), role).expect("token");
+        Self {
+            planner: as_role(Role::Planner),
+            handheld: as_role(Role::Handheld),
+            analyst: as_role(Role::Analyst),
+            plain: channel,
+        }
+    }
+}
 
 const MANIFEST: &str = "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end
 SE-1,nordshop,SE,STO-1,2026-11-23,Gatan 1,111 51,Stockholm,59.33,18.06,doorstep,1,,
@@ -37,10 +61,12 @@ async fn serve(dir: &std::path::Path) -> Channel {
         Arc::new(EmbeddedLog::open(dir.join("log"), EmbeddedOptions::default()).expect("log"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
+    LocalTokens::ensure(dir).expect("credentials");
     let router = Server::builder()
+        .layer(AuthLayer::new(Authenticator::new(dir)))
         .add_service(Manifests::new(Arc::clone(&log)).into_server())
         .add_service(Handhelds::new(Arc::clone(&log)).into_server())
-        .add_service(Outcomes::new(log, dir).into_server());
+        .add_service(Outcomes::new(log).into_server());
     tokio::spawn(async move {
         router
             .serve_with_incoming(TcpListenerStream::new(listener))
@@ -82,8 +108,8 @@ fn not_home() -> Report {
     })
 }
 
-async fn drive(channel: &Channel, events: Vec<HandheldEvent>) {
-    let mut acks = HandheldServiceClient::new(channel.clone())
+async fn drive(channel: &Conn, events: Vec<HandheldEvent>) {
+    let mut acks = HandheldServiceClient::new(channel.handheld.clone())
         .stream_attempts(tokio_stream::iter(events))
         .await
         .expect("stream")
@@ -125,13 +151,13 @@ async fn nothing_more(stream: &mut tonic::Streaming<ParcelOutcome>) {
 #[tokio::test]
 async fn each_partner_sees_only_its_own_parcels_catch_up_live_and_resumed() {
     let dir = tempfile::tempdir().expect("dir");
+    let channel = Conn::new(serve(dir.path()).await, dir.path());
     let nordshop =
-        PartnerTokens::add(dir.path(), &PartnerId::new("nordshop").expect("id")).expect("token");
+        Credentials::add(dir.path(), "nordshop", Role::Partner, "nordshop").expect("token");
     let fjallgear =
-        PartnerTokens::add(dir.path(), &PartnerId::new("fjallgear").expect("id")).expect("token");
-    let channel = serve(dir.path()).await;
+        Credentials::add(dir.path(), "fjallgear", Role::Partner, "fjallgear").expect("token");
     client::load(
-        &mut ManifestServiceClient::new(channel.clone()),
+        &mut ManifestServiceClient::new(channel.planner.clone()),
         "day.csv",
         std::io::Cursor::new(MANIFEST.as_bytes().to_vec()),
         |r| panic!("{r:?}"),
@@ -149,7 +175,9 @@ async fn each_partner_sees_only_its_own_parcels_catch_up_live_and_resumed() {
     )
     .await;
 
-    let mut outcomes = OutcomeServiceClient::new(channel.clone());
+    let mut outcomes = OutcomeServiceClient::new(
+        threshold_auth::authed(channel.plain.clone(), None).expect("channel"),
+    );
     let mut ns = outcomes
         .subscribe(subscribe_request(Some(&nordshop), 0))
         .await
@@ -212,9 +240,11 @@ async fn each_partner_sees_only_its_own_parcels_catch_up_live_and_resumed() {
 #[tokio::test]
 async fn no_or_unknown_credentials_get_unauthenticated_never_data() {
     let dir = tempfile::tempdir().expect("dir");
-    PartnerTokens::add(dir.path(), &PartnerId::new("nordshop").expect("id")).expect("token");
-    let channel = serve(dir.path()).await;
-    let mut outcomes = OutcomeServiceClient::new(channel);
+    let channel = Conn::new(serve(dir.path()).await, dir.path());
+    Credentials::add(dir.path(), "nordshop", Role::Partner, "nordshop").expect("token");
+    let mut outcomes = OutcomeServiceClient::new(
+        threshold_auth::authed(channel.plain.clone(), None).expect("channel"),
+    );
     for request in [
         subscribe_request(None, 0),
         subscribe_request(Some("guessed-token"), 0),
@@ -227,4 +257,67 @@ async fn no_or_unknown_credentials_get_unauthenticated_never_data() {
             err.message()
         );
     }
+}
+
+#[tokio::test]
+async fn partners_see_outcomes_redacted_and_the_carriers_analysts_see_them_whole() {
+    let dir = tempfile::tempdir().expect("dir");
+    let channel = Conn::new(serve(dir.path()).await, dir.path());
+    let nordshop =
+        Credentials::add(dir.path(), "nordshop", Role::Partner, "nordshop").expect("token");
+    client::load(
+        &mut ManifestServiceClient::new(channel.planner.clone()),
+        "day.csv",
+        std::io::Cursor::new(MANIFEST.as_bytes().to_vec()),
+        |r| panic!("{r:?}"),
+    )
+    .await
+    .expect("manifest");
+    // The driver's note names the resident and a door code.
+    let failed = Report::Failed(AttemptFailedReport {
+        reason: pb::FailureReason::NoAccess as i32,
+        note: "Mrs Lind, door code 4711, not answering".into(),
+    });
+    drive(
+        &channel,
+        vec![event("SE-1", failed), event("NO-1", delivered())],
+    )
+    .await;
+
+    let mut outcomes = OutcomeServiceClient::new(
+        threshold_auth::authed(channel.plain.clone(), None).expect("channel"),
+    );
+    let mut partner = outcomes
+        .subscribe(subscribe_request(Some(&nordshop), 0))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let seen = take(&mut partner, 1).await;
+    assert_eq!(seen[0].reason, pb::FailureReason::NoAccess as i32);
+    let text = String::from_utf8_lossy(&seen[0].encode_to_vec()).into_owned();
+    for secret in ["4711", "Lind", "drv-secret", "hh-secret"] {
+        assert!(
+            !text.contains(secret),
+            "{secret} reached a partner: {:?}",
+            seen[0]
+        );
+    }
+    assert!(seen[0].note.is_empty() && seen[0].driver_id.is_empty());
+
+    let analyst = LocalTokens::load(dir.path()).expect("tokens");
+    let mut carrier = outcomes
+        .subscribe(subscribe_request(analyst.token(Role::Analyst), 0))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let whole = take(&mut carrier, 2).await;
+    assert_eq!(whole[0].note, "Mrs Lind, door code 4711, not answering");
+    assert_eq!(whole[0].driver_id, "drv-secret-driver");
+    assert_eq!(whole[1].parcel_id, "NO-1", "every partner's parcels");
+    // A handheld's token subscribes to nothing.
+    let err = outcomes
+        .subscribe(subscribe_request(analyst.token(Role::Handheld), 0))
+        .await
+        .expect_err("not a subscriber");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
 }

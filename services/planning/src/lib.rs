@@ -18,6 +18,7 @@ use std::time::Instant;
 use chrono::{NaiveDate, Utc};
 use threshold_api::v1::planning_service_server::{PlanningService, PlanningServiceServer};
 use threshold_api::v1::{DepotPlan, PlanDayReply, PlanDayRequest, UnassignedParcel};
+use threshold_auth::Role;
 use threshold_domain::country::{date_from_proto, date_to_proto};
 use threshold_domain::route::{Command as RouteCommand, Route};
 use threshold_domain::{DepotId, DomainEvent, DriverId, EventId, RouteId, StreamId, VehicleId};
@@ -244,7 +245,17 @@ impl PlanningService for Planning {
         &self,
         request: Request<PlanDayRequest>,
     ) -> Result<Response<PlanDayReply>, Status> {
-        let r = request.into_inner();
+        let planner = threshold_auth::require(&request, &[Role::Planner])?.clone();
+        let mut r = request.into_inner();
+        // A depot's planner plans its own depot.
+        if planner.tenant != threshold_auth::ANY_TENANT {
+            if r.depot_ids.is_empty() {
+                r.depot_ids.push(planner.tenant.clone());
+            }
+            for d in &r.depot_ids {
+                planner.check_tenant("depot", d)?;
+            }
+        }
         let date = r
             .date
             .as_ref()

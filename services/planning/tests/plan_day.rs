@@ -10,6 +10,7 @@ use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::{GetRouteRequest, PlanDayReply, PlanDayRequest};
+use threshold_auth::{AuthLayer, Authed, Authenticator, LocalTokens, Role};
 use threshold_domain::country::{date_to_proto, instant};
 use threshold_handheld_service::Handhelds;
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
@@ -20,6 +21,30 @@ use threshold_routing::depot::{Fleet, Fleets};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Server};
+
+/// A connection as each role a test plays, with the local credentials a
+/// first serve makes in `dir`.
+#[derive(Clone)]
+#[allow(dead_code)]
+struct Conn {
+    planner: Authed,
+    handheld: Authed,
+    analyst: Authed,
+    plain: Channel,
+}
+
+impl Conn {
+    fn new(channel: Channel, dir: &std::path::Path) -> Self {
+        let tokens = LocalTokens::load(dir).expect("tokens");
+        let as_role = |role| tokens.channel(channel.clone(), role).expect("token");
+        Self {
+            planner: as_role(Role::Planner),
+            handheld: as_role(Role::Handheld),
+            analyst: as_role(Role::Analyst),
+            plain: channel,
+        }
+    }
+}
 
 const SAMPLE: &str = include_str!("../../../crates/manifest/samples/2026-11-23-no.csv");
 
@@ -41,7 +66,9 @@ async fn serve(dir: &std::path::Path) -> SocketAddr {
         Arc::new(EmbeddedLog::open(dir, EmbeddedOptions::default()).expect("log"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    LocalTokens::ensure(dir).expect("credentials");
     let router = Server::builder()
+        .layer(AuthLayer::new(Authenticator::new(dir)))
         .add_service(Manifests::new(Arc::clone(&log)).into_server())
         .add_service(Handhelds::new(Arc::clone(&log)).into_server())
         .add_service(Planning::new(log, fleets()).into_server());
@@ -54,9 +81,9 @@ async fn serve(dir: &std::path::Path) -> SocketAddr {
     addr
 }
 
-async fn load(channel: &Channel, name: &str, csv: &str) {
+async fn load(channel: &Conn, name: &str, csv: &str) {
     client::load(
-        &mut ManifestServiceClient::new(channel.clone()),
+        &mut ManifestServiceClient::new(channel.planner.clone()),
         name,
         std::io::Cursor::new(csv.as_bytes().to_vec()),
         |r| panic!("unexpected rejection {r:?}"),
@@ -78,10 +105,10 @@ fn request() -> PlanDayRequest {
 
 /// Every driver's stops for the day, read through GetRoute: parcel → (driver, planned arrival).
 async fn routes(
-    channel: &Channel,
+    channel: &Conn,
     reply: &PlanDayReply,
 ) -> BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)> {
-    let mut handheld = HandheldServiceClient::new(channel.clone());
+    let mut handheld = HandheldServiceClient::new(channel.handheld.clone());
     let mut out = BTreeMap::new();
     for depot in &reply.depots {
         for van in 0..depot.vans_available {
@@ -115,13 +142,16 @@ async fn routes(
 async fn a_day_is_planned_served_to_drivers_and_replanned_keeping_vans() {
     let dir = tempfile::tempdir().expect("dir");
     let addr = serve(dir.path()).await;
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = Conn::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+        dir.path(),
+    );
     load(&channel, "no.csv", SAMPLE).await;
-    let mut planning = PlanningServiceClient::new(channel.clone());
+    let mut planning = PlanningServiceClient::new(channel.planner.clone());
 
     let first = planning
         .plan_day(request())

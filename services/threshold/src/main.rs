@@ -45,10 +45,11 @@ enum Cmd {
         #[command(subcommand)]
         command: ManifestCmd,
     },
-    /// Partner retailers' credentials.
-    Partner {
+    /// Credentials: bearer tokens by role and tenant, stored hashed under
+    /// --data.
+    Credentials {
         #[command(subcommand)]
-        command: PartnerCmd,
+        command: CredentialsCmd,
     },
     /// Follow a partner's delivery outcomes.
     Outcomes {
@@ -84,8 +85,9 @@ enum ManifestCmd {
 }
 
 #[derive(Subcommand)]
-enum PartnerCmd {
-    /// Make a token for a partner (printed once; stored hashed under --data).
+enum CredentialsCmd {
+    /// Make a token for a role and tenant (printed once; stored hashed
+    /// under --data).
     Add(outcomes::AddArgs),
 }
 
@@ -168,6 +170,57 @@ fn main() -> ExitCode {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a client command connects, and with which credential.
+#[derive(clap::Args, Clone)]
+pub(crate) struct ServerArgs {
+    /// The server.
+    #[arg(
+        long,
+        env = "THRESHOLD_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub(crate) server: String,
+    /// A bearer token. Without one, the local token of the command's role
+    /// is read from the server's --data directory.
+    #[arg(long, env = "THRESHOLD_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// The server's data directory, where its first start left local tokens.
+    #[arg(long = "data", default_value = "data")]
+    pub(crate) data: PathBuf,
+}
+
+impl ServerArgs {
+    /// The token to present as `role`: --token, or the local one.
+    pub(crate) fn token(&self, role: threshold_auth::Role) -> Result<String, BoxError> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let local = threshold_auth::LocalTokens::load(&self.data)
+            .map_err(|e| format!("no credentials: give --token (or THRESHOLD_TOKEN); {e}"))?;
+        local.token(role).map(str::to_owned).ok_or_else(|| {
+            format!(
+                "{} holds no local {role} token; give --token",
+                self.data.display()
+            )
+            .into()
+        })
+    }
+
+    /// A connection whose calls carry the token of `role`.
+    pub(crate) async fn connect(
+        &self,
+        role: threshold_auth::Role,
+    ) -> Result<threshold_auth::Authed, BoxError> {
+        let token = self.token(role)?;
+        Ok(threshold_auth::authed(
+            connect(&self.server).await?,
+            Some(&token),
+        )?)
+    }
+}
+
 /// A connection to the server a client command talks to, with the reason
 /// spelled out when there is none.
 pub(crate) async fn connect(
@@ -189,8 +242,8 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         Cmd::Manifest {
             command: ManifestCmd::Load(args),
         } => manifest::load(args).await,
-        Cmd::Partner {
-            command: PartnerCmd::Add(args),
+        Cmd::Credentials {
+            command: CredentialsCmd::Add(args),
         } => outcomes::add(args).map(|()| true),
         Cmd::Outcomes {
             command: OutcomesCmd::Follow(args),

@@ -11,13 +11,8 @@ use threshold_manifest_service::client;
 pub(crate) struct LoadArgs {
     /// The manifest CSV (columns: see crates/manifest).
     file: PathBuf,
-    /// The server.
-    #[arg(
-        long,
-        env = "THRESHOLD_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    server: String,
+    #[command(flatten)]
+    server: crate::ServerArgs,
     /// Where refused rows are written, to fix and load again
     /// (default: FILE with `.rejects.csv`).
     #[arg(long)]
@@ -32,7 +27,7 @@ pub(crate) async fn load(args: LoadArgs) -> Result<bool, Box<dyn std::error::Err
     let file = tokio::fs::File::open(&args.file)
         .await
         .map_err(|e| format!("cannot open {}: {e}", args.file.display()))?;
-    let channel = crate::connect(&args.server).await?;
+    let channel = args.server.connect(threshold_auth::Role::Planner).await?;
     let mut grpc = ManifestServiceClient::new(channel);
     let id = args
         .file

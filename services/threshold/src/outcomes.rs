@@ -1,33 +1,51 @@
-//! `threshold partner add` and `threshold outcomes follow`.
+//! `threshold credentials add` and `threshold outcomes follow`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::{SubscribeOutcomesRequest, parcel_outcome};
-use threshold_auth::PartnerTokens;
+use threshold_auth::{Credentials, Role};
 use threshold_domain::{PartnerId, pb};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Options of `threshold partner add`.
+/// Options of `threshold credentials add`.
 #[derive(clap::Args)]
 pub(crate) struct AddArgs {
-    /// The partner's id (as in manifests' partner_id column).
-    partner: String,
+    /// The role: planner, handheld, resident, lock_vendor, analyst, partner.
+    #[arg(long)]
+    role: Role,
+    /// Who it acts for within the role: a depot (planner), a driver
+    /// (handheld), a resident ref, a lock vendor, a partner id (as in
+    /// manifests' partner_id column), or `*` for all of them.
+    #[arg(long)]
+    tenant: String,
+    /// The credential's name, unique in the data directory (default: the
+    /// role and tenant).
+    #[arg(long)]
+    name: Option<String>,
     /// The server's data directory.
     #[arg(long, default_value = "data")]
     data: PathBuf,
 }
 
-/// Makes a token for a partner and prints it: the only time it is shown.
+/// Makes a token for a role and tenant and prints it: the only time it is
+/// shown. A running server accepts it at once.
 pub(crate) fn add(args: AddArgs) -> Result<(), BoxError> {
-    let partner = PartnerId::new(&args.partner)?;
-    let token = PartnerTokens::add(&args.data, &partner)?;
+    if args.role == Role::Partner && args.tenant != threshold_auth::ANY_TENANT {
+        PartnerId::new(&args.tenant)?;
+    }
+    let name = args
+        .name
+        .unwrap_or_else(|| format!("{}-{}", args.role, args.tenant));
+    let token = Credentials::add(&args.data, &name, args.role, &args.tenant)?;
     println!("{token}");
     eprintln!(
-        "token for partner {partner} stored (hashed) in {}; give it to the partner, it is not shown again",
-        args.data.join(threshold_auth::PARTNERS_FILE).display()
+        "token {name:?} ({} for {}) stored (hashed) in {}; hand it over, it is not shown again",
+        args.role,
+        args.tenant,
+        args.data.join(threshold_auth::CREDENTIALS_FILE).display()
     );
     Ok(())
 }
@@ -35,34 +53,21 @@ pub(crate) fn add(args: AddArgs) -> Result<(), BoxError> {
 /// Options of `threshold outcomes follow`.
 #[derive(clap::Args)]
 pub(crate) struct FollowArgs {
-    /// The partner's token.
-    #[arg(long, env = "THRESHOLD_TOKEN", hide_env_values = true)]
-    token: String,
     /// Resume after this cursor (0: from the beginning).
     #[arg(long, default_value_t = 0)]
     from: u64,
-    /// The server.
-    #[arg(
-        long,
-        env = "THRESHOLD_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    server: String,
+    /// The server, and the partner's (or an analyst's) token.
+    #[command(flatten)]
+    server: crate::ServerArgs,
 }
 
 /// Prints the partner's outcomes as JSON lines until the server closes:
 /// {"cursor", "parcel_id", "outcome", "attempt", "method", "reason", "country", "local_time"}.
 pub(crate) async fn follow(args: FollowArgs) -> Result<(), BoxError> {
-    let channel = crate::connect(&args.server).await?;
-    let mut request = tonic::Request::new(SubscribeOutcomesRequest {
+    let channel = args.server.connect(Role::Partner).await?;
+    let request = SubscribeOutcomesRequest {
         from_cursor: args.from,
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", args.token)
-            .parse()
-            .map_err(|_| "the token is not a valid header value")?,
-    );
+    };
     let mut stream = OutcomeServiceClient::new(channel)
         .subscribe(request)
         .await

@@ -28,13 +28,8 @@ pub(crate) struct Args {
     /// Only this booked service: in_home, doorstep, locker, pickup_point.
     #[arg(long)]
     service: Option<String>,
-    /// The server.
-    #[arg(
-        long,
-        env = "THRESHOLD_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    server: String,
+    #[command(flatten)]
+    server: crate::ServerArgs,
     /// Print JSON: {"rows": [{"<by>": value, "parcels", "attempted", "attempts",
     /// "attempts_per_parcel", "repeat_attempt_rate", "first_attempt_success_rate",
     /// "delivered", "returned"}], "total": {...}, "position": n}.
@@ -80,7 +75,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         at_least_position: 0,
         up_to_head: true,
     };
-    let channel = crate::connect(&args.server).await?;
+    let channel = args.server.connect(threshold_auth::Role::Analyst).await?;
     let report = AnalyticsServiceClient::new(channel)
         .attempts_report(request)
         .await

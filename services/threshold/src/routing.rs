@@ -115,20 +115,15 @@ pub(crate) struct PlanArgs {
     /// Print JSON: {"depots": [{"depot_id", "date", "parcels", "vans_used", ...}]}.
     #[arg(long)]
     json: bool,
-    /// The server.
-    #[arg(
-        long,
-        env = "THRESHOLD_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    server: String,
+    #[command(flatten)]
+    server: crate::ServerArgs,
 }
 
 /// Plans a day through PlanningService and prints what was planned.
 pub(crate) async fn plan(args: PlanArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     use threshold_api::v1::PlanDayRequest;
     use threshold_api::v1::planning_service_client::PlanningServiceClient;
-    let channel = crate::connect(&args.server).await?;
+    let channel = args.server.connect(threshold_auth::Role::Planner).await?;
     let reply = PlanningServiceClient::new(channel)
         .plan_day(PlanDayRequest {
             date: Some(threshold_domain::country::date_to_proto(args.date)),

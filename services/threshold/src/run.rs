@@ -70,6 +70,10 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             }
         }
     };
+    // The simulator plays every role with the local credentials, made here
+    // (or by an earlier start) before the server opens.
+    threshold_auth::LocalTokens::ensure(&args.data)?;
+    let tokens = threshold_auth::LocalTokens::load(&args.data)?;
     let data = args.data.clone();
     let fleets = serve::fleets(None, &args.data)?;
     let server =
@@ -82,7 +86,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         .iter()
         .map(|(name, csv)| ((*name).to_owned(), csv.as_bytes().to_vec()))
         .collect();
-    let day = simulate::day(&url, date, args.seed, 1.0, manifests).await;
+    let day = simulate::day(&url, &tokens, date, args.seed, 1.0, manifests).await;
     let result = match day {
         Err(e) => {
             let _ = stop_tx.send(());
@@ -94,12 +98,15 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
                 let _ = stop_tx.send(());
             } else {
                 println!("\nserving on {url} until Ctrl-C. Try:");
-                println!("  threshold report attempts --by reason --server {url}");
+                let data = args.data.display();
+                println!("  threshold report attempts --by reason --server {url} --data {data}");
                 // A partner's view of the same day, with a token made for the demo.
-                let partners = args.data.join(threshold_auth::PARTNERS_FILE);
-                if !partners.exists() {
-                    let partner = threshold_domain::PartnerId::new("nordshop")?;
-                    let token = threshold_auth::PartnerTokens::add(&args.data, &partner)?;
+                if let Ok(token) = threshold_auth::Credentials::add(
+                    &args.data,
+                    "nordshop",
+                    threshold_auth::Role::Partner,
+                    "nordshop",
+                ) {
                     println!(
                         "  threshold outcomes follow --token {token} --server {url}   # partner nordshop"
                     );

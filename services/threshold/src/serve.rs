@@ -111,13 +111,17 @@ pub(crate) async fn serve(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = listener.local_addr()?;
     let log = Arc::new(EmbeddedLog::open(data, EmbeddedOptions::default())?);
+    // Every call carries a credential; an empty data directory gets working
+    // local ones, so the CLI and `make run` need no manual step.
+    let made_local_tokens = threshold_auth::LocalTokens::ensure(data)?;
+    let auth = threshold_auth::AuthLayer::new(threshold_auth::Authenticator::new(data));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let shared: Arc<dyn EventLog> = Arc::new(Metered::new(log.clone()));
     let manifests = Manifests::new(Arc::clone(&shared)).into_server();
     let handhelds = Handhelds::new(Arc::clone(&shared)).into_server();
     let analytics = Analytics::start(Arc::clone(&shared)).into_server();
-    let outcomes = Outcomes::new(Arc::clone(&shared), data).into_server();
+    let outcomes = Outcomes::new(Arc::clone(&shared)).into_server();
     let planning = Planning::new(Arc::clone(&shared), fleets).into_server();
     let access = Access::new(shared).with_clock(clock);
     // Doors left unlocked and cameras gone silent are looked for every
@@ -152,6 +156,14 @@ pub(crate) async fn serve(
         .build_v1()?;
 
     println!("threshold serving on {addr} (data {})", data.display());
+    if made_local_tokens {
+        println!(
+            "credentials: local tokens for every role written to {} (owner-only); \
+             the CLI finds them with --data {}",
+            data.join(threshold_auth::LOCAL_TOKENS_FILE).display(),
+            data.display()
+        );
+    }
     tracing::info!(%addr, data = %data.display(), simulation = clock == Clock::Simulated, "serving");
     if clock == Clock::Simulated {
         println!("simulation: grant windows follow the simulator's clock, not this server's");
@@ -160,6 +172,8 @@ pub(crate) async fn serve(
         // A span per call, continuing the caller's trace.
         .trace_fn(threshold_telemetry::server_span)
         .layer(threshold_telemetry::RpcMetricsLayer::default())
+        // No credential, no call (health checks and reflection excepted).
+        .layer(auth)
         // One client cannot open unbounded streams on one connection.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .initial_stream_window_size(STREAM_WINDOW)

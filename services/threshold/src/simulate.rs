@@ -40,6 +40,7 @@ use threshold_api::v1::{
     HandheldEvent, IssueGrantRequest, PlanDayRequest, ReceiptRequest, RedeemUnlockRequest,
     RevokeGrantRequest, attempt_ack,
 };
+use threshold_auth::{Authed, LocalTokens, Role};
 use threshold_domain::country::{date_to_proto, instant, timestamp};
 use threshold_domain::{Country, EventId, pb};
 use threshold_manifest::{ManifestReader, Row};
@@ -49,6 +50,36 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One connection to the server, with the credential of each role the
+/// simulator plays: the planner, the drivers' handhelds, the residents, the
+/// lock vendor's cloud and the analyst.
+#[derive(Clone)]
+struct Conn {
+    planner: Authed,
+    handheld: Authed,
+    resident: Authed,
+    vendor: Authed,
+    analyst: Authed,
+}
+
+impl Conn {
+    fn new(channel: &Channel, tokens: &LocalTokens) -> Result<Self, BoxError> {
+        let as_role = |role: Role| -> Result<Authed, BoxError> {
+            let token = tokens
+                .token(role)
+                .ok_or_else(|| format!("no local {role} token"))?;
+            Ok(threshold_auth::authed(channel.clone(), Some(token))?)
+        };
+        Ok(Self {
+            planner: as_role(Role::Planner)?,
+            handheld: as_role(Role::Handheld)?,
+            resident: as_role(Role::Resident)?,
+            vendor: as_role(Role::LockVendor)?,
+            analyst: as_role(Role::Analyst)?,
+        })
+    }
+}
 
 /// Options of `threshold simulate`.
 #[derive(clap::Args)]
@@ -75,6 +106,10 @@ pub(crate) struct Args {
         default_value = "http://127.0.0.1:50051"
     )]
     server: String,
+    /// The server's data directory: the simulator plays every role with the
+    /// local credentials its first start made there.
+    #[arg(long, default_value = "data")]
+    data: PathBuf,
 }
 
 /// Depots at real Nordic city coordinates.
@@ -162,10 +197,10 @@ fn generate(date: NaiveDate, parcels: u32, seed: u64) -> String {
 }
 
 /// Loads a manifest through the server and returns the parcels it holds.
-async fn load(channel: &Channel, name: &str, csv: Vec<u8>) -> Result<(Vec<Parcel>, u64), BoxError> {
+async fn load(conn: &Conn, name: &str, csv: Vec<u8>) -> Result<(Vec<Parcel>, u64), BoxError> {
     let mut rejected = 0;
     let summary = client::load(
-        &mut ManifestServiceClient::new(channel.clone()),
+        &mut ManifestServiceClient::new(conn.planner.clone()),
         name,
         std::io::Cursor::new(csv.clone()),
         |r| {
@@ -316,7 +351,7 @@ fn device_key(seed: u64, home: &str) -> SigningKey {
 /// A home's device reports `event` at `at`, signed with its key; the
 /// alerts the server raised on it.
 async fn report_device(
-    access: &mut AccessServiceClient<Channel>,
+    access: &mut AccessServiceClient<Authed>,
     key: &SigningKey,
     home: &str,
     event: pb::home_event::Event,
@@ -372,7 +407,7 @@ fn access_error(what: &str, s: &tonic::Status) -> BoxError {
 /// fate says so (after the routes were planned: the driver finds out at the
 /// door).
 async fn grant(
-    access: &mut AccessServiceClient<Channel>,
+    conn: &Conn,
     parcel: &Parcel,
     driver: &str,
     route_id: &str,
@@ -382,6 +417,7 @@ async fn grant(
     let (Some(window), Some((start, _))) = (&parcel.window, parcel.window()) else {
         return Ok(());
     };
+    let access = &mut AccessServiceClient::new(conn.vendor.clone());
     // The home's lock was installed and registered by its vendor.
     let home = parcel.home_id();
     let morning = start - Duration::hours(4);
@@ -449,6 +485,7 @@ async fn grant(
         }),
         fallback: fate.home.fallback as i32,
     };
+    let access = &mut AccessServiceClient::new(conn.resident.clone());
     access
         .issue_grant(at(issue, start - Duration::hours(3))?)
         .await
@@ -470,7 +507,7 @@ async fn grant(
 /// Sends `events` on a fresh stream and reads `read` acknowledgements (all
 /// when `None`); dropping the stream after fewer is a handheld going offline.
 async fn stream(
-    channel: &Channel,
+    conn: &Conn,
     events: &[HandheldEvent],
     read: Option<usize>,
 ) -> Result<Vec<AttemptAck>, BoxError> {
@@ -479,7 +516,7 @@ async fn stream(
         tx.send(e.clone()).await?;
     }
     drop(tx);
-    let mut acks = HandheldServiceClient::new(channel.clone())
+    let mut acks = HandheldServiceClient::new(conn.handheld.clone())
         .stream_attempts(ReceiverStream::new(rx))
         .await?
         .into_inner();
@@ -558,8 +595,13 @@ struct Drive {
 /// One driver's handheld: its stream's sequence, and the access client it
 /// asks for unlocks with (the home's devices share it in the simulation).
 struct Handheld<'a> {
-    channel: &'a Channel,
-    access: AccessServiceClient<Channel>,
+    conn: &'a Conn,
+    /// As the handheld.
+    access: AccessServiceClient<Authed>,
+    /// As the home's lock and camera.
+    lock: AccessServiceClient<Authed>,
+    /// As the resident.
+    resident: AccessServiceClient<Authed>,
     driver: String,
     route_id: String,
     sequence: u64,
@@ -612,7 +654,7 @@ async fn enter(
     let camera = format!("cam-{}", parcel.id);
     // The scan at the door, acknowledged before the unlock is asked.
     let scan = h.event(parcel, t, Report::Started(AttemptStartedReport {}));
-    for a in stream(h.channel, &[scan], None).await? {
+    for a in stream(h.conn, &[scan], None).await? {
         if attempt_ack::Result::try_from(a.result) != Ok(attempt_ack::Result::Stored) {
             return Err(format!(
                 "{}: the scan of {} was not stored: {}",
@@ -628,7 +670,7 @@ async fn enter(
             camera_id: camera.clone(),
             recording: true,
         });
-        report_device(&mut h.access, &key, &home, beat, t - Duration::seconds(10)).await?;
+        report_device(&mut h.lock, &key, &home, beat, t - Duration::seconds(10)).await?;
     }
     let mut position = parcel.position;
     if trouble == Some(Trouble::OutsideGeofence)
@@ -697,7 +739,7 @@ async fn enter(
     };
     redeem.sign(&key);
     let opened = h
-        .access
+        .lock
         .redeem_unlock(at(redeem.clone(), t)?)
         .await
         .map_err(|s| access_error(&format!("redeeming for {}", parcel.id), &s))?
@@ -717,7 +759,7 @@ async fn enter(
     }));
     alerts.extend(
         report_device(
-            &mut h.access,
+            &mut h.lock,
             &key,
             &home,
             unlocked,
@@ -727,7 +769,7 @@ async fn enter(
     );
     if trouble == Some(Trouble::Replayed) {
         let again = h
-            .access
+            .lock
             .redeem_unlock(at(redeem, t + Duration::seconds(45))?)
             .await
             .map_err(|s| access_error(&format!("replaying for {}", parcel.id), &s))?
@@ -743,7 +785,7 @@ async fn enter(
             reason: "wifi deauthentication".into(),
         });
         alerts.extend(
-            report_device(&mut h.access, &key, &home, down, t + Duration::seconds(60)).await?,
+            report_device(&mut h.lock, &key, &home, down, t + Duration::seconds(60)).await?,
         );
     } else {
         let clip = pb::home_event::Event::ClipRecorded(pb::ClipRecorded {
@@ -754,7 +796,7 @@ async fn enter(
             ended_at: Some(timestamp(t + Duration::seconds(110))),
         });
         alerts.extend(
-            report_device(&mut h.access, &key, &home, clip, t + Duration::seconds(110)).await?,
+            report_device(&mut h.lock, &key, &home, clip, t + Duration::seconds(110)).await?,
         );
     }
     let relocked_at = if trouble == Some(Trouble::DoorLeftOpen) {
@@ -769,7 +811,7 @@ async fn enter(
                 position: parcel.position,
             }),
         );
-        let acks = stream(h.channel, &[early], None).await?;
+        let acks = stream(h.conn, &[early], None).await?;
         if acks
             .iter()
             .any(|a| attempt_ack::Result::try_from(a.result) == Ok(attempt_ack::Result::Stored))
@@ -786,7 +828,7 @@ async fn enter(
             open_seconds: 240,
         });
         alerts.extend(
-            report_device(&mut h.access, &key, &home, left, t + Duration::seconds(270)).await?,
+            report_device(&mut h.lock, &key, &home, left, t + Duration::seconds(270)).await?,
         );
         t + Duration::minutes(6)
     } else {
@@ -795,14 +837,14 @@ async fn enter(
     let relocked = pb::home_event::Event::Relocked(pb::LockRelocked {
         lock_id: lock_id.clone(),
     });
-    alerts.extend(report_device(&mut h.access, &key, &home, relocked, relocked_at).await?);
+    alerts.extend(report_device(&mut h.lock, &key, &home, relocked, relocked_at).await?);
     let handle = pb::home_event::Event::HandleChecked(pb::HandleChecked {
         lock_id,
         locked: true,
     });
     alerts.extend(
         report_device(
-            &mut h.access,
+            &mut h.lock,
             &key,
             &home,
             handle,
@@ -818,7 +860,7 @@ async fn enter(
     }
     // The resident's receipt holds the home's chain head after the relock.
     let receipt = h
-        .access
+        .resident
         .get_receipt(at(
             ReceiptRequest {
                 grant_id: parcel.grant_id(),
@@ -845,7 +887,7 @@ async fn enter(
 /// Drives a planned route: the day's seed decides each parcel's fate, the
 /// driver's seed when the handheld drops offline.
 async fn drive(
-    channel: Channel,
+    conn: Conn,
     route: Drive,
     day_seed: u64,
     driver_seed: u64,
@@ -856,22 +898,23 @@ async fn drive(
         stops,
     } = route;
     let mut rng = SmallRng::seed_from_u64(driver_seed);
-    let mut access = AccessServiceClient::new(channel.clone());
     let mut day = DriverDay::default();
     let mut plans = Vec::with_capacity(stops.len());
     for (p, planned) in stops {
         let f = fate(day_seed, &p);
         if p.window.is_some() {
             let key = device_key(day_seed, &p.home_id());
-            grant(&mut access, &p, &driver, &route_id, &f, &key).await?;
+            grant(&conn, &p, &driver, &route_id, &f, &key).await?;
             day.grants += 1;
             day.revoked += u64::from(f.revoked);
         }
         plans.push((p, f, planned));
     }
     let mut handheld = Handheld {
-        channel: &channel,
-        access,
+        conn: &conn,
+        access: AccessServiceClient::new(conn.handheld.clone()),
+        lock: AccessServiceClient::new(conn.vendor.clone()),
+        resident: AccessServiceClient::new(conn.resident.clone()),
         driver: driver.clone(),
         route_id: route_id.clone(),
         sequence: 0,
@@ -924,14 +967,14 @@ async fn drive(
         let mut acks = Vec::new();
         if rng.random_bool(0.2) && events.len() > 4 {
             let cut = rng.random_range(1..events.len() - 1);
-            acks.extend(stream(&channel, &events, Some(cut)).await?);
+            acks.extend(stream(&conn, &events, Some(cut)).await?);
             day.reconnects += 1;
             let from = cut.saturating_sub(2);
-            let resent = stream(&channel, &events[from..], None).await?;
+            let resent = stream(&conn, &events[from..], None).await?;
             acks.truncate(from);
             acks.extend(resent);
         } else {
-            acks = stream(&channel, &events, None).await?;
+            acks = stream(&conn, &events, None).await?;
         }
         for a in &acks {
             match attempt_ack::Result::try_from(a.result) {
@@ -967,8 +1010,10 @@ pub(crate) async fn run(args: Args) -> Result<(), BoxError> {
             manifests.push((name, csv));
         }
     }
+    let tokens = LocalTokens::load(&args.data)?;
     day(
         &args.server,
+        &tokens,
         args.date,
         args.seed,
         args.plan_seconds,
@@ -980,12 +1025,12 @@ pub(crate) async fn run(args: Args) -> Result<(), BoxError> {
 /// Plans the day's routes through PlanningService and reads each driver's
 /// route back through HandheldService.GetRoute, as a handheld would.
 async fn plan(
-    channel: &Channel,
+    conn: &Conn,
     date: NaiveDate,
     seconds: f64,
     parcels: Vec<Parcel>,
 ) -> Result<Vec<Drive>, BoxError> {
-    let reply = PlanningServiceClient::new(channel.clone())
+    let reply = PlanningServiceClient::new(conn.planner.clone())
         .plan_day(PlanDayRequest {
             date: Some(date_to_proto(date)),
             depot_ids: Vec::new(),
@@ -1011,7 +1056,7 @@ async fn plan(
     );
     let mut by_id: std::collections::HashMap<String, Parcel> =
         parcels.into_iter().map(|p| (p.id.clone(), p)).collect();
-    let mut handheld = HandheldServiceClient::new(channel.clone());
+    let mut handheld = HandheldServiceClient::new(conn.handheld.clone());
     let mut drives = Vec::new();
     for d in &reply.depots {
         for van in 0..d.vans_available {
@@ -1056,15 +1101,16 @@ async fn plan(
 /// then prints the report by service and by country.
 pub(crate) async fn day(
     server: &str,
+    tokens: &LocalTokens,
     date: NaiveDate,
     seed: u64,
     plan_seconds: f64,
     manifests: Vec<(String, Vec<u8>)>,
 ) -> Result<(), BoxError> {
-    let channel = crate::connect(server).await?;
+    let conn = Conn::new(&crate::connect(server).await?, tokens)?;
     // In-home grants follow the simulated day's clock: only a server running
     // a simulation takes it. Asked before anything is loaded.
-    let clock = AccessServiceClient::new(channel.clone())
+    let clock = AccessServiceClient::new(conn.handheld.clone())
         .clock(ClockRequest {})
         .await
         .map_err(|s| format!("asking the server's clock: {}", s.message()))?
@@ -1079,7 +1125,7 @@ pub(crate) async fn day(
     let mut parcels = Vec::new();
     let mut new = 0;
     for (name, csv) in manifests {
-        let (loaded, accepted) = load(&channel, &name, csv).await?;
+        let (loaded, accepted) = load(&conn, &name, csv).await?;
         parcels.extend(loaded);
         new += accepted;
     }
@@ -1092,19 +1138,14 @@ pub(crate) async fn day(
     // The day's routes, planned by the server from what was loaded.
     let mut drives = Vec::new();
     if !parcels.is_empty() {
-        drives = plan(&channel, date, plan_seconds, parcels).await?;
+        drives = plan(&conn, date, plan_seconds, parcels).await?;
     }
     let mut tasks = Vec::new();
     for route in drives {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         route.driver.hash(&mut h);
         let driver_seed = seed.rotate_left(8) ^ h.finish();
-        tasks.push(tokio::spawn(drive(
-            channel.clone(),
-            route,
-            seed,
-            driver_seed,
-        )));
+        tasks.push(tokio::spawn(drive(conn.clone(), route, seed, driver_seed)));
     }
     let drivers = tasks.len();
     let mut total = DriverDay::default();
@@ -1148,7 +1189,7 @@ pub(crate) async fn day(
     let raised: u64 = total.alerts.values().sum();
     println!("alerts raised: {raised}{}", listed(&total.alerts));
 
-    let mut analytics = AnalyticsServiceClient::new(channel);
+    let mut analytics = AnalyticsServiceClient::new(conn.analyst.clone());
     for by in ["service", "country"] {
         let report = analytics
             .attempts_report(AttemptsReportRequest {

@@ -15,6 +15,7 @@ fn samples() -> std::path::PathBuf {
 struct Served {
     child: Child,
     url: String,
+    data: std::path::PathBuf,
 }
 
 impl Served {
@@ -37,16 +38,30 @@ impl Served {
         Self {
             child,
             url: format!("http://{addr}"),
+            data: data.to_path_buf(),
         }
     }
 
+    /// Its data directory, as the CLI's --data.
+    fn data(&self) -> &str {
+        self.data.to_str().expect("path")
+    }
+
     /// A gRPC connection to it.
-    async fn channel(&self) -> tonic::transport::Channel {
+    async fn plain(&self) -> tonic::transport::Channel {
         tonic::transport::Channel::from_shared(self.url.clone())
             .expect("uri")
             .connect()
             .await
             .expect("connect")
+    }
+
+    /// A gRPC connection to it as the local credential of `role`.
+    async fn channel(&self, role: threshold_auth::Role) -> threshold_auth::Authed {
+        threshold_auth::LocalTokens::load(&self.data)
+            .expect("local tokens")
+            .channel(self.plain().await, role)
+            .expect("token")
     }
 
     /// Ctrl-C, then wait: the server closes the log cleanly.
@@ -72,14 +87,16 @@ fn threshold(args: &[&str]) -> std::process::Output {
         .expect("run threshold")
 }
 
-/// `threshold manifest load FILE --server URL [extra...]`.
-fn load_manifest(file: &Path, server: &str, extra: &[&str]) -> std::process::Output {
+/// `threshold manifest load FILE --server URL --data DIR [extra...]`.
+fn load_manifest(file: &Path, server: &str, data: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "manifest",
         "load",
         file.to_str().expect("path"),
         "--server",
         server,
+        "--data",
+        data.to_str().expect("path"),
     ];
     args.extend_from_slice(extra);
     threshold(&args)
@@ -94,7 +111,7 @@ fn manifests_load_through_the_cli_and_survive_a_restart() {
     let mut loaded = 0;
     for cc in ["dk", "fi", "no", "se"] {
         let file = samples().join(format!("2026-11-23-{cc}.csv"));
-        let out = load_manifest(&file, &server.url, &["--json"]);
+        let out = load_manifest(&file, &server.url, &server.data, &["--json"]);
         assert!(
             out.status.success(),
             "{}",
@@ -117,7 +134,7 @@ fn manifests_load_through_the_cli_and_survive_a_restart() {
         format!("{header}\nSE-BAD-1,nordshop,SE,STO-1,2026-11-23,Street 1,111 51,Stockholm,59.3,18.0,parcel_drone,1,,\n"),
     )
     .expect("write");
-    let out = load_manifest(&bad, &server.url, &[]);
+    let out = load_manifest(&bad, &server.url, &server.data, &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 2, field service"), "{stderr}");
@@ -138,6 +155,8 @@ fn manifests_load_through_the_cli_and_survive_a_restart() {
             "--json",
             "--server",
             &server.url,
+            "--data",
+            server.data(),
         ]);
         assert!(
             out.status.success(),
@@ -168,6 +187,8 @@ fn manifests_load_through_the_cli_and_survive_a_restart() {
         "colour",
         "--server",
         &server.url,
+        "--data",
+        server.data(),
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not one of country"));
@@ -184,6 +205,7 @@ fn manifests_load_through_the_cli_and_survive_a_restart() {
     let out = load_manifest(
         &samples().join("2026-11-23-fi.csv"),
         &server.url,
+        &server.data,
         &["--json"],
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -335,7 +357,8 @@ async fn a_running_server_describes_itself_by_reflection() {
 
     let dir = tempfile::tempdir().expect("dir");
     let server = Served::start(&dir.path().join("data"));
-    let channel = server.channel().await;
+    // Reflection, like health checks, needs no credentials.
+    let channel = server.plain().await;
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -376,7 +399,7 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
     let data = dir.path().join("data");
     let server = Served::start(&data);
     let sample = samples().join("2026-11-23-no.csv");
-    let out = load_manifest(&sample, &server.url, &[]);
+    let out = load_manifest(&sample, &server.url, &server.data, &[]);
     assert!(out.status.success());
     let parcels: Vec<String> = std::fs::read_to_string(&sample)
         .expect("sample")
@@ -402,7 +425,7 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
         .collect();
 
     // Stream them; SIGKILL the server part-way, with events still in flight.
-    let channel = server.channel().await;
+    let channel = server.channel(threshold_auth::Role::Handheld).await;
     let mut acks = HandheldServiceClient::new(channel)
         .stream_attempts(tokio_stream::iter(events.clone()))
         .await
@@ -427,7 +450,7 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
 
     // Back up on the same data: the handheld resends everything it has.
     let server = Served::start(&data);
-    let channel = server.channel().await;
+    let channel = server.channel(threshold_auth::Role::Handheld).await;
     let mut acks = HandheldServiceClient::new(channel)
         .stream_attempts(tokio_stream::iter(events.clone()))
         .await
@@ -524,7 +547,7 @@ fn a_planner_plans_a_loaded_day_from_the_cli() {
     let dir = tempfile::tempdir().expect("dir");
     let server = Served::start(&dir.path().join("data"));
     let file = samples().join("2026-11-23-se.csv");
-    let out = load_manifest(&file, &server.url, &[]);
+    let out = load_manifest(&file, &server.url, &server.data, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -540,6 +563,8 @@ fn a_planner_plans_a_loaded_day_from_the_cli() {
             "0.3",
             "--server",
             &server.url,
+            "--data",
+            server.data(),
         ];
         args.extend_from_slice(extra);
         threshold(&args)
@@ -625,7 +650,12 @@ fn a_server_logs_json_lines_and_serves_prometheus_metrics_on_its_admin_port() {
 
     // Load a manifest; the metrics count its events.
     let file = samples().join("2026-11-23-dk.csv");
-    let loaded = load_manifest(&file, &format!("http://{grpc}"), &[]);
+    let loaded = load_manifest(
+        &file,
+        &format!("http://{grpc}"),
+        &dir.path().join("data"),
+        &[],
+    );
     assert!(loaded.status.success());
     let mut body = String::new();
     let mut conn = std::net::TcpStream::connect(&admin).expect("admin port");
@@ -674,7 +704,15 @@ async fn a_flood_on_one_connection_is_slowed_down_not_dropped() {
     const FLOOD: std::time::Duration = std::time::Duration::from_millis(2500);
     let dir = tempfile::tempdir().expect("dir");
     let server = Served::start(&dir.path().join("data"));
-    let channel = server.channel().await;
+    // One connection, as the planner and as the handhelds.
+    let plain = server.plain().await;
+    let tokens = threshold_auth::LocalTokens::load(&server.data).expect("tokens");
+    let planner = tokens
+        .channel(plain.clone(), threshold_auth::Role::Planner)
+        .expect("token");
+    let channel = tokens
+        .channel(plain, threshold_auth::Role::Handheld)
+        .expect("token");
     let mut csv = String::from(
         "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end\n",
     );
@@ -684,7 +722,7 @@ async fn a_flood_on_one_connection_is_slowed_down_not_dropped() {
         ));
     }
     threshold_manifest_service::client::load(
-        &mut ManifestServiceClient::new(channel.clone()),
+        &mut ManifestServiceClient::new(planner),
         "flood.csv",
         std::io::Cursor::new(csv.into_bytes()),
         |r| panic!("unexpected rejection {r:?}"),
@@ -768,7 +806,8 @@ async fn audit_verify_recomputes_a_homes_chain_from_the_store() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
     let server = Served::start(&data);
-    let mut access = AccessServiceClient::new(server.channel().await);
+    let mut access =
+        AccessServiceClient::new(server.channel(threshold_auth::Role::LockVendor).await);
     let facts = [
         home_event::Event::LockRegistered(pb::LockRegistered {
             home_id: "home-7".into(),
@@ -844,4 +883,70 @@ async fn audit_verify_recomputes_a_homes_chain_from_the_store() {
     let none = threshold(&["audit", "verify", "--home", "home-8", "--data", data]);
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no events of home home-8"));
+}
+
+#[test]
+fn credentials_made_on_the_cli_work_at_once_and_a_wrong_one_is_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let server = Served::start(&data);
+    let made = threshold(&[
+        "credentials",
+        "add",
+        "--role",
+        "analyst",
+        "--tenant",
+        "*",
+        "--name",
+        "ops",
+        "--data",
+        server.data(),
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = String::from_utf8_lossy(&made.stdout).trim().to_owned();
+    assert_eq!(token.len(), 64);
+    let stored = std::fs::read_to_string(data.join("credentials.json")).expect("file");
+    assert!(!stored.contains(&token), "only its hash is stored");
+    // The running server takes it; no local tokens needed.
+    let elsewhere = dir.path().join("elsewhere");
+    let report = |token: &str| {
+        threshold(&[
+            "report",
+            "attempts",
+            "--server",
+            &server.url,
+            "--token",
+            token,
+            "--data",
+            elsewhere.to_str().expect("path"),
+        ])
+    };
+    let out = report(&token);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = report("0000");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown token"));
+    // Neither a token nor local ones: said before any call.
+    let out = threshold(&[
+        "report",
+        "attempts",
+        "--server",
+        &server.url,
+        "--data",
+        elsewhere.to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no credentials"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -19,7 +19,7 @@ use threshold_api::v1::{
     AttemptFailedReport, AttemptsReportRequest, HandheldEvent, SubscribeOutcomesRequest,
 };
 use threshold_domain::country::timestamp;
-use threshold_domain::{EventId, PartnerId, pb};
+use threshold_domain::{EventId, pb};
 use threshold_handheld_service::Handhelds;
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, Metered};
 use threshold_manifest_service::{Manifests, client};
@@ -50,19 +50,27 @@ async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_tr
     let embedded =
         Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
     let log: Arc<dyn EventLog> = Arc::new(Metered::new(embedded));
-    let token = threshold_auth::PartnerTokens::add(
+    threshold_auth::LocalTokens::ensure(dir.path()).expect("credentials");
+    let tokens = threshold_auth::LocalTokens::load(dir.path()).expect("tokens");
+    let token = threshold_auth::Credentials::add(
         dir.path(),
-        &PartnerId::new("nordshop").expect("partner"),
+        "nordshop",
+        threshold_auth::Role::Partner,
+        "nordshop",
     )
     .expect("token");
+    let as_role = |channel: &Channel, role| tokens.channel(channel.clone(), role).expect("token");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let router = Server::builder()
         .trace_fn(threshold_telemetry::server_span)
+        .layer(threshold_auth::AuthLayer::new(
+            threshold_auth::Authenticator::new(dir.path()),
+        ))
         .add_service(Manifests::new(Arc::clone(&log)).into_server())
         .add_service(Handhelds::new(Arc::clone(&log)).into_server())
         .add_service(Analytics::start(Arc::clone(&log)).into_server())
-        .add_service(Outcomes::new(Arc::clone(&log), dir.path()).into_server());
+        .add_service(Outcomes::new(Arc::clone(&log)).into_server());
     tokio::spawn(async move {
         router
             .serve_with_incoming(TcpListenerStream::new(listener))
@@ -75,7 +83,7 @@ async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_tr
         .await
         .expect("connect");
     client::load(
-        &mut ManifestServiceClient::new(channel.clone()),
+        &mut ManifestServiceClient::new(as_role(&channel, threshold_auth::Role::Planner)),
         "day.csv",
         std::io::Cursor::new(MANIFEST.as_bytes().to_vec()),
         |r| panic!("unexpected rejection {r:?}"),
@@ -89,11 +97,12 @@ async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_tr
         "authorization",
         format!("Bearer {token}").parse().expect("ascii"),
     );
-    let mut outcomes = OutcomeServiceClient::new(channel.clone())
-        .subscribe(subscribe)
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let mut outcomes =
+        OutcomeServiceClient::new(threshold_auth::authed(channel.clone(), None).expect("channel"))
+            .subscribe(subscribe)
+            .await
+            .expect("subscribe")
+            .into_inner();
 
     // The handheld's call, in its own span, with trace context on the wire.
     let handheld = tracing::info_span!("handheld.client");
@@ -120,8 +129,16 @@ async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_tr
             channel.clone(),
             threshold_telemetry::TraceContext,
         );
+        let mut request = tonic::Request::new(tokio_stream::iter(vec![event]));
+        let bearer = format!(
+            "Bearer {}",
+            tokens.token(threshold_auth::Role::Handheld).expect("token")
+        );
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.parse().expect("ascii"));
         let mut acks = client
-            .stream_attempts(tokio_stream::iter(vec![event]))
+            .stream_attempts(request)
             .await
             .expect("stream")
             .into_inner();
@@ -147,7 +164,7 @@ async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_tr
         outcome.traceparent
     );
     // The analysts' projection has counted it.
-    AnalyticsServiceClient::new(channel)
+    AnalyticsServiceClient::new(as_role(&channel, threshold_auth::Role::Analyst))
         .attempts_report(AttemptsReportRequest {
             by: "country".into(),
             at_least_position: position,

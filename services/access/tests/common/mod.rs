@@ -11,6 +11,7 @@ use threshold_access_service::device::{Signed, key_from_seed, public_key};
 use threshold_access_service::{Access, Clock};
 use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::{AuthorizeUnlockRequest, DeviceEventRequest, IssueGrantRequest};
+use threshold_auth::{AuthLayer, Authed, Authenticator, Credentials, Role, authed};
 use threshold_domain::country::timestamp;
 use threshold_domain::{Country, DomainEvent, EventId, StreamId, pb};
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, ExpectedVersion, NewEvent};
@@ -18,11 +19,30 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Server};
 
+/// A server, and a client for each role that calls it, each with the
+/// token of a real credential in the server's data directory.
 pub(crate) struct Running {
-    pub(crate) client: AccessServiceClient<Channel>,
+    /// As the resident (issues, revokes, asks for receipts).
+    pub(crate) resident: Client,
+    /// As the driver's handheld (asks to unlock).
+    pub(crate) handheld: Client,
+    /// As the lock vendor's cloud (device events, redeeming nonces).
+    pub(crate) vendor: Client,
     pub(crate) log: Arc<EmbeddedLog>,
     pub(crate) access: Access,
-    _dir: tempfile::TempDir,
+    pub(crate) channel: Channel,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+pub(crate) type Client = AccessServiceClient<Authed>;
+
+impl Running {
+    /// A client with a new credential of `role` for `tenant`.
+    pub(crate) fn client_as(&self, role: Role, tenant: &str) -> Client {
+        let name = format!("{role}-{tenant}-{}", EventId::new());
+        let token = Credentials::add(self.dir.path(), &name, role, tenant).expect("credential");
+        AccessServiceClient::new(authed(self.channel.clone(), Some(&token)).expect("token"))
+    }
 }
 
 pub(crate) async fn serve() -> Running {
@@ -36,8 +56,10 @@ pub(crate) async fn serve_on(clock: Clock) -> Running {
     let addr = listener.local_addr().expect("addr");
     let access = Access::new(log.clone() as Arc<dyn EventLog>).with_clock(clock);
     let service = access.clone().into_server();
+    let auth = AuthLayer::new(Authenticator::new(dir.path()));
     tokio::spawn(async move {
         Server::builder()
+            .layer(auth)
             .add_service(service)
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await
@@ -48,12 +70,19 @@ pub(crate) async fn serve_on(clock: Clock) -> Running {
         .connect()
         .await
         .expect("connect");
-    Running {
-        client: AccessServiceClient::new(channel),
+    let mut running = Running {
+        resident: AccessServiceClient::new(authed(channel.clone(), None).expect("channel")),
+        handheld: AccessServiceClient::new(authed(channel.clone(), None).expect("channel")),
+        vendor: AccessServiceClient::new(authed(channel.clone(), None).expect("channel")),
         log,
         access,
-        _dir: dir,
-    }
+        channel,
+        dir,
+    };
+    running.resident = running.client_as(Role::Resident, "res-1");
+    running.handheld = running.client_as(Role::Handheld, "drv-1");
+    running.vendor = running.client_as(Role::LockVendor, "acme-locks");
+    running
 }
 
 /// A grant whose window (Stockholm local time) is open now.
@@ -201,7 +230,7 @@ pub(crate) async fn door(s: &mut Running, at: DateTime<Utc>, simulated: bool) {
         } else {
             tonic::Request::new(r)
         };
-        s.client.record_device_event(r).await.expect("device event");
+        s.vendor.record_device_event(r).await.expect("device event");
     }
 }
 
