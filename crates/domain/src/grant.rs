@@ -63,7 +63,7 @@ pub struct Authorization {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// The resident issues it. Issuing the same grant again changes nothing.
-    Issue(pb::GrantIssued),
+    Issue(Box<pb::GrantIssued>),
     /// A courier asks to unlock the door for a parcel, now.
     AuthorizeUnlock {
         /// The grant.
@@ -156,6 +156,8 @@ pub fn validate_issued(g: &pb::GrantIssued) -> Result<()> {
         .as_ref()
         .ok_or_else(|| invalid("geofence", "is missing"))?;
     match &fence.center {
+        // Sealed: its range was checked before it was sealed.
+        None if fence.sealed_center.is_some() => {}
         None => return Err(invalid("geofence.center", "is missing")),
         Some(c)
             if !(-90.0..=90.0).contains(&c.latitude)
@@ -178,6 +180,20 @@ pub fn validate_issued(g: &pb::GrantIssued) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether two issued grants are the same. A sealed center differs with
+/// every sealing (a fresh nonce); its keyed digest says whether the center
+/// is the same.
+fn same_grant(a: &pb::GrantIssued, b: &pb::GrantIssued) -> bool {
+    let unsealed = |g: &pb::GrantIssued| {
+        let mut g = g.clone();
+        if let Some(f) = &mut g.geofence {
+            f.sealed_center = None;
+        }
+        g
+    };
+    unsealed(a) == unsealed(b)
 }
 
 impl Grant {
@@ -246,8 +262,8 @@ impl Aggregate for Grant {
             Command::Issue(g) => {
                 validate_issued(g)?;
                 match &self.issued {
-                    None => Ok(vec![Event::Issued(g.clone())]),
-                    Some(existing) if existing == g => Ok(vec![]),
+                    None => Ok(vec![Event::Issued(g.as_ref().clone())]),
+                    Some(existing) if same_grant(existing, g) => Ok(vec![]),
                     Some(_) => Err(DomainError::AlreadyExists(self.subject())),
                 }
             }
@@ -503,6 +519,7 @@ mod tests {
                     longitude: 18.06,
                 }),
                 radius_m: 50,
+                ..Default::default()
             }),
             conditions: Some(pb::HouseholdConditions::default()),
             fallback: pb::Fallback::Locker as i32,
@@ -609,7 +626,7 @@ mod tests {
         };
         assert_eq!(
             given::<Grant>(&[])
-                .decide(&Command::Issue(g.clone()))
+                .decide(&Command::Issue(Box::new(g.clone())))
                 .unwrap(),
             vec![issued()]
         );
@@ -618,11 +635,14 @@ mod tests {
             state.window(),
             Some((utc("2026-11-23T08:00:00Z"), utc("2026-11-23T11:00:00Z")))
         );
-        assert_eq!(state.decide(&Command::Issue(g.clone())).unwrap(), vec![]);
+        assert_eq!(
+            state.decide(&Command::Issue(Box::new(g.clone()))).unwrap(),
+            vec![]
+        );
         let mut other = g;
         other.parcel_ids.push("SE-3".into());
         assert_eq!(
-            state.decide(&Command::Issue(other)).unwrap_err(),
+            state.decide(&Command::Issue(Box::new(other))).unwrap_err(),
             DomainError::AlreadyExists("grant/g-1".into())
         );
     }
@@ -643,6 +663,7 @@ mod tests {
                     longitude: 18.0,
                 }),
                 radius_m,
+                ..Default::default()
             })
         };
         let scope = |driver_id: &str| {
@@ -760,7 +781,7 @@ mod tests {
         ];
         for (field, broken) in cases {
             assert_eq!(
-                invalid_field(given::<Grant>(&[]).decide(&Command::Issue(broken))),
+                invalid_field(given::<Grant>(&[]).decide(&Command::Issue(Box::new(broken)))),
                 field
             );
         }

@@ -279,7 +279,7 @@ impl Aggregate for Route {
                 };
                 same_route(plan, route_id, depot_id, *local_date, vehicle_id, driver_id)?;
                 // A resent plan is the plan in effect, even after completion.
-                if self.stops == *stops {
+                if same_stops(&self.stops, stops) {
                     return Ok(vec![]);
                 }
                 if self.status == Status::Completed {
@@ -367,6 +367,25 @@ impl Aggregate for Route {
     }
 }
 
+/// What a stop's sealed position is bound to: the route and the stop's
+/// first parcel, so it opens only where it was written.
+pub fn stop_context(route_id: &str, stop: &pb::PlannedStop) -> String {
+    format!(
+        "route/{route_id}/{}",
+        stop.parcel_ids.first().map_or("", String::as_str)
+    )
+}
+
+/// Whether two plans have the same stops. A sealed position differs with
+/// every sealing (a fresh nonce) while the stop is the same: it is left out.
+fn same_stops(a: &[pb::PlannedStop], b: &[pb::PlannedStop]) -> bool {
+    let unsealed = |s: &pb::PlannedStop| pb::PlannedStop {
+        sealed_position: None,
+        ..s.clone()
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| unsealed(x) == unsealed(y))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +411,7 @@ mod tests {
             }),
             planned_arrival: Some(timestamp(utc("2026-11-23T08:00:00Z"))),
             planned_departure: Some(timestamp(utc("2026-11-23T08:05:00Z"))),
+            sealed_position: None,
         }
     }
 

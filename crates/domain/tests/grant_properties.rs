@@ -67,6 +67,7 @@ fn issued() -> pb::GrantIssued {
                 longitude: 18.06,
             }),
             radius_m: 50,
+            ..Default::default()
         }),
         conditions: None,
         fallback: pb::Fallback::Doorstep as i32,
@@ -93,7 +94,7 @@ proptest! {
         let mut now: DateTime<Utc> = start - Duration::minutes(45);
         let mut state = Grant::default();
         let mut history: Vec<Event> = Vec::new();
-        let first = state.decide(&Command::Issue(issued())).expect("valid");
+        let first = state.decide(&Command::Issue(Box::new(issued()))).expect("valid");
         record(&mut state, &first, &mut history);
         let mut authorized: Vec<String> = Vec::new();
         let (mut revoked, mut expired) = (false, false);

@@ -290,6 +290,9 @@ impl<R: io::Read> ManifestReader<R> {
             in_home_window: window,
             manifest_id: self.manifest_id.clone(),
             manifest_line: line,
+            // Sealed by the manifest service before anything is stored.
+            sealed_address: None,
+            address_digest: Vec::new(),
         };
         // The domain's own rules, with its field names mapped to columns.
         validate_manifested(&parcel).map_err(|e| match &e {

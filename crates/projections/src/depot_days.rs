@@ -6,6 +6,8 @@
 //! moves to its new day, a returned one leaves the plan.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use threshold_privacy::Vault;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use threshold_domain::country::window_bounds;
@@ -19,8 +21,11 @@ pub struct PlannableParcel {
     pub parcel_id: String,
     /// Its country.
     pub country: Country,
-    /// Where it goes.
+    /// Where it goes: `None` when the row had no position, or its address
+    /// was erased on request.
     pub position: Option<pb::GeoPoint>,
+    /// The household its address is sealed under, if sealed.
+    pub household: Option<String>,
     /// Grams.
     pub weight_grams: u32,
     /// The window from the manifest, for parcels booked in-home.
@@ -43,6 +48,8 @@ pub struct DepotDays {
     days: BTreeMap<(String, NaiveDate), BTreeMap<String, PlannableParcel>>,
     /// Where each parcel is filed.
     parcels: HashMap<String, (String, NaiveDate)>,
+    /// Opens sealed addresses; without it only clear positions are known.
+    vault: Option<Arc<Vault>>,
     /// The parcels each grant names.
     grants: HashMap<String, Vec<String>>,
     position: Position,
@@ -61,6 +68,34 @@ impl DepotDays {
             .filter(|((_, d), _)| *d == date)
             .map(|((depot, _), parcels)| (depot.clone(), parcels.values().cloned().collect()))
             .collect()
+    }
+
+    /// A projection that opens sealed addresses with `vault`.
+    pub fn with_vault(vault: Arc<Vault>) -> Self {
+        Self {
+            vault: Some(vault),
+            ..Self::default()
+        }
+    }
+
+    /// The position of a manifested parcel: clear, or opened from its
+    /// sealed address (none once the household was forgotten).
+    fn position_of(&self, m: &pb::ParcelManifested, stream: &str) -> Option<pb::GeoPoint> {
+        if let Some(p) = m.address.as_ref().and_then(|a| a.position) {
+            return Some(p);
+        }
+        let sealed = m.sealed_address.as_ref()?;
+        match self
+            .vault
+            .as_ref()?
+            .unseal_message::<pb::Address>(sealed, stream)
+        {
+            Ok(address) => address.and_then(|a| a.position),
+            Err(e) => {
+                tracing::warn!(parcel = stream, error = %e, "a sealed address does not open");
+                None
+            }
+        }
     }
 
     fn parcel_mut(&mut self, id: &str) -> Option<&mut PlannableParcel> {
@@ -99,7 +134,8 @@ impl DepotDays {
                 let parcel = PlannableParcel {
                     parcel_id: id.clone(),
                     country,
-                    position: m.address.as_ref().and_then(|a| a.position),
+                    position: self.position_of(&m, &event.stream.to_string()),
+                    household: m.sealed_address.as_ref().map(|s| s.subject.clone()),
                     weight_grams: m.weight_grams,
                     booked,
                     grants: BTreeMap::new(),

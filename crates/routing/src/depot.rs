@@ -332,6 +332,7 @@ impl Planned {
                                 }),
                                 planned_arrival: Some(timestamp(self.at(v.start))),
                                 planned_departure: Some(timestamp(self.at(v.departure))),
+                                sealed_position: None,
                             }
                         })
                         .collect(),

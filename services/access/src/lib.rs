@@ -42,6 +42,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use prost::Message as _;
 use threshold_api::v1::access_service_server::{AccessService, AccessServiceServer};
 use threshold_api::v1::{
     AuthorizeUnlockReply, AuthorizeUnlockRequest, ClockReply, ClockRequest, DeviceEventReply,
@@ -62,6 +63,7 @@ use threshold_log::{
     DecideError, Error as LogError, EventLog, Position, RecordedEvent, audit, decide,
     decide_chained,
 };
+use threshold_privacy::Vault;
 use tonic::{Request, Response, Status};
 
 use crate::device::Signed;
@@ -156,6 +158,8 @@ pub struct Access {
     log: Arc<dyn EventLog>,
     writers: Writers,
     clock: Clock,
+    /// Seals the home's position in grants under the resident's key.
+    vault: Option<Arc<Vault>>,
     /// Homes with an unlocked door, as far as the log was read.
     open: Arc<tokio::sync::Mutex<OpenDoors>>,
     authorizations: opentelemetry::metrics::Counter<u64>,
@@ -169,6 +173,7 @@ impl Access {
             log,
             writers: Writers::default(),
             clock: Clock::System,
+            vault: None,
             open: Arc::default(),
             authorizations: opentelemetry::global::meter("threshold.access")
                 .u64_counter("threshold.unlock.authorizations")
@@ -290,7 +295,14 @@ impl Access {
             )));
         }
         let fence = issued.geofence.as_ref();
-        match (fence.and_then(|f| f.center), &r.position) {
+        let center = self.center_of(issued)?;
+        if fence.is_some_and(|f| f.sealed_center.is_some()) && center.is_none() {
+            return Ok(Some((
+                Deny::OutsideGeofence,
+                "the home's position was erased on the resident's request".into(),
+            )));
+        }
+        match (center, &r.position) {
             (_, None) => {
                 return Ok(Some((
                     Deny::OutsideGeofence,
@@ -506,6 +518,70 @@ impl Access {
         self
     }
 
+    /// The same service sealing the home's position in grants under the
+    /// resident's key in `vault`: the log then never holds it in the clear.
+    pub fn with_vault(mut self, vault: Arc<Vault>) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// Moves a grant's geofence center into its seal, under the resident's
+    /// key, bound to the grant.
+    fn seal_center(&self, issued: &mut pb::GrantIssued) -> Result<(), Status> {
+        let Some(vault) = &self.vault else {
+            return Ok(());
+        };
+        let Some(fence) = issued.geofence.as_mut() else {
+            return Ok(());
+        };
+        let Some(center) = fence.center.take() else {
+            return Ok(());
+        };
+        if !(-90.0..=90.0).contains(&center.latitude)
+            || !(-180.0..=180.0).contains(&center.longitude)
+        {
+            return Err(field(
+                "geofence.center",
+                format!(
+                    "{}, {} is not a WGS84 position",
+                    center.latitude, center.longitude
+                ),
+            ));
+        }
+        if issued.resident_ref.trim().is_empty() {
+            return Err(field("resident_ref", "is missing"));
+        }
+        let subject = resident_subject(&issued.resident_ref);
+        let context = format!("grant/{}", issued.grant_id);
+        let sealing = |e: threshold_privacy::Error| Status::internal(e.to_string());
+        fence.center_digest = vault
+            .digest(&subject, &center.encode_to_vec())
+            .map_err(sealing)?;
+        fence.sealed_center = Some(
+            vault
+                .seal_message(&subject, &context, &center)
+                .map_err(sealing)?,
+        );
+        Ok(())
+    }
+
+    /// A grant's geofence center: clear, or opened from its seal (`None`
+    /// once the resident was forgotten).
+    fn center_of(&self, issued: &pb::GrantIssued) -> Result<Option<pb::GeoPoint>, Status> {
+        let Some(fence) = &issued.geofence else {
+            return Ok(None);
+        };
+        if let Some(c) = fence.center {
+            return Ok(Some(c));
+        }
+        let (Some(sealed), Some(vault)) = (&fence.sealed_center, &self.vault) else {
+            return Ok(None);
+        };
+        vault
+            .unseal_message::<pb::GeoPoint>(sealed, &format!("grant/{}", issued.grant_id))
+            .map_err(|e| Status::data_loss(format!("grant/{}: {e}", issued.grant_id)))
+    }
+
     /// As a tonic service, ready to add to a server.
     pub fn into_server(self) -> AccessServiceServer<Self> {
         AccessServiceServer::new(self).max_decoding_message_size(64 * 1024)
@@ -604,8 +680,10 @@ impl AccessService for Access {
             conditions: r.conditions,
             fallback: r.fallback,
         };
+        let mut issued = issued;
+        self.seal_center(&mut issued)?;
         let (events, version) = self
-            .grant(&grant_id, GrantCommand::Issue(issued), now)
+            .grant(&grant_id, GrantCommand::Issue(Box::new(issued)), now)
             .await?;
         Ok(Response::new(GrantReply {
             grant_id: r.grant_id,
@@ -946,6 +1024,11 @@ impl AccessService for Access {
                 .collect(),
         }))
     }
+}
+
+/// The vault subject a resident's data is sealed under.
+pub fn resident_subject(resident_ref: &str) -> String {
+    format!("resident:{resident_ref}")
 }
 
 /// `UNLOCK_DENY_REASON_OUTSIDE_GEOFENCE` as `outside_geofence`.

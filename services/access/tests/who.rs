@@ -10,6 +10,7 @@ use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::{ClockRequest, ReceiptRequest, RevokeGrantRequest};
 use threshold_auth::Role;
 use threshold_domain::pb;
+use threshold_log::EventLog;
 use tonic::Code;
 
 #[tokio::test]
@@ -135,4 +136,62 @@ async fn each_rpc_takes_its_role_and_tenant_only() {
         })
         .await
         .expect("carrier revoke");
+}
+
+#[tokio::test]
+async fn a_forgotten_residents_home_position_is_unreadable_and_opens_nothing() {
+    let mut s = serve().await;
+    door(&mut s, Utc::now(), false).await;
+    s.resident.issue_grant(grant("g-1")).await.expect("issue");
+    // Issued again, the same grant changes nothing, sealed or not.
+    let again = s
+        .resident
+        .issue_grant(grant("g-1"))
+        .await
+        .expect("again")
+        .into_inner();
+    assert!(again.unchanged);
+    // The log holds the home's position sealed only.
+    let stored = s
+        .log
+        .read_stream(&"grant/g-1".parse().expect("stream"), 0, 10)
+        .await
+        .expect("read");
+    let threshold_domain::DomainEvent::Grant(pb::grant_event::Event::Issued(g)) =
+        stored[0].decode().expect("decode")
+    else {
+        panic!("not issued")
+    };
+    let fence = g.geofence.expect("fence");
+    assert!(fence.center.is_none() && fence.sealed_center.is_some());
+    let yes = s
+        .handheld
+        .authorize_unlock(unlock("g-1", "drv-1"))
+        .await
+        .expect("decided")
+        .into_inner();
+    assert!(yes.authorized, "{}", yes.detail);
+
+    // res-1 asks to be forgotten.
+    assert_eq!(
+        s.vault
+            .forget(&threshold_access_service::resident_subject("res-1"))
+            .expect("forget"),
+        1
+    );
+    let no = s
+        .handheld
+        .authorize_unlock(unlock("g-1", "drv-1"))
+        .await
+        .expect("decided")
+        .into_inner();
+    assert_eq!(no.reason, pb::UnlockDenyReason::OutsideGeofence as i32);
+    assert!(no.detail.contains("erased"), "{}", no.detail);
+    // The grant's stream is whole and the home's chain still verifies.
+    let home = s
+        .log
+        .read_stream(&"home/home-1".parse().expect("stream"), 0, 100)
+        .await
+        .expect("read");
+    threshold_log::audit::verify(&home).expect("intact chain");
 }

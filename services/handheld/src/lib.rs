@@ -123,6 +123,8 @@ pub struct Handhelds {
     limits: Limits,
     cache: Cache,
     routes: Arc<std::sync::RwLock<threshold_projections::Routes>>,
+    /// Opens the sealed stop positions drivers are handed.
+    vault: Option<Arc<threshold_privacy::Vault>>,
 }
 
 impl Handhelds {
@@ -148,6 +150,7 @@ impl Handhelds {
             limits: Limits::default(),
             cache: Cache::default(),
             routes,
+            vault: None,
         }
     }
 
@@ -155,6 +158,31 @@ impl Handhelds {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Hands drivers their stops' positions, opened from their seals with
+    /// `vault` (without one a sealed position is handed out sealed).
+    pub fn with_vault(mut self, vault: Arc<threshold_privacy::Vault>) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// The driver's view of a stop: its position opened from its seal.
+    fn unsealed(&self, route_id: &str, mut stop: pb::PlannedStop) -> pb::PlannedStop {
+        if let (Some(vault), Some(sealed)) = (&self.vault, &stop.sealed_position) {
+            let context = threshold_domain::route::stop_context(route_id, &stop);
+            match vault.unseal_message::<pb::GeoPoint>(sealed, &context) {
+                Ok(position) => {
+                    // Erased on request: the driver gets no position.
+                    stop.position = position;
+                    stop.sealed_position = None;
+                }
+                Err(e) => {
+                    tracing::warn!(route_id, error = %e, "a stop's sealed position does not open");
+                }
+            }
+        }
+        stop
     }
 
     /// As a tonic service, ready to add to a server, refusing messages
@@ -584,7 +612,11 @@ impl HandheldService for Handhelds {
                 depot_id: r.depot_id.clone(),
                 vehicle_id: r.vehicle_id.clone(),
                 plan_version: r.plan_version,
-                stops: r.stops.clone(),
+                stops: r
+                    .stops
+                    .iter()
+                    .map(|s| self.unsealed(&r.route_id, s.clone()))
+                    .collect(),
             })
             .collect();
         Ok(Response::new(GetRouteResponse { routes }))

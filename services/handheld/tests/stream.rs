@@ -90,6 +90,8 @@ async fn manifest(log: &EmbeddedLog, parcels: &[&str]) {
             in_home_window: None,
             manifest_id: "m".into(),
             manifest_line: 2,
+            sealed_address: None,
+            address_digest: Vec::new(),
         };
         let stream = StreamId::parcel(&ParcelId::new(*id).expect("id"));
         let e = NewEvent::new(
@@ -462,6 +464,7 @@ async fn a_driver_gets_the_latest_plan_of_its_route_for_the_day() {
         }),
         planned_arrival: None,
         planned_departure: None,
+        sealed_position: None,
     };
     let plan = |stops: Vec<pb::PlannedStop>| Plan::Plan {
         route_id: threshold_domain::RouteId::new("STO-1-2026-11-23-v1").expect("id"),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use prost::Message as _;
 use threshold_api::v1::manifest_service_server::{ManifestService, ManifestServiceServer};
 use threshold_api::v1::{
     LoadManifestReply, LoadSummary, ManifestChunk, RowRejected, load_manifest_reply,
@@ -25,6 +26,7 @@ use threshold_domain::{
 };
 use threshold_log::{Error as LogError, EventLog, ExpectedVersion, NewEvent};
 use threshold_manifest::{ManifestReader, Row, RowError};
+use threshold_privacy::Vault;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -49,6 +51,9 @@ pub enum Error {
     /// The client's stream failed.
     #[error("the manifest stream broke off: {0}")]
     Stream(String),
+    /// The vault sealing addresses failed.
+    #[error(transparent)]
+    Vault(#[from] threshold_privacy::Error),
 }
 
 impl From<Error> for Status {
@@ -59,20 +64,24 @@ impl From<Error> for Status {
             Error::Log(LogError::Closed) => Status::unavailable(e.to_string()),
             Error::Log(_) => Status::internal(e.to_string()),
             Error::Stream(_) => Status::cancelled(e.to_string()),
+            Error::Vault(_) => Status::internal(e.to_string()),
         }
     }
 }
 
-/// The service, over any event log.
+/// The service, over any event log. Recipients' addresses are sealed in
+/// `vault` under their household's key before anything is written: the log
+/// never holds one in the clear.
 #[derive(Clone)]
 pub struct Manifests {
     log: Arc<dyn EventLog>,
+    vault: Arc<Vault>,
 }
 
 impl Manifests {
-    /// A service that writes to `log`.
-    pub fn new(log: Arc<dyn EventLog>) -> Self {
-        Self { log }
+    /// A service that writes to `log`, sealing addresses in `vault`.
+    pub fn new(log: Arc<dyn EventLog>, vault: Arc<Vault>) -> Self {
+        Self { log, vault }
     }
 
     /// As a tonic service, ready to add to a server, refusing chunks larger
@@ -113,8 +122,9 @@ impl io::Read for Chunks {
 /// Decides one manifest row on its parcel's stream.
 async fn decide(
     log: &dyn EventLog,
+    vault: &Vault,
     line: u64,
-    parcel: pb::ParcelManifested,
+    mut parcel: pb::ParcelManifested,
     values: Vec<String>,
 ) -> Result<Decided, Error> {
     let refuse = |field: &str, message: String| {
@@ -131,6 +141,7 @@ async fn decide(
     };
     let stream = StreamId::parcel(&id);
     let country = Country::from_proto(parcel.country).ok();
+    seal_address(vault, &mut parcel, &stream, country)?;
     let partner = parcel.partner_id.clone();
     let command = Command::Manifest(Box::new(parcel));
     for _ in 0..CONFLICT_RETRIES {
@@ -187,6 +198,29 @@ async fn decide(
     )
 }
 
+/// Moves a row's address into `sealed_address`, under its household's key,
+/// bound to the parcel's stream.
+fn seal_address(
+    vault: &Vault,
+    parcel: &mut pb::ParcelManifested,
+    stream: &StreamId,
+    country: Option<Country>,
+) -> Result<(), Error> {
+    let Some(address) = parcel.address.take() else {
+        return Ok(());
+    };
+    let household = vault.household(&[
+        &address.street,
+        &address.postal_code,
+        &address.city,
+        country.map_or("", |c| c.code()),
+    ])?;
+    let context = stream.to_string();
+    parcel.address_digest = vault.digest(&household.subject, &address.encode_to_vec())?;
+    parcel.sealed_address = Some(vault.seal_message(&household.subject, &context, &address)?);
+    Ok(())
+}
+
 fn rejected(e: RowError) -> LoadManifestReply {
     LoadManifestReply {
         reply: Some(load_manifest_reply::Reply::Rejected(RowRejected {
@@ -201,6 +235,7 @@ fn rejected(e: RowError) -> LoadManifestReply {
 /// Runs one load: parses `inbound`, decides its rows, answers on `out`.
 async fn load(
     log: Arc<dyn EventLog>,
+    vault: Arc<Vault>,
     planner: Principal,
     mut inbound: Streaming<ManifestChunk>,
     out: mpsc::Sender<Result<LoadManifestReply, Status>>,
@@ -279,6 +314,7 @@ async fn load(
         .map(|row| {
             let log = Arc::clone(&log);
             let planner = &planner;
+            let vault = &*vault;
             async move {
                 match row? {
                     Row::Rejected(e) => Ok(Decided::Refused(e)),
@@ -300,7 +336,7 @@ async fn load(
                         line,
                         parcel,
                         values,
-                    } => decide(&*log, line, *parcel, values).await,
+                    } => decide(&*log, vault, line, *parcel, values).await,
                 }
             }
         })
@@ -342,9 +378,10 @@ impl ManifestService for Manifests {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let log = Arc::clone(&self.log);
+        let vault = Arc::clone(&self.vault);
         tokio::spawn(async move {
             let errors = tx.clone();
-            if let Err(e) = load(log, planner, inbound, tx).await {
+            if let Err(e) = load(log, vault, planner, inbound, tx).await {
                 let _ = errors.send(Err(e.into())).await;
             }
         });

@@ -28,7 +28,11 @@ async fn serve() -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = Manifests::new(log.clone() as Arc<dyn EventLog>).into_server();
+    let service = Manifests::new(
+        log.clone() as Arc<dyn EventLog>,
+        Arc::new(threshold_privacy::Vault::open(dir.path()).expect("vault")),
+    )
+    .into_server();
     LocalTokens::ensure(dir.path()).expect("credentials");
     let auth = AuthLayer::new(Authenticator::new(dir.path()));
     tokio::spawn(async move {

@@ -64,7 +64,13 @@ async fn serve(dir: &std::path::Path) -> Channel {
     LocalTokens::ensure(dir).expect("credentials");
     let router = Server::builder()
         .layer(AuthLayer::new(Authenticator::new(dir)))
-        .add_service(Manifests::new(Arc::clone(&log)).into_server())
+        .add_service(
+            Manifests::new(
+                Arc::clone(&log),
+                Arc::new(threshold_privacy::Vault::open(dir).expect("vault")),
+            )
+            .into_server(),
+        )
         .add_service(Handhelds::new(Arc::clone(&log)).into_server())
         .add_service(Outcomes::new(log).into_server());
     tokio::spawn(async move {

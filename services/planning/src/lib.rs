@@ -23,6 +23,7 @@ use threshold_domain::country::{date_from_proto, date_to_proto};
 use threshold_domain::route::{Command as RouteCommand, Route};
 use threshold_domain::{DepotId, DomainEvent, DriverId, EventId, RouteId, StreamId, VehicleId};
 use threshold_log::{DecideError, EventLog, Position, decide};
+use threshold_privacy::Vault;
 use threshold_projections::{DepotDays, PlannableParcel, Routes, caught_up, follow};
 use threshold_routing::depot::{DepotDay, Fleets, Parcel, van_index};
 use threshold_routing::matrix::{GreatCircle, Point, TravelMatrix};
@@ -42,6 +43,8 @@ pub struct Planning {
     routes: Arc<RwLock<Routes>>,
     fleets: Arc<Fleets>,
     matrix: Arc<dyn TravelMatrix>,
+    /// Seals stop positions under their household's key.
+    vault: Arc<Vault>,
     /// One planning at a time: a day's plan versions follow each other.
     planning: Arc<tokio::sync::Mutex<()>>,
 }
@@ -49,8 +52,8 @@ pub struct Planning {
 impl Planning {
     /// A service planning with `fleets`, following `log` (call within a
     /// tokio runtime).
-    pub fn new(log: Arc<dyn EventLog>, fleets: Fleets) -> Self {
-        let parcels = Arc::new(RwLock::new(DepotDays::default()));
+    pub fn new(log: Arc<dyn EventLog>, fleets: Fleets, vault: Arc<Vault>) -> Self {
+        let parcels = Arc::new(RwLock::new(DepotDays::with_vault(Arc::clone(&vault))));
         let routes = Arc::new(RwLock::new(Routes::default()));
         for task in [
             tokio::spawn(follow(
@@ -76,6 +79,7 @@ impl Planning {
             routes,
             fleets: Arc::new(fleets),
             matrix: Arc::new(GreatCircle::default()),
+            vault,
             planning: Arc::default(),
         }
     }
@@ -90,6 +94,35 @@ impl Planning {
     pub fn into_server(self) -> PlanningServiceServer<Self> {
         PlanningServiceServer::new(self)
     }
+}
+
+/// Seals each stop's position under the household of its first parcel; a
+/// parcel whose address was never sealed keeps its position clear.
+fn seal_stops(
+    vault: &Vault,
+    route_id: &str,
+    households: &HashMap<&str, &str>,
+    stops: Vec<threshold_domain::pb::PlannedStop>,
+) -> Result<Vec<threshold_domain::pb::PlannedStop>, String> {
+    stops
+        .into_iter()
+        .map(|mut stop| {
+            let household = stop
+                .parcel_ids
+                .first()
+                .and_then(|p| households.get(p.as_str()));
+            if let (Some(household), Some(position)) = (household, stop.position) {
+                let context = threshold_domain::route::stop_context(route_id, &stop);
+                stop.sealed_position = Some(
+                    vault
+                        .seal_message(household, &context, &position)
+                        .map_err(|e| e.to_string())?,
+                );
+                stop.position = None;
+            }
+            Ok(stop)
+        })
+        .collect()
 }
 
 /// One depot's outcome, before anything is written.
@@ -123,6 +156,7 @@ struct Previous {
 
 /// Plans one depot-day, keeping stops on the vans `previous` has them on
 /// where possible.
+#[allow(clippy::too_many_arguments)]
 fn plan_depot(
     depot: &str,
     date: NaiveDate,
@@ -130,8 +164,13 @@ fn plan_depot(
     previous: &Previous,
     fleets: &Fleets,
     matrix: &dyn TravelMatrix,
+    vault: &Vault,
     options: Options,
 ) -> Result<Outcome, String> {
+    let households: HashMap<&str, &str> = parcels
+        .iter()
+        .filter_map(|p| Some((p.parcel_id.as_str(), p.household.as_deref()?)))
+        .collect();
     let started = Instant::now();
     let country = parcels
         .first()
@@ -144,7 +183,11 @@ fn plan_depot(
             Some(x) => plannable.push(x),
             None => unassigned.push(UnassignedParcel {
                 parcel_id: p.parcel_id.clone(),
-                reason: "no position for its address".into(),
+                reason: if p.household.is_some() {
+                    "no position: its address was erased on request, or has none".into()
+                } else {
+                    "no position for its address".into()
+                },
             }),
         }
     }
@@ -177,6 +220,7 @@ fn plan_depot(
                    reason: &str|
      -> Result<RouteCommand, String> {
         let text = |e: threshold_domain::DomainError| e.to_string();
+        let stops = seal_stops(vault, route, &households, stops)?;
         Ok(RouteCommand::Plan {
             route_id: RouteId::new(route).map_err(text)?,
             depot_id: DepotId::new(depot).map_err(text)?,
@@ -339,6 +383,7 @@ impl PlanningService for Planning {
         // Every depot in parallel, one per core.
         let fleets = Arc::clone(&self.fleets);
         let matrix = Arc::clone(&self.matrix);
+        let vault = Arc::clone(&self.vault);
         let options = Options {
             objective,
             seconds,
@@ -347,7 +392,9 @@ impl PlanningService for Planning {
         let outcomes = tokio::task::spawn_blocking(move || {
             let work: Vec<_> = days.iter().zip(&previous).collect();
             in_parallel(&work, |((depot, parcels), previous)| {
-                plan_depot(depot, date, parcels, previous, &fleets, &*matrix, options)
+                plan_depot(
+                    depot, date, parcels, previous, &fleets, &*matrix, &vault, options,
+                )
             })
         })
         .await

@@ -67,11 +67,12 @@ async fn serve(dir: &std::path::Path) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     LocalTokens::ensure(dir).expect("credentials");
+    let vault = Arc::new(threshold_privacy::Vault::open(dir).expect("vault"));
     let router = Server::builder()
         .layer(AuthLayer::new(Authenticator::new(dir)))
-        .add_service(Manifests::new(Arc::clone(&log)).into_server())
+        .add_service(Manifests::new(Arc::clone(&log), Arc::clone(&vault)).into_server())
         .add_service(Handhelds::new(Arc::clone(&log)).into_server())
-        .add_service(Planning::new(log, fleets()).into_server());
+        .add_service(Planning::new(log, fleets(), vault).into_server());
     tokio::spawn(async move {
         router
             .serve_with_incoming(TcpListenerStream::new(listener))

@@ -71,6 +71,11 @@ enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Personal data: erase a household's or resident's on request.
+    Privacy {
+        #[command(subcommand)]
+        command: PrivacyCmd,
+    },
     /// Look inside the embedded log.
     Log {
         #[command(subcommand)]
@@ -126,6 +131,36 @@ enum AuditCmd {
         /// `HASH@VERSION`.
         #[arg(long)]
         head: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrivacyCmd {
+    /// Destroy the keys a household's address (or a resident's data) is
+    /// sealed under: the log keeps its events, statistics and hashes, and
+    /// nobody can read the address again. Works on a running server's data.
+    Forget {
+        /// The household's street address, as manifests give it.
+        #[arg(long, requires_all = ["postal_code", "city", "country"], conflicts_with = "subject")]
+        street: Option<String>,
+        /// Its postal code.
+        #[arg(long)]
+        postal_code: Option<String>,
+        /// Its city.
+        #[arg(long)]
+        city: Option<String>,
+        /// Its country: DK, FI, NO or SE.
+        #[arg(long)]
+        country: Option<String>,
+        /// Or a resident, by the reference their grants carry.
+        #[arg(long, conflicts_with_all = ["street", "subject"])]
+        resident: Option<String>,
+        /// Or the subject id itself (`hh-...`, as sealed data names it).
+        #[arg(long, required_unless_present_any = ["street", "resident"])]
+        subject: Option<String>,
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
     },
 }
 
@@ -287,6 +322,55 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
                 threshold_log::audit::check_receipt(&events, hash, version)
                     .map_err(|why| format!("home {home}: the receipt does not hold: {why}"))?;
                 println!("home {home}: the receipt's head {hash} at version {version} holds");
+            }
+            Ok(true)
+        }
+        Cmd::Privacy {
+            command:
+                PrivacyCmd::Forget {
+                    street,
+                    postal_code,
+                    city,
+                    country,
+                    resident,
+                    subject,
+                    data,
+                },
+        } => {
+            let vault = threshold_privacy::Vault::open(&data)?;
+            let subject = match (
+                subject.or(resident.map(|r| threshold_access_service::resident_subject(&r))),
+                street,
+            ) {
+                (Some(s), _) => s,
+                (None, Some(street)) => {
+                    let country: threshold_domain::Country =
+                        country.as_deref().unwrap_or_default().parse()?;
+                    let parts = [
+                        street.as_str(),
+                        postal_code.as_deref().unwrap_or_default(),
+                        city.as_deref().unwrap_or_default(),
+                        country.code(),
+                    ];
+                    vault.find_household(&parts)?.ok_or_else(|| {
+                        format!(
+                            "no household at {}: never seen, or forgotten already",
+                            parts.join(", ")
+                        )
+                    })?
+                }
+                (None, None) => return Err("give --street ... or --subject".into()),
+            };
+            let keys = vault.forget(&subject)?;
+            if keys == 0 {
+                println!(
+                    "{subject}: nothing to forget (no keys in {})",
+                    data.display()
+                );
+            } else {
+                println!(
+                    "{subject}: {keys} key(s) destroyed; its sealed data in the log can no longer be read"
+                );
             }
             Ok(true)
         }

@@ -118,12 +118,17 @@ pub(crate) async fn serve(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let shared: Arc<dyn EventLog> = Arc::new(Metered::new(log.clone()));
-    let manifests = Manifests::new(Arc::clone(&shared)).into_server();
-    let handhelds = Handhelds::new(Arc::clone(&shared)).into_server();
+    // Personal data is sealed under per-subject keys kept here, apart from
+    // the log; `threshold privacy forget` destroys them.
+    let vault = Arc::new(threshold_privacy::Vault::open(data)?);
+    let manifests = Manifests::new(Arc::clone(&shared), Arc::clone(&vault)).into_server();
+    let handhelds = Handhelds::new(Arc::clone(&shared))
+        .with_vault(Arc::clone(&vault))
+        .into_server();
     let analytics = Analytics::start(Arc::clone(&shared)).into_server();
     let outcomes = Outcomes::new(Arc::clone(&shared)).into_server();
-    let planning = Planning::new(Arc::clone(&shared), fleets).into_server();
-    let access = Access::new(shared).with_clock(clock);
+    let planning = Planning::new(Arc::clone(&shared), fleets, Arc::clone(&vault)).into_server();
+    let access = Access::new(shared).with_clock(clock).with_vault(vault);
     // Doors left unlocked and cameras gone silent are looked for every
     // second, on the server's own clock.
     if clock == Clock::System {

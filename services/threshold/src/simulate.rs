@@ -478,6 +478,7 @@ async fn grant(
         geofence: parcel.position.map(|center| pb::Geofence {
             center: Some(center),
             radius_m: 50,
+            ..Default::default()
         }),
         conditions: Some(pb::HouseholdConditions {
             pet_present: fate.home.pet,

@@ -67,7 +67,13 @@ async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_tr
         .layer(threshold_auth::AuthLayer::new(
             threshold_auth::Authenticator::new(dir.path()),
         ))
-        .add_service(Manifests::new(Arc::clone(&log)).into_server())
+        .add_service(
+            Manifests::new(
+                Arc::clone(&log),
+                Arc::new(threshold_privacy::Vault::open(dir.path()).expect("vault")),
+            )
+            .into_server(),
+        )
         .add_service(Handhelds::new(Arc::clone(&log)).into_server())
         .add_service(Analytics::start(Arc::clone(&log)).into_server())
         .add_service(Outcomes::new(Arc::clone(&log)).into_server());

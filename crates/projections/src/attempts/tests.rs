@@ -37,6 +37,8 @@ fn manifest(id: &str, country: Country, depot: &str, service: pb::Service) -> Co
         }),
         manifest_id: "m".into(),
         manifest_line: 2,
+        sealed_address: None,
+        address_digest: Vec::new(),
     }))
 }
 

@@ -30,6 +30,7 @@ pub(crate) struct Running {
     pub(crate) vendor: Client,
     pub(crate) log: Arc<EmbeddedLog>,
     pub(crate) access: Access,
+    pub(crate) vault: Arc<threshold_privacy::Vault>,
     pub(crate) channel: Channel,
     pub(crate) dir: tempfile::TempDir,
 }
@@ -54,7 +55,10 @@ pub(crate) async fn serve_on(clock: Clock) -> Running {
     let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let access = Access::new(log.clone() as Arc<dyn EventLog>).with_clock(clock);
+    let vault = Arc::new(threshold_privacy::Vault::open(dir.path()).expect("vault"));
+    let access = Access::new(log.clone() as Arc<dyn EventLog>)
+        .with_clock(clock)
+        .with_vault(Arc::clone(&vault));
     let service = access.clone().into_server();
     let auth = AuthLayer::new(Authenticator::new(dir.path()));
     tokio::spawn(async move {
@@ -76,6 +80,7 @@ pub(crate) async fn serve_on(clock: Clock) -> Running {
         vendor: AccessServiceClient::new(authed(channel.clone(), None).expect("channel")),
         log,
         access,
+        vault,
         channel,
         dir,
     };
@@ -111,6 +116,7 @@ pub(crate) fn grant(id: &str) -> IssueGrantRequest {
                 longitude: 18.06,
             }),
             radius_m: 50,
+            ..Default::default()
         }),
         conditions: Some(pb::HouseholdConditions::default()),
         fallback: pb::Fallback::Locker as i32,
