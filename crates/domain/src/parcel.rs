@@ -338,6 +338,7 @@ impl Aggregate for Parcel {
                         .map(ToString::to_string)
                         .unwrap_or_default(),
                     position: *position,
+                    sealed_position: None,
                 }));
                 Ok(events)
             }

@@ -329,6 +329,7 @@ fn attempt_of(e: &RecordedEvent) -> u32 {
 /// Decides and appends one handheld event; its events carry `trace`.
 async fn handle(
     log: &dyn EventLog,
+    vault: Option<&threshold_privacy::Vault>,
     cache: &Cache,
     e: &HandheldEvent,
     trace: Option<&str>,
@@ -412,6 +413,12 @@ async fn handle(
         {
             return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why));
         }
+        // Where the handheld was is where the household lives: sealed
+        // under its key, like the address.
+        let events: Vec<pb::parcel_event::Event> = events
+            .into_iter()
+            .map(|ev| seal_delivery(vault, state, &checked.stream, ev))
+            .collect::<Result<_, _>>()?;
         let last = events.len().saturating_sub(1);
         let new: Vec<NewEvent> = events
             .iter()
@@ -503,6 +510,34 @@ async fn handle(
         0,
         format!("{} kept changing; resend", checked.stream),
     ))
+}
+
+/// A delivery's position sealed under the parcel's household key, when its
+/// address is sealed (a parcel manifested without a vault keeps it clear).
+fn seal_delivery(
+    vault: Option<&threshold_privacy::Vault>,
+    state: &Parcel,
+    stream: &StreamId,
+    event: pb::parcel_event::Event,
+) -> Result<pb::parcel_event::Event, Status> {
+    let pb::parcel_event::Event::Delivered(mut d) = event else {
+        return Ok(event);
+    };
+    let household = state
+        .manifest
+        .as_ref()
+        .and_then(|m| m.sealed_address.as_ref())
+        .map(|s| s.subject.as_str());
+    if let (Some(vault), Some(household), Some(position)) = (vault, household, d.position) {
+        let context = format!("{stream}/delivered");
+        d.sealed_position = Some(
+            vault
+                .seal_message(household, &context, &position)
+                .map_err(|e| Status::internal(e.to_string()))?,
+        );
+        d.position = None;
+    }
+    Ok(pb::parcel_event::Event::Delivered(d))
 }
 
 fn parcel_of(stream: &StreamId) -> &str {
@@ -631,6 +666,7 @@ impl HandheldService for Handhelds {
         let (tx, rx) = mpsc::channel(256);
         let log = Arc::clone(&self.log);
         let cache = Arc::clone(&self.cache);
+        let vault = self.vault.clone();
         let mut bucket = Bucket::new(self.limits);
         let stream_span = tracing::Span::current();
         // The stream's trace context, computed once; a span per event only
@@ -678,7 +714,7 @@ impl HandheldService for Handhelds {
                 };
                 // A handheld reports for its own driver only.
                 let reply = if handheld.covers(&event.driver_id) {
-                    handle(&*log, &cache, &event, trace.as_deref())
+                    handle(&*log, vault.as_deref(), &cache, &event, trace.as_deref())
                         .instrument(span)
                         .await
                 } else {

@@ -26,6 +26,7 @@ struct Running {
     log: Arc<EmbeddedLog>,
     /// The local credentials a first serve makes, one per role.
     tokens: LocalTokens,
+    vault: Arc<threshold_privacy::Vault>,
     dir: tempfile::TempDir,
 }
 
@@ -52,8 +53,10 @@ async fn serve_with(limits: threshold_handheld_service::Limits) -> Running {
     let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let vault = Arc::new(threshold_privacy::Vault::open(dir.path()).expect("vault"));
     let service = Handhelds::new(log.clone() as Arc<dyn EventLog>)
         .with_limits(limits)
+        .with_vault(Arc::clone(&vault))
         .into_server();
     LocalTokens::ensure(dir.path()).expect("credentials");
     let tokens = LocalTokens::load(dir.path()).expect("tokens");
@@ -70,6 +73,7 @@ async fn serve_with(limits: threshold_handheld_service::Limits) -> Running {
         addr,
         log,
         tokens,
+        vault,
         dir,
     }
 }
@@ -681,4 +685,82 @@ async fn a_handheld_reports_for_its_own_driver_and_a_caller_without_credentials_
             "{err:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn where_a_parcel_was_delivered_is_sealed_under_its_households_key() {
+    let server = serve().await;
+    // A parcel whose address the manifest service sealed.
+    let household = server
+        .vault
+        .household(&["Gatan 1", "111 51", "Stockholm", "SE"])
+        .expect("household");
+    let address = pb::Address {
+        street: "Gatan 1".into(),
+        ..Default::default()
+    };
+    let m = pb::ParcelManifested {
+        parcel_id: "SE-9".into(),
+        partner_id: "nordshop".into(),
+        country: pb::Country::Se as i32,
+        depot_id: "STO-1".into(),
+        delivery_date: Some(date_to_proto(
+            NaiveDate::from_ymd_opt(2026, 11, 23).expect("date"),
+        )),
+        service: pb::Service::Doorstep as i32,
+        weight_grams: 1000,
+        sealed_address: Some(
+            server
+                .vault
+                .seal_message(&household.subject, "parcel/SE-9", &address)
+                .expect("seal"),
+        ),
+        ..Default::default()
+    };
+    facts(
+        &server.log,
+        "parcel/SE-9",
+        vec![DomainEvent::Parcel(pb::parcel_event::Event::Manifested(m))],
+    )
+    .await;
+    let mut hh = Handheld::connect(&server).await;
+    let at = pb::GeoPoint {
+        latitude: 59.3301,
+        longitude: 18.0601,
+    };
+    let mut delivered = event(1, "SE-9", delivered());
+    if let Some(Report::Delivered(d)) = &mut delivered.report {
+        d.position = Some(at);
+    }
+    assert_eq!(
+        result(&hh.send(&delivered).await),
+        attempt_ack::Result::Stored
+    );
+    let stored = server
+        .log
+        .read_stream(&"parcel/SE-9".parse().expect("stream"), 0, 10)
+        .await
+        .expect("read");
+    let d = stored
+        .iter()
+        .find_map(|r| match r.decode().expect("decode") {
+            DomainEvent::Parcel(pb::parcel_event::Event::Delivered(d)) => Some(d),
+            _ => None,
+        })
+        .expect("delivered");
+    assert_eq!(d.position, None, "not in the clear");
+    let sealed = d.sealed_position.expect("sealed");
+    let opened: Option<pb::GeoPoint> = server
+        .vault
+        .unseal_message(&sealed, "parcel/SE-9/delivered")
+        .expect("opens");
+    assert_eq!(opened, Some(at));
+    server.vault.forget(&household.subject).expect("forget");
+    assert_eq!(
+        server
+            .vault
+            .unseal_message::<pb::GeoPoint>(&sealed, "parcel/SE-9/delivered")
+            .expect("no error"),
+        None
+    );
 }
