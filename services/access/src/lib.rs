@@ -50,7 +50,7 @@ use threshold_api::v1::{
     RedeemUnlockRequest, RevokeGrantRequest,
 };
 use threshold_auth::{Principal, Role};
-use threshold_domain::country::{instant, local_window, parse_local, timestamp};
+use threshold_domain::country::{instant, local_window, parse_local, timestamp, window_bounds};
 use threshold_domain::grant::{Command as GrantCommand, Grant};
 use threshold_domain::home::{Command as HomeCommand, Home};
 use threshold_domain::parcel::{Parcel, Status as ParcelStatus};
@@ -104,12 +104,13 @@ impl Writers {
     }
 }
 
-/// The watcher's reading of the log: where it got to, and which homes'
-/// doors were unlocked there.
+/// The watcher's reading of the log: where it got to, which homes' doors
+/// were unlocked there, and when the open grants' windows end.
 #[derive(Default)]
 struct OpenDoors {
     after: Position,
     homes: BTreeSet<HomeId>,
+    grants: HashMap<GrantId, DateTime<Utc>>,
 }
 
 /// Whose clock decides windows and expiry.
@@ -442,7 +443,15 @@ impl Access {
     /// every second; it reads the homes to look at from the log, so a
     /// restarted server watches the doors opened before it stopped.
     pub async fn watch(&self, now: DateTime<Utc>) -> Result<u32, Status> {
-        let homes = self.open_doors().await?;
+        let (homes, ended) = self.open_doors(now).await?;
+        // Grants whose window has ended are closed, for the resident to see.
+        for grant_id in ended {
+            let expire = GrantCommand::Expire {
+                grant_id: grant_id.clone(),
+                now,
+            };
+            self.grant(&grant_id, expire, now).await?;
+        }
         let mut raised = 0;
         for home_id in homes {
             let command = HomeCommand::Watch {
@@ -457,15 +466,39 @@ impl Access {
         Ok(raised)
     }
 
-    /// Homes whose last lock report left the door unlocked, read from the
-    /// log's home events since the watcher last looked.
-    async fn open_doors(&self) -> Result<BTreeSet<HomeId>, Status> {
+    /// Homes whose last lock report left the door unlocked, and open grants
+    /// whose window has ended by `now`, read from the log since the watcher
+    /// last looked.
+    async fn open_doors(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(BTreeSet<HomeId>, Vec<GrantId>), Status> {
         let mut seen = self.open.lock().await;
         loop {
             let batch = self.log.read_all(seen.after, 4096).await.map_err(failed)?;
             let Some(last) = batch.last() else { break };
             seen.after = last.position;
             for r in &batch {
+                if r.stream.category() == threshold_domain::Category::Grant {
+                    let Ok(id) = GrantId::new(r.stream.id()) else {
+                        continue;
+                    };
+                    use pb::grant_event::Event as G;
+                    match r.decode() {
+                        Ok(DomainEvent::Grant(G::Issued(g))) => {
+                            if let Some((_, end)) =
+                                g.window.as_ref().and_then(|w| window_bounds(w).ok())
+                            {
+                                seen.grants.insert(id, end);
+                            }
+                        }
+                        Ok(DomainEvent::Grant(G::Revoked(_) | G::Expired(_))) => {
+                            seen.grants.remove(&id);
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
                 if r.stream.category() != threshold_domain::Category::Home {
                     continue;
                 }
@@ -490,7 +523,13 @@ impl Access {
                 }
             }
         }
-        Ok(seen.homes.clone())
+        let ended = seen
+            .grants
+            .iter()
+            .filter(|(_, end)| **end <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        Ok((seen.homes.clone(), ended))
     }
 
     /// Runs [`Access::watch`] every `every` on the server's clock until the

@@ -421,7 +421,23 @@ async fn a_door_left_unlocked_or_unwatched_raises_alerts_once() {
     );
     // Relocked: nothing more to watch.
     report(&mut s, relocked(), t0 + Duration::minutes(6)).await;
-    assert_eq!(s.access.watch(t0 + Duration::hours(1)).await.unwrap(), 0);
+    assert_eq!(s.access.watch(t0 + Duration::minutes(30)).await.unwrap(), 0);
+    assert!(
+        !matches!(
+            grant_events(&s).await.last(),
+            Some(pb::grant_event::Event::Expired(_))
+        ),
+        "the window is still open"
+    );
+    // Past the window's end the watcher closes the grant, once.
+    assert_eq!(s.access.watch(t0 + Duration::hours(2)).await.unwrap(), 0);
+    s.access.watch(t0 + Duration::hours(3)).await.unwrap();
+    let expired = grant_events(&s)
+        .await
+        .iter()
+        .filter(|e| matches!(e, pb::grant_event::Event::Expired(_)))
+        .count();
+    assert_eq!(expired, 1);
     // The audit chain holds over the server's alerts too.
     let stored = s
         .log
