@@ -109,8 +109,44 @@ impl Writers {
 #[derive(Default)]
 struct OpenDoors {
     after: Position,
+    /// The log was read up to its head once: since then this service's own
+    /// decisions (it is the only writer of grants and homes) keep it.
+    recovered: bool,
     homes: BTreeSet<HomeId>,
     grants: HashMap<GrantId, DateTime<Utc>>,
+}
+
+impl OpenDoors {
+    fn home(&mut self, home: HomeId, event: &pb::home_event::Event) {
+        use pb::home_event::Event as H;
+        match event {
+            H::Unlocked(_) => {
+                self.homes.insert(home);
+            }
+            H::Relocked(_) => {
+                self.homes.remove(&home);
+            }
+            H::HandleChecked(h) if h.locked => {
+                self.homes.remove(&home);
+            }
+            _ => {}
+        }
+    }
+
+    fn grant(&mut self, id: GrantId, event: &pb::grant_event::Event) {
+        use pb::grant_event::Event as G;
+        match event {
+            G::Issued(g) => {
+                if let Some((_, end)) = g.window.as_ref().and_then(|w| window_bounds(w).ok()) {
+                    self.grants.insert(id, end);
+                }
+            }
+            G::Revoked(_) | G::Expired(_) => {
+                self.grants.remove(&id);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Whose clock decides windows and expiry.
@@ -423,6 +459,11 @@ impl Access {
             )
             .await
             .map_err(undecided)?;
+        let mut watched = self.open.lock().await;
+        for e in &decided.events {
+            watched.home(home_id.clone(), e);
+        }
+        drop(watched);
         for e in &decided.events {
             if let pb::home_event::Event::AlertRaised(a) = e {
                 let kind = pb::AlertKind::try_from(a.kind)
@@ -467,57 +508,31 @@ impl Access {
     }
 
     /// Homes whose last lock report left the door unlocked, and open grants
-    /// whose window has ended by `now`, read from the log since the watcher
-    /// last looked.
+    /// whose window has ended by `now`: read from the log once, then kept by
+    /// this service's own decisions.
     async fn open_doors(
         &self,
         now: DateTime<Utc>,
     ) -> Result<(BTreeSet<HomeId>, Vec<GrantId>), Status> {
         let mut seen = self.open.lock().await;
-        loop {
+        while !seen.recovered {
             let batch = self.log.read_all(seen.after, 4096).await.map_err(failed)?;
-            let Some(last) = batch.last() else { break };
+            let Some(last) = batch.last() else {
+                seen.recovered = true;
+                break;
+            };
             seen.after = last.position;
             for r in &batch {
-                if r.stream.category() == threshold_domain::Category::Grant {
-                    let Ok(id) = GrantId::new(r.stream.id()) else {
-                        continue;
-                    };
-                    use pb::grant_event::Event as G;
-                    match r.decode() {
-                        Ok(DomainEvent::Grant(G::Issued(g))) => {
-                            if let Some((_, end)) =
-                                g.window.as_ref().and_then(|w| window_bounds(w).ok())
-                            {
-                                seen.grants.insert(id, end);
-                            }
+                match (r.stream.category(), r.decode()) {
+                    (threshold_domain::Category::Grant, Ok(DomainEvent::Grant(e))) => {
+                        if let Ok(id) = GrantId::new(r.stream.id()) {
+                            seen.grant(id, &e);
                         }
-                        Ok(DomainEvent::Grant(G::Revoked(_) | G::Expired(_))) => {
-                            seen.grants.remove(&id);
+                    }
+                    (threshold_domain::Category::Home, Ok(DomainEvent::Home(e))) => {
+                        if let Ok(home) = HomeId::new(r.stream.id()) {
+                            seen.home(home, &e);
                         }
-                        _ => {}
-                    }
-                    continue;
-                }
-                if r.stream.category() != threshold_domain::Category::Home {
-                    continue;
-                }
-                let Ok(DomainEvent::Home(e)) = r.decode() else {
-                    continue;
-                };
-                let Ok(home) = HomeId::new(r.stream.id()) else {
-                    continue;
-                };
-                use pb::home_event::Event as H;
-                match e {
-                    H::Unlocked(_) => {
-                        seen.homes.insert(home);
-                    }
-                    H::Relocked(_) => {
-                        seen.homes.remove(&home);
-                    }
-                    H::HandleChecked(h) if h.locked => {
-                        seen.homes.remove(&home);
                     }
                     _ => {}
                 }
@@ -654,6 +669,10 @@ impl Access {
             .await
             .map_err(undecided)?;
         let (events, version) = (decided.events, decided.version);
+        let mut watched = self.open.lock().await;
+        for e in &events {
+            watched.grant(grant_id.clone(), e);
+        }
         Ok((events, version))
     }
 }
