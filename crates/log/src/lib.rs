@@ -10,6 +10,10 @@
 //! - [`embedded`]: the default backend, SQLite in WAL mode under `--data DIR`
 //!   with one writer thread and group commit.
 //! - [`subscription`]: the [`Subscription`] every backend hands out.
+//! - [`audit`]: the hash chain of a home's events; [`decide`]: a command
+//!   decided on a stream's history and appended with its expected version.
+//! - [`kafka_record`]: the Kafka record layout (topic, key, partition,
+//!   CloudEvents headers) the Kafka backend will write.
 //!
 //! Every backend passes the same contract suite (`src/contract.rs`), which
 //! spells out guarantees 1–5 of the architecture: nothing acknowledged is
@@ -22,6 +26,7 @@ pub mod decide;
 pub mod embedded;
 pub mod error;
 pub mod event;
+pub mod kafka_record;
 pub mod metered;
 pub mod subscription;
 
