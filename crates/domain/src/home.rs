@@ -385,6 +385,8 @@ pub struct Entry {
     pub relocked_at: Option<DateTime<Utc>>,
     /// Hashes of the clips recorded from the unlock to the relock.
     pub clips: Vec<String>,
+    /// Alerts raised about this entry, until the next one.
+    pub alerts: Vec<i32>,
 }
 
 /// The entry the lock made on `nonce`, from a home's events in stream order
@@ -403,6 +405,7 @@ pub fn entry(
                     unlocked_at: at,
                     relocked_at: None,
                     clips: Vec::new(),
+                    alerts: Vec::new(),
                 });
             }
             (None, _) => {}
@@ -419,6 +422,7 @@ pub fn entry(
                 };
             }
             (Some(e), Event::ClipRecorded(c)) if e.relocked_at.is_none() => e.clips.push(c.sha256),
+            (Some(e), Event::AlertRaised(a)) => e.alerts.push(a.kind),
             (Some(_), _) => {}
         }
     }

@@ -969,6 +969,7 @@ impl AccessService for Access {
             unlocked_at: Some(timestamp(entry.unlocked_at)),
             relocked_at: Some(timestamp(relocked_at)),
             clip_sha256: entry.clips,
+            alerts: entry.alerts,
             chain_head: audit::hex(&head),
             chain_version: history.last().map_or(0, |e| e.stream_version),
         }))

@@ -424,6 +424,23 @@ async fn a_door_left_unlocked_or_unwatched_raises_alerts_once() {
     );
     // Relocked: nothing more to watch.
     report(&mut s, relocked(), t0 + Duration::minutes(6)).await;
+    // The resident's receipt tells of both.
+    let receipt = s
+        .resident
+        .get_receipt(ReceiptRequest {
+            grant_id: "g-1".into(),
+            parcel_id: "SE-1".into(),
+        })
+        .await
+        .expect("receipt")
+        .into_inner();
+    assert_eq!(
+        receipt.alerts,
+        [
+            pb::AlertKind::RelockOverdue as i32,
+            pb::AlertKind::CameraOfflineWhileOpen as i32
+        ]
+    );
     assert_eq!(s.access.watch(t0 + Duration::minutes(30)).await.unwrap(), 0);
     assert!(
         !matches!(
