@@ -97,8 +97,15 @@ impl AnalyticsService for Analytics {
         &self,
         request: Request<AttemptsReportRequest>,
     ) -> Result<Response<AttemptsReportResponse>, Status> {
-        threshold_auth::require(&request, &[Role::Analyst, Role::Planner])?;
-        let r = request.into_inner();
+        let caller = threshold_auth::require(&request, &[Role::Analyst, Role::Planner])?.clone();
+        let mut r = request.into_inner();
+        // A depot's planner sees its own depot.
+        if caller.role == Role::Planner && caller.tenant != threshold_auth::ANY_TENANT {
+            if r.depot_id.is_empty() {
+                r.depot_id = caller.tenant.clone();
+            }
+            caller.check_tenant("depot", &r.depot_id)?;
+        }
         let by: Dimension = if r.by.is_empty() {
             Dimension::Country
         } else {

@@ -230,4 +230,25 @@ async fn a_small_day_reports_attempts_per_parcel_as_computed_by_hand() {
         "{}",
         bad.message()
     );
+
+    // A depot's planner sees its own depot only.
+    let token = threshold_auth::Credentials::add(dir.path(), "sto", Role::Planner, "STO-1")
+        .expect("credential");
+    let mut planner = AnalyticsServiceClient::new(
+        threshold_auth::authed(channel.plain.clone(), Some(&token)).expect("token"),
+    );
+    let r = planner
+        .attempts_report(ask("depot"))
+        .await
+        .expect("report")
+        .into_inner();
+    let depots: Vec<&str> = r.rows.iter().map(|r| r.group.as_str()).collect();
+    assert_eq!(depots, ["STO-1"]);
+    let mut other = ask("depot");
+    other.depot_id = "HEL-1".into();
+    let err = planner
+        .attempts_report(other)
+        .await
+        .expect_err("not theirs");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
 }

@@ -642,6 +642,8 @@ impl HandheldService for Handhelds {
         let routes = routes
             .for_driver(driver.as_str(), day)
             .into_iter()
+            // A depot's planner reads its own depot's routes.
+            .filter(|r| caller.role != Role::Planner || caller.covers(&r.depot_id))
             .map(|r| DriverRoute {
                 route_id: r.route_id.clone(),
                 depot_id: r.depot_id.clone(),
