@@ -87,6 +87,18 @@ impl Default for EmbeddedOptions {
     }
 }
 
+/// What an append would do, as [`EmbeddedLog::plan`] decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// The stream's version now.
+    pub current: u64,
+    /// The id of the stream's event at `current`; `None` when it is empty.
+    pub last: Option<EventId>,
+    /// Per event id asked about: `Some(Ack::Duplicate)` where it is stored
+    /// already, `None` where it is new.
+    pub stored: Vec<Option<crate::Ack>>,
+}
+
 /// The embedded event log. Clones share one store.
 #[derive(Clone, Debug)]
 pub struct EmbeddedLog {
@@ -204,6 +216,32 @@ impl EmbeddedLog {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
         Ok(())
+    }
+
+    /// Decides what appending events with `ids` to `stream` would do, after
+    /// every append queued before this call, and writes nothing: the
+    /// stream's version and which ids are stored already, or the refusal
+    /// ([`Error::Conflict`], [`Error::EventIdReused`]) the append would get.
+    /// A backend that stores its events elsewhere first (Kafka) decides with
+    /// this, then records what it stored with [`EventLog::append`].
+    pub async fn plan(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        ids: Vec<EventId>,
+    ) -> Result<Planned> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .requests
+            .send(Request::Plan {
+                stream: stream.clone(),
+                expected,
+                ids,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
     }
 
     async fn with_reader<T, F>(&self, f: F) -> Result<T>

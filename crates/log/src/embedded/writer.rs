@@ -14,11 +14,11 @@ use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use threshold_domain::StreamId;
+use threshold_domain::{EventId, StreamId};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::classify;
 use super::tail::{FlushPlan, Generation, Located, Tail};
+use super::{Planned, classify};
 use crate::event::{Ack, AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};
 use crate::{Error, Result};
 
@@ -30,6 +30,14 @@ pub(crate) enum Request {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         reply: oneshot::Sender<Result<AppendOutcome>>,
+    },
+    /// What an append would do, decided after everything queued before it
+    /// and writing nothing (see [`super::EmbeddedLog::plan`]).
+    Plan {
+        stream: StreamId,
+        expected: ExpectedVersion,
+        ids: Vec<EventId>,
+        reply: oneshot::Sender<Result<Planned>>,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -134,6 +142,19 @@ impl Writer {
                     } => {
                         events += evs.len();
                         batch.push((stream, expected, evs, reply));
+                    }
+                    Request::Plan {
+                        stream,
+                        expected,
+                        ids,
+                        reply,
+                    } => {
+                        // Decided on everything queued before it.
+                        if !batch.is_empty() {
+                            self.commit_group(std::mem::take(&mut batch));
+                            events = 0;
+                        }
+                        let _ = reply.send(self.plan(&stream, expected, &ids));
                     }
                     Request::Close { reply } => {
                         close_reply = Some(reply);
@@ -384,29 +405,30 @@ impl Writer {
             .optional()
     }
 
-    fn apply(
+    /// The stream's version, and where each of `ids` is stored already;
+    /// refuses an id stored in another stream, and a stale `expected` when
+    /// anything is new.
+    fn check(
         &mut self,
         stream: &StreamId,
+        key: &Arc<str>,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        now: DateTime<Utc>,
-        head: &mut u64,
-        overlay: &mut Overlay,
-    ) -> Result<AppendOutcome> {
-        let key: Arc<str> = Arc::from(stream.to_string());
-        let path = self.path.clone();
-        let db = |e| classify(&path, e);
-        let current = self.version_of(&key, overlay).map_err(db)?;
-
-        // First pass: which events are stored already, and may the rest go in?
-        let mut known = Vec::with_capacity(events.len());
+        ids: &[EventId],
+        overlay: &Overlay,
+    ) -> Result<(u64, Vec<Option<Located>>)> {
+        let current = self
+            .version_of(key, overlay)
+            .map_err(|e| classify(&self.path, e))?;
+        let mut known = Vec::with_capacity(ids.len());
         let mut fresh = 0;
-        for e in &events {
-            let found = self.lookup(e.event_id.as_bytes(), overlay).map_err(db)?;
+        for id in ids {
+            let found = self
+                .lookup(id.as_bytes(), overlay)
+                .map_err(|e| classify(&self.path, e))?;
             match &found {
-                Some((_, in_stream, _)) if **in_stream != *key => {
+                Some((_, in_stream, _)) if **in_stream != **key => {
                     return Err(Error::EventIdReused {
-                        event_id: e.event_id,
+                        event_id: *id,
                         stored_in: in_stream.to_string(),
                         stream: stream.clone(),
                     });
@@ -426,6 +448,88 @@ impl Writer {
                 actual: current,
             });
         }
+        Ok((current, known))
+    }
+
+    /// The id of the event at `version` of the stream `key`, if it has one.
+    fn event_id_at(&self, key: &Arc<str>, version: u64) -> rusqlite::Result<Option<EventId>> {
+        if version == 0 {
+            return Ok(None);
+        }
+        let in_tail = self
+            .tail
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .stream_after(key, version - 1)
+            .into_iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, position)| position);
+        let position = match in_tail {
+            Some(p) => Some(p),
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT position FROM stream_index WHERE stream = ?1 AND stream_version = ?2",
+                )?
+                .query_row(params![key.as_ref(), version as i64], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()?
+                .map(|p| p as u64),
+        };
+        let Some(position) = position else {
+            return Ok(None);
+        };
+        let id: Vec<u8> = self
+            .conn
+            .prepare_cached("SELECT event_id FROM events WHERE position = ?1")?
+            .query_row([position as i64], |r| r.get(0))?;
+        Ok(<[u8; 16]>::try_from(id.as_slice())
+            .ok()
+            .map(EventId::from_bytes))
+    }
+
+    fn plan(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        ids: &[EventId],
+    ) -> Result<Planned> {
+        let key: Arc<str> = Arc::from(stream.to_string());
+        let (current, known) = self.check(stream, &key, expected, ids, &Overlay::default())?;
+        let last = self
+            .event_id_at(&key, current)
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(Planned {
+            current,
+            last,
+            stored: known
+                .into_iter()
+                .map(|k| {
+                    k.map(|(position, _, version)| Ack::Duplicate {
+                        position: Position(position),
+                        version,
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    fn apply(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        now: DateTime<Utc>,
+        head: &mut u64,
+        overlay: &mut Overlay,
+    ) -> Result<AppendOutcome> {
+        let key: Arc<str> = Arc::from(stream.to_string());
+        let path = self.path.clone();
+        let db = |e| classify(&path, e);
+        let ids: Vec<EventId> = events.iter().map(|e| e.event_id).collect();
+
+        let (current, known) = self.check(stream, &key, expected, &ids, overlay)?;
 
         // Second pass: write what is new, answer duplicates with the original.
         let mut version = current;
