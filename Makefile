@@ -2,18 +2,20 @@
 #
 #   make run     the main job: serve, load the sample day, simulate it, report, keep serving
 #   make demo    the same, stopping after the report
-#   make test    every test (installs nothing beyond cargo's own downloads today)
+#   make test    every test; builds the test broker (tansu, a Kafka-protocol broker) into
+#                .tools/ the first time (about 12 minutes) and runs it on loopback meanwhile
 #   make bench   log append and projection benchmarks; figures printed and written to target/bench/
 #   make bench-routing  the planner against the literature (Solomon, Gehring & Homberger)
 #                and a whole four-country day of 20,000 parcels over 40 depots
 #   make load    the handheld ingestion load test against a release server on loopback
+#   make load-kafka  the same with the server on the Kafka backend (the test broker)
 #   make load-tracing  the same with tracing off and with OTLP export at 1%, alternating
 #   make lint    rustfmt and clippy, as CI runs them
 
 CARGO ?= cargo
 DATA  ?= data
 
-.PHONY: run demo test lint fmt bench bench-routing load load-tracing check clean-data
+.PHONY: run demo test test-workspace lint fmt bench bench-routing load load-kafka load-tracing check clean-data
 
 run:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464
@@ -22,6 +24,10 @@ demo:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --demo
 
 test:
+	scripts/test-broker.sh run $(MAKE) --no-print-directory test-workspace
+
+# Every test, with a broker already running (THRESHOLD_TEST_KAFKA=host:port).
+test-workspace:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -46,6 +52,10 @@ bench-routing:
 
 load:
 	load-tests/run.sh
+
+# The same on the Kafka backend, against the test broker on loopback.
+load-kafka:
+	scripts/test-broker.sh run load-tests/run.sh kafka
 
 load-tracing:
 	load-tests/tracing-overhead.sh

@@ -78,6 +78,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Kafka refused or could not be reached. Nothing of the failed append
+    /// was acknowledged.
+    #[error("kafka: {operation} failed: {detail}")]
+    Kafka {
+        /// What was being done.
+        operation: &'static str,
+        /// What the client said.
+        detail: String,
+    },
     /// A stored event could not be decoded.
     #[error(transparent)]
     Domain(#[from] DomainError),

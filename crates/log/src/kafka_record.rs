@@ -13,8 +13,10 @@
 //!   binding): `ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time`,
 //!   `ce_subject`, `content-type`; the envelope as CloudEvents extensions
 //!   (`ce_streamversion`, `ce_schemaversion`, `ce_country`, `ce_tenant`,
-//!   `ce_causationid`, `ce_correlationid`); and W3C `traceparent` /
-//!   `tracestate`, as tracing instrumentations of Kafka clients expect them.
+//!   `ce_causationid`, `ce_correlationid`), `ce_afterid`: the id of the
+//!   stream's event this one follows, which makes a record a conditional
+//!   append (see [`crate::kafka`]); and W3C `traceparent` / `tracestate`,
+//!   as tracing instrumentations of Kafka clients expect them.
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -77,12 +79,28 @@ pub fn partition(stream: &StreamId, partitions: u32) -> u32 {
     ((murmur2(key.as_bytes()) & 0x7fff_ffff) as u32) % partitions.max(1)
 }
 
-/// The headers of `event`, version `version` of `stream`, produced by
+/// An event as a record carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The stream (`ce_subject`).
+    pub stream: StreamId,
+    /// Its version there (`ce_streamversion`).
+    pub version: u64,
+    /// The id of the stream's event at `version - 1` when it was written
+    /// (`ce_afterid`); `None` for the first.
+    pub after: Option<EventId>,
+    /// The event.
+    pub event: NewEvent,
+}
+
+/// The headers of `event`, version `version` of `stream`, following the
+/// event `after` (the stream's event at `version - 1`), produced by
 /// `source` (a URI reference naming the producer, e.g.
 /// `/threshold/handheld`).
 pub fn headers(
     stream: &StreamId,
     version: u64,
+    after: Option<EventId>,
     event: &NewEvent,
     source: &str,
 ) -> Vec<(&'static str, Vec<u8>)> {
@@ -114,6 +132,7 @@ pub fn headers(
             h.push((name, v.as_bytes().to_vec()));
         }
     };
+    optional("ce_afterid", &after.map(|a| a.to_string()));
     optional("ce_country", &event.country.map(|c| c.code().to_owned()));
     optional("ce_tenant", &event.tenant);
     optional("ce_causationid", &event.causation_id);
@@ -123,12 +142,12 @@ pub fn headers(
     h
 }
 
-/// An event read back from a record's headers and value: its stream, its
-/// version there, and the event. A header missing or malformed is named.
+/// An event read back from a record's headers and value. A header missing
+/// or malformed is named.
 pub fn from_record<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     value: Bytes,
-) -> Result<(StreamId, u64, NewEvent), Error> {
+) -> Result<Record, Error> {
     let headers: Vec<(&str, &[u8])> = headers.into_iter().collect();
     let get = |name: &'static str| -> Result<Option<&str>, Error> {
         headers
@@ -180,11 +199,16 @@ pub fn from_record<'a>(
         .map(|c| c.parse::<Country>())
         .transpose()
         .map_err(|e| bad("ce_country", format!("{e}")))?;
+    let after = get("ce_afterid")?
+        .map(|a| a.parse::<EventId>())
+        .transpose()
+        .map_err(|e| bad("ce_afterid", format!("{e}")))?;
     let owned = |name| -> Result<Option<String>, Error> { Ok(get(name)?.map(str::to_owned)) };
-    Ok((
+    Ok(Record {
         stream,
         version,
-        NewEvent {
+        after,
+        event: NewEvent {
             event_id,
             event_type,
             schema_version,
@@ -197,7 +221,7 @@ pub fn from_record<'a>(
             tracestate: owned("tracestate")?,
             payload: value,
         },
-    ))
+    })
 }
 
 #[cfg(test)]
@@ -231,7 +255,8 @@ mod tests {
     fn an_event_goes_to_headers_and_comes_back_whole() {
         let stream: StreamId = "parcel/SE-00000001".parse().unwrap();
         let event = failed_attempt(1);
-        let h = headers(&stream, 3, &event, "/threshold/handheld");
+        let after = EventId::new();
+        let h = headers(&stream, 3, Some(after), &event, "/threshold/handheld");
         let names: Vec<&str> = h.iter().map(|(n, _)| *n).collect();
         for required in [
             "ce_specversion",
@@ -253,13 +278,16 @@ mod tests {
         assert_eq!(text("ce_type"), "threshold.v1.parcel.attempt_failed");
         assert_eq!(text("ce_subject"), "parcel/SE-00000001");
         assert_eq!(text("ce_time"), "2026-11-23T09:30:00.000000Z");
-        let (s, v, back) = from_record(
+        let back = from_record(
             h.iter().map(|(n, v)| (*n, v.as_slice())),
             event.payload.clone(),
         )
         .unwrap();
-        assert_eq!((s, v), (stream, 3));
-        assert_eq!(back, event);
+        assert_eq!((back.stream.clone(), back.version), (stream, 3));
+        assert_eq!(back.after, Some(after));
+        assert_eq!(back.event, event);
+        let first = headers(&back.stream, 1, None, &event, "/t");
+        assert!(first.iter().all(|(n, _)| *n != "ce_afterid"));
         assert_eq!(topic(Category::Parcel), "threshold.parcel");
     }
 
@@ -267,7 +295,7 @@ mod tests {
     fn a_missing_or_malformed_header_is_named() {
         let stream: StreamId = "parcel/SE-00000001".parse().unwrap();
         let event = failed_attempt(1);
-        let h = headers(&stream, 1, &event, "/threshold/handheld");
+        let h = headers(&stream, 1, None, &event, "/threshold/handheld");
         for (drop, field) in [("ce_id", "ce_id"), ("ce_subject", "ce_subject")] {
             let err = from_record(
                 h.iter()

@@ -692,7 +692,7 @@ fn refused(e: DomainError) -> Status {
 fn failed(e: LogError) -> Status {
     match e {
         LogError::DiskFull { .. } => Status::resource_exhausted(e.to_string()),
-        LogError::Closed => Status::unavailable(e.to_string()),
+        LogError::Closed | LogError::Kafka { .. } => Status::unavailable(e.to_string()),
         LogError::Invalid { .. } | LogError::EventIdReused { .. } => {
             Status::invalid_argument(e.to_string())
         }

@@ -599,7 +599,7 @@ async fn entry_not_closed(
 fn status(e: LogError) -> Status {
     match e {
         LogError::DiskFull { .. } => Status::resource_exhausted(e.to_string()),
-        LogError::Closed => Status::unavailable(e.to_string()),
+        LogError::Closed | LogError::Kafka { .. } => Status::unavailable(e.to_string()),
         _ => Status::internal(e.to_string()),
     }
 }

@@ -61,7 +61,9 @@ impl From<Error> for Status {
         match &e {
             Error::Manifest(_) => Status::invalid_argument(e.to_string()),
             Error::Log(LogError::DiskFull { .. }) => Status::resource_exhausted(e.to_string()),
-            Error::Log(LogError::Closed) => Status::unavailable(e.to_string()),
+            Error::Log(LogError::Closed | LogError::Kafka { .. }) => {
+                Status::unavailable(e.to_string())
+            }
             Error::Log(_) => Status::internal(e.to_string()),
             Error::Stream(_) => Status::cancelled(e.to_string()),
             Error::Vault(_) => Status::internal(e.to_string()),

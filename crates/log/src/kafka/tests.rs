@@ -1,0 +1,332 @@
+//! The Kafka backend against a real Kafka-protocol broker on loopback
+//! (`make test` starts one and sets `THRESHOLD_TEST_KAFKA`). Every test
+//! gets topics of its own, so tests run side by side on one broker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use threshold_domain::Category;
+
+use super::{KafkaLog, KafkaOptions, brokers_from_url};
+use crate::contract::{Backend, contract_suite, failed_attempt, parcel};
+use crate::{Error, EventLog, ExpectedVersion, Position};
+
+/// The test broker's address, from `THRESHOLD_TEST_KAFKA`.
+pub(crate) fn test_brokers() -> String {
+    std::env::var("THRESHOLD_TEST_KAFKA").unwrap_or_else(|_| {
+        panic!(
+            "THRESHOLD_TEST_KAFKA is not set: these tests need a Kafka broker; \
+             `make test` starts one on loopback (or run scripts/test-broker.sh start \
+             and export what it prints)"
+        )
+    })
+}
+
+struct Kafka {
+    brokers: String,
+    prefix: String,
+    dir: tempfile::TempDir,
+}
+
+impl Kafka {
+    fn new() -> Self {
+        Self {
+            brokers: test_brokers(),
+            prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn options(&self, process: &str) -> KafkaOptions {
+        let mut o = KafkaOptions::new(&self.brokers, self.dir.path().join(process), process);
+        o.topic_prefix = self.prefix.clone();
+        o.partitions = 3;
+        o
+    }
+
+    async fn process(&self, name: &str) -> KafkaLog {
+        KafkaLog::open(self.options(name))
+            .await
+            .expect("open the Kafka log")
+    }
+}
+
+#[async_trait]
+impl Backend for Kafka {
+    async fn open(&self) -> Arc<dyn EventLog> {
+        Arc::new(self.process("p1").await)
+    }
+
+    async fn reopen(&self, log: Arc<dyn EventLog>) -> Arc<dyn EventLog> {
+        drop(log);
+        // The old replica's writer lets go of its directory as it exits.
+        for _ in 0..500 {
+            match KafkaLog::open(self.options("p1")).await {
+                Ok(log) => return Arc::new(log),
+                Err(Error::Locked { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+        panic!("the replica stayed locked");
+    }
+}
+
+contract_suite!(Kafka::new());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_reads_every_acknowledged_event_from_kafka() {
+    let kafka = Kafka::new();
+    let writer = kafka.process("writer").await;
+    let mut acked = HashMap::new();
+    for n in 0..200u32 {
+        let stream = parcel(n % 17);
+        let event = failed_attempt(n);
+        let out = writer
+            .append(&stream, ExpectedVersion::Any, vec![event.clone()])
+            .await
+            .expect("append");
+        acked.insert(event.event_id, (stream, out.stream_version, event));
+    }
+
+    // A second process, with an empty replica, builds it from Kafka alone.
+    let reader = kafka.process("reader").await;
+    assert_eq!(reader.head().await.expect("head"), Position(200));
+    for n in 0..17 {
+        let stream = parcel(n);
+        let mine = writer.read_stream(&stream, 0, 1000).await.expect("read");
+        let theirs = reader.read_stream(&stream, 0, 1000).await.expect("read");
+        assert_eq!(mine.len(), theirs.len(), "{stream}");
+        for (a, b) in mine.iter().zip(&theirs) {
+            assert_eq!(a.stream_version, b.stream_version);
+            assert_eq!(a.event, b.event, "the same event, envelope and payload");
+            let (s, v, e) = &acked[&b.event.event_id];
+            assert_eq!((s, *v >= b.stream_version), (&stream, true));
+            assert_eq!(e, &b.event);
+        }
+    }
+    // What the reader wrote, the writer reads: one log, two replicas.
+    let out = reader
+        .append(
+            &parcel(99),
+            ExpectedVersion::NO_STREAM,
+            vec![failed_attempt(1)],
+        )
+        .await
+        .expect("append from the second process");
+    assert_eq!(out.stream_version, 1);
+    let mut waited = 0;
+    while writer
+        .read_stream(&parcel(99), 0, 10)
+        .await
+        .expect("read")
+        .is_empty()
+    {
+        waited += 1;
+        assert!(
+            waited < 500,
+            "the writer's replica never saw the reader's event"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_carry_cloudevents_headers_that_any_client_reads() {
+    let kafka = Kafka::new();
+    let log = kafka.process("writer").await;
+    let stream = parcel(7);
+    let event = failed_attempt(1);
+    log.append(&stream, ExpectedVersion::Any, vec![event.clone()])
+        .await
+        .expect("append");
+
+    // A plain Kafka consumer, as a partner would run one.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("{}.partner", kafka.prefix))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let topic = kafka.options("writer").topic(Category::Parcel);
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a record within 30 s")
+        .expect("a record");
+    assert_eq!(message.key(), Some(stream.to_string().as_bytes()));
+    assert_eq!(message.payload(), Some(event.payload.as_ref()));
+    assert_eq!(
+        message.partition() as u32,
+        crate::kafka_record::partition(&stream, 3),
+        "the partition Kafka's default partitioner picks for the key"
+    );
+    let headers: HashMap<String, String> = message
+        .headers()
+        .expect("headers")
+        .iter()
+        .map(|h| {
+            (
+                h.key.to_owned(),
+                String::from_utf8(h.value.unwrap_or_default().to_vec()).expect("UTF-8"),
+            )
+        })
+        .collect();
+    assert_eq!(headers["ce_specversion"], "1.0");
+    assert_eq!(headers["ce_id"], event.event_id.to_string());
+    assert_eq!(headers["ce_source"], "/threshold/writer");
+    assert_eq!(headers["ce_type"], "threshold.v1.parcel.attempt_failed");
+    assert_eq!(headers["ce_time"], "2026-11-23T09:30:00.000000Z");
+    assert_eq!(headers["ce_subject"], stream.to_string());
+    assert_eq!(headers["ce_streamversion"], "1");
+    assert_eq!(
+        headers["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_is_an_error_naming_kafka() {
+    // Nothing listens on port 1: the open fails, it does not hang.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = KafkaOptions::new("127.0.0.1:1", dir.path().join("replica"), "lonely");
+    let err = tokio::time::timeout(Duration::from_secs(60), KafkaLog::open(options))
+        .await
+        .expect("an answer within 60 s")
+        .expect_err("no broker");
+    assert!(matches!(err, Error::Kafka { .. }), "{err}");
+}
+
+#[test]
+fn kafka_addresses_are_checked_with_the_fault_named() {
+    assert_eq!(
+        brokers_from_url("kafka://127.0.0.1:9092").unwrap(),
+        "127.0.0.1:9092"
+    );
+    assert_eq!(
+        brokers_from_url("kafka://a:9092,b:9093/").unwrap(),
+        "a:9092,b:9093"
+    );
+    for (url, says) in [
+        ("127.0.0.1:9092", "does not start with kafka://"),
+        ("kafka://", "names no broker"),
+        ("kafka://host", "has no :port"),
+        ("kafka://host:port", "is not host:port"),
+        ("kafka://a:1,:2", "is not host:port"),
+    ] {
+        let err = brokers_from_url(url).unwrap_err().to_string();
+        assert!(err.contains(says) && err.contains("--log"), "{url}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_racing_on_one_stream_never_both_succeed() {
+    // Two processes decide on the same stream at the same moment, each from
+    // its own replica, each with the version it read: a grant's unlock
+    // against its revoke, say. Kafka's order picks one; the other is told.
+    let kafka = Kafka::new();
+    let a = kafka.process("a").await;
+    let b = kafka.process("b").await;
+    let stream = parcel(1);
+    let mut conflicts = 0u64;
+    for round in 0..40u32 {
+        // Both start from the same version: one more per round.
+        let target = u64::from(round);
+        for log in [&a, &b] {
+            let mut waited = 0;
+            while log.read_stream(&stream, 0, 1000).await.expect("read").len() as u64 != target {
+                waited += 1;
+                assert!(waited < 1000, "round {round}: a replica fell behind");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let (ra, rb) = tokio::join!(
+            a.append(
+                &stream,
+                ExpectedVersion::Exactly(target),
+                vec![failed_attempt(round)]
+            ),
+            b.append(
+                &stream,
+                ExpectedVersion::Exactly(target),
+                vec![failed_attempt(round)]
+            ),
+        );
+        let won = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "round {round}: exactly one wins: {ra:?} / {rb:?}");
+        for r in [ra, rb] {
+            match r {
+                Ok(out) => assert_eq!(out.stream_version, target + 1),
+                Err(Error::Conflict { actual, .. }) => {
+                    assert_eq!(actual, target + 1);
+                    conflicts += 1;
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+    }
+    assert_eq!(conflicts, 40);
+    // Both replicas hold the same stream: the winners, gap-free.
+    let mine = a.read_stream(&stream, 0, 1000).await.expect("read");
+    let mut theirs = b.read_stream(&stream, 0, 1000).await.expect("read");
+    let mut waited = 0;
+    while theirs.len() < mine.len() {
+        waited += 1;
+        assert!(waited < 1000, "b's replica fell behind");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        theirs = b.read_stream(&stream, 0, 1000).await.expect("read");
+    }
+    assert_eq!(mine.len(), 40);
+    for (i, (x, y)) in mine.iter().zip(&theirs).enumerate() {
+        assert_eq!(x.stream_version, i as u64 + 1);
+        assert_eq!((x.stream_version, &x.event), (y.stream_version, &y.event));
+    }
+    // A third process, from Kafka alone, agrees.
+    let c = kafka.process("c").await;
+    let third = c.read_stream(&stream, 0, 1000).await.expect("read");
+    assert_eq!(
+        third.iter().map(|e| e.event.event_id).collect::<Vec<_>>(),
+        mine.iter().map(|e| e.event.event_id).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_without_an_expected_version_from_two_processes_all_land() {
+    let kafka = Kafka::new();
+    let a = kafka.process("a").await;
+    let b = kafka.process("b").await;
+    let stream = parcel(2);
+    let mut tasks = Vec::new();
+    for n in 0..60u32 {
+        let log = if n % 2 == 0 { a.clone() } else { b.clone() };
+        let stream = stream.clone();
+        tasks.push(tokio::spawn(async move {
+            log.append(&stream, ExpectedVersion::Any, vec![failed_attempt(n)])
+                .await
+                .expect("an append without an expected version lands")
+        }));
+    }
+    let mut versions = std::collections::BTreeSet::new();
+    for t in tasks {
+        let out = t.await.expect("task");
+        match out.acks[0] {
+            crate::Ack::Appended { version, .. } => assert!(versions.insert(version)),
+            ack => panic!("a first append answered {ack:?}"),
+        }
+    }
+    let stored = a.read_stream(&stream, 0, 1000).await.expect("read");
+    assert_eq!(stored.len(), 60, "every event once");
+    let ids: std::collections::HashSet<_> = stored.iter().map(|e| e.event.event_id).collect();
+    assert_eq!(ids.len(), 60);
+    assert_eq!(
+        versions.into_iter().collect::<Vec<_>>(),
+        (1..=60).collect::<Vec<u64>>(),
+        "each append was told its own version"
+    );
+}
