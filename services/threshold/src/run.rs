@@ -76,10 +76,17 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
     let tokens = threshold_auth::LocalTokens::load(&args.data)?;
     let data = args.data.clone();
     let fleets = serve::fleets(None, &args.data)?;
-    let server =
-        tokio::spawn(
-            async move { serve::serve(listener, &data, Clock::Simulated, fleets, stop).await },
-        );
+    let server = tokio::spawn(async move {
+        serve::serve(
+            listener,
+            &data,
+            Clock::Simulated,
+            fleets,
+            serve::Placement::embedded(),
+            stop,
+        )
+        .await
+    });
 
     let date = NaiveDate::from_ymd_opt(2026, 11, 23).ok_or("sample date")?;
     let manifests = SAMPLES

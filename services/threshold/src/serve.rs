@@ -1,4 +1,6 @@
-//! `threshold serve`: every service on one port, over the embedded log.
+//! `threshold serve`: the services on one port, over the embedded log or
+//! Kafka. Every service by default; `--services` picks some, so a carrier
+//! on Kafka runs each in its own process.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use threshold_access_service::{Access, Clock};
 use threshold_analytics_service::Analytics;
 use threshold_handheld_service::Handhelds;
-use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, Metered};
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, KafkaLog, KafkaOptions, Metered};
 use threshold_manifest_service::Manifests;
 use threshold_outcome_service::Outcomes;
 use threshold_planning_service::Planning;
@@ -36,9 +38,21 @@ const CONNECTION_WINDOW: u32 = 24 * 1024 * 1024;
 /// Options of `threshold serve`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// The data directory of the embedded log.
+    /// The data directory: the embedded log (or, on Kafka, this process's
+    /// replica of it), credentials and the personal-data vault.
     #[arg(long, default_value = "data")]
     data: PathBuf,
+    /// The log: `embedded` (in --data), or `kafka://HOST:PORT[,HOST:PORT…]`.
+    #[arg(long, default_value = "embedded")]
+    log: LogSpec,
+    /// The services to run, comma-separated: manifest, attempts, access,
+    /// planning, analytics, outcomes; default all.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    services: Vec<Service>,
+    /// On Kafka, this process's name: its replica's consumer group and the
+    /// `ce_source` of what it writes. One name per process.
+    #[arg(long, default_value = "threshold")]
+    name: String,
     /// Where to listen for gRPC (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
@@ -53,6 +67,72 @@ pub(crate) struct Args {
     depots: Option<PathBuf>,
     #[command(flatten)]
     telemetry: crate::admin::TelemetryArgs,
+}
+
+/// Where the log is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LogSpec {
+    /// The embedded store in the data directory.
+    Embedded,
+    /// Kafka, at these brokers.
+    Kafka(String),
+}
+
+impl std::str::FromStr for LogSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "embedded" {
+            return Ok(LogSpec::Embedded);
+        }
+        threshold_log::kafka::brokers_from_url(s)
+            .map(LogSpec::Kafka)
+            .map_err(|e| format!("{e} (or `embedded`)"))
+    }
+}
+
+/// One service `threshold serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Service {
+    /// Every service.
+    All,
+    /// Manifest loading.
+    Manifest,
+    /// Handhelds' attempt events and routes.
+    Attempts,
+    /// Grants, unlocks, locks and cameras.
+    Access,
+    /// Route planning.
+    Planning,
+    /// Analysts' reports.
+    Analytics,
+    /// Partners' outcome subscriptions.
+    Outcomes,
+}
+
+/// Which services a process runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Services(Vec<Service>);
+
+impl Services {
+    /// Every service.
+    pub(crate) fn all() -> Self {
+        Self(vec![Service::All])
+    }
+
+    fn runs(&self, s: Service) -> bool {
+        self.0.iter().any(|x| *x == s || *x == Service::All)
+    }
+
+    fn names(&self) -> String {
+        if self.runs(Service::All) {
+            return "all".into();
+        }
+        self.0
+            .iter()
+            .map(|s| format!("{s:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// The bundled fleet configuration of the sample depots.
@@ -86,7 +166,12 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
     };
     let fleets = fleets(args.depots.as_deref(), &args.data)?;
     let telemetry = crate::admin::start(&args.telemetry).await?;
-    let served = serve(listener, &args.data, clock, fleets, shutdown()).await;
+    let placement = Placement {
+        log: args.log,
+        services: Services(args.services),
+        name: args.name,
+    };
+    let served = serve(listener, &args.data, clock, fleets, placement, shutdown()).await;
     telemetry.shutdown(std::time::Duration::from_secs(5));
     served
 }
@@ -100,67 +185,138 @@ pub(crate) async fn bind(
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?)
 }
 
-/// Serves every service on `listener` over the store in `data`, with grant
-/// windows decided on `clock`, until `stop` resolves, then closes the log.
+/// Where the log is, which services run and under what name.
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    pub(crate) log: LogSpec,
+    pub(crate) services: Services,
+    pub(crate) name: String,
+}
+
+impl Placement {
+    /// Every service, on the embedded log: one process, one machine.
+    pub(crate) fn embedded() -> Self {
+        Self {
+            log: LogSpec::Embedded,
+            services: Services::all(),
+            name: "threshold".into(),
+        }
+    }
+}
+
+/// The opened log, to close on the way out.
+enum Opened {
+    Embedded(EmbeddedLog),
+    Kafka(KafkaLog),
+}
+
+/// Serves the services of `placement` on `listener` over its log, with
+/// grant windows decided on `clock`, until `stop` resolves, then closes the
+/// log.
 pub(crate) async fn serve(
     listener: TcpListener,
     data: &std::path::Path,
     clock: Clock,
     fleets: Fleets,
+    placement: Placement,
     stop: impl Future<Output = ()>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let addr = listener.local_addr()?;
-    let log = Arc::new(EmbeddedLog::open(data, EmbeddedOptions::default())?);
+    let services = &placement.services;
+    let (log, opened): (Arc<dyn EventLog>, Opened) = match &placement.log {
+        LogSpec::Embedded => {
+            let log = EmbeddedLog::open(data, EmbeddedOptions::default())?;
+            (Arc::new(log.clone()), Opened::Embedded(log))
+        }
+        LogSpec::Kafka(brokers) => {
+            let options = KafkaOptions::new(brokers, data.join("replica"), &placement.name);
+            let log = KafkaLog::open(options).await?;
+            (Arc::new(log.clone()), Opened::Kafka(log))
+        }
+    };
     // Every call carries a credential; an empty data directory gets working
     // local ones, so the CLI and `make run` need no manual step.
     let made_local_tokens = threshold_auth::LocalTokens::ensure(data)?;
     let auth = threshold_auth::AuthLayer::new(threshold_auth::Authenticator::new(data));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    let shared: Arc<dyn EventLog> = Arc::new(Metered::new(log.clone()));
+    let shared: Arc<dyn EventLog> = Arc::new(Metered::new(log));
     // Personal data is sealed under per-subject keys kept here, apart from
     // the log; `threshold privacy forget` destroys them.
     let vault = Arc::new(threshold_privacy::Vault::open(data)?);
-    let manifests = Manifests::new(Arc::clone(&shared), Arc::clone(&vault)).into_server();
-    let handhelds = Handhelds::new(Arc::clone(&shared))
-        .with_vault(Arc::clone(&vault))
-        .into_server();
-    let analytics = Analytics::start(Arc::clone(&shared)).into_server();
-    let outcomes = Outcomes::new(Arc::clone(&shared)).into_server();
-    let planning = Planning::new(Arc::clone(&shared), fleets, Arc::clone(&vault)).into_server();
-    let access = Access::new(shared).with_clock(clock).with_vault(vault);
-    // Doors left unlocked and cameras gone silent are looked for every
-    // second, on the server's own clock.
-    if clock == Clock::System {
-        access.spawn_watcher(std::time::Duration::from_secs(1));
+    let manifests = services
+        .runs(Service::Manifest)
+        .then(|| Manifests::new(Arc::clone(&shared), Arc::clone(&vault)).into_server());
+    let handhelds = services.runs(Service::Attempts).then(|| {
+        Handhelds::new(Arc::clone(&shared))
+            .with_vault(Arc::clone(&vault))
+            .into_server()
+    });
+    let analytics = services
+        .runs(Service::Analytics)
+        .then(|| Analytics::start(Arc::clone(&shared)).into_server());
+    let outcomes = services
+        .runs(Service::Outcomes)
+        .then(|| Outcomes::new(Arc::clone(&shared)).into_server());
+    let planning = services
+        .runs(Service::Planning)
+        .then(|| Planning::new(Arc::clone(&shared), fleets, Arc::clone(&vault)).into_server());
+    let access = services.runs(Service::Access).then(|| {
+        let access = Access::new(Arc::clone(&shared))
+            .with_clock(clock)
+            .with_vault(Arc::clone(&vault));
+        // Doors left unlocked and cameras gone silent are looked for every
+        // second, on the server's own clock.
+        if clock == Clock::System {
+            access.spawn_watcher(std::time::Duration::from_secs(1));
+        }
+        access.into_server()
+    });
+    if manifests.is_some() {
+        health
+            .set_serving::<threshold_api::v1::manifest_service_server::ManifestServiceServer<Manifests>>()
+            .await;
     }
-    let access = access.into_server();
-    health
-        .set_serving::<threshold_api::v1::manifest_service_server::ManifestServiceServer<Manifests>>()
-        .await;
-    health
-        .set_serving::<threshold_api::v1::handheld_service_server::HandheldServiceServer<Handhelds>>()
-        .await;
-    health
-        .set_serving::<threshold_api::v1::analytics_service_server::AnalyticsServiceServer<Analytics>>()
-        .await;
-    health
-        .set_serving::<threshold_api::v1::outcome_service_server::OutcomeServiceServer<Outcomes>>()
-        .await;
-    health
-        .set_serving::<threshold_api::v1::access_service_server::AccessServiceServer<Access>>()
-        .await;
-    health
-        .set_serving::<threshold_api::v1::planning_service_server::PlanningServiceServer<Planning>>(
-        )
-        .await;
+    if handhelds.is_some() {
+        health
+            .set_serving::<threshold_api::v1::handheld_service_server::HandheldServiceServer<Handhelds>>()
+            .await;
+    }
+    if analytics.is_some() {
+        health
+            .set_serving::<threshold_api::v1::analytics_service_server::AnalyticsServiceServer<Analytics>>()
+            .await;
+    }
+    if outcomes.is_some() {
+        health
+            .set_serving::<threshold_api::v1::outcome_service_server::OutcomeServiceServer<Outcomes>>()
+            .await;
+    }
+    if access.is_some() {
+        health
+            .set_serving::<threshold_api::v1::access_service_server::AccessServiceServer<Access>>()
+            .await;
+    }
+    if planning.is_some() {
+        health
+            .set_serving::<threshold_api::v1::planning_service_server::PlanningServiceServer<Planning>>()
+            .await;
+    }
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(threshold_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    println!("threshold serving on {addr} (data {})", data.display());
+    let on = match &placement.log {
+        LogSpec::Embedded => "the embedded log".to_owned(),
+        LogSpec::Kafka(brokers) => format!("Kafka at {brokers} as {}", placement.name),
+    };
+    println!(
+        "threshold serving on {addr} (data {}; services {}; {on})",
+        data.display(),
+        services.names()
+    );
     if made_local_tokens {
         println!(
             "credentials: local tokens for every role written to {} (owner-only); \
@@ -185,16 +341,24 @@ pub(crate) async fn serve(
         .initial_connection_window_size(CONNECTION_WINDOW)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(manifests)
-        .add_service(handhelds)
-        .add_service(analytics)
-        .add_service(outcomes)
-        .add_service(access)
-        .add_service(planning)
+        .add_optional_service(manifests)
+        .add_optional_service(handhelds)
+        .add_optional_service(analytics)
+        .add_optional_service(outcomes)
+        .add_optional_service(access)
+        .add_optional_service(planning)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
         .await?;
-    log.close().await?;
-    println!("threshold stopped; every acknowledged event is on disk");
+    match opened {
+        Opened::Embedded(log) => {
+            log.close().await?;
+            println!("threshold stopped; every acknowledged event is on disk");
+        }
+        Opened::Kafka(log) => {
+            log.replica().close().await?;
+            println!("threshold stopped; every acknowledged event is in Kafka");
+        }
+    }
     Ok(())
 }
 
