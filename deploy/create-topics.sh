@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Creates Threshold's topics on a production Kafka cluster, with Apache
+# Kafka's own kafka-topics.sh. Run once, before the services start (they
+# create missing topics themselves only with a single broker's settings).
+#
+#   deploy/create-topics.sh BOOTSTRAP   e.g. kafka-1:9092,kafka-2:9092,kafka-3:9092
+set -euo pipefail
+bootstrap=${1:?usage: deploy/create-topics.sh BOOTSTRAP_SERVERS}
+topics=${KAFKA_TOPICS:-kafka-topics.sh}
+
+# topic                partitions
+while read -r topic partitions retention; do
+    "$topics" --bootstrap-server "$bootstrap" --create --if-not-exists \
+        --topic "$topic" --partitions "$partitions" --replication-factor 3 \
+        --config min.insync.replicas=2 \
+        --config cleanup.policy=delete \
+        --config retention.ms="$retention" \
+        --config unclean.leader.election.enable=false
+done <<'TOPICS'
+threshold.parcel   24 -1
+threshold.route     6 -1
+threshold.grant    12 -1
+threshold.home     12 -1
+threshold.outcome  12 2592000000
+TOPICS
