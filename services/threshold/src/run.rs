@@ -48,6 +48,9 @@ pub(crate) struct Args {
     /// Stop after the report instead of serving on.
     #[arg(long)]
     demo: bool,
+    /// The log: `embedded` (in --data), or `kafka://HOST:PORT[,HOST:PORT…]`.
+    #[arg(long, default_value = "embedded")]
+    log: serve::LogSpec,
     #[command(flatten)]
     telemetry: crate::admin::TelemetryArgs,
 }
@@ -76,16 +79,12 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
     let tokens = threshold_auth::LocalTokens::load(&args.data)?;
     let data = args.data.clone();
     let fleets = serve::fleets(None, &args.data)?;
+    let placement = serve::Placement {
+        log: args.log,
+        ..serve::Placement::embedded()
+    };
     let server = tokio::spawn(async move {
-        serve::serve(
-            listener,
-            &data,
-            Clock::Simulated,
-            fleets,
-            serve::Placement::embedded(),
-            stop,
-        )
-        .await
+        serve::serve(listener, &data, Clock::Simulated, fleets, placement, stop).await
     });
 
     let date = NaiveDate::from_ymd_opt(2026, 11, 23).ok_or("sample date")?;

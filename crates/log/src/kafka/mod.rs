@@ -14,6 +14,11 @@
 //!   event already in the replica (same `event_id`) is not stored twice, so
 //!   a record Kafka delivers again changes nothing. Reads, subscriptions and
 //!   the head are the replica's.
+//! - **Reads are up to date.** `read_stream` first waits for the replica to
+//!   hold what Kafka held in the stream's partition when called, and `head`
+//!   the same for every partition, so a read sees every append acknowledged
+//!   before it, in any process. `read_all` and `subscribe` follow the
+//!   replica as it goes.
 //! - **Positions are the process's own.** The replica numbers events in the
 //!   order it stored them; two processes may number the same events
 //!   differently. Stream versions and event ids are the same everywhere:
@@ -60,7 +65,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use threshold_domain::{Category, EventId, StreamId};
 use tokio::sync::{Mutex, watch};
@@ -449,6 +454,34 @@ impl KafkaLog {
         Ok(through)
     }
 
+    /// Waits until the replica holds what Kafka held, when called, in the
+    /// given partitions (category slot, partition): a read after it sees
+    /// every append acknowledged before it, whichever process made it.
+    async fn up_to_date(&self, partitions: Vec<(usize, u32)>) -> Result<()> {
+        let client = self.inner.producer.clone();
+        let topics = self.inner.topics.clone();
+        let ends = tokio::task::spawn_blocking(move || -> Result<Vec<(usize, u32, i64)>> {
+            partitions
+                .into_iter()
+                .map(|(c, p)| {
+                    client
+                        .client()
+                        .fetch_watermarks(&topics[c], p as i32, BROKER_TIMEOUT)
+                        .map(|(_, high)| (c, p, high))
+                        .map_err(|e| kafka("reading the end of a partition", e))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| kafka("reading the end of a partition", e))??;
+        for (c, p, high) in ends {
+            if high > 0 {
+                self.replicated_through(c, p, high - 1).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until the replica has taken partition `partition` of category
     /// slot `c` through `offset`.
     async fn replicated_through(&self, c: usize, partition: u32, offset: i64) -> Result<()> {
@@ -802,6 +835,9 @@ impl EventLog for KafkaLog {
         after_version: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
+        let c = slot(stream.category());
+        let partition = kafka_record::partition(stream, self.inner.locks[c].len() as u32);
+        self.up_to_date(vec![(c, partition)]).await?;
         self.inner
             .replica
             .read_stream(stream, after_version, max)
@@ -812,7 +848,16 @@ impl EventLog for KafkaLog {
         self.inner.replica.read_all(after, max).await
     }
 
+    /// The replica's head once it holds everything Kafka held when called.
     async fn head(&self) -> Result<Position> {
+        let all = self
+            .inner
+            .locks
+            .iter()
+            .enumerate()
+            .flat_map(|(c, parts)| (0..parts.len() as u32).map(move |p| (c, p)))
+            .collect();
+        self.up_to_date(all).await?;
         self.inner.replica.head().await
     }
 
