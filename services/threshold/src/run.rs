@@ -92,7 +92,15 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         .iter()
         .map(|(name, csv)| ((*name).to_owned(), csv.as_bytes().to_vec()))
         .collect();
-    let day = simulate::day(&url, &tokens, date, args.seed, 1.0, manifests).await;
+    let day = simulate::day(
+        &simulate::service_urls(&url, &[])?,
+        &tokens,
+        date,
+        args.seed,
+        1.0,
+        manifests,
+    )
+    .await;
     let result = match day {
         Err(e) => {
             let _ = stop_tx.send(());

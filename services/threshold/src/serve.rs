@@ -53,6 +53,14 @@ pub(crate) struct Args {
     /// `ce_source` of what it writes. One name per process.
     #[arg(long, default_value = "threshold")]
     name: String,
+    /// On Kafka, what topic names start with: `threshold` gives
+    /// `threshold.parcel`, … One prefix per deployment sharing a cluster.
+    #[arg(long, default_value = "threshold")]
+    topic_prefix: String,
+    /// The directory of the personal-data vault; default --data. Processes
+    /// on one machine share it by naming the same directory.
+    #[arg(long)]
+    vault: Option<PathBuf>,
     /// Where to listen for gRPC (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
@@ -170,6 +178,8 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         log: args.log,
         services: Services(args.services),
         name: args.name,
+        topic_prefix: args.topic_prefix,
+        vault: args.vault,
     };
     let served = serve(listener, &args.data, clock, fleets, placement, shutdown()).await;
     telemetry.shutdown(std::time::Duration::from_secs(5));
@@ -191,6 +201,8 @@ pub(crate) struct Placement {
     pub(crate) log: LogSpec,
     pub(crate) services: Services,
     pub(crate) name: String,
+    pub(crate) topic_prefix: String,
+    pub(crate) vault: Option<PathBuf>,
 }
 
 impl Placement {
@@ -200,6 +212,8 @@ impl Placement {
             log: LogSpec::Embedded,
             services: Services::all(),
             name: "threshold".into(),
+            topic_prefix: "threshold".into(),
+            vault: None,
         }
     }
 }
@@ -229,7 +243,8 @@ pub(crate) async fn serve(
             (Arc::new(log.clone()), Opened::Embedded(log))
         }
         LogSpec::Kafka(brokers) => {
-            let options = KafkaOptions::new(brokers, data.join("replica"), &placement.name);
+            let mut options = KafkaOptions::new(brokers, data.join("replica"), &placement.name);
+            options.topic_prefix = placement.topic_prefix.clone();
             let log = KafkaLog::open(options).await?;
             (Arc::new(log.clone()), Opened::Kafka(log))
         }
@@ -243,7 +258,9 @@ pub(crate) async fn serve(
     let shared: Arc<dyn EventLog> = Arc::new(Metered::new(log));
     // Personal data is sealed under per-subject keys kept here, apart from
     // the log; `threshold privacy forget` destroys them.
-    let vault = Arc::new(threshold_privacy::Vault::open(data)?);
+    let vault = Arc::new(threshold_privacy::Vault::open(
+        placement.vault.as_deref().unwrap_or(data),
+    )?);
     let manifests = services
         .runs(Service::Manifest)
         .then(|| Manifests::new(Arc::clone(&shared), Arc::clone(&vault)).into_server());

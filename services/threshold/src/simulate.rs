@@ -51,32 +51,82 @@ use tonic::transport::Channel;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One connection to the server, with the credential of each role the
-/// simulator plays: the planner, the drivers' handhelds, the residents, the
-/// lock vendor's cloud and the analyst.
+/// The services the simulator calls, each of which may be in a process of
+/// its own: `--service-url NAME=URL` names them.
+pub(crate) const SERVICE_NAMES: [&str; 5] =
+    ["manifest", "planning", "attempts", "access", "analytics"];
+
+/// Where each service is: `server` unless `urls` names another URL for it.
+pub(crate) fn service_urls(
+    server: &str,
+    urls: &[String],
+) -> Result<BTreeMap<&'static str, String>, BoxError> {
+    let mut out: BTreeMap<&'static str, String> = SERVICE_NAMES
+        .iter()
+        .map(|n| (*n, server.to_owned()))
+        .collect();
+    for u in urls {
+        let (name, url) = u
+            .split_once('=')
+            .ok_or_else(|| format!("--service-url {u:?} is not NAME=URL"))?;
+        let slot = SERVICE_NAMES.iter().find(|n| **n == name).ok_or_else(|| {
+            format!(
+                "--service-url {u:?}: no service {name:?}; one of {}",
+                SERVICE_NAMES.join(", ")
+            )
+        })?;
+        out.insert(slot, url.to_owned());
+    }
+    Ok(out)
+}
+
+/// Connections to the services, each with the credential of the role the
+/// simulator plays there: the planner, the drivers' handhelds, the
+/// residents, the lock vendor's cloud and the analyst.
 #[derive(Clone)]
 struct Conn {
+    /// The planner at ManifestService.
+    manifest: Authed,
+    /// The planner at PlanningService.
     planner: Authed,
+    /// A handheld at HandheldService.
     handheld: Authed,
+    /// A handheld at AccessService, asking for unlocks.
+    unlock: Authed,
     resident: Authed,
     vendor: Authed,
     analyst: Authed,
 }
 
 impl Conn {
-    fn new(channel: &Channel, tokens: &LocalTokens) -> Result<Self, BoxError> {
-        let as_role = |role: Role| -> Result<Authed, BoxError> {
+    async fn new(
+        urls: &BTreeMap<&'static str, String>,
+        tokens: &LocalTokens,
+    ) -> Result<Self, BoxError> {
+        let mut channels: BTreeMap<&str, Channel> = BTreeMap::new();
+        for url in urls.values() {
+            if !channels.contains_key(url.as_str()) {
+                channels.insert(url, crate::connect(url).await?);
+            }
+        }
+        let at = |service: &str, role: Role| -> Result<Authed, BoxError> {
             let token = tokens
                 .token(role)
                 .ok_or_else(|| format!("no local {role} token"))?;
+            let channel = urls
+                .get(service)
+                .and_then(|u| channels.get(u.as_str()))
+                .ok_or_else(|| format!("no address for {service}"))?;
             Ok(threshold_auth::authed(channel.clone(), Some(token))?)
         };
         Ok(Self {
-            planner: as_role(Role::Planner)?,
-            handheld: as_role(Role::Handheld)?,
-            resident: as_role(Role::Resident)?,
-            vendor: as_role(Role::LockVendor)?,
-            analyst: as_role(Role::Analyst)?,
+            manifest: at("manifest", Role::Planner)?,
+            planner: at("planning", Role::Planner)?,
+            handheld: at("attempts", Role::Handheld)?,
+            unlock: at("access", Role::Handheld)?,
+            resident: at("access", Role::Resident)?,
+            vendor: at("access", Role::LockVendor)?,
+            analyst: at("analytics", Role::Analyst)?,
         })
     }
 }
@@ -110,6 +160,10 @@ pub(crate) struct Args {
     /// local credentials its first start made there.
     #[arg(long, default_value = "data")]
     data: PathBuf,
+    /// A service in another process than --server: `NAME=URL`, NAME one of
+    /// manifest, planning, attempts, access, analytics (repeatable).
+    #[arg(long)]
+    service_url: Vec<String>,
 }
 
 /// Depots at real Nordic city coordinates.
@@ -200,7 +254,7 @@ fn generate(date: NaiveDate, parcels: u32, seed: u64) -> String {
 async fn load(conn: &Conn, name: &str, csv: Vec<u8>) -> Result<(Vec<Parcel>, u64), BoxError> {
     let mut rejected = 0;
     let summary = client::load(
-        &mut ManifestServiceClient::new(conn.planner.clone()),
+        &mut ManifestServiceClient::new(conn.manifest.clone()),
         name,
         std::io::Cursor::new(csv.clone()),
         |r| {
@@ -913,7 +967,7 @@ async fn drive(
     }
     let mut handheld = Handheld {
         conn: &conn,
-        access: AccessServiceClient::new(conn.handheld.clone()),
+        access: AccessServiceClient::new(conn.unlock.clone()),
         lock: AccessServiceClient::new(conn.vendor.clone()),
         resident: AccessServiceClient::new(conn.resident.clone()),
         driver: driver.clone(),
@@ -1013,7 +1067,7 @@ pub(crate) async fn run(args: Args) -> Result<(), BoxError> {
     }
     let tokens = LocalTokens::load(&args.data)?;
     day(
-        &args.server,
+        &service_urls(&args.server, &args.service_url)?,
         &tokens,
         args.date,
         args.seed,
@@ -1101,25 +1155,26 @@ async fn plan(
 /// Loads `manifests` and drives their parcels for `date` against `server`,
 /// then prints the report by service and by country.
 pub(crate) async fn day(
-    server: &str,
+    urls: &BTreeMap<&'static str, String>,
     tokens: &LocalTokens,
     date: NaiveDate,
     seed: u64,
     plan_seconds: f64,
     manifests: Vec<(String, Vec<u8>)>,
 ) -> Result<(), BoxError> {
-    let conn = Conn::new(&crate::connect(server).await?, tokens)?;
+    let conn = Conn::new(urls, tokens).await?;
     // In-home grants follow the simulated day's clock: only a server running
     // a simulation takes it. Asked before anything is loaded.
-    let clock = AccessServiceClient::new(conn.handheld.clone())
+    let clock = AccessServiceClient::new(conn.unlock.clone())
         .clock(ClockRequest {})
         .await
         .map_err(|s| format!("asking the server's clock: {}", s.message()))?
         .into_inner();
     if !clock.simulated {
         return Err(format!(
-            "{server} runs on its own clock; simulate a day against a server started \
-             with `threshold serve --simulation` (or use `threshold run`)"
+            "{} runs on its own clock; simulate a day against a server started \
+             with `threshold serve --simulation` (or use `threshold run`)",
+            urls["access"]
         )
         .into());
     }

@@ -20,12 +20,16 @@ struct Served {
 
 impl Served {
     fn start(data: &Path) -> Self {
-        let mut child = Command::new(BIN)
+        let mut serve = Command::new(BIN);
+        serve
             .args(["serve", "--simulation", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn serve");
+            .arg(data);
+        Self::spawn(serve, data)
+    }
+
+    /// Spawns `serve` (a `threshold serve` command) and waits for its address.
+    fn spawn(mut serve: Command, data: &Path) -> Self {
+        let mut child = serve.stdout(Stdio::piped()).spawn().expect("spawn serve");
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().expect("stdout"))
             .read_line(&mut line)
@@ -232,6 +236,25 @@ fn errors_go_to_stderr_with_a_non_zero_exit() {
 
 /// The report part of `threshold run --demo`'s output (what follows the
 /// first blank line), for one seed on a fresh store.
+/// The in-home lines and the report tables of a simulated day's output.
+fn day_report(text: &str) -> String {
+    let grants = text
+        .lines()
+        .filter(|l| l.starts_with("in-home") || l.starts_with("alerts raised"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!grants.is_empty(), "no in-home lines in {text}");
+    let report = text
+        .split_once("\n\n")
+        .map(|(_, r)| r.to_owned())
+        .unwrap_or_else(|| panic!("no report in {text}"));
+    format!("{grants}\n{report}")
+        .lines()
+        .filter(|l| !l.starts_with("threshold stopped"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn demo_report(seed: u64) -> String {
     let dir = tempfile::tempdir().expect("dir");
     let out = Command::new(BIN)
@@ -252,22 +275,7 @@ fn demo_report(seed: u64) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let grants = text
-        .lines()
-        .filter(|l| l.starts_with("in-home") || l.starts_with("alerts raised"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(!grants.is_empty(), "no in-home lines in {text}");
-    let report = text
-        .split_once("\n\n")
-        .map(|(_, r)| r.to_owned())
-        .unwrap_or_else(|| panic!("no report in {text}"));
-    format!("{grants}\n{report}")
-        .lines()
-        .filter(|l| !l.starts_with("threshold stopped"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    day_report(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// The number before `what` in `line`, e.g. 3 in "(3 revoked, ...)".
@@ -1106,4 +1114,95 @@ fn a_forgotten_household_is_unreadable_while_the_log_statistics_and_audit_chains
             .contains("erased"),
         "{v}"
     );
+}
+
+/// The test broker's address (`make test` starts one on loopback).
+fn test_broker() -> String {
+    std::env::var("THRESHOLD_TEST_KAFKA").unwrap_or_else(|_| {
+        panic!(
+            "THRESHOLD_TEST_KAFKA is not set: this test needs a Kafka broker; \
+             `make test` starts one on loopback"
+        )
+    })
+}
+
+#[test]
+fn the_day_on_kafka_with_a_process_per_service_reports_as_the_embedded_day() {
+    let broker = test_broker();
+    let root = tempfile::tempdir().expect("dir");
+    let prefix = format!("e2e{}", std::process::id());
+    // One set of credentials and one vault for the deployment, as a carrier
+    // would provision them; each process has its own data directory.
+    let shared = root.path().join("shared");
+    threshold_auth::LocalTokens::ensure(&shared).expect("credentials");
+    let start = |services: &str| {
+        let data = root.path().join(services);
+        std::fs::create_dir_all(&data).expect("data dir");
+        for file in [
+            threshold_auth::CREDENTIALS_FILE,
+            threshold_auth::LOCAL_TOKENS_FILE,
+        ] {
+            std::fs::copy(shared.join(file), data.join(file)).expect("copy credentials");
+        }
+        let mut serve = Command::new(BIN);
+        serve
+            .args(["serve", "--simulation", "--listen", "127.0.0.1:0"])
+            .args(["--log", &format!("kafka://{broker}")])
+            .args(["--services", services, "--name", services])
+            .args(["--topic-prefix", &prefix])
+            .arg("--vault")
+            .arg(&shared)
+            .arg("--data")
+            .arg(&data);
+        Served::spawn(serve, &data)
+    };
+    let processes: Vec<(&str, Served)> = [
+        "manifest",
+        "planning",
+        "attempts",
+        "access",
+        "analytics",
+        "outcomes",
+    ]
+    .into_iter()
+    .map(|s| (s, start(s)))
+    .collect();
+    let url = |name: &str| {
+        processes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.url.clone())
+            .expect("process")
+    };
+    let mut simulate = Command::new(BIN);
+    simulate
+        .args(["simulate", "--date", "2026-11-23", "--seed", "12"])
+        .args(["--plan-seconds", "1"])
+        .args(["--server", &url("attempts")])
+        .arg("--data")
+        .arg(&shared);
+    for country in ["dk", "fi", "no", "se"] {
+        simulate
+            .arg("--manifest")
+            .arg(samples().join(format!("2026-11-23-{country}.csv")));
+    }
+    for service in ["manifest", "planning", "access", "analytics"] {
+        simulate.args(["--service-url", &format!("{service}={}", url(service))]);
+    }
+    let out = simulate.output().expect("simulate");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let on_kafka = day_report(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        on_kafka,
+        demo_report(12),
+        "six processes on Kafka report the day as one process on the embedded log"
+    );
+    for (name, p) in processes {
+        assert!(p.stop().success(), "{name} stopped cleanly");
+    }
 }
