@@ -275,6 +275,12 @@ pub(crate) async fn serve(
     let outcomes = services
         .runs(Service::Outcomes)
         .then(|| Outcomes::new(Arc::clone(&shared)).into_server());
+    // On Kafka, the outcome processes also publish partners' outcomes to
+    // the outcome topic, sharing the work as one consumer group.
+    let publisher = match (&opened, services.runs(Service::Outcomes)) {
+        (Opened::Kafka(log), true) => Some(publish_outcomes(log)?),
+        _ => None,
+    };
     let planning = services
         .runs(Service::Planning)
         .then(|| Planning::new(Arc::clone(&shared), fleets, Arc::clone(&vault)).into_server());
@@ -366,6 +372,9 @@ pub(crate) async fn serve(
         .add_optional_service(planning)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
         .await?;
+    if let Some(publisher) = publisher {
+        publisher.abort();
+    }
     match opened {
         Opened::Embedded(log) => {
             log.close().await?;
@@ -377,6 +386,38 @@ pub(crate) async fn serve(
         }
     }
     Ok(())
+}
+
+/// Publishes every parcel outcome, as a partner sees it, to the outcome
+/// topic: type `threshold.v1.outcome.<kind>`, key the parcel's stream, the
+/// value a `ParcelOutcome` whose cursor is 0 (on the topic, the Kafka offset
+/// is the cursor).
+fn publish_outcomes(log: &KafkaLog) -> Result<tokio::task::JoinHandle<()>, threshold_log::Error> {
+    use prost::Message as _;
+    use threshold_api::v1::parcel_outcome::Kind;
+    let options = log.options();
+    log.publish(
+        &format!("{}.outcome-publisher", options.topic_prefix),
+        threshold_domain::Category::Parcel,
+        &options.outcome_topic(),
+        |event| {
+            let outcome = threshold_outcome_service::outcome(
+                event,
+                threshold_outcome_service::View::Partner,
+            )?;
+            let kind = match outcome.kind() {
+                Kind::Delivered => "delivered",
+                Kind::AttemptFailed => "attempt_failed",
+                Kind::Returned => "returned",
+                Kind::Unspecified => return None,
+            };
+            let outcome = threshold_api::v1::ParcelOutcome {
+                cursor: 0,
+                ..outcome
+            };
+            Some((format!("outcome.{kind}"), outcome.encode_to_vec()))
+        },
+    )
 }
 
 /// Resolves on the first Ctrl-C (or SIGTERM); a second Ctrl-C exits at once.

@@ -1116,6 +1116,94 @@ fn a_forgotten_household_is_unreadable_while_the_log_statistics_and_audit_chains
     );
 }
 
+/// Processes of one deployment on Kafka, on this machine.
+struct Deployment<'a> {
+    root: &'a Path,
+    /// Credentials and the vault, shared by every process.
+    shared: &'a Path,
+    broker: &'a str,
+    prefix: &'a str,
+}
+
+impl Deployment<'_> {
+    /// `threshold serve --services SERVICES --name NAME` on Kafka, with its
+    /// own data directory (the same for the same name).
+    fn serve(&self, services: &str, name: &str, listen: &str) -> Served {
+        let data = self.root.join(name);
+        std::fs::create_dir_all(&data).expect("data dir");
+        for file in [
+            threshold_auth::CREDENTIALS_FILE,
+            threshold_auth::LOCAL_TOKENS_FILE,
+        ] {
+            std::fs::copy(self.shared.join(file), data.join(file)).expect("copy credentials");
+        }
+        let mut serve = Command::new(BIN);
+        serve
+            .args(["serve", "--simulation", "--listen", listen])
+            .args(["--log", &format!("kafka://{}", self.broker)])
+            .args(["--services", services, "--name", name])
+            .args(["--topic-prefix", self.prefix])
+            .arg("--vault")
+            .arg(self.shared)
+            .arg("--data")
+            .arg(&data);
+        Served::spawn(serve, &data)
+    }
+
+    /// `threshold simulate` of the sample day, seed 12, with `--server`
+    /// and `--service-url`s as given, its stdout piped.
+    fn simulate(&self, server: &str, service_urls: &[(&str, &str)]) -> Child {
+        let mut simulate = Command::new(BIN);
+        simulate
+            .args(["simulate", "--date", "2026-11-23", "--seed", "12"])
+            .args(["--plan-seconds", "1", "--server", server])
+            .arg("--data")
+            .arg(self.shared);
+        for country in ["dk", "fi", "no", "se"] {
+            simulate
+                .arg("--manifest")
+                .arg(samples().join(format!("2026-11-23-{country}.csv")));
+        }
+        for (service, url) in service_urls {
+            simulate.args(["--service-url", &format!("{service}={url}")]);
+        }
+        simulate
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("simulate")
+    }
+}
+
+/// Reads `child`'s stdout on a thread: each line to `lines` as it comes.
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line starting with `prefix`; returns every line up to it.
+fn until_line(lines: &std::sync::mpsc::Receiver<String>, prefix: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(300))
+            .unwrap_or_else(|_| panic!("no line starting {prefix:?} after {seen:?}"));
+        let done = line.starts_with(prefix);
+        seen.push(line);
+        if done {
+            return seen;
+        }
+    }
+}
+
 /// The test broker's address (`make test` starts one on loopback).
 fn test_broker() -> String {
     std::env::var("THRESHOLD_TEST_KAFKA").unwrap_or_else(|_| {
@@ -1135,27 +1223,13 @@ fn the_day_on_kafka_with_a_process_per_service_reports_as_the_embedded_day() {
     // would provision them; each process has its own data directory.
     let shared = root.path().join("shared");
     threshold_auth::LocalTokens::ensure(&shared).expect("credentials");
-    let start = |services: &str| {
-        let data = root.path().join(services);
-        std::fs::create_dir_all(&data).expect("data dir");
-        for file in [
-            threshold_auth::CREDENTIALS_FILE,
-            threshold_auth::LOCAL_TOKENS_FILE,
-        ] {
-            std::fs::copy(shared.join(file), data.join(file)).expect("copy credentials");
-        }
-        let mut serve = Command::new(BIN);
-        serve
-            .args(["serve", "--simulation", "--listen", "127.0.0.1:0"])
-            .args(["--log", &format!("kafka://{broker}")])
-            .args(["--services", services, "--name", services])
-            .args(["--topic-prefix", &prefix])
-            .arg("--vault")
-            .arg(&shared)
-            .arg("--data")
-            .arg(&data);
-        Served::spawn(serve, &data)
+    let deployment = Deployment {
+        root: root.path(),
+        shared: &shared,
+        broker: &broker,
+        prefix: &prefix,
     };
+    let start = |services: &str| deployment.serve(services, services, "127.0.0.1:0");
     let processes: Vec<(&str, Served)> = [
         "manifest",
         "planning",
@@ -1174,22 +1248,15 @@ fn the_day_on_kafka_with_a_process_per_service_reports_as_the_embedded_day() {
             .map(|(_, p)| p.url.clone())
             .expect("process")
     };
-    let mut simulate = Command::new(BIN);
-    simulate
-        .args(["simulate", "--date", "2026-11-23", "--seed", "12"])
-        .args(["--plan-seconds", "1"])
-        .args(["--server", &url("attempts")])
-        .arg("--data")
-        .arg(&shared);
-    for country in ["dk", "fi", "no", "se"] {
-        simulate
-            .arg("--manifest")
-            .arg(samples().join(format!("2026-11-23-{country}.csv")));
-    }
-    for service in ["manifest", "planning", "access", "analytics"] {
-        simulate.args(["--service-url", &format!("{service}={}", url(service))]);
-    }
-    let out = simulate.output().expect("simulate");
+    let others: Vec<(&str, String)> = ["manifest", "planning", "access", "analytics"]
+        .into_iter()
+        .map(|s| (s, url(s)))
+        .collect();
+    let others: Vec<(&str, &str)> = others.iter().map(|(s, u)| (*s, u.as_str())).collect();
+    let out = deployment
+        .simulate(&url("attempts"), &others)
+        .wait_with_output()
+        .expect("simulate");
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -1205,4 +1272,226 @@ fn the_day_on_kafka_with_a_process_per_service_reports_as_the_embedded_day() {
     for (name, p) in processes {
         assert!(p.stop().success(), "{name} stopped cleanly");
     }
+}
+
+/// A free port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A broker child, killed when dropped.
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A tansu broker of its own on `port`, keeping its topics in `dir`
+/// (sqlite storage), so it can be restarted with everything it held.
+fn own_broker(dir: &Path, port: u16) -> Broker {
+    let tansu = std::env::var("THRESHOLD_TANSU").unwrap_or_else(|_| {
+        panic!("THRESHOLD_TANSU is not set: `make test` sets it to the test broker's binary")
+    });
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tansu.log"))
+        .expect("broker log");
+    let child = Command::new(tansu)
+        .current_dir(dir)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start tansu");
+    let broker = Broker(child);
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return broker;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("tansu did not listen on {port}");
+}
+
+/// The totals line of a report's first table: (attempts, delivered).
+fn totals(report: &str) -> (u64, u64) {
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .unwrap_or_else(|| panic!("no total in {report}"));
+    let n: Vec<&str> = line.split_whitespace().collect();
+    (
+        n[2].parse().expect("attempts"),
+        n[5].parse().expect("delivered"),
+    )
+}
+
+#[test]
+fn a_broker_restarted_mid_day_loses_no_acknowledged_event() {
+    let root = tempfile::tempdir().expect("dir");
+    let broker_dir = root.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).expect("dir");
+    let port = free_port();
+    let broker = own_broker(&broker_dir, port);
+    let address = format!("127.0.0.1:{port}");
+    let shared = root.path().join("shared");
+    threshold_auth::LocalTokens::ensure(&shared).expect("credentials");
+    let deployment = Deployment {
+        root: root.path(),
+        shared: &shared,
+        broker: &address,
+        prefix: "threshold",
+    };
+    let server = deployment.serve("all", "all", "127.0.0.1:0");
+    let mut day = deployment.simulate(&server.url, &[]);
+    let lines = lines_of(&mut day);
+    // Routes are planned and the drivers are out: the broker goes down
+    // without warning and comes back a second later with what it stored.
+    let mut seen = until_line(&lines, "planned ");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(broker); // SIGKILL
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let broker = own_broker(&broker_dir, port);
+    seen.extend(lines.iter());
+    let status = day.wait().expect("simulate");
+    let text = seen.join("\n");
+    assert!(
+        status.success(),
+        "the day survives the restart: {text}\n{}",
+        std::fs::read_to_string(broker_dir.join("tansu.log")).unwrap_or_default()
+    );
+    assert_eq!(
+        day_report(&text),
+        demo_report(12),
+        "every acknowledged event is counted, once"
+    );
+    // A process starting now, with an empty replica, reads the whole day
+    // back from the restarted broker.
+    let fresh = deployment.serve("analytics", "late-reader", "127.0.0.1:0");
+    let report = threshold(&[
+        "report",
+        "attempts",
+        "--json",
+        "--server",
+        &fresh.url,
+        "--data",
+        fresh.data(),
+    ]);
+    assert!(report.status.success(), "{report:?}");
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect("JSON");
+    let total = |field: &str| json["total"][field].as_u64().expect("a count");
+    assert_eq!(
+        (total("attempts"), total("delivered")),
+        totals(&day_report(&text)),
+        "{json}"
+    );
+    assert!(server.stop().success());
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_killed_or_stopped_mid_day_leave_nothing_missed_or_counted_twice() {
+    let broker = test_broker();
+    let root = tempfile::tempdir().expect("dir");
+    let prefix = format!("kill{}", std::process::id());
+    let shared = root.path().join("shared");
+    threshold_auth::LocalTokens::ensure(&shared).expect("credentials");
+    let deployment = Deployment {
+        root: root.path(),
+        shared: &shared,
+        broker: &broker,
+        prefix: &prefix,
+    };
+    let core = deployment.serve("manifest,planning,attempts,access", "core", "127.0.0.1:0");
+    let analytics_at = format!("127.0.0.1:{}", free_port());
+    let analytics = deployment.serve("analytics", "analytics", &analytics_at);
+    // Two publishers of partners' outcomes: one consumer group.
+    let first = deployment.serve("outcomes", "outcomes-1", "127.0.0.1:0");
+    let second = deployment.serve("outcomes", "outcomes-2", "127.0.0.1:0");
+    let mut day = deployment.simulate(
+        &core.url,
+        &[("analytics", &format!("http://{analytics_at}"))],
+    );
+    let lines = lines_of(&mut day);
+    let mut seen = until_line(&lines, "planned ");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The analytics process dies (SIGKILL: no last commit) and is started
+    // again on its replica. A publisher stops (SIGINT: it leaves its group,
+    // which gives its partitions to the other). A SIGKILLed publisher's
+    // partitions move only when the broker notices the missed heartbeats,
+    // which the test broker (tansu 0.6) does not do.
+    drop(analytics);
+    let analytics = deployment.serve("analytics", "analytics", &analytics_at);
+    assert!(first.stop().success());
+    seen.extend(lines.iter());
+    let status = day.wait().expect("simulate");
+    let text = seen.join("\n");
+    assert!(status.success(), "{text}");
+    // The analytics read model, rebuilt by the restarted process from its
+    // replica and Kafka, reports the day as one embedded process does.
+    let report = day_report(&text);
+    assert_eq!(report, demo_report(12));
+
+    // The outcome topic, as a partner's plain Kafka client reads it: once
+    // the group has moved the stopped member's partitions, it holds them all.
+    let (attempts, delivered) = totals(&report);
+    let mut reads = 0;
+    let (published, distinct) = loop {
+        reads += 1;
+        let published = threshold_log::kafka::read_published(
+            &broker,
+            &format!("{prefix}.partner{reads}"),
+            &format!("{prefix}.outcome"),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .expect("read the outcome topic");
+        let mut distinct = std::collections::HashMap::new();
+        for (id, value) in &published {
+            let outcome = <threshold_api::v1::ParcelOutcome as prost::Message>::decode(&value[..])
+                .expect("a ParcelOutcome");
+            assert!(outcome.driver_id.is_empty() && outcome.grant_id.is_empty());
+            distinct.insert(id.clone(), outcome);
+        }
+        eprintln!(
+            "read {reads}: {} records, {} distinct",
+            published.len(),
+            distinct.len()
+        );
+        if distinct.len() as u64 >= attempts || reads == 12 {
+            break (published, distinct);
+        }
+    };
+    use threshold_api::v1::parcel_outcome::Kind;
+    let kinds = |k: Kind| distinct.values().filter(|o| o.kind() == k).count() as u64;
+    assert_eq!(
+        kinds(Kind::Delivered),
+        delivered,
+        "every delivery published ({} records, {} distinct)",
+        published.len(),
+        distinct.len()
+    );
+    assert_eq!(
+        kinds(Kind::Delivered) + kinds(Kind::AttemptFailed),
+        attempts,
+        "every attempt published once after deduplication on ce_id"
+    );
+    drop(analytics);
+    drop(second);
+    drop(core);
 }

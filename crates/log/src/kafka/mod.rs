@@ -49,8 +49,11 @@
 //! in the topic: a reader of the topics applies the rule above, or reads a
 //! replica.
 
+mod publish;
 #[cfg(test)]
 mod tests;
+
+pub use publish::{Derived, read_published};
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
