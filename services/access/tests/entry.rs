@@ -11,7 +11,6 @@ use threshold_api::v1::{
     RevokeGrantRequest,
 };
 use threshold_domain::{DomainEvent, pb};
-use threshold_log::EventLog;
 
 type Deny = pb::UnlockDenyReason;
 
@@ -217,7 +216,7 @@ async fn a_parcel_not_scanned_by_the_driver_opens_nothing() {
     // SE-2 is not on route r-1 either: the route is checked first.
     assert_eq!(reply.reason, Deny::NotOnRoute as i32, "{}", reply.detail);
     facts(
-        &s.log,
+        s.log.as_ref(),
         "route/r-1",
         vec![DomainEvent::Route(pb::route_event::Event::Replanned(
             pb::RouteReplanned {
@@ -397,8 +396,7 @@ async fn a_door_left_unlocked_or_unwatched_raises_alerts_once() {
     assert_eq!(s.access.watch(t0 + Duration::seconds(30)).await.unwrap(), 0);
     // Four minutes on, still open, and the camera silent since t0: a
     // server started afresh on the same log finds the open door.
-    let restarted =
-        threshold_access_service::Access::new(s.log.clone() as std::sync::Arc<dyn EventLog>);
+    let restarted = threshold_access_service::Access::new(std::sync::Arc::clone(&s.log));
     assert_eq!(restarted.watch(t0 + Duration::minutes(4)).await.unwrap(), 2);
     assert_eq!(s.access.watch(t0 + Duration::minutes(5)).await.unwrap(), 0);
     let alerts: Vec<i32> = s

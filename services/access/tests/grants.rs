@@ -8,7 +8,6 @@ use threshold_access_service::Clock;
 use threshold_access_service::device::{Signed, key_from_seed, public_key};
 use threshold_api::v1::{ClockRequest, RevokeGrantRequest};
 use threshold_domain::{DomainEvent, pb};
-use threshold_log::EventLog;
 
 #[tokio::test]
 async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {

@@ -10,7 +10,6 @@ use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::{ClockRequest, ReceiptRequest, RevokeGrantRequest};
 use threshold_auth::Role;
 use threshold_domain::pb;
-use threshold_log::EventLog;
 use tonic::Code;
 
 #[tokio::test]

@@ -28,7 +28,7 @@ pub(crate) struct Running {
     pub(crate) handheld: Client,
     /// As the lock vendor's cloud (device events, redeeming nonces).
     pub(crate) vendor: Client,
-    pub(crate) log: Arc<EmbeddedLog>,
+    pub(crate) log: Arc<dyn EventLog>,
     pub(crate) access: Access,
     pub(crate) vault: Arc<threshold_privacy::Vault>,
     pub(crate) channel: Channel,
@@ -53,10 +53,20 @@ pub(crate) async fn serve() -> Running {
 pub(crate) async fn serve_on(clock: Clock) -> Running {
     let dir = tempfile::tempdir().expect("dir");
     let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
+    let vault = Arc::new(threshold_privacy::Vault::open(dir.path()).expect("vault"));
+    serve_over(log, vault, dir, clock).await
+}
+
+/// A server over `log`, sealing with `vault`, its credentials in `dir`.
+pub(crate) async fn serve_over(
+    log: Arc<dyn EventLog>,
+    vault: Arc<threshold_privacy::Vault>,
+    dir: tempfile::TempDir,
+    clock: Clock,
+) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let vault = Arc::new(threshold_privacy::Vault::open(dir.path()).expect("vault"));
-    let access = Access::new(log.clone() as Arc<dyn EventLog>)
+    let access = Access::new(Arc::clone(&log))
         .with_clock(clock)
         .with_vault(Arc::clone(&vault));
     let service = access.clone().into_server();
@@ -165,7 +175,7 @@ pub(crate) fn device(
 
 /// Facts appended as they are, for what other services would have recorded.
 pub(crate) async fn facts(
-    log: &EmbeddedLog,
+    log: &dyn EventLog,
     stream: &str,
     events: Vec<DomainEvent>,
     at: DateTime<Utc>,
@@ -186,7 +196,7 @@ pub(crate) async fn facts(
 /// to a simulation's server.
 pub(crate) async fn door(s: &mut Running, at: DateTime<Utc>, simulated: bool) {
     facts(
-        &s.log,
+        s.log.as_ref(),
         "route/r-1",
         vec![DomainEvent::Route(pb::route_event::Event::Planned(
             pb::RoutePlanned {
@@ -205,7 +215,7 @@ pub(crate) async fn door(s: &mut Running, at: DateTime<Utc>, simulated: bool) {
     )
     .await;
     facts(
-        &s.log,
+        s.log.as_ref(),
         "parcel/SE-1",
         vec![DomainEvent::Parcel(
             pb::parcel_event::Event::AttemptStarted(pb::AttemptStarted {
