@@ -31,11 +31,13 @@
 //!   out. Kafka's order of the partition is the only arbiter, so every
 //!   process's replica holds the same events at the same versions.
 //! - **An append is answered after its read-back.** Under a lock per
-//!   partition (this process's appends take turns), the replica says what
-//!   the append would do ([`EmbeddedLog::plan`]: stream version, last event,
-//!   ids stored already, or the conflict); the new events go to Kafka;
-//!   once Kafka acknowledged them, the append waits for the replica to take
-//!   them back and answers by what it took: stored (the caller then reads
+//!   partition, the replica says what the append would do
+//!   ([`EmbeddedLog::plan`]: stream version, last event, ids stored
+//!   already), with this process's appends still on their way back counted
+//!   as the stream's head, and the new events are sent, so records leave in
+//!   the order decided and appends pipeline. Once Kafka acknowledged them
+//!   (the lock is not held meanwhile), the append waits for the replica to
+//!   take them back and answers by what it took: stored (the caller then reads
 //!   its own write), or a [`Error::Conflict`] when another process's record
 //!   came first. Two processes deciding on one grant at once therefore
 //!   never both succeed; an append without an expected version tries again.
@@ -68,7 +70,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use threshold_domain::{Category, EventId, StreamId};
 use tokio::sync::{Mutex, watch};
@@ -175,6 +177,45 @@ fn kafka(operation: &'static str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// How an append started.
+enum Started {
+    /// Every event is stored already.
+    Stored(crate::embedded::Planned),
+    /// One of its events is on its way back from an earlier append.
+    InFlight,
+    /// Its new events (ids) were sent.
+    Sent {
+        fresh: Vec<EventId>,
+        deliveries: Vec<DeliveryFuture>,
+    },
+}
+
+/// This process's appends to one stream that are not back yet.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// The version of the last event sent.
+    version: u64,
+    /// The last event sent.
+    last: Option<EventId>,
+    /// Every event sent.
+    ids: HashSet<EventId>,
+    /// Appends not back yet.
+    appends: usize,
+}
+
+/// Waits for Kafka to acknowledge every record; the offset of the last.
+async fn delivered(deliveries: Vec<DeliveryFuture>) -> Result<i64> {
+    let mut through = -1;
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(d)) => through = through.max(d.offset),
+            Ok(Err((e, _))) => return Err(kafka("producing", e)),
+            Err(_) => return Err(kafka("producing", "the producer was closed")),
+        }
+    }
+    Ok(through)
+}
+
 /// Index of a category in [`Category::ALL`].
 fn slot(category: Category) -> usize {
     Category::ALL
@@ -205,6 +246,8 @@ struct Inner {
     replica: EmbeddedLog,
     /// Per category, per partition: one append decides at a time.
     locks: Vec<Vec<Mutex<()>>>,
+    /// This process's appends on their way back, by stream.
+    in_flight: std::sync::Mutex<HashMap<StreamId, InFlight>>,
     progress: Arc<Progress>,
     source: String,
     tail: tokio::task::JoinHandle<()>,
@@ -240,7 +283,7 @@ impl KafkaLog {
             .set("client.id", &options.name)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            .set("linger.ms", "0")
             .set("message.timeout.ms", "30000")
             .create()
             .map_err(|e| kafka("creating the producer", e))?;
@@ -255,7 +298,7 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "20")
+            .set("fetch.wait.max.ms", "1")
             .create()
             .map_err(|e| kafka("creating the replica's consumer", e))?;
         let consumer = Arc::new(consumer);
@@ -338,6 +381,7 @@ impl KafkaLog {
                     .iter()
                     .map(|n| (0..*n).map(|_| Mutex::new(())).collect())
                     .collect(),
+                in_flight: std::sync::Mutex::default(),
                 options,
                 topics,
                 producer,
@@ -405,15 +449,103 @@ impl KafkaLog {
         }
     }
 
+    /// Decides an append and sends its new events, under this process's
+    /// turn on the partition so records go out in the order decided. The
+    /// stream's head is the replica's, or, past it, this process's appends
+    /// still on their way back: appends to one stream pipeline.
+    async fn start(
+        &self,
+        stream: &StreamId,
+        partition: u32,
+        turn: &Mutex<()>,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        ids: &[EventId],
+    ) -> Result<Started> {
+        let _turn = turn.lock().await;
+        let plan = self
+            .inner
+            .replica
+            .plan(stream, ExpectedVersion::Any, ids.to_vec())
+            .await?;
+        let (mut version, mut after) = (plan.current, plan.last);
+        {
+            let flights = self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = flights.get(stream) {
+                if ids.iter().any(|id| f.ids.contains(id)) {
+                    return Ok(Started::InFlight);
+                }
+                if f.version > version {
+                    (version, after) = (f.version, f.last);
+                }
+            }
+        }
+        let current = version;
+        let mut seen = HashSet::new();
+        let mut fresh = Vec::new();
+        for (event, stored) in events.iter().zip(&plan.stored) {
+            if stored.is_none() && seen.insert(event.event_id) {
+                version += 1;
+                fresh.push((event, version, after));
+                after = Some(event.event_id);
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(Started::Stored(plan));
+        }
+        if let ExpectedVersion::Exactly(v) = expected
+            && v != current
+        {
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected: v,
+                actual: current,
+            });
+        }
+        let deliveries = self.send(stream, partition as i32, &fresh).await?;
+        let fresh: Vec<EventId> = fresh.iter().map(|(e, _, _)| e.event_id).collect();
+        let mut flights = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let f = flights.entry(stream.clone()).or_default();
+        (f.version, f.last) = (version, after);
+        f.ids.extend(fresh.iter().copied());
+        f.appends += 1;
+        Ok(Started::Sent { fresh, deliveries })
+    }
+
+    /// An append's records are back (or failed): no longer in flight.
+    fn landed(&self, stream: &StreamId, fresh: &[EventId]) {
+        let mut flights = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = flights.get_mut(stream) {
+            for id in fresh {
+                f.ids.remove(id);
+            }
+            f.appends = f.appends.saturating_sub(1);
+            if f.appends == 0 {
+                flights.remove(stream);
+            }
+        }
+    }
+
     /// Sends `fresh` (event, version, the event it follows) to `stream`'s
-    /// partition, waits for Kafka to acknowledge every record and returns
-    /// the offset of the last.
-    async fn produce(
+    /// partition, in order; the futures resolve when Kafka acknowledged.
+    async fn send(
         &self,
         stream: &StreamId,
         partition: i32,
         fresh: &[(&NewEvent, u64, Option<EventId>)],
-    ) -> Result<i64> {
+    ) -> Result<Vec<DeliveryFuture>> {
         let topic = &self.inner.topics[slot(stream.category())];
         let key = stream.to_string();
         let mut deliveries = Vec::with_capacity(fresh.len());
@@ -446,15 +578,7 @@ impl KafkaLog {
                 }
             }
         }
-        let mut through = -1;
-        for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(d)) => through = through.max(d.offset),
-                Ok(Err((e, _))) => return Err(kafka("producing", e)),
-                Err(_) => return Err(kafka("producing", "the producer was closed")),
-            }
-        }
-        Ok(through)
+        Ok(deliveries)
     }
 
     /// Waits until the replica holds what Kafka held, when called, in the
@@ -741,57 +865,62 @@ impl EventLog for KafkaLog {
         let partition = kafka_record::partition(stream, locks.len() as u32);
         // This process's appends to one partition take turns; another
         // process's are ordered by Kafka.
-        let _turn = locks[partition as usize].lock().await;
+        let turn = &locks[partition as usize];
         let ids: Vec<EventId> = events.iter().map(|e| e.event_id).collect();
         let mut ours: HashSet<EventId> = HashSet::new();
         let mut round = 0;
         loop {
             round += 1;
-            let plan = self
-                .inner
-                .replica
-                .plan(stream, expected, ids.clone())
-                .await?;
-            let mut seen = HashSet::new();
-            let mut version = plan.current;
-            let mut after = plan.last;
-            let mut fresh = Vec::new();
-            for (event, stored) in events.iter().zip(&plan.stored) {
-                if stored.is_none() && seen.insert(event.event_id) {
-                    version += 1;
-                    fresh.push((event, version, after));
-                    after = Some(event.event_id);
+            let fresh = match self
+                .start(stream, partition, turn, expected, &events, &ids)
+                .await?
+            {
+                Started::InFlight => {
+                    // A resend of an event still on its way: answer once it landed.
+                    round -= 1;
+                    let mut changed = self.inner.progress.changed.subscribe();
+                    let _ = tokio::time::timeout(READ_BACK_TIMEOUT, changed.changed()).await;
+                    continue;
                 }
-            }
-            if fresh.is_empty() {
-                // Every event is stored: ours from an earlier round (its
-                // first mention in the call is the one appended), or a resend.
-                let mut answered = HashSet::new();
-                let acks = plan
-                    .stored
-                    .into_iter()
-                    .zip(&ids)
-                    .map(|(ack, id)| match ack {
-                        Some(ack) if ours.contains(id) && answered.insert(*id) => {
-                            Ok(Ack::Appended {
-                                position: ack.position(),
-                                version: ack_version(&ack),
-                            })
-                        }
-                        Some(ack) => Ok(ack),
-                        None => Err(kafka("appending", "an event vanished from the replica")),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                return Ok(AppendOutcome {
-                    stream_version: plan.current,
-                    acks,
-                });
-            }
-            let through = self.produce(stream, partition as i32, &fresh).await?;
-            // Acknowledged by Kafka; the partition's order decides whether
-            // these records follow the stream's head or lost it to another
-            // writer. The replica reads them back and says which.
-            self.replicated_through(c, partition, through).await?;
+                Started::Stored(plan) => {
+                    // Every event is stored: ours from an earlier round (its
+                    // first mention in the call is the one appended), or a resend.
+                    let mut answered = HashSet::new();
+                    let acks = plan
+                        .stored
+                        .into_iter()
+                        .zip(&ids)
+                        .map(|(ack, id)| match ack {
+                            Some(ack) if ours.contains(id) && answered.insert(*id) => {
+                                Ok(Ack::Appended {
+                                    position: ack.position(),
+                                    version: ack_version(&ack),
+                                })
+                            }
+                            Some(ack) => Ok(ack),
+                            None => Err(kafka("appending", "an event vanished from the replica")),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    return Ok(AppendOutcome {
+                        stream_version: plan.current,
+                        acks,
+                    });
+                }
+                Started::Sent { fresh, deliveries } => {
+                    // Acknowledged by Kafka; the partition's order decides
+                    // whether these records follow the stream's head or lost
+                    // it to another writer. The replica reads them back and
+                    // says which.
+                    let back = async {
+                        let through = delivered(deliveries).await?;
+                        self.replicated_through(c, partition, through).await
+                    }
+                    .await;
+                    self.landed(stream, &fresh);
+                    back?;
+                    fresh
+                }
+            };
             let check = self
                 .inner
                 .replica
@@ -804,9 +933,9 @@ impl EventLog for KafkaLog {
                 .map(|(id, _)| *id)
                 .collect();
             let mut won = 0;
-            for (event, _, _) in &fresh {
-                if stored.contains(&event.event_id) {
-                    ours.insert(event.event_id);
+            for id in &fresh {
+                if stored.contains(id) {
+                    ours.insert(*id);
                     won += 1;
                 }
             }
