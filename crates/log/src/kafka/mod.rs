@@ -87,7 +87,7 @@ const REPLICA_BATCH: usize = 8_192;
 
 /// Rounds an append without an expected version makes when other writers'
 /// records keep landing first.
-const MAX_ROUNDS: u32 = 16;
+const MAX_ROUNDS: u32 = 32;
 
 /// How long an acknowledged record may take to come back through the
 /// replica's consumer.
@@ -520,6 +520,20 @@ impl KafkaLog {
         Ok(Started::Sent { fresh, deliveries })
     }
 
+    /// An append's records lost to another writer's: what is still in
+    /// flight for `stream` follows them and is lost as well, so it no
+    /// longer counts as the stream's head.
+    fn lost(&self, stream: &StreamId) {
+        let mut flights = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = flights.get_mut(stream) {
+            (f.version, f.last) = (0, None);
+        }
+    }
+
     /// An append's records are back (or failed): no longer in flight.
     fn landed(&self, stream: &StreamId, fresh: &[EventId]) {
         let mut flights = self
@@ -942,6 +956,10 @@ impl EventLog for KafkaLog {
             if won == fresh.len() {
                 continue; // the next round answers from the replica
             }
+            // Another writer came first: this process's appends chained on
+            // the lost records are lost too, so the next decisions start
+            // from the replica, which now holds the winner.
+            self.lost(stream);
             match expected {
                 ExpectedVersion::Exactly(v) => {
                     return Err(Error::Conflict {
@@ -950,7 +968,12 @@ impl EventLog for KafkaLog {
                         actual: check.current,
                     });
                 }
-                ExpectedVersion::Any if round < MAX_ROUNDS => {}
+                ExpectedVersion::Any if round < MAX_ROUNDS => {
+                    // Writers racing on one stream take turns by backing off
+                    // by different amounts.
+                    let jitter = u64::from(ids[0].as_bytes()[15]) % (4 * u64::from(round));
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
                 ExpectedVersion::Any => {
                     return Err(kafka(
                         "appending",
