@@ -116,6 +116,27 @@ impl NewEvent {
     }
 }
 
+/// Refuses an append with no events, or with an event of another category
+/// than `stream`'s: what every backend checks before anything else.
+pub(crate) fn check_append(stream: &StreamId, events: &[NewEvent]) -> crate::Result<()> {
+    if events.is_empty() {
+        return Err(crate::Error::Invalid {
+            field: "events",
+            reason: format!("an append to {stream} needs at least one event"),
+        });
+    }
+    for e in events {
+        let category = e.event_type.split('.').next().unwrap_or_default();
+        if category != stream.category().as_str() {
+            return Err(crate::Error::Invalid {
+                field: "event_type",
+                reason: format!("{} does not belong in {stream}", e.event_type),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// An event as stored: the envelope and its payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedEvent {

@@ -283,21 +283,7 @@ impl EventLog for EmbeddedLog {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome> {
-        if events.is_empty() {
-            return Err(Error::Invalid {
-                field: "events",
-                reason: format!("an append to {stream} needs at least one event"),
-            });
-        }
-        for e in &events {
-            let category = e.event_type.split('.').next().unwrap_or_default();
-            if category != stream.category().as_str() {
-                return Err(Error::Invalid {
-                    field: "event_type",
-                    reason: format!("{} does not belong in {stream}", e.event_type),
-                });
-            }
-        }
+        crate::event::check_append(stream, &events)?;
         let (reply, answer) = oneshot::channel();
         self.inner
             .requests

@@ -75,7 +75,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use threshold_domain::{Category, EventId, StreamId};
 use tokio::sync::{Mutex, watch};
 
-use crate::embedded::{EmbeddedLog, EmbeddedOptions};
+use crate::embedded::{EmbeddedLog, EmbeddedOptions, Planned};
 use crate::kafka_record::{self, OUTCOME_TOPIC, Record};
 use crate::{
     Ack, AppendOutcome, Error, EventLog, ExpectedVersion, NewEvent, Position, RecordedEvent,
@@ -89,8 +89,8 @@ const REPLICA_BATCH: usize = 8_192;
 /// records keep landing first.
 const MAX_ROUNDS: u32 = 32;
 
-/// How long an acknowledged record may take to come back through the
-/// replica's consumer.
+/// How long the replica's consumer may take no record while a read waits
+/// for one.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a metadata or watermark request may take.
@@ -180,7 +180,7 @@ fn kafka(operation: &'static str, e: impl std::fmt::Display) -> Error {
 /// How an append started.
 enum Started {
     /// Every event is stored already.
-    Stored(crate::embedded::Planned),
+    Stored(Planned),
     /// One of its events is on its way back from an earlier append.
     InFlight,
     /// Its new events (ids) were sent.
@@ -201,6 +201,30 @@ struct InFlight {
     ids: HashSet<EventId>,
     /// Appends not back yet.
     appends: usize,
+}
+
+/// The answer to an append whose events are all stored, as `plan` found
+/// them: those in `ours` (their first mention in the call) were appended by
+/// it, the others were stored before.
+fn answer(plan: Planned, ids: &[EventId], ours: &HashSet<EventId>) -> Result<AppendOutcome> {
+    let mut answered = HashSet::new();
+    let acks = plan
+        .stored
+        .into_iter()
+        .zip(ids)
+        .map(|(ack, id)| match ack {
+            Some(ack) if ours.contains(id) && answered.insert(*id) => Ok(Ack::Appended {
+                position: ack.position(),
+                version: ack_version(&ack),
+            }),
+            Some(ack) => Ok(ack),
+            None => Err(kafka("appending", "an event vanished from the replica")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AppendOutcome {
+        stream_version: plan.current,
+        acks,
+    })
 }
 
 /// Waits for Kafka to acknowledge every record; the offset of the last.
@@ -390,7 +414,9 @@ impl KafkaLog {
                 tail,
             }),
         };
-        log.catch_up(consumer).await?;
+        // Everything Kafka held at the start is in the replica before the
+        // first read.
+        log.up_to_date(log.all_partitions()).await?;
         Ok(log)
     }
 
@@ -404,49 +430,14 @@ impl KafkaLog {
         &self.inner.options
     }
 
-    /// Waits until the replica holds every record Kafka held when called.
-    async fn catch_up(&self, consumer: Arc<StreamConsumer>) -> Result<()> {
-        let topics = self.inner.topics.clone();
-        let counts: Vec<i32> = self.inner.locks.iter().map(|l| l.len() as i32).collect();
-        let high = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<i64>>> {
-            topics
-                .iter()
-                .zip(counts)
-                .map(|(topic, n)| {
-                    (0..n)
-                        .map(|p| {
-                            consumer
-                                .fetch_watermarks(topic, p, BROKER_TIMEOUT)
-                                .map(|(_, high)| high)
-                                .map_err(|e| kafka("reading the end of the topics", e))
-                        })
-                        .collect()
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| kafka("reading the end of the topics", e))??;
-        let mut changed = self.inner.progress.changed.subscribe();
-        loop {
-            let behind = high.iter().enumerate().any(|(c, parts)| {
-                parts
-                    .iter()
-                    .enumerate()
-                    .any(|(p, h)| self.inner.progress.next[c][p].load(Ordering::Acquire) < *h)
-            });
-            if !behind {
-                return Ok(());
-            }
-            if tokio::time::timeout(Duration::from_secs(60), changed.changed())
-                .await
-                .is_err()
-            {
-                return Err(kafka(
-                    "catching up with the topics",
-                    "the replica took no record for 60 s",
-                ));
-            }
-        }
+    /// Every (category slot, partition) of the category topics.
+    fn all_partitions(&self) -> Vec<(usize, u32)> {
+        self.inner
+            .locks
+            .iter()
+            .enumerate()
+            .flat_map(|(c, parts)| (0..parts.len() as u32).map(move |p| (c, p)))
+            .collect()
     }
 
     /// Decides an append and sends its new events, under this process's
@@ -624,23 +615,23 @@ impl KafkaLog {
     }
 
     /// Waits until the replica has taken partition `partition` of category
-    /// slot `c` through `offset`.
+    /// slot `c` through `offset`, for as long as it keeps taking records.
     async fn replicated_through(&self, c: usize, partition: u32, offset: i64) -> Result<()> {
         let progress = &self.inner.progress;
         let mut changed = progress.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + READ_BACK_TIMEOUT;
         while progress.next[c][partition as usize].load(Ordering::Acquire) <= offset {
-            if tokio::time::timeout_at(deadline, changed.changed())
+            if tokio::time::timeout(READ_BACK_TIMEOUT, changed.changed())
                 .await
                 .is_err()
             {
                 return Err(kafka(
-                    "reading back an append",
+                    "reading back from Kafka",
                     format!(
-                        "offset {offset} of {} partition {partition} did not come back within {} s; \
-                         a resend with the same event ids is safe",
+                        "the replica took no record for {} s while offset {offset} of {} \
+                         partition {partition} was still to come; a resend with the same \
+                         event ids is safe",
+                        READ_BACK_TIMEOUT.as_secs(),
                         self.inner.topics[c],
-                        READ_BACK_TIMEOUT.as_secs()
                     ),
                 ));
             }
@@ -859,21 +850,7 @@ impl EventLog for KafkaLog {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome> {
-        if events.is_empty() {
-            return Err(Error::Invalid {
-                field: "events",
-                reason: format!("an append to {stream} needs at least one event"),
-            });
-        }
-        for e in &events {
-            let category = e.event_type.split('.').next().unwrap_or_default();
-            if category != stream.category().as_str() {
-                return Err(Error::Invalid {
-                    field: "event_type",
-                    reason: format!("{} does not belong in {stream}", e.event_type),
-                });
-            }
-        }
+        crate::event::check_append(stream, &events)?;
         let c = slot(stream.category());
         let locks = &self.inner.locks[c];
         let partition = kafka_record::partition(stream, locks.len() as u32);
@@ -896,30 +873,8 @@ impl EventLog for KafkaLog {
                     let _ = tokio::time::timeout(READ_BACK_TIMEOUT, changed.changed()).await;
                     continue;
                 }
-                Started::Stored(plan) => {
-                    // Every event is stored: ours from an earlier round (its
-                    // first mention in the call is the one appended), or a resend.
-                    let mut answered = HashSet::new();
-                    let acks = plan
-                        .stored
-                        .into_iter()
-                        .zip(&ids)
-                        .map(|(ack, id)| match ack {
-                            Some(ack) if ours.contains(id) && answered.insert(*id) => {
-                                Ok(Ack::Appended {
-                                    position: ack.position(),
-                                    version: ack_version(&ack),
-                                })
-                            }
-                            Some(ack) => Ok(ack),
-                            None => Err(kafka("appending", "an event vanished from the replica")),
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    return Ok(AppendOutcome {
-                        stream_version: plan.current,
-                        acks,
-                    });
-                }
+                // Every event is stored already: a resend.
+                Started::Stored(plan) => return answer(plan, &ids, &ours),
                 Started::Sent { fresh, deliveries } => {
                     // Acknowledged by Kafka; the partition's order decides
                     // whether these records follow the stream's head or lost
@@ -954,7 +909,7 @@ impl EventLog for KafkaLog {
                 }
             }
             if won == fresh.len() {
-                continue; // the next round answers from the replica
+                return answer(check, &ids, &ours);
             }
             // Another writer came first: this process's appends chained on
             // the lost records are lost too, so the next decisions start
@@ -1005,14 +960,7 @@ impl EventLog for KafkaLog {
 
     /// The replica's head once it holds everything Kafka held when called.
     async fn head(&self) -> Result<Position> {
-        let all = self
-            .inner
-            .locks
-            .iter()
-            .enumerate()
-            .flat_map(|(c, parts)| (0..parts.len() as u32).map(move |p| (c, p)))
-            .collect();
-        self.up_to_date(all).await?;
+        self.up_to_date(self.all_partitions()).await?;
         self.inner.replica.head().await
     }
 
