@@ -11,7 +11,7 @@ use common::*;
 use threshold_access_service::Clock;
 use threshold_access_service::device::Signed;
 use threshold_api::v1::{RedeemUnlockRequest, RevokeGrantRequest};
-use threshold_domain::{DomainEvent, EventId, pb};
+use threshold_domain::EventId;
 use threshold_log::{KafkaLog, KafkaOptions};
 
 /// An access server over its own Kafka log (its own replica and producer):
@@ -94,48 +94,10 @@ async fn two_processes_never_both_authorize_under_one_grant() {
     assert_eq!(revokes_that_changed, 6, "each grant revoked exactly once");
     assert!(opened <= 6, "at most one entry per grant: {opened}");
     for g in &grants {
-        let stream = format!("grant/{g}").parse().expect("stream");
-        let events: Vec<pb::grant_event::Event> = a
-            .log
-            .read_stream(&stream, 0, 1000)
-            .await
-            .expect("read")
-            .into_iter()
-            .filter_map(|r| match r.decode().expect("decode") {
-                DomainEvent::Grant(e) => Some(e),
-                _ => None,
-            })
-            .collect();
+        let events = grant_history(a.log.as_ref(), g).await;
         // Both processes read the same history.
-        let theirs = b.log.read_stream(&stream, 0, 1000).await.expect("read");
-        assert_eq!(theirs.len(), events.len(), "{g}");
-        let revoked = events
-            .iter()
-            .position(|e| matches!(e, pb::grant_event::Event::Revoked(_)))
-            .expect("revoked");
-        for e in &events[revoked..] {
-            assert!(
-                !matches!(
-                    e,
-                    pb::grant_event::Event::UnlockAuthorized(_) | pb::grant_event::Event::Used(_)
-                ),
-                "{g}: {e:?} after the revoke"
-            );
-        }
-        let used = events
-            .iter()
-            .filter(|e| matches!(e, pb::grant_event::Event::Used(_)))
-            .count();
-        assert!(used <= 1, "{g}: {used} entries");
+        assert_eq!(grant_history(b.log.as_ref(), g).await, events, "{g}");
         // Every unlock request was decided and recorded once: 14 of them.
-        let asked = events
-            .iter()
-            .filter(|e| match e {
-                pb::grant_event::Event::UnlockAuthorized(_) => true,
-                pb::grant_event::Event::UnlockDenied(d) => d.nonce.is_empty(),
-                _ => false,
-            })
-            .count();
-        assert_eq!(asked, 14, "{g}");
+        assert_one_order(g, &events, 14);
     }
 }

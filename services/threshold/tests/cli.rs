@@ -1117,19 +1117,35 @@ fn a_forgotten_household_is_unreadable_while_the_log_statistics_and_audit_chains
 }
 
 /// Processes of one deployment on Kafka, on this machine.
-struct Deployment<'a> {
-    root: &'a Path,
+struct Deployment {
+    /// Every process's data directory is in it.
+    root: tempfile::TempDir,
     /// Credentials and the vault, shared by every process.
-    shared: &'a Path,
-    broker: &'a str,
-    prefix: &'a str,
+    shared: std::path::PathBuf,
+    broker: String,
+    prefix: String,
 }
 
-impl Deployment<'_> {
+impl Deployment {
+    /// A deployment on `broker` with topics named `prefix.…`, with one set
+    /// of credentials and one vault, as a carrier would provision them;
+    /// each process has its own data directory.
+    fn new(broker: &str, prefix: &str) -> Self {
+        let root = tempfile::tempdir().expect("dir");
+        let shared = root.path().join("shared");
+        threshold_auth::LocalTokens::ensure(&shared).expect("credentials");
+        Self {
+            root,
+            shared,
+            broker: broker.to_owned(),
+            prefix: prefix.to_owned(),
+        }
+    }
+
     /// `threshold serve --services SERVICES --name NAME` on Kafka, with its
     /// own data directory (the same for the same name).
     fn serve(&self, services: &str, name: &str, listen: &str) -> Served {
-        let data = self.root.join(name);
+        let data = self.root.path().join(name);
         std::fs::create_dir_all(&data).expect("data dir");
         for file in [
             threshold_auth::CREDENTIALS_FILE,
@@ -1142,9 +1158,9 @@ impl Deployment<'_> {
             .args(["serve", "--simulation", "--listen", listen])
             .args(["--log", &format!("kafka://{}", self.broker)])
             .args(["--services", services, "--name", name])
-            .args(["--topic-prefix", self.prefix])
+            .args(["--topic-prefix", &self.prefix])
             .arg("--vault")
-            .arg(self.shared)
+            .arg(&self.shared)
             .arg("--data")
             .arg(&data);
         Served::spawn(serve, &data)
@@ -1158,7 +1174,7 @@ impl Deployment<'_> {
             .args(["simulate", "--date", "2026-11-23", "--seed", "12"])
             .args(["--plan-seconds", "1", "--server", server])
             .arg("--data")
-            .arg(self.shared);
+            .arg(&self.shared);
         for country in ["dk", "fi", "no", "se"] {
             simulate
                 .arg("--manifest")
@@ -1216,19 +1232,7 @@ fn test_broker() -> String {
 
 #[test]
 fn the_day_on_kafka_with_a_process_per_service_reports_as_the_embedded_day() {
-    let broker = test_broker();
-    let root = tempfile::tempdir().expect("dir");
-    let prefix = format!("e2e{}", std::process::id());
-    // One set of credentials and one vault for the deployment, as a carrier
-    // would provision them; each process has its own data directory.
-    let shared = root.path().join("shared");
-    threshold_auth::LocalTokens::ensure(&shared).expect("credentials");
-    let deployment = Deployment {
-        root: root.path(),
-        shared: &shared,
-        broker: &broker,
-        prefix: &prefix,
-    };
+    let deployment = Deployment::new(&test_broker(), &format!("e2e{}", std::process::id()));
     let start = |services: &str| deployment.serve(services, services, "127.0.0.1:0");
     let processes: Vec<(&str, Served)> = [
         "manifest",
@@ -1343,20 +1347,11 @@ fn totals(report: &str) -> (u64, u64) {
 
 #[test]
 fn a_broker_restarted_mid_day_loses_no_acknowledged_event() {
-    let root = tempfile::tempdir().expect("dir");
-    let broker_dir = root.path().join("broker");
-    std::fs::create_dir_all(&broker_dir).expect("dir");
     let port = free_port();
+    let deployment = Deployment::new(&format!("127.0.0.1:{port}"), "threshold");
+    let broker_dir = deployment.root.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).expect("dir");
     let broker = own_broker(&broker_dir, port);
-    let address = format!("127.0.0.1:{port}");
-    let shared = root.path().join("shared");
-    threshold_auth::LocalTokens::ensure(&shared).expect("credentials");
-    let deployment = Deployment {
-        root: root.path(),
-        shared: &shared,
-        broker: &address,
-        prefix: "threshold",
-    };
     let server = deployment.serve("all", "all", "127.0.0.1:0");
     let mut day = deployment.simulate(&server.url, &[]);
     let lines = lines_of(&mut day);
@@ -1407,16 +1402,8 @@ fn a_broker_restarted_mid_day_loses_no_acknowledged_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_killed_or_stopped_mid_day_leave_nothing_missed_or_counted_twice() {
     let broker = test_broker();
-    let root = tempfile::tempdir().expect("dir");
     let prefix = format!("kill{}", std::process::id());
-    let shared = root.path().join("shared");
-    threshold_auth::LocalTokens::ensure(&shared).expect("credentials");
-    let deployment = Deployment {
-        root: root.path(),
-        shared: &shared,
-        broker: &broker,
-        prefix: &prefix,
-    };
+    let deployment = Deployment::new(&broker, &prefix);
     let core = deployment.serve("manifest,planning,attempts,access", "core", "127.0.0.1:0");
     let analytics_at = format!("127.0.0.1:{}", free_port());
     let analytics = deployment.serve("analytics", "analytics", &analytics_at);

@@ -259,3 +259,46 @@ pub(crate) fn at<T>(request: T, at: DateTime<Utc>) -> tonic::Request<T> {
     );
     r
 }
+
+/// The grant's events in `log`, in order.
+pub(crate) async fn grant_history(log: &dyn EventLog, grant: &str) -> Vec<pb::grant_event::Event> {
+    log.read_stream(&format!("grant/{grant}").parse().expect("stream"), 0, 1000)
+        .await
+        .expect("read")
+        .into_iter()
+        .filter_map(|r| match r.decode().expect("decode") {
+            DomainEvent::Grant(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One order per grant, as its history shows it: nothing authorized or
+/// redeemed after the revoke, at most one entry, each of `asked` unlock
+/// requests decided and recorded once, one revoke.
+pub(crate) fn assert_one_order(grant: &str, events: &[pb::grant_event::Event], asked: usize) {
+    use pb::grant_event::Event as E;
+    let revoked = events
+        .iter()
+        .position(|e| matches!(e, E::Revoked(_)))
+        .expect("revoked");
+    for e in &events[revoked..] {
+        assert!(
+            !matches!(e, E::UnlockAuthorized(_) | E::Used(_)),
+            "{grant}: {e:?} after the revoke"
+        );
+    }
+    let used = events.iter().filter(|e| matches!(e, E::Used(_))).count();
+    assert!(used <= 1, "{grant}: {used} entries");
+    let decided = events
+        .iter()
+        .filter(|e| match e {
+            E::UnlockAuthorized(_) => true,
+            E::UnlockDenied(d) => d.nonce.is_empty(),
+            _ => false,
+        })
+        .count();
+    assert_eq!(decided, asked, "{grant}");
+    let revokes = events.iter().filter(|e| matches!(e, E::Revoked(_))).count();
+    assert_eq!(revokes, 1, "{grant}");
+}
