@@ -185,10 +185,10 @@ impl Telemetry {
             .as_ref()
             .map(|t| t.shutdown_with_timeout(timeout))
         {
-            eprintln!("telemetry: flushing spans: {e}");
+            tracing::warn!(error = %e, "flushing spans failed; some may be lost");
         }
         if let Err(e) = self.meter.shutdown_with_timeout(timeout) {
-            eprintln!("telemetry: flushing metrics: {e}");
+            tracing::warn!(error = %e, "flushing metrics failed; some may be lost");
         }
     }
 }
