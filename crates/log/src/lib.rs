@@ -12,10 +12,11 @@
 //! - [`subscription`]: the [`Subscription`] every backend hands out.
 //! - [`audit`]: the hash chain of a home's events; [`decide`]: a command
 //!   decided on a stream's history and appended with its expected version.
-//! - [`kafka`]: the backend for a carrier that outgrows one machine: the log
-//!   in Kafka topics, read through a local replica in each process.
-//! - [`kafka_record`]: the Kafka record layout (topic, key, partition,
-//!   CloudEvents headers) the Kafka backend writes.
+//! - `kafka` (cargo feature `kafka`, which links librdkafka): the backend
+//!   for a carrier that outgrows one machine: the log in Kafka topics, read
+//!   through a local replica in each process; `kafka::record` is the record
+//!   layout (topic, key, partition, CloudEvents headers) it writes. A crate
+//!   that only reads the log leaves the feature off.
 //!
 //! Every backend passes the same contract suite (`src/contract.rs`), which
 //! spells out guarantees 1–5 of the architecture: nothing acknowledged is
@@ -28,8 +29,8 @@ pub mod decide;
 pub mod embedded;
 pub mod error;
 pub mod event;
+#[cfg(feature = "kafka")]
 pub mod kafka;
-pub mod kafka_record;
 pub mod metered;
 pub mod subscription;
 
@@ -43,6 +44,7 @@ pub use decide::{DecideError, Decided, decide, decide_chained};
 pub use embedded::{EmbeddedLog, EmbeddedOptions};
 pub use error::{Error, Result};
 pub use event::{Ack, AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaLog, KafkaOptions};
 pub use metered::Metered;
 pub use subscription::Subscription;

@@ -11,6 +11,10 @@
 //! publisher killed between the two publishes that record again from its
 //! successor: at least once, with the event id as `ce_id`, so readers
 //! deduplicate on it.
+//!
+//! A publisher never appends to the log and never touches the replica's
+//! offsets: it reads the category topics in a group of its own and writes
+//! only to the topic it publishes to.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +25,9 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use threshold_domain::Category;
 
-use super::{KafkaLog, kafka, slot};
-use crate::kafka_record;
+use super::KafkaLog;
+use super::log::{kafka, slot};
+use super::record as kafka_record;
 use crate::{EventLog, NewEvent, RecordedEvent, Result};
 
 /// What a publisher makes of one event: the record's CloudEvents type

@@ -17,6 +17,9 @@
 //!   stream's event this one follows, which makes a record a conditional
 //!   append (see [`crate::kafka`]); and W3C `traceparent` / `tracestate`,
 //!   as tracing instrumentations of Kafka clients expect them.
+//!
+//! Only the mapping lives here: it never talks to a broker nor uses the
+//! Kafka client, so the layout is testable (and readable) without one.
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -160,7 +160,7 @@ async fn records_carry_cloudevents_headers_that_any_client_reads() {
     assert_eq!(message.payload(), Some(event.payload.as_ref()));
     assert_eq!(
         message.partition() as u32,
-        crate::kafka_record::partition(&stream, 3),
+        super::record::partition(&stream, 3),
         "the partition Kafka's default partitioner picks for the key"
     );
     let headers: HashMap<String, String> = message

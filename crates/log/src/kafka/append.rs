@@ -1,0 +1,356 @@
+//! An append on Kafka: decided against the replica (with this process's
+//! appends still on their way back counted as the stream's head), sent to
+//! the stream's partition under this process's turn there, and answered
+//! by what the replica took back.
+//!
+//! It never stores in the replica itself: only the replica's consumer
+//! does, by Kafka's order, so an append that lost its race to another
+//! process's record is answered as lost, never as stored.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use threshold_domain::{EventId, StreamId};
+use tokio::sync::Mutex;
+
+use super::log::{kafka, slot};
+use super::record;
+use super::replica::READ_BACK_TIMEOUT;
+use super::{KafkaLog, KafkaOptions};
+use crate::embedded::Planned;
+use crate::{Ack, AppendOutcome, Error, ExpectedVersion, NewEvent, Result};
+
+/// Rounds an append without an expected version makes when other writers'
+/// records keep landing first.
+const MAX_ROUNDS: u32 = 32;
+
+/// The producer of this process's appends: idempotent, acknowledged by
+/// every in-sync replica, sent at once.
+pub(super) fn producer(options: &KafkaOptions) -> Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &options.brokers)
+        .set("client.id", &options.name)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .map_err(|e| kafka("creating the producer", e))
+}
+
+/// How an append started.
+enum Started {
+    /// Every event is stored already.
+    Stored(Planned),
+    /// One of its events is on its way back from an earlier append.
+    InFlight,
+    /// Its new events (ids) were sent.
+    Sent {
+        fresh: Vec<EventId>,
+        deliveries: Vec<DeliveryFuture>,
+    },
+}
+
+/// This process's appends to one stream that are not back yet.
+#[derive(Debug, Default)]
+pub(super) struct InFlight {
+    /// The version of the last event sent.
+    version: u64,
+    /// The last event sent.
+    last: Option<EventId>,
+    /// Every event sent.
+    ids: HashSet<EventId>,
+    /// Appends not back yet.
+    appends: usize,
+}
+
+/// The answer to an append whose events are all stored, as `plan` found
+/// them: those in `ours` (their first mention in the call) were appended by
+/// it, the others were stored before.
+fn answer(plan: Planned, ids: &[EventId], ours: &HashSet<EventId>) -> Result<AppendOutcome> {
+    let mut answered = HashSet::new();
+    let acks = plan
+        .stored
+        .into_iter()
+        .zip(ids)
+        .map(|(ack, id)| match ack {
+            Some(ack) if ours.contains(id) && answered.insert(*id) => Ok(Ack::Appended {
+                position: ack.position(),
+                version: ack_version(&ack),
+            }),
+            Some(ack) => Ok(ack),
+            None => Err(kafka("appending", "an event vanished from the replica")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AppendOutcome {
+        stream_version: plan.current,
+        acks,
+    })
+}
+
+fn ack_version(ack: &Ack) -> u64 {
+    match ack {
+        Ack::Appended { version, .. } | Ack::Duplicate { version, .. } => *version,
+    }
+}
+
+/// Waits for Kafka to acknowledge every record; the offset of the last.
+async fn delivered(deliveries: Vec<DeliveryFuture>) -> Result<i64> {
+    let mut through = -1;
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(d)) => through = through.max(d.offset),
+            Ok(Err((e, _))) => return Err(kafka("producing", e)),
+            Err(_) => return Err(kafka("producing", "the producer was closed")),
+        }
+    }
+    Ok(through)
+}
+
+impl KafkaLog {
+    /// [`crate::EventLog::append`] on Kafka.
+    pub(super) async fn append_events(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome> {
+        crate::event::check_append(stream, &events)?;
+        let c = slot(stream.category());
+        let locks = &self.inner.locks[c];
+        let partition = record::partition(stream, locks.len() as u32);
+        // This process's appends to one partition take turns; another
+        // process's are ordered by Kafka.
+        let turn = &locks[partition as usize];
+        let ids: Vec<EventId> = events.iter().map(|e| e.event_id).collect();
+        let mut ours: HashSet<EventId> = HashSet::new();
+        let mut round = 0;
+        loop {
+            round += 1;
+            let fresh = match self
+                .start(stream, partition, turn, expected, &events, &ids)
+                .await?
+            {
+                Started::InFlight => {
+                    // A resend of an event still on its way: answer once it landed.
+                    round -= 1;
+                    let mut changed = self.inner.progress.changed.subscribe();
+                    let _ = tokio::time::timeout(READ_BACK_TIMEOUT, changed.changed()).await;
+                    continue;
+                }
+                // Every event is stored already: a resend.
+                Started::Stored(plan) => return answer(plan, &ids, &ours),
+                Started::Sent { fresh, deliveries } => {
+                    // Acknowledged by Kafka; the partition's order decides
+                    // whether these records follow the stream's head or lost
+                    // it to another writer. The replica reads them back and
+                    // says which.
+                    let back = async {
+                        let through = delivered(deliveries).await?;
+                        self.replicated_through(c, partition, through).await
+                    }
+                    .await;
+                    self.landed(stream, &fresh);
+                    back?;
+                    fresh
+                }
+            };
+            let check = self
+                .inner
+                .replica
+                .plan(stream, ExpectedVersion::Any, ids.clone())
+                .await?;
+            let stored: HashSet<EventId> = ids
+                .iter()
+                .zip(&check.stored)
+                .filter(|(_, ack)| ack.is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            let mut won = 0;
+            for id in &fresh {
+                if stored.contains(id) {
+                    ours.insert(*id);
+                    won += 1;
+                }
+            }
+            if won == fresh.len() {
+                return answer(check, &ids, &ours);
+            }
+            // Another writer came first: this process's appends chained on
+            // the lost records are lost too, so the next decisions start
+            // from the replica, which now holds the winner.
+            self.lost(stream);
+            match expected {
+                ExpectedVersion::Exactly(v) => {
+                    return Err(Error::Conflict {
+                        stream: stream.clone(),
+                        expected: v,
+                        actual: check.current,
+                    });
+                }
+                ExpectedVersion::Any if round < MAX_ROUNDS => {
+                    // Writers racing on one stream take turns by backing off
+                    // by different amounts.
+                    let jitter = u64::from(ids[0].as_bytes()[15]) % (4 * u64::from(round));
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+                ExpectedVersion::Any => {
+                    return Err(kafka(
+                        "appending",
+                        format!("{stream}: other writers came first {MAX_ROUNDS} times"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Decides an append and sends its new events, under this process's
+    /// turn on the partition so records go out in the order decided. The
+    /// stream's head is the replica's, or, past it, this process's appends
+    /// still on their way back: appends to one stream pipeline.
+    async fn start(
+        &self,
+        stream: &StreamId,
+        partition: u32,
+        turn: &Mutex<()>,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        ids: &[EventId],
+    ) -> Result<Started> {
+        let _turn = turn.lock().await;
+        let plan = self
+            .inner
+            .replica
+            .plan(stream, ExpectedVersion::Any, ids.to_vec())
+            .await?;
+        let (mut version, mut after) = (plan.current, plan.last);
+        {
+            let flights = self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = flights.get(stream) {
+                if ids.iter().any(|id| f.ids.contains(id)) {
+                    return Ok(Started::InFlight);
+                }
+                if f.version > version {
+                    (version, after) = (f.version, f.last);
+                }
+            }
+        }
+        let current = version;
+        let mut seen = HashSet::new();
+        let mut fresh = Vec::new();
+        for (event, stored) in events.iter().zip(&plan.stored) {
+            if stored.is_none() && seen.insert(event.event_id) {
+                version += 1;
+                fresh.push((event, version, after));
+                after = Some(event.event_id);
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(Started::Stored(plan));
+        }
+        if let ExpectedVersion::Exactly(v) = expected
+            && v != current
+        {
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected: v,
+                actual: current,
+            });
+        }
+        let deliveries = self.send(stream, partition as i32, &fresh).await?;
+        let fresh: Vec<EventId> = fresh.iter().map(|(e, _, _)| e.event_id).collect();
+        let mut flights = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let f = flights.entry(stream.clone()).or_default();
+        (f.version, f.last) = (version, after);
+        f.ids.extend(fresh.iter().copied());
+        f.appends += 1;
+        Ok(Started::Sent { fresh, deliveries })
+    }
+
+    /// An append's records lost to another writer's: what is still in
+    /// flight for `stream` follows them and is lost as well, so it no
+    /// longer counts as the stream's head.
+    fn lost(&self, stream: &StreamId) {
+        let mut flights = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = flights.get_mut(stream) {
+            (f.version, f.last) = (0, None);
+        }
+    }
+
+    /// An append's records are back (or failed): no longer in flight.
+    fn landed(&self, stream: &StreamId, fresh: &[EventId]) {
+        let mut flights = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = flights.get_mut(stream) {
+            for id in fresh {
+                f.ids.remove(id);
+            }
+            f.appends = f.appends.saturating_sub(1);
+            if f.appends == 0 {
+                flights.remove(stream);
+            }
+        }
+    }
+
+    /// Sends `fresh` (event, version, the event it follows) to `stream`'s
+    /// partition, in order; the futures resolve when Kafka acknowledged.
+    async fn send(
+        &self,
+        stream: &StreamId,
+        partition: i32,
+        fresh: &[(&NewEvent, u64, Option<EventId>)],
+    ) -> Result<Vec<DeliveryFuture>> {
+        let topic = &self.inner.topics[slot(stream.category())];
+        let key = stream.to_string();
+        let mut deliveries = Vec::with_capacity(fresh.len());
+        for (event, version, after) in fresh {
+            let mut headers = OwnedHeaders::new_with_capacity(16);
+            for (name, value) in
+                record::headers(stream, *version, *after, event, &self.inner.source)
+            {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(&value),
+                });
+            }
+            let mut record = FutureRecord::to(topic)
+                .partition(partition)
+                .key(&key)
+                .payload(event.payload.as_ref())
+                .headers(headers);
+            loop {
+                match self.inner.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => return Err(kafka("producing", e)),
+                }
+            }
+        }
+        Ok(deliveries)
+    }
+}

@@ -1,0 +1,192 @@
+//! [`KafkaLog`]: what one process holds of the Kafka log (producer,
+//! replica, its turns on the partitions), how it opens, and the
+//! [`EventLog`] it is, appends delegated to `append` and reads answered by
+//! the replica once it is up to date.
+//!
+//! It only assembles and routes: the rules of an append, of the replica
+//! and of the topics live in their own modules, never here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
+use threshold_domain::{Category, StreamId};
+use tokio::sync::Mutex;
+
+use super::KafkaOptions;
+use super::admin::{create_topics, partition_counts};
+use super::append::{InFlight, producer};
+use super::record;
+use super::replica::{self, Progress, replicate};
+use crate::embedded::{EmbeddedLog, EmbeddedOptions};
+use crate::{
+    AppendOutcome, Error, EventLog, ExpectedVersion, NewEvent, Position, RecordedEvent, Result,
+    Subscription,
+};
+
+/// The log's error for a Kafka `operation` that failed.
+pub(super) fn kafka(operation: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Kafka {
+        operation,
+        detail: e.to_string(),
+    }
+}
+
+/// Index of a category in [`Category::ALL`].
+pub(super) fn slot(category: Category) -> usize {
+    Category::ALL
+        .iter()
+        .position(|c| *c == category)
+        .unwrap_or_default()
+}
+
+/// The event log on Kafka. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct KafkaLog {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) options: KafkaOptions,
+    pub(super) topics: Vec<String>,
+    pub(super) producer: FutureProducer,
+    pub(super) replica: EmbeddedLog,
+    /// Per category, per partition: one append decides at a time.
+    pub(super) locks: Vec<Vec<Mutex<()>>>,
+    /// This process's appends on their way back, by stream.
+    pub(super) in_flight: std::sync::Mutex<HashMap<StreamId, InFlight>>,
+    pub(super) progress: Arc<Progress>,
+    pub(super) source: String,
+    tail: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaLog")
+            .field("brokers", &self.options.brokers)
+            .field("topics", &self.topics)
+            .field("replica", &self.options.replica)
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.tail.abort();
+    }
+}
+
+impl KafkaLog {
+    /// Connects, creates the topics that are missing, opens the replica and
+    /// returns once the replica holds everything Kafka held at the start.
+    pub async fn open(options: KafkaOptions) -> Result<Self> {
+        let topics: Vec<String> = Category::ALL.iter().map(|c| options.topic(*c)).collect();
+        let mut all = topics.clone();
+        all.push(options.outcome_topic());
+        create_topics(&options, &all).await?;
+
+        let producer = producer(&options)?;
+        let consumer: Arc<StreamConsumer> = Arc::new(replica::consumer(&options)?);
+
+        let counts = {
+            let consumer = Arc::clone(&consumer);
+            let topics = topics.clone();
+            tokio::task::spawn_blocking(move || partition_counts(&consumer, &topics))
+                .await
+                .map_err(|e| kafka("reading topic metadata", e))??
+        };
+        let replica = EmbeddedLog::open(&options.replica, EmbeddedOptions::default())?;
+        let starts = replica::assign(&consumer, &replica, &topics, &counts).await?;
+
+        let progress = Arc::new(Progress::new(&starts));
+        let tail = tokio::spawn(replicate(
+            Arc::clone(&consumer),
+            replica.clone(),
+            topics.clone(),
+            Arc::clone(&progress),
+        ));
+        let log = Self {
+            inner: Arc::new(Inner {
+                source: format!("/threshold/{}", options.name),
+                locks: counts
+                    .iter()
+                    .map(|n| (0..*n).map(|_| Mutex::new(())).collect())
+                    .collect(),
+                in_flight: std::sync::Mutex::default(),
+                options,
+                topics,
+                producer,
+                replica,
+                progress,
+                tail,
+            }),
+        };
+        // Everything Kafka held at the start is in the replica before the
+        // first read.
+        log.up_to_date(log.all_partitions()).await?;
+        Ok(log)
+    }
+
+    /// The replica this process reads from.
+    pub fn replica(&self) -> &EmbeddedLog {
+        &self.inner.replica
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &KafkaOptions {
+        &self.inner.options
+    }
+
+    /// Every (category slot, partition) of the category topics.
+    fn all_partitions(&self) -> Vec<(usize, u32)> {
+        self.inner
+            .locks
+            .iter()
+            .enumerate()
+            .flat_map(|(c, parts)| (0..parts.len() as u32).map(move |p| (c, p)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome> {
+        self.append_events(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        after_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let c = slot(stream.category());
+        let partition = record::partition(stream, self.inner.locks[c].len() as u32);
+        self.up_to_date(vec![(c, partition)]).await?;
+        self.inner
+            .replica
+            .read_stream(stream, after_version, max)
+            .await
+    }
+
+    async fn read_all(&self, after: Position, max: usize) -> Result<Vec<RecordedEvent>> {
+        self.inner.replica.read_all(after, max).await
+    }
+
+    /// The replica's head once it holds everything Kafka held when called.
+    async fn head(&self) -> Result<Position> {
+        self.up_to_date(self.all_partitions()).await?;
+        self.inner.replica.head().await
+    }
+
+    fn subscribe(&self, after: Position) -> Subscription {
+        self.inner.replica.subscribe(after)
+    }
+}

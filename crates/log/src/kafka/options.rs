@@ -1,0 +1,86 @@
+//! Where the Kafka log is and how a process takes part: [`KafkaOptions`]
+//! and the `kafka://` address the command line gives.
+//!
+//! Plain values only: nothing here connects to a broker or touches the
+//! replica, so options can be built and checked before anything opens.
+
+use std::path::PathBuf;
+
+use threshold_domain::Category;
+
+use super::record::OUTCOME_TOPIC;
+use crate::{Error, Result};
+
+/// Where the log is and how this process takes part.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The replica's directory.
+    pub replica: PathBuf,
+    /// This process's name: its client id, its replica's consumer group and
+    /// the CloudEvents `ce_source` of what it writes (`/threshold/<name>`).
+    pub name: String,
+    /// What topic names start with: `threshold` gives `threshold.parcel`.
+    pub topic_prefix: String,
+    /// Partitions of a topic this process creates (an existing topic keeps
+    /// its own).
+    pub partitions: i32,
+    /// Replication factor of a topic this process creates.
+    pub replication: i32,
+}
+
+impl KafkaOptions {
+    /// The defaults for a single-broker setup: topics of 12 partitions,
+    /// replication factor 1. Production topics are created as
+    /// `deploy/README.md` shows, before the services start.
+    pub fn new(brokers: impl Into<String>, replica: impl Into<PathBuf>, name: &str) -> Self {
+        Self {
+            brokers: brokers.into(),
+            replica: replica.into(),
+            name: name.to_owned(),
+            topic_prefix: "threshold".into(),
+            partitions: 12,
+            replication: 1,
+        }
+    }
+
+    /// The topic of a category.
+    pub fn topic(&self, category: Category) -> String {
+        format!("{}.{}", self.topic_prefix, category.as_str())
+    }
+
+    /// The topic partners read outcomes from.
+    pub fn outcome_topic(&self) -> String {
+        match self.topic_prefix.as_str() {
+            "threshold" => OUTCOME_TOPIC.to_owned(),
+            prefix => format!("{prefix}.outcome"),
+        }
+    }
+}
+
+/// The brokers of a `kafka://host:port[,host:port…]` address.
+pub fn brokers_from_url(url: &str) -> Result<String> {
+    let bad = |reason: String| Error::Invalid {
+        field: "--log",
+        reason,
+    };
+    let rest = url
+        .strip_prefix("kafka://")
+        .ok_or_else(|| bad(format!("{url:?} does not start with kafka://")))?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        return Err(bad(format!("{url:?} names no broker")));
+    }
+    for broker in rest.split(',') {
+        let (host, port) = broker
+            .rsplit_once(':')
+            .ok_or_else(|| bad(format!("broker {broker:?} in {url:?} has no :port")))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(bad(format!(
+                "broker {broker:?} in {url:?} is not host:port"
+            )));
+        }
+    }
+    Ok(rest.to_owned())
+}

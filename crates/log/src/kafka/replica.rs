@@ -1,0 +1,332 @@
+//! The process's replica: the consumer that takes every partition of the
+//! category topics into the local [`EmbeddedLog`] by the one rule every
+//! process applies alike, where it resumes, and the waits for it to hold
+//! what Kafka held.
+//!
+//! It only reads from Kafka: it never produces a record, and it never
+//! stores an event the rule leaves out, so every process's replica holds
+//! the same events at the same versions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+use threshold_domain::StreamId;
+use tokio::sync::watch;
+
+use super::admin::BROKER_TIMEOUT;
+use super::log::kafka;
+use super::record::{self, Record};
+use super::{KafkaLog, KafkaOptions};
+use crate::embedded::EmbeddedLog;
+use crate::{Error, EventLog, ExpectedVersion, Position, Result};
+
+/// Most records the replica takes in one batch.
+const REPLICA_BATCH: usize = 8_192;
+
+/// How long the replica's consumer may take no record while a read waits
+/// for one.
+pub(super) const READ_BACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the replica has taken from each partition.
+#[derive(Debug)]
+pub(super) struct Progress {
+    /// Per category, per partition: the next offset the replica will take.
+    pub(super) next: Vec<Vec<AtomicI64>>,
+    /// Bumped after every batch the replica stored.
+    pub(super) changed: watch::Sender<u64>,
+}
+
+impl Progress {
+    /// Progress from the offsets the replica starts at (per category, per
+    /// partition).
+    pub(super) fn new(starts: &[Vec<i64>]) -> Self {
+        Self {
+            next: starts
+                .iter()
+                .map(|parts| parts.iter().map(|o| AtomicI64::new(*o)).collect())
+                .collect(),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+/// The replica's consumer, in the group `<prefix>.replica.<name>`; it
+/// commits by hand, only once what it read is durable in the replica.
+pub(super) fn consumer(options: &KafkaOptions) -> Result<StreamConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &options.brokers)
+        .set("client.id", &options.name)
+        .set(
+            "group.id",
+            format!("{}.replica.{}", options.topic_prefix, options.name),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "1")
+        .create()
+        .map_err(|e| kafka("creating the replica's consumer", e))
+}
+
+/// Assigns every partition of `topics` (`counts` partitions each) to the
+/// consumer, where the replica's committed offsets say, unless the replica
+/// is new: then from the beginning of every partition. The offsets it
+/// starts at, per topic, per partition.
+pub(super) async fn assign(
+    consumer: &Arc<StreamConsumer>,
+    replica: &EmbeddedLog,
+    topics: &[String],
+    counts: &[i32],
+) -> Result<Vec<Vec<i64>>> {
+    let mut wanted = TopicPartitionList::new();
+    for (topic, count) in topics.iter().zip(counts) {
+        for p in 0..*count {
+            wanted
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|e| kafka("assigning partitions", e))?;
+        }
+    }
+    let starts: Vec<Vec<i64>> = if replica.head().await? == Position::ORIGIN {
+        counts.iter().map(|n| vec![0; *n as usize]).collect()
+    } else {
+        let committed = {
+            let consumer = Arc::clone(consumer);
+            let wanted = wanted.clone();
+            tokio::task::spawn_blocking(move || consumer.committed_offsets(wanted, BROKER_TIMEOUT))
+                .await
+                .map_err(|e| kafka("reading the replica's offsets", e))?
+                .map_err(|e| kafka("reading the replica's offsets", e))?
+        };
+        topics
+            .iter()
+            .zip(counts)
+            .map(|(topic, n)| {
+                (0..*n)
+                    .map(
+                        |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                            Some(Offset::Offset(o)) => o,
+                            _ => 0,
+                        },
+                    )
+                    .collect()
+            })
+            .collect()
+    };
+    let mut assignment = TopicPartitionList::new();
+    for ((topic, count), starts) in topics.iter().zip(counts).zip(&starts) {
+        for p in 0..*count {
+            assignment
+                .add_partition_offset(topic, p, Offset::Offset(starts[p as usize]))
+                .map_err(|e| kafka("assigning partitions", e))?;
+        }
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| kafka("assigning partitions", e))?;
+    Ok(starts)
+}
+
+/// The replica's consumer: takes records in batches, stores each batch in
+/// the replica (one append per stream, streams side by side), then commits
+/// the offsets. Runs until the log is dropped.
+pub(super) async fn replicate(
+    consumer: Arc<StreamConsumer>,
+    replica: EmbeddedLog,
+    topics: Vec<String>,
+    progress: Arc<Progress>,
+) {
+    loop {
+        let first = match consumer.recv().await {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the replica's consumer failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < REPLICA_BATCH {
+            match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                _ => break,
+            }
+        }
+        // Stored, or retried until it is: a batch is never skipped.
+        loop {
+            match store(&replica, &batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "the replica could not store a batch; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let mut commit = TopicPartitionList::new();
+        let mut ends: HashMap<(usize, i32), i64> = HashMap::new();
+        for m in &batch {
+            if let Some(c) = topics.iter().position(|t| t == m.topic()) {
+                let end = ends.entry((c, m.partition())).or_default();
+                *end = (*end).max(m.offset() + 1);
+            }
+        }
+        for ((c, p), end) in &ends {
+            if let Some(next) = progress.next.get(*c).and_then(|n| n.get(*p as usize)) {
+                next.fetch_max(*end, Ordering::AcqRel);
+            }
+            let _ = commit.add_partition_offset(&topics[*c], *p, Offset::Offset(*end));
+        }
+        progress.changed.send_modify(|n| *n += 1);
+        if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
+            // The next commit covers it; a restart before then re-reads
+            // records the replica already holds, which changes nothing.
+            tracing::warn!(error = %e, "committing the replica's offsets failed");
+        }
+    }
+}
+
+/// Stores a batch of records in the replica, per stream in offset order,
+/// by one rule every process applies alike: a record goes in when its
+/// version is the stream's next and it follows the stream's last event;
+/// a record whose event is stored already, or that another writer's record
+/// overtook, is left out.
+async fn store(replica: &EmbeddedLog, batch: &[OwnedMessage]) -> Result<()> {
+    let mut streams: Vec<(StreamId, Vec<Record>)> = Vec::new();
+    let mut index: HashMap<StreamId, usize> = HashMap::new();
+    for m in batch {
+        let headers = m.headers().map(|h| {
+            h.iter()
+                .filter_map(|h| h.value.map(|v| (h.key, v)))
+                .collect::<Vec<_>>()
+        });
+        let value = bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default());
+        match record::from_record(headers.unwrap_or_default(), value) {
+            Ok(record) => {
+                let i = *index.entry(record.stream.clone()).or_insert_with(|| {
+                    streams.push((record.stream.clone(), Vec::new()));
+                    streams.len() - 1
+                });
+                streams[i].1.push(record);
+            }
+            Err(e) => tracing::error!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                error = %e,
+                "a record that is not an event was skipped"
+            ),
+        }
+    }
+    // Where each stream stands, then what goes in: streams side by side, so
+    // the replica commits them together.
+    let decided =
+        futures::future::join_all(streams.into_iter().map(|(stream, records)| async move {
+            let ids = records.iter().map(|r| r.event.event_id).collect();
+            let plan = replica.plan(&stream, ExpectedVersion::Any, ids).await?;
+            let mut version = plan.current;
+            let mut last = plan.last;
+            let mut taken = HashSet::new();
+            let mut accepted = Vec::new();
+            for (record, stored) in records.into_iter().zip(plan.stored) {
+                let id = record.event.event_id;
+                if stored.is_some() || taken.contains(&id) {
+                    continue;
+                }
+                if record.version == version + 1 && record.after == last {
+                    version += 1;
+                    last = Some(id);
+                    taken.insert(id);
+                    accepted.push(record.event);
+                } else {
+                    tracing::debug!(
+                        %stream,
+                        version = record.version,
+                        head = version,
+                        event_id = %id,
+                        "a record another writer's overtook was left out"
+                    );
+                }
+            }
+            Ok::<_, Error>((stream, plan.current, accepted))
+        }))
+        .await;
+    let appends = decided.into_iter().map(|d| async move {
+        let (stream, current, accepted) = d?;
+        if !accepted.is_empty() {
+            replica
+                .append(&stream, ExpectedVersion::Exactly(current), accepted)
+                .await?;
+        }
+        Ok::<(), Error>(())
+    });
+    for r in futures::future::join_all(appends).await {
+        r?;
+    }
+    Ok(())
+}
+
+impl KafkaLog {
+    /// Waits until the replica holds what Kafka held, when called, in the
+    /// given partitions (category slot, partition): a read after it sees
+    /// every append acknowledged before it, whichever process made it.
+    pub(super) async fn up_to_date(&self, partitions: Vec<(usize, u32)>) -> Result<()> {
+        let client = self.inner.producer.clone();
+        let topics = self.inner.topics.clone();
+        let ends = tokio::task::spawn_blocking(move || -> Result<Vec<(usize, u32, i64)>> {
+            partitions
+                .into_iter()
+                .map(|(c, p)| {
+                    client
+                        .client()
+                        .fetch_watermarks(&topics[c], p as i32, BROKER_TIMEOUT)
+                        .map(|(_, high)| (c, p, high))
+                        .map_err(|e| kafka("reading the end of a partition", e))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| kafka("reading the end of a partition", e))??;
+        for (c, p, high) in ends {
+            if high > 0 {
+                self.replicated_through(c, p, high - 1).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the replica has taken partition `partition` of category
+    /// slot `c` through `offset`, for as long as it keeps taking records.
+    pub(super) async fn replicated_through(
+        &self,
+        c: usize,
+        partition: u32,
+        offset: i64,
+    ) -> Result<()> {
+        let progress = &self.inner.progress;
+        let mut changed = progress.changed.subscribe();
+        while progress.next[c][partition as usize].load(Ordering::Acquire) <= offset {
+            if tokio::time::timeout(READ_BACK_TIMEOUT, changed.changed())
+                .await
+                .is_err()
+            {
+                return Err(kafka(
+                    "reading back from Kafka",
+                    format!(
+                        "the replica took no record for {} s while offset {offset} of {} \
+                         partition {partition} was still to come; a resend with the same \
+                         event ids is safe",
+                        READ_BACK_TIMEOUT.as_secs(),
+                        self.inner.topics[c],
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
