@@ -1,0 +1,263 @@
+//! The drivers: each planned route driven by a handheld over
+//! HandheldService streams, round after round, some handhelds dropping
+//! offline and resending; and the tally of how a driver's day went.
+//!
+//! A driver follows the fates and the plan; it never draws a fate nor
+//! plans a route, and its only randomness is the driver's own seed (when
+//! the handheld drops).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use threshold_api::v1::access_service_client::AccessServiceClient;
+use threshold_api::v1::handheld_event::Report;
+use threshold_api::v1::handheld_service_client::HandheldServiceClient;
+use threshold_api::v1::{AttemptAck, AttemptStartedReport, HandheldEvent, attempt_ack};
+use threshold_auth::Authed;
+use threshold_domain::EventId;
+use threshold_domain::country::timestamp;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::BoxError;
+use super::conn::Conn;
+use super::devices::device_key;
+use super::fates::{MAX_ATTEMPTS, fate};
+use super::in_home::enter;
+use super::parcels::Parcel;
+use super::residents::grant;
+
+/// Sends `events` on a fresh stream and reads `read` acknowledgements (all
+/// when `None`); dropping the stream after fewer is a handheld going offline.
+pub(super) async fn stream(
+    conn: &Conn,
+    events: &[HandheldEvent],
+    read: Option<usize>,
+) -> Result<Vec<AttemptAck>, BoxError> {
+    let (tx, rx) = mpsc::channel(events.len().max(1));
+    for e in events {
+        tx.send(e.clone()).await?;
+    }
+    drop(tx);
+    let mut acks = HandheldServiceClient::new(conn.handheld.clone())
+        .stream_attempts(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let want = read.unwrap_or(events.len());
+    let mut got = Vec::with_capacity(want);
+    while got.len() < want {
+        match acks.message().await? {
+            Some(a) => got.push(a),
+            None => break,
+        }
+    }
+    Ok(got)
+}
+
+/// How one driver's day went.
+#[derive(Default)]
+pub(super) struct DriverDay {
+    pub(super) stored: u64,
+    pub(super) duplicates: u64,
+    pub(super) rejected: u64,
+    pub(super) reconnects: u64,
+    pub(super) last_position: u64,
+    pub(super) grants: u64,
+    pub(super) revoked: u64,
+    pub(super) unlocks: u64,
+    /// Refused unlocks by reason.
+    pub(super) denied: BTreeMap<String, u64>,
+    /// Refused unlocks by the fallback they turned into.
+    pub(super) fallbacks: BTreeMap<String, u64>,
+    /// Entries the lock redeemed.
+    pub(super) entries: u64,
+    /// Replayed unlock requests the server refused.
+    pub(super) replays_refused: u64,
+    /// Alerts raised, by kind, as the device reports were answered.
+    pub(super) alerts: BTreeMap<String, u64>,
+    /// In-home deliveries the server would not close before the relock.
+    pub(super) closings_refused: u64,
+    /// Receipts whose chain head was handed to the resident.
+    pub(super) receipts: u64,
+}
+
+impl DriverDay {
+    pub(super) fn add(&mut self, d: DriverDay) {
+        self.stored += d.stored;
+        self.duplicates += d.duplicates;
+        self.rejected += d.rejected;
+        self.reconnects += d.reconnects;
+        self.last_position = self.last_position.max(d.last_position);
+        self.grants += d.grants;
+        self.revoked += d.revoked;
+        self.unlocks += d.unlocks;
+        for (reason, n) in d.denied {
+            *self.denied.entry(reason).or_default() += n;
+        }
+        for (f, n) in d.fallbacks {
+            *self.fallbacks.entry(f).or_default() += n;
+        }
+        self.entries += d.entries;
+        self.replays_refused += d.replays_refused;
+        for (kind, n) in d.alerts {
+            *self.alerts.entry(kind).or_default() += n;
+        }
+        self.closings_refused += d.closings_refused;
+        self.receipts += d.receipts;
+    }
+}
+
+/// One driver's planned route.
+pub(super) struct Drive {
+    pub(super) driver: String,
+    pub(super) route_id: String,
+    /// The parcels in planned order, with their planned arrival.
+    pub(super) stops: Vec<(Parcel, DateTime<Utc>)>,
+}
+
+/// One driver's handheld: its stream's sequence, and the access client it
+/// asks for unlocks with (the home's devices share it in the simulation).
+pub(super) struct Handheld<'a> {
+    pub(super) conn: &'a Conn,
+    /// As the handheld.
+    pub(super) access: AccessServiceClient<Authed>,
+    /// As the home's lock and camera.
+    pub(super) lock: AccessServiceClient<Authed>,
+    /// As the resident.
+    pub(super) resident: AccessServiceClient<Authed>,
+    pub(super) driver: String,
+    pub(super) route_id: String,
+    pub(super) sequence: u64,
+    pub(super) seed: u64,
+}
+
+impl Handheld<'_> {
+    /// The next handheld event, about `parcel`, at `when`.
+    pub(super) fn event(
+        &mut self,
+        parcel: &Parcel,
+        when: DateTime<Utc>,
+        report: Report,
+    ) -> HandheldEvent {
+        self.sequence += 1;
+        HandheldEvent {
+            event_id: EventId::new().to_string(),
+            device_id: format!("hh-{}", self.driver),
+            sequence: self.sequence,
+            parcel_id: parcel.id.clone(),
+            driver_id: self.driver.clone(),
+            route_id: self.route_id.clone(),
+            occurred_at: Some(timestamp(when)),
+            report: Some(report),
+        }
+    }
+}
+
+/// Drives a planned route: the day's seed decides each parcel's fate, the
+/// driver's seed when the handheld drops offline.
+pub(super) async fn drive(
+    conn: Conn,
+    route: Drive,
+    day_seed: u64,
+    driver_seed: u64,
+) -> Result<DriverDay, BoxError> {
+    let Drive {
+        driver,
+        route_id,
+        stops,
+    } = route;
+    let mut rng = SmallRng::seed_from_u64(driver_seed);
+    let mut day = DriverDay::default();
+    let mut plans = Vec::with_capacity(stops.len());
+    for (p, planned) in stops {
+        let f = fate(day_seed, &p);
+        if p.window.is_some() {
+            let key = device_key(day_seed, &p.home_id());
+            grant(&conn, &p, &driver, &route_id, &f, &key).await?;
+            day.grants += 1;
+            day.revoked += u64::from(f.revoked);
+        }
+        plans.push((p, f, planned));
+    }
+    let mut handheld = Handheld {
+        conn: &conn,
+        access: AccessServiceClient::new(conn.unlock.clone()),
+        lock: AccessServiceClient::new(conn.vendor.clone()),
+        resident: AccessServiceClient::new(conn.resident.clone()),
+        driver: driver.clone(),
+        route_id: route_id.clone(),
+        sequence: 0,
+        seed: day_seed,
+    };
+    // Where each parcel is in its fate: in-home parcels start at the grant,
+    // every other at the door.
+    let mut next: Vec<Option<usize>> = plans
+        .iter()
+        .map(|(p, _, _)| if p.window.is_some() { None } else { Some(0) })
+        .collect();
+    let mut done = vec![false; plans.len()];
+    for round in 0..MAX_ATTEMPTS {
+        let mut events = Vec::new();
+        for (i, (parcel, f, planned)) in plans.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            // The planned arrival; another try a few hours later.
+            let at_time = *planned + Duration::hours(3 * round as i64);
+            if next[i].is_none() {
+                // In-home: planned inside the window. The scan went out
+                // already; the outcome joins the round's events.
+                let (report, when) = enter(&mut handheld, parcel, f, at_time, &mut day).await?;
+                done[i] = true;
+                events.push(handheld.event(parcel, when, report));
+                continue;
+            }
+            let report = match next[i].and_then(|k| f.door.get(k).map(|r| (k, r))) {
+                Some((k, r)) => {
+                    next[i] = Some(k + 1);
+                    done[i] = matches!(r, Report::Delivered(_));
+                    r.clone()
+                }
+                None => {
+                    done[i] = true;
+                    continue;
+                }
+            };
+            for r in [Report::Started(AttemptStartedReport {}), report] {
+                events.push(handheld.event(parcel, at_time, r));
+            }
+        }
+        if events.is_empty() {
+            break;
+        }
+        // One handheld in five loses its connection part-way through a round
+        // and, back online, resends everything from a little before the last
+        // acknowledgement it saw.
+        let mut acks = Vec::new();
+        if rng.random_bool(0.2) && events.len() > 4 {
+            let cut = rng.random_range(1..events.len() - 1);
+            acks.extend(stream(&conn, &events, Some(cut)).await?);
+            day.reconnects += 1;
+            let from = cut.saturating_sub(2);
+            let resent = stream(&conn, &events[from..], None).await?;
+            acks.truncate(from);
+            acks.extend(resent);
+        } else {
+            acks = stream(&conn, &events, None).await?;
+        }
+        for a in &acks {
+            match attempt_ack::Result::try_from(a.result) {
+                Ok(attempt_ack::Result::Stored) => day.stored += 1,
+                Ok(attempt_ack::Result::Duplicate) => day.duplicates += 1,
+                _ => {
+                    day.rejected += 1;
+                    eprintln!("{driver}: event {} rejected: {}", a.sequence, a.error);
+                }
+            }
+            day.last_position = day.last_position.max(a.position);
+        }
+    }
+    Ok(day)
+}

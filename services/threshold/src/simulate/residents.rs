@@ -1,0 +1,121 @@
+//! The residents of in-home parcels: each home's lock registered by its
+//! vendor, the alarm disarmed (or forgotten), and the resident's grant for
+//! the planned driver, issued in the morning and sometimes revoked.
+//!
+//! Only what happens before the driver comes lives here; it never drives
+//! nor opens a door.
+
+use chrono::Duration;
+use threshold_access_service::device::{SigningKey, public_key};
+use threshold_api::v1::access_service_client::AccessServiceClient;
+use threshold_api::v1::{IssueGrantRequest, RevokeGrantRequest};
+use threshold_domain::pb;
+
+use super::BoxError;
+use super::conn::{Conn, access_error, at};
+use super::devices::report_device;
+use super::fates::{Fate, Trouble};
+use super::parcels::Parcel;
+
+/// The resident's grant for an in-home parcel, scoped to the planned driver:
+/// issued in the morning, and revoked an hour before the window when the
+/// fate says so (after the routes were planned: the driver finds out at the
+/// door).
+pub(super) async fn grant(
+    conn: &Conn,
+    parcel: &Parcel,
+    driver: &str,
+    route_id: &str,
+    fate: &Fate,
+    key: &SigningKey,
+) -> Result<(), BoxError> {
+    let (Some(window), Some((start, _))) = (&parcel.window, parcel.window()) else {
+        return Ok(());
+    };
+    let access = &mut AccessServiceClient::new(conn.vendor.clone());
+    // The home's lock was installed and registered by its vendor.
+    let home = parcel.home_id();
+    let morning = start - Duration::hours(4);
+    let _ = report_device(
+        access,
+        key,
+        &home,
+        pb::home_event::Event::LockRegistered(pb::LockRegistered {
+            home_id: home.clone(),
+            lock_id: parcel.lock_id(),
+            vendor: "nordlock".into(),
+            public_key: public_key(key),
+            country: parcel.country.to_proto() as i32,
+        }),
+        morning,
+    )
+    .await?;
+    if fate.home.alarm {
+        // The resident disarms the alarm before the window, unless forgotten.
+        let _ = report_device(
+            access,
+            key,
+            &home,
+            pb::home_event::Event::Alarm(pb::AlarmState {
+                device_id: format!("alarm-{}", parcel.id),
+                armed: fate.home.trouble == Some(Trouble::AlarmLeftArmed),
+            }),
+            start - Duration::minutes(30),
+        )
+        .await?;
+    }
+    if fate.home.trouble == Some(Trouble::CameraOffline) {
+        let _ = report_device(
+            access,
+            key,
+            &home,
+            pb::home_event::Event::CameraOffline(pb::CameraOffline {
+                camera_id: format!("cam-{}", parcel.id),
+                reason: "no heartbeat since the morning".into(),
+            }),
+            morning,
+        )
+        .await?;
+    }
+    let revoked = fate.revoked;
+    let issue = IssueGrantRequest {
+        grant_id: parcel.grant_id(),
+        home_id: home,
+        parcel_ids: vec![parcel.id.clone()],
+        resident_ref: format!("resident-{}", parcel.id),
+        country: parcel.country.to_proto() as i32,
+        window_start_local: window.start_local.clone(),
+        window_end_local: window.end_local.clone(),
+        scope: Some(pb::CourierScope {
+            driver_id: driver.to_owned(),
+            route_id: route_id.to_owned(),
+        }),
+        geofence: parcel.position.map(|center| pb::Geofence {
+            center: Some(center),
+            radius_m: 50,
+            ..Default::default()
+        }),
+        conditions: Some(pb::HouseholdConditions {
+            pet_present: fate.home.pet,
+            alarm_to_disarm: fate.home.alarm,
+        }),
+        fallback: fate.home.fallback as i32,
+    };
+    let access = &mut AccessServiceClient::new(conn.resident.clone());
+    access
+        .issue_grant(at(issue, start - Duration::hours(3))?)
+        .await
+        .map_err(|s| access_error(&format!("grant for {}", parcel.id), &s))?;
+    if revoked {
+        let revoke = RevokeGrantRequest {
+            grant_id: parcel.grant_id(),
+            by: "resident".into(),
+            reason: "plans changed".into(),
+        };
+        access
+            .revoke_grant(at(revoke, start - Duration::hours(1))?)
+            .await
+            .map_err(|s| access_error(&format!("revoking {}", parcel.grant_id()), &s))?;
+    }
+    Ok(())
+}
