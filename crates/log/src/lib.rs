@@ -10,8 +10,9 @@
 //! - [`embedded`]: the default backend, SQLite in WAL mode under `--data DIR`
 //!   with one writer thread and group commit.
 //! - [`subscription`]: the [`Subscription`] every backend hands out.
-//! - [`audit`]: the hash chain of a home's events; [`decide`]: a command
-//!   decided on a stream's history and appended with its expected version.
+//! - [`audit`]: the hash chain of a home's events; [`decide`](mod@decide):
+//!   a command decided on a stream's history and appended with its expected
+//!   version.
 //! - `kafka` (cargo feature `kafka`, which links librdkafka): the backend
 //!   for a carrier that outgrows one machine: the log in Kafka topics, read
 //!   through a local replica in each process; `kafka::record` is the record
