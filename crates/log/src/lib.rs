@@ -11,7 +11,9 @@
 //!   with one writer thread and group commit.
 //! - [`subscription`]: the [`Subscription`] every backend hands out.
 //! - [`audit`]: the hash chain of a home's events; [`decide`]: a command
-//!   decided on a stream's history and appended with its expected version.
+//!   decided on a stream's history and appended with its expected version,
+//!   the one way every service writes an aggregate's stream (with a cache
+//!   hook for a caller that keeps states between decisions).
 //! - [`kafka`]: the backend for a carrier that outgrows one machine: the log
 //!   in Kafka topics, read through a local replica in each process.
 //! - [`kafka_record`]: the Kafka record layout (topic, key, partition,
@@ -39,7 +41,7 @@ mod contract;
 use async_trait::async_trait;
 use threshold_domain::StreamId;
 
-pub use decide::{DecideError, Decided, decide, decide_chained};
+pub use decide::{Cache, DecideError, Decided, Decision, Known, decide, decide_chained, load};
 pub use embedded::{EmbeddedLog, EmbeddedOptions};
 pub use error::{Error, Result};
 pub use event::{Ack, AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};
