@@ -334,6 +334,17 @@ pub async fn load<A: Aggregate>(
     Ok((state, history))
 }
 
+/// The aggregate's events in `history`, each with the instant it occurred,
+/// for rules that read a stream's events rather than its state (a home's
+/// entries). An event that does not decode is passed over.
+pub fn recorded<A: Aggregate>(
+    history: &[RecordedEvent],
+) -> impl Iterator<Item = (A::Event, DateTime<Utc>)> + '_ {
+    history
+        .iter()
+        .filter_map(|r| Some((A::from_domain(r.decode().ok()?)?, r.event.occurred_at)))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};

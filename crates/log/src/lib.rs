@@ -10,7 +10,7 @@
 //! - [`embedded`]: the default backend, SQLite in WAL mode under `--data DIR`
 //!   with one writer thread and group commit.
 //! - [`subscription`]: the [`Subscription`] every backend hands out.
-//! - [`audit`]: the hash chain of a home's events; [`decide`]: a command
+//! - [`audit`]: the hash chain of a home's events; [`mod@decide`]: a command
 //!   decided on a stream's history and appended with its expected version,
 //!   the one way every service writes an aggregate's stream (with a cache
 //!   hook for a caller that keeps states between decisions).
@@ -41,7 +41,9 @@ mod contract;
 use async_trait::async_trait;
 use threshold_domain::StreamId;
 
-pub use decide::{Cache, DecideError, Decided, Decision, Known, decide, decide_chained, load};
+pub use decide::{
+    Cache, DecideError, Decided, Decision, Known, decide, decide_chained, load, recorded,
+};
 pub use embedded::{EmbeddedLog, EmbeddedOptions};
 pub use error::{Error, Result};
 pub use event::{Ack, AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};

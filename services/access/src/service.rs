@@ -17,7 +17,7 @@ use threshold_auth::Role;
 use threshold_domain::country::{instant, local_window, parse_local, timestamp};
 use threshold_domain::grant::Command as GrantCommand;
 use threshold_domain::home::{Command as HomeCommand, Home};
-use threshold_domain::{Aggregate, Country, DriverId, EventId, GrantId, HomeId, ParcelId, pb};
+use threshold_domain::{Country, DriverId, EventId, GrantId, HomeId, ParcelId, pb};
 use threshold_log::audit;
 use threshold_status::{field, status, stored};
 use tonic::{Request, Response, Status};
@@ -254,17 +254,12 @@ impl AccessService for Access {
             ))
         })?;
         let (_, history) = self.load_home(&home_id).await?;
-        let entry = threshold_domain::home::entry(
-            history
-                .iter()
-                .filter_map(|e| Some((Home::from_domain(e.decode().ok()?)?, e.event.occurred_at))),
-            nonce,
-        )
-        .ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "home/{home_id}'s lock has not reported opening for {parcel_id}"
-            ))
-        })?;
+        let entry = threshold_domain::home::entry(threshold_log::recorded::<Home>(&history), nonce)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "home/{home_id}'s lock has not reported opening for {parcel_id}"
+                ))
+            })?;
         let relocked_at = entry.relocked_at.ok_or_else(|| {
             Status::failed_precondition(format!(
                 "home/{home_id}'s lock has not reported the relock after the entry for {parcel_id}"

@@ -28,7 +28,7 @@ use threshold_domain::{
     Aggregate, DeviceId, DomainError, DriverId, EventId, GrantId, HomeId, ParcelId, RouteId,
     StreamId, pb,
 };
-use threshold_log::{Decision, Error as LogError, EventLog, Known, NewEvent, load};
+use threshold_log::{Decision, Error as LogError, EventLog, Known, NewEvent, load, recorded};
 use threshold_status::{behind, field, status, stored};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -531,10 +531,7 @@ async fn entry_not_closed(
             let (_, history) = load::<Home>(log, &StreamId::home(&home))
                 .await
                 .map_err(status)?;
-            history
-                .iter()
-                .filter_map(|r| Some((Home::from_domain(r.decode().ok()?)?, r.event.occurred_at)))
-                .collect()
+            recorded::<Home>(&history).collect()
         }
         _ => Vec::new(),
     };
