@@ -38,6 +38,10 @@
 //!
 //! # Layout
 //!
+//! Each file holds one reason to change and says what it must never do.
+//! This one holds only the module map and the [`Access`] type with its
+//! constructors; it must never grow an RPC or a rule.
+//!
 //! - this file: the [`Access`] type, its constructors and limits.
 //! - `service`: the tonic service, one method per RPC.
 //! - `streams`: grant and home streams loaded and decided, and the streams
