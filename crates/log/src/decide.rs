@@ -109,6 +109,7 @@ impl<'a, A: Aggregate> Decision<'a, A, ()> {
 
     /// The same decision keeping `note` of each event with its id in
     /// [`Known::ids`] (the default note for another aggregate's events).
+    /// A cache holds states with their notes, so it is given after this.
     pub fn noting<M>(self, note: fn(&A::Event) -> M) -> Decision<'a, A, M> {
         Decision {
             log: self.log,

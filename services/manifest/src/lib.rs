@@ -452,3 +452,39 @@ pub mod client {
         summary.ok_or_else(|| Status::internal("the server ended the load without a summary"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use threshold_status::IntoStatus as _;
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_load_answers_the_code_of_what_failed() {
+        for (e, code) in [
+            (
+                Error::Manifest(threshold_manifest::Error::DuplicateColumn(
+                    "parcel_id".into(),
+                )),
+                Code::InvalidArgument,
+            ),
+            (Error::Log(LogError::Closed), Code::Unavailable),
+            (
+                Error::Log(LogError::DiskFull {
+                    path: "log.db".into(),
+                }),
+                Code::ResourceExhausted,
+            ),
+            (Error::Stream("reset".into()), Code::Cancelled),
+            (
+                Error::Vault(threshold_privacy::Error::Tampered {
+                    subject: "household:1".into(),
+                }),
+                Code::DataLoss,
+            ),
+        ] {
+            assert_eq!(e.into_status().code(), code);
+        }
+    }
+}
