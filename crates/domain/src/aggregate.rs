@@ -1,7 +1,11 @@
 //! The shape every aggregate has: `decide` holds all business logic,
 //! `evolve` holds none. State is only ever rebuilt by folding events.
+//! Each aggregate also says which [`DomainEvent`]s are its own, so the log
+//! can fold a stream and store what is decided without the caller picking
+//! events out by hand.
 
 use crate::error::Result;
+use crate::event::DomainEvent;
 
 /// An event-sourced aggregate.
 pub trait Aggregate: Default {
@@ -17,6 +21,13 @@ pub trait Aggregate: Default {
 
     /// Applies one recorded event. Never fails: a recorded event is a fact.
     fn evolve(&mut self, event: &Self::Event);
+
+    /// This aggregate's event, if `event` is one (a stream holds only its
+    /// aggregate's events; anything else is passed over).
+    fn from_domain(event: DomainEvent) -> Option<Self::Event>;
+
+    /// `event` as the payload of a log entry.
+    fn into_domain(event: Self::Event) -> DomainEvent;
 
     /// Applies one recorded event with the instant it occurred (its
     /// envelope's `occurred_at`), for aggregates whose rules need it.

@@ -257,6 +257,17 @@ impl Aggregate for Grant {
     type Command = Command;
     type Event = Event;
 
+    fn from_domain(event: crate::DomainEvent) -> Option<Event> {
+        match event {
+            crate::DomainEvent::Grant(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn into_domain(event: Event) -> crate::DomainEvent {
+        crate::DomainEvent::Grant(event)
+    }
+
     fn decide(&self, command: &Command) -> Result<Vec<Event>> {
         match command {
             Command::Issue(g) => {

@@ -433,6 +433,17 @@ impl Aggregate for Home {
     type Command = Command;
     type Event = Event;
 
+    fn from_domain(event: crate::DomainEvent) -> Option<Event> {
+        match event {
+            crate::DomainEvent::Home(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn into_domain(event: Event) -> crate::DomainEvent {
+        crate::DomainEvent::Home(event)
+    }
+
     fn decide(&self, command: &Command) -> Result<Vec<Event>> {
         match command {
             Command::RegisterLock(r) => {

@@ -14,12 +14,15 @@
 //! - [`aggregate`]: the [`Aggregate`] trait: `decide(state, command)` holds
 //!   all business logic and returns events; `evolve(state, event)` holds none.
 //! - [`parcel`], [`route`], [`grant`], [`home`]: the four aggregates.
+//! - [`entry`]: the rules of an in-home entry that span them (an unlock
+//!   refused for a reason outside the grant; an in-home delivery closing).
 //!
 //! Event payload types are the generated protobuf messages from
 //! `threshold-api`, re-exported as [`pb`]: the proto files are the schema.
 
 pub mod aggregate;
 pub mod country;
+pub mod entry;
 pub mod error;
 pub mod event;
 pub mod geo;

@@ -245,6 +245,17 @@ impl Aggregate for Parcel {
     type Command = Command;
     type Event = Event;
 
+    fn from_domain(event: crate::DomainEvent) -> Option<Event> {
+        match event {
+            crate::DomainEvent::Parcel(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn into_domain(event: Event) -> crate::DomainEvent {
+        crate::DomainEvent::Parcel(event)
+    }
+
     fn decide(&self, command: &Command) -> Result<Vec<Event>> {
         match command {
             Command::Manifest(m) => {

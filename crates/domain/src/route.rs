@@ -250,6 +250,17 @@ impl Aggregate for Route {
     type Command = Command;
     type Event = Event;
 
+    fn from_domain(event: crate::DomainEvent) -> Option<Event> {
+        match event {
+            crate::DomainEvent::Route(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn into_domain(event: Event) -> crate::DomainEvent {
+        crate::DomainEvent::Route(event)
+    }
+
     fn decide(&self, command: &Command) -> Result<Vec<Event>> {
         match command {
             Command::Plan {

@@ -4,11 +4,25 @@
 //! A concurrent writer makes the append conflict; the command is then decided
 //! again on the new history, up to a bound. So a stream has one order of
 //! events however many writers race on it.
+//!
+//! [`Decision`] is the loop's two steps, the state to decide on
+//! ([`Decision::next`]) and the append with its expected version
+//! ([`Decision::append`]), for a caller that does more between them (the
+//! handheld service checks the home's stream and seals a position) or keeps
+//! states between decisions ([`Cache`]). [`decide`] and [`decide_chained`]
+//! run the whole loop for a command. [`load`] reads a stream's state for a
+//! caller that only looks.
+//!
+//! Which events are a stream's is the aggregate's to say
+//! ([`Aggregate::from_domain`]); this module never picks events by hand. It
+//! holds no business rule.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use threshold_domain::{Aggregate, DomainError, DomainEvent, EventId, StreamId};
+use threshold_domain::{Aggregate, DomainError, EventId, StreamId};
 
-use crate::{Error, EventLog, ExpectedVersion, NewEvent, audit};
+use crate::{Error, EventLog, ExpectedVersion, NewEvent, RecordedEvent, audit};
 
 /// Decisions retried when another writer changed the stream in between.
 pub const CONFLICT_RETRIES: usize = 8;
@@ -16,11 +30,12 @@ pub const CONFLICT_RETRIES: usize = 8;
 /// What a decision recorded.
 #[derive(Debug, Clone)]
 pub struct Decided<E> {
-    /// The events recorded; none when the command was already in effect.
+    /// The events recorded; none when the command was already in effect or
+    /// its events were stored before (a resend).
     pub events: Vec<E>,
     /// The stream's version after them.
     pub version: u64,
-    /// Their positions in the log.
+    /// Their positions in the log; for a resend, where the original is.
     pub positions: Vec<u64>,
 }
 
@@ -38,104 +53,407 @@ pub enum DecideError {
     Contended(StreamId),
 }
 
-/// Decides `command` on the aggregate's history in `stream` and appends the
-/// result with the expected version. `unwrap` picks the aggregate's events
-/// out of the stream, `wrap` makes a new one a [`DomainEvent`], and `stamp`
-/// gives it its id and time.
-pub async fn decide<A, W>(
-    log: &dyn EventLog,
-    stream: &StreamId,
-    command: &A::Command,
-    unwrap: impl Fn(DomainEvent) -> Option<A::Event>,
-    wrap: W,
-    stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
-) -> Result<Decided<A::Event>, DecideError>
-where
-    A: Aggregate,
-    A::Event: Clone,
-    W: Fn(A::Event) -> DomainEvent,
-{
-    decide_sealed::<A, W>(log, stream, command, unwrap, wrap, stamp, false).await
+/// A stream as a decision sees it: its aggregate's state, its version, and
+/// the ids of the events in it (so a resend is recognised), each with its
+/// position and the caller's note on it (`N`, e.g. an attempt number).
+#[derive(Debug, Clone)]
+pub struct Known<A, N = ()> {
+    /// The aggregate's state.
+    pub state: A,
+    /// The stream's version.
+    pub version: u64,
+    /// Event id → its position and the caller's note on its event.
+    pub ids: HashMap<EventId, (u64, N)>,
+    /// The audit hash of the stream's last event (kept for chained streams).
+    head: [u8; 32],
 }
 
-/// [`decide`] for a home stream: each new event also commits to the hash of
-/// the one before it, read in the same history the decision was made on
-/// ([`crate::audit`]), so the chain holds whoever writes concurrently.
-pub async fn decide_chained<A, W>(
-    log: &dyn EventLog,
-    stream: &StreamId,
-    command: &A::Command,
-    unwrap: impl Fn(DomainEvent) -> Option<A::Event>,
-    wrap: W,
-    stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
-) -> Result<Decided<A::Event>, DecideError>
-where
-    A: Aggregate,
-    A::Event: Clone,
-    W: Fn(A::Event) -> DomainEvent,
-{
-    decide_sealed::<A, W>(log, stream, command, unwrap, wrap, stamp, true).await
+/// States a caller keeps between decisions, so that a busy stream is not
+/// read back for each one. Only ever a shortcut: every append still carries
+/// the expected version, so a stale state meets a conflict and is forgotten.
+pub trait Cache<A, N>: Send + Sync {
+    /// The state last kept for `stream`, if any.
+    fn get(&self, stream: &StreamId) -> Option<Known<A, N>>;
+    /// `known` is the stream after an append made on version `base`.
+    fn keep(&self, stream: &StreamId, base: u64, known: Known<A, N>);
+    /// The log knew better than the state kept for `stream`.
+    fn forget(&self, stream: &StreamId);
 }
 
-async fn decide_sealed<A, W>(
-    log: &dyn EventLog,
-    stream: &StreamId,
-    command: &A::Command,
-    unwrap: impl Fn(DomainEvent) -> Option<A::Event>,
-    wrap: W,
-    stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
+/// One decision on a stream: [`Decision::next`] gives the state to decide
+/// on, [`Decision::append`] appends what was decided with its version, and
+/// on a conflict the caller asks `next` again, until the retries are spent.
+pub struct Decision<'a, A: Aggregate, N = ()> {
+    log: &'a dyn EventLog,
+    stream: &'a StreamId,
+    retries: usize,
+    tried: usize,
     chained: bool,
-) -> Result<Decided<A::Event>, DecideError>
+    cache: Option<&'a dyn Cache<A, N>>,
+    note: fn(&A::Event) -> N,
+}
+
+impl<'a, A: Aggregate> Decision<'a, A, ()> {
+    /// A decision on `stream` in `log`, retried up to [`CONFLICT_RETRIES`] times.
+    pub fn new(log: &'a dyn EventLog, stream: &'a StreamId) -> Self {
+        Self {
+            log,
+            stream,
+            retries: CONFLICT_RETRIES,
+            tried: 0,
+            chained: false,
+            cache: None,
+            note: |_| (),
+        }
+    }
+
+    /// The same decision keeping `note` of each event with its id in
+    /// [`Known::ids`] (the default note for another aggregate's events).
+    /// A cache holds states with their notes, so it is given after this.
+    pub fn noting<M>(self, note: fn(&A::Event) -> M) -> Decision<'a, A, M> {
+        Decision {
+            log: self.log,
+            stream: self.stream,
+            retries: self.retries,
+            tried: self.tried,
+            chained: self.chained,
+            cache: None,
+            note,
+        }
+    }
+}
+
+impl<'a, A, N> Decision<'a, A, N>
 where
     A: Aggregate,
-    A::Event: Clone,
-    W: Fn(A::Event) -> DomainEvent,
+    N: Default,
 {
-    for _ in 0..CONFLICT_RETRIES {
-        let history = log.read_stream(stream, 0, usize::MAX).await?;
-        let mut state = A::default();
+    /// Retried up to `retries` times in all.
+    pub fn retries(mut self, retries: usize) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// For a home stream: each new event also commits to the hash of the
+    /// one before it, read in the same history the decision was made on
+    /// ([`crate::audit`]), so the chain holds whoever writes concurrently.
+    pub fn chained(mut self) -> Self {
+        self.chained = true;
+        self
+    }
+
+    /// Takes states from `cache` instead of reading the stream, and keeps
+    /// the state after each append there.
+    pub fn cached(mut self, cache: &'a dyn Cache<A, N>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The stream to decide on next: the cached state, or the stream read
+    /// back; `None` once every retry is spent.
+    pub async fn next(&mut self) -> Result<Option<Known<A, N>>, Error> {
+        if self.tried >= self.retries {
+            return Ok(None);
+        }
+        self.tried += 1;
+        if let Some(known) = self.cache.and_then(|c| c.get(self.stream)) {
+            return Ok(Some(known));
+        }
+        let history = self.log.read_stream(self.stream, 0, usize::MAX).await?;
+        let mut known = Known {
+            state: A::default(),
+            version: history.last().map_or(0, |r| r.stream_version),
+            ids: HashMap::with_capacity(history.len()),
+            head: audit::GENESIS,
+        };
         for r in &history {
-            if let Some(e) = unwrap(r.decode()?) {
-                state.evolve_recorded(&e, r.event.occurred_at);
+            let event = A::from_domain(r.decode()?);
+            let note = event.as_ref().map_or_else(N::default, self.note);
+            known.ids.insert(r.event.event_id, (r.position.0, note));
+            if let Some(e) = event {
+                known.state.evolve_recorded(&e, r.event.occurred_at);
             }
         }
-        let version = history.last().map_or(0, |r| r.stream_version);
-        let events = state.decide(command)?;
-        if events.is_empty() {
-            return Ok(Decided {
-                events,
-                version,
-                positions: Vec::new(),
-            });
+        if self.chained {
+            known.head = history.last().map_or(audit::GENESIS, audit::hash_of);
         }
-        let mut new: Vec<NewEvent> = events
-            .iter()
-            .map(|e| {
-                let (id, at) = stamp(e);
-                NewEvent::new(id, &wrap(e.clone()), at)
-            })
-            .collect();
-        if chained {
-            let mut prev = history.last().map_or(audit::GENESIS, audit::hash_of);
+        Ok(Some(known))
+    }
+
+    /// Appends `decided` (each event with its envelope) with the version
+    /// `known` is at. `None` when the stream moved on meanwhile or the log
+    /// already had one of the events: ask [`Decision::next`] again. Deciding
+    /// nothing writes nothing.
+    pub async fn append(
+        &mut self,
+        mut known: Known<A, N>,
+        decided: Vec<(A::Event, NewEvent)>,
+    ) -> Result<Option<Decided<A::Event>>, Error> {
+        if decided.is_empty() {
+            return Ok(Some(Decided {
+                events: Vec::new(),
+                version: known.version,
+                positions: Vec::new(),
+            }));
+        }
+        let (events, mut new): (Vec<_>, Vec<_>) = decided.into_iter().unzip();
+        if self.chained {
+            let mut prev = known.head;
             for n in &mut new {
                 audit::seal(n, prev)?;
                 prev = audit::hash_of_new(n);
             }
+            known.head = prev;
         }
-        match log
-            .append(stream, ExpectedVersion::Exactly(version), new)
+        let base = known.version;
+        // Only what a cache keeps needs the state moved on.
+        let stamps: Vec<(EventId, DateTime<Utc>)> = match self.cache {
+            Some(_) => new.iter().map(|n| (n.event_id, n.occurred_at)).collect(),
+            None => Vec::new(),
+        };
+        match self
+            .log
+            .append(self.stream, ExpectedVersion::Exactly(base), new)
             .await
         {
-            Ok(out) => {
-                return Ok(Decided {
+            Ok(out) if out.acks.iter().all(|a| !a.is_duplicate()) => {
+                let positions: Vec<u64> = out.acks.iter().map(|a| a.position().0).collect();
+                if let Some(cache) = self.cache {
+                    known.version = out.stream_version;
+                    for ((e, (id, at)), position) in events.iter().zip(&stamps).zip(&positions) {
+                        known.state.evolve_recorded(e, *at);
+                        known.ids.insert(*id, (*position, (self.note)(e)));
+                    }
+                    cache.keep(self.stream, base, known);
+                }
+                Ok(Some(Decided {
                     events,
                     version: out.stream_version,
-                    positions: out.acks.iter().map(|a| a.position().0).collect(),
-                });
+                    positions,
+                }))
             }
-            Err(Error::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
+            // The log knew better (an id it already had, or another
+            // writer's events): decide again on what it holds.
+            Ok(_) | Err(Error::Conflict { .. }) => {
+                if let Some(cache) = self.cache {
+                    cache.forget(self.stream);
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
-    Err(DecideError::Contended(stream.clone()))
+
+    /// Decides `command` on each state [`Decision::next`] gives and appends
+    /// the result, each event under the id and time `stamp` gives it. An
+    /// event id the stream holds already makes it a resend: nothing is
+    /// written and the original's position is answered.
+    pub async fn run(
+        mut self,
+        command: &A::Command,
+        stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
+    ) -> Result<Decided<A::Event>, DecideError>
+    where
+        A::Event: Clone,
+    {
+        while let Some(known) = self.next().await? {
+            let events = known.state.decide(command)?;
+            let decided: Vec<(A::Event, NewEvent)> = events
+                .into_iter()
+                .map(|e| {
+                    let (id, at) = stamp(&e);
+                    let n = NewEvent::new(id, &A::into_domain(e.clone()), at);
+                    (e, n)
+                })
+                .collect();
+            let resent: Vec<u64> = decided
+                .iter()
+                .filter_map(|(_, n)| known.ids.get(&n.event_id).map(|(p, _)| *p))
+                .collect();
+            if !resent.is_empty() {
+                return Ok(Decided {
+                    events: Vec::new(),
+                    version: known.version,
+                    positions: resent,
+                });
+            }
+            if let Some(done) = self.append(known, decided).await? {
+                return Ok(done);
+            }
+        }
+        Err(DecideError::Contended(self.stream.clone()))
+    }
+}
+
+/// Decides `command` on the aggregate's history in `stream` and appends the
+/// result with the expected version; `stamp` gives each new event its id
+/// and time.
+pub async fn decide<A>(
+    log: &dyn EventLog,
+    stream: &StreamId,
+    command: &A::Command,
+    stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
+) -> Result<Decided<A::Event>, DecideError>
+where
+    A: Aggregate,
+    A::Event: Clone,
+{
+    Decision::<A>::new(log, stream).run(command, stamp).await
+}
+
+/// [`decide`] for a home stream: each new event also commits to the hash of
+/// the one before it ([`Decision::chained`]).
+pub async fn decide_chained<A>(
+    log: &dyn EventLog,
+    stream: &StreamId,
+    command: &A::Command,
+    stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
+) -> Result<Decided<A::Event>, DecideError>
+where
+    A: Aggregate,
+    A::Event: Clone,
+{
+    Decision::<A>::new(log, stream)
+        .chained()
+        .run(command, stamp)
+        .await
+}
+
+/// A stream's history and the state its aggregate folds it to, for a
+/// caller that looks without deciding.
+pub async fn load<A: Aggregate>(
+    log: &dyn EventLog,
+    stream: &StreamId,
+) -> Result<(A, Vec<RecordedEvent>), Error> {
+    let history = log.read_stream(stream, 0, usize::MAX).await?;
+    let mut state = A::default();
+    for r in &history {
+        if let Some(e) = A::from_domain(r.decode()?) {
+            state.evolve_recorded(&e, r.event.occurred_at);
+        }
+    }
+    Ok((state, history))
+}
+
+/// The aggregate's events in `history`, each with the instant it occurred,
+/// for rules that read a stream's events rather than its state (a home's
+/// entries). An event that does not decode is passed over.
+pub fn recorded<A: Aggregate>(
+    history: &[RecordedEvent],
+) -> impl Iterator<Item = (A::Event, DateTime<Utc>)> + '_ {
+    history
+        .iter()
+        .filter_map(|r| Some((A::from_domain(r.decode().ok()?)?, r.event.occurred_at)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use threshold_domain::route::{Command, Route};
+    use threshold_domain::{DepotId, DriverId, RouteId, VehicleId, pb};
+
+    use super::*;
+    use crate::{EmbeddedLog, EmbeddedOptions};
+
+    fn log() -> (tempfile::TempDir, EmbeddedLog) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("open");
+        (dir, log)
+    }
+
+    fn plan(parcels: &[&str]) -> Command {
+        Command::Plan {
+            route_id: RouteId::new("r-1").expect("id"),
+            depot_id: DepotId::new("STO-1").expect("id"),
+            local_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 23).expect("date"),
+            vehicle_id: VehicleId::new("STO-1-van-1").expect("id"),
+            driver_id: DriverId::new("drv-1").expect("id"),
+            stops: vec![pb::PlannedStop {
+                index: 0,
+                parcel_ids: parcels.iter().map(|p| (*p).to_owned()).collect(),
+                ..Default::default()
+            }],
+            reason: "test".into(),
+        }
+    }
+
+    fn stream() -> StreamId {
+        StreamId::route(&RouteId::new("r-1").expect("id"))
+    }
+
+    fn fresh(_: &pb::route_event::Event) -> (EventId, DateTime<Utc>) {
+        (EventId::new(), Utc::now())
+    }
+
+    #[derive(Default)]
+    struct Kept(Mutex<HashMap<StreamId, Known<Route>>>, Mutex<u32>);
+
+    impl Cache<Route, ()> for Kept {
+        fn get(&self, stream: &StreamId) -> Option<Known<Route>> {
+            self.0.lock().expect("lock").get(stream).cloned()
+        }
+        fn keep(&self, stream: &StreamId, _base: u64, known: Known<Route>) {
+            self.0.lock().expect("lock").insert(stream.clone(), known);
+        }
+        fn forget(&self, stream: &StreamId) {
+            *self.1.lock().expect("lock") += 1;
+            self.0.lock().expect("lock").remove(stream);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_in_effect_decides_nothing() {
+        let (_dir, log) = log();
+        let first = decide::<Route>(&log, &stream(), &plan(&["SE-1"]), fresh)
+            .await
+            .expect("decided");
+        assert_eq!((first.events.len(), first.version), (1, 1));
+        let again = decide::<Route>(&log, &stream(), &plan(&["SE-1"]), fresh)
+            .await
+            .expect("decided");
+        assert!(again.events.is_empty());
+        assert_eq!(again.version, 1);
+    }
+
+    #[tokio::test]
+    async fn a_resent_event_id_answers_where_the_original_is() {
+        let (_dir, log) = log();
+        let id = EventId::new();
+        let first = decide::<Route>(&log, &stream(), &plan(&["SE-1"]), |_| (id, Utc::now()))
+            .await
+            .expect("decided");
+        let resent = decide::<Route>(&log, &stream(), &plan(&["SE-2"]), |_| (id, Utc::now()))
+            .await
+            .expect("decided");
+        assert!(resent.events.is_empty());
+        assert_eq!(resent.positions, first.positions);
+    }
+
+    #[tokio::test]
+    async fn a_stale_cached_state_is_forgotten_and_the_stream_read_again() {
+        let (_dir, log) = log();
+        let kept = Arc::new(Kept::default());
+        let s = stream();
+        Decision::<Route>::new(&log, &s)
+            .cached(&*kept)
+            .run(&plan(&["SE-1"]), fresh)
+            .await
+            .expect("decided");
+        assert_eq!(kept.get(&s).map(|k| k.version), Some(1));
+        // Another writer moves the stream on behind the cache's back.
+        decide::<Route>(&log, &s, &plan(&["SE-2"]), fresh)
+            .await
+            .expect("decided");
+        let third = Decision::<Route>::new(&log, &s)
+            .cached(&*kept)
+            .run(&plan(&["SE-3"]), fresh)
+            .await
+            .expect("decided");
+        assert_eq!(third.version, 3);
+        assert_eq!(*kept.1.lock().expect("lock"), 1, "forgotten once");
+        let k = kept.get(&s).expect("kept");
+        assert_eq!(k.version, 3);
+        assert_eq!(k.state.plan_version, 3);
+    }
 }

@@ -12,7 +12,8 @@
 //! - [`subscription`]: the [`Subscription`] every backend hands out.
 //! - [`audit`]: the hash chain of a home's events; [`decide`](mod@decide):
 //!   a command decided on a stream's history and appended with its expected
-//!   version.
+//!   version, the one way every service writes an aggregate's stream (with
+//!   a cache hook for a caller that keeps states between decisions).
 //! - `kafka` (cargo feature `kafka`, which links librdkafka): the backend
 //!   for a carrier that outgrows one machine: the log in Kafka topics, read
 //!   through a local replica in each process; `kafka::record` is the record
@@ -41,7 +42,9 @@ mod contract;
 use async_trait::async_trait;
 use threshold_domain::StreamId;
 
-pub use decide::{DecideError, Decided, decide, decide_chained};
+pub use decide::{
+    Cache, DecideError, Decided, Decision, Known, decide, decide_chained, load, recorded,
+};
 pub use embedded::{EmbeddedLog, EmbeddedOptions};
 pub use error::{Error, Result};
 pub use event::{Ack, AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};

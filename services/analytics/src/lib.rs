@@ -15,6 +15,7 @@ use threshold_domain::country::date_from_proto;
 use threshold_domain::{Country, pb};
 use threshold_log::{EventLog, Position};
 use threshold_projections::{Attempts, Dimension, Filter, ReportRow};
+use threshold_status::{behind, field, status};
 use tonic::{Request, Response, Status};
 
 /// How long a report waits for the projection to reach a requested position.
@@ -38,7 +39,7 @@ impl Analytics {
                 threshold_projections::follow(followed, follower, Position::ORIGIN).await
             {
                 // The report then says how far it got; the error is the operator's.
-                eprintln!("analytics: the projection stopped following the log: {e}");
+                tracing::error!(error = %e, "analytics: the projection stopped following the log");
             }
         });
         Self { model, log }
@@ -53,26 +54,23 @@ impl Analytics {
 fn filter(r: &AttemptsReportRequest) -> Result<Filter, Status> {
     let date = |d: &Option<pb::LocalDate>, name: &str| {
         d.as_ref()
-            .map(|d| {
-                date_from_proto(d).map_err(|e| Status::invalid_argument(format!("{name}: {e}")))
-            })
+            .map(|d| date_from_proto(d).map_err(|e| field(name, e)))
             .transpose()
     };
     Ok(Filter {
         country: (r.country != 0)
             .then(|| Country::from_proto(r.country))
             .transpose()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            .map_err(status)?,
         depot: (!r.depot_id.is_empty()).then(|| r.depot_id.clone()),
         from: date(&r.from, "from")?,
         to: date(&r.to, "to")?,
         service: match r.service {
             0 => None,
-            s => {
-                Some(pb::Service::try_from(s).map_err(|_| {
-                    Status::invalid_argument(format!("service: {s} is not a service"))
-                })?)
-            }
+            s => Some(
+                pb::Service::try_from(s)
+                    .map_err(|_| field("service", format!("{s} is not a service")))?,
+            ),
         },
     })
 }
@@ -109,23 +107,18 @@ impl AnalyticsService for Analytics {
         let by: Dimension = if r.by.is_empty() {
             Dimension::Country
         } else {
-            r.by.parse()
-                .map_err(|e: String| Status::invalid_argument(format!("by: {e}")))?
+            r.by.parse().map_err(|e: String| field("by", e))?
         };
         let filter = filter(&r)?;
         let mut wanted = r.at_least_position;
         if r.up_to_head {
-            let head = self
-                .log
-                .head()
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let head = self.log.head().await.map_err(status)?;
             wanted = wanted.max(head.0);
         }
         threshold_projections::caught_up(&self.model, Position(wanted), CATCH_UP)
             .await
             .map_err(|at| {
-                Status::deadline_exceeded(format!(
+                behind(format!(
                     "the projection is at position {at}, not yet {wanted}; retry"
                 ))
             })?;

@@ -21,12 +21,15 @@ use threshold_api::v1::{
 };
 use threshold_auth::Role;
 use threshold_domain::country::instant;
+use threshold_domain::grant::Grant;
+use threshold_domain::home::Home;
 use threshold_domain::parcel::{Command, Parcel};
 use threshold_domain::{
-    Aggregate, DeviceId, DomainError, DomainEvent, DriverId, EventId, GrantId, ParcelId, RouteId,
+    Aggregate, DeviceId, DomainError, DriverId, EventId, GrantId, HomeId, ParcelId, RouteId,
     StreamId, pb,
 };
-use threshold_log::{Error as LogError, EventLog, ExpectedVersion, NewEvent, RecordedEvent};
+use threshold_log::{Decision, Error as LogError, EventLog, Known, NewEvent, load, recorded};
+use threshold_status::{behind, field, status, stored};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -59,18 +62,36 @@ impl Default for Limits {
 /// Parcels whose state is kept between events; beyond this the cache starts over.
 const CACHED_PARCELS: usize = 200_000;
 
-/// A parcel as this service last saw it in the log.
-#[derive(Clone)]
-struct Known {
-    version: u64,
-    state: Parcel,
-    /// Event id → (position, attempt), to answer resends.
-    ids: std::collections::HashMap<EventId, (u64, u32)>,
-}
+/// Recently used parcels as this service last saw them in the log, each
+/// with its events' ids, positions and attempts to answer resends. Only
+/// ever a shortcut: every append still carries the expected version, so a
+/// stale entry meets a conflict and is dropped.
+#[derive(Default)]
+struct Parcels(std::sync::Mutex<std::collections::HashMap<StreamId, Known<Parcel, u32>>>);
 
-/// Recently used parcels. Only ever a shortcut: every append still carries
-/// the expected version, so a stale entry meets a conflict and is dropped.
-type Cache = Arc<std::sync::Mutex<std::collections::HashMap<StreamId, Known>>>;
+impl threshold_log::Cache<Parcel, u32> for Parcels {
+    fn get(&self, stream: &StreamId) -> Option<Known<Parcel, u32>> {
+        self.0.lock().ok().and_then(|c| c.get(stream).cloned())
+    }
+
+    fn keep(&self, stream: &StreamId, base: u64, known: Known<Parcel, u32>) {
+        if let Ok(mut c) = self.0.lock() {
+            if c.len() >= CACHED_PARCELS {
+                c.clear();
+            }
+            // Only if nobody moved the parcel on meanwhile.
+            if c.get(stream).is_none_or(|k| k.version == base) {
+                c.insert(stream.clone(), known);
+            }
+        }
+    }
+
+    fn forget(&self, stream: &StreamId) {
+        if let Ok(mut c) = self.0.lock() {
+            c.remove(stream);
+        }
+    }
+}
 
 /// Acknowledgement latency and duplicates, through the OpenTelemetry API.
 #[derive(Clone)]
@@ -121,7 +142,7 @@ pub struct Handhelds {
     metrics: Metrics,
     log: Arc<dyn EventLog>,
     limits: Limits,
-    cache: Cache,
+    cache: Arc<Parcels>,
     routes: Arc<std::sync::RwLock<threshold_projections::Routes>>,
     /// Opens the sealed stop positions drivers are handed.
     vault: Option<Arc<threshold_privacy::Vault>>,
@@ -141,14 +162,14 @@ impl Handhelds {
                 threshold_projections::follow(followed, follower, threshold_log::Position::ORIGIN)
                     .await
             {
-                eprintln!("handheld: the route projection stopped following the log: {e}");
+                tracing::error!(error = %e, "handheld: the route projection stopped following the log");
             }
         });
         Self {
             metrics: Metrics::new(),
             log,
             limits: Limits::default(),
-            cache: Cache::default(),
+            cache: Arc::default(),
             routes,
             vault: None,
         }
@@ -221,17 +242,12 @@ impl Bucket {
     }
 }
 
-/// A handheld event that is not accepted, with the field at fault.
+/// A handheld event that is not accepted, with the field at fault: answered
+/// in its acknowledgement, not as a status (the stream goes on).
 #[derive(Debug)]
 struct Rejected(String);
 
-impl Rejected {
-    fn into_status(self) -> Status {
-        Status::invalid_argument(self.0)
-    }
-}
-
-fn field(name: &str, e: impl std::fmt::Display) -> Rejected {
+fn rejected(name: &str, e: impl std::fmt::Display) -> Rejected {
     Rejected(format!("{name}: {e}"))
 }
 
@@ -244,22 +260,30 @@ struct Checked {
 }
 
 fn check(e: &HandheldEvent) -> Result<Checked, Rejected> {
-    let event_id: EventId = e.event_id.parse().map_err(|err| field("event_id", err))?;
-    let parcel = ParcelId::new(&e.parcel_id).map_err(|err| field("parcel_id", err))?;
-    let driver_id = DriverId::new(&e.driver_id).map_err(|err| field("driver_id", err))?;
-    let device_id = DeviceId::new(&e.device_id).map_err(|err| field("device_id", err))?;
+    let event_id: EventId = e
+        .event_id
+        .parse()
+        .map_err(|err| rejected("event_id", err))?;
+    let parcel = ParcelId::new(&e.parcel_id).map_err(|err| rejected("parcel_id", err))?;
+    let driver_id = DriverId::new(&e.driver_id).map_err(|err| rejected("driver_id", err))?;
+    let device_id = DeviceId::new(&e.device_id).map_err(|err| rejected("device_id", err))?;
     let route_id = if e.route_id.is_empty() {
         None
     } else {
-        Some(RouteId::new(&e.route_id).map_err(|err| field("route_id", err))?)
+        Some(RouteId::new(&e.route_id).map_err(|err| rejected("route_id", err))?)
     };
     let occurred_at = e
         .occurred_at
         .as_ref()
-        .ok_or_else(|| field("occurred_at", "is missing"))
-        .and_then(|t| instant(t).map_err(|err| field("occurred_at", err)))?;
+        .ok_or_else(|| rejected("occurred_at", "is missing"))
+        .and_then(|t| instant(t).map_err(|err| rejected("occurred_at", err)))?;
     let command = match &e.report {
-        None => return Err(field("report", "is missing: started, delivered or failed")),
+        None => {
+            return Err(rejected(
+                "report",
+                "is missing: started, delivered or failed",
+            ));
+        }
         Some(Report::Started(_)) => Command::StartAttempt {
             route_id,
             driver_id,
@@ -270,7 +294,7 @@ fn check(e: &HandheldEvent) -> Result<Checked, Rejected> {
                 .ok()
                 .filter(|m| *m != pb::DeliveryMethod::Unspecified)
                 .ok_or_else(|| {
-                    field(
+                    rejected(
                         "delivered.method",
                         format!("{} is not a delivery method", d.method),
                     )
@@ -280,7 +304,7 @@ fn check(e: &HandheldEvent) -> Result<Checked, Rejected> {
             grant_id: if d.grant_id.is_empty() {
                 None
             } else {
-                Some(GrantId::new(&d.grant_id).map_err(|err| field("delivered.grant_id", err))?)
+                Some(GrantId::new(&d.grant_id).map_err(|err| rejected("delivered.grant_id", err))?)
             },
             position: d.position,
         },
@@ -289,7 +313,7 @@ fn check(e: &HandheldEvent) -> Result<Checked, Rejected> {
                 .ok()
                 .filter(|r| *r != pb::FailureReason::Unspecified)
                 .ok_or_else(|| {
-                    field(
+                    rejected(
                         "failed.reason",
                         format!("{} is not a failure reason", f.reason),
                     )
@@ -315,22 +339,24 @@ fn implied_id(reported: &EventId, index: usize) -> EventId {
     ))
 }
 
-fn attempt_of(e: &RecordedEvent) -> u32 {
+/// The attempt an event belongs to (0 for events of no attempt): what a
+/// resend of it is answered with.
+fn attempt_of(e: &pb::parcel_event::Event) -> u32 {
     use pb::parcel_event::Event as E;
-    match e.decode() {
-        Ok(DomainEvent::Parcel(E::AttemptStarted(a))) => a.attempt,
-        Ok(DomainEvent::Parcel(E::Delivered(d))) => d.attempt,
-        Ok(DomainEvent::Parcel(E::AttemptFailed(f))) => f.attempt,
+    match e {
+        E::AttemptStarted(a) => a.attempt,
+        E::Delivered(d) => d.attempt,
+        E::AttemptFailed(f) => f.attempt,
         _ => 0,
     }
 }
 
-/// Decides and stores one handheld event; the acknowledgement to send.
-/// Decides and appends one handheld event; its events carry `trace`.
+/// Decides and appends one handheld event; the acknowledgement to send.
+/// Its events carry `trace`.
 async fn handle(
     log: &dyn EventLog,
     vault: Option<&threshold_privacy::Vault>,
-    cache: &Cache,
+    cache: &Parcels,
     e: &HandheldEvent,
     trace: Option<&str>,
 ) -> Result<AttemptAck, Status> {
@@ -347,34 +373,11 @@ async fn handle(
         Ok(c) => c,
         Err(Rejected(why)) => return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why)),
     };
-    for _ in 0..CONFLICT_RETRIES {
-        let cached = cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&checked.stream).cloned());
-        let known = match cached {
-            Some(k) => k,
-            None => {
-                let history = log
-                    .read_stream(&checked.stream, 0, usize::MAX)
-                    .await
-                    .map_err(status)?;
-                let mut known = Known {
-                    version: history.last().map_or(0, |r| r.stream_version),
-                    state: Parcel::default(),
-                    ids: std::collections::HashMap::new(),
-                };
-                for r in &history {
-                    known
-                        .ids
-                        .insert(r.event.event_id, (r.position.0, attempt_of(r)));
-                    if let DomainEvent::Parcel(p) = r.decode().map_err(status)? {
-                        known.state.evolve(&p);
-                    }
-                }
-                known
-            }
-        };
+    let mut decision = Decision::<Parcel>::new(log, &checked.stream)
+        .noting(attempt_of)
+        .retries(CONFLICT_RETRIES)
+        .cached(cache);
+    while let Some(known) = decision.next().await.map_err(status)? {
         if let Some((position, attempt)) = known.ids.get(&checked.event_id) {
             return Ok(ack(
                 attempt_ack::Result::Duplicate,
@@ -419,9 +422,10 @@ async fn handle(
             .into_iter()
             .map(|ev| seal_delivery(vault, state, &checked.stream, ev))
             .collect::<Result<_, _>>()?;
+        let attempt = events.last().map_or(0, attempt_of);
         let last = events.len().saturating_sub(1);
-        let new: Vec<NewEvent> = events
-            .iter()
+        let new: Vec<(pb::parcel_event::Event, NewEvent)> = events
+            .into_iter()
             .enumerate()
             .map(|(i, ev)| {
                 let id = if i == last {
@@ -430,7 +434,7 @@ async fn handle(
                     implied_id(&checked.event_id, i)
                 };
                 let mut n =
-                    NewEvent::new(id, &DomainEvent::Parcel(ev.clone()), checked.occurred_at)
+                    NewEvent::new(id, &Parcel::into_domain(ev.clone()), checked.occurred_at)
                         .caused_by(checked.event_id.to_string(), e.device_id.clone());
                 // The handheld's trace continues through the log.
                 if let Some(tp) = trace {
@@ -442,42 +446,14 @@ async fn handle(
                         n = n.country(c);
                     }
                 }
-                n
+                (ev, n)
             })
             .collect();
-        let attempt = match events.last() {
-            Some(pb::parcel_event::Event::AttemptStarted(a)) => a.attempt,
-            Some(pb::parcel_event::Event::Delivered(d)) => d.attempt,
-            Some(pb::parcel_event::Event::AttemptFailed(f)) => f.attempt,
-            _ => 0,
-        };
-        let ids: Vec<EventId> = new.iter().map(|n| n.event_id).collect();
-        match log
-            .append(
-                &checked.stream,
-                ExpectedVersion::Exactly(known.version),
-                new,
-            )
-            .await
-        {
-            Ok(out) if out.acks.iter().all(|a| !a.is_duplicate()) => {
-                let position = out.acks.last().map_or(0, |a| a.position().0);
-                let base = known.version;
-                let mut next = known;
-                next.version = out.stream_version;
-                for (ev, (id, a)) in events.iter().zip(ids.iter().zip(&out.acks)) {
-                    next.state.evolve(ev);
-                    next.ids.insert(*id, (a.position().0, attempt));
-                }
-                if let Ok(mut c) = cache.lock() {
-                    if c.len() >= CACHED_PARCELS {
-                        c.clear();
-                    }
-                    // Only if nobody moved the parcel on meanwhile.
-                    if c.get(&checked.stream).is_none_or(|k| k.version == base) {
-                        c.insert(checked.stream.clone(), next);
-                    }
-                }
+        // `None`: the log knew better than the cache (an id it already
+        // had, or another writer's events); decide again from the log.
+        match decision.append(known, new).await {
+            Ok(Some(decided)) => {
+                let position = decided.positions.last().copied().unwrap_or(0);
                 return Ok(ack(
                     attempt_ack::Result::Stored,
                     position,
@@ -485,14 +461,7 @@ async fn handle(
                     String::new(),
                 ));
             }
-            // The log knew better than the cache (an id it already had, or
-            // another writer's events): forget and decide again from the log.
-            Ok(_) | Err(LogError::Conflict { .. }) => {
-                if let Ok(mut c) = cache.lock() {
-                    c.remove(&checked.stream);
-                }
-                continue;
-            }
+            Ok(None) => {}
             Err(LogError::EventIdReused { stored_in, .. }) => {
                 return Ok(ack(
                     attempt_ack::Result::Rejected,
@@ -533,7 +502,7 @@ fn seal_delivery(
         d.sealed_position = Some(
             vault
                 .seal_message(household, &context, &position)
-                .map_err(|e| Status::internal(e.to_string()))?,
+                .map_err(status)?,
         );
         d.position = None;
     }
@@ -545,63 +514,33 @@ fn parcel_of(stream: &StreamId) -> &str {
 }
 
 /// Why an in-home delivery under `grant_id` cannot be closed yet, if it
-/// cannot: the home's lock must have opened on a nonce redeemed for the
-/// parcel and reported the door locked again since.
+/// cannot: the grant's and its home's streams are read, and the domain's
+/// rule ([`threshold_domain::entry::in_home_not_closed`]) decides.
 async fn entry_not_closed(
     log: &dyn EventLog,
     grant_id: &GrantId,
     parcel: &str,
 ) -> Result<Option<String>, Status> {
-    let history = log
-        .read_stream(&StreamId::grant(grant_id), 0, usize::MAX)
+    let (grant, _) = load::<Grant>(log, &StreamId::grant(grant_id))
         .await
         .map_err(status)?;
-    let mut grant = threshold_domain::grant::Grant::default();
-    for r in &history {
-        if let DomainEvent::Grant(g) = r.decode().map_err(status)? {
-            grant.evolve(&g);
+    // The home is read only when the lock can have opened for the parcel.
+    let home_events = match (grant.home_id(), grant.redeemed(parcel)) {
+        (Some(home), Some(_)) => {
+            let home = HomeId::new(home).map_err(stored)?;
+            let (_, history) = load::<Home>(log, &StreamId::home(&home))
+                .await
+                .map_err(status)?;
+            recorded::<Home>(&history).collect()
         }
-    }
-    let Some(home) = grant.home_id() else {
-        return Ok(Some(format!(
-            "delivered.grant_id: grant/{grant_id} was never issued"
-        )));
+        _ => Vec::new(),
     };
-    let Some(nonce) = grant.redeemed(parcel) else {
-        return Ok(Some(format!(
-            "no unlock was redeemed for {parcel} under grant/{grant_id}: an in-home delivery needs the door opened under the grant"
-        )));
-    };
-    let home = threshold_domain::HomeId::new(home).map_err(|e| Status::internal(e.to_string()))?;
-    let events = log
-        .read_stream(&StreamId::home(&home), 0, usize::MAX)
-        .await
-        .map_err(status)?;
-    let entry = threshold_domain::home::entry(
-        events.iter().filter_map(|e| match e.decode() {
-            Ok(DomainEvent::Home(h)) => Some((h, e.event.occurred_at)),
-            _ => None,
-        }),
-        nonce,
-    );
-    Ok(match entry {
-        None => Some(format!(
-            "home/{home}'s lock has not reported opening for {parcel}"
-        )),
-        Some(e) if e.relocked_at.is_none() => Some(format!(
-            "home/{home}'s lock has not reported the door relocked since the entry for {parcel}; an in-home delivery closes after the relock"
-        )),
-        Some(_) => None,
-    })
-}
-
-/// The log's failures as gRPC status: the handheld keeps the event and resends.
-fn status(e: LogError) -> Status {
-    match e {
-        LogError::DiskFull { .. } => Status::resource_exhausted(e.to_string()),
-        LogError::Closed | LogError::Kafka { .. } => Status::unavailable(e.to_string()),
-        _ => Status::internal(e.to_string()),
-    }
+    Ok(threshold_domain::entry::in_home_not_closed(
+        grant_id,
+        &grant,
+        parcel,
+        home_events,
+    ))
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<AttemptAck, Status>> + Send>>;
@@ -616,25 +555,23 @@ impl HandheldService for Handhelds {
     ) -> Result<Response<GetRouteResponse>, Status> {
         let caller = threshold_auth::require(&request, &[Role::Handheld, Role::Planner])?.clone();
         let r = request.into_inner();
-        let driver =
-            DriverId::new(&r.driver_id).map_err(|e| field("driver_id", e).into_status())?;
+        let driver = DriverId::new(&r.driver_id).map_err(|e| field("driver_id", e))?;
         if caller.role == Role::Handheld {
             caller.check_tenant("driver", driver.as_str())?;
         }
         let day = r
             .date
             .as_ref()
-            .ok_or_else(|| Status::invalid_argument("date: is missing"))
+            .ok_or_else(|| field("date", "is missing"))
             .and_then(|d| {
-                threshold_domain::country::date_from_proto(d)
-                    .map_err(|e| Status::invalid_argument(format!("date: {e}")))
+                threshold_domain::country::date_from_proto(d).map_err(|e| field("date", e))
             })?;
         // Answer from a projection that has seen everything durable now.
         let head = self.log.head().await.map_err(status)?;
         threshold_projections::caught_up(&self.routes, head, std::time::Duration::from_secs(5))
             .await
             .map_err(|at| {
-                Status::deadline_exceeded(format!(
+                behind(format!(
                     "routes are at position {at}, the log at {head}; retry"
                 ))
             })?;

@@ -21,12 +21,11 @@ use threshold_api::v1::{
 };
 use threshold_auth::{Principal, Role};
 use threshold_domain::parcel::{Command, Parcel};
-use threshold_domain::{
-    Aggregate, Country, DomainError, DomainEvent, EventId, ParcelId, StreamId, pb,
-};
-use threshold_log::{Error as LogError, EventLog, ExpectedVersion, NewEvent};
+use threshold_domain::{Aggregate, Country, DomainError, EventId, ParcelId, StreamId, pb};
+use threshold_log::{Decision, Error as LogError, EventLog, NewEvent};
 use threshold_manifest::{ManifestReader, Row, RowError};
 use threshold_privacy::Vault;
+use threshold_status::{IntoStatus as _, ServiceError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -56,18 +55,22 @@ pub enum Error {
     Vault(#[from] threshold_privacy::Error),
 }
 
+/// The error contract's codes ([`threshold_status`]): each wrapped error
+/// answers with its own; a broken client stream is `CANCELLED`.
+impl ServiceError for Error {
+    fn code(&self) -> tonic::Code {
+        match self {
+            Error::Manifest(e) => e.code(),
+            Error::Log(e) => e.code(),
+            Error::Stream(_) => tonic::Code::Cancelled,
+            Error::Vault(e) => e.code(),
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        match &e {
-            Error::Manifest(_) => Status::invalid_argument(e.to_string()),
-            Error::Log(LogError::DiskFull { .. }) => Status::resource_exhausted(e.to_string()),
-            Error::Log(LogError::Closed | LogError::Kafka { .. }) => {
-                Status::unavailable(e.to_string())
-            }
-            Error::Log(_) => Status::internal(e.to_string()),
-            Error::Stream(_) => Status::cancelled(e.to_string()),
-            Error::Vault(_) => Status::internal(e.to_string()),
-        }
+        e.into_status()
     }
 }
 
@@ -146,16 +149,9 @@ async fn decide(
     seal_address(vault, &mut parcel, &stream, country)?;
     let partner = parcel.partner_id.clone();
     let command = Command::Manifest(Box::new(parcel));
-    for _ in 0..CONFLICT_RETRIES {
-        let history = log.read_stream(&stream, 0, usize::MAX).await?;
-        let mut state = Parcel::default();
-        for e in &history {
-            if let DomainEvent::Parcel(p) = e.decode()? {
-                state.evolve(&p);
-            }
-        }
-        let version = history.last().map_or(0, |e| e.stream_version);
-        let events = match state.decide(&command) {
+    let mut decision = Decision::<Parcel>::new(log, &stream).retries(CONFLICT_RETRIES);
+    while let Some(known) = decision.next().await? {
+        let events = match known.state.decide(&command) {
             Ok(events) => events,
             Err(DomainError::AlreadyExists(what)) => {
                 return refuse(
@@ -170,28 +166,24 @@ async fn decide(
             return Ok(Decided::Unchanged);
         }
         let new = events
-            .iter()
+            .into_iter()
             .map(|e| {
                 let mut n = NewEvent::new(
                     EventId::new(),
-                    &DomainEvent::Parcel(e.clone()),
+                    &Parcel::into_domain(e.clone()),
                     chrono::Utc::now(),
                 )
                 .tenant(partner.clone());
                 if let Some(c) = country {
                     n = n.country(c);
                 }
-                n
+                (e, n)
             })
             .collect();
-        match log
-            .append(&stream, ExpectedVersion::Exactly(version), new)
-            .await
-        {
-            Ok(_) => return Ok(Decided::Accepted),
-            // Someone else manifested it in between: decide again on the new history.
-            Err(LogError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
+        // `None`: someone else manifested it in between; decide again on
+        // the new history.
+        if decision.append(known, new).await?.is_some() {
+            return Ok(Decided::Accepted);
         }
     }
     refuse(
@@ -458,5 +450,41 @@ pub mod client {
             Err(e) => return Err(Status::internal(e.to_string())),
         }
         summary.ok_or_else(|| Status::internal("the server ended the load without a summary"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use threshold_status::IntoStatus as _;
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_load_answers_the_code_of_what_failed() {
+        for (e, code) in [
+            (
+                Error::Manifest(threshold_manifest::Error::DuplicateColumn(
+                    "parcel_id".into(),
+                )),
+                Code::InvalidArgument,
+            ),
+            (Error::Log(LogError::Closed), Code::Unavailable),
+            (
+                Error::Log(LogError::DiskFull {
+                    path: "log.db".into(),
+                }),
+                Code::ResourceExhausted,
+            ),
+            (Error::Stream("reset".into()), Code::Cancelled),
+            (
+                Error::Vault(threshold_privacy::Error::Tampered {
+                    subject: "household:1".into(),
+                }),
+                Code::DataLoss,
+            ),
+        ] {
+            assert_eq!(e.into_status().code(), code);
+        }
     }
 }

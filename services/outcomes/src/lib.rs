@@ -17,6 +17,7 @@ use threshold_auth::Role;
 use threshold_domain::country::timestamp;
 use threshold_domain::{Category, Country, DomainEvent, pb};
 use threshold_log::{EventLog, Position, RecordedEvent};
+use threshold_status::IntoStatus as _;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -172,7 +173,7 @@ impl OutcomeService for Outcomes {
                 let event = match next {
                     Ok(e) => e,
                     Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        let _ = tx.send(Err(e.into_status())).await;
                         return;
                     }
                 };

@@ -21,13 +21,14 @@ use threshold_api::v1::{DepotPlan, PlanDayReply, PlanDayRequest, UnassignedParce
 use threshold_auth::Role;
 use threshold_domain::country::{date_from_proto, date_to_proto};
 use threshold_domain::route::{Command as RouteCommand, Route};
-use threshold_domain::{DepotId, DomainEvent, DriverId, EventId, RouteId, StreamId, VehicleId};
-use threshold_log::{DecideError, EventLog, Position, decide};
+use threshold_domain::{DepotId, DriverId, EventId, RouteId, StreamId, VehicleId};
+use threshold_log::{EventLog, Position, decide};
 use threshold_privacy::Vault;
 use threshold_projections::{DepotDays, PlannableParcel, Routes, caught_up, follow};
 use threshold_routing::depot::{DepotDay, Fleets, Parcel, van_index};
 use threshold_routing::matrix::{GreatCircle, Point, TravelMatrix};
 use threshold_routing::{Objective, Options, check, in_parallel, solve};
+use threshold_status::{behind, field, status};
 use tonic::{Request, Response, Status};
 
 /// Search time per depot when a request leaves it to the server.
@@ -69,7 +70,7 @@ impl Planning {
         ] {
             tokio::spawn(async move {
                 if let Ok(Some(e)) = task.await {
-                    eprintln!("planning: a projection stopped following the log: {e}");
+                    tracing::error!(error = %e, "planning: a projection stopped following the log");
                 }
             });
         }
@@ -275,14 +276,6 @@ fn plan_depot(
     })
 }
 
-fn undecided(e: DecideError) -> Status {
-    match e {
-        DecideError::Refused(e) => Status::failed_precondition(e.to_string()),
-        DecideError::Log(e) => Status::unavailable(e.to_string()),
-        DecideError::Contended(_) => Status::aborted(e.to_string()),
-    }
-}
-
 #[tonic::async_trait]
 impl PlanningService for Planning {
     async fn plan_day(
@@ -303,42 +296,33 @@ impl PlanningService for Planning {
         let date = r
             .date
             .as_ref()
-            .ok_or_else(|| Status::invalid_argument("date: is missing"))
-            .and_then(|d| {
-                date_from_proto(d).map_err(|e| Status::invalid_argument(format!("date: {e}")))
-            })?;
+            .ok_or_else(|| field("date", "is missing"))
+            .and_then(|d| date_from_proto(d).map_err(|e| field("date", e)))?;
         let objective: Objective = if r.objective.is_empty() {
             Objective::Business
         } else {
-            r.objective
-                .parse()
-                .map_err(|e| Status::invalid_argument(format!("objective: {e}")))?
+            r.objective.parse().map_err(|e| field("objective", e))?
         };
         let seconds = match r.seconds_per_depot {
             0.0 => DEFAULT_SECONDS_PER_DEPOT,
             s if s.is_finite() && s > 0.0 && s <= MAX_SECONDS_PER_DEPOT => s,
             s => {
-                return Err(Status::invalid_argument(format!(
-                    "seconds_per_depot: {s} is not in (0, {MAX_SECONDS_PER_DEPOT}]"
-                )));
+                return Err(field(
+                    "seconds_per_depot",
+                    format!("{s} is not in (0, {MAX_SECONDS_PER_DEPOT}]"),
+                ));
             }
         };
         let _turn = self.planning.lock().await;
 
         // Plan from everything durable now.
-        let head = self
-            .log
-            .head()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let head = self.log.head().await.map_err(status)?;
         let within = std::time::Duration::from_secs(10);
         for lag in [
             caught_up(&self.parcels, head, within).await,
             caught_up(&self.routes, head, within).await,
         ] {
-            lag.map_err(|at| {
-                Status::deadline_exceeded(format!("projections at {at}, the log at {head}; retry"))
-            })?;
+            lag.map_err(|at| behind(format!("projections at {at}, the log at {head}; retry")))?;
         }
         let mut days = self
             .parcels
@@ -408,19 +392,11 @@ impl PlanningService for Planning {
                     continue;
                 };
                 let stream = StreamId::route(route_id);
-                let decided = decide::<Route, _>(
-                    &*self.log,
-                    &stream,
-                    command,
-                    |e| match e {
-                        DomainEvent::Route(x) => Some(x),
-                        _ => None,
-                    },
-                    DomainEvent::Route,
-                    |_| (EventId::new(), Utc::now()),
-                )
+                let decided = decide::<Route>(&*self.log, &stream, command, |_| {
+                    (EventId::new(), Utc::now())
+                })
                 .await
-                .map_err(undecided)?;
+                .map_err(status)?;
                 if !decided.events.is_empty() {
                     outcome.reply.routes_changed += 1;
                 }

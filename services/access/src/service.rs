@@ -1,0 +1,403 @@
+//! The tonic service: each RPC authenticates its caller, checks the
+//! request's shape, has the streams loaded and decided ([`crate::streams`])
+//! and answers. Errors answer with the workspace's one contract
+//! ([`threshold_status`]).
+//!
+//! It must never decide what a grant or home allows: the aggregates and
+//! [`threshold_domain::entry`] do.
+
+use chrono::Utc;
+use threshold_api::v1::access_service_server::AccessService;
+use threshold_api::v1::{
+    AuthorizeUnlockReply, AuthorizeUnlockRequest, ClockReply, ClockRequest, DeviceEventReply,
+    DeviceEventRequest, GrantReply, IssueGrantRequest, Receipt, ReceiptRequest, RedeemUnlockReply,
+    RedeemUnlockRequest, RevokeGrantRequest,
+};
+use threshold_auth::Role;
+use threshold_domain::country::{instant, local_window, parse_local, timestamp};
+use threshold_domain::grant::Command as GrantCommand;
+use threshold_domain::home::{Command as HomeCommand, Home};
+use threshold_domain::{Country, DriverId, EventId, GrantId, HomeId, ParcelId, pb};
+use threshold_log::audit;
+use threshold_status::{field, status, stored};
+use tonic::{Request, Response, Status};
+
+use crate::device::Signed;
+use crate::{Access, Clock, UNLOCK_VALID_FOR};
+
+#[tonic::async_trait]
+impl AccessService for Access {
+    async fn issue_grant(
+        &self,
+        request: Request<IssueGrantRequest>,
+    ) -> Result<Response<GrantReply>, Status> {
+        let resident = threshold_auth::require(&request, &[Role::Resident])?.clone();
+        let now = self.now(&request)?;
+        let r = request.into_inner();
+        resident.check_tenant("resident", &r.resident_ref)?;
+        let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        let country = Country::from_proto(r.country).map_err(|e| field("country", e))?;
+        let start = parse_local("window_start_local", &r.window_start_local).map_err(status)?;
+        let end = parse_local("window_end_local", &r.window_end_local).map_err(status)?;
+        let window = local_window(country, start, end).map_err(status)?;
+        let issued = pb::GrantIssued {
+            grant_id: r.grant_id.clone(),
+            home_id: r.home_id,
+            parcel_ids: r.parcel_ids,
+            resident_ref: r.resident_ref,
+            window: Some(window),
+            scope: r.scope,
+            geofence: r.geofence,
+            conditions: r.conditions,
+            fallback: r.fallback,
+        };
+        let mut issued = issued;
+        self.seal_center(&mut issued)?;
+        let (events, version) = self
+            .grant(&grant_id, GrantCommand::Issue(Box::new(issued)), now)
+            .await?;
+        Ok(Response::new(GrantReply {
+            grant_id: r.grant_id,
+            version,
+            unchanged: events.is_empty(),
+        }))
+    }
+
+    async fn revoke_grant(
+        &self,
+        request: Request<RevokeGrantRequest>,
+    ) -> Result<Response<GrantReply>, Status> {
+        // The resident, or the carrier's planner on the resident's behalf.
+        let caller = threshold_auth::require(&request, &[Role::Resident, Role::Planner])?.clone();
+        let now = self.now(&request)?;
+        let r = request.into_inner();
+        let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        if caller.role == Role::Resident {
+            self.check_resident(&caller, &grant_id).await?;
+        }
+        let revoke = GrantCommand::Revoke {
+            grant_id: grant_id.clone(),
+            by: r.by,
+            reason: r.reason,
+        };
+        let (events, version) = self.grant(&grant_id, revoke, now).await?;
+        Ok(Response::new(GrantReply {
+            grant_id: r.grant_id,
+            version,
+            unchanged: events.is_empty(),
+        }))
+    }
+
+    async fn authorize_unlock(
+        &self,
+        request: Request<AuthorizeUnlockRequest>,
+    ) -> Result<Response<AuthorizeUnlockReply>, Status> {
+        let handheld = threshold_auth::require(&request, &[Role::Handheld])?.clone();
+        // The server's clock (or the simulation's), never the handheld's.
+        let now = self.now(&request)?;
+        let r = request.into_inner();
+        handheld.check_tenant("driver", &r.driver_id)?;
+        let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        let parcel_id = ParcelId::new(&r.parcel_id).map_err(|e| field("parcel_id", e))?;
+        let driver_id = DriverId::new(&r.driver_id).map_err(|e| field("driver_id", e))?;
+        // What the other streams say is read first; the grant's own rules
+        // and the recording are one decision under the grant's writer.
+        let grant = self.load_grant(&grant_id).await?;
+        let elsewhere = match &grant.issued {
+            Some(issued) => {
+                self.refusal_elsewhere(issued, &r, &parcel_id, &driver_id, now)
+                    .await?
+            }
+            None => None,
+        };
+        let command = GrantCommand::AuthorizeUnlock {
+            grant_id: grant_id.clone(),
+            parcel_id,
+            driver_id,
+            now,
+            nonce: uuid::Uuid::new_v4().to_string(),
+            valid_for: UNLOCK_VALID_FOR,
+            elsewhere,
+        };
+        let (events, _) = self.grant(&grant_id, command, now).await?;
+        use pb::grant_event::Event as G;
+        let reply = match events.first() {
+            Some(G::UnlockAuthorized(a)) => AuthorizeUnlockReply {
+                authorized: true,
+                nonce: a.nonce.clone(),
+                valid_until: a.valid_until,
+                ..Default::default()
+            },
+            Some(G::UnlockDenied(d)) => AuthorizeUnlockReply {
+                authorized: false,
+                reason: d.reason,
+                detail: d.detail.clone(),
+                fallback: grant.fallback() as i32,
+                ..Default::default()
+            },
+            other => return Err(Status::internal(format!("unexpected decision {other:?}"))),
+        };
+        let reason = if reply.authorized {
+            String::new()
+        } else {
+            reason_name(reply.reason)
+        };
+        self.authorizations.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new(
+                    "result",
+                    if reply.authorized {
+                        "authorized"
+                    } else {
+                        "denied"
+                    },
+                ),
+                opentelemetry::KeyValue::new("reason", reason),
+            ],
+        );
+        Ok(Response::new(reply))
+    }
+
+    async fn redeem_unlock(
+        &self,
+        request: Request<RedeemUnlockRequest>,
+    ) -> Result<Response<RedeemUnlockReply>, Status> {
+        let vendor = threshold_auth::require(&request, &[Role::LockVendor])?.clone();
+        let now = self.now(&request)?;
+        let r = request.into_inner();
+        let home_id = HomeId::new(&r.home_id).map_err(|e| field("home_id", e))?;
+        let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        let (home, _) = self.load_home(&home_id).await?;
+        let lock = home
+            .lock
+            .as_ref()
+            .ok_or_else(|| Status::not_found(format!("home/{home_id} has no registered lock")))?;
+        vendor.check_tenant("the lock vendor", &lock.vendor)?;
+        if lock.lock_id != r.lock_id {
+            return Err(field(
+                "lock_id",
+                format!("{:?} is not the lock of home/{home_id}", r.lock_id),
+            ));
+        }
+        let grant = self.load_grant(&grant_id).await?;
+        if grant.home_id().is_some_and(|h| h != home_id.as_str()) {
+            return Err(field(
+                "grant_id",
+                format!("grant/{grant_id} does not open home/{home_id}"),
+            ));
+        }
+        // A bad signature is recorded on the grant as a refused attempt to
+        // get in: it is not a fact of the lock's.
+        let signed = r.verify(&lock.public_key).is_ok();
+        let command = GrantCommand::Redeem {
+            grant_id: grant_id.clone(),
+            nonce: r.nonce.clone(),
+            lock_id: r.lock_id.clone(),
+            now,
+            signed,
+        };
+        let (events, _) = self.grant(&grant_id, command, now).await?;
+        use pb::grant_event::Event as G;
+        let reply = match events.first() {
+            Some(G::Used(_)) => RedeemUnlockReply {
+                open: true,
+                ..Default::default()
+            },
+            Some(G::UnlockDenied(d)) => RedeemUnlockReply {
+                open: false,
+                reason: d.reason,
+                detail: d.detail.clone(),
+            },
+            other => return Err(Status::internal(format!("unexpected decision {other:?}"))),
+        };
+        self.authorizations.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new(
+                    "result",
+                    if reply.open {
+                        "redeemed"
+                    } else {
+                        "redeem_refused"
+                    },
+                ),
+                opentelemetry::KeyValue::new(
+                    "reason",
+                    if reply.open {
+                        String::new()
+                    } else {
+                        reason_name(reply.reason)
+                    },
+                ),
+            ],
+        );
+        Ok(Response::new(reply))
+    }
+
+    async fn get_receipt(
+        &self,
+        request: Request<ReceiptRequest>,
+    ) -> Result<Response<Receipt>, Status> {
+        let resident = threshold_auth::require(&request, &[Role::Resident])?.clone();
+        let r = request.into_inner();
+        let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        let parcel_id = ParcelId::new(&r.parcel_id).map_err(|e| field("parcel_id", e))?;
+        let grant = self.check_resident(&resident, &grant_id).await?;
+        let home_id = grant
+            .home_id()
+            .ok_or_else(|| Status::not_found(format!("grant/{grant_id}")))
+            .and_then(|h| HomeId::new(h).map_err(stored))?;
+        let nonce = grant.redeemed(parcel_id.as_str()).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "no unlock was redeemed for {parcel_id} under grant/{grant_id}"
+            ))
+        })?;
+        let (_, history) = self.load_home(&home_id).await?;
+        let entry = threshold_domain::home::entry(threshold_log::recorded::<Home>(&history), nonce)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "home/{home_id}'s lock has not reported opening for {parcel_id}"
+                ))
+            })?;
+        let relocked_at = entry.relocked_at.ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "home/{home_id}'s lock has not reported the relock after the entry for {parcel_id}"
+            ))
+        })?;
+        let head = audit::verify(&history).map_err(|b| {
+            Status::data_loss(format!("home/{home_id}'s audit chain does not hold: {b}"))
+        })?;
+        Ok(Response::new(Receipt {
+            home_id: home_id.to_string(),
+            grant_id: grant_id.to_string(),
+            parcel_id: parcel_id.to_string(),
+            lock_id: entry.lock_id,
+            unlocked_at: Some(timestamp(entry.unlocked_at)),
+            relocked_at: Some(timestamp(relocked_at)),
+            clip_sha256: entry.clips,
+            alerts: entry.alerts,
+            chain_head: audit::hex(&head),
+            chain_version: history.last().map_or(0, |e| e.stream_version),
+        }))
+    }
+
+    async fn clock(&self, request: Request<ClockRequest>) -> Result<Response<ClockReply>, Status> {
+        threshold_auth::require(&request, &Role::ALL)?;
+        Ok(Response::new(ClockReply {
+            now: Some(timestamp(Utc::now())),
+            simulated: self.clock == Clock::Simulated,
+        }))
+    }
+
+    async fn record_device_event(
+        &self,
+        request: Request<DeviceEventRequest>,
+    ) -> Result<Response<DeviceEventReply>, Status> {
+        let vendor = threshold_auth::require(&request, &[Role::LockVendor])?.clone();
+        let r = request.into_inner();
+        let event_id: EventId = r.event_id.parse().map_err(|e| field("event_id", e))?;
+        let home_id = HomeId::new(&r.home_id).map_err(|e| field("home_id", e))?;
+        let at = r
+            .occurred_at
+            .as_ref()
+            .ok_or_else(|| field("occurred_at", "is missing"))
+            .and_then(|t| instant(t).map_err(|e| field("occurred_at", e)))?;
+        let (home, history) = self.load_home(&home_id).await?;
+        // A resend is answered with where the original is.
+        if let Some(found) = history.iter().find(|e| e.event.event_id == event_id) {
+            return Ok(Response::new(DeviceEventReply {
+                position: found.position.0,
+                duplicate: true,
+                alerts_raised: Vec::new(),
+            }));
+        }
+        use pb::home_event::Event as H;
+        let event = r
+            .event
+            .as_ref()
+            .and_then(|e| e.event.clone())
+            .ok_or_else(|| field("event", "is missing"))?;
+        // A vendor speaks for its own locks.
+        match (&home.lock, &event) {
+            (_, H::LockRegistered(x)) => vendor.check_tenant("the lock vendor", &x.vendor)?,
+            (Some(lock), _) => vendor.check_tenant("the lock vendor", &lock.vendor)?,
+            (None, _) => {}
+        }
+        if let (Some(lock), H::LockRegistered(_)) = (&home.lock, &event) {
+            vendor.check_tenant("the lock vendor", &lock.vendor)?;
+        }
+        // Signed by the home's registered key; a first registration by the
+        // key it registers.
+        let key = match (&home.lock, &event) {
+            (Some(lock), _) => lock.public_key.clone(),
+            (None, H::LockRegistered(x)) => x.public_key.clone(),
+            (None, _) => {
+                return Err(Status::not_found(format!(
+                    "home/{home_id} has no registered lock"
+                )));
+            }
+        };
+        r.verify(&key).map_err(|why| {
+            Status::permission_denied(format!(
+                "signature: {why} (home/{home_id}); the event is not recorded"
+            ))
+        })?;
+        let h = home_id.clone();
+        let command = match event {
+            H::LockRegistered(x) => HomeCommand::RegisterLock(x),
+            H::Unlocked(fact) => {
+                let redeemed = if fact.grant_id.is_empty() {
+                    false
+                } else {
+                    let grant_id =
+                        GrantId::new(&fact.grant_id).map_err(|e| field("grant_id", e))?;
+                    let grant = self.load_grant(&grant_id).await?;
+                    grant.home_id() == Some(home_id.as_str()) && grant.spent.contains(&fact.nonce)
+                };
+                HomeCommand::Unlocked {
+                    home_id: h,
+                    fact,
+                    redeemed,
+                }
+            }
+            H::Relocked(fact) => HomeCommand::Relocked { home_id: h, fact },
+            H::HandleChecked(fact) => HomeCommand::HandleChecked { home_id: h, fact },
+            H::DoorLeftOpen(fact) => HomeCommand::DoorLeftOpen { home_id: h, fact },
+            H::CameraOnline(fact) => HomeCommand::CameraOnline { home_id: h, fact },
+            H::CameraOffline(fact) => HomeCommand::CameraOffline { home_id: h, fact },
+            H::ClipRecorded(fact) => HomeCommand::ClipRecorded { home_id: h, fact },
+            H::TamperDetected(fact) => HomeCommand::TamperDetected { home_id: h, fact },
+            H::Alarm(fact) => HomeCommand::Alarm { home_id: h, fact },
+            H::AlertRaised(_) => {
+                return Err(field(
+                    "event",
+                    "alerts are raised by the server, not reported by devices",
+                ));
+            }
+        };
+        let decided = self.home(&home_id, command, event_id, at).await?;
+        // Nothing recorded: the fact was in effect already, or the event was
+        // stored meanwhile (then its position is the original's).
+        Ok(Response::new(DeviceEventReply {
+            position: decided.positions.first().copied().unwrap_or(0),
+            duplicate: decided.events.is_empty(),
+            alerts_raised: decided
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    pb::home_event::Event::AlertRaised(a) => Some(a.kind),
+                    _ => None,
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// `UNLOCK_DENY_REASON_OUTSIDE_GEOFENCE` as `outside_geofence`.
+pub fn reason_name(reason: i32) -> String {
+    pb::UnlockDenyReason::try_from(reason)
+        .map_or("unknown", |r| r.as_str_name())
+        .trim_start_matches("UNLOCK_DENY_REASON_")
+        .to_lowercase()
+}
