@@ -7,31 +7,15 @@ use chrono::{DateTime, Duration, Utc};
 use common::*;
 use threshold_access_service::device::{Signed, key_from_seed};
 use threshold_api::v1::{
-    AuthorizeUnlockReply, AuthorizeUnlockRequest, ReceiptRequest, RedeemUnlockRequest,
-    RevokeGrantRequest,
+    AuthorizeUnlockRequest, ReceiptRequest, RedeemUnlockRequest, RevokeGrantRequest,
 };
 use threshold_domain::{DomainEvent, pb};
 
 type Deny = pb::UnlockDenyReason;
 
-async fn ask(s: &mut Running, r: AuthorizeUnlockRequest) -> AuthorizeUnlockReply {
-    s.handheld
-        .authorize_unlock(r)
-        .await
-        .expect("decided")
-        .into_inner()
-}
-
+/// lock-1's request to redeem `nonce` under g-1.
 fn redeem(nonce: &str) -> RedeemUnlockRequest {
-    let mut r = RedeemUnlockRequest {
-        home_id: "home-1".into(),
-        lock_id: "lock-1".into(),
-        grant_id: "g-1".into(),
-        nonce: nonce.into(),
-        signature: vec![],
-    };
-    r.sign(&key());
-    r
+    redeem_under("g-1", nonce)
 }
 
 async fn report(s: &mut Running, e: pb::home_event::Event, at: DateTime<Utc>) -> Vec<String> {
@@ -205,8 +189,7 @@ async fn every_rule_around_the_grant_refuses_with_its_reason_and_the_fallback() 
 
 #[tokio::test]
 async fn a_parcel_not_scanned_by_the_driver_opens_nothing() {
-    let mut s = serve().await;
-    door(&mut s, Utc::now(), false).await;
+    let mut s = serve_at_the_door().await;
     let mut g = grant("g-1");
     g.parcel_ids.push("SE-2".into());
     s.resident.issue_grant(g).await.expect("issue");
@@ -356,8 +339,7 @@ async fn a_nonce_opens_the_door_once_and_a_replay_is_refused_and_recorded() {
 
 #[tokio::test]
 async fn a_revoke_recorded_while_the_handheld_was_offline_keeps_the_door_shut() {
-    let mut s = serve().await;
-    door(&mut s, Utc::now(), false).await;
+    let mut s = serve_at_the_door().await;
     s.resident.issue_grant(grant("g-1")).await.expect("issue");
     let yes = ask(&mut s, unlock("g-1", "drv-1")).await;
     assert!(yes.authorized);
@@ -467,8 +449,7 @@ async fn a_door_left_unlocked_or_unwatched_raises_alerts_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_revokes_unlocks_and_redeems_keep_one_order_per_grant() {
-    let mut s = serve().await;
-    door(&mut s, Utc::now(), false).await;
+    let mut s = serve_at_the_door().await;
     let grants: Vec<String> = (0..8).map(|n| format!("g-{n}")).collect();
     for g in &grants {
         s.resident.issue_grant(grant(g)).await.expect("issue");
@@ -476,39 +457,18 @@ async fn concurrent_revokes_unlocks_and_redeems_keep_one_order_per_grant() {
     let mut tasks = tokio::task::JoinSet::new();
     for g in &grants {
         for n in 0..24 {
-            let (mut resident, mut handheld, mut vendor) =
-                (s.resident.clone(), s.handheld.clone(), s.vendor.clone());
-            let g = g.clone();
-            tasks.spawn(async move {
-                if n % 8 == 3 {
-                    let r = resident
-                        .revoke_grant(RevokeGrantRequest {
-                            grant_id: g,
-                            by: "res-1".into(),
-                            reason: "race".into(),
-                        })
-                        .await
-                        .expect("revoke");
-                    return u32::from(!r.into_inner().unchanged);
-                }
-                let yes = handheld
-                    .authorize_unlock(unlock(&g, "drv-1"))
-                    .await
-                    .expect("decided")
-                    .into_inner();
-                if yes.authorized {
-                    let mut r = redeem(&yes.nonce);
-                    r.grant_id = g;
-                    r.sign(&key());
-                    vendor.redeem_unlock(r).await.expect("redeem");
-                }
-                0
-            });
+            tasks.spawn(race_step(
+                g.clone(),
+                n % 8 == 3,
+                s.resident.clone(),
+                s.handheld.clone(),
+                s.vendor.clone(),
+            ));
         }
     }
     let mut revokes_that_changed = 0;
     while let Some(t) = tasks.join_next().await {
-        revokes_that_changed += t.expect("task");
+        revokes_that_changed += t.expect("task").0;
     }
     assert_eq!(revokes_that_changed, 8, "each grant revoked exactly once");
     for g in &grants {

@@ -11,40 +11,19 @@ use threshold_domain::{DomainEvent, pb};
 
 #[tokio::test]
 async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
-    let mut s = serve().await;
-    door(&mut s, Utc::now(), false).await;
-    let issued = s
-        .resident
-        .issue_grant(grant("g-1"))
-        .await
-        .expect("issue")
-        .into_inner();
+    let mut s = serve_at_the_door().await;
+    let issued = issue(&mut s, grant("g-1")).await;
     assert_eq!((issued.version, issued.unchanged), (1, false));
-    let again = s
-        .resident
-        .issue_grant(grant("g-1"))
-        .await
-        .expect("again")
-        .into_inner();
+    let again = issue(&mut s, grant("g-1")).await;
     assert!(
         again.unchanged,
         "issuing the same grant twice changes nothing"
     );
 
-    let a = s
-        .handheld
-        .authorize_unlock(unlock("g-1", "drv-1"))
-        .await
-        .expect("unlock")
-        .into_inner();
+    let a = ask(&mut s, unlock("g-1", "drv-1")).await;
     assert!(a.authorized, "{}", a.detail);
     assert!(!a.nonce.is_empty());
-    let b = s
-        .handheld
-        .authorize_unlock(unlock("g-1", "drv-1"))
-        .await
-        .expect("unlock")
-        .into_inner();
+    let b = ask(&mut s, unlock("g-1", "drv-1")).await;
     assert_ne!(a.nonce, b.nonce, "every authorization has a fresh nonce");
 
     // drv-1's handheld cannot speak for drv-2...
@@ -77,12 +56,7 @@ async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
         })
         .await
         .expect("revoke");
-    let after = s
-        .handheld
-        .authorize_unlock(unlock("g-1", "drv-1"))
-        .await
-        .expect("decided")
-        .into_inner();
+    let after = ask(&mut s, unlock("g-1", "drv-1")).await;
     assert!(!after.authorized);
     assert_eq!(after.reason, pb::UnlockDenyReason::Revoked as i32);
 
@@ -126,8 +100,7 @@ async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_racing_many_unlocks_is_never_overtaken() {
-    let mut s = serve().await;
-    door(&mut s, Utc::now(), false).await;
+    let mut s = serve_at_the_door().await;
     s.resident
         .issue_grant(grant("g-race"))
         .await
@@ -155,12 +128,7 @@ async fn a_revoke_racing_many_unlocks_is_never_overtaken() {
     }
     // After the revoke was acknowledged, nothing is authorized.
     for _ in 0..5 {
-        let r = s
-            .handheld
-            .authorize_unlock(unlock("g-race", "drv-1"))
-            .await
-            .expect("decided")
-            .into_inner();
+        let r = ask(&mut s, unlock("g-race", "drv-1")).await;
         assert_eq!(r.reason, pb::UnlockDenyReason::Revoked as i32);
     }
     // And in the grant's one order of events, no authorization follows the revoke.
@@ -297,20 +265,10 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
         .await
         .expect("issued");
 
-    let early = sim
-        .handheld
-        .authorize_unlock(at(unlock("g-sim", "drv-1"), utc(7, 59)))
-        .await
-        .expect("decided")
-        .into_inner();
+    let early = ask(&mut sim, at(unlock("g-sim", "drv-1"), utc(7, 59))).await;
     assert!(!early.authorized);
     assert_eq!(early.reason, pb::UnlockDenyReason::OutsideWindow as i32);
-    let inside = sim
-        .handheld
-        .authorize_unlock(at(unlock("g-sim", "drv-1"), utc(8, 0)))
-        .await
-        .expect("decided")
-        .into_inner();
+    let inside = ask(&mut sim, at(unlock("g-sim", "drv-1"), utc(8, 0))).await;
     assert!(inside.authorized, "{}", inside.detail);
     let until = threshold_domain::country::instant(&inside.valid_until.expect("until")).unwrap();
     assert_eq!(
@@ -318,12 +276,7 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
         utc(8, 2),
         "valid for two minutes of the simulated clock"
     );
-    let late = sim
-        .handheld
-        .authorize_unlock(at(unlock("g-sim", "drv-1"), utc(11, 0)))
-        .await
-        .expect("decided")
-        .into_inner();
+    let late = ask(&mut sim, at(unlock("g-sim", "drv-1"), utc(11, 0))).await;
     assert_eq!(late.reason, pb::UnlockDenyReason::Expired as i32);
     let bad = sim
         .handheld

@@ -31,8 +31,7 @@ async fn no_or_unknown_credentials_get_unauthenticated_and_no_data() {
 
 #[tokio::test]
 async fn each_rpc_takes_its_role_and_tenant_only() {
-    let mut s = serve().await;
-    door(&mut s, Utc::now(), false).await;
+    let mut s = serve_at_the_door().await;
     // A partner or an analyst has no business with doors.
     for role in [Role::Partner, Role::Analyst, Role::Planner] {
         let err = s
@@ -139,16 +138,10 @@ async fn each_rpc_takes_its_role_and_tenant_only() {
 
 #[tokio::test]
 async fn a_forgotten_residents_home_position_is_unreadable_and_opens_nothing() {
-    let mut s = serve().await;
-    door(&mut s, Utc::now(), false).await;
+    let mut s = serve_at_the_door().await;
     s.resident.issue_grant(grant("g-1")).await.expect("issue");
     // Issued again, the same grant changes nothing, sealed or not.
-    let again = s
-        .resident
-        .issue_grant(grant("g-1"))
-        .await
-        .expect("again")
-        .into_inner();
+    let again = issue(&mut s, grant("g-1")).await;
     assert!(again.unchanged);
     // The log holds the home's position sealed only.
     let stored = s
@@ -163,12 +156,7 @@ async fn a_forgotten_residents_home_position_is_unreadable_and_opens_nothing() {
     };
     let fence = g.geofence.expect("fence");
     assert!(fence.center.is_none() && fence.sealed_center.is_some());
-    let yes = s
-        .handheld
-        .authorize_unlock(unlock("g-1", "drv-1"))
-        .await
-        .expect("decided")
-        .into_inner();
+    let yes = ask(&mut s, unlock("g-1", "drv-1")).await;
     assert!(yes.authorized, "{}", yes.detail);
 
     // res-1 asks to be forgotten.
@@ -178,12 +166,7 @@ async fn a_forgotten_residents_home_position_is_unreadable_and_opens_nothing() {
             .expect("forget"),
         1
     );
-    let no = s
-        .handheld
-        .authorize_unlock(unlock("g-1", "drv-1"))
-        .await
-        .expect("decided")
-        .into_inner();
+    let no = ask(&mut s, unlock("g-1", "drv-1")).await;
     assert_eq!(no.reason, pb::UnlockDenyReason::OutsideGeofence as i32);
     assert!(no.detail.contains("erased"), "{}", no.detail);
     // The grant's stream is whole and the home's chain still verifies.

@@ -1,143 +1,56 @@
 //! HandheldService end to end: a real server on 127.0.0.1:0 over the
 //! embedded log, handhelds as real gRPC clients.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use chrono::{NaiveDate, Utc};
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::{
-    AttemptAck, AttemptFailedReport, AttemptStartedReport, DeliveredReport, HandheldEvent,
-    attempt_ack,
+    AttemptAck, AttemptFailedReport, DeliveredReport, HandheldEvent, attempt_ack,
 };
-use threshold_auth::{AuthLayer, Authed, Authenticator, Credentials, LocalTokens, Role};
-use threshold_domain::country::{date_to_proto, timestamp};
-use threshold_domain::{Country, DomainEvent, EventId, ParcelId, StreamId, pb};
-use threshold_handheld_service::Handhelds;
-use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, ExpectedVersion, NewEvent, Position};
-use tokio::net::TcpListener;
+use threshold_auth::{Authed, Credentials, Role};
+use threshold_domain::country::date_to_proto;
+use threshold_domain::{DomainEvent, EventId, StreamId, pb};
+use threshold_log::{EventLog, ExpectedVersion, NewEvent, Position};
+use threshold_testkit::fixtures::{delivered, handheld_event, manifested, not_home, started};
+use threshold_testkit::{Sandbox, Service};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::transport::{Channel, Server};
+use tokio_stream::wrappers::ReceiverStream;
 
-struct Running {
-    addr: SocketAddr,
-    log: Arc<EmbeddedLog>,
-    /// The local credentials a first serve makes, one per role.
-    tokens: LocalTokens,
-    vault: Arc<threshold_privacy::Vault>,
-    dir: tempfile::TempDir,
-}
-
-/// A connection as the handheld role (every driver).
-async fn channel(server: &Running) -> Authed {
+/// A connection of its own as the handheld role (every driver).
+async fn channel(server: &Sandbox) -> Authed {
     as_role(server, Role::Handheld).await
 }
 
-async fn as_role(server: &Running, role: Role) -> Authed {
-    let plain = Channel::from_shared(format!("http://{}", server.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    server.tokens.channel(plain, role).expect("token")
+async fn as_role(server: &Sandbox, role: Role) -> Authed {
+    server
+        .tokens()
+        .channel(server.connect().await, role)
+        .expect("token")
 }
 
-async fn serve() -> Running {
+/// The production server running the handheld service only.
+async fn serve() -> Sandbox {
     serve_with(threshold_handheld_service::Limits::default()).await
 }
 
-async fn serve_with(limits: threshold_handheld_service::Limits) -> Running {
-    let dir = tempfile::tempdir().expect("dir");
-    let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let vault = Arc::new(threshold_privacy::Vault::open(dir.path()).expect("vault"));
-    let service = Handhelds::new(log.clone() as Arc<dyn EventLog>)
-        .with_limits(limits)
-        .with_vault(Arc::clone(&vault))
-        .into_server();
-    LocalTokens::ensure(dir.path()).expect("credentials");
-    let tokens = LocalTokens::load(dir.path()).expect("tokens");
-    let auth = AuthLayer::new(Authenticator::new(dir.path()));
-    tokio::spawn(async move {
-        Server::builder()
-            .layer(auth)
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .expect("server");
-    });
-    Running {
-        addr,
-        log,
-        tokens,
-        vault,
-        dir,
-    }
+async fn serve_with(limits: threshold_handheld_service::Limits) -> Sandbox {
+    Sandbox::builder()
+        .services([Service::Attempts])
+        .handheld_limits(limits)
+        .start()
+        .await
 }
 
-async fn manifest(log: &EmbeddedLog, parcels: &[&str]) {
-    for id in parcels {
-        let m = pb::ParcelManifested {
-            parcel_id: (*id).into(),
-            partner_id: "nordshop".into(),
-            country: pb::Country::Se as i32,
-            depot_id: "STO-1".into(),
-            delivery_date: Some(date_to_proto(
-                NaiveDate::from_ymd_opt(2026, 11, 23).expect("date"),
-            )),
-            address: None,
-            service: pb::Service::Doorstep as i32,
-            weight_grams: 1000,
-            in_home_window: None,
-            manifest_id: "m".into(),
-            manifest_line: 2,
-            sealed_address: None,
-            address_digest: Vec::new(),
-        };
-        let stream = StreamId::parcel(&ParcelId::new(*id).expect("id"));
-        let e = NewEvent::new(
-            EventId::new(),
-            &DomainEvent::Parcel(pb::parcel_event::Event::Manifested(m)),
-            Utc::now(),
-        )
-        .country(Country::Se);
-        log.append(&stream, ExpectedVersion::NO_STREAM, vec![e])
-            .await
-            .expect("manifest");
-    }
-}
-
+/// Driver drv-7's handheld hh-7 on route STO-1-r1 reports `report` about
+/// `parcel`, its `seq`th event.
 fn event(seq: u64, parcel: &str, report: Report) -> HandheldEvent {
     HandheldEvent {
-        event_id: EventId::new().to_string(),
         device_id: "hh-7".into(),
         sequence: seq,
-        parcel_id: parcel.into(),
         driver_id: "drv-7".into(),
         route_id: "STO-1-r1".into(),
-        occurred_at: Some(timestamp(Utc::now())),
-        report: Some(report),
+        ..handheld_event(parcel, report)
     }
-}
-
-fn started() -> Report {
-    Report::Started(AttemptStartedReport {})
-}
-fn delivered() -> Report {
-    Report::Delivered(DeliveredReport {
-        method: pb::DeliveryMethod::Doorstep as i32,
-        grant_id: String::new(),
-        position: None,
-    })
-}
-fn not_home() -> Report {
-    Report::Failed(AttemptFailedReport {
-        reason: pb::FailureReason::NotHome as i32,
-        note: String::new(),
-    })
 }
 
 /// A handheld connection: send events, read acks.
@@ -147,7 +60,7 @@ struct Handheld {
 }
 
 impl Handheld {
-    async fn connect(server: &Running) -> Self {
+    async fn connect(server: &Sandbox) -> Self {
         Self::on(channel(server).await).await
     }
 
@@ -174,7 +87,7 @@ fn result(a: &AttemptAck) -> attempt_ack::Result {
 #[tokio::test]
 async fn each_event_is_acknowledged_once_durable_with_its_attempt_number() {
     let server = serve().await;
-    manifest(&server.log, &["SE-1", "SE-2", "SE-3"]).await;
+    manifested(server.log().as_ref(), &["SE-1", "SE-2", "SE-3"]).await;
     let mut hh = Handheld::connect(&server).await;
 
     let a = hh.send(&event(1, "SE-1", started())).await;
@@ -194,10 +107,10 @@ async fn each_event_is_acknowledged_once_durable_with_its_attempt_number() {
         );
     }
     // Acknowledged means durable: it is in the log now.
-    let head = server.log.head().await.expect("head");
+    let head = server.log().head().await.expect("head");
     assert!(head.0 >= a.position);
     let se2 = server
-        .log
+        .log()
         .read_stream(&"parcel/SE-2".parse().expect("stream"), 0, 100)
         .await
         .expect("read");
@@ -221,8 +134,8 @@ async fn each_event_is_acknowledged_once_durable_with_its_attempt_number() {
 async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
     let server = serve().await;
     let parcels: Vec<String> = (0..10).map(|n| format!("SE-{n}")).collect();
-    manifest(
-        &server.log,
+    manifested(
+        server.log().as_ref(),
         &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .await;
@@ -245,7 +158,7 @@ async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
         first.push(hh.send(e).await);
     }
     drop(hh);
-    let head_before = server.log.head().await.expect("head");
+    let head_before = server.log().head().await.expect("head");
 
     // Back online: the handheld resends everything it has, acked or not.
     let mut hh = Handheld::connect(&server).await;
@@ -266,7 +179,7 @@ async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
     }
     // Every event once: one started + one outcome per parcel, plus manifests.
     let all = server
-        .log
+        .log()
         .read_all(Position::ORIGIN, 1000)
         .await
         .expect("read");
@@ -279,7 +192,7 @@ async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
 #[tokio::test]
 async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
     let server = serve().await;
-    manifest(&server.log, &["SE-1"]).await;
+    manifested(server.log().as_ref(), &["SE-1"]).await;
     let mut hh = Handheld::connect(&server).await;
 
     let mut bad = event(1, "SE-1", started());
@@ -320,7 +233,7 @@ async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
 #[tokio::test]
 async fn an_oversized_event_gets_resource_exhausted() {
     let server = serve().await;
-    manifest(&server.log, &["SE-1"]).await;
+    manifested(server.log().as_ref(), &["SE-1"]).await;
     let mut hh = Handheld::connect(&server).await;
     let mut huge = event(1, "SE-1", not_home());
     huge.report = Some(Report::Failed(AttemptFailedReport {
@@ -336,7 +249,7 @@ async fn an_oversized_event_gets_resource_exhausted() {
         err.message()
     );
     // Nothing was stored, and the server serves the next stream as usual.
-    assert_eq!(server.log.head().await.expect("head"), Position(1));
+    assert_eq!(server.log().head().await.expect("head"), Position(1));
     let mut hh = Handheld::connect(&server).await;
     assert_eq!(
         result(&hh.send(&event(2, "SE-1", delivered())).await),
@@ -352,8 +265,8 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
     })
     .await;
     let parcels: Vec<String> = (0..40).map(|n| format!("SE-{n}")).collect();
-    manifest(
-        &server.log,
+    manifested(
+        server.log().as_ref(),
         &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .await;
@@ -396,7 +309,7 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
 #[tokio::test]
 async fn a_parcel_changed_by_another_writer_is_decided_from_the_log_not_a_stale_memory() {
     let server = serve().await;
-    manifest(&server.log, &["SE-1"]).await;
+    manifested(server.log().as_ref(), &["SE-1"]).await;
     let mut hh = Handheld::connect(&server).await;
     let a = hh.send(&event(1, "SE-1", not_home())).await;
     assert_eq!((result(&a), a.attempt), (attempt_ack::Result::Stored, 1));
@@ -404,13 +317,18 @@ async fn a_parcel_changed_by_another_writer_is_decided_from_the_log_not_a_stale_
     // Another writer records attempt 2 behind the service's back.
     let stream: StreamId = "parcel/SE-1".parse().expect("stream");
     let version = server
-        .log
+        .log()
         .read_stream(&stream, 0, 100)
         .await
         .expect("read")
         .len() as u64;
     let mut state = threshold_domain::parcel::Parcel::default();
-    for r in server.log.read_stream(&stream, 0, 100).await.expect("read") {
+    for r in server
+        .log()
+        .read_stream(&stream, 0, 100)
+        .await
+        .expect("read")
+    {
         if let DomainEvent::Parcel(p) = r.decode().expect("decode") {
             threshold_domain::Aggregate::evolve(&mut state, &p);
         }
@@ -430,7 +348,7 @@ async fn a_parcel_changed_by_another_writer_is_decided_from_the_log_not_a_stale_
         .map(|e| NewEvent::new(EventId::new(), &DomainEvent::Parcel(e.clone()), Utc::now()))
         .collect();
     server
-        .log
+        .log()
         .append(&stream, ExpectedVersion::Exactly(version), new)
         .await
         .expect("the other writer");
@@ -439,7 +357,7 @@ async fn a_parcel_changed_by_another_writer_is_decided_from_the_log_not_a_stale_
     let a = hh.send(&event(2, "SE-1", not_home())).await;
     assert_eq!((result(&a), a.attempt), (attempt_ack::Result::Stored, 3));
     let attempts: Vec<u32> = server
-        .log
+        .log()
         .read_stream(&stream, 0, 100)
         .await
         .expect("read")
@@ -491,7 +409,7 @@ async fn a_driver_gets_the_latest_plan_of_its_route_for_the_day() {
             .map(|e| NewEvent::new(EventId::new(), &DomainEvent::Route(e.clone()), Utc::now()))
             .collect();
         server
-            .log
+            .log()
             .append(&stream, ExpectedVersion::Exactly(version), new)
             .await
             .expect("append");
@@ -547,22 +465,16 @@ async fn a_driver_gets_the_latest_plan_of_its_route_for_the_day() {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 }
 
-/// Appends `events` to `stream` as they are: what the access service and the
-/// home's lock would have recorded.
-async fn facts(log: &EmbeddedLog, stream: &str, events: Vec<DomainEvent>) {
-    let new = events
-        .iter()
-        .map(|e| NewEvent::new(EventId::new(), e, Utc::now()))
-        .collect();
-    log.append(&stream.parse().expect("stream"), ExpectedVersion::Any, new)
-        .await
-        .expect("append");
+/// Appends `events` to `stream` as they are, now: what the access service
+/// and the home's lock would have recorded.
+async fn facts(log: &dyn EventLog, stream: &str, events: Vec<DomainEvent>) {
+    threshold_testkit::fixtures::facts(log, stream, events, Utc::now()).await;
 }
 
 #[tokio::test]
 async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
     let server = serve().await;
-    manifest(&server.log, &["SE-1"]).await;
+    manifested(server.log().as_ref(), &["SE-1"]).await;
     let mut hh = Handheld::connect(&server).await;
     let in_home = || {
         Report::Delivered(DeliveredReport {
@@ -581,7 +493,7 @@ async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
     assert!(a.error.contains("never issued"), "{}", a.error);
     let grant = |e| DomainEvent::Grant(e);
     facts(
-        &server.log,
+        server.log().as_ref(),
         "grant/g-1",
         vec![grant(pb::grant_event::Event::Issued(pb::GrantIssued {
             grant_id: "g-1".into(),
@@ -596,7 +508,7 @@ async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
     assert_eq!(result(&a), attempt_ack::Result::Rejected);
     assert!(a.error.contains("no unlock was redeemed"), "{}", a.error);
     facts(
-        &server.log,
+        server.log().as_ref(),
         "grant/g-1",
         vec![
             grant(pb::grant_event::Event::UnlockAuthorized(
@@ -617,7 +529,7 @@ async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
     .await;
     let home = |e| DomainEvent::Home(e);
     facts(
-        &server.log,
+        server.log().as_ref(),
         "home/home-1",
         vec![home(pb::home_event::Event::Unlocked(pb::LockUnlocked {
             lock_id: "lock-1".into(),
@@ -631,7 +543,7 @@ async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
     assert_eq!(result(&a), attempt_ack::Result::Rejected);
     assert!(a.error.contains("relocked"), "{}", a.error);
     facts(
-        &server.log,
+        server.log().as_ref(),
         "home/home-1",
         vec![home(pb::home_event::Event::Relocked(pb::LockRelocked {
             lock_id: "lock-1".into(),
@@ -645,15 +557,11 @@ async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
 #[tokio::test]
 async fn a_handheld_reports_for_its_own_driver_and_a_caller_without_credentials_for_nobody() {
     let server = serve().await;
-    manifest(&server.log, &["SE-1"]).await;
+    manifested(server.log().as_ref(), &["SE-1"]).await;
     // A handheld credential for drv-1 only.
     let token =
-        Credentials::add(server.dir.path(), "hh-1", Role::Handheld, "drv-1").expect("credential");
-    let plain = Channel::from_shared(format!("http://{}", server.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+        Credentials::add(server.data(), "hh-1", Role::Handheld, "drv-1").expect("credential");
+    let plain = server.connect().await;
     let mut hh =
         Handheld::on(threshold_auth::authed(plain.clone(), Some(&token)).expect("token")).await;
     // `event` reports for drv-7.
@@ -692,7 +600,7 @@ async fn where_a_parcel_was_delivered_is_sealed_under_its_households_key() {
     let server = serve().await;
     // A parcel whose address the manifest service sealed.
     let household = server
-        .vault
+        .vault()
         .household(&["Gatan 1", "111 51", "Stockholm", "SE"])
         .expect("household");
     let address = pb::Address {
@@ -711,14 +619,14 @@ async fn where_a_parcel_was_delivered_is_sealed_under_its_households_key() {
         weight_grams: 1000,
         sealed_address: Some(
             server
-                .vault
+                .vault()
                 .seal_message(&household.subject, "parcel/SE-9", &address)
                 .expect("seal"),
         ),
         ..Default::default()
     };
     facts(
-        &server.log,
+        server.log().as_ref(),
         "parcel/SE-9",
         vec![DomainEvent::Parcel(pb::parcel_event::Event::Manifested(m))],
     )
@@ -737,7 +645,7 @@ async fn where_a_parcel_was_delivered_is_sealed_under_its_households_key() {
         attempt_ack::Result::Stored
     );
     let stored = server
-        .log
+        .log()
         .read_stream(&"parcel/SE-9".parse().expect("stream"), 0, 10)
         .await
         .expect("read");
@@ -751,14 +659,14 @@ async fn where_a_parcel_was_delivered_is_sealed_under_its_households_key() {
     assert_eq!(d.position, None, "not in the clear");
     let sealed = d.sealed_position.expect("sealed");
     let opened: Option<pb::GeoPoint> = server
-        .vault
+        .vault()
         .unseal_message(&sealed, "parcel/SE-9/delivered")
         .expect("opens");
     assert_eq!(opened, Some(at));
-    server.vault.forget(&household.subject).expect("forget");
+    server.vault().forget(&household.subject).expect("forget");
     assert_eq!(
         server
-            .vault
+            .vault()
             .unseal_message::<pb::GeoPoint>(&sealed, "parcel/SE-9/delivered")
             .expect("no error"),
         None

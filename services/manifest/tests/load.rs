@@ -1,74 +1,32 @@
 //! ManifestService end to end: a real server on 127.0.0.1:0 over the
 //! embedded log, a real gRPC client.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::{LoadSummary, RowRejected};
-use threshold_auth::{AuthLayer, Authed, Authenticator, Credentials, LocalTokens, Role};
+use threshold_auth::{Authed, Credentials, Role};
 use threshold_domain::{DomainEvent, pb};
-use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, Position};
+use threshold_log::Position;
 use threshold_manifest::{COLUMNS, ERROR_COLUMN};
-use threshold_manifest_service::{Manifests, client};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Channel, Server};
+use threshold_manifest_service::client;
+use threshold_testkit::Sandbox;
+use threshold_testkit::fixtures::MANIFEST_HEADER as HEADER;
 
-struct Running {
-    addr: SocketAddr,
-    log: Arc<EmbeddedLog>,
-    dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+async fn serve() -> Sandbox {
+    Sandbox::start().await
 }
 
-async fn serve() -> Running {
-    let dir = tempfile::tempdir().expect("dir");
-    let log = Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = Manifests::new(
-        log.clone() as Arc<dyn EventLog>,
-        Arc::new(threshold_privacy::Vault::open(dir.path()).expect("vault")),
+/// A client as the local planner (every depot), on a connection of its own.
+async fn connect(server: &Sandbox) -> ManifestServiceClient<Authed> {
+    connect_with(server, server.tokens().token(Role::Planner)).await
+}
+
+async fn connect_with(server: &Sandbox, token: Option<&str>) -> ManifestServiceClient<Authed> {
+    ManifestServiceClient::new(
+        threshold_auth::authed(server.connect().await, token).expect("token"),
     )
-    .into_server();
-    LocalTokens::ensure(dir.path()).expect("credentials");
-    let auth = AuthLayer::new(Authenticator::new(dir.path()));
-    tokio::spawn(async move {
-        Server::builder()
-            .layer(auth)
-            .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server");
-    });
-    Running {
-        addr,
-        log,
-        dir,
-        _stop: stop,
-    }
 }
 
-/// A client as the local planner (every depot).
-async fn connect(server: &Running) -> ManifestServiceClient<Authed> {
-    let token = LocalTokens::load(server.dir.path()).expect("tokens");
-    connect_with(server, token.token(Role::Planner)).await
-}
-
-async fn connect_with(server: &Running, token: Option<&str>) -> ManifestServiceClient<Authed> {
-    let channel = Channel::from_shared(format!("http://{}", server.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    ManifestServiceClient::new(threshold_auth::authed(channel, token).expect("token"))
-}
-
-async fn load(server: &Running, id: &str, csv: String) -> (LoadSummary, Vec<RowRejected>) {
+async fn load(server: &Sandbox, id: &str, csv: String) -> (LoadSummary, Vec<RowRejected>) {
     let mut client = connect(server).await;
     let mut rejected = Vec::new();
     let summary = client::load(
@@ -82,8 +40,6 @@ async fn load(server: &Running, id: &str, csv: String) -> (LoadSummary, Vec<RowR
     rejected.sort_by_key(|r| r.line);
     (summary, rejected)
 }
-
-const HEADER: &str = "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end";
 
 fn manifest() -> String {
     format!(
@@ -120,7 +76,7 @@ async fn a_manifest_with_bad_rows_loads_the_good_ones_and_names_the_bad() {
 
     // The log holds exactly the three parcels, with country and partner.
     let events = server
-        .log
+        .log()
         .read_all(Position::ORIGIN, 100)
         .await
         .expect("read");
@@ -147,7 +103,7 @@ async fn reloading_creates_no_duplicate_and_fixed_rejects_load() {
     load(&server, "day.csv", manifest()).await;
     let (again, rejected) = load(&server, "day.csv", manifest()).await;
     assert_eq!((again.accepted, again.unchanged, again.rejected), (0, 3, 2));
-    assert_eq!(server.log.head().await.expect("head"), Position(3));
+    assert_eq!(server.log().head().await.expect("head"), Position(3));
 
     // The planner fixes the rejects file and loads it.
     let mut fixed = format!("{HEADER},{ERROR_COLUMN}\n");
@@ -167,7 +123,7 @@ async fn reloading_creates_no_duplicate_and_fixed_rejects_load() {
     let (summary, still) = load(&server, "day.rejects.csv", fixed).await;
     assert!(still.is_empty(), "{still:?}");
     assert_eq!(summary.accepted, 2);
-    assert_eq!(server.log.head().await.expect("head"), Position(5));
+    assert_eq!(server.log().head().await.expect("head"), Position(5));
 
     // The same parcel id with other content is refused, not overwritten.
     let changed = format!(
@@ -217,7 +173,7 @@ async fn a_large_manifest_streams_through_in_chunks() {
     let (summary, rejected) = load(&server, "big.csv", csv).await;
     assert!(rejected.is_empty());
     assert_eq!(summary.accepted, rows);
-    assert_eq!(server.log.head().await.expect("head"), Position(rows));
+    assert_eq!(server.log().head().await.expect("head"), Position(rows));
 }
 
 #[tokio::test]
@@ -248,14 +204,14 @@ async fn an_oversized_chunk_gets_resource_exhausted() {
         "{}",
         err.message()
     );
-    assert_eq!(server.log.head().await.expect("head"), Position(0));
+    assert_eq!(server.log().head().await.expect("head"), Position(0));
 }
 
 #[tokio::test]
 async fn a_depots_planner_loads_its_own_depots_rows_and_others_are_refused() {
     let server = serve().await;
-    let token = Credentials::add(server.dir.path(), "sto-planner", Role::Planner, "STO-1")
-        .expect("credential");
+    let token =
+        Credentials::add(server.data(), "sto-planner", Role::Planner, "STO-1").expect("credential");
     let mut client = connect_with(&server, Some(&token)).await;
     let mut refused = Vec::new();
     let summary = client::load(
@@ -279,7 +235,7 @@ async fn a_depots_planner_loads_its_own_depots_rows_and_others_are_refused() {
     assert_eq!(summary.accepted + summary.rejected, summary.rows);
     // Not a planner, or no credentials: nothing is loaded.
     for token in [
-        Some(Credentials::add(server.dir.path(), "a", Role::Analyst, "*").expect("credential")),
+        Some(Credentials::add(server.data(), "a", Role::Analyst, "*").expect("credential")),
         None,
     ] {
         let mut client = connect_with(&server, token.as_deref()).await;

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 use threshold_access_service::Clock;
 
-use crate::{serve, simulate};
+use threshold_server::{Config, Node, Placement};
+
+use crate::simulate;
 
 /// The bundled manifests of the sample day.
 const SAMPLES: [(&str, &str); 4] = [
@@ -50,13 +52,13 @@ pub(crate) struct Args {
     demo: bool,
     /// The log: `embedded` (in --data), or `kafka://HOST:PORT[,HOST:PORT…]`.
     #[arg(long, default_value = "embedded")]
-    log: serve::LogSpec,
+    log: threshold_server::LogSpec,
     #[command(flatten)]
     telemetry: crate::admin::TelemetryArgs,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let listener = serve::bind(args.listen).await?;
+    let listener = threshold_server::bind(args.listen).await?;
     let telemetry = crate::admin::start(&args.telemetry).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -69,7 +71,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         } else {
             tokio::select! {
                 _ = stop_rx => {}
-                () = serve::shutdown() => {}
+                () = threshold_server::shutdown() => {}
             }
         }
     };
@@ -77,15 +79,16 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
     // (or by an earlier start) before the server opens.
     threshold_auth::LocalTokens::ensure(&args.data)?;
     let tokens = threshold_auth::LocalTokens::load(&args.data)?;
-    let data = args.data.clone();
-    let fleets = serve::fleets(None, &args.data)?;
-    let placement = serve::Placement {
-        log: args.log,
-        ..serve::Placement::embedded()
+    let fleets = threshold_server::fleets(None, &args.data)?;
+    let config = Config {
+        clock: Clock::Simulated,
+        placement: Placement {
+            log: args.log,
+            ..Placement::embedded()
+        },
+        ..Config::embedded(args.data.clone(), fleets)
     };
-    let server = tokio::spawn(async move {
-        serve::serve(listener, &data, Clock::Simulated, fleets, placement, stop).await
-    });
+    let server = tokio::spawn(async move { Node::open(config).await?.serve(listener, stop).await });
 
     let date = NaiveDate::from_ymd_opt(2026, 11, 23).ok_or("sample date")?;
     let manifests = SAMPLES
@@ -126,7 +129,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
                     );
                 }
             }
-            server.await?
+            server.await?.map_err(Into::into)
         }
     };
     telemetry.shutdown(std::time::Duration::from_secs(5));

@@ -1,121 +1,42 @@
 //! OutcomeService end to end (guarantee 8): two partners, each sees its own
 //! parcels' outcomes only, catch-up then live, resumable by cursor.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use prost::Message;
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
-use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::{
-    AttemptFailedReport, DeliveredReport, HandheldEvent, ParcelOutcome, SubscribeOutcomesRequest,
-    parcel_outcome,
+    AttemptFailedReport, HandheldEvent, ParcelOutcome, SubscribeOutcomesRequest, parcel_outcome,
 };
-use threshold_auth::{AuthLayer, Authed, Authenticator, Credentials, LocalTokens, Role};
-use threshold_domain::country::timestamp;
-use threshold_domain::{EventId, pb};
-use threshold_handheld_service::Handhelds;
-use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
-use threshold_manifest_service::{Manifests, client};
-use threshold_outcome_service::Outcomes;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Channel, Server};
+use threshold_auth::Role;
+use threshold_domain::pb;
+use threshold_testkit::Sandbox;
+use threshold_testkit::fixtures::{delivered, handheld_event, load_manifest, manifest, not_home};
 
-/// A connection as each role a test plays, with the local credentials a
-/// first serve makes in `dir`.
-#[derive(Clone)]
-#[allow(dead_code)]
-struct Conn {
-    planner: Authed,
-    handheld: Authed,
-    analyst: Authed,
-    plain: Channel,
-}
-
-impl Conn {
-    fn new(channel: Channel, dir: &std::path::Path) -> Self {
-        let tokens = LocalTokens::load(dir).expect("tokens");
-        let as_role = |role| tokens.channel(channel.clone(), role).expect("token");
-        Self {
-            planner: as_role(Role::Planner),
-            handheld: as_role(Role::Handheld),
-            analyst: as_role(Role::Analyst),
-            plain: channel,
-        }
-    }
-}
-
-const MANIFEST: &str = "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end
-SE-1,nordshop,SE,STO-1,2026-11-23,Gatan 1,111 51,Stockholm,59.33,18.06,doorstep,1,,
+/// Two of nordshop's parcels and one of fjallgear's.
+fn day_manifest() -> String {
+    manifest(
+        "SE-1,nordshop,SE,STO-1,2026-11-23,Gatan 1,111 51,Stockholm,59.33,18.06,doorstep,1,,
 SE-2,nordshop,SE,STO-1,2026-11-23,Gatan 2,111 51,Stockholm,59.33,18.06,doorstep,1,,
 NO-1,fjallgear,NO,OSL-1,2026-11-23,Gate 1,0150,Oslo,59.91,10.75,doorstep,1,,
-";
-
-async fn serve(dir: &std::path::Path) -> Channel {
-    let log: Arc<dyn EventLog> =
-        Arc::new(EmbeddedLog::open(dir.join("log"), EmbeddedOptions::default()).expect("log"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    LocalTokens::ensure(dir).expect("credentials");
-    let router = Server::builder()
-        .layer(AuthLayer::new(Authenticator::new(dir)))
-        .add_service(
-            Manifests::new(
-                Arc::clone(&log),
-                Arc::new(threshold_privacy::Vault::open(dir).expect("vault")),
-            )
-            .into_server(),
-        )
-        .add_service(Handhelds::new(Arc::clone(&log)).into_server())
-        .add_service(Outcomes::new(log).into_server());
-    tokio::spawn(async move {
-        router
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .expect("server");
-    });
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
+",
+    )
 }
 
+/// What a driver's device reports about `parcel`, naming the driver and
+/// the device: neither may reach a partner.
 fn event(parcel: &str, report: Report) -> HandheldEvent {
     HandheldEvent {
-        event_id: EventId::new().to_string(),
         device_id: "hh-secret-device".into(),
-        sequence: 0,
-        parcel_id: parcel.into(),
         driver_id: "drv-secret-driver".into(),
-        route_id: String::new(),
-        occurred_at: Some(timestamp(Utc::now())),
-        report: Some(report),
+        ..handheld_event(parcel, report)
     }
 }
 
-fn delivered() -> Report {
-    Report::Delivered(DeliveredReport {
-        method: pb::DeliveryMethod::Doorstep as i32,
-        grant_id: String::new(),
-        position: None,
-    })
-}
-
-fn not_home() -> Report {
-    Report::Failed(AttemptFailedReport {
-        reason: pb::FailureReason::NotHome as i32,
-        note: String::new(),
-    })
-}
-
-async fn drive(channel: &Conn, events: Vec<HandheldEvent>) {
-    let mut acks = HandheldServiceClient::new(channel.handheld.clone())
+async fn drive(server: &Sandbox, events: Vec<HandheldEvent>) {
+    let mut acks = HandheldServiceClient::new(server.handheld())
         .stream_attempts(tokio_stream::iter(events))
         .await
         .expect("stream")
@@ -156,22 +77,12 @@ async fn nothing_more(stream: &mut tonic::Streaming<ParcelOutcome>) {
 
 #[tokio::test]
 async fn each_partner_sees_only_its_own_parcels_catch_up_live_and_resumed() {
-    let dir = tempfile::tempdir().expect("dir");
-    let channel = Conn::new(serve(dir.path()).await, dir.path());
-    let nordshop =
-        Credentials::add(dir.path(), "nordshop", Role::Partner, "nordshop").expect("token");
-    let fjallgear =
-        Credentials::add(dir.path(), "fjallgear", Role::Partner, "fjallgear").expect("token");
-    client::load(
-        &mut ManifestServiceClient::new(channel.planner.clone()),
-        "day.csv",
-        std::io::Cursor::new(MANIFEST.as_bytes().to_vec()),
-        |r| panic!("{r:?}"),
-    )
-    .await
-    .expect("manifest");
+    let server = Sandbox::start().await;
+    let nordshop = server.mint("nordshop", Role::Partner, "nordshop");
+    let fjallgear = server.mint("fjallgear", Role::Partner, "fjallgear");
+    load_manifest(server.planner(), "day.csv", &day_manifest()).await;
     drive(
-        &channel,
+        &server,
         vec![
             event("SE-1", not_home()),
             event("SE-1", delivered()),
@@ -181,9 +92,7 @@ async fn each_partner_sees_only_its_own_parcels_catch_up_live_and_resumed() {
     )
     .await;
 
-    let mut outcomes = OutcomeServiceClient::new(
-        threshold_auth::authed(channel.plain.clone(), None).expect("channel"),
-    );
+    let mut outcomes = OutcomeServiceClient::new(server.unauthenticated());
     let mut ns = outcomes
         .subscribe(subscribe_request(Some(&nordshop), 0))
         .await
@@ -226,7 +135,7 @@ async fn each_partner_sees_only_its_own_parcels_catch_up_live_and_resumed() {
     nothing_more(&mut fg).await;
 
     // Live: a new outcome reaches its partner's open subscription only.
-    drive(&channel, vec![event("SE-2", delivered())]).await;
+    drive(&server, vec![event("SE-2", delivered())]).await;
     let live = take(&mut ns, 1).await;
     assert_eq!((live[0].parcel_id.as_str(), live[0].attempt), ("SE-2", 2));
     nothing_more(&mut fg).await;
@@ -245,12 +154,9 @@ async fn each_partner_sees_only_its_own_parcels_catch_up_live_and_resumed() {
 
 #[tokio::test]
 async fn no_or_unknown_credentials_get_unauthenticated_never_data() {
-    let dir = tempfile::tempdir().expect("dir");
-    let channel = Conn::new(serve(dir.path()).await, dir.path());
-    Credentials::add(dir.path(), "nordshop", Role::Partner, "nordshop").expect("token");
-    let mut outcomes = OutcomeServiceClient::new(
-        threshold_auth::authed(channel.plain.clone(), None).expect("channel"),
-    );
+    let server = Sandbox::start().await;
+    server.mint("nordshop", Role::Partner, "nordshop");
+    let mut outcomes = OutcomeServiceClient::new(server.unauthenticated());
     for request in [
         subscribe_request(None, 0),
         subscribe_request(Some("guessed-token"), 0),
@@ -267,32 +173,21 @@ async fn no_or_unknown_credentials_get_unauthenticated_never_data() {
 
 #[tokio::test]
 async fn partners_see_outcomes_redacted_and_the_carriers_analysts_see_them_whole() {
-    let dir = tempfile::tempdir().expect("dir");
-    let channel = Conn::new(serve(dir.path()).await, dir.path());
-    let nordshop =
-        Credentials::add(dir.path(), "nordshop", Role::Partner, "nordshop").expect("token");
-    client::load(
-        &mut ManifestServiceClient::new(channel.planner.clone()),
-        "day.csv",
-        std::io::Cursor::new(MANIFEST.as_bytes().to_vec()),
-        |r| panic!("{r:?}"),
-    )
-    .await
-    .expect("manifest");
+    let server = Sandbox::start().await;
+    let nordshop = server.mint("nordshop", Role::Partner, "nordshop");
+    load_manifest(server.planner(), "day.csv", &day_manifest()).await;
     // The driver's note names the resident and a door code.
     let failed = Report::Failed(AttemptFailedReport {
         reason: pb::FailureReason::NoAccess as i32,
         note: "Mrs Lind, door code 4711, not answering".into(),
     });
     drive(
-        &channel,
+        &server,
         vec![event("SE-1", failed), event("NO-1", delivered())],
     )
     .await;
 
-    let mut outcomes = OutcomeServiceClient::new(
-        threshold_auth::authed(channel.plain.clone(), None).expect("channel"),
-    );
+    let mut outcomes = OutcomeServiceClient::new(server.unauthenticated());
     let mut partner = outcomes
         .subscribe(subscribe_request(Some(&nordshop), 0))
         .await
@@ -310,7 +205,7 @@ async fn partners_see_outcomes_redacted_and_the_carriers_analysts_see_them_whole
     }
     assert!(seen[0].note.is_empty() && seen[0].driver_id.is_empty());
 
-    let analyst = LocalTokens::load(dir.path()).expect("tokens");
+    let analyst = server.tokens();
     let mut carrier = outcomes
         .subscribe(subscribe_request(analyst.token(Role::Analyst), 0))
         .await

@@ -1,38 +1,21 @@
-//! One trace from a handheld to a partner, in process on 127.0.0.1:0: the
-//! handheld's call, the attempt it streams, the projection that counts it and
-//! the outcome the partner receives share one trace id, recorded by the
-//! OpenTelemetry SDK's in-memory exporter.
+//! One trace from a handheld to a partner, through the production server
+//! in process on 127.0.0.1:0: the handheld's call, the attempt it streams,
+//! the projection that counts it and the outcome the partner receives share
+//! one trace id, recorded by the OpenTelemetry SDK's in-memory exporter.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use threshold_analytics_service::Analytics;
 use threshold_api::v1::analytics_service_client::AnalyticsServiceClient;
-use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
-use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
-use threshold_api::v1::{
-    AttemptFailedReport, AttemptsReportRequest, HandheldEvent, SubscribeOutcomesRequest,
-};
-use threshold_domain::country::timestamp;
-use threshold_domain::{EventId, pb};
-use threshold_handheld_service::Handhelds;
-use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, Metered};
-use threshold_manifest_service::{Manifests, client};
-use threshold_outcome_service::Outcomes;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Channel, Server};
+use threshold_api::v1::{AttemptsReportRequest, HandheldEvent, SubscribeOutcomesRequest};
+use threshold_testkit::Sandbox;
+use threshold_testkit::fixtures::{handheld_event, load_manifest, manifest, not_home};
 use tracing::Instrument as _;
 use tracing_subscriber::layer::SubscriberExt;
-
-const MANIFEST: &str = "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end
-SE-T1,nordshop,SE,STO-1,2026-11-23,Gatan 1,111 51,Stockholm,59.33,18.06,doorstep,1,,
-";
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_trace() {
@@ -46,56 +29,18 @@ async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_tr
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
     let _installed = tracing::subscriber::set_default(subscriber);
 
-    let dir = tempfile::tempdir().expect("dir");
-    let embedded =
-        Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("log"));
-    let log: Arc<dyn EventLog> = Arc::new(Metered::new(embedded));
-    threshold_auth::LocalTokens::ensure(dir.path()).expect("credentials");
-    let tokens = threshold_auth::LocalTokens::load(dir.path()).expect("tokens");
-    let token = threshold_auth::Credentials::add(
-        dir.path(),
-        "nordshop",
-        threshold_auth::Role::Partner,
-        "nordshop",
-    )
-    .expect("token");
-    let as_role = |channel: &Channel, role| tokens.channel(channel.clone(), role).expect("token");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let router = Server::builder()
-        .trace_fn(threshold_telemetry::server_span)
-        .layer(threshold_auth::AuthLayer::new(
-            threshold_auth::Authenticator::new(dir.path()),
-        ))
-        .add_service(
-            Manifests::new(
-                Arc::clone(&log),
-                Arc::new(threshold_privacy::Vault::open(dir.path()).expect("vault")),
-            )
-            .into_server(),
-        )
-        .add_service(Handhelds::new(Arc::clone(&log)).into_server())
-        .add_service(Analytics::start(Arc::clone(&log)).into_server())
-        .add_service(Outcomes::new(Arc::clone(&log)).into_server());
-    tokio::spawn(async move {
-        router
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .expect("server");
-    });
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    client::load(
-        &mut ManifestServiceClient::new(as_role(&channel, threshold_auth::Role::Planner)),
+    let server = Sandbox::start().await;
+    let token = server.mint("nordshop", threshold_auth::Role::Partner, "nordshop");
+    let channel = server.channel();
+    let tokens = server.tokens();
+    load_manifest(
+        server.planner(),
         "day.csv",
-        std::io::Cursor::new(MANIFEST.as_bytes().to_vec()),
-        |r| panic!("unexpected rejection {r:?}"),
+        &manifest(
+            "SE-T1,nordshop,SE,STO-1,2026-11-23,Gatan 1,111 51,Stockholm,59.33,18.06,doorstep,1,,\n",
+        ),
     )
-    .await
-    .expect("load");
+    .await;
 
     // The partner follows its outcomes.
     let mut subscribe = tonic::Request::new(SubscribeOutcomesRequest { from_cursor: 0 });
@@ -103,12 +48,11 @@ async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_tr
         "authorization",
         format!("Bearer {token}").parse().expect("ascii"),
     );
-    let mut outcomes =
-        OutcomeServiceClient::new(threshold_auth::authed(channel.clone(), None).expect("channel"))
-            .subscribe(subscribe)
-            .await
-            .expect("subscribe")
-            .into_inner();
+    let mut outcomes = OutcomeServiceClient::new(server.unauthenticated())
+        .subscribe(subscribe)
+        .await
+        .expect("subscribe")
+        .into_inner();
 
     // The handheld's call, in its own span, with trace context on the wire.
     let handheld = tracing::info_span!("handheld.client");
@@ -118,17 +62,8 @@ async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_tr
         handheld.context().span().span_context().trace_id()
     };
     let event = HandheldEvent {
-        event_id: EventId::new().to_string(),
-        device_id: "hh-1".into(),
         sequence: 1,
-        parcel_id: "SE-T1".into(),
-        driver_id: "drv-1".into(),
-        route_id: String::new(),
-        occurred_at: Some(timestamp(chrono::Utc::now())),
-        report: Some(Report::Failed(AttemptFailedReport {
-            reason: pb::FailureReason::NotHome as i32,
-            note: String::new(),
-        })),
+        ..handheld_event("SE-T1", not_home())
     };
     let position = async {
         let mut client = HandheldServiceClient::with_interceptor(
@@ -170,7 +105,7 @@ async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_tr
         outcome.traceparent
     );
     // The analysts' projection has counted it.
-    AnalyticsServiceClient::new(as_role(&channel, threshold_auth::Role::Analyst))
+    AnalyticsServiceClient::new(server.analyst())
         .attempts_report(AttemptsReportRequest {
             by: "country".into(),
             at_least_position: position,

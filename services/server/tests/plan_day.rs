@@ -3,48 +3,14 @@
 //! HandheldService.GetRoute, and planned again after parcels are added.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
-use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::{GetRouteRequest, PlanDayReply, PlanDayRequest};
-use threshold_auth::{AuthLayer, Authed, Authenticator, LocalTokens, Role};
 use threshold_domain::country::{date_to_proto, instant};
-use threshold_handheld_service::Handhelds;
-use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
 use threshold_manifest::{ManifestReader, Row};
-use threshold_manifest_service::{Manifests, client};
-use threshold_planning_service::Planning;
 use threshold_routing::depot::{Fleet, Fleets};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Channel, Server};
-
-/// A connection as each role a test plays, with the local credentials a
-/// first serve makes in `dir`.
-#[derive(Clone)]
-#[allow(dead_code)]
-struct Conn {
-    planner: Authed,
-    handheld: Authed,
-    analyst: Authed,
-    plain: Channel,
-}
-
-impl Conn {
-    fn new(channel: Channel, dir: &std::path::Path) -> Self {
-        let tokens = LocalTokens::load(dir).expect("tokens");
-        let as_role = |role| tokens.channel(channel.clone(), role).expect("token");
-        Self {
-            planner: as_role(Role::Planner),
-            handheld: as_role(Role::Handheld),
-            analyst: as_role(Role::Analyst),
-            plain: channel,
-        }
-    }
-}
+use threshold_testkit::Sandbox;
+use threshold_testkit::fixtures::{load_manifest, manifest};
 
 const SAMPLE: &str = include_str!("../../../crates/manifest/samples/2026-11-23-no.csv");
 
@@ -61,38 +27,6 @@ fn fleets() -> Fleets {
     }
 }
 
-async fn serve(dir: &std::path::Path) -> SocketAddr {
-    let log: Arc<dyn EventLog> =
-        Arc::new(EmbeddedLog::open(dir, EmbeddedOptions::default()).expect("log"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    LocalTokens::ensure(dir).expect("credentials");
-    let vault = Arc::new(threshold_privacy::Vault::open(dir).expect("vault"));
-    let router = Server::builder()
-        .layer(AuthLayer::new(Authenticator::new(dir)))
-        .add_service(Manifests::new(Arc::clone(&log), Arc::clone(&vault)).into_server())
-        .add_service(Handhelds::new(Arc::clone(&log)).into_server())
-        .add_service(Planning::new(log, fleets(), vault).into_server());
-    tokio::spawn(async move {
-        router
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .expect("server");
-    });
-    addr
-}
-
-async fn load(channel: &Conn, name: &str, csv: &str) {
-    client::load(
-        &mut ManifestServiceClient::new(channel.planner.clone()),
-        name,
-        std::io::Cursor::new(csv.as_bytes().to_vec()),
-        |r| panic!("unexpected rejection {r:?}"),
-    )
-    .await
-    .expect("load");
-}
-
 fn request() -> PlanDayRequest {
     PlanDayRequest {
         date: Some(date_to_proto(
@@ -106,10 +40,10 @@ fn request() -> PlanDayRequest {
 
 /// Every driver's stops for the day, read through GetRoute: parcel → (driver, planned arrival).
 async fn routes(
-    channel: &Conn,
+    server: &Sandbox,
     reply: &PlanDayReply,
 ) -> BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)> {
-    let mut handheld = HandheldServiceClient::new(channel.handheld.clone());
+    let mut handheld = HandheldServiceClient::new(server.handheld());
     let mut out = BTreeMap::new();
     for depot in &reply.depots {
         for van in 0..depot.vans_available {
@@ -141,18 +75,9 @@ async fn routes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_is_planned_served_to_drivers_and_replanned_keeping_vans() {
-    let dir = tempfile::tempdir().expect("dir");
-    let addr = serve(dir.path()).await;
-    let channel = Conn::new(
-        Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect"),
-        dir.path(),
-    );
-    load(&channel, "no.csv", SAMPLE).await;
-    let mut planning = PlanningServiceClient::new(channel.planner.clone());
+    let server = Sandbox::builder().fleets(fleets()).start().await;
+    load_manifest(server.planner(), "no.csv", SAMPLE).await;
+    let mut planning = PlanningServiceClient::new(server.planner());
 
     let first = planning
         .plan_day(request())
@@ -171,7 +96,7 @@ async fn a_day_is_planned_served_to_drivers_and_replanned_keeping_vans() {
 
     // Every parcel is on exactly one driver's route; in-home parcels inside
     // their window, with a driver cleared for in-home (vans 00 and 01).
-    let planned = routes(&channel, &first).await;
+    let planned = routes(&server, &first).await;
     let mut in_home = 0;
     for row in ManifestReader::new(SAMPLE.as_bytes(), "no.csv").expect("csv") {
         let Row::Accepted { parcel, .. } = row else {
@@ -197,12 +122,13 @@ async fn a_day_is_planned_served_to_drivers_and_replanned_keeping_vans() {
 
     // Three more parcels for Oslo: a new plan version, most stops on the
     // van they had.
-    let extra = "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end
-NO-OSL-X1,nordshop,NO,OSL-1,2026-11-23,Gate 1,0150,Oslo,59.92,10.76,doorstep,2,,
+    let extra = manifest(
+        "NO-OSL-X1,nordshop,NO,OSL-1,2026-11-23,Gate 1,0150,Oslo,59.92,10.76,doorstep,2,,
 NO-OSL-X2,nordshop,NO,OSL-1,2026-11-23,Gate 2,0150,Oslo,59.93,10.74,doorstep,2,,
 NO-OSL-X3,nordshop,NO,OSL-1,2026-11-23,Gate 3,0150,Oslo,59.90,10.77,in_home,2,12:00,15:00
-";
-    load(&channel, "extra.csv", extra).await;
+",
+    );
+    load_manifest(server.planner(), "extra.csv", &extra).await;
     let mut only_oslo = request();
     only_oslo.depot_ids = vec!["OSL-1".into()];
     let second = planning
@@ -220,7 +146,7 @@ NO-OSL-X3,nordshop,NO,OSL-1,2026-11-23,Gate 3,0150,Oslo,59.90,10.77,in_home,2,12
         oslo.stops_kept_on_van,
         oslo.stops_moved
     );
-    let replanned = routes(&channel, &first).await;
+    let replanned = routes(&server, &first).await;
     assert_eq!(replanned.len(), 63);
     let kept = planned
         .iter()

@@ -1,0 +1,295 @@
+//! The requests, facts and manifests tests start from: a grant whose window
+//! is open now, an unlock request from beside the door, the home's signed
+//! devices, the facts other services would have recorded, small manifests
+//! and handheld events.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use threshold_access_service::device::{Signed, SigningKey, key_from_seed, public_key};
+use threshold_api::v1::access_service_client::AccessServiceClient;
+use threshold_api::v1::handheld_event::Report;
+use threshold_api::v1::manifest_service_client::ManifestServiceClient;
+use threshold_api::v1::{
+    AttemptFailedReport, AttemptStartedReport, AuthorizeUnlockRequest, DeliveredReport,
+    DeviceEventRequest, HandheldEvent, IssueGrantRequest,
+};
+use threshold_auth::Authed;
+use threshold_domain::country::{date_to_proto, timestamp};
+use threshold_domain::{Country, DomainEvent, EventId, ParcelId, StreamId, pb};
+use threshold_log::{EventLog, ExpectedVersion, NewEvent};
+
+/// The header of a manifest CSV.
+pub const MANIFEST_HEADER: &str = "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end";
+
+/// A manifest CSV of `rows` (each a line, newline-terminated) under the header.
+pub fn manifest(rows: &str) -> String {
+    format!("{MANIFEST_HEADER}\n{rows}")
+}
+
+/// Loads `csv` as manifest `name` through the ManifestService, as
+/// `planner`; any rejected row fails the test.
+pub async fn load_manifest(planner: Authed, name: &str, csv: &str) {
+    threshold_manifest_service::client::load(
+        &mut ManifestServiceClient::new(planner),
+        name,
+        std::io::Cursor::new(csv.as_bytes().to_vec()),
+        |r| panic!("unexpected rejection {r:?}"),
+    )
+    .await
+    .expect("load");
+}
+
+/// Parcels manifested for nordshop's Stockholm depot on 2026-11-23,
+/// appended to `log` as they are (no address).
+pub async fn manifested(log: &dyn EventLog, parcels: &[&str]) {
+    for id in parcels {
+        let m = pb::ParcelManifested {
+            parcel_id: (*id).into(),
+            partner_id: "nordshop".into(),
+            country: pb::Country::Se as i32,
+            depot_id: "STO-1".into(),
+            delivery_date: Some(date_to_proto(
+                NaiveDate::from_ymd_opt(2026, 11, 23).expect("date"),
+            )),
+            address: None,
+            service: pb::Service::Doorstep as i32,
+            weight_grams: 1000,
+            in_home_window: None,
+            manifest_id: "m".into(),
+            manifest_line: 2,
+            sealed_address: None,
+            address_digest: Vec::new(),
+        };
+        let stream = StreamId::parcel(&ParcelId::new(*id).expect("id"));
+        let e = NewEvent::new(
+            EventId::new(),
+            &DomainEvent::Parcel(pb::parcel_event::Event::Manifested(m)),
+            Utc::now(),
+        )
+        .country(Country::Se);
+        log.append(&stream, ExpectedVersion::NO_STREAM, vec![e])
+            .await
+            .expect("manifest");
+    }
+}
+
+/// A handheld event of driver drv-1's device hh-1 about `parcel`, now,
+/// sequence 0, on no route; tests change what they need.
+pub fn handheld_event(parcel: &str, report: Report) -> HandheldEvent {
+    HandheldEvent {
+        event_id: EventId::new().to_string(),
+        device_id: "hh-1".into(),
+        sequence: 0,
+        parcel_id: parcel.into(),
+        driver_id: "drv-1".into(),
+        route_id: String::new(),
+        occurred_at: Some(timestamp(Utc::now())),
+        report: Some(report),
+    }
+}
+
+/// An attempt started.
+pub fn started() -> Report {
+    Report::Started(AttemptStartedReport {})
+}
+
+/// Delivered by `method`, under `grant` (empty: none).
+pub fn delivered_by(method: pb::DeliveryMethod, grant: &str) -> Report {
+    Report::Delivered(DeliveredReport {
+        method: method as i32,
+        grant_id: grant.into(),
+        position: None,
+    })
+}
+
+/// Delivered at the doorstep.
+pub fn delivered() -> Report {
+    delivered_by(pb::DeliveryMethod::Doorstep, "")
+}
+
+/// An attempt failed for `reason`.
+pub fn failed(reason: pb::FailureReason) -> Report {
+    Report::Failed(AttemptFailedReport {
+        reason: reason as i32,
+        note: String::new(),
+    })
+}
+
+/// An attempt failed: nobody home.
+pub fn not_home() -> Report {
+    failed(pb::FailureReason::NotHome)
+}
+
+/// A grant for home-1's parcel SE-1, to driver drv-1 on route r-1, whose
+/// window (Stockholm local time) is open now.
+pub fn grant(id: &str) -> IssueGrantRequest {
+    let local = |d: Duration| {
+        (Utc::now() + d)
+            .with_timezone(&Country::Se.tz())
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    IssueGrantRequest {
+        grant_id: id.into(),
+        home_id: "home-1".into(),
+        parcel_ids: vec!["SE-1".into()],
+        resident_ref: "res-1".into(),
+        country: pb::Country::Se as i32,
+        window_start_local: local(Duration::hours(-1)),
+        window_end_local: local(Duration::hours(1)),
+        scope: Some(pb::CourierScope {
+            driver_id: "drv-1".into(),
+            route_id: "r-1".into(),
+        }),
+        geofence: Some(pb::Geofence {
+            center: Some(pb::GeoPoint {
+                latitude: 59.33,
+                longitude: 18.06,
+            }),
+            radius_m: 50,
+            ..Default::default()
+        }),
+        conditions: Some(pb::HouseholdConditions::default()),
+        fallback: pb::Fallback::Locker as i32,
+    }
+}
+
+/// `driver`'s request to unlock under `grant` for SE-1, 11 m from the door.
+pub fn unlock(grant: &str, driver: &str) -> AuthorizeUnlockRequest {
+    AuthorizeUnlockRequest {
+        grant_id: grant.into(),
+        parcel_id: "SE-1".into(),
+        driver_id: driver.into(),
+        route_id: "r-1".into(),
+        // 11 m from the door.
+        position: Some(pb::GeoPoint {
+            latitude: 59.3301,
+            longitude: 18.06,
+        }),
+        pet_acknowledged: false,
+    }
+}
+
+/// The home's device key.
+pub fn key() -> SigningKey {
+    key_from_seed([7; 32])
+}
+
+/// A device event for home-1 at `at`, signed with `key`.
+pub fn device(
+    event: pb::home_event::Event,
+    at: DateTime<Utc>,
+    key: &SigningKey,
+) -> DeviceEventRequest {
+    let mut r = DeviceEventRequest {
+        event_id: EventId::new().to_string(),
+        home_id: "home-1".into(),
+        occurred_at: Some(timestamp(at)),
+        event: Some(pb::HomeEvent {
+            event: Some(event),
+            prev_hash: vec![],
+        }),
+        signature: vec![],
+    };
+    r.sign(key);
+    r
+}
+
+/// Facts appended as they are, for what other services would have recorded.
+pub async fn facts(log: &dyn EventLog, stream: &str, events: Vec<DomainEvent>, at: DateTime<Utc>) {
+    let stream: StreamId = stream.parse().expect("stream");
+    let new = events
+        .iter()
+        .map(|e| NewEvent::new(EventId::new(), e, at))
+        .collect();
+    log.append(&stream, ExpectedVersion::Any, new)
+        .await
+        .expect("append");
+}
+
+/// Everything but the grant an entry at `at` needs: route r-1 of drv-1
+/// carrying SE-1, drv-1's scan of SE-1, home-1's lock registered with
+/// [`key`] and its camera beating at `at`, reported by `vendor`. `at`
+/// carries the simulated time to a simulation's server.
+pub async fn door(
+    log: &dyn EventLog,
+    vendor: &mut AccessServiceClient<Authed>,
+    at: DateTime<Utc>,
+    simulated: bool,
+) {
+    facts(
+        log,
+        "route/r-1",
+        vec![DomainEvent::Route(pb::route_event::Event::Planned(
+            pb::RoutePlanned {
+                route_id: "r-1".into(),
+                driver_id: "drv-1".into(),
+                plan_version: 1,
+                stops: vec![pb::PlannedStop {
+                    index: 0,
+                    parcel_ids: vec!["SE-1".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ))],
+        at,
+    )
+    .await;
+    facts(
+        log,
+        "parcel/SE-1",
+        vec![DomainEvent::Parcel(
+            pb::parcel_event::Event::AttemptStarted(pb::AttemptStarted {
+                attempt: 1,
+                route_id: "r-1".into(),
+                driver_id: "drv-1".into(),
+                device_id: "hh-1".into(),
+            }),
+        )],
+        at,
+    )
+    .await;
+    let register = pb::home_event::Event::LockRegistered(pb::LockRegistered {
+        home_id: "home-1".into(),
+        lock_id: "lock-1".into(),
+        vendor: "acme-locks".into(),
+        public_key: public_key(&key()),
+        country: pb::Country::Se as i32,
+    });
+    let beat = pb::home_event::Event::CameraOnline(pb::CameraOnline {
+        camera_id: "cam-1".into(),
+        recording: true,
+    });
+    for e in [register, beat] {
+        let r = device(e, at, &key());
+        let r = if simulated {
+            self::at(r, at)
+        } else {
+            tonic::Request::new(r)
+        };
+        vendor.record_device_event(r).await.expect("device event");
+    }
+}
+
+/// `request` carrying the simulated time `at`.
+pub fn at<T>(request: T, at: DateTime<Utc>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(request);
+    r.metadata_mut().insert(
+        threshold_api::SIMULATED_TIME_HEADER,
+        at.to_rfc3339().parse().expect("ascii"),
+    );
+    r
+}
+
+/// The grant's events in `log`, in order.
+pub async fn grant_history(log: &dyn EventLog, grant: &str) -> Vec<pb::grant_event::Event> {
+    log.read_stream(&format!("grant/{grant}").parse().expect("stream"), 0, 1000)
+        .await
+        .expect("read")
+        .into_iter()
+        .filter_map(|r| match r.decode().expect("decode") {
+            DomainEvent::Grant(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,581 @@
+//! The production server: any set of Threshold's services on one port, over
+//! the embedded log or Kafka, behind the layers every call passes (a span
+//! per call, RPC metrics, credentials, flow-control windows).
+//!
+//! # Layout
+//!
+//! - [`Config`] and [`Placement`]: where the data and the log are, which
+//!   [`Services`] run, on which clock, with which fleets.
+//! - [`Node::open`] opens the log, the credentials and the vault and builds
+//!   the services; its handles ([`Node::log`], [`Node::access`],
+//!   [`Node::vault`]) are there before it serves, for tests and tools.
+//! - [`Node::serve`] serves on a listener until a stop future resolves,
+//!   then closes the log.
+//! - [`bind`], [`fleets`] and [`shutdown`]: what a command needs around it.
+//!
+//! The `threshold` command parses its flags into a [`Config`]; test
+//! sandboxes build one directly. Nothing here parses a command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use threshold_access_service::{Access, Clock};
+use threshold_analytics_service::Analytics;
+use threshold_api::v1::access_service_server::AccessServiceServer;
+use threshold_api::v1::analytics_service_server::AnalyticsServiceServer;
+use threshold_api::v1::handheld_service_server::HandheldServiceServer;
+use threshold_api::v1::manifest_service_server::ManifestServiceServer;
+use threshold_api::v1::outcome_service_server::OutcomeServiceServer;
+use threshold_api::v1::planning_service_server::PlanningServiceServer;
+use threshold_handheld_service::{Handhelds, Limits};
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, KafkaLog, KafkaOptions, Metered};
+use threshold_manifest_service::Manifests;
+use threshold_outcome_service::Outcomes;
+use threshold_planning_service::Planning;
+use threshold_privacy::Vault;
+use threshold_routing::depot::Fleets;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+/// Concurrent gRPC streams one connection may have open.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Bytes a client may send on one stream ahead of what the server has read.
+const STREAM_WINDOW: u32 = 64 * 1024;
+/// Bytes a client may send on one connection ahead of what the server has read.
+///
+/// HTTP/2 flow control counts bytes, but h2 also bounds the framing overhead
+/// it buffers: each DATA frame under 256 bytes costs `256 - len` of a budget
+/// of half the connection window, and a connection over budget is closed
+/// with ENHANCE_YOUR_CALM. Handheld events are single ~150-byte frames, so a
+/// server behind on reading must be able to buffer every stream's window of
+/// them within that budget: 256 streams × 64 KiB = 16 MiB of ~155-byte frames
+/// is ~11 MB of overhead, inside the 12 MiB budget of a 24 MiB window. Then
+/// an overloaded server slows its clients down instead of dropping them. At
+/// most 16 MiB of data (plus ~11 MB of framing) is buffered per connection.
+const CONNECTION_WINDOW: u32 = 24 * 1024 * 1024;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The log could not be opened, read or closed.
+    #[error(transparent)]
+    Log(#[from] threshold_log::Error),
+    /// The credentials could not be made or read.
+    #[error(transparent)]
+    Auth(#[from] threshold_auth::Error),
+    /// The personal-data vault could not be opened.
+    #[error(transparent)]
+    Vault(#[from] threshold_privacy::Error),
+    /// The fleet configuration is not valid.
+    #[error(transparent)]
+    Fleets(#[from] threshold_routing::Error),
+    /// A fleet configuration file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The reflection service could not be built.
+    #[error(transparent)]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The listener's address or the transport failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The gRPC server failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the log is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogSpec {
+    /// The embedded store in the data directory.
+    Embedded,
+    /// Kafka, at these brokers (`host:port[,host:port…]`).
+    Kafka(String),
+}
+
+impl std::str::FromStr for LogSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "embedded" {
+            return Ok(LogSpec::Embedded);
+        }
+        threshold_log::kafka::brokers_from_url(s)
+            .map(LogSpec::Kafka)
+            .map_err(|e| format!("{e} (or `embedded`)"))
+    }
+}
+
+/// One service a server can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Every service.
+    All,
+    /// Manifest loading.
+    Manifest,
+    /// Handhelds' attempt events and routes.
+    Attempts,
+    /// Grants, unlocks, locks and cameras.
+    Access,
+    /// Route planning.
+    Planning,
+    /// Analysts' reports.
+    Analytics,
+    /// Partners' outcome subscriptions.
+    Outcomes,
+}
+
+impl Service {
+    /// Every value, as flags spell them.
+    pub const NAMES: [(&'static str, Service); 7] = [
+        ("all", Service::All),
+        ("manifest", Service::Manifest),
+        ("attempts", Service::Attempts),
+        ("access", Service::Access),
+        ("planning", Service::Planning),
+        ("analytics", Service::Analytics),
+        ("outcomes", Service::Outcomes),
+    ];
+}
+
+impl std::str::FromStr for Service {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Service::NAMES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, service)| *service)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Service::NAMES.iter().map(|(n, _)| *n).collect();
+                format!("no service {s:?}: one of {}", names.join(", "))
+            })
+    }
+}
+
+/// Which services a process runs.
+#[derive(Debug, Clone)]
+pub struct Services(Vec<Service>);
+
+impl Services {
+    /// Every service.
+    pub fn all() -> Self {
+        Self(vec![Service::All])
+    }
+
+    /// These services only.
+    pub fn only(services: impl IntoIterator<Item = Service>) -> Self {
+        Self(services.into_iter().collect())
+    }
+
+    /// Whether `s` runs.
+    pub fn runs(&self, s: Service) -> bool {
+        self.0.iter().any(|x| *x == s || *x == Service::All)
+    }
+
+    fn names(&self) -> String {
+        if self.runs(Service::All) {
+            return "all".into();
+        }
+        self.0
+            .iter()
+            .map(|s| format!("{s:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The bundled fleet configuration of the sample depots.
+const BUNDLED_DEPOTS: &str = include_str!("../../../config/depots.json");
+
+/// The fleets to plan with: `file`, else `data/depots.json`, else the bundled ones.
+pub fn fleets(file: Option<&Path>, data: &Path) -> Result<Fleets> {
+    let in_data = data.join("depots.json");
+    let file = file
+        .map(Path::to_path_buf)
+        .or_else(|| in_data.exists().then_some(in_data));
+    Ok(match file {
+        Some(f) => {
+            let json = std::fs::read_to_string(&f).map_err(|source| Error::Read {
+                path: f.clone(),
+                source,
+            })?;
+            Fleets::from_json(&f.display().to_string(), &json)?
+        }
+        None => Fleets::from_json("config/depots.json (bundled)", BUNDLED_DEPOTS)?,
+    })
+}
+
+/// Binds the port first, so a clash fails before any other work.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}
+
+/// Where the log is, which services run and under what name.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The log.
+    pub log: LogSpec,
+    /// The services this process runs.
+    pub services: Services,
+    /// On Kafka, this process's name: its replica's consumer group and the
+    /// `ce_source` of what it writes.
+    pub name: String,
+    /// On Kafka, what topic names start with.
+    pub topic_prefix: String,
+    /// On Kafka, the partitions of a topic this process creates; `None`
+    /// keeps the log's default.
+    pub partitions: Option<i32>,
+    /// The directory of the personal-data vault; `None` is the data directory.
+    pub vault: Option<PathBuf>,
+}
+
+impl Placement {
+    /// Every service, on the embedded log: one process, one machine.
+    pub fn embedded() -> Self {
+        Self {
+            log: LogSpec::Embedded,
+            services: Services::all(),
+            name: "threshold".into(),
+            topic_prefix: "threshold".into(),
+            partitions: None,
+            vault: None,
+        }
+    }
+}
+
+/// Everything a server is opened with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The data directory: the embedded log (or, on Kafka, this process's
+    /// replica of it), credentials and, by default, the vault.
+    pub data: PathBuf,
+    /// The clock grant windows are decided on.
+    pub clock: Clock,
+    /// The depots' fleets, for planning.
+    pub fleets: Fleets,
+    /// Where the log is and which services run.
+    pub placement: Placement,
+    /// How fast one handheld stream may send.
+    pub handheld_limits: Limits,
+}
+
+impl Config {
+    /// Every service on the embedded log in `data`, on the system clock,
+    /// with `fleets`.
+    pub fn embedded(data: impl Into<PathBuf>, fleets: Fleets) -> Self {
+        Self {
+            data: data.into(),
+            clock: Clock::System,
+            fleets,
+            placement: Placement::embedded(),
+            handheld_limits: Limits::default(),
+        }
+    }
+}
+
+/// The opened log, to close on the way out.
+enum Opened {
+    Embedded(EmbeddedLog),
+    Kafka(KafkaLog),
+}
+
+/// An opened server: its log, credentials, vault and services, not yet
+/// serving.
+pub struct Node {
+    config: Config,
+    opened: Opened,
+    log: Arc<dyn EventLog>,
+    vault: Arc<Vault>,
+    auth: threshold_auth::AuthLayer,
+    made_local_tokens: bool,
+    manifests: Option<Manifests>,
+    handhelds: Option<Handhelds>,
+    analytics: Option<Analytics>,
+    outcomes: Option<Outcomes>,
+    access: Option<Access>,
+    planning: Option<Planning>,
+    publisher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens the log, the credentials (an empty data directory gets local
+    /// ones for every role) and the vault, and starts the services of the
+    /// placement; nothing is served until [`Node::serve`].
+    pub async fn open(config: Config) -> Result<Node> {
+        let data = config.data.as_path();
+        let placement = &config.placement;
+        let services = &placement.services;
+        let (log, opened): (Arc<dyn EventLog>, Opened) = match &placement.log {
+            LogSpec::Embedded => {
+                let log = EmbeddedLog::open(data, EmbeddedOptions::default())?;
+                (Arc::new(log.clone()), Opened::Embedded(log))
+            }
+            LogSpec::Kafka(brokers) => {
+                let mut options = KafkaOptions::new(brokers, data.join("replica"), &placement.name);
+                options.topic_prefix = placement.topic_prefix.clone();
+                if let Some(partitions) = placement.partitions {
+                    options.partitions = partitions;
+                }
+                let log = KafkaLog::open(options).await?;
+                (Arc::new(log.clone()), Opened::Kafka(log))
+            }
+        };
+        // Every call carries a credential; an empty data directory gets working
+        // local ones, so the CLI and `make run` need no manual step.
+        let made_local_tokens = threshold_auth::LocalTokens::ensure(data)?;
+        let auth = threshold_auth::AuthLayer::new(threshold_auth::Authenticator::new(data));
+
+        let shared: Arc<dyn EventLog> = Arc::new(Metered::new(log));
+        // Personal data is sealed under per-subject keys kept here, apart from
+        // the log; `threshold privacy forget` destroys them.
+        let vault = Arc::new(Vault::open(placement.vault.as_deref().unwrap_or(data))?);
+        let manifests = services
+            .runs(Service::Manifest)
+            .then(|| Manifests::new(Arc::clone(&shared), Arc::clone(&vault)));
+        let handhelds = services.runs(Service::Attempts).then(|| {
+            Handhelds::new(Arc::clone(&shared))
+                .with_limits(config.handheld_limits)
+                .with_vault(Arc::clone(&vault))
+        });
+        let analytics = services
+            .runs(Service::Analytics)
+            .then(|| Analytics::start(Arc::clone(&shared)));
+        let outcomes = services
+            .runs(Service::Outcomes)
+            .then(|| Outcomes::new(Arc::clone(&shared)));
+        // On Kafka, the outcome processes also publish partners' outcomes to
+        // the outcome topic, sharing the work as one consumer group.
+        let publisher = match (&opened, services.runs(Service::Outcomes)) {
+            (Opened::Kafka(log), true) => Some(publish_outcomes(log)?),
+            _ => None,
+        };
+        let planning = services.runs(Service::Planning).then(|| {
+            Planning::new(
+                Arc::clone(&shared),
+                config.fleets.clone(),
+                Arc::clone(&vault),
+            )
+        });
+        let clock = config.clock;
+        let access = services.runs(Service::Access).then(|| {
+            let access = Access::new(Arc::clone(&shared))
+                .with_clock(clock)
+                .with_vault(Arc::clone(&vault));
+            // Doors left unlocked and cameras gone silent are looked for every
+            // second, on the server's own clock.
+            if clock == Clock::System {
+                access.spawn_watcher(std::time::Duration::from_secs(1));
+            }
+            access
+        });
+        Ok(Node {
+            config,
+            opened,
+            log: shared,
+            vault,
+            auth,
+            made_local_tokens,
+            manifests,
+            handhelds,
+            analytics,
+            outcomes,
+            access,
+            planning,
+            publisher,
+        })
+    }
+
+    /// The log the services write and read, metered as theirs is.
+    pub fn log(&self) -> Arc<dyn EventLog> {
+        Arc::clone(&self.log)
+    }
+
+    /// The access service, when this node runs it.
+    pub fn access(&self) -> Option<Access> {
+        self.access.clone()
+    }
+
+    /// The personal-data vault the services seal with.
+    pub fn vault(&self) -> Arc<Vault> {
+        Arc::clone(&self.vault)
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> &Path {
+        &self.config.data
+    }
+
+    /// Serves on `listener` until `stop` resolves, then closes the log.
+    /// The first line printed names the address.
+    pub async fn serve(self, listener: TcpListener, stop: impl Future<Output = ()>) -> Result<()> {
+        let addr = listener.local_addr()?;
+        let config = &self.config;
+        let data = config.data.as_path();
+        let placement = &config.placement;
+        let clock = config.clock;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        if self.manifests.is_some() {
+            health
+                .set_serving::<ManifestServiceServer<Manifests>>()
+                .await;
+        }
+        if self.handhelds.is_some() {
+            health
+                .set_serving::<HandheldServiceServer<Handhelds>>()
+                .await;
+        }
+        if self.analytics.is_some() {
+            health
+                .set_serving::<AnalyticsServiceServer<Analytics>>()
+                .await;
+        }
+        if self.outcomes.is_some() {
+            health.set_serving::<OutcomeServiceServer<Outcomes>>().await;
+        }
+        if self.access.is_some() {
+            health.set_serving::<AccessServiceServer<Access>>().await;
+        }
+        if self.planning.is_some() {
+            health
+                .set_serving::<PlanningServiceServer<Planning>>()
+                .await;
+        }
+
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(threshold_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+
+        let on = match &placement.log {
+            LogSpec::Embedded => "the embedded log".to_owned(),
+            LogSpec::Kafka(brokers) => format!("Kafka at {brokers} as {}", placement.name),
+        };
+        println!(
+            "threshold serving on {addr} (data {}; services {}; {on})",
+            data.display(),
+            placement.services.names()
+        );
+        if self.made_local_tokens {
+            println!(
+                "credentials: local tokens for every role written to {} (owner-only); \
+                 the CLI finds them with --data {}",
+                data.join(threshold_auth::LOCAL_TOKENS_FILE).display(),
+                data.display()
+            );
+        }
+        tracing::info!(%addr, data = %data.display(), simulation = clock == Clock::Simulated, "serving");
+        if clock == Clock::Simulated {
+            println!("simulation: grant windows follow the simulator's clock, not this server's");
+        }
+        Server::builder()
+            // A span per call, continuing the caller's trace.
+            .trace_fn(threshold_telemetry::server_span)
+            .layer(threshold_telemetry::RpcMetricsLayer::default())
+            // No credential, no call (health checks and reflection excepted).
+            .layer(self.auth)
+            // One client cannot open unbounded streams on one connection.
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_optional_service(self.manifests.map(Manifests::into_server))
+            .add_optional_service(self.handhelds.map(Handhelds::into_server))
+            .add_optional_service(self.analytics.map(Analytics::into_server))
+            .add_optional_service(self.outcomes.map(Outcomes::into_server))
+            .add_optional_service(self.access.map(Access::into_server))
+            .add_optional_service(self.planning.map(Planning::into_server))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+            .await?;
+        if let Some(publisher) = self.publisher {
+            publisher.abort();
+        }
+        match self.opened {
+            Opened::Embedded(log) => {
+                log.close().await?;
+                println!("threshold stopped; every acknowledged event is on disk");
+            }
+            Opened::Kafka(log) => {
+                log.replica().close().await?;
+                println!("threshold stopped; every acknowledged event is in Kafka");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Publishes every parcel outcome, as a partner sees it, to the outcome
+/// topic: type `threshold.v1.outcome.<kind>`, key the parcel's stream, the
+/// value a `ParcelOutcome` whose cursor is 0 (on the topic, the Kafka offset
+/// is the cursor).
+fn publish_outcomes(log: &KafkaLog) -> Result<tokio::task::JoinHandle<()>, threshold_log::Error> {
+    use prost::Message as _;
+    use threshold_api::v1::parcel_outcome::Kind;
+    let options = log.options();
+    log.publish(
+        &format!("{}.outcome-publisher", options.topic_prefix),
+        threshold_domain::Category::Parcel,
+        &options.outcome_topic(),
+        |event| {
+            let outcome = threshold_outcome_service::outcome(
+                event,
+                threshold_outcome_service::View::Partner,
+            )?;
+            let kind = match outcome.kind() {
+                Kind::Delivered => "delivered",
+                Kind::AttemptFailed => "attempt_failed",
+                Kind::Returned => "returned",
+                Kind::Unspecified => return None,
+            };
+            let outcome = threshold_api::v1::ParcelOutcome {
+                cursor: 0,
+                ..outcome
+            };
+            Some((format!("outcome.{kind}"), outcome.encode_to_vec()))
+        },
+    )
+}
+
+/// Resolves on the first Ctrl-C (or SIGTERM); a second Ctrl-C exits at once.
+pub async fn shutdown() {
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    eprintln!("threshold: shutting down (Ctrl-C again to exit at once)");
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+}

@@ -1,0 +1,297 @@
+//! What the `threshold` command's tests share: the binary, the sample
+//! manifests, a `threshold serve` child on 127.0.0.1:0, the CLI run to its
+//! end, a simulated day's report, and a deployment of processes on Kafka.
+#![allow(dead_code)]
+
+pub(crate) use std::io::{BufRead, BufReader};
+pub(crate) use std::path::Path;
+pub(crate) use std::process::{Child, Command, Stdio};
+
+/// The `threshold` binary under test.
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_threshold");
+
+/// The bundled sample manifests of 2026-11-23.
+pub(crate) fn samples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/manifest/samples")
+}
+
+/// A `threshold serve` child, stopped with SIGINT when dropped.
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) data: std::path::PathBuf,
+}
+
+impl Served {
+    /// `threshold serve --simulation` on 127.0.0.1:0 over `data`.
+    pub(crate) fn start(data: &Path) -> Self {
+        let mut serve = Command::new(BIN);
+        serve
+            .args(["serve", "--simulation", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data);
+        Self::spawn(serve, data)
+    }
+
+    /// Spawns `serve` (a `threshold serve` command) and waits for its address.
+    pub(crate) fn spawn(mut serve: Command, data: &Path) -> Self {
+        let mut child = serve.stdout(Stdio::piped()).spawn().expect("spawn serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("first line");
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            url: format!("http://{addr}"),
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// Its data directory, as the CLI's --data.
+    pub(crate) fn data(&self) -> &str {
+        self.data.to_str().expect("path")
+    }
+
+    /// A gRPC connection to it.
+    pub(crate) async fn plain(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.url.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// A gRPC connection to it as the local credential of `role`.
+    pub(crate) async fn channel(&self, role: threshold_auth::Role) -> threshold_auth::Authed {
+        threshold_auth::LocalTokens::load(&self.data)
+            .expect("local tokens")
+            .channel(self.plain().await, role)
+            .expect("token")
+    }
+
+    /// Ctrl-C, then wait: the server closes the log cleanly.
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `threshold ARGS`, run to its end.
+pub(crate) fn threshold(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run threshold")
+}
+
+/// `threshold manifest load FILE --server URL --data DIR [extra...]`.
+pub(crate) fn load_manifest(
+    file: &Path,
+    server: &str,
+    data: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "manifest",
+        "load",
+        file.to_str().expect("path"),
+        "--server",
+        server,
+        "--data",
+        data.to_str().expect("path"),
+    ];
+    args.extend_from_slice(extra);
+    threshold(&args)
+}
+
+/// The in-home lines and the report tables of a simulated day's output.
+pub(crate) fn day_report(text: &str) -> String {
+    let grants = text
+        .lines()
+        .filter(|l| l.starts_with("in-home") || l.starts_with("alerts raised"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!grants.is_empty(), "no in-home lines in {text}");
+    let report = text
+        .split_once("\n\n")
+        .map(|(_, r)| r.to_owned())
+        .unwrap_or_else(|| panic!("no report in {text}"));
+    format!("{grants}\n{report}")
+        .lines()
+        .filter(|l| !l.starts_with("threshold stopped"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The report part of `threshold run --demo`'s output (what follows the
+/// first blank line), for one seed on a fresh store.
+pub(crate) fn demo_report(seed: u64) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            &seed.to_string(),
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run --demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    day_report(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Processes of one deployment on Kafka, on this machine.
+pub(crate) struct Deployment {
+    /// Every process's data directory is in it.
+    pub(crate) root: tempfile::TempDir,
+    /// Credentials and the vault, shared by every process.
+    pub(crate) shared: std::path::PathBuf,
+    pub(crate) broker: String,
+    pub(crate) prefix: String,
+}
+
+impl Deployment {
+    /// A deployment on `broker` with topics named `prefix.…`, with one set
+    /// of credentials and one vault, as a carrier would provision them;
+    /// each process has its own data directory.
+    pub(crate) fn new(broker: &str, prefix: &str) -> Self {
+        let root = tempfile::tempdir().expect("dir");
+        let shared = root.path().join("shared");
+        threshold_auth::LocalTokens::ensure(&shared).expect("credentials");
+        Self {
+            root,
+            shared,
+            broker: broker.to_owned(),
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// `threshold serve --services SERVICES --name NAME` on Kafka, with its
+    /// own data directory (the same for the same name).
+    pub(crate) fn serve(&self, services: &str, name: &str, listen: &str) -> Served {
+        let data = self.root.path().join(name);
+        std::fs::create_dir_all(&data).expect("data dir");
+        for file in [
+            threshold_auth::CREDENTIALS_FILE,
+            threshold_auth::LOCAL_TOKENS_FILE,
+        ] {
+            std::fs::copy(self.shared.join(file), data.join(file)).expect("copy credentials");
+        }
+        let mut serve = Command::new(BIN);
+        serve
+            .args(["serve", "--simulation", "--listen", listen])
+            .args(["--log", &format!("kafka://{}", self.broker)])
+            .args(["--services", services, "--name", name])
+            .args(["--topic-prefix", &self.prefix])
+            .arg("--vault")
+            .arg(&self.shared)
+            .arg("--data")
+            .arg(&data);
+        Served::spawn(serve, &data)
+    }
+
+    /// `threshold simulate` of the sample day, seed 12, with `--server`
+    /// and `--service-url`s as given, its stdout piped.
+    pub(crate) fn simulate(&self, server: &str, service_urls: &[(&str, &str)]) -> Child {
+        let mut simulate = Command::new(BIN);
+        simulate
+            .args(["simulate", "--date", "2026-11-23", "--seed", "12"])
+            .args(["--plan-seconds", "1", "--server", server])
+            .arg("--data")
+            .arg(&self.shared);
+        for country in ["dk", "fi", "no", "se"] {
+            simulate
+                .arg("--manifest")
+                .arg(samples().join(format!("2026-11-23-{country}.csv")));
+        }
+        for (service, url) in service_urls {
+            simulate.args(["--service-url", &format!("{service}={url}")]);
+        }
+        simulate
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("simulate")
+    }
+}
+
+/// Reads `child`'s stdout on a thread: each line to `lines` as it comes.
+pub(crate) fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line starting with `prefix`; returns every line up to it.
+pub(crate) fn until_line(lines: &std::sync::mpsc::Receiver<String>, prefix: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(300))
+            .unwrap_or_else(|_| panic!("no line starting {prefix:?} after {seen:?}"));
+        let done = line.starts_with(prefix);
+        seen.push(line);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// The test broker's address (`make test` starts one on loopback).
+pub(crate) fn test_broker() -> String {
+    std::env::var("THRESHOLD_TEST_KAFKA").unwrap_or_else(|_| {
+        panic!(
+            "THRESHOLD_TEST_KAFKA is not set: this test needs a Kafka broker; \
+             `make test` starts one on loopback"
+        )
+    })
+}
+
+/// A free port on loopback.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The totals line of a report's first table: (attempts, delivered).
+pub(crate) fn totals(report: &str) -> (u64, u64) {
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .unwrap_or_else(|| panic!("no total in {report}"));
+    let n: Vec<&str> = line.split_whitespace().collect();
+    (
+        n[2].parse().expect("attempts"),
+        n[5].parse().expect("delivered"),
+    )
+}

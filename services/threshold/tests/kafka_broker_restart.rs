@@ -1,0 +1,106 @@
+//! A Kafka broker restarted mid-day loses no acknowledged event. Needs the
+//! test broker's binary (`THRESHOLD_TANSU`).
+
+mod common;
+
+use common::*;
+
+/// A broker child, killed when dropped.
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A tansu broker of its own on `port`, keeping its topics in `dir`
+/// (sqlite storage), so it can be restarted with everything it held.
+fn own_broker(dir: &Path, port: u16) -> Broker {
+    let tansu = std::env::var("THRESHOLD_TANSU").unwrap_or_else(|_| {
+        panic!("THRESHOLD_TANSU is not set: `make test` sets it to the test broker's binary")
+    });
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tansu.log"))
+        .expect("broker log");
+    let child = Command::new(tansu)
+        .current_dir(dir)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start tansu");
+    let broker = Broker(child);
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return broker;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("tansu did not listen on {port}");
+}
+
+#[test]
+fn a_broker_restarted_mid_day_loses_no_acknowledged_event() {
+    let port = free_port();
+    let deployment = Deployment::new(&format!("127.0.0.1:{port}"), "threshold");
+    let broker_dir = deployment.root.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).expect("dir");
+    let broker = own_broker(&broker_dir, port);
+    let server = deployment.serve("all", "all", "127.0.0.1:0");
+    let mut day = deployment.simulate(&server.url, &[]);
+    let lines = lines_of(&mut day);
+    // Routes are planned and the drivers are out: the broker goes down
+    // without warning and comes back a second later with what it stored.
+    let mut seen = until_line(&lines, "planned ");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(broker); // SIGKILL
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let broker = own_broker(&broker_dir, port);
+    seen.extend(lines.iter());
+    let status = day.wait().expect("simulate");
+    let text = seen.join("\n");
+    assert!(
+        status.success(),
+        "the day survives the restart: {text}\n{}",
+        std::fs::read_to_string(broker_dir.join("tansu.log")).unwrap_or_default()
+    );
+    assert_eq!(
+        day_report(&text),
+        demo_report(12),
+        "every acknowledged event is counted, once"
+    );
+    // A process starting now, with an empty replica, reads the whole day
+    // back from the restarted broker.
+    let fresh = deployment.serve("analytics", "late-reader", "127.0.0.1:0");
+    let report = threshold(&[
+        "report",
+        "attempts",
+        "--json",
+        "--server",
+        &fresh.url,
+        "--data",
+        fresh.data(),
+    ]);
+    assert!(report.status.success(), "{report:?}");
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect("JSON");
+    let total = |field: &str| json["total"][field].as_u64().expect("a count");
+    assert_eq!(
+        (total("attempts"), total("delivered")),
+        totals(&day_report(&text)),
+        "{json}"
+    );
+    assert!(server.stop().success());
+    drop(broker);
+}

@@ -1,0 +1,54 @@
+//! The sample day on Kafka with a process per service reports as on the
+//! embedded log. Needs the test broker (`THRESHOLD_TEST_KAFKA`).
+
+mod common;
+
+use common::*;
+
+#[test]
+fn the_day_on_kafka_with_a_process_per_service_reports_as_the_embedded_day() {
+    let deployment = Deployment::new(&test_broker(), &format!("e2e{}", std::process::id()));
+    let start = |services: &str| deployment.serve(services, services, "127.0.0.1:0");
+    let processes: Vec<(&str, Served)> = [
+        "manifest",
+        "planning",
+        "attempts",
+        "access",
+        "analytics",
+        "outcomes",
+    ]
+    .into_iter()
+    .map(|s| (s, start(s)))
+    .collect();
+    let url = |name: &str| {
+        processes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.url.clone())
+            .expect("process")
+    };
+    let others: Vec<(&str, String)> = ["manifest", "planning", "access", "analytics"]
+        .into_iter()
+        .map(|s| (s, url(s)))
+        .collect();
+    let others: Vec<(&str, &str)> = others.iter().map(|(s, u)| (*s, u.as_str())).collect();
+    let out = deployment
+        .simulate(&url("attempts"), &others)
+        .wait_with_output()
+        .expect("simulate");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let on_kafka = day_report(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        on_kafka,
+        demo_report(12),
+        "six processes on Kafka report the day as one process on the embedded log"
+    );
+    for (name, p) in processes {
+        assert!(p.stop().success(), "{name} stopped cleanly");
+    }
+}
