@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -19,13 +19,33 @@ use tokio::sync::watch;
 /// How often the checkpointer looks for new frames.
 const INTERVAL: Duration = Duration::from_millis(50);
 
-/// Starts the checkpointer. It ends when the writer drops the head channel.
+/// The running checkpointer, for the writer to stop before its last
+/// checkpoint: SQLite answers a checkpoint BUSY, without waiting, while
+/// another connection's is running, and a clean close must fold the whole
+/// WAL into the database file.
+pub(super) struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    /// Stops the thread and waits until its connection is closed.
+    pub(super) fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the checkpointer. It ends when stopped or when the writer drops
+/// the head channel.
 pub(super) fn spawn(
     path: PathBuf,
     mut head: watch::Receiver<u64>,
     wal_frames: Arc<AtomicU64>,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
+) -> std::io::Result<Checkpointer> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
         .name("threshold-log-checkpoint".into())
         .spawn(move || {
             let Ok(conn) = Connection::open(&path) else {
@@ -35,6 +55,9 @@ pub(super) fn spawn(
             let _ = conn.execute_batch("PRAGMA busy_timeout = 1000;");
             loop {
                 std::thread::sleep(INTERVAL);
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
                 match head.has_changed() {
                     Err(_) => return,
                     Ok(false) => continue,
@@ -53,5 +76,6 @@ pub(super) fn spawn(
                     wal_frames.store(log.max(0) as u64, Ordering::Relaxed);
                 }
             }
-        })
+        })?;
+    Ok(Checkpointer { stop, thread })
 }

@@ -148,12 +148,13 @@ impl EmbeddedLog {
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
         let wal_frames = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        checkpoint::spawn(path.clone(), head_rx.clone(), Arc::clone(&wal_frames)).map_err(
-            |source| Error::Io {
-                path: path.clone(),
-                source,
-            },
-        )?;
+        let checkpointer =
+            checkpoint::spawn(path.clone(), head_rx.clone(), Arc::clone(&wal_frames)).map_err(
+                |source| Error::Io {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
         // The writer thread holds the directory lock until its connection is
         // closed, so a reopen never races a writer that is still checkpointing.
         let writer = writer::spawn(
@@ -165,6 +166,7 @@ impl EmbeddedLog {
                 head_tx,
                 tail: Arc::clone(&tail),
                 wal_frames,
+                checkpointer,
                 config: writer::Config {
                     max_batch_events: options.max_batch_events.max(1),
                     seal_after: options.index_generation.max(1),

@@ -132,6 +132,22 @@ async fn damaged(damage: impl FnOnce(&Path, &mut Vec<u8>)) -> (tempfile::TempDir
     (dir, err.expect("an error"))
 }
 
+/// A clean close folds the whole WAL into the database file, even when the
+/// checkpointer was busy at that moment: the next open (and anyone copying
+/// the file) finds nothing to recover.
+#[tokio::test]
+async fn a_clean_close_leaves_an_empty_wal() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = open(dir.path()).expect("open");
+        fill(&log, 300).await;
+        log.close().await.expect("close");
+        let wal = dir.path().join(DB_FILE).with_extension("db-wal");
+        let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(len, 0, "round {round}: {} bytes left in the WAL", len);
+    }
+}
+
 #[tokio::test]
 async fn a_truncated_file_is_refused_at_open_with_its_name() {
     let (dir, err) = damaged(|_, bytes| {

@@ -77,6 +77,7 @@ struct Writer {
     plan: Option<FlushPlan>,
     config: Config,
     wal_frames: Arc<AtomicU64>,
+    checkpointer: Option<super::checkpoint::Checkpointer>,
     _lock: File,
 }
 
@@ -92,6 +93,7 @@ pub(super) struct Start {
     pub(super) head_tx: watch::Sender<u64>,
     pub(super) tail: Arc<RwLock<Tail>>,
     pub(super) wal_frames: Arc<AtomicU64>,
+    pub(super) checkpointer: super::checkpoint::Checkpointer,
     pub(super) config: Config,
 }
 
@@ -108,6 +110,7 @@ pub(super) fn spawn(start: Start, rx: mpsc::Receiver<Request>) -> Result<JoinHan
         plan: None,
         config: start.config,
         wal_frames: start.wal_frames,
+        checkpointer: Some(start.checkpointer),
         _lock: start.lock,
     };
     writer.maybe_seal();
@@ -175,6 +178,10 @@ impl Writer {
         // A clean close leaves the indexes complete and the WAL folded into
         // the database, so the next open has nothing to recover.
         self.drain_index();
+        // The checkpointer's own checkpoint would make this one BUSY.
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
         let _ = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
