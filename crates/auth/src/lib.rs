@@ -12,6 +12,13 @@
 //! with no manual step. A deployment deletes that file and hands out tokens
 //! of its own (`threshold credentials add`).
 //!
+//! Both files are written readable and writable by the owner only (0600 on
+//! unix): the hashes do not open anything, but which names, roles and
+//! tenants exist is the deployment's business, and the local tokens are
+//! working credentials. [`ensure_private_dir`] makes a data directory that
+//! only its owner can enter (0700), for the server to call on its data
+//! directory before it writes anything there.
+//!
 //! [`AuthLayer`] authenticates every request on a server and hands the
 //! principal to the services in the request's extensions; [`require`] is
 //! the check each RPC makes. [`Bearer`] puts a token on a client's calls.
@@ -194,30 +201,71 @@ fn read(path: &Path) -> Result<Option<File>> {
     }
 }
 
-/// Writes `bytes` to `path` whole or not at all, readable by the owner
-/// only when `private`.
-fn write(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
+/// Creates `dir` (and any missing parent) so that only its owner may list
+/// or enter it: 0700 on unix. A directory that exists already and is open
+/// to its group or others is narrowed to 0700; one that is already private
+/// is left as it is. Elsewhere than unix it only creates the directory.
+///
+/// The data directory holds the log, the vault and the credentials; each
+/// file is private on its own, and a private directory also hides which
+/// files exist and keeps others from planting files in it.
+pub fn ensure_private_dir(dir: impl AsRef<Path>) -> Result<()> {
+    let dir = dir.as_ref();
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(dir).map_err(io)?;
+        let mode = std::fs::metadata(dir).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+    }
+    #[cfg(not(unix))]
+    builder.create(dir).map_err(io)?;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` whole or not at all, readable and writable by
+/// the owner only. A missing directory is created owner-only too.
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        ensure_private_dir(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    if private {
+    {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    #[cfg(not(unix))]
-    let _ = private;
     use std::io::Write;
-    options
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+    let file = options.open(&tmp).map_err(io)?;
+    // The mode above applies only when the file is created: a temporary
+    // file left behind by an older build keeps its mode unless narrowed.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
+    let mut file = file;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(io)
 }
@@ -280,7 +328,7 @@ impl Credentials {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        write(&path, &text, false)?;
+        write(&path, &text)?;
         Ok(token)
     }
 
@@ -314,7 +362,7 @@ impl LocalTokens {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        write(&path, &text, true)?;
+        write(&path, &text)?;
         Ok(true)
     }
 
@@ -598,6 +646,55 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn credentials_are_readable_by_the_owner_only_also_in_a_new_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        Credentials::add(&dir, "p1", Role::Planner, "STO-1").unwrap();
+        assert_eq!(mode(&dir.join(CREDENTIALS_FILE)), 0o600);
+        assert_eq!(mode(&dir), 0o700, "a directory the write made");
+        // A second write replaces the file: still owner-only.
+        Credentials::add(&dir, "p2", Role::Planner, "STO-2").unwrap();
+        assert_eq!(mode(&dir.join(CREDENTIALS_FILE)), 0o600);
+        // A leftover temporary file of another mode does not leak its mode.
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = dir.join(CREDENTIALS_FILE).with_extension("json.tmp");
+        std::fs::write(&tmp, "").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Credentials::add(&dir, "p3", Role::Planner, "STO-3").unwrap();
+        assert_eq!(mode(&dir.join(CREDENTIALS_FILE)), 0o600);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_dir_is_made_owner_only_and_an_open_one_is_narrowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&root.path().join("a")), 0o700, "missing parents too");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // Twice is fine, and a file in the way is an error naming it.
+        ensure_private_dir(&dir).unwrap();
+        let file = dir.join("f");
+        std::fs::write(&file, "").unwrap();
+        let err = ensure_private_dir(&file).unwrap_err();
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]

@@ -30,6 +30,25 @@
 //!
 //! Windows are on the delivery date in the country's zone; a window across a
 //! DST change is resolved as [`threshold_domain::country::local_window`] does.
+//!
+//! # Limits
+//!
+//! A manifest comes from outside, so what one row may cost is bounded:
+//!
+//! | what | limit | when over it |
+//! |---|---|---|
+//! | a record (one row, quoted line breaks included) | [`MAX_RECORD_BYTES`], 8 KiB | the row is rejected (field `row`), cut off at the limit |
+//! | a field | [`MAX_FIELD_BYTES`], 1 KiB | the row is rejected, naming the field |
+//! | an id (`parcel_id`, `partner_id`, `depot_id`) | [`MAX_ID_BYTES`], 64 bytes | the row is rejected, naming the field |
+//!
+//! A record over the limit is never buffered whole: the reader keeps its
+//! first [`MAX_RECORD_BYTES`], then skips to the next line break (quoted or
+//! not) and reads on from there as usual. An unterminated quote or a 100 MB
+//! line therefore costs the rows it swallowed before the limit, one
+//! rejected row, and no memory beyond the limit; the rows after it are read.
+//! A header over the record limit refuses the whole file
+//! ([`Error::HeaderTooLong`]). The real rows are far below these limits (a
+//! full row of the bundled samples is under 200 bytes).
 
 use std::collections::HashMap;
 use std::io;
@@ -60,6 +79,15 @@ pub const COLUMNS: [&str; 14] = [
 /// The column a rejects file adds; ignored when a manifest is read.
 pub const ERROR_COLUMN: &str = "error";
 
+/// The most bytes one record (a row, with any quoted line breaks) may have.
+pub const MAX_RECORD_BYTES: usize = 8 * 1024;
+/// The most bytes one field may have, after trimming.
+pub const MAX_FIELD_BYTES: usize = 1024;
+/// The most bytes an id (`parcel_id`, `partner_id`, `depot_id`) may have.
+pub const MAX_ID_BYTES: usize = 64;
+/// The columns held to [`MAX_ID_BYTES`].
+const ID_COLUMNS: [&str; 3] = ["parcel_id", "partner_id", "depot_id"];
+
 /// A manifest that cannot be read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,6 +100,14 @@ pub enum Error {
     /// A column appears twice in the header.
     #[error("line 1: column {0} appears twice")]
     DuplicateColumn(String),
+    /// The header is longer than a record may be.
+    #[error("line {line}: the header is longer than {limit} bytes, the limit of a record")]
+    HeaderTooLong {
+        /// The line it starts on.
+        line: u64,
+        /// [`MAX_RECORD_BYTES`].
+        limit: usize,
+    },
     /// The file could not be read.
     #[error("cannot read the manifest: {0}")]
     Read(#[from] csv::Error),
@@ -122,22 +158,62 @@ pub enum Row {
 /// Reads a manifest one row at a time.
 #[derive(Debug)]
 pub struct ManifestReader<R> {
-    csv: csv::Reader<R>,
+    records: split::Records<R>,
+    /// Parses one record at a time, fed by `records`.
+    csv: csv::Reader<split::Feed>,
     /// Column name → index in the file.
     columns: HashMap<&'static str, usize>,
     manifest_id: String,
     record: csv::StringRecord,
+    /// The input failed: nothing more is read.
+    done: bool,
+}
+
+/// What became of one record handed to the CSV parser.
+enum Parsed {
+    /// The input has no more records.
+    End,
+    /// The record was parsed into `self.record`; it starts on this line.
+    Record(u64),
+    /// The record starting on this line was over [`MAX_RECORD_BYTES`].
+    TooLong(u64),
+    /// The record could not be parsed: a rejected row.
+    Rejected(RowError),
 }
 
 impl<R: io::Read> ManifestReader<R> {
     /// Starts reading `input`, checking its header. `manifest_id` is recorded
     /// on every parcel so it can be traced back to this file.
     pub fn new(input: R, manifest_id: impl Into<String>) -> Result<Self, Error> {
-        let mut csv = csv::ReaderBuilder::new()
+        let csv = csv::ReaderBuilder::new()
+            .has_headers(false)
             .flexible(true)
             .trim(csv::Trim::All)
-            .from_reader(input);
-        let header = csv.headers()?.clone();
+            .from_reader(split::Feed::default());
+        let mut reader = Self {
+            records: split::Records::new(input),
+            csv,
+            columns: HashMap::new(),
+            manifest_id: manifest_id.into(),
+            record: csv::StringRecord::new(),
+            done: false,
+        };
+        let header = match reader.parse().map_err(csv::Error::from)? {
+            Parsed::End => csv::StringRecord::new(),
+            Parsed::Record(_) => reader.record.clone(),
+            Parsed::TooLong(line) => {
+                return Err(Error::HeaderTooLong {
+                    line,
+                    limit: MAX_RECORD_BYTES,
+                });
+            }
+            Parsed::Rejected(e) => {
+                return Err(Error::Read(csv::Error::from(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    e.to_string(),
+                ))));
+            }
+        };
         let mut columns = HashMap::new();
         for (i, name) in header.iter().enumerate() {
             let name = name.trim().to_ascii_lowercase();
@@ -155,12 +231,39 @@ impl<R: io::Read> ManifestReader<R> {
         if !missing.is_empty() {
             return Err(Error::MissingColumns { missing });
         }
-        Ok(Self {
-            csv,
-            columns,
-            manifest_id: manifest_id.into(),
-            record: csv::StringRecord::new(),
-        })
+        reader.columns = columns;
+        Ok(reader)
+    }
+
+    /// Splits off the next record and parses it. An error of the input
+    /// itself is returned; what is wrong with one record is a rejection.
+    fn parse(&mut self) -> Result<Parsed, io::Error> {
+        let raw = match self.records.next_record()? {
+            None => return Ok(Parsed::End),
+            Some(split::Raw::TooLong { line }) => return Ok(Parsed::TooLong(line)),
+            Some(split::Raw::Record { line, bytes }) => (line, bytes),
+        };
+        let (line, bytes) = raw;
+        self.csv.get_mut().set(bytes);
+        match self.csv.read_record(&mut self.record) {
+            Ok(_) => Ok(Parsed::Record(line)),
+            Err(e) => {
+                // csv counts lines of what it was fed, one record at a
+                // time: say what is wrong without its position.
+                let message = match e.kind() {
+                    csv::ErrorKind::Utf8 { err, .. } => {
+                        format!("field {} is not valid UTF-8", err.field() + 1)
+                    }
+                    _ => e.to_string(),
+                };
+                Ok(Parsed::Rejected(RowError {
+                    line,
+                    field: "row".into(),
+                    message,
+                    values: Vec::new(),
+                }))
+            }
+        }
     }
 
     fn values(&self) -> Vec<String> {
@@ -198,6 +301,20 @@ impl<R: io::Read> ManifestReader<R> {
                     self.columns.len()
                 ),
             ));
+        }
+        for c in COLUMNS {
+            let (limit, what) = if ID_COLUMNS.contains(&c) {
+                (MAX_ID_BYTES, "an id")
+            } else {
+                (MAX_FIELD_BYTES, "a field")
+            };
+            let len = get(c).len();
+            if len > limit {
+                return Err(fail(
+                    c,
+                    format!("is {len} bytes, over the limit of {limit} bytes for {what}"),
+                ));
+            }
         }
         let country: Country = required("country")?
             .parse()
@@ -327,22 +444,37 @@ impl<R: io::Read> Iterator for ManifestReader<R> {
 
     fn next(&mut self) -> Option<Row> {
         loop {
-            match self.csv.read_record(&mut self.record) {
-                Ok(false) => return None,
-                Ok(true) => {}
-                Err(e) => {
-                    // A row the CSV layer cannot read (bad UTF-8, a broken
-                    // quote): report it and carry on with the next.
-                    let line = e.position().map_or(0, |p| p.line());
+            if self.done {
+                return None;
+            }
+            let line = match self.parse() {
+                Ok(Parsed::End) => return None,
+                Ok(Parsed::Record(line)) => line,
+                // A row the CSV layer cannot read (bad UTF-8, over the
+                // record limit): report it and carry on with the next.
+                Ok(Parsed::Rejected(e)) => return Some(Row::Rejected(e)),
+                Ok(Parsed::TooLong(line)) => {
                     return Some(Row::Rejected(RowError {
                         line,
                         field: "row".into(),
-                        message: e.to_string(),
+                        message: format!(
+                            "the record is longer than {MAX_RECORD_BYTES} bytes, the limit: \
+                             it was cut off there and not read; reading goes on at the next line"
+                        ),
                         values: Vec::new(),
                     }));
                 }
-            }
-            let line = self.record.position().map_or(0, |p| p.line());
+                Err(e) => {
+                    // The input itself failed: say so once, and stop.
+                    self.done = true;
+                    return Some(Row::Rejected(RowError {
+                        line: self.records.line(),
+                        field: "row".into(),
+                        message: format!("cannot read the manifest: {e}"),
+                        values: Vec::new(),
+                    }));
+                }
+            };
             // Blank lines between rows are not rows.
             if self.record.iter().all(str::is_empty) {
                 continue;
@@ -394,6 +526,8 @@ impl<W: io::Write> RejectsWriter<W> {
             .map_err(|e| Error::Read(csv::Error::from(e.into_error())))
     }
 }
+
+mod split;
 
 #[cfg(test)]
 mod tests;

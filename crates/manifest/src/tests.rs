@@ -288,3 +288,145 @@ fn the_bundled_sample_manifests_load_without_rejects() {
         .map(|c| c as i32)
     );
 }
+
+const GOOD: &str = "nordshop,SE,STO-1,2026-11-23,Street 1,111 51,Stockholm,59.3,18.0,doorstep,1,,";
+
+#[test]
+fn a_field_or_an_id_over_its_limit_rejects_its_row_and_no_other() {
+    let long_id = "A".repeat(MAX_ID_BYTES + 1);
+    let long_city = "x".repeat(MAX_FIELD_BYTES + 1);
+    let rows = read(&format!(
+        "{HEADER}\n\
+         SE-1,{GOOD}\n\
+         {long_id},{GOOD}\n\
+         SE-3,nordshop,SE,STO-1,2026-11-23,Street 1,111 51,{long_city},59.3,18.0,doorstep,1,,\n\
+         SE-4,{GOOD}\n"
+    ));
+    let ok: Vec<&str> = accepted(&rows)
+        .iter()
+        .map(|p| p.parcel_id.as_str())
+        .collect();
+    assert_eq!(ok, vec!["SE-1", "SE-4"]);
+    let bad = rejected(&rows);
+    assert_eq!(
+        bad.iter()
+            .map(|e| (e.line, e.field.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(3, "parcel_id"), (4, "city")]
+    );
+    assert!(
+        bad[0]
+            .to_string()
+            .contains("is 65 bytes, over the limit of 64 bytes for an id"),
+        "{}",
+        bad[0]
+    );
+    assert!(
+        bad[1]
+            .to_string()
+            .contains("is 1025 bytes, over the limit of 1024 bytes for a field"),
+        "{}",
+        bad[1]
+    );
+    // At the limit is fine.
+    let id = "A".repeat(MAX_ID_BYTES);
+    let rows = read(&format!("{HEADER}\n{id},{GOOD}\n"));
+    assert_eq!(accepted(&rows).len(), 1, "{rows:?}");
+}
+
+/// An input that counts what was read from it, and is endless unless told.
+struct Endless {
+    head: Vec<u8>,
+    pos: usize,
+    fill: u8,
+    budget: u64,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl io::Read for Endless {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos < self.head.len() {
+            let n = out.len().min(self.head.len() - self.pos);
+            out[..n].copy_from_slice(&self.head[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
+        }
+        let n = (out.len() as u64).min(self.budget) as usize;
+        out[..n].fill(self.fill);
+        self.budget -= n as u64;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_huge_line_or_an_unterminated_quote_is_cut_at_the_record_limit() {
+    // A 100 MB line, then the end of the input: one rejected row, and the
+    // row before it is kept.
+    let read_bytes = std::rc::Rc::new(std::cell::Cell::new(0));
+    let input = Endless {
+        head: format!("{HEADER}\nSE-1,{GOOD}\nSE-2,").into_bytes(),
+        pos: 0,
+        fill: b'x',
+        budget: 100 << 20,
+        read: read_bytes.clone(),
+    };
+    let rows: Vec<Row> = ManifestReader::new(input, "m").expect("header").collect();
+    assert_eq!(read_bytes.get(), 100 << 20, "read through, not stopped");
+    assert_eq!(accepted(&rows).len(), 1);
+    let bad = rejected(&rows);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!((bad[0].line, bad[0].field.as_str()), (3, "row"));
+    assert!(
+        bad[0]
+            .message
+            .contains(&format!("longer than {MAX_RECORD_BYTES} bytes")),
+        "{}",
+        bad[0]
+    );
+
+    // A quote opened and never closed: the rows past the limit are read.
+    let mut text = format!("{HEADER}\nSE-1,{GOOD}\n\"SE-2,{GOOD}\n");
+    while text.len() < 3 * MAX_RECORD_BYTES {
+        text.push_str(&format!("SE-X,{GOOD}\n"));
+    }
+    text.push_str(&format!("SE-9,{GOOD}\n"));
+    let rows = read(&text);
+    let ok: Vec<&str> = accepted(&rows)
+        .iter()
+        .map(|p| p.parcel_id.as_str())
+        .collect();
+    assert_eq!(ok.first(), Some(&"SE-1"));
+    assert_eq!(ok.last(), Some(&"SE-9"), "the rows after the cut are read");
+    let bad = rejected(&rows);
+    assert_eq!(bad[0].line, 3);
+    assert!(bad[0].message.contains("longer than"), "{}", bad[0]);
+
+    // A header over the limit refuses the file, naming the limit.
+    let header = format!("{HEADER},{}\n", "y".repeat(MAX_RECORD_BYTES));
+    let err = ManifestReader::new(header.as_bytes(), "m").expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains(&format!("longer than {MAX_RECORD_BYTES} bytes")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_utf_8_rejects_its_row_on_its_own_line() {
+    let mut input = format!("{HEADER}\nSE-1,{GOOD}\n").into_bytes();
+    input.extend_from_slice(b"SE-2,nord\xffshop");
+    input.extend_from_slice(&GOOD.as_bytes()[8..]);
+    input.extend_from_slice(format!("\nSE-3,{GOOD}\n").as_bytes());
+    let rows: Vec<Row> = ManifestReader::new(input.as_slice(), "m")
+        .expect("header")
+        .collect();
+    assert_eq!(accepted(&rows).len(), 2);
+    let bad = rejected(&rows);
+    assert_eq!((bad[0].line, bad[0].field.as_str()), (3, "row"));
+    assert!(
+        bad[0].message.contains("field 2 is not valid UTF-8"),
+        "{}",
+        bad[0]
+    );
+}

@@ -16,6 +16,34 @@
 //! opened with `secure_delete` so forgotten keys are overwritten on disk,
 //! and is read on every use, so a key forgotten by `threshold privacy
 //! forget` is gone for a running server at once.
+//!
+//! A forgotten subject stays forgotten: [`Vault::forget`] leaves a
+//! tombstone, and no key is ever made for a tombstoned subject again.
+//! Sealing or digesting for it fails with [`Error::Forgotten`], so an event
+//! that would carry new personal data of a forgotten subject is refused
+//! rather than sealed under a new key that the deletion request never
+//! covered. This matters for subjects whose id is derived rather than
+//! random (a resident's subject is `resident:` and the partner's resident
+//! reference): without the tombstone the next grant for them would quietly
+//! make a fresh key under the same id. A household's id is random, and
+//! forgetting it also removes the link from its address; a later parcel to
+//! that address therefore starts a new household with a new subject, which
+//! a new deletion request (`privacy forget --street …`) finds and forgets in
+//! the same way. Old ciphertext stays unopenable either way:
+//! [`Vault::unseal`] answers `None` for it.
+//!
+//! The tombstone keeps no subject id in the clear, only an HMAC of it under
+//! the vault's own secret. Subject ids can be personal data themselves (a
+//! resident reference may be a customer number or an e-mail address), and
+//! a deletion request should not leave behind the very identifier it asked
+//! to erase. The vault can still tell a forgotten id when it is presented
+//! again; anyone holding the vault file can test a guessed id, as with the
+//! address links.
+//!
+//! The vault's files are readable and writable by their owner only (0600 on
+//! unix, for the database and SQLite's `-wal` and `-shm` beside it, which
+//! take the database file's mode), and a data directory it has to create is
+//! made 0700.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -23,7 +51,7 @@ use std::sync::Mutex;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 pub use threshold_api::v1::Sealed;
 
@@ -41,6 +69,14 @@ pub enum Error {
         /// SQLite's error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// The subject was forgotten: no key is made for it again, so nothing
+    /// new can be sealed or digested under it. The caller refuses the event
+    /// that would carry it.
+    #[error("subject {subject} was forgotten at its request: no new personal data is kept for it")]
+    Forgotten {
+        /// The subject.
+        subject: String,
     },
     /// A sealed value does not open under its key: changed or damaged.
     #[error("sealed data of subject {subject} does not authenticate: it was changed or damaged")]
@@ -110,6 +146,42 @@ pub fn normalise(parts: &[&str]) -> String {
         .join("|")
 }
 
+/// Makes `dir` (and missing parents) owner-only; an existing directory is
+/// left as it is: the data directory is the server's to narrow.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Makes `path` if missing, and narrows it to owner-only (unix).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
+}
+
 fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     rand::rng().fill_bytes(&mut b);
@@ -125,8 +197,12 @@ impl Vault {
             source,
         };
         if let Some(parent) = path.parent() {
-            let _ = std::fs::create_dir_all(parent);
+            let _ = private_dir(parent);
         }
+        // SQLite makes the file 0644 less the umask, and its -wal and -shm
+        // files copy the database's mode: making the file first, owner-only,
+        // keeps all three private.
+        let _ = private_file(&path);
         let conn = Connection::open(&path).map_err(store)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -147,7 +223,10 @@ impl Vault {
                  address_mac BLOB PRIMARY KEY,
                  subject TEXT NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS households_by_subject ON households (subject);",
+             CREATE INDEX IF NOT EXISTS households_by_subject ON households (subject);
+             CREATE TABLE IF NOT EXISTS forgotten (
+                 subject_mac BLOB PRIMARY KEY
+             );",
         )
         .map_err(store)?;
         conn.execute(
@@ -169,19 +248,49 @@ impl Vault {
         })
     }
 
+    fn secret(conn: &Connection) -> rusqlite::Result<Vec<u8>> {
+        conn.query_row("SELECT value FROM secret WHERE id = 1", [], |r| r.get(0))
+    }
+
     fn address_mac(conn: &Connection, normalised: &str) -> rusqlite::Result<[u8; 32]> {
-        let secret: Vec<u8> =
-            conn.query_row("SELECT value FROM secret WHERE id = 1", [], |r| r.get(0))?;
-        Ok(hmac(&secret, normalised.as_bytes()))
+        Ok(hmac(&Self::secret(conn)?, normalised.as_bytes()))
+    }
+
+    /// What a tombstone keeps of `subject`: a keyed hash, domain-separated
+    /// from the address links so the two can never be confused.
+    fn subject_mac(conn: &Connection, subject: &str) -> rusqlite::Result<[u8; 32]> {
+        let mut message = b"forgotten subject\0".to_vec();
+        message.extend_from_slice(subject.as_bytes());
+        Ok(hmac(&Self::secret(conn)?, &message))
+    }
+
+    fn is_forgotten(conn: &Connection, subject: &str) -> rusqlite::Result<bool> {
+        let mac = Self::subject_mac(conn, subject)?;
+        conn.query_row(
+            "SELECT 1 FROM forgotten WHERE subject_mac = ?1",
+            params![mac.to_vec()],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|found| found.is_some())
+    }
+
+    /// Whether `subject` was forgotten: nothing new is sealed for it again.
+    pub fn is_subject_forgotten(&self, subject: &str) -> Result<bool> {
+        self.with(|conn| Self::is_forgotten(conn, subject))
     }
 
     /// The household living at `address` (its normalised parts), made on
-    /// first sight.
+    /// first sight. After its household was forgotten an address is not
+    /// known any more, so this makes a new household with a new subject
+    /// (see the module docs); a link that still names a forgotten subject
+    /// is refused with [`Error::Forgotten`].
     pub fn household(&self, address: &[&str]) -> Result<Household> {
         let normalised = normalise(address);
-        self.with(|conn| {
-            let mac = Self::address_mac(conn, &normalised)?;
-            if let Some(subject) = conn
+        let found = self.with(|conn| {
+            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+            let mac = Self::address_mac(&tx, &normalised)?;
+            if let Some(subject) = tx
                 .query_row(
                     "SELECT subject FROM households WHERE address_mac = ?1",
                     params![mac.to_vec()],
@@ -189,15 +298,21 @@ impl Vault {
                 )
                 .optional()?
             {
-                return Ok(Household { subject });
+                let forgotten = Self::is_forgotten(&tx, &subject)?;
+                return Ok((subject, forgotten));
             }
             let subject = format!("hh-{}", uuid::Uuid::new_v4().simple());
-            conn.execute(
+            tx.execute(
                 "INSERT INTO households (address_mac, subject) VALUES (?1, ?2)",
                 params![mac.to_vec(), subject],
             )?;
-            Ok(Household { subject })
-        })
+            tx.commit()?;
+            Ok((subject, false))
+        })?;
+        match found {
+            (subject, true) => Err(Error::Forgotten { subject }),
+            (subject, false) => Ok(Household { subject }),
+        }
     }
 
     /// The household at `address`, if the vault knows one (it does not
@@ -215,9 +330,15 @@ impl Vault {
         })
     }
 
-    /// The subject's current key, made on first use.
-    fn key(conn: &Connection, subject: &str) -> rusqlite::Result<(Vec<u8>, Vec<u8>)> {
-        if let Some(found) = conn
+    /// The subject's current key, made on first use; `None` once the subject
+    /// was forgotten. The check and the insert are one transaction, so a
+    /// `forget` from another process cannot fall between them.
+    fn key(conn: &Connection, subject: &str) -> rusqlite::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        if Self::is_forgotten(&tx, subject)? {
+            return Ok(None);
+        }
+        if let Some(found) = tx
             .query_row(
                 "SELECT key_id, key FROM keys WHERE subject = ?1 ORDER BY rowid DESC LIMIT 1",
                 params![subject],
@@ -225,21 +346,31 @@ impl Vault {
             )
             .optional()?
         {
-            return Ok(found);
+            return Ok(Some(found));
         }
         let (key_id, key) = (random::<16>().to_vec(), random::<32>().to_vec());
-        conn.execute(
+        tx.execute(
             "INSERT INTO keys (key_id, subject, key) VALUES (?1, ?2, ?3)",
             params![key_id, subject, key],
         )?;
-        Ok((key_id, key))
+        tx.commit()?;
+        Ok(Some((key_id, key)))
+    }
+
+    /// The subject's key, or [`Error::Forgotten`].
+    fn live_key(&self, subject: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+        self.with(|conn| Self::key(conn, subject))?
+            .ok_or_else(|| Error::Forgotten {
+                subject: subject.to_owned(),
+            })
     }
 
     /// Seals `plaintext` under `subject`'s key; `context` (what it is, e.g.
     /// the parcel's id) is bound in, so a sealed value cannot be moved to
-    /// another event and still open.
+    /// another event and still open. A forgotten subject is refused with
+    /// [`Error::Forgotten`].
     pub fn seal(&self, subject: &str, context: &str, plaintext: &[u8]) -> Result<Sealed> {
-        let (key_id, key) = self.with(|conn| Self::key(conn, subject))?;
+        let (key_id, key) = self.live_key(subject)?;
         let nonce = random::<24>();
         let cipher = XChaCha20Poly1305::new(Key::from_slice(&key));
         let ciphertext = cipher
@@ -262,9 +393,10 @@ impl Vault {
     }
 
     /// A keyed hash of `data` under `subject`'s key: equal data gives equal
-    /// digests while the subject is known, and nothing once it is forgotten.
+    /// digests while the subject is known, and [`Error::Forgotten`] once it
+    /// is forgotten.
     pub fn digest(&self, subject: &str, data: &[u8]) -> Result<Vec<u8>> {
-        let (_, key) = self.with(|conn| Self::key(conn, subject))?;
+        let (_, key) = self.live_key(subject)?;
         Ok(hmac(&key, data).to_vec())
     }
 
@@ -313,7 +445,7 @@ impl Vault {
         })
     }
 
-    /// Seals a protobuf message.
+    /// Seals a protobuf message; [`Error::Forgotten`] for a forgotten subject.
     pub fn seal_message<M: prost::Message>(
         &self,
         subject: &str,
@@ -323,15 +455,24 @@ impl Vault {
         self.seal(subject, context, &message.encode_to_vec())
     }
 
-    /// Destroys every key of `subject` and its address link. Returns how
-    /// many keys were destroyed (0: nothing was known of it).
+    /// Destroys every key of `subject` and its address link, and leaves a
+    /// tombstone so that no key is made for it again (also when nothing was
+    /// known of it yet). Returns how many keys were destroyed (0: nothing
+    /// was known of it).
     pub fn forget(&self, subject: &str) -> Result<usize> {
         self.with(|conn| {
-            let keys = conn.execute("DELETE FROM keys WHERE subject = ?1", params![subject])?;
-            conn.execute(
+            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+            let mac = Self::subject_mac(&tx, subject)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO forgotten (subject_mac) VALUES (?1)",
+                params![mac.to_vec()],
+            )?;
+            let keys = tx.execute("DELETE FROM keys WHERE subject = ?1", params![subject])?;
+            tx.execute(
                 "DELETE FROM households WHERE subject = ?1",
                 params![subject],
             )?;
+            tx.commit()?;
             // Overwrite freed pages now, not at some later write.
             conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
             Ok(keys)
@@ -421,5 +562,147 @@ mod tests {
                 "a forgotten key is still on disk"
             );
         }
+    }
+
+    #[test]
+    fn a_forgotten_subject_gets_no_new_key_and_nothing_new_is_sealed_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::open(dir.path()).unwrap();
+        let subject = "resident:anna.svensson@example.com";
+        let point = Sealed {
+            subject: "inner".into(),
+            ..Default::default()
+        };
+        let sealed = v.seal(subject, "grant/g-1", b"59.33,18.06").unwrap();
+        let message = v.seal_message(subject, "grant/g-2", &point).unwrap();
+        assert_eq!(v.forget(subject).unwrap(), 1);
+
+        for v in [&v, &Vault::open(dir.path()).unwrap()] {
+            assert!(v.is_subject_forgotten(subject).unwrap());
+            let refused = v.seal(subject, "grant/g-3", b"x").unwrap_err();
+            assert!(
+                matches!(&refused, Error::Forgotten { subject: s } if s == subject),
+                "{refused}"
+            );
+            assert!(refused.to_string().contains("forgotten"), "{refused}");
+            assert!(matches!(
+                v.seal_message(subject, "grant/g-3", &point),
+                Err(Error::Forgotten { .. })
+            ));
+            assert!(matches!(
+                v.digest(subject, b"x"),
+                Err(Error::Forgotten { .. })
+            ));
+            // Old data stays closed, without an error.
+            assert_eq!(v.unseal(&sealed, "grant/g-1").unwrap(), None);
+            assert_eq!(
+                v.unseal_message::<Sealed>(&message, "grant/g-2").unwrap(),
+                None
+            );
+            let keys: i64 = v
+                .with(|c| c.query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0)))
+                .unwrap();
+            assert_eq!(keys, 0, "no key was made again");
+        }
+        // Forgetting again destroys nothing more and is no error.
+        assert_eq!(v.forget(subject).unwrap(), 0);
+        // Other subjects are not touched.
+        assert!(v.seal("resident:other", "grant/g-4", b"x").is_ok());
+        assert!(!v.is_subject_forgotten("resident:other").unwrap());
+        drop(v);
+        // The tombstone does not keep the id it was asked to erase.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(
+                !bytes
+                    .windows(b"anna.svensson".len())
+                    .any(|w| w == b"anna.svensson"),
+                "a forgotten subject's id is still on disk"
+            );
+        }
+    }
+
+    #[test]
+    fn a_subject_forgotten_before_it_was_ever_seen_is_never_given_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::open(dir.path()).unwrap();
+        assert_eq!(v.forget("resident:early").unwrap(), 0);
+        assert!(matches!(
+            v.seal("resident:early", "grant/g-1", b"x"),
+            Err(Error::Forgotten { .. })
+        ));
+        assert!(matches!(
+            v.digest("resident:early", b"x"),
+            Err(Error::Forgotten { .. })
+        ));
+    }
+
+    #[test]
+    fn a_forgotten_household_is_not_found_again_and_its_address_starts_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::open(dir.path()).unwrap();
+        let address = ["Gatan 1", "111 51", "Stockholm", "SE"];
+        let old = v.household(&address).unwrap();
+        let sealed = v.seal(&old.subject, "parcel/SE-1", b"Gatan 1").unwrap();
+        v.forget(&old.subject).unwrap();
+        assert!(matches!(
+            v.seal(&old.subject, "parcel/SE-2", b"Gatan 1"),
+            Err(Error::Forgotten { .. })
+        ));
+        // A later parcel to the address: a new household, never the old id.
+        let new = v.household(&address).unwrap();
+        assert_ne!(new.subject, old.subject);
+        let again = v.seal(&new.subject, "parcel/SE-2", b"Gatan 1").unwrap();
+        assert_eq!(v.unseal(&sealed, "parcel/SE-1").unwrap(), None);
+        // Which a new deletion request finds and forgets the same way.
+        assert_eq!(
+            v.find_household(&address).unwrap(),
+            Some(new.subject.clone())
+        );
+        assert_eq!(v.forget(&new.subject).unwrap(), 1);
+        assert_eq!(v.unseal(&again, "parcel/SE-2").unwrap(), None);
+
+        // A link that still names a forgotten subject (written by an older
+        // build, say) is refused rather than used to make a key.
+        let mac = v
+            .with(|c| Vault::address_mac(c, &normalise(&address)))
+            .unwrap();
+        v.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO households (address_mac, subject) VALUES (?1, ?2)",
+                params![mac.to_vec(), old.subject],
+            )
+        })
+        .unwrap();
+        let err = v.household(&address).unwrap_err();
+        assert!(
+            matches!(&err, Error::Forgotten { subject } if *subject == old.subject),
+            "{err}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_vault_files_are_owner_only_and_a_directory_it_makes_too() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        let v = Vault::open(&dir).unwrap();
+        v.seal("resident:r", "grant/g-1", b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let mut files = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            files += 1;
+        }
+        assert!(files >= 3, "the database with its -wal and -shm: {files}");
+        drop(v);
+        // An older vault file open to others is narrowed at open.
+        let file = dir.join(VAULT_FILE);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _v = Vault::open(&dir).unwrap();
+        assert_eq!(mode(&file), 0o600);
     }
 }

@@ -19,7 +19,7 @@
 mod prometheus;
 mod rpc;
 
-pub use rpc::{RpcMetrics, RpcMetricsLayer};
+pub use rpc::{RpcMetrics, RpcMetricsLayer, UNKNOWN as UNKNOWN_RPC};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,8 +11,9 @@ use crate::{Error, Result};
 
 const MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
-/// Checks the SQLite header of `path`, if it exists: magic, page size, and
-/// that the file is as long as the header says (when no WAL holds newer pages).
+/// Checks the SQLite header of `path`, if it exists: not empty, magic, page
+/// size, and that the file is as long as the header says (when no WAL holds
+/// newer pages).
 pub(super) fn file_header(path: &Path) -> Result<()> {
     let corrupt = |detail: String| Error::Corrupt {
         path: path.to_path_buf(),
@@ -36,6 +37,21 @@ pub(super) fn file_header(path: &Path) -> Result<()> {
         })?
         .len();
     if len == 0 {
+        // `open` makes a new store whole before it is put in place, so an
+        // empty file is never one of ours half-made: it is a log cut to
+        // nothing (a failed copy, a full disk), and SQLite would open it as
+        // a new, empty log with every event silently gone. A WAL beside it
+        // may still hold the pages; then SQLite recovers them and
+        // quick_check judges the result.
+        let wal = path.with_extension("db-wal");
+        if std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0 {
+            return Err(corrupt(
+                "empty: 0 bytes where a log should be; refusing to start a new, empty \
+                 log over it. Restore the file from a backup, or move it away to \
+                 start an empty log on purpose"
+                    .into(),
+            ));
+        }
         return Ok(());
     }
     let mut header = [0u8; 100];

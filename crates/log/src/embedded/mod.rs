@@ -9,9 +9,17 @@
 //!
 //! This module must never acknowledge before the commit returned, and never
 //! return a row whose checksum does not match.
+//!
+//! The files are the owner's only: a directory the log makes is 0700 and
+//! `events.db`, its `-wal` and `-shm` (which SQLite gives the database's
+//! mode) and `LOCK` are 0600 on unix; older files open to others are
+//! narrowed at open. A new store is made whole under another name and then
+//! renamed into place, so `events.db` is never an empty file of ours, and
+//! an empty one is refused at open (see `check`).
 
 mod check;
 mod checkpoint;
+mod private;
 mod tail;
 mod writer;
 
@@ -123,12 +131,16 @@ impl EmbeddedLog {
     /// Opens (or creates) the store in `dir`, checking its files first.
     pub fn open(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        private::dir(&dir).map_err(|source| Error::Io {
             path: dir.clone(),
             source,
         })?;
         let lock = lock_dir(&dir)?;
         let path = dir.join(DB_FILE);
+        if !path.exists() {
+            create(&path, &options)?;
+        }
+        private::narrow(&path)?;
         check::file_header(&path)?;
 
         let conn = Connection::open(&path).map_err(|e| storage(&path, e))?;
@@ -722,9 +734,47 @@ fn open_reader(path: &Path) -> Result<Connection> {
 }
 
 /// Takes `DIR/LOCK` so that two processes never write one store.
+/// Makes a new store at `path`: built under another name, with its schema,
+/// then renamed into place, so a start that stops half-way leaves no
+/// `events.db` (and a later open never finds an empty one of ours).
+fn create(path: &Path, options: &EmbeddedOptions) -> Result<()> {
+    let new = path.with_extension("db.new");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    // What a start that stopped half-way left behind.
+    for stale in ["db.new", "db.new-wal", "db.new-shm"] {
+        let stale = path.with_extension(stale);
+        match std::fs::remove_file(&stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&stale)(e)),
+            _ => {}
+        }
+    }
+    private::create(&new).map_err(io(&new))?;
+    let conn = Connection::open(&new).map_err(|e| storage(&new, e))?;
+    configure_writer(&conn, &new, options)?;
+    // Everything into the file itself: only the file is renamed.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(|e| storage(&new, e))?;
+    conn.close().map_err(|(_, e)| storage(&new, e))?;
+    File::open(&new)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&new))?;
+    std::fs::rename(&new, path).map_err(io(path))?;
+    // The rename is durable once the directory is.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
+}
+
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
+    let file = private::open_options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -733,6 +783,7 @@ fn lock_dir(dir: &Path) -> Result<File> {
             path: path.clone(),
             source,
         })?;
+    private::narrow(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {

@@ -165,6 +165,77 @@ async fn a_truncated_file_is_refused_at_open_with_its_name() {
 }
 
 #[tokio::test]
+async fn an_empty_file_is_refused_at_open_with_its_name_and_left_as_it_was() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join(DB_FILE);
+    std::fs::write(&path, b"").expect("empty file");
+    let err = open(dir.path()).expect_err("an empty file is not a new log");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Corrupt { .. }), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("empty"), "{msg}");
+    assert_eq!(std::fs::metadata(&path).expect("still there").len(), 0);
+    let err = read_only(dir.path(), Position::ORIGIN, 10).expect_err("refused for readers too");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_new_store_is_made_whole_and_owner_only() {
+    let root = tempfile::tempdir().expect("dir");
+    let dir = root.path().join("data");
+    // What a start that stopped while making the store left behind.
+    std::fs::create_dir(&dir).expect("dir");
+    std::fs::write(dir.join("events.db.new"), b"half").expect("stale");
+    let log = open(&dir).expect("open");
+    fill(&log, 10).await;
+    assert!(!dir.join("events.db.new").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("list") {
+            let path = entry.expect("entry").path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            seen.push(
+                path.file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            ["LOCK", "events.db", "events.db-shm", "events.db-wal"]
+        );
+        let made = root.path().join("made/here");
+        let other = open(&made).expect("open");
+        assert_eq!(mode(&made), 0o700);
+        other.close().await.expect("close");
+    }
+    log.close().await.expect("close");
+    drop(log);
+    // An older store open to others is narrowed at open, and reads as before.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(DB_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let log = open(&dir).expect("reopen");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            log.read_all(Position::ORIGIN, 100)
+                .await
+                .expect("read")
+                .len(),
+            10
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_file_cut_mid_page_is_refused() {
     let (_dir, err) = damaged(|_, bytes| {
         let len = bytes.len() - 100;
