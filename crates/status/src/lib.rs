@@ -14,7 +14,7 @@
 //! | `INVALID_ARGUMENT` | A request is malformed: a missing or ill-formed field ([`field`]), a domain [`DomainError::Invalid`] or undecodable input, an event id already used in another stream, a manifest whose header cannot be read, a credential that cannot be made. | No: fix the request. |
 //! | `NOT_FOUND` | What the request names does not exist ([`DomainError::NotFound`]; a grant, a home's lock, a depot with no parcels). | No, not until it is created. |
 //! | `ALREADY_EXISTS` | It exists already with different content ([`DomainError::AlreadyExists`]). | No. |
-//! | `FAILED_PRECONDITION` | The command does not apply in the aggregate's current state ([`DomainError::InvalidState`]), a plan breaks its problem, a clock header on the wrong server. | Not as is: only once the state has changed. |
+//! | `FAILED_PRECONDITION` | The command does not apply in the aggregate's current state ([`DomainError::InvalidState`]), a plan breaks its problem, a clock header on the wrong server, new personal data of a subject erased at its request ([`PrivacyError::Forgotten`]). | Not as is: only once the state has changed. |
 //! | `ABORTED` | Another writer changed the stream in between: an append's expected version did not hold ([`LogError::Conflict`]), or a decision kept losing the race ([`DecideError::Contended`]). | Yes, at once. |
 //! | `RESOURCE_EXHAUSTED` | The disk is full ([`LogError::DiskFull`], an I/O `StorageFull`); a stream sends faster than its limits; a message over the size limit. | Yes, after space is freed or more slowly. |
 //! | `UNAVAILABLE` | The log is closed, Kafka cannot be reached ([`LogError::Kafka`]), the data directory is held by another process, a connection broke. | Yes, with backoff. |
@@ -131,6 +131,7 @@ impl ServiceError for PrivacyError {
     fn code(&self) -> Code {
         match self {
             PrivacyError::Store { .. } => Code::Internal,
+            PrivacyError::Forgotten { .. } => Code::FailedPrecondition,
             PrivacyError::Tampered { .. } => Code::DataLoss,
         }
     }
@@ -325,6 +326,13 @@ mod tests {
             }
             .into_status(),
             Code::Internal,
+        ));
+        t.push((
+            PrivacyError::Forgotten {
+                subject: "resident:r-1".into(),
+            }
+            .into_status(),
+            Code::FailedPrecondition,
         ));
         t.push((
             PrivacyError::Tampered {
