@@ -90,12 +90,46 @@ pub enum Error {
     /// The reflection service could not be built.
     #[error(transparent)]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The API's descriptor set, which names the methods metrics label, did
+    /// not decode.
+    #[error("the API's descriptor set does not decode: {0}")]
+    Descriptors(#[from] prost::DecodeError),
     /// The listener's address or the transport failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The gRPC server failed.
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
+}
+
+/// The RPC metrics of the API's services, health checks and reflection; any
+/// other path is counted as unknown.
+fn rpc_metrics() -> Result<threshold_telemetry::RpcMetricsLayer> {
+    use threshold_api::v1::{
+        access_service_server::AccessServiceServer,
+        analytics_service_server::AnalyticsServiceServer,
+        handheld_service_server::HandheldServiceServer,
+        manifest_service_server::ManifestServiceServer,
+        outcome_service_server::OutcomeServiceServer,
+        planning_service_server::PlanningServiceServer,
+    };
+    use tonic::server::NamedService;
+    Ok(threshold_telemetry::RpcMetricsLayer::for_services(
+        threshold_api::FILE_DESCRIPTOR_SET,
+        &[
+            <ManifestServiceServer<Manifests> as NamedService>::NAME,
+            <HandheldServiceServer<Handhelds> as NamedService>::NAME,
+            <AnalyticsServiceServer<Analytics> as NamedService>::NAME,
+            <OutcomeServiceServer<Outcomes> as NamedService>::NAME,
+            <AccessServiceServer<Access> as NamedService>::NAME,
+            <PlanningServiceServer<Planning> as NamedService>::NAME,
+        ],
+        &[
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        ],
+    )?)
 }
 
 /// `Result` with this crate's [`Error`].
@@ -323,6 +357,8 @@ impl Node {
         let data = config.data.as_path();
         let placement = &config.placement;
         let services = &placement.services;
+        // The log, the vault and the credentials: the owner's alone.
+        threshold_auth::ensure_private_dir(data)?;
         let (log, opened): (Arc<dyn EventLog>, Opened) = match &placement.log {
             LogSpec::Embedded => {
                 let log = EmbeddedLog::open(data, EmbeddedOptions::default())?;
@@ -489,7 +525,9 @@ impl Node {
         Server::builder()
             // A span per call, continuing the caller's trace.
             .trace_fn(threshold_telemetry::server_span)
-            .layer(threshold_telemetry::RpcMetricsLayer::default())
+            // Only paths the server serves get series of their own: any
+            // caller, authenticated or not, can make up paths.
+            .layer(rpc_metrics()?)
             // No credential, no call (health checks and reflection excepted).
             .layer(self.auth)
             // One client cannot open unbounded streams on one connection.

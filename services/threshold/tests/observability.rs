@@ -59,6 +59,33 @@ fn a_server_logs_json_lines_and_serves_prometheus_metrics_on_its_admin_port() {
         &[],
     );
     assert!(loaded.status.success());
+    // Made-up paths, sent by someone without a token: counted, under one
+    // label, never as series of their own.
+    let made_up = [
+        "/threshold.v1.ManifestService/NoSuchMethod",
+        "/made.up.Service/Anything",
+    ];
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = tonic::client::Grpc::new(channel);
+        for path in made_up {
+            client.ready().await.expect("ready");
+            let refused = client
+                .unary(
+                    tonic::Request::new(()),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                    tonic_prost::ProstCodec::<(), ()>::default(),
+                )
+                .await
+                .expect_err("a made-up path is refused");
+            assert_ne!(refused.code(), tonic::Code::Ok, "{path}");
+        }
+    });
     let mut body = String::new();
     let mut conn = std::net::TcpStream::connect(&admin).expect("admin port");
     conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -83,6 +110,19 @@ fn a_server_logs_json_lines_and_serves_prometheus_metrics_on_its_admin_port() {
             && rpc.contains("rpc_system=\"grpc\"")
             && rpc.contains("rpc_grpc_status_code=\"0\""),
         "{rpc}"
+    );
+    for path in made_up {
+        let method = path.rsplit('/').next().expect("method");
+        assert!(
+            !body.contains(method),
+            "{path} made a series of its own: {body}"
+        );
+    }
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("rpc_server_duration_count{")
+                && l.contains("rpc_method=\"unknown\"")),
+        "no series for unknown paths in {body}"
     );
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
