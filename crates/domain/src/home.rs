@@ -20,6 +20,16 @@
 //! authorization, tampering, and — on [`Command::Watch`], which a watcher
 //! runs on the server's clock — a door not relocked in time or a camera
 //! fallen silent while it is open. Each kind is raised once per opening.
+//! Every reported opening that no redeemed authorization stands behind (no
+//! grant, a nonce not redeemed, or a nonce the lock already opened on)
+//! raises its alert, once for that opening.
+//!
+//! A device's clock is not trusted beyond [`DEVICE_CLOCK_SKEW`]:
+//! [`device_time`] refuses a report dated further from the server's clock,
+//! and records one dated ahead of it at the server's time, so a heartbeat or
+//! an unlock dated in the future cannot keep a camera fresh or put off the
+//! relock alert. A refused report is recorded as an alert
+//! ([`Command::DeviceClockSkewed`]), not as the fact it claimed.
 
 use std::collections::BTreeSet;
 
@@ -33,6 +43,38 @@ use crate::pb::{self, home_event::Event};
 
 /// The length of an ed25519 public key, in bytes.
 pub const PUBLIC_KEY_LEN: usize = 32;
+
+/// How far a device's reported time may be from the server's clock, ahead
+/// or behind. Further than this, the report is refused: a device whose
+/// clock drifted (or was set) that far cannot be believed about when
+/// anything happened.
+pub const DEVICE_CLOCK_SKEW: Duration = Duration::minutes(2);
+
+/// The instant a device fact reported as happening at `occurred_at` is
+/// recorded at, given the server's clock `now`: its own time when that is
+/// not ahead of the server's, the server's when it is (a fact cannot have
+/// happened after it was received). `occurred_at` further than
+/// [`DEVICE_CLOCK_SKEW`] from `now`, either way, is refused as an invalid
+/// `occurred_at`.
+pub fn device_time(occurred_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    let skew = occurred_at.signed_duration_since(now);
+    if skew.abs() > DEVICE_CLOCK_SKEW {
+        let side = if skew > Duration::zero() {
+            "ahead of"
+        } else {
+            "behind"
+        };
+        return Err(invalid(
+            "occurred_at",
+            format!(
+                "is {} s {side} the server's clock; a device's time may be at most {} s off",
+                skew.num_seconds().abs(),
+                DEVICE_CLOCK_SKEW.num_seconds()
+            ),
+        ));
+    }
+    Ok(occurred_at.min(now))
+}
 
 /// The door, as the lock last reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,6 +126,8 @@ pub struct Home {
     pub alerted: BTreeSet<i32>,
     /// Alerts raised, in all.
     pub alerts: u32,
+    /// The nonces the lock has reported opening on.
+    pub opened_nonces: BTreeSet<String>,
 }
 
 /// What may be asked of a home: register its lock, or record one device fact.
@@ -102,6 +146,17 @@ pub enum Command {
         /// Whether the grant's nonce it names was redeemed before it opened
         /// (looked up on the grant by the caller).
         redeemed: bool,
+    },
+    /// A device of the home reported a fact dated `occurred_at`, too far
+    /// from the server's clock `now` for [`device_time`]: the fact is not
+    /// recorded, the report is, as an alert (once per opening).
+    DeviceClockSkewed {
+        /// The home.
+        home_id: HomeId,
+        /// The time the device gave.
+        occurred_at: DateTime<Utc>,
+        /// The server's clock.
+        now: DateTime<Utc>,
     },
     /// The alarm panel reported its state.
     Alarm {
@@ -328,6 +383,9 @@ impl Home {
                 self.door = Door::Unlocked { since: at };
                 self.opened_under = (!u.grant_id.is_empty()).then(|| u.grant_id.clone());
                 self.alerted.clear();
+                if !u.nonce.is_empty() {
+                    self.opened_nonces.insert(u.nonce.clone());
+                }
             }
             Event::Relocked(_) => self.door = Door::Locked,
             Event::HandleChecked(h) if h.locked => {
@@ -409,6 +467,9 @@ pub fn entry(
                 });
             }
             (None, _) => {}
+            // The lock opening again on the same nonce is this entry going
+            // on (with its alert): the door is open again until relocked.
+            (Some(e), Event::Unlocked(u)) if u.nonce == nonce => e.relocked_at = None,
             // The next opening ends this entry.
             (Some(_), Event::Unlocked(_)) => break,
             (Some(e), Event::Relocked(_)) => {
@@ -475,17 +536,56 @@ impl Aggregate for Home {
                     }
                 }
                 let mut events = vec![Event::Unlocked(fact.clone())];
-                if !fact.grant_id.is_empty() && !redeemed {
-                    events.push(Event::AlertRaised(pb::AlertRaised {
-                        kind: pb::AlertKind::UnlockWithoutAuthorization as i32,
-                        grant_id: fact.grant_id.clone(),
-                        detail: format!(
+                // One alert for this opening at most: what is wrong first.
+                let alert = if fact.grant_id.is_empty() {
+                    Some((
+                        pb::AlertKind::UnlockWithoutAuthorization,
+                        "the lock opened under no grant".to_owned(),
+                    ))
+                } else if !redeemed {
+                    Some((
+                        pb::AlertKind::UnlockWithoutAuthorization,
+                        format!(
                             "the lock opened on nonce {} which was not redeemed on the grant",
                             fact.nonce
                         ),
+                    ))
+                } else if self.opened_nonces.contains(&fact.nonce) {
+                    Some((
+                        pb::AlertKind::NonceReused,
+                        format!(
+                            "the lock opened again on nonce {}, spent on an earlier opening",
+                            fact.nonce
+                        ),
+                    ))
+                } else {
+                    None
+                };
+                if let Some((kind, detail)) = alert {
+                    events.push(Event::AlertRaised(pb::AlertRaised {
+                        kind: kind as i32,
+                        grant_id: fact.grant_id.clone(),
+                        detail,
                     }));
                 }
                 Ok(events)
+            }
+            Command::DeviceClockSkewed {
+                home_id,
+                occurred_at,
+                now,
+            } => {
+                self.registered(home_id)?;
+                let Err(refused) = device_time(*occurred_at, *now) else {
+                    return Ok(vec![]);
+                };
+                Ok(self
+                    .alert(
+                        pb::AlertKind::DeviceClockSkew,
+                        format!("a device report dated {occurred_at} was refused: {refused}"),
+                    )
+                    .into_iter()
+                    .collect())
             }
             Command::Alarm { home_id, fact } => {
                 self.registered(home_id)?;
@@ -943,9 +1043,13 @@ mod tests {
             Event::Unlocked(unlocked()),
             Event::CameraOffline(offline()),
         ]);
+        // (Another nonce: the same one again is a replay, and alerts.)
         let unlock = Command::Unlocked {
             home_id: home(),
-            fact: unlocked(),
+            fact: pb::LockUnlocked {
+                nonce: "n-2".into(),
+                ..unlocked()
+            },
             redeemed: true,
         };
         assert_eq!(h.decide(&unlock).unwrap().len(), 1);
@@ -1124,8 +1228,11 @@ mod tests {
         };
         assert_eq!(invalid_field(h.decide(&unlock("g-1", ""))), "nonce");
         assert_eq!(invalid_field(h.decide(&unlock("g 1", "n"))), "grant_id");
-        // The resident's own key opens without a grant.
-        assert_eq!(h.decide(&unlock("", "")).unwrap().len(), 1);
+        // An opening under no grant is recorded, and alerts.
+        assert_eq!(
+            alert_kinds(&h.decide(&unlock("", "")).unwrap()),
+            [pb::AlertKind::UnlockWithoutAuthorization]
+        );
     }
 
     #[test]
@@ -1325,5 +1432,125 @@ mod tests {
             Event::ClipRecorded(clip()),
         ]);
         assert_eq!(h.clips, 2);
+    }
+
+    #[test]
+    fn a_device_time_is_bounded_by_the_servers_clock() {
+        let now = utc("2026-11-23T10:00:00Z");
+        let skew = DEVICE_CLOCK_SKEW;
+        // Behind within the skew: its own time.
+        let behind = now - skew;
+        assert_eq!(device_time(behind, now).unwrap(), behind);
+        // Ahead within the skew: the server's time.
+        assert_eq!(device_time(now + skew, now).unwrap(), now);
+        // Further, either way: refused as an invalid occurred_at.
+        for at in [
+            now + skew + Duration::seconds(1),
+            now - skew - Duration::seconds(1),
+        ] {
+            let refused = device_time(at, now).map(|_| vec![]);
+            assert_eq!(invalid_field(refused), "occurred_at");
+        }
+    }
+
+    #[test]
+    fn a_skewed_report_is_recorded_as_one_alert_per_opening() {
+        let now = utc("2026-11-23T10:00:00Z");
+        let skewed = |at: DateTime<Utc>| Command::DeviceClockSkewed {
+            home_id: home(),
+            occurred_at: at,
+            now,
+        };
+        let h = opened();
+        // Given an open door, when a report dated an hour ahead comes,
+        // then one alert about this opening.
+        let events = h.decide(&skewed(now + Duration::hours(1))).unwrap();
+        assert_eq!(alert_kinds(&events), [pb::AlertKind::DeviceClockSkew]);
+        assert!(matches!(&events[..], [Event::AlertRaised(a)] if a.grant_id == "g-1"));
+        // Once: after it, the next skewed report adds nothing.
+        let mut after = h.clone();
+        after.evolve_at(&events[0], now);
+        assert_eq!(after.decide(&skewed(now - Duration::hours(1))).unwrap(), []);
+        // A time within the skew is no alert; an unregistered home none.
+        assert_eq!(h.decide(&skewed(now + Duration::seconds(90))).unwrap(), []);
+        assert!(matches!(
+            Home::default().decide(&skewed(now + Duration::hours(1))),
+            Err(DomainError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_heartbeat_or_unlock_dated_ahead_does_not_outlive_the_servers_clock() {
+        let now = utc("2026-11-23T10:00:00Z");
+        // Given a heartbeat and an unlock both dated two minutes ahead,
+        // recorded at the time device_time gives them.
+        let ahead = now + DEVICE_CLOCK_SKEW;
+        let at = device_time(ahead, now).unwrap();
+        let h = Home::fold_at([
+            (&registered(), now - Duration::hours(1)),
+            (&Event::CameraOnline(online(true)), at),
+            (&Event::Unlocked(unlocked()), at),
+        ]);
+        // When the watcher looks just past the heartbeat's age and the
+        // relock's time, counted from the server's receipt,
+        let watch = Command::Watch {
+            home_id: home(),
+            now: now + Duration::minutes(3) + Duration::seconds(1),
+            relock_within: Duration::minutes(3),
+            heartbeat_max_age: Duration::seconds(60),
+        };
+        // then both alerts are due: the device's future date bought nothing.
+        assert_eq!(
+            alert_kinds(&h.decide(&watch).unwrap()),
+            [
+                pb::AlertKind::RelockOverdue,
+                pb::AlertKind::CameraOfflineWhileOpen
+            ]
+        );
+        assert!(!h.camera_ready(now + Duration::seconds(61), Duration::seconds(60)));
+    }
+
+    #[test]
+    fn a_spent_nonce_opening_again_alerts_once_and_shows_on_its_entry() {
+        let t = |m: u32| utc(&format!("2026-11-23T10:{m:02}:00Z"));
+        // Given the lock opened on n-1 (redeemed) and relocked,
+        let h = given::<Home>(&[
+            registered(),
+            Event::Unlocked(unlocked()),
+            Event::Relocked(relocked()),
+        ]);
+        // when it reports opening on n-1 again, still redeemed on the grant,
+        let again = Command::Unlocked {
+            home_id: home(),
+            fact: unlocked(),
+            redeemed: true,
+        };
+        let events = h.decide(&again).unwrap();
+        // then the opening is recorded with one NonceReused alert.
+        assert_eq!(events.len(), 2);
+        assert_eq!(alert_kinds(&events), [pb::AlertKind::NonceReused]);
+        // The entry on n-1 goes on: the alert is on its receipt, and it is
+        // relocked only once the lock says so again.
+        let mut history = vec![
+            (registered(), t(0)),
+            (Event::Unlocked(unlocked()), t(1)),
+            (Event::Relocked(relocked()), t(2)),
+        ];
+        history.extend(events.into_iter().map(|e| (e, t(3))));
+        let e = entry(history.clone(), "n-1").unwrap();
+        assert_eq!(e.alerts, [pb::AlertKind::NonceReused as i32]);
+        assert_eq!((e.unlocked_at, e.relocked_at), (t(1), None));
+        history.push((Event::Relocked(relocked()), t(4)));
+        assert_eq!(entry(history, "n-1").unwrap().relocked_at, Some(t(4)));
+        // A first opening on a redeemed nonce alerts nothing.
+        let first = Command::Unlocked {
+            home_id: home(),
+            fact: pb::LockUnlocked {
+                nonce: "n-2".into(),
+                ..unlocked()
+            },
+            redeemed: true,
+        };
+        assert_eq!(alert_kinds(&h.decide(&first).unwrap()), []);
     }
 }
