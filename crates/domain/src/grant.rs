@@ -18,6 +18,11 @@
 //! before it opens ([`Command::Redeem`]). Redeeming is where a nonce is
 //! spent, where a revoke that arrived while the courier's handheld was
 //! offline still wins, and where the parcel is used.
+//!
+//! A refusal's `detail` (the window's times, the scoped driver, ...) is for
+//! the carrier's audit only. Whoever was refused — a driver, a lock — is
+//! told the reason code and [`refusal_explanation`], which names nothing of
+//! the grant's: not its window, its driver, its resident or its home.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -194,6 +199,36 @@ fn same_grant(a: &pb::GrantIssued, b: &pb::GrantIssued) -> bool {
         g
     };
     unsealed(a) == unsealed(b)
+}
+
+/// What a refused caller is told beside the reason code: a fixed sentence
+/// per reason, naming nothing of the grant (its window, its driver, its
+/// resident, its home, its position) or of any other party.
+pub fn refusal_explanation(reason: Deny) -> &'static str {
+    match reason {
+        Deny::Unspecified => "the unlock was refused",
+        Deny::GrantNotFound => "there is no such grant",
+        Deny::Revoked => "the grant was revoked",
+        Deny::Used => "this parcel was already delivered under the grant",
+        Deny::Expired => "the grant's window has ended",
+        Deny::OutsideWindow => "now is outside the grant's window",
+        Deny::WrongDriver => "the grant is not for this driver",
+        Deny::NotOnRoute => "the parcel is not on this driver's route",
+        Deny::ParcelNotScanned => "the parcel has not been scanned by this driver",
+        Deny::OutsideGeofence => {
+            "the handheld is not at the door, or the door's position cannot be read"
+        }
+        Deny::CameraOffline => "the home's camera is not online",
+        Deny::CameraNotRecording => "the home's camera is not recording",
+        Deny::HouseholdCondition => {
+            "a household condition is not met: an alarm to be disarmed, or a pet to acknowledge"
+        }
+        Deny::Replayed => "the authorization was already given",
+        Deny::ParcelNotInGrant => "the parcel is not in this grant",
+        Deny::NonceUnknown => "the grant never authorized this nonce",
+        Deny::AuthorizationExpired => "the authorization's time ran out",
+        Deny::BadSignature => "the request is not signed by the home's registered key",
+    }
 }
 
 impl Grant {
@@ -1209,5 +1244,36 @@ mod tests {
         // The grant's own reasons come first.
         let g = given::<Grant>(&[issued(), revoked()]);
         assert_eq!(denial(g.decide(&cmd).unwrap()), Deny::Revoked);
+    }
+
+    #[test]
+    fn a_refused_driver_is_told_the_reason_and_nothing_of_the_grant() {
+        // Given a grant for drv-1, 08:00-11:00 UTC, of res-1 at home-1,
+        let g = given::<Grant>(&[issued()]);
+        // when drv-2 asks inside the window, and drv-1 before it,
+        let refusals = [
+            g.decide(&unlock("SE-1", "drv-2", "2026-11-23T09:00:00Z", "n-1"))
+                .unwrap(),
+            g.decide(&unlock("SE-1", "drv-1", "2026-11-23T07:00:00Z", "n-2"))
+                .unwrap(),
+        ];
+        for events in refusals {
+            let [Event::UnlockDenied(d)] = events.as_slice() else {
+                panic!("expected one denial, got {events:?}")
+            };
+            // then what the caller is told names none of it,
+            let told = refusal_explanation(Deny::try_from(d.reason).unwrap());
+            for secret in ["drv-1", "res-1", "home-1", "08:00", "11:00", "2026"] {
+                assert!(!told.contains(secret), "{told:?} names {secret}");
+            }
+            // while the carrier's record keeps the detail.
+            assert!(!d.detail.is_empty() && d.detail != told, "{}", d.detail);
+        }
+        // Every reason has its own words.
+        let all: BTreeSet<&str> = (0..=17)
+            .filter_map(|r| Deny::try_from(r).ok())
+            .map(refusal_explanation)
+            .collect();
+        assert_eq!(all.len(), 18);
     }
 }
