@@ -16,8 +16,9 @@ use threshold_api::v1::{
 use threshold_auth::Role;
 use threshold_domain::country::{instant, local_window, parse_local, timestamp};
 use threshold_domain::grant::Command as GrantCommand;
-use threshold_domain::home::{Command as HomeCommand, Home};
-use threshold_domain::{Country, DriverId, EventId, GrantId, HomeId, ParcelId, pb};
+use threshold_domain::grant::refusal_explanation;
+use threshold_domain::home::{Command as HomeCommand, Home, device_time};
+use threshold_domain::{Country, DomainError, DriverId, EventId, GrantId, HomeId, ParcelId, pb};
 use threshold_log::audit;
 use threshold_status::{field, status, stored};
 use tonic::{Request, Response, Status};
@@ -128,14 +129,16 @@ impl AccessService for Access {
                 valid_until: a.valid_until,
                 ..Default::default()
             },
+            // The refused driver learns the reason, never the grant's
+            // details: those stay in the `UnlockDenied` event.
             Some(G::UnlockDenied(d)) => AuthorizeUnlockReply {
                 authorized: false,
                 reason: d.reason,
-                detail: d.detail.clone(),
+                detail: explanation(d.reason),
                 fallback: grant.fallback() as i32,
                 ..Default::default()
             },
-            other => return Err(Status::internal(format!("unexpected decision {other:?}"))),
+            _ => return Err(undecided()),
         };
         let reason = if reply.authorized {
             String::new()
@@ -207,9 +210,9 @@ impl AccessService for Access {
             Some(G::UnlockDenied(d)) => RedeemUnlockReply {
                 open: false,
                 reason: d.reason,
-                detail: d.detail.clone(),
+                detail: explanation(d.reason),
             },
-            other => return Err(Status::internal(format!("unexpected decision {other:?}"))),
+            _ => return Err(undecided()),
         };
         self.authorizations.add(
             1,
@@ -295,6 +298,8 @@ impl AccessService for Access {
         request: Request<DeviceEventRequest>,
     ) -> Result<Response<DeviceEventReply>, Status> {
         let vendor = threshold_auth::require(&request, &[Role::LockVendor])?.clone();
+        // The server's clock (or the simulation's) bounds the device's.
+        let now = self.now(&request)?;
         let r = request.into_inner();
         let event_id: EventId = r.event_id.parse().map_err(|e| field("event_id", e))?;
         let home_id = HomeId::new(&r.home_id).map_err(|e| field("home_id", e))?;
@@ -343,6 +348,31 @@ impl AccessService for Access {
                 "signature: {why} (home/{home_id}); the event is not recorded"
             ))
         })?;
+        // A signed report dated too far from the server's clock is refused,
+        // and recorded as an alert where there is a home to record it on;
+        // one dated ahead is recorded at the server's time.
+        let at = match device_time(at, now) {
+            Ok(at) => at,
+            Err(refused) => {
+                if home.lock.is_some() {
+                    let skewed = HomeCommand::DeviceClockSkewed {
+                        home_id: home_id.clone(),
+                        occurred_at: at,
+                        now,
+                    };
+                    self.home(&home_id, skewed, EventId::new(), now).await?;
+                }
+                // The message starts with the field's name, as every
+                // malformed field's does.
+                return Err(match refused {
+                    DomainError::Invalid {
+                        field: name,
+                        reason,
+                    } => field(name, reason),
+                    other => status(other),
+                });
+            }
+        };
         let h = home_id.clone();
         let command = match event {
             H::LockRegistered(x) => HomeCommand::RegisterLock(x),
@@ -392,6 +422,17 @@ impl AccessService for Access {
                 .collect(),
         }))
     }
+}
+
+/// What a refused caller is told beside `reason`: nothing of the grant's.
+fn explanation(reason: i32) -> String {
+    refusal_explanation(pb::UnlockDenyReason::try_from(reason).unwrap_or_default()).to_owned()
+}
+
+/// A grant decision that neither authorized nor refused: a bug, reported
+/// without the grant's events.
+fn undecided() -> Status {
+    Status::internal("the grant's decision was neither an authorization nor a refusal")
 }
 
 /// `UNLOCK_DENY_REASON_OUTSIDE_GEOFENCE` as `outside_geofence`.

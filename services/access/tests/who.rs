@@ -168,7 +168,15 @@ async fn a_forgotten_residents_home_position_is_unreadable_and_opens_nothing() {
     );
     let no = ask(&mut s, unlock("g-1", "drv-1")).await;
     assert_eq!(no.reason, pb::UnlockDenyReason::OutsideGeofence as i32);
-    assert!(no.detail.contains("erased"), "{}", no.detail);
+    // Why is for the carrier's record; the driver is not told of the erasure.
+    assert!(!no.detail.contains("erased"), "{}", no.detail);
+    let denied = grant_history(s.log.as_ref(), "g-1").await;
+    match denied.last() {
+        Some(pb::grant_event::Event::UnlockDenied(d)) => {
+            assert!(d.detail.contains("erased"), "{}", d.detail)
+        }
+        other => panic!("expected the refusal recorded, got {other:?}"),
+    }
     // The grant's stream is whole and the home's chain still verifies.
     let home = s
         .log
