@@ -431,7 +431,9 @@ impl Home {
 }
 
 /// One entry into a home: the lock opening on a redeemed nonce, and what the
-/// home's devices reported until the door was locked again.
+/// home's devices reported until the door was locked again. The lock opening
+/// again on the same nonce belongs to the entry (with its `NonceReused`
+/// alert) and opens it again until the next relock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The lock that opened.

@@ -23,13 +23,20 @@
 //!    carries the parcel and is the driver's, the driver scanned it, the
 //!    position is inside the geofence, the camera's heartbeat is fresh and it
 //!    records, and no household condition blocks. Every refusal is recorded
-//!    on the grant with its reason and answered with the grant's fallback.
+//!    on the grant with its reason and details, and answered with the
+//!    reason, a fixed explanation of it (nothing of the grant's: see
+//!    [`threshold_domain::grant::refusal_explanation`]) and the grant's
+//!    fallback.
 //! 3. The home's lock presents the nonce (`RedeemUnlock`, signed with the
 //!    home's device key) and opens only on a yes. A nonce opens once; a
 //!    revoke recorded meanwhile, or an authorization run out, refuses it.
 //! 4. The lock reports what happened (`RecordDeviceEvent`, signed): unlocked,
 //!    relocked, the handle checked. An unsigned or badly signed report is
-//!    refused, never stored. A watcher ([`Access::watch`]) raises an alert
+//!    refused, never stored; a signed one dated further than
+//!    [`threshold_domain::home::DEVICE_CLOCK_SKEW`] from the server's clock
+//!    is refused and recorded as an alert, and one dated ahead is stored at
+//!    the server's time. An opening under no grant, on a nonce not redeemed
+//!    or on one already opened on raises an alert. A watcher ([`Access::watch`]) raises an alert
 //!    when a door stays unlocked longer than [`RELOCK_WITHIN`] or its camera
 //!    falls silent while it is open; the handheld service refuses to close
 //!    the attempt as delivered in-home before the lock reported the relock.
