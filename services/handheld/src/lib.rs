@@ -15,7 +15,9 @@
 //! plan names the parcel must be the driver's. The route plans are the
 //! service's in-memory projection of the log, so the check costs no read;
 //! only a refusal first lets the projection catch up with the log, so a
-//! plan written a moment ago is not missed. A refused event is answered
+//! plan written a moment ago is not missed. An acceptance is not held up
+//! that way: within the projection's lag after a plan's append (normally
+//! milliseconds) an event is decided on the plans before it. A refused event is answered
 //! REJECTED with a permission-denied reason in its ack, like any other
 //! rejected event, and the stream goes on. It is counted
 //! (`threshold.handheld.refused`, by reason) and logged with the driver,
