@@ -14,6 +14,8 @@
 //! - [`aggregate`]: the [`Aggregate`] trait: `decide(state, command)` holds
 //!   all business logic and returns events; `evolve(state, event)` holds none.
 //! - [`parcel`], [`route`], [`grant`], [`home`]: the four aggregates.
+//! - [`custody`]: which driver may report on a parcel (the driver of the
+//!   route whose latest plan names it).
 //! - [`entry`]: the rules of an in-home entry that span them (an unlock
 //!   refused for a reason outside the grant; an in-home delivery closing).
 //!
@@ -22,6 +24,7 @@
 
 pub mod aggregate;
 pub mod country;
+pub mod custody;
 pub mod entry;
 pub mod error;
 pub mod event;

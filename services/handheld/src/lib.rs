@@ -9,6 +9,22 @@
 //! step too, under an id derived from the handheld's, so resending stays
 //! idempotent. Events of one stream are handled in order; each is
 //! acknowledged only once the log has it on disk.
+//!
+//! A handheld reports for its own driver only, and only on parcels in that
+//! driver's custody ([`threshold_domain::custody`]): the route whose latest
+//! plan names the parcel must be the driver's. The route plans are the
+//! service's in-memory projection of the log, so the check costs no read;
+//! only a refusal first lets the projection catch up with the log, so a
+//! plan written a moment ago is not missed. An acceptance is not held up
+//! that way: within the projection's lag after a plan's append (normally
+//! milliseconds) an event is decided on the plans before it. A refused event is answered
+//! REJECTED with a permission-denied reason in its ack, like any other
+//! rejected event, and the stream goes on. It is counted
+//! (`threshold.handheld.refused`, by reason) and logged with the driver,
+//! the parcel and the route, not written to the parcel's stream: a hostile
+//! handheld must not be able to grow another driver's parcel's history, nor
+//! put anything on the stream partners' outcomes come from. Parcels no
+//! plan names are still accepted, and counted (`threshold.handheld.unplanned`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +37,7 @@ use threshold_api::v1::{
 };
 use threshold_auth::Role;
 use threshold_domain::country::instant;
+use threshold_domain::custody::{Custody, custody};
 use threshold_domain::grant::Grant;
 use threshold_domain::home::Home;
 use threshold_domain::parcel::{Command, Parcel};
@@ -98,6 +115,8 @@ impl threshold_log::Cache<Parcel, u32> for Parcels {
 struct Metrics {
     ack: opentelemetry::metrics::Histogram<f64>,
     results: opentelemetry::metrics::Counter<u64>,
+    refused: opentelemetry::metrics::Counter<u64>,
+    unplanned: opentelemetry::metrics::Counter<u64>,
 }
 
 impl Metrics {
@@ -117,6 +136,16 @@ impl Metrics {
                 .with_description(
                     "Handheld events answered, by result (stored, duplicate, rejected, failed)",
                 )
+                .build(),
+            refused: meter
+                .u64_counter("threshold.handheld.refused")
+                .with_description(
+                    "Handheld events refused for who sent them, by reason (not_the_route_driver)",
+                )
+                .build(),
+            unplanned: meter
+                .u64_counter("threshold.handheld.unplanned")
+                .with_description("Handheld events accepted on parcels no route plan names")
                 .build(),
         }
     }
@@ -348,6 +377,52 @@ fn attempt_of(e: &pb::parcel_event::Event) -> u32 {
         E::Delivered(d) => d.attempt,
         E::AttemptFailed(f) => f.attempt,
         _ => 0,
+    }
+}
+
+/// Whether `driver` may report on `parcel`, by the route plans `routes`
+/// holds. A refusal is checked again once the projection has caught up with
+/// the log's head: a plan written just now may hand the parcel over.
+async fn custody_of(
+    log: &dyn EventLog,
+    routes: &std::sync::RwLock<threshold_projections::Routes>,
+    parcel: &str,
+    driver: &DriverId,
+) -> Custody {
+    let now = || {
+        let routes = routes.read().unwrap_or_else(|p| p.into_inner());
+        custody(routes.carrying(parcel).as_ref(), driver)
+    };
+    let verdict = now();
+    if !verdict.is_refused() {
+        return verdict;
+    }
+    if let Ok(head) = log.head().await
+        && threshold_projections::caught_up(routes, head, std::time::Duration::from_secs(2))
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            parcel,
+            "handheld: the route projection is behind the log; refusing on what it has"
+        );
+    }
+    now()
+}
+
+/// The acknowledgement of an event refused because the parcel is not in
+/// its driver's custody: which route it is on stays unsaid.
+fn not_theirs(e: &HandheldEvent) -> AttemptAck {
+    AttemptAck {
+        event_id: e.event_id.clone(),
+        sequence: e.sequence,
+        result: attempt_ack::Result::Rejected as i32,
+        position: 0,
+        attempt: 0,
+        error: format!(
+            "driver_id: permission denied: {} is not on a route of {}",
+            e.parcel_id, e.driver_id
+        ),
     }
 }
 
@@ -605,6 +680,7 @@ impl HandheldService for Handhelds {
         let (tx, rx) = mpsc::channel(256);
         let log = Arc::clone(&self.log);
         let cache = Arc::clone(&self.cache);
+        let routes = Arc::clone(&self.routes);
         let vault = self.vault.clone();
         let mut bucket = Bucket::new(self.limits);
         let stream_span = tracing::Span::current();
@@ -651,8 +727,36 @@ impl HandheldService for Handhelds {
                 } else {
                     (tracing::Span::none(), stream_trace.clone())
                 };
-                // A handheld reports for its own driver only.
-                let reply = if handheld.covers(&event.driver_id) {
+                // A handheld reports for its own driver only, on parcels in
+                // that driver's custody. A malformed driver id is left to
+                // `handle`, which says so.
+                let verdict = match DriverId::new(&event.driver_id) {
+                    Ok(driver) if handheld.covers(&event.driver_id) => {
+                        Some(custody_of(&*log, &routes, &event.parcel_id, &driver).await)
+                    }
+                    _ => None,
+                };
+                let reply = if let Some(Custody::NotTheirs { route_id }) = &verdict {
+                    metrics.refused.add(
+                        1,
+                        &[opentelemetry::KeyValue::new(
+                            "reason",
+                            "not_the_route_driver",
+                        )],
+                    );
+                    tracing::warn!(
+                        driver_id = %event.driver_id,
+                        device_id = %event.device_id,
+                        parcel_id = %event.parcel_id,
+                        route_id = %route_id,
+                        event_id = %event.event_id,
+                        "handheld event refused: the parcel is on another driver's route"
+                    );
+                    Ok(not_theirs(&event))
+                } else if handheld.covers(&event.driver_id) {
+                    if verdict == Some(Custody::Unplanned) {
+                        metrics.unplanned.add(1, &[]);
+                    }
                     handle(&*log, vault.as_deref(), &cache, &event, trace.as_deref())
                         .instrument(span)
                         .await

@@ -7,9 +7,15 @@
 //! driver, device, grant, home or the driver's note. The carrier's analysts
 //! subscribe to every parcel with those kept. The cursor is the event's log
 //! position.
+//!
+//! A subscription ends as soon as its caller cancels or its connection
+//! closes: the task waits on the outgoing channel closing as well as on the
+//! log, so a quiet log does not keep a gone partner's task, its buffer and
+//! its count in `threshold.outcome.subscribers` alive.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use threshold_api::v1::outcome_service_server::{OutcomeService, OutcomeServiceServer};
 use threshold_api::v1::{ParcelOutcome, SubscribeOutcomesRequest, parcel_outcome};
@@ -29,12 +35,23 @@ use tracing::Instrument as _;
 #[derive(Clone)]
 pub struct Outcomes {
     log: Arc<dyn EventLog>,
+    /// Subscriptions whose task is running, as the gauge counts them.
+    open: Arc<AtomicUsize>,
 }
 
 impl Outcomes {
     /// A service reading `log`.
     pub fn new(log: Arc<dyn EventLog>) -> Self {
-        Self { log }
+        Self {
+            log,
+            open: Arc::default(),
+        }
+    }
+
+    /// Subscriptions of this service (and its clones) open now: the same
+    /// count `threshold.outcome.subscribers` reports, summed over callers.
+    pub fn subscribers(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// As a tonic service, ready to add to a server.
@@ -126,11 +143,13 @@ pub fn outcome(event: &RecordedEvent, view: View) -> Option<ParcelOutcome> {
 struct Gone(
     opentelemetry::metrics::UpDownCounter<i64>,
     [opentelemetry::KeyValue; 1],
+    Arc<AtomicUsize>,
 );
 
 impl Drop for Gone {
     fn drop(&mut self) {
         self.0.add(-1, &self.1);
+        self.2.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -161,15 +180,28 @@ impl OutcomeService for Outcomes {
             .with_description("Log positions between the head and what a subscription has read")
             .build();
         let log = Arc::clone(&self.log);
+        let open = Arc::clone(&self.open);
+        // Counted before the stream is handed out, so a caller that sees
+        // its subscription also sees it counted.
+        let attrs = [opentelemetry::KeyValue::new(
+            "subscriber",
+            caller.tenant.clone(),
+        )];
+        subscribers.add(1, &attrs);
+        open.fetch_add(1, Ordering::SeqCst);
+        let gone = Gone(subscribers, attrs.clone(), open);
         tokio::spawn(async move {
-            let attrs = [opentelemetry::KeyValue::new(
-                "subscriber",
-                caller.tenant.clone(),
-            )];
-            subscribers.add(1, &attrs);
-            let _gone = Gone(subscribers, attrs.clone());
+            let _gone = gone;
             let mut lag_at: Option<std::time::Instant> = None;
-            while let Some(next) = events.next().await {
+            loop {
+                // The caller cancelled or its connection closed: tonic drops
+                // the receiving half, and the task ends now rather than at
+                // the next outcome it would fail to send.
+                let next = tokio::select! {
+                    () = tx.closed() => return,
+                    next = events.next() => next,
+                };
+                let Some(next) = next else { return };
                 let event = match next {
                     Ok(e) => e,
                     Err(e) => {
