@@ -46,7 +46,14 @@ async fn audit_verify_recomputes_a_homes_chain_from_the_store() {
             signature: Vec::new(),
         };
         event.sign(&key_from_seed([7; 32]));
-        access.record_device_event(event).await.expect("recorded");
+        // The server runs a simulation: every access request carries the
+        // simulator's clock.
+        let mut request = tonic::Request::new(event);
+        request.metadata_mut().insert(
+            threshold_api::SIMULATED_TIME_HEADER,
+            chrono::Utc::now().to_rfc3339().parse().expect("ascii"),
+        );
+        access.record_device_event(request).await.expect("recorded");
     }
     // A graceful stop waits for open connections: close ours, and keep this
     // runtime free to do it while the server stops.
