@@ -252,18 +252,8 @@ mod tests {
             home_id: "home-1".into(),
             parcel_ids: vec!["SE-1".into()],
             resident_ref: "res-1".into(),
-            scope: Some(pb::CourierScope {
-                driver_id: "drv-1".into(),
-                route_id: "r-1".into(),
-            }),
-            geofence: Some(pb::Geofence {
-                center: Some(pb::GeoPoint {
-                    latitude: 59.33,
-                    longitude: 18.06,
-                }),
-                radius_m: 50,
-                ..Default::default()
-            }),
+            scope: Some(crate::grant::courier_scope("drv-1", "r-1")),
+            geofence: Some(crate::grant::geofence(crate::geo::point(59.33, 18.06), 50)),
             conditions: Some(pb::HouseholdConditions::default()),
             ..Default::default()
         }

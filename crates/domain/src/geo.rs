@@ -3,6 +3,14 @@
 /// Mean Earth radius, metres.
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
+/// A WGS84 position, in degrees.
+pub fn point(latitude: f64, longitude: f64) -> crate::pb::GeoPoint {
+    crate::pb::GeoPoint {
+        latitude,
+        longitude,
+    }
+}
+
 /// The haversine great-circle distance in metres between two WGS84
 /// positions, each `(latitude, longitude)` in degrees.
 pub fn great_circle_m(a: (f64, f64), b: (f64, f64)) -> f64 {

@@ -118,6 +118,24 @@ pub enum Command {
     },
 }
 
+/// A courier scope: only `driver` may enter, and only on `route`.
+pub fn courier_scope(driver: &str, route: &str) -> pb::CourierScope {
+    pb::CourierScope {
+        driver_id: driver.to_owned(),
+        route_id: route.to_owned(),
+    }
+}
+
+/// A geofence of `radius_m` metres around `center`, in the clear (the
+/// access service seals the centre under the resident's key).
+pub fn geofence(center: pb::GeoPoint, radius_m: u32) -> pb::Geofence {
+    pb::Geofence {
+        center: Some(center),
+        radius_m,
+        ..Default::default()
+    }
+}
+
 /// Checks an issued grant's shape: ids, at least one parcel (each once), a
 /// resolved window that ends after it starts, a courier scope naming a
 /// driver, and a geofence with a center and a radius above 0 m.
@@ -555,18 +573,8 @@ mod tests {
                 )
                 .unwrap(),
             ),
-            scope: Some(pb::CourierScope {
-                driver_id: "drv-1".into(),
-                route_id: "r-1".into(),
-            }),
-            geofence: Some(pb::Geofence {
-                center: Some(pb::GeoPoint {
-                    latitude: 59.33,
-                    longitude: 18.06,
-                }),
-                radius_m: 50,
-                ..Default::default()
-            }),
+            scope: Some(courier_scope("drv-1", "r-1")),
+            geofence: Some(geofence(crate::geo::point(59.33, 18.06), 50)),
             conditions: Some(pb::HouseholdConditions::default()),
             fallback: pb::Fallback::Locker as i32,
         }

@@ -57,18 +57,11 @@ fn issued() -> pb::GrantIssued {
             )
             .expect("valid"),
         ),
-        scope: Some(pb::CourierScope {
-            driver_id: "drv-1".into(),
-            route_id: "r-1".into(),
-        }),
-        geofence: Some(pb::Geofence {
-            center: Some(pb::GeoPoint {
-                latitude: 59.33,
-                longitude: 18.06,
-            }),
-            radius_m: 50,
-            ..Default::default()
-        }),
+        scope: Some(threshold_domain::grant::courier_scope("drv-1", "r-1")),
+        geofence: Some(threshold_domain::grant::geofence(
+            threshold_domain::geo::point(59.33, 18.06),
+            50,
+        )),
         conditions: None,
         fallback: pb::Fallback::Doorstep as i32,
     }

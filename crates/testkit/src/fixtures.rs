@@ -136,18 +136,11 @@ pub fn grant(id: &str) -> IssueGrantRequest {
         country: pb::Country::Se as i32,
         window_start_local: local(Duration::hours(-1)),
         window_end_local: local(Duration::hours(1)),
-        scope: Some(pb::CourierScope {
-            driver_id: "drv-1".into(),
-            route_id: "r-1".into(),
-        }),
-        geofence: Some(pb::Geofence {
-            center: Some(pb::GeoPoint {
-                latitude: 59.33,
-                longitude: 18.06,
-            }),
-            radius_m: 50,
-            ..Default::default()
-        }),
+        scope: Some(threshold_domain::grant::courier_scope("drv-1", "r-1")),
+        geofence: Some(threshold_domain::grant::geofence(
+            threshold_domain::geo::point(59.33, 18.06),
+            50,
+        )),
         conditions: Some(pb::HouseholdConditions::default()),
         fallback: pb::Fallback::Locker as i32,
     }

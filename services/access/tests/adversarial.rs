@@ -10,7 +10,7 @@ mod common;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::*;
 use threshold_access_service::Clock;
-use threshold_api::v1::{DeviceEventReply, DeviceEventRequest, ReceiptRequest};
+use threshold_api::v1::{DeviceEventReply, DeviceEventRequest};
 use threshold_auth::Role;
 use threshold_domain::home::DEVICE_CLOCK_SKEW;
 use threshold_domain::{DomainEvent, country::window_bounds, pb};
@@ -29,17 +29,6 @@ async fn alerts(s: &Running) -> Vec<pb::AlertKind> {
             DomainEvent::Home(H::AlertRaised(a)) => pb::AlertKind::try_from(a.kind).ok(),
             _ => None,
         })
-        .collect()
-}
-
-/// The event types on home-1's stream, in order.
-async fn home_types(s: &Running) -> Vec<String> {
-    s.log
-        .read_stream(&"home/home-1".parse().expect("stream"), 0, 1000)
-        .await
-        .expect("read")
-        .into_iter()
-        .map(|r| r.event.event_type)
         .collect()
 }
 
@@ -240,15 +229,7 @@ async fn a_second_unlock_on_a_spent_nonce_raises_one_alert_shown_on_the_receipt(
         .await
         .expect("relocked");
     // The resident's receipt for the parcel tells of it.
-    let receipt = s
-        .resident
-        .get_receipt(ReceiptRequest {
-            grant_id: "g-1".into(),
-            parcel_id: "SE-1".into(),
-        })
-        .await
-        .expect("receipt")
-        .into_inner();
+    let receipt = receipt(&mut s).await;
     assert_eq!(receipt.alerts, [pb::AlertKind::NonceReused as i32]);
 }
 

@@ -26,16 +26,6 @@ async fn report(s: &mut Running, e: pb::home_event::Event, at: DateTime<Utc>) ->
     home_types(s).await
 }
 
-async fn home_types(s: &Running) -> Vec<String> {
-    s.log
-        .read_stream(&"home/home-1".parse().expect("stream"), 0, 1000)
-        .await
-        .expect("read")
-        .into_iter()
-        .map(|r| r.event.event_type)
-        .collect()
-}
-
 async fn grant_events(s: &Running) -> Vec<pb::grant_event::Event> {
     s.log
         .read_stream(&"grant/g-1".parse().expect("stream"), 0, 1000)
@@ -406,15 +396,7 @@ async fn a_door_left_unlocked_or_unwatched_raises_alerts_once() {
     // device may not date a report ahead of it.)
     report(&mut s, relocked(), Utc::now()).await;
     // The resident's receipt tells of both.
-    let receipt = s
-        .resident
-        .get_receipt(ReceiptRequest {
-            grant_id: "g-1".into(),
-            parcel_id: "SE-1".into(),
-        })
-        .await
-        .expect("receipt")
-        .into_inner();
+    let receipt = receipt(&mut s).await;
     assert_eq!(
         receipt.alerts,
         [

@@ -96,6 +96,29 @@ pub(crate) async fn issue(s: &mut Running, g: IssueGrantRequest) -> GrantReply {
         .into_inner()
 }
 
+/// The event types on home-1's stream, in order.
+pub(crate) async fn home_types(s: &Running) -> Vec<String> {
+    s.log
+        .read_stream(&"home/home-1".parse().expect("stream"), 0, 1000)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|r| r.event.event_type)
+        .collect()
+}
+
+/// The resident's receipt for SE-1 under g-1.
+pub(crate) async fn receipt(s: &mut Running) -> threshold_api::v1::Receipt {
+    s.resident
+        .get_receipt(threshold_api::v1::ReceiptRequest {
+            grant_id: "g-1".into(),
+            parcel_id: "SE-1".into(),
+        })
+        .await
+        .expect("receipt")
+        .into_inner()
+}
+
 /// Asks `s`'s handheld to unlock; the decision, either way.
 pub(crate) async fn ask(
     s: &mut Running,

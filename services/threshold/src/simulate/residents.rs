@@ -86,15 +86,10 @@ pub(super) async fn grant(
         country: parcel.country.to_proto() as i32,
         window_start_local: window.start_local.clone(),
         window_end_local: window.end_local.clone(),
-        scope: Some(pb::CourierScope {
-            driver_id: driver.to_owned(),
-            route_id: route_id.to_owned(),
-        }),
-        geofence: parcel.position.map(|center| pb::Geofence {
-            center: Some(center),
-            radius_m: 50,
-            ..Default::default()
-        }),
+        scope: Some(threshold_domain::grant::courier_scope(driver, route_id)),
+        geofence: parcel
+            .position
+            .map(|center| threshold_domain::grant::geofence(center, 50)),
         conditions: Some(pb::HouseholdConditions {
             pet_present: fate.home.pet,
             alarm_to_disarm: fate.home.alarm,
