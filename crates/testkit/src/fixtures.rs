@@ -7,9 +7,10 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use threshold_access_service::device::{Signed, SigningKey, key_from_seed, public_key};
 use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::handheld_event::Report;
+use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::{
-    AttemptFailedReport, AttemptStartedReport, AuthorizeUnlockRequest, DeliveredReport,
+    AttemptAck, AttemptFailedReport, AttemptStartedReport, AuthorizeUnlockRequest, DeliveredReport,
     DeviceEventRequest, HandheldEvent, IssueGrantRequest,
 };
 use threshold_auth::Authed;
@@ -84,6 +85,34 @@ pub fn handheld_event(parcel: &str, report: Report) -> HandheldEvent {
         route_id: String::new(),
         occurred_at: Some(timestamp(Utc::now())),
         report: Some(report),
+    }
+}
+
+/// A handheld's open attempt stream: events go out on `tx`, the server's
+/// acknowledgements come back on `acks`, in order.
+pub struct HandheldStream {
+    /// Where events are sent.
+    pub tx: tokio::sync::mpsc::Sender<HandheldEvent>,
+    /// The server's acknowledgements.
+    pub acks: tonic::Streaming<AttemptAck>,
+}
+
+impl HandheldStream {
+    /// Opens `StreamAttempts` on `channel`.
+    pub async fn open(channel: Authed) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let acks = HandheldServiceClient::new(channel)
+            .stream_attempts(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("stream")
+            .into_inner();
+        Self { tx, acks }
+    }
+
+    /// Sends `e` and waits for its acknowledgement.
+    pub async fn send(&mut self, e: &HandheldEvent) -> AttemptAck {
+        self.tx.send(e.clone()).await.expect("send");
+        self.acks.message().await.expect("ack").expect("an ack")
     }
 }
 

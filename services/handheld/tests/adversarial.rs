@@ -9,15 +9,13 @@ use chrono::Utc;
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::{AttemptAck, GetRouteRequest, HandheldEvent, attempt_ack};
-use threshold_auth::{Authed, Role};
+use threshold_auth::Role;
 use threshold_domain::{DomainEvent, StreamId, pb};
 use threshold_log::EventLog;
 use threshold_testkit::fixtures::{
-    delivered, facts, handheld_event, manifested, not_home, started,
+    HandheldStream, delivered, facts, handheld_event, manifested, not_home, started,
 };
 use threshold_testkit::{Sandbox, Service};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 /// The production server running the handheld service, with SE-1..SE-4
 /// manifested, route r-1 of drv-1 carrying SE-1 and SE-2, route r-2 of
@@ -103,31 +101,6 @@ fn event(driver: &str, seq: u64, parcel: &str, report: Report) -> HandheldEvent 
     }
 }
 
-/// A handheld connection of one driver: send events, read acks.
-struct Handheld {
-    tx: mpsc::Sender<HandheldEvent>,
-    acks: tonic::Streaming<AttemptAck>,
-}
-
-impl Handheld {
-    /// A handheld whose token is for `driver` only.
-    async fn of(server: &Sandbox, driver: &str) -> Self {
-        let channel: Authed = server.client_as(Role::Handheld, driver);
-        let (tx, rx) = mpsc::channel(64);
-        let acks = HandheldServiceClient::new(channel)
-            .stream_attempts(ReceiverStream::new(rx))
-            .await
-            .expect("stream")
-            .into_inner();
-        Self { tx, acks }
-    }
-
-    async fn send(&mut self, e: &HandheldEvent) -> AttemptAck {
-        self.tx.send(e.clone()).await.expect("send");
-        self.acks.message().await.expect("ack").expect("an ack")
-    }
-}
-
 fn result(a: &AttemptAck) -> attempt_ack::Result {
     attempt_ack::Result::try_from(a.result).expect("result")
 }
@@ -167,7 +140,7 @@ async fn history(server: &Sandbox, parcel: &str) -> Vec<String> {
 #[tokio::test]
 async fn another_drivers_handheld_cannot_record_attempts_or_deliveries_on_drv1s_parcel() {
     let server = serve().await;
-    let mut intruder = Handheld::of(&server, "drv-2").await;
+    let mut intruder = HandheldStream::open(server.client_as(Role::Handheld, "drv-2")).await;
     for (seq, report) in [(1, started()), (2, not_home()), (3, delivered())] {
         let a = intruder.send(&event("drv-2", seq, "SE-1", report)).await;
         assert_refused(&a);
@@ -180,13 +153,13 @@ async fn another_drivers_handheld_cannot_record_attempts_or_deliveries_on_drv1s_
 #[tokio::test]
 async fn a_resend_by_the_right_driver_still_works() {
     let server = serve().await;
-    let mut intruder = Handheld::of(&server, "drv-2").await;
+    let mut intruder = HandheldStream::open(server.client_as(Role::Handheld, "drv-2")).await;
     let stolen = event("drv-2", 1, "SE-1", delivered());
     assert_refused(&intruder.send(&stolen).await);
 
     // drv-1 sends its own report under the same event id: stored, as if
     // the refused one had never been sent.
-    let mut driver = Handheld::of(&server, "drv-1").await;
+    let mut driver = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
     let own = HandheldEvent {
         driver_id: "drv-1".into(),
         device_id: "hh-drv-1".into(),
@@ -218,7 +191,7 @@ async fn a_resend_by_the_right_driver_still_works() {
 #[tokio::test]
 async fn valid_events_after_a_refused_one_land() {
     let server = serve().await;
-    let mut hh = Handheld::of(&server, "drv-2").await;
+    let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-2")).await;
     assert_refused(&hh.send(&event("drv-2", 1, "SE-1", started())).await);
     assert_refused(&hh.send(&event("drv-2", 2, "SE-2", delivered())).await);
     // Its own route's parcel, on the same stream.
@@ -251,11 +224,11 @@ async fn a_replan_hands_a_parcel_to_the_new_routes_driver() {
     plan(log.as_ref(), replanned("r-1", 2, &["SE-1"])).await;
     plan(log.as_ref(), replanned("r-2", 2, &["SE-3", "SE-2"])).await;
 
-    let mut new = Handheld::of(&server, "drv-2").await;
+    let mut new = HandheldStream::open(server.client_as(Role::Handheld, "drv-2")).await;
     let a = new.send(&event("drv-2", 1, "SE-2", started())).await;
     assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
 
-    let mut old = Handheld::of(&server, "drv-1").await;
+    let mut old = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
     let a = old.send(&event("drv-1", 1, "SE-2", delivered())).await;
     assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
     assert!(a.error.contains("permission denied"), "{}", a.error);
@@ -269,7 +242,7 @@ async fn a_parcel_no_plan_names_is_still_accepted_from_its_reporting_driver() {
     // The documented interim rule (docs/threat-model.md): refusing
     // unplanned parcels waits for every reporter to be on a planned route.
     let server = serve().await;
-    let mut hh = Handheld::of(&server, "drv-2").await;
+    let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-2")).await;
     let a = hh.send(&event("drv-2", 1, "SE-4", delivered())).await;
     assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
 }

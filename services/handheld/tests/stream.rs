@@ -11,7 +11,9 @@ use threshold_auth::{Authed, Credentials, Role};
 use threshold_domain::country::date_to_proto;
 use threshold_domain::{DomainEvent, EventId, StreamId, pb};
 use threshold_log::{EventLog, ExpectedVersion, NewEvent, Position};
-use threshold_testkit::fixtures::{delivered, handheld_event, manifested, not_home, started};
+use threshold_testkit::fixtures::{
+    HandheldStream, delivered, handheld_event, manifested, not_home, started,
+};
 use threshold_testkit::{Sandbox, Service};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -53,33 +55,6 @@ fn event(seq: u64, parcel: &str, report: Report) -> HandheldEvent {
     }
 }
 
-/// A handheld connection: send events, read acks.
-struct Handheld {
-    tx: mpsc::Sender<HandheldEvent>,
-    acks: tonic::Streaming<AttemptAck>,
-}
-
-impl Handheld {
-    async fn connect(server: &Sandbox) -> Self {
-        Self::on(channel(server).await).await
-    }
-
-    async fn on(channel: Authed) -> Self {
-        let (tx, rx) = mpsc::channel(64);
-        let acks = HandheldServiceClient::new(channel)
-            .stream_attempts(ReceiverStream::new(rx))
-            .await
-            .expect("stream")
-            .into_inner();
-        Self { tx, acks }
-    }
-
-    async fn send(&mut self, e: &HandheldEvent) -> AttemptAck {
-        self.tx.send(e.clone()).await.expect("send");
-        self.acks.message().await.expect("ack").expect("an ack")
-    }
-}
-
 fn result(a: &AttemptAck) -> attempt_ack::Result {
     attempt_ack::Result::try_from(a.result).expect("result")
 }
@@ -88,7 +63,7 @@ fn result(a: &AttemptAck) -> attempt_ack::Result {
 async fn each_event_is_acknowledged_once_durable_with_its_attempt_number() {
     let server = serve().await;
     manifested(server.log().as_ref(), &["SE-1", "SE-2", "SE-3"]).await;
-    let mut hh = Handheld::connect(&server).await;
+    let mut hh = HandheldStream::open(channel(&server).await).await;
 
     let a = hh.send(&event(1, "SE-1", started())).await;
     assert_eq!(
@@ -152,7 +127,7 @@ async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
         .collect();
 
     // Online for the first six, then the connection drops.
-    let mut hh = Handheld::connect(&server).await;
+    let mut hh = HandheldStream::open(channel(&server).await).await;
     let mut first = Vec::new();
     for e in &backlog[..6] {
         first.push(hh.send(e).await);
@@ -161,7 +136,7 @@ async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
     let head_before = server.log().head().await.expect("head");
 
     // Back online: the handheld resends everything it has, acked or not.
-    let mut hh = Handheld::connect(&server).await;
+    let mut hh = HandheldStream::open(channel(&server).await).await;
     let mut second = Vec::new();
     for e in &backlog {
         second.push(hh.send(e).await);
@@ -193,7 +168,7 @@ async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
 async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
     let server = serve().await;
     manifested(server.log().as_ref(), &["SE-1"]).await;
-    let mut hh = Handheld::connect(&server).await;
+    let mut hh = HandheldStream::open(channel(&server).await).await;
 
     let mut bad = event(1, "SE-1", started());
     bad.event_id = "not-a-uuid".into();
@@ -234,7 +209,7 @@ async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
 async fn an_oversized_event_gets_resource_exhausted() {
     let server = serve().await;
     manifested(server.log().as_ref(), &["SE-1"]).await;
-    let mut hh = Handheld::connect(&server).await;
+    let mut hh = HandheldStream::open(channel(&server).await).await;
     let mut huge = event(1, "SE-1", not_home());
     huge.report = Some(Report::Failed(AttemptFailedReport {
         reason: pb::FailureReason::NotHome as i32,
@@ -250,7 +225,7 @@ async fn an_oversized_event_gets_resource_exhausted() {
     );
     // Nothing was stored, and the server serves the next stream as usual.
     assert_eq!(server.log().head().await.expect("head"), Position(1));
-    let mut hh = Handheld::connect(&server).await;
+    let mut hh = HandheldStream::open(channel(&server).await).await;
     assert_eq!(
         result(&hh.send(&event(2, "SE-1", delivered())).await),
         attempt_ack::Result::Stored
@@ -277,8 +252,7 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
             .expect("queue");
     }
     drop(tx);
-    let channel = channel(&server).await;
-    let mut acks = HandheldServiceClient::new(channel)
+    let mut acks = HandheldServiceClient::new(channel(&server).await)
         .stream_attempts(ReceiverStream::new(rx))
         .await
         .expect("stream")
@@ -301,7 +275,7 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
         "the burst went through, the flood did not: {stored}"
     );
     // Another handheld is not affected.
-    let mut other = Handheld::connect(&server).await;
+    let mut other = HandheldStream::open(channel(&server).await).await;
     let a = other.send(&event(99, "SE-39", delivered())).await;
     assert_ne!(result(&a), attempt_ack::Result::Rejected, "{}", a.error);
 }
@@ -310,7 +284,7 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
 async fn a_parcel_changed_by_another_writer_is_decided_from_the_log_not_a_stale_memory() {
     let server = serve().await;
     manifested(server.log().as_ref(), &["SE-1"]).await;
-    let mut hh = Handheld::connect(&server).await;
+    let mut hh = HandheldStream::open(channel(&server).await).await;
     let a = hh.send(&event(1, "SE-1", not_home())).await;
     assert_eq!((result(&a), a.attempt), (attempt_ack::Result::Stored, 1));
 
@@ -475,7 +449,7 @@ async fn facts(log: &dyn EventLog, stream: &str, events: Vec<DomainEvent>) {
 async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
     let server = serve().await;
     manifested(server.log().as_ref(), &["SE-1"]).await;
-    let mut hh = Handheld::connect(&server).await;
+    let mut hh = HandheldStream::open(channel(&server).await).await;
     let in_home = || {
         Report::Delivered(DeliveredReport {
             method: pb::DeliveryMethod::InHome as i32,
@@ -563,7 +537,8 @@ async fn a_handheld_reports_for_its_own_driver_and_a_caller_without_credentials_
         Credentials::add(server.data(), "hh-1", Role::Handheld, "drv-1").expect("credential");
     let plain = server.connect().await;
     let mut hh =
-        Handheld::on(threshold_auth::authed(plain.clone(), Some(&token)).expect("token")).await;
+        HandheldStream::open(threshold_auth::authed(plain.clone(), Some(&token)).expect("token"))
+            .await;
     // `event` reports for drv-7.
     let a = hh.send(&event(1, "SE-1", started())).await;
     assert_eq!(result(&a), attempt_ack::Result::Rejected);
@@ -631,7 +606,7 @@ async fn where_a_parcel_was_delivered_is_sealed_under_its_households_key() {
         vec![DomainEvent::Parcel(pb::parcel_event::Event::Manifested(m))],
     )
     .await;
-    let mut hh = Handheld::connect(&server).await;
+    let mut hh = HandheldStream::open(channel(&server).await).await;
     let at = pb::GeoPoint {
         latitude: 59.3301,
         longitude: 18.0601,
