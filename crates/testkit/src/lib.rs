@@ -20,6 +20,7 @@ use threshold_auth::{Authed, Credentials, LocalTokens, Role};
 use threshold_domain::EventId;
 use threshold_handheld_service::Limits;
 use threshold_log::EventLog;
+use threshold_outcome_service::Outcomes;
 use threshold_privacy::Vault;
 use threshold_routing::depot::Fleets;
 use threshold_server::{Config, LogSpec, Node, Placement, Services};
@@ -129,7 +130,8 @@ impl Builder {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("the bound address");
         let node = Node::open(config).await.expect("the server opens");
-        let (log, access, vault) = (node.log(), node.access(), node.vault());
+        let (log, access, outcomes, vault) =
+            (node.log(), node.access(), node.outcomes(), node.vault());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(node.serve(listener, async {
             // Told to stop, or the sandbox dropped.
@@ -144,6 +146,7 @@ impl Builder {
             tokens,
             log,
             access,
+            outcomes,
             vault,
             stop: Some(stop),
             server: Some(server),
@@ -160,6 +163,7 @@ pub struct Sandbox {
     tokens: LocalTokens,
     log: Arc<dyn EventLog>,
     access: Option<Access>,
+    outcomes: Option<Outcomes>,
     vault: Arc<Vault>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<threshold_server::Result<()>>>,
@@ -233,6 +237,13 @@ impl Sandbox {
         self.access
             .clone()
             .expect("the sandbox runs the access service")
+    }
+
+    /// The server's outcome service, e.g. to count its subscriptions.
+    pub fn outcomes(&self) -> Outcomes {
+        self.outcomes
+            .clone()
+            .expect("the sandbox runs the outcome service")
     }
 
     /// The personal-data vault the services seal with.

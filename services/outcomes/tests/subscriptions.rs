@@ -2,39 +2,26 @@
 //! closed connection ends the server's task at once, even on a quiet log,
 //! and the subscription is counted out (`threshold.outcome.subscribers`).
 //!
-//! The sandbox holds the log and the credentials; the service under test is
-//! built here over that log and served over gRPC behind the server's own
-//! authentication, so the test can read its count of open subscriptions.
+//! Against the production server (the sandbox), whose outcome service's
+//! count of open subscriptions the test reads.
 
 use std::time::Duration;
 
 use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::{SubscribeOutcomesRequest, parcel_outcome};
-use threshold_auth::{AuthLayer, Authenticator, Role};
+use threshold_auth::Role;
 use threshold_domain::{DomainEvent, EventId, StreamId, pb};
 use threshold_log::{ExpectedVersion, NewEvent};
 use threshold_outcome_service::Outcomes;
+use threshold_testkit::Sandbox;
 use threshold_testkit::fixtures::manifested;
-use threshold_testkit::{Sandbox, Service};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 
-/// The sandbox (handhelds only, so its own outcome service is not in the
-/// way) and an outcome service over its log, served on 127.0.0.1:0.
+/// The production server (every service), its outcome service and its URL.
 async fn serve() -> (Sandbox, Outcomes, String) {
-    let sandbox = Sandbox::builder()
-        .services([Service::Attempts])
-        .start()
-        .await;
-    let outcomes = Outcomes::new(sandbox.log());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let server = Server::builder()
-        .layer(AuthLayer::new(Authenticator::new(sandbox.data())))
-        .add_service(outcomes.clone().into_server());
-    tokio::spawn(server.serve_with_incoming(TcpListenerStream::new(listener)));
+    let sandbox = Sandbox::start().await;
+    let outcomes = sandbox.outcomes();
+    let url = sandbox.url().to_owned();
     (sandbox, outcomes, url)
 }
 

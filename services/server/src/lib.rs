@@ -449,6 +449,11 @@ impl Node {
         self.access.clone()
     }
 
+    /// The outcome service, when this node runs it.
+    pub fn outcomes(&self) -> Option<Outcomes> {
+        self.outcomes.clone()
+    }
+
     /// The personal-data vault the services seal with.
     pub fn vault(&self) -> Arc<Vault> {
         Arc::clone(&self.vault)
