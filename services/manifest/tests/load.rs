@@ -256,3 +256,36 @@ async fn a_depots_planner_loads_its_own_depots_rows_and_others_are_refused() {
         );
     }
 }
+
+/// One planner cannot make the server hold an arbitrary row: an id, a field
+/// or a whole record over its limit is refused with its line (the id's
+/// field named), and the rows around it load.
+#[tokio::test]
+async fn oversized_ids_fields_and_records_are_refused_and_the_rows_around_them_load() {
+    let server = serve().await;
+    let row = |id: &str, address: &str| {
+        format!(
+            "{id},nordshop,SE,STO-1,2026-11-23,{address},111 51,Stockholm,59.33,18.06,doorstep,1,,\n"
+        )
+    };
+    let csv = format!(
+        "{HEADER}\n{}{}{}{}{}",
+        row("SE-1", "Gatan 1"),
+        row(&"X".repeat(threshold_manifest::MAX_ID_BYTES + 1), "Gatan 2"),
+        row("SE-3", &"a".repeat(threshold_manifest::MAX_FIELD_BYTES + 1)),
+        row("SE-4", &"b,".repeat(threshold_manifest::MAX_RECORD_BYTES)),
+        row("SE-5", "Gatan 5"),
+    );
+    let (summary, rejected) = load(&server, "oversized.csv", csv).await;
+    assert_eq!((summary.accepted, summary.rejected), (2, 3), "{rejected:?}");
+    let lines: Vec<u64> = rejected.iter().map(|r| r.line).collect();
+    assert_eq!(lines, vec![3, 4, 5]);
+    assert_eq!(rejected[0].field, "parcel_id", "{:?}", rejected[0]);
+    assert_eq!(rejected[1].field, "address", "{:?}", rejected[1]);
+    for r in &rejected {
+        assert!(
+            r.message.contains("limit") || r.message.contains("bytes"),
+            "{r:?}"
+        );
+    }
+}
