@@ -1,19 +1,29 @@
 //! Custody: which driver may report what happens to a parcel at its door
-//! (an attempt started, a delivery, a failed attempt).
+//! (an attempt started, a delivery, a failed attempt), and how far the
+//! handheld's own clock is believed about when it happened.
 //!
 //! The binding is the route plan: a parcel is in the custody of the driver
 //! of the route whose current plan names it. The domain records no
 //! reassignment of a parcel from one driver to another other than a new plan
 //! version, so the latest plan version naming the parcel is the binding: a
-//! replan that moves a parcel to another route hands it to that route's
-//! driver. A route's driver is the one its first plan names.
+//! replan that moves a parcel to another route is the recorded handover to
+//! that route's driver, and the driver it left loses it. A route's driver is
+//! the one its first plan names.
 //!
-//! A parcel that no plan names yet is [`Custody::Unplanned`]. Refusing
-//! reports on such parcels is the intended rule (no route, no driver), but
-//! the service still accepts them while handhelds and tests that report on
-//! unplanned parcels are moved onto planned routes; the verdict is kept
-//! apart so the service can count them.
+//! A parcel that no plan names is [`Custody::Unplanned`] and refused like
+//! another driver's: no route, no driver may report on it.
+//!
+//! A handheld is often offline and resends what it has on reconnect, so its
+//! time may lie well in the past; it may not lie in the future.
+//! [`handheld_time`] accepts a time up to
+//! [`DEVICE_CLOCK_SKEW`](crate::home::DEVICE_CLOCK_SKEW) ahead of the
+//! server's clock (taken at the server's time) and back to
+//! [`OFFLINE_RESEND_BOUND`]; anything else is refused.
 
+use chrono::{DateTime, Duration, Utc};
+
+use crate::error::{Result, invalid};
+use crate::home::DEVICE_CLOCK_SKEW;
 use crate::ids::{DriverId, ParcelId};
 use crate::route::Route;
 
@@ -46,7 +56,7 @@ impl Assignment {
 pub enum Custody {
     /// The parcel is on a route of this driver.
     Theirs,
-    /// No plan names the parcel.
+    /// No plan names the parcel: the report is refused.
     Unplanned,
     /// The parcel is on another driver's route: the report is refused.
     NotTheirs {
@@ -57,10 +67,55 @@ pub enum Custody {
 }
 
 impl Custody {
-    /// Refused: the parcel is on another driver's route.
+    /// Refused: the parcel is on another driver's route, or on none.
     pub fn is_refused(&self) -> bool {
-        matches!(self, Custody::NotTheirs { .. })
+        !matches!(self, Custody::Theirs)
     }
+
+    /// Why a report is refused, as a short stable label for metrics and
+    /// logs (`None` when it is not).
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            Custody::Theirs => None,
+            Custody::Unplanned => Some("not_planned"),
+            Custody::NotTheirs { .. } => Some("not_the_route_driver"),
+        }
+    }
+}
+
+/// How far back a handheld's time is believed: a handheld offline longer
+/// than this has its old events refused rather than written into a history
+/// long since reported to partners.
+pub const OFFLINE_RESEND_BOUND: Duration = Duration::days(7);
+
+/// The instant a handheld event reported as happening at `occurred_at` is
+/// recorded at, given the server's clock `now`: its own time when that is
+/// not ahead of the server's, the server's when it is ahead by at most
+/// [`DEVICE_CLOCK_SKEW`]. Further ahead, or older than
+/// [`OFFLINE_RESEND_BOUND`], is refused as an invalid `occurred_at`.
+pub fn handheld_time(occurred_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    let ahead = occurred_at.signed_duration_since(now);
+    if ahead > DEVICE_CLOCK_SKEW {
+        return Err(invalid(
+            "occurred_at",
+            format!(
+                "is {} s ahead of the server's clock; a handheld's time may be at most {} s ahead",
+                ahead.num_seconds(),
+                DEVICE_CLOCK_SKEW.num_seconds()
+            ),
+        ));
+    }
+    if -ahead > OFFLINE_RESEND_BOUND {
+        return Err(invalid(
+            "occurred_at",
+            format!(
+                "is {} h behind the server's clock; events older than {} days are not accepted",
+                (-ahead).num_hours(),
+                OFFLINE_RESEND_BOUND.num_days()
+            ),
+        ));
+    }
+    Ok(occurred_at.min(now))
 }
 
 /// Whether `reporter` may report on a parcel whose latest plan is
@@ -163,6 +218,7 @@ mod tests {
             replanned(2, &["SE-2"]),
         ];
         assert_eq!(when(&history, "SE-1", "drv-1"), Custody::Unplanned);
+        assert!(when(&history, "SE-1", "drv-1").is_refused());
         assert_eq!(when(&history, "SE-2", "drv-1"), Custody::Theirs);
         let route = given::<Route>(&history);
         assert_eq!(
@@ -184,6 +240,28 @@ mod tests {
         assert_eq!(when(&[], "SE-1", "drv-1"), Custody::Unplanned);
         let history = [planned("r-1", "drv-1", &["SE-1"])];
         assert_eq!(when(&history, "SE-7", "drv-2"), Custody::Unplanned);
-        assert!(!Custody::Unplanned.is_refused());
+        assert!(Custody::Unplanned.is_refused());
+        assert_eq!(Custody::Unplanned.refusal(), Some("not_planned"));
+        assert_eq!(Custody::Theirs.refusal(), None);
+    }
+
+    #[test]
+    fn a_handhelds_time_is_bounded_by_the_servers_clock() {
+        let now = Utc::now();
+        // Within the skew ahead: taken at the server's time.
+        let ahead = now + DEVICE_CLOCK_SKEW;
+        assert_eq!(handheld_time(ahead, now).unwrap(), now);
+        let too_far = now + DEVICE_CLOCK_SKEW + Duration::seconds(1);
+        let err = handheld_time(too_far, now).unwrap_err();
+        assert!(err.to_string().contains("occurred_at"), "{err}");
+        assert!(err.to_string().contains("ahead"), "{err}");
+        // An offline resend hours old keeps its own time.
+        let resent = now - Duration::hours(5);
+        assert_eq!(handheld_time(resent, now).unwrap(), resent);
+        let oldest = now - OFFLINE_RESEND_BOUND;
+        assert_eq!(handheld_time(oldest, now).unwrap(), oldest);
+        let stale = oldest - Duration::seconds(1);
+        let err = handheld_time(stale, now).unwrap_err();
+        assert!(err.to_string().contains("behind"), "{err}");
     }
 }

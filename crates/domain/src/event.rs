@@ -227,6 +227,7 @@ mod tests {
             driver_id: "d-1".into(),
             device_id: "h-1".into(),
             note: String::new(),
+            sealed_note: None,
         }));
         assert_eq!(e.event_type(), "parcel.attempt_failed");
         assert_eq!(e.category(), Category::Parcel);

@@ -1,6 +1,11 @@
 //! The parcel: manifested for a local day, put on routes, attempted until it
 //! is delivered or returned. The attempt counter lives here, so "attempts per
 //! parcel" is a fact of the parcel's own stream, not of a report.
+//!
+//! A driver's free-text note on a failed attempt is personal data: the
+//! handheld service stores it only sealed under the parcel's household key
+//! (`AttemptFailed.sealed_note`, opened with [`note_context`]), never in the
+//! clear.
 
 use chrono::NaiveDate;
 
@@ -139,6 +144,12 @@ pub enum Command {
         /// Why.
         reason: String,
     },
+}
+
+/// The context a failed attempt's note is sealed under: the parcel and the
+/// attempt, so a sealed note cannot be moved onto another attempt or parcel.
+pub fn note_context(parcel_id: &str, attempt: u32) -> String {
+    format!("parcel/{parcel_id}/attempt/{attempt}/note")
 }
 
 /// Checks a manifest row's shape: ids, country, service, weight, and a
@@ -373,6 +384,7 @@ impl Aggregate for Parcel {
                     driver_id: driver_id.to_string(),
                     device_id: device_id.to_string(),
                     note: note.clone(),
+                    sealed_note: None,
                 }));
                 Ok(events)
             }
@@ -540,6 +552,7 @@ mod tests {
             driver_id: "drv-7".into(),
             device_id: "hh-7".into(),
             note: String::new(),
+            sealed_note: None,
         })
     }
 

@@ -42,6 +42,7 @@ fn event(rng: &mut SmallRng) -> NewEvent {
         driver_id: format!("drv-{:04}", rng.random_range(0..2000)),
         device_id: format!("hh-{:05}", rng.random_range(0..20000)),
         note,
+        sealed_note: None,
     }));
     let id = if std::env::var("BENCH_V4").is_ok() {
         EventId::new()

@@ -64,6 +64,7 @@ pub(crate) fn failed_attempt(attempt: u32) -> NewEvent {
         driver_id: "drv-1".into(),
         device_id: "hh-1".into(),
         note: "no answer at the door".into(),
+        sealed_note: None,
     }));
     let at = Utc
         .with_ymd_and_hms(2026, 11, 23, 9, 30, 0)
