@@ -12,23 +12,40 @@
 //!
 //! A handheld reports for its own driver only, and only on parcels in that
 //! driver's custody ([`threshold_domain::custody`]): the route whose latest
-//! plan names the parcel must be the driver's. The route plans are the
-//! service's in-memory projection of the log, so the check costs no read;
-//! only a refusal first lets the projection catch up with the log, so a
-//! plan written a moment ago is not missed. An acceptance is not held up
-//! that way: within the projection's lag after a plan's append (normally
-//! milliseconds) an event is decided on the plans before it. A refused event is answered
-//! REJECTED with a permission-denied reason in its ack, like any other
-//! rejected event, and the stream goes on. It is counted
-//! (`threshold.handheld.refused`, by reason) and logged with the driver,
-//! the parcel and the route, not written to the parcel's stream: a hostile
+//! plan names the parcel must be the driver's; a parcel no plan names is in
+//! nobody's. The route plans are the service's in-memory projection of the
+//! log, so the check costs no read; only a refusal first lets the
+//! projection catch up with the log, so a plan written a moment ago is not
+//! missed. An acceptance is not held up that way: within the projection's
+//! lag after a plan's append (normally milliseconds) an event is decided on
+//! the plans before it. A refused event is answered REJECTED with a
+//! permission-denied reason in its ack (`driver_id: permission denied: …`,
+//! the stream's PERMISSION_DENIED), like any other rejected event, and the
+//! stream goes on. It is counted (`threshold.handheld.refused`, by reason:
+//! `not_the_route_driver`, `not_planned`) and logged with the driver, the
+//! parcel and the route, not written to the parcel's stream: a hostile
 //! handheld must not be able to grow another driver's parcel's history, nor
-//! put anything on the stream partners' outcomes come from. Parcels no
-//! plan names are still accepted, and counted (`threshold.handheld.unplanned`).
+//! put anything on the stream partners' outcomes come from.
+//!
+//! When an event happened is the handheld's word only within bounds
+//! ([`threshold_domain::custody::handheld_time`]): up to the device skew
+//! ahead of the server's clock (a simulation server's clock is the one each
+//! stream carries in [`threshold_api::SIMULATED_TIME_HEADER`]), back to the
+//! offline-resend bound. Outside them the event is answered REJECTED on
+//! `occurred_at` (the stream's INVALID_ARGUMENT), counted as refused
+//! (`occurred_at_ahead`, `occurred_at_too_old`) and logged. A resend of an
+//! event already stored is answered DUPLICATE whatever its age.
+//!
+//! A failed attempt's free-text note is stored only sealed under the
+//! parcel's household key (`sealed_note`), never in the clear. A note that
+//! cannot be sealed (the household was forgotten, or the parcel has no
+//! sealed address) is dropped and the attempt stored without it: the
+//! attempt is a fact the parcel's history needs, the note is not.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use futures::Stream;
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_server::{HandheldService, HandheldServiceServer};
@@ -37,7 +54,7 @@ use threshold_api::v1::{
 };
 use threshold_auth::Role;
 use threshold_domain::country::instant;
-use threshold_domain::custody::{Custody, custody};
+use threshold_domain::custody::{Custody, custody, handheld_time};
 use threshold_domain::grant::Grant;
 use threshold_domain::home::Home;
 use threshold_domain::parcel::{Command, Parcel};
@@ -116,7 +133,6 @@ struct Metrics {
     ack: opentelemetry::metrics::Histogram<f64>,
     results: opentelemetry::metrics::Counter<u64>,
     refused: opentelemetry::metrics::Counter<u64>,
-    unplanned: opentelemetry::metrics::Counter<u64>,
 }
 
 impl Metrics {
@@ -140,14 +156,16 @@ impl Metrics {
             refused: meter
                 .u64_counter("threshold.handheld.refused")
                 .with_description(
-                    "Handheld events refused for who sent them, by reason (not_the_route_driver)",
+                    "Handheld events refused, by reason (not_the_route_driver, not_planned, \
+                     occurred_at_ahead, occurred_at_too_old)",
                 )
                 .build(),
-            unplanned: meter
-                .u64_counter("threshold.handheld.unplanned")
-                .with_description("Handheld events accepted on parcels no route plan names")
-                .build(),
         }
+    }
+
+    fn refuse(&self, reason: &'static str) {
+        self.refused
+            .add(1, &[opentelemetry::KeyValue::new("reason", reason)]);
     }
 
     fn acked(&self, reply: &Result<AttemptAck, Status>, took: std::time::Duration) {
@@ -165,6 +183,49 @@ impl Metrics {
     }
 }
 
+/// Whose clock bounds a handheld's `occurred_at`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// The server's own: the only choice for real deliveries.
+    #[default]
+    System,
+    /// A simulation's, carried by each stream in
+    /// [`threshold_api::SIMULATED_TIME_HEADER`] as the time it is sent at.
+    Simulated,
+}
+
+impl Clock {
+    /// The time a stream opened with `request` is sent at on a simulation's
+    /// clock (`None` on the server's own, which is read per event). A
+    /// server on its own clock refuses a stream bringing its own time, and
+    /// a simulation's refuses one without.
+    fn simulated<T>(self, request: &Request<T>) -> Result<Option<DateTime<Utc>>, Status> {
+        let header = request.metadata().get(threshold_api::SIMULATED_TIME_HEADER);
+        match (self, header) {
+            (Clock::System, None) => Ok(None),
+            (Clock::System, Some(_)) => Err(Status::failed_precondition(format!(
+                "{} is refused: this server runs on its own clock, not a simulation's",
+                threshold_api::SIMULATED_TIME_HEADER
+            ))),
+            (Clock::Simulated, None) => Err(Status::failed_precondition(format!(
+                "this server runs a simulation; streams must carry {}",
+                threshold_api::SIMULATED_TIME_HEADER
+            ))),
+            (Clock::Simulated, Some(v)) => v
+                .to_str()
+                .ok()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .ok_or_else(|| {
+                    field(
+                        threshold_api::SIMULATED_TIME_HEADER,
+                        format!("{v:?} is not an RFC 3339 time"),
+                    )
+                }),
+        }
+    }
+}
+
 /// The service, over any event log.
 #[derive(Clone)]
 pub struct Handhelds {
@@ -173,8 +234,10 @@ pub struct Handhelds {
     limits: Limits,
     cache: Arc<Parcels>,
     routes: Arc<std::sync::RwLock<threshold_projections::Routes>>,
-    /// Opens the sealed stop positions drivers are handed.
+    /// Opens the sealed stop positions drivers are handed, and seals what
+    /// a handheld reports about a household.
     vault: Option<Arc<threshold_privacy::Vault>>,
+    clock: Clock,
 }
 
 impl Handhelds {
@@ -201,7 +264,14 @@ impl Handhelds {
             cache: Arc::default(),
             routes,
             vault: None,
+            clock: Clock::System,
         }
+    }
+
+    /// On `clock` (a simulation's, for instance) rather than the server's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// With other per-stream limits.
@@ -211,7 +281,9 @@ impl Handhelds {
     }
 
     /// Hands drivers their stops' positions, opened from their seals with
-    /// `vault` (without one a sealed position is handed out sealed).
+    /// `vault` (without one a sealed position is handed out sealed), and
+    /// seals delivery positions and drivers' notes with it (without one a
+    /// note is dropped).
     pub fn with_vault(mut self, vault: Arc<threshold_privacy::Vault>) -> Self {
         self.vault = Some(vault);
         self
@@ -285,7 +357,7 @@ struct Checked {
     event_id: EventId,
     stream: StreamId,
     command: Command,
-    occurred_at: chrono::DateTime<chrono::Utc>,
+    occurred_at: DateTime<Utc>,
 }
 
 fn check(e: &HandheldEvent) -> Result<Checked, Rejected> {
@@ -411,7 +483,8 @@ async fn custody_of(
 }
 
 /// The acknowledgement of an event refused because the parcel is not in
-/// its driver's custody: which route it is on stays unsaid.
+/// its driver's custody: whether it is on another route, and which, or on
+/// none, stays unsaid.
 fn not_theirs(e: &HandheldEvent) -> AttemptAck {
     AttemptAck {
         event_id: e.event_id.clone(),
@@ -432,7 +505,9 @@ async fn handle(
     log: &dyn EventLog,
     vault: Option<&threshold_privacy::Vault>,
     cache: &Parcels,
+    metrics: &Metrics,
     e: &HandheldEvent,
+    now: DateTime<Utc>,
     trace: Option<&str>,
 ) -> Result<AttemptAck, Status> {
     let ack =
@@ -461,6 +536,34 @@ async fn handle(
                 String::new(),
             ));
         }
+        // Not before the resend check: an event stored once is answered
+        // DUPLICATE however old it has become.
+        let occurred_at = match handheld_time(checked.occurred_at, now) {
+            Ok(at) => at,
+            Err(err) => {
+                let reason = if checked.occurred_at > now {
+                    "occurred_at_ahead"
+                } else {
+                    "occurred_at_too_old"
+                };
+                metrics.refuse(reason);
+                tracing::warn!(
+                    driver_id = %e.driver_id,
+                    device_id = %e.device_id,
+                    parcel_id = %e.parcel_id,
+                    event_id = %e.event_id,
+                    occurred_at = %checked.occurred_at,
+                    server_time = %now,
+                    reason,
+                    "handheld event refused: its time is out of bounds"
+                );
+                let why = match err {
+                    DomainError::Invalid { field: f, reason } => format!("{f}: {reason}"),
+                    other => other.to_string(),
+                };
+                return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why));
+            }
+        };
         let state = &known.state;
         let events = match state.decide(&checked.command) {
             Ok(events) => events,
@@ -491,11 +594,11 @@ async fn handle(
         {
             return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why));
         }
-        // Where the handheld was is where the household lives: sealed
-        // under its key, like the address.
+        // Where the handheld was is where the household lives, and what a
+        // driver writes is about it: sealed under its key, like the address.
         let events: Vec<pb::parcel_event::Event> = events
             .into_iter()
-            .map(|ev| seal_delivery(vault, state, &checked.stream, ev))
+            .map(|ev| seal_personal(vault, state, &checked.stream, ev))
             .collect::<Result<_, _>>()?;
         let attempt = events.last().map_or(0, attempt_of);
         let last = events.len().saturating_sub(1);
@@ -508,9 +611,8 @@ async fn handle(
                 } else {
                     implied_id(&checked.event_id, i)
                 };
-                let mut n =
-                    NewEvent::new(id, &Parcel::into_domain(ev.clone()), checked.occurred_at)
-                        .caused_by(checked.event_id.to_string(), e.device_id.clone());
+                let mut n = NewEvent::new(id, &Parcel::into_domain(ev.clone()), occurred_at)
+                    .caused_by(checked.event_id.to_string(), e.device_id.clone());
                 // The handheld's trace continues through the log.
                 if let Some(tp) = trace {
                     n = n.traced(tp);
@@ -556,22 +658,30 @@ async fn handle(
     ))
 }
 
-/// A delivery's position sealed under the parcel's household key, when its
-/// address is sealed (a parcel manifested without a vault keeps it clear).
-fn seal_delivery(
+/// What an event says about the parcel's household, sealed under its key:
+/// a delivery's position when the address is sealed (a parcel manifested
+/// without a vault keeps it clear), a failed attempt's note always (a note
+/// that cannot be sealed is dropped, never stored clear).
+fn seal_personal(
     vault: Option<&threshold_privacy::Vault>,
     state: &Parcel,
     stream: &StreamId,
     event: pb::parcel_event::Event,
 ) -> Result<pb::parcel_event::Event, Status> {
-    let pb::parcel_event::Event::Delivered(mut d) = event else {
-        return Ok(event);
-    };
     let household = state
         .manifest
         .as_ref()
         .and_then(|m| m.sealed_address.as_ref())
         .map(|s| s.subject.as_str());
+    let mut d = match event {
+        pb::parcel_event::Event::Delivered(d) => d,
+        pb::parcel_event::Event::AttemptFailed(f) => {
+            return Ok(pb::parcel_event::Event::AttemptFailed(seal_note(
+                vault, household, stream, f,
+            )?));
+        }
+        other => return Ok(other),
+    };
     if let (Some(vault), Some(household), Some(position)) = (vault, household, d.position) {
         let context = format!("{stream}/delivered");
         d.sealed_position = Some(
@@ -582,6 +692,42 @@ fn seal_delivery(
         d.position = None;
     }
     Ok(pb::parcel_event::Event::Delivered(d))
+}
+
+/// A failed attempt with its note sealed under `household`'s key, or
+/// dropped when it cannot be: no vault or no household to seal under, or a
+/// forgotten household (nothing new is sealed under a forgotten subject,
+/// and the attempt is stored without its note rather than refused).
+fn seal_note(
+    vault: Option<&threshold_privacy::Vault>,
+    household: Option<&str>,
+    stream: &StreamId,
+    mut f: pb::AttemptFailed,
+) -> Result<pb::AttemptFailed, Status> {
+    if f.note.is_empty() {
+        return Ok(f);
+    }
+    let note = std::mem::take(&mut f.note);
+    let parcel = parcel_of(stream);
+    let (Some(vault), Some(household)) = (vault, household) else {
+        tracing::info!(
+            parcel_id = parcel,
+            "a driver's note is dropped: the parcel has no household to seal it under"
+        );
+        return Ok(f);
+    };
+    let context = threshold_domain::parcel::note_context(parcel, f.attempt);
+    match vault.seal(household, &context, note.as_bytes()) {
+        Ok(sealed) => f.sealed_note = Some(sealed),
+        Err(threshold_privacy::Error::Forgotten { .. }) => {
+            tracing::info!(
+                parcel_id = parcel,
+                "a driver's note is dropped: the parcel's household was forgotten"
+            );
+        }
+        Err(e) => return Err(status(e)),
+    }
+    Ok(f)
 }
 
 fn parcel_of(stream: &StreamId) -> &str {
@@ -676,6 +822,7 @@ impl HandheldService for Handhelds {
         request: Request<Streaming<HandheldEvent>>,
     ) -> Result<Response<Self::StreamAttemptsStream>, Status> {
         let handheld = threshold_auth::require(&request, &[Role::Handheld])?.clone();
+        let simulated = self.clock.simulated(&request)?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let log = Arc::clone(&self.log);
@@ -736,30 +883,38 @@ impl HandheldService for Handhelds {
                     }
                     _ => None,
                 };
-                let reply = if let Some(Custody::NotTheirs { route_id }) = &verdict {
-                    metrics.refused.add(
-                        1,
-                        &[opentelemetry::KeyValue::new(
-                            "reason",
-                            "not_the_route_driver",
-                        )],
-                    );
+                let refusal = verdict.as_ref().and_then(Custody::refusal);
+                let reply = if let (Some(reason), Some(verdict)) = (refusal, &verdict) {
+                    metrics.refuse(reason);
+                    let route_id = match verdict {
+                        Custody::NotTheirs { route_id } => route_id.as_str(),
+                        _ => "",
+                    };
                     tracing::warn!(
                         driver_id = %event.driver_id,
                         device_id = %event.device_id,
                         parcel_id = %event.parcel_id,
-                        route_id = %route_id,
+                        route_id,
                         event_id = %event.event_id,
-                        "handheld event refused: the parcel is on another driver's route"
+                        reason,
+                        "handheld event refused: the parcel is not on a route of the driver"
                     );
                     Ok(not_theirs(&event))
                 } else if handheld.covers(&event.driver_id) {
-                    if verdict == Some(Custody::Unplanned) {
-                        metrics.unplanned.add(1, &[]);
-                    }
-                    handle(&*log, vault.as_deref(), &cache, &event, trace.as_deref())
-                        .instrument(span)
-                        .await
+                    // The server's clock now, or the simulation's the
+                    // stream was sent at.
+                    let now = simulated.unwrap_or_else(Utc::now);
+                    handle(
+                        &*log,
+                        vault.as_deref(),
+                        &cache,
+                        &metrics,
+                        &event,
+                        now,
+                        trace.as_deref(),
+                    )
+                    .instrument(span)
+                    .await
                 } else {
                     Ok(AttemptAck {
                         event_id: event.event_id.clone(),

@@ -5,8 +5,10 @@
 //! may know — delivered, attempt failed, returned — taken from the log in
 //! order and, for a partner, stripped to what concerns the parcel: never a
 //! driver, device, grant, home or the driver's note. The carrier's analysts
-//! subscribe to every parcel with those kept. The cursor is the event's log
-//! position.
+//! subscribe to every parcel with those kept; the driver's note is stored
+//! sealed under the household's key and opened for them with the server's
+//! vault (after the household is forgotten it no longer opens, and the
+//! outcome carries no note). The cursor is the event's log position.
 //!
 //! A subscription ends as soon as its caller cancels or its connection
 //! closes: the task waits on the outgoing channel closing as well as on the
@@ -37,6 +39,8 @@ pub struct Outcomes {
     log: Arc<dyn EventLog>,
     /// Subscriptions whose task is running, as the gauge counts them.
     open: Arc<AtomicUsize>,
+    /// Opens drivers' sealed notes for the carrier's analysts.
+    vault: Option<Arc<threshold_privacy::Vault>>,
 }
 
 impl Outcomes {
@@ -45,7 +49,15 @@ impl Outcomes {
         Self {
             log,
             open: Arc::default(),
+            vault: None,
         }
+    }
+
+    /// Opens drivers' sealed notes with `vault` for the carrier's analysts
+    /// (without one their outcomes carry no note).
+    pub fn with_vault(mut self, vault: Arc<threshold_privacy::Vault>) -> Self {
+        self.vault = Some(vault);
+        self
     }
 
     /// Subscriptions of this service (and its clones) open now: the same
@@ -60,6 +72,33 @@ impl Outcomes {
     }
 }
 
+/// A failed attempt's note as `view` may read it: opened from its seal
+/// with `vault` for the carrier, empty for a partner, when it no longer
+/// opens (the household was forgotten) or without a vault.
+fn note(
+    f: &pb::AttemptFailed,
+    event: &RecordedEvent,
+    view: View,
+    vault: Option<&threshold_privacy::Vault>,
+) -> String {
+    if view != View::Carrier {
+        return String::new();
+    }
+    let (Some(vault), Some(sealed)) = (vault, &f.sealed_note) else {
+        // Stored before notes were sealed.
+        return f.note.clone();
+    };
+    let context = threshold_domain::parcel::note_context(event.stream.id(), f.attempt);
+    match vault.unseal(sealed, &context) {
+        Ok(Some(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
+        Ok(None) => String::new(),
+        Err(e) => {
+            tracing::warn!(parcel_id = event.stream.id(), error = %e, "a driver's sealed note does not open");
+            String::new()
+        }
+    }
+}
+
 /// Who a subscription is for, and so what it may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -71,8 +110,19 @@ pub enum View {
     Carrier,
 }
 
-/// The outcome `view` sees for one event, if the event is one.
+/// The outcome `view` sees for one event, if the event is one; a sealed
+/// note stays closed (see [`outcome_opened`]).
 pub fn outcome(event: &RecordedEvent, view: View) -> Option<ParcelOutcome> {
+    outcome_opened(event, view, None)
+}
+
+/// The outcome `view` sees for one event, if the event is one, with the
+/// driver's sealed note opened with `vault` for the carrier's view.
+pub fn outcome_opened(
+    event: &RecordedEvent,
+    view: View,
+    vault: Option<&threshold_privacy::Vault>,
+) -> Option<ParcelOutcome> {
     use pb::parcel_event::Event as E;
     if event.stream.category() != Category::Parcel {
         return None;
@@ -93,7 +143,10 @@ pub fn outcome(event: &RecordedEvent, view: View) -> Option<ParcelOutcome> {
             f.attempt,
             0,
             f.reason,
-            (f.driver_id, String::new(), f.note),
+            {
+                let note = note(&f, event, view, vault);
+                (f.driver_id, String::new(), note)
+            },
         ),
         E::Returned(r) => (
             parcel_outcome::Kind::Returned,
@@ -181,6 +234,7 @@ impl OutcomeService for Outcomes {
             .build();
         let log = Arc::clone(&self.log);
         let open = Arc::clone(&self.open);
+        let vault = self.vault.clone();
         // Counted before the stream is handed out, so a caller that sees
         // its subscription also sees it counted.
         let attrs = [opentelemetry::KeyValue::new(
@@ -228,7 +282,7 @@ impl OutcomeService for Outcomes {
                 {
                     continue;
                 }
-                if let Some(o) = outcome(&event, view) {
+                if let Some(o) = outcome_opened(&event, view, vault.as_deref()) {
                     // Delivered inside the trace of the attempt it reports.
                     let span = threshold_telemetry::in_recorded_trace(
                         event.event.traceparent.as_deref(),

@@ -28,7 +28,7 @@ use threshold_api::v1::handheld_service_server::HandheldServiceServer;
 use threshold_api::v1::manifest_service_server::ManifestServiceServer;
 use threshold_api::v1::outcome_service_server::OutcomeServiceServer;
 use threshold_api::v1::planning_service_server::PlanningServiceServer;
-use threshold_handheld_service::{Handhelds, Limits};
+use threshold_handheld_service::{Clock as HandheldClock, Handhelds, Limits};
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, KafkaLog, KafkaOptions, Metered};
 use threshold_manifest_service::Manifests;
 use threshold_outcome_service::Outcomes;
@@ -301,7 +301,8 @@ pub struct Config {
     /// The data directory: the embedded log (or, on Kafka, this process's
     /// replica of it), credentials and, by default, the vault.
     pub data: PathBuf,
-    /// The clock grant windows are decided on.
+    /// The clock grant windows are decided on, and handhelds' event times
+    /// bounded by.
     pub clock: Clock,
     /// The depots' fleets, for planning.
     pub fleets: Fleets,
@@ -390,13 +391,18 @@ impl Node {
             Handhelds::new(Arc::clone(&shared))
                 .with_limits(config.handheld_limits)
                 .with_vault(Arc::clone(&vault))
+                // A simulation's handhelds report on its clock too.
+                .with_clock(match config.clock {
+                    Clock::System => HandheldClock::System,
+                    Clock::Simulated => HandheldClock::Simulated,
+                })
         });
         let analytics = services
             .runs(Service::Analytics)
             .then(|| Analytics::start(Arc::clone(&shared)));
         let outcomes = services
             .runs(Service::Outcomes)
-            .then(|| Outcomes::new(Arc::clone(&shared)));
+            .then(|| Outcomes::new(Arc::clone(&shared)).with_vault(Arc::clone(&vault)));
         // On Kafka, the outcome processes also publish partners' outcomes to
         // the outcome topic, sharing the work as one consumer group.
         let publisher = match (&opened, services.runs(Service::Outcomes)) {

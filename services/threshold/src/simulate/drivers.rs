@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::BoxError;
-use super::conn::Conn;
+use super::conn::{Conn, at};
 use super::devices::device_key;
 use super::fates::{MAX_ATTEMPTS, fate};
 use super::in_home::enter;
@@ -31,6 +31,8 @@ use super::residents::grant;
 
 /// Sends `events` on a fresh stream and reads `read` acknowledgements (all
 /// when `None`); dropping the stream after fewer is a handheld going offline.
+/// The stream is sent, on the simulation's clock, when its last event
+/// happened: the server bounds the events' times by it.
 pub(super) async fn stream(
     conn: &Conn,
     events: &[HandheldEvent],
@@ -41,8 +43,14 @@ pub(super) async fn stream(
         tx.send(e.clone()).await?;
     }
     drop(tx);
+    let sent = events
+        .iter()
+        .filter_map(|e| e.occurred_at.as_ref())
+        .filter_map(|t| threshold_domain::country::instant(t).ok())
+        .max()
+        .unwrap_or_else(Utc::now);
     let mut acks = HandheldServiceClient::new(conn.handheld.clone())
-        .stream_attempts(ReceiverStream::new(rx))
+        .stream_attempts(at(ReceiverStream::new(rx), sent)?)
         .await?
         .into_inner();
     let want = read.unwrap_or(events.len());
