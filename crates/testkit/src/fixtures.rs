@@ -1,7 +1,7 @@
 //! The requests, facts and manifests tests start from: a grant whose window
 //! is open now, an unlock request from beside the door, the home's signed
-//! devices, the facts other services would have recorded, small manifests
-//! and handheld events.
+//! devices, the facts other services would have recorded, small manifests,
+//! the route plans handheld events need, and handheld events.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use threshold_access_service::device::{Signed, SigningKey, key_from_seed, public_key};
@@ -9,9 +9,10 @@ use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
+use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::{
     AttemptAck, AttemptFailedReport, AttemptStartedReport, AuthorizeUnlockRequest, DeliveredReport,
-    DeviceEventRequest, HandheldEvent, IssueGrantRequest,
+    DeviceEventRequest, GetRouteRequest, HandheldEvent, IssueGrantRequest, PlanDayRequest,
 };
 use threshold_auth::Authed;
 use threshold_domain::country::{date_to_proto, timestamp};
@@ -73,8 +74,95 @@ pub async fn manifested(log: &dyn EventLog, parcels: &[&str]) {
     }
 }
 
+/// The day [`manifested`] and [`planned`] parcels are due on: 2026-11-23.
+pub fn day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 23).expect("date")
+}
+
+/// Route `route` of `driver` from nordshop's Stockholm depot on [`day`],
+/// planned with a stop per parcel, appended to `log` as the planning
+/// service would (plan version 1): the driver's handheld may report on
+/// them. Handheld events on a parcel no plan names are refused.
+pub async fn planned(log: &dyn EventLog, route: &str, driver: &str, parcels: &[&str]) {
+    let stops = parcels
+        .iter()
+        .zip(0..)
+        .map(|(p, index)| pb::PlannedStop {
+            index,
+            parcel_ids: vec![(*p).into()],
+            ..Default::default()
+        })
+        .collect();
+    let plan = pb::route_event::Event::Planned(pb::RoutePlanned {
+        route_id: route.into(),
+        depot_id: "STO-1".into(),
+        local_date: Some(date_to_proto(day())),
+        vehicle_id: format!("van-{route}"),
+        driver_id: driver.into(),
+        plan_version: 1,
+        stops,
+    });
+    facts(
+        log,
+        &format!("route/{route}"),
+        vec![DomainEvent::Route(plan)],
+        Utc::now(),
+    )
+    .await;
+}
+
+/// [`manifested`] parcels on route `route` of `driver` ([`planned`]).
+pub async fn manifested_on_route(log: &dyn EventLog, route: &str, driver: &str, parcels: &[&str]) {
+    manifested(log, parcels).await;
+    planned(log, route, driver, parcels).await;
+}
+
+/// Plans `date`'s routes through PlanningService as `planner` (a short
+/// search), and reads each driver's route back through
+/// HandheldService.GetRoute as `handheld`: every planned parcel with its
+/// driver. Parcels no van could take are left out.
+pub async fn plan_day(
+    planner: Authed,
+    handheld: Authed,
+    date: NaiveDate,
+) -> std::collections::BTreeMap<String, String> {
+    let reply = PlanningServiceClient::new(planner)
+        .plan_day(PlanDayRequest {
+            date: Some(date_to_proto(date)),
+            depot_ids: Vec::new(),
+            seconds_per_depot: 0.2,
+            objective: String::new(),
+        })
+        .await
+        .expect("plan the day")
+        .into_inner();
+    let mut handheld = HandheldServiceClient::new(handheld);
+    let mut drivers = std::collections::BTreeMap::new();
+    for depot in &reply.depots {
+        for van in 0..depot.vans_available {
+            let driver = threshold_routing::depot::driver_id(&depot.depot_id, van as usize);
+            let routes = handheld
+                .get_route(GetRouteRequest {
+                    driver_id: driver.clone(),
+                    date: Some(date_to_proto(date)),
+                })
+                .await
+                .expect("a driver's route")
+                .into_inner()
+                .routes;
+            for stop in routes.into_iter().flat_map(|r| r.stops) {
+                for p in stop.parcel_ids {
+                    drivers.insert(p, driver.clone());
+                }
+            }
+        }
+    }
+    drivers
+}
+
 /// A handheld event of driver drv-1's device hh-1 about `parcel`, now,
-/// sequence 0, on no route; tests change what they need.
+/// sequence 0, naming no route; tests change what they need. The parcel
+/// must be on a route of the event's driver ([`planned`]) to be accepted.
 pub fn handheld_event(parcel: &str, report: Report) -> HandheldEvent {
     HandheldEvent {
         event_id: EventId::new().to_string(),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use threshold_access_service::{Access, Clock};
 use threshold_auth::{Authed, Credentials, LocalTokens, Role};
 use threshold_domain::EventId;
-use threshold_handheld_service::Limits;
+use threshold_handheld_service::{Handhelds, Limits};
 use threshold_log::EventLog;
 use threshold_outcome_service::Outcomes;
 use threshold_privacy::Vault;
@@ -132,6 +132,7 @@ impl Builder {
         let node = Node::open(config).await.expect("the server opens");
         let (log, access, outcomes, vault) =
             (node.log(), node.access(), node.outcomes(), node.vault());
+        let handhelds = node.handhelds();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(node.serve(listener, async {
             // Told to stop, or the sandbox dropped.
@@ -147,6 +148,7 @@ impl Builder {
             log,
             access,
             outcomes,
+            handhelds,
             vault,
             stop: Some(stop),
             server: Some(server),
@@ -164,6 +166,7 @@ pub struct Sandbox {
     log: Arc<dyn EventLog>,
     access: Option<Access>,
     outcomes: Option<Outcomes>,
+    handhelds: Option<Handhelds>,
     vault: Arc<Vault>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<threshold_server::Result<()>>>,
@@ -244,6 +247,13 @@ impl Sandbox {
         self.outcomes
             .clone()
             .expect("the sandbox runs the outcome service")
+    }
+
+    /// The server's handheld service, e.g. to count its refusals.
+    pub fn handhelds(&self) -> Handhelds {
+        self.handhelds
+            .clone()
+            .expect("the sandbox runs the handheld service")
     }
 
     /// The personal-data vault the services seal with.

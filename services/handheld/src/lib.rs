@@ -133,6 +133,8 @@ struct Metrics {
     ack: opentelemetry::metrics::Histogram<f64>,
     results: opentelemetry::metrics::Counter<u64>,
     refused: opentelemetry::metrics::Counter<u64>,
+    /// The same refusals by reason, for [`Handhelds::refused`].
+    tally: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
 }
 
 impl Metrics {
@@ -160,12 +162,16 @@ impl Metrics {
                      occurred_at_ahead, occurred_at_too_old)",
                 )
                 .build(),
+            tally: Arc::default(),
         }
     }
 
     fn refuse(&self, reason: &'static str) {
         self.refused
             .add(1, &[opentelemetry::KeyValue::new("reason", reason)]);
+        if let Ok(mut tally) = self.tally.lock() {
+            *tally.entry(reason).or_default() += 1;
+        }
     }
 
     fn acked(&self, reply: &Result<AttemptAck, Status>, took: std::time::Duration) {
@@ -305,6 +311,17 @@ impl Handhelds {
             }
         }
         stop
+    }
+
+    /// Events this service (and its clones) refused for `reason` since it
+    /// started: what `threshold.handheld.refused` counts under that reason
+    /// (`not_the_route_driver`, `not_planned`, `occurred_at_ahead`,
+    /// `occurred_at_too_old`).
+    pub fn refused(&self, reason: &str) -> u64 {
+        self.metrics
+            .tally
+            .lock()
+            .map_or(0, |t| t.get(reason).copied().unwrap_or(0))
     }
 
     /// As a tonic service, ready to add to a server, refusing messages

@@ -1,14 +1,22 @@
 //! The handheld part of the adversarial suite: a driver's handheld records
 //! attempts and deliveries only on parcels of that driver's route (the
-//! route whose latest plan names the parcel). Another driver's handheld is
-//! refused in its ack, as permission denied, and nothing is stored; the
-//! right driver's event, and everything valid after a refusal on the same
-//! stream, still lands.
+//! route whose latest plan names the parcel). Another driver's handheld, or
+//! any handheld on a parcel no plan names, is refused in its ack, as
+//! permission denied, counted, and nothing is stored; the right driver's
+//! event, and everything valid after a refusal on the same stream, still
+//! lands. A handheld's time is believed up to the device skew ahead of the
+//! server's clock and back to the offline-resend bound; a driver's note is
+//! stored only sealed under the household's key, and unreadable once the
+//! household is forgotten.
 
-use chrono::Utc;
+use chrono::{Duration, Utc};
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
-use threshold_api::v1::{AttemptAck, GetRouteRequest, HandheldEvent, attempt_ack};
+use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
+use threshold_api::v1::{
+    AttemptAck, AttemptFailedReport, GetRouteRequest, HandheldEvent, SubscribeOutcomesRequest,
+    attempt_ack,
+};
 use threshold_auth::Role;
 use threshold_domain::{DomainEvent, StreamId, pb};
 use threshold_log::EventLog;
@@ -21,10 +29,11 @@ use threshold_testkit::{Sandbox, Service};
 /// manifested, route r-1 of drv-1 carrying SE-1 and SE-2, route r-2 of
 /// drv-2 carrying SE-3; SE-4 is on no route.
 async fn serve() -> Sandbox {
-    let server = Sandbox::builder()
-        .services([Service::Attempts])
-        .start()
-        .await;
+    serve_with([Service::Attempts]).await
+}
+
+async fn serve_with(services: impl IntoIterator<Item = Service>) -> Sandbox {
+    let server = Sandbox::builder().services(services).start().await;
     let log = server.log();
     manifested(log.as_ref(), &["SE-1", "SE-2", "SE-3", "SE-4"]).await;
     plan(log.as_ref(), planned("r-1", "drv-1", &["SE-1", "SE-2"])).await;
@@ -148,6 +157,8 @@ async fn another_drivers_handheld_cannot_record_attempts_or_deliveries_on_drv1s_
     }
     // Nothing was stored: partners see no delivery.
     assert_eq!(history(&server, "SE-1").await, vec!["parcel.manifested"]);
+    // Each refusal is recorded.
+    assert_eq!(server.handhelds().refused("not_the_route_driver"), 3);
 }
 
 #[tokio::test]
@@ -238,11 +249,278 @@ async fn a_replan_hands_a_parcel_to_the_new_routes_driver() {
 }
 
 #[tokio::test]
-async fn a_parcel_no_plan_names_is_still_accepted_from_its_reporting_driver() {
-    // The documented interim rule (docs/threat-model.md): refusing
-    // unplanned parcels waits for every reporter to be on a planned route.
+async fn a_parcel_no_plan_names_is_refused_to_every_driver_and_recorded() {
     let server = serve().await;
+    for (driver, report) in [("drv-2", delivered()), ("drv-1", not_home())] {
+        let mut hh = HandheldStream::open(server.client_as(Role::Handheld, driver)).await;
+        let a = hh.send(&event(driver, 1, "SE-4", report)).await;
+        assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
+        assert_eq!((a.position, a.attempt), (0, 0));
+        // Told no more than another driver's parcel would tell.
+        assert!(
+            a.error.starts_with("driver_id: permission denied"),
+            "{}",
+            a.error
+        );
+        // The stream goes on: its own parcel still lands.
+        let own = if driver == "drv-1" { "SE-1" } else { "SE-3" };
+        let a = hh.send(&event(driver, 2, own, started())).await;
+        assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+    }
+    assert_eq!(history(&server, "SE-4").await, vec!["parcel.manifested"]);
+    assert_eq!(server.handhelds().refused("not_planned"), 2);
+    assert_eq!(server.handhelds().refused("not_the_route_driver"), 0);
+
+    // Planned now: its driver's report lands.
+    plan(
+        server.log().as_ref(),
+        replanned("r-2", 2, &["SE-3", "SE-4"]),
+    )
+    .await;
     let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-2")).await;
-    let a = hh.send(&event("drv-2", 1, "SE-4", delivered())).await;
+    let a = hh.send(&event("drv-2", 3, "SE-4", delivered())).await;
     assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+}
+
+/// `event` as happening at `at`, by the handheld's clock.
+fn dated(mut e: HandheldEvent, at: chrono::DateTime<Utc>) -> HandheldEvent {
+    e.occurred_at = Some(threshold_domain::country::timestamp(at));
+    e
+}
+
+/// When each event on `parcel`'s stream is recorded as happening.
+async fn times(server: &Sandbox, parcel: &str) -> Vec<chrono::DateTime<Utc>> {
+    server
+        .log()
+        .read_stream(
+            &format!("parcel/{parcel}")
+                .parse::<StreamId>()
+                .expect("stream"),
+            0,
+            100,
+        )
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|r| r.event.occurred_at)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_event_dated_beyond_the_skew_ahead_is_refused_and_recorded() {
+    use threshold_domain::home::DEVICE_CLOCK_SKEW;
+    let server = serve().await;
+    let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
+    let ahead = Utc::now() + DEVICE_CLOCK_SKEW + Duration::minutes(5);
+    let a = hh
+        .send(&dated(event("drv-1", 1, "SE-1", delivered()), ahead))
+        .await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
+    assert!(a.error.starts_with("occurred_at:"), "{}", a.error);
+    assert!(a.error.contains("ahead"), "{}", a.error);
+    assert_eq!(history(&server, "SE-1").await, vec!["parcel.manifested"]);
+    assert_eq!(server.handhelds().refused("occurred_at_ahead"), 1);
+
+    // A clock a little fast: stored, at the server's time, not the future.
+    let a = hh
+        .send(&dated(
+            event("drv-1", 2, "SE-1", delivered()),
+            Utc::now() + Duration::seconds(60),
+        ))
+        .await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+    let now = Utc::now();
+    assert!(times(&server, "SE-1").await.iter().all(|t| *t <= now));
+}
+
+#[tokio::test]
+async fn an_offline_resend_hours_old_is_accepted_with_its_own_time() {
+    let server = serve().await;
+    let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
+    let then = Utc::now() - Duration::hours(6);
+    let e = dated(event("drv-1", 1, "SE-1", not_home()), then);
+    let a = hh.send(&e).await;
+    assert_eq!(
+        (result(&a), a.attempt),
+        (attempt_ack::Result::Stored, 1),
+        "{a:?}"
+    );
+    let recorded = times(&server, "SE-1").await;
+    assert_eq!(recorded.len(), 3, "manifested, started, failed");
+    let at =
+        threshold_domain::country::instant(e.occurred_at.as_ref().expect("time")).expect("time");
+    // The handheld's time (to the log's precision), not the resend's.
+    assert!(
+        (recorded[2] - at).num_milliseconds().abs() < 1,
+        "{} stored for {at}",
+        recorded[2]
+    );
+    assert!(recorded[2] < Utc::now() - Duration::hours(5));
+    assert_eq!(result(&hh.send(&e).await), attempt_ack::Result::Duplicate);
+}
+
+#[tokio::test]
+async fn an_event_older_than_the_offline_bound_is_refused_and_recorded() {
+    use threshold_domain::custody::OFFLINE_RESEND_BOUND;
+    let server = serve().await;
+    let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
+    let stale = Utc::now() - OFFLINE_RESEND_BOUND - Duration::hours(1);
+    let a = hh
+        .send(&dated(event("drv-1", 1, "SE-1", delivered()), stale))
+        .await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
+    assert!(a.error.starts_with("occurred_at:"), "{}", a.error);
+    assert!(a.error.contains("behind"), "{}", a.error);
+    assert_eq!(history(&server, "SE-1").await, vec!["parcel.manifested"]);
+    assert_eq!(server.handhelds().refused("occurred_at_too_old"), 1);
+    // The stream goes on.
+    let a = hh.send(&event("drv-1", 2, "SE-1", delivered())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+}
+
+/// The notes the carrier's analysts see in the outcomes from the start of
+/// the log, `n` of them.
+async fn carrier_notes(server: &Sandbox, n: usize) -> Vec<String> {
+    let mut outcomes = OutcomeServiceClient::new(server.analyst())
+        .subscribe(SubscribeOutcomesRequest { from_cursor: 0 })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut notes = Vec::new();
+    while notes.len() < n {
+        let o = tokio::time::timeout(std::time::Duration::from_secs(10), outcomes.message())
+            .await
+            .expect("an outcome in time")
+            .expect("outcome")
+            .expect("open");
+        notes.push(o.note);
+    }
+    notes
+}
+
+#[tokio::test]
+async fn a_drivers_note_is_stored_sealed_read_by_the_carrier_and_unreadable_after_forget() {
+    const NOTE: &str = "Mrs Lind, door code 4711, not answering";
+    let server = serve_with([Service::Attempts, Service::Outcomes]).await;
+    // SE-9, whose address the manifest service sealed under its household.
+    let household = server
+        .vault()
+        .household(&["Gatan 1", "111 51", "Stockholm", "SE"])
+        .expect("household");
+    let address = pb::Address {
+        street: "Gatan 1".into(),
+        ..Default::default()
+    };
+    let m = pb::ParcelManifested {
+        parcel_id: "SE-9".into(),
+        partner_id: "nordshop".into(),
+        country: pb::Country::Se as i32,
+        depot_id: "STO-1".into(),
+        delivery_date: Some(threshold_domain::country::date_to_proto(day())),
+        service: pb::Service::Doorstep as i32,
+        weight_grams: 1000,
+        sealed_address: Some(
+            server
+                .vault()
+                .seal_message(&household.subject, "parcel/SE-9", &address)
+                .expect("seal"),
+        ),
+        ..Default::default()
+    };
+    facts(
+        server.log().as_ref(),
+        "parcel/SE-9",
+        vec![DomainEvent::Parcel(pb::parcel_event::Event::Manifested(m))],
+        Utc::now(),
+    )
+    .await;
+    plan(
+        server.log().as_ref(),
+        replanned("r-1", 2, &["SE-1", "SE-2", "SE-9"]),
+    )
+    .await;
+    let failed = |note: &str| {
+        Report::Failed(AttemptFailedReport {
+            reason: pb::FailureReason::NoAccess as i32,
+            note: note.into(),
+        })
+    };
+    let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
+    let a = hh.send(&event("drv-1", 1, "SE-9", failed(NOTE))).await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+
+    // Not in the clear: neither in the stored event nor anywhere in the
+    // log's files.
+    let stored = failures(&server, "SE-9").await;
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].note.is_empty(), "{:?}", stored[0]);
+    let sealed = stored[0].sealed_note.clone().expect("sealed");
+    assert_eq!(sealed.subject, household.subject);
+    for entry in std::fs::read_dir(server.data()).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).expect("read");
+            assert!(
+                !bytes.windows(9).any(|w| w == b"door code"),
+                "the note is in the clear in {}",
+                path.display()
+            );
+        }
+    }
+    // The carrier's analysts read it, opened from its seal.
+    assert_eq!(carrier_notes(&server, 1).await, vec![NOTE.to_owned()]);
+
+    // The household is forgotten: the note no longer opens anywhere.
+    server.vault().forget(&household.subject).expect("forget");
+    assert_eq!(
+        server
+            .vault()
+            .unseal(&sealed, &threshold_domain::parcel::note_context("SE-9", 1))
+            .expect("no error"),
+        None
+    );
+    assert_eq!(carrier_notes(&server, 1).await, vec![String::new()]);
+    // A later attempt is still stored, without its note: nothing new is
+    // sealed under a forgotten household.
+    let a = hh
+        .send(&event(
+            "drv-1",
+            2,
+            "SE-9",
+            failed("left a card, door code 4711"),
+        ))
+        .await;
+    assert_eq!(
+        (result(&a), a.attempt),
+        (attempt_ack::Result::Stored, 2),
+        "{a:?}"
+    );
+    let stored = failures(&server, "SE-9").await;
+    assert_eq!(stored.len(), 2);
+    assert!(stored[1].note.is_empty() && stored[1].sealed_note.is_none());
+    assert_eq!(
+        carrier_notes(&server, 2).await,
+        vec![String::new(), String::new()]
+    );
+}
+
+/// The failed attempts stored on `parcel`'s stream.
+async fn failures(server: &Sandbox, parcel: &str) -> Vec<pb::AttemptFailed> {
+    server
+        .log()
+        .read_stream(
+            &format!("parcel/{parcel}")
+                .parse::<StreamId>()
+                .expect("stream"),
+            0,
+            100,
+        )
+        .await
+        .expect("read")
+        .iter()
+        .filter_map(|r| match r.decode() {
+            Ok(DomainEvent::Parcel(pb::parcel_event::Event::AttemptFailed(f))) => Some(f),
+            _ => None,
+        })
+        .collect()
 }

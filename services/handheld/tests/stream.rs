@@ -12,7 +12,7 @@ use threshold_domain::country::date_to_proto;
 use threshold_domain::{DomainEvent, EventId, StreamId, pb};
 use threshold_log::{EventLog, ExpectedVersion, NewEvent, Position};
 use threshold_testkit::fixtures::{
-    HandheldStream, delivered, handheld_event, manifested, not_home, started,
+    HandheldStream, delivered, handheld_event, manifested, not_home, planned, started,
 };
 use threshold_testkit::{Sandbox, Service};
 use tokio::sync::mpsc;
@@ -43,6 +43,12 @@ async fn serve_with(limits: threshold_handheld_service::Limits) -> Sandbox {
         .await
 }
 
+/// Parcels manifested on drv-7's route STO-1-r1: what [`event`] reports on.
+async fn on_route(server: &Sandbox, parcels: &[&str]) {
+    manifested(server.log().as_ref(), parcels).await;
+    planned(server.log().as_ref(), "STO-1-r1", "drv-7", parcels).await;
+}
+
 /// Driver drv-7's handheld hh-7 on route STO-1-r1 reports `report` about
 /// `parcel`, its `seq`th event.
 fn event(seq: u64, parcel: &str, report: Report) -> HandheldEvent {
@@ -62,7 +68,7 @@ fn result(a: &AttemptAck) -> attempt_ack::Result {
 #[tokio::test]
 async fn each_event_is_acknowledged_once_durable_with_its_attempt_number() {
     let server = serve().await;
-    manifested(server.log().as_ref(), &["SE-1", "SE-2", "SE-3"]).await;
+    on_route(&server, &["SE-1", "SE-2", "SE-3"]).await;
     let mut hh = HandheldStream::open(channel(&server).await).await;
 
     let a = hh.send(&event(1, "SE-1", started())).await;
@@ -109,8 +115,8 @@ async fn each_event_is_acknowledged_once_durable_with_its_attempt_number() {
 async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
     let server = serve().await;
     let parcels: Vec<String> = (0..10).map(|n| format!("SE-{n}")).collect();
-    manifested(
-        server.log().as_ref(),
+    on_route(
+        &server,
         &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .await;
@@ -152,13 +158,14 @@ async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
     for b in &second[6..] {
         assert_eq!(result(b), attempt_ack::Result::Stored);
     }
-    // Every event once: one started + one outcome per parcel, plus manifests.
+    // Every event once: one started + one outcome per parcel, plus
+    // manifests and the route's plan.
     let all = server
         .log()
         .read_all(Position::ORIGIN, 1000)
         .await
         .expect("read");
-    assert_eq!(all.len(), 10 + 20);
+    assert_eq!(all.len(), 10 + 1 + 20);
     assert!(head_before.0 < all.len() as u64);
     let ids: std::collections::HashSet<_> = all.iter().map(|r| r.event.event_id).collect();
     assert_eq!(ids.len(), all.len());
@@ -168,6 +175,14 @@ async fn a_handheld_that_drops_offline_resends_and_nothing_is_stored_twice() {
 async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
     let server = serve().await;
     manifested(server.log().as_ref(), &["SE-1"]).await;
+    // SE-404 is planned but was never manifested.
+    planned(
+        server.log().as_ref(),
+        "STO-1-r1",
+        "drv-7",
+        &["SE-1", "SE-404"],
+    )
+    .await;
     let mut hh = HandheldStream::open(channel(&server).await).await;
 
     let mut bad = event(1, "SE-1", started());
@@ -208,7 +223,7 @@ async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
 #[tokio::test]
 async fn an_oversized_event_gets_resource_exhausted() {
     let server = serve().await;
-    manifested(server.log().as_ref(), &["SE-1"]).await;
+    on_route(&server, &["SE-1"]).await;
     let mut hh = HandheldStream::open(channel(&server).await).await;
     let mut huge = event(1, "SE-1", not_home());
     huge.report = Some(Report::Failed(AttemptFailedReport {
@@ -223,8 +238,9 @@ async fn an_oversized_event_gets_resource_exhausted() {
         "{}",
         err.message()
     );
-    // Nothing was stored, and the server serves the next stream as usual.
-    assert_eq!(server.log().head().await.expect("head"), Position(1));
+    // Nothing was stored (the manifest and the plan are all there is), and
+    // the server serves the next stream as usual.
+    assert_eq!(server.log().head().await.expect("head"), Position(2));
     let mut hh = HandheldStream::open(channel(&server).await).await;
     assert_eq!(
         result(&hh.send(&event(2, "SE-1", delivered())).await),
@@ -240,8 +256,8 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
     })
     .await;
     let parcels: Vec<String> = (0..40).map(|n| format!("SE-{n}")).collect();
-    manifested(
-        server.log().as_ref(),
+    on_route(
+        &server,
         &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .await;
@@ -283,7 +299,7 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
 #[tokio::test]
 async fn a_parcel_changed_by_another_writer_is_decided_from_the_log_not_a_stale_memory() {
     let server = serve().await;
-    manifested(server.log().as_ref(), &["SE-1"]).await;
+    on_route(&server, &["SE-1"]).await;
     let mut hh = HandheldStream::open(channel(&server).await).await;
     let a = hh.send(&event(1, "SE-1", not_home())).await;
     assert_eq!((result(&a), a.attempt), (attempt_ack::Result::Stored, 1));
@@ -448,7 +464,7 @@ async fn facts(log: &dyn EventLog, stream: &str, events: Vec<DomainEvent>) {
 #[tokio::test]
 async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
     let server = serve().await;
-    manifested(server.log().as_ref(), &["SE-1"]).await;
+    on_route(&server, &["SE-1"]).await;
     let mut hh = HandheldStream::open(channel(&server).await).await;
     let in_home = || {
         Report::Delivered(DeliveredReport {
@@ -532,6 +548,7 @@ async fn an_in_home_delivery_closes_only_after_the_lock_reports_the_relock() {
 async fn a_handheld_reports_for_its_own_driver_and_a_caller_without_credentials_for_nobody() {
     let server = serve().await;
     manifested(server.log().as_ref(), &["SE-1"]).await;
+    planned(server.log().as_ref(), "STO-1-r1", "drv-1", &["SE-1"]).await;
     // A handheld credential for drv-1 only.
     let token =
         Credentials::add(server.data(), "hh-1", Role::Handheld, "drv-1").expect("credential");
@@ -606,6 +623,7 @@ async fn where_a_parcel_was_delivered_is_sealed_under_its_households_key() {
         vec![DomainEvent::Parcel(pb::parcel_event::Event::Manifested(m))],
     )
     .await;
+    planned(server.log().as_ref(), "STO-1-r1", "drv-7", &["SE-9"]).await;
     let mut hh = HandheldStream::open(channel(&server).await).await;
     let at = pb::GeoPoint {
         latitude: 59.3301,

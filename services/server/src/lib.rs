@@ -455,6 +455,11 @@ impl Node {
         self.access.clone()
     }
 
+    /// The handheld service, when this node runs it.
+    pub fn handhelds(&self) -> Option<Handhelds> {
+        self.handhelds.clone()
+    }
+
     /// The outcome service, when this node runs it.
     pub fn outcomes(&self) -> Option<Outcomes> {
         self.outcomes.clone()
