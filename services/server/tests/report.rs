@@ -10,7 +10,7 @@ use threshold_domain::pb;
 use threshold_manifest_service::client;
 use threshold_testkit::Sandbox;
 use threshold_testkit::fixtures::{
-    delivered_by as delivered, failed, handheld_event as event, manifest,
+    delivered_by as delivered, failed, handheld_event as event, manifest, planned,
 };
 
 /// Four parcels in three countries; SE-2 in-home.
@@ -43,6 +43,14 @@ async fn a_small_day_reports_attempts_per_parcel_as_computed_by_hand() {
     .await
     .expect("load");
     assert_eq!(summary.accepted, 4);
+    // On the route of the handheld events' driver.
+    planned(
+        server.log().as_ref(),
+        "r-1",
+        "drv-1",
+        &["SE-1", "SE-2", "FI-1", "NO-1"],
+    )
+    .await;
 
     use pb::{DeliveryMethod as M, FailureReason as F};
     let day = vec![

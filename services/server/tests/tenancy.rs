@@ -13,7 +13,9 @@ use threshold_api::v1::{
 use threshold_auth::Role;
 use threshold_domain::pb;
 use threshold_testkit::Sandbox;
-use threshold_testkit::fixtures::{delivered, handheld_event, load_manifest, manifest, not_home};
+use threshold_testkit::fixtures::{
+    delivered, handheld_event, load_manifest, manifest, not_home, planned,
+};
 
 /// Two of nordshop's parcels and one of fjallgear's.
 fn day_manifest() -> String {
@@ -33,6 +35,17 @@ fn event(parcel: &str, report: Report) -> HandheldEvent {
         driver_id: "drv-secret-driver".into(),
         ..handheld_event(parcel, report)
     }
+}
+
+/// The day's parcels on the route of the driver [`event`] names.
+async fn on_route(server: &Sandbox) {
+    planned(
+        server.log().as_ref(),
+        "r-1",
+        "drv-secret-driver",
+        &["SE-1", "SE-2", "NO-1"],
+    )
+    .await;
 }
 
 async fn drive(server: &Sandbox, events: Vec<HandheldEvent>) {
@@ -81,6 +94,7 @@ async fn each_partner_sees_only_its_own_parcels_catch_up_live_and_resumed() {
     let nordshop = server.mint("nordshop", Role::Partner, "nordshop");
     let fjallgear = server.mint("fjallgear", Role::Partner, "fjallgear");
     load_manifest(server.planner(), "day.csv", &day_manifest()).await;
+    on_route(&server).await;
     drive(
         &server,
         vec![
@@ -176,6 +190,7 @@ async fn partners_see_outcomes_redacted_and_the_carriers_analysts_see_them_whole
     let server = Sandbox::start().await;
     let nordshop = server.mint("nordshop", Role::Partner, "nordshop");
     load_manifest(server.planner(), "day.csv", &day_manifest()).await;
+    on_route(&server).await;
     // The driver's note names the resident and a door code.
     let failed = Report::Failed(AttemptFailedReport {
         reason: pb::FailureReason::NoAccess as i32,

@@ -13,7 +13,7 @@ use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::{AttemptsReportRequest, HandheldEvent, SubscribeOutcomesRequest};
 use threshold_testkit::Sandbox;
-use threshold_testkit::fixtures::{handheld_event, load_manifest, manifest, not_home};
+use threshold_testkit::fixtures::{handheld_event, load_manifest, manifest, not_home, planned};
 use tracing::Instrument as _;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -41,6 +41,8 @@ async fn a_handheld_attempt_its_projection_and_the_partners_outcome_share_one_tr
         ),
     )
     .await;
+    // On the route of the handheld event's driver.
+    planned(server.log().as_ref(), "r-1", "drv-1", &["SE-T1"]).await;
 
     // The partner follows its outcomes.
     let mut subscribe = tonic::Request::new(SubscribeOutcomesRequest { from_cursor: 0 });
