@@ -17,20 +17,27 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
     let sample = samples().join("2026-11-23-no.csv");
     let out = load_manifest(&sample, &server.url, &server.data, &[]);
     assert!(out.status.success());
-    let parcels: Vec<String> = std::fs::read_to_string(&sample)
+    let manifested = std::fs::read_to_string(&sample)
         .expect("sample")
         .lines()
         .skip(1)
-        .map(|l| l.split(',').next().expect("id").to_owned())
-        .collect();
+        .count();
+    // Each planned parcel with the driver whose handheld reports on it.
+    let planned: Vec<(String, String)> = plan_day(&server).await.into_iter().collect();
+    assert!(!planned.is_empty(), "nothing planned");
+    let routes = planned
+        .iter()
+        .map(|(_, driver)| driver)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     // A long day of failed attempts: every event is valid, none closes a parcel.
     let events: Vec<HandheldEvent> = (0..2000)
         .map(|i| HandheldEvent {
             event_id: threshold_domain::EventId::new().to_string(),
             device_id: "hh-1".into(),
             sequence: i + 1,
-            parcel_id: parcels[i as usize % parcels.len()].clone(),
-            driver_id: "drv-1".into(),
+            parcel_id: planned[i as usize % planned.len()].0.clone(),
+            driver_id: planned[i as usize % planned.len()].1.clone(),
             route_id: String::new(),
             occurred_at: Some(threshold_domain::country::timestamp(chrono::Utc::now())),
             report: Some(Report::Failed(AttemptFailedReport {
@@ -43,7 +50,7 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
     // Stream them; SIGKILL the server part-way, with events still in flight.
     let channel = server.channel(threshold_auth::Role::Handheld).await;
     let mut acks = HandheldServiceClient::new(channel)
-        .stream_attempts(tokio_stream::iter(events.clone()))
+        .stream_attempts(sent_now(tokio_stream::iter(events.clone())))
         .await
         .expect("stream")
         .into_inner();
@@ -68,7 +75,7 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
     let server = Served::start(&data);
     let channel = server.channel(threshold_auth::Role::Handheld).await;
     let mut acks = HandheldServiceClient::new(channel)
-        .stream_attempts(tokio_stream::iter(events.clone()))
+        .stream_attempts(sent_now(tokio_stream::iter(events.clone())))
         .await
         .expect("stream")
         .into_inner();
@@ -95,11 +102,15 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
         }
     }
     assert!(server.stop().success());
-    // Manifested parcels, plus a started and a failed event per handheld event, each once.
+    // Manifested parcels and a plan per route, plus a started and a failed
+    // event per handheld event, each once.
     let out = threshold(&["log", "stats", "--data", data.to_str().expect("path")]);
     let stats = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stats.contains(&format!("{} events", 60 + 2 * events.len())),
+        stats.contains(&format!(
+            "{} events",
+            manifested + routes + 2 * events.len()
+        )),
         "{stats}"
     );
 }

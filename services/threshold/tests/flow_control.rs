@@ -46,11 +46,15 @@ async fn a_flood_on_one_connection_is_slowed_down_not_dropped() {
     )
     .await
     .expect("load");
+    // Each flooding handheld reports on its parcel as the driver of its route.
+    let drivers = plan_day(&server).await;
+    assert_eq!(drivers.len(), STREAMS, "every parcel planned");
 
     let until = tokio::time::Instant::now() + FLOOD;
     let mut tasks = Vec::new();
     for s in 0..STREAMS {
         let channel = channel.clone();
+        let driver = drivers[&format!("SE-FLOOD-{s}")].clone();
         tasks.push(tokio::spawn(async move {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let sender = tokio::spawn(async move {
@@ -62,7 +66,7 @@ async fn a_flood_on_one_connection_is_slowed_down_not_dropped() {
                         device_id: format!("hh-flood-{s}"),
                         sequence,
                         parcel_id: format!("SE-FLOOD-{s}"),
-                        driver_id: "drv-flood".into(),
+                        driver_id: driver.clone(),
                         route_id: String::new(),
                         occurred_at: Some(threshold_domain::country::timestamp(chrono::Utc::now())),
                         report: Some(Report::Failed(AttemptFailedReport {
@@ -78,7 +82,9 @@ async fn a_flood_on_one_connection_is_slowed_down_not_dropped() {
                 sequence
             });
             let mut acks = HandheldServiceClient::new(channel)
-                .stream_attempts(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+                .stream_attempts(sent_now(
+                    tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+                ))
                 .await?
                 .into_inner();
             let mut stored = 0u64;

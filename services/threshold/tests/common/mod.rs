@@ -1,6 +1,7 @@
 //! What the `threshold` command's tests share: the binary, the sample
 //! manifests, a `threshold serve` child on 127.0.0.1:0, the CLI run to its
-//! end, a simulated day's report, and a deployment of processes on Kafka.
+//! end, a simulated day's report, a deployment of processes on Kafka, and
+//! the day's plan handheld events need.
 #![allow(dead_code)]
 
 pub(crate) use std::io::{BufRead, BufReader};
@@ -294,4 +295,26 @@ pub(crate) fn totals(report: &str) -> (u64, u64) {
         n[2].parse().expect("attempts"),
         n[5].parse().expect("delivered"),
     )
+}
+
+/// `request` sent now on a simulation server's clock (`serve --simulation`
+/// takes the time a handheld stream is sent at from it).
+pub(crate) fn sent_now<T>(request: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(request);
+    r.metadata_mut().insert(
+        threshold_api::SIMULATED_TIME_HEADER,
+        chrono::Utc::now().to_rfc3339().parse().expect("ascii"),
+    );
+    r
+}
+
+/// The day's routes planned through the served server's PlanningService:
+/// every planned parcel with its driver, whose handheld may report on it.
+pub(crate) async fn plan_day(server: &Served) -> std::collections::BTreeMap<String, String> {
+    threshold_testkit::fixtures::plan_day(
+        server.channel(threshold_auth::Role::Planner).await,
+        server.channel(threshold_auth::Role::Handheld).await,
+        threshold_testkit::fixtures::day(),
+    )
+    .await
 }
