@@ -1,9 +1,13 @@
 //! `threshold-load`: many drivers' handhelds against a running server.
 //!
-//! Loads a manifest of parcels for the run, then opens `--streams` handheld
-//! streams. Each stream reports failed attempts on its own slice of parcels
-//! (a failure leaves the parcel open, so the load can go on as long as
-//! asked). With `--rate` the streams send on a fixed schedule (open loop)
+//! Loads a manifest of parcels for the run, each stream's slice under a
+//! depot of its own, and plans the day of those depots through
+//! PlanningService (a handheld is only heard on parcels of its driver's
+//! route), reading back each parcel's driver through GetRoute. None of that
+//! setup is timed. Then it opens `--streams` handheld streams. Each stream
+//! reports failed attempts on its own slice of parcels, each as the driver
+//! of the parcel's route (a failure leaves the parcel open, so the load can
+//! go on as long as asked). With `--rate` the streams send on a fixed schedule (open loop)
 //! and latency is measured from when each event was due, so a server that
 //! falls behind cannot hide it; without it, each stream keeps `--window`
 //! events in flight and the figure is the sustained maximum.
@@ -11,7 +15,7 @@
 //! Prints events/s and acknowledgement latency percentiles, and writes them
 //! as JSON (`--out`, default `target/bench/load.json`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +24,12 @@ use clap::Parser;
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
-use threshold_api::v1::{AttemptFailedReport, HandheldEvent, attempt_ack};
+use threshold_api::v1::planning_service_client::PlanningServiceClient;
+use threshold_api::v1::{
+    AttemptFailedReport, GetRouteRequest, HandheldEvent, PlanDayRequest, attempt_ack,
+};
 use threshold_auth::{Authed, LocalTokens, Role};
-use threshold_domain::country::timestamp;
+use threshold_domain::country::{date_to_proto, timestamp};
 use threshold_domain::{EventId, pb};
 use threshold_manifest_service::client;
 use tokio::sync::{Mutex, Semaphore, mpsc};
@@ -66,6 +73,21 @@ struct Args {
     /// Where the JSON goes.
     #[arg(long, default_value = "target/bench/load.json")]
     out: PathBuf,
+    /// Route search time per depot when planning the run's parcels before
+    /// the timed phase (one depot per stream, planned in parallel).
+    #[arg(long, default_value_t = 0.05)]
+    plan_seconds: f64,
+}
+
+/// The day the run's parcels are due on and planned for.
+fn day() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 11, 23).expect("a valid date")
+}
+
+/// The depot of stream `s` in run `run`: each stream's parcels are planned
+/// on routes of their own, so a stream's drivers are not another's.
+fn depot(run: &str, s: usize) -> String {
+    format!("LT-{run}-{s:03}")
 }
 
 #[derive(Default)]
@@ -78,7 +100,14 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
-async fn manifest(channel: &Authed, run: &str, parcels: usize) -> Result<Vec<String>, BoxError> {
+/// Loads the run's manifest: `parcels` parcels, parcel `n` at the depot
+/// `depot_of(n)`.
+async fn manifest(
+    channel: &Authed,
+    run: &str,
+    parcels: usize,
+    depot_of: impl Fn(usize) -> String,
+) -> Result<Vec<String>, BoxError> {
     let mut csv = String::from(
         "parcel_id,partner_id,country,depot_id,delivery_date,address,postal_code,city,latitude,longitude,service,weight_kg,window_start,window_end\n",
     );
@@ -86,7 +115,8 @@ async fn manifest(channel: &Authed, run: &str, parcels: usize) -> Result<Vec<Str
     for n in 0..parcels {
         let id = format!("LT-{run}-{n:07}");
         csv.push_str(&format!(
-            "{id},loadtest,SE,STO-1,2026-11-23,Gatan {n},111 51,Stockholm,59.33,18.06,doorstep,1,,\n"
+            "{id},loadtest,SE,{},2026-11-23,Gatan {n},111 51,Stockholm,59.33,18.06,doorstep,1,,\n",
+            depot_of(n)
         ));
         ids.push(id);
     }
@@ -113,6 +143,67 @@ async fn manifest(channel: &Authed, run: &str, parcels: usize) -> Result<Vec<Str
     Ok(ids)
 }
 
+/// Plans `depots` for the day through PlanningService as `planner`, and
+/// reads each driver's route back through GetRoute as `handheld`: every
+/// planned parcel with its driver.
+async fn plan(
+    planner: Authed,
+    handheld: Authed,
+    depots: Vec<String>,
+    seconds: f64,
+) -> Result<HashMap<String, String>, BoxError> {
+    let reply = PlanningServiceClient::new(planner)
+        .plan_day(PlanDayRequest {
+            date: Some(date_to_proto(day())),
+            depot_ids: depots,
+            seconds_per_depot: seconds,
+            objective: String::new(),
+        })
+        .await
+        .map_err(|s| format!("planning the run's depots: {}", s.message()))?
+        .into_inner();
+    let mut handheld = HandheldServiceClient::new(handheld);
+    let mut drivers = HashMap::new();
+    for d in &reply.depots {
+        if let Some(u) = d.unassigned.first() {
+            eprintln!(
+                "{}: {} parcels not planned, e.g. {}: {}",
+                d.depot_id,
+                d.unassigned.len(),
+                u.parcel_id,
+                u.reason
+            );
+        }
+        let planned = (d.parcels as usize).saturating_sub(d.unassigned.len());
+        let mut found = 0;
+        // The vans used come first; stop asking once every parcel is found.
+        for van in 0..d.vans_available as usize {
+            if found >= planned {
+                break;
+            }
+            let driver = format!("{}-drv-{van:02}", d.depot_id);
+            let routes = handheld
+                .get_route(GetRouteRequest {
+                    driver_id: driver.clone(),
+                    date: Some(date_to_proto(day())),
+                })
+                .await
+                .map_err(|s| format!("the route of {driver}: {}", s.message()))?
+                .into_inner()
+                .routes;
+            for p in routes
+                .into_iter()
+                .flat_map(|r| r.stops)
+                .flat_map(|s| s.parcel_ids)
+            {
+                found += 1;
+                drivers.insert(p, driver.clone());
+            }
+        }
+    }
+    Ok(drivers)
+}
+
 /// When and how fast one handheld sends.
 #[derive(Clone, Copy)]
 struct Schedule {
@@ -131,7 +222,7 @@ struct Schedule {
 async fn handheld(
     channel: Authed,
     stream: usize,
-    parcels: Vec<String>,
+    parcels: Vec<(String, String)>,
     schedule: Schedule,
     tally: Arc<Mutex<Tally>>,
 ) -> Result<(), BoxError> {
@@ -175,12 +266,13 @@ async fn handheld(
                 }
             };
             seq += 1;
+            let (parcel, driver) = &parcels[seq as usize % parcels.len()];
             let event = HandheldEvent {
                 event_id: EventId::new().to_string(),
                 device_id: format!("lt-hh-{stream}"),
                 sequence: seq,
-                parcel_id: parcels[seq as usize % parcels.len()].clone(),
-                driver_id: format!("lt-drv-{stream}"),
+                parcel_id: parcel.clone(),
+                driver_id: driver.clone(),
                 route_id: String::new(),
                 occurred_at: Some(timestamp(chrono::Utc::now())),
                 report: Some(Report::Failed(AttemptFailedReport {
@@ -254,13 +346,34 @@ async fn main() -> Result<(), BoxError> {
         .map_err(|e| format!("cannot reach {}: {e}", args.server))?;
     let tokens = LocalTokens::load(&args.data)?;
     let run = format!("{:x}", chrono::Utc::now().timestamp_millis());
-    let parcels = manifest(
-        &tokens.channel(channel.clone(), Role::Planner)?,
-        &run,
-        args.parcels.max(args.streams),
+    let streams = args.streams.max(1);
+    let total = args.parcels.max(streams);
+    let per_stream = total / streams;
+    let planner = tokens.channel(channel.clone(), Role::Planner)?;
+    let parcels = manifest(&planner, &run, total, |n| {
+        depot(&run, (n / per_stream).min(streams - 1))
+    })
+    .await?;
+    // Set up before the clock starts: handhelds are heard only on parcels
+    // of their driver's route.
+    let planning = std::time::Instant::now();
+    let drivers = plan(
+        planner,
+        tokens.channel(channel.clone(), Role::Handheld)?,
+        (0..streams).map(|s| depot(&run, s)).collect(),
+        args.plan_seconds,
     )
     .await?;
-    let per_stream = parcels.len() / args.streams.max(1);
+    eprintln!(
+        "planned {} of {} parcels on {} routes in {:.1} s (not timed)",
+        drivers.len(),
+        parcels.len(),
+        drivers
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        planning.elapsed().as_secs_f64()
+    );
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();
@@ -280,7 +393,16 @@ async fn main() -> Result<(), BoxError> {
             connection = Channel::from_shared(args.server.clone())?.connect().await?;
         }
         let channel = tokens.channel(connection.clone(), Role::Handheld)?;
-        let mine = parcels[s * per_stream..(s + 1) * per_stream].to_vec();
+        let mine: Vec<(String, String)> = parcels[s * per_stream..(s + 1) * per_stream]
+            .iter()
+            .filter_map(|p| drivers.get(p).map(|d| (p.clone(), d.clone())))
+            .collect();
+        if mine.is_empty() {
+            return Err(format!(
+                "no parcel of stream {s} was planned; try a longer --plan-seconds"
+            )
+            .into());
+        }
         let schedule = Schedule {
             rate: stream_rate,
             window: args.window,
