@@ -63,10 +63,10 @@ use threshold_domain::{
     StreamId, pb,
 };
 use threshold_log::{Decision, Error as LogError, EventLog, Known, NewEvent, load, recorded};
-use threshold_status::{behind, field, status, stored};
+use threshold_status::{ServiceError as _, behind, field, status, stored};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
 /// Appends retried when another writer changed the parcel in between.
@@ -503,16 +503,27 @@ async fn custody_of(
 /// its driver's custody: whether it is on another route, and which, or on
 /// none, stays unsaid.
 fn not_theirs(e: &HandheldEvent) -> AttemptAck {
+    refusal(
+        e,
+        Code::PermissionDenied,
+        format!(
+            "driver_id: permission denied: {} is not on a route of {}",
+            e.parcel_id, e.driver_id
+        ),
+    )
+}
+
+/// The acknowledgement of an event not stored: REJECTED, with the code a
+/// unary call would have failed with and why.
+fn refusal(e: &HandheldEvent, code: Code, error: String) -> AttemptAck {
     AttemptAck {
         event_id: e.event_id.clone(),
         sequence: e.sequence,
         result: attempt_ack::Result::Rejected as i32,
         position: 0,
         attempt: 0,
-        error: format!(
-            "driver_id: permission denied: {} is not on a route of {}",
-            e.parcel_id, e.driver_id
-        ),
+        error,
+        code: code as i32,
     }
 }
 
@@ -535,10 +546,11 @@ async fn handle(
             position,
             attempt,
             error,
+            code: 0,
         };
     let checked = match check(e) {
         Ok(c) => c,
-        Err(Rejected(why)) => return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why)),
+        Err(Rejected(why)) => return Ok(refusal(e, Code::InvalidArgument, why)),
     };
     let mut decision = Decision::<Parcel>::new(log, &checked.stream)
         .noting(attempt_of)
@@ -574,32 +586,29 @@ async fn handle(
                     reason,
                     "handheld event refused: its time is out of bounds"
                 );
+                let code = err.code();
                 let why = match err {
                     DomainError::Invalid { field: f, reason } => format!("{f}: {reason}"),
                     other => other.to_string(),
                 };
-                return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why));
+                return Ok(refusal(e, code, why));
             }
         };
         let state = &known.state;
         let events = match state.decide(&checked.command) {
             Ok(events) => events,
             Err(DomainError::Invalid { field: f, reason }) => {
-                return Ok(ack(
-                    attempt_ack::Result::Rejected,
-                    0,
-                    0,
-                    format!("{f}: {reason}"),
-                ));
+                return Ok(refusal(e, Code::InvalidArgument, format!("{f}: {reason}")));
             }
             Err(err) => {
-                let why = match state.status {
-                    threshold_domain::parcel::Status::Unknown => {
-                        format!("{} is not manifested", checked.stream)
-                    }
-                    _ => err.to_string(),
+                let (code, why) = match state.status {
+                    threshold_domain::parcel::Status::Unknown => (
+                        Code::NotFound,
+                        format!("{} is not manifested", checked.stream),
+                    ),
+                    _ => (err.code(), err.to_string()),
                 };
-                return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why));
+                return Ok(refusal(e, code, why));
             }
         };
         if let Command::Deliver {
@@ -609,7 +618,7 @@ async fn handle(
         } = &checked.command
             && let Some(why) = entry_not_closed(log, grant_id, parcel_of(&checked.stream)).await?
         {
-            return Ok(ack(attempt_ack::Result::Rejected, 0, 0, why));
+            return Ok(refusal(e, Code::FailedPrecondition, why));
         }
         // Where the handheld was is where the household lives, and what a
         // driver writes is about it: sealed under its key, like the address.
@@ -657,20 +666,18 @@ async fn handle(
             }
             Ok(None) => {}
             Err(LogError::EventIdReused { stored_in, .. }) => {
-                return Ok(ack(
-                    attempt_ack::Result::Rejected,
-                    0,
-                    0,
+                return Ok(refusal(
+                    e,
+                    Code::InvalidArgument,
                     format!("event_id: already used for {stored_in}"),
                 ));
             }
             Err(err) => return Err(status(err)),
         }
     }
-    Ok(ack(
-        attempt_ack::Result::Rejected,
-        0,
-        0,
+    Ok(refusal(
+        e,
+        Code::Aborted,
         format!("{} kept changing; resend", checked.stream),
     ))
 }
@@ -900,8 +907,8 @@ impl HandheldService for Handhelds {
                     }
                     _ => None,
                 };
-                let refusal = verdict.as_ref().and_then(Custody::refusal);
-                let reply = if let (Some(reason), Some(verdict)) = (refusal, &verdict) {
+                let refused = verdict.as_ref().and_then(Custody::refusal);
+                let reply = if let (Some(reason), Some(verdict)) = (refused, &verdict) {
                     metrics.refuse(reason);
                     let route_id = match verdict {
                         Custody::NotTheirs { route_id } => route_id.as_str(),
@@ -933,17 +940,14 @@ impl HandheldService for Handhelds {
                     .instrument(span)
                     .await
                 } else {
-                    Ok(AttemptAck {
-                        event_id: event.event_id.clone(),
-                        sequence: event.sequence,
-                        result: attempt_ack::Result::Rejected as i32,
-                        position: 0,
-                        attempt: 0,
-                        error: format!(
+                    Ok(refusal(
+                        &event,
+                        Code::PermissionDenied,
+                        format!(
                             "driver_id: handheld {:?} reports for {}, not {}",
                             handheld.name, handheld.tenant, event.driver_id
                         ),
-                    })
+                    ))
                 };
                 metrics.acked(&reply, received.elapsed());
                 let failed = reply.is_err();

@@ -118,6 +118,7 @@ fn result(a: &AttemptAck) -> attempt_ack::Result {
 /// other driver nor the route.
 fn assert_refused(a: &AttemptAck) {
     assert_eq!(result(a), attempt_ack::Result::Rejected, "{a:?}");
+    assert_eq!(a.code, tonic::Code::PermissionDenied as i32, "{a:?}");
     assert!(a.error.contains("permission denied"), "{}", a.error);
     assert!(
         !a.error.contains("drv-1"),
@@ -126,6 +127,14 @@ fn assert_refused(a: &AttemptAck) {
     );
     assert!(!a.error.contains("r-1"), "names the route: {}", a.error);
     assert_eq!((a.position, a.attempt), (0, 0));
+}
+
+/// Asserts `a` refuses `driver` as permission denied.
+fn assert_refused_to(driver: &str, a: &AttemptAck) {
+    assert_eq!(result(a), attempt_ack::Result::Rejected, "{a:?}");
+    assert_eq!(a.code, tonic::Code::PermissionDenied as i32, "{a:?}");
+    assert!(a.error.contains("permission denied"), "{}", a.error);
+    assert!(a.error.contains(driver), "{}", a.error);
 }
 
 /// The event types on `parcel`'s stream.
@@ -241,8 +250,7 @@ async fn a_replan_hands_a_parcel_to_the_new_routes_driver() {
 
     let mut old = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
     let a = old.send(&event("drv-1", 1, "SE-2", delivered())).await;
-    assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
-    assert!(a.error.contains("permission denied"), "{}", a.error);
+    assert_refused_to("drv-1", &a);
     // drv-1 keeps its remaining parcel.
     let a = old.send(&event("drv-1", 2, "SE-1", delivered())).await;
     assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
@@ -255,6 +263,7 @@ async fn a_parcel_no_plan_names_is_refused_to_every_driver_and_recorded() {
         let mut hh = HandheldStream::open(server.client_as(Role::Handheld, driver)).await;
         let a = hh.send(&event(driver, 1, "SE-4", report)).await;
         assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
+        assert_eq!(a.code, tonic::Code::PermissionDenied as i32, "{a:?}");
         assert_eq!((a.position, a.attempt), (0, 0));
         // Told no more than another driver's parcel would tell.
         assert!(
@@ -317,6 +326,7 @@ async fn an_event_dated_beyond_the_skew_ahead_is_refused_and_recorded() {
         .await;
     assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
     assert!(a.error.starts_with("occurred_at:"), "{}", a.error);
+    assert_eq!(a.code, tonic::Code::InvalidArgument as i32, "{a:?}");
     assert!(a.error.contains("ahead"), "{}", a.error);
     assert_eq!(history(&server, "SE-1").await, vec!["parcel.manifested"]);
     assert_eq!(server.handhelds().refused("occurred_at_ahead"), 1);
@@ -370,6 +380,7 @@ async fn an_event_older_than_the_offline_bound_is_refused_and_recorded() {
         .await;
     assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
     assert!(a.error.starts_with("occurred_at:"), "{}", a.error);
+    assert_eq!(a.code, tonic::Code::InvalidArgument as i32, "{a:?}");
     assert!(a.error.contains("behind"), "{}", a.error);
     assert_eq!(history(&server, "SE-1").await, vec!["parcel.manifested"]);
     assert_eq!(server.handhelds().refused("occurred_at_too_old"), 1);

@@ -189,6 +189,7 @@ async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
     bad.event_id = "not-a-uuid".into();
     let a = hh.send(&bad).await;
     assert_eq!(result(&a), attempt_ack::Result::Rejected);
+    assert_eq!(a.code, tonic::Code::InvalidArgument as i32);
     assert!(a.error.starts_with("event_id:"), "{}", a.error);
 
     let mut no_reason = event(2, "SE-1", not_home());
@@ -201,6 +202,7 @@ async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
 
     let a = hh.send(&event(3, "SE-404", delivered())).await;
     assert_eq!(result(&a), attempt_ack::Result::Rejected);
+    assert_eq!(a.code, tonic::Code::NotFound as i32);
     assert!(
         a.error.contains("parcel/SE-404 is not manifested"),
         "{}",
@@ -209,10 +211,11 @@ async fn bad_events_are_rejected_with_the_field_named_and_the_stream_goes_on() {
 
     // A good event after the bad ones is stored.
     let a = hh.send(&event(4, "SE-1", delivered())).await;
-    assert_eq!(result(&a), attempt_ack::Result::Stored);
+    assert_eq!((result(&a), a.code), (attempt_ack::Result::Stored, 0));
     // A second delivery of a delivered parcel (a new event, not a resend) is refused.
     let a = hh.send(&event(5, "SE-1", delivered())).await;
     assert_eq!(result(&a), attempt_ack::Result::Rejected);
+    assert_eq!(a.code, tonic::Code::FailedPrecondition as i32);
     assert!(
         a.error.contains("cannot deliver when delivered"),
         "{}",
@@ -559,6 +562,7 @@ async fn a_handheld_reports_for_its_own_driver_and_a_caller_without_credentials_
     // `event` reports for drv-7.
     let a = hh.send(&event(1, "SE-1", started())).await;
     assert_eq!(result(&a), attempt_ack::Result::Rejected);
+    assert_eq!(a.code, tonic::Code::PermissionDenied as i32);
     assert!(a.error.contains("drv-7"), "{}", a.error);
     let mut own = event(2, "SE-1", started());
     own.driver_id = "drv-1".into();
