@@ -18,10 +18,10 @@
 //! projection catch up with the log, so a plan written a moment ago is not
 //! missed. An acceptance is not held up that way: within the projection's
 //! lag after a plan's append (normally milliseconds) an event is decided on
-//! the plans before it. A refused event is answered REJECTED with a
-//! permission-denied reason in its ack (`driver_id: permission denied: …`,
-//! the stream's PERMISSION_DENIED), like any other rejected event, and the
-//! stream goes on. It is counted (`threshold.handheld.refused`, by reason:
+//! the plans before it. A refused event is answered REJECTED in its ack,
+//! with `code` PERMISSION_DENIED and the reason `driver_id: permission
+//! denied: …`, like any other rejected event (each carries the code a unary
+//! call would have failed with), and the stream goes on. It is counted (`threshold.handheld.refused`, by reason:
 //! `not_the_route_driver`, `not_planned`) and logged with the driver, the
 //! parcel and the route, not written to the parcel's stream: a hostile
 //! handheld must not be able to grow another driver's parcel's history, nor
@@ -32,7 +32,7 @@
 //! ahead of the server's clock (a simulation server's clock is the one each
 //! stream carries in [`threshold_api::SIMULATED_TIME_HEADER`]), back to the
 //! offline-resend bound. Outside them the event is answered REJECTED on
-//! `occurred_at` (the stream's INVALID_ARGUMENT), counted as refused
+//! `occurred_at` (`code` INVALID_ARGUMENT), counted as refused
 //! (`occurred_at_ahead`, `occurred_at_too_old`) and logged. A resend of an
 //! event already stored is answered DUPLICATE whatever its age.
 //!
@@ -189,7 +189,8 @@ impl Metrics {
     }
 }
 
-/// Whose clock bounds a handheld's `occurred_at`.
+/// Whose clock bounds a handheld's `occurred_at`: the same choice, and the
+/// same header, as the access service's clock for grant windows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Clock {
     /// The server's own: the only choice for real deliveries.

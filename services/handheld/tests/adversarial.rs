@@ -535,3 +535,59 @@ async fn failures(server: &Sandbox, parcel: &str) -> Vec<pb::AttemptFailed> {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn on_a_simulation_server_a_handheld_is_bounded_by_the_simulated_time_its_stream_carries() {
+    let server = Sandbox::builder()
+        .services([Service::Attempts])
+        .simulated()
+        .start()
+        .await;
+    let log = server.log();
+    manifested(log.as_ref(), &["SE-1"]).await;
+    plan(log.as_ref(), planned("r-1", "drv-1", &["SE-1"])).await;
+    let client = || HandheldServiceClient::new(server.client_as(Role::Handheld, "drv-1"));
+    // Without the simulation's time, no stream.
+    let (_tx, rx) = tokio::sync::mpsc::channel::<HandheldEvent>(1);
+    let refused = client()
+        .stream_attempts(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect_err("no simulated time");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+
+    // The simulated day's morning: an event of that morning lands, one an
+    // hour after the stream was sent is refused.
+    let sent = chrono::DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+        .expect("time")
+        .with_timezone(&Utc);
+    let events = vec![
+        dated(
+            event("drv-1", 1, "SE-1", not_home()),
+            sent - Duration::minutes(10),
+        ),
+        dated(
+            event("drv-1", 2, "SE-1", delivered()),
+            sent + Duration::hours(1),
+        ),
+    ];
+    let mut request = tonic::Request::new(tokio_stream::iter(events));
+    request.metadata_mut().insert(
+        threshold_api::SIMULATED_TIME_HEADER,
+        sent.to_rfc3339().parse().expect("ascii"),
+    );
+    let mut acks = client()
+        .stream_attempts(request)
+        .await
+        .expect("stream")
+        .into_inner();
+    let first = acks.message().await.expect("ack").expect("an ack");
+    assert_eq!(result(&first), attempt_ack::Result::Stored, "{first:?}");
+    let second = acks.message().await.expect("ack").expect("an ack");
+    assert_eq!(result(&second), attempt_ack::Result::Rejected, "{second:?}");
+    assert!(second.error.starts_with("occurred_at:"), "{}", second.error);
+    assert_eq!(server.handhelds().refused("occurred_at_ahead"), 1);
+}
