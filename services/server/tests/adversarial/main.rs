@@ -1,0 +1,24 @@
+//! The adversarial suite: black-box over gRPC against the production
+//! server (the testkit's sandbox), an attacker of party A tries every RPC
+//! on party B's tenants, households, homes and routes, and replayed,
+//! reordered, future-dated and oversized inputs; each must be refused and
+//! recorded, and party B's day must still go through. `make
+//! test-adversarial` runs this target alone; `make test` runs it with
+//! every other.
+//!
+//! # Layout
+//!
+//! - [`world`]: the two parties and how their day is set up (manifests,
+//!   plans, enrolled homes, grants): the one place to adapt when those
+//!   change.
+//! - [`calls`]: every RPC of the API, called with B's identifiers.
+//! - [`matrix`]: actors × RPCs, what each cell must answer, and the check
+//!   that the matrix covers every RPC the API declares.
+//! - [`recorded`]: the server's metrics, where refusals are counted.
+//! - [`owners`]: party B's day, every RPC of it: nothing valid lost.
+
+mod calls;
+mod matrix;
+mod owners;
+mod recorded;
+mod world;
