@@ -14,6 +14,7 @@
 //! - [`calls`]: every RPC of the API, called with B's identifiers.
 //! - [`matrix`]: actors × RPCs, what each cell must answer, and the check
 //!   that the matrix covers every RPC the API declares.
+//! - [`replayed`], [`reordered`]: inputs sent again, or out of order.
 //! - [`recorded`]: the server's metrics, where refusals are counted.
 //! - [`owners`]: party B's day, every RPC of it: nothing valid lost.
 
@@ -21,4 +22,6 @@ mod calls;
 mod matrix;
 mod owners;
 mod recorded;
+mod reordered;
+mod replayed;
 mod world;

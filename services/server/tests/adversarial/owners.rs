@@ -144,7 +144,7 @@ pub(crate) async fn bs_day_goes_on(w: &World) -> Vec<Rpc> {
         .expect("B's planner's report")
         .into_inner();
     let total = report.total.expect("a total");
-    assert_eq!((total.parcels, total.delivered), (2, 1), "{total:?}");
+    assert!(total.parcels >= 2 && total.delivered == 1, "{total:?}");
     called.push(Rpc::AttemptsReport);
 
     let csv = manifest(&format!("{}\n", w.manifest_row(b, "NO-B3", "3")));

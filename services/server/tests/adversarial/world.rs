@@ -170,6 +170,9 @@ pub(crate) struct World {
     attackers: BTreeMap<Actor, Authed>,
     /// Party B's clients, by role.
     owners: BTreeMap<Role, Authed>,
+    /// The grants issued while building, as they were asked for: what a
+    /// replay sends again.
+    pub(crate) grants: BTreeMap<String, IssueGrantRequest>,
 }
 
 /// One van per depot: one route, driven by `DEPOT-drv-00`.
@@ -223,12 +226,15 @@ impl World {
             day,
             attackers,
             owners,
+            grants: BTreeMap::new(),
         };
         world.plan().await;
         for party in [world.a.clone(), world.b.clone()] {
             world.enrol_home(&party).await;
-            world.issue_grant(&party, party.grant).await;
-            world.issue_grant(&party, party.spare_grant).await;
+            for id in [party.grant, party.spare_grant] {
+                let issued = world.issue_grant(&party, id).await;
+                world.grants.insert(id.into(), issued);
+            }
             let mut hh = HandheldStream::open(world.driver_of(&party)).await;
             let ack = hh
                 .send(&world.handheld(&party, party.other_parcel, not_home()))
@@ -340,12 +346,14 @@ impl World {
             .into_inner()
     }
 
-    /// Issues grant `id` as the party's resident.
-    pub(crate) async fn issue_grant(&self, party: &Party, id: &str) {
+    /// Issues grant `id` as the party's resident; the request.
+    pub(crate) async fn issue_grant(&self, party: &Party, id: &str) -> IssueGrantRequest {
+        let request = grant_request(party, id);
         AccessServiceClient::new(self.resident_of(party))
-            .issue_grant(grant_request(party, id))
+            .issue_grant(request.clone())
             .await
             .expect("the grant is issued");
+        request
     }
 
     /// A client of party A as `actor` (not [`Actor::WrongRole`]).
@@ -426,6 +434,15 @@ impl World {
             .read_all(after, 1000)
             .await
             .expect("read the log")
+    }
+
+    /// The streams and types of the events appended after `after`.
+    pub(crate) async fn stored_since(&self, after: Position) -> Vec<(String, String)> {
+        self.since(after)
+            .await
+            .into_iter()
+            .map(|e| (e.stream.to_string(), e.event.event_type))
+            .collect()
     }
 }
 
