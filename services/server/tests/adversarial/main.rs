@@ -14,12 +14,17 @@
 //! - [`calls`]: every RPC of the API, called with B's identifiers.
 //! - [`matrix`]: actors × RPCs, what each cell must answer, and the check
 //!   that the matrix covers every RPC the API declares.
-//! - [`replayed`], [`reordered`]: inputs sent again, or out of order.
+//! - [`replayed`], [`reordered`], [`future_dated`], [`oversized`]: inputs
+//!   sent again, out of order, dated ahead, or too large; [`malformed`]:
+//!   bytes that do not decode.
 //! - [`recorded`]: the server's metrics, where refusals are counted.
 //! - [`owners`]: party B's day, every RPC of it: nothing valid lost.
 
 mod calls;
+mod future_dated;
+mod malformed;
 mod matrix;
+mod oversized;
 mod owners;
 mod recorded;
 mod reordered;
