@@ -17,9 +17,14 @@
 //! - [`replayed`], [`reordered`], [`future_dated`], [`oversized`]: inputs
 //!   sent again, out of order, dated ahead, or too large; [`malformed`]:
 //!   bytes that do not decode.
+//! - [`bindings`]: an actor naming itself on another party's object (its
+//!   own driver id on B's grant, its own vendor on B's home, its own
+//!   resident ref on B's home or parcel), where what refuses is the
+//!   binding of the identity to the object, not the token.
 //! - [`recorded`]: the server's metrics, where refusals are counted.
 //! - [`owners`]: party B's day, every RPC of it: nothing valid lost.
 
+mod bindings;
 mod calls;
 mod future_dated;
 mod malformed;
