@@ -1,7 +1,7 @@
-//! Every RPC of the API, and for each one call made with party B's
+//! Every RPC of the API, and for each one call made with one party's
 //! identifiers in every field (grant, home, lock, parcel, route, driver,
 //! depot, resident), on whatever channel the caller has: what an attacker
-//! of party A would send to reach B. The answer is reduced to what the
+//! of the other party would send to reach it. The answer is reduced to what the
 //! matrix judges ([`Answer`]); nothing here decides whether it is right.
 
 use threshold_access_service::device::Signed;
@@ -22,7 +22,7 @@ use threshold_domain::pb;
 use threshold_testkit::fixtures::{delivered, manifest};
 use tonic::Code;
 
-use crate::world::{QUIET, World, device, grant_request};
+use crate::world::{Party, QUIET, World, device, grant_request};
 
 /// One RPC of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -123,10 +123,9 @@ impl Rpc {
             .unwrap_or(Role::Partner)
     }
 
-    /// The tenant party B's identifiers in this RPC belong to: what a
-    /// token of the wrong role would name to pass for B.
-    pub(crate) fn tenant_of_b(self, w: &World) -> String {
-        let b = &w.b;
+    /// The tenant `b`'s identifiers in this RPC belong to: what a token of
+    /// the wrong role would name to pass for `b`.
+    pub(crate) fn tenant_of(self, b: &Party) -> String {
         match self {
             Rpc::IssueGrant | Rpc::RevokeGrant | Rpc::GetReceipt => b.resident.into(),
             Rpc::AuthorizeUnlock | Rpc::StreamAttempts | Rpc::GetRoute | Rpc::Clock => {
@@ -147,7 +146,7 @@ pub(crate) enum Answer {
     /// Answered with a refusal: an unlock or an opening denied, an event
     /// rejected in its acknowledgement, a manifest row rejected.
     Denied,
-    /// Answered with nothing of party B's.
+    /// Answered with nothing of the attacked party's.
     Withheld,
     /// Answered with what was asked.
     Answered,
@@ -162,9 +161,9 @@ impl<T> From<Result<T, tonic::Status>> for Answer {
     }
 }
 
-/// Calls `rpc` on `channel` with party B's identifiers.
-pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc) -> Answer {
-    let b = &w.b;
+/// Calls `rpc` on `channel` with party `b`'s identifiers, as someone of
+/// party `a` (whose device key it holds, not `b`'s).
+pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc, a: &Party, b: &Party) -> Answer {
     let mut access = AccessServiceClient::new(channel.clone());
     match rpc {
         Rpc::IssueGrant => access
@@ -179,13 +178,12 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc) -> Answer {
             })
             .await
             .into(),
-        Rpc::AuthorizeUnlock => match access.authorize_unlock(unlock_of_b(w)).await {
+        Rpc::AuthorizeUnlock => match access.authorize_unlock(unlock_of(b)).await {
             Ok(r) if r.get_ref().authorized => Answer::Answered,
             Ok(_) => Answer::Denied,
             Err(s) => Answer::Status(s.code()),
         },
         Rpc::RedeemUnlock => {
-            // The attacker holds its own key, not B's.
             let mut r = RedeemUnlockRequest {
                 home_id: b.home.into(),
                 lock_id: b.lock.into(),
@@ -193,7 +191,7 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc) -> Answer {
                 nonce: threshold_domain::EventId::new().to_string(),
                 signature: vec![],
             };
-            r.sign(&w.a.key());
+            r.sign(&a.key());
             match access.redeem_unlock(r).await {
                 Ok(r) if r.get_ref().open => Answer::Answered,
                 Ok(_) => Answer::Denied,
@@ -205,7 +203,7 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc) -> Answer {
                 b.home,
                 opened(b.lock, "", ""),
                 chrono::Utc::now(),
-                &w.a.key(),
+                &a.key(),
             ))
             .await
             .into(),
@@ -266,7 +264,7 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc) -> Answer {
             .await
             .into(),
         Rpc::Subscribe => match outcomes(channel).await {
-            Ok(seen) if seen.iter().any(|o| w.is_bs(&o.parcel_id)) => Answer::Answered,
+            Ok(seen) if seen.iter().any(|o| b.owns(&o.parcel_id)) => Answer::Answered,
             Ok(_) => Answer::Withheld,
             Err(s) => Answer::Status(s.code()),
         },
@@ -282,9 +280,9 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc) -> Answer {
     }
 }
 
-/// B's driver's unlock of B's grant for B's parcel, from beside B's door.
-pub(crate) fn unlock_of_b(w: &World) -> AuthorizeUnlockRequest {
-    let b = &w.b;
+/// `b`'s driver's unlock of `b`'s grant for its parcel, from beside its
+/// door.
+pub(crate) fn unlock_of(b: &Party) -> AuthorizeUnlockRequest {
     AuthorizeUnlockRequest {
         grant_id: b.grant.into(),
         parcel_id: b.parcel.into(),

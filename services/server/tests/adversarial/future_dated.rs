@@ -13,7 +13,7 @@ use threshold_domain::pb;
 use threshold_testkit::fixtures::{at, not_home, started};
 use tonic::Code;
 
-use crate::calls::{send, unlock_of_b};
+use crate::calls::{send, unlock_of};
 use crate::owners::bs_day_goes_on;
 use crate::world::{World, device, grant_request, heartbeat};
 
@@ -51,7 +51,7 @@ async fn device_reports_beyond_the_skew_and_requests_bringing_their_own_clock_ar
     let head = w.head().await;
     for when in [Utc::now(), Utc::now() + Duration::days(1)] {
         let refused = AccessServiceClient::new(w.driver_of(b))
-            .authorize_unlock(at(unlock_of_b(&w), when))
+            .authorize_unlock(at(unlock_of(b), when))
             .await
             .expect_err("its own clock");
         assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");

@@ -1,8 +1,9 @@
 //! The adversarial suite: black-box over gRPC against the production
-//! server (the testkit's sandbox), an attacker of party A tries every RPC
-//! on party B's tenants, households, homes and routes, and replayed,
-//! reordered, future-dated and oversized inputs; each must be refused and
-//! recorded, and party B's day must still go through. `make
+//! server (the testkit's sandbox), an attacker of one party tries every RPC
+//! on the other party's tenants, households, homes and routes, and
+//! replayed, reordered, future-dated, oversized and malformed inputs; each
+//! must be refused and recorded, and the attacked party's day must still
+//! go through. `make
 //! test-adversarial` runs this target alone; `make test` runs it with
 //! every other.
 //!
@@ -11,7 +12,8 @@
 //! - [`world`]: the two parties and how their day is set up (manifests,
 //!   plans, enrolled homes, grants): the one place to adapt when those
 //!   change.
-//! - [`calls`]: every RPC of the API, called with B's identifiers.
+//! - [`calls`]: every RPC of the API, called with the other party's
+//!   identifiers.
 //! - [`matrix`]: actors × RPCs, what each cell must answer, and the check
 //!   that the matrix covers every RPC the API declares.
 //! - [`replayed`], [`reordered`], [`future_dated`], [`oversized`]: inputs
@@ -22,7 +24,7 @@
 //!   resident ref on B's home or parcel), where what refuses is the
 //!   binding of the identity to the object, not the token.
 //! - [`recorded`]: the server's metrics, where refusals are counted.
-//! - [`owners`]: party B's day, every RPC of it: nothing valid lost.
+//! - [`owners`]: a party's day, every RPC of it: nothing valid lost.
 
 mod bindings;
 mod calls;

@@ -21,7 +21,7 @@ use threshold_domain::pb;
 use threshold_testkit::fixtures::{manifest, not_home};
 use tonic::Code;
 
-use crate::calls::{Answer, send, unlock_of_b};
+use crate::calls::{Answer, send, unlock_of};
 use crate::owners::bs_day_goes_on;
 use crate::world::{World, device, grant_request, heartbeat};
 
@@ -69,7 +69,7 @@ async fn over_long_ids_are_refused_naming_the_field_and_nothing_is_stored() {
             .await,
         "parcel_id",
     );
-    let mut unlock = unlock_of_b(&w);
+    let mut unlock = unlock_of(b);
     unlock.parcel_id = long();
     assert_invalid(driver.authorize_unlock(unlock).await, "parcel_id");
     let mut redeem = RedeemUnlockRequest {

@@ -1,4 +1,4 @@
-//! Nothing valid lost: after whatever an attacker tried, party B's own
+//! Nothing valid lost: after whatever an attacker tried, the attacked party's own
 //! people still go through their whole day, every RPC of it, and get what
 //! they are owed: the driver's route, an attempt, an unlock authorized and
 //! redeemed, the door's reports, the delivery, the resident's receipt, the
@@ -19,13 +19,16 @@ use threshold_domain::country::date_to_proto;
 use threshold_domain::pb;
 use threshold_testkit::fixtures::{delivered_by, manifest, started};
 
-use crate::calls::{Rpc, opened, outcomes, relocked, send, unlock_of_b};
-use crate::world::{World, assert_stored, device, grant_request};
+use crate::calls::{Rpc, opened, outcomes, relocked, send, unlock_of};
+use crate::world::{Party, World, assert_stored, device, grant_request};
 
-/// Party B's whole day; returns the RPCs it called, each of which
-/// succeeded.
+/// Party B's whole day (the party the tests attack); the RPCs it called.
 pub(crate) async fn bs_day_goes_on(w: &World) -> Vec<Rpc> {
-    let b = &w.b;
+    day_goes_on(w, &w.b).await
+}
+
+/// `b`'s whole day; returns the RPCs it called, each of which succeeded.
+pub(crate) async fn day_goes_on(w: &World, b: &Party) -> Vec<Rpc> {
     let mut called = Vec::new();
     let mut access = AccessServiceClient::new(w.driver_of(b));
     let mut vendor = AccessServiceClient::new(w.vendor_of(b));
@@ -40,7 +43,7 @@ pub(crate) async fn bs_day_goes_on(w: &World) -> Vec<Rpc> {
             date: Some(date_to_proto(w.day)),
         })
         .await
-        .expect("B's driver reads the route")
+        .expect("the party's driver reads the route")
         .into_inner()
         .routes;
     assert_eq!(
@@ -60,11 +63,11 @@ pub(crate) async fn bs_day_goes_on(w: &World) -> Vec<Rpc> {
 
     w.heartbeat(b).await;
     let yes = access
-        .authorize_unlock(unlock_of_b(w))
+        .authorize_unlock(unlock_of(b))
         .await
         .expect("decided")
         .into_inner();
-    assert!(yes.authorized, "B's driver is refused: {yes:?}");
+    assert!(yes.authorized, "the party's driver is refused: {yes:?}");
     called.push(Rpc::AuthorizeUnlock);
 
     let mut redeem = RedeemUnlockRequest {
@@ -80,7 +83,7 @@ pub(crate) async fn bs_day_goes_on(w: &World) -> Vec<Rpc> {
         .await
         .expect("decided")
         .into_inner();
-    assert!(open.open, "B's lock is refused: {open:?}");
+    assert!(open.open, "the party's lock is refused: {open:?}");
     called.push(Rpc::RedeemUnlock);
 
     for event in [opened(b.lock, b.grant, &yes.nonce), relocked(b.lock)] {
@@ -111,7 +114,7 @@ pub(crate) async fn bs_day_goes_on(w: &World) -> Vec<Rpc> {
             parcel_id: b.parcel.into(),
         })
         .await
-        .expect("B's receipt")
+        .expect("the party's receipt")
         .into_inner();
     assert_eq!(receipt.home_id, b.home);
     assert_eq!(receipt.alerts, [] as [i32; 0]);
@@ -119,7 +122,7 @@ pub(crate) async fn bs_day_goes_on(w: &World) -> Vec<Rpc> {
 
     let seen = outcomes(w.partner_of(b))
         .await
-        .expect("B's partner subscribes");
+        .expect("the party's partner subscribes");
     let theirs: Vec<(&str, i32)> = seen
         .iter()
         .map(|o| (o.parcel_id.as_str(), o.kind))
@@ -141,21 +144,22 @@ pub(crate) async fn bs_day_goes_on(w: &World) -> Vec<Rpc> {
             ..Default::default()
         })
         .await
-        .expect("B's planner's report")
+        .expect("the party's planner's report")
         .into_inner();
     let total = report.total.expect("a total");
     assert!(total.parcels >= 2 && total.delivered == 1, "{total:?}");
     called.push(Rpc::AttemptsReport);
 
-    let csv = manifest(&format!("{}\n", w.manifest_row(b, "NO-B3", "3")));
+    let later = format!("{}3", b.prefix);
+    let csv = manifest(&format!("{}\n", w.manifest_row(b, &later, "3")));
     let summary = threshold_manifest_service::client::load(
         &mut ManifestServiceClient::new(w.planner_of(b)),
         "later.csv",
         std::io::Cursor::new(csv.into_bytes()),
-        |r| panic!("B's row is rejected: {r:?}"),
+        |r| panic!("the party's row is rejected: {r:?}"),
     )
     .await
-    .expect("B's planner loads");
+    .expect("the party's planner loads");
     assert_eq!(summary.accepted, 1, "{summary:?}");
     called.push(Rpc::LoadManifest);
 
@@ -167,23 +171,24 @@ pub(crate) async fn bs_day_goes_on(w: &World) -> Vec<Rpc> {
             objective: String::new(),
         })
         .await
-        .expect("B's planner replans");
+        .expect("the party's planner replans");
     called.push(Rpc::PlanDay);
 
+    let next = format!("{}-next", b.grant);
     resident
-        .issue_grant(grant_request(b, "g-b-next"))
+        .issue_grant(grant_request(b, &next))
         .await
-        .expect("B's resident grants again");
+        .expect("the party's resident grants again");
     called.push(Rpc::IssueGrant);
 
     let revoked = resident
         .revoke_grant(RevokeGrantRequest {
-            grant_id: "g-b-next".into(),
+            grant_id: next.clone(),
             by: b.resident.into(),
             reason: "changed plans".into(),
         })
         .await
-        .expect("B's resident revokes")
+        .expect("the party's resident revokes")
         .into_inner();
     assert!(!revoked.unchanged);
     called.push(Rpc::RevokeGrant);

@@ -15,7 +15,7 @@ use threshold_domain::pb;
 use threshold_testkit::fixtures::{delivered_by, started};
 use tonic::Code;
 
-use crate::calls::{opened, relocked, send, unlock_of_b};
+use crate::calls::{opened, relocked, send, unlock_of};
 use crate::world::{World, assert_stored, device};
 
 fn assert_rejected(ack: &AttemptAck) {
@@ -55,7 +55,7 @@ async fn reordered_inputs_are_refused_and_the_entry_in_order_goes_through() {
     // An unlock before the parcel was scanned at the door.
     let head = w.head().await;
     let early = driver
-        .authorize_unlock(unlock_of_b(&w))
+        .authorize_unlock(unlock_of(b))
         .await
         .expect("decided")
         .into_inner();
@@ -102,7 +102,7 @@ async fn reordered_inputs_are_refused_and_the_entry_in_order_goes_through() {
     );
     w.heartbeat(b).await;
     let yes = driver
-        .authorize_unlock(unlock_of_b(&w))
+        .authorize_unlock(unlock_of(b))
         .await
         .expect("decided")
         .into_inner();
@@ -176,7 +176,7 @@ async fn reordered_inputs_are_refused_and_the_entry_in_order_goes_through() {
         .await
         .expect("revoked");
     let head = w.head().await;
-    let mut late = unlock_of_b(&w);
+    let mut late = unlock_of(b);
     late.grant_id = b.spare_grant.into();
     let revoked = driver
         .authorize_unlock(late)

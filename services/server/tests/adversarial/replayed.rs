@@ -13,7 +13,7 @@ use threshold_domain::pb;
 use threshold_testkit::fixtures::{delivered_by, started};
 use tonic::Code;
 
-use crate::calls::{opened, outcomes, relocked, send, unlock_of_b};
+use crate::calls::{opened, outcomes, relocked, send, unlock_of};
 use crate::world::{World, assert_stored, device, grant_request, heartbeat};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +90,7 @@ async fn replayed_inputs_store_nothing_twice_and_replays_to_get_in_are_refused_a
 
     // The nonce, redeemed, then redeemed again: refused and recorded.
     let yes = driver
-        .authorize_unlock(unlock_of_b(&w))
+        .authorize_unlock(unlock_of(b))
         .await
         .expect("decided")
         .into_inner();

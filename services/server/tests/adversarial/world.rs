@@ -38,6 +38,8 @@ use threshold_testkit::fixtures::{HandheldStream, load_manifest, manifest, not_h
 /// One side of the world: every identifier a party owns.
 #[derive(Debug, Clone)]
 pub(crate) struct Party {
+    /// "A" or "B", for messages.
+    pub(crate) name: &'static str,
     /// The resident ref of the household's resident.
     pub(crate) resident: &'static str,
     /// The depot, and its planner's tenant.
@@ -57,6 +59,8 @@ pub(crate) struct Party {
     /// The parcel the grant names, and one that only gets a failed attempt.
     pub(crate) parcel: &'static str,
     pub(crate) other_parcel: &'static str,
+    /// What every parcel id of the party starts with.
+    pub(crate) prefix: &'static str,
     /// The resident's grant on `parcel`, and a second one for revoking.
     pub(crate) grant: &'static str,
     pub(crate) spare_grant: &'static str,
@@ -72,6 +76,11 @@ impl Party {
         key_from_seed([self.key_seed; 32])
     }
 
+    /// Whether `parcel` is the party's.
+    pub(crate) fn owns(&self, parcel: &str) -> bool {
+        parcel.starts_with(self.prefix)
+    }
+
     /// A position 11 m from the home's door.
     pub(crate) fn beside_the_door(&self) -> pb::GeoPoint {
         threshold_domain::geo::point(self.at.0 + 0.0001, self.at.1)
@@ -81,6 +90,7 @@ impl Party {
 /// Party A: Stockholm.
 fn party_a() -> Party {
     Party {
+        name: "A",
         resident: "res-a",
         depot: "STO-1",
         driver: "STO-1-drv-00".into(),
@@ -92,6 +102,7 @@ fn party_a() -> Party {
         camera: "cam-a",
         parcel: "SE-A1",
         other_parcel: "SE-A2",
+        prefix: "SE-A",
         grant: "g-a",
         spare_grant: "g-a-spare",
         country: Country::Se,
@@ -103,6 +114,7 @@ fn party_a() -> Party {
 /// Party B: Oslo.
 fn party_b() -> Party {
     Party {
+        name: "B",
         resident: "res-b",
         depot: "OSL-1",
         driver: "OSL-1-drv-00".into(),
@@ -114,6 +126,7 @@ fn party_b() -> Party {
         camera: "cam-b",
         parcel: "NO-B1",
         other_parcel: "NO-B2",
+        prefix: "NO-B",
         grant: "g-b",
         spare_grant: "g-b-spare",
         country: Country::No,
@@ -122,25 +135,25 @@ fn party_b() -> Party {
     }
 }
 
-/// Who calls: a role and a tenant of party A, or no one in particular.
+/// Who calls: a role and a tenant of one party, or no one in particular.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Actor {
-    /// Party A's resident.
+    /// The party's resident.
     Resident,
-    /// Party A's driver's handheld.
+    /// The party's driver's handheld.
     Driver,
-    /// Party A's depot's planner.
+    /// The party's depot's planner.
     Planner,
-    /// Party A's lock vendor.
+    /// The party's lock vendor.
     Vendor,
-    /// Party A's partner retailer.
+    /// The party's partner retailer.
     Partner,
     /// The carrier's analyst (every tenant).
     Analyst,
     /// A caller with no token.
     Unauthenticated,
     /// A real token whose role the RPC does not take, for the tenant the
-    /// RPC's identifiers would need.
+    /// other party's identifiers in the RPC would need.
     WrongRole,
 }
 
@@ -166,10 +179,8 @@ pub(crate) struct World {
     pub(crate) b: Party,
     /// The day planned, in Stockholm and Oslo (one time zone).
     pub(crate) day: NaiveDate,
-    /// Party A's clients, by actor (not [`Actor::WrongRole`]).
-    attackers: BTreeMap<Actor, Authed>,
-    /// Party B's clients, by role.
-    owners: BTreeMap<Role, Authed>,
+    /// Each party's clients, by its resident ref and role.
+    clients: BTreeMap<(&'static str, Role), Authed>,
     /// The grants issued while building, as they were asked for: what a
     /// replay sends again.
     pub(crate) grants: BTreeMap<String, IssueGrantRequest>,
@@ -196,36 +207,24 @@ impl World {
         let sandbox = Sandbox::builder().fleets(fleets()).start().await;
         let (a, b) = (party_a(), party_b());
         let day = Utc::now().with_timezone(&Country::Se.tz()).date_naive();
-        let mut attackers = BTreeMap::new();
-        attackers.insert(
-            Actor::Resident,
-            sandbox.client_as(Role::Resident, a.resident),
-        );
-        attackers.insert(Actor::Driver, sandbox.client_as(Role::Handheld, &a.driver));
-        attackers.insert(Actor::Planner, sandbox.client_as(Role::Planner, a.depot));
-        attackers.insert(Actor::Vendor, sandbox.client_as(Role::LockVendor, a.vendor));
-        attackers.insert(Actor::Partner, sandbox.client_as(Role::Partner, a.partner));
-        attackers.insert(Actor::Analyst, sandbox.analyst());
-        attackers.insert(Actor::Unauthenticated, sandbox.unauthenticated());
-        let mut owners = BTreeMap::new();
-        owners.insert(
-            Role::Resident,
-            sandbox.client_as(Role::Resident, b.resident),
-        );
-        owners.insert(Role::Handheld, sandbox.client_as(Role::Handheld, &b.driver));
-        owners.insert(Role::Planner, sandbox.client_as(Role::Planner, b.depot));
-        owners.insert(
-            Role::LockVendor,
-            sandbox.client_as(Role::LockVendor, b.vendor),
-        );
-        owners.insert(Role::Partner, sandbox.client_as(Role::Partner, b.partner));
+        let mut clients = BTreeMap::new();
+        for party in [&a, &b] {
+            for (role, tenant) in [
+                (Role::Resident, party.resident),
+                (Role::Handheld, party.driver.as_str()),
+                (Role::Planner, party.depot),
+                (Role::LockVendor, party.vendor),
+                (Role::Partner, party.partner),
+            ] {
+                clients.insert((party.resident, role), sandbox.client_as(role, tenant));
+            }
+        }
         let mut world = World {
             sandbox,
             a,
             b,
             day,
-            attackers,
-            owners,
+            clients,
             grants: BTreeMap::new(),
         };
         world.plan().await;
@@ -356,12 +355,20 @@ impl World {
         request
     }
 
-    /// A client of party A as `actor` (not [`Actor::WrongRole`]).
-    pub(crate) fn attacker(&self, actor: Actor) -> Authed {
-        self.attackers
-            .get(&actor)
-            .cloned()
-            .expect("an actor of party A")
+    /// A client of `party` as `actor`: its own credential for the actor's
+    /// role and tenant; the carrier's analyst; no token. Not
+    /// [`Actor::WrongRole`], whose token depends on the RPC.
+    pub(crate) fn actor(&self, party: &Party, actor: Actor) -> Authed {
+        match actor {
+            Actor::Resident => self.resident_of(party),
+            Actor::Driver => self.driver_of(party),
+            Actor::Planner => self.planner_of(party),
+            Actor::Vendor => self.vendor_of(party),
+            Actor::Partner => self.partner_of(party),
+            Actor::Analyst => self.sandbox.analyst(),
+            Actor::Unauthenticated => self.sandbox.unauthenticated(),
+            Actor::WrongRole => panic!("a wrong role's token depends on the RPC"),
+        }
     }
 
     /// A client with a new credential of `role` for `tenant`.
@@ -371,35 +378,34 @@ impl World {
 
     /// `party`'s resident.
     pub(crate) fn resident_of(&self, party: &Party) -> Authed {
-        self.of(party, Role::Resident, Actor::Resident)
+        self.of(party, Role::Resident)
     }
 
     /// `party`'s driver's handheld.
     pub(crate) fn driver_of(&self, party: &Party) -> Authed {
-        self.of(party, Role::Handheld, Actor::Driver)
+        self.of(party, Role::Handheld)
     }
 
     /// `party`'s depot's planner.
     pub(crate) fn planner_of(&self, party: &Party) -> Authed {
-        self.of(party, Role::Planner, Actor::Planner)
+        self.of(party, Role::Planner)
     }
 
     /// `party`'s lock vendor.
     pub(crate) fn vendor_of(&self, party: &Party) -> Authed {
-        self.of(party, Role::LockVendor, Actor::Vendor)
+        self.of(party, Role::LockVendor)
     }
 
     /// `party`'s partner.
     pub(crate) fn partner_of(&self, party: &Party) -> Authed {
-        self.of(party, Role::Partner, Actor::Partner)
+        self.of(party, Role::Partner)
     }
 
-    fn of(&self, party: &Party, role: Role, actor: Actor) -> Authed {
-        if party.resident == self.b.resident {
-            self.owners[&role].clone()
-        } else {
-            self.attackers[&actor].clone()
-        }
+    fn of(&self, party: &Party, role: Role) -> Authed {
+        self.clients
+            .get(&(party.resident, role))
+            .cloned()
+            .expect("a client of each party's roles")
     }
 
     /// A handheld event of `party`'s driver about `parcel`, now, on the
@@ -415,11 +421,6 @@ impl World {
             occurred_at: Some(timestamp(Utc::now())),
             report: Some(report),
         }
-    }
-
-    /// Whether `parcel` is one of party B's.
-    pub(crate) fn is_bs(&self, parcel: &str) -> bool {
-        parcel == self.b.parcel || parcel == self.b.other_parcel || parcel.starts_with("NO-B")
     }
 
     /// The log's head now.
