@@ -15,10 +15,12 @@ use tonic::Code;
 
 use crate::calls::{send, unlock_of};
 use crate::owners::bs_day_goes_on;
+use crate::recorded;
 use crate::world::{World, device, grant_request, heartbeat};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_reports_beyond_the_skew_and_requests_bringing_their_own_clock_are_refused() {
+    recorded::install();
     let w = World::build().await;
     let b = &w.b;
     let mut vendor = AccessServiceClient::new(w.vendor_of(b));
@@ -44,6 +46,12 @@ async fn device_reports_beyond_the_skew_and_requests_bringing_their_own_clock_ar
         [(format!("home/{}", b.home), "home.alert_raised".to_owned())]
     );
     assert_eq!(alerts(&w, b.home).await, [pb::AlertKind::DeviceClockSkew]);
+    assert!(
+        recorded::value(
+            "threshold_home_alerts_total",
+            &[("kind", "device_clock_skew")]
+        ) >= 1.0
+    );
 
     // A driver's unlock and a resident's grant carrying a time of their
     // own, into the grant's window or a day ahead: this server keeps its

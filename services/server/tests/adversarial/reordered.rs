@@ -16,6 +16,7 @@ use threshold_testkit::fixtures::{delivered_by, started};
 use tonic::Code;
 
 use crate::calls::{opened, relocked, send, unlock_of};
+use crate::recorded;
 use crate::world::{World, assert_stored, device};
 
 fn assert_rejected(ack: &AttemptAck) {
@@ -28,6 +29,7 @@ fn assert_rejected(ack: &AttemptAck) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reordered_inputs_are_refused_and_the_entry_in_order_goes_through() {
+    recorded::install();
     let w = World::build().await;
     let b = &w.b;
     let mut resident = AccessServiceClient::new(w.resident_of(b));
@@ -65,6 +67,12 @@ async fn reordered_inputs_are_refused_and_the_entry_in_order_goes_through() {
         "{early:?}"
     );
     assert_eq!(w.stored_since(head).await, denied());
+    assert!(
+        recorded::value(
+            "threshold_unlock_authorizations_total",
+            &[("result", "denied"), ("reason", "parcel_not_scanned")]
+        ) >= 1.0
+    );
 
     // A nonce presented before any was authorized.
     let mut forged = RedeemUnlockRequest {

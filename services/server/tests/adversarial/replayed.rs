@@ -14,10 +14,12 @@ use threshold_testkit::fixtures::{delivered_by, started};
 use tonic::Code;
 
 use crate::calls::{opened, outcomes, relocked, send, unlock_of};
+use crate::recorded;
 use crate::world::{World, assert_stored, device, grant_request, heartbeat};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_inputs_store_nothing_twice_and_replays_to_get_in_are_refused_and_recorded() {
+    recorded::install();
     let w = World::build().await;
     let (a, b) = (&w.a, &w.b);
     let mut resident = AccessServiceClient::new(w.resident_of(b));
@@ -116,6 +118,12 @@ async fn replayed_inputs_store_nothing_twice_and_replays_to_get_in_are_refused_a
         .expect("decided")
         .into_inner();
     assert!(!twice.open, "{twice:?}");
+    assert!(
+        recorded::value(
+            "threshold_unlock_authorizations_total",
+            &[("result", "redeem_refused")]
+        ) >= 1.0
+    );
     assert_eq!(
         w.stored_since(head).await,
         [(format!("grant/{}", b.grant), "grant.unlock_denied".into())]
@@ -161,6 +169,7 @@ async fn replayed_inputs_store_nothing_twice_and_replays_to_get_in_are_refused_a
         .expect("recorded")
         .into_inner();
     assert_eq!(again.alerts_raised, [pb::AlertKind::NonceReused as i32]);
+    assert!(recorded::value("threshold_home_alerts_total", &[("kind", "nonce_reused")]) >= 1.0);
     vendor
         .record_device_event(device(
             b.home,
