@@ -23,6 +23,8 @@
 //!   own driver id on B's grant, its own vendor on B's home, its own
 //!   resident ref on B's home or parcel), where what refuses is the
 //!   binding of the identity to the object, not the token.
+//! - [`resources`]: one party's stalled and idle streams held open while
+//!   the other's day goes on.
 //! - [`recorded`]: the server's metrics, where refusals are counted.
 //! - [`owners`]: a party's day, every RPC of it: nothing valid lost.
 
@@ -36,4 +38,5 @@ mod owners;
 mod recorded;
 mod reordered;
 mod replayed;
+mod resources;
 mod world;
