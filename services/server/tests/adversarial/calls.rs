@@ -236,7 +236,7 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc, a: &Party, b: &Pa
             other => other.into(),
         },
         Rpc::LoadManifest => {
-            // B's parcel, to B's depot, at another address.
+            // The other party's parcel, to its depot, at another address.
             let csv = manifest(&format!("{}\n", w.manifest_row(b, b.parcel, "99")));
             let mut rejected = Vec::new();
             match threshold_manifest_service::client::load(

@@ -13,6 +13,12 @@
 //! Then each party's own day goes on, every RPC of it ([`crate::owners`]).
 //! A coverage check fails when the API has an RPC the matrix has no row
 //! for, or the matrix a row for an RPC the API does not have.
+//!
+//! A call here names the other party in every field, its tenant too (a
+//! resident ref, a driver id): what the token refuses. An actor naming
+//! itself on the other party's objects, where the domain's binding must
+//! refuse, is in [`crate::bindings`], with the cells still waiting for
+//! enrolment and the handheld branch ignored there.
 
 use std::collections::{BTreeMap, BTreeSet};
 
