@@ -3,7 +3,10 @@
 #   make run     the main job: serve, load the sample day, simulate it, report, keep serving
 #   make demo    the same, stopping after the report
 #   make test    every test; builds the test broker (tansu, a Kafka-protocol broker) into
-#                .tools/ the first time (about 12 minutes) and runs it on loopback meanwhile
+#                .tools/ the first time (about 12 minutes) and runs it on loopback meanwhile;
+#                the adversarial suite is one of its test targets
+#   make test-adversarial  the adversarial suite alone: every actor against every RPC on
+#                another party's identifiers, replayed, reordered, future-dated, oversized
 #   make bench   log append and projection benchmarks; figures printed and written to target/bench/
 #   make bench-routing  the planner against the literature (Solomon, Gehring & Homberger)
 #                and a whole four-country day of 20,000 parcels over 40 depots
@@ -15,7 +18,7 @@
 CARGO ?= cargo
 DATA  ?= data
 
-.PHONY: run demo test test-workspace lint fmt bench bench-routing load load-kafka load-tracing check clean-data
+.PHONY: run demo test test-workspace test-adversarial lint fmt bench bench-routing load load-kafka load-tracing check clean-data
 
 run:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464
@@ -32,6 +35,16 @@ test-workspace:
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+# The adversarial suite (services/server/tests/adversarial), black-box over
+# gRPC against the production server. `make test` runs it too: nextest runs
+# every test target of the workspace.
+test-adversarial:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run -p threshold-server --test adversarial --no-fail-fast; \
+	else \
+		$(CARGO) test -p threshold-server --test adversarial --no-fail-fast; \
 	fi
 
 lint:

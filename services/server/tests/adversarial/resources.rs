@@ -1,0 +1,51 @@
+//! One party holding the server's resources does not hold up the other:
+//! while A's planner keeps a manifest load open and silent after its first
+//! chunk, A's partner keeps a subscription open, and A's driver keeps an
+//! attempt stream open, B's whole day goes through in good time.
+
+use std::time::Duration;
+
+use threshold_api::v1::ManifestChunk;
+use threshold_api::v1::SubscribeOutcomesRequest;
+use threshold_api::v1::manifest_service_client::ManifestServiceClient;
+use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
+use threshold_testkit::fixtures::{HandheldStream, MANIFEST_HEADER};
+
+use crate::owners::bs_day_goes_on;
+use crate::world::World;
+
+/// How long B's day may take while A holds its streams open: far more
+/// than it takes alone (about a second in a debug build).
+const IN_GOOD_TIME: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_load_and_idle_streams_of_one_party_do_not_hold_up_the_others_day() {
+    let w = World::build().await;
+    let a = &w.a;
+
+    // A's planner sends a header and goes silent, the stream left open.
+    let (chunks, rx) = tokio::sync::mpsc::channel(1);
+    chunks
+        .send(ManifestChunk {
+            manifest_id: "stalled.csv".into(),
+            data: format!("{MANIFEST_HEADER}\n").into_bytes(),
+        })
+        .await
+        .expect("the first chunk");
+    let stalled = ManifestServiceClient::new(w.planner_of(a))
+        .load_manifest(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("the load opens");
+    // A's partner subscribes and reads nothing; A's driver opens a stream
+    // and sends nothing.
+    let idle = OutcomeServiceClient::new(w.partner_of(a))
+        .subscribe(SubscribeOutcomesRequest { from_cursor: 0 })
+        .await
+        .expect("subscribed");
+    let open = HandheldStream::open(w.driver_of(a)).await;
+
+    tokio::time::timeout(IN_GOOD_TIME, bs_day_goes_on(&w))
+        .await
+        .expect("B's day goes through while A holds its streams");
+    drop((chunks, stalled, idle, open));
+}
