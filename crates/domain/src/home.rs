@@ -441,7 +441,14 @@ impl Home {
                 format!("home {home_id} is registered by another vendor"),
             ));
         }
-        if !r.household_id.is_empty() && self.household.as_deref() != Some(&r.household_id) {
+        // A home registered before enrolment existed has no household: its
+        // vendor's next registration with the address enrols it.
+        if !r.household_id.is_empty()
+            && self
+                .household
+                .as_deref()
+                .is_some_and(|h| h != r.household_id)
+        {
             return Err(invalid(
                 "address",
                 format!("is not the address home {home_id} was enrolled at"),
