@@ -165,7 +165,7 @@ pub enum Command {
         home_id: HomeId,
         /// The registration, with the server's household, sealed address
         /// and claim digest filled in.
-        registration: pb::LockRegistered,
+        registration: Box<pb::LockRegistered>,
     },
     /// A resident presents a claim code for the home.
     Claim {
@@ -1042,7 +1042,7 @@ mod tests {
     fn register(r: pb::LockRegistered) -> Command {
         Command::RegisterLock {
             home_id: home(),
-            registration: r,
+            registration: Box::new(r),
         }
     }
 

@@ -442,7 +442,7 @@ impl AccessService for Access {
                 code = Some(self.enrol(&home_id, &mut x)?);
                 HomeCommand::RegisterLock {
                     home_id: h,
-                    registration: x,
+                    registration: Box::new(x),
                 }
             }
             H::Unlocked(fact) => {
