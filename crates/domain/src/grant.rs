@@ -145,7 +145,12 @@ pub fn geofence(center: pb::GeoPoint, radius_m: u32) -> pb::Geofence {
     }
 }
 
-/// Checks an issued grant's shape: ids, at least one parcel (each once), a
+/// The most parcels one grant names: each is looked up to check it is the
+/// home's household's.
+pub const MAX_PARCELS: usize = 100;
+
+/// Checks an issued grant's shape: ids, at least one parcel and at most
+/// [`MAX_PARCELS`] (each once), a
 /// resolved window that ends after it starts, a courier scope naming a
 /// driver, and a geofence with a center and a radius above 0 m.
 pub fn validate_issued(g: &pb::GrantIssued) -> Result<()> {
@@ -153,6 +158,15 @@ pub fn validate_issued(g: &pb::GrantIssued) -> Result<()> {
     HomeId::new(&g.home_id)?;
     if g.parcel_ids.is_empty() {
         return Err(invalid("parcel_ids", "a grant names at least one parcel"));
+    }
+    if g.parcel_ids.len() > MAX_PARCELS {
+        return Err(invalid(
+            "parcel_ids",
+            format!(
+                "names {} parcels; a grant names at most {MAX_PARCELS}",
+                g.parcel_ids.len()
+            ),
+        ));
     }
     let mut parcels = BTreeSet::new();
     for p in &g.parcel_ids {
@@ -815,6 +829,13 @@ mod tests {
                 "window",
                 pb::GrantIssued {
                     window: None,
+                    ..g.clone()
+                },
+            ),
+            (
+                "parcel_ids",
+                pb::GrantIssued {
+                    parcel_ids: (0..=MAX_PARCELS).map(|i| format!("SE-{i}")).collect(),
                     ..g.clone()
                 },
             ),

@@ -57,6 +57,9 @@ impl AccessService for Access {
         };
         let mut issued = issued;
         self.seal_center(&mut issued)?;
+        // Its shape first, so that a malformed grant (or one naming more
+        // parcels than a grant may) reads no stream.
+        threshold_domain::grant::validate_issued(&issued).map_err(status)?;
         // Who the home and the parcels belong to, read from their streams
         // for the grant's decision: the domain binds them.
         let (home, _) = self.load_home(&home_id).await?;
