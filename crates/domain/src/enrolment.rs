@@ -142,6 +142,19 @@ pub enum Unbound {
     ParcelOfAnotherHousehold(usize),
 }
 
+impl Unbound {
+    /// A short name for counting refusals, e.g. `not_the_claimant`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Unbound::HomeNotEnrolled => "home_not_enrolled",
+            Unbound::HomeNotClaimed => "home_not_claimed",
+            Unbound::HouseholdForgotten => "household_forgotten",
+            Unbound::NotTheClaimant => "not_the_claimant",
+            Unbound::ParcelOfAnotherHousehold(_) => "parcel_of_another_household",
+        }
+    }
+}
+
 impl From<Unbound> for DomainError {
     fn from(u: Unbound) -> Self {
         let precondition = |state: &str| DomainError::InvalidState {

@@ -113,6 +113,9 @@ pub struct Access {
     open: Arc<tokio::sync::Mutex<watcher::OpenDoors>>,
     authorizations: opentelemetry::metrics::Counter<u64>,
     alerts: opentelemetry::metrics::Counter<u64>,
+    /// Grants and claims refused for who asked: a home or parcel not the
+    /// resident's, a claim code that does not match.
+    refused: opentelemetry::metrics::Counter<u64>,
 }
 
 impl Access {
@@ -131,6 +134,13 @@ impl Access {
             alerts: opentelemetry::global::meter("threshold.access")
                 .u64_counter("threshold.home.alerts")
                 .with_description("Alerts raised around in-home entries, by kind")
+                .build(),
+            refused: opentelemetry::global::meter("threshold.access")
+                .u64_counter("threshold.access.refused")
+                .with_description(
+                    "Grants and home claims refused for who asked, by reason (not_the_claimant, \
+                     parcel_of_another_household, home_not_claimed, claim_code_mismatch, ...)",
+                )
                 .build(),
         }
     }

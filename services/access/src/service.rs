@@ -15,14 +15,14 @@ use threshold_api::v1::{
 };
 use threshold_auth::Role;
 use threshold_domain::country::{instant, local_window, parse_local, timestamp};
-use threshold_domain::enrolment::MAX_REFUSED_CLAIMS;
+use threshold_domain::enrolment::{MAX_REFUSED_CLAIMS, binding_refusal};
 use threshold_domain::grant::Command as GrantCommand;
 use threshold_domain::grant::refusal_explanation;
 use threshold_domain::home::{Command as HomeCommand, Home, device_time};
 use threshold_domain::{Country, DomainError, DriverId, EventId, GrantId, HomeId, ParcelId, pb};
 use threshold_log::audit;
 use threshold_status::{field, status, stored};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::device::Signed;
 use crate::enrolment::claim_digest;
@@ -64,6 +64,11 @@ impl AccessService for Access {
         // for the grant's decision: the domain binds them.
         let (home, _) = self.load_home(&home_id).await?;
         let bound = self.bound(&home, &issued.parcel_ids).await?;
+        // The domain refuses it below; a refusal for who asked is counted
+        // and logged here, for the carrier to see attempts on homes.
+        if let Some(refused) = binding_refusal(&issued, &bound) {
+            self.refused(refused.name(), &issued.home_id, &issued.resident_ref);
+        }
         let issue = GrantCommand::Issue {
             grant: Box::new(issued),
             bound,
@@ -260,18 +265,27 @@ impl AccessService for Access {
         resident.check_tenant("resident", &r.resident_ref)?;
         let home_id = HomeId::new(&r.home_id).map_err(|e| field("home_id", e))?;
         let digest = claim_digest(&r.claim_code)?;
+        let resident_ref = r.resident_ref;
         let claim = HomeCommand::Claim {
             home_id: home_id.clone(),
-            resident_ref: r.resident_ref,
+            resident_ref: resident_ref.clone(),
             claim_digest: digest,
         };
-        let decided = self.home(&home_id, claim, EventId::new(), now).await?;
+        let decided = self
+            .home(&home_id, claim, EventId::new(), now)
+            .await
+            .inspect_err(|e| {
+                if matches!(e.code(), Code::PermissionDenied | Code::FailedPrecondition) {
+                    self.refused("claim_refused_unrecorded", home_id.as_str(), &resident_ref);
+                }
+            })?;
         if matches!(
             decided.events.first(),
             Some(pb::home_event::Event::ClaimRefused(_))
         ) {
             // Recorded; the caller is told only that it does not match, and
             // when that was the last try the code had.
+            self.refused("claim_code_mismatch", home_id.as_str(), &resident_ref);
             let (home, _) = self.load_home(&home_id).await?;
             let mut message = "claim_code: does not match".to_owned();
             if !home.claim_code_live() {
@@ -500,6 +514,15 @@ impl AccessService for Access {
                 .collect(),
             claim_code,
         }))
+    }
+}
+
+impl Access {
+    /// Counts and logs a grant or claim refused for who asked.
+    fn refused(&self, reason: &'static str, home_id: &str, resident_ref: &str) {
+        self.refused
+            .add(1, &[opentelemetry::KeyValue::new("reason", reason)]);
+        tracing::warn!(reason, home_id, resident_ref, "refused for who asked");
     }
 }
 
