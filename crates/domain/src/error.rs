@@ -28,6 +28,17 @@ pub enum DomainError {
         /// The state it is in, e.g. `delivered`.
         state: String,
     },
+    /// The caller may not do this to what it names: a resident granting
+    /// entry to a home that is not theirs, or for a parcel of another
+    /// household; a claim with a code that does not match. `field` names
+    /// the request's field; `reason` names nothing of another party's.
+    #[error("{field}: {reason}")]
+    Forbidden {
+        /// The request's field, e.g. `home_id` or `parcel_ids[1]`.
+        field: String,
+        /// Why, in words the caller may be told.
+        reason: String,
+    },
     /// A stored payload could not be decoded.
     #[error("cannot decode {event_type} (schema v{schema_version}): {reason}")]
     Decode {
@@ -46,6 +57,13 @@ pub type Result<T, E = DomainError> = std::result::Result<T, E>;
 pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> DomainError {
     DomainError::Invalid {
         field,
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn forbidden(field: impl Into<String>, reason: impl Into<String>) -> DomainError {
+    DomainError::Forbidden {
+        field: field.into(),
         reason: reason.into(),
     }
 }

@@ -137,6 +137,8 @@ impl DomainEvent {
                 H::TamperDetected(_) => "home.tamper_detected",
                 H::Alarm(_) => "home.alarm",
                 H::AlertRaised(_) => "home.alert_raised",
+                H::Claimed(_) => "home.claimed",
+                H::ClaimRefused(_) => "home.claim_refused",
             },
         }
     }

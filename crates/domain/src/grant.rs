@@ -30,6 +30,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::aggregate::Aggregate;
 use crate::country::{instant, timestamp, window_bounds};
+use crate::enrolment::{Bound, binding_refusal};
 use crate::error::{DomainError, Result, invalid};
 use crate::ids::{DriverId, GrantId, HomeId, ParcelId, RouteId};
 use crate::pb::{self, UnlockDenyReason as Deny, grant_event::Event};
@@ -67,8 +68,16 @@ pub struct Authorization {
 /// it is meant for, so a grant that does not exist can be named in the error.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// The resident issues it. Issuing the same grant again changes nothing.
-    Issue(Box<pb::GrantIssued>),
+    /// The resident issues it, on what its home's and parcels' streams say
+    /// of who they belong to ([`crate::enrolment::Bound`]): only for a home
+    /// enrolled and claimed by the resident, for parcels of the home's
+    /// household. Issuing the same grant again changes nothing.
+    Issue {
+        /// The grant.
+        grant: Box<pb::GrantIssued>,
+        /// Its home's enrolment and its parcels' households.
+        bound: Bound,
+    },
     /// A courier asks to unlock the door for a parcel, now.
     AuthorizeUnlock {
         /// The grant.
@@ -136,7 +145,12 @@ pub fn geofence(center: pb::GeoPoint, radius_m: u32) -> pb::Geofence {
     }
 }
 
-/// Checks an issued grant's shape: ids, at least one parcel (each once), a
+/// The most parcels one grant names: each is looked up to check it is the
+/// home's household's.
+pub const MAX_PARCELS: usize = 100;
+
+/// Checks an issued grant's shape: ids, at least one parcel and at most
+/// [`MAX_PARCELS`] (each once), a
 /// resolved window that ends after it starts, a courier scope naming a
 /// driver, and a geofence with a center and a radius above 0 m.
 pub fn validate_issued(g: &pb::GrantIssued) -> Result<()> {
@@ -144,6 +158,15 @@ pub fn validate_issued(g: &pb::GrantIssued) -> Result<()> {
     HomeId::new(&g.home_id)?;
     if g.parcel_ids.is_empty() {
         return Err(invalid("parcel_ids", "a grant names at least one parcel"));
+    }
+    if g.parcel_ids.len() > MAX_PARCELS {
+        return Err(invalid(
+            "parcel_ids",
+            format!(
+                "names {} parcels; a grant names at most {MAX_PARCELS}",
+                g.parcel_ids.len()
+            ),
+        ));
     }
     let mut parcels = BTreeSet::new();
     for p in &g.parcel_ids {
@@ -323,8 +346,11 @@ impl Aggregate for Grant {
 
     fn decide(&self, command: &Command) -> Result<Vec<Event>> {
         match command {
-            Command::Issue(g) => {
+            Command::Issue { grant: g, bound } => {
                 validate_issued(g)?;
+                if let Some(refused) = binding_refusal(g, bound) {
+                    return Err(refused.into());
+                }
                 match &self.issued {
                     None => Ok(vec![Event::Issued(g.as_ref().clone())]),
                     Some(existing) if same_grant(existing, g) => Ok(vec![]),
@@ -666,6 +692,48 @@ mod tests {
         matches!(events, [Event::UnlockAuthorized(_)])
     }
 
+    /// Issuing `g`, on a home its resident claimed, for parcels of the
+    /// home's household.
+    fn issue(g: pb::GrantIssued) -> Command {
+        let bound = Bound::claimed("hh-1", &g.resident_ref, g.parcel_ids.len());
+        Command::Issue {
+            grant: Box::new(g),
+            bound,
+        }
+    }
+
+    #[test]
+    fn a_grant_is_refused_for_a_home_or_parcel_not_the_residents() {
+        let Event::Issued(g) = issued() else {
+            unreachable!()
+        };
+        let on = |bound: Bound| {
+            given::<Grant>(&[]).decide(&Command::Issue {
+                grant: Box::new(g.clone()),
+                bound,
+            })
+        };
+        let mut theirs = Bound::claimed("hh-1", "res-2", g.parcel_ids.len());
+        assert!(matches!(
+            on(theirs.clone()),
+            Err(DomainError::Forbidden { field, .. }) if field == "home_id"
+        ));
+        theirs = Bound::claimed("hh-1", &g.resident_ref, g.parcel_ids.len());
+        theirs.parcel_households[0] = Some("hh-2".into());
+        assert!(matches!(
+            on(theirs),
+            Err(DomainError::Forbidden { field, .. }) if field == "parcel_ids[0]"
+        ));
+        assert!(matches!(
+            on(Bound::default()),
+            Err(DomainError::InvalidState { .. })
+        ));
+        assert_eq!(
+            on(Bound::claimed("hh-1", &g.resident_ref, g.parcel_ids.len())).unwrap(),
+            vec![Event::Issued(g.clone())]
+        );
+    }
+
     fn invalid_field(result: Result<Vec<Event>>) -> &'static str {
         match result {
             Err(DomainError::Invalid { field, .. }) => field,
@@ -679,9 +747,7 @@ mod tests {
             unreachable!()
         };
         assert_eq!(
-            given::<Grant>(&[])
-                .decide(&Command::Issue(Box::new(g.clone())))
-                .unwrap(),
+            given::<Grant>(&[]).decide(&issue(g.clone())).unwrap(),
             vec![issued()]
         );
         let state = given::<Grant>(&[issued()]);
@@ -689,14 +755,11 @@ mod tests {
             state.window(),
             Some((utc("2026-11-23T08:00:00Z"), utc("2026-11-23T11:00:00Z")))
         );
-        assert_eq!(
-            state.decide(&Command::Issue(Box::new(g.clone()))).unwrap(),
-            vec![]
-        );
+        assert_eq!(state.decide(&issue(g.clone())).unwrap(), vec![]);
         let mut other = g;
         other.parcel_ids.push("SE-3".into());
         assert_eq!(
-            state.decide(&Command::Issue(Box::new(other))).unwrap_err(),
+            state.decide(&issue(other)).unwrap_err(),
             DomainError::AlreadyExists("grant/g-1".into())
         );
     }
@@ -770,6 +833,13 @@ mod tests {
                 },
             ),
             (
+                "parcel_ids",
+                pb::GrantIssued {
+                    parcel_ids: (0..=MAX_PARCELS).map(|i| format!("SE-{i}")).collect(),
+                    ..g.clone()
+                },
+            ),
+            (
                 "window",
                 pb::GrantIssued {
                     window: Some(backwards),
@@ -835,7 +905,7 @@ mod tests {
         ];
         for (field, broken) in cases {
             assert_eq!(
-                invalid_field(given::<Grant>(&[]).decide(&Command::Issue(Box::new(broken)))),
+                invalid_field(given::<Grant>(&[]).decide(&issue(broken))),
                 field
             );
         }

@@ -1,6 +1,15 @@
 //! A home with a smart lock and a camera, as the vendor's devices report it.
 //!
-//! Registering the lock is a decision; everything after it is a fact: the
+//! Registering the lock enrols the home (see [`crate::enrolment`]): the
+//! first registration names the household living at the home's address and
+//! carries the digest of a one-time claim code; the household claims the
+//! home with it ([`Command::Claim`]). A later registration (a new lock or
+//! key) by the same vendor, while the home is unclaimed, carries a fresh
+//! code and voids the old; once claimed, the claim stays. Every payload
+//! naming a home must name the stream's.
+//!
+//! Registering the lock and claiming the home are decisions; everything
+//! after them is a fact: the
 //! device saw it happen. Facts are checked for shape and for belonging to
 //! this home's lock, then recorded whatever order they arrive in — a relock
 //! reported for a door the log thinks is locked is still what the lock said.
@@ -37,7 +46,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::aggregate::Aggregate;
 use crate::country::{Country, instant};
-use crate::error::{DomainError, Result, invalid};
+use crate::enrolment::{Enrolled, MAX_REFUSED_CLAIMS};
+use crate::error::{DomainError, Result, forbidden, invalid};
 use crate::ids::{DeviceId, GrantId, HomeId};
 use crate::pb::{self, home_event::Event};
 
@@ -128,15 +138,45 @@ pub struct Home {
     pub alerts: u32,
     /// The nonces the lock has reported opening on.
     pub opened_nonces: BTreeSet<String>,
+    /// The household the home was enrolled for, from its first registration.
+    pub household: Option<String>,
+    /// The digest of the current claim code; empty when none is live (none
+    /// issued, or the home was claimed).
+    pub claim_digest: Vec<u8>,
+    /// Claims refused since the current code was issued.
+    pub refused_claims: u32,
+    /// The resident who claimed the home.
+    pub claimed_by: Option<String>,
 }
 
 /// What may be asked of a home: register its lock, or record one device fact.
 /// Each fact names the home it is reported for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Register the home's lock. The same registration again changes nothing;
-    /// a different lock or key for the same home replaces it.
-    RegisterLock(pb::LockRegistered),
+    /// Register the home's lock, on the stream of `home_id`. The first
+    /// registration enrols the home: it carries the household and the
+    /// claim code's digest, and the address only sealed. A later one by the
+    /// same vendor replaces the lock or key; while the home is unclaimed it
+    /// issues its fresh code (the same registration again too: that is how
+    /// a vendor asks for a new code), once claimed the same registration
+    /// again changes nothing and a new one carries no code.
+    RegisterLock {
+        /// The home whose stream it is recorded on.
+        home_id: HomeId,
+        /// The registration, with the server's household, sealed address
+        /// and claim digest filled in.
+        registration: Box<pb::LockRegistered>,
+    },
+    /// A resident presents a claim code for the home.
+    Claim {
+        /// The home.
+        home_id: HomeId,
+        /// Who claims it.
+        resident_ref: String,
+        /// The digest of the code presented (normalised, see
+        /// [`crate::enrolment::normalise_claim_code`]).
+        claim_digest: Vec<u8>,
+    },
     /// The lock opened.
     Unlocked {
         /// The home.
@@ -349,6 +389,123 @@ impl Home {
         home
     }
 
+    /// What a grant's issue needs to know of the home: `None` before it is
+    /// enrolled. Whether its household was forgotten is the vault's to say:
+    /// `false` here, for the caller to set.
+    pub fn enrolled(&self) -> Option<Enrolled> {
+        self.household.as_ref().map(|h| Enrolled {
+            household: h.clone(),
+            claimed_by: self.claimed_by.clone(),
+            household_forgotten: false,
+        })
+    }
+
+    /// Whether a claim code is live: issued, not used, not voided by
+    /// [`MAX_REFUSED_CLAIMS`] refusals.
+    pub fn claim_code_live(&self) -> bool {
+        !self.claim_digest.is_empty() && self.refused_claims < MAX_REFUSED_CLAIMS
+    }
+
+    fn register(&self, home_id: &HomeId, r: &pb::LockRegistered) -> Result<Vec<Event>> {
+        validate_registered(r)?;
+        if r.home_id != home_id.as_str() {
+            return Err(invalid(
+                "home_id",
+                format!(
+                    "the registration names home {}, sent for home {home_id}",
+                    r.home_id
+                ),
+            ));
+        }
+        if r.address.is_some() {
+            return Err(invalid(
+                "address",
+                "is stored only sealed; the server seals it before deciding",
+            ));
+        }
+        let Some(existing) = &self.lock else {
+            if r.household_id.is_empty() || r.sealed_address.is_none() {
+                return Err(invalid(
+                    "address",
+                    "is missing: a home's first registration carries its postal address",
+                ));
+            }
+            if r.claim_digest.is_empty() {
+                return Err(invalid("claim_digest", "is missing on an enrolment"));
+            }
+            return Ok(vec![Event::LockRegistered(r.clone())]);
+        };
+        if existing.vendor != r.vendor {
+            return Err(forbidden(
+                "vendor",
+                format!("home {home_id} is registered by another vendor"),
+            ));
+        }
+        // A home registered before enrolment existed has no household: its
+        // vendor's next registration with the address enrols it.
+        if !r.household_id.is_empty()
+            && self
+                .household
+                .as_deref()
+                .is_some_and(|h| h != r.household_id)
+        {
+            return Err(invalid(
+                "address",
+                format!("is not the address home {home_id} was enrolled at"),
+            ));
+        }
+        let mut stored = r.clone();
+        if self.claimed_by.is_some() {
+            // Claimed: the claim stays, and no code is issued.
+            stored.claim_digest.clear();
+            if (&existing.lock_id, &existing.public_key, existing.country)
+                == (&stored.lock_id, &stored.public_key, stored.country)
+            {
+                return Ok(vec![]);
+            }
+        } else if stored.claim_digest.is_empty() {
+            return Err(invalid(
+                "claim_digest",
+                "is missing on a registration of an unclaimed home",
+            ));
+        }
+        // A new lock, a rotated key or a fresh code: the stream keeps both.
+        Ok(vec![Event::LockRegistered(stored)])
+    }
+
+    fn claim(&self, home_id: &HomeId, resident_ref: &str, digest: &[u8]) -> Result<Vec<Event>> {
+        self.registered(home_id)?;
+        if resident_ref.trim().is_empty() {
+            return Err(invalid("resident_ref", "is missing"));
+        }
+        match &self.claimed_by {
+            Some(r) if r == resident_ref => return Ok(vec![]),
+            // Used: whoever else presents a code is told only that it does
+            // not match, so nothing says the home was claimed, or by whom.
+            Some(_) => return Err(forbidden("claim_code", "does not match")),
+            None => {}
+        }
+        if !self.claim_code_live() {
+            return Err(DomainError::InvalidState {
+                subject: "claim_code".into(),
+                action: "claim the home",
+                state: format!(
+                    "its code is void after {MAX_REFUSED_CLAIMS} refused claims; ask the lock \
+                     vendor for a new code"
+                ),
+            });
+        }
+        if self.claim_digest != digest {
+            return Ok(vec![Event::ClaimRefused(pb::ClaimRefused {
+                resident_ref: resident_ref.to_owned(),
+                reason: pb::ClaimRefusal::WrongCode as i32,
+            })]);
+        }
+        Ok(vec![Event::Claimed(pb::HomeClaimed {
+            resident_ref: resident_ref.to_owned(),
+        })])
+    }
+
     /// The registered lock of the home a fact is reported for.
     fn registered(&self, home_id: &HomeId) -> Result<&pb::LockRegistered> {
         match &self.lock {
@@ -378,7 +535,23 @@ impl Home {
 
     fn apply(&mut self, event: &Event, at: Option<DateTime<Utc>>) {
         match event {
-            Event::LockRegistered(r) => self.lock = Some(r.clone()),
+            Event::LockRegistered(r) => {
+                self.lock = Some(r.clone());
+                if !r.household_id.is_empty() {
+                    self.household = Some(r.household_id.clone());
+                }
+                if !r.claim_digest.is_empty() {
+                    self.claim_digest.clone_from(&r.claim_digest);
+                    self.refused_claims = 0;
+                }
+            }
+            Event::Claimed(c) => {
+                self.claimed_by = Some(c.resident_ref.clone());
+                self.claim_digest.clear();
+            }
+            Event::ClaimRefused(_) => {
+                self.refused_claims = self.refused_claims.saturating_add(1);
+            }
             Event::Unlocked(u) => {
                 self.door = Door::Unlocked { since: at };
                 self.opened_under = (!u.grant_id.is_empty()).then(|| u.grant_id.clone());
@@ -509,19 +682,15 @@ impl Aggregate for Home {
 
     fn decide(&self, command: &Command) -> Result<Vec<Event>> {
         match command {
-            Command::RegisterLock(r) => {
-                validate_registered(r)?;
-                match &self.lock {
-                    None => Ok(vec![Event::LockRegistered(r.clone())]),
-                    Some(existing) if existing == r => Ok(vec![]),
-                    Some(existing) if existing.home_id != r.home_id => Err(invalid(
-                        "home_id",
-                        format!("{} is not this home, home/{}", r.home_id, existing.home_id),
-                    )),
-                    // A new lock, or a rotated key: the stream keeps both.
-                    Some(_) => Ok(vec![Event::LockRegistered(r.clone())]),
-                }
-            }
+            Command::RegisterLock {
+                home_id,
+                registration,
+            } => self.register(home_id, registration),
+            Command::Claim {
+                home_id,
+                resident_ref,
+                claim_digest,
+            } => self.claim(home_id, resident_ref, claim_digest),
             Command::Unlocked {
                 home_id,
                 fact,
@@ -727,6 +896,13 @@ mod tests {
             vendor: "acme-locks".into(),
             public_key: vec![7; 32],
             country: pb::Country::No as i32,
+            address: None,
+            sealed_address: Some(pb::Sealed {
+                subject: "hh-1".into(),
+                ..Default::default()
+            }),
+            household_id: "hh-1".into(),
+            claim_digest: vec![1; 32],
         }
     }
 
@@ -863,42 +1039,205 @@ mod tests {
         ]
     }
 
+    fn register(r: pb::LockRegistered) -> Command {
+        Command::RegisterLock {
+            home_id: home(),
+            registration: Box::new(r),
+        }
+    }
+
+    fn claim(resident: &str, digest: &[u8]) -> Command {
+        Command::Claim {
+            home_id: home(),
+            resident_ref: resident.into(),
+            claim_digest: digest.to_vec(),
+        }
+    }
+
+    fn claimed(resident: &str) -> Event {
+        Event::Claimed(pb::HomeClaimed {
+            resident_ref: resident.into(),
+        })
+    }
+
     #[test]
-    fn a_lock_is_registered_once() {
+    fn a_lock_registered_enrols_the_home_for_its_household() {
         assert_eq!(
-            given::<Home>(&[])
-                .decide(&Command::RegisterLock(lock()))
-                .unwrap(),
+            given::<Home>(&[]).decide(&register(lock())).unwrap(),
             vec![registered()]
         );
         let h = given::<Home>(&[registered()]);
         assert_eq!(h.lock_id(), Some("lock-1"));
         assert_eq!(h.public_key(), Some(&[7u8; 32][..]));
         assert_eq!(h.door, Door::Locked);
-        assert_eq!(h.decide(&Command::RegisterLock(lock())).unwrap(), vec![]);
-    }
-
-    #[test]
-    fn a_new_lock_or_key_replaces_the_old_one_for_the_same_home() {
-        let h = given::<Home>(&[registered()]);
-        let rotated = pb::LockRegistered {
-            public_key: vec![8; 32],
+        assert_eq!(
+            h.enrolled().map(|e| (e.household, e.claimed_by)),
+            Some(("hh-1".to_owned(), None))
+        );
+        assert!(h.claim_code_live());
+        // Unclaimed, the same registration again issues a fresh code (how a
+        // vendor asks for one); claimed, it changes nothing.
+        let fresh = pb::LockRegistered {
+            claim_digest: vec![2; 32],
             ..lock()
         };
         assert_eq!(
-            h.decide(&Command::RegisterLock(rotated.clone())).unwrap(),
-            vec![Event::LockRegistered(rotated.clone())]
+            h.decide(&register(fresh.clone())).unwrap(),
+            vec![Event::LockRegistered(fresh)]
         );
-        let h = given::<Home>(&[registered(), Event::LockRegistered(rotated)]);
-        assert_eq!(h.public_key(), Some(&[8u8; 32][..]));
+        let h = given::<Home>(&[registered(), claimed("res-1")]);
+        assert_eq!(h.decide(&register(lock())).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_first_registration_without_an_address_or_for_another_home_is_refused() {
+        let bare = pb::LockRegistered {
+            household_id: String::new(),
+            sealed_address: None,
+            ..lock()
+        };
+        assert_eq!(
+            invalid_field(given::<Home>(&[]).decide(&register(bare))),
+            "address"
+        );
+        let clear = pb::LockRegistered {
+            address: Some(pb::Address::default()),
+            ..lock()
+        };
+        assert_eq!(
+            invalid_field(given::<Home>(&[]).decide(&register(clear))),
+            "address"
+        );
+        // The payload names home-2, on home-1's stream: refused, first
+        // registration or not, naming both.
         let elsewhere = pb::LockRegistered {
             home_id: "home-2".into(),
             ..lock()
         };
+        for h in [given::<Home>(&[]), given::<Home>(&[registered()])] {
+            match h.decide(&register(elsewhere.clone())) {
+                Err(DomainError::Invalid {
+                    field: "home_id",
+                    reason,
+                }) => assert!(
+                    reason.contains("home-2") && reason.contains("home-1"),
+                    "{reason}"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_lock_or_key_replaces_the_old_one_and_keeps_the_claim() {
+        let h = given::<Home>(&[registered()]);
+        let rotated = pb::LockRegistered {
+            public_key: vec![8; 32],
+            claim_digest: vec![3; 32],
+            household_id: String::new(),
+            sealed_address: None,
+            ..lock()
+        };
         assert_eq!(
-            invalid_field(h.decide(&Command::RegisterLock(elsewhere))),
-            "home_id"
+            h.decide(&register(rotated.clone())).unwrap(),
+            vec![Event::LockRegistered(rotated.clone())]
         );
+        let h = given::<Home>(&[registered(), Event::LockRegistered(rotated.clone())]);
+        assert_eq!(h.public_key(), Some(&[8u8; 32][..]));
+        // The household stays; the old code is void, the new one live.
+        assert_eq!(h.household.as_deref(), Some("hh-1"));
+        assert_eq!(h.decide(&claim("res-1", &[1; 32])).unwrap().len(), 1);
+        assert!(matches!(
+            &h.decide(&claim("res-1", &[1; 32])).unwrap()[..],
+            [Event::ClaimRefused(_)]
+        ));
+        assert_eq!(
+            h.decide(&claim("res-1", &[3; 32])).unwrap(),
+            vec![claimed("res-1")]
+        );
+        // Once claimed, a new key carries no code and the claim stays.
+        let h = given::<Home>(&[registered(), claimed("res-1")]);
+        let stored = match &h.decide(&register(rotated)).unwrap()[..] {
+            [Event::LockRegistered(r)] => r.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(stored.claim_digest.is_empty());
+        let h = given::<Home>(&[
+            registered(),
+            claimed("res-1"),
+            Event::LockRegistered(stored),
+        ]);
+        assert_eq!(h.claimed_by.as_deref(), Some("res-1"));
+        // Another vendor, or another household's address, is refused.
+        let other_vendor = pb::LockRegistered {
+            vendor: "other-locks".into(),
+            ..lock()
+        };
+        assert!(matches!(
+            h.decide(&register(other_vendor)),
+            Err(DomainError::Forbidden { field, .. }) if field == "vendor"
+        ));
+        let moved = pb::LockRegistered {
+            household_id: "hh-2".into(),
+            ..lock()
+        };
+        assert_eq!(invalid_field(h.decide(&register(moved))), "address");
+    }
+
+    #[test]
+    fn a_home_is_claimed_once_with_its_code_and_five_wrong_codes_void_it() {
+        let h = given::<Home>(&[registered()]);
+        // A wrong code is recorded, never the code itself.
+        let wrong = h.decide(&claim("res-2", &[9; 32])).unwrap();
+        assert_eq!(
+            wrong,
+            vec![Event::ClaimRefused(pb::ClaimRefused {
+                resident_ref: "res-2".into(),
+                reason: pb::ClaimRefusal::WrongCode as i32,
+            })]
+        );
+        // The right one claims it; the same resident again changes nothing;
+        // anyone else is told only that the code does not match.
+        assert_eq!(
+            h.decide(&claim("res-1", &[1; 32])).unwrap(),
+            vec![claimed("res-1")]
+        );
+        let done = given::<Home>(&[registered(), claimed("res-1")]);
+        assert_eq!(done.decide(&claim("res-1", &[1; 32])).unwrap(), vec![]);
+        assert_eq!(
+            done.decide(&claim("res-2", &[1; 32]))
+                .unwrap_err()
+                .to_string(),
+            "claim_code: does not match"
+        );
+        // Five refusals void the code: even the right one is refused, until
+        // the vendor registers the lock again.
+        let mut history = vec![registered()];
+        history.extend(std::iter::repeat_n(
+            wrong[0].clone(),
+            MAX_REFUSED_CLAIMS as usize,
+        ));
+        let void = given::<Home>(&history);
+        assert!(!void.claim_code_live());
+        assert!(matches!(
+            void.decide(&claim("res-1", &[1; 32])),
+            Err(DomainError::InvalidState { .. })
+        ));
+        history.push(Event::LockRegistered(pb::LockRegistered {
+            claim_digest: vec![4; 32],
+            ..lock()
+        }));
+        assert_eq!(
+            given::<Home>(&history)
+                .decide(&claim("res-1", &[4; 32]))
+                .unwrap(),
+            vec![claimed("res-1")]
+        );
+        // A home never enrolled cannot be claimed.
+        assert!(matches!(
+            given::<Home>(&[]).decide(&claim("res-1", &[1; 32])),
+            Err(DomainError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -956,7 +1295,7 @@ mod tests {
         ];
         for (field, broken) in cases {
             assert_eq!(
-                invalid_field(given::<Home>(&[]).decide(&Command::RegisterLock(broken))),
+                invalid_field(given::<Home>(&[]).decide(&register(broken))),
                 field
             );
         }

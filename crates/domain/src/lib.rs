@@ -16,6 +16,10 @@
 //! - [`parcel`], [`route`], [`grant`], [`home`]: the four aggregates.
 //! - [`custody`]: which driver may report on a parcel (the driver of the
 //!   route whose latest plan names it).
+//! - [`enrolment`]: who a home belongs to: its enrolment by the lock's
+//!   vendor at the household's address, the household's claim with a
+//!   one-time code, and the binding a grant must hold (home claimed by its
+//!   resident, parcels of the home's household).
 //! - [`entry`]: the rules of an in-home entry that span them (an unlock
 //!   refused for a reason outside the grant; an in-home delivery closing).
 //!
@@ -25,6 +29,7 @@
 pub mod aggregate;
 pub mod country;
 pub mod custody;
+pub mod enrolment;
 pub mod entry;
 pub mod error;
 pub mod event;

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 use threshold_domain::country::{instant, local_window, parse_local};
+use threshold_domain::enrolment::Bound;
 use threshold_domain::grant::{Command, Grant};
 use threshold_domain::{Aggregate, Country, DriverId, GrantId, ParcelId, fold, pb};
 
@@ -87,7 +88,9 @@ proptest! {
         let mut now: DateTime<Utc> = start - Duration::minutes(45);
         let mut state = Grant::default();
         let mut history: Vec<Event> = Vec::new();
-        let first = state.decide(&Command::Issue(Box::new(issued()))).expect("valid");
+        let g = issued();
+        let bound = Bound::claimed("hh-1", &g.resident_ref, g.parcel_ids.len());
+        let first = state.decide(&Command::Issue { grant: Box::new(g), bound }).expect("valid");
         record(&mut state, &first, &mut history);
         let mut authorized: Vec<String> = Vec::new();
         let (mut revoked, mut expired) = (false, false);

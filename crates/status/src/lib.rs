@@ -23,7 +23,7 @@
 //! | `DATA_LOSS` | Stored data is damaged: a corrupt data file ([`LogError::Corrupt`]), a seal that does not authenticate ([`PrivacyError::Tampered`]), a home's audit chain that does not hold. | No: an operator must look. |
 //! | `INTERNAL` | The server failed in a way the caller cannot act on: the storage engine, a file's I/O, a stored event this build cannot decode, the vault's store, a credentials file. | Perhaps; report it. |
 //! | `UNAUTHENTICATED` | No or an unknown bearer token (answered by [`threshold_auth::require`] and the auth layer). | No: authenticate. |
-//! | `PERMISSION_DENIED` | The caller's role or tenant may not do this ([`threshold_auth::require`], `Principal::check_tenant`), a device report with a bad signature. | No. |
+//! | `PERMISSION_DENIED` | The caller's role or tenant may not do this ([`threshold_auth::require`], `Principal::check_tenant`), a device report with a bad signature, a binding the domain refuses ([`DomainError::Forbidden`]: a grant for a home or parcel not the resident's, a claim code that does not match). | No. |
 //!
 //! A malformed request always answers `INVALID_ARGUMENT`, never `INTERNAL`.
 
@@ -96,6 +96,7 @@ impl ServiceError for DomainError {
             DomainError::NotFound(_) => Code::NotFound,
             DomainError::AlreadyExists(_) => Code::AlreadyExists,
             DomainError::InvalidState { .. } => Code::FailedPrecondition,
+            DomainError::Forbidden { .. } => Code::PermissionDenied,
         }
     }
 }
@@ -223,6 +224,13 @@ mod tests {
                     state: "delivered".into(),
                 },
                 Code::FailedPrecondition,
+            ),
+            (
+                DomainError::Forbidden {
+                    field: "home_id".into(),
+                    reason: "is not a home you claimed".into(),
+                },
+                Code::PermissionDenied,
             ),
         ]
     }

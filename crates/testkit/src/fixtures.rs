@@ -1,7 +1,8 @@
 //! The requests, facts and manifests tests start from: a grant whose window
 //! is open now, an unlock request from beside the door, the home's signed
-//! devices, the facts other services would have recorded, small manifests,
-//! the route plans handheld events need, and handheld events.
+//! devices, its enrolment and claim, the facts other services would have
+//! recorded, small manifests, the route plans handheld events need, and
+//! handheld events.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use threshold_access_service::device::{Signed, SigningKey, key_from_seed, public_key};
@@ -11,8 +12,9 @@ use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::{
-    AttemptAck, AttemptFailedReport, AttemptStartedReport, AuthorizeUnlockRequest, DeliveredReport,
-    DeviceEventRequest, GetRouteRequest, HandheldEvent, IssueGrantRequest, PlanDayRequest,
+    AttemptAck, AttemptFailedReport, AttemptStartedReport, AuthorizeUnlockRequest, ClaimHomeReply,
+    ClaimHomeRequest, DeliveredReport, DeviceEventRequest, GetRouteRequest, HandheldEvent,
+    IssueGrantRequest, PlanDayRequest,
 };
 use threshold_auth::Authed;
 use threshold_domain::country::{date_to_proto, timestamp};
@@ -316,16 +318,223 @@ pub async fn facts(log: &dyn EventLog, stream: &str, events: Vec<DomainEvent>, a
         .expect("append");
 }
 
-/// Everything but the grant an entry at `at` needs: route r-1 of drv-1
-/// carrying SE-1, drv-1's scan of SE-1, home-1's lock registered with
-/// [`key`] and its camera beating at `at`, reported by `vendor`. `at`
-/// carries the simulated time to a simulation's server.
-pub async fn door(
+/// home-1's postal address, in Stockholm: where SE-1 is addressed.
+pub fn address() -> pb::Address {
+    address_at("Storgatan 1")
+}
+
+/// An address on `street` in Stockholm (postal code 11122).
+pub fn address_at(street: &str) -> pb::Address {
+    pb::Address {
+        street: street.into(),
+        postal_code: "11122".into(),
+        city: "Stockholm".into(),
+        position: Some(threshold_domain::geo::point(59.33, 18.06)),
+    }
+}
+
+/// Loads `parcels` through the ManifestService as `planner`: nordshop's
+/// doorstep parcels for Stockholm's depot on 2026-11-23, addressed to
+/// `address`. The service seals each address under its household's key.
+pub async fn manifest_at(planner: Authed, parcels: &[&str], address: &pb::Address) {
+    let (lat, lon) = address
+        .position
+        .map_or((59.33, 18.06), |p| (p.latitude, p.longitude));
+    let rows: String = parcels
+        .iter()
+        .map(|id| {
+            format!(
+                "{id},nordshop,SE,STO-1,2026-11-23,{},{},{},{lat},{lon},doorstep,1,,\n",
+                address.street, address.postal_code, address.city
+            )
+        })
+        .collect();
+    load_manifest(
+        planner,
+        &format!("{}.csv", EventId::new()),
+        &manifest(&rows),
+    )
+    .await;
+}
+
+/// Parcels as [`manifested`] appends them, but addressed to `address`:
+/// each sealed under the key of the household `vault` finds there, as the
+/// ManifestService seals a row's (for a sandbox that runs no manifest
+/// service; [`manifest_at`] goes through it).
+pub async fn manifested_at(
     log: &dyn EventLog,
+    vault: &threshold_privacy::Vault,
+    parcels: &[&str],
+    address: &pb::Address,
+) {
+    let household = vault
+        .household(&[
+            &address.street,
+            &address.postal_code,
+            &address.city,
+            Country::Se.code(),
+        ])
+        .expect("household");
+    for id in parcels {
+        let stream = StreamId::parcel(&ParcelId::new(*id).expect("id"));
+        let m = pb::ParcelManifested {
+            parcel_id: (*id).into(),
+            partner_id: "nordshop".into(),
+            country: pb::Country::Se as i32,
+            depot_id: "STO-1".into(),
+            delivery_date: Some(date_to_proto(
+                NaiveDate::from_ymd_opt(2026, 11, 23).expect("date"),
+            )),
+            service: pb::Service::Doorstep as i32,
+            weight_grams: 1000,
+            manifest_id: "m".into(),
+            manifest_line: 2,
+            sealed_address: Some(
+                vault
+                    .seal_message(&household.subject, &stream.to_string(), address)
+                    .expect("sealed"),
+            ),
+            ..Default::default()
+        };
+        let e = NewEvent::new(
+            EventId::new(),
+            &DomainEvent::Parcel(pb::parcel_event::Event::Manifested(m)),
+            Utc::now(),
+        )
+        .country(Country::Se);
+        log.append(&stream, ExpectedVersion::NO_STREAM, vec![e])
+            .await
+            .expect("manifest");
+    }
+}
+
+/// The registration of lock-1 of acme-locks under [`key`] for `home`, at
+/// `address` (`None`: a new key or lock for a home enrolled already).
+pub fn registration(home: &str, address: Option<pb::Address>) -> pb::home_event::Event {
+    pb::home_event::Event::LockRegistered(pb::LockRegistered {
+        home_id: home.into(),
+        lock_id: "lock-1".into(),
+        vendor: "acme-locks".into(),
+        public_key: public_key(&key()),
+        country: pb::Country::Se as i32,
+        address,
+        ..Default::default()
+    })
+}
+
+/// `request`, carrying the simulated time `at` when `simulated`.
+fn when<T>(request: T, at_time: DateTime<Utc>, simulated: bool) -> tonic::Request<T> {
+    if simulated {
+        at(request, at_time)
+    } else {
+        tonic::Request::new(request)
+    }
+}
+
+/// Enrols `home` at `address`: `vendor` registers its lock (lock-1 under
+/// [`key`]) at `at`. Returns the one-time claim code the server gave.
+pub async fn enrol(
     vendor: &mut AccessServiceClient<Authed>,
+    home: &str,
+    address: &pb::Address,
+    at: DateTime<Utc>,
+    simulated: bool,
+) -> String {
+    let mut r = device(registration(home, Some(address.clone())), at, &key());
+    r.home_id = home.into();
+    r.sign(&key());
+    let reply = vendor
+        .record_device_event(when(r, at, simulated))
+        .await
+        .expect("enrolled")
+        .into_inner();
+    assert!(!reply.claim_code.is_empty(), "no claim code: {reply:?}");
+    reply.claim_code
+}
+
+/// `resident_ref` claims `home` with `code`, through `resident`.
+pub async fn claim(
+    resident: &mut AccessServiceClient<Authed>,
+    home: &str,
+    resident_ref: &str,
+    code: &str,
+    at: DateTime<Utc>,
+    simulated: bool,
+) -> Result<ClaimHomeReply, tonic::Status> {
+    let r = ClaimHomeRequest {
+        home_id: home.into(),
+        resident_ref: resident_ref.into(),
+        claim_code: code.into(),
+    };
+    resident
+        .claim_home(when(r, at, simulated))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A home ready for grants, in one call: `parcels` manifested to
+/// `address` (through the sandbox's ManifestService), `home` enrolled at
+/// the same address by `vendor` and claimed by `resident_ref` through
+/// `resident`, now.
+pub async fn home_ready(
+    sandbox: &crate::Sandbox,
+    vendor: &mut AccessServiceClient<Authed>,
+    resident: &mut AccessServiceClient<Authed>,
+    home: &str,
+    resident_ref: &str,
+    parcels: &[&str],
+    address: &pb::Address,
+) {
+    manifest_at(sandbox.planner(), parcels, address).await;
+    let now = Utc::now();
+    let code = enrol(vendor, home, address, now, false).await;
+    claim(resident, home, resident_ref, &code, now, false)
+        .await
+        .expect("claimed");
+}
+
+/// `home` enrolled at `address` by `vendor` and claimed by `resident_ref`
+/// through `resident`, at `at`.
+pub async fn enrolled_and_claimed(
+    vendor: &mut AccessServiceClient<Authed>,
+    resident: &mut AccessServiceClient<Authed>,
+    home: &str,
+    resident_ref: &str,
+    address: &pb::Address,
     at: DateTime<Utc>,
     simulated: bool,
 ) {
+    let code = enrol(vendor, home, address, at, simulated).await;
+    claim(resident, home, resident_ref, &code, at, simulated)
+        .await
+        .expect("claimed");
+}
+
+/// Everything but the grant an entry at `at` needs: SE-1 manifested to
+/// [`address`] (sealed with `vault`), home-1 enrolled there (its lock
+/// registered with [`key`] by `vendor`) and claimed by res-1 through
+/// `resident`, route r-1 of drv-1 carrying SE-1, drv-1's scan of SE-1, and
+/// home-1's camera beating at `at`. `at` carries the simulated time to a
+/// simulation's server.
+pub async fn door(
+    log: &dyn EventLog,
+    vault: &threshold_privacy::Vault,
+    vendor: &mut AccessServiceClient<Authed>,
+    resident: &mut AccessServiceClient<Authed>,
+    at: DateTime<Utc>,
+    simulated: bool,
+) {
+    manifested_at(log, vault, &["SE-1"], &address()).await;
+    enrolled_and_claimed(
+        vendor,
+        resident,
+        "home-1",
+        "res-1",
+        &address(),
+        at,
+        simulated,
+    )
+    .await;
     facts(
         log,
         "route/r-1",
@@ -359,26 +568,14 @@ pub async fn door(
         at,
     )
     .await;
-    let register = pb::home_event::Event::LockRegistered(pb::LockRegistered {
-        home_id: "home-1".into(),
-        lock_id: "lock-1".into(),
-        vendor: "acme-locks".into(),
-        public_key: public_key(&key()),
-        country: pb::Country::Se as i32,
-    });
     let beat = pb::home_event::Event::CameraOnline(pb::CameraOnline {
         camera_id: "cam-1".into(),
         recording: true,
     });
-    for e in [register, beat] {
-        let r = device(e, at, &key());
-        let r = if simulated {
-            self::at(r, at)
-        } else {
-            tonic::Request::new(r)
-        };
-        vendor.record_device_event(r).await.expect("device event");
-    }
+    vendor
+        .record_device_event(when(device(beat, at, &key()), at, simulated))
+        .await
+        .expect("device event");
 }
 
 /// `request` carrying the simulated time `at`.

@@ -15,7 +15,18 @@
 //!
 //! # An entry, step by step
 //!
-//! 1. The resident issues a grant (`IssueGrant`).
+//! 0. The home is enrolled and claimed, once. Its lock's vendor registers
+//!    the lock (`RecordDeviceEvent` with `LockRegistered`, signed by the key
+//!    it registers) with the home's postal address: the server finds the
+//!    household living there in the vault, as the manifest service does
+//!    for a parcel's address, keeps the address only sealed, and answers
+//!    with a one-time claim code for the lock to show. The household claims
+//!    the home with it (`ClaimHome`); five wrong codes void it.
+//! 1. The resident who claimed the home issues a grant (`IssueGrant`) for
+//!    parcels addressed to the home's household: the home's and the
+//!    parcels' streams are read, and the domain
+//!    ([`threshold_domain::enrolment::binding_refusal`]) refuses anything
+//!    else, naming the field and nothing of another party's.
 //! 2. At the door the driver scans the parcel (an `AttemptStarted` through
 //!    the handheld service) and asks `AuthorizeUnlock` with the route and
 //!    the handheld's position. The server checks the grant (revoked, used,
@@ -57,11 +68,14 @@
 //! - `watcher`: doors left open and ended grants ([`Access::watch`]).
 //! - [`Clock`]: whose time decides windows.
 //! - `sealing`: a grant's geofence center sealed in the vault.
+//! - `enrolment`: a home's address sealed under its household's key, its
+//!   claim code drawn, and the facts a grant's binding is decided on.
 //! - [`device`]: the signatures of a home's devices.
 
 pub mod device;
 
 mod clock;
+mod enrolment;
 mod sealing;
 mod service;
 mod streams;
@@ -99,6 +113,9 @@ pub struct Access {
     open: Arc<tokio::sync::Mutex<watcher::OpenDoors>>,
     authorizations: opentelemetry::metrics::Counter<u64>,
     alerts: opentelemetry::metrics::Counter<u64>,
+    /// Grants and claims refused for who asked: a home or parcel not the
+    /// resident's, a claim code that does not match.
+    refused: opentelemetry::metrics::Counter<u64>,
 }
 
 impl Access {
@@ -117,6 +134,13 @@ impl Access {
             alerts: opentelemetry::global::meter("threshold.access")
                 .u64_counter("threshold.home.alerts")
                 .with_description("Alerts raised around in-home entries, by kind")
+                .build(),
+            refused: opentelemetry::global::meter("threshold.access")
+                .u64_counter("threshold.access.refused")
+                .with_description(
+                    "Grants and home claims refused for who asked, by reason (not_the_claimant, \
+                     parcel_of_another_household, home_not_claimed, claim_code_mismatch, ...)",
+                )
                 .build(),
         }
     }

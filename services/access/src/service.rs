@@ -9,21 +9,23 @@
 use chrono::Utc;
 use threshold_api::v1::access_service_server::AccessService;
 use threshold_api::v1::{
-    AuthorizeUnlockReply, AuthorizeUnlockRequest, ClockReply, ClockRequest, DeviceEventReply,
-    DeviceEventRequest, GrantReply, IssueGrantRequest, Receipt, ReceiptRequest, RedeemUnlockReply,
-    RedeemUnlockRequest, RevokeGrantRequest,
+    AuthorizeUnlockReply, AuthorizeUnlockRequest, ClaimHomeReply, ClaimHomeRequest, ClockReply,
+    ClockRequest, DeviceEventReply, DeviceEventRequest, GrantReply, IssueGrantRequest, Receipt,
+    ReceiptRequest, RedeemUnlockReply, RedeemUnlockRequest, RevokeGrantRequest,
 };
 use threshold_auth::Role;
 use threshold_domain::country::{instant, local_window, parse_local, timestamp};
+use threshold_domain::enrolment::{MAX_REFUSED_CLAIMS, binding_refusal};
 use threshold_domain::grant::Command as GrantCommand;
 use threshold_domain::grant::refusal_explanation;
 use threshold_domain::home::{Command as HomeCommand, Home, device_time};
 use threshold_domain::{Country, DomainError, DriverId, EventId, GrantId, HomeId, ParcelId, pb};
 use threshold_log::audit;
 use threshold_status::{field, status, stored};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::device::Signed;
+use crate::enrolment::claim_digest;
 use crate::{Access, Clock, UNLOCK_VALID_FOR};
 
 #[tonic::async_trait]
@@ -37,6 +39,7 @@ impl AccessService for Access {
         let r = request.into_inner();
         resident.check_tenant("resident", &r.resident_ref)?;
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        let home_id = HomeId::new(&r.home_id).map_err(|e| field("home_id", e))?;
         let country = Country::from_proto(r.country).map_err(|e| field("country", e))?;
         let start = parse_local("window_start_local", &r.window_start_local).map_err(status)?;
         let end = parse_local("window_end_local", &r.window_end_local).map_err(status)?;
@@ -54,9 +57,23 @@ impl AccessService for Access {
         };
         let mut issued = issued;
         self.seal_center(&mut issued)?;
-        let (events, version) = self
-            .grant(&grant_id, GrantCommand::Issue(Box::new(issued)), now)
-            .await?;
+        // Its shape first, so that a malformed grant (or one naming more
+        // parcels than a grant may) reads no stream.
+        threshold_domain::grant::validate_issued(&issued).map_err(status)?;
+        // Who the home and the parcels belong to, read from their streams
+        // for the grant's decision: the domain binds them.
+        let (home, _) = self.load_home(&home_id).await?;
+        let bound = self.bound(&home, &issued.parcel_ids).await?;
+        // The domain refuses it below; a refusal for who asked is counted
+        // and logged here, for the carrier to see attempts on homes.
+        if let Some(refused) = binding_refusal(&issued, &bound) {
+            self.refused(refused.name(), &issued.home_id, &issued.resident_ref);
+        }
+        let issue = GrantCommand::Issue {
+            grant: Box::new(issued),
+            bound,
+        };
+        let (events, version) = self.grant(&grant_id, issue, now).await?;
         Ok(Response::new(GrantReply {
             grant_id: r.grant_id,
             version,
@@ -238,6 +255,54 @@ impl AccessService for Access {
         Ok(Response::new(reply))
     }
 
+    async fn claim_home(
+        &self,
+        request: Request<ClaimHomeRequest>,
+    ) -> Result<Response<ClaimHomeReply>, Status> {
+        let resident = threshold_auth::require(&request, &[Role::Resident])?.clone();
+        let now = self.now(&request)?;
+        let r = request.into_inner();
+        resident.check_tenant("resident", &r.resident_ref)?;
+        let home_id = HomeId::new(&r.home_id).map_err(|e| field("home_id", e))?;
+        let digest = claim_digest(&r.claim_code)?;
+        let resident_ref = r.resident_ref;
+        let claim = HomeCommand::Claim {
+            home_id: home_id.clone(),
+            resident_ref: resident_ref.clone(),
+            claim_digest: digest,
+        };
+        let decided = self
+            .home(&home_id, claim, EventId::new(), now)
+            .await
+            .inspect_err(|e| {
+                if matches!(e.code(), Code::PermissionDenied | Code::FailedPrecondition) {
+                    self.refused("claim_refused_unrecorded", home_id.as_str(), &resident_ref);
+                }
+            })?;
+        if matches!(
+            decided.events.first(),
+            Some(pb::home_event::Event::ClaimRefused(_))
+        ) {
+            // Recorded; the caller is told only that it does not match, and
+            // when that was the last try the code had.
+            self.refused("claim_code_mismatch", home_id.as_str(), &resident_ref);
+            let (home, _) = self.load_home(&home_id).await?;
+            let mut message = "claim_code: does not match".to_owned();
+            if !home.claim_code_live() {
+                message.push_str(&format!(
+                    "; {MAX_REFUSED_CLAIMS} refused claims void the code: ask the lock vendor \
+                     for a new one"
+                ));
+            }
+            return Err(Status::permission_denied(message));
+        }
+        Ok(Response::new(ClaimHomeReply {
+            home_id: home_id.to_string(),
+            version: decided.version,
+            unchanged: decided.events.is_empty(),
+        }))
+    }
+
     async fn get_receipt(
         &self,
         request: Request<ReceiptRequest>,
@@ -315,6 +380,7 @@ impl AccessService for Access {
                 position: found.position.0,
                 duplicate: true,
                 alerts_raised: Vec::new(),
+                claim_code: String::new(),
             }));
         }
         use pb::home_event::Event as H;
@@ -323,6 +389,19 @@ impl AccessService for Access {
             .as_ref()
             .and_then(|e| e.event.clone())
             .ok_or_else(|| field("event", "is missing"))?;
+        // A payload naming a home names this one: the vendor is told both,
+        // its own data.
+        if let H::LockRegistered(x) = &event
+            && x.home_id != home_id.as_str()
+        {
+            return Err(field(
+                "event.lock_registered.home_id",
+                format!(
+                    "names home {:?}, but the event is sent for home {home_id}",
+                    x.home_id
+                ),
+            ));
+        }
         // A vendor speaks for its own locks.
         match (&home.lock, &event) {
             (_, H::LockRegistered(x)) => vendor.check_tenant("the lock vendor", &x.vendor)?,
@@ -374,8 +453,15 @@ impl AccessService for Access {
             }
         };
         let h = home_id.clone();
+        let mut code = None;
         let command = match event {
-            H::LockRegistered(x) => HomeCommand::RegisterLock(x),
+            H::LockRegistered(mut x) => {
+                code = Some(self.enrol(&home_id, &mut x)?);
+                HomeCommand::RegisterLock {
+                    home_id: h,
+                    registration: Box::new(x),
+                }
+            }
             H::Unlocked(fact) => {
                 let redeemed = if fact.grant_id.is_empty() {
                     false
@@ -399,14 +485,20 @@ impl AccessService for Access {
             H::ClipRecorded(fact) => HomeCommand::ClipRecorded { home_id: h, fact },
             H::TamperDetected(fact) => HomeCommand::TamperDetected { home_id: h, fact },
             H::Alarm(fact) => HomeCommand::Alarm { home_id: h, fact },
-            H::AlertRaised(_) => {
+            H::AlertRaised(_) | H::Claimed(_) | H::ClaimRefused(_) => {
                 return Err(field(
                     "event",
-                    "alerts are raised by the server, not reported by devices",
+                    "alerts and claims are recorded by the server, not reported by devices",
                 ));
             }
         };
         let decided = self.home(&home_id, command, event_id, at).await?;
+        // The code is given only when the registration recorded its digest:
+        // not for a claimed home, nor for a registration in effect already.
+        let claim_code = match (decided.events.first(), code) {
+            (Some(H::LockRegistered(x)), Some(code)) if x.claim_digest == code.digest => code.shown,
+            _ => String::new(),
+        };
         // Nothing recorded: the fact was in effect already, or the event was
         // stored meanwhile (then its position is the original's).
         Ok(Response::new(DeviceEventReply {
@@ -420,7 +512,17 @@ impl AccessService for Access {
                     _ => None,
                 })
                 .collect(),
+            claim_code,
         }))
+    }
+}
+
+impl Access {
+    /// Counts and logs a grant or claim refused for who asked.
+    fn refused(&self, reason: &'static str, home_id: &str, resident_ref: &str) {
+        self.refused
+            .add(1, &[opentelemetry::KeyValue::new("reason", reason)]);
+        tracing::warn!(reason, home_id, resident_ref, "refused for who asked");
     }
 }
 

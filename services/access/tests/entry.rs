@@ -180,6 +180,8 @@ async fn every_rule_around_the_grant_refuses_with_its_reason_and_the_fallback() 
 #[tokio::test]
 async fn a_parcel_not_scanned_by_the_driver_opens_nothing() {
     let mut s = serve_at_the_door().await;
+    // SE-2 is addressed to the same household as SE-1.
+    manifest_at(s.sandbox.planner(), &["SE-2"], &address()).await;
     let mut g = grant("g-1");
     g.parcel_ids.push("SE-2".into());
     s.resident.issue_grant(g).await.expect("issue");

@@ -5,7 +5,7 @@ mod common;
 use chrono::Utc;
 use common::*;
 use threshold_access_service::Clock;
-use threshold_access_service::device::{Signed, key_from_seed, public_key};
+use threshold_access_service::device::{Signed, key_from_seed};
 use threshold_api::v1::{ClockRequest, RevokeGrantRequest};
 use threshold_domain::{DomainEvent, pb};
 
@@ -152,17 +152,7 @@ async fn a_revoke_racing_many_unlocks_is_never_overtaken() {
 #[tokio::test]
 async fn device_events_are_recorded_once_for_registered_homes() {
     let mut s = serve().await;
-    let mut register = device(
-        pb::home_event::Event::LockRegistered(pb::LockRegistered {
-            home_id: "home-1".into(),
-            lock_id: "lock-1".into(),
-            vendor: "acme-locks".into(),
-            public_key: public_key(&key()),
-            country: pb::Country::Se as i32,
-        }),
-        Utc::now(),
-        &key(),
-    );
+    let mut register = device(registration("home-1", Some(address())), Utc::now(), &key());
     // Set by the server as it stores the event; a client's is ignored.
     register.event.as_mut().expect("event").prev_hash = vec![1; 32];
     register.sign(&key());
@@ -173,6 +163,7 @@ async fn device_events_are_recorded_once_for_registered_homes() {
         .expect("register")
         .into_inner();
     assert!(!first.duplicate);
+    assert_eq!(first.claim_code.len(), 19, "{first:?}");
     let resent = s
         .vendor
         .record_device_event(register)
@@ -180,6 +171,8 @@ async fn device_events_are_recorded_once_for_registered_homes() {
         .expect("resend")
         .into_inner();
     assert_eq!((resent.duplicate, resent.position), (true, first.position));
+    // A resend is not a new registration: no code again.
+    assert!(resent.claim_code.is_empty());
 
     let camera = |home: &str| {
         let mut r = device(
@@ -232,6 +225,22 @@ async fn device_events_are_recorded_once_for_registered_homes() {
         .await
         .expect("read");
     assert_eq!(stored.len(), 2);
+    // The address is kept sealed under the household's key, the code as a
+    // digest only.
+    match stored[0].decode().expect("decode") {
+        DomainEvent::Home(pb::home_event::Event::LockRegistered(r)) => {
+            assert!(r.address.is_none());
+            let sealed = r.sealed_address.expect("sealed");
+            assert_eq!(sealed.subject, r.household_id);
+            assert_eq!(r.claim_digest.len(), 32);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!String::from_utf8_lossy(&stored[0].event.payload).contains("Storgatan"));
+    assert!(
+        !String::from_utf8_lossy(&stored[0].event.payload)
+            .contains(&first.claim_code.replace('-', ""))
+    );
     assert!(matches!(
         stored[1].decode().expect("decode"),
         DomainEvent::Home(pb::home_event::Event::CameraOnline(_))
@@ -307,6 +316,7 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
         (Utc::now() - now).num_seconds().abs() < 60,
         "the server's own time"
     );
+    door(&mut real, Utc::now(), false).await;
     real.resident
         .issue_grant(grant("g-real"))
         .await

@@ -114,6 +114,7 @@ async fn each_rpc_takes_its_role_and_tenant_only() {
             vendor: "other-locks".into(),
             public_key: public_key(&key_from_seed([9; 32])),
             country: pb::Country::Se as i32,
+            ..Default::default()
         }),
         Utc::now(),
         &key(),

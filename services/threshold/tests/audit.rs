@@ -24,6 +24,14 @@ async fn audit_verify_recomputes_a_homes_chain_from_the_store() {
             vendor: "acme-locks".into(),
             public_key: public_key(&key_from_seed([7; 32])),
             country: pb::Country::No as i32,
+            // A home's first registration enrols it at its address.
+            address: Some(pb::Address {
+                street: "Gate 7".into(),
+                postal_code: "0150".into(),
+                city: "Oslo".into(),
+                position: None,
+            }),
+            ..Default::default()
         }),
         home_event::Event::CameraOnline(pb::CameraOnline {
             camera_id: "cam-7".into(),

@@ -38,6 +38,19 @@ fn the_main_job_gives_the_same_day_for_the_same_seed() {
         panic!("unexpected in-home line in {first}");
     };
     assert!(revoked > 0 && grants > 20, "{first}");
+    // Every granted home was enrolled by its lock's vendor and claimed by
+    // its household first.
+    let homes = line("in-home homes:");
+    assert_eq!(
+        count(&homes, "enrolled by their lock's vendor"),
+        grants,
+        "{first}"
+    );
+    assert_eq!(
+        count(&homes, "claimed by their household"),
+        grants,
+        "{first}"
+    );
     assert_eq!(
         authorized + refused,
         grants,

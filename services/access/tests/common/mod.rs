@@ -21,7 +21,8 @@ use tonic::transport::Channel;
 
 #[allow(unused_imports)]
 pub(crate) use threshold_testkit::fixtures::{
-    at, device, facts, grant, grant_history, key, unlock,
+    address, address_at, at, claim, device, enrol, facts, grant, grant_history, home_ready, key,
+    manifest_at, manifested_at, registration, unlock,
 };
 
 /// The server, and a client for each role that calls it, each with the
@@ -84,7 +85,15 @@ pub(crate) async fn serve_with(sandbox: Builder) -> Running {
 /// The testkit's [`door`](threshold_testkit::fixtures::door), reported by
 /// the vendor of `s`.
 pub(crate) async fn door(s: &mut Running, at: DateTime<Utc>, simulated: bool) {
-    threshold_testkit::fixtures::door(s.log.as_ref(), &mut s.vendor, at, simulated).await;
+    threshold_testkit::fixtures::door(
+        s.log.as_ref(),
+        &s.vault,
+        &mut s.vendor,
+        &mut s.resident,
+        at,
+        simulated,
+    )
+    .await;
 }
 
 /// Issues `g` as `s`'s resident; the reply.

@@ -9,8 +9,8 @@ use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, Utc};
 use threshold_access_service::device::{Signed, SigningKey, key_from_seed};
-use threshold_api::v1::DeviceEventRequest;
 use threshold_api::v1::access_service_client::AccessServiceClient;
+use threshold_api::v1::{DeviceEventReply, DeviceEventRequest};
 use threshold_auth::Authed;
 use threshold_domain::country::timestamp;
 use threshold_domain::{EventId, pb};
@@ -38,6 +38,20 @@ pub(super) async fn report_device(
     event: pb::home_event::Event,
     at_time: DateTime<Utc>,
 ) -> Result<Vec<i32>, BoxError> {
+    Ok(report(access, key, home, event, at_time)
+        .await?
+        .alerts_raised)
+}
+
+/// A home's device reports `event` at `at`, signed with its key; the
+/// server's whole reply (for a lock's registration, the home's claim code).
+pub(super) async fn report(
+    access: &mut AccessServiceClient<Authed>,
+    key: &SigningKey,
+    home: &str,
+    event: pb::home_event::Event,
+    at_time: DateTime<Utc>,
+) -> Result<DeviceEventReply, BoxError> {
     let mut r = DeviceEventRequest {
         event_id: EventId::new().to_string(),
         home_id: home.to_owned(),
@@ -53,8 +67,7 @@ pub(super) async fn report_device(
         .record_device_event(at(r, at_time)?)
         .await
         .map_err(|s| access_error(&format!("device event of {home}"), &s))?
-        .into_inner()
-        .alerts_raised)
+        .into_inner())
 }
 
 /// A stand-in for a clip's SHA-256: 64 hex digits from its name.

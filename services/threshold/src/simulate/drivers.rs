@@ -72,6 +72,10 @@ pub(super) struct DriverDay {
     pub(super) rejected: u64,
     pub(super) reconnects: u64,
     pub(super) last_position: u64,
+    /// Homes their lock's vendor enrolled (a claim code issued).
+    pub(super) enrolled: u64,
+    /// Homes their resident claimed with that code.
+    pub(super) claimed: u64,
     pub(super) grants: u64,
     pub(super) revoked: u64,
     pub(super) unlocks: u64,
@@ -98,6 +102,8 @@ impl DriverDay {
         self.rejected += d.rejected;
         self.reconnects += d.reconnects;
         self.last_position = self.last_position.max(d.last_position);
+        self.enrolled += d.enrolled;
+        self.claimed += d.claimed;
         self.grants += d.grants;
         self.revoked += d.revoked;
         self.unlocks += d.unlocks;
@@ -183,7 +189,9 @@ pub(super) async fn drive(
         let f = fate(day_seed, &p);
         if p.window.is_some() {
             let key = device_key(day_seed, &p.home_id());
-            grant(&conn, &p, &driver, &route_id, &f, &key).await?;
+            let home = grant(&conn, &p, &driver, &route_id, &f, &key).await?;
+            day.enrolled += u64::from(home.enrolled);
+            day.claimed += u64::from(home.claimed);
             day.grants += 1;
             day.revoked += u64::from(f.revoked);
         }

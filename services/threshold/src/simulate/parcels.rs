@@ -36,6 +36,9 @@ pub(super) struct Parcel {
     /// The resident's window, for in-home parcels.
     pub(super) window: Option<pb::LocalWindow>,
     pub(super) position: Option<pb::GeoPoint>,
+    /// Where it is addressed: the home its in-home grant opens is enrolled
+    /// at this address.
+    pub(super) address: Option<pb::Address>,
 }
 
 impl Parcel {
@@ -126,6 +129,7 @@ pub(super) async fn load(
                     .then(|| parcel.in_home_window.clone())
                     .flatten(),
                 position: parcel.address.as_ref().and_then(|a| a.position),
+                address: parcel.address.clone(),
             }),
             Row::Rejected(_) => None,
         })

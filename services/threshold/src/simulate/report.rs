@@ -1,5 +1,5 @@
 //! The simulated day's report: how the drivers' day went (events, resends,
-//! in-home grants, unlocks, refusals, entries, alerts), then the server's
+//! homes enrolled and claimed, in-home grants, unlocks, refusals, entries, alerts), then the server's
 //! attempts report by service and by country.
 //!
 //! It only prints what the day counted and what the server answers; it
@@ -35,6 +35,10 @@ pub(super) async fn print(conn: &Conn, drivers: usize, total: &DriverDay) -> Res
             )
         }
     };
+    println!(
+        "in-home homes: {} enrolled by their lock's vendor, {} claimed by their household",
+        total.enrolled, total.claimed
+    );
     println!(
         "in-home: {} grants issued, {} revoked by their resident; {} unlocks authorized, {} refused{}",
         total.grants,

@@ -1,6 +1,8 @@
-//! The residents of in-home parcels: each home's lock registered by its
-//! vendor, the alarm disarmed (or forgotten), and the resident's grant for
-//! the planned driver, issued in the morning and sometimes revoked.
+//! The residents of in-home parcels: each home enrolled by its lock's
+//! vendor at the address its parcel is manifested to and claimed by its
+//! resident with the code the lock shows, the alarm disarmed (or
+//! forgotten), and the resident's grant for the planned driver, issued in
+//! the morning and sometimes revoked.
 //!
 //! Only what happens before the driver comes lives here; it never drives
 //! nor opens a door.
@@ -8,17 +10,25 @@
 use chrono::Duration;
 use threshold_access_service::device::{SigningKey, public_key};
 use threshold_api::v1::access_service_client::AccessServiceClient;
-use threshold_api::v1::{IssueGrantRequest, RevokeGrantRequest};
+use threshold_api::v1::{ClaimHomeRequest, IssueGrantRequest, RevokeGrantRequest};
 use threshold_domain::pb;
 
 use super::BoxError;
 use super::conn::{Conn, access_error, at};
-use super::devices::report_device;
+use super::devices::{report, report_device};
 use super::fates::{Fate, Trouble};
 use super::parcels::Parcel;
 
-/// The resident's grant for an in-home parcel, scoped to the planned driver:
-/// issued in the morning, and revoked an hour before the window when the
+/// How a parcel's home came to be ready for its grant.
+pub(super) struct HomeReady {
+    /// Its lock's vendor enrolled it: the server gave a claim code.
+    pub(super) enrolled: bool,
+    /// Its resident claimed it with that code.
+    pub(super) claimed: bool,
+}
+
+/// The parcel's home enrolled and claimed, then the resident's grant for
+/// an in-home parcel, scoped to the planned driver: issued in the morning, and revoked an hour before the window when the
 /// fate says so (after the routes were planned: the driver finds out at the
 /// door).
 pub(super) async fn grant(
@@ -28,15 +38,21 @@ pub(super) async fn grant(
     route_id: &str,
     fate: &Fate,
     key: &SigningKey,
-) -> Result<(), BoxError> {
+) -> Result<HomeReady, BoxError> {
+    let mut ready = HomeReady {
+        enrolled: false,
+        claimed: false,
+    };
     let (Some(window), Some((start, _))) = (&parcel.window, parcel.window()) else {
-        return Ok(());
+        return Ok(ready);
     };
     let access = &mut AccessServiceClient::new(conn.vendor.clone());
-    // The home's lock was installed and registered by its vendor.
+    // The home's lock was installed and registered by its vendor at the
+    // address the parcel is manifested to: the home is enrolled for that
+    // household, and the lock shows a claim code.
     let home = parcel.home_id();
     let morning = start - Duration::hours(4);
-    let _ = report_device(
+    let registered = report(
         access,
         key,
         &home,
@@ -46,10 +62,30 @@ pub(super) async fn grant(
             vendor: "nordlock".into(),
             public_key: public_key(key),
             country: parcel.country.to_proto() as i32,
+            address: parcel.address.clone().map(|a| pb::Address {
+                position: None,
+                ..a
+            }),
+            ..Default::default()
         }),
         morning,
     )
     .await?;
+    let resident_ref = format!("resident-{}", parcel.id);
+    ready.enrolled = !registered.claim_code.is_empty();
+    if ready.enrolled {
+        // The resident reads the code off the lock and claims the home.
+        let claim = ClaimHomeRequest {
+            home_id: home.clone(),
+            resident_ref: resident_ref.clone(),
+            claim_code: registered.claim_code,
+        };
+        AccessServiceClient::new(conn.resident.clone())
+            .claim_home(at(claim, morning + Duration::minutes(5))?)
+            .await
+            .map_err(|s| access_error(&format!("claiming {home}"), &s))?;
+        ready.claimed = true;
+    }
     if fate.home.alarm {
         // The resident disarms the alarm before the window, unless forgotten.
         let _ = report_device(
@@ -82,7 +118,7 @@ pub(super) async fn grant(
         grant_id: parcel.grant_id(),
         home_id: home,
         parcel_ids: vec![parcel.id.clone()],
-        resident_ref: format!("resident-{}", parcel.id),
+        resident_ref,
         country: parcel.country.to_proto() as i32,
         window_start_local: window.start_local.clone(),
         window_end_local: window.end_local.clone(),
@@ -112,5 +148,5 @@ pub(super) async fn grant(
             .await
             .map_err(|s| access_error(&format!("revoking {}", parcel.grant_id()), &s))?;
     }
-    Ok(())
+    Ok(ready)
 }
