@@ -900,10 +900,11 @@ impl HandheldService for Handhelds {
                     (tracing::Span::none(), stream_trace.clone())
                 };
                 // A handheld reports for its own driver only, on parcels in
-                // that driver's custody. A malformed driver id is left to
-                // `handle`, which says so.
+                // that driver's custody. A malformed event (an id over its
+                // limit, say) is left to `handle`, which names the field:
+                // its shape is judged before whose it is.
                 let verdict = match DriverId::new(&event.driver_id) {
-                    Ok(driver) if handheld.covers(&event.driver_id) => {
+                    Ok(driver) if handheld.covers(&event.driver_id) && check(&event).is_ok() => {
                         Some(custody_of(&*log, &routes, &event.parcel_id, &driver).await)
                     }
                     _ => None,

@@ -4,11 +4,11 @@
 //! the domain holds. Refused, recorded where the platform records it, and
 //! B's day goes on.
 //!
-//! The bindings issue 13 adds with home enrolment and claims (a grant
-//! only on a home claimed by the resident's household and on parcels
-//! addressed to it; a home registered only by the vendor it was enrolled
-//! with; a payload naming the request's home) are written for the
-//! intended behaviour and ignored until that branch lands.
+//! The bindings of home enrolment and claims: a grant only on a home
+//! claimed by the resident, for parcels addressed to its household; a home
+//! a vendor enrols takes no grant until its household claims it with the
+//! code; a payload names the request's home; a handheld reports only on
+//! parcels planned on its route.
 
 use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::{AuthorizeUnlockRequest, attempt_ack};
@@ -105,7 +105,9 @@ async fn a_vendor_cannot_take_over_a_home_whose_lock_is_another_vendors() {
         lock_id: "lock-of-a".into(),
         vendor: a.vendor.into(),
         public_key: threshold_access_service::device::public_key(&a.key()),
-        country: b.country as i32,
+        country: b.country.to_proto() as i32,
+        address: Some(w.home_address(b)),
+        ..Default::default()
     });
     let head = w.head().await;
     let refused = vendor
@@ -118,7 +120,6 @@ async fn a_vendor_cannot_take_over_a_home_whose_lock_is_another_vendors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "binding lands with enrolment: a resident grants only on a home claimed by their household, for parcels addressed to it"]
 async fn a_resident_naming_itself_cannot_grant_on_another_households_home_or_parcels() {
     let w = World::build().await;
     let (a, b) = (&w.a, &w.b);
@@ -149,37 +150,53 @@ async fn a_resident_naming_itself_cannot_grant_on_another_households_home_or_par
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "binding lands with enrolment: a home is registered only by the vendor it was enrolled with"]
-async fn a_vendor_cannot_register_a_home_it_was_not_enrolled_for() {
+async fn a_home_a_vendor_enrols_takes_no_grant_until_its_household_claims_it() {
     let w = World::build().await;
-    let a = &w.a;
+    let (a, b) = (&w.a, &w.b);
+    // A's vendor enrols a home it does not serve, at B's address: the
+    // server gives the vendor a claim code, and the home is B's
+    // household's, not the vendor's.
     let register = pb::home_event::Event::LockRegistered(pb::LockRegistered {
         home_id: "home-c".into(),
         lock_id: "lock-c".into(),
         vendor: a.vendor.into(),
         public_key: threshold_access_service::device::public_key(&a.key()),
-        country: a.country as i32,
+        country: b.country.to_proto() as i32,
+        address: Some(w.home_address(b)),
+        ..Default::default()
     });
-    let head = w.head().await;
-    let refused = AccessServiceClient::new(w.vendor_of(a))
+    AccessServiceClient::new(w.vendor_of(a))
         .record_device_event(device("home-c", register, chrono::Utc::now(), &a.key()))
         .await
-        .expect_err("no enrolment");
-    // The code is pinned when enrolment lands: the home is not the
-    // vendor's (PERMISSION_DENIED) or not enrolled (FAILED_PRECONDITION).
-    assert!(
-        matches!(
-            refused.code(),
-            Code::PermissionDenied | Code::FailedPrecondition
-        ),
-        "{refused:?}"
-    );
-    assert_eq!(w.stored_since(head).await, []);
+        .expect("an enrolment is the vendor's to make");
+    // Unclaimed, it takes no grant, even from the household it is at.
+    let mut g = grant_request(b, "g-b-at-c");
+    g.home_id = "home-c".into();
+    let head = w.head().await;
+    let refused = AccessServiceClient::new(w.resident_of(b))
+        .issue_grant(g)
+        .await
+        .expect_err("an unclaimed home");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("home_id"), "{refused:?}");
+    // A claim without the code is refused and recorded on the home's
+    // stream, without the code tried.
+    let wrong = AccessServiceClient::new(w.resident_of(a))
+        .claim_home(threshold_api::v1::ClaimHomeRequest {
+            home_id: "home-c".into(),
+            resident_ref: a.resident.into(),
+            claim_code: "0000-0000-0000-0000".into(),
+        })
+        .await
+        .expect_err("a guessed code");
+    assert_eq!(wrong.code(), Code::PermissionDenied, "{wrong:?}");
+    let stored = w.stored_since(head).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].0, "home/home-c", "{stored:?}");
     bs_day_goes_on(&w).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "binding lands with enrolment: a device payload must name the request's home"]
 async fn a_device_payload_naming_another_home_is_refused() {
     let w = World::build().await;
     let (a, b) = (&w.a, &w.b);
@@ -190,7 +207,9 @@ async fn a_device_payload_naming_another_home_is_refused() {
         lock_id: "lock-x".into(),
         vendor: a.vendor.into(),
         public_key: threshold_access_service::device::public_key(&a.key()),
-        country: a.country as i32,
+        country: a.country.to_proto() as i32,
+        address: Some(w.home_address(a)),
+        ..Default::default()
     });
     let head = w.head().await;
     let refused = AccessServiceClient::new(w.vendor_of(a))
@@ -203,7 +222,6 @@ async fn a_device_payload_naming_another_home_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "binding lands with the handheld branch: events on parcels no plan names are refused"]
 async fn a_handheld_on_a_parcel_no_plan_names_is_refused() {
     recorded::install();
     let w = World::build().await;

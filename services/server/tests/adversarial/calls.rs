@@ -12,9 +12,9 @@ use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::{
-    AttemptsReportRequest, AuthorizeUnlockRequest, ClockRequest, GetRouteRequest, HandheldEvent,
-    ParcelOutcome, PlanDayRequest, ReceiptRequest, RedeemUnlockRequest, RevokeGrantRequest,
-    SubscribeOutcomesRequest, attempt_ack,
+    AttemptsReportRequest, AuthorizeUnlockRequest, ClaimHomeRequest, ClockRequest, GetRouteRequest,
+    HandheldEvent, ParcelOutcome, PlanDayRequest, ReceiptRequest, RedeemUnlockRequest,
+    RevokeGrantRequest, SubscribeOutcomesRequest, attempt_ack,
 };
 use threshold_auth::{Authed, Role};
 use threshold_domain::country::date_to_proto;
@@ -33,6 +33,7 @@ pub(crate) enum Rpc {
     RedeemUnlock,
     RecordDeviceEvent,
     GetReceipt,
+    ClaimHome,
     Clock,
     StreamAttempts,
     GetRoute,
@@ -44,13 +45,14 @@ pub(crate) enum Rpc {
 
 impl Rpc {
     /// Every RPC the suite knows.
-    pub(crate) const ALL: [Rpc; 13] = [
+    pub(crate) const ALL: [Rpc; 14] = [
         Rpc::IssueGrant,
         Rpc::RevokeGrant,
         Rpc::AuthorizeUnlock,
         Rpc::RedeemUnlock,
         Rpc::RecordDeviceEvent,
         Rpc::GetReceipt,
+        Rpc::ClaimHome,
         Rpc::Clock,
         Rpc::StreamAttempts,
         Rpc::GetRoute,
@@ -70,6 +72,7 @@ impl Rpc {
             | Rpc::RedeemUnlock
             | Rpc::RecordDeviceEvent
             | Rpc::GetReceipt
+            | Rpc::ClaimHome
             | Rpc::Clock => "threshold.v1.AccessService",
             Rpc::StreamAttempts | Rpc::GetRoute => "threshold.v1.HandheldService",
             Rpc::LoadManifest => "threshold.v1.ManifestService",
@@ -89,6 +92,7 @@ impl Rpc {
             Rpc::RedeemUnlock => "RedeemUnlock",
             Rpc::RecordDeviceEvent => "RecordDeviceEvent",
             Rpc::GetReceipt => "GetReceipt",
+            Rpc::ClaimHome => "ClaimHome",
             Rpc::Clock => "Clock",
             Rpc::StreamAttempts => "StreamAttempts",
             Rpc::GetRoute => "GetRoute",
@@ -102,7 +106,7 @@ impl Rpc {
     /// The roles the RPC takes, as the README's "Who may do what" says.
     pub(crate) fn roles(self) -> &'static [Role] {
         match self {
-            Rpc::IssueGrant | Rpc::GetReceipt => &[Role::Resident],
+            Rpc::IssueGrant | Rpc::GetReceipt | Rpc::ClaimHome => &[Role::Resident],
             Rpc::RevokeGrant => &[Role::Resident, Role::Planner],
             Rpc::AuthorizeUnlock | Rpc::StreamAttempts => &[Role::Handheld],
             Rpc::RedeemUnlock | Rpc::RecordDeviceEvent => &[Role::LockVendor],
@@ -127,7 +131,9 @@ impl Rpc {
     /// the wrong role would name to pass for `b`.
     pub(crate) fn tenant_of(self, b: &Party) -> String {
         match self {
-            Rpc::IssueGrant | Rpc::RevokeGrant | Rpc::GetReceipt => b.resident.into(),
+            Rpc::IssueGrant | Rpc::RevokeGrant | Rpc::GetReceipt | Rpc::ClaimHome => {
+                b.resident.into()
+            }
             Rpc::AuthorizeUnlock | Rpc::StreamAttempts | Rpc::GetRoute | Rpc::Clock => {
                 b.driver.clone()
             }
@@ -211,6 +217,17 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc, a: &Party, b: &Pa
             .get_receipt(ReceiptRequest {
                 grant_id: b.grant.into(),
                 parcel_id: b.parcel.into(),
+            })
+            .await
+            .into(),
+        // B's home, claimed for B's resident, with the code B's household
+        // claimed it with: what an attacker who read the code off B's lock
+        // would send.
+        Rpc::ClaimHome => access
+            .claim_home(ClaimHomeRequest {
+                home_id: b.home.into(),
+                resident_ref: b.resident.into(),
+                claim_code: w.claim_codes.get(b.resident).cloned().unwrap_or_default(),
             })
             .await
             .into(),

@@ -75,7 +75,6 @@ async fn device_reports_beyond_the_skew_and_requests_bringing_their_own_clock_ar
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lands with the handheld branch: handheld times are bounded by the server's clock"]
 async fn handheld_events_dated_a_year_off_are_refused() {
     let w = World::build().await;
     let b = &w.b;

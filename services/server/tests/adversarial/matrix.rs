@@ -56,7 +56,7 @@ const ANALYST_READS: Expect =
 /// resident, driver, planner, lock vendor and partner, the analyst, no
 /// token, a token of the wrong role naming the other party's tenant.
 #[rustfmt::skip]
-pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 13] = [
+pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 14] = [
     //                        resident driver          planner          vendor partner         analyst        none wrong role
     (Rpc::IssueGrant,        [PD,      PD,             PD,              PD,    PD,             PD,            UA,  PD]),
     (Rpc::RevokeGrant,       [PD,      PD,             PLANNER_REVOKES, PD,    PD,             PD,            UA,  PD]),
@@ -64,6 +64,7 @@ pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 13] = [
     (Rpc::RedeemUnlock,      [PD,      PD,             PD,              PD,    PD,             PD,            UA,  PD]),
     (Rpc::RecordDeviceEvent, [PD,      PD,             PD,              PD,    PD,             PD,            UA,  PD]),
     (Rpc::GetReceipt,        [PD,      PD,             PD,              PD,    PD,             PD,            UA,  PD]),
+    (Rpc::ClaimHome,         [PD,      PD,             PD,              PD,    PD,             PD,            UA,  PD]),
     (Rpc::Clock,             [CLOCK,   CLOCK,          CLOCK,           CLOCK, CLOCK,          CLOCK,         UA,  CLOCK]),
     (Rpc::StreamAttempts,    [PD,      Expect::Denied, PD,              PD,    PD,             PD,            UA,  PD]),
     (Rpc::GetRoute,          [PD,      PD,             Expect::Withheld, PD,   PD,             PD,            UA,  PD]),

@@ -12,8 +12,8 @@ use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::{
-    AttemptsReportRequest, ClockRequest, GetRouteRequest, PlanDayRequest, ReceiptRequest,
-    RedeemUnlockRequest, RevokeGrantRequest, parcel_outcome,
+    AttemptsReportRequest, ClaimHomeRequest, ClockRequest, GetRouteRequest, PlanDayRequest,
+    ReceiptRequest, RedeemUnlockRequest, RevokeGrantRequest, parcel_outcome,
 };
 use threshold_domain::country::date_to_proto;
 use threshold_domain::pb;
@@ -192,5 +192,18 @@ pub(crate) async fn day_goes_on(w: &World, b: &Party) -> Vec<Rpc> {
         .into_inner();
     assert!(!revoked.unchanged);
     called.push(Rpc::RevokeGrant);
+
+    // The household claims its home again, with its code: nothing changes.
+    let again = resident
+        .claim_home(ClaimHomeRequest {
+            home_id: b.home.into(),
+            resident_ref: b.resident.into(),
+            claim_code: w.claim_codes[b.resident].clone(),
+        })
+        .await
+        .expect("the party's resident claims its home again")
+        .into_inner();
+    assert!(again.unchanged, "{again:?}");
+    called.push(Rpc::ClaimHome);
     called
 }

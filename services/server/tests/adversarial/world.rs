@@ -3,7 +3,8 @@
 //! with a depot and its planner, a manifest loaded through the
 //! ManifestService, a day planned through the PlanningService (one van,
 //! so one route and one driver per depot), a home enrolled by its lock
-//! vendor, a resident's grant on a parcel of that day and a partner
+//! vendor at its address and claimed by its household with the code the
+//! server gave the vendor, a resident's grant on a parcel of that day and a partner
 //! following its parcels.
 //!
 //! Enrolling a home, issuing a grant and planning the day are behind
@@ -24,8 +25,8 @@ use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::{
-    AttemptAck, DeviceEventReply, DeviceEventRequest, GetRouteRequest, HandheldEvent,
-    IssueGrantRequest, PlanDayRequest, attempt_ack,
+    AttemptAck, ClaimHomeRequest, DeviceEventReply, DeviceEventRequest, GetRouteRequest,
+    HandheldEvent, IssueGrantRequest, PlanDayRequest, attempt_ack,
 };
 use threshold_auth::{Authed, Role};
 use threshold_domain::country::{date_to_proto, timestamp};
@@ -184,6 +185,9 @@ pub(crate) struct World {
     /// The grants issued while building, as they were asked for: what a
     /// replay sends again.
     pub(crate) grants: BTreeMap<String, IssueGrantRequest>,
+    /// The claim code each party's household claimed its home with, by
+    /// resident ref.
+    pub(crate) claim_codes: BTreeMap<&'static str, String>,
 }
 
 /// One van per depot: one route, driven by `DEPOT-drv-00`.
@@ -226,10 +230,12 @@ impl World {
             day,
             clients,
             grants: BTreeMap::new(),
+            claim_codes: BTreeMap::new(),
         };
         world.plan().await;
         for party in [world.a.clone(), world.b.clone()] {
-            world.enrol_home(&party).await;
+            let code = world.enrol_home(&party).await;
+            world.claim_codes.insert(party.resident, code);
             for id in [party.grant, party.spare_grant] {
                 let issued = world.issue_grant(&party, id).await;
                 world.grants.insert(id.into(), issued);
@@ -312,23 +318,61 @@ impl World {
         )
     }
 
-    /// Registers the home's lock with its vendor, signed by the key it
-    /// registers, and has the camera report in.
-    pub(crate) async fn enrol_home(&self, party: &Party) {
+    /// The address of the party's home: where its granted parcel is
+    /// addressed (street number 1 of [`World::manifest_row`]).
+    pub(crate) fn home_address(&self, party: &Party) -> pb::Address {
+        let (street, postal, city) = match party.country {
+            Country::Se => ("Gatan 1", "111 51", "Stockholm"),
+            _ => ("Gate 1", "0150", "Oslo"),
+        };
+        pb::Address {
+            street: street.into(),
+            postal_code: postal.into(),
+            city: city.into(),
+            position: Some(threshold_domain::geo::point(party.at.0, party.at.1)),
+        }
+    }
+
+    /// Enrols the home: its vendor registers the lock at the home's
+    /// address, signed by the key it registers, the camera reports in, and
+    /// the party's resident claims the home with the code the server gave
+    /// the vendor. Returns the claim code.
+    pub(crate) async fn enrol_home(&self, party: &Party) -> String {
         let mut vendor = AccessServiceClient::new(self.vendor_of(party));
         let register = pb::home_event::Event::LockRegistered(pb::LockRegistered {
             home_id: party.home.into(),
             lock_id: party.lock.into(),
             vendor: party.vendor.into(),
             public_key: public_key(&party.key()),
-            country: party.country as i32,
+            country: party.country.to_proto() as i32,
+            address: Some(self.home_address(party)),
+            ..Default::default()
         });
-        for event in [register, heartbeat(party)] {
-            vendor
-                .record_device_event(device(party.home, event, Utc::now(), &party.key()))
-                .await
-                .expect("the home is enrolled");
-        }
+        let code = vendor
+            .record_device_event(device(party.home, register, Utc::now(), &party.key()))
+            .await
+            .expect("the home is enrolled")
+            .into_inner()
+            .claim_code;
+        assert!(!code.is_empty(), "an enrolment answers a claim code");
+        vendor
+            .record_device_event(device(
+                party.home,
+                heartbeat(party),
+                Utc::now(),
+                &party.key(),
+            ))
+            .await
+            .expect("the camera reports in");
+        AccessServiceClient::new(self.resident_of(party))
+            .claim_home(ClaimHomeRequest {
+                home_id: party.home.into(),
+                resident_ref: party.resident.into(),
+                claim_code: code.clone(),
+            })
+            .await
+            .expect("the household claims its home");
+        code
     }
 
     /// The camera reports in again, as it does every few seconds.
