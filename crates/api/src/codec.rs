@@ -5,6 +5,12 @@
 //! tells a client the server is broken and hides what it sent wrong. Here
 //! it is INVALID_ARGUMENT, "malformed request: …", so INTERNAL stays for
 //! the server's own bugs. Encoding is prost's, unchanged.
+//!
+//! Generated clients use it too: there a reply that does not decode is
+//! INVALID_ARGUMENT as well, which only a broken server can cause. Errors
+//! of gRPC's framing (a compressed flag without `grpc-encoding`, a frame
+//! cut short) are tonic's, before any codec, and stay INTERNAL as gRPC
+//! specifies.
 
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
