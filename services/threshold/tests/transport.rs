@@ -143,3 +143,22 @@ fn serve_speaks_tls_and_the_cli_reaches_it_trusting_its_certificate() {
 fn server_data(data: &Path) -> &str {
     data.to_str().expect("path")
 }
+
+#[test]
+fn run_refuses_a_non_loopback_address_without_tls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args(["run", "--demo", "--listen", "0.0.0.0:0", "--data"])
+        .arg(&data)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without TLS")
+            && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "the data directory was made");
+}
