@@ -31,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(grpc)
         .build_client(grpc)
         .build_transport(false)
+        // A request that does not decode is INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::ApiCodec")
         .compile_fds(fds)?;
     Ok(())
 }

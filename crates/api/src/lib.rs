@@ -26,6 +26,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// server on the real clock refuses a request that carries it.
 pub const SIMULATED_TIME_HEADER: &str = "threshold-simulated-time";
 
+#[cfg(feature = "grpc")]
+pub mod codec;
+
 /// gRPC status conventions shared by every service.
 #[cfg(feature = "grpc")]
 pub mod status {

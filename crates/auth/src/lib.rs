@@ -435,9 +435,12 @@ impl Authenticator {
             }
         }
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let fresh = Arc::new(
-            Credentials::load(dir).map_err(|e| Status::internal(format!("credentials: {e}")))?,
-        );
+        let fresh = Arc::new(Credentials::load(dir).map_err(|e| {
+            // The file and why go to the server's log; the caller is
+            // told only that the server's credentials are unreadable.
+            tracing::error!(error = %e, "credentials");
+            Status::internal("the server's credentials could not be read")
+        })?);
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         *cache = (modified, Arc::clone(&fresh));
         Ok(fresh)

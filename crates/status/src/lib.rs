@@ -25,7 +25,14 @@
 //! | `UNAUTHENTICATED` | No or an unknown bearer token (answered by [`threshold_auth::require`] and the auth layer). | No: authenticate. |
 //! | `PERMISSION_DENIED` | The caller's role or tenant may not do this ([`threshold_auth::require`], `Principal::check_tenant`), a device report with a bad signature, a binding the domain refuses ([`DomainError::Forbidden`]: a grant for a home or parcel not the resident's, a claim code that does not match). | No. |
 //!
-//! A malformed request always answers `INVALID_ARGUMENT`, never `INTERNAL`.
+//! A malformed request always answers `INVALID_ARGUMENT`, never `INTERNAL`
+//! (one that does not even decode too: `threshold_api::codec`).
+//!
+//! # What a reply says
+//!
+//! A reply says what failed, never where: no file path, no storage
+//! engine's words ([`ServiceError::reply`]). What a reply leaves out goes
+//! to the server's log, for the operator.
 
 use std::fmt::Display;
 
@@ -38,6 +45,13 @@ use tonic::{Code, Status};
 pub trait ServiceError: std::error::Error {
     /// The code, per variant: the contract's table.
     fn code(&self) -> Code;
+
+    /// What the caller is told: the message, unless it names the server's
+    /// files or quotes its storage engine; then what failed, without them.
+    /// An error wrapping others delegates to theirs.
+    fn reply(&self) -> String {
+        self.to_string()
+    }
 }
 
 /// Turns an error into the [`Status`] the contract gives it: its code and
@@ -49,7 +63,14 @@ pub trait IntoStatus {
 
 impl<E: ServiceError> IntoStatus for E {
     fn into_status(self) -> Status {
-        Status::new(self.code(), self.to_string())
+        let code = self.code();
+        let reply = self.reply();
+        let full = self.to_string();
+        if reply != full {
+            // The detail the caller is not told (a path, SQLite's message).
+            tracing::warn!(?code, error = %full, "answered: {reply}");
+        }
+        Status::new(code, reply)
     }
 }
 
@@ -116,6 +137,25 @@ impl ServiceError for LogError {
             LogError::Storage { .. } | LogError::Domain(_) => Code::Internal,
         }
     }
+
+    fn reply(&self) -> String {
+        match self {
+            LogError::DiskFull { .. } => {
+                "the log's disk is full: nothing of this append was stored; free space and retry"
+                    .into()
+            }
+            LogError::Corrupt { .. } => {
+                "a data file of the log is damaged; the server's log names it".into()
+            }
+            LogError::Locked { .. } => "the data directory is in use by another process".into(),
+            LogError::Storage { .. } => {
+                "the log's storage failed; the server's log says why".into()
+            }
+            LogError::Io { source, .. } => format!("i/o error in the log: {}", source.kind()),
+            LogError::Domain(e) => e.reply(),
+            _ => self.to_string(),
+        }
+    }
 }
 
 impl ServiceError for DecideError {
@@ -124,6 +164,14 @@ impl ServiceError for DecideError {
             DecideError::Refused(e) => e.code(),
             DecideError::Log(e) => e.code(),
             DecideError::Contended(_) => Code::Aborted,
+        }
+    }
+
+    fn reply(&self) -> String {
+        match self {
+            DecideError::Refused(e) => e.reply(),
+            DecideError::Log(e) => e.reply(),
+            DecideError::Contended(_) => self.to_string(),
         }
     }
 }
@@ -136,6 +184,15 @@ impl ServiceError for PrivacyError {
             PrivacyError::Tampered { .. } => Code::DataLoss,
         }
     }
+
+    fn reply(&self) -> String {
+        match self {
+            PrivacyError::Store { .. } => {
+                "the personal-data vault failed; the server's log says why".into()
+            }
+            _ => self.to_string(),
+        }
+    }
 }
 
 impl ServiceError for threshold_auth::Error {
@@ -145,6 +202,19 @@ impl ServiceError for threshold_auth::Error {
                 Code::Internal
             }
             threshold_auth::Error::Invalid(_) => Code::InvalidArgument,
+        }
+    }
+
+    fn reply(&self) -> String {
+        match self {
+            threshold_auth::Error::Io { source, .. } => {
+                format!("the credentials could not be read: {}", source.kind())
+            }
+            threshold_auth::Error::Malformed { .. } => {
+                "the credentials file is not what this build writes; the server's log says why"
+                    .into()
+            }
+            threshold_auth::Error::Invalid(_) => self.to_string(),
         }
     }
 }
@@ -170,6 +240,8 @@ impl ServiceError for std::io::Error {
             _ => Code::Internal,
         }
     }
+    // `reply` is the message: an OS error's names no path (std adds
+    // none), and one made by hand says what its maker chose to say.
 }
 
 #[cfg(test)]
@@ -401,6 +473,78 @@ mod tests {
     fn every_error_answers_the_code_the_contract_gives_it() {
         for (status, code) in table() {
             assert_eq!(status.code(), code, "{}", status.message());
+        }
+    }
+
+    /// Every error that holds a server path, holding a recognisable one.
+    fn with_paths() -> Vec<Status> {
+        let path = || PathBuf::from(SECRET);
+        let engine = || {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(14),
+                Some(format!("unable to open database file: {SECRET}")),
+            )
+        };
+        let log = || {
+            vec![
+                LogError::DiskFull { path: path() },
+                LogError::Corrupt {
+                    path: path(),
+                    detail: format!("page 3 of {SECRET}"),
+                },
+                LogError::Locked { path: path() },
+                LogError::Storage {
+                    path: path(),
+                    source: engine(),
+                },
+                LogError::Io {
+                    path: path(),
+                    source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, SECRET),
+                },
+            ]
+        };
+        let mut t: Vec<Status> = log().into_iter().map(IntoStatus::into_status).collect();
+        t.extend(log().into_iter().map(|e| DecideError::Log(e).into_status()));
+        t.push(
+            PrivacyError::Store {
+                path: path(),
+                source: engine(),
+            }
+            .into_status(),
+        );
+        t.push(
+            threshold_auth::Error::Io {
+                path: path(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, SECRET),
+            }
+            .into_status(),
+        );
+        t.push(
+            threshold_auth::Error::Malformed {
+                path: path(),
+                reason: format!("{SECRET} is not json"),
+            }
+            .into_status(),
+        );
+        // An OS error, as std makes it: no path in it to begin with.
+        let os = std::fs::File::open(SECRET).expect_err("no such file");
+        t.push(os.into_status());
+        t
+    }
+
+    /// A path no reply may contain.
+    const SECRET: &str = "/var/lib/threshold-secret/data/log.db";
+
+    #[test]
+    fn no_reply_names_a_server_path() {
+        for status in with_paths() {
+            assert!(
+                !status.message().contains("threshold-secret"),
+                "{:?} tells the caller a path: {}",
+                status.code(),
+                status.message()
+            );
+            assert!(!status.message().is_empty(), "{status:?} says nothing");
         }
     }
 

@@ -23,9 +23,9 @@ use threshold_log::EventLog;
 use threshold_outcome_service::Outcomes;
 use threshold_privacy::Vault;
 use threshold_routing::depot::Fleets;
-use threshold_server::{Config, LogSpec, Node, Placement, Services};
+use threshold_server::{Config, LogSpec, Node, Placement, Services, Tls};
 use tokio::sync::oneshot;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 /// How a [`Sandbox`] is started: every service on the embedded log and the
 /// system clock, with the bundled fleets, unless told otherwise.
@@ -39,6 +39,7 @@ pub struct Builder {
     services: Services,
     fleets: Option<Fleets>,
     handheld_limits: Limits,
+    tls: Option<Tls>,
 }
 
 impl Builder {
@@ -103,6 +104,17 @@ impl Builder {
         self
     }
 
+    /// Served over TLS with this certificate chain and key (PEM); the
+    /// sandbox's own clients trust `cert`, so it must be self-signed or
+    /// its own CA. [`Sandbox::url`] is then `https://127.0.0.1:PORT`.
+    pub fn tls(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.tls = Some(Tls {
+            cert: cert.into(),
+            key: key.into(),
+        });
+        self
+    }
+
     /// Opens the server on a new temporary data directory, serves it on
     /// 127.0.0.1:0 and connects to it. Panics if it cannot: a test that
     /// has no server has nothing to test.
@@ -123,6 +135,7 @@ impl Builder {
                 vault: self.vault,
             },
             handheld_limits: self.handheld_limits,
+            tls: self.tls.clone(),
             ..Config::embedded(dir.path(), fleets)
         };
         let listener = threshold_server::bind(([127, 0, 0, 1], 0).into())
@@ -138,11 +151,16 @@ impl Builder {
             // Told to stop, or the sandbox dropped.
             let _ = stopped.await;
         }));
-        let url = format!("http://{addr}");
-        let channel = connect(&url).await;
+        let ca = self.tls.map(|tls| tls.cert);
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
+        let channel = connect(&url, ca.as_deref())
+            .await
+            .expect("connect to the sandbox");
         let tokens = LocalTokens::load(dir.path()).expect("the local tokens");
         Sandbox {
             url,
+            ca,
             channel,
             tokens,
             log,
@@ -161,6 +179,8 @@ impl Builder {
 /// it stops when dropped (or on [`Sandbox::shutdown`]).
 pub struct Sandbox {
     url: String,
+    /// The certificate its clients trust, when it serves TLS.
+    ca: Option<Vec<u8>>,
     channel: Channel,
     tokens: LocalTokens,
     log: Arc<dyn EventLog>,
@@ -174,13 +194,16 @@ pub struct Sandbox {
     dir: tempfile::TempDir,
 }
 
-/// A connection to `url`.
-async fn connect(url: &str) -> Channel {
-    Channel::from_shared(url.to_owned())
-        .expect("a URI")
-        .connect()
-        .await
-        .expect("connect to the sandbox")
+/// A connection to `url`, trusting `ca` (PEM) for TLS when given: the
+/// connection, or why there is none (a TLS test expects some to fail).
+/// Panics on a `url` that is not a URI: a test's mistake.
+pub async fn connect(url: &str, ca: Option<&[u8]>) -> Result<Channel, tonic::transport::Error> {
+    let mut endpoint = Channel::from_shared(url.to_owned()).expect("a URI");
+    if let Some(ca) = ca {
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?;
+    }
+    endpoint.connect().await
 }
 
 impl Sandbox {
@@ -201,10 +224,12 @@ impl Sandbox {
             services: Services::all(),
             fleets: None,
             handheld_limits: Limits::default(),
+            tls: None,
         }
     }
 
-    /// The server's address, `http://127.0.0.1:PORT`.
+    /// The server's address, `http://127.0.0.1:PORT` (`https://` when it
+    /// serves TLS).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -216,7 +241,14 @@ impl Sandbox {
 
     /// A new connection of its own, without a token.
     pub async fn connect(&self) -> Channel {
-        connect(&self.url).await
+        connect(&self.url, self.ca.as_deref())
+            .await
+            .expect("connect to the sandbox")
+    }
+
+    /// The certificate the sandbox's clients trust, when it serves TLS.
+    pub fn ca(&self) -> Option<&[u8]> {
+        self.ca.as_deref()
     }
 
     /// The server's data directory (credentials, the embedded log).

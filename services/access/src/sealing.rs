@@ -7,7 +7,7 @@
 
 use prost::Message as _;
 use threshold_domain::pb;
-use threshold_status::{ServiceError as _, field, status};
+use threshold_status::{IntoStatus as _, field, status};
 use tonic::Status;
 
 use crate::Access;
@@ -74,6 +74,13 @@ impl Access {
         };
         vault
             .unseal_message::<pb::GeoPoint>(sealed, &format!("grant/{}", issued.grant_id))
-            .map_err(|e| Status::new(e.code(), format!("grant/{}: {e}", issued.grant_id)))
+            .map_err(|e| {
+                // The vault's reply, which names none of its files.
+                let status = e.into_status();
+                Status::new(
+                    status.code(),
+                    format!("grant/{}: {}", issued.grant_id, status.message()),
+                )
+            })
     }
 }

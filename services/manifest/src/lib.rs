@@ -66,6 +66,15 @@ impl ServiceError for Error {
             Error::Vault(e) => e.code(),
         }
     }
+
+    fn reply(&self) -> String {
+        match self {
+            Error::Manifest(e) => e.reply(),
+            Error::Log(e) => e.reply(),
+            Error::Stream(_) => self.to_string(),
+            Error::Vault(e) => e.reply(),
+        }
+    }
 }
 
 impl From<Error> for Status {

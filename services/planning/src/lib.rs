@@ -117,7 +117,9 @@ fn seal_stops(
                 stop.sealed_position = Some(
                     vault
                         .seal_message(household, &context, &position)
-                        .map_err(|e| e.to_string())?,
+                        // What the caller may be told: the vault's file
+                        // goes to the server's log only.
+                        .map_err(|e| status(e).message().to_owned())?,
                 );
                 stop.position = None;
             }

@@ -12,6 +12,8 @@
 //! - [`Node::serve`] serves on a listener until a stop future resolves,
 //!   then closes the log.
 //! - [`bind`], [`fleets`] and [`shutdown`]: what a command needs around it.
+//! - [`Tls`] and [`exposure`]: the certificate a node serves TLS with, and
+//!   the rule that only loopback may be served without it.
 //!
 //! The `threshold` command parses its flags into a [`Config`]; test
 //! sandboxes build one directly. Nothing here parses a command line.
@@ -37,7 +39,7 @@ use threshold_privacy::Vault;
 use threshold_routing::depot::Fleets;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 /// Concurrent gRPC streams one connection may have open.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
@@ -67,6 +69,20 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A non-loopback address, without TLS and without being told that
+    /// plaintext is meant.
+    #[error(
+        "refusing to listen on {addr} without TLS: anyone on its network could read and \
+         replay credentials; give --tls-cert PEM and --tls-key PEM, or --insecure to serve \
+         plaintext there anyway (e.g. behind a TLS-terminating proxy)"
+    )]
+    Plaintext {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The TLS certificate or key was refused.
+    #[error("TLS: the certificate or key is not usable: {0}")]
+    Tls(#[source] tonic::transport::Error),
     /// The log could not be opened, read or closed.
     #[error(transparent)]
     Log(#[from] threshold_log::Error),
@@ -255,6 +271,51 @@ pub fn fleets(file: Option<&Path>, data: &Path) -> Result<Fleets> {
     })
 }
 
+/// Whether `addr` may be served: loopback always; any other address only
+/// with TLS, or when `insecure` says plaintext is meant. A command checks
+/// this before it binds, for every listener it opens.
+pub fn exposure(addr: SocketAddr, tls: bool, insecure: bool) -> Result<()> {
+    if addr.ip().is_loopback() || tls || insecure {
+        Ok(())
+    } else {
+        Err(Error::Plaintext { addr })
+    }
+}
+
+/// A certificate chain and its private key, PEM-encoded, for serving TLS.
+#[derive(Clone)]
+pub struct Tls {
+    /// The certificate chain, leaf first.
+    pub cert: Vec<u8>,
+    /// The private key of the leaf.
+    pub key: Vec<u8>,
+}
+
+impl Tls {
+    /// The certificate and key in these PEM files.
+    pub fn read(cert: &Path, key: &Path) -> Result<Tls> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        Ok(Tls {
+            cert: read(cert)?,
+            key: read(key)?,
+        })
+    }
+}
+
+// By hand: the key is never printed.
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("cert", &format_args!("{} bytes", self.cert.len()))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Binds the port first, so a clash fails before any other work.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -310,6 +371,9 @@ pub struct Config {
     pub placement: Placement,
     /// How fast one handheld stream may send.
     pub handheld_limits: Limits,
+    /// Serve TLS with this certificate; `None` serves plaintext (see
+    /// [`exposure`] for where that is allowed).
+    pub tls: Option<Tls>,
 }
 
 impl Config {
@@ -322,6 +386,7 @@ impl Config {
             fleets,
             placement: Placement::embedded(),
             handheld_limits: Limits::default(),
+            tls: None,
         }
     }
 }
@@ -517,12 +582,27 @@ impl Node {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
 
+        // A certificate that does not load fails here, before the address
+        // is announced.
+        let mut server = Server::builder();
+        if let Some(tls) = &config.tls {
+            server = server
+                .tls_config(
+                    ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert, &tls.key)),
+                )
+                .map_err(Error::Tls)?;
+        }
         let on = match &placement.log {
             LogSpec::Embedded => "the embedded log".to_owned(),
             LogSpec::Kafka(brokers) => format!("Kafka at {brokers} as {}", placement.name),
         };
+        let transport = if config.tls.is_some() {
+            "TLS"
+        } else {
+            "plaintext"
+        };
         println!(
-            "threshold serving on {addr} (data {}; services {}; {on})",
+            "threshold serving on {addr} ({transport}; data {}; services {}; {on})",
             data.display(),
             placement.services.names()
         );
@@ -534,11 +614,11 @@ impl Node {
                 data.display()
             );
         }
-        tracing::info!(%addr, data = %data.display(), simulation = clock == Clock::Simulated, "serving");
+        tracing::info!(%addr, tls = config.tls.is_some(), data = %data.display(), simulation = clock == Clock::Simulated, "serving");
         if clock == Clock::Simulated {
             println!("simulation: grant windows follow the simulator's clock, not this server's");
         }
-        Server::builder()
+        server
             // A span per call, continuing the caller's trace.
             .trace_fn(threshold_telemetry::server_span)
             // Only paths the server serves get series of their own: any

@@ -17,9 +17,10 @@ pub(crate) struct TelemetryArgs {
     /// Share of new traces recorded when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     #[arg(long, default_value_t = 0.01)]
     trace_sample: f64,
-    /// Serve metrics for scraping at http://ADDR/metrics.
+    /// Serve metrics for scraping at http://ADDR/metrics (plaintext: a
+    /// non-loopback address needs --insecure).
     #[arg(long)]
-    admin: Option<SocketAddr>,
+    pub(crate) admin: Option<SocketAddr>,
 }
 
 /// Installs telemetry for a serving process, and its admin port if asked.

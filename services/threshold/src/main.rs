@@ -224,6 +224,10 @@ pub(crate) struct ServerArgs {
     /// The server's data directory, where its first start left local tokens.
     #[arg(long = "data", default_value = "data")]
     pub(crate) data: PathBuf,
+    /// For an `https://` server: a CA certificate (PEM) to trust besides
+    /// the system's, e.g. the server's own self-signed certificate.
+    #[arg(long, env = "THRESHOLD_CA")]
+    pub(crate) ca: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -249,23 +253,107 @@ impl ServerArgs {
         role: threshold_auth::Role,
     ) -> Result<threshold_auth::Authed, BoxError> {
         let token = self.token(role)?;
+        let ca = read_ca(self.ca.as_deref())?;
         Ok(threshold_auth::authed(
-            connect(&self.server).await?,
+            connect(&self.server, ca.as_deref()).await?,
             Some(&token),
         )?)
     }
 }
 
+/// The CA certificate (PEM) of `--ca`, when given.
+pub(crate) fn read_ca(path: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, BoxError> {
+    path.map(|p| {
+        std::fs::read(p).map_err(|e| format!("cannot read --ca {}: {e}", p.display()).into())
+    })
+    .transpose()
+}
+
 /// A connection to the server a client command talks to, with the reason
-/// spelled out when there is none.
+/// spelled out when there is none. An `https://` server is trusted by the
+/// system's roots and `ca` (PEM), when given.
 pub(crate) async fn connect(
     server: &str,
-) -> Result<tonic::transport::Channel, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(tonic::transport::Channel::from_shared(server.to_owned())
-        .map_err(|e| format!("bad --server {server:?}: {e}"))?
+    ca: Option<&[u8]>,
+) -> Result<tonic::transport::Channel, BoxError> {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let mut endpoint = Channel::from_shared(server.to_owned())
+        .map_err(|e| format!("bad --server {server:?}: {e}"))?;
+    if server.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = ca {
+            tls = tls.ca_certificate(Certificate::from_pem(ca));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("TLS to {server}: {e}"))?;
+    } else if ca.is_some() {
+        return Err(format!("--ca is for an https:// server, and {server} is not one").into());
+    }
+    Ok(endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot reach {server}: {e}"))?)
+        .map_err(|e| format!("cannot reach {server}: {}", causes(&e)))?)
+}
+
+/// An error and its causes, `: `-separated: a TLS refusal says why only
+/// in its source.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Options of the commands that serve: TLS, and whether plaintext on a
+/// non-loopback address is meant.
+#[derive(clap::Args, Clone)]
+pub(crate) struct TlsArgs {
+    /// Serve TLS with this certificate chain (PEM, leaf first).
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address (gRPC without TLS, the
+    /// admin port): only behind something that encrypts, e.g. a
+    /// TLS-terminating proxy or a private network you trust.
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl TlsArgs {
+    /// The certificate and key to serve, when given.
+    pub(crate) fn tls(&self) -> Result<Option<threshold_server::Tls>, BoxError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(threshold_server::Tls::read(cert, key)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Refuses, before anything is bound, a gRPC address `listen` or an
+    /// admin address served in plaintext off loopback without --insecure.
+    pub(crate) fn check(
+        &self,
+        listen: std::net::SocketAddr,
+        admin: Option<std::net::SocketAddr>,
+    ) -> Result<(), BoxError> {
+        threshold_server::exposure(listen, self.tls_cert.is_some(), self.insecure)?;
+        if let Some(admin) = admin
+            && threshold_server::exposure(admin, false, self.insecure).is_err()
+        {
+            return Err(format!(
+                "refusing to serve metrics on {admin} in plaintext: the admin port has no TLS; \
+                 give it a loopback address (e.g. 127.0.0.1:9090), or --insecure to expose it anyway"
+            )
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// Runs a command; `Ok(false)` is a partial success (exit status 2).

@@ -54,13 +54,21 @@ pub(crate) struct Args {
     #[arg(long, default_value = "embedded")]
     log: threshold_server::LogSpec,
     #[command(flatten)]
+    tls: crate::TlsArgs,
+    #[command(flatten)]
     telemetry: crate::admin::TelemetryArgs,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Plaintext off loopback is refused before anything is bound or read.
+    args.tls.check(args.listen, args.telemetry.admin)?;
+    let tls = args.tls.tls()?;
+    // The simulator trusts the certificate the server is given.
+    let ca = tls.as_ref().map(|t| t.cert.clone());
     let listener = threshold_server::bind(args.listen).await?;
     let telemetry = crate::admin::start(&args.telemetry).await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let demo = args.demo;
     // The server stops when told to (after a demo's report, or when the day
@@ -86,6 +94,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             log: args.log,
             ..Placement::embedded()
         },
+        tls,
         ..Config::embedded(args.data.clone(), fleets)
     };
     let server = tokio::spawn(async move { Node::open(config).await?.serve(listener, stop).await });
@@ -97,6 +106,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         .collect();
     let day = simulate::day(
         &simulate::service_urls(&url, &[])?,
+        ca.as_deref(),
         &tokens,
         date,
         args.seed,
@@ -116,7 +126,16 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             } else {
                 println!("\nserving on {url} until Ctrl-C. Try:");
                 let data = args.data.display();
-                println!("  threshold report attempts --by reason --server {url} --data {data}");
+                // Over TLS, the clients trust the server's own certificate.
+                let ca = args
+                    .tls
+                    .tls_cert
+                    .as_ref()
+                    .map(|cert| format!(" --ca {}", cert.display()))
+                    .unwrap_or_default();
+                println!(
+                    "  threshold report attempts --by reason --server {url}{ca} --data {data}"
+                );
                 // A partner's view of the same day, with a token made for the demo.
                 if let Ok(token) = threshold_auth::Credentials::add(
                     &args.data,
@@ -125,7 +144,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
                     "nordshop",
                 ) {
                     println!(
-                        "  threshold outcomes follow --token {token} --server {url}   # partner nordshop"
+                        "  threshold outcomes follow --token {token} --server {url}{ca}   # partner nordshop"
                     );
                 }
             }

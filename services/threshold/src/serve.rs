@@ -57,10 +57,15 @@ pub(crate) struct Args {
     #[arg(long)]
     depots: Option<PathBuf>,
     #[command(flatten)]
+    tls: crate::TlsArgs,
+    #[command(flatten)]
     telemetry: crate::admin::TelemetryArgs,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Plaintext off loopback is refused before anything is bound or read.
+    args.tls.check(args.listen, args.telemetry.admin)?;
+    let tls = args.tls.tls()?;
     let listener = threshold_server::bind(args.listen).await?;
     let clock = if args.simulation {
         Clock::Simulated
@@ -79,6 +84,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             vault: args.vault,
             ..Placement::embedded()
         },
+        tls,
         ..Config::embedded(args.data, fleets)
     };
     let served = match Node::open(config).await {

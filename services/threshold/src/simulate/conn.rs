@@ -63,12 +63,13 @@ pub(super) struct Conn {
 impl Conn {
     pub(super) async fn new(
         urls: &BTreeMap<&'static str, String>,
+        ca: Option<&[u8]>,
         tokens: &LocalTokens,
     ) -> Result<Self, BoxError> {
         let mut channels: BTreeMap<&str, Channel> = BTreeMap::new();
         for url in urls.values() {
             if !channels.contains_key(url.as_str()) {
-                channels.insert(url, crate::connect(url).await?);
+                channels.insert(url, crate::connect(url, ca).await?);
             }
         }
         let at = |service: &str, role: Role| -> Result<Authed, BoxError> {

@@ -92,6 +92,10 @@ pub(crate) struct Args {
     /// manifest, planning, attempts, access, analytics (repeatable).
     #[arg(long)]
     service_url: Vec<String>,
+    /// For `https://` servers: a CA certificate (PEM) to trust besides the
+    /// system's, e.g. a server's self-signed certificate.
+    #[arg(long, env = "THRESHOLD_CA")]
+    ca: Option<PathBuf>,
 }
 
 /// `threshold simulate`: the day of `args`, against its server.
@@ -115,8 +119,10 @@ pub(crate) async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     let tokens = LocalTokens::load(&args.data)?;
+    let ca = crate::read_ca(args.ca.as_deref())?;
     day(
         &service_urls(&args.server, &args.service_url)?,
+        ca.as_deref(),
         &tokens,
         args.date,
         args.seed,
@@ -130,13 +136,14 @@ pub(crate) async fn run(args: Args) -> Result<(), BoxError> {
 /// then prints the report by service and by country.
 pub(crate) async fn day(
     urls: &BTreeMap<&'static str, String>,
+    ca: Option<&[u8]>,
     tokens: &LocalTokens,
     date: NaiveDate,
     seed: u64,
     plan_seconds: f64,
     manifests: Vec<(String, Vec<u8>)>,
 ) -> Result<(), BoxError> {
-    let conn = Conn::new(urls, tokens).await?;
+    let conn = Conn::new(urls, ca, tokens).await?;
     // In-home grants follow the simulated day's clock: only a server running
     // a simulation takes it. Asked before anything is loaded.
     let clock = AccessServiceClient::new(conn.unlock.clone())
