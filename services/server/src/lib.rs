@@ -41,6 +41,8 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+mod oversized;
+
 /// Concurrent gRPC streams one connection may have open.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// Bytes a client may send on one stream ahead of what the server has read.
@@ -626,6 +628,9 @@ impl Node {
             .layer(rpc_metrics()?)
             // No credential, no call (health checks and reflection excepted).
             .layer(self.auth)
+            // A request over its size limit is RESOURCE_EXHAUSTED, as gRPC
+            // says, for unary calls too.
+            .layer(oversized::OversizedLayer)
             // One client cannot open unbounded streams on one connection.
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .initial_stream_window_size(STREAM_WINDOW)

@@ -18,7 +18,6 @@ struct Garbled {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lands with the transport branch: undecodable requests answer INVALID_ARGUMENT (INTERNAL today)"]
 async fn a_request_that_does_not_decode_is_invalid_argument_and_stores_nothing() {
     let w = World::build().await;
     let b = &w.b;

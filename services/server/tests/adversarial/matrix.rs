@@ -17,8 +17,7 @@
 //! A call here names the other party in every field, its tenant too (a
 //! resident ref, a driver id): what the token refuses. An actor naming
 //! itself on the other party's objects, where the domain's binding must
-//! refuse, is in [`crate::bindings`], with the cells still waiting for
-//! enrolment and the handheld branch ignored there.
+//! refuse, is in [`crate::bindings`].
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -191,7 +191,6 @@ async fn oversized_messages_chunks_and_manifest_rows_are_refused_and_the_rest_lo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lands with the transport branch: a unary message over its service's limit answers tonic's OUT_OF_RANGE today; gRPC specifies RESOURCE_EXHAUSTED, as the streams already answer"]
 async fn a_unary_message_over_the_limit_is_refused_as_resource_exhausted() {
     let w = World::build().await;
     let b = &w.b;
