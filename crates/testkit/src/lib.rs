@@ -20,6 +20,7 @@ use threshold_auth::{Authed, Credentials, LocalTokens, Role};
 use threshold_domain::EventId;
 use threshold_handheld_service::Limits;
 use threshold_log::EventLog;
+use threshold_manifest_service::LoadLimits;
 use threshold_outcome_service::Outcomes;
 use threshold_privacy::Vault;
 use threshold_routing::depot::Fleets;
@@ -39,6 +40,7 @@ pub struct Builder {
     services: Services,
     fleets: Option<Fleets>,
     handheld_limits: Limits,
+    manifest_limits: LoadLimits,
 }
 
 impl Builder {
@@ -103,6 +105,12 @@ impl Builder {
         self
     }
 
+    /// Manifest loads limited to `limits` (a short idle timeout, fewer loads).
+    pub fn manifest_limits(mut self, limits: LoadLimits) -> Self {
+        self.manifest_limits = limits;
+        self
+    }
+
     /// Opens the server on a new temporary data directory, serves it on
     /// 127.0.0.1:0 and connects to it. Panics if it cannot: a test that
     /// has no server has nothing to test.
@@ -123,6 +131,7 @@ impl Builder {
                 vault: self.vault,
             },
             handheld_limits: self.handheld_limits,
+            manifest_limits: self.manifest_limits,
             ..Config::embedded(dir.path(), fleets)
         };
         let listener = threshold_server::bind(([127, 0, 0, 1], 0).into())
@@ -198,6 +207,7 @@ impl Sandbox {
             services: Services::all(),
             fleets: None,
             handheld_limits: Limits::default(),
+            manifest_limits: LoadLimits::default(),
         }
     }
 

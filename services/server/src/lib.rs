@@ -30,7 +30,7 @@ use threshold_api::v1::outcome_service_server::OutcomeServiceServer;
 use threshold_api::v1::planning_service_server::PlanningServiceServer;
 use threshold_handheld_service::{Handhelds, Limits};
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, KafkaLog, KafkaOptions, Metered};
-use threshold_manifest_service::Manifests;
+use threshold_manifest_service::{LoadLimits, Manifests};
 use threshold_outcome_service::Outcomes;
 use threshold_planning_service::Planning;
 use threshold_privacy::Vault;
@@ -309,6 +309,8 @@ pub struct Config {
     pub placement: Placement,
     /// How fast one handheld stream may send.
     pub handheld_limits: Limits,
+    /// What manifest loads may cost: their idle timeout and how many run.
+    pub manifest_limits: LoadLimits,
 }
 
 impl Config {
@@ -321,6 +323,7 @@ impl Config {
             fleets,
             placement: Placement::embedded(),
             handheld_limits: Limits::default(),
+            manifest_limits: LoadLimits::default(),
         }
     }
 }
@@ -383,9 +386,10 @@ impl Node {
         // Personal data is sealed under per-subject keys kept here, apart from
         // the log; `threshold privacy forget` destroys them.
         let vault = Arc::new(Vault::open(placement.vault.as_deref().unwrap_or(data))?);
-        let manifests = services
-            .runs(Service::Manifest)
-            .then(|| Manifests::new(Arc::clone(&shared), Arc::clone(&vault)));
+        let manifests = services.runs(Service::Manifest).then(|| {
+            Manifests::new(Arc::clone(&shared), Arc::clone(&vault))
+                .with_limits(config.manifest_limits)
+        });
         let handhelds = services.runs(Service::Attempts).then(|| {
             Handhelds::new(Arc::clone(&shared))
                 .with_limits(config.handheld_limits)
