@@ -400,6 +400,7 @@ async fn reply(
 async fn parse(
     manifest_id: String,
     first: Vec<u8>,
+    ended: bool,
     mut inbound: Streaming<ManifestChunk>,
     rows: mpsc::Sender<Input>,
     out: mpsc::Sender<Result<LoadManifestReply, Status>>,
@@ -407,6 +408,9 @@ async fn parse(
 ) {
     let mut reader = ManifestReader::pushed(manifest_id);
     reader.push(&first);
+    if ended {
+        reader.end();
+    }
     loop {
         let Ok((back, batch, wanted)) =
             tokio::task::spawn_blocking(move || parse_batch(reader)).await
@@ -460,12 +464,15 @@ async fn load(
                 accepted: 0,
             });
         }
-        Ok(Ok(first)) => first.unwrap_or_default(),
+        Ok(Ok(first)) => first,
         Ok(Err(status)) => {
             let _ = reply(&out, Err(threshold_api::status::oversized(status)), idle).await;
             return Ok(());
         }
     };
+    // A stream that ended before its first chunk is an empty manifest.
+    let ended = first.is_none();
+    let first = first.unwrap_or_default();
     let manifest_id = if first.manifest_id.is_empty() {
         "unnamed".to_owned()
     } else {
@@ -477,6 +484,7 @@ async fn load(
     let parser = tokio::spawn(parse(
         manifest_id.clone(),
         first.data,
+        ended,
         inbound,
         row_tx,
         out.clone(),

@@ -262,3 +262,25 @@ async fn the_server_wide_limit_refuses_the_load_over_it_until_one_ends() {
         }
     };
 }
+
+/// A stream that ends before its first chunk is an empty manifest, refused
+/// at once for its missing header; not a stalled one.
+#[tokio::test]
+async fn an_upload_that_ends_before_its_first_chunk_is_refused_at_once() {
+    let server = Sandbox::start().await;
+    let started = Instant::now();
+    let mut replies = ManifestServiceClient::new(server.planner())
+        .load_manifest(tokio_stream::iter(Vec::<ManifestChunk>::new()))
+        .await
+        .expect("admitted")
+        .into_inner();
+    let err = match tokio::time::timeout(Duration::from_secs(10), replies.message())
+        .await
+        .expect("answered at once")
+    {
+        Err(e) => e,
+        Ok(reply) => panic!("an empty upload was answered {reply:?}"),
+    };
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
