@@ -65,6 +65,9 @@ pub const LOADS_PER_TENANT: usize = 2;
 /// decisions.
 pub const PARSE_BATCH: usize = 256;
 
+/// Chunks read ahead of the parser within one load (each at most
+/// [`MAX_CHUNK`]).
+const READ_AHEAD: usize = 4;
 /// Rows decided at once within one load.
 const CONCURRENT_ROWS: usize = 64;
 /// Appends retried when another writer changed the parcel in between.
@@ -411,6 +414,31 @@ async fn parse(
     if ended {
         reader.end();
     }
+    // The client's chunks are read ahead of the parser (a few, as the old
+    // blocking reader did), so the client is not held to the parser's pace
+    // by flow control; the idle timeout is on this read.
+    let (chunk_tx, mut chunks) = mpsc::channel::<Fed>(READ_AHEAD);
+    let _feeder = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let fed = match tokio::time::timeout(idle, inbound.message()).await {
+                Err(_) => Fed::Stalled,
+                Ok(Ok(Some(chunk))) => Fed::Chunk(chunk.data),
+                Ok(Ok(None)) => Fed::End,
+                Ok(Err(s)) => {
+                    // The parser stops at the broken stream; the client is
+                    // told why (an oversized chunk: RESOURCE_EXHAUSTED).
+                    let status = threshold_api::status::oversized(s);
+                    let message = status.message().to_owned();
+                    let _ = reply(&out, Err(status), idle).await;
+                    Fed::Failed(io::Error::other(message))
+                }
+            };
+            let last = !matches!(fed, Fed::Chunk(_));
+            if chunk_tx.send(fed).await.is_err() || last {
+                return;
+            }
+        }
+    }));
     loop {
         let Ok((back, batch, wanted)) =
             tokio::task::spawn_blocking(move || parse_batch(reader)).await
@@ -428,22 +456,28 @@ async fn parse(
             Wanted::Nothing => return,
             Wanted::Input => {}
         }
-        match tokio::time::timeout(idle, inbound.message()).await {
-            Err(_) => {
+        match chunks.recv().await {
+            Some(Fed::Chunk(data)) => reader.push(&data),
+            Some(Fed::End) | None => reader.end(),
+            Some(Fed::Failed(e)) => reader.fail(e),
+            Some(Fed::Stalled) => {
                 let _ = rows.send(Input::Stalled).await;
                 return;
             }
-            Ok(Ok(Some(chunk))) => reader.push(&chunk.data),
-            Ok(Ok(None)) => reader.end(),
-            Ok(Err(s)) => {
-                // The parser stops at the broken stream; the client is told
-                // why (an oversized chunk: RESOURCE_EXHAUSTED).
-                let status = threshold_api::status::oversized(s);
-                reader.fail(io::Error::other(status.message().to_owned()));
-                let _ = reply(&out, Err(status), idle).await;
-            }
         }
     }
+}
+
+/// What the reader of the client's chunks hands the parser.
+enum Fed {
+    /// The next chunk's bytes.
+    Chunk(Vec<u8>),
+    /// The client ended its stream.
+    End,
+    /// The client's stream broke.
+    Failed(io::Error),
+    /// Nothing came for the idle timeout.
+    Stalled,
 }
 
 /// Runs one load: parses `inbound`, decides its rows, answers on `out`.
