@@ -439,22 +439,24 @@ async fn parse(
             }
         }
     }));
+    let mut parsing = tokio::task::spawn_blocking(move || parse_batch(reader));
     loop {
-        let Ok((back, batch, wanted)) =
-            tokio::task::spawn_blocking(move || parse_batch(reader)).await
-        else {
+        let Ok((mut reader, batch, wanted)) = parsing.await else {
             return; // the parser panicked: the rows end here
         };
-        reader = back;
-        for input in batch {
-            if rows.send(input).await.is_err() {
+        if let Wanted::More = wanted {
+            // The next batch is parsed while this one is handed on.
+            parsing = tokio::task::spawn_blocking(move || parse_batch(reader));
+            if !hand_on(&rows, batch).await {
                 return;
             }
+            continue;
         }
-        match wanted {
-            Wanted::More => continue,
-            Wanted::Nothing => return,
-            Wanted::Input => {}
+        if !hand_on(&rows, batch).await {
+            return;
+        }
+        if let Wanted::Nothing = wanted {
+            return;
         }
         match chunks.recv().await {
             Some(Fed::Chunk(data)) => reader.push(&data),
@@ -465,7 +467,18 @@ async fn parse(
                 return;
             }
         }
+        parsing = tokio::task::spawn_blocking(move || parse_batch(reader));
     }
+}
+
+/// Hands `batch` on to the decisions; `false` once they are gone.
+async fn hand_on(rows: &mpsc::Sender<Input>, batch: Vec<Input>) -> bool {
+    for input in batch {
+        if rows.send(input).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// What the reader of the client's chunks hands the parser.
