@@ -7,6 +7,12 @@
 //! the rejected rows back, as they were, with an `error` column: fix them and
 //! load the file again (the `error` column is ignored on load).
 //!
+//! A server reading a manifest off the network must not hold a thread while
+//! it waits for the client's next bytes: [`ManifestReader::pushed`] makes a
+//! reader that is handed the bytes as they arrive ([`ManifestReader::push`],
+//! [`ManifestReader::end`]) and answers [`Next::NeedInput`] when it has read
+//! everything it was given, keeping a record cut off between two pushes.
+//!
 //! # Columns
 //!
 //! The header names the columns; their order is free. Required:
@@ -155,14 +161,56 @@ pub enum Row {
     Rejected(RowError),
 }
 
+/// What a [`ManifestReader`] has next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// A row.
+    Row(Row),
+    /// Everything pushed so far is read: push more, or end the input.
+    NeedInput,
+    /// The input has no more rows.
+    End,
+}
+
+/// A manifest's bytes as they arrive, for [`ManifestReader::pushed`]: reads
+/// what was pushed, then answers `WouldBlock` until more is pushed or the
+/// input is ended.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    bytes: Vec<u8>,
+    pos: usize,
+    ended: bool,
+    failed: Option<io::Error>,
+}
+
+impl io::Read for Pushed {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.bytes.len() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+            if self.ended {
+                return Ok(0);
+            }
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = out.len().min(self.bytes.len() - self.pos);
+        out[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Reads a manifest one row at a time.
 #[derive(Debug)]
 pub struct ManifestReader<R> {
     records: split::Records<R>,
     /// Parses one record at a time, fed by `records`.
     csv: csv::Reader<split::Feed>,
-    /// Column name → index in the file.
+    /// Column name → index in the file; empty until the header is read.
     columns: HashMap<&'static str, usize>,
+    /// The header was read and checked.
+    started: bool,
     manifest_id: String,
     record: csv::StringRecord,
     /// The input failed: nothing more is read.
@@ -181,33 +229,80 @@ enum Parsed {
     Rejected(RowError),
 }
 
+impl ManifestReader<Pushed> {
+    /// A reader of bytes pushed to it as they arrive, checking the header
+    /// once it has come in. `manifest_id` is recorded on every parcel. Read
+    /// it with [`ManifestReader::next_row`], never as an iterator.
+    pub fn pushed(manifest_id: impl Into<String>) -> Self {
+        Self::unstarted(Pushed::default(), manifest_id)
+    }
+
+    /// Hands over the next bytes of the input.
+    pub fn push(&mut self, bytes: &[u8]) {
+        let input = self.records.input_mut();
+        input.bytes.drain(..input.pos);
+        input.pos = 0;
+        input.bytes.extend_from_slice(bytes);
+    }
+
+    /// Ends the input: once what was pushed is read, the rows end.
+    pub fn end(&mut self) {
+        self.records.input_mut().ended = true;
+    }
+
+    /// Fails the input: once what was pushed is read, a last rejected row
+    /// says `error` and the rows end.
+    pub fn fail(&mut self, error: io::Error) {
+        self.records.input_mut().failed = Some(error);
+    }
+}
+
 impl<R: io::Read> ManifestReader<R> {
     /// Starts reading `input`, checking its header. `manifest_id` is recorded
     /// on every parcel so it can be traced back to this file.
     pub fn new(input: R, manifest_id: impl Into<String>) -> Result<Self, Error> {
+        let mut reader = Self::unstarted(input, manifest_id);
+        if reader.read_header()? {
+            Ok(reader)
+        } else {
+            Err(Error::Read(csv::Error::from(io::Error::from(
+                io::ErrorKind::WouldBlock,
+            ))))
+        }
+    }
+
+    fn unstarted(input: R, manifest_id: impl Into<String>) -> Self {
         let csv = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
             .trim(csv::Trim::All)
             .from_reader(split::Feed::default());
-        let mut reader = Self {
+        Self {
             records: split::Records::new(input),
             csv,
             columns: HashMap::new(),
+            started: false,
             manifest_id: manifest_id.into(),
             record: csv::StringRecord::new(),
             done: false,
-        };
-        let header = match reader.parse().map_err(csv::Error::from)? {
-            Parsed::End => csv::StringRecord::new(),
-            Parsed::Record(_) => reader.record.clone(),
-            Parsed::TooLong(line) => {
+        }
+    }
+
+    /// Reads and checks the header; `false` when the input would block
+    /// before its end.
+    fn read_header(&mut self) -> Result<bool, Error> {
+        let header = match self.parse() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(csv::Error::from(e).into()),
+            Ok(Parsed::End) => csv::StringRecord::new(),
+            Ok(Parsed::Record(_)) => self.record.clone(),
+            Ok(Parsed::TooLong(line)) => {
                 return Err(Error::HeaderTooLong {
                     line,
                     limit: MAX_RECORD_BYTES,
                 });
             }
-            Parsed::Rejected(e) => {
+            Ok(Parsed::Rejected(e)) => {
                 return Err(Error::Read(csv::Error::from(io::Error::new(
                     io::ErrorKind::InvalidData,
                     e.to_string(),
@@ -231,8 +326,81 @@ impl<R: io::Read> ManifestReader<R> {
         if !missing.is_empty() {
             return Err(Error::MissingColumns { missing });
         }
-        reader.columns = columns;
-        Ok(reader)
+        self.columns = columns;
+        self.started = true;
+        Ok(true)
+    }
+
+    /// The next row, or what the reader waits for. The header is read
+    /// first: a header that cannot be read is the error, once. An input
+    /// that answers `WouldBlock` (a [`Pushed`] one with nothing left) gives
+    /// [`Next::NeedInput`]; any other failure of the input is one last
+    /// rejected row, then [`Next::End`].
+    pub fn next_row(&mut self) -> Result<Next, Error> {
+        if !self.started {
+            if self.done {
+                return Ok(Next::End);
+            }
+            match self.read_header() {
+                Ok(true) => {}
+                Ok(false) => return Ok(Next::NeedInput),
+                Err(e) => {
+                    self.done = true;
+                    return Err(e);
+                }
+            }
+        }
+        loop {
+            if self.done {
+                return Ok(Next::End);
+            }
+            let line = match self.parse() {
+                Ok(Parsed::End) => return Ok(Next::End),
+                Ok(Parsed::Record(line)) => line,
+                // A row the CSV layer cannot read (bad UTF-8, over the
+                // record limit): report it and carry on with the next.
+                Ok(Parsed::Rejected(e)) => return Ok(Next::Row(Row::Rejected(e))),
+                Ok(Parsed::TooLong(line)) => {
+                    return Ok(Next::Row(Row::Rejected(RowError {
+                        line,
+                        field: "row".into(),
+                        message: format!(
+                            "the record is longer than {MAX_RECORD_BYTES} bytes, the limit: \
+                             it was cut off there and not read; reading goes on at the next line"
+                        ),
+                        values: Vec::new(),
+                    })));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Next::NeedInput),
+                Err(e) => {
+                    // The input itself failed: say so once, and stop.
+                    self.done = true;
+                    return Ok(Next::Row(Row::Rejected(RowError {
+                        line: self.records.line(),
+                        field: "row".into(),
+                        message: format!("cannot read the manifest: {e}"),
+                        values: Vec::new(),
+                    })));
+                }
+            };
+            // Blank lines between rows are not rows.
+            if self.record.iter().all(str::is_empty) {
+                continue;
+            }
+            return Ok(Next::Row(match self.row(line) {
+                Ok(parcel) => Row::Accepted {
+                    line,
+                    parcel: Box::new(parcel),
+                    values: self.values(),
+                },
+                Err((field, message)) => Row::Rejected(RowError {
+                    line,
+                    field,
+                    message,
+                    values: self.values(),
+                }),
+            }));
+        }
     }
 
     /// Splits off the next record and parses it. An error of the input
@@ -442,56 +610,25 @@ fn column_of(field: &str) -> &str {
 impl<R: io::Read> Iterator for ManifestReader<R> {
     type Item = Row;
 
+    /// The next row. The iterator is for inputs that block until they have
+    /// bytes: one that answers `WouldBlock` instead fails as any input
+    /// error does, with one last rejected row.
     fn next(&mut self) -> Option<Row> {
-        loop {
-            if self.done {
-                return None;
+        match self.next_row() {
+            Ok(Next::Row(row)) => Some(row),
+            Ok(Next::End) | Err(_) => None,
+            Ok(Next::NeedInput) => {
+                self.done = true;
+                Some(Row::Rejected(RowError {
+                    line: self.records.line(),
+                    field: "row".into(),
+                    message: format!(
+                        "cannot read the manifest: {}",
+                        io::Error::from(io::ErrorKind::WouldBlock)
+                    ),
+                    values: Vec::new(),
+                }))
             }
-            let line = match self.parse() {
-                Ok(Parsed::End) => return None,
-                Ok(Parsed::Record(line)) => line,
-                // A row the CSV layer cannot read (bad UTF-8, over the
-                // record limit): report it and carry on with the next.
-                Ok(Parsed::Rejected(e)) => return Some(Row::Rejected(e)),
-                Ok(Parsed::TooLong(line)) => {
-                    return Some(Row::Rejected(RowError {
-                        line,
-                        field: "row".into(),
-                        message: format!(
-                            "the record is longer than {MAX_RECORD_BYTES} bytes, the limit: \
-                             it was cut off there and not read; reading goes on at the next line"
-                        ),
-                        values: Vec::new(),
-                    }));
-                }
-                Err(e) => {
-                    // The input itself failed: say so once, and stop.
-                    self.done = true;
-                    return Some(Row::Rejected(RowError {
-                        line: self.records.line(),
-                        field: "row".into(),
-                        message: format!("cannot read the manifest: {e}"),
-                        values: Vec::new(),
-                    }));
-                }
-            };
-            // Blank lines between rows are not rows.
-            if self.record.iter().all(str::is_empty) {
-                continue;
-            }
-            return Some(match self.row(line) {
-                Ok(parcel) => Row::Accepted {
-                    line,
-                    parcel: Box::new(parcel),
-                    values: self.values(),
-                },
-                Err((field, message)) => Row::Rejected(RowError {
-                    line,
-                    field,
-                    message,
-                    values: self.values(),
-                }),
-            });
         }
     }
 }

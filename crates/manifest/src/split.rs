@@ -14,6 +14,9 @@ use crate::MAX_RECORD_BYTES;
 /// How much of the input is read at a time.
 const CHUNK: usize = 64 * 1024;
 
+/// The UTF-8 byte order mark, dropped where the input starts with it.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
 /// One record as split from the input.
 #[derive(Debug)]
 pub(crate) enum Raw {
@@ -33,9 +36,10 @@ pub(crate) enum Raw {
 }
 
 /// Where the splitter is within a record.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 enum State {
     /// At the start of a field.
+    #[default]
     FieldStart,
     /// In a field that did not start with a quote.
     Unquoted,
@@ -43,6 +47,19 @@ enum State {
     Quoted,
     /// Just after a `"` in a quoted field: its end, or the first of `""`.
     QuoteInQuoted,
+}
+
+/// A record being split, kept between calls when the input ran dry in the
+/// middle of it (a pushed input answering `WouldBlock`).
+#[derive(Debug, Default)]
+struct Partial {
+    /// Its bytes so far, at most [`MAX_RECORD_BYTES`].
+    bytes: Vec<u8>,
+    state: State,
+    /// The line it starts on; `None` until its first byte.
+    line: Option<u64>,
+    /// Over the limit: skipping to the next line break.
+    cut: bool,
 }
 
 /// Records of an input, one at a time.
@@ -53,8 +70,12 @@ pub(crate) struct Records<R> {
     pos: usize,
     /// The line the next byte is on.
     line: u64,
-    /// The input has not been read from yet (for the byte order mark).
+    /// No byte has been handed out yet (for the byte order mark).
     fresh: bool,
+    /// The first bytes read while they could still be the start of a mark.
+    held: Vec<u8>,
+    /// The record the input ran dry in.
+    partial: Partial,
 }
 
 impl<R: Read> Records<R> {
@@ -65,7 +86,14 @@ impl<R: Read> Records<R> {
             pos: 0,
             line: 1,
             fresh: true,
+            held: Vec::new(),
+            partial: Partial::default(),
         }
+    }
+
+    /// The input, to push to.
+    pub(crate) fn input_mut(&mut self) -> &mut R {
+        &mut self.input
     }
 
     /// The line the reader is on.
@@ -73,8 +101,10 @@ impl<R: Read> Records<R> {
         self.line
     }
 
+    /// The next byte, `None` at the end of the input. An error (such as a
+    /// pushed input's `WouldBlock`) consumes nothing.
     fn byte(&mut self) -> io::Result<Option<u8>> {
-        if self.pos == self.buf.len() {
+        while self.pos == self.buf.len() {
             self.buf.resize(CHUNK, 0);
             let n = loop {
                 match self.input.read(&mut self.buf) {
@@ -89,10 +119,23 @@ impl<R: Read> Records<R> {
             };
             self.buf.truncate(n);
             self.pos = 0;
-            if std::mem::take(&mut self.fresh) && self.buf.starts_with(b"\xef\xbb\xbf") {
-                self.pos = 3;
+            if self.fresh {
+                // The mark may come cut over reads (a pushed input is cut
+                // where the client cut it): a strict prefix of it waits.
+                let mut head = std::mem::take(&mut self.held);
+                head.extend_from_slice(&self.buf);
+                if n > 0 && head.len() < BOM.len() && BOM.starts_with(&head) {
+                    self.held = head;
+                    self.buf.clear();
+                    continue;
+                }
+                self.fresh = false;
+                if head.starts_with(BOM) {
+                    self.pos = BOM.len();
+                }
+                self.buf = head;
             }
-            if self.pos == self.buf.len() {
+            if n == 0 && self.pos == self.buf.len() {
                 return Ok(None);
             }
         }
@@ -104,50 +147,58 @@ impl<R: Read> Records<R> {
         Ok(Some(b))
     }
 
-    /// The next record, `None` at the end of the input.
+    /// The next record, `None` at the end of the input. When the input
+    /// fails mid-record (a pushed input with nothing more yet answers
+    /// `WouldBlock`), the record so far is kept and the next call goes on
+    /// with it.
     pub(crate) fn next_record(&mut self) -> io::Result<Option<Raw>> {
-        let mut bytes = Vec::new();
-        let mut state = State::FieldStart;
-        let mut line = None;
-        let mut cut = false;
+        let mut p = std::mem::take(&mut self.partial);
         loop {
             let before = self.line;
-            let Some(b) = self.byte()? else {
-                break;
+            let b = match self.byte() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    self.partial = p;
+                    return Err(e);
+                }
             };
             let terminator = b == b'\n' || b == b'\r';
-            if line.is_none() {
+            if p.line.is_none() {
                 // Empty lines before a record are no record.
                 if !terminator {
-                    line = Some(before);
-                    bytes.push(b);
-                    state = Self::step(state, b).0;
+                    p.line = Some(before);
+                    p.bytes.push(b);
+                    p.state = Self::step(p.state, b).0;
                 }
                 continue;
             }
-            if cut {
+            if p.cut {
                 // Over the limit: skip to the next line break, quoted or not.
                 if terminator {
                     break;
                 }
                 continue;
             }
-            let (next, ends) = Self::step(state, b);
+            let (next, ends) = Self::step(p.state, b);
             if ends {
                 break;
             }
-            state = next;
-            if bytes.len() >= MAX_RECORD_BYTES {
-                cut = true;
+            p.state = next;
+            if p.bytes.len() >= MAX_RECORD_BYTES {
+                p.cut = true;
                 continue;
             }
-            bytes.push(b);
+            p.bytes.push(b);
         }
-        Ok(line.map(|line| {
-            if cut {
+        Ok(p.line.map(|line| {
+            if p.cut {
                 Raw::TooLong { line }
             } else {
-                Raw::Record { line, bytes }
+                Raw::Record {
+                    line,
+                    bytes: p.bytes,
+                }
             }
         }))
     }

@@ -430,3 +430,80 @@ fn bad_utf_8_rejects_its_row_on_its_own_line() {
         bad[0]
     );
 }
+
+/// Reads `input` through a pushed reader, `size` bytes a push, and returns
+/// its rows and how often it asked for input before the end.
+fn read_pushed(input: &[u8], size: usize) -> (Vec<Row>, usize) {
+    let mut reader = ManifestReader::pushed("m");
+    let mut chunks = input.chunks(size);
+    let (mut rows, mut asked) = (Vec::new(), 0);
+    loop {
+        match reader.next_row().expect("header") {
+            Next::Row(row) => rows.push(row),
+            Next::NeedInput => {
+                asked += 1;
+                match chunks.next() {
+                    Some(chunk) => reader.push(chunk),
+                    None => reader.end(),
+                }
+            }
+            Next::End => return (rows, asked),
+        }
+    }
+}
+
+#[test]
+fn a_pushed_reader_reads_what_a_blocking_one_does_however_the_bytes_are_cut() {
+    // A byte order mark, quoted line breaks, a bad row, a record over the
+    // limit and one without a final line break: every cut of the bytes
+    // between pushes gives the same rows on the same lines.
+    let mut input = b"\xef\xbb\xbf".to_vec();
+    input.extend_from_slice(
+        format!(
+            "{HEADER}\r\nSE-1,{GOOD}\n\n\"SE-2\",{GOOD}\nSE-3,nordshop,SE,STO-1,2026-11-23,\"Gatan\n3\",111 51,Stockholm,59.3,18.0,doorstep,many,,\nSE-4,{}\nSE-5,{GOOD}",
+            "z".repeat(MAX_RECORD_BYTES)
+        )
+        .as_bytes(),
+    );
+    let whole: Vec<Row> = ManifestReader::new(input.as_slice(), "m")
+        .expect("header")
+        .collect();
+    assert_eq!(accepted(&whole).len(), 3, "{whole:?}");
+    assert_eq!(rejected(&whole).len(), 2, "{whole:?}");
+    for size in [1, 2, 3, 7, 64, 1000, input.len()] {
+        let (rows, asked) = read_pushed(&input, size);
+        assert_eq!(rows, whole, "pushed {size} bytes at a time");
+        assert_eq!(asked, input.len().div_ceil(size) + 1, "asked once a push");
+    }
+}
+
+#[test]
+fn a_pushed_reader_refuses_a_bad_header_once_it_has_come_in_and_reports_a_failed_input() {
+    let mut reader = ManifestReader::pushed("m");
+    assert_eq!(reader.next_row().expect("no header yet"), Next::NeedInput);
+    reader.push(b"parcel_id,partner");
+    assert_eq!(reader.next_row().expect("no header yet"), Next::NeedInput);
+    reader.push(b"_id\nSE-1,nordshop\n");
+    let err = reader.next_row().expect_err("columns missing");
+    assert!(matches!(err, Error::MissingColumns { .. }), "{err}");
+    assert_eq!(reader.next_row().expect("ended"), Next::End);
+
+    // The input breaking off: the rows pushed before it, then one rejected
+    // row saying why, then the end.
+    let mut reader = ManifestReader::pushed("m");
+    reader.push(format!("{HEADER}\nSE-1,{GOOD}\nSE-2,nord").as_bytes());
+    reader.fail(io::Error::other("the client went away"));
+    let mut rows = Vec::new();
+    while let Next::Row(row) = reader.next_row().expect("rows") {
+        rows.push(row);
+    }
+    assert_eq!(accepted(&rows).len(), 1);
+    let bad = rejected(&rows);
+    assert_eq!(bad.len(), 1);
+    assert!(
+        bad[0].message.contains("the client went away"),
+        "{}",
+        bad[0]
+    );
+    assert_eq!(reader.next_row().expect("ended"), Next::End);
+}

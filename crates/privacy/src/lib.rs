@@ -240,6 +240,28 @@ impl Vault {
         })
     }
 
+    /// The vault's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the vault was never used: no key, no household link and no
+    /// tombstone. A vault that forgot every subject still has their
+    /// tombstones, so it is not unused. A server opening an unused vault
+    /// over a log that holds sealed data has the wrong vault (or a lost
+    /// one), and must not start: see `threshold-server`.
+    pub fn is_unused(&self) -> Result<bool> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT NOT (EXISTS (SELECT 1 FROM keys)
+                          OR EXISTS (SELECT 1 FROM households)
+                          OR EXISTS (SELECT 1 FROM forgotten))",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&conn).map_err(|source| Error::Store {
@@ -704,5 +726,29 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let _v = Vault::open(&dir).unwrap();
         assert_eq!(mode(&file), 0o600);
+    }
+
+    #[test]
+    fn a_vault_is_unused_until_it_holds_a_key_a_household_or_a_tombstone() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::open(dir.path()).unwrap();
+        assert!(v.is_unused().unwrap(), "a new vault");
+        assert_eq!(v.path(), dir.path().join(VAULT_FILE));
+        // Opened again: it has a secret now, and is still unused.
+        drop(v);
+        let v = Vault::open(dir.path()).unwrap();
+        assert!(v.is_unused().unwrap(), "a vault opened twice, never used");
+
+        v.household(&["Gatan 1", "111 51", "Stockholm", "SE"])
+            .unwrap();
+        assert!(!v.is_unused().unwrap(), "a household link");
+
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::open(dir.path()).unwrap();
+        v.seal("resident:r1", "grant:g1", b"x").unwrap();
+        assert!(!v.is_unused().unwrap(), "a key");
+        // Every subject forgotten: the tombstones remain, it was used.
+        v.forget("resident:r1").unwrap();
+        assert!(!v.is_unused().unwrap(), "a tombstone");
     }
 }

@@ -16,9 +16,9 @@
 //! | `ALREADY_EXISTS` | It exists already with different content ([`DomainError::AlreadyExists`]). | No. |
 //! | `FAILED_PRECONDITION` | The command does not apply in the aggregate's current state ([`DomainError::InvalidState`]), a plan breaks its problem, a clock header on the wrong server, new personal data of a subject erased at its request ([`PrivacyError::Forgotten`]). | Not as is: only once the state has changed. |
 //! | `ABORTED` | Another writer changed the stream in between: an append's expected version did not hold ([`LogError::Conflict`]), or a decision kept losing the race ([`DecideError::Contended`]). | Yes, at once. |
-//! | `RESOURCE_EXHAUSTED` | The disk is full ([`LogError::DiskFull`], an I/O `StorageFull`); a stream sends faster than its limits; a message over the size limit. | Yes, after space is freed or more slowly. |
+//! | `RESOURCE_EXHAUSTED` | The disk is full ([`LogError::DiskFull`], an I/O `StorageFull`); a stream sends faster than its limits; a message over the size limit; a manifest load over the limit of loads at once. | Yes, after space is freed or more slowly. |
 //! | `UNAVAILABLE` | The log is closed, Kafka cannot be reached ([`LogError::Kafka`]), the data directory is held by another process, a connection broke. | Yes, with backoff. |
-//! | `DEADLINE_EXCEEDED` | A projection has not caught up with the log in time ([`behind`]). | Yes. |
+//! | `DEADLINE_EXCEEDED` | A projection has not caught up with the log in time ([`behind`]); a manifest stream that sent nothing for its idle timeout. | Yes. |
 //! | `CANCELLED` | The client's own stream broke off. | Yes: resend. |
 //! | `DATA_LOSS` | Stored data is damaged: a corrupt data file ([`LogError::Corrupt`]), a seal that does not authenticate ([`PrivacyError::Tampered`]), a home's audit chain that does not hold. | No: an operator must look. |
 //! | `INTERNAL` | The server failed in a way the caller cannot act on: the storage engine, a file's I/O, a stored event this build cannot decode, the vault's store, a credentials file. | Perhaps; report it. |

@@ -20,6 +20,7 @@ use threshold_auth::{Authed, Credentials, LocalTokens, Role};
 use threshold_domain::EventId;
 use threshold_handheld_service::{Handhelds, Limits};
 use threshold_log::EventLog;
+use threshold_manifest_service::LoadLimits;
 use threshold_outcome_service::Outcomes;
 use threshold_privacy::Vault;
 use threshold_routing::depot::Fleets;
@@ -40,6 +41,7 @@ pub struct Builder {
     fleets: Option<Fleets>,
     handheld_limits: Limits,
     tls: Option<Tls>,
+    manifest_limits: LoadLimits,
 }
 
 impl Builder {
@@ -115,6 +117,12 @@ impl Builder {
         self
     }
 
+    /// Manifest loads limited to `limits` (a short idle timeout, fewer loads).
+    pub fn manifest_limits(mut self, limits: LoadLimits) -> Self {
+        self.manifest_limits = limits;
+        self
+    }
+
     /// Opens the server on a new temporary data directory, serves it on
     /// 127.0.0.1:0 and connects to it. Panics if it cannot: a test that
     /// has no server has nothing to test.
@@ -136,6 +144,7 @@ impl Builder {
             },
             handheld_limits: self.handheld_limits,
             tls: self.tls.clone(),
+            manifest_limits: self.manifest_limits,
             ..Config::embedded(dir.path(), fleets)
         };
         let listener = threshold_server::bind(([127, 0, 0, 1], 0).into())
@@ -225,6 +234,7 @@ impl Sandbox {
             fleets: None,
             handheld_limits: Limits::default(),
             tls: None,
+            manifest_limits: LoadLimits::default(),
         }
     }
 

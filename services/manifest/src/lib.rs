@@ -1,18 +1,38 @@
 //! ManifestService: route planners load daily manifests.
 //!
 //! A load is a stream both ways. The file's bytes arrive in chunks and are
-//! parsed row by row on a blocking thread ([`threshold_manifest`]); each
-//! accepted row becomes a `Manifest` command on its parcel, decided from the
-//! parcel's history in the log and appended with the expected version, so a
-//! reloaded row is recognised and a concurrent one cannot slip in twice.
-//! Refused rows go back to the client as soon as they are decided; a
-//! summary ends the stream. Nothing here holds the whole file.
+//! parsed row by row ([`threshold_manifest`]); each accepted row becomes a
+//! `Manifest` command on its parcel, decided from the parcel's history in
+//! the log and appended with the expected version, so a reloaded row is
+//! recognised and a concurrent one cannot slip in twice. Refused rows go
+//! back to the client as soon as they are decided; a summary ends the
+//! stream. Nothing here holds the whole file.
+//!
+//! # What one load may cost
+//!
+//! A load comes from outside, so it is bounded ([`LoadLimits`]):
+//!
+//! - The parser never waits for the client on a thread: the bytes that
+//!   arrived are parsed on the blocking pool in batches of at most
+//!   [`PARSE_BATCH`] rows, and waiting for the next chunk is async. A client
+//!   that stops sending holds no thread that the log or other callers need.
+//! - A stalled stream ends: no chunk for [`IDLE_TIMEOUT`] (and a client
+//!   that stops reading the replies as long) ends the load with
+//!   `DEADLINE_EXCEEDED`, naming the manifest and the rows read. The rows
+//!   decided before it stay loaded; loading the file again adds the rest
+//!   (reloaded rows are recognised).
+//! - At most [`CONCURRENT_LOADS`] loads run at once, and at most
+//!   [`LOADS_PER_TENANT`] for one planner tenant (all planners of a depot,
+//!   or all carrier-wide planners, count as one), so one tenant cannot take
+//!   every load. A load over either answers `RESOURCE_EXHAUSTED` at once:
+//!   try again when a load has ended.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use prost::Message as _;
 use threshold_api::v1::manifest_service_server::{ManifestService, ManifestServiceServer};
@@ -23,7 +43,7 @@ use threshold_auth::{Principal, Role};
 use threshold_domain::parcel::{Command, Parcel};
 use threshold_domain::{Aggregate, Country, DomainError, EventId, ParcelId, StreamId, pb};
 use threshold_log::{Decision, Error as LogError, EventLog, NewEvent};
-use threshold_manifest::{ManifestReader, Row, RowError};
+use threshold_manifest::{ManifestReader, Next, Pushed, Row, RowError};
 use threshold_privacy::Vault;
 use threshold_status::{IntoStatus as _, ServiceError};
 use tokio::sync::mpsc;
@@ -33,6 +53,21 @@ use tonic::{Request, Response, Status, Streaming};
 /// The largest manifest chunk accepted, in bytes (clients send 64 KiB).
 pub const MAX_CHUNK: usize = 1024 * 1024;
 
+/// How long a load waits for the client's next chunk (or for it to take a
+/// reply) before it ends with `DEADLINE_EXCEEDED`.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Loads running at once on one server.
+pub const CONCURRENT_LOADS: usize = 8;
+/// Loads running at once for one planner tenant.
+pub const LOADS_PER_TENANT: usize = 2;
+/// The most rows parsed on a blocking thread at a time: the thread returns
+/// to the pool between batches, and no more rows than this wait for their
+/// decisions.
+pub const PARSE_BATCH: usize = 256;
+
+/// Chunks read ahead of the parser within one load (each at most
+/// [`MAX_CHUNK`]).
+const READ_AHEAD: usize = 4;
 /// Rows decided at once within one load.
 const CONCURRENT_ROWS: usize = 64;
 /// Appends retried when another writer changed the parcel in between.
@@ -53,10 +88,30 @@ pub enum Error {
     /// The vault sealing addresses failed.
     #[error(transparent)]
     Vault(#[from] threshold_privacy::Error),
+    /// The client sent nothing (or took no reply) for the idle timeout.
+    #[error(
+        "manifest {manifest}: nothing arrived for {}s, so the load stopped after {rows} rows \
+         ({accepted} accepted, which stay loaded); load the file again to add the rest",
+        idle.as_secs_f64()
+    )]
+    Stalled {
+        /// The manifest's id.
+        manifest: String,
+        /// The idle timeout.
+        idle: Duration,
+        /// Rows read and decided before it stopped.
+        rows: u64,
+        /// Of those, rows newly accepted.
+        accepted: u64,
+    },
+    /// Too many loads run at once, on the server or for the caller's tenant.
+    #[error("{0}; try again when a load has ended")]
+    Busy(String),
 }
 
 /// The error contract's codes ([`threshold_status`]): each wrapped error
-/// answers with its own; a broken client stream is `CANCELLED`.
+/// answers with its own; a broken client stream is `CANCELLED`, a stalled
+/// one `DEADLINE_EXCEEDED`, a load over the limits `RESOURCE_EXHAUSTED`.
 impl ServiceError for Error {
     fn code(&self) -> tonic::Code {
         match self {
@@ -64,6 +119,8 @@ impl ServiceError for Error {
             Error::Log(e) => e.code(),
             Error::Stream(_) => tonic::Code::Cancelled,
             Error::Vault(e) => e.code(),
+            Error::Stalled { .. } => tonic::Code::DeadlineExceeded,
+            Error::Busy(_) => tonic::Code::ResourceExhausted,
         }
     }
 
@@ -71,7 +128,7 @@ impl ServiceError for Error {
         match self {
             Error::Manifest(e) => e.reply(),
             Error::Log(e) => e.reply(),
-            Error::Stream(_) => self.to_string(),
+            Error::Stream(_) | Error::Stalled { .. } | Error::Busy(_) => self.to_string(),
             Error::Vault(e) => e.reply(),
         }
     }
@@ -83,6 +140,54 @@ impl From<Error> for Status {
     }
 }
 
+/// What loads may cost; [`LoadLimits::default`] is the documented
+/// constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadLimits {
+    /// How long a load waits for the client ([`IDLE_TIMEOUT`]).
+    pub idle_timeout: Duration,
+    /// Loads at once on the server ([`CONCURRENT_LOADS`]).
+    pub concurrent_loads: usize,
+    /// Loads at once for one planner tenant ([`LOADS_PER_TENANT`]).
+    pub loads_per_tenant: usize,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: IDLE_TIMEOUT,
+            concurrent_loads: CONCURRENT_LOADS,
+            loads_per_tenant: LOADS_PER_TENANT,
+        }
+    }
+}
+
+/// The loads running, in all and per tenant.
+#[derive(Debug, Default)]
+struct Running {
+    total: usize,
+    per_tenant: HashMap<String, usize>,
+}
+
+/// A running load's place; dropping it frees the place.
+struct Permit {
+    running: Arc<Mutex<Running>>,
+    tenant: String,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.total = running.total.saturating_sub(1);
+        if let Some(n) = running.per_tenant.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                running.per_tenant.remove(&self.tenant);
+            }
+        }
+    }
+}
+
 /// The service, over any event log. Recipients' addresses are sealed in
 /// `vault` under their household's key before anything is written: the log
 /// never holds one in the clear.
@@ -90,18 +195,55 @@ impl From<Error> for Status {
 pub struct Manifests {
     log: Arc<dyn EventLog>,
     vault: Arc<Vault>,
+    limits: LoadLimits,
+    running: Arc<Mutex<Running>>,
 }
 
 impl Manifests {
-    /// A service that writes to `log`, sealing addresses in `vault`.
+    /// A service that writes to `log`, sealing addresses in `vault`, within
+    /// the default [`LoadLimits`].
     pub fn new(log: Arc<dyn EventLog>, vault: Arc<Vault>) -> Self {
-        Self { log, vault }
+        Self {
+            log,
+            vault,
+            limits: LoadLimits::default(),
+            running: Arc::default(),
+        }
+    }
+
+    /// The same service within `limits`.
+    pub fn with_limits(mut self, limits: LoadLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// As a tonic service, ready to add to a server, refusing chunks larger
     /// than [`MAX_CHUNK`].
     pub fn into_server(self) -> ManifestServiceServer<Self> {
         ManifestServiceServer::new(self).max_decoding_message_size(MAX_CHUNK)
+    }
+
+    /// A place for one more load of `tenant`, or why there is none.
+    fn admit(&self, tenant: &str) -> Result<Permit, Error> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let of_tenant = running.per_tenant.get(tenant).copied().unwrap_or(0);
+        if of_tenant >= self.limits.loads_per_tenant {
+            return Err(Error::Busy(format!(
+                "planner tenant {tenant:?} already runs {of_tenant} manifest loads, its limit"
+            )));
+        }
+        if running.total >= self.limits.concurrent_loads {
+            return Err(Error::Busy(format!(
+                "the server already runs {} manifest loads, its limit",
+                running.total
+            )));
+        }
+        running.total += 1;
+        *running.per_tenant.entry(tenant.to_owned()).or_default() += 1;
+        Ok(Permit {
+            running: Arc::clone(&self.running),
+            tenant: tenant.to_owned(),
+        })
     }
 }
 
@@ -110,27 +252,8 @@ enum Decided {
     Accepted,
     Unchanged,
     Refused(RowError),
-}
-
-/// Reads the chunks a blocking parser asks for.
-struct Chunks {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
-}
-
-impl io::Read for Chunks {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.current = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.current.len());
-        out[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
+    /// Not a row: the client stalled after the rows before it.
+    Stalled,
 }
 
 /// Decides one manifest row on its parcel's stream.
@@ -235,98 +358,217 @@ fn rejected(e: RowError) -> LoadManifestReply {
     }
 }
 
+/// What the parser hands on to the decisions.
+enum Input {
+    /// A row, accepted or refused by the reader.
+    Row(Row),
+    /// The manifest cannot be read at all (its header).
+    Failed(Error),
+    /// The client sent nothing for the idle timeout: no more rows come.
+    Stalled,
+}
+
+/// Whether a parsed batch wants more input.
+enum Wanted {
+    /// The batch is full: parse on.
+    More,
+    /// Everything pushed is read: wait for the client.
+    Input,
+    /// The rows have ended.
+    Nothing,
+}
+
+/// Parses at most [`PARSE_BATCH`] rows of what was pushed. Run on the
+/// blocking pool: it never waits for input, it only costs CPU.
+fn parse_batch(mut reader: ManifestReader<Pushed>) -> (ManifestReader<Pushed>, Vec<Input>, Wanted) {
+    let mut batch = Vec::new();
+    while batch.len() < PARSE_BATCH {
+        match reader.next_row() {
+            Ok(Next::Row(row)) => batch.push(Input::Row(row)),
+            Ok(Next::NeedInput) => return (reader, batch, Wanted::Input),
+            Ok(Next::End) => return (reader, batch, Wanted::Nothing),
+            Err(e) => {
+                batch.push(Input::Failed(e.into()));
+                return (reader, batch, Wanted::Nothing);
+            }
+        }
+    }
+    (reader, batch, Wanted::More)
+}
+
+/// Sends one reply unless the client has not taken one for `idle`; `false`
+/// when it did not arrive (the client went away or stopped reading).
+async fn reply(
+    out: &mpsc::Sender<Result<LoadManifestReply, Status>>,
+    item: Result<LoadManifestReply, Status>,
+    idle: Duration,
+) -> bool {
+    matches!(tokio::time::timeout(idle, out.send(item)).await, Ok(Ok(())))
+}
+
+/// Parses the client's chunks as they arrive and hands the rows to `rows`:
+/// the bytes that came in are parsed on the blocking pool, and the wait for
+/// the next chunk is async, bounded by `idle`.
+async fn parse(
+    manifest_id: String,
+    first: Vec<u8>,
+    ended: bool,
+    mut inbound: Streaming<ManifestChunk>,
+    rows: mpsc::Sender<Input>,
+    out: mpsc::Sender<Result<LoadManifestReply, Status>>,
+    idle: Duration,
+) {
+    let mut reader = ManifestReader::pushed(manifest_id);
+    reader.push(&first);
+    if ended {
+        reader.end();
+    }
+    // The client's chunks are read ahead of the parser (a few, as the old
+    // blocking reader did), so the client is not held to the parser's pace
+    // by flow control; the idle timeout is on this read.
+    let (chunk_tx, mut chunks) = mpsc::channel::<Fed>(READ_AHEAD);
+    let _feeder = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let fed = match tokio::time::timeout(idle, inbound.message()).await {
+                Err(_) => Fed::Stalled,
+                Ok(Ok(Some(chunk))) => Fed::Chunk(chunk.data),
+                Ok(Ok(None)) => Fed::End,
+                Ok(Err(s)) => {
+                    // The parser stops at the broken stream; the client is
+                    // told why (an oversized chunk: RESOURCE_EXHAUSTED).
+                    let status = threshold_api::status::oversized(s);
+                    let message = status.message().to_owned();
+                    let _ = reply(&out, Err(status), idle).await;
+                    Fed::Failed(io::Error::other(message))
+                }
+            };
+            let last = !matches!(fed, Fed::Chunk(_));
+            if chunk_tx.send(fed).await.is_err() || last {
+                return;
+            }
+        }
+    }));
+    let mut parsing = tokio::task::spawn_blocking(move || parse_batch(reader));
+    loop {
+        let Ok((mut reader, batch, wanted)) = parsing.await else {
+            return; // the parser panicked: the rows end here
+        };
+        if let Wanted::More = wanted {
+            // The next batch is parsed while this one is handed on.
+            parsing = tokio::task::spawn_blocking(move || parse_batch(reader));
+            if !hand_on(&rows, batch).await {
+                return;
+            }
+            continue;
+        }
+        if !hand_on(&rows, batch).await {
+            return;
+        }
+        if let Wanted::Nothing = wanted {
+            return;
+        }
+        match chunks.recv().await {
+            Some(Fed::Chunk(data)) => reader.push(&data),
+            Some(Fed::End) | None => reader.end(),
+            Some(Fed::Failed(e)) => reader.fail(e),
+            Some(Fed::Stalled) => {
+                let _ = rows.send(Input::Stalled).await;
+                return;
+            }
+        }
+        parsing = tokio::task::spawn_blocking(move || parse_batch(reader));
+    }
+}
+
+/// Hands `batch` on to the decisions; `false` once they are gone.
+async fn hand_on(rows: &mpsc::Sender<Input>, batch: Vec<Input>) -> bool {
+    for input in batch {
+        if rows.send(input).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// What the reader of the client's chunks hands the parser.
+enum Fed {
+    /// The next chunk's bytes.
+    Chunk(Vec<u8>),
+    /// The client ended its stream.
+    End,
+    /// The client's stream broke.
+    Failed(io::Error),
+    /// Nothing came for the idle timeout.
+    Stalled,
+}
+
 /// Runs one load: parses `inbound`, decides its rows, answers on `out`.
 async fn load(
     log: Arc<dyn EventLog>,
     vault: Arc<Vault>,
     planner: Principal,
+    idle: Duration,
     mut inbound: Streaming<ManifestChunk>,
     out: mpsc::Sender<Result<LoadManifestReply, Status>>,
 ) -> Result<(), Error> {
-    let first = match inbound.message().await {
-        Ok(first) => first.unwrap_or_default(),
-        Err(status) => {
-            let _ = out
-                .send(Err(threshold_api::status::oversized(status)))
-                .await;
+    let first = match tokio::time::timeout(idle, inbound.message()).await {
+        Err(_) => {
+            return Err(Error::Stalled {
+                manifest: "unnamed".into(),
+                idle,
+                rows: 0,
+                accepted: 0,
+            });
+        }
+        Ok(Ok(first)) => first,
+        Ok(Err(status)) => {
+            let _ = reply(&out, Err(threshold_api::status::oversized(status)), idle).await;
             return Ok(());
         }
     };
+    // A stream that ended before its first chunk is an empty manifest.
+    let ended = first.is_none();
+    let first = first.unwrap_or_default();
     let manifest_id = if first.manifest_id.is_empty() {
         "unnamed".to_owned()
     } else {
         first.manifest_id.clone()
     };
 
-    // Chunks flow to the parser on a blocking thread; rows flow back.
-    let (chunk_tx, chunk_rx) = mpsc::channel::<io::Result<Bytes>>(8);
-    let (row_tx, row_rx) = mpsc::channel::<Result<Row, Error>>(1024);
-    let errors = out.clone();
-    let feeder = tokio::spawn(async move {
-        if chunk_tx.send(Ok(Bytes::from(first.data))).await.is_err() {
-            return;
-        }
-        loop {
-            match inbound.message().await {
-                Ok(Some(chunk)) => {
-                    if chunk_tx.send(Ok(Bytes::from(chunk.data))).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(s) => {
-                    // The parser stops at the broken stream; the client is
-                    // told why (an oversized chunk: RESOURCE_EXHAUSTED).
-                    let status = threshold_api::status::oversized(s);
-                    let _ = chunk_tx
-                        .send(Err(io::Error::other(status.message().to_owned())))
-                        .await;
-                    let _ = errors.send(Err(status)).await;
-                    return;
-                }
-            }
-        }
-    });
-    let id = manifest_id.clone();
-    let parser = tokio::task::spawn_blocking(move || {
-        let reader = match ManifestReader::new(
-            Chunks {
-                rx: chunk_rx,
-                current: Bytes::new(),
-            },
-            id,
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = row_tx.blocking_send(Err(e.into()));
-                return;
-            }
-        };
-        for row in reader {
-            if row_tx.blocking_send(Ok(row)).is_err() {
-                return;
-            }
-        }
-    });
+    // Rows flow from the parser to the decisions, a batch or so at a time.
+    let (row_tx, row_rx) = mpsc::channel::<Input>(PARSE_BATCH);
+    let parser = tokio::spawn(parse(
+        manifest_id.clone(),
+        first.data,
+        ended,
+        inbound,
+        row_tx,
+        out.clone(),
+        idle,
+    ));
+    // Stops the parser however this load ends.
+    let _parser = AbortOnDrop(parser);
 
     let mut summary = LoadSummary {
         manifest_id,
         ..LoadSummary::default()
     };
     let mut decisions = ReceiverStream::new(row_rx)
-        .map(|row| {
+        .map(|input| {
             let log = Arc::clone(&log);
             let planner = &planner;
             let vault = &*vault;
             async move {
-                match row? {
-                    Row::Rejected(e) => Ok(Decided::Refused(e)),
+                match input {
+                    Input::Failed(e) => Err(e),
+                    Input::Stalled => Ok(Decided::Stalled),
+                    Input::Row(Row::Rejected(e)) => Ok(Decided::Refused(e)),
                     // A planner loads the rows of the depots it plans.
-                    Row::Accepted {
+                    Input::Row(Row::Accepted {
                         line,
                         parcel,
                         values,
-                    } if !planner.covers(&parcel.depot_id) => Ok(Decided::Refused(RowError {
+                    }) if !planner.covers(&parcel.depot_id) => Ok(Decided::Refused(RowError {
                         line,
                         field: "depot".into(),
                         message: format!(
@@ -335,36 +577,66 @@ async fn load(
                         ),
                         values,
                     })),
-                    Row::Accepted {
+                    Input::Row(Row::Accepted {
                         line,
                         parcel,
                         values,
-                    } => decide(&*log, vault, line, *parcel, values).await,
+                    }) => decide(&*log, vault, line, *parcel, values).await,
                 }
             }
         })
         .buffer_unordered(CONCURRENT_ROWS);
+    // The rows read before a stall are still decided (the parser sends
+    // nothing after it), then the load ends with the stall.
+    let mut stalled = false;
     while let Some(decided) = decisions.next().await {
-        summary.rows += 1;
         match decided? {
+            Decided::Stalled => {
+                stalled = true;
+                continue;
+            }
             Decided::Accepted => summary.accepted += 1,
             Decided::Unchanged => summary.unchanged += 1,
             Decided::Refused(e) => {
                 summary.rejected += 1;
-                if out.send(Ok(rejected(e))).await.is_err() {
-                    break; // the client went away
+                if !reply(&out, Ok(rejected(e)), idle).await {
+                    return Err(Error::Stalled {
+                        manifest: summary.manifest_id,
+                        idle,
+                        rows: summary.rows + 1,
+                        accepted: summary.accepted,
+                    });
                 }
             }
         }
+        summary.rows += 1;
     }
-    feeder.abort();
-    let _ = parser.await;
-    let _ = out
-        .send(Ok(LoadManifestReply {
+    if stalled {
+        return Err(Error::Stalled {
+            manifest: summary.manifest_id,
+            idle,
+            rows: summary.rows,
+            accepted: summary.accepted,
+        });
+    }
+    let _ = reply(
+        &out,
+        Ok(LoadManifestReply {
             reply: Some(load_manifest_reply::Reply::Summary(summary)),
-        }))
-        .await;
+        }),
+        idle,
+    )
+    .await;
     Ok(())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<LoadManifestReply, Status>> + Send>>;
@@ -378,14 +650,19 @@ impl ManifestService for Manifests {
         request: Request<Streaming<ManifestChunk>>,
     ) -> Result<Response<Self::LoadManifestStream>, Status> {
         let planner = threshold_auth::require(&request, &[Role::Planner])?.clone();
+        // Over the limits, refused before anything is read.
+        let permit = self.admit(&planner.tenant)?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let log = Arc::clone(&self.log);
         let vault = Arc::clone(&self.vault);
+        let idle = self.limits.idle_timeout;
         tokio::spawn(async move {
+            // The load's place is freed when it ends, however it ends.
+            let _permit = permit;
             let errors = tx.clone();
-            if let Err(e) = load(log, vault, planner, inbound, tx).await {
-                let _ = errors.send(Err(e.into())).await;
+            if let Err(e) = load(log, vault, planner, idle, inbound, tx).await {
+                let _ = reply(&errors, Err(e.into()), idle).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -486,6 +763,16 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (Error::Stream("reset".into()), Code::Cancelled),
+            (
+                Error::Stalled {
+                    manifest: "day.csv".into(),
+                    idle: IDLE_TIMEOUT,
+                    rows: 3,
+                    accepted: 2,
+                },
+                Code::DeadlineExceeded,
+            ),
+            (Error::Busy("full".into()), Code::ResourceExhausted),
             (
                 Error::Vault(threshold_privacy::Error::Tampered {
                     subject: "household:1".into(),

@@ -6,8 +6,9 @@
 //!
 //! - [`Config`] and [`Placement`]: where the data and the log are, which
 //!   [`Services`] run, on which clock, with which fleets.
-//! - [`Node::open`] opens the log, the credentials and the vault and builds
-//!   the services; its handles ([`Node::log`], [`Node::access`],
+//! - [`Node::open`] opens the log, the credentials and the vault (refusing
+//!   an unused vault over a log that holds sealed data: `vault_check`) and
+//!   builds the services; its handles ([`Node::log`], [`Node::access`],
 //!   [`Node::vault`]) are there before it serves, for tests and tools.
 //! - [`Node::serve`] serves on a listener until a stop future resolves,
 //!   then closes the log.
@@ -32,7 +33,7 @@ use threshold_api::v1::outcome_service_server::OutcomeServiceServer;
 use threshold_api::v1::planning_service_server::PlanningServiceServer;
 use threshold_handheld_service::{Clock as HandheldClock, Handhelds, Limits};
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, KafkaLog, KafkaOptions, Metered};
-use threshold_manifest_service::Manifests;
+use threshold_manifest_service::{LoadLimits, Manifests};
 use threshold_outcome_service::Outcomes;
 use threshold_planning_service::Planning;
 use threshold_privacy::Vault;
@@ -42,6 +43,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 mod oversized;
+
+mod vault_check;
+
+pub use vault_check::SealedUnderAnotherVault;
 
 /// Concurrent gRPC streams one connection may have open.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
@@ -94,6 +99,9 @@ pub enum Error {
     /// The personal-data vault could not be opened.
     #[error(transparent)]
     Vault(#[from] threshold_privacy::Error),
+    /// The vault is unused while the log holds data sealed under another.
+    #[error(transparent)]
+    VaultMismatch(#[from] SealedUnderAnotherVault),
     /// The fleet configuration is not valid.
     #[error(transparent)]
     Fleets(#[from] threshold_routing::Error),
@@ -376,6 +384,8 @@ pub struct Config {
     /// Serve TLS with this certificate; `None` serves plaintext (see
     /// [`exposure`] for where that is allowed).
     pub tls: Option<Tls>,
+    /// What manifest loads may cost: their idle timeout and how many run.
+    pub manifest_limits: LoadLimits,
 }
 
 impl Config {
@@ -389,6 +399,7 @@ impl Config {
             placement: Placement::embedded(),
             handheld_limits: Limits::default(),
             tls: None,
+            manifest_limits: LoadLimits::default(),
         }
     }
 }
@@ -397,6 +408,17 @@ impl Config {
 enum Opened {
     Embedded(EmbeddedLog),
     Kafka(KafkaLog),
+}
+
+impl Opened {
+    /// Closes the log of a start that failed after opening it.
+    async fn close(self) -> Result<()> {
+        match self {
+            Opened::Embedded(log) => log.close().await?,
+            Opened::Kafka(log) => log.replica().close().await?,
+        }
+        Ok(())
+    }
 }
 
 /// An opened server: its log, credentials, vault and services, not yet
@@ -450,10 +472,21 @@ impl Node {
         let shared: Arc<dyn EventLog> = Arc::new(Metered::new(log));
         // Personal data is sealed under per-subject keys kept here, apart from
         // the log; `threshold privacy forget` destroys them.
-        let vault = Arc::new(Vault::open(placement.vault.as_deref().unwrap_or(data))?);
-        let manifests = services
-            .runs(Service::Manifest)
-            .then(|| Manifests::new(Arc::clone(&shared), Arc::clone(&vault)));
+        // An unused vault over a log holding sealed data is refused, and the
+        // log closed again, so that the data directory is free at once.
+        let vault_dir = placement.vault.as_deref().unwrap_or(data);
+        let vault = match vault_check::open(vault_dir, &*shared).await {
+            Ok(vault) => Arc::new(vault),
+            Err(e) => {
+                drop(shared);
+                opened.close().await?;
+                return Err(e);
+            }
+        };
+        let manifests = services.runs(Service::Manifest).then(|| {
+            Manifests::new(Arc::clone(&shared), Arc::clone(&vault))
+                .with_limits(config.manifest_limits)
+        });
         let handhelds = services.runs(Service::Attempts).then(|| {
             Handhelds::new(Arc::clone(&shared))
                 .with_limits(config.handheld_limits)
