@@ -178,6 +178,14 @@ async fn a_forgotten_residents_home_position_is_unreadable_and_opens_nothing() {
         }
         other => panic!("expected the refusal recorded, got {other:?}"),
     }
+    // Nothing new is sealed for res-1: a new grant is refused as a
+    // precondition the caller can act on, not as a server fault.
+    let refused = s
+        .resident
+        .issue_grant(grant("g-2"))
+        .await
+        .expect_err("nothing new for a forgotten resident");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
     // The grant's stream is whole and the home's chain still verifies.
     let home = s
         .log
