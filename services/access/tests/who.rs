@@ -185,11 +185,7 @@ async fn a_forgotten_residents_home_position_is_unreadable_and_opens_nothing() {
         .issue_grant(grant("g-2"))
         .await
         .expect_err("nothing new for a forgotten resident");
-    assert_eq!(
-        refused.code(),
-        tonic::Code::FailedPrecondition,
-        "{refused:?}"
-    );
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     // The grant's stream is whole and the home's chain still verifies.
     let home = s
         .log
