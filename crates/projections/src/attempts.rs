@@ -194,7 +194,7 @@ fn row(group: String, c: &Counters) -> ReportRow {
 }
 
 /// Snake-case name of a protobuf enum value, without its type prefix.
-fn enum_name(full: &str, prefix: &str) -> String {
+pub(crate) fn enum_name(full: &str, prefix: &str) -> String {
     full.strip_prefix(prefix)
         .unwrap_or(full)
         .to_ascii_lowercase()
@@ -392,4 +392,4 @@ impl Attempts {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

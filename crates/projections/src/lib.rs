@@ -12,10 +12,15 @@
 
 mod attempts;
 mod depot_days;
+mod facts;
 mod routes;
 
 pub use attempts::{Attempts, Dimension, Filter, ParcelRecord, Report, ReportRow};
 pub use depot_days::{DepotDays, PlannableParcel};
+pub use facts::{
+    AttemptFact, AttemptOutcome, Facts, GrantFact, GrantStatus, ParcelFact, fallback_name,
+    method_name, reason_name, service_name,
+};
 pub use routes::{PlannedRoute, Routes};
 
 use std::sync::{Arc, RwLock};

@@ -3,12 +3,13 @@
 //! `run` is the main job (serve, load the sample day, simulate, report);
 //! `serve` runs the gRPC services on one port over the embedded log;
 //! `manifest load`, `report attempts` and `simulate` are clients;
-//! `log stats|tail` read the log directly.
+//! `log stats|tail` and `export` read the log directly.
 //!
 //! Exit status: 0 success, 1 failure (message on stderr), 2 a manifest
 //! loaded with rejected rows.
 
 mod admin;
+mod export;
 mod manifest;
 mod outcomes;
 mod report;
@@ -76,6 +77,10 @@ enum Cmd {
         #[command(subcommand)]
         command: PrivacyCmd,
     },
+    /// Flat fact tables (attempts, parcels, grants) for analysts' SQL
+    /// tools, as Parquet or CSV, read from the embedded log; nothing
+    /// personal is exported.
+    Export(export::Args),
     /// Look inside the embedded log.
     Log {
         #[command(subcommand)]
@@ -362,6 +367,7 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         Cmd::Run(args) => run::run(args).await.map(|()| true),
         Cmd::Serve(args) => serve::run(args).await.map(|()| true),
         Cmd::Simulate(args) => simulate::run(args).await.map(|()| true),
+        Cmd::Export(args) => export::export(args).map(|()| true),
         Cmd::Manifest {
             command: ManifestCmd::Load(args),
         } => manifest::load(args).await,

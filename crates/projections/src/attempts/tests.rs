@@ -13,11 +13,11 @@ use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, ExpectedVersion, New
 use super::*;
 use crate::follow;
 
-fn day() -> NaiveDate {
+pub(crate) fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
 }
 
-fn manifest(id: &str, country: Country, depot: &str, service: pb::Service) -> Command {
+pub(crate) fn manifest(id: &str, country: Country, depot: &str, service: pb::Service) -> Command {
     Command::Manifest(Box::new(pb::ParcelManifested {
         parcel_id: id.into(),
         partner_id: "nordshop".into(),
@@ -42,7 +42,7 @@ fn manifest(id: &str, country: Country, depot: &str, service: pb::Service) -> Co
     }))
 }
 
-fn fail(reason: pb::FailureReason) -> Command {
+pub(crate) fn fail(reason: pb::FailureReason) -> Command {
     Command::FailAttempt {
         reason,
         driver_id: DriverId::new("d").unwrap(),
@@ -51,7 +51,7 @@ fn fail(reason: pb::FailureReason) -> Command {
     }
 }
 
-fn deliver(method: pb::DeliveryMethod) -> Command {
+pub(crate) fn deliver(method: pb::DeliveryMethod) -> Command {
     Command::Deliver {
         method,
         driver_id: DriverId::new("d").unwrap(),
@@ -62,7 +62,7 @@ fn deliver(method: pb::DeliveryMethod) -> Command {
 }
 
 /// Runs commands on one parcel through the domain into the log.
-async fn drive(log: &dyn EventLog, id: &str, commands: Vec<Command>) {
+pub(crate) async fn drive(log: &dyn EventLog, id: &str, commands: Vec<Command>) {
     let stream = StreamId::parcel(&ParcelId::new(id).unwrap());
     let mut state = Parcel::default();
     let mut version = 0;
