@@ -28,6 +28,7 @@ use threshold_projections::{
 };
 
 use crate::BoxError;
+use crate::progress::{Progress, Unit};
 
 /// The tables `export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -138,9 +139,9 @@ pub(crate) fn export(args: Args) -> Result<(), BoxError> {
 /// The whole log of `data`, folded.
 fn fold(data: &Path) -> Result<Facts, BoxError> {
     let head = threshold_log::embedded::stats(data)?.head;
+    let progress = Progress::new("export", Unit::Items("events"), head.0);
     let mut facts = Facts::default();
     let mut after = Position::ORIGIN;
-    let mut shown = 0;
     loop {
         let page = threshold_log::embedded::read_only(data, after, PAGE)?;
         let Some(last) = page.last() else { break };
@@ -148,13 +149,9 @@ fn fold(data: &Path) -> Result<Facts, BoxError> {
         for e in &page {
             facts.apply(e);
         }
-        // A line per tenth of the log, for long exports.
-        let tenth = (after.0 * 10).checked_div(head.0.max(1)).unwrap_or(10);
-        if head.0 > 10 * PAGE as u64 && tenth > shown {
-            shown = tenth;
-            eprintln!("export: read {} of {} events", after.0, head.0);
-        }
+        progress.set(after.0);
     }
+    progress.finish(&format!("{} events read", after.0));
     Ok(facts)
 }
 

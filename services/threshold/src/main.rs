@@ -12,6 +12,7 @@ mod admin;
 mod export;
 mod manifest;
 mod outcomes;
+mod progress;
 mod report;
 mod routing;
 mod run;

@@ -6,6 +6,8 @@ use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_manifest::{COLUMNS, ERROR_COLUMN};
 use threshold_manifest_service::client;
 
+use crate::progress::{Counted, Progress, Unit};
+
 /// Options of `threshold manifest load`.
 #[derive(clap::Args)]
 pub(crate) struct LoadArgs {
@@ -27,6 +29,9 @@ pub(crate) async fn load(args: LoadArgs) -> Result<bool, Box<dyn std::error::Err
     let file = tokio::fs::File::open(&args.file)
         .await
         .map_err(|e| format!("cannot open {}: {e}", args.file.display()))?;
+    let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let progress = std::sync::Arc::new(Progress::new("manifest load", Unit::Bytes, size));
+    let file = Counted::new(file, std::sync::Arc::clone(&progress));
     let channel = args.server.connect(threshold_auth::Role::Planner).await?;
     let mut grpc = ManifestServiceClient::new(channel);
     let id = args
@@ -45,7 +50,10 @@ pub(crate) async fn load(args: LoadArgs) -> Result<bool, Box<dyn std::error::Err
         if write_error.is_some() {
             return;
         }
-        eprintln!("line {}, field {}: {}", r.line, r.field, r.message);
+        progress.say(&format!(
+            "line {}, field {}: {}",
+            r.line, r.field, r.message
+        ));
         let result = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             if rejects.is_none() {
                 let mut w = csv::Writer::from_path(&rejects_path)?;
@@ -66,6 +74,7 @@ pub(crate) async fn load(args: LoadArgs) -> Result<bool, Box<dyn std::error::Err
     })
     .await
     .map_err(|s| format!("{}: {}", args.file.display(), s.message()))?;
+    progress.finish(&format!("{} rows read", summary.rows));
     if let Some(e) = write_error {
         return Err(e.into());
     }

@@ -124,6 +124,10 @@ pub(crate) async fn plan(args: PlanArgs) -> Result<(), Box<dyn std::error::Error
     use threshold_api::v1::PlanDayRequest;
     use threshold_api::v1::planning_service_client::PlanningServiceClient;
     let channel = args.server.connect(threshold_auth::Role::Planner).await?;
+    let progress = crate::progress::Progress::waiting(
+        "routing plan",
+        &format!("planning {} on the server", args.date),
+    );
     let reply = PlanningServiceClient::new(channel)
         .plan_day(PlanDayRequest {
             date: Some(threshold_domain::country::date_to_proto(args.date)),
@@ -138,6 +142,7 @@ pub(crate) async fn plan(args: PlanArgs) -> Result<(), Box<dyn std::error::Error
         .await
         .map_err(|s| format!("planning {}: {}", args.date, s.message()))?
         .into_inner();
+    progress.finish(&format!("{} depot(s) planned", reply.depots.len()));
     if args.json {
         let depots: Vec<serde_json::Value> = reply
             .depots

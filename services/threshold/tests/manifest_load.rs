@@ -26,6 +26,18 @@ fn manifests_load_through_the_cli_and_survive_a_restart() {
         assert_eq!(json["accepted"], 60);
         assert_eq!(json["rejected"], 0);
         assert!(json["rejects_file"].is_null());
+        // Off a terminal, progress is plain lines on stderr, up to the end.
+        let progress = String::from_utf8_lossy(&out.stderr);
+        let size = std::fs::metadata(&file).expect("size").len();
+        assert!(
+            progress.lines().any(|l| l.starts_with("manifest load: ")
+                && l.contains(&format!(" of {:.1} KiB (100%)", size as f64 / 1024.0))),
+            "{progress}"
+        );
+        assert!(
+            progress.contains("manifest load: 60 rows read"),
+            "{progress}"
+        );
         loaded += 60;
     }
 

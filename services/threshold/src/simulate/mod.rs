@@ -46,12 +46,14 @@ mod routes;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use threshold_api::v1::ClockRequest;
 use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_auth::LocalTokens;
 
+use crate::progress::{Progress, Unit};
 use conn::Conn;
 pub(crate) use conn::service_urls;
 use drivers::{DriverDay, drive};
@@ -175,19 +177,35 @@ pub(crate) async fn day(
     // The day's routes, planned by the server from what was loaded.
     let mut drives = Vec::new();
     if !parcels.is_empty() {
+        let planning = Progress::waiting("simulate", &format!("planning {date}'s routes"));
         drives = routes::plan(&conn, date, plan_seconds, parcels).await?;
+        planning.finish(&format!("{} routes planned", drives.len()));
     }
+    let driven = Arc::new(Progress::new(
+        "simulate",
+        Unit::Items("routes driven"),
+        drives.len() as u64,
+    ));
     let mut tasks = Vec::new();
     for route in drives {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         route.driver.hash(&mut h);
         let driver_seed = seed.rotate_left(8) ^ h.finish();
-        tasks.push(tokio::spawn(drive(conn.clone(), route, seed, driver_seed)));
+        let driven = Arc::clone(&driven);
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            let day = drive(conn, route, seed, driver_seed).await;
+            driven.add(1);
+            day
+        }));
     }
     let drivers = tasks.len();
     let mut total = DriverDay::default();
     for t in tasks {
         total.add(t.await??);
+    }
+    if drivers > 0 {
+        driven.finish(&format!("{drivers} routes driven"));
     }
     report::print(&conn, drivers, &total).await
 }
