@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use threshold_solver::{Client, Params, Problem, VehicleType, solve};
 
+/// Which rows a summary line covers.
+type Pick = Box<dyn Fn(&serde_json::Value) -> bool>;
+
 /// Matrix units per instance unit.
 const SCALE: f64 = 10_000.0;
 
@@ -286,8 +289,8 @@ fn main() {
     }
     println!();
     let mut summary = serde_json::Map::new();
-    let groups: Vec<(String, Box<dyn Fn(&serde_json::Value) -> bool>)> = {
-        let mut g: Vec<(String, Box<dyn Fn(&serde_json::Value) -> bool>)> = Vec::new();
+    let groups: Vec<(String, Pick)> = {
+        let mut g: Vec<(String, Pick)> = Vec::new();
         for set in [
             "solomon",
             "homberger_200",

@@ -102,6 +102,8 @@ struct SubPopulation {
     /// Pairwise broken-pairs distances.
     apart: Vec<Vec<f64>>,
     fitness: Vec<f64>,
+    /// Fitness is stale (members or penalties changed).
+    dirty: bool,
 }
 
 impl SubPopulation {
@@ -118,6 +120,7 @@ impl SubPopulation {
         row.push(0.0);
         self.apart.push(row);
         self.members.push(ind);
+        self.dirty = true;
     }
 
     fn remove(&mut self, i: usize) {
@@ -126,9 +129,14 @@ impl SubPopulation {
         for row in &mut self.apart {
             row.remove(i);
         }
+        self.dirty = true;
     }
 
     fn update_fitness(&mut self, p: Penalties) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
         let n = self.members.len();
         self.fitness = vec![0.0; n];
         if n <= 1 {
@@ -432,6 +440,8 @@ impl<'a> Search<'a> {
             load: adjust(self.penalties.load, &self.load_ok),
             warp: adjust(self.penalties.warp, &self.warp_ok),
         };
+        // Infeasible members rank by penalised cost.
+        self.infeasible.dirty = true;
         self.load_ok.clear();
         self.warp_ok.clear();
     }

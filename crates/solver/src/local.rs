@@ -102,7 +102,7 @@ impl<'a> Local<'a> {
     }
 
     /// Penalised cost of a whole route held in `s` for a vehicle of type `t`.
-    #[inline]
+    #[inline(always)]
     fn cost(&self, s: &Seg, t: usize) -> i64 {
         if s.clients == 0 {
             return 0;
@@ -111,6 +111,33 @@ impl<'a> Local<'a> {
             + self.data.types[t].fixed
             + self.penalties.load * self.data.excess(&s.load, t)
             + self.penalties.warp * s.warp
+    }
+
+    /// Lower bound of the cost of a route made of `a` then `b`: its
+    /// distance and fixed cost, penalties left out. Cheap, so most moves are
+    /// discarded before their time warp is computed.
+    #[inline(always)]
+    fn bound2(&self, a: &Seg, b: &Seg, t: usize) -> i64 {
+        if a.clients + b.clients == 0 {
+            return 0;
+        }
+        a.distance
+            + b.distance
+            + self.data.distance(a.last as usize, b.first as usize)
+            + self.data.types[t].fixed
+    }
+
+    /// As [`Self::bound2`] for `a`, the clients `m` in order, then `b`.
+    #[inline(always)]
+    fn bound3(&self, a: &Seg, m: &[usize], b: &Seg, t: usize) -> i64 {
+        let d = self.data;
+        let mut x = a.distance + b.distance + d.types[t].fixed;
+        let mut prev = a.last as usize;
+        for &c in m {
+            x += d.distance(prev, c);
+            prev = c;
+        }
+        x + d.distance(prev, b.first as usize)
     }
 
     fn update(&mut self, r: usize) {
@@ -391,77 +418,98 @@ impl<'a> Local<'a> {
 
         if u_in_v {
             // u out of its route, then after or before v.
-            let new_u = a.pre[pu].then(&a.suf[pu + 1], data);
-            let cnu = self.cost(&new_u, tu);
-            let after = b.pre[pv + 1].then(&su, data).then(&b.suf[pv + 1], data);
-            if cnu + self.cost(&after, tv) < base {
-                self.routes[ru].nodes.remove(pu);
-                self.routes[rv].nodes.insert(pv + 1, u as u32);
-                return self.done(ru, rv);
+            let bu = self.bound2(&a.pre[pu], &a.suf[pu + 1], tu);
+            if bu + self.bound3(&b.pre[pv + 1], &[u], &b.suf[pv + 1], tv) < base {
+                let new_u = a.pre[pu].then(&a.suf[pu + 1], data);
+                let after = b.pre[pv + 1].then(&su, data).then(&b.suf[pv + 1], data);
+                if self.cost(&new_u, tu) + self.cost(&after, tv) < base {
+                    self.routes[ru].nodes.remove(pu);
+                    self.routes[rv].nodes.insert(pv + 1, u as u32);
+                    return self.done(ru, rv);
+                }
             }
-            let before = b.pre[pv].then(&su, data).then(&b.suf[pv], data);
-            if cnu + self.cost(&before, tv) < base {
-                self.routes[ru].nodes.remove(pu);
-                self.routes[rv].nodes.insert(pv, u as u32);
-                return self.done(ru, rv);
+            if bu + self.bound3(&b.pre[pv], &[u], &b.suf[pv], tv) < base {
+                let new_u = a.pre[pu].then(&a.suf[pu + 1], data);
+                let before = b.pre[pv].then(&su, data).then(&b.suf[pv], data);
+                if self.cost(&new_u, tu) + self.cost(&before, tv) < base {
+                    self.routes[ru].nodes.remove(pu);
+                    self.routes[rv].nodes.insert(pv, u as u32);
+                    return self.done(ru, rv);
+                }
             }
             if let Some(x) = x.filter(|_| x_in_v) {
-                let new_u = a.pre[pu].then(&a.suf[pu + 2], data);
-                let new_v = b.pre[pv + 1]
-                    .then(&su, data)
-                    .then(&data.seg(x), data)
-                    .then(&b.suf[pv + 1], data);
-                if self.cost(&new_u, tu) + self.cost(&new_v, tv) < base {
-                    self.routes[ru].nodes.drain(pu..pu + 2);
-                    let nodes = &mut self.routes[rv].nodes;
-                    nodes.insert(pv + 1, x as u32);
-                    nodes.insert(pv + 1, u as u32);
-                    return self.done(ru, rv);
+                let bound = self.bound2(&a.pre[pu], &a.suf[pu + 2], tu)
+                    + self.bound3(&b.pre[pv + 1], &[u, x], &b.suf[pv + 1], tv);
+                if bound < base {
+                    let new_u = a.pre[pu].then(&a.suf[pu + 2], data);
+                    let new_v = b.pre[pv + 1]
+                        .then(&su, data)
+                        .then(&data.seg(x), data)
+                        .then(&b.suf[pv + 1], data);
+                    if self.cost(&new_u, tu) + self.cost(&new_v, tv) < base {
+                        self.routes[ru].nodes.drain(pu..pu + 2);
+                        let nodes = &mut self.routes[rv].nodes;
+                        nodes.insert(pv + 1, x as u32);
+                        nodes.insert(pv + 1, u as u32);
+                        return self.done(ru, rv);
+                    }
                 }
             }
         }
         if u_in_v && v_in_u {
-            let new_u = a.pre[pu].then(&sv, data).then(&a.suf[pu + 1], data);
-            let new_v = b.pre[pv].then(&su, data).then(&b.suf[pv + 1], data);
-            if self.cost(&new_u, tu) + self.cost(&new_v, tv) < base {
-                self.routes[ru].nodes[pu] = v as u32;
-                self.routes[rv].nodes[pv] = u as u32;
-                return self.done(ru, rv);
+            let bound = self.bound3(&a.pre[pu], &[v], &a.suf[pu + 1], tu)
+                + self.bound3(&b.pre[pv], &[u], &b.suf[pv + 1], tv);
+            if bound < base {
+                let new_u = a.pre[pu].then(&sv, data).then(&a.suf[pu + 1], data);
+                let new_v = b.pre[pv].then(&su, data).then(&b.suf[pv + 1], data);
+                if self.cost(&new_u, tu) + self.cost(&new_v, tv) < base {
+                    self.routes[ru].nodes[pu] = v as u32;
+                    self.routes[rv].nodes[pv] = u as u32;
+                    return self.done(ru, rv);
+                }
             }
             if let Some(x) = x.filter(|_| x_in_v) {
                 let sx = data.seg(x);
-                let new_u = a.pre[pu].then(&sv, data).then(&a.suf[pu + 2], data);
-                let new_v = b.pre[pv]
-                    .then(&su, data)
-                    .then(&sx, data)
-                    .then(&b.suf[pv + 1], data);
-                if self.cost(&new_u, tu) + self.cost(&new_v, tv) < base {
-                    let nodes = &mut self.routes[ru].nodes;
-                    nodes[pu] = v as u32;
-                    nodes.remove(pu + 1);
-                    let nodes = &mut self.routes[rv].nodes;
-                    nodes[pv] = u as u32;
-                    nodes.insert(pv + 1, x as u32);
-                    return self.done(ru, rv);
-                }
-                if let Some(y) = y.filter(|_| y_in_u) {
-                    let sy = data.seg(y);
-                    let new_u = a.pre[pu]
-                        .then(&sv, data)
-                        .then(&sy, data)
-                        .then(&a.suf[pu + 2], data);
+                let bound = self.bound3(&a.pre[pu], &[v], &a.suf[pu + 2], tu)
+                    + self.bound3(&b.pre[pv], &[u, x], &b.suf[pv + 1], tv);
+                if bound < base {
+                    let new_u = a.pre[pu].then(&sv, data).then(&a.suf[pu + 2], data);
                     let new_v = b.pre[pv]
                         .then(&su, data)
                         .then(&sx, data)
-                        .then(&b.suf[pv + 2], data);
+                        .then(&b.suf[pv + 1], data);
                     if self.cost(&new_u, tu) + self.cost(&new_v, tv) < base {
                         let nodes = &mut self.routes[ru].nodes;
                         nodes[pu] = v as u32;
-                        nodes[pu + 1] = y as u32;
+                        nodes.remove(pu + 1);
                         let nodes = &mut self.routes[rv].nodes;
                         nodes[pv] = u as u32;
-                        nodes[pv + 1] = x as u32;
+                        nodes.insert(pv + 1, x as u32);
                         return self.done(ru, rv);
+                    }
+                }
+                if let Some(y) = y.filter(|_| y_in_u) {
+                    let bound = self.bound3(&a.pre[pu], &[v, y], &a.suf[pu + 2], tu)
+                        + self.bound3(&b.pre[pv], &[u, x], &b.suf[pv + 2], tv);
+                    if bound < base {
+                        let sy = data.seg(y);
+                        let new_u = a.pre[pu]
+                            .then(&sv, data)
+                            .then(&sy, data)
+                            .then(&a.suf[pu + 2], data);
+                        let new_v = b.pre[pv]
+                            .then(&su, data)
+                            .then(&sx, data)
+                            .then(&b.suf[pv + 2], data);
+                        if self.cost(&new_u, tu) + self.cost(&new_v, tv) < base {
+                            let nodes = &mut self.routes[ru].nodes;
+                            nodes[pu] = v as u32;
+                            nodes[pu + 1] = y as u32;
+                            let nodes = &mut self.routes[rv].nodes;
+                            nodes[pv] = u as u32;
+                            nodes[pv + 1] = x as u32;
+                            return self.done(ru, rv);
+                        }
                     }
                 }
             }
@@ -470,8 +518,17 @@ impl<'a> Local<'a> {
         // (from v's successor, or from v itself); v's route takes u's tail.
         let (ku, kv) = (data.types[tu].skills, data.types[tv].skills);
         let u_tail_ok = a.suf_skills[pu + 1] & !kv == 0;
+        let tn = data.types.len();
+        let same = self.same_end[tu * tn + tv];
         for k in [pv + 1, pv] {
             if !u_tail_ok || b.suf_skills[k] & !ku != 0 {
+                continue;
+            }
+            if same
+                && self.bound2(&a.pre[pu + 1], &b.suf[k], tu)
+                    + self.bound2(&b.pre[k], &a.suf[pu + 1], tv)
+                    >= base
+            {
                 continue;
             }
             let new_u = a.pre[pu + 1].then(&self.tail(rv, k, tu), data);
@@ -499,9 +556,24 @@ impl<'a> Local<'a> {
         let t = route.ty;
         let base = route.cost;
         let su = data.seg(u);
+        // Distance of the route now, and the nodes around a position.
+        let len = route.nodes.len();
+        let dist = route.pre[len].distance
+            + route.suf[len].distance
+            + data.distance(route.pre[len].last as usize, route.suf[len].first as usize);
+        let fixed = data.types[t].fixed;
+        let before = |k: usize| route.pre[k].last as usize;
+        let at_or_end = |k: usize| route.suf[k].first as usize;
+        let d = |a: usize, b: usize| data.distance(a, b);
+        let (pu_, xu) = (before(i), at_or_end(i + 1));
+        let out_u = d(pu_, xu) - d(pu_, u) - d(u, xu);
         // u to the gap after v, then to the gap before v.
         for g in [j + 1, j] {
             if g == i || g == i + 1 {
+                continue;
+            }
+            let (p, q) = (before(g), at_or_end(g));
+            if dist + fixed + out_u + d(p, u) + d(u, q) - d(p, q) >= base {
                 continue;
             }
             let s = if g < i {
@@ -524,34 +596,44 @@ impl<'a> Local<'a> {
         }
         // Swap u and v.
         let (lo, hi) = (i.min(j), i.max(j));
-        let (slo, shi) = (
-            data.seg(route.nodes[lo] as usize),
-            data.seg(route.nodes[hi] as usize),
-        );
-        let s = if hi == lo + 1 {
-            route.pre[lo].then(&shi, data).then(&slo, data)
+        let (a, b) = (route.nodes[lo] as usize, route.nodes[hi] as usize);
+        let (pa, xa, pb, xb) = (before(lo), at_or_end(lo + 1), before(hi), at_or_end(hi + 1));
+        let change = if hi == lo + 1 {
+            d(pa, b) + d(b, a) + d(a, xb) - d(pa, a) - d(a, b) - d(b, xb)
         } else {
-            route.pre[lo]
-                .then(&shi, data)
-                .then(&self.between(r, lo + 1, hi - 1), data)
-                .then(&slo, data)
-        }
-        .then(&route.suf[hi + 1], data);
-        if self.cost(&s, t) < base {
-            self.routes[r].nodes.swap(lo, hi);
-            return self.done(r, r);
+            d(pa, b) + d(b, xa) + d(pb, a) + d(a, xb) - d(pa, a) - d(a, xa) - d(pb, b) - d(b, xb)
+        };
+        if dist + fixed + change < base {
+            let (slo, shi) = (data.seg(a), data.seg(b));
+            let s = if hi == lo + 1 {
+                route.pre[lo].then(&shi, data).then(&slo, data)
+            } else {
+                route.pre[lo]
+                    .then(&shi, data)
+                    .then(&self.between(r, lo + 1, hi - 1), data)
+                    .then(&slo, data)
+            }
+            .then(&route.suf[hi + 1], data);
+            if self.cost(&s, t) < base {
+                self.routes[r].nodes.swap(lo, hi);
+                return self.done(r, r);
+            }
         }
         // Reverse lo+1..=hi, making the later of the two follow the earlier.
         if hi > lo + 1 {
             let nodes = &route.nodes;
-            let mut s = route.pre[lo + 1];
-            for k in (lo + 1..=hi).rev() {
-                s = s.then(&data.seg(nodes[k] as usize), data);
-            }
-            let s = s.then(&route.suf[hi + 1], data);
-            if self.cost(&s, t) < base {
-                self.routes[r].nodes[lo + 1..=hi].reverse();
-                return self.done(r, r);
+            let bounded =
+                !data.symmetric || dist + fixed + d(a, b) + d(xa, xb) - d(a, xa) - d(b, xb) < base;
+            if bounded {
+                let mut s = route.pre[lo + 1];
+                for k in (lo + 1..=hi).rev() {
+                    s = s.then(&data.seg(nodes[k] as usize), data);
+                }
+                let s = s.then(&route.suf[hi + 1], data);
+                if self.cost(&s, t) < base {
+                    self.routes[r].nodes[lo + 1..=hi].reverse();
+                    return self.done(r, r);
+                }
             }
         }
         false

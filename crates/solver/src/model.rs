@@ -38,6 +38,9 @@ pub(crate) struct Data {
     pub(crate) unassignable: Vec<Unassigned>,
     /// Per client, the nearest others by distance and window proximity.
     pub(crate) neighbours: Vec<Vec<u32>>,
+    /// Whether the distance matrix is symmetric (reversing a stretch of a
+    /// route keeps its inner distance).
+    pub(crate) symmetric: bool,
 }
 
 fn invalid(what: impl Into<String>, detail: impl Into<String>) -> Error {
@@ -205,6 +208,8 @@ impl Data {
             active: Vec::new(),
             unassignable: Vec::new(),
             neighbours: vec![Vec::new(); n],
+            symmetric: (0..l)
+                .all(|a| (0..a).all(|b| p.distance[a * l + b] == p.distance[b * l + a])),
         };
         for c in 0..n {
             match data.serviceable(c) {
@@ -283,12 +288,12 @@ impl Data {
         out
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn distance(&self, a: usize, b: usize) -> i64 {
         self.distance[self.location[a] as usize * self.locations + self.location[b] as usize]
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn duration(&self, a: usize, b: usize) -> i64 {
         self.duration[self.location[a] as usize * self.locations + self.location[b] as usize]
     }
@@ -306,7 +311,7 @@ impl Data {
     }
 
     /// Load beyond the capacity of type `t`, summed over dimensions.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn excess(&self, load: &Load, t: usize) -> i64 {
         let cap = &self.types[t].capacity;
         let mut e = 0;

@@ -22,7 +22,7 @@ pub(crate) struct Seg {
 impl Seg {
     /// `self` then `next`, travelling from the last node of one to the first
     /// of the other.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn then(&self, next: &Seg, data: &Data) -> Seg {
         let (a, b) = (self.last as usize, next.first as usize);
         let travel = data.duration(a, b);
