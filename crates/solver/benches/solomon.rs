@@ -10,7 +10,9 @@
 //! instance names), `CLASS` (comma list of name prefixes, e.g. `R1,RC2`),
 //! `HOMBERGER` (comma list of `size:count:seconds`, e.g. `200:6:10`; count
 //! instances taken per class in turn, instance 1 first), `SOLOMON` (`0` to
-//! skip Solomon).
+//! skip Solomon), `PEER` (comma list of JSON files mapping instance name to
+//! a peer solver's distance, as `benches/pyvrp_peer.py` writes: adds the
+//! gap to that distance).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -170,6 +172,22 @@ fn main() {
             .unwrap_or_default()
     };
     let (only, class) = (list("ONLY"), list("CLASS"));
+    let mut peer = std::collections::HashMap::<String, f64>::new();
+    for f in env("PEER")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{f}: {e}")),
+        )
+        .unwrap_or_else(|e| panic!("{f}: {e}"));
+        for (k, d) in v.as_object().into_iter().flatten() {
+            if let Some(d) = d.as_f64() {
+                peer.insert(k.to_lowercase(), d);
+            }
+        }
+    }
     let txt = |d: PathBuf| -> Vec<PathBuf> {
         let mut f: Vec<PathBuf> = std::fs::read_dir(&d)
             .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
@@ -232,8 +250,8 @@ fn main() {
                 }))
     });
     println!(
-        "{:<12} {:>6} {:>8} {:>5} {:>11} {:>11} {:>7}",
-        "instance", "secs", "iters", "veh", "distance", "best", "gap %"
+        "{:<12} {:>6} {:>8} {:>5} {:>11} {:>11} {:>7} {:>11} {:>7}",
+        "instance", "secs", "iters", "veh", "distance", "best", "gap %", "peer", "vs peer"
     );
     let mut rows = Vec::new();
     for (set, file, secs) in &runs {
@@ -271,20 +289,25 @@ fn main() {
             }
         };
         let gap = 100.0 * (distance - best) / best;
+        let peer_distance = peer.get(&inst.name.to_lowercase()).copied();
+        let peer_gap = peer_distance.map(|p| 100.0 * (distance - p) / p);
         println!(
-            "{:<12} {:>6.1} {:>8} {:>5} {:>11.2} {:>11.2} {:>7.2}",
+            "{:<12} {:>6.1} {:>8} {:>5} {:>11.2} {:>11.2} {:>7.2} {:>11} {:>7}",
             inst.name,
             took,
             sol.iterations,
             routes.len(),
             distance,
             best,
-            gap
+            gap,
+            peer_distance.map_or("-".into(), |p| format!("{p:.2}")),
+            peer_gap.map_or("-".into(), |g| format!("{g:.2}"))
         );
         rows.push(serde_json::json!({
             "instance": inst.name, "set": set, "seconds": took, "iterations": sol.iterations,
             "vehicles": routes.len(), "distance": distance, "best_distance": best,
             "gap_percent": gap, "feasible": feasible,
+            "peer_distance": peer_distance, "peer_gap_percent": peer_gap,
         }));
     }
     println!();
