@@ -269,8 +269,8 @@ impl<'a> Search<'a> {
         while !self.stop() {
             self.iteration += 1;
             let (a, b) = (self.tournament(), self.tournament());
-            let (routes, missing) = self.crossover(&a, &b);
-            self.educate(&routes, &missing);
+            let (routes, clean, missing) = self.crossover(&a, &b);
+            self.educate(&routes, &clean, &missing);
             if self.iteration.is_multiple_of(ADAPT_EVERY) {
                 self.adapt();
             }
@@ -325,46 +325,124 @@ impl<'a> Search<'a> {
         for (t, ty) in data.types.iter().enumerate() {
             slots.extend(std::iter::repeat_n(t, ty.count));
         }
-        for _ in 0..4 * self.params.population {
-            if self.stop() {
+        for i in 0..4 * self.params.population {
+            // With a time limit, the initial population takes at most a
+            // fifth of it: on large instances the search needs the rest.
+            let late = self.params.time_limit.is_some_and(|t| {
+                i >= 2 && self.started.elapsed().as_secs_f64() > 0.2 * t.as_secs_f64()
+            });
+            if self.stop() || late {
                 break;
             }
-            let mut order = data.active.clone();
-            self.rng.shuffle(&mut order);
-            let mut routes: Vec<Vec<u32>> = vec![Vec::new(); slots.len()];
-            for &c in &order {
-                let fits: Vec<usize> = (0..want).filter(|&r| data.fits(c, slots[r])).collect();
-                let r = if fits.is_empty() {
-                    let all: Vec<usize> = (0..slots.len())
-                        .filter(|&r| data.fits(c, slots[r]))
-                        .collect();
-                    all[self.rng.below(all.len())]
-                } else {
-                    fits[self.rng.below(fits.len())]
-                };
-                routes[r].push(c as u32);
-            }
-            for r in &mut routes {
-                r.sort_by_key(|&c| {
-                    let s = data.seg(c as usize);
-                    (s.late, s.early, c)
-                });
-            }
-            let plain: Vec<Plain> = routes
-                .into_iter()
-                .enumerate()
-                .filter(|(_, r)| !r.is_empty())
-                .map(|(i, r)| (slots[i], r))
-                .collect();
-            self.educate(&plain, &[]);
+            let (plain, missing) = if i % 2 == 0 {
+                self.construct(&slots)
+            } else {
+                (self.scatter(&slots, want), Vec::new())
+            };
+            self.educate(&plain, &[], &missing);
         }
+    }
+
+    /// Random clients spread over `want` vehicles, each route in order of
+    /// closing time: a poor start, but a diverse one.
+    fn scatter(&mut self, slots: &[usize], want: usize) -> Vec<Plain> {
+        let data = self.data;
+        let mut order = data.active.clone();
+        self.rng.shuffle(&mut order);
+        let mut routes: Vec<Vec<u32>> = vec![Vec::new(); slots.len()];
+        for &c in &order {
+            let fits: Vec<usize> = (0..want).filter(|&r| data.fits(c, slots[r])).collect();
+            let r = if fits.is_empty() {
+                let all: Vec<usize> = (0..slots.len())
+                    .filter(|&r| data.fits(c, slots[r]))
+                    .collect();
+                all[self.rng.below(all.len())]
+            } else {
+                fits[self.rng.below(fits.len())]
+            };
+            routes[r].push(c as u32);
+        }
+        for r in &mut routes {
+            r.sort_by_key(|&c| {
+                let s = data.seg(c as usize);
+                (s.late, s.early, c)
+            });
+        }
+        routes
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(i, r)| (slots[i], r))
+            .collect()
+    }
+
+    /// Routes grown one at a time from a random client by appending a near
+    /// client that keeps the route feasible; what is left is returned to be
+    /// inserted. Starts the local search much closer to good solutions on
+    /// large instances.
+    fn construct(&mut self, slots: &[usize]) -> (Vec<Plain>, Vec<u32>) {
+        let data = self.data;
+        let mut order = data.active.clone();
+        self.rng.shuffle(&mut order);
+        let mut routed = vec![false; data.n];
+        let mut slots = slots.to_vec();
+        self.rng.shuffle(&mut slots);
+        let mut out = Vec::new();
+        let mut next = 0;
+        for &t in &slots {
+            while next < order.len() && routed[order[next]] {
+                next += 1;
+            }
+            let Some(&first) = order[next..]
+                .iter()
+                .find(|&&c| !routed[c] && data.fits(c, t))
+            else {
+                continue;
+            };
+            let ty = &data.types[t];
+            let end = data.seg(ty.end as usize);
+            let ok = |s: &crate::segment::Seg| {
+                let full = s.then(&end, data);
+                full.warp == 0 && data.excess(&full.load, t) == 0
+            };
+            let mut seg = data.seg(ty.start as usize).then(&data.seg(first), data);
+            routed[first] = true;
+            let mut route = vec![first as u32];
+            let mut last = first;
+            loop {
+                let mut found = None;
+                for &c in &data.neighbours[last] {
+                    let c = c as usize;
+                    if routed[c] || !data.fits(c, t) || self.rng.unit() < 0.1 {
+                        continue;
+                    }
+                    let s = seg.then(&data.seg(c), data);
+                    if ok(&s) {
+                        found = Some((c, s));
+                        break;
+                    }
+                }
+                let Some((c, s)) = found else { break };
+                routed[c] = true;
+                route.push(c as u32);
+                seg = s;
+                last = c;
+            }
+            out.push((t, route));
+        }
+        let missing = order
+            .iter()
+            .filter(|&&c| !routed[c])
+            .map(|&c| c as u32)
+            .collect();
+        (out, missing)
     }
 
     /// Local search on a child, insertion into the population, and for half
     /// the infeasible children a repair with ten times the penalties.
-    fn educate(&mut self, routes: &[Plain], missing: &[u32]) {
+    fn educate(&mut self, routes: &[Plain], clean: &[bool], missing: &[u32]) {
         self.local.penalties = self.penalties;
-        let dropped = self.local.load(routes);
+        let dropped = self.local.load(routes, clean);
         for &c in missing.iter().chain(&dropped) {
             self.local.insert(c as usize);
         }
@@ -471,11 +549,11 @@ impl<'a> Search<'a> {
     /// Selective route exchange: routes of `a` around a random client, in
     /// place of the routes of `b` they overlap most; returns the child's
     /// routes and the clients to insert.
-    fn crossover(&mut self, a: &Individual, b: &Individual) -> (Vec<Plain>, Vec<u32>) {
+    fn crossover(&mut self, a: &Individual, b: &Individual) -> (Vec<Plain>, Vec<bool>, Vec<u32>) {
         let data = self.data;
         let (na, nb) = (a.routes.len(), b.routes.len());
         if na == 0 || nb == 0 {
-            return (a.routes.clone(), Vec::new());
+            return (a.routes.clone(), Vec::new(), Vec::new());
         }
         let most = na.min(nb);
         let k = if most <= 1 {
@@ -521,6 +599,7 @@ impl<'a> Search<'a> {
             .iter()
             .map(|&r| a.routes[r as usize].clone())
             .collect();
+        let mut clean = vec![false; child.len()];
         let mut missing = Vec::new();
         for (r, (t, nodes)) in b.routes.iter().enumerate() {
             if replaced[r] {
@@ -532,12 +611,13 @@ impl<'a> Search<'a> {
                     .filter(|&c| !taken[c as usize])
                     .collect();
                 if !kept.is_empty() {
+                    clean.push(kept.len() == nodes.len());
                     child.push((*t, kept));
                 }
             }
         }
         self.rng.shuffle(&mut missing);
-        (child, missing)
+        (child, clean, missing)
     }
 
     fn solution(mut self) -> Solution {
@@ -570,7 +650,7 @@ impl<'a> Search<'a> {
             load: 1 << 20,
             warp: 1 << 20,
         };
-        self.local.load(&ind.routes);
+        self.local.load(&ind.routes, &[]);
         // Only an infeasible fallback has violating routes: take clients out
         // until every route holds.
         while let Some(r) = self.local.violating_route() {

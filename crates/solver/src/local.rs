@@ -172,14 +172,17 @@ impl<'a> Local<'a> {
 
     /// Replaces the whole state by `routes` (types must have free vehicles;
     /// routes beyond a type's count are dropped and their clients returned).
-    pub(crate) fn load(&mut self, routes: &[Plain]) -> Vec<u32> {
+    /// Routes marked in `clean` come unchanged from a local optimum: the
+    /// search skips pairs of clean routes until one of them changes.
+    pub(crate) fn load(&mut self, routes: &[Plain], clean: &[bool]) -> Vec<u32> {
         for r in &mut self.routes {
             r.nodes.clear();
         }
         self.route_of.fill(u32::MAX);
         let mut dropped = Vec::new();
         let mut next = 0;
-        for (t, nodes) in routes {
+        let mut dirty = Vec::new();
+        for (k, (t, nodes)) in routes.iter().enumerate() {
             // Vehicles are laid out by type, so search from the first of `t`.
             let slot = (next..self.routes.len())
                 .chain(0..next)
@@ -188,6 +191,9 @@ impl<'a> Local<'a> {
                 Some(i) => {
                     self.routes[i].nodes.extend_from_slice(nodes);
                     next = i;
+                    if !clean.get(k).copied().unwrap_or(false) {
+                        dirty.push(i);
+                    }
                 }
                 None => dropped.extend_from_slice(nodes),
             }
@@ -195,7 +201,11 @@ impl<'a> Local<'a> {
         for r in 0..self.routes.len() {
             self.update(r);
         }
-        self.tested.fill(0);
+        self.tested.fill(self.counter);
+        for r in dirty {
+            self.counter += 1;
+            self.routes[r].modified = self.counter;
+        }
         dropped
     }
 
@@ -300,7 +310,6 @@ impl<'a> Local<'a> {
     pub(crate) fn run(&mut self, rng: &mut Rng) {
         let data = self.data;
         rng.shuffle(&mut self.order);
-        let mut pass = 0;
         loop {
             let mut improved = false;
             for i in 0..self.order.len() {
@@ -313,7 +322,7 @@ impl<'a> Local<'a> {
                     if ru == u32::MAX as usize || rv == u32::MAX as usize {
                         continue;
                     }
-                    if pass > 0 && self.routes[ru].modified.max(self.routes[rv].modified) <= last {
+                    if self.routes[ru].modified.max(self.routes[rv].modified) <= last {
                         continue;
                     }
                     let moved = if ru == rv {
@@ -325,7 +334,7 @@ impl<'a> Local<'a> {
                 }
                 let ru = self.route_of[u] as usize;
                 if ru != u32::MAX as usize
-                    && (pass == 0 || self.routes[ru].modified > last)
+                    && self.routes[ru].modified > last
                     && self.move_to_unused(u)
                 {
                     improved = true;
@@ -334,7 +343,6 @@ impl<'a> Local<'a> {
             if !improved {
                 break;
             }
-            pass += 1;
         }
     }
 
