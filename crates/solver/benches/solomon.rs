@@ -349,11 +349,25 @@ fn main() {
             .collect();
         let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
         let infeasible = of.iter().filter(|r| r["feasible"] != true).count();
+        let peer_gaps: Vec<f64> = of
+            .iter()
+            .filter_map(|r| r["peer_gap_percent"].as_f64())
+            .collect();
+        let peer_mean =
+            (!peer_gaps.is_empty()).then(|| peer_gaps.iter().sum::<f64>() / peer_gaps.len() as f64);
         println!(
-            "{name:<16} {:>3} instances: mean gap {mean:.2}%, {infeasible} infeasible",
-            of.len()
+            "{name:<16} {:>3} instances: mean gap {mean:.2}%, {infeasible} infeasible{}",
+            of.len(),
+            peer_mean.map_or(String::new(), |m| format!(
+                ", mean gap to peer {m:.2}% over {}",
+                peer_gaps.len()
+            ))
         );
-        summary.insert(name, serde_json::json!({"instances": of.len(), "mean_gap_percent": mean, "infeasible": infeasible}));
+        summary.insert(
+            name,
+            serde_json::json!({"instances": of.len(), "mean_gap_percent": mean,
+                "infeasible": infeasible, "mean_gap_to_peer_percent": peer_mean}),
+        );
     }
     let out = workspace.join("target/bench");
     std::fs::create_dir_all(&out).expect("target/bench");

@@ -27,6 +27,53 @@
 //! of violating routes until the plan is feasible and are reported as
 //! [`Reason::FleetExhausted`].
 //!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use threshold_solver::{Client, Params, Problem, VehicleType, solve};
+//!
+//! // A depot (location 0) and two clients on a line, 10 apart.
+//! let d = vec![0, 10, 20, 10, 0, 10, 20, 10, 0];
+//! let client = |location| Client {
+//!     location,
+//!     demand: vec![1, 1],
+//!     window: (0, 100),
+//!     service: 5,
+//!     skills: 0,
+//! };
+//! let problem = Problem {
+//!     locations: 3,
+//!     distance: d.clone(),
+//!     duration: d,
+//!     dimensions: 2,
+//!     clients: vec![client(1), client(2)],
+//!     vehicle_types: vec![VehicleType {
+//!         count: 2,
+//!         capacity: vec![5, 5],
+//!         start: 0,
+//!         end: 0,
+//!         shift: (0, 200),
+//!         skills: 0,
+//!         fixed_cost: 0,
+//!     }],
+//! };
+//! let params = Params { iterations: Some(20), time_limit: None, ..Params::default() };
+//! let solution = solve(&problem, &params)?;
+//! assert_eq!(solution.distance, 40);
+//! assert_eq!(solution.routes.len(), 1);
+//! # Ok::<(), threshold_solver::Error>(())
+//! ```
+//!
+//! # Benchmark
+//!
+//! `cargo bench -p threshold-solver --bench solomon` runs the 56 Solomon
+//! instances (5 s each by default) and optionally Gehring & Homberger ones,
+//! checks every plan in double precision, prints the gap to the best-known
+//! distance (and to a peer solver's, given its results) and writes JSON
+//! under `target/bench/`; see the bench's module docs for the settings.
+//! `benches/pyvrp_peer.py` produces the peer figures with PyVRP.
+//!
 //! # Layout
 //!
 //! - `model`: validation, the flat internal data and the unassignable check.
