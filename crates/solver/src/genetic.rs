@@ -622,19 +622,6 @@ impl<'a> Search<'a> {
 
     fn solution(mut self) -> Solution {
         let data = self.data;
-        if std::env::var_os("SOLVER_DEBUG").is_some() {
-            let f = self
-                .fallback
-                .as_ref()
-                .map(|f| (f.distance, f.excess, f.warp, f.routes.len()));
-            eprintln!(
-                "penalties {:?} feasible {} infeasible {} fallback {:?}",
-                self.penalties,
-                self.feasible.members.len(),
-                self.infeasible.members.len(),
-                f
-            );
-        }
         let mut unassigned = data.unassignable.clone();
         let chosen = self.best.take().or(self.fallback.take());
         let Some(ind) = chosen else {
@@ -672,7 +659,6 @@ impl<'a> Search<'a> {
                 clients: nodes.into_iter().map(|c| c as usize).collect(),
             })
             .collect();
-        let _ = self.local.total();
         Solution {
             routes,
             unassigned,

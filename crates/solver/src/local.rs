@@ -268,11 +268,6 @@ impl<'a> Local<'a> {
         c
     }
 
-    /// Penalised cost of the current routes.
-    pub(crate) fn total(&self) -> i64 {
-        self.routes.iter().map(|r| r.cost).sum()
-    }
-
     /// Inserts `c` where it raises the penalised cost least.
     pub(crate) fn insert(&mut self, c: usize) {
         let data = self.data;
