@@ -370,11 +370,7 @@ impl PlanningService for Planning {
         let fleets = Arc::clone(&self.fleets);
         let matrix = Arc::clone(&self.matrix);
         let vault = Arc::clone(&self.vault);
-        let options = Options {
-            objective,
-            seconds,
-            repeatable: false,
-        };
+        let options = Options::seconds(objective, seconds);
         let outcomes = tokio::task::spawn_blocking(move || {
             let work: Vec<_> = days.iter().zip(&previous).collect();
             in_parallel(&work, |((depot, parcels), previous)| {

@@ -37,14 +37,7 @@ pub(crate) fn solve_file(args: SolveArgs) -> Result<(), Box<dyn std::error::Erro
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
     let problem = solomon::parse(&args.file.display().to_string(), &text)?;
     let started = Instant::now();
-    let plan = solve(
-        &problem,
-        Options {
-            objective: args.objective,
-            seconds: args.seconds,
-            repeatable: false,
-        },
-    )?;
+    let plan = solve(&problem, Options::seconds(args.objective, args.seconds))?;
     let seconds = started.elapsed().as_secs_f64();
     let violations = check(&problem, &plan);
     if let Some(v) = violations.first() {
