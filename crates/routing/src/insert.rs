@@ -501,3 +501,114 @@ impl<'a> Routes<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Load, Plan, Stop, Table, Van, check};
+
+    fn van(i: usize, weight: i32, in_home: bool) -> Van {
+        Van {
+            id: format!("v{i}"),
+            driver_id: format!("d{i}"),
+            capacity: Load { weight, volume: 0 },
+            shift: (0.0, 1000.0),
+            in_home,
+        }
+    }
+
+    fn stop(location: usize, weight: i32, in_home: bool) -> Stop {
+        Stop {
+            id: format!("s{location}"),
+            location,
+            load: Load { weight, volume: 0 },
+            window: in_home.then_some((0.0, 500.0)),
+            service: 1.0,
+            in_home,
+        }
+    }
+
+    fn plan_of(p: &Problem, r: &Routes<'_>, left: &[usize]) -> Plan {
+        Plan {
+            routes: (0..p.vans.len()).filter_map(|v| r.route(v)).collect(),
+            unassigned: left
+                .iter()
+                .map(|&s| crate::Unassigned {
+                    stop: s,
+                    reason: "test".into(),
+                    cause: r.blocked(s),
+                })
+                .collect(),
+        }
+    }
+
+    /// Two vans of 10; van 0 carries 3 + 4, van 1 carries 6: a stop of 5
+    /// fits neither, but moving the 3 to van 1 makes room on van 0.
+    #[test]
+    fn a_stop_that_fits_only_after_moving_another_is_planned() {
+        let p = Problem {
+            name: "packing".into(),
+            table: Table::euclidean(&[(0.0, 0.0), (1.0, 0.0), (2.0, 0.0), (0.0, 1.0), (1.0, 1.0)]),
+            vans: vec![van(0, 10, false), van(1, 10, false)],
+            stops: vec![
+                stop(1, 3, false),
+                stop(2, 4, false),
+                stop(3, 6, false),
+                stop(4, 5, false),
+            ],
+        };
+        let mut r = Routes::new(&p, Objective::Distance, vec![vec![0, 1], vec![2]]);
+        // As a search might leave it: no single insertion fits, and the
+        // checker confirms that much.
+        assert_eq!(r.blocked(3), Some(Cause::Capacity));
+        assert!(check(&p, &plan_of(&p, &r, &[3])).is_empty());
+        let (still, changed) = r.repair(&[3]);
+        assert!(still.is_empty(), "{still:?}");
+        assert_eq!(changed, vec![0, 1]);
+        let plan = plan_of(&p, &r, &[]);
+        assert!(check(&p, &plan).is_empty(), "{:?}", check(&p, &plan));
+        assert_eq!(plan.routes.iter().map(|r| r.visits.len()).sum::<usize>(), 4);
+    }
+
+    /// The report of the issue: an in-home parcel, the one cleared van full
+    /// with a doorstep parcel another van could take.
+    #[test]
+    fn an_in_home_stop_gets_the_cleared_van_once_a_doorstep_parcel_moves() {
+        let p = Problem {
+            name: "cleared".into(),
+            table: Table::euclidean(&[(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)]),
+            vans: vec![van(0, 10, true), van(1, 10, false)],
+            stops: vec![stop(1, 8, false), stop(2, 5, true)],
+        };
+        let mut r = Routes::new(&p, Objective::Business, vec![vec![0], vec![]]);
+        assert_eq!(r.blocked(1), Some(Cause::Capacity));
+        let (still, _) = r.repair(&[1]);
+        assert!(still.is_empty());
+        let plan = plan_of(&p, &r, &[]);
+        assert!(check(&p, &plan).is_empty());
+        let on = |s: usize| {
+            plan.routes
+                .iter()
+                .find(|r| r.visits.iter().any(|v| v.stop == s))
+        };
+        assert_eq!(on(1).map(|r| r.van), Some(0));
+        assert_eq!(on(0).map(|r| r.van), Some(1));
+    }
+
+    /// What fits nowhere even after a move stays out, with its cause.
+    #[test]
+    fn a_stop_that_fits_nowhere_stays_out_with_a_confirmed_cause() {
+        let p = Problem {
+            name: "full".into(),
+            table: Table::euclidean(&[(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]),
+            vans: vec![van(0, 10, false)],
+            stops: vec![stop(1, 6, false), stop(2, 4, false), stop(3, 2, false)],
+        };
+        let mut r = Routes::new(&p, Objective::Distance, vec![vec![0, 1]]);
+        let (still, _) = r.repair(&[2]);
+        assert_eq!(still, vec![2]);
+        let plan = plan_of(&p, &r, &still);
+        assert_eq!(plan.unassigned[0].cause, Some(Cause::Capacity));
+        assert!(check(&p, &plan).is_empty());
+    }
+}
