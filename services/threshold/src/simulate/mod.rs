@@ -59,6 +59,9 @@ use parcels::{generate, load};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Search generations per depot for a simulated day's plan.
+pub(crate) const PLAN_GENERATIONS: u32 = 400;
+
 /// Options of `threshold simulate`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -71,9 +74,11 @@ pub(crate) struct Args {
     /// Seed of the day.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Search time per depot when planning the day's routes.
-    #[arg(long, default_value_t = 1.0)]
-    plan_seconds: f64,
+    /// Search generations per depot when planning the day's routes: the
+    /// plan is repeatable, seeded with --seed, so the same seed gives the
+    /// same routes and the same report on every run.
+    #[arg(long, default_value_t = PLAN_GENERATIONS)]
+    plan_generations: u32,
     /// Manifest files to load and drive instead of a generated day (repeatable).
     #[arg(long)]
     manifest: Vec<PathBuf>,
@@ -126,7 +131,7 @@ pub(crate) async fn run(args: Args) -> Result<(), BoxError> {
         &tokens,
         args.date,
         args.seed,
-        args.plan_seconds,
+        args.plan_generations,
         manifests,
     )
     .await
@@ -140,7 +145,7 @@ pub(crate) async fn day(
     tokens: &LocalTokens,
     date: NaiveDate,
     seed: u64,
-    plan_seconds: f64,
+    plan_generations: u32,
     manifests: Vec<(String, Vec<u8>)>,
 ) -> Result<(), BoxError> {
     let conn = Conn::new(urls, ca, tokens).await?;
@@ -175,7 +180,7 @@ pub(crate) async fn day(
     // The day's routes, planned by the server from what was loaded.
     let mut drives = Vec::new();
     if !parcels.is_empty() {
-        drives = routes::plan(&conn, date, plan_seconds, parcels).await?;
+        drives = routes::plan(&conn, date, seed, plan_generations, parcels).await?;
     }
     let mut tasks = Vec::new();
     for route in drives {
