@@ -8,7 +8,7 @@
 #   make test-adversarial  the adversarial suite alone: every actor against every RPC on
 #                another party's identifiers, replayed, reordered, future-dated, oversized
 #   make bench   log append and projection benchmarks; figures printed and written to target/bench/
-#   make bench-routing  the planner against the literature (Solomon, Gehring & Homberger)
+#   make bench-routing  the planner against the literature and PyVRP and VROOM (Solomon, Gehring & Homberger)
 #                and a whole four-country day of 20,000 parcels over 40 depots
 #   make load    the handheld ingestion load test against a release server on loopback
 #   make load-kafka  the same with the server on the Kafka backend (the test broker)

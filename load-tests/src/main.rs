@@ -158,6 +158,7 @@ async fn plan(
             depot_ids: depots,
             seconds_per_depot: seconds,
             objective: String::new(),
+            ..Default::default()
         })
         .await
         .map_err(|s| format!("planning the run's depots: {}", s.message()))?

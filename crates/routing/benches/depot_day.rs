@@ -166,11 +166,7 @@ fn main() {
             .expect("problem");
         let plan = solve(
             &planned.problem,
-            Options {
-                objective: Objective::Business,
-                seconds,
-                repeatable: false,
-            },
+            Options::seconds(Objective::Business, seconds),
         )
         .expect("solve");
         let violations = check(&planned.problem, &plan);

@@ -1,10 +1,14 @@
 //! An independent check of a plan against its problem: recomputes every
 //! route from the travel table, without the solver's schedule or state.
 
-use crate::{Load, Plan, Problem};
+use crate::{Cause, Load, Plan, Problem};
 
 /// Tolerance for floating-point schedules (seconds, or Solomon units).
 const EPS: f64 = 1e-6;
+/// Tolerance when asking whether a left-out stop would fit: the planner's
+/// own, so a stop at a rounding error from its window is not called
+/// insertable by one and not by the other.
+const STRICT: f64 = 1e-9;
 
 /// One way a plan breaks its problem.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,6 +62,21 @@ pub enum Violation {
         planned: f64,
         /// The earliest possible, recomputed.
         earliest: f64,
+    },
+    /// A stop reported unplannable whose cause the plan's routes do not bear
+    /// out: it fits somewhere (`found` is `None`), or it is blocked for
+    /// another reason than the one given (or none was given).
+    #[error("stop {stop}: reported unplannable ({claimed:?}), but {}", match found {
+        None => "it fits into a route".to_string(),
+        Some(c) => format!("the plan shows {c:?}: {c}"),
+    })]
+    Unconfirmed {
+        /// The stop's index.
+        stop: usize,
+        /// The cause reported.
+        claimed: Option<Cause>,
+        /// The cause the checker finds; `None`: it fits.
+        found: Option<Cause>,
     },
     /// A stop served twice, or neither served nor reported unassigned, or a
     /// van used twice, or an index out of range.
@@ -138,6 +157,16 @@ pub fn check(problem: &Problem, plan: &Plan) -> Vec<Violation> {
         }
     }
     for u in &plan.unassigned {
+        if u.stop < problem.stops.len() {
+            let found = unplannable(problem, plan, u.stop);
+            if found.is_none() || found != u.cause {
+                out.push(Violation::Unconfirmed {
+                    stop: u.stop,
+                    claimed: u.cause,
+                    found,
+                });
+            }
+        }
         match seen.get_mut(u.stop) {
             Some(n) => *n += 1,
             None => out.push(Violation::Coverage(format!("unknown stop {}", u.stop))),
@@ -163,4 +192,62 @@ pub fn check(problem: &Problem, plan: &Plan) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// Why `stop` fits nowhere in `plan`'s routes (or an unused van), trying it
+/// at every position of every van that may take it and driving each
+/// resulting route from the van's shift start; `None` when it fits.
+/// Deliberately by brute force, sharing nothing with the planner's repair.
+fn unplannable(problem: &Problem, plan: &Plan, stop: usize) -> Option<Cause> {
+    let s = &problem.stops[stop];
+    let t = &problem.table;
+    let (mut any_skill, mut room_somewhere, mut full_somewhere) = (false, false, false);
+    for (vi, van) in problem.vans.iter().enumerate() {
+        if s.in_home && !van.in_home {
+            continue;
+        }
+        any_skill = true;
+        let order: Vec<usize> = plan
+            .routes
+            .iter()
+            .filter(|r| r.van == vi)
+            .flat_map(|r| r.visits.iter().map(|v| v.stop))
+            .filter(|&x| x < problem.stops.len())
+            .collect();
+        let load = order.iter().fold(s.load, |l, &x| l + problem.stops[x].load);
+        if !load.fits(van.capacity) {
+            full_somewhere = true;
+            continue;
+        }
+        room_somewhere = true;
+        for at in 0..=order.len() {
+            let mut seq = order.clone();
+            seq.insert(at, stop);
+            let (mut clock, mut here, mut on_time) = (van.shift.0, 0, true);
+            for &x in &seq {
+                let st = &problem.stops[x];
+                let arrive = clock + t.duration(here, st.location);
+                let (open, close) = st.window.unwrap_or((f64::MIN, f64::MAX));
+                let start = arrive.max(open);
+                if start > close + STRICT {
+                    on_time = false;
+                    break;
+                }
+                clock = start + st.service;
+                here = st.location;
+            }
+            if on_time && clock + t.duration(here, 0) <= van.shift.1 + STRICT {
+                return None;
+            }
+        }
+    }
+    Some(if !any_skill {
+        Cause::Skill
+    } else if !room_somewhere {
+        Cause::Capacity
+    } else if !full_somewhere {
+        Cause::Time
+    } else {
+        Cause::CapacityOrTime
+    })
 }

@@ -428,15 +428,7 @@ mod tests {
         // 08:00 local is 07:00 UTC that day.
         assert_eq!(planned.origin, utc(2026, 10, 25, 7, 0));
         assert_eq!(planned.problem.stops[3].window, Some((7200.0, 10800.0)));
-        let plan = solve(
-            &planned.problem,
-            Options {
-                objective: Objective::Business,
-                seconds: 0.5,
-                repeatable: true,
-            },
-        )
-        .unwrap();
+        let plan = solve(&planned.problem, Options::seconds(Objective::Business, 0.5)).unwrap();
         assert!(check(&planned.problem, &plan).is_empty());
         let routes = planned.routes(&d, &plan);
         let stop = routes
@@ -470,14 +462,7 @@ mod tests {
         let planned = d
             .problem(&Fleet::default(), &GreatCircle::default())
             .unwrap();
-        let plan = solve(
-            &planned.problem,
-            Options {
-                seconds: 0.3,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let plan = solve(&planned.problem, Options::seconds(Objective::Business, 0.3)).unwrap();
         assert!(check(&planned.problem, &plan).is_empty());
         let reasons: BTreeMap<usize, &str> = plan
             .unassigned
@@ -494,14 +479,7 @@ mod tests {
             ..Fleet::default()
         };
         let planned = d.problem(&none, &GreatCircle::default()).unwrap();
-        let plan = solve(
-            &planned.problem,
-            Options {
-                seconds: 0.3,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let plan = solve(&planned.problem, Options::seconds(Objective::Business, 0.3)).unwrap();
         assert!(
             plan.unassigned
                 .iter()

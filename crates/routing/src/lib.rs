@@ -17,13 +17,14 @@
 
 pub mod check;
 pub mod depot;
+mod insert;
 pub mod matrix;
 pub mod solomon;
 mod solve;
 
 pub use check::{Violation, check};
 pub use matrix::Table;
-pub use solve::{Options, solve};
+pub use solve::{Budget, Engine, Options, solve};
 
 /// A load, or a capacity: weight in grams, volume in cm³ (0 when not given).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -153,6 +154,48 @@ pub struct Unassigned {
     pub stop: usize,
     /// Why, in words.
     pub reason: String,
+    /// Why, as [`check`] confirms it against the plan's routes; `None`: no
+    /// reason given, which the checker refuses.
+    pub cause: Option<Cause>,
+}
+
+/// Why a stop fits into no route of a plan, at any position: what
+/// inserting it would break in every route of a van that may take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// An in-home stop, and no van's driver is cleared for in-home delivery.
+    Skill,
+    /// Every van that may take it would be over its capacity.
+    Capacity,
+    /// Every van that may take it has room, but at every position of its
+    /// route the stop, or a stop after it, misses its window, or the van is
+    /// back after its shift.
+    Time,
+    /// Every van that may take it is either full or late at every position.
+    CapacityOrTime,
+}
+
+impl Cause {
+    /// The cause in words, for a planner reading the report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Cause::Skill => "no van's driver is cleared for in-home delivery",
+            Cause::Capacity => "no van that may take it has room left for it",
+            Cause::Time => {
+                "no van that may take it can fit it in anywhere on its route inside its window and back within its shift"
+            }
+            Cause::CapacityOrTime => {
+                "every van that may take it is either full or cannot fit it in on time anywhere on its route"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
 }
 
 /// The answer to a [`Problem`].
@@ -261,6 +304,60 @@ impl Problem {
             }
         }
         Ok(())
+    }
+}
+
+impl Plan {
+    /// A plan from visiting orders alone (`(van, stops)` per route), each
+    /// service starting as early as the route allows from the van's shift
+    /// start; stops in no route are reported left out by `who`. For reading
+    /// back another solver's routes, which [`check`] then verifies.
+    pub fn from_orders(problem: &Problem, orders: &[(usize, Vec<usize>)], who: &str) -> Plan {
+        let t = &problem.table;
+        let mut seen = vec![false; problem.stops.len()];
+        let mut routes = Vec::new();
+        for (van, stops) in orders {
+            let departure = problem.vans.get(*van).map_or(0.0, |v| v.shift.0);
+            let (mut at, mut here) = (departure, 0);
+            let mut visits = Vec::new();
+            for &stop in stops {
+                let Some(s) = problem.stops.get(stop) else {
+                    continue;
+                };
+                if let Some(x) = seen.get_mut(stop) {
+                    *x = true;
+                }
+                let arrival = at + t.duration(here, s.location);
+                let start = s.window.map_or(arrival, |(open, _)| arrival.max(open));
+                at = start + s.service;
+                here = s.location;
+                visits.push(Visit {
+                    stop,
+                    arrival,
+                    start,
+                    departure: at,
+                });
+            }
+            if !visits.is_empty() {
+                routes.push(Route {
+                    van: *van,
+                    departure,
+                    visits,
+                    back: at + t.duration(here, 0),
+                });
+            }
+        }
+        let unassigned = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !**s)
+            .map(|(stop, _)| Unassigned {
+                stop,
+                reason: format!("left out by {who}"),
+                cause: None,
+            })
+            .collect();
+        Plan { routes, unassigned }
     }
 }
 

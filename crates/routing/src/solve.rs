@@ -7,35 +7,109 @@ use vrp_core::construction::features::{
     JobSkills, JobSkillsDimension, VehicleSkillsDimension, create_minimize_tours_feature,
     create_skills_feature,
 };
-use vrp_core::construction::heuristics::UnassignmentInfo;
 use vrp_core::models::common::{Demand, MultiDimLoad, TimeWindow};
 use vrp_core::models::problem::{JobIdDimension, VehicleIdDimension};
 use vrp_core::models::{Goal, ViolationCode};
 use vrp_core::prelude::*;
 use vrp_core::rosomaxa::evolution::TelemetryMode;
-use vrp_core::rosomaxa::utils::{Parallelism, TimeQuota};
+use vrp_core::rosomaxa::utils::{Parallelism, ThreadPool, TimeQuota};
 
+use crate::insert::Routes;
 use crate::{Error, Load, Objective, Plan, Problem, Route, Stop, Unassigned, Visit};
+
+/// How much search, and whether it can be repeated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// Production: search for this many wall-clock seconds (the initial
+    /// solution is always completed). Two runs may differ.
+    Seconds(f64),
+    /// Repeatable: a fixed number of generations from a random source seeded
+    /// with `seed`, on one thread, never looking at a clock. The same
+    /// problem, seed and count give the same plan on any run and any machine
+    /// load. Only [`Engine::Insertion`] repeats.
+    Generations {
+        /// Generations of the search after the initial solution.
+        generations: usize,
+        /// Seeds the random source.
+        seed: u64,
+    },
+}
+
+/// Which search engine plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// vrp-core's rosomaxa metaheuristic; time-bounded only.
+    #[default]
+    VrpCore,
+    /// Threshold's own seeded ruin-and-recreate search over cheapest
+    /// insertions: repeats exactly under a [`Budget::Generations`].
+    Insertion,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "vrp-core" => Ok(Engine::VrpCore),
+            "insertion" => Ok(Engine::Insertion),
+            other => Err(format!("{other:?} is not an engine (vrp-core, insertion)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::VrpCore => "vrp-core",
+            Engine::Insertion => "insertion",
+        })
+    }
+}
 
 /// How to solve.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// What to minimise.
     pub objective: Objective,
-    /// Wall-clock seconds the search may take (the initial solution is
-    /// always completed).
-    pub seconds: f64,
-    /// Use a fixed random seed, so a run can be repeated (with the same
-    /// generation count; a time limit still varies the result).
-    pub repeatable: bool,
+    /// How long to search.
+    pub budget: Budget,
+    /// Threads the search may use; 0: every core. A [`Budget::Generations`]
+    /// search always uses one.
+    pub threads: usize,
+    /// The engine.
+    pub engine: Engine,
+}
+
+impl Options {
+    /// `seconds` of search on every core, with `objective`.
+    pub fn seconds(objective: Objective, seconds: f64) -> Self {
+        Self {
+            objective,
+            budget: Budget::Seconds(seconds),
+            ..Self::default()
+        }
+    }
+
+    /// A repeatable search of `generations` seeded with `seed`, with the
+    /// engine that repeats.
+    pub fn repeatable(objective: Objective, generations: usize, seed: u64) -> Self {
+        Self {
+            objective,
+            budget: Budget::Generations { generations, seed },
+            threads: 1,
+            engine: Engine::Insertion,
+        }
+    }
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             objective: Objective::Business,
-            seconds: 5.0,
-            repeatable: false,
+            budget: Budget::Seconds(5.0),
+            threads: 0,
+            engine: Engine::VrpCore,
         }
     }
 }
@@ -46,53 +120,107 @@ const SKILL: ViolationCode = ViolationCode(3);
 /// The skill a van needs for in-home stops.
 const IN_HOME: &str = "in_home";
 
-/// Plans `problem`. Stops no van could ever take (too heavy, no cleared
-/// driver, a window out of every shift's reach) are reported unassigned
-/// with their reason before the search; the rest go to vrp-core.
+/// Plans `problem`. Stops no van could take even alone (too heavy, no
+/// cleared driver, a window out of every shift's reach) are kept out of the
+/// search; the rest go to the engine. Then every stop left out is tried
+/// again: at its cheapest feasible position in any route, else after moving
+/// one nearby stop elsewhere. What still fits nowhere is reported with a
+/// [`Cause`](crate::Cause) that [`check`](crate::check) confirms.
 pub fn solve(problem: &Problem, options: Options) -> Result<Plan, Error> {
     problem.validate()?;
-    let mut unassigned = Vec::new();
+    let mut details = std::collections::HashMap::new();
     let mut solvable = Vec::new();
     for (i, stop) in problem.stops.iter().enumerate() {
         match alone(problem, stop) {
             Ok(()) => solvable.push(i),
-            Err(reason) => unassigned.push(Unassigned { stop: i, reason }),
+            Err(reason) => {
+                details.insert(i, reason);
+            }
         }
     }
-    if solvable.is_empty() || problem.vans.is_empty() {
-        return Ok(Plan {
-            routes: Vec::new(),
-            unassigned,
+    let (mut routes, mut left) = if solvable.is_empty() || problem.vans.is_empty() {
+        (Vec::new(), solvable)
+    } else {
+        match (options.engine, options.budget) {
+            (Engine::VrpCore, Budget::Seconds(_)) => {
+                let vrp = Arc::new(build(problem, &solvable, options.objective)?);
+                read_back(&search(vrp, options)?)?
+            }
+            (Engine::VrpCore, Budget::Generations { .. }) => {
+                return Err(Error::Invalid {
+                    what: "options".into(),
+                    detail: "vrp-core cannot repeat a run (its search iterates hash maps seeded per process); plan repeatably with the insertion engine".into(),
+                });
+            }
+            (Engine::Insertion, budget) => {
+                let (generations, seed) = match budget {
+                    Budget::Generations { generations, seed } => (generations, seed),
+                    // Time-bounded: as many generations as fit, from a random seed.
+                    Budget::Seconds(_) => (usize::MAX, random_seed()),
+                };
+                let deadline = match budget {
+                    Budget::Seconds(s) if s.is_finite() => Some(
+                        std::time::Instant::now() + std::time::Duration::from_secs_f64(s.max(0.0)),
+                    ),
+                    _ => None,
+                };
+                let mut r = Routes::new(
+                    problem,
+                    options.objective,
+                    vec![Vec::new(); problem.vans.len()],
+                );
+                let left = r.search(solvable, generations, seed, deadline);
+                let routes = (0..problem.vans.len()).filter_map(|v| r.route(v)).collect();
+                (routes, left)
+            }
+        }
+    };
+    // Everything not planned, the stops kept out first: try them again.
+    left.extend(details.keys().copied());
+    left.sort_unstable();
+    let mut orders = vec![Vec::new(); problem.vans.len()];
+    for r in &routes {
+        if let Some(o) = orders.get_mut(r.van) {
+            *o = r.visits.iter().map(|v| v.stop).collect();
+        }
+    }
+    let mut repaired = Routes::new(problem, options.objective, orders);
+    let (still, changed) = repaired.repair(&left);
+    for van in changed {
+        routes.retain(|r| r.van != van);
+        routes.extend(repaired.route(van));
+    }
+    routes.sort_by_key(|r| r.van);
+    let mut unassigned = Vec::new();
+    for s in still {
+        let Some(cause) = repaired.blocked(s) else {
+            return Err(Error::Solver(format!(
+                "stop {} fits a route but was not placed",
+                problem.stops[s].id
+            )));
+        };
+        let reason = match details.get(&s) {
+            Some(d) if d != cause.describe() => format!("{}: {d}", cause.describe()),
+            _ => cause.describe().to_owned(),
+        };
+        unassigned.push(Unassigned {
+            stop: s,
+            reason,
+            cause: Some(cause),
         });
     }
+    Ok(Plan { routes, unassigned })
+}
 
-    let vrp = build(problem, &solvable, options.objective)?;
-    let vrp = Arc::new(vrp);
-    let random: Arc<dyn Random> = if options.repeatable {
-        Arc::new(DefaultRandom::new_repeatable())
-    } else {
-        Arc::new(DefaultRandom::default())
-    };
-    let environment = Arc::new(Environment::new(
-        random,
-        Some(Arc::new(TimeQuota::new(options.seconds.max(0.0)))),
-        Parallelism::default(),
-        Arc::new(|_: &str| {}),
-        false,
-    ));
-    let config = VrpConfigBuilder::new(vrp.clone())
-        .set_environment(environment)
-        .set_telemetry_mode(TelemetryMode::None)
-        .prebuild()
-        .and_then(|c| {
-            c.with_max_time(Some(options.seconds.ceil().max(1.0) as usize))
-                .build()
-        })
-        .map_err(|e| Error::Solver(e.to_string()))?;
-    let solution = Solver::new(vrp, config)
-        .solve()
-        .map_err(|e| Error::Solver(e.to_string()))?;
+/// A seed for a time-bounded insertion search, from the clock.
+fn random_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
+/// vrp-core's routes and the stops it left out.
+fn read_back(solution: &Solution) -> Result<(Vec<Route>, Vec<usize>), Error> {
     let mut routes = Vec::new();
     for route in &solution.routes {
         let van: usize = route
@@ -123,27 +251,51 @@ pub fn solve(problem: &Problem, options: Options) -> Result<Plan, Error> {
             back: route.tour.end().map_or(0.0, |e| e.schedule.arrival),
         });
     }
-    routes.sort_by_key(|r| r.van);
-    for (job, info) in &solution.unassigned {
-        let stop = job_stop(job.dimens())?;
-        let code = match info {
-            UnassignmentInfo::Simple(c) => Some(*c),
-            UnassignmentInfo::Detailed(list) => list.first().map(|(_, c)| *c),
-            UnassignmentInfo::Unknown => None,
-        };
-        let reason = match code {
-            Some(TIME) => "no van reaches it inside its window and back within its shift",
-            Some(CAPACITY) => "no van has room left for it",
-            Some(SKILL) => "no van with a driver cleared for in-home delivery has room for it",
-            _ => "no van could take it",
-        };
-        unassigned.push(Unassigned {
-            stop,
-            reason: reason.into(),
-        });
+    let mut left = Vec::new();
+    for (job, _) in &solution.unassigned {
+        left.push(job_stop(job.dimens())?);
     }
-    unassigned.sort_by_key(|u| u.stop);
-    Ok(Plan { routes, unassigned })
+    Ok((routes, left))
+}
+
+/// Runs vrp-core's search for `options`' seconds on `options`' threads.
+fn search(vrp: Arc<vrp_core::models::Problem>, options: Options) -> Result<Solution, Error> {
+    let seconds = match options.budget {
+        Budget::Seconds(s) if s.is_finite() => s.max(0.0),
+        _ => 0.0,
+    };
+    let threads = if options.threads == 0 {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    } else {
+        options.threads
+    };
+    let environment = Arc::new(Environment::new(
+        Arc::new(DefaultRandom::default()),
+        Some(Arc::new(TimeQuota::new(seconds))),
+        Parallelism::new_with_cpus(threads),
+        Arc::new(|_: &str| {}),
+        false,
+    ));
+    let run = move || {
+        let config = VrpConfigBuilder::new(vrp.clone())
+            .set_environment(environment)
+            .set_telemetry_mode(TelemetryMode::None)
+            .prebuild()
+            .and_then(|c| {
+                c.with_max_time(Some(seconds.ceil().max(1.0) as usize))
+                    .build()
+            })
+            .map_err(|e| Error::Solver(e.to_string()))?;
+        Solver::new(vrp, config)
+            .solve()
+            .map_err(|e| Error::Solver(e.to_string()))
+    };
+    if threads == 1 {
+        // Its parallel steps run on this one thread, not on rayon's global pool.
+        ThreadPool::new(1).execute(run)
+    } else {
+        run()
+    }
 }
 
 fn job_stop(dimens: &Dimensions) -> Result<usize, Error> {

@@ -13,15 +13,7 @@ fn instance(name: &str) -> threshold_routing::Problem {
 fn solomon_plans_are_feasible_and_near_the_best_known() {
     for (name, best) in [("C101", 828.94), ("R101", 1642.88), ("RC201", 1265.56)] {
         let p = instance(name);
-        let plan = solve(
-            &p,
-            Options {
-                objective: Objective::Distance,
-                seconds: 2.0,
-                repeatable: true,
-            },
-        )
-        .expect("solve");
+        let plan = solve(&p, Options::seconds(Objective::Distance, 2.0)).expect("solve");
         let violations = check(&p, &plan);
         assert!(violations.is_empty(), "{name}: {violations:?}");
         assert!(plan.unassigned.is_empty(), "{name}: {:?}", plan.unassigned);
@@ -37,15 +29,7 @@ fn solomon_plans_are_feasible_and_near_the_best_known() {
 #[test]
 fn the_checker_catches_broken_plans() {
     let p = instance("C101");
-    let plan = solve(
-        &p,
-        Options {
-            objective: Objective::Distance,
-            seconds: 0.5,
-            repeatable: true,
-        },
-    )
-    .expect("solve");
+    let plan = solve(&p, Options::seconds(Objective::Distance, 0.5)).expect("solve");
     assert!(check(&p, &plan).is_empty());
 
     // Reversing a route breaks its windows.

@@ -134,6 +134,7 @@ pub async fn plan_day(
             depot_ids: Vec::new(),
             seconds_per_depot: 0.2,
             objective: String::new(),
+            ..Default::default()
         })
         .await
         .expect("plan the day")

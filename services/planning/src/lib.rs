@@ -35,6 +35,9 @@ use tonic::{Request, Response, Status};
 pub const DEFAULT_SECONDS_PER_DEPOT: f64 = 2.0;
 /// The most a request may ask for.
 const MAX_SECONDS_PER_DEPOT: f64 = 600.0;
+/// The most generations a repeatable plan may ask for per depot: bounds
+/// what one call can cost, like [`MAX_SECONDS_PER_DEPOT`].
+const MAX_GENERATIONS: u32 = 100_000;
 
 /// The service, over any event log.
 #[derive(Clone)]
@@ -315,6 +318,12 @@ impl PlanningService for Planning {
                 ));
             }
         };
+        if r.generations > MAX_GENERATIONS {
+            return Err(field(
+                "generations",
+                format!("{} is more than {MAX_GENERATIONS}", r.generations),
+            ));
+        }
         let _turn = self.planning.lock().await;
 
         // Plan from everything durable now.
@@ -370,10 +379,10 @@ impl PlanningService for Planning {
         let fleets = Arc::clone(&self.fleets);
         let matrix = Arc::clone(&self.matrix);
         let vault = Arc::clone(&self.vault);
-        let options = Options {
-            objective,
-            seconds,
-            repeatable: false,
+        let options = if r.generations > 0 {
+            Options::repeatable(objective, r.generations as usize, r.seed)
+        } else {
+            Options::seconds(objective, seconds)
         };
         let outcomes = tokio::task::spawn_blocking(move || {
             let work: Vec<_> = days.iter().zip(&previous).collect();

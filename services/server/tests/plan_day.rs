@@ -35,6 +35,7 @@ fn request() -> PlanDayRequest {
         depot_ids: vec![],
         seconds_per_depot: 0.5,
         objective: String::new(),
+        ..Default::default()
     }
 }
 
@@ -168,4 +169,55 @@ NO-OSL-X3,nordshop,NO,OSL-1,2026-11-23,Gate 3,0150,Oslo,59.90,10.77,in_home,2,12
     let e = planning.plan_day(fast).await.expect_err("objective");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("objective"));
+}
+
+/// The same day, planned repeatably on three fresh servers: the same
+/// routes, times and figures every time, whatever else the machine does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeatable_plan_is_the_same_on_every_run() {
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let server = Sandbox::builder().fleets(fleets()).start().await;
+        load_manifest(server.planner(), "no.csv", SAMPLE).await;
+        let mut planning = PlanningServiceClient::new(server.planner());
+        let reply = planning
+            .plan_day(PlanDayRequest {
+                generations: 200,
+                seed: 5,
+                ..request()
+            })
+            .await
+            .expect("plan")
+            .into_inner();
+        for d in &reply.depots {
+            assert!(d.unassigned.is_empty(), "{:?}", d.unassigned);
+        }
+        let figures: Vec<(String, u32, u64, u64)> = reply
+            .depots
+            .iter()
+            .map(|d| {
+                (
+                    d.depot_id.clone(),
+                    d.vans_used,
+                    d.distance_m.to_bits(),
+                    d.driving_s.to_bits(),
+                )
+            })
+            .collect();
+        runs.push((figures, routes(&server, &reply).await));
+    }
+    assert_eq!(runs[0].1.len(), 60);
+    assert_eq!(runs[0], runs[1]);
+    assert_eq!(runs[0], runs[2]);
+
+    // A budget past the bound is refused, naming the field.
+    let server = Sandbox::builder().fleets(fleets()).start().await;
+    let e = PlanningServiceClient::new(server.planner())
+        .plan_day(PlanDayRequest {
+            generations: 1_000_000,
+            ..request()
+        })
+        .await
+        .expect_err("too many generations");
+    assert!(e.message().contains("generations"), "{}", e.message());
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use threshold_routing::{Objective, Options, check, solomon, solve};
+use threshold_routing::{Engine, Objective, Options, check, solomon, solve};
 
 /// Options of `threshold routing solve`.
 #[derive(clap::Args)]
@@ -17,6 +17,16 @@ pub(crate) struct SolveArgs {
     /// Seconds of search.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Search this many generations instead, seeded with --seed: the same
+    /// instance, seed and count give the same routes on every run (0: --seconds).
+    #[arg(long, default_value_t = 0)]
+    generations: usize,
+    /// Seed of a repeatable search (with --generations).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The engine: `vrp-core` (time-bounded only) or `insertion`.
+    #[arg(long)]
+    engine: Option<Engine>,
     /// `distance` (total distance, as best-known solutions are) or
     /// `business` (fewest vans, then driving time, then distance).
     #[arg(long, default_value = "distance")]
@@ -37,14 +47,15 @@ pub(crate) fn solve_file(args: SolveArgs) -> Result<(), Box<dyn std::error::Erro
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
     let problem = solomon::parse(&args.file.display().to_string(), &text)?;
     let started = Instant::now();
-    let plan = solve(
-        &problem,
-        Options {
-            objective: args.objective,
-            seconds: args.seconds,
-            repeatable: false,
-        },
-    )?;
+    let mut options = if args.generations > 0 {
+        Options::repeatable(args.objective, args.generations, args.seed)
+    } else {
+        Options::seconds(args.objective, args.seconds)
+    };
+    if let Some(engine) = args.engine {
+        options.engine = engine;
+    }
+    let plan = solve(&problem, options)?;
     let seconds = started.elapsed().as_secs_f64();
     let violations = check(&problem, &plan);
     if let Some(v) = violations.first() {
@@ -112,6 +123,13 @@ pub(crate) struct PlanArgs {
     /// `business` (fewest vans, then driving time, then distance) or `distance`.
     #[arg(long, default_value = "business")]
     objective: Objective,
+    /// Plan repeatably: this many search generations per depot, seeded
+    /// with --seed; the same day gives the same plan (0: time-bounded).
+    #[arg(long, default_value_t = 0)]
+    generations: u32,
+    /// Seed of a repeatable plan.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Print JSON: {"depots": [{"depot_id", "date", "parcels", "vans_used", ...}]}.
     #[arg(long)]
     json: bool,
@@ -138,6 +156,8 @@ pub(crate) async fn plan(args: PlanArgs) -> Result<(), Box<dyn std::error::Error
                 Objective::Distance => "distance",
             }
             .into(),
+            generations: args.generations,
+            seed: args.seed,
         })
         .await
         .map_err(|s| format!("planning {}: {}", args.date, s.message()))?

@@ -110,7 +110,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         &tokens,
         date,
         args.seed,
-        1.0,
+        simulate::PLAN_GENERATIONS,
         manifests,
     )
     .await;

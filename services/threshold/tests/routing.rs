@@ -5,6 +5,55 @@ mod common;
 
 use common::*;
 
+/// `--generations` with `--seed`: the same routes on every run; the
+/// engine that cannot repeat is refused for it.
+#[test]
+fn routing_solve_with_a_seed_and_generations_repeats() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crates/routing/tests/data/R101.txt"
+    );
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["routing", "solve", file, "--generations", "150", "--json"])
+            .args(extra)
+            .output()
+            .expect("routing solve");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        (
+            v["routes"].clone(),
+            v["distance"].as_f64().expect("distance"),
+        )
+    };
+    let first = run(&["--seed", "5"]);
+    assert_eq!(run(&["--seed", "5"]), first);
+    assert_eq!(run(&["--seed", "5"]), first);
+    assert_ne!(run(&["--seed", "6"]).0, first.0, "the seed is used");
+    let refused = Command::new(BIN)
+        .args([
+            "routing",
+            "solve",
+            file,
+            "--generations",
+            "10",
+            "--engine",
+            "vrp-core",
+        ])
+        .output()
+        .expect("routing solve");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("cannot repeat"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
 #[test]
 fn routing_solve_prints_a_plan_of_a_solomon_instance_as_json() {
     let file = concat!(

@@ -277,6 +277,7 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc, a: &Party, b: &Pa
                 depot_ids: vec![b.depot.into()],
                 seconds_per_depot: 0.2,
                 objective: String::new(),
+                ..Default::default()
             })
             .await
             .into(),

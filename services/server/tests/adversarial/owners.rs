@@ -169,6 +169,7 @@ pub(crate) async fn day_goes_on(w: &World, b: &Party) -> Vec<Rpc> {
             depot_ids: vec![b.depot.into()],
             seconds_per_depot: 0.2,
             objective: String::new(),
+            ..Default::default()
         })
         .await
         .expect("the party's planner replans");

@@ -267,6 +267,7 @@ impl World {
                     depot_ids: vec![],
                     seconds_per_depot: 0.2,
                     objective: String::new(),
+                    ..Default::default()
                 })
                 .await
                 .expect("the day is planned");

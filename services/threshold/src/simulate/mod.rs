@@ -61,6 +61,9 @@ use parcels::{generate, load};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Search generations per depot for a simulated day's plan.
+pub(crate) const PLAN_GENERATIONS: u32 = 400;
+
 /// Options of `threshold simulate`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -73,9 +76,11 @@ pub(crate) struct Args {
     /// Seed of the day.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Search time per depot when planning the day's routes.
-    #[arg(long, default_value_t = 1.0)]
-    plan_seconds: f64,
+    /// Search generations per depot when planning the day's routes: the
+    /// plan is repeatable, seeded with --seed, so the same seed gives the
+    /// same routes and the same report on every run.
+    #[arg(long, default_value_t = PLAN_GENERATIONS)]
+    plan_generations: u32,
     /// Manifest files to load and drive instead of a generated day (repeatable).
     #[arg(long)]
     manifest: Vec<PathBuf>,
@@ -128,7 +133,7 @@ pub(crate) async fn run(args: Args) -> Result<(), BoxError> {
         &tokens,
         args.date,
         args.seed,
-        args.plan_seconds,
+        args.plan_generations,
         manifests,
     )
     .await
@@ -142,7 +147,7 @@ pub(crate) async fn day(
     tokens: &LocalTokens,
     date: NaiveDate,
     seed: u64,
-    plan_seconds: f64,
+    plan_generations: u32,
     manifests: Vec<(String, Vec<u8>)>,
 ) -> Result<(), BoxError> {
     let conn = Conn::new(urls, ca, tokens).await?;
@@ -178,7 +183,7 @@ pub(crate) async fn day(
     let mut drives = Vec::new();
     if !parcels.is_empty() {
         let planning = Progress::waiting("simulate", &format!("planning {date}'s routes"));
-        drives = routes::plan(&conn, date, plan_seconds, parcels).await?;
+        drives = routes::plan(&conn, date, seed, plan_generations, parcels).await?;
         planning.finish(&format!("{} routes planned", drives.len()));
     }
     let driven = Arc::new(Progress::new(

@@ -16,20 +16,24 @@ use super::conn::Conn;
 use super::drivers::Drive;
 use super::parcels::Parcel;
 
-/// Plans the day's routes through PlanningService and reads each driver's
-/// route back through HandheldService.GetRoute, as a handheld would.
+/// Plans the day's routes through PlanningService, repeatably (`generations`
+/// seeded with the day's `seed`), and reads each driver's route back through
+/// HandheldService.GetRoute, as a handheld would.
 pub(super) async fn plan(
     conn: &Conn,
     date: NaiveDate,
-    seconds: f64,
+    seed: u64,
+    generations: u32,
     parcels: Vec<Parcel>,
 ) -> Result<Vec<Drive>, BoxError> {
     let reply = PlanningServiceClient::new(conn.planner.clone())
         .plan_day(PlanDayRequest {
             date: Some(date_to_proto(date)),
             depot_ids: Vec::new(),
-            seconds_per_depot: seconds,
+            seconds_per_depot: 0.0,
             objective: String::new(),
+            generations,
+            seed,
         })
         .await
         .map_err(|s| format!("planning the day: {}", s.message()))?
