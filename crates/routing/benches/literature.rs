@@ -5,7 +5,7 @@
 //! independent checker and its distance measured here, in double precision.
 //! Printed per instance with the best-known distance and the gaps, then the
 //! means per set and the ratios Threshold/PyVRP and Threshold/VROOM; written
-//! to `target/bench/routing_peers_<sets>.json`.
+//! to `target/bench/routing_peers_<sets>_<engine>.json`.
 //!
 //! The peers run from a Python environment that `scripts/routing-peers.sh`
 //! creates under `.tools/venv` (`pip install pyvrp pyvroom`), through
@@ -440,7 +440,7 @@ fn main() {
     tag.dedup();
     tag.sort();
     tag.dedup();
-    let path = out.join(format!("routing_peers_{}.json", tag.join("_")));
+    let path = out.join(format!("routing_peers_{}_{engine}.json", tag.join("_")));
     std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json")).expect("write");
     println!("written to {}", path.display());
 }
