@@ -16,6 +16,7 @@ mod routing;
 mod run;
 mod serve;
 mod simulate;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,11 @@ enum Cmd {
     Outcomes {
         #[command(subcommand)]
         command: OutcomesCmd,
+    },
+    /// A partner retailer's integrations: its webhook endpoints.
+    Partner {
+        #[command(subcommand)]
+        command: PartnerCmd,
     },
     /// Reports from a server.
     Report {
@@ -100,6 +106,16 @@ enum CredentialsCmd {
 enum OutcomesCmd {
     /// Print the partner's outcomes as JSON lines, catch-up then live.
     Follow(outcomes::FollowArgs),
+}
+
+#[derive(Subcommand)]
+enum PartnerCmd {
+    /// Webhook endpoints: register, list, pause, resume, delete, rotate a
+    /// secret, replay, list attempts.
+    Webhook {
+        #[command(subcommand)]
+        command: webhooks::WebhookCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -371,6 +387,9 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         Cmd::Outcomes {
             command: OutcomesCmd::Follow(args),
         } => outcomes::follow(args).await.map(|()| true),
+        Cmd::Partner {
+            command: PartnerCmd::Webhook { command },
+        } => webhooks::run(command).await.map(|()| true),
         Cmd::Report {
             command: ReportCmd::Attempts(args),
         } => report::run(args).await.map(|()| true),

@@ -13,6 +13,7 @@
 //! - [`guard`]: where an endpoint may point (the SSRF boundary).
 //! - [`client`]: one bounded, signed POST.
 //! - [`delivery`]: a task per endpoint, the retry [`Schedule`](delivery::Schedule).
+//! - [`service`]: the registry as the gRPC `WebhookService`.
 //! - [`store`]: endpoints, secrets, delivered positions and attempts in
 //!   SQLite; what is delivered always comes from the log.
 
@@ -20,6 +21,7 @@ pub mod client;
 pub mod delivery;
 pub mod guard;
 pub mod payload;
+pub mod service;
 pub mod signature;
 pub mod store;
 
