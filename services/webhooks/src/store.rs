@@ -182,6 +182,26 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// Makes `path` if missing, and narrows it to owner-only (unix).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
+}
+
 fn db(e: rusqlite::Error) -> Error {
     Error::Store(e.to_string())
 }
@@ -193,6 +213,10 @@ fn not_found(id: &str) -> Error {
 impl Store {
     /// Opens (creating) the store at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        // The signing secrets are in it: the owner's alone, made so before
+        // SQLite opens it (its -wal and -shm take its mode).
+        private_file(path.as_ref())
+            .map_err(|e| Error::Store(format!("{}: {e}", path.as_ref().display())))?;
         let conn = Connection::open(path.as_ref()).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
