@@ -33,7 +33,8 @@ pub(crate) enum WebhookCmd {
         #[arg(long)]
         url: String,
         /// Event kinds, comma-separated (default: all): parcel.out_for_delivery,
-        /// parcel.delivery_attempted, parcel.delivered, parcel.returned.
+        /// parcel.delivery_attempted, parcel.rescheduled, parcel.delivered,
+        /// parcel.returned.
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<String>,
         /// Deliver from the beginning of the log, not only what happens next.

@@ -5,9 +5,9 @@
 //!
 //! What a partner may see is decided by the OutcomeService's redaction
 //! ([`threshold_outcome_service::outcome`] with the partner's view): this
-//! module only renames what that leaves. The one event it adds, a parcel
-//! going out for delivery, carries nothing but the parcel, its country and
-//! the time. The schema is `docs/webhooks/outcome.schema.json`; the
+//! module only renames what that leaves. The two events it adds, a parcel
+//! going out for delivery and a parcel rescheduled, carry nothing but the
+//! parcel, its country, the time and the next planned day. The schema is `docs/webhooks/outcome.schema.json`; the
 //! mapping to other carriers' vocabularies is `docs/webhooks.md`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -22,9 +22,10 @@ use threshold_outcome_service::View;
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// The event kinds an endpoint subscribes to, as `type` names them.
-pub const KINDS: [&str; 4] = [
+pub const KINDS: [&str; 5] = [
     "parcel.out_for_delivery",
     "parcel.delivery_attempted",
+    "parcel.rescheduled",
     "parcel.delivered",
     "parcel.returned",
 ];
@@ -207,32 +208,47 @@ pub fn webhook_event(event: &RecordedEvent) -> Option<WebhookEvent> {
         };
         (kind, data)
     } else {
-        // Out for delivery: the one event added here, and nothing of it
-        // but the parcel and the time (never the route or the driver).
+        // Out for delivery and rescheduled: the events added here, and
+        // nothing of them but the parcel, the time and the next day (never
+        // the route, the driver or a reschedule's free-text reason).
         if event.stream.category() != Category::Parcel {
             return None;
         }
-        let Ok(DomainEvent::Parcel(pb::parcel_event::Event::OutForDelivery(_))) = event.decode()
-        else {
-            return None;
+        let (kind, status, biz_step, next) = match event.decode() {
+            Ok(DomainEvent::Parcel(pb::parcel_event::Event::OutForDelivery(_))) => (
+                "parcel.out_for_delivery",
+                "out_for_delivery",
+                "departing",
+                None,
+            ),
+            Ok(DomainEvent::Parcel(pb::parcel_event::Event::Rescheduled(r))) => (
+                "parcel.rescheduled",
+                "delivery_rescheduled",
+                "holding",
+                r.delivery_date
+                    .as_ref()
+                    .and_then(|d| threshold_domain::country::date_from_proto(d).ok())
+                    .map(|d| d.format("%Y-%m-%d").to_string()),
+            ),
+            _ => return None,
         };
         let data = Outcome {
             event_id: event.event.event_id.to_string(),
             cursor: event.position.0,
             parcel_id: event.stream.id().to_owned(),
             country: country.map(Country::code),
-            status: "out_for_delivery",
-            biz_step: "departing",
+            status,
+            biz_step,
             disposition: "in_transit",
             attempt: None,
             method: None,
             failure_reason: None,
-            next_attempt_date: None,
+            next_attempt_date: next,
             occurred_at: utc(at),
             local_time: local(at, country),
             proof_of_delivery: None,
         };
-        ("parcel.out_for_delivery", data)
+        (kind, data)
     };
     Some(WebhookEvent {
         id: event.event.event_id.to_string(),

@@ -350,7 +350,16 @@ async fn payloads_speak_tracking_statuses_and_match_the_schema() {
         .expect("add");
     r.secrets.lock().expect("secrets").push(secret.expose());
     let expected = append_day(d.log.as_ref(), &["nordshop"], 0..3).await;
-    let want = expected["nordshop"].len();
+    let rescheduled = E::Rescheduled(pb::ParcelRescheduled {
+        delivery_date: Some(pb::LocalDate {
+            year: 2026,
+            month: 11,
+            day: 24,
+        }),
+        reason: "reason-secret".into(),
+    });
+    append(d.log.as_ref(), "nordshop", "SE-NOR-0009", rescheduled, 600).await;
+    let want = expected["nordshop"].len() + 1;
     until("deliveries", Duration::from_secs(20), || {
         r.seen().accepted.len() >= want
     })
@@ -374,8 +383,13 @@ async fn payloads_speak_tracking_statuses_and_match_the_schema() {
             "delivery_attempted",
             "delivered",
             "returned_to_sender",
+            "delivery_rescheduled",
         ]
     );
+    let later = &bodies[10]["data"];
+    assert_eq!(bodies[10]["type"], "parcel.rescheduled");
+    assert_eq!(later["next_attempt_date"], "2026-11-24");
+    assert_eq!(later["bizStep"], "holding");
     let in_home = &bodies[4]["data"];
     assert_eq!(in_home["method"], "in_home");
     assert_eq!(in_home["bizStep"], "receiving");
@@ -389,6 +403,10 @@ async fn payloads_speak_tracking_statuses_and_match_the_schema() {
     assert_eq!(failed["disposition"], "in_transit");
     assert_eq!(bodies[9]["type"], "parcel.returned");
     assert_eq!(bodies[9]["data"]["disposition"], "returned");
+    assert!(
+        bodies.iter().all(|b| !b.to_string().contains("secret")),
+        "no route, driver, device, grant, note or reschedule reason"
+    );
     for (b, (id, _)) in bodies.iter().zip(&expected["nordshop"]) {
         assert_eq!(
             b["data"]["event_id"],
