@@ -8,6 +8,7 @@
 #   make test-adversarial  the adversarial suite alone: every actor against every RPC on
 #                another party's identifiers, replayed, reordered, future-dated, oversized
 #   make bench   log append and projection benchmarks; figures printed and written to target/bench/
+#   make bench-webhooks a day's outcomes to 50 loopback endpoints, 5 failing half the time
 #   make bench-routing  the planner against the literature and PyVRP and VROOM (Solomon, Gehring & Homberger)
 #                and a whole four-country day of 20,000 parcels over 40 depots
 #   make load    the handheld ingestion load test against a release server on loopback
@@ -18,7 +19,7 @@
 CARGO ?= cargo
 DATA  ?= data
 
-.PHONY: run demo test test-workspace test-adversarial lint fmt bench bench-routing load load-kafka load-tracing check clean-data
+.PHONY: run demo test test-workspace test-adversarial lint fmt bench bench-webhooks bench-routing load load-kafka load-tracing check clean-data
 
 run:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464
@@ -57,6 +58,9 @@ fmt:
 bench:
 	$(CARGO) bench -p threshold-log --bench append
 	$(CARGO) bench -p threshold-projections --bench projections
+
+bench-webhooks:
+	$(CARGO) bench -p threshold-webhook-service --bench webhooks
 
 # VRPTW_DIR: the benchmark instances (default ../shared/data/vrptw).
 bench-routing:

@@ -38,6 +38,8 @@ use threshold_outcome_service::Outcomes;
 use threshold_planning_service::Planning;
 use threshold_privacy::Vault;
 use threshold_routing::depot::Fleets;
+use threshold_webhook_service::Webhooks;
+use threshold_webhook_service::service::Service as WebhookApi;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -105,6 +107,9 @@ pub enum Error {
     /// The fleet configuration is not valid.
     #[error(transparent)]
     Fleets(#[from] threshold_routing::Error),
+    /// The webhook registry could not be opened.
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] threshold_webhook_service::Error),
     /// A fleet configuration file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -138,6 +143,7 @@ fn rpc_metrics() -> Result<threshold_telemetry::RpcMetricsLayer> {
         manifest_service_server::ManifestServiceServer,
         outcome_service_server::OutcomeServiceServer,
         planning_service_server::PlanningServiceServer,
+        webhook_service_server::WebhookServiceServer,
     };
     use tonic::server::NamedService;
     Ok(threshold_telemetry::RpcMetricsLayer::for_services(
@@ -149,6 +155,7 @@ fn rpc_metrics() -> Result<threshold_telemetry::RpcMetricsLayer> {
             <OutcomeServiceServer<Outcomes> as NamedService>::NAME,
             <AccessServiceServer<Access> as NamedService>::NAME,
             <PlanningServiceServer<Planning> as NamedService>::NAME,
+            <WebhookServiceServer<WebhookApi> as NamedService>::NAME,
         ],
         &[
             "/grpc.health.v1.Health/Check",
@@ -386,6 +393,9 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// What manifest loads may cost: their idle timeout and how many run.
     pub manifest_limits: LoadLimits,
+    /// How partners' webhooks are delivered: where endpoints may point,
+    /// the request timeout, the retry schedule.
+    pub webhooks: threshold_webhook_service::Options,
 }
 
 impl Config {
@@ -400,6 +410,7 @@ impl Config {
             handheld_limits: Limits::default(),
             tls: None,
             manifest_limits: LoadLimits::default(),
+            webhooks: threshold_webhook_service::Options::default(),
         }
     }
 }
@@ -437,6 +448,7 @@ pub struct Node {
     access: Option<Access>,
     planning: Option<Planning>,
     publisher: Option<tokio::task::JoinHandle<()>>,
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 impl Node {
@@ -509,6 +521,20 @@ impl Node {
             (Opened::Kafka(log), true) => Some(publish_outcomes(log)?),
             _ => None,
         };
+        // Webhooks go with the outcomes, on the embedded log: their
+        // registry is a file beside the log, so one process delivers.
+        let webhooks = match (&opened, services.runs(Service::Outcomes)) {
+            (Opened::Embedded(_), true) => {
+                let hooks = Webhooks::open(
+                    Arc::clone(&shared),
+                    data.join("webhooks.sqlite"),
+                    config.webhooks.clone(),
+                )?;
+                hooks.start().await?;
+                Some(Arc::new(hooks))
+            }
+            _ => None,
+        };
         let planning = services.runs(Service::Planning).then(|| {
             Planning::new(
                 Arc::clone(&shared),
@@ -542,6 +568,7 @@ impl Node {
             access,
             planning,
             publisher,
+            webhooks,
         })
     }
 
@@ -563,6 +590,11 @@ impl Node {
     /// The outcome service, when this node runs it.
     pub fn outcomes(&self) -> Option<Outcomes> {
         self.outcomes.clone()
+    }
+
+    /// Partners' webhooks, when this node delivers them.
+    pub fn webhooks(&self) -> Option<Arc<Webhooks>> {
+        self.webhooks.clone()
     }
 
     /// The personal-data vault the services seal with.
@@ -605,6 +637,11 @@ impl Node {
         }
         if self.access.is_some() {
             health.set_serving::<AccessServiceServer<Access>>().await;
+        }
+        if self.webhooks.is_some() {
+            health
+                .set_serving::<threshold_api::v1::webhook_service_server::WebhookServiceServer<WebhookApi>>()
+                .await;
         }
         if self.planning.is_some() {
             health
@@ -676,10 +713,19 @@ impl Node {
             .add_optional_service(self.outcomes.map(Outcomes::into_server))
             .add_optional_service(self.access.map(Access::into_server))
             .add_optional_service(self.planning.map(Planning::into_server))
+            .add_optional_service(
+                self.webhooks
+                    .clone()
+                    .map(|h| WebhookApi::new(h).into_server()),
+            )
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
             .await?;
         if let Some(publisher) = self.publisher {
             publisher.abort();
+        }
+        if let Some(hooks) = &self.webhooks {
+            // Each endpoint resumes from its durable position at the next start.
+            hooks.stop().await;
         }
         match self.opened {
             Opened::Embedded(log) => {

@@ -18,6 +18,7 @@ mod routing;
 mod run;
 mod serve;
 mod simulate;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,11 @@ enum Cmd {
     Outcomes {
         #[command(subcommand)]
         command: OutcomesCmd,
+    },
+    /// A partner retailer's integrations: its webhook endpoints.
+    Partner {
+        #[command(subcommand)]
+        command: PartnerCmd,
     },
     /// Reports from a server.
     Report {
@@ -106,6 +112,16 @@ enum CredentialsCmd {
 enum OutcomesCmd {
     /// Print the partner's outcomes as JSON lines, catch-up then live.
     Follow(outcomes::FollowArgs),
+}
+
+#[derive(Subcommand)]
+enum PartnerCmd {
+    /// Webhook endpoints: register, list, pause, resume, delete, rotate a
+    /// secret, replay, list attempts.
+    Webhook {
+        #[command(subcommand)]
+        command: webhooks::WebhookCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -378,6 +394,9 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         Cmd::Outcomes {
             command: OutcomesCmd::Follow(args),
         } => outcomes::follow(args).await.map(|()| true),
+        Cmd::Partner {
+            command: PartnerCmd::Webhook { command },
+        } => webhooks::run(command).await.map(|()| true),
         Cmd::Report {
             command: ReportCmd::Attempts(args),
         } => report::run(args).await.map(|()| true),

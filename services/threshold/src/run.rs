@@ -53,6 +53,14 @@ pub(crate) struct Args {
     /// The log: `embedded` (in --data), or `kafka://HOST:PORT[,HOST:PORT…]`.
     #[arg(long, default_value = "embedded")]
     log: threshold_server::LogSpec,
+    /// Deliver partner nordshop's outcomes of the day to this webhook URL
+    /// (registered before the day starts; its secret is printed).
+    #[arg(long)]
+    webhook: Option<String>,
+    /// Let webhook endpoints reach private and loopback addresses (a
+    /// receiver on this machine); refused by default.
+    #[arg(long)]
+    webhooks_allow_private: bool,
     #[command(flatten)]
     tls: crate::TlsArgs,
     #[command(flatten)]
@@ -95,9 +103,18 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             ..Placement::embedded()
         },
         tls,
+        webhooks: threshold_webhook_service::Options {
+            policy: threshold_webhook_service::Policy {
+                allow_private: args.webhooks_allow_private,
+            },
+            ..Default::default()
+        },
         ..Config::embedded(args.data.clone(), fleets)
     };
     let server = tokio::spawn(async move { Node::open(config).await?.serve(listener, stop).await });
+    if let Some(hook) = &args.webhook {
+        register(&url, ca.as_deref(), &args.data, hook).await?;
+    }
 
     let date = NaiveDate::from_ymd_opt(2026, 11, 23).ok_or("sample date")?;
     let manifests = SAMPLES
@@ -153,4 +170,39 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
     };
     telemetry.shutdown(std::time::Duration::from_secs(5));
     result
+}
+
+/// Registers `url` as partner nordshop's webhook endpoint on the server at
+/// `server`, with a token made for it, and prints the endpoint's secret.
+async fn register(
+    server: &str,
+    ca: Option<&[u8]>,
+    data: &std::path::Path,
+    url: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use threshold_api::v1::AddEndpointRequest;
+    use threshold_api::v1::webhook_service_client::WebhookServiceClient;
+    let token = threshold_auth::Credentials::add(
+        data,
+        &format!("nordshop-webhook-{}", uuid::Uuid::new_v4().simple()),
+        threshold_auth::Role::Partner,
+        "nordshop",
+    )?;
+    let channel = threshold_auth::authed(crate::connect(server, ca).await?, Some(&token))?;
+    let reply = WebhookServiceClient::new(channel)
+        .add_endpoint(AddEndpointRequest {
+            partner: String::new(),
+            url: url.to_owned(),
+            kinds: vec![],
+            from_start: false,
+        })
+        .await
+        .map_err(|s| format!("webhook {url}: {}", s.message()))?
+        .into_inner();
+    let id = reply.endpoint.map(|e| e.id).unwrap_or_default();
+    println!(
+        "webhook: partner nordshop's outcomes go to {url} (endpoint {id}, secret {})",
+        reply.secret
+    );
+    Ok(())
 }

@@ -56,6 +56,11 @@ pub(crate) struct Args {
     /// DATA/depots.json when present, else the bundled configuration.
     #[arg(long)]
     depots: Option<PathBuf>,
+    /// Let partners' webhook endpoints reach private, loopback and
+    /// link-local addresses (receivers on the carrier's own network);
+    /// refused by default (SSRF).
+    #[arg(long)]
+    webhooks_allow_private: bool,
     #[command(flatten)]
     tls: crate::TlsArgs,
     #[command(flatten)]
@@ -85,6 +90,12 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             ..Placement::embedded()
         },
         tls,
+        webhooks: threshold_webhook_service::Options {
+            policy: threshold_webhook_service::Policy {
+                allow_private: args.webhooks_allow_private,
+            },
+            ..Default::default()
+        },
         ..Config::embedded(args.data, fleets)
     };
     let served = match Node::open(config).await {

@@ -11,6 +11,11 @@ use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
 use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
+use threshold_api::v1::webhook_service_client::WebhookServiceClient;
+use threshold_api::v1::{
+    AddEndpointRequest, EndpointRequest, ListAttemptsRequest, ListEndpointsRequest, ReplayRequest,
+    RotateSecretRequest, replay_request,
+};
 use threshold_api::v1::{
     AttemptsReportRequest, AuthorizeUnlockRequest, ClaimHomeRequest, ClockRequest, GetRouteRequest,
     HandheldEvent, ParcelOutcome, PlanDayRequest, ReceiptRequest, RedeemUnlockRequest,
@@ -41,11 +46,19 @@ pub(crate) enum Rpc {
     PlanDay,
     Subscribe,
     AttemptsReport,
+    AddEndpoint,
+    ListEndpoints,
+    PauseEndpoint,
+    ResumeEndpoint,
+    RotateSecret,
+    Replay,
+    ListAttempts,
+    DeleteEndpoint,
 }
 
 impl Rpc {
     /// Every RPC the suite knows.
-    pub(crate) const ALL: [Rpc; 14] = [
+    pub(crate) const ALL: [Rpc; 22] = [
         Rpc::IssueGrant,
         Rpc::RevokeGrant,
         Rpc::AuthorizeUnlock,
@@ -60,6 +73,14 @@ impl Rpc {
         Rpc::PlanDay,
         Rpc::Subscribe,
         Rpc::AttemptsReport,
+        Rpc::AddEndpoint,
+        Rpc::ListEndpoints,
+        Rpc::PauseEndpoint,
+        Rpc::ResumeEndpoint,
+        Rpc::RotateSecret,
+        Rpc::Replay,
+        Rpc::ListAttempts,
+        Rpc::DeleteEndpoint,
     ];
 
     /// `threshold.v1.AccessService/IssueGrant`: its service and method, as
@@ -79,6 +100,14 @@ impl Rpc {
             Rpc::PlanDay => "threshold.v1.PlanningService",
             Rpc::Subscribe => "threshold.v1.OutcomeService",
             Rpc::AttemptsReport => "threshold.v1.AnalyticsService",
+            Rpc::AddEndpoint
+            | Rpc::ListEndpoints
+            | Rpc::PauseEndpoint
+            | Rpc::ResumeEndpoint
+            | Rpc::RotateSecret
+            | Rpc::Replay
+            | Rpc::ListAttempts
+            | Rpc::DeleteEndpoint => "threshold.v1.WebhookService",
         };
         (service, self.method())
     }
@@ -100,6 +129,14 @@ impl Rpc {
             Rpc::PlanDay => "PlanDay",
             Rpc::Subscribe => "Subscribe",
             Rpc::AttemptsReport => "AttemptsReport",
+            Rpc::AddEndpoint => "AddEndpoint",
+            Rpc::ListEndpoints => "ListEndpoints",
+            Rpc::PauseEndpoint => "PauseEndpoint",
+            Rpc::ResumeEndpoint => "ResumeEndpoint",
+            Rpc::RotateSecret => "RotateSecret",
+            Rpc::Replay => "Replay",
+            Rpc::ListAttempts => "ListAttempts",
+            Rpc::DeleteEndpoint => "DeleteEndpoint",
         }
     }
 
@@ -115,6 +152,14 @@ impl Rpc {
             Rpc::LoadManifest | Rpc::PlanDay => &[Role::Planner],
             Rpc::Subscribe => &[Role::Partner, Role::Analyst],
             Rpc::AttemptsReport => &[Role::Analyst, Role::Planner],
+            Rpc::AddEndpoint
+            | Rpc::ListEndpoints
+            | Rpc::PauseEndpoint
+            | Rpc::ResumeEndpoint
+            | Rpc::RotateSecret
+            | Rpc::Replay
+            | Rpc::ListAttempts
+            | Rpc::DeleteEndpoint => &[Role::Partner, Role::Analyst],
         }
     }
 
@@ -140,6 +185,14 @@ impl Rpc {
             Rpc::RedeemUnlock | Rpc::RecordDeviceEvent => b.vendor.into(),
             Rpc::LoadManifest | Rpc::PlanDay | Rpc::AttemptsReport => b.depot.into(),
             Rpc::Subscribe => b.partner.into(),
+            Rpc::AddEndpoint
+            | Rpc::ListEndpoints
+            | Rpc::PauseEndpoint
+            | Rpc::ResumeEndpoint
+            | Rpc::RotateSecret
+            | Rpc::Replay
+            | Rpc::ListAttempts
+            | Rpc::DeleteEndpoint => b.partner.into(),
         }
     }
 }
@@ -295,6 +348,68 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc, a: &Party, b: &Pa
             })
             .await
             .into(),
+        // B's partner named, and B's endpoint: what a partner would send
+        // to read, redirect or silence another partner's deliveries.
+        Rpc::AddEndpoint => WebhookServiceClient::new(channel)
+            .add_endpoint(AddEndpointRequest {
+                partner: b.partner.into(),
+                url: "https://collector.example/theirs".into(),
+                kinds: vec![],
+                from_start: true,
+            })
+            .await
+            .into(),
+        Rpc::ListEndpoints => WebhookServiceClient::new(channel)
+            .list_endpoints(ListEndpointsRequest {
+                partner: b.partner.into(),
+            })
+            .await
+            .into(),
+        Rpc::PauseEndpoint => WebhookServiceClient::new(channel)
+            .pause_endpoint(endpoint_of(w, b))
+            .await
+            .into(),
+        Rpc::ResumeEndpoint => WebhookServiceClient::new(channel)
+            .resume_endpoint(endpoint_of(w, b))
+            .await
+            .into(),
+        Rpc::RotateSecret => WebhookServiceClient::new(channel)
+            .rotate_secret(RotateSecretRequest {
+                partner: b.partner.into(),
+                id: w.endpoint_of(b),
+                overlap_seconds: 0,
+            })
+            .await
+            .into(),
+        Rpc::Replay => WebhookServiceClient::new(channel)
+            .replay(ReplayRequest {
+                partner: b.partner.into(),
+                id: w.endpoint_of(b),
+                from: Some(replay_request::From::AfterCursor(0)),
+            })
+            .await
+            .into(),
+        Rpc::ListAttempts => WebhookServiceClient::new(channel)
+            .list_attempts(ListAttemptsRequest {
+                partner: b.partner.into(),
+                id: w.endpoint_of(b),
+                after: 0,
+                max: 10,
+            })
+            .await
+            .into(),
+        Rpc::DeleteEndpoint => WebhookServiceClient::new(channel)
+            .delete_endpoint(endpoint_of(w, b))
+            .await
+            .into(),
+    }
+}
+
+/// `b`'s partner's endpoint, named with `b`'s partner.
+fn endpoint_of(w: &World, b: &Party) -> EndpointRequest {
+    EndpointRequest {
+        partner: b.partner.into(),
+        id: w.endpoint_of(b),
     }
 }
 

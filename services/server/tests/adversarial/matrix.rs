@@ -47,6 +47,8 @@ const UA: Expect = Expect::Refused(Code::Unauthenticated);
 const CLOCK: Expect = Expect::Allowed("every role reads the server's clock; it is no one's data");
 const PLANNER_REVOKES: Expect =
     Expect::Allowed("a planner may revoke any grant: the carrier must be able to stop an entry");
+const CARRIER_HOOKS: Expect =
+    Expect::Allowed("the carrier manages any partner's webhook endpoints, naming the partner");
 const ANALYST_READS: Expect =
     Expect::Allowed("the carrier's analyst reads every parcel, whole, by design");
 
@@ -55,7 +57,7 @@ const ANALYST_READS: Expect =
 /// resident, driver, planner, lock vendor and partner, the analyst, no
 /// token, a token of the wrong role naming the other party's tenant.
 #[rustfmt::skip]
-pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 14] = [
+pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 22] = [
     //                        resident driver          planner          vendor partner         analyst        none wrong role
     (Rpc::IssueGrant,        [PD,      PD,             PD,              PD,    PD,             PD,            UA,  PD]),
     (Rpc::RevokeGrant,       [PD,      PD,             PLANNER_REVOKES, PD,    PD,             PD,            UA,  PD]),
@@ -71,6 +73,15 @@ pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 14] = [
     (Rpc::PlanDay,           [PD,      PD,             PD,              PD,    PD,             PD,            UA,  PD]),
     (Rpc::Subscribe,         [PD,      PD,             PD,              PD,    Expect::Withheld, ANALYST_READS, UA, PD]),
     (Rpc::AttemptsReport,    [PD,      PD,             PD,              PD,    PD,             ANALYST_READS, UA,  PD]),
+    // The endpoint is deleted last: the rows before act on it.
+    (Rpc::AddEndpoint,      [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
+    (Rpc::ListEndpoints,    [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
+    (Rpc::PauseEndpoint,    [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
+    (Rpc::ResumeEndpoint,   [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
+    (Rpc::RotateSecret,     [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
+    (Rpc::Replay,           [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
+    (Rpc::ListAttempts,     [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
+    (Rpc::DeleteEndpoint,   [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
 ];
 
 /// Whether `answer` is what `expect` asks for.

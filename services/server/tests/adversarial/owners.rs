@@ -19,6 +19,12 @@ use threshold_domain::country::date_to_proto;
 use threshold_domain::pb;
 use threshold_testkit::fixtures::{delivered_by, manifest, started};
 
+use threshold_api::v1::webhook_service_client::WebhookServiceClient;
+use threshold_api::v1::{
+    AddEndpointRequest, EndpointRequest, ListAttemptsRequest, ListEndpointsRequest, ReplayRequest,
+    RotateSecretRequest, replay_request,
+};
+
 use crate::calls::{Rpc, opened, outcomes, relocked, send, unlock_of};
 use crate::world::{Party, World, assert_stored, device, grant_request};
 
@@ -135,6 +141,83 @@ pub(crate) async fn day_goes_on(w: &World, b: &Party) -> Vec<Rpc> {
         ]
     );
     called.push(Rpc::Subscribe);
+
+    // The partner's webhooks: a new endpoint, managed through its life.
+    let mut hooks = WebhookServiceClient::new(w.partner_of(b));
+    let ep = hooks
+        .add_endpoint(AddEndpointRequest {
+            partner: String::new(),
+            url: format!("https://day.{}.example/hooks", b.partner),
+            kinds: vec!["parcel.delivered".into()],
+            from_start: true,
+        })
+        .await
+        .expect("the partner's new endpoint")
+        .into_inner();
+    assert!(
+        ep.secret.starts_with("whsec_"),
+        "a Standard Webhooks secret"
+    );
+    let id = ep.endpoint.expect("the endpoint").id;
+    called.push(Rpc::AddEndpoint);
+    let listed = hooks
+        .list_endpoints(ListEndpointsRequest::default())
+        .await
+        .expect("the partner's endpoints")
+        .into_inner();
+    assert!(listed.endpoints.iter().any(|e| e.id == id));
+    assert!(listed.endpoints.iter().all(|e| e.partner == b.partner));
+    called.push(Rpc::ListEndpoints);
+    let own = || EndpointRequest {
+        partner: String::new(),
+        id: id.clone(),
+    };
+    let paused = hooks
+        .pause_endpoint(own())
+        .await
+        .expect("pause")
+        .into_inner();
+    assert_eq!(paused.state, "paused");
+    called.push(Rpc::PauseEndpoint);
+    let resumed = hooks
+        .resume_endpoint(own())
+        .await
+        .expect("resume")
+        .into_inner();
+    assert_eq!(resumed.state, "active");
+    called.push(Rpc::ResumeEndpoint);
+    let rotated = hooks
+        .rotate_secret(RotateSecretRequest {
+            partner: String::new(),
+            id: id.clone(),
+            overlap_seconds: 3600,
+        })
+        .await
+        .expect("rotate")
+        .into_inner();
+    assert!(rotated.secret.starts_with("whsec_") && rotated.secret != ep.secret);
+    called.push(Rpc::RotateSecret);
+    hooks
+        .replay(ReplayRequest {
+            partner: String::new(),
+            id: id.clone(),
+            from: Some(replay_request::From::AfterCursor(0)),
+        })
+        .await
+        .expect("replay");
+    called.push(Rpc::Replay);
+    hooks
+        .list_attempts(ListAttemptsRequest {
+            partner: String::new(),
+            id: id.clone(),
+            after: 0,
+            max: 10,
+        })
+        .await
+        .expect("attempts");
+    called.push(Rpc::ListAttempts);
+    hooks.delete_endpoint(own()).await.expect("delete");
+    called.push(Rpc::DeleteEndpoint);
 
     let report = AnalyticsServiceClient::new(w.planner_of(b))
         .attempts_report(AttemptsReportRequest {

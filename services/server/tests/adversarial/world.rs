@@ -20,10 +20,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use threshold_access_service::device::{Signed, SigningKey, key_from_seed, public_key};
+use threshold_api::v1::AddEndpointRequest;
 use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
+use threshold_api::v1::webhook_service_client::WebhookServiceClient;
 use threshold_api::v1::{
     AttemptAck, ClaimHomeRequest, DeviceEventReply, DeviceEventRequest, GetRouteRequest,
     HandheldEvent, IssueGrantRequest, PlanDayRequest, attempt_ack,
@@ -188,6 +190,8 @@ pub(crate) struct World {
     /// The claim code each party's household claimed its home with, by
     /// resident ref.
     pub(crate) claim_codes: BTreeMap<&'static str, String>,
+    /// Each party's partner's webhook endpoint, by partner.
+    pub(crate) endpoints: BTreeMap<&'static str, String>,
 }
 
 /// One van per depot: one route, driven by `DEPOT-drv-00`.
@@ -231,6 +235,7 @@ impl World {
             clients,
             grants: BTreeMap::new(),
             claim_codes: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
         };
         world.plan().await;
         for party in [world.a.clone(), world.b.clone()] {
@@ -245,8 +250,28 @@ impl World {
                 .send(&world.handheld(&party, party.other_parcel, not_home()))
                 .await;
             assert_stored(&ack);
+            let added = WebhookServiceClient::new(world.partner_of(&party))
+                .add_endpoint(AddEndpointRequest {
+                    partner: String::new(),
+                    url: format!("https://hooks.{}.example/threshold", party.partner),
+                    kinds: vec![],
+                    from_start: false,
+                })
+                .await
+                .expect("the partner's endpoint")
+                .into_inner();
+            let id = added.endpoint.expect("an endpoint").id;
+            world.endpoints.insert(party.partner, id);
         }
         world
+    }
+
+    /// `party`'s partner's webhook endpoint.
+    pub(crate) fn endpoint_of(&self, party: &Party) -> String {
+        self.endpoints
+            .get(party.partner)
+            .cloned()
+            .expect("each partner's endpoint")
     }
 
     /// Loads each depot's manifest as its own planner and plans the day

@@ -1,0 +1,229 @@
+//! Webhooks through the command: `threshold run --webhook` delivers
+//! partner nordshop's simulated day to a receiver on 127.0.0.1 that
+//! verifies every request with the `standardwebhooks` crate, and
+//! `threshold partner webhook ...` manages endpoints on `threshold serve`,
+//! each partner only its own.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt as _, Full};
+
+/// Requests a receiver got: headers and body, checked after the run.
+type Got = Arc<Mutex<Vec<(hyper::HeaderMap, Bytes)>>>;
+
+/// A receiver on 127.0.0.1:0 answering 200 to everything; its address.
+fn receiver(rt: &tokio::runtime::Runtime) -> (std::net::SocketAddr, Got) {
+    let got: Got = Arc::default();
+    let g = Arc::clone(&got);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let g = Arc::clone(&g);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let g = Arc::clone(&g);
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            g.lock().expect("got").push((parts.headers, body));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::new(),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, got)
+}
+
+#[test]
+fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (addr, got) = receiver(&rt);
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--webhooks-allow-private",
+            "--webhook",
+        ])
+        .arg(format!("http://{addr}/hooks"))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run --demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = stdout
+        .lines()
+        .find(|l| l.starts_with("webhook:"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("whsec_")))
+        .map(|s| s.trim_end_matches(')').to_owned())
+        .unwrap_or_else(|| panic!("no webhook line in {stdout}"));
+    let verifier = standardwebhooks::Webhook::new(&secret).expect("secret");
+    let got = got.lock().expect("got").clone();
+    assert!(
+        got.len() > 10,
+        "the day's outcomes reached the receiver: {}",
+        got.len()
+    );
+    let mut ids = HashSet::new();
+    for (headers, body) in &got {
+        verifier
+            .verify(body, headers)
+            .expect("a Standard Webhooks signature");
+        let v: serde_json::Value = serde_json::from_slice(body).expect("json");
+        let text = v.to_string();
+        assert!(
+            !text.contains("drv-") && !text.contains("grant"),
+            "redacted: {text}"
+        );
+        assert!(
+            v["data"]["status"].is_string() && v["data"]["bizStep"].is_string(),
+            "{text}"
+        );
+        ids.insert(headers["webhook-id"].to_str().expect("id").to_owned());
+    }
+    assert_eq!(
+        ids.len(),
+        got.len(),
+        "each outcome once on a healthy endpoint"
+    );
+}
+
+#[test]
+fn the_cli_manages_a_partners_endpoints_and_no_other_partners() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let mut serve = Command::new(BIN);
+    serve
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--webhooks-allow-private",
+            "--data",
+        ])
+        .arg(&data);
+    let served = Served::spawn(serve, &data);
+    let token = |tenant: &str| {
+        let out = threshold(&[
+            "credentials",
+            "add",
+            "--role",
+            "partner",
+            "--tenant",
+            tenant,
+            "--data",
+            served.data(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let (mine, theirs) = (token("nordshop"), token("fjallbutik"));
+    let hook = |token: &str, args: &[&str]| {
+        let mut all = vec!["partner", "webhook"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--token", token, "--server", &served.url]);
+        threshold(&all)
+    };
+    let added = hook(
+        &mine,
+        &[
+            "add",
+            "--url",
+            "https://shop.example/hooks",
+            "--kinds",
+            "parcel.delivered,parcel.returned",
+        ],
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let ep: serde_json::Value = serde_json::from_slice(&added.stdout).expect("json");
+    let id = ep["id"].as_str().expect("id").to_owned();
+    assert!(ep["secret"].as_str().expect("secret").starts_with("whsec_"));
+    assert_eq!(
+        ep["kinds"],
+        serde_json::json!(["parcel.delivered", "parcel.returned"])
+    );
+    let listed = hook(&mine, &["list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
+    for args in [
+        vec!["pause", "--id", &id],
+        vec!["resume", "--id", &id],
+        vec!["rotate", "--id", &id, "--overlap-hours", "2"],
+        vec!["replay", "--id", &id, "--after-cursor", "0"],
+        vec!["replay", "--id", &id, "--since", "2026-11-23T00:00:00Z"],
+        vec!["attempts", "--id", &id],
+    ] {
+        let out = hook(&mine, &args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Another partner, with the same id: not found, and told so.
+        let out = hook(&theirs, &args);
+        assert!(!out.status.success(), "{args:?} by another partner");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not found"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&hook(&theirs, &["list"]).stdout)
+            .trim()
+            .is_empty()
+    );
+    let bad = hook(&mine, &["add", "--url", "http://shop.example/hooks"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("https"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(!hook(&theirs, &["delete", "--id", &id]).status.success());
+    assert!(hook(&mine, &["delete", "--id", &id]).status.success());
+    assert!(
+        String::from_utf8_lossy(&hook(&mine, &["list"]).stdout)
+            .trim()
+            .is_empty()
+    );
+    served.stop();
+}

@@ -1,0 +1,571 @@
+//! The durable state of webhooks: endpoints (with their state, signing
+//! secrets and delivered position) and every delivery attempt, in one
+//! SQLite file beside the log (`webhooks.sqlite` under `--data DIR`).
+//!
+//! What is delivered comes from the log; this file holds only where each
+//! endpoint has got to, so a restarted process resumes each endpoint from
+//! its durable position and redelivers at most the event in flight.
+//! Every read and write of an endpoint names its tenant: a partner naming
+//! another partner's endpoint id finds nothing, exactly as for an id that
+//! does not exist.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use crate::signature::Secret;
+use crate::{Error, Result};
+
+/// Endpoints one partner may hold.
+pub const MAX_ENDPOINTS_PER_TENANT: i64 = 20;
+
+/// Longest response excerpt kept per attempt.
+pub const EXCERPT: usize = 256;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS endpoints (
+  id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  url TEXT NOT NULL,
+  kinds TEXT NOT NULL,
+  state TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  created_at TEXT NOT NULL,
+  cursor INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS endpoints_tenant ON endpoints (tenant);
+CREATE TABLE IF NOT EXISTS secrets (
+  endpoint_id TEXT NOT NULL,
+  secret TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  expires_at TEXT
+);
+CREATE TABLE IF NOT EXISTS attempts (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  endpoint_id TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  parcel_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  at TEXT NOT NULL,
+  status INTEGER,
+  error TEXT NOT NULL,
+  latency_ms INTEGER NOT NULL,
+  excerpt TEXT NOT NULL,
+  result TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_endpoint ON attempts (endpoint_id, seq);
+CREATE TABLE IF NOT EXISTS alerts (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  endpoint_id TEXT NOT NULL,
+  tenant TEXT NOT NULL,
+  at TEXT NOT NULL,
+  message TEXT NOT NULL
+);
+";
+
+/// Whether an endpoint is delivered to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Delivered to.
+    Active,
+    /// Paused by its partner: events wait at its position.
+    Paused,
+    /// Disabled by delivery (410 Gone, or failing past the schedule):
+    /// resumed only by its partner.
+    Disabled,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::Paused => "paused",
+            State::Disabled => "disabled",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "active" => State::Active,
+            "paused" => State::Paused,
+            _ => State::Disabled,
+        }
+    }
+}
+
+/// An endpoint as its partner sees it (without secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `ep_` and a random id.
+    pub id: String,
+    /// The partner.
+    pub tenant: String,
+    /// Where deliveries go.
+    pub url: String,
+    /// The event kinds it receives.
+    pub kinds: Vec<String>,
+    /// Whether it is delivered to.
+    pub state: State,
+    /// Why it was disabled, if it was.
+    pub reason: String,
+    /// Its delivered position: the log position of the last event handled.
+    pub cursor: u64,
+}
+
+/// What an attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: delivered.
+    Delivered,
+    /// Will be retried.
+    Retry,
+    /// 410 Gone: the endpoint is disabled.
+    Gone,
+    /// The schedule ran out: the endpoint is disabled.
+    Exhausted,
+}
+
+impl Verdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry => "retry",
+            Verdict::Gone => "gone",
+            Verdict::Exhausted => "exhausted",
+        }
+    }
+}
+
+/// One delivery attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// `webhook-id`.
+    pub event_id: String,
+    /// Log position of the event.
+    pub position: u64,
+    /// The parcel.
+    pub parcel_id: String,
+    /// 1 for the first attempt of this event.
+    pub attempt: u32,
+    /// When it was made.
+    pub at: DateTime<Utc>,
+    /// The HTTP status, if a response came.
+    pub status: Option<u16>,
+    /// What went wrong without a response (timeout, reset, refused address).
+    pub error: String,
+    /// Request to response (or failure), in milliseconds.
+    pub latency_ms: u64,
+    /// The start of the response body, at most [`EXCERPT`] bytes.
+    pub excerpt: String,
+    /// What it came to.
+    pub verdict: Verdict,
+}
+
+/// An alert raised for an endpoint (disabled), to its partner and the carrier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// Its partner.
+    pub tenant: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub message: String,
+}
+
+/// The store. Cheap calls, made from blocking threads.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+/// Makes `path` if missing, and narrows it to owner-only (unix).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
+}
+
+fn db(e: rusqlite::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("endpoint {id:?}"))
+}
+
+impl Store {
+    /// Opens (creating) the store at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        // The signing secrets are in it: the owner's alone, made so before
+        // SQLite opens it (its -wal and -shm take its mode).
+        private_file(path.as_ref())
+            .map_err(|e| Error::Store(format!("{}: {e}", path.as_ref().display())))?;
+        let conn = Connection::open(path.as_ref()).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        // WAL with NORMAL: a commit survives the process being killed at
+        // any moment (what a restart needs); only a power loss may take the
+        // last commits, and a lost delivered position only redelivers.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (every
+        // write is one transaction), so a poisoned lock is still usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers an endpoint for `tenant` starting after `cursor`, with a
+    /// fresh secret; returns it and the secret.
+    pub fn add(
+        &self,
+        tenant: &str,
+        url: &str,
+        kinds: &[String],
+        cursor: u64,
+        now: DateTime<Utc>,
+    ) -> Result<(Endpoint, Secret)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let held: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM endpoints WHERE tenant = ?1",
+                [tenant],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if held >= MAX_ENDPOINTS_PER_TENANT {
+            return Err(Error::Exhausted(format!(
+                "partner {tenant:?} holds {held} endpoints, the most allowed"
+            )));
+        }
+        let id = format!("ep_{}", uuid::Uuid::new_v4().simple());
+        let secret = Secret::generate();
+        tx.execute(
+            "INSERT INTO endpoints (id, tenant, url, kinds, state, created_at, cursor) VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
+            params![id, tenant, url, kinds.join(","), now.to_rfc3339(), cursor as i64],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "INSERT INTO secrets (endpoint_id, secret, created_at) VALUES (?1, ?2, ?3)",
+            params![id, secret.expose(), now.to_rfc3339()],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok((
+            Endpoint {
+                id,
+                tenant: tenant.to_owned(),
+                url: url.to_owned(),
+                kinds: kinds.to_vec(),
+                state: State::Active,
+                reason: String::new(),
+                cursor,
+            },
+            secret,
+        ))
+    }
+
+    fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Endpoint> {
+        let kinds: String = r.get(3)?;
+        let state: String = r.get(4)?;
+        let cursor: i64 = r.get(6)?;
+        Ok(Endpoint {
+            id: r.get(0)?,
+            tenant: r.get(1)?,
+            url: r.get(2)?,
+            kinds: kinds
+                .split(',')
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            state: State::parse(&state),
+            reason: r.get(5)?,
+            cursor: u64::try_from(cursor).unwrap_or(0),
+        })
+    }
+
+    const COLUMNS: &'static str = "id, tenant, url, kinds, state, reason, cursor";
+
+    /// `tenant`'s endpoint `id`.
+    pub fn get(&self, tenant: &str, id: &str) -> Result<Endpoint> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM endpoints WHERE id = ?1 AND tenant = ?2",
+                    Self::COLUMNS
+                ),
+                [id, tenant],
+                Self::row,
+            )
+            .optional()
+            .map_err(db)?
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// `tenant`'s endpoints.
+    pub fn list(&self, tenant: &str) -> Result<Vec<Endpoint>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(&format!(
+                "SELECT {} FROM endpoints WHERE tenant = ?1 ORDER BY created_at, id",
+                Self::COLUMNS
+            ))
+            .map_err(db)?;
+        st.query_map([tenant], Self::row)
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)
+    }
+
+    /// Every endpoint of every partner: what the deliveries start from.
+    pub fn all(&self) -> Result<Vec<Endpoint>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(&format!(
+                "SELECT {} FROM endpoints ORDER BY id",
+                Self::COLUMNS
+            ))
+            .map_err(db)?;
+        st.query_map([], Self::row)
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)
+    }
+
+    /// Sets `tenant`'s endpoint `id` to `state` (with `reason`).
+    pub fn set_state(&self, tenant: &str, id: &str, state: State, reason: &str) -> Result<()> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE endpoints SET state = ?1, reason = ?2 WHERE id = ?3 AND tenant = ?4",
+                params![state.as_str(), reason, id, tenant],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+
+    /// Deletes `tenant`'s endpoint `id`, its secrets and its attempts.
+    pub fn delete(&self, tenant: &str, id: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let n = tx
+            .execute(
+                "DELETE FROM endpoints WHERE id = ?1 AND tenant = ?2",
+                [id, tenant],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(not_found(id));
+        }
+        tx.execute("DELETE FROM secrets WHERE endpoint_id = ?1", [id])
+            .map_err(db)?;
+        tx.execute("DELETE FROM attempts WHERE endpoint_id = ?1", [id])
+            .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    /// The endpoint's delivered position, moved to `cursor` (forward as
+    /// deliveries complete, back for a replay).
+    pub fn set_cursor(&self, id: &str, cursor: u64) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE endpoints SET cursor = ?1 WHERE id = ?2",
+                params![cursor as i64, id],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Moves `tenant`'s endpoint `id` back to `cursor` for a replay (never
+    /// forward: a replay must not skip what is not yet delivered).
+    pub fn rewind(&self, tenant: &str, id: &str, cursor: u64) -> Result<u64> {
+        let ep = self.get(tenant, id)?;
+        let to = cursor.min(ep.cursor);
+        self.set_cursor(id, to)?;
+        Ok(to)
+    }
+
+    /// A fresh secret for `tenant`'s endpoint `id`; the secrets valid now
+    /// stay valid until `now + overlap`.
+    pub fn rotate(
+        &self,
+        tenant: &str,
+        id: &str,
+        overlap: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Secret> {
+        self.get(tenant, id)?;
+        let secret = Secret::generate();
+        let until = now + overlap;
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute(
+            "UPDATE secrets SET expires_at = ?1 WHERE endpoint_id = ?2 AND (expires_at IS NULL OR expires_at > ?1)",
+            params![until.to_rfc3339(), id],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "DELETE FROM secrets WHERE endpoint_id = ?1 AND expires_at <= ?2",
+            params![id, now.to_rfc3339()],
+        )
+        .map_err(db)?;
+        tx.execute(
+            "INSERT INTO secrets (endpoint_id, secret, created_at) VALUES (?1, ?2, ?3)",
+            params![id, secret.expose(), now.to_rfc3339()],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(secret)
+    }
+
+    /// The secrets that sign a delivery at `now`, newest first.
+    pub fn secrets(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<Secret>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(
+                "SELECT secret FROM secrets WHERE endpoint_id = ?1 AND (expires_at IS NULL OR expires_at > ?2) ORDER BY rowid DESC",
+            )
+            .map_err(db)?;
+        let rows: Vec<String> = st
+            .query_map(params![id, now.to_rfc3339()], |r| r.get(0))
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)?;
+        rows.iter().map(|s| Secret::parse(s)).collect()
+    }
+
+    /// Records an attempt on endpoint `id`.
+    pub fn record(&self, id: &str, a: &Attempt) -> Result<()> {
+        let excerpt: String = a.excerpt.chars().take(EXCERPT).collect();
+        self.conn()
+            .execute(
+                "INSERT INTO attempts (endpoint_id, event_id, position, parcel_id, attempt, at, status, error, latency_ms, excerpt, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    id,
+                    a.event_id,
+                    a.position as i64,
+                    a.parcel_id,
+                    a.attempt,
+                    a.at.to_rfc3339(),
+                    a.status,
+                    a.error,
+                    a.latency_ms as i64,
+                    excerpt,
+                    a.verdict.as_str()
+                ],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Up to `max` attempts on `tenant`'s endpoint `id` after sequence
+    /// `after`, oldest first, with each one's sequence number.
+    pub fn attempts(
+        &self,
+        tenant: &str,
+        id: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Attempt)>> {
+        self.get(tenant, id)?;
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(
+                "SELECT seq, event_id, position, parcel_id, attempt, at, status, error, latency_ms, excerpt, result FROM attempts WHERE endpoint_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(db)?;
+        st.query_map(params![id, after as i64, max as i64], |r| {
+            let at: String = r.get(5)?;
+            let result: String = r.get(10)?;
+            Ok((
+                u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                Attempt {
+                    event_id: r.get(1)?,
+                    position: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    parcel_id: r.get(3)?,
+                    attempt: r.get(4)?,
+                    at: DateTime::parse_from_rfc3339(&at)
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or_default(),
+                    status: r.get(6)?,
+                    error: r.get(7)?,
+                    latency_ms: u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
+                    excerpt: r.get(9)?,
+                    verdict: match result.as_str() {
+                        "delivered" => Verdict::Delivered,
+                        "gone" => Verdict::Gone,
+                        "exhausted" => Verdict::Exhausted,
+                        _ => Verdict::Retry,
+                    },
+                },
+            ))
+        })
+        .map_err(db)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(db)
+    }
+
+    /// Raises an alert for endpoint `id` of `tenant`.
+    pub fn alert(&self, tenant: &str, id: &str, message: &str, now: DateTime<Utc>) -> Result<()> {
+        tracing::warn!(endpoint = id, tenant, message, "webhook endpoint alert");
+        self.conn()
+            .execute(
+                "INSERT INTO alerts (endpoint_id, tenant, at, message) VALUES (?1, ?2, ?3, ?4)",
+                params![id, tenant, now.to_rfc3339(), message],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Alerts for `tenant` (every partner's for the carrier's `None`).
+    pub fn alerts(&self, tenant: Option<&str>) -> Result<Vec<Alert>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(
+                "SELECT endpoint_id, tenant, at, message FROM alerts WHERE ?1 IS NULL OR tenant = ?1 ORDER BY seq",
+            )
+            .map_err(db)?;
+        st.query_map([tenant], |r| {
+            let at: String = r.get(2)?;
+            Ok(Alert {
+                endpoint_id: r.get(0)?,
+                tenant: r.get(1)?,
+                at: DateTime::parse_from_rfc3339(&at)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default(),
+                message: r.get(3)?,
+            })
+        })
+        .map_err(db)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(db)
+    }
+}
