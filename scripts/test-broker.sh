@@ -51,7 +51,9 @@ run() {
     install
     local port status
     port=$(free_port)
-    "$TANSU" broker \
+    # Warnings only: at info, tansu logs a line per request span, gigabytes
+    # an hour under load.
+    RUST_LOG="${TANSU_LOG:-warn}" "$TANSU" broker \
         --listener-url "tcp://127.0.0.1:$port" \
         --advertised-listener-url "tcp://127.0.0.1:$port" \
         --storage-engine memory://tansu/ >"$TOOLS/tansu-$port.log" 2>&1 &
