@@ -37,7 +37,7 @@ pub(super) fn producer(options: &KafkaOptions) -> Result<FutureProducer> {
         .set("client.id", &options.name)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "0")
+        .set("linger.ms", "1")
         .set("message.timeout.ms", "30000")
         .create()
         .map_err(|e| kafka("creating the producer", e))

@@ -70,7 +70,7 @@ pub(super) fn consumer(options: &KafkaOptions) -> Result<StreamConsumer> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "1")
+        .set("fetch.wait.max.ms", "10")
         .create()
         .map_err(|e| kafka("creating the replica's consumer", e))
 }
