@@ -13,13 +13,14 @@
 #                and a whole four-country day of 20,000 parcels over 40 depots
 #   make load    the handheld ingestion load test against a release server on loopback
 #   make load-kafka  the same with the server on the Kafka backend (the test broker)
+#   make bench-kafka  the Kafka backend against a plain librdkafka client, same run, same broker
 #   make load-tracing  the same with tracing off and with OTLP export at 1%, alternating
 #   make lint    rustfmt and clippy, as CI runs them
 
 CARGO ?= cargo
 DATA  ?= data
 
-.PHONY: run demo test test-workspace test-adversarial lint fmt bench bench-webhooks bench-routing load load-kafka load-tracing check clean-data
+.PHONY: run demo test test-workspace test-adversarial lint fmt bench bench-webhooks bench-routing load load-kafka bench-kafka load-tracing check clean-data
 
 run:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464
@@ -73,6 +74,9 @@ load:
 # The same on the Kafka backend, against the test broker on loopback.
 load-kafka:
 	scripts/test-broker.sh run load-tests/run.sh kafka
+
+bench-kafka:
+	scripts/test-broker.sh run scripts/bench-kafka.sh
 
 load-tracing:
 	load-tests/tracing-overhead.sh

@@ -20,6 +20,7 @@ use tokio::sync::Mutex;
 use super::log::{kafka, slot};
 use super::record;
 use super::replica::READ_BACK_TIMEOUT;
+use super::stages::Stage;
 use super::{KafkaLog, KafkaOptions};
 use crate::embedded::Planned;
 use crate::{Ack, AppendOutcome, Error, ExpectedVersion, NewEvent, Result};
@@ -36,7 +37,7 @@ pub(super) fn producer(options: &KafkaOptions) -> Result<FutureProducer> {
         .set("client.id", &options.name)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "0")
+        .set("linger.ms", "1")
         .set("message.timeout.ms", "30000")
         .create()
         .map_err(|e| kafka("creating the producer", e))
@@ -120,6 +121,7 @@ impl KafkaLog {
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome> {
         crate::event::check_append(stream, &events)?;
+        let began = std::time::Instant::now();
         let c = slot(stream.category());
         let locks = &self.inner.locks[c];
         let partition = record::partition(stream, locks.len() as u32);
@@ -149,9 +151,15 @@ impl KafkaLog {
                     // whether these records follow the stream's head or lost
                     // it to another writer. The replica reads them back and
                     // says which.
+                    let stages = &self.inner.stages;
                     let back = async {
+                        let sent = std::time::Instant::now();
                         let through = delivered(deliveries).await?;
-                        self.replicated_through(c, partition, through).await
+                        stages.since(Stage::BrokerAck, sent);
+                        let acked = std::time::Instant::now();
+                        let r = self.replicated_through(c, partition, through).await;
+                        stages.since(Stage::ReadBack, acked);
+                        r
                     }
                     .await;
                     self.landed(stream, &fresh);
@@ -159,11 +167,13 @@ impl KafkaLog {
                     fresh
                 }
             };
+            let checking = std::time::Instant::now();
             let check = self
                 .inner
                 .replica
                 .plan(stream, ExpectedVersion::Any, ids.clone())
                 .await?;
+            self.inner.stages.since(Stage::Check, checking);
             let stored: HashSet<EventId> = ids
                 .iter()
                 .zip(&check.stored)
@@ -178,6 +188,7 @@ impl KafkaLog {
                 }
             }
             if won == fresh.len() {
+                self.inner.stages.since(Stage::Append, began);
                 return answer(check, &ids, &ours);
             }
             // Another writer came first: this process's appends chained on
@@ -221,12 +232,16 @@ impl KafkaLog {
         events: &[NewEvent],
         ids: &[EventId],
     ) -> Result<Started> {
+        let waited = std::time::Instant::now();
         let _turn = turn.lock().await;
+        self.inner.stages.since(Stage::Turn, waited);
+        let deciding = std::time::Instant::now();
         let plan = self
             .inner
             .replica
             .plan(stream, ExpectedVersion::Any, ids.to_vec())
             .await?;
+        self.inner.stages.since(Stage::Decide, deciding);
         let (mut version, mut after) = (plan.current, plan.last);
         {
             let flights = self
@@ -265,7 +280,9 @@ impl KafkaLog {
                 actual: current,
             });
         }
+        let producing = std::time::Instant::now();
         let deliveries = self.send(stream, partition as i32, &fresh).await?;
+        self.inner.stages.since(Stage::Produce, producing);
         let fresh: Vec<EventId> = fresh.iter().map(|(e, _, _)| e.event_id).collect();
         let mut flights = self
             .inner

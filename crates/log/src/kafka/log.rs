@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use threshold_domain::{Category, StreamId};
 use tokio::sync::Mutex;
@@ -20,6 +20,7 @@ use super::admin::{create_topics, partition_counts};
 use super::append::{InFlight, producer};
 use super::record;
 use super::replica::{self, Progress, replicate};
+use super::stages::{self, StageTiming, Stages};
 use crate::embedded::{EmbeddedLog, EmbeddedOptions};
 use crate::{
     AppendOutcome, Error, EventLog, ExpectedVersion, NewEvent, Position, RecordedEvent, Result,
@@ -59,7 +60,15 @@ pub(super) struct Inner {
     pub(super) in_flight: std::sync::Mutex<HashMap<StreamId, InFlight>>,
     pub(super) progress: Arc<Progress>,
     pub(super) source: String,
+    /// The client that asks Kafka where the partitions end.
+    pub(super) ends_client: Arc<BaseConsumer>,
+    /// The last answer to that, and when its request left.
+    #[allow(clippy::type_complexity)]
+    pub(super) ends: Mutex<Option<(std::time::Instant, Arc<Vec<Vec<i64>>>)>>,
+    /// Where appends' and reads' time goes.
+    pub(super) stages: Arc<Stages>,
     tail: tokio::task::JoinHandle<()>,
+    report: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -75,6 +84,7 @@ impl std::fmt::Debug for Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.tail.abort();
+        self.report.abort();
     }
 }
 
@@ -101,12 +111,16 @@ impl KafkaLog {
         let starts = replica::assign(&consumer, &replica, &topics, &counts).await?;
 
         let progress = Arc::new(Progress::new(&starts));
+        let stages = Arc::new(Stages::default());
         let tail = tokio::spawn(replicate(
             Arc::clone(&consumer),
             replica.clone(),
             topics.clone(),
             Arc::clone(&progress),
+            Arc::clone(&stages),
         ));
+        let report = tokio::spawn(report(Arc::clone(&stages)));
+        let ends_client = Arc::new(replica::ends_client(&options)?);
         let log = Self {
             inner: Arc::new(Inner {
                 source: format!("/threshold/{}", options.name),
@@ -120,7 +134,11 @@ impl KafkaLog {
                 producer,
                 replica,
                 progress,
+                ends_client,
+                ends: Mutex::new(None),
+                stages,
                 tail,
+                report,
             }),
         };
         // Everything Kafka held at the start is in the replica before the
@@ -132,6 +150,12 @@ impl KafkaLog {
     /// The replica this process reads from.
     pub fn replica(&self) -> &EmbeddedLog {
         &self.inner.replica
+    }
+
+    /// Where appends' and reads' time went since the last call: count and
+    /// mean per stage.
+    pub fn stage_timings(&self) -> Vec<StageTiming> {
+        self.inner.stages.take()
     }
 
     /// The options it was opened with.
@@ -147,6 +171,22 @@ impl KafkaLog {
             .enumerate()
             .flat_map(|(c, parts)| (0..parts.len() as u32).map(move |p| (c, p)))
             .collect()
+    }
+}
+
+/// Logs the stage timings every five seconds when
+/// `threshold_log::kafka::stages` is logged at debug level and something
+/// ran; otherwise leaves them for [`KafkaLog::stage_timings`].
+async fn report(stages: Arc<Stages>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        if tracing::enabled!(target: "threshold_log::kafka::stages", tracing::Level::DEBUG) {
+            let line = stages::line(&stages.take());
+            if !line.is_empty() {
+                tracing::debug!(target: "threshold_log::kafka::stages", "{line}");
+            }
+        }
     }
 }
 

@@ -64,6 +64,7 @@
 //!   for it to hold what Kafka held.
 //! - `publish`: derived records (partners' outcomes) published from a
 //!   consumer group, and [`read_published`] as a partner reads them.
+//! - `stages`: where appends' and reads' time goes, per stage.
 //! - [`record`]: the record layout (topic, key, partition, CloudEvents
 //!   headers).
 //!
@@ -81,9 +82,11 @@ mod options;
 mod publish;
 pub mod record;
 mod replica;
+mod stages;
 #[cfg(test)]
 mod tests;
 
 pub use log::KafkaLog;
 pub use options::{KafkaOptions, brokers_from_url};
 pub use publish::{Derived, read_published};
+pub use stages::{Stage, StageTiming};

@@ -13,9 +13,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use threshold_domain::StreamId;
 use tokio::sync::watch;
@@ -23,6 +22,7 @@ use tokio::sync::watch;
 use super::admin::BROKER_TIMEOUT;
 use super::log::kafka;
 use super::record::{self, Record};
+use super::stages::{Stage, Stages};
 use super::{KafkaLog, KafkaOptions};
 use crate::embedded::EmbeddedLog;
 use crate::{Error, EventLog, ExpectedVersion, Position, Result};
@@ -70,9 +70,19 @@ pub(super) fn consumer(options: &KafkaOptions) -> Result<StreamConsumer> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "1")
+        .set("fetch.wait.max.ms", "10")
         .create()
         .map_err(|e| kafka("creating the replica's consumer", e))
+}
+
+/// The client that asks where the partitions end: a consumer in no group,
+/// reading nothing.
+pub(super) fn ends_client(options: &KafkaOptions) -> Result<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &options.brokers)
+        .set("client.id", &options.name)
+        .create()
+        .map_err(|e| kafka("creating the client that reads partition ends", e))
 }
 
 /// Assigns every partition of `topics` (`counts` partitions each) to the
@@ -141,6 +151,7 @@ pub(super) async fn replicate(
     replica: EmbeddedLog,
     topics: Vec<String>,
     progress: Arc<Progress>,
+    stages: Arc<Stages>,
 ) {
     loop {
         let first = match consumer.recv().await {
@@ -159,6 +170,7 @@ pub(super) async fn replicate(
             }
         }
         // Stored, or retried until it is: a batch is never skipped.
+        let storing = std::time::Instant::now();
         loop {
             match store(&replica, &batch).await {
                 Ok(()) => break,
@@ -168,6 +180,8 @@ pub(super) async fn replicate(
                 }
             }
         }
+        stages.since(Stage::ReplicaStore, storing);
+        stages.add_raw(Stage::ReplicaBatch, batch.len() as u64);
         let mut commit = TopicPartitionList::new();
         let mut ends: HashMap<(usize, i32), i64> = HashMap::new();
         for m in &batch {
@@ -276,28 +290,86 @@ impl KafkaLog {
     /// given partitions (category slot, partition): a read after it sees
     /// every append acknowledged before it, whichever process made it.
     pub(super) async fn up_to_date(&self, partitions: Vec<(usize, u32)>) -> Result<()> {
-        let client = self.inner.producer.clone();
+        let asked = std::time::Instant::now();
+        let ends = self.partition_ends(asked).await?;
+        self.inner.stages.since(Stage::Watermark, asked);
+        let waiting = std::time::Instant::now();
+        for (c, p) in partitions {
+            let high = ends
+                .get(c)
+                .and_then(|e| e.get(p as usize))
+                .copied()
+                .unwrap_or_default();
+            if high > 0 {
+                self.replicated_through(c, p, high - 1).await?;
+            }
+        }
+        self.inner.stages.since(Stage::ReplicaWait, waiting);
+        Ok(())
+    }
+
+    /// The end of every partition of the category topics (per category
+    /// slot, per partition) as Kafka answered a request sent after
+    /// `called`. Reads share requests: one request asks for every
+    /// partition at once, and a caller takes the answer of a request that
+    /// left after it called, so many reads at once cost the broker one
+    /// request per round instead of two per read.
+    async fn partition_ends(&self, called: std::time::Instant) -> Result<Arc<Vec<Vec<i64>>>> {
+        let mut last = self.inner.ends.lock().await;
+        if let Some((sent, ends)) = &*last
+            && *sent >= called
+        {
+            return Ok(Arc::clone(ends));
+        }
+        let sent = std::time::Instant::now();
+        let client = Arc::clone(&self.inner.ends_client);
         let topics = self.inner.topics.clone();
-        let ends = tokio::task::spawn_blocking(move || -> Result<Vec<(usize, u32, i64)>> {
-            partitions
-                .into_iter()
-                .map(|(c, p)| {
-                    client
-                        .client()
-                        .fetch_watermarks(&topics[c], p as i32, BROKER_TIMEOUT)
-                        .map(|(_, high)| (c, p, high))
-                        .map_err(|e| kafka("reading the end of a partition", e))
+        let counts: Vec<usize> = self.inner.locks.iter().map(Vec::len).collect();
+        let ends = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<i64>>> {
+            let mut latest = TopicPartitionList::new();
+            for (topic, n) in topics.iter().zip(&counts) {
+                for p in 0..*n {
+                    latest
+                        .add_partition_offset(topic, p as i32, Offset::End)
+                        .map_err(|e| kafka("reading the end of a partition", e))?;
+                }
+            }
+            let answer = client
+                .offsets_for_times(latest, BROKER_TIMEOUT)
+                .map_err(|e| kafka("reading the end of a partition", e))?;
+            topics
+                .iter()
+                .zip(&counts)
+                .map(|(topic, n)| {
+                    (0..*n)
+                        .map(|p| {
+                            let e = answer.find_partition(topic, p as i32).ok_or_else(|| {
+                                kafka(
+                                    "reading the end of a partition",
+                                    format!("no answer for {topic} partition {p}"),
+                                )
+                            })?;
+                            if let Err(err) = e.error() {
+                                return Err(kafka(
+                                    "reading the end of a partition",
+                                    format!("{topic} partition {p}: {err}"),
+                                ));
+                            }
+                            match e.offset() {
+                                Offset::Offset(o) => Ok(o),
+                                // An empty partition has no end offset yet.
+                                _ => Ok(0),
+                            }
+                        })
+                        .collect()
                 })
                 .collect()
         })
         .await
         .map_err(|e| kafka("reading the end of a partition", e))??;
-        for (c, p, high) in ends {
-            if high > 0 {
-                self.replicated_through(c, p, high - 1).await?;
-            }
-        }
-        Ok(())
+        let ends = Arc::new(ends);
+        *last = Some((sent, Arc::clone(&ends)));
+        Ok(ends)
     }
 
     /// Waits until the replica has taken partition `partition` of category

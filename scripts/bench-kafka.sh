@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# make bench-kafka: in one run against one test broker, the plain librdkafka
+# peer (crates/log/benches/kafka_peer.rs) and `threshold serve --log kafka://`
+# under threshold-load (maximum, then open loop at 2,000 events/s); prints
+# both rates and their ratio, writes target/bench/kafka_*.json.
+#
+# Run through the test broker: scripts/test-broker.sh run scripts/bench-kafka.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${THRESHOLD_TEST_KAFKA:?run through scripts/test-broker.sh run}"
+out=target/bench
+mkdir -p "$out"
+cargo build --release -q -p threshold -p threshold-load
+bin=${CARGO_TARGET_DIR:-target}/release
+PEER_OUT="$PWD/$out/kafka_peer.json" cargo bench -q -p threshold-log --features kafka --bench kafka_peer
+
+data=$(mktemp -d)
+port=${LOAD_PORT:-50072}
+# Stage timings of the Kafka log go to the server's log every 5 s.
+RUST_LOG=${RUST_LOG:-info,threshold_log::kafka::stages=debug} \
+    "$bin/threshold" serve --data "$data" --listen "127.0.0.1:$port" \
+    --log "kafka://$THRESHOLD_TEST_KAFKA" --name "bench-$$" >"$data/serve.log" 2>&1 &
+server=$!
+trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
+for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
+url="http://127.0.0.1:$port"
+seconds=${LOAD_SECONDS:-10}
+"$bin/threshold-load" --server "$url" --data "$data" --streams 64 --window 16 \
+    --parcels 5000 --seconds "$seconds" --out "$out/kafka_load_max.json"
+"$bin/threshold-load" --server "$url" --data "$data" --streams 64 --rate 2000 \
+    --parcels 5000 --seconds "$seconds" --out "$out/kafka_load_open_2k.json"
+echo "stage timings (count x mean), last reports:"
+grep 'kafka::stages' "$data/serve.log" | tail -3 | sed 's/.*stages[^ ]* //'
+
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+peer = json.load(open(f"{out}/kafka_peer.json"))
+top = json.load(open(f"{out}/kafka_load_max.json"))
+open2k = json.load(open(f"{out}/kafka_load_open_2k.json"))
+def rate(j):
+    return j["events_per_s"]
+def p99(j):
+    return j["ack_latency_ms"]["p99"]
+ratio = rate(top) / peer["records_per_s"]
+summary = {
+    "benchmark": "kafka",
+    "peer_records_per_s": peer["records_per_s"],
+    "threshold_events_per_s": rate(top),
+    "ratio": ratio,
+    "target_ratio": 0.25,
+    "open_2k_events_per_s": rate(open2k),
+    "open_2k_p99_ms": p99(open2k),
+    "target_open_2k_p99_ms": 50,
+}
+json.dump(summary, open(f"{out}/kafka.json", "w"), indent=2)
+print(f"peer {summary['peer_records_per_s']:.0f} records/s; threshold {summary['threshold_events_per_s']:.0f} events/s; "
+      f"ratio {100*ratio:.2f}% (target 25%); open loop 2,000/s: {summary['open_2k_events_per_s']:.0f} events/s, "
+      f"p99 {summary['open_2k_p99_ms']} ms (target 50 ms)")
+print(f"wrote {out}/kafka.json")
+PY
