@@ -391,5 +391,40 @@ impl Attempts {
     }
 }
 
+impl Attempts {
+    /// One row per local day for each value of `by` (country, depot, service
+    /// or method), over the parcels `filter` matches: time series, read from
+    /// the cube in one pass. Each row's `group` is its day; the series are
+    /// sorted by value, the days ascending. `by` = day or reason gives one
+    /// series, `total`.
+    pub fn daily(&self, by: Dimension, filter: &Filter) -> Vec<(String, Vec<ReportRow>)> {
+        let mut series: BTreeMap<String, BTreeMap<NaiveDate, Counters>> = BTreeMap::new();
+        for (cell, c) in &self.cube {
+            if Self::matches(filter, cell) {
+                let name = match by {
+                    Dimension::Day | Dimension::Reason => "total".to_owned(),
+                    by => Self::group_of(by, cell),
+                };
+                series
+                    .entry(name)
+                    .or_default()
+                    .entry(cell.day)
+                    .or_default()
+                    .add(c, 1);
+            }
+        }
+        series
+            .into_iter()
+            .map(|(name, days)| {
+                let rows = days
+                    .into_iter()
+                    .map(|(day, c)| row(day.to_string(), &c))
+                    .collect();
+                (name, rows)
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests;

@@ -1,0 +1,3 @@
+//! Console page latency (filled in below).
+
+fn main() {}
