@@ -21,7 +21,7 @@ DATA  ?= data
 .PHONY: run demo test test-workspace test-adversarial lint fmt bench bench-routing load load-kafka load-tracing check clean-data
 
 run:
-	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464
+	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464 --console 127.0.0.1:8080
 
 demo:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --demo
