@@ -201,13 +201,31 @@ fn nav(s: &Session) -> String {
 #[derive(Deserialize)]
 struct CodeQuery {
     code: Option<String>,
+    /// Where to go once signed in: a path of this console, nothing else.
+    next: Option<String>,
+}
+
+/// `next` when it is a path on this console; "/" otherwise, so that a
+/// sign-in link cannot send anyone elsewhere.
+fn local_path(next: Option<&str>) -> &str {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains(['\\', '\r', '\n'])
+                && n.len() <= 512 =>
+        {
+            n
+        }
+        _ => "/",
+    }
 }
 
 async fn signin_page(State(console): State<Console>, Query(q): Query<CodeQuery>) -> Response {
     match q.code {
         None => html(StatusCode::OK, "Sign in", &signin_form_html()),
         Some(code) => match console.0.sessions.redeem(&code) {
-            Some(id) => redirect("/", Some(session_cookie(&id))),
+            Some(id) => redirect(local_path(q.next.as_deref()), Some(session_cookie(&id))),
             None => Refused(
                 StatusCode::UNAUTHORIZED,
                 "This sign-in link is used, expired or unknown: ask for a new one.".into(),

@@ -231,6 +231,19 @@ async fn a_sign_in_code_works_once_and_the_cookie_is_http_only_and_strict() {
     let replay = get(c.addr, &path, None).await;
     assert_eq!(replay.status, 401, "a replayed code: {}", replay.body);
     assert!(replay.header("set-cookie").is_none());
+    // A sign-in link leads only to this console's own pages.
+    for (next, to) in [
+        ("/analytics", "/analytics"),
+        ("//evil.example/", "/"),
+        ("https://evil.example/", "/"),
+    ] {
+        let path = c
+            .console
+            .sign_in_path_for_token(&c.tokens["planner-sto"])
+            .expect("known token");
+        let a = get(c.addr, &format!("{path}&next={next}"), None).await;
+        assert_eq!(a.header("location"), Some(to), "next={next}");
+    }
     // An unknown token signs no one in.
     let a = post_form(c.addr, "/signin", None, b"token=not-a-token").await;
     assert_eq!(a.status, 401);

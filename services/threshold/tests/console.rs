@@ -1,0 +1,360 @@
+//! The web console of `threshold serve --console`: over a simulated day,
+//! its numbers equal `threshold report attempts` for the same filter, and
+//! headless Chromium loads each page, finds the numbers on it and saves a
+//! screenshot under `target/console-shots/`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+use threshold_auth::{LocalTokens, Role};
+
+/// A `threshold serve --console` child, stopped when dropped.
+struct Console {
+    child: Child,
+    grpc: String,
+    addr: String,
+    data: std::path::PathBuf,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Console {
+    fn start(data: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--simulation", "--listen", "127.0.0.1:0"])
+            .args(["--console", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let lines = lines_of(&mut child);
+        let seen = until_line(&lines, "threshold serving on");
+        let word_after = |prefix: &str| {
+            seen.iter()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no {prefix:?} in {seen:?}"))
+                .to_owned()
+        };
+        let addr = word_after("console on http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let grpc = format!("http://{}", word_after("threshold serving on "));
+        assert!(
+            seen.iter()
+                .any(|l| l.contains("planner: http://") && l.contains("/signin?code=")),
+            "a sign-in link is printed: {seen:?}"
+        );
+        Console {
+            child,
+            grpc,
+            addr,
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// `METHOD PATH` with `headers`; the status and body.
+    fn http(&self, head: &str, headers: &str) -> (u16, String) {
+        let (status, _, body) = self.http_full(head, headers);
+        (status, body)
+    }
+
+    /// `METHOD PATH` with `headers`; the status, head and body.
+    fn http_full(&self, head: &str, headers: &str) -> (u16, String, String) {
+        let mut s = std::net::TcpStream::connect(&self.addr).expect("connect");
+        write!(
+            s,
+            "{head} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n{headers}\r\n",
+            self.addr
+        )
+        .expect("write");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("read");
+        let (h, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = h
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, h.to_owned(), body.to_owned())
+    }
+
+    fn token(&self, role: Role) -> String {
+        LocalTokens::load(&self.data)
+            .expect("local tokens")
+            .token(role)
+            .expect("token")
+            .to_owned()
+    }
+
+    /// A fresh one-time sign-in URL for `role`'s local token, leading to `next`.
+    fn sign_in_url(&self, role: Role, next: &str) -> String {
+        let (status, path) = self.http(
+            "POST /codes",
+            &format!("Authorization: Bearer {}\r\n", self.token(role)),
+        );
+        assert_eq!(status, 200, "{path}");
+        format!("http://{}{path}&next={next}", self.addr)
+    }
+
+    /// `path` as `role`, signed in by a fresh link: its body.
+    fn page(&self, role: Role, path: &str) -> String {
+        let url = self.sign_in_url(role, "/");
+        let signin = url.split_once(&self.addr).expect("path").1;
+        let (status, head, _) = self.http_full(&format!("GET {signin}"), "");
+        assert_eq!(status, 303, "{head}");
+        let cookie = head
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: "))
+            .and_then(|c| c.split(';').next())
+            .unwrap_or_else(|| panic!("no cookie in {head}"))
+            .to_owned();
+        let (status, body) = self.http(&format!("GET {path}"), &format!("Cookie: {cookie}\r\n"));
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+}
+
+/// `threshold report attempts --by BY --json [extra]` against the server.
+fn report(c: &Console, by: &str, extra: &[&str]) -> serde_json::Value {
+    let data = c.data.to_str().expect("path");
+    let mut args = vec!["report", "attempts", "--by", by, "--json"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--server", &c.grpc, "--data", data]);
+    let out = threshold(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// The console's CSV as rows of (group, the eight numbers as text).
+fn csv_rows(body: &str) -> Vec<Vec<String>> {
+    body.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+/// The report's rows and total in the CSV's order and form.
+fn report_rows(r: &serde_json::Value, by: &str) -> Vec<Vec<String>> {
+    let rows = r["rows"].as_array().expect("rows");
+    rows.iter()
+        .chain([&r["total"]])
+        .map(|row| {
+            let mut v = vec![row[by].as_str().expect("group").to_owned()];
+            for k in [
+                "parcels",
+                "attempted",
+                "attempts",
+                "attempts_per_parcel",
+                "repeat_attempt_rate",
+                "first_attempt_success_rate",
+                "delivered",
+                "returned",
+            ] {
+                v.push(row[k].to_string());
+            }
+            v
+        })
+        .collect()
+}
+
+/// The same groups and counts, and rates equal to 1e-12 (the server's
+/// report and the console sum the same counters, not always in one order).
+fn same_numbers(a: &[Vec<String>], b: &[Vec<String>]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.len() == y.len()
+                && x.iter().zip(y).all(|(u, v)| {
+                    u == v
+                        || matches!((u.parse::<f64>(), v.parse::<f64>()),
+                            (Ok(p), Ok(q)) if (p - q).abs() < 1e-12)
+                })
+        })
+}
+
+#[test]
+fn the_console_shows_the_report_s_numbers_in_a_real_browser() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "12",
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .expect("run --demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = Console::start(&data);
+
+    // Every split and filter: the console's CSV equals the CLI's report,
+    // once the console's read model has read the log (it follows it).
+    let cases: [(&str, &str, &[&str]); 6] = [
+        ("country", "", &[]),
+        ("depot", "", &[]),
+        ("service", "&country=SE", &["--country", "SE"]),
+        ("method", "", &[]),
+        ("reason", "&service=doorstep", &["--service", "doorstep"]),
+        ("day", "&country=NO", &["--country", "NO"]),
+    ];
+    for (by, query, flags) in cases {
+        let want = report_rows(&report(&c, by, flags), by);
+        assert!(want.len() > 1, "{by}: the day has rows");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = csv_rows(&c.page(Role::Analyst, &format!("/report.csv?by={by}{query}")));
+            if same_numbers(&got, &want) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{by}: console {got:?} != report {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    // The analytics page's headline equals the report's total.
+    let total = &report(&c, "country", &[])["total"];
+    let parcels = total["parcels"].as_u64().expect("parcels");
+    let page = c.page(Role::Analyst, "/analytics");
+    assert!(
+        page.contains(&format!("<b data-kpi=parcels>{parcels}</b>")),
+        "{parcels} parcels on the page"
+    );
+
+    // The depot with most parcels: its stops on the map and in the CSV.
+    let depots = report(&c, "depot", &[]);
+    let depot = depots["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .max_by_key(|r| r["parcels"].as_u64())
+        .and_then(|r| r["depot"].as_str())
+        .expect("a depot")
+        .to_owned();
+    let stops_csv = c.page(Role::Planner, &format!("/depot/{depot}/stops.csv"));
+    let stops = stops_csv.lines().count() - 1;
+    assert!(stops > 0, "{depot} has stops: {stops_csv}");
+    let page = c.page(Role::Planner, &format!("/depot/{depot}"));
+    assert!(
+        page.contains(&format!("<b data-kpi=stops>{stops}</b>")),
+        "{depot}: {stops} stops"
+    );
+
+    browser(&c, &depot, parcels, stops);
+}
+
+/// Chromium, installed if missing (Debian's package); `None` when it
+/// cannot be.
+fn chromium() -> Option<String> {
+    let found = || {
+        ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .map(str::to_owned)
+    };
+    if let Some(p) = found() {
+        return Some(p);
+    }
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "chromium"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    found()
+}
+
+fn browser(c: &Console, depot: &str, parcels: u64, stops: usize) {
+    let Some(chromium) = chromium() else {
+        eprintln!(
+            "SKIPPED the browser part: no chromium at /usr/bin/chromium and \
+             `apt-get install -y chromium` could not install it"
+        );
+        return;
+    };
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target")
+        .join("console-shots");
+    std::fs::create_dir_all(&shots).expect("shots dir");
+    let run = |extra: &[String], url: &str| {
+        let profile = tempfile::tempdir().expect("profile");
+        let out = Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--hide-scrollbars",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("run chromium");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pages = [
+        (
+            Role::Analyst,
+            "/analytics%3Fsplit%3Dcountry".to_owned(),
+            "analytics",
+            format!("data-kpi=\"parcels\">{parcels}<"),
+        ),
+        (
+            Role::Planner,
+            format!("/depot/{depot}"),
+            "depot",
+            format!("data-kpi=\"stops\">{stops}<"),
+        ),
+    ];
+    for (role, path, name, number) in pages {
+        let dom = run(&["--dump-dom".to_owned()], &c.sign_in_url(role, &path));
+        assert!(
+            dom.contains(&number),
+            "{name}: {number} in the page Chromium loaded"
+        );
+        assert!(dom.contains("<svg"), "{name}: a chart or a map");
+        let file = shots.join(format!("{name}.png"));
+        let _ = std::fs::remove_file(&file);
+        run(
+            &[
+                format!("--screenshot={}", file.display()),
+                "--window-size=1280,900".to_owned(),
+            ],
+            &c.sign_in_url(role, &path),
+        );
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "{name}: a screenshot at {}", file.display());
+    }
+}
