@@ -647,7 +647,7 @@ fn map_svg(d: &DepotDay) -> String {
     let _ = write!(
         s,
         "<svg class=map viewBox=\"0 0 {w:.0} {h:.0}\" width=\"{w:.0}\" height=\"{h:.0}\" role=img \
-         aria-label=\"routes of {}\"><path d=\"{}\" fill=none stroke=\"#7a8a99\" stroke-width=1/>",
+         aria-label=\"routes of {}\"><path d=\"{}\" fill=none stroke=\"#7a8a99\" stroke-width=\"1\"/>",
         esc(&d.depot),
         view.outlines(crate::map::rings()),
         w = view.w,
@@ -672,7 +672,7 @@ fn map_svg(d: &DepotDay) -> String {
         }
         let _ = write!(
             s,
-            "<path d=\"{path}\" fill=none stroke=\"{colour}\" stroke-width=1.5 opacity=.8/>"
+            "<path d=\"{path}\" fill=none stroke=\"{colour}\" stroke-width=1.5 opacity=\".8\"/>"
         );
         for st in &r.stops {
             let Some(p) = st.at else { continue };

@@ -83,20 +83,32 @@ pub(crate) fn lines(title: &str, xs: &[String], series: &[Series<'_>], percent: 
     for (k, series) in series.iter().enumerate() {
         let colour = PALETTE[k % PALETTE.len()];
         let mut path = String::new();
+        // A dot on every point too: a single day is a dot, not nothing.
+        let mut dots = String::new();
         for (x, v) in &series.points {
             if let Some(i) = xs.iter().position(|d| d == x) {
+                let (px, py) = (x_of(i), y_of(*v));
                 let _ = write!(
                     path,
-                    "{}{:.1},{:.1}",
+                    "{}{px:.1},{py:.1}",
                     if path.is_empty() { "M" } else { " L" },
-                    x_of(i),
-                    y_of(*v)
+                );
+                let _ = write!(
+                    dots,
+                    r#"<circle cx="{px:.1}" cy="{py:.1}" r="3" fill="{colour}"><title>{} {}: {}</title></circle>"#,
+                    esc(series.name),
+                    esc(x),
+                    if percent {
+                        format!("{:.1}%", v * 100.0)
+                    } else {
+                        format!("{v:.3}")
+                    }
                 );
             }
         }
         let _ = write!(
             s,
-            r#"<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/>"#
+            r#"<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/>{dots}"#
         );
         let ly = top + 14.0 * k as f64 + 6.0;
         let _ = write!(
@@ -221,16 +233,16 @@ impl View {
         )
     }
 
-    /// Whether a point is in the view, or near it (a quarter of its size).
-    fn near(&self, lon: f64, lat: f64) -> bool {
+    /// Whether a box meets the view, or comes near it (a quarter of its size).
+    fn meets(&self, west: f64, east: f64, south: f64, north: f64) -> bool {
         let (mx, my) = (
             (self.east - self.west) / 4.0,
             (self.north - self.south) / 4.0,
         );
-        lon >= self.west - mx
-            && lon <= self.east + mx
-            && lat >= self.south - my
-            && lat <= self.north + my
+        east >= self.west - mx
+            && west <= self.east + mx
+            && north >= self.south - my
+            && south <= self.north + my
     }
 
     /// SVG paths of the outlines' parts near the view: a ring is broken
@@ -241,11 +253,30 @@ impl View {
             if !ring.touches(self.west, self.east, self.south, self.north) {
                 continue;
             }
+            // A segment is drawn when its box meets the view (with a
+            // margin): coasts at 1:10m have points kilometres apart, so a
+            // depot's few kilometres may lie between two of them.
             let mut pen_down = false;
-            for &(lon, lat) in &ring.points {
-                if self.near(lon, lat) {
-                    let (x, y) = self.xy(LonLat { lon, lat });
-                    let _ = write!(s, "{}{x:.1},{y:.1}", if pen_down { " L" } else { " M" });
+            for pair in ring.points.windows(2) {
+                let ((lon0, lat0), (lon1, lat1)) = (pair[0], pair[1]);
+                if self.meets(
+                    lon0.min(lon1),
+                    lon0.max(lon1),
+                    lat0.min(lat1),
+                    lat0.max(lat1),
+                ) {
+                    if !pen_down {
+                        let (x, y) = self.xy(LonLat {
+                            lon: lon0,
+                            lat: lat0,
+                        });
+                        let _ = write!(s, " M{x:.1},{y:.1}");
+                    }
+                    let (x, y) = self.xy(LonLat {
+                        lon: lon1,
+                        lat: lat1,
+                    });
+                    let _ = write!(s, " L{x:.1},{y:.1}");
                     pen_down = true;
                 } else {
                     pen_down = false;

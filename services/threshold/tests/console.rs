@@ -345,6 +345,18 @@ fn browser(c: &Console, depot: &str, parcels: u64, stops: usize) {
             "{name}: {number} in the page Chromium loaded"
         );
         assert!(dom.contains("<svg"), "{name}: a chart or a map");
+        // Every drawn path was parsed as closed: none holds other shapes
+        // (a lost `/>` hides everything after it).
+        for (i, _) in dom.match_indices("<path") {
+            let rest = &dom[i..];
+            let inner = &rest[rest.find('>').map_or(0, |e| e + 1)..];
+            assert!(
+                inner.starts_with("</path>") || inner.starts_with("<title>"),
+                "{name}: a path holds {}",
+                &inner[..inner.len().min(80)]
+            );
+        }
+        assert!(dom.contains("<circle"), "{name}: points drawn");
         let file = shots.join(format!("{name}.png"));
         let _ = std::fs::remove_file(&file);
         run(
