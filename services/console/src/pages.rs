@@ -42,6 +42,7 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/depot/{depot}/stops.csv", get(stops_csv))
         .route("/analytics", get(analytics_page))
         .route("/analytics/daily.csv", get(daily_csv))
+        .route("/analytics/hours.csv", get(hours_csv))
         .route("/report.csv", get(report_csv))
 }
 
@@ -978,6 +979,28 @@ async fn daily_csv(
     Ok(csv(&format!("daily-by-{}.csv", split.as_str()), out))
 }
 
+/// Failed attempts by the local hour they failed at, as CSV.
+async fn hours_csv(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<AnalyticsQuery>,
+) -> Result<Response, Refused> {
+    let s = signed_in(&console, &headers)?;
+    let f = scope(&s.principal, &q)?;
+    let hours = console
+        .0
+        .models
+        .attempts
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .failures_by_hour(&f);
+    let mut out = String::from("local_hour,failed_attempts\n");
+    for (h, n) in hours.iter().enumerate() {
+        let _ = writeln!(out, "{h},{n}");
+    }
+    Ok(csv("failures-by-hour.csv", out))
+}
+
 async fn analytics_page(
     State(console): State<Console>,
     headers: HeaderMap,
@@ -988,10 +1011,10 @@ async fn analytics_page(
     let split = dimension(given(&q.split), Dimension::Country)?;
     if matches!(split, Dimension::Day | Dimension::Reason) {
         return Err(bad(
-            "split must be one of country, depot, service, method".to_owned()
+            "split must be one of country, depot, service, method, partner".to_owned(),
         ));
     }
-    let (series, reasons, services, total) = {
+    let (series, reasons, services, total, hours) = {
         let m = console
             .0
             .models
@@ -1004,6 +1027,7 @@ async fn analytics_page(
             m.report(Dimension::Reason, &f),
             services.rows,
             services.total,
+            m.failures_by_hour(&f),
         )
     };
     let qs = query_string(&f, split);
@@ -1072,7 +1096,7 @@ async fn analytics_page(
         );
     }
     body.push_str("<p>Split by: ");
-    for d in ["country", "depot", "service", "method"] {
+    for d in ["country", "depot", "service", "method", "partner"] {
         let mut alt = qs.clone();
         alt.replace_range(..alt.find('&').unwrap_or(alt.len()), &format!("split={d}"));
         let _ = write!(body, "<a href=\"/analytics?{}\">{d}</a> ", esc(&alt));
@@ -1102,6 +1126,18 @@ async fn analytics_page(
         body,
         "</table><p><a href=\"/report.csv?{}\">CSV</a></p>",
         esc(&by_reason)
+    );
+
+    let hour_bars: Vec<(String, f64)> = hours
+        .iter()
+        .enumerate()
+        .map(|(h, n)| (format!("{h:02}:00"), *n as f64))
+        .collect();
+    let _ = write!(
+        body,
+        "<h2>Failed attempts by local hour</h2>{}<p><a href=\"/analytics/hours.csv?{}\">CSV</a></p>",
+        svg::bars("Failed attempts by local hour", &hour_bars, false),
+        esc(&qs)
     );
 
     body.push_str(

@@ -210,11 +210,12 @@ fn the_console_shows_the_report_s_numbers_in_a_real_browser() {
 
     // Every split and filter: the console's CSV equals the CLI's report,
     // once the console's read model has read the log (it follows it).
-    let cases: [(&str, &str, &[&str]); 6] = [
+    let cases: [(&str, &str, &[&str]); 7] = [
         ("country", "", &[]),
         ("depot", "", &[]),
         ("service", "&country=SE", &["--country", "SE"]),
         ("method", "", &[]),
+        ("partner", "&depot=STO-1", &["--depot", "STO-1"]),
         ("reason", "&service=doorstep", &["--service", "doorstep"]),
         ("day", "&country=NO", &["--country", "NO"]),
     ];
@@ -234,6 +235,21 @@ fn the_console_shows_the_report_s_numbers_in_a_real_browser() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+
+    // Failures by local hour add up to the report's failed attempts by reason.
+    let reasons = report(&c, "reason", &[]);
+    let failed: u64 = reasons["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["attempts"].as_u64().expect("attempts"))
+        .sum();
+    let by_hour: u64 = csv_rows(&c.page(Role::Analyst, "/analytics/hours.csv"))
+        .iter()
+        .map(|r| r[1].parse::<u64>().expect("count"))
+        .sum();
+    assert!(failed > 0);
+    assert_eq!(by_hour, failed, "failures by hour");
 
     // The analytics page's headline equals the report's total.
     let total = &report(&c, "country", &[])["total"];
