@@ -57,6 +57,7 @@ fmt:
 bench:
 	$(CARGO) bench -p threshold-log --bench append
 	$(CARGO) bench -p threshold-projections --bench projections
+	$(CARGO) bench -p threshold-console --bench pages
 
 # VRPTW_DIR: the benchmark instances (default ../shared/data/vrptw).
 bench-routing:
