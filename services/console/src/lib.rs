@@ -86,8 +86,42 @@ impl Models {
     }
 }
 
+/// What a replan changed, as the planning service answers it.
+#[derive(Debug, Clone, Default)]
+pub struct Replanned {
+    /// Vans the new plan uses, of those the depot has.
+    pub vans_used: u32,
+    /// Vans the depot has.
+    pub vans_available: u32,
+    /// Routes whose plan changed (new, or a new version).
+    pub routes_changed: u32,
+    /// Stops still on the van the previous version had them on.
+    pub stops_kept_on_van: u32,
+    /// Stops now on another van.
+    pub stops_moved: u32,
+    /// Kilometres driven by the new plan.
+    pub km: f64,
+    /// Parcels no van could take, with the reason.
+    pub unassigned: Vec<(String, String)>,
+}
+
+/// Replans a depot-day as a principal: the planning service's PlanDay,
+/// asked in-process with the session's principal (it checks the role and
+/// depot again).
+pub type Replan = Arc<
+    dyn Fn(
+            Principal,
+            String,
+            chrono::NaiveDate,
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<Replanned, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 pub(crate) struct Inner {
     pub(crate) models: Models,
+    pub(crate) replan: Option<Replan>,
     pub(crate) fleets: Fleets,
     pub(crate) auth: Authenticator,
     pub(crate) sessions: session::Sessions,
@@ -103,9 +137,25 @@ impl Console {
     pub fn new(models: Models, fleets: Fleets, auth: Authenticator) -> Self {
         Console(Arc::new(Inner {
             models,
+            replan: None,
             fleets,
             auth,
             sessions: session::Sessions::default(),
+        }))
+    }
+
+    /// The same console, with a replan action on depot pages.
+    pub fn with_replan(self, replan: Replan) -> Self {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| Inner {
+            models: shared.models.clone(),
+            replan: None,
+            fleets: shared.fleets.clone(),
+            auth: shared.auth.clone(),
+            sessions: session::Sessions::default(),
+        });
+        Console(Arc::new(Inner {
+            replan: Some(replan),
+            ..inner
         }))
     }
 

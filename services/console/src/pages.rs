@@ -40,6 +40,7 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/codes", post(new_code))
         .route("/depot/{depot}", get(depot_page))
         .route("/depot/{depot}/stops.csv", get(stops_csv))
+        .route("/depot/{depot}/replan", post(replan))
         .route("/analytics", get(analytics_page))
         .route("/analytics/daily.csv", get(daily_csv))
         .route("/analytics/hours.csv", get(hours_csv))
@@ -562,6 +563,17 @@ async fn depot_page(
         d.routes.len(),
         d.unplanned.len()
     );
+    if console.0.replan.is_some() {
+        let _ = write!(
+            body,
+            "<form method=post action=\"/depot/{}/replan\"><input type=hidden name=csrf value=\"{}\">\
+             <input type=hidden name=date value=\"{}\"><button>Replan this day</button> \
+             <small>plans the day again from the log; the result shows what moved</small></form>",
+            esc(&d.depot),
+            esc(&s.csrf),
+            d.date
+        );
+    }
     body.push_str(&map_svg(&d));
     body.push_str(
         "<h2>Vans</h2><table><tr><th>route</th><th>van</th><th>plan</th><th>stops</th>\
@@ -630,6 +642,76 @@ async fn depot_page(
     Ok(html(
         StatusCode::OK,
         &format!("{} {}", d.depot, d.date),
+        &body,
+    ))
+}
+
+#[derive(Deserialize)]
+struct ReplanForm {
+    csrf: String,
+    date: String,
+}
+
+/// Plans a depot-day again and shows what moved.
+async fn replan(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(depot): Path<String>,
+    Form(f): Form<ReplanForm>,
+) -> Result<Response, Refused> {
+    let s = signed_in(&console, &headers)?;
+    if !same(&f.csrf, &s.csrf) {
+        return Err(forbidden(
+            "The form's CSRF token does not match your session.",
+        ));
+    }
+    if s.principal.role != Role::Planner || !s.principal.covers(&depot) {
+        return Err(forbidden(format!(
+            "Your credential plans depot {:?}, not {depot:?}.",
+            s.principal.tenant
+        )));
+    }
+    let date = NaiveDate::parse_from_str(&f.date, "%Y-%m-%d")
+        .map_err(|e| bad(format!("date {:?}: {e} (YYYY-MM-DD)", f.date)))?;
+    let Some(plan) = console.0.replan.clone() else {
+        return Err(Refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This server does not run the planning service.".into(),
+        ));
+    };
+    let r = plan(s.principal.clone(), depot.clone(), date)
+        .await
+        .map_err(|e| Refused(StatusCode::BAD_GATEWAY, format!("Replanning failed: {e}")))?;
+    let mut body = nav(&s);
+    let _ = write!(
+        body,
+        "<h1>Replanned {} · {date}</h1>\
+         <p><span class=kpi><b data-kpi=routes_changed>{}</b>routes changed</span>\
+         <span class=kpi><b data-kpi=stops_kept>{}</b>stops kept on their van</span>\
+         <span class=kpi><b data-kpi=stops_moved>{}</b>stops moved to another van</span>\
+         <span class=kpi><b data-kpi=vans>{} / {}</b>vans used</span>\
+         <span class=kpi><b data-kpi=km>{:.1}</b>km</span></p>\
+         <h2>Unassigned ({})</h2><table><tr><th>parcel</th><th>reason</th></tr>",
+        esc(&depot),
+        r.routes_changed,
+        r.stops_kept_on_van,
+        r.stops_moved,
+        r.vans_used,
+        r.vans_available,
+        r.km,
+        r.unassigned.len()
+    );
+    for (p, why) in &r.unassigned {
+        let _ = write!(body, "<tr><td>{}</td><td>{}</td></tr>", esc(p), esc(why));
+    }
+    let _ = write!(
+        body,
+        "</table><p><a href=\"/depot/{0}?date={date}\">Back to {0} on {date}</a></p>",
+        esc(&depot)
+    );
+    Ok(html(
+        StatusCode::OK,
+        &format!("Replanned {depot} {date}"),
         &body,
     ))
 }

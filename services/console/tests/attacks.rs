@@ -260,6 +260,56 @@ async fn a_post_without_the_session_s_csrf_token_is_refused() {
     assert_eq!(get(c.addr, "/depot/STO-1", Some(&cookie)).await.status, 200);
 }
 
+/// The CSRF token a page's forms carry.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=csrf value=\"").expect("a form") + "name=csrf value=\"".len();
+    page[at..].split('"').next().expect("value").to_owned()
+}
+
+#[tokio::test]
+async fn a_replan_needs_the_session_s_csrf_token_and_the_planner_s_own_depot() {
+    let c = start().await;
+    let sto = c.sign_in("planner-sto").await;
+    let page = get(c.addr, "/depot/STO-1", Some(&sto)).await;
+    let csrf = csrf_of(&page.body);
+    assert_eq!(csrf.len(), 64);
+    let forged = post_form(
+        c.addr,
+        "/depot/STO-1/replan",
+        Some(&sto),
+        b"csrf=00&date=2026-11-23",
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let other = post_form(
+        c.addr,
+        "/depot/CPH-1/replan",
+        Some(&sto),
+        format!("csrf={csrf}&date=2026-11-23").as_bytes(),
+    )
+    .await;
+    assert_eq!(other.status, 403, "{}", other.body);
+    // Another session's token is not this one's.
+    let cph = c.sign_in("planner-cph").await;
+    let a = post_form(
+        c.addr,
+        "/depot/CPH-1/replan",
+        Some(&cph),
+        format!("csrf={csrf}&date=2026-11-23").as_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    // No cookie at all.
+    let a = post_form(
+        c.addr,
+        "/depot/STO-1/replan",
+        None,
+        format!("csrf={csrf}&date=2026-11-23").as_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 401);
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_refused() {
     let c = start().await;

@@ -565,6 +565,11 @@ impl Node {
         self.outcomes.clone()
     }
 
+    /// The planning service, when this node runs it.
+    pub fn planning(&self) -> Option<Planning> {
+        self.planning.clone()
+    }
+
     /// The personal-data vault the services seal with.
     pub fn vault(&self) -> Arc<Vault> {
         Arc::clone(&self.vault)

@@ -4,11 +4,55 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
+use threshold_api::v1::PlanDayRequest;
+use threshold_api::v1::planning_service_server::PlanningService as _;
 use threshold_auth::{Authenticator, LocalTokens, Role};
-use threshold_console::{Console, Models};
+use threshold_console::{Console, Models, Replan, Replanned};
+use threshold_domain::country::date_to_proto;
+use threshold_planning_service::Planning;
 use threshold_routing::depot::Fleets;
 use threshold_server::Node;
+
+/// The console's replan action: PlanDay on this node's planning service,
+/// in-process, as the signed-in principal (the service checks it again).
+fn replan(planning: Planning) -> Replan {
+    Arc::new(move |principal, depot, date| {
+        let planning = planning.clone();
+        Box::pin(async move {
+            let mut request = tonic::Request::new(PlanDayRequest {
+                date: Some(date_to_proto(date)),
+                depot_ids: vec![depot.clone()],
+                ..Default::default()
+            });
+            request.extensions_mut().insert(principal);
+            let reply = planning
+                .plan_day(request)
+                .await
+                .map_err(|s| s.message().to_owned())?
+                .into_inner();
+            let plan = reply
+                .depots
+                .into_iter()
+                .find(|p| p.depot_id == depot)
+                .ok_or_else(|| format!("no parcels to plan at {depot} on {date}"))?;
+            Ok(Replanned {
+                vans_used: plan.vans_used,
+                vans_available: plan.vans_available,
+                routes_changed: plan.routes_changed,
+                stops_kept_on_van: plan.stops_kept_on_van,
+                stops_moved: plan.stops_moved,
+                km: plan.distance_m / 1000.0,
+                unassigned: plan
+                    .unassigned
+                    .into_iter()
+                    .map(|u| (u.parcel_id, u.reason))
+                    .collect(),
+            })
+        })
+    })
+}
 
 /// Refuses a console served in plaintext off loopback without --insecure,
 /// before anything is bound: it carries sessions and sign-in codes.
@@ -49,11 +93,14 @@ pub(crate) fn start(
     fleets: Fleets,
     data: &Path,
 ) -> Result<tokio::task::JoinHandle<threshold_console::Result<()>>, crate::BoxError> {
-    let console = Console::new(
+    let mut console = Console::new(
         Models::follow(node.log(), node.vault()),
         fleets,
         Authenticator::new(data),
     );
+    if let Some(planning) = node.planning() {
+        console = console.with_replan(replan(planning));
+    }
     let (addr, task) = console.clone().spawn(listener, std::future::pending())?;
     println!("console on http://{addr}/ (sign in with a token, or a one-time link)");
     if let Ok(tokens) = LocalTokens::load(data) {

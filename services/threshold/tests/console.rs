@@ -70,10 +70,18 @@ impl Console {
     /// `METHOD PATH` with `headers`; the status, head and body.
     fn http_full(&self, head: &str, headers: &str) -> (u16, String, String) {
         let mut s = std::net::TcpStream::connect(&self.addr).expect("connect");
+        let body = headers.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let headers = headers.split_once("\r\n\r\n").map_or(headers, |(h, _)| h);
+        let headers = if headers.is_empty() || headers.ends_with("\r\n") {
+            headers.to_owned()
+        } else {
+            format!("{headers}\r\n")
+        };
         write!(
             s,
-            "{head} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n{headers}\r\n",
-            self.addr
+            "{head} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+            self.addr,
+            body.len()
         )
         .expect("write");
         let mut raw = String::new();
@@ -107,19 +115,23 @@ impl Console {
 
     /// `path` as `role`, signed in by a fresh link: its body.
     fn page(&self, role: Role, path: &str) -> String {
+        let cookie = self.cookie(role);
+        let (status, body) = self.http(&format!("GET {path}"), &format!("Cookie: {cookie}\r\n"));
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    /// A session cookie for `role`, by a fresh sign-in link.
+    fn cookie(&self, role: Role) -> String {
         let url = self.sign_in_url(role, "/");
         let signin = url.split_once(&self.addr).expect("path").1;
         let (status, head, _) = self.http_full(&format!("GET {signin}"), "");
         assert_eq!(status, 303, "{head}");
-        let cookie = head
-            .lines()
+        head.lines()
             .find_map(|l| l.strip_prefix("set-cookie: "))
             .and_then(|c| c.split(';').next())
             .unwrap_or_else(|| panic!("no cookie in {head}"))
-            .to_owned();
-        let (status, body) = self.http(&format!("GET {path}"), &format!("Cookie: {cookie}\r\n"));
-        assert_eq!(status, 200, "{path}: {body}");
-        body
+            .to_owned()
     }
 }
 
@@ -277,6 +289,41 @@ fn the_console_shows_the_report_s_numbers_in_a_real_browser() {
     assert!(
         page.contains(&format!("<b data-kpi=stops>{stops}</b>")),
         "{depot}: {stops} stops"
+    );
+
+    // Replanning the day shows what moved: every planned stop either kept
+    // its van or moved.
+    let cookie = c.cookie(Role::Planner);
+    let (_, page) = c.http(
+        &format!("GET /depot/{depot}"),
+        &format!("Cookie: {cookie}\r\n"),
+    );
+    let at = page.find("name=csrf value=\"").expect("a form") + "name=csrf value=\"".len();
+    let csrf = page[at..].split('"').next().expect("csrf");
+    let date = page
+        .split("name=date value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("date");
+    let (status, moved) = c.http(
+        &format!("POST /depot/{depot}/replan"),
+        &format!(
+            "Cookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\ncsrf={csrf}&date={date}"
+        ),
+    );
+    assert_eq!(status, 200, "{moved}");
+    let number = |kpi: &str| -> usize {
+        let at = moved.find(&format!("data-kpi={kpi}>")).expect(kpi) + kpi.len() + 10;
+        moved[at..]
+            .split('<')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a number")
+    };
+    assert_eq!(
+        number("stops_kept") + number("stops_moved"),
+        stops,
+        "{moved}"
     );
 
     browser(&c, &depot, parcels, stops);
