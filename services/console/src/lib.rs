@@ -119,9 +119,41 @@ pub type Replan = Arc<
         + Sync,
 >;
 
+/// What a manifest load did.
+#[derive(Debug, Clone, Default)]
+pub struct Uploaded {
+    /// Its id.
+    pub manifest_id: String,
+    /// Rows read.
+    pub rows: u64,
+    /// Rows appended.
+    pub accepted: u64,
+    /// Rows already in the log as they are.
+    pub unchanged: u64,
+    /// Each refused row: its line, field and why.
+    pub refused: Vec<(u64, String, String)>,
+}
+
+/// Loads a manifest as a principal: the manifest service's LoadManifest,
+/// asked in-process with the session's principal.
+pub type Upload = Arc<
+    dyn Fn(
+            Principal,
+            String,
+            Vec<u8>,
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<Uploaded, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The most a manifest upload may carry.
+pub const MAX_UPLOAD: usize = 8 * 1024 * 1024;
+
 pub(crate) struct Inner {
     pub(crate) models: Models,
     pub(crate) replan: Option<Replan>,
+    pub(crate) upload: Option<Upload>,
     pub(crate) fleets: Fleets,
     pub(crate) auth: Authenticator,
     pub(crate) sessions: session::Sessions,
@@ -138,9 +170,26 @@ impl Console {
         Console(Arc::new(Inner {
             models,
             replan: None,
+            upload: None,
             fleets,
             auth,
             sessions: session::Sessions::default(),
+        }))
+    }
+
+    /// The same console, with a manifest upload on depot pages.
+    pub fn with_upload(self, upload: Upload) -> Self {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| Inner {
+            models: shared.models.clone(),
+            replan: shared.replan.clone(),
+            upload: None,
+            fleets: shared.fleets.clone(),
+            auth: shared.auth.clone(),
+            sessions: session::Sessions::default(),
+        });
+        Console(Arc::new(Inner {
+            upload: Some(upload),
+            ..inner
         }))
     }
 
@@ -148,7 +197,8 @@ impl Console {
     pub fn with_replan(self, replan: Replan) -> Self {
         let inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| Inner {
             models: shared.models.clone(),
-            replan: None,
+            replan: shared.replan.clone(),
+            upload: shared.upload.clone(),
             fleets: shared.fleets.clone(),
             auth: shared.auth.clone(),
             sessions: session::Sessions::default(),

@@ -41,6 +41,10 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/depot/{depot}", get(depot_page))
         .route("/depot/{depot}/stops.csv", get(stops_csv))
         .route("/depot/{depot}/replan", post(replan))
+        .route(
+            "/depot/{depot}/manifest",
+            post(upload).layer(axum::extract::DefaultBodyLimit::max(crate::MAX_UPLOAD)),
+        )
         .route("/analytics", get(analytics_page))
         .route("/analytics/daily.csv", get(daily_csv))
         .route("/analytics/hours.csv", get(hours_csv))
@@ -574,6 +578,17 @@ async fn depot_page(
             d.date
         );
     }
+    if console.0.upload.is_some() {
+        let _ = write!(
+            body,
+            "<form method=post enctype=multipart/form-data action=\"/depot/{}/manifest\">\
+             <input type=hidden name=csrf value=\"{}\"><label>Manifest (CSV) \
+             <input type=file name=manifest accept=\".csv,text/csv\"></label> \
+             <button>Upload</button></form>",
+            esc(&d.depot),
+            esc(&s.csrf)
+        );
+    }
     body.push_str(&map_svg(&d));
     body.push_str(
         "<h2>Vans</h2><table><tr><th>route</th><th>van</th><th>plan</th><th>stops</th>\
@@ -714,6 +729,104 @@ async fn replan(
         &format!("Replanned {depot} {date}"),
         &body,
     ))
+}
+
+/// A broken or oversized upload: 413 over [`crate::MAX_UPLOAD`], else 400.
+fn upload_refused(what: &str, e: &axum::extract::multipart::MultipartError) -> Refused {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        Refused(
+            status,
+            format!(
+                "{what}: the upload is over {} MiB",
+                crate::MAX_UPLOAD / (1024 * 1024)
+            ),
+        )
+    } else {
+        Refused(status, format!("{what}: {}", e.body_text()))
+    }
+}
+
+/// Loads an uploaded manifest and shows each refused row with its line,
+/// field and message.
+async fn upload(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(depot): Path<String>,
+    mut form: axum::extract::Multipart,
+) -> Result<Response, Refused> {
+    let s = signed_in(&console, &headers)?;
+    if s.principal.role != Role::Planner || !s.principal.covers(&depot) {
+        return Err(forbidden(format!(
+            "Your credential plans depot {:?}, not {depot:?}.",
+            s.principal.tenant
+        )));
+    }
+    let (mut csrf, mut file) = (None, None);
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| upload_refused("the upload", &e))?
+    {
+        match field.name() {
+            Some("csrf") => {
+                csrf = Some(field.text().await.map_err(|e| upload_refused("csrf", &e))?)
+            }
+            Some("manifest") => {
+                let name = field.file_name().unwrap_or("manifest.csv").to_owned();
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| upload_refused("the manifest file", &e))?;
+                file = Some((name, bytes.to_vec()));
+            }
+            _ => {}
+        }
+    }
+    if !csrf.is_some_and(|c| same(&c, &s.csrf)) {
+        return Err(forbidden(
+            "The form's CSRF token does not match your session.",
+        ));
+    }
+    let (name, bytes) = file.ok_or_else(|| bad("No manifest file was chosen."))?;
+    let Some(load) = console.0.upload.clone() else {
+        return Err(Refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This server does not run the manifest service.".into(),
+        ));
+    };
+    let id = name.trim_end_matches(".csv").to_owned();
+    let r = load(s.principal.clone(), id, bytes)
+        .await
+        .map_err(|e| bad(format!("The manifest was refused: {e}")))?;
+    let mut body = nav(&s);
+    let _ = write!(
+        body,
+        "<h1>Manifest {}</h1><p><span class=kpi><b data-kpi=rows>{}</b>rows</span>\
+         <span class=kpi><b data-kpi=accepted>{}</b>accepted</span>\
+         <span class=kpi><b data-kpi=unchanged>{}</b>already loaded</span>\
+         <span class=kpi><b data-kpi=refused>{}</b>refused</span></p>\
+         <table><tr><th>line</th><th>field</th><th>message</th></tr>",
+        esc(&r.manifest_id),
+        r.rows,
+        r.accepted,
+        r.unchanged,
+        r.refused.len()
+    );
+    for (line, field, message) in &r.refused {
+        let _ = write!(
+            body,
+            "<tr><td>{line}</td><td>{}</td><td>{}</td></tr>",
+            esc(field),
+            esc(message)
+        );
+    }
+    let _ = write!(
+        body,
+        "</table><p><a href=\"/depot/{0}\">Back to {0}</a></p>",
+        esc(&depot)
+    );
+    Ok(html(StatusCode::OK, "Manifest", &body))
 }
 
 fn map_svg(d: &DepotDay) -> String {

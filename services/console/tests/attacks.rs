@@ -310,6 +310,62 @@ async fn a_replan_needs_the_session_s_csrf_token_and_the_planner_s_own_depot() {
     assert_eq!(a.status, 401);
 }
 
+/// A multipart upload of `file` with `csrf`.
+fn upload_form(csrf: &str, file: &[u8]) -> Vec<u8> {
+    let mut form = format!(
+        "--b0undary\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --b0undary\r\nContent-Disposition: form-data; name=\"manifest\"; filename=\"m.csv\"\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(file);
+    form.extend_from_slice(b"\r\n--b0undary--\r\n");
+    form
+}
+
+async fn post_upload(addr: SocketAddr, path: &str, cookie: &str, form: &[u8]) -> Answer {
+    send(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=b0undary\r\nCookie: {cookie}"
+        ),
+        form,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_manifest_upload_is_refused_for_another_depot_without_csrf_or_oversized() {
+    let c = start().await;
+    let sto = c.sign_in("planner-sto").await;
+    let csrf = csrf_of(&get(c.addr, "/depot/STO-1", Some(&sto)).await.body);
+    let small = b"parcel_id\nx\n";
+    let other = post_upload(
+        c.addr,
+        "/depot/CPH-1/manifest",
+        &sto,
+        &upload_form(&csrf, small),
+    )
+    .await;
+    assert_eq!(other.status, 403, "{}", other.body);
+    let forged = post_upload(
+        c.addr,
+        "/depot/STO-1/manifest",
+        &sto,
+        &upload_form("00", small),
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let big = vec![b'a'; threshold_console::MAX_UPLOAD + 1];
+    let over = post_upload(
+        c.addr,
+        "/depot/STO-1/manifest",
+        &sto,
+        &upload_form(&csrf, &big),
+    )
+    .await;
+    assert_eq!(over.status, 413, "{}", over.body);
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_refused() {
     let c = start().await;

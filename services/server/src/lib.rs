@@ -565,6 +565,11 @@ impl Node {
         self.outcomes.clone()
     }
 
+    /// The manifest service, when this node runs it.
+    pub fn manifests(&self) -> Option<Manifests> {
+        self.manifests.clone()
+    }
+
     /// The planning service, when this node runs it.
     pub fn planning(&self) -> Option<Planning> {
         self.planning.clone()

@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use threshold_api::v1::PlanDayRequest;
+use threshold_api::v1::manifest_service_server::ManifestService as _;
 use threshold_api::v1::planning_service_server::PlanningService as _;
+use threshold_api::v1::{ManifestChunk, PlanDayRequest, load_manifest_reply};
 use threshold_auth::{Authenticator, LocalTokens, Role};
-use threshold_console::{Console, Models, Replan, Replanned};
+use threshold_console::{Console, Models, Replan, Replanned, Upload, Uploaded};
 use threshold_domain::country::date_to_proto;
+use threshold_manifest_service::Manifests;
 use threshold_planning_service::Planning;
 use threshold_routing::depot::Fleets;
 use threshold_server::Node;
@@ -50,6 +52,82 @@ fn replan(planning: Planning) -> Replan {
                     .map(|u| (u.parcel_id, u.reason))
                     .collect(),
             })
+        })
+    })
+}
+
+/// The console's manifest upload: LoadManifest on this node's manifest
+/// service, in-process, as the signed-in principal: the file is framed as
+/// the gRPC stream of chunks a client would send.
+fn upload(manifests: Manifests) -> Upload {
+    Arc::new(move |principal, manifest_id, bytes| {
+        let manifests = manifests.clone();
+        Box::pin(async move {
+            let mut framed = Vec::with_capacity(bytes.len() + 64);
+            let chunks: Vec<ManifestChunk> = if bytes.is_empty() {
+                vec![ManifestChunk {
+                    manifest_id: manifest_id.clone(),
+                    data: Vec::new(),
+                }]
+            } else {
+                bytes
+                    .chunks(64 * 1024)
+                    .enumerate()
+                    .map(|(i, c)| ManifestChunk {
+                        manifest_id: if i == 0 {
+                            manifest_id.clone()
+                        } else {
+                            String::new()
+                        },
+                        data: c.to_vec(),
+                    })
+                    .collect()
+            };
+            for chunk in chunks {
+                let message = prost::Message::encode_to_vec(&chunk);
+                framed.push(0);
+                framed.extend_from_slice(
+                    &u32::try_from(message.len())
+                        .map_err(|e| e.to_string())?
+                        .to_be_bytes(),
+                );
+                framed.extend_from_slice(&message);
+            }
+            let inbound = tonic::Streaming::new_request(
+                tonic::codec::Codec::decoder(&mut tonic_prost::ProstCodec::<
+                    ManifestChunk,
+                    ManifestChunk,
+                >::default()),
+                http_body_util::Full::new(bytes::Bytes::from(framed)),
+                None,
+                Some(threshold_console::MAX_UPLOAD + 64 * 1024),
+            );
+            let mut request = tonic::Request::new(inbound);
+            request.extensions_mut().insert(principal);
+            let mut replies = manifests
+                .load_manifest(request)
+                .await
+                .map_err(|s| s.message().to_owned())?
+                .into_inner();
+            let mut done = Uploaded {
+                manifest_id,
+                ..Uploaded::default()
+            };
+            while let Some(reply) = tokio_stream::StreamExt::next(&mut replies).await {
+                match reply.map_err(|s| s.message().to_owned())?.reply {
+                    Some(load_manifest_reply::Reply::Rejected(r)) => {
+                        done.refused.push((r.line, r.field, r.message));
+                    }
+                    Some(load_manifest_reply::Reply::Summary(s)) => {
+                        done.manifest_id = s.manifest_id;
+                        done.rows = s.rows;
+                        done.accepted = s.accepted;
+                        done.unchanged = s.unchanged;
+                    }
+                    None => {}
+                }
+            }
+            Ok(done)
         })
     })
 }
@@ -98,6 +176,9 @@ pub(crate) fn start(
         fleets,
         Authenticator::new(data),
     );
+    if let Some(manifests) = node.manifests() {
+        console = console.with_upload(upload(manifests));
+    }
     if let Some(planning) = node.planning() {
         console = console.with_replan(replan(planning));
     }

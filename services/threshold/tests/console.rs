@@ -327,6 +327,43 @@ fn the_console_shows_the_report_s_numbers_in_a_real_browser() {
     );
 
     browser(&c, &depot, parcels, stops);
+
+    // A manifest upload shows each refused row with its line, field and
+    // message, and loads the rest.
+    let good = "SE-STO-1-UPLOAD,hemmabutiken,SE,STO-1,2026-11-24,Sveavägen 25,165 71,Stockholm,59.34403,18.03572,locker,0.7,,";
+    let bad = good
+        .replace("SE-STO-1-UPLOAD", "SE-STO-1-UPLOAD2")
+        .replace(",0.7,", ",heavy,");
+    let header = std::fs::read_to_string(samples().join("2026-11-23-se.csv"))
+        .expect("sample")
+        .lines()
+        .next()
+        .expect("header")
+        .to_owned();
+    let file = format!("{header}\n{good}\n{bad}\n");
+    let cookie = c.cookie(Role::Planner);
+    let (_, page) = c.http("GET /depot/STO-1", &format!("Cookie: {cookie}\r\n"));
+    let at = page.find("name=csrf value=\"").expect("a form") + "name=csrf value=\"".len();
+    let csrf = page[at..].split('"').next().expect("csrf");
+    let boundary = "console-test-boundary";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"manifest\"; filename=\"upload-test.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\n{file}\r\n--{boundary}--\r\n"
+    );
+    let (status, loaded) = c.http(
+        "POST /depot/STO-1/manifest",
+        &format!(
+            "Cookie: {cookie}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\r\n{form}"
+        ),
+    );
+    assert_eq!(status, 200, "{loaded}");
+    assert!(loaded.contains("<b data-kpi=accepted>1</b>"), "{loaded}");
+    assert!(loaded.contains("<b data-kpi=refused>1</b>"), "{loaded}");
+    assert!(
+        loaded.contains("<tr><td>3</td><td>weight_kg</td>"),
+        "{loaded}"
+    );
 }
 
 /// Chromium, installed if missing (Debian's package); `None` when it
