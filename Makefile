@@ -23,7 +23,7 @@ DATA  ?= data
 .PHONY: run demo test test-workspace test-adversarial lint fmt bench bench-webhooks bench-routing load load-kafka bench-kafka load-tracing check clean-data
 
 run:
-	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464
+	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464 --console 127.0.0.1:8080
 
 demo:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --demo
@@ -59,6 +59,7 @@ fmt:
 bench:
 	$(CARGO) bench -p threshold-log --bench append
 	$(CARGO) bench -p threshold-projections --bench projections
+	$(CARGO) bench -p threshold-console --bench pages
 
 bench-webhooks:
 	$(CARGO) bench -p threshold-webhook-service --bench webhooks

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Timelike};
 use threshold_domain::{Category, Country, DomainEvent, pb};
 use threshold_log::{Position, RecordedEvent};
 
@@ -44,6 +44,8 @@ pub enum Dimension {
     Method,
     /// Why attempts failed (counts failed attempts, not parcels).
     Reason,
+    /// The retailer the parcel belongs to.
+    Partner,
 }
 
 impl Dimension {
@@ -56,6 +58,7 @@ impl Dimension {
             Dimension::Service => "service",
             Dimension::Method => "method",
             Dimension::Reason => "reason",
+            Dimension::Partner => "partner",
         }
     }
 }
@@ -70,9 +73,10 @@ impl std::str::FromStr for Dimension {
             "service" => Dimension::Service,
             "method" => Dimension::Method,
             "reason" => Dimension::Reason,
+            "partner" => Dimension::Partner,
             other => {
                 return Err(format!(
-                    "{other:?} is not one of country, depot, day, service, method, reason"
+                    "{other:?} is not one of country, depot, day, service, method, reason, partner"
                 ));
             }
         })
@@ -103,6 +107,7 @@ struct Cell {
     service: i32,
     /// 0 while undelivered.
     method: i32,
+    partner: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -207,6 +212,9 @@ pub struct Attempts {
     cube: HashMap<Cell, Counters>,
     /// Failed attempts by (cell without method, reason).
     reasons: HashMap<(Cell, i32), i64>,
+    /// Failed attempts by (cell without method, local hour 0-23 of the
+    /// failure in the parcel's country).
+    hours: HashMap<(Cell, u32), i64>,
     position: Position,
 }
 
@@ -238,6 +246,7 @@ impl Attempts {
             day: r.day,
             service: r.service as i32,
             method: r.delivered.map_or(0, |(m, _)| m as i32),
+            partner: r.partner.clone(),
         }
     }
 
@@ -293,6 +302,12 @@ impl Attempts {
                     },
                     f.reason,
                 );
+                let hour = event
+                    .event
+                    .occurred_at
+                    .with_timezone(&before.country.tz())
+                    .hour();
+                *self.hours.entry((key.0.clone(), hour)).or_default() += 1;
                 *self.reasons.entry(key).or_default() += 1;
             }
             P::Returned(_) => after.returned = true,
@@ -349,6 +364,7 @@ impl Attempts {
                 Ok(m) => enum_name(m.as_str_name(), "DELIVERY_METHOD_"),
                 Err(_) => c.method.to_string(),
             },
+            Dimension::Partner => c.partner.clone(),
             Dimension::Reason => String::new(),
         }
     }
@@ -388,6 +404,55 @@ impl Attempts {
             rows: groups.into_iter().map(|(g, c)| row(g, &c)).collect(),
             total: row("total".into(), &total),
         }
+    }
+}
+
+impl Attempts {
+    /// Failed attempts by the local hour (0-23, in the parcel's country)
+    /// they failed at, over the parcels `filter` matches.
+    pub fn failures_by_hour(&self, filter: &Filter) -> [i64; 24] {
+        let mut hours = [0i64; 24];
+        for ((cell, hour), n) in &self.hours {
+            if Self::matches(filter, cell)
+                && let Some(h) = hours.get_mut(*hour as usize)
+            {
+                *h += n;
+            }
+        }
+        hours
+    }
+
+    /// One row per local day for each value of `by` (country, depot, service
+    /// or method), over the parcels `filter` matches: time series, read from
+    /// the cube in one pass. Each row's `group` is its day; the series are
+    /// sorted by value, the days ascending. `by` = day or reason gives one
+    /// series, `total`.
+    pub fn daily(&self, by: Dimension, filter: &Filter) -> Vec<(String, Vec<ReportRow>)> {
+        let mut series: BTreeMap<String, BTreeMap<NaiveDate, Counters>> = BTreeMap::new();
+        for (cell, c) in &self.cube {
+            if Self::matches(filter, cell) {
+                let name = match by {
+                    Dimension::Day | Dimension::Reason => "total".to_owned(),
+                    by => Self::group_of(by, cell),
+                };
+                series
+                    .entry(name)
+                    .or_default()
+                    .entry(cell.day)
+                    .or_default()
+                    .add(c, 1);
+            }
+        }
+        series
+            .into_iter()
+            .map(|(name, days)| {
+                let rows = days
+                    .into_iter()
+                    .map(|(day, c)| row(day.to_string(), &c))
+                    .collect();
+                (name, rows)
+            })
+            .collect()
     }
 }
 

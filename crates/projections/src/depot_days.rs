@@ -40,6 +40,12 @@ impl PlannableParcel {
         // A grant's window, else the booked one.
         self.grants.values().next_back().copied().or(self.booked)
     }
+
+    /// Whether a resident's unrevoked grant names it (rather than only the
+    /// manifest's booking).
+    pub fn granted(&self) -> bool {
+        !self.grants.is_empty()
+    }
 }
 
 /// Every parcel still to plan, by (depot, local day).
@@ -68,6 +74,31 @@ impl DepotDays {
             .filter(|((_, d), _)| *d == date)
             .map(|((depot, _), parcels)| (depot.clone(), parcels.values().cloned().collect()))
             .collect()
+    }
+
+    /// The local days `depot` has parcels on, with how many.
+    pub fn days_of(&self, depot: &str) -> Vec<(NaiveDate, usize)> {
+        let from = (depot.to_owned(), NaiveDate::MIN);
+        let to = (depot.to_owned(), NaiveDate::MAX);
+        self.days
+            .range(from..=to)
+            .map(|((_, d), parcels)| (*d, parcels.len()))
+            .collect()
+    }
+
+    /// The parcels of `depot` on `date`, in id order.
+    pub fn parcels(&self, depot: &str, date: NaiveDate) -> Vec<&PlannableParcel> {
+        self.days
+            .get(&(depot.to_owned(), date))
+            .map(|p| p.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every depot with parcels on some day.
+    pub fn depots(&self) -> Vec<String> {
+        let mut depots: Vec<String> = self.days.keys().map(|(d, _)| d.clone()).collect();
+        depots.dedup();
+        depots
     }
 
     /// A projection that opens sealed addresses with `vault`.

@@ -597,6 +597,16 @@ impl Node {
         self.webhooks.clone()
     }
 
+    /// The manifest service, when this node runs it.
+    pub fn manifests(&self) -> Option<Manifests> {
+        self.manifests.clone()
+    }
+
+    /// The planning service, when this node runs it.
+    pub fn planning(&self) -> Option<Planning> {
+        self.planning.clone()
+    }
+
     /// The personal-data vault the services seal with.
     pub fn vault(&self) -> Arc<Vault> {
         Arc::clone(&self.vault)

@@ -9,6 +9,7 @@
 //! loaded with rejected rows.
 
 mod admin;
+mod console;
 mod export;
 mod manifest;
 mod outcomes;
@@ -345,7 +346,7 @@ pub(crate) struct TlsArgs {
     /// admin port): only behind something that encrypts, e.g. a
     /// TLS-terminating proxy or a private network you trust.
     #[arg(long)]
-    insecure: bool,
+    pub(crate) insecure: bool,
 }
 
 impl TlsArgs {

@@ -10,7 +10,7 @@ use threshold_domain::{Country, pb};
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Group by: country, depot, day, service (as booked), method (as
-    /// delivered) or reason (of failed attempts).
+    /// delivered), reason (of failed attempts) or partner.
     #[arg(long, default_value = "country")]
     by: String,
     /// Only this country (DK, FI, NO, SE).

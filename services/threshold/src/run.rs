@@ -61,6 +61,10 @@ pub(crate) struct Args {
     /// receiver on this machine); refused by default.
     #[arg(long)]
     webhooks_allow_private: bool,
+    /// Serve the web console at http://ADDR/ (plaintext: a non-loopback
+    /// address needs --insecure).
+    #[arg(long, value_name = "ADDR")]
+    console: Option<SocketAddr>,
     #[command(flatten)]
     tls: crate::TlsArgs,
     #[command(flatten)]
@@ -70,10 +74,12 @@ pub(crate) struct Args {
 pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Plaintext off loopback is refused before anything is bound or read.
     args.tls.check(args.listen, args.telemetry.admin)?;
+    crate::console::check(args.console, args.tls.insecure)?;
     let tls = args.tls.tls()?;
     // The simulator trusts the certificate the server is given.
     let ca = tls.as_ref().map(|t| t.cert.clone());
     let listener = threshold_server::bind(args.listen).await?;
+    let console = crate::console::bind(args.console).await?;
     let telemetry = crate::admin::start(&args.telemetry).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{}", listener.local_addr()?);
@@ -96,6 +102,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
     threshold_auth::LocalTokens::ensure(&args.data)?;
     let tokens = threshold_auth::LocalTokens::load(&args.data)?;
     let fleets = threshold_server::fleets(None, &args.data)?;
+    let (console_fleets, data) = (fleets.clone(), args.data.clone());
     let config = Config {
         clock: Clock::Simulated,
         placement: Placement {
@@ -111,7 +118,18 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         },
         ..Config::embedded(args.data.clone(), fleets)
     };
-    let server = tokio::spawn(async move { Node::open(config).await?.serve(listener, stop).await });
+    let server = tokio::spawn(async move {
+        let node = Node::open(config).await?;
+        let console = match console {
+            Some(l) => Some(crate::console::start(l, &node, console_fleets, &data)?),
+            None => None,
+        };
+        let served = node.serve(listener, stop).await;
+        if let Some(task) = console {
+            task.abort();
+        }
+        served.map_err(crate::BoxError::from)
+    });
     if let Some(hook) = &args.webhook {
         register(&url, ca.as_deref(), &args.data, hook).await?;
     }
@@ -165,7 +183,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
                     );
                 }
             }
-            server.await?.map_err(Into::into)
+            server.await?
         }
     };
     telemetry.shutdown(std::time::Duration::from_secs(5));

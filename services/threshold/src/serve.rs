@@ -61,6 +61,10 @@ pub(crate) struct Args {
     /// refused by default (SSRF).
     #[arg(long)]
     webhooks_allow_private: bool,
+    /// Serve the web console at http://ADDR/ (plaintext: a non-loopback
+    /// address needs --insecure).
+    #[arg(long, value_name = "ADDR")]
+    console: Option<SocketAddr>,
     #[command(flatten)]
     tls: crate::TlsArgs,
     #[command(flatten)]
@@ -70,6 +74,7 @@ pub(crate) struct Args {
 pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Plaintext off loopback is refused before anything is bound or read.
     args.tls.check(args.listen, args.telemetry.admin)?;
+    crate::console::check(args.console, args.tls.insecure)?;
     let tls = args.tls.tls()?;
     let listener = threshold_server::bind(args.listen).await?;
     let clock = if args.simulation {
@@ -78,7 +83,9 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         Clock::System
     };
     let fleets = threshold_server::fleets(args.depots.as_deref(), &args.data)?;
+    let console = crate::console::bind(args.console).await?;
     let telemetry = crate::admin::start(&args.telemetry).await?;
+    let (console_fleets, data) = (fleets.clone(), args.data.clone());
     let config = Config {
         clock,
         placement: Placement {
@@ -99,7 +106,17 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         ..Config::embedded(args.data, fleets)
     };
     let served = match Node::open(config).await {
-        Ok(node) => node.serve(listener, threshold_server::shutdown()).await,
+        Ok(node) => {
+            let console = match console {
+                Some(l) => Some(crate::console::start(l, &node, console_fleets, &data)?),
+                None => None,
+            };
+            let served = node.serve(listener, threshold_server::shutdown()).await;
+            if let Some(task) = console {
+                task.abort();
+            }
+            served
+        }
         Err(e) => Err(e),
     };
     telemetry.shutdown(std::time::Duration::from_secs(5));

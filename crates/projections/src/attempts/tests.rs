@@ -1,6 +1,6 @@
 use std::sync::{Arc, RwLock};
 
-use chrono::{NaiveDate, Utc};
+use chrono::{NaiveDate, Timelike, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use threshold_domain::country::{date_to_proto, local_window};
@@ -341,4 +341,44 @@ async fn the_incremental_model_equals_a_rebuild_from_the_log() {
         );
     }
     follower.abort();
+}
+
+#[tokio::test]
+async fn failures_fall_in_their_local_hour_and_parcels_group_by_partner() {
+    use pb::{DeliveryMethod as M, FailureReason as F, Service as S};
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let commands = |id: &str, country, depot| {
+        vec![
+            manifest(id, country, depot, S::Doorstep),
+            fail(F::NotHome),
+            fail(F::NoAccess),
+            deliver(M::Doorstep),
+        ]
+    };
+    drive(&log, "SE-1", commands("SE-1", Country::Se, "STO-1")).await;
+    drive(&log, "FI-1", commands("FI-1", Country::Fi, "HEL-1")).await;
+    let model = rebuild(&log).await;
+    // Each failure's local hour, read back from the log.
+    let mut expected = [0i64; 24];
+    for e in log.read_all(Position::ORIGIN, 100).await.unwrap() {
+        if e.event.event_type.ends_with("failed") {
+            let country = if e.stream.id().starts_with("SE") {
+                Country::Se
+            } else {
+                Country::Fi
+            };
+            expected[e.event.occurred_at.with_timezone(&country.tz()).hour() as usize] += 1;
+        }
+    }
+    assert_eq!(expected.iter().sum::<i64>(), 4, "{expected:?}");
+    assert_eq!(model.failures_by_hour(&Filter::default()), expected);
+    let se = Filter {
+        country: Some(Country::Se),
+        ..Filter::default()
+    };
+    assert_eq!(model.failures_by_hour(&se).iter().sum::<i64>(), 2);
+    let partners = model.report(Dimension::Partner, &Filter::default());
+    assert_eq!(find(&partners, "nordshop").parcels, 2);
+    assert_eq!("partner".parse::<Dimension>(), Ok(Dimension::Partner));
 }

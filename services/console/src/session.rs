@@ -1,0 +1,187 @@
+//! Who a browser is: single-use sign-in codes, server-side sessions behind
+//! an HttpOnly cookie, and each session's CSRF token.
+//!
+//! A browser never holds a bearer token after signing in: it holds a random
+//! 256-bit session id, and the server keeps what that id stands for (the
+//! principal, its CSRF token, its expiry). Codes and sessions are bounded in
+//! number, in total and per credential, so no one caller can fill memory.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use threshold_auth::Principal;
+
+/// How long a sign-in code can be exchanged.
+pub const CODE_TTL: Duration = Duration::from_secs(10 * 60);
+/// How long a session lasts without signing in again.
+pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// Sign-in codes outstanding at once; the oldest gives way.
+const MAX_CODES: usize = 256;
+/// Sessions at once, over every credential.
+const MAX_SESSIONS: usize = 10_000;
+/// Sessions one credential may hold; its oldest gives way.
+const MAX_SESSIONS_PER_CREDENTIAL: usize = 32;
+
+/// A signed-in browser.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    /// Who signed in.
+    pub(crate) principal: Principal,
+    /// The token every form of this session carries.
+    pub(crate) csrf: String,
+    created: Instant,
+}
+
+/// 256 random bits, as 64 hex digits.
+fn random_id() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Equal, in time that does not depend on where two strings differ.
+pub(crate) fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The codes and sessions of one console.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    codes: Mutex<HashMap<String, (Principal, Instant)>>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    /// A code that signs `principal` in once, within [`CODE_TTL`].
+    pub(crate) fn issue_code(&self, principal: Principal) -> String {
+        let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        codes.retain(|_, (_, at)| now.duration_since(*at) < CODE_TTL);
+        if codes.len() >= MAX_CODES
+            && let Some(oldest) = codes
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            codes.remove(&oldest);
+        }
+        let code = random_id();
+        codes.insert(code.clone(), (principal, now));
+        code
+    }
+
+    /// Exchanges a code for a new session's id; a code works once.
+    pub(crate) fn redeem(&self, code: &str) -> Option<String> {
+        let (principal, at) = self
+            .codes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(code)?;
+        (at.elapsed() < CODE_TTL).then(|| self.open(principal))
+    }
+
+    /// A new session for `principal`; returns its id.
+    pub(crate) fn open(&self, principal: Principal) -> String {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|_, s| s.created.elapsed() < SESSION_TTL);
+        let oldest = |sessions: &HashMap<String, Session>, name: Option<&str>| {
+            sessions
+                .iter()
+                .filter(|(_, s)| name.is_none_or(|n| s.principal.name == n))
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| k.clone())
+        };
+        let mine = sessions
+            .values()
+            .filter(|s| s.principal.name == principal.name)
+            .count();
+        if mine >= MAX_SESSIONS_PER_CREDENTIAL
+            && let Some(k) = oldest(&sessions, Some(&principal.name))
+        {
+            sessions.remove(&k);
+        }
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(k) = oldest(&sessions, None)
+        {
+            sessions.remove(&k);
+        }
+        let id = random_id();
+        sessions.insert(
+            id.clone(),
+            Session {
+                principal,
+                csrf: random_id(),
+                created: Instant::now(),
+            },
+        );
+        id
+    }
+
+    /// The live session `id` names.
+    pub(crate) fn get(&self, id: &str) -> Option<Session> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        match sessions.get(id) {
+            Some(s) if s.created.elapsed() < SESSION_TTL => Some(s.clone()),
+            Some(_) => {
+                sessions.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Ends session `id`.
+    pub(crate) fn close(&self, id: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Sessions open now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use threshold_auth::Role;
+
+    fn planner(name: &str) -> Principal {
+        Principal {
+            name: name.into(),
+            role: Role::Planner,
+            tenant: "STO-1".into(),
+        }
+    }
+
+    #[test]
+    fn a_code_signs_in_once_and_one_credential_holds_a_bounded_number_of_sessions() {
+        let s = Sessions::default();
+        let code = s.issue_code(planner("a"));
+        assert_eq!(code.len(), 64);
+        let id = s.redeem(&code).expect("first use");
+        assert!(s.redeem(&code).is_none(), "a code works once");
+        assert_eq!(s.get(&id).map(|x| x.principal.name), Some("a".into()));
+        for _ in 0..100 {
+            s.open(planner("a"));
+        }
+        s.open(planner("b"));
+        assert_eq!(s.len(), MAX_SESSIONS_PER_CREDENTIAL + 1);
+        s.close(&id);
+        assert!(s.get(&id).is_none());
+        assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+}

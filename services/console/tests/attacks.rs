@@ -1,0 +1,382 @@
+//! Attacks on the console over real HTTP on 127.0.0.1: each one refused.
+//!
+//! The console runs over an embedded log in a temporary directory, with
+//! credentials written there as `threshold credentials add` writes them;
+//! requests are plain HTTP/1.1 over a TCP socket, as a browser or a script
+//! would send them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use threshold_auth::{Authenticator, Credentials, Role};
+use threshold_console::{Console, Models};
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
+use threshold_privacy::Vault;
+use threshold_routing::depot::Fleets;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An answer: status, headers (lower-case names) and body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The session cookie a sign-in set, as a `Cookie` header value.
+    fn cookie(&self) -> String {
+        let set = self.header("set-cookie").expect("a session cookie");
+        set.split(';').next().expect("name=value").to_owned()
+    }
+}
+
+/// Sends `request` (without the Host and Connection lines) and reads the answer.
+async fn send(addr: SocketAddr, head: &str, body: &[u8]) -> Answer {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("write head");
+    // A server may refuse before reading all of an oversized body.
+    let _ = s.write_all(body).await;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Answer {
+    let cookie = cookie
+        .map(|c| format!("\r\nCookie: {c}"))
+        .unwrap_or_default();
+    send(addr, &format!("GET {path} HTTP/1.1{cookie}"), b"").await
+}
+
+async fn post_form(addr: SocketAddr, path: &str, cookie: Option<&str>, form: &[u8]) -> Answer {
+    let cookie = cookie
+        .map(|c| format!("\r\nCookie: {c}"))
+        .unwrap_or_default();
+    send(
+        addr,
+        &format!("POST {path} HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded{cookie}"),
+        form,
+    )
+    .await
+}
+
+struct Running {
+    addr: SocketAddr,
+    console: Console,
+    tokens: std::collections::HashMap<&'static str, String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// A session cookie for credential `who`, by the one-time link.
+    async fn sign_in(&self, who: &str) -> String {
+        let path = self
+            .console
+            .sign_in_path_for_token(&self.tokens[who])
+            .expect("a known token");
+        let a = get(self.addr, &path, None).await;
+        assert_eq!(a.status, 303, "{}", a.body);
+        a.cookie()
+    }
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut tokens = std::collections::HashMap::new();
+    for (name, role, tenant) in [
+        ("planner-sto", Role::Planner, "STO-1"),
+        ("planner-cph", Role::Planner, "CPH-1"),
+        ("analyst-se", Role::Analyst, "SE"),
+        ("analyst-dk", Role::Analyst, "DK"),
+        ("courier", Role::Handheld, "driver-1"),
+    ] {
+        tokens.insert(
+            name,
+            Credentials::add(dir.path(), name, role, tenant).expect("credential"),
+        );
+    }
+    let log = EmbeddedLog::open(dir.path().join("log"), EmbeddedOptions::default()).expect("log");
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let vault = Arc::new(Vault::open(dir.path().join("vault")).expect("vault"));
+    let fleets = Fleets::from_json("depots.json", include_str!("../../../config/depots.json"))
+        .expect("fleets");
+    let console = Console::new(
+        Models::follow(log, vault),
+        fleets,
+        Authenticator::new(dir.path()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (addr, _task) = console
+        .clone()
+        .spawn(listener, std::future::pending())
+        .expect("serve");
+    Running {
+        addr,
+        console,
+        tokens,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn a_planner_of_one_depot_is_refused_another_depot_s_pages() {
+    let c = start().await;
+    let sto = c.sign_in("planner-sto").await;
+    let own = get(c.addr, "/depot/STO-1", Some(&sto)).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    for path in [
+        "/depot/CPH-1",
+        "/depot/CPH-1/stops.csv",
+        "/analytics?depot=CPH-1",
+        "/report.csv?by=reason&depot=CPH-1",
+        "/analytics/daily.csv?depot=CPH-1",
+    ] {
+        let a = get(c.addr, path, Some(&sto)).await;
+        assert_eq!(a.status, 403, "{path}: {}", a.body);
+        assert!(a.body.contains("STO-1"), "{path} says why: {}", a.body);
+    }
+}
+
+#[tokio::test]
+async fn an_analyst_of_one_country_is_refused_another_s_and_every_depot_map() {
+    let c = start().await;
+    let se = c.sign_in("analyst-se").await;
+    let own = get(c.addr, "/analytics?country=SE", Some(&se)).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    for path in [
+        "/analytics?country=DK",
+        "/report.csv?by=reason&country=DK",
+        "/analytics/daily.csv?country=DK",
+        "/depot/STO-1",
+    ] {
+        let a = get(c.addr, path, Some(&se)).await;
+        assert_eq!(a.status, 403, "{path}: {}", a.body);
+    }
+    // A handheld reads neither.
+    let courier = c.sign_in("courier").await;
+    for path in ["/analytics", "/depot/STO-1"] {
+        assert_eq!(
+            get(c.addr, path, Some(&courier)).await.status,
+            403,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_cookie_and_a_forged_cookie_are_refused() {
+    let c = start().await;
+    for path in ["/", "/depot/STO-1", "/analytics", "/report.csv?by=reason"] {
+        let a = get(c.addr, path, None).await;
+        assert_eq!(a.status, 401, "{path}");
+        let forged = format!("threshold_session={}", "ab".repeat(32));
+        assert_eq!(get(c.addr, path, Some(&forged)).await.status, 401, "{path}");
+    }
+    // A real session's cookie, one digit changed, is no session.
+    let real = c.sign_in("planner-sto").await;
+    let mut forged = real.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).expect("ascii");
+    assert_eq!(get(c.addr, "/depot/STO-1", Some(&forged)).await.status, 401);
+    assert_eq!(get(c.addr, "/depot/STO-1", Some(&real)).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_sign_in_code_works_once_and_the_cookie_is_http_only_and_strict() {
+    let c = start().await;
+    let path = c
+        .console
+        .sign_in_path_for_token(&c.tokens["planner-sto"])
+        .expect("known token");
+    let first = get(c.addr, &path, None).await;
+    assert_eq!(first.status, 303);
+    let set = first.header("set-cookie").expect("cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let id = first.cookie();
+    assert_eq!(id.len(), "threshold_session=".len() + 64, "256 random bits");
+    let replay = get(c.addr, &path, None).await;
+    assert_eq!(replay.status, 401, "a replayed code: {}", replay.body);
+    assert!(replay.header("set-cookie").is_none());
+    // A sign-in link leads only to this console's own pages.
+    for (next, to) in [
+        ("/analytics", "/analytics"),
+        ("//evil.example/", "/"),
+        ("https://evil.example/", "/"),
+    ] {
+        let path = c
+            .console
+            .sign_in_path_for_token(&c.tokens["planner-sto"])
+            .expect("known token");
+        let a = get(c.addr, &format!("{path}&next={next}"), None).await;
+        assert_eq!(a.header("location"), Some(to), "next={next}");
+    }
+    // An unknown token signs no one in.
+    let a = post_form(c.addr, "/signin", None, b"token=not-a-token").await;
+    assert_eq!(a.status, 401);
+    assert!(c.console.sign_in_path_for_token("not-a-token").is_none());
+}
+
+#[tokio::test]
+async fn a_post_without_the_session_s_csrf_token_is_refused() {
+    let c = start().await;
+    let cookie = c.sign_in("planner-sto").await;
+    let a = post_form(c.addr, "/signout", Some(&cookie), b"csrf=0000").await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    // Still signed in.
+    assert_eq!(get(c.addr, "/depot/STO-1", Some(&cookie)).await.status, 200);
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=csrf value=\"").expect("a form") + "name=csrf value=\"".len();
+    page[at..].split('"').next().expect("value").to_owned()
+}
+
+#[tokio::test]
+async fn a_replan_needs_the_session_s_csrf_token_and_the_planner_s_own_depot() {
+    let c = start().await;
+    let sto = c.sign_in("planner-sto").await;
+    let page = get(c.addr, "/depot/STO-1", Some(&sto)).await;
+    let csrf = csrf_of(&page.body);
+    assert_eq!(csrf.len(), 64);
+    let forged = post_form(
+        c.addr,
+        "/depot/STO-1/replan",
+        Some(&sto),
+        b"csrf=00&date=2026-11-23",
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let other = post_form(
+        c.addr,
+        "/depot/CPH-1/replan",
+        Some(&sto),
+        format!("csrf={csrf}&date=2026-11-23").as_bytes(),
+    )
+    .await;
+    assert_eq!(other.status, 403, "{}", other.body);
+    // Another session's token is not this one's.
+    let cph = c.sign_in("planner-cph").await;
+    let a = post_form(
+        c.addr,
+        "/depot/CPH-1/replan",
+        Some(&cph),
+        format!("csrf={csrf}&date=2026-11-23").as_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    // No cookie at all.
+    let a = post_form(
+        c.addr,
+        "/depot/STO-1/replan",
+        None,
+        format!("csrf={csrf}&date=2026-11-23").as_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 401);
+}
+
+/// A multipart upload of `file` with `csrf`.
+fn upload_form(csrf: &str, file: &[u8]) -> Vec<u8> {
+    let mut form = format!(
+        "--b0undary\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --b0undary\r\nContent-Disposition: form-data; name=\"manifest\"; filename=\"m.csv\"\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(file);
+    form.extend_from_slice(b"\r\n--b0undary--\r\n");
+    form
+}
+
+async fn post_upload(addr: SocketAddr, path: &str, cookie: &str, form: &[u8]) -> Answer {
+    send(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=b0undary\r\nCookie: {cookie}"
+        ),
+        form,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_manifest_upload_is_refused_for_another_depot_without_csrf_or_oversized() {
+    let c = start().await;
+    let sto = c.sign_in("planner-sto").await;
+    let csrf = csrf_of(&get(c.addr, "/depot/STO-1", Some(&sto)).await.body);
+    let small = b"parcel_id\nx\n";
+    let other = post_upload(
+        c.addr,
+        "/depot/CPH-1/manifest",
+        &sto,
+        &upload_form(&csrf, small),
+    )
+    .await;
+    assert_eq!(other.status, 403, "{}", other.body);
+    let forged = post_upload(
+        c.addr,
+        "/depot/STO-1/manifest",
+        &sto,
+        &upload_form("00", small),
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let big = vec![b'a'; threshold_console::MAX_UPLOAD + 1];
+    let over = post_upload(
+        c.addr,
+        "/depot/STO-1/manifest",
+        &sto,
+        &upload_form(&csrf, &big),
+    )
+    .await;
+    assert_eq!(over.status, 413, "{}", over.body);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused() {
+    let c = start().await;
+    let cookie = c.sign_in("planner-sto").await;
+    let big = vec![b'a'; threshold_console::MAX_BODY + 1];
+    let mut form = b"token=".to_vec();
+    form.extend_from_slice(&big);
+    let a = post_form(c.addr, "/signin", None, &form).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    let mut form = b"csrf=".to_vec();
+    form.extend_from_slice(&big);
+    let a = post_form(c.addr, "/signout", Some(&cookie), &form).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+}
