@@ -218,7 +218,7 @@ impl Deployment {
         let mut simulate = Command::new(BIN);
         simulate
             .args(["simulate", "--date", "2026-11-23", "--seed", "12"])
-            .args(["--plan-seconds", "1", "--server", server])
+            .args(["--server", server])
             .arg("--data")
             .arg(&self.shared);
         for country in ["dk", "fi", "no", "se"] {
