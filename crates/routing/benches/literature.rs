@@ -20,7 +20,7 @@
 //! - `CLASSES`: a comma list of classes to keep (`c1,r2,rc1`…; default all);
 //! - `ONLY`: a comma list of instance names to keep;
 //! - `PEERS`: `pyvrp,vroom` (default), a subset, or `none`;
-//! - `ENGINE`: Threshold's engine (`vrp-core`);
+//! - `ENGINE`: Threshold's engine (`hgs`; or `vrp-core`, `insertion`);
 //! - `CONCURRENT`: `1` runs Threshold and PyVRP at the same time (two
 //!   single-threaded processes on two cores), then VROOM alone; `0` (default)
 //!   runs all three one after another.
@@ -229,7 +229,7 @@ fn main() {
         .filter(|p| p != "none")
         .collect();
     let engine: Engine = std::env::var("ENGINE")
-        .unwrap_or_else(|_| "vrp-core".into())
+        .unwrap_or_else(|_| "hgs".into())
         .parse()
         .expect("ENGINE");
     let concurrent = std::env::var("CONCURRENT").is_ok_and(|v| v == "1");

@@ -17,6 +17,7 @@
 
 pub mod check;
 pub mod depot;
+mod hgs;
 mod insert;
 pub mod matrix;
 pub mod solomon;

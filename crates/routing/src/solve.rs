@@ -26,7 +26,8 @@ pub enum Budget {
     /// Repeatable: a fixed number of generations from a random source seeded
     /// with `seed`, on one thread, never looking at a clock. The same
     /// problem, seed and count give the same plan on any run and any machine
-    /// load. Only [`Engine::Insertion`] repeats.
+    /// load. [`Engine::Hgs`] and [`Engine::Insertion`] repeat; for
+    /// [`Engine::Hgs`] a generation is one offspring of its genetic search.
     Generations {
         /// Generations of the search after the initial solution.
         generations: usize,
@@ -39,8 +40,12 @@ pub enum Budget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Engine {
-    /// vrp-core's rosomaxa metaheuristic; time-bounded only.
+    /// Threshold's hybrid genetic search (the `threshold-solver` crate):
+    /// the shortest routes, and repeats exactly under a
+    /// [`Budget::Generations`].
     #[default]
+    Hgs,
+    /// vrp-core's rosomaxa metaheuristic; time-bounded only.
     VrpCore,
     /// Threshold's own seeded ruin-and-recreate search over cheapest
     /// insertions: repeats exactly under a [`Budget::Generations`].
@@ -51,9 +56,12 @@ impl std::str::FromStr for Engine {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "hgs" => Ok(Engine::Hgs),
             "vrp-core" => Ok(Engine::VrpCore),
             "insertion" => Ok(Engine::Insertion),
-            other => Err(format!("{other:?} is not an engine (vrp-core, insertion)")),
+            other => Err(format!(
+                "{other:?} is not an engine (hgs, vrp-core, insertion)"
+            )),
         }
     }
 }
@@ -61,6 +69,7 @@ impl std::str::FromStr for Engine {
 impl std::fmt::Display for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Engine::Hgs => "hgs",
             Engine::VrpCore => "vrp-core",
             Engine::Insertion => "insertion",
         })
@@ -92,13 +101,13 @@ impl Options {
     }
 
     /// A repeatable search of `generations` seeded with `seed`, with the
-    /// engine that repeats.
+    /// default engine, which repeats.
     pub fn repeatable(objective: Objective, generations: usize, seed: u64) -> Self {
         Self {
             objective,
             budget: Budget::Generations { generations, seed },
             threads: 1,
-            engine: Engine::Insertion,
+            engine: Engine::Hgs,
         }
     }
 }
@@ -109,7 +118,7 @@ impl Default for Options {
             objective: Objective::Business,
             budget: Budget::Seconds(5.0),
             threads: 0,
-            engine: Engine::VrpCore,
+            engine: Engine::Hgs,
         }
     }
 }
@@ -142,6 +151,38 @@ pub fn solve(problem: &Problem, options: Options) -> Result<Plan, Error> {
         (Vec::new(), solvable)
     } else {
         match (options.engine, options.budget) {
+            (Engine::Hgs, budget) => {
+                let orders = crate::hgs::plan(problem, &solvable, options.objective, budget)?;
+                let mut r = Routes::new(problem, options.objective, orders.routes);
+                let mut left: Vec<usize> = orders.left.iter().map(|(s, _)| *s).collect();
+                if !left.is_empty() {
+                    // Stops the genetic search could not fit: the insertion
+                    // search, from its routes, on the same budget (a tenth
+                    // of the time, at most a second), may pack them in.
+                    let (generations, seed, deadline) = match budget {
+                        Budget::Generations { generations, seed } => (generations, seed, None),
+                        Budget::Seconds(s) => (
+                            usize::MAX,
+                            random_seed(),
+                            Some(
+                                std::time::Instant::now()
+                                    + std::time::Duration::from_secs_f64(
+                                        (s / 10.0).clamp(0.0, 1.0),
+                                    ),
+                            ),
+                        ),
+                    };
+                    left = r.search(left, generations, seed, deadline);
+                }
+                // The solver's reason, for the stops still out.
+                for (stop, why) in orders.left {
+                    if left.contains(&stop) {
+                        details.entry(stop).or_insert(why);
+                    }
+                }
+                let routes = (0..problem.vans.len()).filter_map(|v| r.route(v)).collect();
+                (routes, left)
+            }
             (Engine::VrpCore, Budget::Seconds(_)) => {
                 let vrp = Arc::new(build(problem, &solvable, options.objective)?);
                 read_back(&search(vrp, options)?)?
@@ -178,6 +219,7 @@ pub fn solve(problem: &Problem, options: Options) -> Result<Plan, Error> {
     // Everything not planned, the stops kept out first: try them again.
     left.extend(details.keys().copied());
     left.sort_unstable();
+    left.dedup();
     let mut orders = vec![Vec::new(); problem.vans.len()];
     for r in &routes {
         if let Some(o) = orders.get_mut(r.van) {
@@ -212,8 +254,8 @@ pub fn solve(problem: &Problem, options: Options) -> Result<Plan, Error> {
     Ok(Plan { routes, unassigned })
 }
 
-/// A seed for a time-bounded insertion search, from the clock.
-fn random_seed() -> u64 {
+/// A seed for a time-bounded search, from the clock.
+pub(crate) fn random_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)

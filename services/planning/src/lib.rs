@@ -3,8 +3,9 @@
 //! The parcels of each depot-day come from the [`DepotDays`] projection
 //! (in-home windows from the manifest or the resident's grant), the vans from
 //! the depots' fleet configuration ([`Fleets`]). Depots are planned in
-//! parallel, one per core, each with vrp-core under a time budget; every
-//! plan is checked by the independent checker before anything is written.
+//! parallel, one per core, each with the genetic search under a time budget
+//! (or a seeded generation budget, which repeats); every plan is checked by
+//! the independent checker before anything is written.
 //! A route per van used is appended to the log (`route/<depot>-<date>-<van>`),
 //! a new plan version when the day is planned again, and handhelds read it
 //! with `GetRoute`. Replanning moves whole routes between interchangeable

@@ -24,7 +24,7 @@ pub(crate) struct SolveArgs {
     /// Seed of a repeatable search (with --generations).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The engine: `vrp-core` (time-bounded only) or `insertion`.
+    /// The engine: `hgs` (the default), `vrp-core` (time-bounded only) or `insertion`.
     #[arg(long)]
     engine: Option<Engine>,
     /// `distance` (total distance, as best-known solutions are) or
