@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -164,6 +164,15 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    // The secret comes back from registering the endpoint, and delivery may
+    // start before the test has handed it over: wait for it, as a receiver
+    // is configured before it serves.
+    let configured = Instant::now();
+    while secrets.lock().expect("secrets").is_empty()
+        && configured.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let verified = secrets.lock().expect("secrets").iter().any(|s| {
         standardwebhooks::Webhook::new(s)
             .and_then(|w| w.verify(&body, &parts.headers))
