@@ -17,7 +17,7 @@
 //! refused.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -61,6 +61,21 @@ pub struct Models {
 }
 
 impl Models {
+    /// The attempts model, read; a writer's panic leaves it readable.
+    pub fn attempts(&self) -> RwLockReadGuard<'_, Attempts> {
+        self.attempts.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The routes model, read.
+    pub fn routes(&self) -> RwLockReadGuard<'_, Routes> {
+        self.routes.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The depot-days model, read.
+    pub fn depot_days(&self) -> RwLockReadGuard<'_, DepotDays> {
+        self.depot_days.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Models built from `log` and kept following it (call within a tokio
     /// runtime); sealed addresses are opened with `vault` to draw stops.
     pub fn follow(log: Arc<dyn EventLog>, vault: Arc<Vault>) -> Self {

@@ -304,13 +304,7 @@ fn depots_of(console: &Console, p: &Principal) -> Vec<String> {
         return vec![p.tenant.clone()];
     }
     let mut depots: Vec<String> = console.0.fleets.depots.keys().cloned().collect();
-    let known = console
-        .0
-        .models
-        .depot_days
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .depots();
+    let known = console.0.models.depot_days().depots();
     depots.extend(known);
     depots.sort();
     depots.dedup();
@@ -324,12 +318,7 @@ async fn index(State(console): State<Console>, headers: HeaderMap) -> Result<Res
     }
     let mut body = nav(&s);
     body.push_str("<h1>Depots</h1><table><tr><th>depot</th><th>days with parcels</th></tr>");
-    let days = console
-        .0
-        .models
-        .depot_days
-        .read()
-        .unwrap_or_else(|e| e.into_inner());
+    let days = console.0.models.depot_days();
     for d in depots_of(&console, &s.principal) {
         let mut links = String::new();
         for (day, n) in days.days_of(&d).iter().rev().take(14) {
@@ -403,12 +392,7 @@ fn depot_day(
             s.principal.tenant
         )));
     }
-    let days = console
-        .0
-        .models
-        .depot_days
-        .read()
-        .unwrap_or_else(|e| e.into_inner());
+    let days = console.0.models.depot_days();
     let date = match q.date.as_deref().filter(|d| !d.is_empty()) {
         Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
             .map_err(|e| bad(format!("date {d:?}: {e} (YYYY-MM-DD)")))?,
@@ -428,12 +412,7 @@ fn depot_day(
         .latitude
         .zip(fleet.longitude)
         .map(|(lat, lon)| LonLat { lon, lat });
-    let routes_model = console
-        .0
-        .models
-        .routes
-        .read()
-        .unwrap_or_else(|e| e.into_inner());
+    let routes_model = console.0.models.routes();
     let mut on_route = std::collections::HashSet::new();
     let mut routes = Vec::new();
     for r in routes_model.for_depot(depot, date) {
@@ -1136,13 +1115,7 @@ async fn report_csv(
     let s = signed_in(&console, &headers)?;
     let f = scope(&s.principal, &q)?;
     let by = dimension(given(&q.by), Dimension::Country)?;
-    let report = console
-        .0
-        .models
-        .attempts
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .report(by, &f);
+    let report = console.0.models.attempts().report(by, &f);
     let mut out = format!("{},{REPORT_HEADER}\n", by.as_str());
     for r in report.rows.iter().chain([&report.total]) {
         report_line(&mut out, &[&r.group], r);
@@ -1158,13 +1131,7 @@ async fn daily_csv(
     let s = signed_in(&console, &headers)?;
     let f = scope(&s.principal, &q)?;
     let split = dimension(given(&q.split), Dimension::Country)?;
-    let series = console
-        .0
-        .models
-        .attempts
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .daily(split, &f);
+    let series = console.0.models.attempts().daily(split, &f);
     let mut out = format!("{},day,{REPORT_HEADER}\n", split.as_str());
     for (name, rows) in &series {
         for r in rows {
@@ -1182,13 +1149,7 @@ async fn hours_csv(
 ) -> Result<Response, Refused> {
     let s = signed_in(&console, &headers)?;
     let f = scope(&s.principal, &q)?;
-    let hours = console
-        .0
-        .models
-        .attempts
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .failures_by_hour(&f);
+    let hours = console.0.models.attempts().failures_by_hour(&f);
     let mut out = String::from("local_hour,failed_attempts\n");
     for (h, n) in hours.iter().enumerate() {
         let _ = writeln!(out, "{h},{n}");
@@ -1210,12 +1171,7 @@ async fn analytics_page(
         ));
     }
     let (series, reasons, services, total, hours) = {
-        let m = console
-            .0
-            .models
-            .attempts
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let m = console.0.models.attempts();
         let services = m.report(Dimension::Service, &f);
         (
             m.daily(split, &f),

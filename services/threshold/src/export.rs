@@ -200,17 +200,9 @@ impl TableData {
         ))
     }
 
-    fn parquet(mut self, path: &Path) -> Result<(), BoxError> {
-        let schema = self.schema();
-        let file =
-            std::fs::File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(BATCH))
-            .build();
-        let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
-        let columns: Vec<ArrayRef> = self
-            .columns
+    /// The columns as Arrow arrays, in schema order.
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        self.columns
             .iter_mut()
             .map(|c| -> ArrayRef {
                 match c {
@@ -221,8 +213,19 @@ impl TableData {
                     Column::Flag(_, b) => Arc::new(b.finish()),
                 }
             })
-            .collect();
-        let batch = RecordBatch::try_new(schema, columns)?;
+            .collect()
+    }
+
+    fn parquet(mut self, path: &Path) -> Result<(), BoxError> {
+        let schema = self.schema();
+        let file =
+            std::fs::File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(BATCH))
+            .build();
+        let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
+        let batch = RecordBatch::try_new(schema, self.finish())?;
         let mut start = 0;
         while start < batch.num_rows() {
             let len = BATCH.min(batch.num_rows() - start);
@@ -238,19 +241,7 @@ impl TableData {
         let mut w = csv::Writer::from_path(path)
             .map_err(|e| format!("creating {}: {e}", path.display()))?;
         w.write_record(schema.fields().iter().map(|f| f.name().as_str()))?;
-        let arrays: Vec<ArrayRef> = self
-            .columns
-            .iter_mut()
-            .map(|c| -> ArrayRef {
-                match c {
-                    Column::Text(_, b, _) => Arc::new(b.finish()),
-                    Column::Date(_, b, _) => Arc::new(b.finish()),
-                    Column::Instant(_, b, _) => Arc::new(b.finish()),
-                    Column::Count(_, b, _) => Arc::new(b.finish()),
-                    Column::Flag(_, b) => Arc::new(b.finish()),
-                }
-            })
-            .collect();
+        let arrays = self.finish();
         for row in 0..self.rows {
             let cells = arrays.iter().map(|a| cell(a, row));
             w.write_record(cells)?;
