@@ -49,3 +49,44 @@ async fn a_stalled_load_and_idle_streams_of_one_party_do_not_hold_up_the_others_
         .expect("B's day goes through while A holds its streams");
     drop((chunks, stalled, idle, open));
 }
+
+/// A planner cannot buy unbounded search, even on its own depot: a plan
+/// asking for more search time or more generations than the server allows
+/// is refused by field, before it takes the planning turn, and writes
+/// nothing; within the bounds the same planner plans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_cannot_ask_for_more_search_than_the_server_allows() {
+    use threshold_api::v1::PlanDayRequest;
+    use threshold_api::v1::planning_service_client::PlanningServiceClient;
+    use threshold_domain::country::date_to_proto;
+
+    let w = World::build().await;
+    let a = &w.a;
+    let head = w.head().await;
+    let ask = |seconds_per_depot: f64, generations: u32| PlanDayRequest {
+        date: Some(date_to_proto(w.day)),
+        depot_ids: vec![a.depot.into()],
+        seconds_per_depot,
+        generations,
+        seed: 1,
+        ..Default::default()
+    };
+    for (request, field) in [
+        (ask(601.0, 0), "seconds_per_depot"),
+        (ask(f64::INFINITY, 0), "seconds_per_depot"),
+        (ask(0.0, 100_001), "generations"),
+        (ask(0.0, u32::MAX), "generations"),
+    ] {
+        let refused = PlanningServiceClient::new(w.planner_of(a))
+            .plan_day(request)
+            .await
+            .expect_err("over the bound");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains(field), "{refused:?}");
+    }
+    assert_eq!(w.stored_since(head).await, []);
+    PlanningServiceClient::new(w.planner_of(a))
+        .plan_day(ask(0.0, 50))
+        .await
+        .expect("within the bounds the planner plans");
+}
