@@ -19,6 +19,8 @@ pub const CODE_TTL: Duration = Duration::from_secs(10 * 60);
 pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 /// Sign-in codes outstanding at once; the oldest gives way.
 const MAX_CODES: usize = 256;
+/// Unused sign-in codes one credential may hold.
+const MAX_CODES_PER_CREDENTIAL: usize = 8;
 /// Sessions at once, over every credential.
 const MAX_SESSIONS: usize = 10_000;
 /// Sessions one credential may hold; its oldest gives way.
@@ -63,13 +65,28 @@ impl Sessions {
         let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         codes.retain(|_, (_, at)| now.duration_since(*at) < CODE_TTL);
-        if codes.len() >= MAX_CODES
-            && let Some(oldest) = codes
+        let oldest = |codes: &HashMap<String, (Principal, Instant)>, name: Option<&str>| {
+            codes
                 .iter()
+                .filter(|(_, (p, _))| name.is_none_or(|n| p.name == n))
                 .min_by_key(|(_, (_, at))| *at)
                 .map(|(k, _)| k.clone())
+        };
+        // One credential asking again and again replaces its own codes,
+        // not the links printed for everyone else.
+        let mine = codes
+            .values()
+            .filter(|(p, _)| p.name == principal.name)
+            .count();
+        if mine >= MAX_CODES_PER_CREDENTIAL
+            && let Some(k) = oldest(&codes, Some(&principal.name))
         {
-            codes.remove(&oldest);
+            codes.remove(&k);
+        }
+        if codes.len() >= MAX_CODES
+            && let Some(k) = oldest(&codes, None)
+        {
+            codes.remove(&k);
         }
         let code = random_id();
         codes.insert(code.clone(), (principal, now));
@@ -183,5 +200,19 @@ mod tests {
         s.close(&id);
         assert!(s.get(&id).is_none());
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+
+    #[test]
+    fn one_credential_asking_for_codes_again_and_again_does_not_void_anothers() {
+        let s = Sessions::default();
+        let theirs = s.issue_code(planner("b"));
+        let mine: Vec<String> = (0..1000).map(|_| s.issue_code(planner("a"))).collect();
+        assert!(s.redeem(&theirs).is_some(), "b's printed link still works");
+        let working = mine.iter().filter(|c| s.redeem(c).is_some()).count();
+        assert_eq!(
+            working, MAX_CODES_PER_CREDENTIAL,
+            "a holds its newest codes only"
+        );
+        assert!(s.redeem(&mine[999]).is_none(), "used once");
     }
 }
