@@ -260,19 +260,22 @@ impl Webhooks {
         self.replay_from(tenant, id, cursor).await
     }
 
-    /// The last position recorded before `since`.
+    /// The last position recorded before `since`. The log is recorded in
+    /// time order, so this is a binary search of single-event reads: a
+    /// partner's replay costs O(log n) reads, not a scan of the log.
     async fn position_at(&self, since: DateTime<Utc>) -> Result<u64> {
-        let mut after = Position::ORIGIN;
-        loop {
-            let batch = self.ctx.log.read_all(after, 4096).await?;
-            let Some(last) = batch.last() else {
-                return Ok(after.0);
-            };
-            if let Some(e) = batch.iter().find(|e| e.recorded_at >= since) {
-                return Ok(e.position.0.saturating_sub(1));
+        let head = self.ctx.log.head().await?.0;
+        // The first position recorded at or after `since` is in lo..=hi;
+        // hi = head + 1 means none is.
+        let (mut lo, mut hi) = (1, head + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.ctx.log.read_all(Position(mid - 1), 1).await?.first() {
+                Some(e) if e.recorded_at < since => lo = e.position.0 + 1,
+                _ => hi = mid,
             }
-            after = last.position;
         }
+        Ok(lo - 1)
     }
 
     /// Up to `max` (at most 1000) attempts on `tenant`'s endpoint `id`

@@ -884,3 +884,44 @@ async fn endpoints_cannot_reach_private_addresses_or_follow_redirects() {
     assert_eq!(attempts[0].1.verdict, Verdict::Retry);
     hooks.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_since_a_time_redelivers_what_was_recorded_from_then_on() {
+    let d = day();
+    let before = append_day(d.log.as_ref(), &["nordshop"], 0..5).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let since = Utc::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = append_day(d.log.as_ref(), &["nordshop"], 5..9).await;
+    let hooks = Webhooks::open(Arc::clone(&d.log), &d.store, options()).expect("open");
+    hooks.start().await.expect("start");
+    let r = Receiver::start(Arc::new(|_: &str, _| Fault::None), TIMEOUT, None).await;
+    let (ep, secret) = hooks
+        .add("nordshop", &r.url(), &[], Start::After(0))
+        .await
+        .expect("add");
+    r.secrets.lock().expect("s").push(secret.expose());
+    let (n, m) = (before["nordshop"].len(), after["nordshop"].len());
+    assert!(n > 0 && m > 0);
+    until("the day", Duration::from_secs(20), || {
+        r.seen().requests.len() >= n + m
+    })
+    .await;
+    hooks
+        .replay_since("nordshop", &ep.id, since)
+        .await
+        .expect("replay");
+    until("the replay", Duration::from_secs(20), || {
+        r.seen().requests.len() >= n + 2 * m
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = r.seen();
+    let want: Vec<String> = after["nordshop"].iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        seen.requests[n + m..],
+        want[..],
+        "only what was recorded from `since` on, once more"
+    );
+    hooks.stop().await;
+}
