@@ -916,12 +916,14 @@ async fn a_replay_since_a_time_redelivers_what_was_recorded_from_then_on() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let seen = r.seen();
     let want: Vec<String> = after["nordshop"].iter().map(|(id, _)| id.clone()).collect();
-    assert_eq!(
-        seen.requests[n + m..],
-        want[..],
-        "only what was recorded from `since` on, once more"
-    );
+    {
+        let seen = r.seen();
+        assert_eq!(
+            seen.requests[n + m..],
+            want[..],
+            "only what was recorded from `since` on, once more"
+        );
+    }
     hooks.stop().await;
 }
