@@ -6,7 +6,11 @@
 //! clients left over are inserted greedily); local search on every child,
 //! with a stronger-penalty repair for half the infeasible ones; penalties
 //! adapted to keep a target share of feasible children; a restart after a
-//! long run without improvement.
+//! long run without improvement. When vehicles have a fixed cost, feasible
+//! children that use no more vehicles than the best have their smallest
+//! route emptied into the others (route elimination), and the penalties
+//! start no lower than the fixed cost's rate per unit of capacity and of
+//! shift; without fixed costs the search is unchanged.
 
 use std::time::Instant;
 
@@ -24,6 +28,12 @@ const CLOSE: usize = 5;
 const TARGET_FEASIBLE: f64 = 0.2;
 /// Children between penalty adjustments.
 const ADAPT_EVERY: u64 = 50;
+/// With fixed vehicle costs, the starting penalties price this share of a
+/// vehicle's capacity (or of its shift) in excess (or in time warp) at one
+/// fixed cost, times the share's inverse: ten. At one, the search still
+/// merges routes it cannot make feasible again; at a hundred or more it
+/// rarely tries plans with a vehicle fewer (measured on 500-stop depots).
+const VEHICLE_RATE: i64 = 10;
 
 #[derive(Debug, Clone)]
 struct Individual {
@@ -199,6 +209,8 @@ struct Search<'a> {
     warp_ok: Vec<bool>,
     started: Instant,
     iteration: u64,
+    /// Some vehicle has a fixed cost: routes are worth eliminating.
+    vehicle_cost: bool,
 }
 
 pub(crate) fn run(data: &Data, params: &Params) -> Solution {
@@ -228,10 +240,13 @@ pub(crate) fn run(data: &Data, params: &Params) -> Solution {
     } else {
         1.0
     };
-    let penalties = Penalties {
-        load: (max_distance / max_demand).clamp(1, 1 << 20),
-        warp: ((10.0 * ratio).round() as i64).clamp(1, 1 << 20),
-    };
+    let penalties = vehicle_rate(
+        data,
+        Penalties {
+            load: (max_distance / max_demand).clamp(1, 1 << 20),
+            warp: ((10.0 * ratio).round() as i64).clamp(1, 1 << 20),
+        },
+    );
     let mut s = Search {
         data,
         params,
@@ -246,6 +261,7 @@ pub(crate) fn run(data: &Data, params: &Params) -> Solution {
         warp_ok: Vec::new(),
         started,
         iteration: 0,
+        vehicle_cost: data.types.iter().any(|t| t.count > 0 && t.fixed > 0),
     };
     if !data.active.is_empty() {
         s.search();
@@ -451,7 +467,15 @@ impl<'a> Search<'a> {
         self.load_ok.push(ind.excess == 0);
         self.warp_ok.push(ind.warp == 0);
         let feasible = ind.feasible();
+        let used = ind.routes.len();
         self.add(ind);
+        if feasible
+            && self.vehicle_cost
+            && self.best.as_ref().is_none_or(|b| used <= b.routes.len())
+        {
+            self.eliminate(used);
+            return;
+        }
         if !feasible && self.rng.unit() < 0.5 {
             for factor in [10, 100] {
                 self.local.penalties = Penalties {
@@ -464,6 +488,42 @@ impl<'a> Search<'a> {
                     self.add(ind);
                     break;
                 }
+            }
+        }
+    }
+
+    /// With vehicles that cost, from the feasible local optimum the local
+    /// search holds (`used` routes): empties its smallest route, inserts
+    /// those clients into the other routes and searches again, with the
+    /// repair's stronger penalties if need be; on a feasible result, one
+    /// vehicle fewer, and tries again from there. The local search alone
+    /// rarely empties a route: every client but the last must move at a
+    /// loss before the fixed cost is saved.
+    fn eliminate(&mut self, mut used: usize) {
+        while let Some(clients) = self.local.empty_smallest() {
+            for &c in &clients {
+                self.local.insert_used(c as usize);
+            }
+            let mut done = false;
+            for factor in [1, 10, 100] {
+                self.local.penalties = Penalties {
+                    load: self.penalties.load.saturating_mul(factor),
+                    warp: self.penalties.warp.saturating_mul(factor),
+                };
+                self.local.run(&mut self.rng);
+                let ind = Individual::from(&self.local, self.data.n);
+                let (feasible, now) = (ind.feasible(), ind.routes.len());
+                if factor == 1 || feasible {
+                    self.add(ind);
+                }
+                if feasible {
+                    done = now < used;
+                    used = now;
+                    break;
+                }
+            }
+            if !done {
+                return;
             }
         }
     }
@@ -666,5 +726,51 @@ impl<'a> Search<'a> {
             cost: distance + fixed,
             iterations: self.iteration,
         }
+    }
+}
+
+/// Penalties no lower than ten times the rate at which a vehicle buys
+/// capacity and time, when vehicles have a fixed cost: a tenth of a
+/// vehicle's capacity of excess load, or a tenth of a shift of time warp,
+/// costs one fixed cost. Penalties set
+/// from distances alone are tiny next to a fixed cost that outweighs any
+/// travel, and the search would merge every route into one hopelessly late
+/// and overloaded route (each merge saves a vehicle) and never find a
+/// feasible plan with few vehicles. Without fixed costs, `p` unchanged.
+fn vehicle_rate(data: &Data, p: Penalties) -> Penalties {
+    let used = || data.types.iter().filter(|t| t.count > 0);
+    let fixed = used().map(|t| t.fixed).min().unwrap_or(0);
+    if fixed == 0 {
+        return p;
+    }
+    // The binding load dimension: the one whose total demand fills the
+    // most of a vehicle's capacity.
+    let mut demand = [0i64; crate::MAX_DIMENSIONS];
+    for &c in &data.active {
+        for (d, x) in demand.iter_mut().zip(data.seg(c).load.iter()) {
+            *d += x;
+        }
+    }
+    let capacity = (0..crate::MAX_DIMENSIONS)
+        .filter_map(|d| {
+            let cap = used().map(|t| t.capacity[d]).max().unwrap_or(0);
+            (cap > 0 && demand[d] > 0).then(|| (demand[d] as f64 / cap as f64, cap))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|x| x.1);
+    let shift = used()
+        .map(|t| {
+            let (s, e) = (data.seg(t.start as usize), data.seg(t.end as usize));
+            e.late - s.early
+        })
+        .max()
+        .unwrap_or(0);
+    let rate = |per: Option<i64>| match per {
+        Some(x) if x > 0 => (fixed.saturating_mul(VEHICLE_RATE) / x).clamp(1, 1 << 30),
+        _ => 1,
+    };
+    Penalties {
+        load: p.load.max(rate(capacity)),
+        warp: p.warp.max(rate(Some(shift))),
     }
 }

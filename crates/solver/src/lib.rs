@@ -81,7 +81,8 @@
 //!   duration, time warp).
 //! - `local`: the granular local search (relocate, swap, 2-opt*, intra-route
 //!   moves) and greedy insertion.
-//! - `genetic`: population, diversity, crossover, penalty control, restarts.
+//! - `genetic`: population, diversity, crossover, penalty control, route
+//!   elimination (with fixed vehicle costs), restarts.
 //! - `rng`: the seeded generator.
 
 mod genetic;
@@ -138,7 +139,12 @@ pub struct VehicleType {
     pub shift: (i64, i64),
     /// Skills the vehicle has (bitmask).
     pub skills: u64,
-    /// Cost of using one vehicle of this type, in distance units.
+    /// Cost of using one vehicle of this type, in distance units. When
+    /// any type has one, the search also tries to empty the smallest route
+    /// of its plans; when every type has one, its infeasibility penalties
+    /// start no lower than the rate at which the cheapest vehicle buys
+    /// capacity and time (see `genetic`). With no fixed cost at all, the
+    /// search is exactly as without these steps.
     pub fixed_cost: i64,
 }
 

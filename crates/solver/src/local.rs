@@ -268,6 +268,54 @@ impl<'a> Local<'a> {
         c
     }
 
+    /// Empties the used route with the fewest clients (ties: the lowest
+    /// load, then the first) and returns its clients; `None` with fewer
+    /// than two routes in use.
+    pub(crate) fn empty_smallest(&mut self) -> Option<Vec<u32>> {
+        let used = self.routes.iter().filter(|r| !r.nodes.is_empty()).count();
+        if used < 2 {
+            return None;
+        }
+        let r = (0..self.routes.len())
+            .filter(|&r| !self.routes[r].nodes.is_empty())
+            .min_by_key(|&r| {
+                let route = &self.routes[r];
+                (route.nodes.len(), route.pre[route.nodes.len()].load, r)
+            })?;
+        let clients = std::mem::take(&mut self.routes[r].nodes);
+        for &c in &clients {
+            self.route_of[c as usize] = u32::MAX;
+        }
+        self.update(r);
+        Some(clients)
+    }
+
+    /// Inserts `c` where it raises the penalised cost least, among the
+    /// routes in use only.
+    pub(crate) fn insert_used(&mut self, c: usize) {
+        let data = self.data;
+        let node = data.seg(c);
+        let mut best = (i64::MAX, usize::MAX, 0);
+        for (r, route) in self.routes.iter().enumerate() {
+            if route.nodes.is_empty() || !data.fits(c, route.ty) {
+                continue;
+            }
+            for g in 0..=route.nodes.len() {
+                let s = route.pre[g].then(&node, data).then(&route.suf[g], data);
+                let d = self.cost(&s, route.ty) - route.cost;
+                if d < best.0 {
+                    best = (d, r, g);
+                }
+            }
+        }
+        if best.1 == usize::MAX {
+            self.insert(c);
+            return;
+        }
+        self.routes[best.1].nodes.insert(best.2, c as u32);
+        self.update(best.1);
+    }
+
     /// Inserts `c` where it raises the penalised cost least.
     pub(crate) fn insert(&mut self, c: usize) {
         let data = self.data;

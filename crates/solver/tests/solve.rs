@@ -325,3 +325,59 @@ fn bad_input_is_named() {
     };
     assert!(solve(&p, &params).is_err());
 }
+
+/// Six clusters of six clients in six directions from the depot, whose
+/// demands fill exactly `vehicles` vehicles (so no plan has fewer), with
+/// windows that never bind, and a fixed cost above any plan's travel.
+fn clusters_filling(vehicles: i64) -> Problem {
+    let mut points = vec![(500, 500)];
+    let mut clients = Vec::new();
+    for k in 0..6 {
+        let angle = k as f64 * std::f64::consts::TAU / 6.0;
+        let (cx, cy) = (500.0 + 400.0 * angle.cos(), 500.0 + 400.0 * angle.sin());
+        for i in 0..6i64 {
+            points.push((cx as i64 + 7 * (i % 3), cy as i64 + 7 * (i / 3)));
+            clients.push(Client {
+                location: points.len() - 1,
+                demand: vec![1 + i],
+                window: (0, 1_000_000),
+                service: 10,
+                skills: 0,
+            });
+        }
+    }
+    let m = euclidean(&points);
+    let total: i64 = clients.iter().map(|c| c.demand[0]).sum();
+    let round_trips: i64 = clients
+        .iter()
+        .map(|c| m[c.location] + m[c.location * points.len()])
+        .sum();
+    Problem {
+        locations: points.len(),
+        distance: m.clone(),
+        duration: m,
+        dimensions: 1,
+        clients,
+        vehicle_types: vec![VehicleType {
+            count: 12,
+            capacity: vec![total / vehicles],
+            start: 0,
+            end: 0,
+            shift: (0, 1_000_000),
+            skills: 0,
+            fixed_cost: round_trips + 1,
+        }],
+    }
+}
+
+#[test]
+fn a_fixed_cost_above_all_travel_gives_the_fewest_vehicles() {
+    let p = clusters_filling(3);
+    for seed in 1..=3 {
+        let s = solve(&p, &budget(seed, 300)).expect("solve");
+        evaluate(&p, &s);
+        assert!(s.unassigned.is_empty(), "seed {seed}: {:?}", s.unassigned);
+        assert_eq!(s.routes.len(), 3, "seed {seed}: {:?}", s.routes);
+        assert_eq!(s.cost, s.distance + 3 * p.vehicle_types[0].fixed_cost);
+    }
+}
