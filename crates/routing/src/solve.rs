@@ -84,7 +84,12 @@ pub struct Options {
     /// How long to search.
     pub budget: Budget,
     /// Threads the search may use; 0: every core. A [`Budget::Generations`]
-    /// search always uses one.
+    /// search always uses one. Only [`Engine::VrpCore`] reads it:
+    /// [`Engine::Hgs`] and [`Engine::Insertion`] always search on the
+    /// calling thread alone, so a day of many depots is planned in
+    /// parallel by planning several depots at once (one per core, as
+    /// [`in_parallel`](crate::in_parallel) does), not by giving one depot
+    /// more threads.
     pub threads: usize,
     /// The engine.
     pub engine: Engine,

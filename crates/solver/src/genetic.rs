@@ -500,7 +500,11 @@ impl<'a> Search<'a> {
     /// rarely empties a route: every client but the last must move at a
     /// loss before the fixed cost is saved.
     fn eliminate(&mut self, mut used: usize) {
-        while let Some(clients) = self.local.empty_smallest() {
+        // Each attempt is up to three local searches: the budget bounds them.
+        while !self.stop() {
+            let Some(clients) = self.local.empty_smallest() else {
+                return;
+            };
             for &c in &clients {
                 self.local.insert_used(c as usize);
             }
