@@ -2,11 +2,16 @@
 //! country, at real city coordinates), a fifth of them in-home with a
 //! three-hour window, planned in parallel one depot per core with the
 //! business objective. Every plan is checked by the independent checker.
-//! Prints the wall time and per-depot figures; writes
+//! Each engine plans the same day in the same run, one after another, so
+//! today's planner and the one it replaced are compared on the same machine
+//! at the same moment. Prints per depot and per engine the vans, stops left
+//! out, distance and time, then each engine's wall time and totals and the
+//! first engine's ratios to the others; writes
 //! `target/bench/routing_depot_day.json`.
 //!
 //! Settings (environment): `DAY_PARCELS` (20000), `DAY_DEPOTS` (40),
-//! `DEPOT_SECONDS` (search time per depot, 5).
+//! `DEPOT_SECONDS` (search time per depot, 5), `ENGINES` (a comma list,
+//! first compared to the rest: `hgs,vrp-core`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -17,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use threshold_domain::Country;
 use threshold_routing::depot::{DepotDay, Fleet, Parcel, local_instant};
 use threshold_routing::matrix::{GreatCircle, Point};
-use threshold_routing::{Objective, Options, check, in_parallel, solve};
+use threshold_routing::{Engine, Objective, Options, check, in_parallel, solve};
 
 /// Ten cities per country.
 const CITIES: [(Country, &[(f64, f64)]); 4] = [
@@ -152,70 +157,98 @@ fn main() {
         ));
     }
 
+    let engines: Vec<Engine> = std::env::var("ENGINES")
+        .unwrap_or_else(|_| "hgs,vrp-core".into())
+        .split(',')
+        .map(|e| {
+            e.trim()
+                .parse()
+                .unwrap_or_else(|err| panic!("ENGINES: {err}"))
+        })
+        .collect();
     println!(
-        "{} parcels over {} depots, {seconds} s per depot, {} cores",
+        "{} parcels over {} depots, {seconds} s per depot, {} cores; engines {}, one after another",
         parcels,
         days.len(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        engines
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    let started = Instant::now();
-    let results = in_parallel(&days, |(day, fleet)| {
-        let t = Instant::now();
-        let planned = day
-            .problem(fleet, &GreatCircle::default())
-            .expect("problem");
-        let plan = solve(
-            &planned.problem,
-            Options::seconds(Objective::Business, seconds),
-        )
-        .expect("solve");
-        let violations = check(&planned.problem, &plan);
-        (
-            day.depot_id.clone(),
-            day.parcels.len(),
-            plan.routes.len(),
-            plan.unassigned.len(),
-            plan.distance(&planned.problem),
-            plan.driving(&planned.problem),
-            violations.len(),
-            t.elapsed().as_secs_f64(),
-        )
-    });
-    let wall = started.elapsed().as_secs_f64();
+    let runs: Vec<Run> = engines
+        .iter()
+        .map(|&engine| plan_day(&days, engine, seconds))
+        .collect();
 
-    println!(
-        "{:<8} {:>7} {:>5} {:>10} {:>9} {:>11} {:>9}",
-        "depot", "parcels", "vans", "unassigned", "km", "driving h", "seconds"
-    );
-    for (depot, n, vans, unassigned, distance, driving, violations, s) in &results {
-        println!(
-            "{depot:<8} {n:>7} {vans:>5} {unassigned:>10} {:>9.0} {:>11.1} {s:>9.1}{}",
-            distance / 1000.0,
-            driving / 3600.0,
-            if *violations > 0 { "  INFEASIBLE" } else { "" }
+    print!("{:<8} {:>7}", "depot", "parcels");
+    for run in &runs {
+        print!(
+            " | {:>8} {:>5} {:>5} {:>7} {:>6}",
+            run.engine, "vans", "left", "km", "s"
         );
     }
-    let vans: usize = results.iter().map(|r| r.2).sum();
-    let unassigned: usize = results.iter().map(|r| r.3).sum();
-    let infeasible = results.iter().filter(|r| r.6 > 0).count();
-    let km: f64 = results.iter().map(|r| r.4).sum::<f64>() / 1000.0;
-    println!(
-        "\nplanned {} parcels over {} depots in {wall:.1} s wall: {vans} vans, {km:.0} km, {unassigned} unassigned, {infeasible} infeasible plans",
-        parcels,
-        days.len()
-    );
+    println!();
+    for (d, (day, _)) in days.iter().enumerate() {
+        print!("{:<8} {:>7}", day.depot_id, day.parcels.len());
+        for run in &runs {
+            let r = &run.depots[d];
+            print!(
+                " | {:>8} {:>5} {:>5} {:>7.0} {:>6.1}",
+                if r.violations > 0 { "INFEAS." } else { "" },
+                r.vans,
+                r.unassigned,
+                r.distance / 1000.0,
+                r.seconds
+            );
+        }
+        println!();
+    }
+    println!();
+    for run in &runs {
+        println!(
+            "{:<9} planned {parcels} parcels over {} depots in {:.1} s wall: {} vans, {:.0} km, {:.0} driving hours, {} unassigned, {} infeasible plans",
+            run.engine.to_string(),
+            days.len(),
+            run.wall,
+            run.vans(),
+            run.km(),
+            run.driving_hours(),
+            run.unassigned(),
+            run.infeasible(),
+        );
+    }
+    if let [first, rest @ ..] = runs.as_slice() {
+        for other in rest {
+            println!(
+                "{}/{}: wall {:.3}, vans {:.3}, km {:.3}, driving hours {:.3}",
+                first.engine,
+                other.engine,
+                first.wall / other.wall,
+                first.vans() as f64 / other.vans() as f64,
+                first.km() / other.km(),
+                first.driving_hours() / other.driving_hours(),
+            );
+        }
+    }
     let json = serde_json::json!({
         "parcels": parcels,
         "depots": days.len(),
         "seconds_per_depot": seconds,
-        "wall_seconds": wall,
-        "vans": vans,
-        "km": km,
-        "unassigned": unassigned,
-        "infeasible_plans": infeasible,
-        "by_depot": results.iter().map(|r| serde_json::json!({
-            "depot": r.0, "parcels": r.1, "vans": r.2, "unassigned": r.3,
-            "km": r.4 / 1000.0, "driving_hours": r.5 / 3600.0, "seconds": r.7,
+        "engines": runs.iter().map(|run| serde_json::json!({
+            "engine": run.engine.to_string(),
+            "wall_seconds": run.wall,
+            "vans": run.vans(),
+            "km": run.km(),
+            "driving_hours": run.driving_hours(),
+            "unassigned": run.unassigned(),
+            "infeasible_plans": run.infeasible(),
+            "by_depot": days.iter().zip(&run.depots).map(|((day, _), r)| serde_json::json!({
+                "depot": day.depot_id, "parcels": day.parcels.len(), "vans": r.vans,
+                "unassigned": r.unassigned, "km": r.distance / 1000.0,
+                "driving_hours": r.driving / 3600.0, "seconds": r.seconds,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
@@ -223,4 +256,71 @@ fn main() {
     let path = out.join("routing_depot_day.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json")).expect("write");
     println!("written to {}", path.display());
+}
+
+/// One depot's plan by one engine.
+struct Depot {
+    vans: usize,
+    unassigned: usize,
+    distance: f64,
+    driving: f64,
+    violations: usize,
+    seconds: f64,
+}
+
+/// The whole day planned by one engine.
+struct Run {
+    engine: Engine,
+    wall: f64,
+    depots: Vec<Depot>,
+}
+
+impl Run {
+    fn vans(&self) -> usize {
+        self.depots.iter().map(|d| d.vans).sum()
+    }
+    fn unassigned(&self) -> usize {
+        self.depots.iter().map(|d| d.unassigned).sum()
+    }
+    fn infeasible(&self) -> usize {
+        self.depots.iter().filter(|d| d.violations > 0).count()
+    }
+    fn km(&self) -> f64 {
+        self.depots.iter().map(|d| d.distance).sum::<f64>() / 1000.0
+    }
+    fn driving_hours(&self) -> f64 {
+        self.depots.iter().map(|d| d.driving).sum::<f64>() / 3600.0
+    }
+}
+
+/// Plans every depot with `engine`, one depot per core, and checks each plan.
+fn plan_day(days: &[(DepotDay, Fleet)], engine: Engine, seconds: f64) -> Run {
+    let started = Instant::now();
+    let depots = in_parallel(days, |(day, fleet)| {
+        let t = Instant::now();
+        let planned = day
+            .problem(fleet, &GreatCircle::default())
+            .expect("problem");
+        let plan = solve(
+            &planned.problem,
+            Options {
+                engine,
+                ..Options::seconds(Objective::Business, seconds)
+            },
+        )
+        .expect("solve");
+        Depot {
+            vans: plan.routes.len(),
+            unassigned: plan.unassigned.len(),
+            distance: plan.distance(&planned.problem),
+            driving: plan.driving(&planned.problem),
+            violations: check(&planned.problem, &plan).len(),
+            seconds: t.elapsed().as_secs_f64(),
+        }
+    });
+    Run {
+        engine,
+        wall: started.elapsed().as_secs_f64(),
+        depots,
+    }
 }
