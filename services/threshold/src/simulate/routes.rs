@@ -34,6 +34,7 @@ pub(super) async fn plan(
             objective: String::new(),
             generations,
             seed,
+            carry_over_from: None,
         })
         .await
         .map_err(|s| format!("planning the day: {}", s.message()))?
