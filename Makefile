@@ -1,6 +1,6 @@
 # Threshold — the commands a developer and CI need.
 #
-#   make run     the main job: serve, load the sample day, simulate it, report, keep serving
+#   make run     the main job: serve, simulate 31 days ending on the sample day, report, keep serving
 #   make demo    the same, stopping after the report
 #   make test    every test; builds the test broker (tansu, a Kafka-protocol broker) into
 #                .tools/ the first time (about 12 minutes) and runs it on loopback meanwhile;

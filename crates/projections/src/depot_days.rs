@@ -3,7 +3,9 @@
 //! A parcel counts for in-home delivery while it was booked in-home with a
 //! window, or an unrevoked grant names it (the grant's window then wins).
 //! A revoked grant turns it back into a doorstep stop, a rescheduled parcel
-//! moves to its new day, a returned one leaves the plan.
+//! moves to its new day, a returned one leaves the plan. The windows a
+//! rescheduled parcel had (booked, or granted) lie on its old day: on the
+//! new day it is a doorstep stop until a grant names it again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -182,9 +184,16 @@ impl DepotDays {
                 let Some(old) = self.parcels.get(&id).cloned() else {
                     return;
                 };
-                let Some(parcel) = self.days.get_mut(&old).and_then(|d| d.remove(&id)) else {
+                let Some(mut parcel) = self.days.get_mut(&old).and_then(|d| d.remove(&id)) else {
                     return;
                 };
+                if date != old.1 {
+                    parcel.booked = None;
+                    parcel.grants.clear();
+                }
+                if self.days.get(&old).is_some_and(BTreeMap::is_empty) {
+                    self.days.remove(&old);
+                }
                 let key = (old.0, date);
                 self.parcels.insert(id.clone(), key.clone());
                 self.days.entry(key).or_default().insert(id, parcel);
@@ -338,7 +347,8 @@ mod tests {
         let on = fold(&log).on(day(23));
         assert_eq!(parcel(&on, "SE-2").unwrap().in_home(), None);
 
-        // Rescheduled to the 24th, SE-1 leaves the 23rd; returned, SE-2 leaves the plan.
+        // Rescheduled to the 24th, SE-1 leaves the 23rd, and its booked
+        // window of the 23rd with it; returned, SE-2 leaves the plan.
         log.push(
             "parcel/SE-1",
             DomainEvent::Parcel(pb::parcel_event::Event::Rescheduled(
@@ -358,7 +368,8 @@ mod tests {
         assert!(m.on(day(23)).is_empty());
         let next = m.on(day(24));
         assert_eq!(next.len(), 1);
-        assert!(parcel(&next, "SE-1").is_some());
+        assert_eq!(parcel(&next, "SE-1").unwrap().in_home(), None);
+        assert_eq!(m.days_of("STO-1"), vec![(day(24), 1)]);
         assert_eq!(m.position(), Position(6));
     }
 }

@@ -11,6 +11,14 @@
 //! with `GetRoute`. Replanning moves whole routes between interchangeable
 //! vans so that stops stay on the van they had where possible; a van no
 //! longer needed gets an empty version.
+//!
+//! A plan may carry over an earlier day (`carry_over_from`): the parcels
+//! still open on it — their attempt failed, or they were never driven —
+//! are rescheduled to the day being planned (the parcel's own
+//! `Reschedule`, so the same parcel keeps its id and its attempt count),
+//! and a parcel whose [`MAX_ATTEMPTS`]th attempt failed is returned to its
+//! sender instead. Each is decided on the parcel's stream; a parcel that
+//! changed in between (a driver at its door) is left where it is.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -21,9 +29,12 @@ use threshold_api::v1::planning_service_server::{PlanningService, PlanningServic
 use threshold_api::v1::{DepotPlan, PlanDayReply, PlanDayRequest, UnassignedParcel};
 use threshold_auth::Role;
 use threshold_domain::country::{date_from_proto, date_to_proto};
+use threshold_domain::parcel::{
+    Command as ParcelCommand, Parcel as ParcelState, Status as ParcelStatus,
+};
 use threshold_domain::route::{Command as RouteCommand, Route};
-use threshold_domain::{DepotId, DriverId, EventId, RouteId, StreamId, VehicleId};
-use threshold_log::{EventLog, Position, decide};
+use threshold_domain::{DepotId, DriverId, EventId, ParcelId, RouteId, StreamId, VehicleId};
+use threshold_log::{DecideError, EventLog, Position, decide, load};
 use threshold_privacy::Vault;
 use threshold_projections::{DepotDays, PlannableParcel, Routes, caught_up, follow};
 use threshold_routing::depot::{DepotDay, Fleets, Parcel, van_index};
@@ -39,6 +50,12 @@ const MAX_SECONDS_PER_DEPOT: f64 = 600.0;
 /// The most generations a repeatable plan may ask for per depot: bounds
 /// what one call can cost, like [`MAX_SECONDS_PER_DEPOT`].
 const MAX_GENERATIONS: u32 = 100_000;
+/// Failed attempts after which a carried-over parcel goes back to its
+/// sender rather than onto another day.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// How far back a plan may carry parcels over from: bounds what one call
+/// reads, and a parcel a fortnight late is a case for the depot, not the plan.
+const MAX_CARRY_OVER_DAYS: i64 = 14;
 
 /// The service, over any event log.
 #[derive(Clone)]
@@ -277,9 +294,66 @@ fn plan_depot(
             seconds: started.elapsed().as_secs_f64(),
             stops_kept_on_van: kept as u32,
             stops_moved: moved as u32,
+            carried_over: 0,
+            returned: 0,
         },
         routes: commands,
     })
+}
+
+/// What carrying a parcel over did.
+enum Carried {
+    /// Moved to the planned day.
+    Moved,
+    /// Returned to its sender: its last attempt was its last.
+    Returned,
+    /// Left as it was: delivered, returned, or a driver at its door.
+    Stayed,
+}
+
+impl Planning {
+    /// Moves `parcel`, due on `from`, to `to` if it is still open, or
+    /// returns it to its sender after [`MAX_ATTEMPTS`] failed attempts.
+    async fn carry_over(
+        &self,
+        parcel: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Carried, Status> {
+        let id = ParcelId::new(parcel).map_err(status)?;
+        let stream = StreamId::parcel(&id);
+        let (state, _) = load::<ParcelState>(&*self.log, &stream)
+            .await
+            .map_err(status)?;
+        let command = match state.status {
+            s if s.is_terminal() || s == ParcelStatus::Attempting || s == ParcelStatus::Unknown => {
+                return Ok(Carried::Stayed);
+            }
+            _ if state.due != Some(from) => return Ok(Carried::Stayed),
+            ParcelStatus::AttemptFailed if state.attempts >= MAX_ATTEMPTS => {
+                ParcelCommand::Return {
+                    reason: format!("{} attempts failed", state.attempts),
+                }
+            }
+            _ => ParcelCommand::Reschedule {
+                date: to,
+                reason: format!("not delivered on {from}"),
+            },
+        };
+        let returned = matches!(command, ParcelCommand::Return { .. });
+        match decide::<ParcelState>(&*self.log, &stream, &command, |_| {
+            (EventId::new(), Utc::now())
+        })
+        .await
+        {
+            Ok(d) if d.events.is_empty() => Ok(Carried::Stayed),
+            Ok(_) if returned => Ok(Carried::Returned),
+            Ok(_) => Ok(Carried::Moved),
+            // It changed since it was read: a driver reached it first.
+            Err(DecideError::Refused(_)) => Ok(Carried::Stayed),
+            Err(e) => Err(status(e)),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -325,16 +399,58 @@ impl PlanningService for Planning {
                 format!("{} is more than {MAX_GENERATIONS}", r.generations),
             ));
         }
+        let carry_from = r
+            .carry_over_from
+            .as_ref()
+            .map(|d| date_from_proto(d).map_err(|e| field("carry_over_from", e)))
+            .transpose()?;
+        if let Some(from) = carry_from {
+            let days = (date - from).num_days();
+            if !(1..=MAX_CARRY_OVER_DAYS).contains(&days) {
+                return Err(field(
+                    "carry_over_from",
+                    format!("{from} is not within the {MAX_CARRY_OVER_DAYS} days before {date}"),
+                ));
+            }
+        }
         let _turn = self.planning.lock().await;
 
         // Plan from everything durable now.
-        let head = self.log.head().await.map_err(status)?;
         let within = std::time::Duration::from_secs(10);
-        for lag in [
-            caught_up(&self.parcels, head, within).await,
-            caught_up(&self.routes, head, within).await,
-        ] {
-            lag.map_err(|at| behind(format!("projections at {at}, the log at {head}; retry")))?;
+        let catch_up = || async {
+            let head = self.log.head().await.map_err(status)?;
+            for lag in [
+                caught_up(&self.parcels, head, within).await,
+                caught_up(&self.routes, head, within).await,
+            ] {
+                lag.map_err(|at| behind(format!("projections at {at}, the log at {head}; retry")))?;
+            }
+            Ok::<(), Status>(())
+        };
+        catch_up().await?;
+        // The earlier day's open parcels join this one first.
+        let mut carried: HashMap<String, (u32, u32)> = HashMap::new();
+        if let Some(from) = carry_from {
+            let open = self
+                .parcels
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .on(from);
+            for (depot, parcels) in open {
+                if !r.depot_ids.is_empty() && !r.depot_ids.contains(&depot) {
+                    continue;
+                }
+                for p in parcels {
+                    let counts = carried.entry(depot.clone()).or_default();
+                    match self.carry_over(&p.parcel_id, from, date).await? {
+                        Carried::Moved => counts.0 += 1,
+                        Carried::Returned => counts.1 += 1,
+                        Carried::Stayed => {}
+                    }
+                }
+            }
+            // The plan reads the parcels where they are now.
+            catch_up().await?;
         }
         let mut days = self
             .parcels
@@ -412,6 +528,10 @@ impl PlanningService for Planning {
                 if !decided.events.is_empty() {
                     outcome.reply.routes_changed += 1;
                 }
+            }
+            if let Some((moved, returned)) = carried.get(&outcome.reply.depot_id) {
+                outcome.reply.carried_over = *moved;
+                outcome.reply.returned = *returned;
             }
             reply.depots.push(outcome.reply);
         }

@@ -221,3 +221,90 @@ async fn a_repeatable_plan_is_the_same_on_every_run() {
         .expect_err("too many generations");
     assert!(e.message().contains("generations"), "{}", e.message());
 }
+
+/// A later day's plan carries an earlier day's open parcels over: the same
+/// parcels, rescheduled and planned on the new day (an in-home window of
+/// the old day no longer binds them), once; a carry-over from the day itself
+/// or from too far back is refused, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_day_s_open_parcels_are_carried_over_to_a_later_day() {
+    let server = Sandbox::builder().fleets(fleets()).start().await;
+    load_manifest(server.planner(), "no.csv", SAMPLE).await;
+    let mut planning = PlanningServiceClient::new(server.planner());
+    planning.plan_day(request()).await.expect("plan the 23rd");
+
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).expect("date");
+    let next = || PlanDayRequest {
+        date: Some(date_to_proto(day(24))),
+        carry_over_from: Some(date_to_proto(day(23))),
+        ..request()
+    };
+    let reply = planning
+        .plan_day(next())
+        .await
+        .expect("plan the 24th")
+        .into_inner();
+    let depots: BTreeSet<&str> = reply.depots.iter().map(|d| d.depot_id.as_str()).collect();
+    assert_eq!(depots, BTreeSet::from(["BGO-1", "OSL-1"]));
+    for d in &reply.depots {
+        // Nothing was attempted on the 23rd: every parcel moves.
+        assert_eq!((d.parcels, d.carried_over, d.returned), (30, 30, 0));
+        assert!(d.unassigned.is_empty(), "{:?}", d.unassigned);
+    }
+    // The drivers of the 24th carry all 60, each once.
+    let mut handheld = HandheldServiceClient::new(server.handheld());
+    let mut carried = BTreeSet::new();
+    for d in &reply.depots {
+        for van in 0..d.vans_available {
+            let got = handheld
+                .get_route(GetRouteRequest {
+                    driver_id: format!("{}-drv-{van:02}", d.depot_id),
+                    date: Some(date_to_proto(day(24))),
+                })
+                .await
+                .expect("route")
+                .into_inner();
+            for p in got
+                .routes
+                .into_iter()
+                .flat_map(|r| r.stops)
+                .flat_map(|s| s.parcel_ids)
+            {
+                assert!(carried.insert(p.clone()), "{p} twice");
+            }
+        }
+    }
+    assert_eq!(carried.len(), 60);
+
+    // Carried once: the 23rd is empty now, and carrying it again moves nothing.
+    let again = planning
+        .plan_day(next())
+        .await
+        .expect("plan the 24th again")
+        .into_inner();
+    assert!(
+        again
+            .depots
+            .iter()
+            .all(|d| d.carried_over == 0 && d.parcels == 30)
+    );
+    let old = planning
+        .plan_day(request())
+        .await
+        .expect("the 23rd")
+        .into_inner();
+    assert!(old.depots.is_empty(), "{:?}", old.depots);
+
+    // From the day itself, or from more than a fortnight back: refused.
+    for from in [day(24), day(9)] {
+        let e = planning
+            .plan_day(PlanDayRequest {
+                carry_over_from: Some(date_to_proto(from)),
+                ..next()
+            })
+            .await
+            .expect_err("out of range");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("carry_over_from"), "{}", e.message());
+    }
+}

@@ -158,6 +158,7 @@ pub(crate) async fn plan(args: PlanArgs) -> Result<(), Box<dyn std::error::Error
             .into(),
             generations: args.generations,
             seed: args.seed,
+            carry_over_from: None,
         })
         .await
         .map_err(|s| format!("planning {}: {}", args.date, s.message()))?

@@ -1,14 +1,23 @@
 //! `threshold run`: the main job. Serves every service on the embedded
-//! store, loads the bundled sample manifests for DK, FI, NO and SE through
-//! its own gRPC port, simulates the day, prints the attempts-per-parcel
-//! report, and keeps serving until Ctrl-C (`--demo`: stops after the report).
-//! The server runs as a simulation: the simulator's clock decides grant
-//! windows, so the sample day plays out whatever today's date is.
+//! store, simulates a month of deliveries through its own gRPC port, prints
+//! the attempts-per-parcel report, and keeps serving until Ctrl-C
+//! (`--demo`: stops after the report), the console showing the history.
+//!
+//! The days (`--days`, 31 by default) end on the sample day, 2026-11-23, a
+//! Monday, whose bundled manifests for DK, FI, NO and SE are loaded on it;
+//! every day before it brings a generated manifest (`--parcels` a weekday,
+//! half on Saturdays, none on Sundays). The default range starts on
+//! Saturday 2026-10-24, the day before summer time ends in all four
+//! countries, so the history crosses a DST change. Failed parcels are tried
+//! again on the next delivery day (see [`crate::simulate`]). `--days 1`
+//! plays the sample day alone. The server runs as a simulation: the
+//! simulator's clock decides grant windows, so the days play out whatever
+//! today's date is.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use chrono::NaiveDate;
+use chrono::{Days, NaiveDate};
 use threshold_access_service::Clock;
 
 use threshold_server::{Config, Node, Placement};
@@ -35,6 +44,13 @@ const SAMPLES: [(&str, &str); 4] = [
     ),
 ];
 
+/// The sample day: the last of the simulated range.
+const SAMPLE_DAY: (i32, u32, u32) = (2026, 11, 23);
+
+/// New parcels in a generated weekday: a month of them plays in a few
+/// minutes on a 2-core machine.
+const PARCELS_PER_DAY: u32 = 200;
+
 /// Options of `threshold run`.
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -44,9 +60,18 @@ pub(crate) struct Args {
     /// Where to listen for gRPC.
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
-    /// Seed of the simulated day.
+    /// Seed of the simulated days.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Days to simulate, ending on the sample day 2026-11-23; the default
+    /// starts on 2026-10-24, across the end of summer time. 1: the sample
+    /// day alone.
+    #[arg(long, default_value_t = 31, value_parser = clap::value_parser!(u32).range(1..=simulate::MAX_DAYS as i64))]
+    days: u32,
+    /// New parcels in a generated weekday before the sample day (half on
+    /// Saturdays, none on Sundays).
+    #[arg(long, default_value_t = PARCELS_PER_DAY)]
+    parcels: u32,
     /// Stop after the report instead of serving on.
     #[arg(long)]
     demo: bool,
@@ -134,19 +159,29 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         register(&url, ca.as_deref(), &args.data, hook).await?;
     }
 
-    let date = NaiveDate::from_ymd_opt(2026, 11, 23).ok_or("sample date")?;
+    let (y, m, d) = SAMPLE_DAY;
+    let date = NaiveDate::from_ymd_opt(y, m, d).ok_or("sample date")?;
+    let first = date
+        .checked_sub_days(Days::new(u64::from(args.days) - 1))
+        .ok_or("the first day is before the calendar")?;
     let manifests = SAMPLES
         .iter()
         .map(|(name, csv)| ((*name).to_owned(), csv.as_bytes().to_vec()))
         .collect();
-    let day = simulate::day(
+    let days = simulate::range(
+        first,
+        args.days,
+        args.parcels,
+        args.seed,
+        Some((date, manifests)),
+    )?;
+    let day = simulate::play(
         &simulate::service_urls(&url, &[])?,
         ca.as_deref(),
         &tokens,
-        date,
         args.seed,
         simulate::PLAN_GENERATIONS,
-        manifests,
+        days,
     )
     .await;
     let result = match day {

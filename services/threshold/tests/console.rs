@@ -204,6 +204,8 @@ fn the_console_shows_the_report_s_numbers_in_a_real_browser() {
         .args([
             "run",
             "--demo",
+            "--days",
+            "1",
             "--listen",
             "127.0.0.1:0",
             "--seed",

@@ -65,7 +65,7 @@ fn exported_attempts_read_by_duckdb_give_the_reports_attempts_per_parcel() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
     let mut child = Command::new(BIN)
-        .args(["run", "--listen", "127.0.0.1:0", "--data"])
+        .args(["run", "--days", "1", "--listen", "127.0.0.1:0", "--data"])
         .arg(&data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -206,7 +206,15 @@ fn export_filters_by_the_days_reports_filter_by_and_names_bad_input() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
     let out = Command::new(BIN)
-        .args(["run", "--demo", "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "run",
+            "--demo",
+            "--days",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(&data)
         .output()
         .expect("run --demo");

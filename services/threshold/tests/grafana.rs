@@ -123,6 +123,8 @@ fn every_metric_the_dashboard_charts_is_served_after_a_simulated_day() {
     let mut child = Command::new(BIN)
         .args([
             "run",
+            "--days",
+            "1",
             "--listen",
             "127.0.0.1:0",
             "--admin",

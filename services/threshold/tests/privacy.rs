@@ -25,6 +25,8 @@ fn a_forgotten_household_is_unreadable_while_the_log_statistics_and_audit_chains
         let out = threshold(&[
             "run",
             "--demo",
+            "--days",
+            "1",
             "--listen",
             "127.0.0.1:0",
             "--seed",

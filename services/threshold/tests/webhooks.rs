@@ -66,6 +66,8 @@ fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
         .args([
             "run",
             "--demo",
+            "--days",
+            "1",
             "--listen",
             "127.0.0.1:0",
             "--webhooks-allow-private",

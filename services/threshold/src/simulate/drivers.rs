@@ -1,6 +1,6 @@
 //! The drivers: each planned route driven by a handheld over
-//! HandheldService streams, round after round, some handhelds dropping
-//! offline and resending; and the tally of how a driver's day went.
+//! HandheldService streams, one attempt per parcel and day, some handhelds
+//! dropping offline and resending; and the tally of how a driver's day went.
 //!
 //! A driver follows the fates and the plan; it never draws a fate nor
 //! plans a route, and its only randomness is the driver's own seed (when
@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use threshold_api::v1::access_service_client::AccessServiceClient;
@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::BoxError;
 use super::conn::{Conn, at};
 use super::devices::device_key;
-use super::fates::{MAX_ATTEMPTS, fate};
+use super::fates::fate;
 use super::in_home::enter;
 use super::parcels::Parcel;
 use super::residents::grant;
@@ -93,6 +93,10 @@ pub(super) struct DriverDay {
     pub(super) closings_refused: u64,
     /// Receipts whose chain head was handed to the resident.
     pub(super) receipts: u64,
+    /// Parcels handed over (at the door, in-home, or the fallback's way).
+    pub(super) delivered: u64,
+    /// Parcels whose attempt failed: the depot carries them over.
+    pub(super) failed: Vec<String>,
 }
 
 impl DriverDay {
@@ -120,6 +124,8 @@ impl DriverDay {
         }
         self.closings_refused += d.closings_refused;
         self.receipts += d.receipts;
+        self.delivered += d.delivered;
+        self.failed.extend(d.failed);
     }
 }
 
@@ -169,14 +175,15 @@ impl Handheld<'_> {
     }
 }
 
-/// Drives a planned route: the day's seed decides each parcel's fate, the
-/// driver's seed when the handheld drops offline.
+/// Drives a planned route: the seed decides each parcel's fate, the
+/// driver's seed when the handheld drops offline. Returns the driver's
+/// tally and the parcels driven.
 pub(super) async fn drive(
     conn: Conn,
     route: Drive,
     day_seed: u64,
     driver_seed: u64,
-) -> Result<DriverDay, BoxError> {
+) -> Result<(DriverDay, Vec<Parcel>), BoxError> {
     let Drive {
         driver,
         route_id,
@@ -207,48 +214,34 @@ pub(super) async fn drive(
         sequence: 0,
         seed: day_seed,
     };
-    // Where each parcel is in its fate: in-home parcels start at the grant,
-    // every other at the door.
-    let mut next: Vec<Option<usize>> = plans
-        .iter()
-        .map(|(p, _, _)| if p.window.is_some() { None } else { Some(0) })
-        .collect();
-    let mut done = vec![false; plans.len()];
-    for round in 0..MAX_ATTEMPTS {
-        let mut events = Vec::new();
-        for (i, (parcel, f, planned)) in plans.iter().enumerate() {
-            if done[i] {
+    // One attempt per parcel and day, at its planned arrival: in-home
+    // parcels at the grant, every other at the door with the attempt its
+    // fate holds next (a parcel carried over from an earlier day is on its
+    // second or third). A failed one waits for the next day's plan.
+    let mut events = Vec::new();
+    for (parcel, f, planned) in &plans {
+        let report = if parcel.window.is_some() {
+            // In-home: planned inside the window. The scan went out
+            // already; the outcome joins the round's events.
+            let (report, when) = enter(&mut handheld, parcel, f, *planned, &mut day).await?;
+            events.push(handheld.event(parcel, when, report.clone()));
+            report
+        } else {
+            let Some(report) = f.door.get(parcel.attempts as usize) else {
                 continue;
-            }
-            // The planned arrival; another try a few hours later.
-            let at_time = *planned + Duration::hours(3 * round as i64);
-            if next[i].is_none() {
-                // In-home: planned inside the window. The scan went out
-                // already; the outcome joins the round's events.
-                let (report, when) = enter(&mut handheld, parcel, f, at_time, &mut day).await?;
-                done[i] = true;
-                events.push(handheld.event(parcel, when, report));
-                continue;
-            }
-            let report = match next[i].and_then(|k| f.door.get(k).map(|r| (k, r))) {
-                Some((k, r)) => {
-                    next[i] = Some(k + 1);
-                    done[i] = matches!(r, Report::Delivered(_));
-                    r.clone()
-                }
-                None => {
-                    done[i] = true;
-                    continue;
-                }
             };
-            for r in [Report::Started(AttemptStartedReport {}), report] {
-                events.push(handheld.event(parcel, at_time, r));
+            for r in [Report::Started(AttemptStartedReport {}), report.clone()] {
+                events.push(handheld.event(parcel, *planned, r));
             }
+            report.clone()
+        };
+        match report {
+            Report::Delivered(_) => day.delivered += 1,
+            _ => day.failed.push(parcel.id.clone()),
         }
-        if events.is_empty() {
-            break;
-        }
-        // One handheld in five loses its connection part-way through a round
+    }
+    if !events.is_empty() {
+        // One handheld in five loses its connection part-way through the day
         // and, back online, resends everything from a little before the last
         // acknowledgement it saw.
         let mut acks = Vec::new();
@@ -275,5 +268,5 @@ pub(super) async fn drive(
             day.last_position = day.last_position.max(a.position);
         }
     }
-    Ok(day)
+    Ok((day, plans.into_iter().map(|(p, _, _)| p).collect()))
 }

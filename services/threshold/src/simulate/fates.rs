@@ -1,6 +1,7 @@
-//! What the day holds for each parcel, drawn from the day's seed and the
+//! What the days hold for each parcel, drawn from the seed and the
 //! parcel's id alone: whether the resident revokes, what happens at the
-//! door attempt by attempt, and the trouble an in-home door has on purpose.
+//! door attempt by attempt (one attempt a delivery day), and the trouble an
+//! in-home door has on purpose.
 //!
 //! Pure: nothing here calls the server or reads a clock, so the same seed
 //! gives the same fates whatever the timing and concurrency.
@@ -15,8 +16,8 @@ use threshold_domain::pb;
 
 use super::parcels::Parcel;
 
-/// Attempts before a parcel goes back to the depot for good.
-pub(super) const MAX_ATTEMPTS: usize = 3;
+/// Attempts before a parcel goes back to its sender: the planner's rule.
+const MAX_ATTEMPTS: usize = threshold_planning_service::MAX_ATTEMPTS as usize;
 
 /// Share of in-home grants their resident revokes before the driver comes.
 const REVOKED: f64 = 0.04;
@@ -46,19 +47,19 @@ pub(super) struct HomeFate {
     pub(super) alarm: bool,
 }
 
-/// What the day holds for a parcel, drawn from the day's seed and the
-/// parcel's id only.
+/// What the days hold for a parcel, drawn from the seed and the parcel's
+/// id only.
 pub(super) struct Fate {
     /// The resident revokes the in-home grant before the driver comes.
     pub(super) revoked: bool,
-    /// What happens at the door, attempt by attempt, when the parcel is not
-    /// delivered in-home (the last one delivered, or all failed).
+    /// What happens at the door, attempt by attempt (day by day), when the
+    /// parcel is not delivered in-home (the last one delivered, or all failed).
     pub(super) door: Vec<Report>,
     /// For in-home parcels: the home.
     pub(super) home: HomeFate,
 }
 
-/// The fate of `parcel` on the day of `seed`.
+/// The fate of `parcel` under `seed`, the same whichever day it is driven.
 pub(super) fn fate(seed: u64, parcel: &Parcel) -> Fate {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     parcel.id.hash(&mut h);

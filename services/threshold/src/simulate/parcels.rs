@@ -1,11 +1,12 @@
-//! The day's parcels: a manifest generated from the day's seed across
-//! the Nordic depots, loaded through ManifestService, and the parcels it
-//! accepted as the simulator drives them.
+//! The day's parcels: a manifest generated from the seed and the date
+//! across the Nordic depots, loaded through ManifestService, and the
+//! parcels it accepted as the simulator drives them. A generated parcel's
+//! id names its depot and its first day, so every day's parcels are new.
 //!
 //! Only what is delivered lives here; it never decides what happens to a
 //! parcel (that is its fate) nor drives it.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
@@ -39,6 +40,8 @@ pub(super) struct Parcel {
     /// Where it is addressed: the home its in-home grant opens is enrolled
     /// at this address.
     pub(super) address: Option<pb::Address>,
+    /// Attempts made on earlier days: its next attempt is this one plus one.
+    pub(super) attempts: u32,
 }
 
 impl Parcel {
@@ -62,9 +65,13 @@ impl Parcel {
     }
 }
 
-/// A generated manifest for the day, as CSV.
+/// A generated manifest for the day, as CSV: `parcels` parcels, spread
+/// over the depots, drawn from `seed` and the date.
 pub(super) fn generate(date: NaiveDate, parcels: u32, seed: u64) -> String {
-    let mut rng = SmallRng::seed_from_u64(seed);
+    // Each day its own parcels and addresses, the same for the same seed.
+    let day = u64::from(date.num_days_from_ce().unsigned_abs());
+    let mut rng = SmallRng::seed_from_u64(seed ^ day.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let stamp = date.format("%y%m%d");
     let mut csv = threshold_manifest::COLUMNS.join(",");
     csv.push('\n');
     for n in 0..parcels {
@@ -84,7 +91,7 @@ pub(super) fn generate(date: NaiveDate, parcels: u32, seed: u64) -> String {
             "doorstep"
         };
         csv.push_str(&format!(
-            "{}-{depot}-{n:06},{},{},{depot},{date},Street {},{:05},{city},{:.5},{:.5},{service},{:.2},{ws},{we}\n",
+            "{}-{depot}-{stamp}-{n:05},{},{},{depot},{date},Street {},{:05},{city},{:.5},{:.5},{service},{:.2},{ws},{we}\n",
             country.code(),
             ["nordshop", "fjallgear", "kotimarket", "hemmabutiken"][rng.random_range(0..4)],
             country.code(),
@@ -130,6 +137,7 @@ pub(super) async fn load(
                     .flatten(),
                 position: parcel.address.as_ref().and_then(|a| a.position),
                 address: parcel.address.clone(),
+                attempts: 0,
             }),
             Row::Rejected(_) => None,
         })

@@ -1,4 +1,4 @@
-//! The simulated day's report: how the drivers' day went (events, resends,
+//! The simulated days' report: how the drivers' days went (events, resends,
 //! homes enrolled and claimed, in-home grants, unlocks, refusals, entries, alerts), then the server's
 //! attempts report by service and by country.
 //!
@@ -14,11 +14,11 @@ use super::BoxError;
 use super::conn::Conn;
 use super::drivers::DriverDay;
 
-/// Prints the day of `drivers` drivers, `total` their tally, and the
-/// server's attempts report up to the last event they stored.
-pub(super) async fn print(conn: &Conn, drivers: usize, total: &DriverDay) -> Result<(), BoxError> {
+/// Prints the days of `routes` routes driven, `total` their drivers' tally,
+/// and the server's attempts report up to the last event they stored.
+pub(super) async fn print(conn: &Conn, routes: usize, total: &DriverDay) -> Result<(), BoxError> {
     println!(
-        "{drivers} drivers: {} events stored, {} resends answered as duplicates, {} rejected, {} handhelds reconnected",
+        "{routes} routes driven: {} events stored, {} resends answered as duplicates, {} rejected, {} handhelds reconnected",
         total.stored, total.duplicates, total.rejected, total.reconnects
     );
     let denied: u64 = total.denied.values().sum();

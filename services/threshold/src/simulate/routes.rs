@@ -1,4 +1,5 @@
-//! The day's routes: planned by the server through PlanningService, then
+//! The day's routes: planned by the server through PlanningService (which
+//! first carries the previous delivery day's open parcels over to it), then
 //! read back driver by driver through HandheldService.GetRoute, as a
 //! handheld would.
 //!
@@ -16,16 +17,27 @@ use super::conn::Conn;
 use super::drivers::Drive;
 use super::parcels::Parcel;
 
+/// The day's plan: its routes, and what the planner carried over.
+pub(super) struct Planned {
+    pub(super) drives: Vec<Drive>,
+    /// Parcels of the previous delivery day moved to this one.
+    pub(super) carried_over: u32,
+    /// Parcels returned to their sender instead, their last attempt failed.
+    pub(super) returned: u32,
+}
+
 /// Plans the day's routes through PlanningService, repeatably (`generations`
-/// seeded with the day's `seed`), and reads each driver's route back through
-/// HandheldService.GetRoute, as a handheld would.
+/// seeded with `seed`), carrying over the open parcels of `carry_over_from`,
+/// and reads each driver's route back through HandheldService.GetRoute, as
+/// a handheld would. `parcels` are those the route may name.
 pub(super) async fn plan(
     conn: &Conn,
     date: NaiveDate,
+    carry_over_from: Option<NaiveDate>,
     seed: u64,
     generations: u32,
     parcels: Vec<Parcel>,
-) -> Result<Vec<Drive>, BoxError> {
+) -> Result<Planned, BoxError> {
     let reply = PlanningServiceClient::new(conn.planner.clone())
         .plan_day(PlanDayRequest {
             date: Some(date_to_proto(date)),
@@ -34,12 +46,16 @@ pub(super) async fn plan(
             objective: String::new(),
             generations,
             seed,
+            carry_over_from: carry_over_from.map(date_to_proto),
         })
         .await
         .map_err(|s| format!("planning the day: {}", s.message()))?
         .into_inner();
     let (mut vans, mut unassigned, mut distance) = (0, 0, 0.0);
+    let (mut carried_over, mut returned) = (0, 0);
     for d in &reply.depots {
+        carried_over += d.carried_over;
+        returned += d.returned;
         vans += d.vans_used;
         distance += d.distance_m;
         unassigned += d.unassigned.len();
@@ -92,5 +108,9 @@ pub(super) async fn plan(
             }
         }
     }
-    Ok(drives)
+    Ok(Planned {
+        drives,
+        carried_over,
+        returned,
+    })
 }

@@ -145,6 +145,8 @@ pub(crate) fn demo_report(seed: u64) -> String {
         .args([
             "run",
             "--demo",
+            "--days",
+            "1",
             "--listen",
             "127.0.0.1:0",
             "--seed",
