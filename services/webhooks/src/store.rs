@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS alerts (
   at TEXT NOT NULL,
   message TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS alerts_tenant ON alerts (tenant, seq);
 ";
 
 /// Whether an endpoint is delivered to.
@@ -545,24 +546,37 @@ impl Store {
         Ok(())
     }
 
-    /// Alerts for `tenant` (every partner's for the carrier's `None`).
-    pub fn alerts(&self, tenant: Option<&str>) -> Result<Vec<Alert>> {
+    /// Up to `max` alerts for `tenant` (every partner's for the carrier's
+    /// `None`) after sequence `after`, oldest first, with their sequence.
+    pub fn alerts(
+        &self,
+        tenant: Option<&str>,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Alert)>> {
         let conn = self.conn();
         let mut st = conn
             .prepare(
-                "SELECT endpoint_id, tenant, at, message FROM alerts WHERE ?1 IS NULL OR tenant = ?1 ORDER BY seq",
+                "SELECT seq, endpoint_id, tenant, at, message FROM alerts \
+                 WHERE (?1 IS NULL OR tenant = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3",
             )
             .map_err(db)?;
-        st.query_map([tenant], |r| {
-            let at: String = r.get(2)?;
-            Ok(Alert {
-                endpoint_id: r.get(0)?,
-                tenant: r.get(1)?,
-                at: DateTime::parse_from_rfc3339(&at)
-                    .map(|t| t.with_timezone(&Utc))
-                    .unwrap_or_default(),
-                message: r.get(3)?,
-            })
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        st.query_map(params![tenant, after, max], |r| {
+            let seq: i64 = r.get(0)?;
+            let at: String = r.get(3)?;
+            Ok((
+                u64::try_from(seq).unwrap_or(0),
+                Alert {
+                    endpoint_id: r.get(1)?,
+                    tenant: r.get(2)?,
+                    at: DateTime::parse_from_rfc3339(&at)
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or_default(),
+                    message: r.get(4)?,
+                },
+            ))
         })
         .map_err(db)?
         .collect::<rusqlite::Result<_>>()

@@ -394,7 +394,12 @@ async fn payloads_speak_tracking_statuses_and_match_the_schema() {
     assert_eq!(in_home["method"], "in_home");
     assert_eq!(in_home["bizStep"], "receiving");
     assert_eq!(in_home["attempt"], 1);
+    // The grant the handheld named was never issued, let alone redeemed
+    // for this parcel: there is no receipt, and the proof says so.
     assert!(in_home["proof_of_delivery"].is_object());
+    assert!(in_home["proof_of_delivery"]["receipt_chain_head"].is_null());
+    assert!(in_home["proof_of_delivery"]["receipt_chain_version"].is_null());
+    assert!(bodies[8]["data"]["proof_of_delivery"].is_null(), "doorstep");
     // 08:30 UTC on 23 November is 09:30 in Stockholm (CET).
     assert_eq!(in_home["local_time"], "2026-11-23T09:30:00+01:00");
     assert_eq!(in_home["occurred_at"], "2026-11-23T08:30:00Z");
@@ -537,11 +542,29 @@ async fn gone_disables_the_endpoint_with_an_alert_and_others_carry_on() {
     let attempts = hooks.attempts("nordshop", &g.id, 0, 10).expect("attempts");
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].1.verdict, Verdict::Gone);
-    let alerts = hooks.alerts(Some("nordshop")).expect("alerts");
+    let alerts = hooks.alerts(Some("nordshop"), 0, 10).expect("alerts");
     assert_eq!(alerts.len(), 1);
-    assert!(alerts[0].message.contains("410"), "{}", alerts[0].message);
-    assert!(hooks.alerts(Some("fjallbutik")).expect("alerts").is_empty());
-    assert_eq!(hooks.alerts(None).expect("carrier's alerts").len(), 1);
+    assert!(
+        alerts[0].1.message.contains("410"),
+        "{}",
+        alerts[0].1.message
+    );
+    assert!(
+        hooks
+            .alerts(Some("nordshop"), alerts[0].0, 10)
+            .expect("alerts after the last")
+            .is_empty()
+    );
+    assert!(
+        hooks
+            .alerts(Some("fjallbutik"), 0, 10)
+            .expect("alerts")
+            .is_empty()
+    );
+    assert_eq!(
+        hooks.alerts(None, 0, 10).expect("carrier's alerts").len(),
+        1
+    );
     hooks.stop().await;
 }
 
@@ -585,7 +608,8 @@ async fn failing_past_the_schedule_disables_then_resume_delivers_what_waited() {
     assert_eq!(attempts.len(), 4, "the first try and three retries");
     assert_eq!(attempts[3].1.verdict, Verdict::Exhausted);
     assert!(
-        hooks.alerts(Some("nordshop")).expect("alerts")[0]
+        hooks.alerts(Some("nordshop"), 0, 10).expect("alerts")[0]
+            .1
             .message
             .contains("HTTP 500")
     );
