@@ -112,7 +112,18 @@ impl Webhooks {
     /// Opens the registry stored at `path`, delivering `log`'s outcomes.
     /// Deliveries start with [`Webhooks::start`].
     pub fn open(log: Arc<dyn EventLog>, path: impl AsRef<Path>, options: Options) -> Result<Self> {
-        let store = Arc::new(store::Store::open(path)?);
+        Self::open_sealed(log, path, options, None)
+    }
+
+    /// [`Webhooks::open`], with the endpoints' signing secrets sealed at
+    /// rest with `vault` when given (see [`store`]).
+    pub fn open_sealed(
+        log: Arc<dyn EventLog>,
+        path: impl AsRef<Path>,
+        options: Options,
+        vault: Option<Arc<threshold_privacy::Vault>>,
+    ) -> Result<Self> {
+        let store = Arc::new(store::Store::open_sealed(path, vault)?);
         let sender = client::Sender::new(options.policy, options.timeout)?;
         Ok(Self {
             ctx: Arc::new(delivery::Ctx {

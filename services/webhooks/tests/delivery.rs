@@ -951,3 +951,100 @@ async fn a_replay_since_a_time_redelivers_what_was_recorded_from_then_on() {
     }
     hooks.stop().await;
 }
+
+/// Every byte of the registry's SQLite files (the database and its WAL).
+fn registry_bytes(store: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = store.as_os_str().to_owned();
+        path.push(suffix);
+        if let Ok(bytes) = std::fs::read(&path) {
+            all.extend(bytes);
+        }
+    }
+    all
+}
+
+/// Whether `haystack` holds `secret` as configured (`whsec_…`), its base64
+/// or its raw key bytes.
+fn holds(haystack: &[u8], secret: &str) -> bool {
+    use base64::Engine as _;
+    let b64 = secret.strip_prefix("whsec_").expect("whsec_");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    [secret.as_bytes(), b64.as_bytes(), raw.as_slice()]
+        .iter()
+        .any(|needle| haystack.windows(needle.len()).any(|w| w == *needle))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_secrets_are_sealed_at_rest_with_the_vault_and_still_sign() {
+    let d = day();
+    let vault_dir = tempfile::tempdir().expect("vault dir");
+    let vault = Arc::new(threshold_privacy::Vault::open(vault_dir.path()).expect("vault"));
+    let r = Receiver::start(Arc::new(|_: &str, _| Fault::None), TIMEOUT, None).await;
+
+    // Registered while the registry had no vault: stored as it is.
+    let plain = Webhooks::open(Arc::clone(&d.log), &d.store, options()).expect("open");
+    let (old, old_secret) = plain
+        .add("nordshop", &r.url(), &[], Start::Now)
+        .await
+        .expect("add");
+    plain.stop().await;
+    drop(plain);
+    assert!(
+        holds(&registry_bytes(&d.store), &old_secret.expose()),
+        "without a vault the secret is stored as it is"
+    );
+
+    // Opened with the vault: the old secret is sealed, new ones are too.
+    let hooks = Webhooks::open_sealed(
+        Arc::clone(&d.log),
+        &d.store,
+        options(),
+        Some(Arc::clone(&vault)),
+    )
+    .expect("open sealed");
+    hooks.start().await.expect("start");
+    let (new, new_secret) = hooks
+        .add("fjallbutik", &r.url(), &[], Start::Now)
+        .await
+        .expect("add");
+    let rotated = hooks
+        .rotate("fjallbutik", &new.id, Duration::from_secs(3600))
+        .expect("rotate");
+    let secrets = [old_secret.expose(), new_secret.expose(), rotated.expose()];
+    // The receiver verifies each partner's deliveries with any of them.
+    r.secrets
+        .lock()
+        .expect("secrets")
+        .extend(secrets.iter().cloned());
+    let expected = append_day(d.log.as_ref(), &["nordshop", "fjallbutik"], 0..2).await;
+    let want = expected["nordshop"].len() + expected["fjallbutik"].len();
+    until(
+        "deliveries signed with sealed secrets",
+        Duration::from_secs(20),
+        || r.seen().accepted.len() >= want,
+    )
+    .await;
+    assert_eq!(r.seen().unverified, 0);
+    hooks.stop().await;
+    drop(hooks);
+
+    let bytes = registry_bytes(&d.store);
+    for s in &secrets {
+        assert!(
+            !holds(&bytes, s),
+            "a signing secret is in the registry's files"
+        );
+    }
+    // Without the vault the registry cannot sign: what it holds is sealed.
+    let store = threshold_webhook_service::store::Store::open(&d.store).expect("store");
+    for id in [&old.id, &new.id] {
+        let err = store
+            .secrets(id, Utc::now())
+            .expect_err("sealed without a vault");
+        assert!(err.to_string().contains("vault"), "{err}");
+    }
+}
