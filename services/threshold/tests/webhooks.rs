@@ -102,6 +102,7 @@ fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
         got.len()
     );
     let mut ids = HashSet::new();
+    let mut proven = 0;
     for (headers, body) in &got {
         verifier
             .verify(body, headers)
@@ -117,7 +118,20 @@ fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
             "{text}"
         );
         ids.insert(headers["webhook-id"].to_str().expect("id").to_owned());
+        // The simulated in-home entries end with a relock and a receipt:
+        // each such delivery carries the receipt's chain head.
+        if v["data"]["status"] == "delivered_in_home" {
+            let head = v["data"]["proof_of_delivery"]["receipt_chain_head"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no chain head: {text}"));
+            assert!(
+                head.len() == 64 && head.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{text}"
+            );
+            proven += 1;
+        }
     }
+    assert!(proven > 0, "the day has in-home deliveries with proof");
     assert_eq!(
         ids.len(),
         got.len(),
