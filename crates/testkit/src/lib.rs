@@ -42,6 +42,7 @@ pub struct Builder {
     handheld_limits: Limits,
     tls: Option<Tls>,
     manifest_limits: LoadLimits,
+    webhooks: threshold_webhook_service::Options,
 }
 
 impl Builder {
@@ -123,6 +124,13 @@ impl Builder {
         self
     }
 
+    /// Partners' webhooks delivered as `options` say (a test's endpoints
+    /// are on loopback, which the default policy refuses).
+    pub fn webhooks(mut self, options: threshold_webhook_service::Options) -> Self {
+        self.webhooks = options;
+        self
+    }
+
     /// Opens the server on a new temporary data directory, serves it on
     /// 127.0.0.1:0 and connects to it. Panics if it cannot: a test that
     /// has no server has nothing to test.
@@ -145,6 +153,7 @@ impl Builder {
             handheld_limits: self.handheld_limits,
             tls: self.tls.clone(),
             manifest_limits: self.manifest_limits,
+            webhooks: self.webhooks,
             ..Config::embedded(dir.path(), fleets)
         };
         let listener = threshold_server::bind(([127, 0, 0, 1], 0).into())
@@ -235,6 +244,7 @@ impl Sandbox {
             handheld_limits: Limits::default(),
             tls: None,
             manifest_limits: LoadLimits::default(),
+            webhooks: threshold_webhook_service::Options::default(),
         }
     }
 

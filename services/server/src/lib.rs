@@ -525,10 +525,13 @@ impl Node {
         // registry is a file beside the log, so one process delivers.
         let webhooks = match (&opened, services.runs(Service::Outcomes)) {
             (Opened::Embedded(_), true) => {
-                let hooks = Webhooks::open(
+                // Signing secrets are sealed with the vault, so the
+                // registry's file alone hands out no key.
+                let hooks = Webhooks::open_sealed(
                     Arc::clone(&shared),
                     data.join("webhooks.sqlite"),
                     config.webhooks.clone(),
+                    Some(Arc::clone(&vault)),
                 )?;
                 hooks.start().await?;
                 Some(Arc::new(hooks))

@@ -5,8 +5,8 @@
 
 use threshold_api::v1::webhook_service_client::WebhookServiceClient;
 use threshold_api::v1::{
-    AddEndpointRequest, EndpointRequest, ListAttemptsRequest, ListEndpointsRequest, ReplayRequest,
-    RotateSecretRequest, WebhookEndpoint, replay_request,
+    AddEndpointRequest, EndpointRequest, ListAttemptsRequest, ListEndpointsRequest,
+    ListWebhookAlertsRequest, ReplayRequest, RotateSecretRequest, WebhookEndpoint, replay_request,
 };
 use threshold_auth::Role;
 
@@ -111,11 +111,36 @@ pub(crate) enum WebhookCmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Alerts about the partner's endpoints (one disabled after a 410 or
+    /// after failing for days), oldest first, one JSON line each; the last
+    /// line's seq is what --after reads on from.
+    Alerts {
+        /// Alerts after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// For the carrier (an analyst's token): every partner's alerts.
+        #[arg(long, conflicts_with = "partner")]
+        every_partner: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 async fn client(common: &Common) -> Result<WebhookServiceClient<threshold_auth::Authed>, BoxError> {
+    carrier_or_partner(common, false).await
+}
+
+/// A client with the partner's token, or the carrier's (an analyst's) when
+/// it names a partner or acts for `every` partner.
+async fn carrier_or_partner(
+    common: &Common,
+    every: bool,
+) -> Result<WebhookServiceClient<threshold_auth::Authed>, BoxError> {
     // The carrier names a partner with an analyst's token.
-    let role = if common.partner.is_empty() {
+    let role = if common.partner.is_empty() && !every {
         Role::Partner
     } else {
         Role::Analyst
@@ -293,6 +318,37 @@ pub(crate) async fn run(cmd: WebhookCmd) -> Result<(), BoxError> {
                         "parcel_id": a.parcel_id, "attempt": a.attempt, "at": at,
                         "status": (a.status != 0).then_some(a.status), "error": a.error,
                         "latency_ms": a.latency_ms, "excerpt": a.excerpt, "result": a.result,
+                    })
+                );
+            }
+        }
+        WebhookCmd::Alerts {
+            after,
+            limit,
+            every_partner,
+            common,
+        } => {
+            let reply = carrier_or_partner(&common, every_partner)
+                .await?
+                .list_webhook_alerts(ListWebhookAlertsRequest {
+                    partner: common.partner.clone(),
+                    after,
+                    max: limit,
+                })
+                .await
+                .map_err(failed)?
+                .into_inner();
+            for a in &reply.alerts {
+                let at =
+                    a.at.as_ref()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "seq": a.seq, "endpoint_id": a.endpoint_id, "partner": a.partner,
+                        "at": at, "message": a.message,
                     })
                 );
             }

@@ -18,6 +18,11 @@ type Got = Arc<Mutex<Vec<(hyper::HeaderMap, Bytes)>>>;
 
 /// A receiver on 127.0.0.1:0 answering 200 to everything; its address.
 fn receiver(rt: &tokio::runtime::Runtime) -> (std::net::SocketAddr, Got) {
+    receiver_answering(rt, 200)
+}
+
+/// A receiver on 127.0.0.1:0 answering `status` to everything.
+fn receiver_answering(rt: &tokio::runtime::Runtime, status: u16) -> (std::net::SocketAddr, Got) {
     let got: Got = Arc::default();
     let g = Arc::clone(&got);
     let listener = rt
@@ -42,9 +47,10 @@ fn receiver(rt: &tokio::runtime::Runtime) -> (std::net::SocketAddr, Got) {
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
                             g.lock().expect("got").push((parts.headers, body));
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::new(),
-                            )))
+                            let mut answer = hyper::Response::new(Full::new(Bytes::new()));
+                            *answer.status_mut() =
+                                hyper::StatusCode::from_u16(status).expect("a status");
+                            Ok::<_, std::convert::Infallible>(answer)
                         }
                     },
                 );
@@ -98,6 +104,7 @@ fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
         got.len()
     );
     let mut ids = HashSet::new();
+    let mut proven = 0;
     for (headers, body) in &got {
         verifier
             .verify(body, headers)
@@ -113,7 +120,20 @@ fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
             "{text}"
         );
         ids.insert(headers["webhook-id"].to_str().expect("id").to_owned());
+        // The simulated in-home entries end with a relock and a receipt:
+        // each such delivery carries the receipt's chain head.
+        if v["data"]["status"] == "delivered_in_home" {
+            let head = v["data"]["proof_of_delivery"]["receipt_chain_head"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no chain head: {text}"));
+            assert!(
+                head.len() == 64 && head.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{text}"
+            );
+            proven += 1;
+        }
     }
+    assert!(proven > 0, "the day has in-home deliveries with proof");
     assert_eq!(
         ids.len(),
         got.len(),
@@ -226,6 +246,113 @@ fn the_cli_manages_a_partners_endpoints_and_no_other_partners() {
         String::from_utf8_lossy(&hook(&mine, &["list"]).stdout)
             .trim()
             .is_empty()
+    );
+    served.stop();
+}
+
+#[test]
+fn an_endpoint_answering_gone_is_disabled_and_its_alert_listed_by_its_partner_and_the_carrier() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (addr, got) = receiver_answering(&rt, 410);
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--webhooks-allow-private",
+            "--webhook",
+        ])
+        .arg(format!("http://{addr}/hooks"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("run --demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        got.lock().expect("got").len(),
+        1,
+        "410 disables the endpoint at its first answer"
+    );
+
+    // The alert outlives the run: the server on the same data lists it.
+    let mut serve = Command::new(BIN);
+    serve
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data);
+    let served = Served::spawn(serve, &data);
+    let token = |tenant: &str| {
+        let out = threshold(&[
+            "credentials",
+            "add",
+            "--role",
+            "partner",
+            "--tenant",
+            tenant,
+            "--data",
+            served.data(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let alerts = |args: &[&str]| {
+        let mut all = vec!["partner", "webhook", "alerts"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--server", &served.url, "--data", served.data()]);
+        let out = threshold(&all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+            .collect::<Vec<_>>()
+    };
+    let (nordshop, fjallbutik) = (token("nordshop"), token("fjallbutik"));
+    let mine = alerts(&["--token", &nordshop]);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["partner"], "nordshop");
+    assert!(
+        mine[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("410") && m.contains(&addr.to_string())),
+        "{mine:?}"
+    );
+    let seq = mine[0]["seq"].as_u64().expect("seq").to_string();
+    assert!(alerts(&["--token", &nordshop, "--after", &seq]).is_empty());
+    // The carrier, with the local analyst token: every partner's, or one's.
+    assert_eq!(alerts(&["--every-partner"]), mine);
+    assert_eq!(alerts(&["--partner", "nordshop"]), mine);
+    // Another partner: none of its own, and not nordshop's.
+    assert!(alerts(&["--token", &fjallbutik]).is_empty());
+    let out = threshold(&[
+        "partner",
+        "webhook",
+        "alerts",
+        "--partner",
+        "nordshop",
+        "--token",
+        &fjallbutik,
+        "--server",
+        &served.url,
+    ]);
+    assert!(!out.status.success(), "another partner's alerts");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not \"nordshop\"'s"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     served.stop();
 }

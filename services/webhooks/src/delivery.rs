@@ -95,6 +95,9 @@ pub(crate) struct Ctx {
     pub(crate) store: std::sync::Arc<Store>,
     pub(crate) sender: Sender,
     pub(crate) schedule: Schedule,
+    /// Endpoints disabled, by reason (`gone`, `exhausted`): the alerts
+    /// the carrier's dashboard shows beside the homes'.
+    pub(crate) alerts: opentelemetry::metrics::Counter<u64>,
 }
 
 /// Positions skipped (other partners' or unwanted events) before the
@@ -124,13 +127,18 @@ pub(crate) async fn run(ctx: std::sync::Arc<Ctx>, ep: Endpoint) {
                 .then(|| webhook_event(&event))
                 .flatten()
                 .filter(|w| w.tenant == ep.tenant && ep.kinds.iter().any(|k| k == w.kind));
-            let Some(w) = wanted else {
+            let Some(mut w) = wanted else {
                 if at - saved >= SAVE_SKIPPED {
                     save(&ctx, &ep, at);
                     saved = at;
                 }
                 continue;
             };
+            if let Some(proof) = w.payload.data.proof_of_delivery.as_mut() {
+                let head = receipt_head(&ctx, &ep, &event).await;
+                proof.receipt_chain_version = head.as_ref().map(|h| h.version);
+                proof.receipt_chain_head = head.map(|h| h.hash);
+            }
             match deliver(&ctx, &ep, &w).await {
                 Done::Delivered => {
                     save(&ctx, &ep, at);
@@ -140,6 +148,25 @@ pub(crate) async fn run(ctx: std::sync::Arc<Ctx>, ep: Endpoint) {
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The chain head proving `event`, read from the log; a read that fails
+/// is tried again, since a payload sent without its proof would be sent
+/// for good.
+async fn receipt_head(
+    ctx: &Ctx,
+    ep: &Endpoint,
+    event: &threshold_log::RecordedEvent,
+) -> Option<crate::proof::ChainHead> {
+    loop {
+        match crate::proof::receipt_head(ctx.log.as_ref(), event).await {
+            Ok(head) => return head,
+            Err(e) => {
+                tracing::warn!(endpoint = ep.id, error = %e, "proof of delivery not read; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 
@@ -195,13 +222,14 @@ async fn deliver(ctx: &Ctx, ep: &Endpoint, w: &WebhookEvent) -> Done {
                 n += 1;
             }
             (Verdict::Gone, _) => {
-                disable(ctx, ep, "the endpoint answered 410 Gone");
+                disable(ctx, ep, "gone", "the endpoint answered 410 Gone");
                 return Done::Disabled;
             }
             _ => {
                 disable(
                     ctx,
                     ep,
+                    "exhausted",
                     &format!(
                         "event {} failed {n} attempts over the whole retry schedule (last: {})",
                         w.id,
@@ -216,7 +244,9 @@ async fn deliver(ctx: &Ctx, ep: &Endpoint, w: &WebhookEvent) -> Done {
     }
 }
 
-fn disable(ctx: &Ctx, ep: &Endpoint, why: &str) {
+fn disable(ctx: &Ctx, ep: &Endpoint, reason: &'static str, why: &str) {
+    ctx.alerts
+        .add(1, &[opentelemetry::KeyValue::new("reason", reason)]);
     let now = Utc::now();
     if let Err(e) = ctx
         .store

@@ -9,6 +9,7 @@
 //!   attempts), and the deliveries it runs. Every call names the partner
 //!   it acts for; an endpoint of another partner is not found.
 //! - [`payload`]: the JSON body, built on the OutcomeService's redaction.
+//! - [`proof`]: an in-home delivery's receipt chain head, from the log.
 //! - [`signature`]: the `webhook-*` headers.
 //! - [`guard`]: where an endpoint may point (the SSRF boundary).
 //! - [`client`]: one bounded, signed POST.
@@ -21,6 +22,7 @@ pub mod client;
 pub mod delivery;
 pub mod guard;
 pub mod payload;
+pub mod proof;
 pub mod service;
 pub mod signature;
 pub mod store;
@@ -62,6 +64,10 @@ pub enum Error {
     #[error("log: {0}")]
     Log(#[from] threshold_log::Error),
 }
+
+/// The most attempts or alerts one listing returns: a caller pages on
+/// with the last sequence it got.
+pub const MAX_PAGE: usize = 1000;
 
 /// This crate's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -106,7 +112,18 @@ impl Webhooks {
     /// Opens the registry stored at `path`, delivering `log`'s outcomes.
     /// Deliveries start with [`Webhooks::start`].
     pub fn open(log: Arc<dyn EventLog>, path: impl AsRef<Path>, options: Options) -> Result<Self> {
-        let store = Arc::new(store::Store::open(path)?);
+        Self::open_sealed(log, path, options, None)
+    }
+
+    /// [`Webhooks::open`], with the endpoints' signing secrets sealed at
+    /// rest with `vault` when given (see [`store`]).
+    pub fn open_sealed(
+        log: Arc<dyn EventLog>,
+        path: impl AsRef<Path>,
+        options: Options,
+        vault: Option<Arc<threshold_privacy::Vault>>,
+    ) -> Result<Self> {
+        let store = Arc::new(store::Store::open_sealed(path, vault)?);
         let sender = client::Sender::new(options.policy, options.timeout)?;
         Ok(Self {
             ctx: Arc::new(delivery::Ctx {
@@ -114,6 +131,13 @@ impl Webhooks {
                 store,
                 sender,
                 schedule: options.schedule,
+                alerts: opentelemetry::global::meter("threshold.webhooks")
+                    .u64_counter("threshold.webhook.alerts")
+                    .with_description(
+                        "Webhook endpoints disabled with an alert to the partner and the carrier, \
+                         by reason (gone: answered 410; exhausted: failed over the whole retry schedule)",
+                    )
+                    .build(),
             }),
             tasks: Mutex::default(),
         })
@@ -287,12 +311,20 @@ impl Webhooks {
         after: u64,
         max: usize,
     ) -> Result<Vec<(u64, Attempt)>> {
-        self.ctx.store.attempts(tenant, id, after, max.min(1000))
+        self.ctx
+            .store
+            .attempts(tenant, id, after, max.min(MAX_PAGE))
     }
 
-    /// Alerts raised for `tenant`'s endpoints (all partners' for `None`,
-    /// the carrier).
-    pub fn alerts(&self, tenant: Option<&str>) -> Result<Vec<Alert>> {
-        self.ctx.store.alerts(tenant)
+    /// Up to `max` (at most 1000) alerts raised for `tenant`'s endpoints
+    /// (every partner's for `None`, the carrier) after sequence `after`,
+    /// oldest first, with their sequence.
+    pub fn alerts(
+        &self,
+        tenant: Option<&str>,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Alert)>> {
+        self.ctx.store.alerts(tenant, after, max.min(MAX_PAGE))
     }
 }

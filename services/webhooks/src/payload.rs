@@ -76,12 +76,17 @@ pub struct Outcome {
     pub proof_of_delivery: Option<Proof>,
 }
 
-/// Proof of an in-home delivery.
+/// Proof of an in-home delivery: the resident's receipt's chain head (see
+/// [`crate::proof`]), which `threshold audit verify --head HASH@VERSION`
+/// checks against the stored chain.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Proof {
-    /// The hash at the head of the home's audit chain for the receipt, hex;
-    /// `null` while the receipt's chain head is not yet known to this event.
+    /// The hash at the head of the home's audit chain when the delivery
+    /// was recorded, lower-case hex; `null` when the log holds no receipt
+    /// for this delivery (no unlock redeemed for the parcel, or no relock).
     pub receipt_chain_head: Option<String>,
+    /// The version of the home's event that hash is of; `null` with it.
+    pub receipt_chain_version: Option<u64>,
 }
 
 /// A webhook's event: its id, position, parcel (for ordering), kind and body.
@@ -202,8 +207,11 @@ pub fn webhook_event(event: &RecordedEvent) -> Option<WebhookEvent> {
             next_attempt_date: None,
             occurred_at: utc(at),
             local_time: local(at, country),
+            // Filled in from the log by the delivery (see `crate::proof`):
+            // building a payload reads nothing but its event.
             proof_of_delivery: (status == "delivered_in_home").then_some(Proof {
                 receipt_chain_head: None,
+                receipt_chain_version: None,
             }),
         };
         (kind, data)

@@ -10,14 +10,15 @@ use chrono::{DateTime, Utc};
 use threshold_api::v1::webhook_service_server::{WebhookService, WebhookServiceServer};
 use threshold_api::v1::{
     AddEndpointReply, AddEndpointRequest, DeleteEndpointReply, EndpointRequest, ListAttemptsReply,
-    ListAttemptsRequest, ListEndpointsReply, ListEndpointsRequest, ReplayReply, ReplayRequest,
-    RotateSecretReply, RotateSecretRequest, WebhookAttempt, WebhookEndpoint, replay_request,
+    ListAttemptsRequest, ListEndpointsReply, ListEndpointsRequest, ListWebhookAlertsReply,
+    ListWebhookAlertsRequest, ReplayReply, ReplayRequest, RotateSecretReply, RotateSecretRequest,
+    WebhookAlert, WebhookAttempt, WebhookEndpoint, replay_request,
 };
 use threshold_auth::Role;
 use threshold_status::IntoStatus as _;
 use tonic::{Code, Request, Response, Status};
 
-use crate::{Endpoint, Error, Start, State, Verdict, Webhooks};
+use crate::{Endpoint, Error, MAX_PAGE, Start, State, Verdict, Webhooks};
 
 impl threshold_status::ServiceError for Error {
     fn code(&self) -> Code {
@@ -79,6 +80,25 @@ fn partner<T>(request: &Request<T>, named: &str) -> Result<String, Status> {
         )));
     }
     Ok(caller.tenant.clone())
+}
+
+/// Whose alerts a request lists: the caller's own partner's, or for the
+/// carrier the partner it names (`None`, every partner's, when it names
+/// none).
+fn alerts_of<T>(request: &Request<T>, named: &str) -> Result<Option<String>, Status> {
+    let caller = threshold_auth::require(request, &[Role::Partner, Role::Analyst])?;
+    if caller.tenant == threshold_auth::ANY_TENANT && named.is_empty() {
+        return Ok(None);
+    }
+    partner(request, named).map(Some)
+}
+
+/// A listing's page size: the default and the bound are [`MAX_PAGE`].
+fn page(max: u32) -> usize {
+    match usize::try_from(max) {
+        Ok(0) | Err(_) => MAX_PAGE,
+        Ok(n) => n.min(MAX_PAGE),
+    }
 }
 
 fn endpoint(e: Endpoint) -> WebhookEndpoint {
@@ -221,10 +241,9 @@ impl WebhookService for Service {
     ) -> Result<Response<ListAttemptsReply>, Status> {
         let tenant = partner(&request, &request.get_ref().partner)?;
         let r = request.get_ref();
-        let max = if r.max == 0 { 1000 } else { r.max as usize };
         let attempts = self
             .hooks
-            .attempts(&tenant, &r.id, r.after, max)
+            .attempts(&tenant, &r.id, r.after, page(r.max))
             .map_err(|e| e.into_status())?;
         Ok(Response::new(ListAttemptsReply {
             attempts: attempts
@@ -249,6 +268,32 @@ impl WebhookService for Service {
                     .into(),
                 })
                 .collect(),
+        }))
+    }
+
+    async fn list_webhook_alerts(
+        &self,
+        request: Request<ListWebhookAlertsRequest>,
+    ) -> Result<Response<ListWebhookAlertsReply>, Status> {
+        let tenant = alerts_of(&request, &request.get_ref().partner)?;
+        let r = request.get_ref();
+        let alerts = self
+            .hooks
+            .alerts(tenant.as_deref(), r.after, page(r.max))
+            .map_err(|e| e.into_status())?;
+        let next_after = alerts.last().map_or(r.after, |(seq, _)| *seq);
+        Ok(Response::new(ListWebhookAlertsReply {
+            alerts: alerts
+                .into_iter()
+                .map(|(seq, a)| WebhookAlert {
+                    seq,
+                    endpoint_id: a.endpoint_id,
+                    partner: a.tenant,
+                    at: Some(threshold_domain::country::timestamp(a.at)),
+                    message: a.message,
+                })
+                .collect(),
+            next_after,
         }))
     }
 }

@@ -8,12 +8,25 @@
 //! Every read and write of an endpoint names its tenant: a partner naming
 //! another partner's endpoint id finds nothing, exactly as for an id that
 //! does not exist.
+//!
+//! Signing secrets cannot be hashed (the server signs with the same key
+//! the receiver verifies with), so with a [`Vault`] they are sealed under
+//! the vault's [`SECRETS_SUBJECT`] key, bound to their endpoint, and this
+//! file holds only ciphertext: a copy of it (a backup, a support bundle)
+//! hands out no key without the vault, which lives in its own file. Without
+//! a vault (tests of this crate) they are stored plain. Secrets stored
+//! plain before a vault was given are sealed when the store is opened with
+//! one, and the freed pages overwritten (`secure_delete`).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
+use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension as _, params};
+use threshold_privacy::{Sealed, Vault};
 
 use crate::signature::Secret;
 use crate::{Error, Result};
@@ -64,6 +77,7 @@ CREATE TABLE IF NOT EXISTS alerts (
   at TEXT NOT NULL,
   message TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS alerts_tenant ON alerts (tenant, seq);
 ";
 
 /// Whether an endpoint is delivered to.
@@ -180,6 +194,24 @@ pub struct Alert {
 /// The store. Cheap calls, made from blocking threads.
 pub struct Store {
     conn: Mutex<Connection>,
+    vault: Option<Arc<Vault>>,
+}
+
+/// The vault subject whose key seals every endpoint's signing secrets.
+pub const SECRETS_SUBJECT: &str = "webhook-secrets";
+
+/// How a sealed secret's column value starts (then the base64 of the
+/// encoded [`Sealed`]); a plain one starts with `whsec_`.
+const SEALED_PREFIX: &str = "sealed:v1:";
+
+/// What a secret is sealed to: its endpoint, so a sealed value copied to
+/// another endpoint's row does not open.
+fn context(endpoint: &str) -> String {
+    format!("webhook-secret/{endpoint}")
+}
+
+fn vault_error(e: threshold_privacy::Error) -> Error {
+    Error::Store(format!("sealing signing secrets: {e}"))
 }
 
 /// Makes `path` if missing, and narrows it to owner-only (unix).
@@ -211,8 +243,14 @@ fn not_found(id: &str) -> Error {
 }
 
 impl Store {
-    /// Opens (creating) the store at `path`.
+    /// Opens (creating) the store at `path`, keeping secrets plain.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_sealed(path, None)
+    }
+
+    /// Opens (creating) the store at `path`, its signing secrets sealed
+    /// with `vault` when given (sealing any stored plain before).
+    pub fn open_sealed(path: impl AsRef<Path>, vault: Option<Arc<Vault>>) -> Result<Self> {
         // The signing secrets are in it: the owner's alone, made so before
         // SQLite opens it (its -wal and -shm take its mode).
         private_file(path.as_ref())
@@ -225,10 +263,98 @@ impl Store {
         // last commits, and a lost delivered position only redelivers.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
+        // A secret resealed, rotated out or deleted leaves no copy in a
+        // freed page.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
-        Ok(Self {
+        let store = Self {
             conn: Mutex::new(conn),
-        })
+            vault,
+        };
+        store.seal_plain()?;
+        Ok(store)
+    }
+
+    /// Seals the secrets stored plain, when there is a vault.
+    fn seal_plain(&self) -> Result<()> {
+        if self.vault.is_none() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let plain: Vec<(i64, String, String)> = {
+            let mut st = conn
+                .prepare("SELECT rowid, endpoint_id, secret FROM secrets WHERE secret NOT LIKE 'sealed:%'")
+                .map_err(db)?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(db)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(db)?
+        };
+        if plain.is_empty() {
+            return Ok(());
+        }
+        let tx = conn.transaction().map_err(db)?;
+        for (rowid, endpoint, secret) in &plain {
+            let sealed = self.sealed(endpoint, &Secret::parse(secret)?)?;
+            tx.execute(
+                "UPDATE secrets SET secret = ?1 WHERE rowid = ?2",
+                params![sealed, rowid],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        // The plain values' old pages may sit in the WAL: copied back and
+        // the WAL emptied, so only the overwritten pages remain.
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(db)?;
+        tracing::info!(
+            secrets = plain.len(),
+            "webhook signing secrets sealed with the vault"
+        );
+        Ok(())
+    }
+
+    /// A secret as its column holds it: sealed with the vault, or plain.
+    fn sealed(&self, endpoint: &str, secret: &Secret) -> Result<String> {
+        let Some(vault) = &self.vault else {
+            return Ok(secret.expose());
+        };
+        let sealed = vault
+            .seal(
+                SECRETS_SUBJECT,
+                &context(endpoint),
+                secret.expose().as_bytes(),
+            )
+            .map_err(vault_error)?;
+        Ok(format!(
+            "{SEALED_PREFIX}{}",
+            STANDARD.encode(sealed.encode_to_vec())
+        ))
+    }
+
+    /// The secret a column holds.
+    fn opened(&self, endpoint: &str, column: &str) -> Result<Secret> {
+        let Some(b64) = column.strip_prefix(SEALED_PREFIX) else {
+            return Secret::parse(column);
+        };
+        let vault = self.vault.as_ref().ok_or_else(|| {
+            Error::Store("a signing secret is sealed, but no vault was given to open it".into())
+        })?;
+        let sealed = STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| Sealed::decode(b.as_slice()).ok())
+            .ok_or_else(|| {
+                Error::Store(format!("endpoint {endpoint}'s sealed secret is damaged"))
+            })?;
+        let plain = vault
+            .unseal(&sealed, &context(endpoint))
+            .map_err(vault_error)?
+            .ok_or_else(|| {
+                Error::Store("the vault's key for signing secrets was forgotten".into())
+            })?;
+        Secret::parse(&String::from_utf8_lossy(&plain))
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -265,6 +391,7 @@ impl Store {
         }
         let id = format!("ep_{}", uuid::Uuid::new_v4().simple());
         let secret = Secret::generate();
+        let stored = self.sealed(&id, &secret)?;
         tx.execute(
             "INSERT INTO endpoints (id, tenant, url, kinds, state, created_at, cursor) VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
             params![id, tenant, url, kinds.join(","), now.to_rfc3339(), cursor as i64],
@@ -272,7 +399,7 @@ impl Store {
         .map_err(db)?;
         tx.execute(
             "INSERT INTO secrets (endpoint_id, secret, created_at) VALUES (?1, ?2, ?3)",
-            params![id, secret.expose(), now.to_rfc3339()],
+            params![id, stored, now.to_rfc3339()],
         )
         .map_err(db)?;
         tx.commit().map_err(db)?;
@@ -424,6 +551,7 @@ impl Store {
     ) -> Result<Secret> {
         self.get(tenant, id)?;
         let secret = Secret::generate();
+        let stored = self.sealed(id, &secret)?;
         let until = now + overlap;
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db)?;
@@ -439,7 +567,7 @@ impl Store {
         .map_err(db)?;
         tx.execute(
             "INSERT INTO secrets (endpoint_id, secret, created_at) VALUES (?1, ?2, ?3)",
-            params![id, secret.expose(), now.to_rfc3339()],
+            params![id, stored, now.to_rfc3339()],
         )
         .map_err(db)?;
         tx.commit().map_err(db)?;
@@ -448,18 +576,19 @@ impl Store {
 
     /// The secrets that sign a delivery at `now`, newest first.
     pub fn secrets(&self, id: &str, now: DateTime<Utc>) -> Result<Vec<Secret>> {
-        let conn = self.conn();
-        let mut st = conn
+        let rows: Vec<String> = {
+            let conn = self.conn();
+            let mut st = conn
             .prepare(
                 "SELECT secret FROM secrets WHERE endpoint_id = ?1 AND (expires_at IS NULL OR expires_at > ?2) ORDER BY rowid DESC",
             )
             .map_err(db)?;
-        let rows: Vec<String> = st
-            .query_map(params![id, now.to_rfc3339()], |r| r.get(0))
-            .map_err(db)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(db)?;
-        rows.iter().map(|s| Secret::parse(s)).collect()
+            st.query_map(params![id, now.to_rfc3339()], |r| r.get(0))
+                .map_err(db)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(db)?
+        };
+        rows.iter().map(|s| self.opened(id, s)).collect()
     }
 
     /// Records an attempt on endpoint `id`.
@@ -545,24 +674,37 @@ impl Store {
         Ok(())
     }
 
-    /// Alerts for `tenant` (every partner's for the carrier's `None`).
-    pub fn alerts(&self, tenant: Option<&str>) -> Result<Vec<Alert>> {
+    /// Up to `max` alerts for `tenant` (every partner's for the carrier's
+    /// `None`) after sequence `after`, oldest first, with their sequence.
+    pub fn alerts(
+        &self,
+        tenant: Option<&str>,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Alert)>> {
         let conn = self.conn();
         let mut st = conn
             .prepare(
-                "SELECT endpoint_id, tenant, at, message FROM alerts WHERE ?1 IS NULL OR tenant = ?1 ORDER BY seq",
+                "SELECT seq, endpoint_id, tenant, at, message FROM alerts \
+                 WHERE (?1 IS NULL OR tenant = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3",
             )
             .map_err(db)?;
-        st.query_map([tenant], |r| {
-            let at: String = r.get(2)?;
-            Ok(Alert {
-                endpoint_id: r.get(0)?,
-                tenant: r.get(1)?,
-                at: DateTime::parse_from_rfc3339(&at)
-                    .map(|t| t.with_timezone(&Utc))
-                    .unwrap_or_default(),
-                message: r.get(3)?,
-            })
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        st.query_map(params![tenant, after, max], |r| {
+            let seq: i64 = r.get(0)?;
+            let at: String = r.get(3)?;
+            Ok((
+                u64::try_from(seq).unwrap_or(0),
+                Alert {
+                    endpoint_id: r.get(1)?,
+                    tenant: r.get(2)?,
+                    at: DateTime::parse_from_rfc3339(&at)
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or_default(),
+                    message: r.get(4)?,
+                },
+            ))
         })
         .map_err(db)?
         .collect::<rusqlite::Result<_>>()

@@ -394,7 +394,12 @@ async fn payloads_speak_tracking_statuses_and_match_the_schema() {
     assert_eq!(in_home["method"], "in_home");
     assert_eq!(in_home["bizStep"], "receiving");
     assert_eq!(in_home["attempt"], 1);
+    // The grant the handheld named was never issued, let alone redeemed
+    // for this parcel: there is no receipt, and the proof says so.
     assert!(in_home["proof_of_delivery"].is_object());
+    assert!(in_home["proof_of_delivery"]["receipt_chain_head"].is_null());
+    assert!(in_home["proof_of_delivery"]["receipt_chain_version"].is_null());
+    assert!(bodies[8]["data"]["proof_of_delivery"].is_null(), "doorstep");
     // 08:30 UTC on 23 November is 09:30 in Stockholm (CET).
     assert_eq!(in_home["local_time"], "2026-11-23T09:30:00+01:00");
     assert_eq!(in_home["occurred_at"], "2026-11-23T08:30:00Z");
@@ -537,11 +542,29 @@ async fn gone_disables_the_endpoint_with_an_alert_and_others_carry_on() {
     let attempts = hooks.attempts("nordshop", &g.id, 0, 10).expect("attempts");
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].1.verdict, Verdict::Gone);
-    let alerts = hooks.alerts(Some("nordshop")).expect("alerts");
+    let alerts = hooks.alerts(Some("nordshop"), 0, 10).expect("alerts");
     assert_eq!(alerts.len(), 1);
-    assert!(alerts[0].message.contains("410"), "{}", alerts[0].message);
-    assert!(hooks.alerts(Some("fjallbutik")).expect("alerts").is_empty());
-    assert_eq!(hooks.alerts(None).expect("carrier's alerts").len(), 1);
+    assert!(
+        alerts[0].1.message.contains("410"),
+        "{}",
+        alerts[0].1.message
+    );
+    assert!(
+        hooks
+            .alerts(Some("nordshop"), alerts[0].0, 10)
+            .expect("alerts after the last")
+            .is_empty()
+    );
+    assert!(
+        hooks
+            .alerts(Some("fjallbutik"), 0, 10)
+            .expect("alerts")
+            .is_empty()
+    );
+    assert_eq!(
+        hooks.alerts(None, 0, 10).expect("carrier's alerts").len(),
+        1
+    );
     hooks.stop().await;
 }
 
@@ -585,7 +608,8 @@ async fn failing_past_the_schedule_disables_then_resume_delivers_what_waited() {
     assert_eq!(attempts.len(), 4, "the first try and three retries");
     assert_eq!(attempts[3].1.verdict, Verdict::Exhausted);
     assert!(
-        hooks.alerts(Some("nordshop")).expect("alerts")[0]
+        hooks.alerts(Some("nordshop"), 0, 10).expect("alerts")[0]
+            .1
             .message
             .contains("HTTP 500")
     );
@@ -926,4 +950,101 @@ async fn a_replay_since_a_time_redelivers_what_was_recorded_from_then_on() {
         );
     }
     hooks.stop().await;
+}
+
+/// Every byte of the registry's SQLite files (the database and its WAL).
+fn registry_bytes(store: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = store.as_os_str().to_owned();
+        path.push(suffix);
+        if let Ok(bytes) = std::fs::read(&path) {
+            all.extend(bytes);
+        }
+    }
+    all
+}
+
+/// Whether `haystack` holds `secret` as configured (`whsec_…`), its base64
+/// or its raw key bytes.
+fn holds(haystack: &[u8], secret: &str) -> bool {
+    use base64::Engine as _;
+    let b64 = secret.strip_prefix("whsec_").expect("whsec_");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    [secret.as_bytes(), b64.as_bytes(), raw.as_slice()]
+        .iter()
+        .any(|needle| haystack.windows(needle.len()).any(|w| w == *needle))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_secrets_are_sealed_at_rest_with_the_vault_and_still_sign() {
+    let d = day();
+    let vault_dir = tempfile::tempdir().expect("vault dir");
+    let vault = Arc::new(threshold_privacy::Vault::open(vault_dir.path()).expect("vault"));
+    let r = Receiver::start(Arc::new(|_: &str, _| Fault::None), TIMEOUT, None).await;
+
+    // Registered while the registry had no vault: stored as it is.
+    let plain = Webhooks::open(Arc::clone(&d.log), &d.store, options()).expect("open");
+    let (old, old_secret) = plain
+        .add("nordshop", &r.url(), &[], Start::Now)
+        .await
+        .expect("add");
+    plain.stop().await;
+    drop(plain);
+    assert!(
+        holds(&registry_bytes(&d.store), &old_secret.expose()),
+        "without a vault the secret is stored as it is"
+    );
+
+    // Opened with the vault: the old secret is sealed, new ones are too.
+    let hooks = Webhooks::open_sealed(
+        Arc::clone(&d.log),
+        &d.store,
+        options(),
+        Some(Arc::clone(&vault)),
+    )
+    .expect("open sealed");
+    hooks.start().await.expect("start");
+    let (new, new_secret) = hooks
+        .add("fjallbutik", &r.url(), &[], Start::Now)
+        .await
+        .expect("add");
+    let rotated = hooks
+        .rotate("fjallbutik", &new.id, Duration::from_secs(3600))
+        .expect("rotate");
+    let secrets = [old_secret.expose(), new_secret.expose(), rotated.expose()];
+    // The receiver verifies each partner's deliveries with any of them.
+    r.secrets
+        .lock()
+        .expect("secrets")
+        .extend(secrets.iter().cloned());
+    let expected = append_day(d.log.as_ref(), &["nordshop", "fjallbutik"], 0..2).await;
+    let want = expected["nordshop"].len() + expected["fjallbutik"].len();
+    until(
+        "deliveries signed with sealed secrets",
+        Duration::from_secs(20),
+        || r.seen().accepted.len() >= want,
+    )
+    .await;
+    assert_eq!(r.seen().unverified, 0);
+    hooks.stop().await;
+    drop(hooks);
+
+    let bytes = registry_bytes(&d.store);
+    for s in &secrets {
+        assert!(
+            !holds(&bytes, s),
+            "a signing secret is in the registry's files"
+        );
+    }
+    // Without the vault the registry cannot sign: what it holds is sealed.
+    let store = threshold_webhook_service::store::Store::open(&d.store).expect("store");
+    for id in [&old.id, &new.id] {
+        let err = store
+            .secrets(id, Utc::now())
+            .expect_err("sealed without a vault");
+        assert!(err.to_string().contains("vault"), "{err}");
+    }
 }

@@ -13,8 +13,8 @@ use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::webhook_service_client::WebhookServiceClient;
 use threshold_api::v1::{
-    AddEndpointRequest, EndpointRequest, ListAttemptsRequest, ListEndpointsRequest, ReplayRequest,
-    RotateSecretRequest, replay_request,
+    AddEndpointRequest, EndpointRequest, ListAttemptsRequest, ListEndpointsRequest,
+    ListWebhookAlertsRequest, ReplayRequest, RotateSecretRequest, replay_request,
 };
 use threshold_api::v1::{
     AttemptsReportRequest, AuthorizeUnlockRequest, ClaimHomeRequest, ClockRequest, GetRouteRequest,
@@ -53,12 +53,13 @@ pub(crate) enum Rpc {
     RotateSecret,
     Replay,
     ListAttempts,
+    ListWebhookAlerts,
     DeleteEndpoint,
 }
 
 impl Rpc {
     /// Every RPC the suite knows.
-    pub(crate) const ALL: [Rpc; 22] = [
+    pub(crate) const ALL: [Rpc; 23] = [
         Rpc::IssueGrant,
         Rpc::RevokeGrant,
         Rpc::AuthorizeUnlock,
@@ -80,6 +81,7 @@ impl Rpc {
         Rpc::RotateSecret,
         Rpc::Replay,
         Rpc::ListAttempts,
+        Rpc::ListWebhookAlerts,
         Rpc::DeleteEndpoint,
     ];
 
@@ -107,6 +109,7 @@ impl Rpc {
             | Rpc::RotateSecret
             | Rpc::Replay
             | Rpc::ListAttempts
+            | Rpc::ListWebhookAlerts
             | Rpc::DeleteEndpoint => "threshold.v1.WebhookService",
         };
         (service, self.method())
@@ -136,6 +139,7 @@ impl Rpc {
             Rpc::RotateSecret => "RotateSecret",
             Rpc::Replay => "Replay",
             Rpc::ListAttempts => "ListAttempts",
+            Rpc::ListWebhookAlerts => "ListWebhookAlerts",
             Rpc::DeleteEndpoint => "DeleteEndpoint",
         }
     }
@@ -159,6 +163,7 @@ impl Rpc {
             | Rpc::RotateSecret
             | Rpc::Replay
             | Rpc::ListAttempts
+            | Rpc::ListWebhookAlerts
             | Rpc::DeleteEndpoint => &[Role::Partner, Role::Analyst],
         }
     }
@@ -192,6 +197,7 @@ impl Rpc {
             | Rpc::RotateSecret
             | Rpc::Replay
             | Rpc::ListAttempts
+            | Rpc::ListWebhookAlerts
             | Rpc::DeleteEndpoint => b.partner.into(),
         }
     }
@@ -393,6 +399,16 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc, a: &Party, b: &Pa
             .list_attempts(ListAttemptsRequest {
                 partner: b.partner.into(),
                 id: w.endpoint_of(b),
+                after: 0,
+                max: 10,
+            })
+            .await
+            .into(),
+        // B's partner named: what a partner would send to learn that
+        // another partner's endpoints are failing, and where they point.
+        Rpc::ListWebhookAlerts => WebhookServiceClient::new(channel)
+            .list_webhook_alerts(ListWebhookAlertsRequest {
+                partner: b.partner.into(),
                 after: 0,
                 max: 10,
             })

@@ -57,7 +57,7 @@ const ANALYST_READS: Expect =
 /// resident, driver, planner, lock vendor and partner, the analyst, no
 /// token, a token of the wrong role naming the other party's tenant.
 #[rustfmt::skip]
-pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 22] = [
+pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 23] = [
     //                        resident driver          planner          vendor partner         analyst        none wrong role
     (Rpc::IssueGrant,        [PD,      PD,             PD,              PD,    PD,             PD,            UA,  PD]),
     (Rpc::RevokeGrant,       [PD,      PD,             PLANNER_REVOKES, PD,    PD,             PD,            UA,  PD]),
@@ -81,6 +81,7 @@ pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 22] = [
     (Rpc::RotateSecret,     [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
     (Rpc::Replay,           [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
     (Rpc::ListAttempts,     [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
+    (Rpc::ListWebhookAlerts, [PD,     PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
     (Rpc::DeleteEndpoint,   [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),
 ];
 

@@ -21,8 +21,8 @@ use threshold_testkit::fixtures::{delivered_by, manifest, started};
 
 use threshold_api::v1::webhook_service_client::WebhookServiceClient;
 use threshold_api::v1::{
-    AddEndpointRequest, EndpointRequest, ListAttemptsRequest, ListEndpointsRequest, ReplayRequest,
-    RotateSecretRequest, replay_request,
+    AddEndpointRequest, EndpointRequest, ListAttemptsRequest, ListEndpointsRequest,
+    ListWebhookAlertsRequest, ReplayRequest, RotateSecretRequest, replay_request,
 };
 
 use crate::calls::{Rpc, opened, outcomes, relocked, send, unlock_of};
@@ -216,6 +216,18 @@ pub(crate) async fn day_goes_on(w: &World, b: &Party) -> Vec<Rpc> {
         .await
         .expect("attempts");
     called.push(Rpc::ListAttempts);
+    // The world's endpoints point at hosts that do not answer, which are
+    // retried, not disabled: the partner's own alerts are none yet.
+    let alerts = hooks
+        .list_webhook_alerts(ListWebhookAlertsRequest::default())
+        .await
+        .expect("the partner's alerts")
+        .into_inner();
+    assert!(
+        alerts.alerts.iter().all(|a| a.partner == b.partner),
+        "{alerts:?}"
+    );
+    called.push(Rpc::ListWebhookAlerts);
     hooks.delete_endpoint(own()).await.expect("delete");
     called.push(Rpc::DeleteEndpoint);
 
