@@ -110,6 +110,21 @@ pub enum Error {
     /// The webhook registry could not be opened.
     #[error("webhooks: {0}")]
     Webhooks(#[from] threshold_webhook_service::Error),
+    /// On Kafka, a webhook registry whose positions were counted on a log
+    /// this process no longer has: its endpoints would resume at the wrong
+    /// events.
+    #[error(
+        "webhooks: {registry} holds delivery positions, but the replica they count on \
+         ({replica}) is not there; positions are each replica's own, so the registry only \
+         works beside the replica it was kept with. Run `webhooks` with the --data it ran \
+         with before, or move the registry away to start its endpoints afresh"
+    )]
+    WebhooksWithoutReplica {
+        /// The registry.
+        registry: PathBuf,
+        /// The replica it needs.
+        replica: PathBuf,
+    },
     /// A fleet configuration file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -206,11 +221,16 @@ pub enum Service {
     Analytics,
     /// Partners' outcome subscriptions.
     Outcomes,
+    /// Partners' webhooks: the registry (`WebhookService`) and the
+    /// deliveries. On the embedded log they also run wherever `outcomes`
+    /// does; on Kafka only here, in exactly one process, whose `--data`
+    /// holds the registry.
+    Webhooks,
 }
 
 impl Service {
     /// Every value, as flags spell them.
-    pub const NAMES: [(&'static str, Service); 7] = [
+    pub const NAMES: [(&'static str, Service); 8] = [
         ("all", Service::All),
         ("manifest", Service::Manifest),
         ("attempts", Service::Attempts),
@@ -218,6 +238,7 @@ impl Service {
         ("planning", Service::Planning),
         ("analytics", Service::Analytics),
         ("outcomes", Service::Outcomes),
+        ("webhooks", Service::Webhooks),
     ];
 }
 
@@ -266,6 +287,9 @@ impl Services {
             .join(",")
     }
 }
+
+/// The webhook registry's file in the data directory.
+pub const WEBHOOKS_FILE: &str = "webhooks.sqlite";
 
 /// The bundled fleet configuration of the sample depots.
 const BUNDLED_DEPOTS: &str = include_str!("../../../config/depots.json");
@@ -377,7 +401,8 @@ impl Placement {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The data directory: the embedded log (or, on Kafka, this process's
-    /// replica of it), credentials and, by default, the vault.
+    /// replica of it), credentials, by default the vault, and the webhook
+    /// registry where webhooks run.
     pub data: PathBuf,
     /// The clock grant windows are decided on, and handhelds' event times
     /// bounded by.
@@ -467,7 +492,14 @@ impl Node {
                 (Arc::new(log.clone()), Opened::Embedded(log))
             }
             LogSpec::Kafka(brokers) => {
-                let mut options = KafkaOptions::new(brokers, data.join("replica"), &placement.name);
+                // Webhook positions are positions of this process's
+                // replica: a registry is refused without the replica it
+                // was kept with (a new one numbers the events anew).
+                let (registry, replica) = (data.join(WEBHOOKS_FILE), data.join("replica"));
+                if services.runs(Service::Webhooks) && registry.exists() && !replica.exists() {
+                    return Err(Error::WebhooksWithoutReplica { registry, replica });
+                }
+                let mut options = KafkaOptions::new(brokers, replica, &placement.name);
                 options.topic_prefix = placement.topic_prefix.clone();
                 if let Some(partitions) = placement.partitions {
                     options.partitions = partitions;
@@ -521,22 +553,29 @@ impl Node {
             (Opened::Kafka(log), true) => Some(publish_outcomes(log)?),
             _ => None,
         };
-        // Webhooks go with the outcomes, on the embedded log: their
-        // registry is a file beside the log, so one process delivers.
-        let webhooks = match (&opened, services.runs(Service::Outcomes)) {
-            (Opened::Embedded(_), true) => {
-                // Signing secrets are sealed with the vault, so the
-                // registry's file alone hands out no key.
-                let hooks = Webhooks::open_sealed(
-                    Arc::clone(&shared),
-                    data.join("webhooks.sqlite"),
-                    config.webhooks.clone(),
-                    Some(Arc::clone(&vault)),
-                )?;
-                hooks.start().await?;
-                Some(Arc::new(hooks))
+        // Webhooks have one registry, a file in this process's data
+        // directory, so one process delivers. On the embedded log that is
+        // the one process, which runs them with the outcomes (or when
+        // asked); on Kafka, the one process asked for `webhooks`.
+        let runs_webhooks = match &opened {
+            Opened::Embedded(_) => {
+                services.runs(Service::Outcomes) || services.runs(Service::Webhooks)
             }
-            _ => None,
+            Opened::Kafka(_) => services.runs(Service::Webhooks),
+        };
+        let webhooks = if runs_webhooks {
+            // Signing secrets are sealed with the vault, so the
+            // registry's file alone hands out no key.
+            let hooks = Webhooks::open_sealed(
+                Arc::clone(&shared),
+                data.join(WEBHOOKS_FILE),
+                config.webhooks.clone(),
+                Some(Arc::clone(&vault)),
+            )?;
+            hooks.start().await?;
+            Some(Arc::new(hooks))
+        } else {
+            None
         };
         let planning = services.runs(Service::Planning).then(|| {
             Planning::new(

@@ -14,14 +14,17 @@ use threshold_server::{Config, Node, Placement, Services};
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// The data directory: the embedded log (or, on Kafka, this process's
-    /// replica of it), credentials and the personal-data vault.
+    /// replica of it), credentials, the personal-data vault and the webhook
+    /// registry.
     #[arg(long, default_value = "data")]
     data: PathBuf,
     /// The log: `embedded` (in --data), or `kafka://HOST:PORT[,HOST:PORT…]`.
     #[arg(long, default_value = "embedded")]
     log: threshold_server::LogSpec,
     /// The services to run, comma-separated: manifest, attempts, access,
-    /// planning, analytics, outcomes; default all.
+    /// planning, analytics, outcomes, webhooks; default all. On the
+    /// embedded log webhooks also run with outcomes; on Kafka exactly one
+    /// process runs `webhooks`, its registry in its --data.
     #[arg(
         long,
         value_delimiter = ',',
