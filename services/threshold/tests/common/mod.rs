@@ -193,6 +193,17 @@ impl Deployment {
     /// `threshold serve --services SERVICES --name NAME` on Kafka, with its
     /// own data directory (the same for the same name).
     pub(crate) fn serve(&self, services: &str, name: &str, listen: &str) -> Served {
+        self.serve_with(services, name, listen, &[])
+    }
+
+    /// [`Deployment::serve`] with `extra` flags.
+    pub(crate) fn serve_with(
+        &self,
+        services: &str,
+        name: &str,
+        listen: &str,
+        extra: &[&str],
+    ) -> Served {
         let data = self.root.path().join(name);
         std::fs::create_dir_all(&data).expect("data dir");
         for file in [
@@ -209,6 +220,7 @@ impl Deployment {
             .args(["--topic-prefix", &self.prefix])
             .arg("--vault")
             .arg(&self.shared)
+            .args(extra)
             .arg("--data")
             .arg(&data);
         Served::spawn(serve, &data)
