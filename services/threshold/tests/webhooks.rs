@@ -260,6 +260,8 @@ fn an_endpoint_answering_gone_is_disabled_and_its_alert_listed_by_its_partner_an
         .args([
             "run",
             "--demo",
+            "--days",
+            "1",
             "--listen",
             "127.0.0.1:0",
             "--webhooks-allow-private",
