@@ -19,18 +19,23 @@
 //! and a parcel whose [`MAX_ATTEMPTS`]th attempt failed is returned to its
 //! sender instead. Each is decided on the parcel's stream; a parcel that
 //! changed in between (a driver at its door) is left where it is.
+//!
+//! Every parcel a plan leaves out gets the planner's reason on its own
+//! stream (the parcel's `LeaveOut`: once per day and reason, so planning
+//! the day again with the same result writes nothing), for the console and
+//! for analysts; the reply carries the same reasons.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use threshold_api::v1::planning_service_server::{PlanningService, PlanningServiceServer};
 use threshold_api::v1::{DepotPlan, PlanDayReply, PlanDayRequest, UnassignedParcel};
 use threshold_auth::Role;
 use threshold_domain::country::{date_from_proto, date_to_proto};
 use threshold_domain::parcel::{
-    Command as ParcelCommand, Parcel as ParcelState, Status as ParcelStatus,
+    Command as ParcelCommand, Parcel as ParcelState, Status as ParcelStatus, clip_left_out_reason,
 };
 use threshold_domain::route::{Command as RouteCommand, Route};
 use threshold_domain::{DepotId, DriverId, EventId, ParcelId, RouteId, StreamId, VehicleId};
@@ -354,6 +359,38 @@ impl Planning {
             Err(e) => Err(status(e)),
         }
     }
+
+    /// Records on `parcel`'s stream that the plan of `date` made at
+    /// `planned_at` left it out, and why; whether an event was written.
+    async fn leave_out(
+        &self,
+        parcel: &str,
+        date: NaiveDate,
+        reason: &str,
+        planned_at: DateTime<Utc>,
+    ) -> Result<bool, Status> {
+        let id = ParcelId::new(parcel).map_err(status)?;
+        let command = ParcelCommand::LeaveOut {
+            date,
+            // The reply keeps the whole reason; the log a bounded one.
+            reason: clip_left_out_reason(reason),
+            planned_at,
+        };
+        match decide::<ParcelState>(&*self.log, &StreamId::parcel(&id), &command, |_| {
+            (EventId::new(), Utc::now())
+        })
+        .await
+        {
+            Ok(d) => Ok(!d.events.is_empty()),
+            // It changed since the plan read it (delivered, moved to another
+            // day, a driver at its door): this plan's reason is not its.
+            Err(DecideError::Refused(e)) => {
+                tracing::debug!(parcel, error = %e, "planning: a parcel left out is no longer open");
+                Ok(false)
+            }
+            Err(e) => Err(status(e)),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -512,6 +549,7 @@ impl PlanningService for Planning {
         .await
         .map_err(|e| Status::internal(format!("planning failed: {e}")))?;
 
+        let planned_at = Utc::now();
         let mut reply = PlanDayReply::default();
         for outcome in outcomes {
             let mut outcome = outcome.map_err(Status::failed_precondition)?;
@@ -528,6 +566,11 @@ impl PlanningService for Planning {
                 if !decided.events.is_empty() {
                     outcome.reply.routes_changed += 1;
                 }
+            }
+            // After the routes: a reason is recorded only for a plan in effect.
+            for u in &outcome.reply.unassigned {
+                self.leave_out(&u.parcel_id, date, &u.reason, planned_at)
+                    .await?;
             }
             if let Some((moved, returned)) = carried.get(&outcome.reply.depot_id) {
                 outcome.reply.carried_over = *moved;
