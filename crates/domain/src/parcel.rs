@@ -171,6 +171,10 @@ pub enum Command {
         reason: String,
         /// When the plan was made.
         planned_at: DateTime<Utc>,
+        /// Whether the plan this one replaces had put it on a route: a
+        /// reason recorded before that is stale, and the same reason is
+        /// recorded again.
+        placed_since: bool,
     },
     /// Send it back to the sender.
     Return {
@@ -438,6 +442,7 @@ impl Aggregate for Parcel {
                 date,
                 reason,
                 planned_at,
+                placed_since,
             } => {
                 if reason.trim().is_empty() {
                     return Err(invalid("reason", "is empty: say why the plan left it out"));
@@ -463,10 +468,11 @@ impl Aggregate for Parcel {
                         ),
                     ));
                 }
-                if self
-                    .left_out
-                    .as_ref()
-                    .is_some_and(|(d, r)| d == date && r == reason)
+                if !placed_since
+                    && self
+                        .left_out
+                        .as_ref()
+                        .is_some_and(|(d, r)| d == date && r == reason)
                 {
                     return Ok(vec![]);
                 }
@@ -880,6 +886,7 @@ mod tests {
             date,
             reason: reason.into(),
             planned_at: chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 22, 18, 0, 0).unwrap(),
+            placed_since: false,
         }
     }
 
@@ -917,7 +924,14 @@ mod tests {
         let events = p.decide(&leave_out(day, window)).unwrap();
         assert!(matches!(&events[..], [Event::LeftOut(l)] if l.reason == window));
 
-        // Placed on a route, the old reason is stale: leaving it out again
+        // A plan placed it since: the same reason is recorded again.
+        let mut again = leave_out(day, heavy);
+        if let Command::LeaveOut { placed_since, .. } = &mut again {
+            *placed_since = true;
+        }
+        assert_eq!(p.decide(&again).unwrap().len(), 1);
+
+        // Assigned to a route, the old reason is stale: leaving it out again
         // records it again.
         history.push(Event::AssignedToRoute(pb::ParcelAssignedToRoute {
             route_id: "r-1".into(),

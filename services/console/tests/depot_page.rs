@@ -116,6 +116,7 @@ async fn a_parcel_left_out_shows_the_planner_s_reason() {
             date: day(),
             reason: reason.into(),
             planned_at: Utc::now(),
+            placed_since: false,
         },
     )
     .await;

@@ -22,8 +22,9 @@
 //!
 //! Every parcel a plan leaves out gets the planner's reason on its own
 //! stream (the parcel's `LeaveOut`: once per day and reason, so planning
-//! the day again with the same result writes nothing), for the console and
-//! for analysts; the reply carries the same reasons.
+//! the day again with the same result writes nothing, unless the plan it
+//! replaces had placed the parcel), for the console and for analysts; the
+//! reply carries the same reasons.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -158,6 +159,8 @@ fn seal_stops(
 struct Outcome {
     reply: DepotPlan,
     routes: Vec<RouteCommand>,
+    /// Parcels left out that the plan in effect had on a route.
+    placed_before: std::collections::HashSet<String>,
 }
 
 fn to_parcel(p: &PlannableParcel) -> Option<Parcel> {
@@ -285,6 +288,11 @@ fn plan_depot(
             )?);
         }
     }
+    let placed_before = unassigned
+        .iter()
+        .filter(|u| previous.stops.contains_key(&u.parcel_id))
+        .map(|u| u.parcel_id.clone())
+        .collect();
     Ok(Outcome {
         reply: DepotPlan {
             depot_id: depot.to_owned(),
@@ -302,6 +310,7 @@ fn plan_depot(
             carried_over: 0,
             returned: 0,
         },
+        placed_before,
         routes: commands,
     })
 }
@@ -361,13 +370,15 @@ impl Planning {
     }
 
     /// Records on `parcel`'s stream that the plan of `date` made at
-    /// `planned_at` left it out, and why; whether an event was written.
+    /// `planned_at` left it out, and why (`placed_since`: the plan it
+    /// replaces had it on a route); whether an event was written.
     async fn leave_out(
         &self,
         parcel: &str,
         date: NaiveDate,
         reason: &str,
         planned_at: DateTime<Utc>,
+        placed_since: bool,
     ) -> Result<bool, Status> {
         let id = ParcelId::new(parcel).map_err(status)?;
         let command = ParcelCommand::LeaveOut {
@@ -375,6 +386,7 @@ impl Planning {
             // The reply keeps the whole reason; the log a bounded one.
             reason: clip_left_out_reason(reason),
             planned_at,
+            placed_since,
         };
         match decide::<ParcelState>(&*self.log, &StreamId::parcel(&id), &command, |_| {
             (EventId::new(), Utc::now())
@@ -569,7 +581,8 @@ impl PlanningService for Planning {
             }
             // After the routes: a reason is recorded only for a plan in effect.
             for u in &outcome.reply.unassigned {
-                self.leave_out(&u.parcel_id, date, &u.reason, planned_at)
+                let placed_since = outcome.placed_before.contains(&u.parcel_id);
+                self.leave_out(&u.parcel_id, date, &u.reason, planned_at, placed_since)
                     .await?;
             }
             if let Some((moved, returned)) = carried.get(&outcome.reply.depot_id) {
