@@ -109,6 +109,7 @@ impl DomainEvent {
                 P::AttemptFailed(_) => "parcel.attempt_failed",
                 P::Rescheduled(_) => "parcel.rescheduled",
                 P::Returned(_) => "parcel.returned",
+                P::LeftOut(_) => "parcel.left_out",
             },
             DomainEvent::Route(e) => match e {
                 R::Planned(_) => "route.planned",

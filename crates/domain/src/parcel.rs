@@ -6,11 +6,15 @@
 //! handheld service stores it only sealed under the parcel's household key
 //! (`AttemptFailed.sealed_note`, opened with [`note_context`]), never in the
 //! clear.
+//!
+//! A parcel a day's plan could not place gets the planner's reason on its
+//! own stream (`LeftOut`), once per day and reason, so the reason outlives
+//! the plan's reply: the console and analysts read it from the log.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::aggregate::Aggregate;
-use crate::country::{Country, date_from_proto, date_to_proto, window_bounds};
+use crate::country::{Country, date_from_proto, date_to_proto, timestamp, window_bounds};
 use crate::error::{DomainError, Result, invalid};
 use crate::ids::{DeviceId, DriverId, GrantId, ParcelId, PartnerId, RouteId};
 use crate::pb::{self, parcel_event::Event};
@@ -76,6 +80,25 @@ pub struct Parcel {
     pub due: Option<NaiveDate>,
     /// The driver who scanned it to start the current or last attempt.
     pub attempt_by: Option<String>,
+    /// The day and reason the last plan to leave it out gave; cleared when
+    /// it is put on a route or moved to another day.
+    pub left_out: Option<(NaiveDate, String)>,
+}
+
+/// The most characters a plan's reason for leaving a parcel out may have:
+/// bounds what one plan writes per parcel.
+pub const MAX_LEFT_OUT_REASON: usize = 500;
+
+/// `reason` cut to [`MAX_LEFT_OUT_REASON`] characters (ending in `…` when
+/// cut), so that a long list of causes still fits the event.
+pub fn clip_left_out_reason(reason: &str) -> String {
+    let reason = reason.trim();
+    if reason.chars().count() <= MAX_LEFT_OUT_REASON {
+        return reason.to_owned();
+    }
+    let mut clipped: String = reason.chars().take(MAX_LEFT_OUT_REASON - 1).collect();
+    clipped.push('…');
+    clipped
 }
 
 /// What may be asked of a parcel.
@@ -138,6 +161,20 @@ pub enum Command {
         date: NaiveDate,
         /// Why.
         reason: String,
+    },
+    /// A day's plan could not place it. Recorded once per day and reason.
+    LeaveOut {
+        /// The day planned: the day it is due.
+        date: NaiveDate,
+        /// The planner's reason: not empty, at most
+        /// [`MAX_LEFT_OUT_REASON`] characters, never personal data.
+        reason: String,
+        /// When the plan was made.
+        planned_at: DateTime<Utc>,
+        /// Whether the plan this one replaces had put it on a route: a
+        /// reason recorded before that is stale, and the same reason is
+        /// recorded again.
+        placed_since: bool,
     },
     /// Send it back to the sender.
     Return {
@@ -401,6 +438,50 @@ impl Aggregate for Parcel {
                     reason: reason.clone(),
                 })])
             }
+            Command::LeaveOut {
+                date,
+                reason,
+                planned_at,
+                placed_since,
+            } => {
+                if reason.trim().is_empty() {
+                    return Err(invalid("reason", "is empty: say why the plan left it out"));
+                }
+                let chars = reason.chars().count();
+                if chars > MAX_LEFT_OUT_REASON {
+                    return Err(invalid(
+                        "reason",
+                        format!("is {chars} characters, more than {MAX_LEFT_OUT_REASON}"),
+                    ));
+                }
+                self.require_open("leave out of a plan")?;
+                if self.status == Status::Attempting {
+                    return Err(self.refuse("leave out of a plan"));
+                }
+                if self.due != Some(*date) {
+                    return Err(invalid(
+                        "date",
+                        format!(
+                            "{date} is not the day the parcel is due ({})",
+                            self.due
+                                .map_or_else(|| "none".to_owned(), |d| d.to_string())
+                        ),
+                    ));
+                }
+                if !placed_since
+                    && self
+                        .left_out
+                        .as_ref()
+                        .is_some_and(|(d, r)| d == date && r == reason)
+                {
+                    return Ok(vec![]);
+                }
+                Ok(vec![Event::LeftOut(pb::ParcelLeftOut {
+                    delivery_date: Some(date_to_proto(*date)),
+                    reason: reason.clone(),
+                    planned_at: Some(timestamp(*planned_at)),
+                })])
+            }
             Command::Return { reason } => {
                 if self.status == Status::Returned {
                     return Ok(vec![]);
@@ -427,6 +508,7 @@ impl Aggregate for Parcel {
             Event::AssignedToRoute(a) => {
                 self.status = Status::Assigned;
                 self.route_id = Some(a.route_id.clone());
+                self.left_out = None;
             }
             Event::OutForDelivery(o) => {
                 self.status = Status::OutForDelivery;
@@ -452,6 +534,14 @@ impl Aggregate for Parcel {
                     .and_then(|d| date_from_proto(d).ok());
                 self.status = Status::Manifested;
                 self.route_id = None;
+                self.left_out = None;
+            }
+            Event::LeftOut(l) => {
+                self.left_out = l
+                    .delivery_date
+                    .as_ref()
+                    .and_then(|d| date_from_proto(d).ok())
+                    .map(|d| (d, l.reason.clone()));
             }
             Event::Returned(_) => self.status = Status::Returned,
         }
@@ -789,5 +879,117 @@ mod tests {
         assert_eq!(p.due, Some(next));
         assert_eq!(p.route_id, None);
         assert_eq!(p.attempts, 1);
+    }
+
+    fn leave_out(date: NaiveDate, reason: &str) -> Command {
+        Command::LeaveOut {
+            date,
+            reason: reason.into(),
+            planned_at: chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 22, 18, 0, 0).unwrap(),
+            placed_since: false,
+        }
+    }
+
+    fn invalid_field(result: Result<Vec<Event>>) -> &'static str {
+        match result {
+            Err(DomainError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plan_records_why_it_left_a_parcel_out_once_per_day_and_reason() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let mut history = vec![Event::Manifested(manifested(pb::Service::Doorstep))];
+        let heavy = "1200 g, 0 cm³ is more than any van carries";
+        let events = given::<Parcel>(&history)
+            .decide(&leave_out(day, heavy))
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        let Event::LeftOut(l) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(l.reason, heavy);
+        assert_eq!(l.delivery_date, Some(date_to_proto(day)));
+        assert!(l.planned_at.is_some());
+        history.extend(events);
+        let p = given::<Parcel>(&history);
+        assert_eq!(p.left_out, Some((day, heavy.to_owned())));
+        assert_eq!(p.status, Status::Manifested);
+
+        // The same day planned again with the same result adds nothing.
+        assert_eq!(p.decide(&leave_out(day, heavy)).unwrap(), vec![]);
+        // Another reason is recorded.
+        let window = "its window cannot be met within any shift";
+        let events = p.decide(&leave_out(day, window)).unwrap();
+        assert!(matches!(&events[..], [Event::LeftOut(l)] if l.reason == window));
+
+        // A plan placed it since: the same reason is recorded again.
+        let mut again = leave_out(day, heavy);
+        if let Command::LeaveOut { placed_since, .. } = &mut again {
+            *placed_since = true;
+        }
+        assert_eq!(p.decide(&again).unwrap().len(), 1);
+
+        // Assigned to a route, the old reason is stale: leaving it out again
+        // records it again.
+        history.push(Event::AssignedToRoute(pb::ParcelAssignedToRoute {
+            route_id: "r-1".into(),
+            plan_version: 2,
+            stop_index: 0,
+        }));
+        let p = given::<Parcel>(&history);
+        assert_eq!(p.left_out, None);
+        assert_eq!(p.decide(&leave_out(day, heavy)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn leaving_out_refuses_bad_reasons_other_days_and_closed_parcels() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let m = manifested(pb::Service::Doorstep);
+        let p = given::<Parcel>(&[Event::Manifested(m.clone())]);
+        assert_eq!(invalid_field(p.decide(&leave_out(day, "  "))), "reason");
+        let long = "x".repeat(MAX_LEFT_OUT_REASON + 1);
+        let err = p.decide(&leave_out(day, &long)).unwrap_err();
+        assert_eq!(invalid_field(Err(err.clone())), "reason");
+        assert!(err.to_string().contains("501 characters"), "{err}");
+        // At the bound, it is taken; clipped, any reason fits.
+        assert_eq!(
+            p.decide(&leave_out(day, &"x".repeat(MAX_LEFT_OUT_REASON)))
+                .unwrap()
+                .len(),
+            1
+        );
+        let clipped = clip_left_out_reason(&"é".repeat(2 * MAX_LEFT_OUT_REASON));
+        assert_eq!(clipped.chars().count(), MAX_LEFT_OUT_REASON);
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip_left_out_reason(" short "), "short");
+
+        let other = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        let err = p.decide(&leave_out(other, "too heavy")).unwrap_err();
+        assert_eq!(invalid_field(Err(err.clone())), "date");
+        assert!(err.to_string().contains("2026-11-23"), "{err}");
+
+        let never = given::<Parcel>(&[]);
+        assert!(matches!(
+            never.decide(&leave_out(day, "too heavy")),
+            Err(DomainError::InvalidState { .. })
+        ));
+        let delivered = given::<Parcel>(&[
+            Event::Manifested(m),
+            started(1),
+            Event::Delivered(pb::ParcelDelivered {
+                attempt: 1,
+                method: pb::DeliveryMethod::Doorstep as i32,
+                ..Default::default()
+            }),
+        ]);
+        assert_eq!(
+            delivered
+                .decide(&leave_out(day, "too heavy"))
+                .unwrap_err()
+                .to_string(),
+            "parcel/SE-00001234: cannot leave out of a plan when delivered"
+        );
     }
 }

@@ -316,7 +316,8 @@ impl Attempts {
                     after.day = day;
                 }
             }
-            P::Manifested(_) | P::AssignedToRoute(_) | P::OutForDelivery(_) => {}
+            // A plan's reason for leaving a parcel out is no attempt.
+            P::Manifested(_) | P::AssignedToRoute(_) | P::OutForDelivery(_) | P::LeftOut(_) => {}
         }
         if after != before {
             self.replace(&id, Some(after));

@@ -6,6 +6,12 @@
 //! moves to its new day, a returned one leaves the plan. The windows a
 //! rescheduled parcel had (booked, or granted) lie on its old day: on the
 //! new day it is a doorstep stop until a grant names it again.
+//!
+//! The planner's reason for leaving a parcel out of its day's plan
+//! (`ParcelLeftOut`) is kept with the parcel, the latest for the day it is
+//! filed under; a parcel moved to another day leaves it behind. Whether the
+//! latest plan placed the parcel after all is the routes' to say: a reader
+//! shows the reason only for parcels on no route.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -34,6 +40,17 @@ pub struct PlannableParcel {
     booked: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Windows of unrevoked grants naming it, by grant.
     grants: BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    /// Why the latest plan of its day to leave it out did, if one did.
+    pub left_out: Option<LeftOut>,
+}
+
+/// A plan's reason for leaving a parcel out of its day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftOut {
+    /// The planner's reason.
+    pub reason: String,
+    /// When that plan was made.
+    pub planned_at: Option<DateTime<Utc>>,
 }
 
 impl PlannableParcel {
@@ -172,6 +189,7 @@ impl DepotDays {
                     weight_grams: m.weight_grams,
                     booked,
                     grants: BTreeMap::new(),
+                    left_out: None,
                 };
                 let key = (m.depot_id, date);
                 self.parcels.insert(id.clone(), key.clone());
@@ -190,6 +208,7 @@ impl DepotDays {
                 if date != old.1 {
                     parcel.booked = None;
                     parcel.grants.clear();
+                    parcel.left_out = None;
                 }
                 if self.days.get(&old).is_some_and(BTreeMap::is_empty) {
                     self.days.remove(&old);
@@ -197,6 +216,25 @@ impl DepotDays {
                 let key = (old.0, date);
                 self.parcels.insert(id.clone(), key.clone());
                 self.days.entry(key).or_default().insert(id, parcel);
+            }
+            DomainEvent::Parcel(P::LeftOut(l)) => {
+                let Some(date) = crate::day(l.delivery_date.as_ref()) else {
+                    return;
+                };
+                // A reason for another day than the one it is filed under
+                // is an old plan's: the parcel moved since.
+                if self.parcels.get(&id).is_none_or(|(_, d)| *d != date) {
+                    return;
+                }
+                if let Some(parcel) = self.parcel_mut(&id) {
+                    parcel.left_out = Some(LeftOut {
+                        reason: l.reason,
+                        planned_at: l
+                            .planned_at
+                            .as_ref()
+                            .and_then(|t| threshold_domain::country::instant(t).ok()),
+                    });
+                }
             }
             DomainEvent::Parcel(P::Returned(_)) => {
                 if let Some(key) = self.parcels.remove(&id)
@@ -371,5 +409,51 @@ mod tests {
         assert_eq!(parcel(&next, "SE-1").unwrap().in_home(), None);
         assert_eq!(m.days_of("STO-1"), vec![(day(24), 1)]);
         assert_eq!(m.position(), Position(6));
+    }
+
+    fn left_out(date: NaiveDate, reason: &str) -> DomainEvent {
+        DomainEvent::Parcel(pb::parcel_event::Event::LeftOut(pb::ParcelLeftOut {
+            delivery_date: Some(date_to_proto(date)),
+            reason: reason.into(),
+            planned_at: Some(threshold_domain::country::timestamp(
+                Utc.with_ymd_and_hms(2026, 11, 22, 18, 0, 0).unwrap(),
+            )),
+        }))
+    }
+
+    #[test]
+    fn the_latest_reason_to_leave_a_parcel_out_is_kept_for_its_day() {
+        let mut log = Log(Vec::new());
+        log.push("parcel/SE-1", manifested("SE-1", None));
+        log.push("parcel/SE-2", manifested("SE-2", None));
+        let m = fold(&log);
+        assert_eq!(m.parcels("STO-1", day(23))[0].left_out, None);
+
+        log.push("parcel/SE-1", left_out(day(23), "too heavy"));
+        log.push("parcel/SE-1", left_out(day(23), "its window cannot be met"));
+        // A reason for a day the parcel is not on is not its.
+        log.push("parcel/SE-2", left_out(day(22), "too heavy"));
+        let m = fold(&log);
+        let on = m.on(day(23));
+        let reason = parcel(&on, "SE-1").unwrap().left_out.clone().unwrap();
+        assert_eq!(reason.reason, "its window cannot be met");
+        assert_eq!(
+            reason.planned_at,
+            Some(Utc.with_ymd_and_hms(2026, 11, 22, 18, 0, 0).unwrap())
+        );
+        assert_eq!(parcel(&on, "SE-2").unwrap().left_out, None);
+
+        // Moved to the 24th, it leaves the reason of the 23rd behind.
+        log.push(
+            "parcel/SE-1",
+            DomainEvent::Parcel(pb::parcel_event::Event::Rescheduled(
+                pb::ParcelRescheduled {
+                    delivery_date: Some(date_to_proto(day(24))),
+                    reason: "not delivered".into(),
+                },
+            )),
+        );
+        let m = fold(&log);
+        assert_eq!(parcel(&m.on(day(24)), "SE-1").unwrap().left_out, None);
     }
 }

@@ -16,7 +16,7 @@ mod facts;
 mod routes;
 
 pub use attempts::{Attempts, Dimension, Filter, ParcelRecord, Report, ReportRow};
-pub use depot_days::{DepotDays, PlannableParcel};
+pub use depot_days::{DepotDays, LeftOut, PlannableParcel};
 pub use facts::{
     AttemptFact, AttemptOutcome, Facts, GrantFact, GrantStatus, ParcelFact, fallback_name,
     method_name, reason_name, service_name,

@@ -350,8 +350,18 @@ struct DepotDay {
     date: NaiveDate,
     country: Option<Country>,
     routes: Vec<VanRoute>,
-    unplanned: Vec<(String, &'static str)>,
+    unplanned: Vec<Unplanned>,
     depot_at: Option<LonLat>,
+}
+
+/// A parcel of the day on no route, and why.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Unplanned {
+    parcel_id: String,
+    why: std::borrow::Cow<'static, str>,
+    /// Whether `why` is the planner's own reason, from the log, rather
+    /// than what the page infers.
+    planners: bool,
 }
 
 struct VanRoute {
@@ -480,18 +490,33 @@ fn depot_day(
         });
     }
     let planned = !routes.is_empty();
-    let mut unplanned: Vec<(String, &'static str)> = parcels
+    // The planner's reason when the log has one for this day (a parcel on
+    // no route of the latest plan was left out by it); else inferred.
+    let mut unplanned: Vec<Unplanned> = parcels
         .values()
         .filter(|p| !on_route.contains(&p.parcel_id))
         .map(|p| {
-            let why = if p.position.is_none() {
-                "no position: the manifest row had none, or the address was erased"
+            let (why, planners) = if let Some(l) = &p.left_out {
+                (l.reason.clone().into(), true)
+            } else if p.position.is_none() {
+                (
+                    "no position: the manifest row had none, or the address was erased".into(),
+                    false,
+                )
             } else if !planned {
-                "the day is not planned yet"
+                ("the day is not planned yet".into(), false)
             } else {
-                "left out by the plan: no van could fit it (capacity, shift or in-home window)"
+                (
+                    "left out by the plan: no van could fit it (capacity, shift or in-home window)"
+                        .into(),
+                    false,
+                )
             };
-            (p.parcel_id.clone(), why)
+            Unplanned {
+                parcel_id: p.parcel_id.clone(),
+                why,
+                planners,
+            }
         })
         .collect();
     unplanned.sort();
@@ -629,8 +654,15 @@ async fn depot_page(
         "<h2>Unplanned parcels ({})</h2><table><tr><th>parcel</th><th>why</th></tr>",
         d.unplanned.len()
     );
-    for (p, why) in &d.unplanned {
-        let _ = write!(body, "<tr><td>{}</td><td>{}</td></tr>", esc(p), why);
+    for u in &d.unplanned {
+        // The planner's reason is text from the log: escaped like any.
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td{}>{}</td></tr>",
+            esc(&u.parcel_id),
+            if u.planners { " data-why=planner" } else { "" },
+            esc(&u.why)
+        );
     }
     body.push_str("</table>");
     Ok(html(

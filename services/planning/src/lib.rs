@@ -19,18 +19,24 @@
 //! and a parcel whose [`MAX_ATTEMPTS`]th attempt failed is returned to its
 //! sender instead. Each is decided on the parcel's stream; a parcel that
 //! changed in between (a driver at its door) is left where it is.
+//!
+//! Every parcel a plan leaves out gets the planner's reason on its own
+//! stream (the parcel's `LeaveOut`: once per day and reason, so planning
+//! the day again with the same result writes nothing, unless the plan it
+//! replaces had placed the parcel), for the console and for analysts; the
+//! reply carries the same reasons.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use threshold_api::v1::planning_service_server::{PlanningService, PlanningServiceServer};
 use threshold_api::v1::{DepotPlan, PlanDayReply, PlanDayRequest, UnassignedParcel};
 use threshold_auth::Role;
 use threshold_domain::country::{date_from_proto, date_to_proto};
 use threshold_domain::parcel::{
-    Command as ParcelCommand, Parcel as ParcelState, Status as ParcelStatus,
+    Command as ParcelCommand, Parcel as ParcelState, Status as ParcelStatus, clip_left_out_reason,
 };
 use threshold_domain::route::{Command as RouteCommand, Route};
 use threshold_domain::{DepotId, DriverId, EventId, ParcelId, RouteId, StreamId, VehicleId};
@@ -153,6 +159,8 @@ fn seal_stops(
 struct Outcome {
     reply: DepotPlan,
     routes: Vec<RouteCommand>,
+    /// Parcels left out that the plan in effect had on a route.
+    placed_before: std::collections::HashSet<String>,
 }
 
 fn to_parcel(p: &PlannableParcel) -> Option<Parcel> {
@@ -280,6 +288,11 @@ fn plan_depot(
             )?);
         }
     }
+    let placed_before = unassigned
+        .iter()
+        .filter(|u| previous.stops.contains_key(&u.parcel_id))
+        .map(|u| u.parcel_id.clone())
+        .collect();
     Ok(Outcome {
         reply: DepotPlan {
             depot_id: depot.to_owned(),
@@ -297,6 +310,7 @@ fn plan_depot(
             carried_over: 0,
             returned: 0,
         },
+        placed_before,
         routes: commands,
     })
 }
@@ -351,6 +365,41 @@ impl Planning {
             Ok(_) => Ok(Carried::Moved),
             // It changed since it was read: a driver reached it first.
             Err(DecideError::Refused(_)) => Ok(Carried::Stayed),
+            Err(e) => Err(status(e)),
+        }
+    }
+
+    /// Records on `parcel`'s stream that the plan of `date` made at
+    /// `planned_at` left it out, and why (`placed_since`: the plan it
+    /// replaces had it on a route); whether an event was written.
+    async fn leave_out(
+        &self,
+        parcel: &str,
+        date: NaiveDate,
+        reason: &str,
+        planned_at: DateTime<Utc>,
+        placed_since: bool,
+    ) -> Result<bool, Status> {
+        let id = ParcelId::new(parcel).map_err(status)?;
+        let command = ParcelCommand::LeaveOut {
+            date,
+            // The reply keeps the whole reason; the log a bounded one.
+            reason: clip_left_out_reason(reason),
+            planned_at,
+            placed_since,
+        };
+        match decide::<ParcelState>(&*self.log, &StreamId::parcel(&id), &command, |_| {
+            (EventId::new(), Utc::now())
+        })
+        .await
+        {
+            Ok(d) => Ok(!d.events.is_empty()),
+            // It changed since the plan read it (delivered, moved to another
+            // day, a driver at its door): this plan's reason is not its.
+            Err(DecideError::Refused(e)) => {
+                tracing::debug!(parcel, error = %e, "planning: a parcel left out is no longer open");
+                Ok(false)
+            }
             Err(e) => Err(status(e)),
         }
     }
@@ -512,6 +561,7 @@ impl PlanningService for Planning {
         .await
         .map_err(|e| Status::internal(format!("planning failed: {e}")))?;
 
+        let planned_at = Utc::now();
         let mut reply = PlanDayReply::default();
         for outcome in outcomes {
             let mut outcome = outcome.map_err(Status::failed_precondition)?;
@@ -528,6 +578,12 @@ impl PlanningService for Planning {
                 if !decided.events.is_empty() {
                     outcome.reply.routes_changed += 1;
                 }
+            }
+            // After the routes: a reason is recorded only for a plan in effect.
+            for u in &outcome.reply.unassigned {
+                let placed_since = outcome.placed_before.contains(&u.parcel_id);
+                self.leave_out(&u.parcel_id, date, &u.reason, planned_at, placed_since)
+                    .await?;
             }
             if let Some((moved, returned)) = carried.get(&outcome.reply.depot_id) {
                 outcome.reply.carried_over = *moved;

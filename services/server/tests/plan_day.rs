@@ -308,3 +308,105 @@ async fn an_earlier_day_s_open_parcels_are_carried_over_to_a_later_day() {
         assert!(e.message().contains("carry_over_from"), "{}", e.message());
     }
 }
+
+/// The parcels of a stream's log that say a plan left it out.
+async fn left_out(
+    log: &dyn threshold_log::EventLog,
+    parcel: &str,
+) -> Vec<threshold_domain::pb::ParcelLeftOut> {
+    let stream = format!("parcel/{parcel}").parse().expect("stream");
+    log.read_stream(&stream, 0, 1000)
+        .await
+        .expect("read")
+        .into_iter()
+        .filter_map(|e| match e.decode().expect("decode") {
+            threshold_domain::DomainEvent::Parcel(
+                threshold_domain::pb::parcel_event::Event::LeftOut(l),
+            ) => Some(l),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A parcel heavier than any van and an in-home window before every shift
+/// are left out with the planner's reason, and that reason is in the log
+/// (once, however often the day is planned) and in the depot-day model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parcel_left_out_has_the_planner_s_reason_in_the_log() {
+    let server = Sandbox::builder().fleets(fleets()).start().await;
+    let rows = manifest(
+        "NO-OSL-A1,nordshop,NO,OSL-1,2026-11-23,Gate 1,0150,Oslo,59.92,10.76,doorstep,2,,
+NO-OSL-H1,nordshop,NO,OSL-1,2026-11-23,Gate 2,0150,Oslo,59.93,10.74,doorstep,400,,
+NO-OSL-W1,nordshop,NO,OSL-1,2026-11-23,Gate 3,0150,Oslo,59.90,10.77,in_home,2,05:00,06:00
+",
+    );
+    load_manifest(server.planner(), "left-out.csv", &rows).await;
+    let mut planning = PlanningServiceClient::new(server.planner());
+    let reply = planning
+        .plan_day(request())
+        .await
+        .expect("plan")
+        .into_inner();
+    let oslo = &reply.depots[0];
+    let reasons: BTreeMap<&str, &str> = oslo
+        .unassigned
+        .iter()
+        .map(|u| (u.parcel_id.as_str(), u.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons.keys().copied().collect::<Vec<_>>(),
+        ["NO-OSL-H1", "NO-OSL-W1"]
+    );
+    assert!(
+        reasons["NO-OSL-H1"].contains("more than any"),
+        "{reasons:?}"
+    );
+    assert!(reasons["NO-OSL-W1"].contains("window"), "{reasons:?}");
+
+    let log = server.log();
+    let date = request().date;
+    for (parcel, reason) in &reasons {
+        let events = left_out(&*log, parcel).await;
+        assert_eq!(events.len(), 1, "{parcel}: {events:?}");
+        assert_eq!(events[0].reason, *reason);
+        assert_eq!(events[0].delivery_date, date);
+        assert!(events[0].planned_at.is_some());
+    }
+    assert!(left_out(&*log, "NO-OSL-A1").await.is_empty());
+
+    // Planned again with the same result: nothing more in the log.
+    let again = planning
+        .plan_day(request())
+        .await
+        .expect("plan again")
+        .into_inner();
+    assert_eq!(again.depots[0].unassigned, oslo.unassigned);
+    for parcel in reasons.keys() {
+        assert_eq!(left_out(&*log, parcel).await.len(), 1, "{parcel}");
+    }
+
+    // The depot-day model, folded from the log, has the same reasons.
+    let mut days = threshold_projections::DepotDays::default();
+    for e in log
+        .read_all(threshold_log::Position::ORIGIN, 10_000)
+        .await
+        .expect("log")
+    {
+        days.apply(&e);
+    }
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).expect("date");
+    let kept: BTreeMap<String, Option<String>> = days
+        .parcels("OSL-1", day)
+        .into_iter()
+        .map(|p| {
+            (
+                p.parcel_id.clone(),
+                p.left_out.as_ref().map(|l| l.reason.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(kept["NO-OSL-A1"], None);
+    for (parcel, reason) in &reasons {
+        assert_eq!(kept[*parcel].as_deref(), Some(*reason), "{parcel}");
+    }
+}
