@@ -159,14 +159,39 @@ async fn receipt_head(
     ep: &Endpoint,
     event: &threshold_log::RecordedEvent,
 ) -> Option<crate::proof::ChainHead> {
+    let mut pause = Backoff::default();
     loop {
         match crate::proof::receipt_head(ctx.log.as_ref(), event).await {
             Ok(head) => return head,
             Err(e) => {
-                tracing::warn!(endpoint = ep.id, error = %e, "proof of delivery not read; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::warn!(endpoint = ep.id, error = %e, retry_in = ?pause.next(), "proof of delivery not read; trying again");
+                pause.wait().await;
             }
         }
+    }
+}
+
+/// The pause before trying a local failure again (an unreadable log, a
+/// secret the vault cannot open): one second, doubling to five minutes, so
+/// a failure that lasts does not write a warning every second.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_secs(1))
+    }
+}
+
+impl Backoff {
+    const MAX: Duration = Duration::from_secs(300);
+
+    fn next(&self) -> Duration {
+        self.0
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
     }
 }
 
@@ -179,12 +204,13 @@ fn save(ctx: &Ctx, ep: &Endpoint, at: u64) {
 async fn deliver(ctx: &Ctx, ep: &Endpoint, w: &WebhookEvent) -> Done {
     let body = w.body();
     let mut n: u32 = 1;
+    let mut pause = Backoff::default();
     loop {
         let secrets = match ctx.store.secrets(&ep.id, Utc::now()) {
             Ok(s) if !s.is_empty() => s,
             Ok(_) | Err(_) => {
-                tracing::warn!(endpoint = ep.id, "webhook endpoint has no valid secret");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::warn!(endpoint = ep.id, retry_in = ?pause.next(), "webhook endpoint has no valid secret");
+                pause.wait().await;
                 continue;
             }
         };
