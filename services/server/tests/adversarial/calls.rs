@@ -330,12 +330,15 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc, a: &Party, b: &Pa
                 other => other.into(),
             }
         }
+        // Carrying the day before over too: another party's parcels must
+        // not be rescheduled by a caller who may not plan their depot.
         Rpc::PlanDay => PlanningServiceClient::new(channel)
             .plan_day(PlanDayRequest {
                 date: Some(date_to_proto(w.day)),
                 depot_ids: vec![b.depot.into()],
                 seconds_per_depot: 0.2,
                 objective: String::new(),
+                carry_over_from: w.day.pred_opt().map(date_to_proto),
                 ..Default::default()
             })
             .await
