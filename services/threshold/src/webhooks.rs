@@ -306,11 +306,7 @@ pub(crate) async fn run(cmd: WebhookCmd) -> Result<(), BoxError> {
                 .map_err(failed)?
                 .into_inner();
             for a in &reply.attempts {
-                let at =
-                    a.at.as_ref()
-                        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-                        .map(|t| t.to_rfc3339())
-                        .unwrap_or_default();
+                let at = rfc3339(a.at.as_ref().map(|t| t.seconds));
                 println!(
                     "{}",
                     serde_json::json!({
@@ -339,11 +335,7 @@ pub(crate) async fn run(cmd: WebhookCmd) -> Result<(), BoxError> {
                 .map_err(failed)?
                 .into_inner();
             for a in &reply.alerts {
-                let at =
-                    a.at.as_ref()
-                        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-                        .map(|t| t.to_rfc3339())
-                        .unwrap_or_default();
+                let at = rfc3339(a.at.as_ref().map(|t| t.seconds));
                 println!(
                     "{}",
                     serde_json::json!({
@@ -355,4 +347,12 @@ pub(crate) async fn run(cmd: WebhookCmd) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// A reply's timestamp (its seconds) as RFC 3339, or empty when it has none.
+fn rfc3339(seconds: Option<i64>) -> String {
+    seconds
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
 }
