@@ -10,8 +10,14 @@ cd "$(dirname "$0")/.."
 : "${THRESHOLD_TEST_KAFKA:?run through scripts/test-broker.sh run}"
 out=target/bench
 mkdir -p "$out"
-cargo build --release -q -p threshold -p threshold-load
-bin=${CARGO_TARGET_DIR:-target}/release
+# THRESHOLD_BIN=DIR runs the server and load generator in DIR instead of
+# building them (an A/B of two builds against one broker).
+if [ -n "${THRESHOLD_BIN:-}" ]; then
+    bin=$THRESHOLD_BIN
+else
+    cargo build --release -q -p threshold -p threshold-load
+    bin=${CARGO_TARGET_DIR:-target}/release
+fi
 PEER_OUT="$PWD/$out/kafka_peer.json" cargo bench -q -p threshold-log --features kafka --bench kafka_peer
 
 data=$(mktemp -d)

@@ -7,8 +7,10 @@
 //! original's position however the parcel has moved on since. A report that
 //! implies an earlier step (a delivery with no reported start) records that
 //! step too, under an id derived from the handheld's, so resending stays
-//! idempotent. Events of one stream are handled in order; each is
-//! acknowledged only once the log has it on disk.
+//! idempotent. A stream's events are acknowledged in the order they came,
+//! each only once the log has it; events on different parcels are decided
+//! side by side (up to [`PIPELINE`] at once), events on one parcel one
+//! after the other, in the handheld's order.
 //!
 //! A handheld reports for its own driver only, and only on parcels in that
 //! driver's custody ([`threshold_domain::custody`]): the route whose latest
@@ -848,13 +850,8 @@ impl HandheldService for Handhelds {
     ) -> Result<Response<Self::StreamAttemptsStream>, Status> {
         let handheld = threshold_auth::require(&request, &[Role::Handheld])?.clone();
         let simulated = self.clock.simulated(&request)?;
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
-        let log = Arc::clone(&self.log);
-        let cache = Arc::clone(&self.cache);
-        let routes = Arc::clone(&self.routes);
-        let vault = self.vault.clone();
-        let mut bucket = Bucket::new(self.limits);
         let stream_span = tracing::Span::current();
         // The stream's trace context, computed once; a span per event only
         // when the trace is recorded, so unsampled streams stay cheap.
@@ -862,102 +859,196 @@ impl HandheldService for Handhelds {
         let sampled = stream_trace
             .as_deref()
             .is_some_and(threshold_telemetry::sampled);
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            loop {
-                let event = match inbound.message().await {
-                    Ok(Some(e)) => e,
-                    // The handheld hung up: what it has no ack for, it
-                    // resends on reconnect.
-                    Ok(None) => return,
-                    Err(status) => {
-                        let _ = tx.send(Err(threshold_api::status::oversized(status))).await;
-                        return;
-                    }
-                };
-                if !bucket.take() {
-                    let limits = bucket.limits;
-                    let _ = tx
-                        .send(Err(Status::resource_exhausted(format!(
-                            "more than {} events/s (burst {}) on one stream; event {} and later were not stored, resend them more slowly",
-                            limits.events_per_second, limits.burst, event.sequence
-                        ))))
-                        .await;
-                    return;
+        let attempts = Arc::new(Attempts {
+            log: Arc::clone(&self.log),
+            vault: self.vault.clone(),
+            cache: Arc::clone(&self.cache),
+            routes: Arc::clone(&self.routes),
+            metrics: self.metrics.clone(),
+            handheld,
+            simulated,
+            stream_span,
+            stream_trace,
+            sampled,
+        });
+        tokio::spawn(pipeline(attempts, inbound, Bucket::new(self.limits), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Events of one stream decided at once, at most. Events on different
+/// parcels are independent and overlap; events on one parcel wait for the
+/// one before them on that parcel.
+pub const PIPELINE: usize = 64;
+
+/// What every event of one stream is decided with.
+struct Attempts {
+    log: Arc<dyn EventLog>,
+    vault: Option<Arc<threshold_privacy::Vault>>,
+    cache: Arc<Parcels>,
+    routes: Arc<std::sync::RwLock<threshold_projections::Routes>>,
+    metrics: Metrics,
+    handheld: threshold_auth::Principal,
+    /// The simulation's time the stream was sent at, on a simulation server.
+    simulated: Option<DateTime<Utc>>,
+    stream_span: tracing::Span,
+    stream_trace: Option<String>,
+    sampled: bool,
+}
+
+impl Attempts {
+    /// One event's answer: refused when it is not the handheld's to report,
+    /// decided on its parcel's history otherwise.
+    async fn answer(&self, event: &HandheldEvent) -> Result<AttemptAck, Status> {
+        let (span, trace) = if self.sampled {
+            let span = tracing::info_span!(
+                parent: &self.stream_span,
+                "handheld.attempt",
+                parcel_id = %event.parcel_id,
+                device_id = %event.device_id,
+                sequence = event.sequence,
+            );
+            let trace = threshold_telemetry::traceparent(&span);
+            (span, trace)
+        } else {
+            (tracing::Span::none(), self.stream_trace.clone())
+        };
+        let handheld = &self.handheld;
+        // A handheld reports for its own driver only, on parcels in that
+        // driver's custody. A malformed event (an id over its limit, say)
+        // is left to `handle`, which names the field: its shape is judged
+        // before whose it is.
+        let verdict = match DriverId::new(&event.driver_id) {
+            Ok(driver) if handheld.covers(&event.driver_id) && check(event).is_ok() => {
+                Some(custody_of(&*self.log, &self.routes, &event.parcel_id, &driver).await)
+            }
+            _ => None,
+        };
+        let refused = verdict.as_ref().and_then(Custody::refusal);
+        if let (Some(reason), Some(verdict)) = (refused, &verdict) {
+            self.metrics.refuse(reason);
+            let route_id = match verdict {
+                Custody::NotTheirs { route_id } => route_id.as_str(),
+                _ => "",
+            };
+            tracing::warn!(
+                driver_id = %event.driver_id,
+                device_id = %event.device_id,
+                parcel_id = %event.parcel_id,
+                route_id,
+                event_id = %event.event_id,
+                reason,
+                "handheld event refused: the parcel is not on a route of the driver"
+            );
+            Ok(not_theirs(event))
+        } else if handheld.covers(&event.driver_id) {
+            // The server's clock now, or the simulation's the stream was
+            // sent at.
+            let now = self.simulated.unwrap_or_else(Utc::now);
+            handle(
+                &*self.log,
+                self.vault.as_deref(),
+                &self.cache,
+                &self.metrics,
+                event,
+                now,
+                trace.as_deref(),
+            )
+            .instrument(span)
+            .await
+        } else {
+            Ok(refusal(
+                event,
+                Code::PermissionDenied,
+                format!(
+                    "driver_id: handheld {:?} reports for {}, not {}",
+                    handheld.name, handheld.tenant, event.driver_id
+                ),
+            ))
+        }
+    }
+}
+
+/// Reads a stream's events and answers each, acknowledging in the order
+/// they came. Up to [`PIPELINE`] events are decided at once; an event waits
+/// for the one before it on the same parcel, so a parcel's events are
+/// decided, stored and answered in the handheld's order, as they were one
+/// at a time. A stream that ends (the handheld hung up, sent too fast, or
+/// sent something unreadable) is answered for every event already taken
+/// before it closes.
+async fn pipeline(
+    attempts: Arc<Attempts>,
+    mut inbound: Streaming<HandheldEvent>,
+    mut bucket: Bucket,
+    tx: mpsc::Sender<Result<AttemptAck, Status>>,
+) {
+    let mut deciding = futures::stream::FuturesOrdered::new();
+    // Per parcel: the last event taken on it, and word of when it is done.
+    let mut last: std::collections::HashMap<String, (u64, tokio::sync::oneshot::Receiver<()>)> =
+        std::collections::HashMap::new();
+    let mut taken = 0u64;
+    // Why the stream ends once every taken event is answered, if it does.
+    let mut closing: Option<Option<Status>> = None;
+    loop {
+        tokio::select! {
+            biased;
+            Some((index, parcel, reply)) = futures::StreamExt::next(&mut deciding) => {
+                if last.get(&parcel).is_some_and(|(i, _)| *i == index) {
+                    last.remove(&parcel);
                 }
-                let received = std::time::Instant::now();
-                let (span, trace) = if sampled {
-                    let span = tracing::info_span!(
-                        parent: &stream_span,
-                        "handheld.attempt",
-                        parcel_id = %event.parcel_id,
-                        device_id = %event.device_id,
-                        sequence = event.sequence,
-                    );
-                    let trace = threshold_telemetry::traceparent(&span);
-                    (span, trace)
-                } else {
-                    (tracing::Span::none(), stream_trace.clone())
-                };
-                // A handheld reports for its own driver only, on parcels in
-                // that driver's custody. A malformed event (an id over its
-                // limit, say) is left to `handle`, which names the field:
-                // its shape is judged before whose it is.
-                let verdict = match DriverId::new(&event.driver_id) {
-                    Ok(driver) if handheld.covers(&event.driver_id) && check(&event).is_ok() => {
-                        Some(custody_of(&*log, &routes, &event.parcel_id, &driver).await)
-                    }
-                    _ => None,
-                };
-                let refused = verdict.as_ref().and_then(Custody::refusal);
-                let reply = if let (Some(reason), Some(verdict)) = (refused, &verdict) {
-                    metrics.refuse(reason);
-                    let route_id = match verdict {
-                        Custody::NotTheirs { route_id } => route_id.as_str(),
-                        _ => "",
-                    };
-                    tracing::warn!(
-                        driver_id = %event.driver_id,
-                        device_id = %event.device_id,
-                        parcel_id = %event.parcel_id,
-                        route_id,
-                        event_id = %event.event_id,
-                        reason,
-                        "handheld event refused: the parcel is not on a route of the driver"
-                    );
-                    Ok(not_theirs(&event))
-                } else if handheld.covers(&event.driver_id) {
-                    // The server's clock now, or the simulation's the
-                    // stream was sent at.
-                    let now = simulated.unwrap_or_else(Utc::now);
-                    handle(
-                        &*log,
-                        vault.as_deref(),
-                        &cache,
-                        &metrics,
-                        &event,
-                        now,
-                        trace.as_deref(),
-                    )
-                    .instrument(span)
-                    .await
-                } else {
-                    Ok(refusal(
-                        &event,
-                        Code::PermissionDenied,
-                        format!(
-                            "driver_id: handheld {:?} reports for {}, not {}",
-                            handheld.name, handheld.tenant, event.driver_id
-                        ),
-                    ))
-                };
-                metrics.acked(&reply, received.elapsed());
+                let reply: Result<AttemptAck, Status> = reply;
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
                     return;
                 }
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            message = inbound.message(), if closing.is_none() && deciding.len() < PIPELINE => {
+                let event = match message {
+                    Ok(Some(e)) => e,
+                    // The handheld hung up: what it has no ack for, it
+                    // resends on reconnect.
+                    Ok(None) => {
+                        closing = Some(None);
+                        continue;
+                    }
+                    Err(status) => {
+                        closing = Some(Some(threshold_api::status::oversized(status)));
+                        continue;
+                    }
+                };
+                if !bucket.take() {
+                    let limits = bucket.limits;
+                    closing = Some(Some(Status::resource_exhausted(format!(
+                        "more than {} events/s (burst {}) on one stream; event {} and later were not stored, resend them more slowly",
+                        limits.events_per_second, limits.burst, event.sequence
+                    ))));
+                    continue;
+                }
+                let received = std::time::Instant::now();
+                taken += 1;
+                let index = taken;
+                let (done, next) = tokio::sync::oneshot::channel::<()>();
+                let before = last
+                    .insert(event.parcel_id.clone(), (index, next))
+                    .map(|(_, before)| before);
+                let attempts = Arc::clone(&attempts);
+                deciding.push_back(async move {
+                    if let Some(before) = before {
+                        // Sent or dropped: either way the event before is done.
+                        let _ = before.await;
+                    }
+                    let reply = attempts.answer(&event).await;
+                    drop(done);
+                    attempts.metrics.acked(&reply, received.elapsed());
+                    (index, event.parcel_id, reply)
+                });
+            }
+            else => {
+                if let Some(Some(status)) = closing {
+                    let _ = tx.send(Err(status)).await;
+                }
+                return;
+            }
+        }
     }
 }
