@@ -40,6 +40,7 @@ use crate::event::{AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedE
 use crate::{Error, EventLog, Result, Subscription};
 
 pub(crate) use writer::Request;
+pub use writer::Conditional;
 
 /// The file the events live in, inside the data directory.
 pub const DB_FILE: &str = "events.db";
@@ -253,6 +254,27 @@ impl EmbeddedLog {
                 ids,
                 reply,
             })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Takes in records of a log kept elsewhere (Kafka), each stream's in
+    /// their order, by one rule: a record goes in when its version is its
+    /// stream's next and it follows the stream's last event; otherwise
+    /// another writer's record came first and it is left out. Every stream
+    /// of the call goes in one transaction (with anything queued beside
+    /// it). Per stream, per record: `Ack::Appended` where it went in,
+    /// `Ack::Duplicate` where its event was stored already, `None` where
+    /// it was left out.
+    pub async fn replicate(
+        &self,
+        streams: Vec<(StreamId, Vec<Conditional>)>,
+    ) -> Result<Vec<Vec<Option<crate::Ack>>>> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .requests
+            .send(Request::Replicate { streams, reply })
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?

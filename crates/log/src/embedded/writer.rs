@@ -39,9 +39,80 @@ pub(crate) enum Request {
         ids: Vec<EventId>,
         reply: oneshot::Sender<Result<Planned>>,
     },
+    /// Records stored elsewhere first (Kafka), taken in by one rule; see
+    /// [`super::EmbeddedLog::replicate`].
+    Replicate {
+        streams: Vec<(StreamId, Vec<Conditional>)>,
+        reply: oneshot::Sender<Result<Vec<Vec<Option<Ack>>>>>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
+}
+
+/// An event that goes into its stream only as the stream's next version,
+/// following the stream's last event: a record of a log kept elsewhere,
+/// which the writer that decided it numbered.
+#[derive(Debug, Clone)]
+pub struct Conditional {
+    /// The event.
+    pub event: NewEvent,
+    /// Its version in its stream, as its writer decided.
+    pub version: u64,
+    /// The stream's event it follows (`None`: the stream's first).
+    pub after: Option<EventId>,
+}
+
+/// Writes queued for one group commit.
+enum Work {
+    Append(Append),
+    Replicate(
+        Vec<(StreamId, Vec<Conditional>)>,
+        oneshot::Sender<Result<Vec<Vec<Option<Ack>>>>>,
+    ),
+}
+
+/// A write's answer, sent once its group is durable.
+enum Answer {
+    Append(
+        oneshot::Sender<Result<AppendOutcome>>,
+        Result<AppendOutcome>,
+    ),
+    Replicate(
+        oneshot::Sender<Result<Vec<Vec<Option<Ack>>>>>,
+        Result<Vec<Vec<Option<Ack>>>>,
+    ),
+}
+
+impl Answer {
+    fn outcome_error(&self) -> Option<&Error> {
+        match self {
+            Answer::Append(_, Err(e)) | Answer::Replicate(_, Err(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn send(self) {
+        match self {
+            Answer::Append(reply, outcome) => {
+                let _ = reply.send(outcome);
+            }
+            Answer::Replicate(reply, outcome) => {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    fn fail(self, err: Error) {
+        match self {
+            Answer::Append(reply, _) => {
+                let _ = reply.send(Err(err));
+            }
+            Answer::Replicate(reply, _) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
 }
 
 /// One append as the writer thread takes it off the queue.
@@ -126,6 +197,8 @@ struct Overlay {
     versions: HashMap<Arc<str>, u64>,
     ids: HashMap<[u8; 16], Located>,
     added: Vec<([u8; 16], Arc<str>, u64, u64)>,
+    /// Each stream's last event written in this transaction.
+    lasts: HashMap<Arc<str>, EventId>,
 }
 
 impl Writer {
@@ -144,7 +217,11 @@ impl Writer {
                         reply,
                     } => {
                         events += evs.len();
-                        batch.push((stream, expected, evs, reply));
+                        batch.push(Work::Append((stream, expected, evs, reply)));
+                    }
+                    Request::Replicate { streams, reply } => {
+                        events += streams.iter().map(|(_, r)| r.len()).sum::<usize>();
+                        batch.push(Work::Replicate(streams, reply));
                     }
                     Request::Plan {
                         stream,
@@ -190,12 +267,18 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, batch: Vec<Append>) {
+    fn commit_group(&mut self, batch: Vec<Work>) {
         let now = Utc::now();
         let mut overlay = Overlay::default();
         let mut pending = Vec::with_capacity(batch.len());
         let mut head = self.head;
-        let group_events: usize = batch.iter().map(|b| b.2.len()).sum();
+        let group_events: usize = batch
+            .iter()
+            .map(|w| match w {
+                Work::Append(a) => a.2.len(),
+                Work::Replicate(streams, _) => streams.iter().map(|(_, r)| r.len()).sum(),
+            })
+            .sum();
         if self.wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
             // Most frames are copied already; copy the rest and start over.
             let _ = self
@@ -206,18 +289,37 @@ impl Writer {
 
         let began = self.conn.execute_batch("BEGIN IMMEDIATE");
         let mut failure: Option<Error> = began.err().map(|e| classify(&self.path, e));
-        for (stream, expected, events, reply) in batch {
-            let outcome = match &failure {
-                Some(_) => Err(Error::Closed), // every reply is replaced below
-                None => self.apply(&stream, expected, events, now, &mut head, &mut overlay),
+        for work in batch {
+            let answer = match (work, &failure) {
+                // Every reply is replaced below.
+                (Work::Append(a), Some(_)) => Answer::Append(a.3, Err(Error::Closed)),
+                (Work::Replicate(_, reply), Some(_)) => Answer::Replicate(reply, Err(Error::Closed)),
+                (Work::Append((stream, expected, events, reply)), None) => Answer::Append(
+                    reply,
+                    self.apply(&stream, expected, events, now, &mut head, &mut overlay),
+                ),
+                (Work::Replicate(streams, reply), None) => {
+                    let mut verdicts = Vec::with_capacity(streams.len());
+                    let mut outcome = Ok(());
+                    for (stream, records) in streams {
+                        match self.replicate(&stream, records, now, &mut head, &mut overlay) {
+                            Ok(v) => verdicts.push(v),
+                            Err(e) => {
+                                outcome = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    Answer::Replicate(reply, outcome.map(|()| verdicts))
+                }
             };
             // A storage error fails the whole group; a refusal fails one append.
-            if let Err(e) = &outcome
+            if let Some(e) = answer.outcome_error()
                 && is_storage(e)
             {
                 failure = Some(repeat(e, &self.path));
             }
-            pending.push((reply, outcome));
+            pending.push(answer);
         }
         let mut cursors = None;
         if failure.is_none() {
@@ -235,16 +337,16 @@ impl Writer {
             if !self.conn.is_autocommit() {
                 let _ = self.conn.execute_batch("ROLLBACK");
             }
-            for (reply, _) in pending {
-                let _ = reply.send(Err(repeat(&err, &self.path)));
+            for answer in pending {
+                answer.fail(repeat(&err, &self.path));
             }
             return;
         }
 
         // Durable. Make it findable, publish the head, then answer.
         self.after_commit(overlay, cursors, head);
-        for (reply, outcome) in pending {
-            let _ = reply.send(outcome);
+        for answer in pending {
+            answer.send();
         }
     }
 
@@ -540,6 +642,7 @@ impl Writer {
 
         // Second pass: write what is new, answer duplicates with the original.
         let mut version = current;
+        let mut last_written = None;
         let mut acks = Vec::with_capacity(events.len());
         let mut insert = self
             .conn
@@ -592,17 +695,102 @@ impl Writer {
                 ])
                 .map_err(|e| classify(&path, e))?;
             overlay.ids.insert(id, (*head, Arc::clone(&key), version));
+            last_written = Some(EventId::from_bytes(id));
             overlay.added.push((id, Arc::clone(&key), version, *head));
             acks.push(Ack::Appended {
                 position: Position(*head),
                 version,
             });
         }
+        if let Some(last) = last_written {
+            overlay.lasts.insert(Arc::clone(&key), last);
+        }
         overlay.versions.insert(key, version);
         Ok(AppendOutcome {
             stream_version: version,
             acks,
         })
+    }
+
+    /// Takes `records` of `stream` in their order by one rule: a record
+    /// goes in when its version is the stream's next and it follows the
+    /// stream's last event. Per record: `Appended` where it went in,
+    /// `Duplicate` where its event was stored already, `None` where another
+    /// record overtook it (or its id belongs to another stream).
+    fn replicate(
+        &mut self,
+        stream: &StreamId,
+        records: Vec<Conditional>,
+        now: DateTime<Utc>,
+        head: &mut u64,
+        overlay: &mut Overlay,
+    ) -> Result<Vec<Option<Ack>>> {
+        let key: Arc<str> = Arc::from(stream.to_string());
+        let path = self.path.clone();
+        let db = |e| classify(&path, e);
+        let current = self.version_of(&key, overlay).map_err(db)?;
+        let mut last = match overlay.lasts.get(&key) {
+            Some(id) => Some(*id),
+            None => self.event_id_at(&key, current).map_err(db)?,
+        };
+        let mut version = current;
+        let mut verdicts = Vec::with_capacity(records.len());
+        let mut accepted = Vec::new();
+        let mut slots = Vec::new();
+        let mut repeats = Vec::new();
+        let mut taken = std::collections::HashSet::new();
+        for record in records {
+            let id = record.event.event_id;
+            if let Some((position, in_stream, v)) = self.lookup(id.as_bytes(), overlay).map_err(db)? {
+                verdicts.push((*in_stream == *key).then_some(Ack::Duplicate {
+                    position: Position(position),
+                    version: v,
+                }));
+                continue;
+            }
+            if taken.contains(&id) {
+                // Its event goes in earlier in this call.
+                repeats.push((verdicts.len(), id));
+                verdicts.push(None);
+                continue;
+            }
+            if record.version == version + 1 && record.after == last {
+                version += 1;
+                last = Some(id);
+                taken.insert(id);
+                slots.push(verdicts.len());
+                accepted.push(record.event);
+            } else {
+                tracing::debug!(
+                    %stream,
+                    version = record.version,
+                    head = version,
+                    event_id = %id,
+                    "a record another writer's overtook was left out"
+                );
+            }
+            verdicts.push(None);
+        }
+        if !accepted.is_empty() {
+            let outcome = self.apply(
+                stream,
+                ExpectedVersion::Exactly(current),
+                accepted,
+                now,
+                head,
+                overlay,
+            )?;
+            for (slot, ack) in slots.into_iter().zip(outcome.acks) {
+                verdicts[slot] = Some(ack);
+            }
+        }
+        for (slot, id) in repeats {
+            verdicts[slot] = overlay.ids.get(id.as_bytes()).map(|(position, _, v)| Ack::Duplicate {
+                position: Position(*position),
+                version: *v,
+            });
+        }
+        Ok(verdicts)
     }
 }
 

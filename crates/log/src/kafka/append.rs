@@ -7,7 +7,7 @@
 //! does, by Kafka's order, so an append that lost its race to another
 //! process's record is answered as lost, never as stored.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -44,7 +44,7 @@ pub(super) fn producer(options: &KafkaOptions) -> Result<FutureProducer> {
 }
 
 /// How an append started.
-enum Started {
+enum Started<'a> {
     /// Every event is stored already.
     Stored(Planned),
     /// One of its events is on its way back from an earlier append.
@@ -53,6 +53,9 @@ enum Started {
     Sent {
         fresh: Vec<EventId>,
         deliveries: Vec<DeliveryFuture>,
+        /// Per id of the call: where it was stored already when decided.
+        before: Vec<Option<Ack>>,
+        expected: Expected<'a>,
     },
 }
 
@@ -67,6 +70,77 @@ pub(super) struct InFlight {
     ids: HashSet<EventId>,
     /// Appends not back yet.
     appends: usize,
+}
+
+/// What the replica made of this process's records on their way back: an
+/// append expects its events' ids before it sends them, the replica tells
+/// what became of each as it takes them (stored, stored already, or left
+/// out), and the append takes the answers once the replica is past its
+/// records. So an append is answered without asking the replica again.
+#[derive(Debug, Default)]
+pub(crate) struct Verdicts(std::sync::Mutex<HashMap<EventId, Option<Option<Ack>>>>);
+
+impl Verdicts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EventId, Option<Option<Ack>>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `ids` are about to be sent; their verdicts are wanted. They are
+    /// forgotten when the guard goes, answered or not.
+    fn expect(&self, ids: &[EventId]) -> Expected<'_> {
+        let mut map = self.lock();
+        for id in ids {
+            map.insert(*id, None);
+        }
+        Expected {
+            verdicts: self,
+            ids: ids.to_vec(),
+        }
+    }
+
+    /// The replica took these records: per event id, `Some(ack)` where
+    /// its event is stored (by this record or before), `None` where the
+    /// record was left out.
+    pub(super) fn tell<'a>(
+        &self,
+        taken: impl Iterator<Item = (&'a EventId, &'a Option<Ack>)>,
+    ) {
+        let mut map = self.lock();
+        if map.is_empty() {
+            return;
+        }
+        for (id, verdict) in taken {
+            if let Some(slot) = map.get_mut(id) {
+                *slot = Some(verdict.clone());
+            }
+        }
+    }
+}
+
+/// Ids whose verdicts an append waits for.
+pub(super) struct Expected<'a> {
+    verdicts: &'a Verdicts,
+    ids: Vec<EventId>,
+}
+
+impl Expected<'_> {
+    /// Each id's verdict, if the replica gave one.
+    fn verdicts(&self) -> Vec<Option<Option<Ack>>> {
+        let map = self.verdicts.lock();
+        self.ids
+            .iter()
+            .map(|id| map.get(id).cloned().flatten())
+            .collect()
+    }
+}
+
+impl Drop for Expected<'_> {
+    fn drop(&mut self) {
+        let mut map = self.verdicts.lock();
+        for id in &self.ids {
+            map.remove(id);
+        }
+    }
 }
 
 /// The answer to an append whose events are all stored, as `plan` found
@@ -99,6 +173,14 @@ fn ack_version(ack: &Ack) -> u64 {
     }
 }
 
+/// The turn of `stream` among `turns`.
+fn turn_of(stream: &StreamId, turns: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    stream.hash(&mut h);
+    (h.finish() % turns as u64) as usize
+}
+
 /// Waits for Kafka to acknowledge every record; the offset of the last.
 async fn delivered(deliveries: Vec<DeliveryFuture>) -> Result<i64> {
     let mut through = -1;
@@ -123,11 +205,10 @@ impl KafkaLog {
         crate::event::check_append(stream, &events)?;
         let began = std::time::Instant::now();
         let c = slot(stream.category());
-        let locks = &self.inner.locks[c];
-        let partition = record::partition(stream, locks.len() as u32);
-        // This process's appends to one partition take turns; another
-        // process's are ordered by Kafka.
-        let turn = &locks[partition as usize];
+        let partition = record::partition(stream, self.inner.partitions[c]);
+        // This process's appends to one stream take turns to decide and
+        // send; another process's are ordered by Kafka.
+        let turn = &self.inner.turns[turn_of(stream, self.inner.turns.len())];
         let ids: Vec<EventId> = events.iter().map(|e| e.event_id).collect();
         let mut ours: HashSet<EventId> = HashSet::new();
         let mut round = 0;
@@ -146,7 +227,12 @@ impl KafkaLog {
                 }
                 // Every event is stored already: a resend.
                 Started::Stored(plan) => return answer(plan, &ids, &ours),
-                Started::Sent { fresh, deliveries } => {
+                Started::Sent {
+                    fresh,
+                    deliveries,
+                    before,
+                    expected: awaited,
+                } => {
                     // Acknowledged by Kafka; the partition's order decides
                     // whether these records follow the stream's head or lost
                     // it to another writer. The replica reads them back and
@@ -164,6 +250,31 @@ impl KafkaLog {
                     .await;
                     self.landed(stream, &fresh);
                     back?;
+                    // The replica said what became of each record: when all
+                    // went in, that is the answer.
+                    let told = awaited.verdicts();
+                    drop(awaited);
+                    if let Some(acks) = told
+                        .into_iter()
+                        .map(Option::flatten)
+                        .collect::<Option<Vec<Ack>>>()
+                    {
+                        self.inner.stages.since(Stage::Append, began);
+                        ours.extend(fresh.iter().copied());
+                        let by_id: HashMap<EventId, Ack> = fresh.iter().copied().zip(acks).collect();
+                        let current = by_id.values().map(ack_version).max().unwrap_or_default();
+                        let stored = ids
+                            .iter()
+                            .zip(before)
+                            .map(|(id, b)| b.or_else(|| by_id.get(id).cloned()))
+                            .collect();
+                        let plan = Planned {
+                            current,
+                            last: None,
+                            stored,
+                        };
+                        return answer(plan, &ids, &ours);
+                    }
                     fresh
                 }
             };
@@ -231,7 +342,7 @@ impl KafkaLog {
         expected: ExpectedVersion,
         events: &[NewEvent],
         ids: &[EventId],
-    ) -> Result<Started> {
+    ) -> Result<Started<'_>> {
         let waited = std::time::Instant::now();
         let _turn = turn.lock().await;
         self.inner.stages.since(Stage::Turn, waited);
@@ -280,10 +391,12 @@ impl KafkaLog {
                 actual: current,
             });
         }
+        let fresh_ids: Vec<EventId> = fresh.iter().map(|(e, _, _)| e.event_id).collect();
+        let expected_verdicts = self.inner.verdicts.expect(&fresh_ids);
         let producing = std::time::Instant::now();
         let deliveries = self.send(stream, partition as i32, &fresh).await?;
         self.inner.stages.since(Stage::Produce, producing);
-        let fresh: Vec<EventId> = fresh.iter().map(|(e, _, _)| e.event_id).collect();
+        let fresh = fresh_ids;
         let mut flights = self
             .inner
             .in_flight
@@ -293,7 +406,12 @@ impl KafkaLog {
         (f.version, f.last) = (version, after);
         f.ids.extend(fresh.iter().copied());
         f.appends += 1;
-        Ok(Started::Sent { fresh, deliveries })
+        Ok(Started::Sent {
+            fresh,
+            deliveries,
+            before: plan.stored,
+            expected: expected_verdicts,
+        })
     }
 
     /// An append's records lost to another writer's: what is still in

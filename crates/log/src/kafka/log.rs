@@ -43,6 +43,9 @@ pub(super) fn slot(category: Category) -> usize {
         .unwrap_or_default()
 }
 
+/// Turns to decide and send (streams share one by hash).
+const TURNS: usize = 1024;
+
 /// The event log on Kafka. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct KafkaLog {
@@ -54,8 +57,13 @@ pub(super) struct Inner {
     pub(super) topics: Vec<String>,
     pub(super) producer: FutureProducer,
     pub(super) replica: EmbeddedLog,
-    /// Per category, per partition: one append decides at a time.
-    pub(super) locks: Vec<Vec<Mutex<()>>>,
+    /// Per category: its topic's partitions.
+    pub(super) partitions: Vec<u32>,
+    /// Turns to decide and send, by a hash of the stream: one append of a
+    /// stream at a time, so its records leave in the order decided.
+    pub(super) turns: Vec<Mutex<()>>,
+    /// What the replica made of this process's records in flight.
+    pub(super) verdicts: Arc<super::append::Verdicts>,
     /// This process's appends on their way back, by stream.
     pub(super) in_flight: std::sync::Mutex<HashMap<StreamId, InFlight>>,
     pub(super) progress: Arc<Progress>,
@@ -112,22 +120,23 @@ impl KafkaLog {
 
         let progress = Arc::new(Progress::new(&starts));
         let stages = Arc::new(Stages::default());
+        let verdicts = Arc::new(super::append::Verdicts::default());
         let tail = tokio::spawn(replicate(
             Arc::clone(&consumer),
             replica.clone(),
             topics.clone(),
             Arc::clone(&progress),
             Arc::clone(&stages),
+            Arc::clone(&verdicts),
         ));
         let report = tokio::spawn(report(Arc::clone(&stages)));
         let ends_client = Arc::new(replica::ends_client(&options)?);
         let log = Self {
             inner: Arc::new(Inner {
                 source: format!("/threshold/{}", options.name),
-                locks: counts
-                    .iter()
-                    .map(|n| (0..*n).map(|_| Mutex::new(())).collect())
-                    .collect(),
+                partitions: counts.iter().map(|n| *n as u32).collect(),
+                turns: (0..TURNS).map(|_| Mutex::new(())).collect(),
+                verdicts,
                 in_flight: std::sync::Mutex::default(),
                 options,
                 topics,
@@ -166,10 +175,10 @@ impl KafkaLog {
     /// Every (category slot, partition) of the category topics.
     fn all_partitions(&self) -> Vec<(usize, u32)> {
         self.inner
-            .locks
+            .partitions
             .iter()
             .enumerate()
-            .flat_map(|(c, parts)| (0..parts.len() as u32).map(move |p| (c, p)))
+            .flat_map(|(c, parts)| (0..*parts).map(move |p| (c, p)))
             .collect()
     }
 }
@@ -208,7 +217,7 @@ impl EventLog for KafkaLog {
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let c = slot(stream.category());
-        let partition = record::partition(stream, self.inner.locks[c].len() as u32);
+        let partition = record::partition(stream, self.inner.partitions[c]);
         self.up_to_date(vec![(c, partition)]).await?;
         self.inner
             .replica

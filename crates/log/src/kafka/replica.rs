@@ -7,7 +7,7 @@
 //! stores an event the rule leaves out, so every process's replica holds
 //! the same events at the same versions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -16,16 +16,17 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
-use threshold_domain::StreamId;
+use threshold_domain::{EventId, StreamId};
 use tokio::sync::watch;
 
 use super::admin::BROKER_TIMEOUT;
 use super::log::kafka;
-use super::record::{self, Record};
+use super::append::Verdicts;
+use super::record;
 use super::stages::{Stage, Stages};
 use super::{KafkaLog, KafkaOptions};
-use crate::embedded::EmbeddedLog;
-use crate::{Error, EventLog, ExpectedVersion, Position, Result};
+use crate::embedded::{Conditional, EmbeddedLog};
+use crate::{EventLog, Position, Result};
 
 /// Most records the replica takes in one batch.
 const REPLICA_BATCH: usize = 8_192;
@@ -152,6 +153,7 @@ pub(super) async fn replicate(
     topics: Vec<String>,
     progress: Arc<Progress>,
     stages: Arc<Stages>,
+    verdicts: Arc<Verdicts>,
 ) {
     loop {
         let first = match consumer.recv().await {
@@ -172,7 +174,7 @@ pub(super) async fn replicate(
         // Stored, or retried until it is: a batch is never skipped.
         let storing = std::time::Instant::now();
         loop {
-            match store(&replica, &batch).await {
+            match store(&replica, &batch, &verdicts).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "the replica could not store a batch; retrying");
@@ -209,9 +211,11 @@ pub(super) async fn replicate(
 /// by one rule every process applies alike: a record goes in when its
 /// version is the stream's next and it follows the stream's last event;
 /// a record whose event is stored already, or that another writer's record
-/// overtook, is left out.
-async fn store(replica: &EmbeddedLog, batch: &[OwnedMessage]) -> Result<()> {
-    let mut streams: Vec<(StreamId, Vec<Record>)> = Vec::new();
+/// overtook, is left out. The whole batch is one request to the replica's
+/// writer, one transaction; what became of each record this process sent is
+/// told to `verdicts`.
+async fn store(replica: &EmbeddedLog, batch: &[OwnedMessage], verdicts: &Verdicts) -> Result<()> {
+    let mut streams: Vec<(StreamId, Vec<Conditional>)> = Vec::new();
     let mut index: HashMap<StreamId, usize> = HashMap::new();
     for m in batch {
         let headers = m.headers().map(|h| {
@@ -226,7 +230,11 @@ async fn store(replica: &EmbeddedLog, batch: &[OwnedMessage]) -> Result<()> {
                     streams.push((record.stream.clone(), Vec::new()));
                     streams.len() - 1
                 });
-                streams[i].1.push(record);
+                streams[i].1.push(Conditional {
+                    event: record.event,
+                    version: record.version,
+                    after: record.after,
+                });
             }
             Err(e) => tracing::error!(
                 topic = m.topic(),
@@ -237,51 +245,12 @@ async fn store(replica: &EmbeddedLog, batch: &[OwnedMessage]) -> Result<()> {
             ),
         }
     }
-    // Where each stream stands, then what goes in: streams side by side, so
-    // the replica commits them together.
-    let decided =
-        futures::future::join_all(streams.into_iter().map(|(stream, records)| async move {
-            let ids = records.iter().map(|r| r.event.event_id).collect();
-            let plan = replica.plan(&stream, ExpectedVersion::Any, ids).await?;
-            let mut version = plan.current;
-            let mut last = plan.last;
-            let mut taken = HashSet::new();
-            let mut accepted = Vec::new();
-            for (record, stored) in records.into_iter().zip(plan.stored) {
-                let id = record.event.event_id;
-                if stored.is_some() || taken.contains(&id) {
-                    continue;
-                }
-                if record.version == version + 1 && record.after == last {
-                    version += 1;
-                    last = Some(id);
-                    taken.insert(id);
-                    accepted.push(record.event);
-                } else {
-                    tracing::debug!(
-                        %stream,
-                        version = record.version,
-                        head = version,
-                        event_id = %id,
-                        "a record another writer's overtook was left out"
-                    );
-                }
-            }
-            Ok::<_, Error>((stream, plan.current, accepted))
-        }))
-        .await;
-    let appends = decided.into_iter().map(|d| async move {
-        let (stream, current, accepted) = d?;
-        if !accepted.is_empty() {
-            replica
-                .append(&stream, ExpectedVersion::Exactly(current), accepted)
-                .await?;
-        }
-        Ok::<(), Error>(())
-    });
-    for r in futures::future::join_all(appends).await {
-        r?;
-    }
+    let ids: Vec<Vec<EventId>> = streams
+        .iter()
+        .map(|(_, records)| records.iter().map(|r| r.event.event_id).collect())
+        .collect();
+    let taken = replica.replicate(streams).await?;
+    verdicts.tell(ids.iter().flatten().zip(taken.iter().flatten()));
     Ok(())
 }
 
@@ -324,7 +293,7 @@ impl KafkaLog {
         let sent = std::time::Instant::now();
         let client = Arc::clone(&self.inner.ends_client);
         let topics = self.inner.topics.clone();
-        let counts: Vec<usize> = self.inner.locks.iter().map(Vec::len).collect();
+        let counts: Vec<usize> = self.inner.partitions.iter().map(|n| *n as usize).collect();
         let ends = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<i64>>> {
             let mut latest = TopicPartitionList::new();
             for (topic, n) in topics.iter().zip(&counts) {
