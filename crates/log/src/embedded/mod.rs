@@ -39,8 +39,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::event::{AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};
 use crate::{Error, EventLog, Result, Subscription};
 
-pub(crate) use writer::Request;
 pub use writer::Conditional;
+pub(crate) use writer::Request;
 
 /// The file the events live in, inside the data directory.
 pub const DB_FILE: &str = "events.db";

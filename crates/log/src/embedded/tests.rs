@@ -461,3 +461,98 @@ async fn operators_can_read_while_the_writer_holds_the_store() {
         "{missing}"
     );
 }
+
+/// Records of a log kept elsewhere go in by one rule: the stream's next
+/// version, following its last event. A record another overtook is left
+/// out, a resend is answered with the original, and streams of one call
+/// see each other's records of the same call.
+#[tokio::test]
+async fn replicated_records_go_in_only_as_their_streams_next() {
+    use crate::Ack;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = open(dir.path()).expect("open");
+    let a = crate::contract::parcel(1);
+    let b = crate::contract::parcel(2);
+    let (a1, a2, rival, a3) = (
+        crate::contract::failed_attempt(1),
+        crate::contract::failed_attempt(2),
+        crate::contract::failed_attempt(2),
+        crate::contract::failed_attempt(3),
+    );
+    let b1 = crate::contract::failed_attempt(1);
+    let cond = |e: &NewEvent, version, after: Option<&NewEvent>| Conditional {
+        event: e.clone(),
+        version,
+        after: after.map(|a| a.event_id),
+    };
+    let taken = log
+        .replicate(vec![
+            (
+                a.clone(),
+                vec![
+                    cond(&a1, 1, None),
+                    cond(&a2, 2, Some(&a1)),
+                    // Another writer's version 2, decided on a1 too: late.
+                    cond(&rival, 2, Some(&a1)),
+                    // Follows the rival, which did not go in.
+                    cond(&a3, 3, Some(&rival)),
+                    // a1 again, in the same call.
+                    cond(&a1, 1, None),
+                ],
+            ),
+            (b.clone(), vec![cond(&b1, 2, None)]),
+        ])
+        .await
+        .expect("replicate");
+    assert_eq!(
+        taken[0],
+        vec![
+            Some(Ack::Appended {
+                position: Position(1),
+                version: 1
+            }),
+            Some(Ack::Appended {
+                position: Position(2),
+                version: 2
+            }),
+            None,
+            None,
+            Some(Ack::Duplicate {
+                position: Position(1),
+                version: 1
+            }),
+        ]
+    );
+    assert_eq!(taken[1], vec![None], "b's version 2 has no version 1");
+    // Later calls see what went in; a resend is answered with the original.
+    let taken = log
+        .replicate(vec![(
+            a.clone(),
+            vec![cond(&a2, 2, Some(&a1)), cond(&a3, 3, Some(&a2))],
+        )])
+        .await
+        .expect("replicate");
+    assert_eq!(
+        taken[0],
+        vec![
+            Some(Ack::Duplicate {
+                position: Position(2),
+                version: 2
+            }),
+            Some(Ack::Appended {
+                position: Position(3),
+                version: 3
+            }),
+        ]
+    );
+    let stored: Vec<_> = log
+        .read_stream(&a, 0, 10)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|r| r.event.event_id)
+        .collect();
+    assert_eq!(stored, vec![a1.event_id, a2.event_id, a3.event_id]);
+    assert!(log.read_stream(&b, 0, 10).await.expect("read").is_empty());
+    log.close().await.expect("close");
+}

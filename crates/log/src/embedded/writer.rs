@@ -293,7 +293,9 @@ impl Writer {
             let answer = match (work, &failure) {
                 // Every reply is replaced below.
                 (Work::Append(a), Some(_)) => Answer::Append(a.3, Err(Error::Closed)),
-                (Work::Replicate(_, reply), Some(_)) => Answer::Replicate(reply, Err(Error::Closed)),
+                (Work::Replicate(_, reply), Some(_)) => {
+                    Answer::Replicate(reply, Err(Error::Closed))
+                }
                 (Work::Append((stream, expected, events, reply)), None) => Answer::Append(
                     reply,
                     self.apply(&stream, expected, events, now, &mut head, &mut overlay),
@@ -741,7 +743,9 @@ impl Writer {
         let mut taken = std::collections::HashSet::new();
         for record in records {
             let id = record.event.event_id;
-            if let Some((position, in_stream, v)) = self.lookup(id.as_bytes(), overlay).map_err(db)? {
+            if let Some((position, in_stream, v)) =
+                self.lookup(id.as_bytes(), overlay).map_err(db)?
+            {
                 verdicts.push((*in_stream == *key).then_some(Ack::Duplicate {
                     position: Position(position),
                     version: v,
@@ -785,10 +789,14 @@ impl Writer {
             }
         }
         for (slot, id) in repeats {
-            verdicts[slot] = overlay.ids.get(id.as_bytes()).map(|(position, _, v)| Ack::Duplicate {
-                position: Position(*position),
-                version: *v,
-            });
+            verdicts[slot] =
+                overlay
+                    .ids
+                    .get(id.as_bytes())
+                    .map(|(position, _, v)| Ack::Duplicate {
+                        position: Position(*position),
+                        version: *v,
+                    });
         }
         Ok(verdicts)
     }

@@ -18,6 +18,7 @@ use threshold_domain::{EventId, StreamId};
 use tokio::sync::Mutex;
 
 use super::log::{kafka, slot};
+use super::options::RECONNECT_BACKOFF_MAX_MS;
 use super::record;
 use super::replica::READ_BACK_TIMEOUT;
 use super::stages::Stage;
@@ -34,6 +35,7 @@ const MAX_ROUNDS: u32 = 32;
 pub(super) fn producer(options: &KafkaOptions) -> Result<FutureProducer> {
     ClientConfig::new()
         .set("bootstrap.servers", &options.brokers)
+        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .set("client.id", &options.name)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -101,10 +103,7 @@ impl Verdicts {
     /// The replica took these records: per event id, `Some(ack)` where
     /// its event is stored (by this record or before), `None` where the
     /// record was left out.
-    pub(super) fn tell<'a>(
-        &self,
-        taken: impl Iterator<Item = (&'a EventId, &'a Option<Ack>)>,
-    ) {
+    pub(super) fn tell<'a>(&self, taken: impl Iterator<Item = (&'a EventId, &'a Option<Ack>)>) {
         let mut map = self.lock();
         if map.is_empty() {
             return;
@@ -261,7 +260,20 @@ impl KafkaLog {
                     {
                         self.inner.stages.since(Stage::Append, began);
                         ours.extend(fresh.iter().copied());
-                        let by_id: HashMap<EventId, Ack> = fresh.iter().copied().zip(acks).collect();
+                        // As a plan would say it: stored, at its place;
+                        // `answer` names the first mention of each ours.
+                        let by_id: HashMap<EventId, Ack> = fresh
+                            .iter()
+                            .copied()
+                            .zip(acks)
+                            .map(|(id, ack)| {
+                                let stored = Ack::Duplicate {
+                                    position: ack.position(),
+                                    version: ack_version(&ack),
+                                };
+                                (id, stored)
+                            })
+                            .collect();
                         let current = by_id.values().map(ack_version).max().unwrap_or_default();
                         let stored = ids
                             .iter()

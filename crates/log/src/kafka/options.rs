@@ -84,3 +84,8 @@ pub fn brokers_from_url(url: &str) -> Result<String> {
     }
     Ok(rest.to_owned())
 }
+
+/// The longest a client waits before reconnecting to a broker it lost, in
+/// milliseconds (librdkafka's default is 10 s): a restarted broker is used
+/// again within about a second.
+pub(super) const RECONNECT_BACKOFF_MAX_MS: &str = "1000";

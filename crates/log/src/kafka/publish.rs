@@ -27,6 +27,7 @@ use threshold_domain::Category;
 
 use super::KafkaLog;
 use super::log::{kafka, slot};
+use super::options::RECONNECT_BACKOFF_MAX_MS;
 use super::record as kafka_record;
 use crate::{EventLog, NewEvent, RecordedEvent, Result};
 
@@ -52,6 +53,7 @@ impl KafkaLog {
         let options = &self.inner.options;
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &options.brokers)
+            .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
             .set("client.id", &options.name)
             .set("group.id", group)
             .set("enable.auto.commit", "false")

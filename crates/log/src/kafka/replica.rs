@@ -20,8 +20,9 @@ use threshold_domain::{EventId, StreamId};
 use tokio::sync::watch;
 
 use super::admin::BROKER_TIMEOUT;
-use super::log::kafka;
 use super::append::Verdicts;
+use super::log::kafka;
+use super::options::RECONNECT_BACKOFF_MAX_MS;
 use super::record;
 use super::stages::{Stage, Stages};
 use super::{KafkaLog, KafkaOptions};
@@ -63,6 +64,7 @@ impl Progress {
 pub(super) fn consumer(options: &KafkaOptions) -> Result<StreamConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", &options.brokers)
+        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .set("client.id", &options.name)
         .set(
             "group.id",
@@ -81,6 +83,7 @@ pub(super) fn consumer(options: &KafkaOptions) -> Result<StreamConsumer> {
 pub(super) fn ends_client(options: &KafkaOptions) -> Result<BaseConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", &options.brokers)
+        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .set("client.id", &options.name)
         .create()
         .map_err(|e| kafka("creating the client that reads partition ends", e))
