@@ -669,3 +669,77 @@ async fn where_a_parcel_was_delivered_is_sealed_under_its_households_key() {
         None
     );
 }
+
+/// A backlog sent at once, without waiting for acks: events on different
+/// parcels are decided side by side, but each parcel's in the handheld's
+/// order, and every ack comes back in the order sent.
+#[tokio::test]
+async fn a_backlog_sent_at_once_is_acknowledged_in_order_each_parcel_in_its_order() {
+    let server = serve().await;
+    let parcels: Vec<String> = (0..8).map(|n| format!("SE-{n}")).collect();
+    on_route(
+        &server,
+        &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    // Round by round over the parcels: a start, a failure, a start, a delivery.
+    let rounds = [started(), not_home(), started(), delivered()];
+    let mut backlog = Vec::new();
+    for report in &rounds {
+        for p in &parcels {
+            let seq = backlog.len() as u64 + 1;
+            backlog.push(event(seq, p, report.clone()));
+        }
+    }
+    let (tx, rx) = mpsc::channel(backlog.len());
+    for e in &backlog {
+        tx.send(e.clone()).await.expect("queued");
+    }
+    let mut acks = HandheldServiceClient::new(channel(&server).await)
+        .stream_attempts(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut got = Vec::new();
+    while got.len() < backlog.len() {
+        got.push(
+            acks.message()
+                .await
+                .expect("ack")
+                .expect("an ack per event"),
+        );
+    }
+    drop(tx);
+    let sequences: Vec<u64> = got.iter().map(|a| a.sequence).collect();
+    assert_eq!(sequences, (1..=backlog.len() as u64).collect::<Vec<_>>());
+    for (a, e) in got.iter().zip(&backlog) {
+        assert_eq!(result(a), attempt_ack::Result::Stored, "{a:?}");
+        let round = (a.sequence as usize - 1) / parcels.len();
+        assert_eq!(a.attempt, 1 + round as u32 / 2, "{}: {a:?}", e.parcel_id);
+    }
+    // Each parcel's history: exactly its four reports, in the order sent.
+    for p in &parcels {
+        let history: Vec<String> = server
+            .log()
+            .read_stream(
+                &StreamId::parcel(&threshold_domain::ParcelId::new(p).expect("id")),
+                0,
+                100,
+            )
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|r| r.event.event_type)
+            .collect();
+        assert_eq!(
+            history[history.len() - 4..],
+            [
+                "parcel.attempt_started",
+                "parcel.attempt_failed",
+                "parcel.attempt_started",
+                "parcel.delivered"
+            ],
+            "{p}: {history:?}"
+        );
+    }
+}
