@@ -30,14 +30,15 @@
 //!   event; otherwise another writer's record came first, and it is left
 //!   out. Kafka's order of the partition is the only arbiter, so every
 //!   process's replica holds the same events at the same versions.
-//! - **An append is answered after its read-back.** Under a lock per
-//!   partition, the replica says what the append would do
+//! - **An append is answered after its read-back.** Under a turn of its
+//!   stream (streams share turns by hash), the replica says what the append would do
 //!   ([`EmbeddedLog::plan`]: stream version, last event, ids stored
 //!   already), with this process's appends still on their way back counted
 //!   as the stream's head, and the new events are sent, so records leave in
 //!   the order decided and appends pipeline. Once Kafka acknowledged them
-//!   (the lock is not held meanwhile), the append waits for the replica to
-//!   take them back and answers by what it took: stored (the caller then reads
+//!   (the turn is not held meanwhile), the append waits for the replica to
+//!   take them back and answers by what it told of them
+//!   ([`EmbeddedLog::replicate`], a batch at a time): stored (the caller then reads
 //!   its own write), or a [`Error::Conflict`] when another process's record
 //!   came first. Two processes deciding on one grant at once therefore
 //!   never both succeed; an append without an expected version tries again.
@@ -72,6 +73,7 @@
 //!
 //! [`EmbeddedLog`]: crate::EmbeddedLog
 //! [`EmbeddedLog::plan`]: crate::EmbeddedLog::plan
+//! [`EmbeddedLog::replicate`]: crate::EmbeddedLog::replicate
 //! [`Error::Conflict`]: crate::Error::Conflict
 //! [`EventLog`]: crate::EventLog
 
