@@ -110,7 +110,7 @@ impl Verdicts {
         }
         for (id, verdict) in taken {
             if let Some(slot) = map.get_mut(id) {
-                *slot = Some(verdict.clone());
+                *slot = Some(*verdict);
             }
         }
     }
