@@ -319,6 +319,16 @@ pub async fn facts(log: &dyn EventLog, stream: &str, events: Vec<DomainEvent>, a
         .expect("append");
 }
 
+/// The types of a stream's events (`parcel/SE-1`, `grant/g-1`), in order.
+pub async fn event_types(log: &dyn EventLog, stream: &str) -> Vec<String> {
+    log.read_stream(&stream.parse().expect("stream"), 0, 1000)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|r| r.event.event_type)
+        .collect()
+}
+
 /// home-1's postal address, in Stockholm: where SE-1 is addressed.
 pub fn address() -> pb::Address {
     address_at("Storgatan 1")

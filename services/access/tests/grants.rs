@@ -61,14 +61,7 @@ async fn grants_authorize_inside_their_window_and_refuse_with_a_reason() {
     assert_eq!(after.reason, pb::UnlockDenyReason::Revoked as i32);
 
     // Every decision, refusals included, is on the grant's stream.
-    let types: Vec<String> = s
-        .log
-        .read_stream(&"grant/g-1".parse().expect("stream"), 0, 100)
-        .await
-        .expect("read")
-        .into_iter()
-        .map(|r| r.event.event_type)
-        .collect();
+    let types = threshold_testkit::fixtures::event_types(s.log.as_ref(), "grant/g-1").await;
     assert_eq!(
         types,
         vec![

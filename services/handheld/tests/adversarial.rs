@@ -139,20 +139,8 @@ fn assert_refused_to(driver: &str, a: &AttemptAck) {
 
 /// The event types on `parcel`'s stream.
 async fn history(server: &Sandbox, parcel: &str) -> Vec<String> {
-    server
-        .log()
-        .read_stream(
-            &format!("parcel/{parcel}")
-                .parse::<StreamId>()
-                .expect("stream"),
-            0,
-            100,
-        )
+    threshold_testkit::fixtures::event_types(server.log().as_ref(), &format!("parcel/{parcel}"))
         .await
-        .expect("read")
-        .into_iter()
-        .map(|r| r.event.event_type)
-        .collect()
 }
 
 #[tokio::test]

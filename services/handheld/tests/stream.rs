@@ -12,7 +12,7 @@ use threshold_domain::country::date_to_proto;
 use threshold_domain::{DomainEvent, EventId, StreamId, pb};
 use threshold_log::{EventLog, ExpectedVersion, NewEvent, Position};
 use threshold_testkit::fixtures::{
-    HandheldStream, delivered, handheld_event, manifested, not_home, planned, started,
+    HandheldStream, delivered, event_types, handheld_event, manifested, not_home, planned, started,
 };
 use threshold_testkit::{Sandbox, Service};
 use tokio::sync::mpsc;
@@ -719,18 +719,7 @@ async fn a_backlog_sent_at_once_is_acknowledged_in_order_each_parcel_in_its_orde
     }
     // Each parcel's history: exactly its four reports, in the order sent.
     for p in &parcels {
-        let history: Vec<String> = server
-            .log()
-            .read_stream(
-                &StreamId::parcel(&threshold_domain::ParcelId::new(p).expect("id")),
-                0,
-                100,
-            )
-            .await
-            .expect("read")
-            .into_iter()
-            .map(|r| r.event.event_type)
-            .collect();
+        let history = event_types(server.log().as_ref(), &format!("parcel/{p}")).await;
         assert_eq!(
             history[history.len() - 4..],
             [
