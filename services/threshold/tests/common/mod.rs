@@ -21,6 +21,8 @@ pub(crate) struct Served {
     pub(crate) child: Child,
     pub(crate) url: String,
     pub(crate) data: std::path::PathBuf,
+    /// Its admin port (`host:port`), when served with `--admin`.
+    pub(crate) admin: Option<String>,
 }
 
 impl Served {
@@ -33,23 +35,48 @@ impl Served {
         Self::spawn(serve, data)
     }
 
-    /// Spawns `serve` (a `threshold serve` command) and waits for its address.
+    /// Spawns `serve` (a `threshold serve` command) and waits for its
+    /// address (and its admin port's, printed before it, if it has one).
     pub(crate) fn spawn(mut serve: Command, data: &Path) -> Self {
         let mut child = serve.stdout(Stdio::piped()).spawn().expect("spawn serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("first line");
-        let addr = line
-            .split_whitespace()
-            .find(|w| w.starts_with("127.0.0.1:"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
+        let mut out = BufReader::new(child.stdout.as_mut().expect("stdout"));
+        let mut admin = None;
+        let addr = loop {
+            let mut line = String::new();
+            let read = out.read_line(&mut line).expect("a line");
+            assert!(read > 0, "serve ended before it listened");
+            if let Some(a) = line.strip_prefix("metrics on http://") {
+                admin = Some(a.trim().trim_end_matches("/metrics").to_owned());
+                continue;
+            }
+            break line
+                .split_whitespace()
+                .find(|w| w.starts_with("127.0.0.1:"))
+                .unwrap_or_else(|| panic!("no address in {line:?}"))
+                .to_owned();
+        };
         Self {
             child,
             url: format!("http://{addr}"),
             data: data.to_path_buf(),
+            admin,
         }
+    }
+
+    /// Events this server has appended so far, by its admin port's
+    /// `threshold_events_appended_total` (every category and country).
+    pub(crate) fn appended(&self) -> u64 {
+        use std::io::{Read as _, Write as _};
+        let admin = self.admin.as_deref().expect("served with --admin");
+        let mut conn = std::net::TcpStream::connect(admin).expect("admin port");
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("request");
+        let mut body = String::new();
+        conn.read_to_string(&mut body).expect("response");
+        body.lines()
+            .filter(|l| l.starts_with("threshold_events_appended_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// Its data directory, as the CLI's --data.
