@@ -91,6 +91,13 @@ pub struct Decision<'a, A: Aggregate, N = ()> {
     chained: bool,
     cache: Option<&'a dyn Cache<A, N>>,
     note: fn(&A::Event) -> N,
+    /// The first read may be [`EventLog::read_stream_recent`].
+    recent: bool,
+    /// The state [`Decision::next`] gave last may lack other writers'
+    /// latest events (it came from the cache or a recent read).
+    maybe_behind: bool,
+    /// The next read goes to the log's [`EventLog::read_stream`].
+    fresh: bool,
 }
 
 impl<'a, A: Aggregate> Decision<'a, A, ()> {
@@ -104,6 +111,9 @@ impl<'a, A: Aggregate> Decision<'a, A, ()> {
             chained: false,
             cache: None,
             note: |_| (),
+            recent: false,
+            maybe_behind: false,
+            fresh: false,
         }
     }
 
@@ -119,6 +129,9 @@ impl<'a, A: Aggregate> Decision<'a, A, ()> {
             chained: self.chained,
             cache: None,
             note,
+            recent: self.recent,
+            maybe_behind: false,
+            fresh: false,
         }
     }
 }
@@ -149,6 +162,30 @@ where
         self
     }
 
+    /// Reads the stream first with [`EventLog::read_stream_recent`] (on
+    /// Kafka, without a round trip to the broker); after a conflict, or
+    /// once [`Decision::confirm`] asked, with [`EventLog::read_stream`].
+    /// For a caller whose refusals call `confirm` first.
+    pub fn recent(mut self) -> Self {
+        self.recent = true;
+        self
+    }
+
+    /// Before refusing on the state [`Decision::next`] gave last: `true`
+    /// when that state may lack other writers' latest events (it came from
+    /// the cache or a recent read), and then the next `next` reads the
+    /// stream from the log, not counted as a retry; decide again on it.
+    /// `false` when the state was read from the log: refuse.
+    pub fn confirm(&mut self) -> bool {
+        if !self.maybe_behind {
+            return false;
+        }
+        self.maybe_behind = false;
+        self.fresh = true;
+        self.tried = self.tried.saturating_sub(1);
+        true
+    }
+
     /// The stream to decide on next: the cached state, or the stream read
     /// back; `None` once every retry is spent.
     pub async fn next(&mut self) -> Result<Option<Known<A, N>>, Error> {
@@ -156,10 +193,20 @@ where
             return Ok(None);
         }
         self.tried += 1;
-        if let Some(known) = self.cache.and_then(|c| c.get(self.stream)) {
+        let fresh = std::mem::take(&mut self.fresh);
+        if !fresh && let Some(known) = self.cache.and_then(|c| c.get(self.stream)) {
+            self.maybe_behind = true;
             return Ok(Some(known));
         }
-        let history = self.log.read_stream(self.stream, 0, usize::MAX).await?;
+        // Only the first read: after a conflict the stream is read fresh.
+        self.maybe_behind = self.recent && !fresh && self.tried == 1;
+        let history = if self.maybe_behind {
+            self.log
+                .read_stream_recent(self.stream, 0, usize::MAX)
+                .await?
+        } else {
+            self.log.read_stream(self.stream, 0, usize::MAX).await?
+        };
         let mut known = Known {
             state: A::default(),
             version: history.last().map_or(0, |r| r.stream_version),
@@ -455,5 +502,142 @@ mod tests {
         let k = kept.get(&s).expect("kept");
         assert_eq!(k.version, 3);
         assert_eq!(k.state.plan_version, 3);
+    }
+
+    /// A real log that counts which of its reads a decision asked for.
+    struct Reads {
+        log: EmbeddedLog,
+        recent: std::sync::atomic::AtomicU32,
+        fresh: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl EventLog for Reads {
+        async fn append(
+            &self,
+            stream: &StreamId,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+        ) -> crate::Result<crate::AppendOutcome> {
+            self.log.append(stream, expected, events).await
+        }
+        async fn read_stream(
+            &self,
+            stream: &StreamId,
+            after: u64,
+            max: usize,
+        ) -> crate::Result<Vec<RecordedEvent>> {
+            self.fresh
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.log.read_stream(stream, after, max).await
+        }
+        async fn read_stream_recent(
+            &self,
+            stream: &StreamId,
+            after: u64,
+            max: usize,
+        ) -> crate::Result<Vec<RecordedEvent>> {
+            self.recent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.log.read_stream(stream, after, max).await
+        }
+        async fn read_all(
+            &self,
+            after: crate::Position,
+            max: usize,
+        ) -> crate::Result<Vec<RecordedEvent>> {
+            self.log.read_all(after, max).await
+        }
+        async fn head(&self) -> crate::Result<crate::Position> {
+            self.log.head().await
+        }
+        fn subscribe(&self, after: crate::Position) -> crate::Subscription {
+            self.log.subscribe(after)
+        }
+    }
+
+    impl Reads {
+        fn counts(&self) -> (u32, u32) {
+            use std::sync::atomic::Ordering::Relaxed;
+            (self.recent.load(Relaxed), self.fresh.load(Relaxed))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recent_read_is_confirmed_on_the_log_before_a_refusal_and_not_after_a_conflict() {
+        let (_dir, log) = log();
+        let log = Reads {
+            log,
+            recent: Default::default(),
+            fresh: Default::default(),
+        };
+        let s = stream();
+        decide::<Route>(&log, &s, &plan(&["SE-1"]), fresh)
+            .await
+            .expect("decided");
+        let before = log.counts();
+        // One retry only: confirming does not spend it.
+        let mut d = Decision::<Route>::new(&log, &s).retries(1).recent();
+        let known = d.next().await.expect("read").expect("a state");
+        assert_eq!(known.version, 1);
+        assert_eq!(log.counts().0 - before.0, 1, "the first read is recent");
+        assert!(d.confirm(), "a recent read may be behind: confirm it");
+        let known = d
+            .next()
+            .await
+            .expect("read")
+            .expect("confirming spends no retry");
+        assert_eq!(known.version, 1);
+        assert_eq!(log.counts().1 - before.1, 1, "confirmed on read_stream");
+        assert!(!d.confirm(), "read from the log: refuse on it");
+
+        // A conflict after a recent read: the next read is from the log.
+        let mut d = Decision::<Route>::new(&log, &s).recent();
+        let stale = d.next().await.expect("read").expect("a state");
+        decide::<Route>(&log, &s, &plan(&["SE-2"]), fresh)
+            .await
+            .expect("another writer");
+        let decided: Vec<_> = stale
+            .state
+            .decide(&plan(&["SE-3"]))
+            .expect("decided")
+            .into_iter()
+            .map(|e| {
+                let n = NewEvent::new(EventId::new(), &Route::into_domain(e.clone()), Utc::now());
+                (e, n)
+            })
+            .collect();
+        assert!(!decided.is_empty());
+        assert!(d.append(stale, decided).await.expect("append").is_none());
+        let counts = log.counts();
+        let known = d.next().await.expect("read").expect("a state");
+        assert_eq!(known.version, 2);
+        assert_eq!(
+            log.counts(),
+            (counts.0, counts.1 + 1),
+            "after a conflict: read_stream"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_on_a_cached_state_is_confirmed_on_the_log_first() {
+        let (_dir, log) = log();
+        let kept = Kept::default();
+        let s = stream();
+        Decision::<Route>::new(&log, &s)
+            .cached(&kept)
+            .run(&plan(&["SE-1"]), fresh)
+            .await
+            .expect("decided");
+        decide::<Route>(&log, &s, &plan(&["SE-2"]), fresh)
+            .await
+            .expect("another writer");
+        let mut d = Decision::<Route>::new(&log, &s).retries(1).cached(&kept);
+        let cached = d.next().await.expect("read").expect("a state");
+        assert_eq!(cached.version, 1, "the cache is behind");
+        assert!(d.confirm());
+        let known = d.next().await.expect("read").expect("a state");
+        assert_eq!(known.version, 2, "read past the cache");
+        assert!(!d.confirm());
     }
 }

@@ -82,6 +82,25 @@ pub trait EventLog: Send + Sync + 'static {
         max: usize,
     ) -> Result<Vec<RecordedEvent>>;
 
+    /// [`EventLog::read_stream`] for a caller that decides on what it reads
+    /// and appends with the expected version: it may lack the events other
+    /// processes appended in the last moments, never one this process had
+    /// acknowledged. On Kafka it reads the process's replica without first
+    /// asking the broker where the partition ends (a round trip); a log of
+    /// one process gives what `read_stream` gives.
+    ///
+    /// What it lacks makes the caller's append conflict, and the caller
+    /// decides again on `read_stream`; a caller about to refuse on it reads
+    /// again with `read_stream` first ([`Decision::recent`]).
+    async fn read_stream_recent(
+        &self,
+        stream: &StreamId,
+        after_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.read_stream(stream, after_version, max).await
+    }
+
     /// Up to `max` events of the whole log with a position greater than
     /// `after`, in position order.
     async fn read_all(&self, after: Position, max: usize) -> Result<Vec<RecordedEvent>>;

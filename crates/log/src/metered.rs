@@ -93,6 +93,17 @@ impl EventLog for Metered {
         self.log.read_stream(stream, after_version, max).await
     }
 
+    async fn read_stream_recent(
+        &self,
+        stream: &StreamId,
+        after_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.log
+            .read_stream_recent(stream, after_version, max)
+            .await
+    }
+
     async fn read_all(&self, after: Position, max: usize) -> Result<Vec<RecordedEvent>> {
         self.log.read_all(after, max).await
     }

@@ -558,7 +558,8 @@ async fn handle(
     let mut decision = Decision::<Parcel>::new(log, &checked.stream)
         .noting(attempt_of)
         .retries(CONFLICT_RETRIES)
-        .cached(cache);
+        .cached(cache)
+        .recent();
     while let Some(known) = decision.next().await.map_err(status)? {
         if let Some((position, attempt)) = known.ids.get(&checked.event_id) {
             return Ok(ack(
@@ -599,6 +600,11 @@ async fn handle(
         };
         let state = &known.state;
         let events = match state.decide(&checked.command) {
+            // Refused, or nothing to write, on a state that may lack
+            // another process's latest events: decide again on the stream
+            // as the log holds it.
+            Ok(events) if events.is_empty() && decision.confirm() => continue,
+            Err(_) if decision.confirm() => continue,
             Ok(events) => events,
             Err(DomainError::Invalid { field: f, reason }) => {
                 return Ok(refusal(e, Code::InvalidArgument, format!("{f}: {reason}")));

@@ -281,9 +281,16 @@ async fn decide(
     seal_address(vault, &mut parcel, &stream, country)?;
     let partner = parcel.partner_id.clone();
     let command = Command::Manifest(Box::new(parcel));
-    let mut decision = Decision::<Parcel>::new(log, &stream).retries(CONFLICT_RETRIES);
+    let mut decision = Decision::<Parcel>::new(log, &stream)
+        .retries(CONFLICT_RETRIES)
+        .recent();
     while let Some(known) = decision.next().await? {
         let events = match known.state.decide(&command) {
+            // Refused, or nothing to write, on a state that may lack
+            // another process's latest events: decide again on the stream
+            // as the log holds it.
+            Ok(events) if events.is_empty() && decision.confirm() => continue,
+            Err(_) if decision.confirm() => continue,
             Ok(events) => events,
             Err(DomainError::AlreadyExists(what)) => {
                 return refuse(

@@ -225,6 +225,21 @@ impl EventLog for KafkaLog {
             .await
     }
 
+    /// The replica as it is: every append this process acknowledged is in
+    /// it (an append is answered once the replica took it back), other
+    /// processes' latest may not be yet.
+    async fn read_stream_recent(
+        &self,
+        stream: &StreamId,
+        after_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.inner
+            .replica
+            .read_stream(stream, after_version, max)
+            .await
+    }
+
     async fn read_all(&self, after: Position, max: usize) -> Result<Vec<RecordedEvent>> {
         self.inner.replica.read_all(after, max).await
     }

@@ -18,7 +18,11 @@
 //!   hold what Kafka held in the stream's partition when called, and `head`
 //!   the same for every partition, so a read sees every append acknowledged
 //!   before it, in any process. `read_all` and `subscribe` follow the
-//!   replica as it goes.
+//!   replica as it goes, and so does `read_stream_recent`, a decision's
+//!   first read: it holds every append this process acknowledged, may lack
+//!   other processes' last few milliseconds, and costs no round trip to the
+//!   broker; what it lacks makes the decision's append conflict
+//!   ([`crate::Decision::recent`]).
 //! - **Positions are the process's own.** The replica numbers events in the
 //!   order it stored them; two processes may number the same events
 //!   differently. Stream versions and event ids are the same everywhere:

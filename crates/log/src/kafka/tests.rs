@@ -320,3 +320,61 @@ async fn appends_without_an_expected_version_from_two_processes_all_land() {
         "each append was told its own version"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recent_read_holds_every_append_of_its_process_and_what_it_lacks_conflicts() {
+    // Two processes take turns appending to one stream, each deciding on a
+    // recent read (no round trip to the broker), as a handheld's first read
+    // does: what a recent read lacks of the other process's appends makes
+    // the append conflict, and a read from the log puts it right.
+    let kafka = Kafka::new();
+    let a = kafka.process("a").await;
+    let b = kafka.process("b").await;
+    let stream = parcel(3);
+    let mut behind = 0;
+    for round in 0..30u32 {
+        let writer = if round % 2 == 0 { &a } else { &b };
+        let mut read = writer
+            .read_stream_recent(&stream, 0, 1000)
+            .await
+            .expect("recent read");
+        let mut stored = false;
+        for _ in 0..2 {
+            match writer
+                .append(
+                    &stream,
+                    ExpectedVersion::Exactly(read.len() as u64),
+                    vec![failed_attempt(round)],
+                )
+                .await
+            {
+                Ok(out) => {
+                    assert_eq!(out.stream_version, u64::from(round) + 1);
+                    stored = true;
+                    break;
+                }
+                Err(Error::Conflict { .. }) => {
+                    behind += 1;
+                    read = writer.read_stream(&stream, 0, 1000).await.expect("read");
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert!(stored, "round {round}: stored after reading from the log");
+        let own = writer
+            .read_stream_recent(&stream, 0, 1000)
+            .await
+            .expect("recent read");
+        assert_eq!(
+            own.len() as u64,
+            u64::from(round) + 1,
+            "round {round}: a recent read holds what its process acknowledged"
+        );
+    }
+    println!("{behind} of 30 recent reads lacked the other process's last append");
+    let all = a.read_stream(&stream, 0, 1000).await.expect("read");
+    assert_eq!(
+        all.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+        (1..=30).collect::<Vec<u64>>()
+    );
+}
