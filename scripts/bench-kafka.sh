@@ -2,7 +2,8 @@
 # make bench-kafka: in one run against one test broker, the plain librdkafka
 # peer (crates/log/benches/kafka_peer.rs) and `threshold serve --log kafka://`
 # under threshold-load (maximum, then open loop at 2,000 events/s); prints
-# both rates and their ratio, writes target/bench/kafka_*.json.
+# both rates and their ratio, and the peer's latencies at 2,000 records/s
+# beside Threshold's; writes target/bench/kafka_*.json.
 #
 # Run through the test broker: scripts/test-broker.sh run scripts/bench-kafka.sh
 set -euo pipefail
@@ -58,10 +59,17 @@ summary = {
     "open_2k_events_per_s": rate(open2k),
     "open_2k_p99_ms": p99(open2k),
     "target_open_2k_p99_ms": 50,
+    # The same rate from the plain client: its acknowledgement, and its
+    # send-to-read-back (the floor under an append answered on read-back).
+    "peer_open_2k_ack_p99_ms": peer["open_loop"]["ack_ms"]["p99"],
+    "peer_open_2k_read_back_p99_ms": peer["open_loop"]["read_back_ms"]["p99"],
 }
 json.dump(summary, open(f"{out}/kafka.json", "w"), indent=2)
 print(f"peer {summary['peer_records_per_s']:.0f} records/s; threshold {summary['threshold_events_per_s']:.0f} events/s; "
       f"ratio {100*ratio:.2f}% (target 25%); open loop 2,000/s: {summary['open_2k_events_per_s']:.0f} events/s, "
-      f"p99 {summary['open_2k_p99_ms']} ms (target 50 ms)")
+      f"p99 {summary['open_2k_p99_ms']} ms (target 50 ms); the plain client at 2,000/s: "
+      f"acknowledged p99 {summary['peer_open_2k_ack_p99_ms']:.1f} ms, read back p99 "
+      f"{summary['peer_open_2k_read_back_p99_ms']:.1f} ms; Threshold's p99 / the client's read-back p99: "
+      f"{summary['open_2k_p99_ms'] / summary['peer_open_2k_read_back_p99_ms']:.2f}")
 print(f"wrote {out}/kafka.json")
 PY

@@ -6,6 +6,16 @@
 //! bytes (default 200,000), keyed over 12 partitions of a fresh topic, while
 //! a consumer reads every record back; the rate is records acknowledged
 //! *and* read back per second, from the first send to the last record read.
+//!
+//! Then the latency floor at a steady rate: the same producer sends
+//! `PEER_RATE` records/s (default 2,000) for `PEER_SECONDS` (default 10) to
+//! a second topic, with the producer's linger (1 ms) and the consumer's
+//! fetch wait (10 ms) Threshold's log uses, and a consumer reads them back;
+//! each record's acknowledgement latency and its send-to-read latency are
+//! measured. An append to Threshold's Kafka log is answered after both (the
+//! broker's acknowledgement, then its own replica reading it back), so the
+//! second is the floor under its acknowledgement at that rate.
+//!
 //! Writes `target/bench/kafka_peer.json` (or `PEER_OUT`).
 //!
 //! `cargo bench -p threshold-log --features kafka --bench kafka_peer`, with
@@ -17,7 +27,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 12;
 const RECORD_BYTES: usize = 200;
@@ -104,6 +116,15 @@ async fn main() {
         "peer: {records} records of {RECORD_BYTES} bytes over {PARTITIONS} partitions, idempotent \
          acks=all: acknowledged in {acked:.2} s, read back in {seconds:.2} s: {rate:.0} records/s"
     );
+    let rate_asked: u64 = env_or("PEER_RATE", 2_000);
+    let open_seconds: u64 = env_or("PEER_SECONDS", 10);
+    let open = open_loop(&admin, &brokers, &topic, rate_asked, open_seconds).await;
+    println!(
+        "peer at {rate_asked} records/s for {open_seconds} s (linger 1 ms, fetch wait 10 ms): \
+         acknowledged p50 {:.2} ms, p99 {:.2} ms; read back p50 {:.2} ms, p99 {:.2} ms",
+        open.ack.0, open.ack.1, open.read_back.0, open.read_back.1
+    );
+
     let target = std::env::var("CARGO_TARGET_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target").to_owned());
     let out_dir = std::path::Path::new(&target).join("bench");
@@ -116,10 +137,161 @@ async fn main() {
         "acknowledged_seconds": acked,
         "read_back_seconds": seconds,
         "records_per_s": rate,
+        "open_loop": {
+            "records_per_s": rate_asked,
+            "seconds": open_seconds,
+            "records": open.records,
+            "ack_ms": { "p50": open.ack.0, "p99": open.ack.1 },
+            "read_back_ms": { "p50": open.read_back.0, "p99": open.read_back.1 },
+        },
     });
     let path = std::env::var("PEER_OUT")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| out_dir.join("kafka_peer.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json")).expect("write json");
     println!("wrote {}", path.display());
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// Latencies at a steady rate: (p50, p99) in milliseconds.
+struct OpenLoop {
+    records: usize,
+    ack: (f64, f64),
+    read_back: (f64, f64),
+}
+
+fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() as f64 * q) as usize).min(ms.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+/// Sends `rate` records/s for `seconds` to a fresh topic, each carrying the
+/// instant it was sent, and times its acknowledgement and its reading back.
+async fn open_loop(
+    admin: &AdminClient<DefaultClientContext>,
+    brokers: &str,
+    topic: &str,
+    rate: u64,
+    seconds: u64,
+) -> OpenLoop {
+    let topic = format!("{topic}.open");
+    admin
+        .create_topics(
+            &[NewTopic::new(
+                &topic,
+                PARTITIONS,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topic");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .create()
+        .expect("producer");
+    // Every partition assigned from the start, as Threshold's replica is.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}.reader"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("consumer");
+    let mut all = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        all.add_partition_offset(&topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&all).expect("assign");
+    let clock = Instant::now();
+    let warm = 200usize;
+    let total = warm + (rate * seconds) as usize;
+    let reader = tokio::spawn(async move {
+        let mut read_back = Vec::with_capacity(total);
+        while read_back.len() < total {
+            match tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    let now = clock.elapsed().as_micros() as u64;
+                    let p = m.payload().expect("a payload");
+                    let sent = u64::from_le_bytes(p[..8].try_into().expect("8 bytes"));
+                    read_back.push((p[8] == 1, now.saturating_sub(sent) as f64 / 1000.0));
+                }
+                Ok(Err(e)) => panic!("reading: {e}"),
+                Err(_) => panic!("no record for 60 s after {} of {total}", read_back.len()),
+            }
+        }
+        read_back
+    });
+    let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(total)));
+    let mut sent = 0usize;
+    let mut pending = Vec::with_capacity(total);
+    // A warm-up (connections, metadata, the first fetches), then the rate.
+    let mut started: Option<Instant> = None;
+    while sent < total {
+        let due = match started {
+            None => warm,
+            Some(at) => {
+                warm + ((at.elapsed().as_secs_f64() * rate as f64) as usize).min(total - warm)
+            }
+        };
+        while sent < due {
+            let mut payload = vec![b'x'; RECORD_BYTES];
+            let at = clock.elapsed().as_micros() as u64;
+            payload[..8].copy_from_slice(&at.to_le_bytes());
+            let timed = sent >= warm;
+            payload[8] = u8::from(timed);
+            let key = format!("parcel/SE-{:08}", sent % 10_000);
+            let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+            let delivery = producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("the producer's queue has room at this rate");
+            let acks = std::sync::Arc::clone(&acks);
+            pending.push(tokio::spawn(async move {
+                delivery
+                    .await
+                    .expect("producer closed")
+                    .expect("acknowledged");
+                if timed {
+                    let ms =
+                        (clock.elapsed().as_micros() as u64).saturating_sub(at) as f64 / 1000.0;
+                    acks.lock().expect("lock").push(ms);
+                }
+            }));
+            sent += 1;
+        }
+        if started.is_none() {
+            for p in pending.drain(..) {
+                p.await.expect("warm-up");
+            }
+            started = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for p in pending {
+        p.await.expect("delivery");
+    }
+    let read_back = reader.await.expect("reader");
+    let acks = std::mem::take(&mut *acks.lock().expect("lock"));
+    OpenLoop {
+        records: acks.len(),
+        ack: percentiles(acks),
+        read_back: percentiles(
+            read_back
+                .into_iter()
+                .filter_map(|(timed, ms)| timed.then_some(ms))
+                .collect(),
+        ),
+    }
 }
