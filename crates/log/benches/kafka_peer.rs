@@ -38,27 +38,14 @@ const RECORD_BYTES: usize = 200;
 async fn main() {
     let brokers = std::env::var("THRESHOLD_TEST_KAFKA")
         .expect("THRESHOLD_TEST_KAFKA=host:port names the broker (scripts/test-broker.sh run)");
-    let records: usize = std::env::var("PEER_RECORDS")
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(200_000);
+    let records = env_or("PEER_RECORDS", 200_000) as usize;
     let topic = format!("peer.{}", std::process::id());
 
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()
         .expect("admin client");
-    admin
-        .create_topics(
-            &[NewTopic::new(
-                &topic,
-                PARTITIONS,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create topic");
+    create_topic(&admin, &topic).await;
 
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -68,12 +55,7 @@ async fn main() {
         .create()
         .expect("consumer");
     consumer.subscribe(&[&topic]).expect("subscribe");
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()
-        .expect("producer");
+    let producer: FutureProducer = producer(&brokers).create().expect("producer");
 
     let payload = vec![b'x'; RECORD_BYTES];
     let started = Instant::now();
@@ -152,6 +134,27 @@ async fn main() {
     println!("wrote {}", path.display());
 }
 
+/// The peer's topic: `PARTITIONS` partitions, replication factor 1.
+async fn create_topic(admin: &AdminClient<DefaultClientContext>, topic: &str) {
+    admin
+        .create_topics(
+            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topic");
+}
+
+/// The plain client's producer: idempotent, `acks=all`.
+fn producer(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    config
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -182,21 +185,8 @@ async fn open_loop(
     seconds: u64,
 ) -> OpenLoop {
     let topic = format!("{topic}.open");
-    admin
-        .create_topics(
-            &[NewTopic::new(
-                &topic,
-                PARTITIONS,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create topic");
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
+    create_topic(admin, &topic).await;
+    let producer: FutureProducer = producer(brokers)
         .set("linger.ms", "1")
         .create()
         .expect("producer");
