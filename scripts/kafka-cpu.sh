@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Where the CPU goes at the maximum: `threshold serve` on the Kafka log and on
+# the embedded log under threshold-load (64 streams, window 16, or SHAPES),
+# each process's share of a core and CPU per event over 10 s of the run
+# (from /proc), and the server's threads by name. The embedded run is the
+# Kafka run's peer: the same server and load without the broker.
+#
+#   scripts/test-broker.sh run scripts/kafka-cpu.sh
+#   SHAPES="64x16 64x48 128x32" scripts/test-broker.sh run scripts/kafka-cpu.sh
+#
+# THRESHOLD_BIN=DIR runs another build's binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${THRESHOLD_TEST_KAFKA:?run through scripts/test-broker.sh run}"
+if [ -n "${THRESHOLD_BIN:-}" ]; then
+    bin=$THRESHOLD_BIN
+else
+    cargo build --release -q -p threshold -p threshold-load
+    bin=${CARGO_TARGET_DIR:-target}/release
+fi
+tansu=$(pgrep -f "tansu broker --listener-url tcp://${THRESHOLD_TEST_KAFKA}" | head -1)
+hz=$(getconf CLK_TCK)
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+threads() {
+    for t in /proc/"$1"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done |
+        awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort
+}
+for shape in ${SHAPES:-64x16}; do
+    streams=${shape%x*} window=${shape#*x}
+    declare -A rates=() costs=()
+    for mode in kafka embedded; do
+        data=$(mktemp -d)
+        port=$((50800 + RANDOM % 100))
+        log=()
+        [ "$mode" = kafka ] && log=(--log "kafka://$THRESHOLD_TEST_KAFKA" --name "cpu-$$-$shape")
+        "$bin/threshold" serve --data "$data" --listen "127.0.0.1:$port" "${log[@]}" >"$data/serve.log" 2>&1 &
+        server=$!
+        for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
+        "$bin/threshold-load" --server "http://127.0.0.1:$port" --data "$data" --streams "$streams" \
+            --window "$window" --parcels 5000 --seconds 16 --out "$data/load.json" >"$data/load.out" 2>&1 &
+        load=$!
+        # Measured after planning (untimed) and two seconds of the run.
+        for _ in $(seq 1200); do grep -q planned "$data/load.out" 2>/dev/null && break; sleep 0.1; done
+        sleep 2
+        s0=$(ticks $server) l0=$(ticks $load) t0=$(ticks "$tansu")
+        threads $server >"$data/threads0"
+        sleep 10
+        s1=$(ticks $server) l1=$(ticks $load) t1=$(ticks "$tansu")
+        threads $server >"$data/threads1"
+        wait $load
+        rate=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['events_per_s'])" "$data/load.json")
+        echo "== $mode, $streams streams x window $window: $(grep acknowledged "$data/load.out")"
+        for p in "server $s0 $s1" "load-generator $l0 $l1" "tansu $t0 $t1"; do
+            set -- $p
+            awk -v n="$1" -v a="$2" -v b="$3" -v hz="$hz" -v r="$rate" \
+                'BEGIN {c=(b-a)/hz/10; printf "  %-15s %4.0f%% of a core, %4.0f us of CPU per event\n", n, 100*c, 1e6*c/r}'
+        done
+        rates[$mode]=$rate
+        costs[$mode]=$(awk -v a="$s0" -v b="$s1" -v hz="$hz" -v r="$rate" 'BEGIN {print 1e6*(b-a)/hz/10/r}')
+        echo "  server threads:"
+        join "$data/threads0" "$data/threads1" |
+            awk -v hz="$hz" '{c=($3-$2)/hz/10; if (c >= 0.01) printf "    %-24s %4.0f%%\n", $1, 100*c}' | sort -k2 -nr
+        kill -INT $server
+        sleep 3
+        kill -9 $server 2>/dev/null || true
+        rm -rf "$data"
+    done
+    awk -v rk="${rates[kafka]}" -v re="${rates[embedded]}" -v ck="${costs[kafka]}" -v ce="${costs[embedded]}" \
+        'BEGIN {printf "kafka / embedded: %.2f of the rate, %.2f times the server CPU per event\n", rk/re, ck/ce}'
+done
