@@ -225,6 +225,38 @@ async fn valid_events_after_a_refused_one_land() {
 }
 
 #[tokio::test]
+async fn reports_on_a_parcel_its_driver_already_delivered_are_refused_each_time_and_store_nothing()
+{
+    // The route's own driver, so custody lets them through to the parcel's
+    // state: each is decided on the state the service kept after the
+    // delivery, confirmed on the log before it is refused, and refused.
+    let server = serve().await;
+    let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
+    let a = hh.send(&event("drv-1", 1, "SE-1", delivered())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+    let stored = history(&server, "SE-1").await;
+    for seq in 2..22 {
+        let report = if seq % 2 == 0 {
+            not_home()
+        } else {
+            delivered()
+        };
+        let a = hh.send(&event("drv-1", seq, "SE-1", report)).await;
+        assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
+        assert_ne!(a.code, tonic::Code::Ok as i32, "{a:?}");
+        assert_eq!((a.sequence, a.position, a.attempt), (seq, 0, 0));
+    }
+    assert_eq!(
+        history(&server, "SE-1").await,
+        stored,
+        "nothing more stored"
+    );
+    // The stream still takes its driver's valid reports.
+    let a = hh.send(&event("drv-1", 22, "SE-2", not_home())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+}
+
+#[tokio::test]
 async fn a_replan_hands_a_parcel_to_the_new_routes_driver() {
     let server = serve().await;
     let log = server.log();
