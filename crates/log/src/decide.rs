@@ -304,7 +304,13 @@ where
         A::Event: Clone,
     {
         while let Some(known) = self.next().await? {
-            let events = known.state.decide(command)?;
+            let events = match known.state.decide(command) {
+                // Refused, or nothing to write, on a state that may lack
+                // another writer's latest events: decide again on the log's.
+                Ok(events) if events.is_empty() && self.confirm() => continue,
+                Err(_) if self.confirm() => continue,
+                decided => decided?,
+            };
             let decided: Vec<(A::Event, NewEvent)> = events
                 .into_iter()
                 .map(|e| {
@@ -639,5 +645,27 @@ mod tests {
         let known = d.next().await.expect("read").expect("a state");
         assert_eq!(known.version, 2, "read past the cache");
         assert!(!d.confirm());
+    }
+
+    #[tokio::test]
+    async fn run_confirms_a_cached_command_in_effect_before_deciding_nothing() {
+        let (_dir, log) = log();
+        let kept = Kept::default();
+        let s = stream();
+        Decision::<Route>::new(&log, &s)
+            .cached(&kept)
+            .run(&plan(&["SE-1"]), fresh)
+            .await
+            .expect("decided");
+        decide::<Route>(&log, &s, &plan(&["SE-2"]), fresh)
+            .await
+            .expect("another writer");
+        // The cache says the SE-1 plan is in effect; the log says SE-2 is.
+        let again = Decision::<Route>::new(&log, &s)
+            .cached(&kept)
+            .run(&plan(&["SE-1"]), fresh)
+            .await
+            .expect("decided");
+        assert_eq!((again.events.len(), again.version), (1, 3), "{again:?}");
     }
 }

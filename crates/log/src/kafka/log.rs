@@ -219,10 +219,7 @@ impl EventLog for KafkaLog {
         let c = slot(stream.category());
         let partition = record::partition(stream, self.inner.partitions[c]);
         self.up_to_date(vec![(c, partition)]).await?;
-        self.inner
-            .replica
-            .read_stream(stream, after_version, max)
-            .await
+        self.read_stream_recent(stream, after_version, max).await
     }
 
     /// The replica as it is: every append this process acknowledged is in
