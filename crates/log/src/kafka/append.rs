@@ -51,9 +51,9 @@ enum Started<'a> {
     Stored(Planned),
     /// One of its events is on its way back from an earlier append.
     InFlight,
-    /// Its new events (ids) were sent.
+    /// Its new events were sent.
     Sent {
-        fresh: Vec<EventId>,
+        flight: Flight<'a>,
         deliveries: Vec<DeliveryFuture>,
         /// Per id of the call: where it was stored already when decided.
         before: Vec<Option<Ack>>,
@@ -72,6 +72,22 @@ pub(super) struct InFlight {
     ids: HashSet<EventId>,
     /// Appends not back yet.
     appends: usize,
+}
+
+/// An append's records on their way back: in flight for their stream
+/// until the guard goes, when the append is answered, fails, or is dropped
+/// (a caller that went away). A resend of them waits only as long as that.
+pub(super) struct Flight<'a> {
+    log: &'a KafkaLog,
+    stream: StreamId,
+    /// The ids of the records sent.
+    pub(super) fresh: Vec<EventId>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.log.landed(&self.stream, &self.fresh);
+    }
 }
 
 /// What the replica made of this process's records on their way back: an
@@ -211,6 +227,7 @@ impl KafkaLog {
         let ids: Vec<EventId> = events.iter().map(|e| e.event_id).collect();
         let mut ours: HashSet<EventId> = HashSet::new();
         let mut round = 0;
+        let mut resent_in_flight: Option<std::time::Instant> = None;
         loop {
             round += 1;
             let fresh = match self
@@ -218,8 +235,20 @@ impl KafkaLog {
                 .await?
             {
                 Started::InFlight => {
-                    // A resend of an event still on its way: answer once it landed.
+                    // A resend of an event still on its way: answer once it
+                    // landed, which the append that sent it waits for no
+                    // longer than a read-back may take.
                     round -= 1;
+                    let since = *resent_in_flight.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > 2 * READ_BACK_TIMEOUT {
+                        return Err(kafka(
+                            "appending",
+                            format!(
+                                "{stream}: an event resent while on its way was not back after {:?}",
+                                2 * READ_BACK_TIMEOUT
+                            ),
+                        ));
+                    }
                     let mut changed = self.inner.progress.changed.subscribe();
                     let _ = tokio::time::timeout(READ_BACK_TIMEOUT, changed.changed()).await;
                     continue;
@@ -227,7 +256,7 @@ impl KafkaLog {
                 // Every event is stored already: a resend.
                 Started::Stored(plan) => return answer(plan, &ids, &ours),
                 Started::Sent {
-                    fresh,
+                    flight,
                     deliveries,
                     before,
                     expected: awaited,
@@ -247,7 +276,9 @@ impl KafkaLog {
                         r
                     }
                     .await;
-                    self.landed(stream, &fresh);
+                    // Back, or failed: no longer in flight.
+                    let fresh = flight.fresh.clone();
+                    drop(flight);
                     back?;
                     // The replica said what became of each record: when all
                     // went in, that is the answer.
@@ -408,7 +439,6 @@ impl KafkaLog {
         let producing = std::time::Instant::now();
         let deliveries = self.send(stream, partition as i32, &fresh).await?;
         self.inner.stages.since(Stage::Produce, producing);
-        let fresh = fresh_ids;
         let mut flights = self
             .inner
             .in_flight
@@ -416,10 +446,15 @@ impl KafkaLog {
             .unwrap_or_else(|p| p.into_inner());
         let f = flights.entry(stream.clone()).or_default();
         (f.version, f.last) = (version, after);
-        f.ids.extend(fresh.iter().copied());
+        f.ids.extend(fresh_ids.iter().copied());
         f.appends += 1;
+        drop(flights);
         Ok(Started::Sent {
-            fresh,
+            flight: Flight {
+                log: self,
+                stream: stream.clone(),
+                fresh: fresh_ids,
+            },
             deliveries,
             before: plan.stored,
             expected: expected_verdicts,
@@ -440,7 +475,8 @@ impl KafkaLog {
         }
     }
 
-    /// An append's records are back (or failed): no longer in flight.
+    /// An append's records are back, failed, or their append was dropped:
+    /// no longer in flight. Only a [`Flight`] going calls it.
     fn landed(&self, stream: &StreamId, fresh: &[EventId]) {
         let mut flights = self
             .inner
