@@ -451,7 +451,7 @@ impl Opened {
     async fn close(self) -> Result<()> {
         match self {
             Opened::Embedded(log) => log.close().await?,
-            Opened::Kafka(log) => log.replica().close().await?,
+            Opened::Kafka(log) => log.close().await?,
         }
         Ok(())
     }
@@ -785,7 +785,7 @@ impl Node {
                 println!("threshold stopped; every acknowledged event is on disk");
             }
             Opened::Kafka(log) => {
-                log.replica().close().await?;
+                log.close().await?;
                 println!("threshold stopped; every acknowledged event is in Kafka");
             }
         }

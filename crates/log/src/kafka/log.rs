@@ -75,7 +75,8 @@ pub(super) struct Inner {
     pub(super) ends: Mutex<Option<(std::time::Instant, Arc<Vec<Vec<i64>>>)>>,
     /// Where appends' and reads' time goes.
     pub(super) stages: Arc<Stages>,
-    tail: tokio::task::JoinHandle<()>,
+    /// The replica's consumer task, until [`KafkaLog::close`] takes it.
+    tail: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     report: tokio::task::JoinHandle<()>,
 }
 
@@ -91,7 +92,9 @@ impl std::fmt::Debug for Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.tail.abort();
+        if let Some(tail) = self.tail.get_mut().ok().and_then(Option::take) {
+            tail.abort();
+        }
         self.report.abort();
     }
 }
@@ -146,7 +149,7 @@ impl KafkaLog {
                 ends_client,
                 ends: Mutex::new(None),
                 stages,
-                tail,
+                tail: std::sync::Mutex::new(Some(tail)),
                 report,
             }),
         };
@@ -154,6 +157,19 @@ impl KafkaLog {
         // first read.
         log.up_to_date(log.all_partitions()).await?;
         Ok(log)
+    }
+
+    /// Stops taking records into the replica and closes it: what it
+    /// stored is on disk, and a record it had not stored is read again at
+    /// the next start (its offset was not committed). Reads and appends
+    /// fail after this.
+    pub async fn close(&self) -> Result<()> {
+        let tail = self.inner.tail.lock().ok().and_then(|mut t| t.take());
+        if let Some(tail) = tail {
+            tail.abort();
+            let _ = tail.await;
+        }
+        self.inner.replica.close().await
     }
 
     /// The replica this process reads from.

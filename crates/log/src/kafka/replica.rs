@@ -149,7 +149,7 @@ pub(super) async fn assign(
 
 /// The replica's consumer: takes records in batches, stores each batch in
 /// the replica (one append per stream, streams side by side), then commits
-/// the offsets. Runs until the log is dropped.
+/// the offsets. Runs until the log is closed or dropped.
 pub(super) async fn replicate(
     consumer: Arc<StreamConsumer>,
     replica: EmbeddedLog,

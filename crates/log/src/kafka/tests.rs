@@ -134,6 +134,98 @@ async fn another_process_reads_every_acknowledged_event_from_kafka() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_process_stops_replicating_and_starts_again_at_once_where_it_stopped() {
+    let kafka = Kafka::new();
+    let first = kafka.process("p").await;
+    for n in 0..50u32 {
+        first
+            .append(&parcel(n % 7), ExpectedVersion::Any, vec![failed_attempt(n)])
+            .await
+            .expect("append");
+    }
+    first.close().await.expect("close");
+    let refused = first
+        .append(&parcel(0), ExpectedVersion::Any, vec![failed_attempt(99)])
+        .await;
+    assert!(refused.is_err(), "a closed log appends nothing: {refused:?}");
+    // Its replica is free at once (no wait for a lock), holds the 50, and
+    // the process goes on from there.
+    let again = KafkaLog::open(kafka.options("p"))
+        .await
+        .expect("reopen at once");
+    assert_eq!(again.head().await.expect("head"), Position(50));
+    let out = again
+        .append(&parcel(0), ExpectedVersion::Any, vec![failed_attempt(50)])
+        .await
+        .expect("append after the restart");
+    assert_eq!(out.stream_version, 9, "parcel 0 had 8 events");
+    assert_eq!(again.head().await.expect("head"), Position(51));
+    drop(first);
+    again.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_after_its_caller_went_away_mid_append_is_answered_and_stored_once() {
+    // A handheld's connection drops while its events are on their way to
+    // Kafka: the server drops the append's future after the records were
+    // sent, before they were read back. The handheld sends them again.
+    let kafka = Kafka::new();
+    let log = kafka.process("p").await;
+    let stream = parcel(1);
+    let in_flight = |log: &KafkaLog| {
+        log.inner
+            .in_flight
+            .lock()
+            .expect("in flight")
+            .contains_key(&stream)
+    };
+    let mut dropped = None;
+    for n in 0..20u32 {
+        let event = failed_attempt(n);
+        let append = log.append(&stream, ExpectedVersion::Any, vec![event.clone()]);
+        tokio::pin!(append);
+        let sent = loop {
+            tokio::select! {
+                biased;
+                answered = &mut append => {
+                    answered.expect("append");
+                    break false;
+                }
+                _ = tokio::time::sleep(Duration::from_micros(200)) => {
+                    if in_flight(&log) {
+                        break true;
+                    }
+                }
+            }
+        };
+        if sent {
+            dropped = Some(event);
+            break;
+        }
+    }
+    let event = dropped.expect("an append caught on its way back in 20 tries");
+    assert!(!in_flight(&log), "a dropped append is no longer in flight");
+    let resent = tokio::time::timeout(
+        Duration::from_secs(20),
+        log.append(&stream, ExpectedVersion::Any, vec![event.clone()]),
+    )
+    .await
+    .expect("the resend is answered, not left waiting for the dropped append")
+    .expect("the resend");
+    assert_eq!(resent.acks.len(), 1);
+    let stored = log.read_stream(&stream, 0, 100).await.expect("read");
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|e| e.event.event_id == event.event_id)
+            .count(),
+        1,
+        "stored once"
+    );
+    assert_eq!(resent.stream_version, stored.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_carry_cloudevents_headers_that_any_client_reads() {
     let kafka = Kafka::new();
     let log = kafka.process("writer").await;
