@@ -61,10 +61,9 @@ fn a_broker_restarted_mid_day_loses_no_acknowledged_event() {
     let broker = own_broker(&broker_dir, port);
     let server = deployment.serve_with("all", "all", "127.0.0.1:0", &["--admin", "127.0.0.1:0"]);
     let mut day = deployment.simulate(&server.url, &[]);
-    let lines = lines_of(&mut day);
     // Routes are planned and the drivers are out: the broker goes down
     // without warning and comes back a second later with what it stored.
-    let mut seen = until_line(&lines, "planned ");
+    day.until_line("planned ");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     drop(broker); // SIGKILL
     std::thread::sleep(std::time::Duration::from_secs(1));
@@ -94,14 +93,9 @@ fn a_broker_restarted_mid_day_loses_no_acknowledged_event() {
         recovered <= std::time::Duration::from_secs(10),
         "appends took {recovered:?} to be acknowledged again after the broker restart"
     );
-    seen.extend(lines.iter());
-    let status = day.wait().expect("simulate");
-    let text = seen.join("\n");
-    assert!(
-        status.success(),
-        "the day survives the restart: {text}\n{}",
-        std::fs::read_to_string(broker_dir.join("tansu.log")).unwrap_or_default()
-    );
+    // The day survives the restart.
+    let text =
+        day.finish_or(|| std::fs::read_to_string(broker_dir.join("tansu.log")).unwrap_or_default());
     assert_eq!(
         day_report(&text),
         demo_report(12),

@@ -20,8 +20,7 @@ async fn consumers_killed_or_stopped_mid_day_leave_nothing_missed_or_counted_twi
         &core.url,
         &[("analytics", &format!("http://{analytics_at}"))],
     );
-    let lines = lines_of(&mut day);
-    let mut seen = until_line(&lines, "planned ");
+    day.until_line("planned ");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // The analytics process dies (SIGKILL: no last commit) and is started
     // again on its replica. A publisher stops (SIGINT: it leaves its group,
@@ -31,10 +30,7 @@ async fn consumers_killed_or_stopped_mid_day_leave_nothing_missed_or_counted_twi
     drop(analytics);
     let analytics = deployment.serve("analytics", "analytics", &analytics_at);
     assert!(first.stop().success());
-    seen.extend(lines.iter());
-    let status = day.wait().expect("simulate");
-    let text = seen.join("\n");
-    assert!(status.success(), "{text}");
+    let text = day.finish();
     // The analytics read model, rebuilt by the restarted process from its
     // replica and Kafka, reports the day as one embedded process does.
     let report = day_report(&text);

@@ -32,17 +32,8 @@ fn the_day_on_kafka_with_a_process_per_service_reports_as_the_embedded_day() {
         .map(|s| (s, url(s)))
         .collect();
     let others: Vec<(&str, &str)> = others.iter().map(|(s, u)| (*s, u.as_str())).collect();
-    let out = deployment
-        .simulate(&url("attempts"), &others)
-        .wait_with_output()
-        .expect("simulate");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let on_kafka = day_report(&String::from_utf8_lossy(&out.stdout));
+    let text = deployment.simulate(&url("attempts"), &others).finish();
+    let on_kafka = day_report(&text);
     assert_eq!(
         on_kafka,
         demo_report(12),

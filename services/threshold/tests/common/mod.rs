@@ -254,8 +254,14 @@ impl Deployment {
     }
 
     /// `threshold simulate` of the sample day, seed 12, with `--server`
-    /// and `--service-url`s as given, its stdout piped.
-    pub(crate) fn simulate(&self, server: &str, service_urls: &[(&str, &str)]) -> Child {
+    /// and `--service-url`s as given.
+    pub(crate) fn simulate(&self, server: &str, service_urls: &[(&str, &str)]) -> Day {
+        Day::new(self.simulate_command(server, service_urls))
+    }
+
+    /// The `threshold simulate` child of [`Deployment::simulate`], its
+    /// stdout and stderr piped.
+    fn simulate_command(&self, server: &str, service_urls: &[(&str, &str)]) -> Child {
         let mut simulate = Command::new(BIN);
         simulate
             .args(["simulate", "--date", "2026-11-23", "--seed", "12"])
@@ -275,6 +281,107 @@ impl Deployment {
             .stderr(Stdio::piped())
             .spawn()
             .expect("simulate")
+    }
+}
+
+/// A simulated day running: its stdout a line at a time, its stderr kept
+/// whole (read on a thread, so the child never blocks on a full pipe), and
+/// a deadline for its end that kills it and says where it stood.
+pub(crate) struct Day {
+    child: Child,
+    pub(crate) lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Every stdout line taken so far, in order.
+    pub(crate) seen: Vec<String>,
+}
+
+/// How long a simulated day may take in a test before it counts as hung.
+pub(crate) const DAY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl Day {
+    fn new(mut child: Child) -> Self {
+        let lines = lines_of(&mut child);
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = child.stderr.take().expect("stderr");
+        let keep = std::sync::Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = keep.lock().expect("stderr");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Self {
+            child,
+            lines,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix`.
+    pub(crate) fn until_line(&mut self, prefix: &str) {
+        let until = std::time::Instant::now() + DAY_DEADLINE;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.starts_with(prefix);
+                    self.seen.push(line);
+                    if done {
+                        return;
+                    }
+                }
+                Err(e) => self.fail(&format!("no line starting {prefix:?} ({e})")),
+            }
+        }
+    }
+
+    /// Waits for the day to end, within [`DAY_DEADLINE`]; its whole stdout.
+    /// Fails the test, with its stderr, unless the day succeeded.
+    pub(crate) fn finish(self) -> String {
+        self.finish_or(String::new)
+    }
+
+    /// [`Day::finish`], adding `more` to the failure's message.
+    pub(crate) fn finish_or(mut self, more: impl Fn() -> String) -> String {
+        let until = std::time::Instant::now() + DAY_DEADLINE;
+        loop {
+            self.seen.extend(self.lines.try_iter());
+            match self.child.try_wait().expect("wait for simulate") {
+                Some(status) => {
+                    // Its stdout closed with it: every line is in.
+                    self.seen.extend(self.lines.iter());
+                    if !status.success() {
+                        self.fail(&format!("ended with {status}\n{}", more()));
+                    }
+                    return self.seen.join("\n");
+                }
+                None if std::time::Instant::now() >= until => {
+                    self.fail(&format!("not ended after {DAY_DEADLINE:?}\n{}", more()))
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Kills the day and fails the test with what it printed.
+    fn fail(&mut self, what: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.seen.extend(self.lines.try_iter());
+        panic!(
+            "the simulated day: {what}\n--- stdout\n{}\n--- stderr\n{}",
+            self.seen.join("\n"),
+            self.stderr.lock().expect("stderr")
+        );
+    }
+}
+
+impl Drop for Day {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
