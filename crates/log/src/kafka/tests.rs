@@ -139,7 +139,11 @@ async fn a_closed_process_stops_replicating_and_starts_again_at_once_where_it_st
     let first = kafka.process("p").await;
     for n in 0..50u32 {
         first
-            .append(&parcel(n % 7), ExpectedVersion::Any, vec![failed_attempt(n)])
+            .append(
+                &parcel(n % 7),
+                ExpectedVersion::Any,
+                vec![failed_attempt(n)],
+            )
             .await
             .expect("append");
     }
@@ -147,7 +151,10 @@ async fn a_closed_process_stops_replicating_and_starts_again_at_once_where_it_st
     let refused = first
         .append(&parcel(0), ExpectedVersion::Any, vec![failed_attempt(99)])
         .await;
-    assert!(refused.is_err(), "a closed log appends nothing: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a closed log appends nothing: {refused:?}"
+    );
     // Its replica is free at once (no wait for a lock), holds the 50, and
     // the process goes on from there.
     let again = KafkaLog::open(kafka.options("p"))
