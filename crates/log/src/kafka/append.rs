@@ -80,13 +80,24 @@ pub(super) struct InFlight {
 pub(super) struct Flight<'a> {
     log: &'a KafkaLog,
     stream: StreamId,
-    /// The ids of the records sent.
-    pub(super) fresh: Vec<EventId>,
+    /// The ids of the records sent; taken when they land.
+    fresh: Option<Vec<EventId>>,
+}
+
+impl Flight<'_> {
+    /// Back, or failed: no longer in flight. The ids sent.
+    fn land(mut self) -> Vec<EventId> {
+        let fresh = self.fresh.take().unwrap_or_default();
+        self.log.landed(&self.stream, &fresh);
+        fresh
+    }
 }
 
 impl Drop for Flight<'_> {
     fn drop(&mut self) {
-        self.log.landed(&self.stream, &self.fresh);
+        if let Some(fresh) = self.fresh.take() {
+            self.log.landed(&self.stream, &fresh);
+        }
     }
 }
 
@@ -276,9 +287,7 @@ impl KafkaLog {
                         r
                     }
                     .await;
-                    // Back, or failed: no longer in flight.
-                    let fresh = flight.fresh.clone();
-                    drop(flight);
+                    let fresh = flight.land();
                     back?;
                     // The replica said what became of each record: when all
                     // went in, that is the answer.
@@ -453,7 +462,7 @@ impl KafkaLog {
             flight: Flight {
                 log: self,
                 stream: stream.clone(),
-                fresh: fresh_ids,
+                fresh: Some(fresh_ids),
             },
             deliveries,
             before: plan.stored,
