@@ -321,19 +321,8 @@ impl Day {
 
     /// Waits for a stdout line starting with `prefix`.
     pub(crate) fn until_line(&mut self, prefix: &str) {
-        let until = std::time::Instant::now() + DAY_DEADLINE;
-        loop {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let done = line.starts_with(prefix);
-                    self.seen.push(line);
-                    if done {
-                        return;
-                    }
-                }
-                Err(e) => self.fail(&format!("no line starting {prefix:?} ({e})")),
-            }
+        if let Err(e) = lines_until(&self.lines, prefix, &mut self.seen, DAY_DEADLINE) {
+            self.fail(&format!("no line starting {prefix:?} ({e})"));
         }
     }
 
@@ -402,14 +391,33 @@ pub(crate) fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
 /// Waits for a line starting with `prefix`; returns every line up to it.
 pub(crate) fn until_line(lines: &std::sync::mpsc::Receiver<String>, prefix: &str) -> Vec<String> {
     let mut seen = Vec::new();
+    if let Err(e) = lines_until(
+        lines,
+        prefix,
+        &mut seen,
+        std::time::Duration::from_secs(300),
+    ) {
+        panic!("no line starting {prefix:?} ({e}) after {seen:?}");
+    }
+    seen
+}
+
+/// Moves lines from `lines` to `seen` until one starts with `prefix`, for
+/// at most `within`.
+fn lines_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    prefix: &str,
+    seen: &mut Vec<String>,
+    within: std::time::Duration,
+) -> Result<(), std::sync::mpsc::RecvTimeoutError> {
+    let until = std::time::Instant::now() + within;
     loop {
-        let line = lines
-            .recv_timeout(std::time::Duration::from_secs(300))
-            .unwrap_or_else(|_| panic!("no line starting {prefix:?} after {seen:?}"));
+        let line =
+            lines.recv_timeout(until.saturating_duration_since(std::time::Instant::now()))?;
         let done = line.starts_with(prefix);
         seen.push(line);
         if done {
-            return seen;
+            return Ok(());
         }
     }
 }
