@@ -21,23 +21,51 @@ else
 fi
 PEER_OUT="$PWD/$out/kafka_peer.json" cargo bench -q -p threshold-log --features kafka --bench kafka_peer
 
-data=$(mktemp -d)
+# Each phase gets a server of its own on topics of its own, as each of the
+# peer's phases gets a fresh topic: the test broker's memory storage lists
+# every batch a partition holds on every fetch and ListOffsets (tansu 0.6,
+# `tansu-storage` `src/dynostore.rs`), so a phase run on topics an earlier
+# phase filled would time that listing, not Threshold.
 port=${LOAD_PORT:-50072}
-# Stage timings of the Kafka log go to the server's log every 5 s.
-RUST_LOG=${RUST_LOG:-info,threshold_log::kafka::stages=debug} \
-    "$bin/threshold" serve --data "$data" --listen "127.0.0.1:$port" \
-    --log "kafka://$THRESHOLD_TEST_KAFKA" --name "bench-$$" >"$data/serve.log" 2>&1 &
-server=$!
-trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
-for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
 url="http://127.0.0.1:$port"
 seconds=${LOAD_SECONDS:-10}
+server=
+data=
+stop() {
+    if [ -n "$server" ]; then
+        kill -INT "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+    fi
+    if [ -n "$data" ]; then rm -rf "$data"; fi
+    server=
+    data=
+}
+trap stop EXIT
+# Starts a server on fresh topics (prefix $1); its stage timings of the
+# Kafka log go to its log every 5 s.
+serve() {
+    data=$(mktemp -d)
+    RUST_LOG=${RUST_LOG:-info,threshold_log::kafka::stages=debug} \
+        "$bin/threshold" serve --data "$data" --listen "127.0.0.1:$port" \
+        --log "kafka://$THRESHOLD_TEST_KAFKA" --name "bench-$$-$1" \
+        --topic-prefix "bench-$$-$1" >"$data/serve.log" 2>&1 &
+    server=$!
+    for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
+}
+stages() {
+    echo "stage timings of the $1 phase (count x mean), last reports:"
+    grep 'kafka::stages' "$data/serve.log" | tail -2 | sed 's/.*stages[^ ]* //'
+}
+serve max
 "$bin/threshold-load" --server "$url" --data "$data" --streams 64 --window 16 \
     --parcels 5000 --seconds "$seconds" --out "$out/kafka_load_max.json"
+stages maximum
+stop
+serve open
 "$bin/threshold-load" --server "$url" --data "$data" --streams 64 --rate 2000 \
     --parcels 5000 --seconds "$seconds" --out "$out/kafka_load_open_2k.json"
-echo "stage timings (count x mean), last reports:"
-grep 'kafka::stages' "$data/serve.log" | tail -3 | sed 's/.*stages[^ ]* //'
+stages "open loop"
+stop
 
 python3 - "$out" <<'PY'
 import json, sys
