@@ -208,7 +208,7 @@ fn turn_of(stream: &StreamId, turns: usize) -> usize {
 }
 
 /// Waits for Kafka to acknowledge every record; the offset of the last.
-async fn delivered(deliveries: Vec<DeliveryFuture>) -> Result<i64> {
+pub(super) async fn delivered(deliveries: Vec<DeliveryFuture>) -> Result<i64> {
     let mut through = -1;
     for delivery in deliveries {
         match delivery.await {

@@ -35,10 +35,15 @@ pub enum Stage {
     ReplicaStore,
     /// The replica's consumer: records per batch (a count, not a time).
     ReplicaBatch,
+    /// A publisher: publishing one batch, from taking it to every
+    /// publication acknowledged.
+    Publish,
+    /// A publisher: records per batch (a count, not a time).
+    PublishBatch,
 }
 
 impl Stage {
-    const ALL: [Stage; 11] = [
+    const ALL: [Stage; 13] = [
         Stage::Turn,
         Stage::Decide,
         Stage::Produce,
@@ -50,6 +55,8 @@ impl Stage {
         Stage::ReplicaWait,
         Stage::ReplicaStore,
         Stage::ReplicaBatch,
+        Stage::Publish,
+        Stage::PublishBatch,
     ];
 
     /// The stage's name in reports.
@@ -66,6 +73,8 @@ impl Stage {
             Stage::ReplicaWait => "replica_wait",
             Stage::ReplicaStore => "replica_store",
             Stage::ReplicaBatch => "replica_batch",
+            Stage::Publish => "publish",
+            Stage::PublishBatch => "publish_batch",
         }
     }
 }
@@ -77,16 +86,16 @@ pub struct StageTiming {
     pub stage: Stage,
     /// How many times it ran.
     pub count: u64,
-    /// Mean time (for [`Stage::ReplicaBatch`], mean records per batch in
-    /// microseconds' place).
+    /// Mean time (for [`Stage::ReplicaBatch`] and [`Stage::PublishBatch`],
+    /// mean records per batch in microseconds' place).
     pub mean_us: f64,
 }
 
 /// Sums and counts per stage.
 #[derive(Debug, Default)]
 pub(super) struct Stages {
-    sums: [AtomicU64; 11],
-    counts: [AtomicU64; 11],
+    sums: [AtomicU64; 13],
+    counts: [AtomicU64; 13],
 }
 
 impl Stages {
