@@ -280,6 +280,42 @@ impl EmbeddedLog {
         answer.await.map_err(|_| Error::Closed)?
     }
 
+    /// The tail's entries of `stream` after `after_version`: (version,
+    /// position).
+    fn tail_after(&self, stream: &StreamId, after_version: u64) -> Vec<(u64, u64)> {
+        self.inner
+            .tail
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .stream_after(&stream.to_string(), after_version)
+    }
+
+    /// The event at each (stream, version) asked for, if the stream has
+    /// one there: many streams' single events in one read, for a reader
+    /// that would otherwise read them one by one.
+    pub async fn read_versions(
+        &self,
+        wanted: Vec<(StreamId, u64)>,
+    ) -> Result<Vec<Option<RecordedEvent>>> {
+        let from_tail: Vec<Vec<(u64, u64)>> = wanted
+            .iter()
+            .map(|(stream, version)| self.tail_after(stream, version.saturating_sub(1)))
+            .collect();
+        self.with_reader(move |conn, path| {
+            wanted
+                .iter()
+                .zip(from_tail)
+                .map(|((stream, version), tail)| {
+                    if *version == 0 {
+                        return Ok(None);
+                    }
+                    Ok(stream_after(conn, path, stream, version - 1, 1, tail)?.pop())
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn with_reader<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -340,59 +376,12 @@ impl EventLog for EmbeddedLog {
         after_version: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let key = stream.to_string();
         // The tail first, then the tables: an entry moving from one to the
         // other in between is then seen at least once, never missed.
-        let from_tail = self
-            .inner
-            .tail
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .stream_after(&key, after_version);
+        let from_tail = self.tail_after(stream, after_version);
         let stream = stream.clone();
         self.with_reader(move |conn, path| {
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {QUALIFIED} FROM stream_index si JOIN events e ON e.position = si.position \
-                     WHERE si.stream = ?1 AND si.stream_version > ?2 ORDER BY si.stream_version LIMIT ?3"
-                ))
-                .map_err(|e| storage(path, e))?;
-            let rows = stmt
-                .query_map(params![key, after_version as i64, max as i64], raw_row)
-                .map_err(|e| storage(path, e))?;
-            let mut out = collect(rows, path)?;
-            let mut last = out.last().map_or(after_version, |e| e.stream_version);
-            let mut by_position = conn
-                .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE position = ?1"))
-                .map_err(|e| storage(path, e))?;
-            for (version, position) in from_tail {
-                if out.len() >= max {
-                    break;
-                }
-                if version <= last {
-                    continue;
-                }
-                let row = by_position
-                    .query_row([position as i64], raw_row)
-                    .map_err(|e| storage(path, e))?;
-                out.push(checked(row, path)?);
-                last = version;
-            }
-            // Versions are gap-free by construction; anything else is damage.
-            for (i, e) in out.iter().enumerate() {
-                if e.stream != stream || e.stream_version != after_version + i as u64 + 1 {
-                    return Err(Error::Corrupt {
-                        path: path.to_path_buf(),
-                        detail: format!(
-                            "{stream} has version {} at position {} where version {} belongs",
-                            e.stream_version,
-                            e.position,
-                            after_version + i as u64 + 1
-                        ),
-                    });
-                }
-            }
-            Ok(out)
+            stream_after(conn, path, &stream, after_version, max, from_tail)
         })
         .await
     }
@@ -477,6 +466,61 @@ const COLUMNS: &str = "position, stream, stream_version, event_id, event_type, s
 const QUALIFIED: &str = "e.position, e.stream, e.stream_version, e.event_id, e.event_type, \
      e.schema_version, e.occurred_at_us, e.recorded_at_us, e.country, e.tenant, e.causation_id, \
      e.correlation_id, e.traceparent, e.tracestate, e.payload, e.crc";
+
+/// Up to `max` events of `stream` after `after_version`, from the tables
+/// and then from `from_tail` (the tail's entries, taken before the read).
+fn stream_after(
+    conn: &Connection,
+    path: &Path,
+    stream: &StreamId,
+    after_version: u64,
+    max: usize,
+    from_tail: Vec<(u64, u64)>,
+) -> Result<Vec<RecordedEvent>> {
+    let key = stream.to_string();
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {QUALIFIED} FROM stream_index si JOIN events e ON e.position = si.position \
+             WHERE si.stream = ?1 AND si.stream_version > ?2 ORDER BY si.stream_version LIMIT ?3"
+        ))
+        .map_err(|e| storage(path, e))?;
+    let rows = stmt
+        .query_map(params![key, after_version as i64, max as i64], raw_row)
+        .map_err(|e| storage(path, e))?;
+    let mut out = collect(rows, path)?;
+    let mut last = out.last().map_or(after_version, |e| e.stream_version);
+    let mut by_position = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE position = ?1"))
+        .map_err(|e| storage(path, e))?;
+    for (version, position) in from_tail {
+        if out.len() >= max {
+            break;
+        }
+        if version <= last {
+            continue;
+        }
+        let row = by_position
+            .query_row([position as i64], raw_row)
+            .map_err(|e| storage(path, e))?;
+        out.push(checked(row, path)?);
+        last = version;
+    }
+    // Versions are gap-free by construction; anything else is damage.
+    for (i, e) in out.iter().enumerate() {
+        if e.stream != *stream || e.stream_version != after_version + i as u64 + 1 {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "{stream} has version {} at position {} where version {} belongs",
+                    e.stream_version,
+                    e.position,
+                    after_version + i as u64 + 1
+                ),
+            });
+        }
+    }
+    Ok(out)
+}
 
 fn read_after(
     conn: &Connection,

@@ -556,3 +556,51 @@ async fn replicated_records_go_in_only_as_their_streams_next() {
     assert!(log.read_stream(&b, 0, 10).await.expect("read").is_empty());
     log.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn many_streams_single_events_read_in_one_go_as_one_by_one() {
+    // A tiny index: some events are in the tables, the latest in the tail.
+    for options in [
+        EmbeddedOptions::default(),
+        EmbeddedOptions {
+            index_generation: 7,
+            index_slice: 3,
+            ..EmbeddedOptions::default()
+        },
+    ] {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EmbeddedLog::open(dir.path(), options).expect("open");
+        fill(&log, 60).await;
+        let mut wanted = Vec::new();
+        for n in 0..13 {
+            for version in [1, 3, 5, 6] {
+                wanted.push((crate::contract::parcel(n), version));
+            }
+        }
+        // Past a stream's end, version 0 and a stream never written.
+        wanted.push((crate::contract::parcel(0), 99));
+        wanted.push((crate::contract::parcel(1), 0));
+        wanted.push((crate::contract::parcel(500), 1));
+        let together = log.read_versions(wanted.clone()).await.expect("read");
+        assert_eq!(together.len(), wanted.len());
+        let mut found = 0;
+        for ((stream, version), got) in wanted.iter().zip(&together) {
+            let alone = if *version == 0 {
+                None
+            } else {
+                log.read_stream(stream, version - 1, 1)
+                    .await
+                    .expect("read one")
+                    .pop()
+            };
+            assert_eq!(got, &alone, "{stream} version {version}");
+            if let Some(e) = got {
+                assert_eq!((&e.stream, e.stream_version), (stream, *version));
+                found += 1;
+            }
+        }
+        // 60 events over 13 streams: every stream has 4 or 5, so versions
+        // 1 and 3 everywhere and 5 in eight streams; 6 nowhere.
+        assert_eq!(found, 13 * 2 + 8);
+    }
+}

@@ -36,7 +36,7 @@ use super::log::{kafka, slot};
 use super::options::RECONNECT_BACKOFF_MAX_MS;
 use super::record as kafka_record;
 use super::stages::Stage;
-use crate::{EventLog, NewEvent, RecordedEvent, Result};
+use crate::{NewEvent, RecordedEvent, Result};
 
 /// What a publisher makes of one event: the record's CloudEvents type
 /// suffix (`outcome.delivered` gives `threshold.v1.outcome.delivered`) and
@@ -163,16 +163,19 @@ impl KafkaLog {
             self.replicated_through(c, partition, offset).await?;
         }
         let mut deliveries = Vec::new();
-        for record in records {
-            let stored = self
-                .inner
-                .replica
-                .read_stream(&record.stream, record.version.saturating_sub(1), 1)
-                .await?;
-            let Some(event) = stored
-                .into_iter()
-                .find(|e| e.event.event_id == record.event.event_id)
-            else {
+        // Each record's place in the replica, read in one go.
+        let stored = self
+            .inner
+            .replica
+            .read_versions(
+                records
+                    .iter()
+                    .map(|r| (r.stream.clone(), r.version))
+                    .collect(),
+            )
+            .await?;
+        for (record, stored) in records.iter().zip(stored) {
+            let Some(event) = stored.filter(|e| e.event.event_id == record.event.event_id) else {
                 continue; // overtaken by another writer's record: not an event
             };
             let Some((kind, value)) = derive(&event) else {
