@@ -27,7 +27,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use threshold_domain::Category;
 
 use super::KafkaLog;
@@ -35,6 +34,7 @@ use super::append::delivered;
 use super::log::{kafka, slot};
 use super::options::RECONNECT_BACKOFF_MAX_MS;
 use super::record as kafka_record;
+use super::replica::{next_batch, next_offsets};
 use super::stages::Stage;
 use crate::{NewEvent, RecordedEvent, Result};
 
@@ -86,21 +86,7 @@ impl KafkaLog {
         let derive = Arc::new(derive);
         Ok(tokio::spawn(async move {
             loop {
-                let first = match consumer.recv().await {
-                    Ok(m) => m.detach(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a publisher's consumer failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                let mut batch = vec![first];
-                while batch.len() < PUBLISH_BATCH {
-                    match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
-                        Ok(Ok(m)) => batch.push(m.detach()),
-                        _ => break,
-                    }
-                }
+                let batch = next_batch(&consumer, PUBLISH_BATCH, "a publisher's consumer").await;
                 // Published (or nothing to publish), else tried again: a
                 // record's offset is never committed before.
                 let publishing = std::time::Instant::now();
@@ -138,16 +124,7 @@ impl KafkaLog {
         let mut records = Vec::with_capacity(batch.len());
         let mut through: HashMap<(usize, u32), i64> = HashMap::new();
         for message in batch {
-            let headers: Vec<(&str, &[u8])> = message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .filter_map(|h| h.value.map(|v| (h.key, v)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let value = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
-            let Ok(record) = kafka_record::from_record(headers, value) else {
+            let Ok(record) = kafka_record::from_message(message) else {
                 continue; // the replica logs it; nothing to publish
             };
             let Some(c) = self.inner.topics.iter().position(|t| t == message.topic()) else {
@@ -214,22 +191,6 @@ impl KafkaLog {
     }
 }
 
-/// The offsets to commit once `batch` is published: per partition, the
-/// one after the last record taken.
-fn next_offsets(batch: &[OwnedMessage]) -> TopicPartitionList {
-    let mut ends: HashMap<(&str, i32), i64> = HashMap::new();
-    for m in batch {
-        let end = ends.entry((m.topic(), m.partition())).or_default();
-        *end = (*end).max(m.offset() + 1);
-    }
-    let mut list = TopicPartitionList::new();
-    for ((topic, partition), end) in ends {
-        // Only a partition number out of range fails, and these came from Kafka.
-        let _ = list.add_partition_offset(topic, partition, Offset::Offset(end));
-    }
-    list
-}
-
 /// Reads a published topic from the start as consumer group `group` until
 /// it has been quiet for `quiet`, and returns each record's `ce_id` with
 /// its value: how a partner's plain Kafka client sees it.
@@ -259,44 +220,4 @@ pub async fn read_published(
         out.push((id, m.payload().unwrap_or_default().to_vec()));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use rdkafka::Timestamp;
-
-    use super::*;
-
-    fn message(topic: &str, partition: i32, offset: i64) -> OwnedMessage {
-        OwnedMessage::new(
-            None,
-            None,
-            topic.to_owned(),
-            Timestamp::NotAvailable,
-            partition,
-            offset,
-            None,
-        )
-    }
-
-    #[test]
-    fn a_batch_commits_the_offset_after_its_last_record_of_each_partition() {
-        let batch = [
-            message("t.parcel", 0, 7),
-            message("t.parcel", 1, 3),
-            message("t.parcel", 0, 9),
-            message("t.parcel", 0, 8),
-            message("t.route", 0, 2),
-        ];
-        let list = next_offsets(&batch);
-        let offset = |topic: &str, partition: i32| {
-            list.find_partition(topic, partition)
-                .map(|e| e.offset())
-                .unwrap_or_else(|| panic!("{topic} {partition} is not committed"))
-        };
-        assert_eq!(offset("t.parcel", 0), Offset::Offset(10));
-        assert_eq!(offset("t.parcel", 1), Offset::Offset(4));
-        assert_eq!(offset("t.route", 0), Offset::Offset(3));
-        assert_eq!(list.count(), 3, "one entry per partition taken from");
-    }
 }

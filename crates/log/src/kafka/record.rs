@@ -145,6 +145,23 @@ pub fn headers(
     h
 }
 
+/// An event read back from a record as a consumer took it.
+pub(super) fn from_message(m: &impl rdkafka::Message) -> Result<Record, Error> {
+    use rdkafka::message::Headers;
+    let headers: Vec<(&str, &[u8])> = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .filter_map(|h| h.value.map(|v| (h.key, v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    from_record(
+        headers,
+        Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+    )
+}
+
 /// An event read back from a record's headers and value. A header missing
 /// or malformed is named.
 pub fn from_record<'a>(

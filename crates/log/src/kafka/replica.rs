@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use threshold_domain::{EventId, StreamId};
 use tokio::sync::watch;
@@ -159,21 +159,7 @@ pub(super) async fn replicate(
     verdicts: Arc<Verdicts>,
 ) {
     loop {
-        let first = match consumer.recv().await {
-            Ok(m) => m.detach(),
-            Err(e) => {
-                tracing::warn!(error = %e, "the replica's consumer failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let mut batch = vec![first];
-        while batch.len() < REPLICA_BATCH {
-            match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(m.detach()),
-                _ => break,
-            }
-        }
+        let batch = next_batch(&consumer, REPLICA_BATCH, "the replica's consumer").await;
         // Stored, or retried until it is: a batch is never skipped.
         let storing = std::time::Instant::now();
         loop {
@@ -187,19 +173,20 @@ pub(super) async fn replicate(
         }
         stages.since(Stage::ReplicaStore, storing);
         stages.add_raw(Stage::ReplicaBatch, batch.len() as u64);
-        let mut commit = TopicPartitionList::new();
-        let mut ends: HashMap<(usize, i32), i64> = HashMap::new();
-        for m in &batch {
-            if let Some(c) = topics.iter().position(|t| t == m.topic()) {
-                let end = ends.entry((c, m.partition())).or_default();
-                *end = (*end).max(m.offset() + 1);
+        let commit = next_offsets(&batch);
+        for e in commit.elements() {
+            let (Some(c), Offset::Offset(end)) =
+                (topics.iter().position(|t| t == e.topic()), e.offset())
+            else {
+                continue;
+            };
+            if let Some(next) = progress
+                .next
+                .get(c)
+                .and_then(|n| n.get(e.partition() as usize))
+            {
+                next.fetch_max(end, Ordering::AcqRel);
             }
-        }
-        for ((c, p), end) in &ends {
-            if let Some(next) = progress.next.get(*c).and_then(|n| n.get(*p as usize)) {
-                next.fetch_max(*end, Ordering::AcqRel);
-            }
-            let _ = commit.add_partition_offset(&topics[*c], *p, Offset::Offset(*end));
         }
         progress.changed.send_modify(|n| *n += 1);
         if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
@@ -208,6 +195,48 @@ pub(super) async fn replicate(
             tracing::warn!(error = %e, "committing the replica's offsets failed");
         }
     }
+}
+
+/// The records that are there, up to `max`, waiting for the first;
+/// `consumer_name` names the consumer in a warning while it fails.
+pub(super) async fn next_batch(
+    consumer: &StreamConsumer,
+    max: usize,
+    consumer_name: &str,
+) -> Vec<OwnedMessage> {
+    let first = loop {
+        match consumer.recv().await {
+            Ok(m) => break m.detach(),
+            Err(e) => {
+                tracing::warn!(error = %e, "{consumer_name} failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(m.detach()),
+            _ => break,
+        }
+    }
+    batch
+}
+
+/// The offsets to commit once `batch` is done with: per partition, the one
+/// after the last record taken.
+pub(super) fn next_offsets(batch: &[OwnedMessage]) -> TopicPartitionList {
+    let mut ends: HashMap<(&str, i32), i64> = HashMap::new();
+    for m in batch {
+        let end = ends.entry((m.topic(), m.partition())).or_default();
+        *end = (*end).max(m.offset() + 1);
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), end) in ends {
+        // Only a partition number out of range fails, and these came from Kafka.
+        let _ = list.add_partition_offset(topic, partition, Offset::Offset(end));
+    }
+    list
 }
 
 /// Stores a batch of records in the replica, per stream in offset order,
@@ -221,13 +250,7 @@ async fn store(replica: &EmbeddedLog, batch: &[OwnedMessage], verdicts: &Verdict
     let mut streams: Vec<(StreamId, Vec<Conditional>)> = Vec::new();
     let mut index: HashMap<StreamId, usize> = HashMap::new();
     for m in batch {
-        let headers = m.headers().map(|h| {
-            h.iter()
-                .filter_map(|h| h.value.map(|v| (h.key, v)))
-                .collect::<Vec<_>>()
-        });
-        let value = bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default());
-        match record::from_record(headers.unwrap_or_default(), value) {
+        match record::from_message(m) {
             Ok(record) => {
                 let i = *index.entry(record.stream.clone()).or_insert_with(|| {
                     streams.push((record.stream.clone(), Vec::new()));
@@ -372,5 +395,45 @@ impl KafkaLog {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+
+    use super::*;
+
+    fn message(topic: &str, partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            None,
+            topic.to_owned(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn a_batch_commits_the_offset_after_its_last_record_of_each_partition() {
+        let batch = [
+            message("t.parcel", 0, 7),
+            message("t.parcel", 1, 3),
+            message("t.parcel", 0, 9),
+            message("t.parcel", 0, 8),
+            message("t.route", 0, 2),
+        ];
+        let list = next_offsets(&batch);
+        let offset = |topic: &str, partition: i32| {
+            list.find_partition(topic, partition)
+                .map(|e| e.offset())
+                .unwrap_or_else(|| panic!("{topic} {partition} is not committed"))
+        };
+        assert_eq!(offset("t.parcel", 0), Offset::Offset(10));
+        assert_eq!(offset("t.parcel", 1), Offset::Offset(4));
+        assert_eq!(offset("t.route", 0), Offset::Offset(3));
+        assert_eq!(list.count(), 3, "one entry per partition taken from");
     }
 }
