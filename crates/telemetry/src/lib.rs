@@ -113,7 +113,13 @@ impl Telemetry {
         let registry = tracing_subscriber::registry().with(filter).with(otel);
         let installed = match config.log_format {
             LogFormat::Text => registry
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        // Colour only for a person at a terminal: a
+                        // container's or a file's log stays plain text.
+                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                        .with_writer(std::io::stderr),
+                )
                 .try_init(),
             LogFormat::Json => registry
                 .with(

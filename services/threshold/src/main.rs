@@ -11,6 +11,7 @@
 mod admin;
 mod console;
 mod export;
+mod health;
 mod manifest;
 mod outcomes;
 mod progress;
@@ -89,6 +90,9 @@ enum Cmd {
     /// tools, as Parquet or CSV, read from the embedded log; nothing
     /// personal is exported.
     Export(export::Args),
+    /// Whether a server is serving (gRPC health): exit status 0 when it
+    /// is, for container health checks.
+    Health(health::Args),
     /// Look inside the embedded log.
     Log {
         #[command(subcommand)]
@@ -386,6 +390,7 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         Cmd::Serve(args) => serve::run(args).await.map(|()| true),
         Cmd::Simulate(args) => simulate::run(args).await.map(|()| true),
         Cmd::Export(args) => export::export(args).map(|()| true),
+        Cmd::Health(args) => health::check(args).await.map(|()| true),
         Cmd::Manifest {
             command: ManifestCmd::Load(args),
         } => manifest::load(args).await,
