@@ -15,12 +15,13 @@
 #   make load-kafka  the same with the server on the Kafka backend (the test broker)
 #   make bench-kafka  the Kafka backend against a plain librdkafka client, same run, same broker
 #   make load-tracing  the same with tracing off and with OTLP export at 1%, alternating
+#   make image   an OCI image of threshold (buildah, FROM scratch, non-root, gRPC health check)
 #   make lint    rustfmt and clippy, as CI runs them
 
 CARGO ?= cargo
 DATA  ?= data
 
-.PHONY: run demo test test-workspace test-adversarial lint fmt bench bench-webhooks bench-routing load load-kafka bench-kafka load-tracing check clean-data
+.PHONY: run demo test image test-workspace test-adversarial lint fmt bench bench-webhooks bench-routing load load-kafka bench-kafka load-tracing check clean-data
 
 run:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464 --console 127.0.0.1:8080
@@ -29,7 +30,13 @@ demo:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --demo
 
 test:
+	scripts/container-tools.sh
 	scripts/test-broker.sh run $(MAKE) --no-print-directory test-workspace
+
+# TAG: the image's name (default localhost/threshold:VERSION and :latest).
+image:
+	scripts/container-tools.sh
+	scripts/image.sh $(if $(TAG),--tag $(TAG))
 
 # Every test, with a broker already running (THRESHOLD_TEST_KAFKA=host:port).
 test-workspace:
