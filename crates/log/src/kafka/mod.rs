@@ -70,6 +70,8 @@
 //! - `publish`: derived records (partners' outcomes) published from a
 //!   consumer group, and [`read_published`] as a partner reads them.
 //! - `stages`: where appends' and reads' time goes, per stage.
+//! - `table`: [`KafkaTable`], a compacted topic held whole in memory, for
+//!   small state every process shares (credentials).
 //! - [`record`]: the record layout (topic, key, partition, CloudEvents
 //!   headers).
 //!
@@ -89,6 +91,7 @@ mod publish;
 pub mod record;
 mod replica;
 mod stages;
+mod table;
 #[cfg(test)]
 mod tests;
 
@@ -96,3 +99,4 @@ pub use log::KafkaLog;
 pub use options::{KafkaOptions, brokers_from_url};
 pub use publish::{Derived, read_published};
 pub use stages::{Stage, StageTiming};
+pub use table::{FETCH_WAIT_MS, KafkaTable, TableState};

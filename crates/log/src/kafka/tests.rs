@@ -477,3 +477,47 @@ async fn a_recent_read_holds_every_append_of_its_process_and_what_it_lacks_confl
         (1..=30).collect::<Vec<u64>>()
     );
 }
+
+/// Two processes' tables of one compacted topic: each holds what the other
+/// wrote, later writes win, a tombstone removes the key everywhere, and a
+/// table opened afterwards reads the same state from the topic alone.
+#[tokio::test]
+async fn a_table_is_the_same_in_every_process_and_a_tombstone_removes_a_key() {
+    use super::KafkaTable;
+    let kafka = Kafka::new();
+    let topic = format!("{}.table", kafka.prefix);
+    let a = KafkaTable::open(&kafka.options("a"), &topic)
+        .await
+        .expect("open a");
+    let b = KafkaTable::open(&kafka.options("b"), &topic)
+        .await
+        .expect("open b");
+    assert!(a.state().entries.is_empty());
+
+    a.put("k1", Some(b"one")).await.expect("put");
+    // The writer holds its write when put returns.
+    assert_eq!(
+        a.state().entries.get("k1").map(Vec::as_slice),
+        Some(&b"one"[..])
+    );
+    b.put("k2", Some(b"two")).await.expect("put");
+    b.put("k1", Some(b"uno")).await.expect("put");
+    a.put("k2", None).await.expect("remove");
+
+    // The other process holds the same within a moment.
+    for table in [&a, &b] {
+        table.sync().await.expect("sync");
+        let state = table.state();
+        assert_eq!(state.entries.len(), 1, "{:?}", state.entries);
+        assert_eq!(
+            state.entries.get("k1").map(Vec::as_slice),
+            Some(&b"uno"[..])
+        );
+    }
+
+    let c = KafkaTable::open(&kafka.options("c"), &topic)
+        .await
+        .expect("open c");
+    assert_eq!(c.state().entries, a.state().entries);
+    assert!(c.state().version >= 3, "{}", c.state().version);
+}
