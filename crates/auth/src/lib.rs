@@ -25,13 +25,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use rand::RngCore;
+
+mod store;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+pub use store::{CredentialStore, FileCredentials, StoreFuture};
 use tonic::Status;
 
 /// The file credentials (token hashes) live in, inside the data directory.
@@ -64,6 +66,9 @@ pub enum Error {
     /// A credential asked for cannot be made.
     #[error("{0}")]
     Invalid(String),
+    /// The shared store could not be read or written.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// `Result` with this crate's [`Error`].
@@ -166,16 +171,49 @@ impl Principal {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    credentials: Vec<Entry>,
+    credentials: Vec<Credential>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// One credential as a store keeps it: whom it names, and the SHA-256 of
+/// its token (never the token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Entry {
-    name: String,
-    role: Role,
-    tenant: String,
-    token_sha256: String,
+pub struct Credential {
+    /// Its name, unique in its store.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Its tenant within the role, or [`ANY_TENANT`].
+    pub tenant: String,
+    /// SHA-256 of the token, lowercase hex.
+    pub token_sha256: String,
+}
+
+impl Credential {
+    /// A new credential named `name` and its token: the only time the
+    /// token is seen.
+    pub fn new(name: &str, role: Role, tenant: &str) -> Result<(Self, String)> {
+        if name.trim().is_empty() || tenant.trim().is_empty() {
+            return Err(Error::Invalid(
+                "a credential needs a name and a tenant".into(),
+            ));
+        }
+        if name.len() > 128 || tenant.len() > 128 {
+            return Err(Error::Invalid(
+                "a credential's name and tenant are at most 128 bytes".into(),
+            ));
+        }
+        let token = new_token();
+        Ok((
+            Self {
+                name: name.to_owned(),
+                role,
+                tenant: tenant.to_owned(),
+                token_sha256: hash(&token),
+            },
+            token,
+        ))
+    }
 }
 
 fn hash(token: &str) -> String {
@@ -276,65 +314,60 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The credentials configured in a data directory, by token hash.
+/// A store's credentials, by token hash.
 #[derive(Debug, Default)]
 pub struct Credentials {
     by_hash: HashMap<String, Principal>,
 }
 
 impl Credentials {
+    /// The credentials of `list`.
+    pub fn of(list: impl IntoIterator<Item = Credential>) -> Self {
+        let by_hash = list
+            .into_iter()
+            .map(|e| {
+                (
+                    e.token_sha256,
+                    Principal {
+                        name: e.name,
+                        role: e.role,
+                        tenant: e.tenant,
+                    },
+                )
+            })
+            .collect();
+        Self { by_hash }
+    }
+
     /// The credentials in `dir` (none if the file does not exist).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let path = dir.as_ref().join(CREDENTIALS_FILE);
-        let file = read(&path)?.unwrap_or_default();
-        let mut by_hash = HashMap::new();
-        for e in file.credentials {
-            by_hash.insert(
-                e.token_sha256,
-                Principal {
-                    name: e.name,
-                    role: e.role,
-                    tenant: e.tenant,
-                },
-            );
-        }
-        Ok(Self { by_hash })
+        Ok(Self::of(read(&path)?.unwrap_or_default().credentials))
     }
 
     /// Makes a new token for `name` with `role` and `tenant`, stores its hash
     /// in `dir`, and returns the token: the only time it is seen.
     pub fn add(dir: impl AsRef<Path>, name: &str, role: Role, tenant: &str) -> Result<String> {
-        let path = dir.as_ref().join(CREDENTIALS_FILE);
-        if name.trim().is_empty() || tenant.trim().is_empty() {
-            return Err(Error::Invalid(
-                "a credential needs a name and a tenant".into(),
-            ));
-        }
-        let mut file = read(&path)?.unwrap_or_default();
-        if file.credentials.iter().any(|e| e.name == name) {
-            return Err(Error::Invalid(format!(
-                "{}: a credential named {name:?} exists already",
-                path.display()
-            )));
-        }
-        let token = new_token();
-        file.credentials.push(Entry {
-            name: name.to_owned(),
-            role,
-            tenant: tenant.to_owned(),
-            token_sha256: hash(&token),
-        });
-        let text = serde_json::to_vec_pretty(&file).map_err(|e| Error::Malformed {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        write(&path, &text)?;
+        let (credential, token) = Credential::new(name, role, tenant)?;
+        FileCredentials::new(dir).insert(credential)?;
         Ok(token)
     }
 
     /// Who a token names.
     pub fn authenticate(&self, token: &str) -> Option<&Principal> {
         self.by_hash.get(&hash(token))
+    }
+
+    /// Whom the credentials name, by name.
+    pub fn principals(&self) -> Vec<&Principal> {
+        let mut all: Vec<_> = self.by_hash.values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Whether a credential is named `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.by_hash.values().any(|p| p.name == name)
     }
 }
 
@@ -364,6 +397,46 @@ impl LocalTokens {
             })?;
         write(&path, &text)?;
         Ok(true)
+    }
+
+    /// Local credentials in a shared `store`: one per role for every
+    /// tenant, named `PREFIX-ROLE` (replacing credentials of those names),
+    /// their tokens written to [`LOCAL_TOKENS_FILE`] in `dir` (owner-only),
+    /// for the CLI and simulations run with `--data DIR`. Tokens already in
+    /// `dir` that all still authenticate in `store` are kept.
+    pub async fn make_in(
+        store: &dyn CredentialStore,
+        dir: impl AsRef<Path>,
+        prefix: &str,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
+        let path = dir.join(LOCAL_TOKENS_FILE);
+        if let Some(tokens) = read_tokens(&path)? {
+            let current = store.current()?;
+            if Role::ALL.iter().all(|r| {
+                tokens
+                    .token(*r)
+                    .and_then(|t| current.authenticate(t))
+                    .is_some_and(|p| p.role == *r)
+            }) {
+                return Ok(tokens);
+            }
+        }
+        let mut tokens = BTreeMap::new();
+        for role in Role::ALL {
+            let name = format!("{prefix}-{role}");
+            let (credential, token) = Credential::new(&name, role, ANY_TENANT)?;
+            store.revoke(&name).await?;
+            store.add(credential).await?;
+            tokens.insert(role, token);
+        }
+        let tokens = LocalTokens(tokens);
+        let text = serde_json::to_vec_pretty(&tokens).map_err(|e| Error::Malformed {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write(&path, &text)?;
+        Ok(tokens)
     }
 
     /// The local tokens written to `dir` by a first serve.
@@ -406,44 +479,37 @@ fn read_tokens(path: &Path) -> Result<Option<LocalTokens>> {
     }
 }
 
-/// A server's view of a data directory's credentials: read once, and again
-/// whenever the file changes, so credentials added while it runs work at
-/// once.
+/// A server's view of its credentials: asked on every call, so a
+/// credential added or revoked while it runs counts at once (or, in a
+/// shared store, as soon as the store says so).
 #[derive(Clone)]
 pub struct Authenticator {
-    path: PathBuf,
-    cache: Arc<RwLock<(Option<SystemTime>, Arc<Credentials>)>>,
+    store: Arc<dyn CredentialStore>,
 }
 
 impl Authenticator {
-    /// Credentials of the data directory `dir`.
+    /// Credentials of the data directory `dir` ([`FileCredentials`]).
     pub fn new(dir: impl AsRef<Path>) -> Self {
-        Self {
-            path: dir.as_ref().join(CREDENTIALS_FILE),
-            cache: Arc::new(RwLock::new((None, Arc::default()))),
-        }
+        Self::with_store(Arc::new(FileCredentials::new(dir)))
+    }
+
+    /// Credentials of `store`.
+    pub fn with_store(store: Arc<dyn CredentialStore>) -> Self {
+        Self { store }
+    }
+
+    /// Its store.
+    pub fn store(&self) -> &Arc<dyn CredentialStore> {
+        &self.store
     }
 
     fn credentials(&self) -> Result<Arc<Credentials>, Status> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        {
-            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-            if cache.0 == modified && modified.is_some() {
-                return Ok(Arc::clone(&cache.1));
-            }
-        }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let fresh = Arc::new(Credentials::load(dir).map_err(|e| {
-            // The file and why go to the server's log; the caller is
-            // told only that the server's credentials are unreadable.
-            tracing::error!(error = %e, "credentials");
+        self.store.current().map_err(|e| {
+            // The store and why go to the server's log; the caller is told
+            // only that the server's credentials are unreadable.
+            tracing::error!(error = %e, store = %self.store.describe(), "credentials");
             Status::internal("the server's credentials could not be read")
-        })?);
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        *cache = (modified, Arc::clone(&fresh));
-        Ok(fresh)
+        })
     }
 
     /// The principal an `authorization: Bearer <token>` header names, or
@@ -626,6 +692,73 @@ mod tests {
         assert!(stored.contains(&hash(&a)));
         let again = Credentials::add(dir.path(), "nordshop", Role::Partner, "nordshop");
         assert!(again.unwrap_err().to_string().contains("exists already"));
+    }
+
+    #[tokio::test]
+    async fn a_revoked_credential_is_refused_by_a_running_authenticator_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = Credentials::add(dir.path(), "p1", Role::Planner, "STO-1").unwrap();
+        let other = Credentials::add(dir.path(), "p2", Role::Planner, "STO-2").unwrap();
+        let auth = Authenticator::new(dir.path());
+        let header = |t: &str| format!("Bearer {t}");
+        assert_eq!(
+            auth.principal(Some(header(&token).as_bytes()))
+                .unwrap()
+                .name,
+            "p1"
+        );
+        assert!(auth.store().revoke("p1").await.unwrap());
+        assert!(!auth.store().revoke("p1").await.unwrap(), "only once");
+        let refused = auth.principal(Some(header(&token).as_bytes())).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            auth.principal(Some(header(&other).as_bytes()))
+                .unwrap()
+                .name,
+            "p2"
+        );
+        let names: Vec<_> = auth
+            .store()
+            .current()
+            .unwrap()
+            .principals()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        assert_eq!(names, ["p2"]);
+    }
+
+    #[tokio::test]
+    async fn local_tokens_made_in_a_store_are_kept_while_they_authenticate() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let store = FileCredentials::new(store_dir.path());
+        let first = LocalTokens::make_in(&store, data.path(), "local-a")
+            .await
+            .unwrap();
+        let current = store.current().unwrap();
+        for role in Role::ALL {
+            let p = current.authenticate(first.token(role).unwrap()).unwrap();
+            assert_eq!((p.role, p.tenant.as_str()), (role, ANY_TENANT));
+            assert_eq!(p.name, format!("local-a-{role}"));
+        }
+        let again = LocalTokens::make_in(&store, data.path(), "local-a")
+            .await
+            .unwrap();
+        assert_eq!(again.token(Role::Planner), first.token(Role::Planner));
+        // One revoked: the set is made again, the old tokens refused.
+        assert!(store.revoke("local-a-analyst").await.unwrap());
+        let renewed = LocalTokens::make_in(&store, data.path(), "local-a")
+            .await
+            .unwrap();
+        assert_ne!(renewed.token(Role::Planner), first.token(Role::Planner));
+        let current = store.current().unwrap();
+        assert!(
+            current
+                .authenticate(first.token(Role::Planner).unwrap())
+                .is_none()
+        );
+        assert_eq!(current.principals().len(), Role::ALL.len());
     }
 
     #[test]

@@ -202,6 +202,7 @@ impl ServiceError for threshold_auth::Error {
                 Code::Internal
             }
             threshold_auth::Error::Invalid(_) => Code::InvalidArgument,
+            threshold_auth::Error::Store(_) => Code::Unavailable,
         }
     }
 
@@ -215,6 +216,9 @@ impl ServiceError for threshold_auth::Error {
                     .into()
             }
             threshold_auth::Error::Invalid(_) => self.to_string(),
+            threshold_auth::Error::Store(_) => {
+                "the credentials store could not be reached; the server's log says why".into()
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use threshold_access_service::{Access, Clock};
-use threshold_auth::{Authed, Credentials, LocalTokens, Role};
+use threshold_auth::{Authed, Credential, CredentialStore, LocalTokens, Role};
 use threshold_domain::EventId;
 use threshold_handheld_service::{Handhelds, Limits};
 use threshold_log::EventLog;
@@ -160,7 +160,17 @@ impl Builder {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("the bound address");
+        let kafka = matches!(config.placement.log, LogSpec::Kafka(_));
+        let name = config.placement.name.clone();
         let node = Node::open(config).await.expect("the server opens");
+        let store = Arc::clone(node.authenticator().store());
+        // On Kafka the node makes no local tokens: the sandbox makes its own
+        // in the deployment's credentials topic.
+        if kafka {
+            LocalTokens::make_in(&*store, dir.path(), &format!("local-{name}"))
+                .await
+                .expect("local tokens in the credentials topic");
+        }
         let (log, access, outcomes, vault) =
             (node.log(), node.access(), node.outcomes(), node.vault());
         let handhelds = node.handhelds();
@@ -181,6 +191,8 @@ impl Builder {
             ca,
             channel,
             tokens,
+            store,
+            kafka,
             log,
             access,
             outcomes,
@@ -206,6 +218,9 @@ pub struct Sandbox {
     outcomes: Option<Outcomes>,
     handhelds: Option<Handhelds>,
     vault: Arc<Vault>,
+    /// Its credentials store, and whether it is Kafka's topic.
+    store: Arc<dyn CredentialStore>,
+    kafka: bool,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<threshold_server::Result<()>>>,
     // Dropped last: the server's files live in it.
@@ -356,8 +371,20 @@ impl Sandbox {
     }
 
     /// A new credential of `role` for `tenant`, named `name`: its token.
+    ///
+    /// On Kafka it waits for the credentials topic on this thread: call it
+    /// from a multi-threaded runtime there.
     pub fn mint(&self, name: &str, role: Role, tenant: &str) -> String {
-        Credentials::add(self.data(), name, role, tenant).expect("a credential")
+        let (credential, token) = Credential::new(name, role, tenant).expect("a credential");
+        if self.kafka {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(self.store.add(credential))
+            })
+        } else {
+            threshold_auth::FileCredentials::new(self.data()).insert(credential)
+        }
+        .expect("a credential stored");
+        token
     }
 
     /// The shared connection with a new credential of `role` for `tenant`.

@@ -44,10 +44,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+mod credentials;
 mod oversized;
 
 mod vault_check;
 
+pub use credentials::{KafkaCredentials, credential_store, credentials_topic};
 pub use vault_check::SealedUnderAnotherVault;
 
 /// Concurrent gRPC streams one connection may have open.
@@ -465,6 +467,7 @@ pub struct Node {
     log: Arc<dyn EventLog>,
     vault: Arc<Vault>,
     auth: threshold_auth::AuthLayer,
+    authenticator: threshold_auth::Authenticator,
     made_local_tokens: bool,
     manifests: Option<Manifests>,
     handhelds: Option<Handhelds>,
@@ -508,10 +511,39 @@ impl Node {
                 (Arc::new(log.clone()), Opened::Kafka(log))
             }
         };
-        // Every call carries a credential; an empty data directory gets working
-        // local ones, so the CLI and `make run` need no manual step.
-        let made_local_tokens = threshold_auth::LocalTokens::ensure(data)?;
-        let auth = threshold_auth::AuthLayer::new(threshold_auth::Authenticator::new(data));
+        // Every call carries a credential. On the embedded log an empty data
+        // directory gets working local ones, so the CLI and `make run` need
+        // no manual step; on Kafka the deployment's credentials are its
+        // topic's, shared by every process, and made by the operator.
+        let (authenticator, made_local_tokens) = match &placement.log {
+            LogSpec::Embedded => (
+                threshold_auth::Authenticator::new(data),
+                threshold_auth::LocalTokens::ensure(data)?,
+            ),
+            LogSpec::Kafka(brokers) => {
+                let store =
+                    match KafkaCredentials::open(brokers, &placement.topic_prefix, &placement.name)
+                        .await
+                    {
+                        Ok(store) => store,
+                        Err(e) => {
+                            opened.close().await?;
+                            return Err(e.into());
+                        }
+                    };
+                if data.join(threshold_auth::CREDENTIALS_FILE).exists() {
+                    tracing::warn!(
+                        file = %data.join(threshold_auth::CREDENTIALS_FILE).display(),
+                        "not read on Kafka: the deployment's credentials are in its credentials topic"
+                    );
+                }
+                (
+                    threshold_auth::Authenticator::with_store(Arc::new(store)),
+                    false,
+                )
+            }
+        };
+        let auth = threshold_auth::AuthLayer::new(authenticator.clone());
 
         let shared: Arc<dyn EventLog> = Arc::new(Metered::new(log));
         // Personal data is sealed under per-subject keys kept here, apart from
@@ -602,6 +634,7 @@ impl Node {
             log: shared,
             vault,
             auth,
+            authenticator,
             made_local_tokens,
             manifests,
             handhelds,
@@ -647,6 +680,12 @@ impl Node {
     /// The planning service, when this node runs it.
     pub fn planning(&self) -> Option<Planning> {
         self.planning.clone()
+    }
+
+    /// Who its calls are checked against: the same credentials its gRPC
+    /// services use, for other front doors (the web console).
+    pub fn authenticator(&self) -> threshold_auth::Authenticator {
+        self.authenticator.clone()
     }
 
     /// The personal-data vault the services seal with.
@@ -730,6 +769,21 @@ impl Node {
             data.display(),
             placement.services.names()
         );
+        if let LogSpec::Kafka(_) = placement.log {
+            let store = self.authenticator.store();
+            match store.current() {
+                Ok(c) if c.principals().is_empty() => println!(
+                    "credentials: none yet in {}; make them with `threshold credentials add --log kafka://…`",
+                    store.describe()
+                ),
+                Ok(c) => println!(
+                    "credentials: {} in {}",
+                    c.principals().len(),
+                    store.describe()
+                ),
+                Err(e) => println!("credentials: {}: {e}", store.describe()),
+            }
+        }
         if self.made_local_tokens {
             println!(
                 "credentials: local tokens for every role written to {} (owner-only); \

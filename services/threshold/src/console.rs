@@ -9,7 +9,7 @@ use std::sync::Arc;
 use threshold_api::v1::manifest_service_server::ManifestService as _;
 use threshold_api::v1::planning_service_server::PlanningService as _;
 use threshold_api::v1::{ManifestChunk, PlanDayRequest, load_manifest_reply};
-use threshold_auth::{Authenticator, LocalTokens, Role};
+use threshold_auth::{LocalTokens, Role};
 use threshold_console::{Console, Models, Replan, Replanned, Upload, Uploaded};
 use threshold_domain::country::date_to_proto;
 use threshold_manifest_service::Manifests;
@@ -174,7 +174,7 @@ pub(crate) fn start(
     let mut console = Console::new(
         Models::follow(node.log(), node.vault()),
         fleets,
-        Authenticator::new(data),
+        node.authenticator(),
     );
     if let Some(manifests) = node.manifests() {
         console = console.with_upload(upload(manifests));

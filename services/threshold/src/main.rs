@@ -10,6 +10,7 @@
 
 mod admin;
 mod console;
+mod credentials;
 mod export;
 mod health;
 mod manifest;
@@ -51,7 +52,7 @@ enum Cmd {
         command: ManifestCmd,
     },
     /// Credentials: bearer tokens by role and tenant, stored hashed under
-    /// --data.
+    /// --data, or on Kafka in the deployment's credentials topic.
     Credentials {
         #[command(subcommand)]
         command: CredentialsCmd,
@@ -110,7 +111,17 @@ enum ManifestCmd {
 enum CredentialsCmd {
     /// Make a token for a role and tenant (printed once; stored hashed
     /// under --data).
-    Add(outcomes::AddArgs),
+    Add(credentials::AddArgs),
+    /// Revoke a credential by name: its token is refused from then on (on
+    /// Kafka, by every process within about a second). Exit status 2 when
+    /// there was none.
+    Revoke(credentials::RevokeArgs),
+    /// List credentials: name, role, tenant (never a token).
+    List(credentials::ListArgs),
+    /// One credential per role for every tenant, their tokens written to
+    /// --data/local-tokens.json for the CLI and simulations (a first
+    /// embedded serve makes them itself).
+    LocalTokens(credentials::LocalArgs),
 }
 
 #[derive(Subcommand)]
@@ -396,7 +407,16 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         } => manifest::load(args).await,
         Cmd::Credentials {
             command: CredentialsCmd::Add(args),
-        } => outcomes::add(args).map(|()| true),
+        } => credentials::add(args).await.map(|()| true),
+        Cmd::Credentials {
+            command: CredentialsCmd::Revoke(args),
+        } => credentials::revoke(args).await,
+        Cmd::Credentials {
+            command: CredentialsCmd::List(args),
+        } => credentials::list(args).await.map(|()| true),
+        Cmd::Credentials {
+            command: CredentialsCmd::LocalTokens(args),
+        } => credentials::local_tokens(args).await.map(|()| true),
         Cmd::Outcomes {
             command: OutcomesCmd::Follow(args),
         } => outcomes::follow(args).await.map(|()| true),

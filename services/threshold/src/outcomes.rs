@@ -1,54 +1,13 @@
-//! `threshold credentials add` and `threshold outcomes follow`.
+//! `threshold outcomes follow`.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::{SubscribeOutcomesRequest, parcel_outcome};
-use threshold_auth::{Credentials, Role};
-use threshold_domain::{PartnerId, pb};
+use threshold_auth::Role;
+use threshold_domain::pb;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Options of `threshold credentials add`.
-#[derive(clap::Args)]
-pub(crate) struct AddArgs {
-    /// The role: planner, handheld, resident, lock_vendor, analyst, partner.
-    #[arg(long)]
-    role: Role,
-    /// Who it acts for within the role: a depot (planner), a driver
-    /// (handheld), a resident ref, a lock vendor, a partner id (as in
-    /// manifests' partner_id column), or `*` for all of them.
-    #[arg(long)]
-    tenant: String,
-    /// The credential's name, unique in the data directory (default: the
-    /// role and tenant).
-    #[arg(long)]
-    name: Option<String>,
-    /// The server's data directory.
-    #[arg(long, default_value = "data")]
-    data: PathBuf,
-}
-
-/// Makes a token for a role and tenant and prints it: the only time it is
-/// shown. A running server accepts it at once.
-pub(crate) fn add(args: AddArgs) -> Result<(), BoxError> {
-    if args.role == Role::Partner && args.tenant != threshold_auth::ANY_TENANT {
-        PartnerId::new(&args.tenant)?;
-    }
-    let name = args
-        .name
-        .unwrap_or_else(|| format!("{}-{}", args.role, args.tenant));
-    let token = Credentials::add(&args.data, &name, args.role, &args.tenant)?;
-    println!("{token}");
-    eprintln!(
-        "token {name:?} ({} for {}) stored (hashed) in {}; hand it over, it is not shown again",
-        args.role,
-        args.tenant,
-        args.data.join(threshold_auth::CREDENTIALS_FILE).display()
-    );
-    Ok(())
-}
 
 /// Options of `threshold outcomes follow`.
 #[derive(clap::Args)]

@@ -123,9 +123,24 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         }
     };
     // The simulator plays every role with the local credentials, made here
-    // (or by an earlier start) before the server opens.
-    threshold_auth::LocalTokens::ensure(&args.data)?;
-    let tokens = threshold_auth::LocalTokens::load(&args.data)?;
+    // (or by an earlier start) before the server opens: in the data
+    // directory, or on Kafka in the deployment's credentials topic.
+    let store = threshold_server::credential_store(
+        &args.log,
+        &args.data,
+        &Placement::embedded().topic_prefix,
+        "threshold-run",
+    )
+    .await?;
+    let tokens = match args.log {
+        threshold_server::LogSpec::Embedded => {
+            threshold_auth::LocalTokens::ensure(&args.data)?;
+            threshold_auth::LocalTokens::load(&args.data)?
+        }
+        threshold_server::LogSpec::Kafka(_) => {
+            threshold_auth::LocalTokens::make_in(&*store, &args.data, "local").await?
+        }
+    };
     let fleets = threshold_server::fleets(None, &args.data)?;
     let (console_fleets, data) = (fleets.clone(), args.data.clone());
     let config = Config {
@@ -156,7 +171,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
         served.map_err(crate::BoxError::from)
     });
     if let Some(hook) = &args.webhook {
-        register(&url, ca.as_deref(), &args.data, hook).await?;
+        register(&url, ca.as_deref(), &*store, hook).await?;
     }
 
     let (y, m, d) = SAMPLE_DAY;
@@ -207,12 +222,14 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
                     "  threshold report attempts --by reason --server {url}{ca} --data {data}"
                 );
                 // A partner's view of the same day, with a token made for the demo.
-                if let Ok(token) = threshold_auth::Credentials::add(
-                    &args.data,
+                if let Ok(token) = new_token(
+                    &*store,
                     "nordshop",
                     threshold_auth::Role::Partner,
                     "nordshop",
-                ) {
+                )
+                .await
+                {
                     println!(
                         "  threshold outcomes follow --token {token} --server {url}{ca}   # partner nordshop"
                     );
@@ -230,17 +247,18 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
 async fn register(
     server: &str,
     ca: Option<&[u8]>,
-    data: &std::path::Path,
+    store: &dyn threshold_auth::CredentialStore,
     url: &str,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     use threshold_api::v1::AddEndpointRequest;
     use threshold_api::v1::webhook_service_client::WebhookServiceClient;
-    let token = threshold_auth::Credentials::add(
-        data,
+    let token = new_token(
+        store,
         &format!("nordshop-webhook-{}", uuid::Uuid::new_v4().simple()),
         threshold_auth::Role::Partner,
         "nordshop",
-    )?;
+    )
+    .await?;
     let channel = threshold_auth::authed(crate::connect(server, ca).await?, Some(&token))?;
     let reply = WebhookServiceClient::new(channel)
         .add_endpoint(AddEndpointRequest {
@@ -258,4 +276,16 @@ async fn register(
         reply.secret
     );
     Ok(())
+}
+
+/// A new credential in `store`, and its token.
+async fn new_token(
+    store: &dyn threshold_auth::CredentialStore,
+    name: &str,
+    role: threshold_auth::Role,
+    tenant: &str,
+) -> Result<String, threshold_auth::Error> {
+    let (credential, token) = threshold_auth::Credential::new(name, role, tenant)?;
+    store.add(credential).await?;
+    Ok(token)
 }

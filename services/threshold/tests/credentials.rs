@@ -1,5 +1,6 @@
-//! `threshold credentials add`: a token that works at once on a running
-//! server; a wrong or missing one named.
+//! `threshold credentials add`, `list` and `revoke` on the embedded log: a
+//! token that works at once on a running server and is refused at once
+//! once revoked; a wrong or missing one named.
 
 mod common;
 
@@ -54,6 +55,28 @@ fn credentials_made_on_the_cli_work_at_once_and_a_wrong_one_is_named() {
     let out = report("0000");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown token"));
+
+    // Listed by name, role and tenant; never a token or its hash.
+    let list = threshold(&["credentials", "list", "--json", "--data", server.data()]);
+    assert!(list.status.success(), "{list:?}");
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.contains(r#"{"name":"ops","role":"analyst","tenant":"*"}"#),
+        "{listed}"
+    );
+    assert!(!listed.contains("sha256") && !listed.contains(&token[..16]));
+
+    // Revoked: the running server refuses it from the next call.
+    let revoke = |name: &str| threshold(&["credentials", "revoke", name, "--data", server.data()]);
+    let out = revoke("ops");
+    assert!(out.status.success(), "{out:?}");
+    let out = report(&token);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown token"));
+    // A name that is not there: exit status 2, said.
+    let out = revoke("ops");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no credential \"ops\""));
     // Neither a token nor local ones: said before any call.
     let out = threshold(&[
         "report",

@@ -111,7 +111,7 @@ fn a_broker_restarted_mid_day_loses_no_acknowledged_event() {
         "--server",
         &fresh.url,
         "--data",
-        fresh.data(),
+        deployment.tokens(),
     ]);
     assert!(report.status.success(), "{report:?}");
     let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect("JSON");

@@ -105,17 +105,18 @@ fn the_webhooks_process_on_kafka_delivers_each_outcome_once_in_order_across_a_re
     let (addr, got) = receiver(&rt);
     let prefix = format!("hooks{}", std::process::id());
     let deployment = Deployment::new(&broker, &prefix);
-    // The partner's token, in the credentials every process is given.
-    let out = threshold(&[
+    // The partner's token, in the deployment's credentials topic.
+    let mut add = vec![
         "credentials",
         "add",
         "--role",
         "partner",
         "--tenant",
         "nordshop",
-        "--data",
-        deployment.shared.to_str().expect("path"),
-    ]);
+    ];
+    let store = deployment.store_args();
+    add.extend(store.iter().map(String::as_str));
+    let out = threshold(&add);
     assert!(
         out.status.success(),
         "{}",

@@ -143,6 +143,11 @@ impl KafkaTable {
         &self.topic
     }
 
+    /// Bumped on every change of the entries: cheaper to compare than them.
+    pub fn version(&self) -> u64 {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).version
+    }
+
     /// The entries as this process holds them now.
     pub fn state(&self) -> TableState {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()

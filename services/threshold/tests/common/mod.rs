@@ -195,26 +195,61 @@ pub(crate) fn demo_report(seed: u64) -> String {
 pub(crate) struct Deployment {
     /// Every process's data directory is in it.
     pub(crate) root: tempfile::TempDir,
-    /// Credentials and the vault, shared by every process.
+    /// The local tokens (for the simulator), and the vault every process
+    /// shares.
     pub(crate) shared: std::path::PathBuf,
     pub(crate) broker: String,
     pub(crate) prefix: String,
+    tokens_made: std::sync::OnceLock<()>,
 }
 
 impl Deployment {
-    /// A deployment on `broker` with topics named `prefix.…`, with one set
-    /// of credentials and one vault, as a carrier would provision them;
-    /// each process has its own data directory.
+    /// A deployment on `broker` with topics named `prefix.…`: its
+    /// credentials in its credentials topic (local tokens for every role
+    /// made there by the CLI, their tokens in `shared` for the simulator)
+    /// and one vault; each process has its own data directory.
     pub(crate) fn new(broker: &str, prefix: &str) -> Self {
         let root = tempfile::tempdir().expect("dir");
         let shared = root.path().join("shared");
-        threshold_auth::LocalTokens::ensure(&shared).expect("credentials");
         Self {
             root,
             shared,
             broker: broker.to_owned(),
             prefix: prefix.to_owned(),
+            tokens_made: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes the local tokens, once, before the first process starts (the
+    /// broker must be up).
+    fn make_tokens(&self) {
+        self.tokens_made.get_or_init(|| {
+            let store = self.store_args();
+            let mut args = vec!["credentials", "local-tokens", "--data", self.tokens()];
+            args.extend(store.iter().map(String::as_str));
+            let out = threshold(&args);
+            assert!(
+                out.status.success(),
+                "credentials local-tokens: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+    }
+
+    /// The flags that name this deployment's credentials store to
+    /// `threshold credentials`.
+    pub(crate) fn store_args(&self) -> Vec<String> {
+        vec![
+            "--log".into(),
+            format!("kafka://{}", self.broker),
+            "--topic-prefix".into(),
+            self.prefix.clone(),
+        ]
+    }
+
+    /// The data directory holding the local tokens, as the CLI's --data.
+    pub(crate) fn tokens(&self) -> &str {
+        self.shared.to_str().expect("path")
     }
 
     /// `threshold serve --services SERVICES --name NAME` on Kafka, with its
@@ -231,14 +266,9 @@ impl Deployment {
         listen: &str,
         extra: &[&str],
     ) -> Served {
+        self.make_tokens();
         let data = self.root.path().join(name);
         std::fs::create_dir_all(&data).expect("data dir");
-        for file in [
-            threshold_auth::CREDENTIALS_FILE,
-            threshold_auth::LOCAL_TOKENS_FILE,
-        ] {
-            std::fs::copy(self.shared.join(file), data.join(file)).expect("copy credentials");
-        }
         let mut serve = Command::new(BIN);
         serve
             .args(["serve", "--simulation", "--listen", listen])
