@@ -23,3 +23,17 @@ threshold.grant    12 -1
 threshold.home     12 -1
 threshold.outcome  12 2592000000
 TOPICS
+
+# The credentials: one record per credential name (its role, tenant and
+# token hash), a tombstone when revoked; compacted, one partition. A
+# revoked credential's record and tombstone leave the brokers' disks within
+# max.compaction.lag.ms + delete.retention.ms (here 1 h + 1 h).
+"$topics" --bootstrap-server "$bootstrap" --create --if-not-exists \
+    --topic threshold.credentials --partitions 1 --replication-factor 3 \
+    --config min.insync.replicas=2 \
+    --config cleanup.policy=compact \
+    --config min.cleanable.dirty.ratio=0.01 \
+    --config segment.ms=3600000 \
+    --config max.compaction.lag.ms=3600000 \
+    --config delete.retention.ms=3600000 \
+    --config unclean.leader.election.enable=false

@@ -4,8 +4,11 @@
 //! driver a handheld belongs to, the resident, the lock vendor, the partner
 //! retailer; `*` for every tenant of the role). Each RPC checks both.
 //!
-//! Credentials live in `DIR/credentials.json`, as SHA-256 hashes of the
-//! tokens: a copy of the data directory hands out no working token. The
+//! Credentials are kept in a [`CredentialStore`], as SHA-256 hashes of the
+//! tokens: a copy of the store hands out no working token. On one machine
+//! the store is [`FileCredentials`], `DIR/credentials.json`; processes on
+//! many machines share one over the network (on Kafka, a compacted topic:
+//! `threshold_server::KafkaCredentials`). The
 //! first `threshold serve` on an empty data directory creates one local
 //! credential per role (tenant `*`) and writes their tokens, readable by the
 //! owner only, to `DIR/local-tokens.json`, so the CLI and `make run` work
