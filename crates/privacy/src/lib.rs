@@ -46,14 +46,15 @@
 //! made 0700.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 pub use threshold_api::v1::Sealed;
+
+mod sqlite;
+pub use sqlite::SqliteStore;
 
 /// The vault's file in the data directory.
 pub const VAULT_FILE: &str = "vault.db";
@@ -69,6 +70,15 @@ pub enum Error {
         /// SQLite's error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// A vault store shared over the network failed (unreachable, or
+    /// holding what this build or this key-encryption key cannot read).
+    #[error("{store}: {reason}")]
+    Shared {
+        /// The store.
+        store: String,
+        /// What went wrong.
+        reason: String,
     },
     /// The subject was forgotten: no key is made for it again, so nothing
     /// new can be sealed or digested under it. The caller refuses the event
@@ -96,15 +106,61 @@ pub struct Household {
     pub subject: String,
 }
 
-/// Per-subject keys, in a SQLite file apart from the log.
+/// Where a vault keeps its state: its secret, the subjects' keys, the
+/// links from addresses to households and the tombstones of forgotten
+/// subjects. The cryptography is [`Vault`]'s; a store only keeps bytes, and
+/// each of its operations is atomic: two processes asking for a subject's
+/// key at once get the same one, and a key is never made after the
+/// subject's tombstone. [`SqliteStore`] keeps them in a file on one
+/// machine; processes on many machines share one over the network (on
+/// Kafka, `threshold_server::KafkaVault`).
+pub trait VaultStore: Send + Sync + 'static {
+    /// The vault's own secret (for address links and tombstones), the
+    /// same for every user of the store.
+    fn secret(&self) -> Result<[u8; 32]>;
+
+    /// Whether nothing was ever kept: no key, no link and no tombstone.
+    fn is_unused(&self) -> Result<bool>;
+
+    /// Whether the tombstone `subject_mac` is kept.
+    fn is_forgotten(&self, subject_mac: &[u8; 32]) -> Result<bool>;
+
+    /// The subject linked to `address_mac`, linking `fresh` to it when
+    /// none is.
+    fn household(&self, address_mac: &[u8; 32], fresh: &str) -> Result<String>;
+
+    /// The subject linked to `address_mac`, if any.
+    fn find_household(&self, address_mac: &[u8; 32]) -> Result<Option<String>>;
+
+    /// The subject's key `(key_id, key)`, keeping `fresh` as it when it has
+    /// none; `None` when the tombstone `subject_mac` is kept (checked in
+    /// the same step as the keeping).
+    fn key(&self, subject: &str, subject_mac: &[u8; 32], fresh: Key32) -> Result<Option<Key32>>;
+
+    /// The key `key_id` of `subject`, if kept.
+    fn key_by_id(&self, subject: &str, key_id: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Keeps the tombstone `subject_mac`, and destroys every key of
+    /// `subject` and every link to it; how many keys were destroyed.
+    fn forget(&self, subject: &str, subject_mac: &[u8; 32]) -> Result<usize>;
+
+    /// Where the store is, for messages.
+    fn describe(&self) -> String;
+}
+
+/// A key as a store keeps it: its id (16 bytes) and the key (32 bytes).
+pub type Key32 = (Vec<u8>, Vec<u8>);
+
+/// Per-subject keys, kept by a [`VaultStore`] apart from the log.
 pub struct Vault {
-    path: PathBuf,
-    conn: Mutex<Connection>,
+    store: Box<dyn VaultStore>,
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("path", &self.path).finish()
+        f.debug_struct("Vault")
+            .field("store", &self.store.describe())
+            .finish()
     }
 }
 
@@ -146,42 +202,6 @@ pub fn normalise(parts: &[&str]) -> String {
         .join("|")
 }
 
-/// Makes `dir` (and missing parents) owner-only; an existing directory is
-/// left as it is: the data directory is the server's to narrow.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.as_os_str().is_empty() || dir.exists() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
-/// Makes `path` if missing, and narrows it to owner-only (unix).
-fn private_file(path: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    #[cfg(not(unix))]
-    let _ = file;
-    Ok(())
-}
-
 fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     rand::rng().fill_bytes(&mut b);
@@ -189,60 +209,22 @@ fn random<const N: usize>() -> [u8; N] {
 }
 
 impl Vault {
-    /// Opens (or creates) the vault in the data directory `dir`.
+    /// Opens (or creates) the vault in the data directory `dir`
+    /// ([`SqliteStore`]).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        let path = dir.as_ref().join(VAULT_FILE);
-        let store = |source| Error::Store {
-            path: path.clone(),
-            source,
-        };
-        if let Some(parent) = path.parent() {
-            let _ = private_dir(parent);
-        }
-        // SQLite makes the file 0644 less the umask, and its -wal and -shm
-        // files copy the database's mode: making the file first, owner-only,
-        // keeps all three private.
-        let _ = private_file(&path);
-        let conn = Connection::open(&path).map_err(store)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA secure_delete = ON;
-             PRAGMA busy_timeout = 5000;
-             CREATE TABLE IF NOT EXISTS secret (
-                 id INTEGER PRIMARY KEY CHECK (id = 1),
-                 value BLOB NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS keys (
-                 key_id BLOB PRIMARY KEY,
-                 subject TEXT NOT NULL,
-                 key BLOB NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS keys_by_subject ON keys (subject);
-             CREATE TABLE IF NOT EXISTS households (
-                 address_mac BLOB PRIMARY KEY,
-                 subject TEXT NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS households_by_subject ON households (subject);
-             CREATE TABLE IF NOT EXISTS forgotten (
-                 subject_mac BLOB PRIMARY KEY
-             );",
-        )
-        .map_err(store)?;
-        conn.execute(
-            "INSERT OR IGNORE INTO secret (id, value) VALUES (1, ?1)",
-            params![random::<32>().to_vec()],
-        )
-        .map_err(store)?;
-        Ok(Self {
-            path,
-            conn: Mutex::new(conn),
-        })
+        Ok(Self::with_store(SqliteStore::open(dir)?))
     }
 
-    /// The vault's file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The vault over `store`.
+    pub fn with_store(store: impl VaultStore) -> Self {
+        Self {
+            store: Box::new(store),
+        }
+    }
+
+    /// Where its state is kept, for messages.
+    pub fn describe(&self) -> String {
+        self.store.describe()
     }
 
     /// Whether the vault was never used: no key, no household link and no
@@ -251,55 +233,24 @@ impl Vault {
     /// over a log that holds sealed data has the wrong vault (or a lost
     /// one), and must not start: see `threshold-server`.
     pub fn is_unused(&self) -> Result<bool> {
-        self.with(|conn| {
-            conn.query_row(
-                "SELECT NOT (EXISTS (SELECT 1 FROM keys)
-                          OR EXISTS (SELECT 1 FROM households)
-                          OR EXISTS (SELECT 1 FROM forgotten))",
-                [],
-                |r| r.get(0),
-            )
-        })
+        self.store.is_unused()
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|source| Error::Store {
-            path: self.path.clone(),
-            source,
-        })
-    }
-
-    fn secret(conn: &Connection) -> rusqlite::Result<Vec<u8>> {
-        conn.query_row("SELECT value FROM secret WHERE id = 1", [], |r| r.get(0))
-    }
-
-    fn address_mac(conn: &Connection, normalised: &str) -> rusqlite::Result<[u8; 32]> {
-        Ok(hmac(&Self::secret(conn)?, normalised.as_bytes()))
+    fn address_mac(&self, normalised: &str) -> Result<[u8; 32]> {
+        Ok(hmac(&self.store.secret()?, normalised.as_bytes()))
     }
 
     /// What a tombstone keeps of `subject`: a keyed hash, domain-separated
     /// from the address links so the two can never be confused.
-    fn subject_mac(conn: &Connection, subject: &str) -> rusqlite::Result<[u8; 32]> {
+    fn subject_mac(&self, subject: &str) -> Result<[u8; 32]> {
         let mut message = b"forgotten subject\0".to_vec();
         message.extend_from_slice(subject.as_bytes());
-        Ok(hmac(&Self::secret(conn)?, &message))
-    }
-
-    fn is_forgotten(conn: &Connection, subject: &str) -> rusqlite::Result<bool> {
-        let mac = Self::subject_mac(conn, subject)?;
-        conn.query_row(
-            "SELECT 1 FROM forgotten WHERE subject_mac = ?1",
-            params![mac.to_vec()],
-            |_| Ok(()),
-        )
-        .optional()
-        .map(|found| found.is_some())
+        Ok(hmac(&self.store.secret()?, &message))
     }
 
     /// Whether `subject` was forgotten: nothing new is sealed for it again.
     pub fn is_subject_forgotten(&self, subject: &str) -> Result<bool> {
-        self.with(|conn| Self::is_forgotten(conn, subject))
+        self.store.is_forgotten(&self.subject_mac(subject)?)
     }
 
     /// The household living at `address` (its normalised parts), made on
@@ -308,85 +259,31 @@ impl Vault {
     /// (see the module docs); a link that still names a forgotten subject
     /// is refused with [`Error::Forgotten`].
     pub fn household(&self, address: &[&str]) -> Result<Household> {
-        let normalised = normalise(address);
-        let found = self.with(|conn| {
-            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-            let mac = Self::address_mac(&tx, &normalised)?;
-            if let Some(subject) = tx
-                .query_row(
-                    "SELECT subject FROM households WHERE address_mac = ?1",
-                    params![mac.to_vec()],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()?
-            {
-                let forgotten = Self::is_forgotten(&tx, &subject)?;
-                return Ok((subject, forgotten));
-            }
-            let subject = format!("hh-{}", uuid::Uuid::new_v4().simple());
-            tx.execute(
-                "INSERT INTO households (address_mac, subject) VALUES (?1, ?2)",
-                params![mac.to_vec(), subject],
-            )?;
-            tx.commit()?;
-            Ok((subject, false))
-        })?;
-        match found {
-            (subject, true) => Err(Error::Forgotten { subject }),
-            (subject, false) => Ok(Household { subject }),
+        let mac = self.address_mac(&normalise(address))?;
+        let fresh = format!("hh-{}", uuid::Uuid::new_v4().simple());
+        let subject = self.store.household(&mac, &fresh)?;
+        if subject != fresh && self.is_subject_forgotten(&subject)? {
+            return Err(Error::Forgotten { subject });
         }
+        Ok(Household { subject })
     }
 
     /// The household at `address`, if the vault knows one (it does not
     /// after it was forgotten).
     pub fn find_household(&self, address: &[&str]) -> Result<Option<String>> {
-        let normalised = normalise(address);
-        self.with(|conn| {
-            let mac = Self::address_mac(conn, &normalised)?;
-            conn.query_row(
-                "SELECT subject FROM households WHERE address_mac = ?1",
-                params![mac.to_vec()],
-                |r| r.get(0),
-            )
-            .optional()
-        })
+        let mac = self.address_mac(&normalise(address))?;
+        self.store.find_household(&mac)
     }
 
-    /// The subject's current key, made on first use; `None` once the subject
-    /// was forgotten. The check and the insert are one transaction, so a
-    /// `forget` from another process cannot fall between them.
-    fn key(conn: &Connection, subject: &str) -> rusqlite::Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-        if Self::is_forgotten(&tx, subject)? {
-            return Ok(None);
-        }
-        if let Some(found) = tx
-            .query_row(
-                "SELECT key_id, key FROM keys WHERE subject = ?1 ORDER BY rowid DESC LIMIT 1",
-                params![subject],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-        {
-            return Ok(Some(found));
-        }
-        let (key_id, key) = (random::<16>().to_vec(), random::<32>().to_vec());
-        tx.execute(
-            "INSERT INTO keys (key_id, subject, key) VALUES (?1, ?2, ?3)",
-            params![key_id, subject, key],
-        )?;
-        tx.commit()?;
-        Ok(Some((key_id, key)))
-    }
-
-    /// The subject's key, or [`Error::Forgotten`].
-    fn live_key(&self, subject: &str) -> Result<(Vec<u8>, Vec<u8>)> {
-        self.with(|conn| Self::key(conn, subject))?
+    /// The subject's key, made on first use, or [`Error::Forgotten`].
+    fn live_key(&self, subject: &str) -> Result<Key32> {
+        let fresh = (random::<16>().to_vec(), random::<32>().to_vec());
+        self.store
+            .key(subject, &self.subject_mac(subject)?, fresh)?
             .ok_or_else(|| Error::Forgotten {
                 subject: subject.to_owned(),
             })
     }
-
     /// Seals `plaintext` under `subject`'s key; `context` (what it is, e.g.
     /// the parcel's id) is bound in, so a sealed value cannot be moved to
     /// another event and still open. A forgotten subject is refused with
@@ -425,15 +322,9 @@ impl Vault {
     /// Opens a sealed value bound to `context`: `None` once its subject was
     /// forgotten, an error when it does not authenticate.
     pub fn unseal(&self, sealed: &Sealed, context: &str) -> Result<Option<Vec<u8>>> {
-        let key: Option<Vec<u8>> = self.with(|conn| {
-            conn.query_row(
-                "SELECT key FROM keys WHERE key_id = ?1 AND subject = ?2",
-                params![sealed.key_id, sealed.subject],
-                |r| r.get(0),
-            )
-            .optional()
-        })?;
-        let Some(key) = key else { return Ok(None) };
+        let Some(key) = self.store.key_by_id(&sealed.subject, &sealed.key_id)? else {
+            return Ok(None);
+        };
         if sealed.nonce.len() != 24 {
             return Err(Error::Tampered {
                 subject: sealed.subject.clone(),
@@ -482,29 +373,19 @@ impl Vault {
     /// known of it yet). Returns how many keys were destroyed (0: nothing
     /// was known of it).
     pub fn forget(&self, subject: &str) -> Result<usize> {
-        self.with(|conn| {
-            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-            let mac = Self::subject_mac(&tx, subject)?;
-            tx.execute(
-                "INSERT OR IGNORE INTO forgotten (subject_mac) VALUES (?1)",
-                params![mac.to_vec()],
-            )?;
-            let keys = tx.execute("DELETE FROM keys WHERE subject = ?1", params![subject])?;
-            tx.execute(
-                "DELETE FROM households WHERE subject = ?1",
-                params![subject],
-            )?;
-            tx.commit()?;
-            // Overwrite freed pages now, not at some later write.
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-            Ok(keys)
-        })
+        self.store.forget(subject, &self.subject_mac(subject)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A query on the vault file of `dir`, through a connection of its own.
+    fn sql<T>(dir: &Path, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> T {
+        let conn = rusqlite::Connection::open(dir.join(VAULT_FILE)).unwrap();
+        f(&conn).unwrap()
+    }
 
     #[test]
     fn hmac_matches_rfc_4231_case_2() {
@@ -561,9 +442,9 @@ mod tests {
         assert_eq!(d1, v.digest(&hh.subject, b"x").unwrap());
 
         // Forgotten: gone for good, also for another handle on the file.
-        let key: Vec<u8> = v
-            .with(|c| c.query_row("SELECT key FROM keys", [], |r| r.get(0)))
-            .unwrap();
+        let key: Vec<u8> = sql(dir.path(), |c| {
+            c.query_row("SELECT key FROM keys", [], |r| r.get(0))
+        });
         assert_eq!(v.forget(&hh.subject).unwrap(), 1);
         assert_eq!(v.unseal(&sealed, "parcel/SE-1").unwrap(), None);
         let other = Vault::open(dir.path()).unwrap();
@@ -621,9 +502,9 @@ mod tests {
                 v.unseal_message::<Sealed>(&message, "grant/g-2").unwrap(),
                 None
             );
-            let keys: i64 = v
-                .with(|c| c.query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0)))
-                .unwrap();
+            let keys: i64 = sql(dir.path(), |c| {
+                c.query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0))
+            });
             assert_eq!(keys, 0, "no key was made again");
         }
         // Forgetting again destroys nothing more and is no error.
@@ -686,16 +567,13 @@ mod tests {
 
         // A link that still names a forgotten subject (written by an older
         // build, say) is refused rather than used to make a key.
-        let mac = v
-            .with(|c| Vault::address_mac(c, &normalise(&address)))
-            .unwrap();
-        v.with(|c| {
+        let mac = v.address_mac(&normalise(&address)).unwrap();
+        sql(dir.path(), |c| {
             c.execute(
                 "INSERT OR REPLACE INTO households (address_mac, subject) VALUES (?1, ?2)",
-                params![mac.to_vec(), old.subject],
+                rusqlite::params![mac.to_vec(), old.subject],
             )
-        })
-        .unwrap();
+        });
         let err = v.household(&address).unwrap_err();
         assert!(
             matches!(&err, Error::Forgotten { subject } if *subject == old.subject),
@@ -733,7 +611,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let v = Vault::open(dir.path()).unwrap();
         assert!(v.is_unused().unwrap(), "a new vault");
-        assert_eq!(v.path(), dir.path().join(VAULT_FILE));
+        assert_eq!(
+            v.describe(),
+            dir.path().join(VAULT_FILE).display().to_string()
+        );
         // Opened again: it has a secret now, and is still unused.
         drop(v);
         let v = Vault::open(dir.path()).unwrap();

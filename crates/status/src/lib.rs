@@ -180,6 +180,7 @@ impl ServiceError for PrivacyError {
     fn code(&self) -> Code {
         match self {
             PrivacyError::Store { .. } => Code::Internal,
+            PrivacyError::Shared { .. } => Code::Unavailable,
             PrivacyError::Forgotten { .. } => Code::FailedPrecondition,
             PrivacyError::Tampered { .. } => Code::DataLoss,
         }
@@ -189,6 +190,10 @@ impl ServiceError for PrivacyError {
         match self {
             PrivacyError::Store { .. } => {
                 "the personal-data vault failed; the server's log says why".into()
+            }
+            PrivacyError::Shared { .. } => {
+                "the personal-data vault's store could not be used; the server's log says why"
+                    .into()
             }
             _ => self.to_string(),
         }
@@ -410,6 +415,14 @@ mod tests {
             }
             .into_status(),
             Code::Internal,
+        ));
+        t.push((
+            PrivacyError::Shared {
+                store: "Kafka topic threshold.vault".into(),
+                reason: "unreachable".into(),
+            }
+            .into_status(),
+            Code::Unavailable,
         ));
         t.push((
             PrivacyError::Forgotten {

@@ -17,7 +17,7 @@
 //! copy of another deployment's) is not told apart here: its seals fail to
 //! authenticate when used (`DATA_LOSS`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use threshold_domain::DomainEvent;
 use threshold_domain::pb::{
@@ -37,12 +37,12 @@ const BATCH: usize = 1024;
      at another directory. Put the vault that sealed it back at {} (or point --vault at the \
      directory that holds it) and start again; to start over without that data, move the data \
      directory aside",
-    vault.display(),
-    vault.display()
+    vault,
+    vault
 )]
 pub struct SealedUnderAnotherVault {
-    /// The vault file that was opened.
-    pub vault: PathBuf,
+    /// The vault that was opened (its file, or its shared store).
+    pub vault: String,
     /// What the first sealed value belongs to.
     pub what: &'static str,
     /// Where it is in the log.
@@ -124,7 +124,7 @@ async fn check(vault: &Vault, log: &dyn EventLog) -> crate::Result<()> {
             .find_map(|e| sealed_value(e).map(|what| (what, e.position.0)))
         {
             return Err(SealedUnderAnotherVault {
-                vault: vault.path().to_path_buf(),
+                vault: vault.describe(),
                 what,
                 position,
             }
