@@ -53,7 +53,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 pub use threshold_api::v1::Sealed;
 
+pub mod kek;
 mod sqlite;
+pub use kek::{Kek, Keks};
 pub use sqlite::SqliteStore;
 
 /// The vault's file in the data directory.
@@ -164,8 +166,8 @@ impl std::fmt::Debug for Vault {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104).
-fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 (RFC 2104): for stores that name slots by a keyed hash.
+pub fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
     let mut block = [0u8; 64];
     if key.len() > 64 {
         block[..32].copy_from_slice(&Sha256::digest(key));
@@ -202,7 +204,9 @@ pub fn normalise(parts: &[&str]) -> String {
         .join("|")
 }
 
-fn random<const N: usize>() -> [u8; N] {
+/// `N` random bytes from the operating system's generator (through
+/// `rand`'s thread-local generator, seeded from it).
+pub fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     rand::rng().fill_bytes(&mut b);
     b

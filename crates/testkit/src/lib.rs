@@ -149,6 +149,7 @@ impl Builder {
                 topic_prefix: self.topic_prefix,
                 partitions: self.partitions,
                 vault: self.vault,
+                vault_keks: None,
             },
             handheld_limits: self.handheld_limits,
             tls: self.tls.clone(),

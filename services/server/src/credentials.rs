@@ -64,7 +64,7 @@ impl CredentialStore for KafkaCredentials {
         }
         let state = self.table.state();
         let list = state.entries.iter().filter_map(|(key, value)| {
-            match serde_json::from_slice::<Credential>(value) {
+            match serde_json::from_slice::<Credential>(&value.value) {
                 Ok(c) if c.name == *key => Some(c),
                 Ok(c) => {
                     tracing::warn!(key = %key, name = %c.name, topic = self.table.topic(),
@@ -98,6 +98,7 @@ impl CredentialStore for KafkaCredentials {
             self.table
                 .put(&credential.name, Some(&value))
                 .await
+                .map(drop)
                 .map_err(store_error)
         })
     }

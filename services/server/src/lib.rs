@@ -48,9 +48,11 @@ mod credentials;
 mod oversized;
 
 mod vault_check;
+mod vault_store;
 
 pub use credentials::{KafkaCredentials, credential_store, credentials_topic};
 pub use vault_check::SealedUnderAnotherVault;
+pub use vault_store::{KafkaVault, vault_topic};
 
 /// Concurrent gRPC streams one connection may have open.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
@@ -383,6 +385,10 @@ pub struct Placement {
     pub partitions: Option<i32>,
     /// The directory of the personal-data vault; `None` is the data directory.
     pub vault: Option<PathBuf>,
+    /// On Kafka, the key-encryption keys of the vault kept in the
+    /// deployment's vault topic ([`KafkaVault`]); `None` keeps the vault in
+    /// a directory (`vault`), for processes on one machine.
+    pub vault_keks: Option<threshold_privacy::Keks>,
 }
 
 impl Placement {
@@ -395,6 +401,7 @@ impl Placement {
             topic_prefix: "threshold".into(),
             partitions: None,
             vault: None,
+            vault_keks: None,
         }
     }
 }
@@ -550,8 +557,29 @@ impl Node {
         // the log; `threshold privacy forget` destroys them.
         // An unused vault over a log holding sealed data is refused, and the
         // log closed again, so that the data directory is free at once.
+        // On Kafka with a key-encryption key, the vault is the deployment's
+        // topic, shared by every process without a shared disk.
         let vault_dir = placement.vault.as_deref().unwrap_or(data);
-        let vault = match vault_check::open(vault_dir, &*shared).await {
+        let vault = match (&placement.log, &placement.vault_keks) {
+            (LogSpec::Kafka(brokers), Some(keks)) => {
+                match KafkaVault::open(
+                    brokers,
+                    &placement.topic_prefix,
+                    &placement.name,
+                    keks.clone(),
+                )
+                .await
+                {
+                    Ok(store) => {
+                        let vault = Vault::with_store(store);
+                        vault_check::check(&vault, &*shared).await.map(|()| vault)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            _ => vault_check::open(vault_dir, &*shared).await,
+        };
+        let vault = match vault {
             Ok(vault) => Arc::new(vault),
             Err(e) => {
                 drop(shared);

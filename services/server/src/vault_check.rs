@@ -32,13 +32,11 @@ const BATCH: usize = 1024;
 /// A sealed value found in the log while the vault is unused.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the vault {} holds no keys, but the log already holds data sealed under another vault \
-     ({what}, at log position {position}): the vault file was lost or moved, or --vault points \
-     at another directory. Put the vault that sealed it back at {} (or point --vault at the \
-     directory that holds it) and start again; to start over without that data, move the data \
-     directory aside",
-    vault,
-    vault
+    "the vault {vault} holds no keys, but the log already holds data sealed under another vault \
+     ({what}, at log position {position}): the vault file was lost or moved, --vault points at \
+     another directory, or (on Kafka) another vault topic. Put the vault that sealed it back at \
+     {vault} (or point --vault at the directory that holds it) and start again; to start over \
+     without that data, move the data directory aside"
 )]
 pub struct SealedUnderAnotherVault {
     /// The vault that was opened (its file, or its shared store).
@@ -108,7 +106,7 @@ pub(crate) async fn open(dir: &Path, log: &dyn EventLog) -> crate::Result<Vault>
 }
 
 /// Refuses an unused `vault` over a `log` that holds a sealed value.
-async fn check(vault: &Vault, log: &dyn EventLog) -> crate::Result<()> {
+pub(crate) async fn check(vault: &Vault, log: &dyn EventLog) -> crate::Result<()> {
     if !vault.is_unused()? || log.head().await? == Position::ORIGIN {
         return Ok(());
     }

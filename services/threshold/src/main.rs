@@ -196,10 +196,64 @@ enum PrivacyCmd {
         /// Or the subject id itself (`hh-...`, as sealed data names it).
         #[arg(long, required_unless_present_any = ["street", "resident"])]
         subject: Option<String>,
-        /// The data directory.
+        /// The data directory (its vault, on the embedded log).
         #[arg(long, default_value = "data")]
         data: PathBuf,
+        #[command(flatten)]
+        vault: VaultPlace,
     },
+    /// On Kafka, wrap every key of the vault topic under the current
+    /// key-encryption key (--vault-kek-file), unwrapping with the previous
+    /// ones (--vault-kek-previous-file): the step of a rotation after every
+    /// process was given the new key first.
+    Rewrap {
+        #[command(flatten)]
+        vault: VaultPlace,
+    },
+    /// Print a new random key-encryption key (64 hex digits) for a vault on
+    /// Kafka: keep it in a secret store, give it to every process.
+    NewKek,
+}
+
+/// Where a vault is, for the privacy commands.
+#[derive(clap::Args)]
+struct VaultPlace {
+    /// The log: `embedded` (the vault in --data), or
+    /// `kafka://HOST:PORT[,HOST:PORT…]` (the deployment's vault topic, with
+    /// its key-encryption key).
+    #[arg(long, default_value = "embedded")]
+    log: threshold_server::LogSpec,
+    /// On Kafka, what the deployment's topic names start with.
+    #[arg(long, default_value = "threshold")]
+    topic_prefix: String,
+    #[command(flatten)]
+    keys: VaultKeyArgs,
+}
+
+impl VaultPlace {
+    /// The vault: the file under `data` on the embedded log, the topic on
+    /// Kafka.
+    async fn open(&self, data: &std::path::Path) -> Result<threshold_privacy::Vault, BoxError> {
+        match (&self.log, self.keys.for_log(&self.log)?) {
+            (threshold_server::LogSpec::Kafka(brokers), Some(keks)) => {
+                Ok(threshold_privacy::Vault::with_store(
+                    threshold_server::KafkaVault::open(
+                        brokers,
+                        &self.topic_prefix,
+                        "threshold-privacy",
+                        keks,
+                    )
+                    .await?,
+                ))
+            }
+            (threshold_server::LogSpec::Kafka(_), None) => Err(
+                "the vault on Kafka needs its key-encryption key: --vault-kek-file FILE or \
+                 THRESHOLD_VAULT_KEK (a vault in a directory is --data, without --log)"
+                    .into(),
+            ),
+            (threshold_server::LogSpec::Embedded, _) => Ok(threshold_privacy::Vault::open(data)?),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -347,6 +401,63 @@ fn causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The key-encryption keys of a vault kept on Kafka (the deployment's vault
+/// topic, shared by every process with nothing on disk).
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct VaultKeyArgs {
+    /// On Kafka, keep the vault in the deployment's vault topic, its keys
+    /// wrapped under the key-encryption key in FILE (64 hex digits, from
+    /// `threshold privacy new-kek`); THRESHOLD_VAULT_KEK may give the
+    /// digits instead. Without either, the vault is a file under --vault
+    /// (or --data), for processes on one machine.
+    #[arg(long, env = "THRESHOLD_VAULT_KEK_FILE", value_name = "FILE")]
+    pub(crate) vault_kek_file: Option<PathBuf>,
+    /// During a rotation, a previous key-encryption key, still accepted to
+    /// unwrap (repeatable); see `threshold privacy rewrap`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) vault_kek_previous_file: Vec<PathBuf>,
+}
+
+impl VaultKeyArgs {
+    /// The keys given, if any: the current one first.
+    pub(crate) fn keks(&self) -> Result<Option<threshold_privacy::Keks>, BoxError> {
+        use threshold_privacy::Kek;
+        let current = match (&self.vault_kek_file, std::env::var("THRESHOLD_VAULT_KEK")) {
+            (Some(file), _) => Kek::read(file)?,
+            (None, Ok(hex)) => Kek::from_hex(&hex, "THRESHOLD_VAULT_KEK")?,
+            (None, Err(_)) if self.vault_kek_previous_file.is_empty() => return Ok(None),
+            (None, Err(_)) => {
+                return Err("--vault-kek-previous-file needs the current key too: \
+                            --vault-kek-file or THRESHOLD_VAULT_KEK"
+                    .into());
+            }
+        };
+        let previous = self
+            .vault_kek_previous_file
+            .iter()
+            .map(|f| Kek::read(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(threshold_privacy::Keks::new(current, previous)))
+    }
+
+    /// The keys for a vault on `log`; a key given for the embedded log is
+    /// refused rather than ignored.
+    pub(crate) fn for_log(
+        &self,
+        log: &threshold_server::LogSpec,
+    ) -> Result<Option<threshold_privacy::Keks>, BoxError> {
+        let keks = self.keks()?;
+        if keks.is_some() && *log == threshold_server::LogSpec::Embedded {
+            return Err(
+                "a vault key-encryption key (--vault-kek-file, THRESHOLD_VAULT_KEK) \
+                        is for a vault on Kafka: the embedded log keeps its vault under --data"
+                    .into(),
+            );
+        }
+        Ok(keks)
+    }
+}
+
 /// Options of the commands that serve: TLS, and whether plaintext on a
 /// non-loopback address is meant.
 #[derive(clap::Args, Clone)]
@@ -475,9 +586,10 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
                     resident,
                     subject,
                     data,
+                    vault,
                 },
         } => {
-            let vault = threshold_privacy::Vault::open(&data)?;
+            let vault = vault.open(&data).await?;
             let subject = match (
                 subject.or(resident.map(|r| threshold_access_service::resident_subject(&r))),
                 street,
@@ -505,13 +617,41 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
             if keys == 0 {
                 println!(
                     "{subject}: nothing to forget (no keys in {})",
-                    data.display()
+                    vault.describe()
                 );
             } else {
                 println!(
                     "{subject}: {keys} key(s) destroyed; its sealed data in the log can no longer be read"
                 );
             }
+            Ok(true)
+        }
+        Cmd::Privacy {
+            command: PrivacyCmd::Rewrap { vault },
+        } => {
+            let threshold_server::LogSpec::Kafka(brokers) = &vault.log else {
+                return Err("rewrap is for a vault on Kafka (--log kafka://…)".into());
+            };
+            let keks = vault
+                .keys
+                .keks()?
+                .ok_or("rewrap needs the new key-encryption key: --vault-kek-file FILE")?;
+            let current = keks.current().id_hex();
+            let store = threshold_server::KafkaVault::open(
+                brokers,
+                &vault.topic_prefix,
+                "threshold-privacy",
+                keks,
+            )
+            .await?;
+            let n = tokio::task::spawn_blocking(move || store.rewrap()).await??;
+            println!("{n} value(s) rewrapped under key-encryption key {current}");
+            Ok(true)
+        }
+        Cmd::Privacy {
+            command: PrivacyCmd::NewKek,
+        } => {
+            println!("{}", threshold_privacy::Kek::generate_hex());
             Ok(true)
         }
         Cmd::Log {

@@ -69,6 +69,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "ADDR")]
     console: Option<SocketAddr>,
     #[command(flatten)]
+    vault_keys: crate::VaultKeyArgs,
+    #[command(flatten)]
     tls: crate::TlsArgs,
     #[command(flatten)]
     telemetry: crate::admin::TelemetryArgs,
@@ -79,6 +81,14 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
     args.tls.check(args.listen, args.telemetry.admin)?;
     crate::console::check(args.console, args.tls.insecure)?;
     let tls = args.tls.tls()?;
+    let vault_keks = args.vault_keys.for_log(&args.log)?;
+    if vault_keks.is_some() && args.vault.is_some() {
+        return Err(
+            "give --vault (a vault directory on one machine) or a key-encryption key \
+                    (the vault topic on Kafka), not both"
+                .into(),
+        );
+    }
     let listener = threshold_server::bind(args.listen).await?;
     let clock = if args.simulation {
         Clock::Simulated
@@ -97,6 +107,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             name: args.name,
             topic_prefix: args.topic_prefix,
             vault: args.vault,
+            vault_keks,
             ..Placement::embedded()
         },
         tls,

@@ -1,5 +1,7 @@
-//! The sample day on Kafka with a process per service reports as on the
-//! embedded log. Needs the test broker (`THRESHOLD_TEST_KAFKA`).
+//! The sample day on Kafka with a process per service, each on its own data
+//! directory with nothing shared on disk (credentials and the vault are the
+//! deployment's topics), reports as on the embedded log. Needs the test
+//! broker (`THRESHOLD_TEST_KAFKA`).
 
 mod common;
 
@@ -40,6 +42,22 @@ fn the_day_on_kafka_with_a_process_per_service_reports_as_the_embedded_day() {
         "six processes on Kafka report the day as one process on the embedded log"
     );
     for (name, p) in processes {
+        let data = p.data.clone();
         assert!(p.stop().success(), "{name} stopped cleanly");
+        // Nothing shared on disk: each process kept only its replica (the
+        // vault and the credentials are the deployment's topics).
+        for file in [
+            threshold_privacy::VAULT_FILE,
+            threshold_auth::CREDENTIALS_FILE,
+            threshold_auth::LOCAL_TOKENS_FILE,
+        ] {
+            assert!(!data.join(file).exists(), "{name}: {file}");
+        }
     }
+    assert!(
+        !deployment
+            .shared
+            .join(threshold_privacy::VAULT_FILE)
+            .exists()
+    );
 }

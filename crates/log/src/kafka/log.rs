@@ -114,7 +114,7 @@ impl KafkaLog {
         let counts = {
             let consumer = Arc::clone(&consumer);
             let topics = topics.clone();
-            tokio::task::spawn_blocking(move || partition_counts(&consumer, &topics))
+            tokio::task::spawn_blocking(move || partition_counts(&*consumer, &topics))
                 .await
                 .map_err(|e| kafka("reading topic metadata", e))??
         };

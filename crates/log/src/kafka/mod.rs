@@ -99,4 +99,4 @@ pub use log::KafkaLog;
 pub use options::{KafkaOptions, brokers_from_url};
 pub use publish::{Derived, read_published};
 pub use stages::{Stage, StageTiming};
-pub use table::{FETCH_WAIT_MS, KafkaTable, TableState};
+pub use table::{FETCH_WAIT_MS, KafkaTable, Stored, TableState};

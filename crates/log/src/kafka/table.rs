@@ -1,32 +1,39 @@
 //! [`KafkaTable`]: a compacted topic kept whole in memory and followed, for
-//! the small state every process of a deployment shares (credentials,
-//! among others) with nothing shared on disk.
+//! the state every process of a deployment shares (credentials, the
+//! vault's keys) with nothing shared on disk.
 //!
 //! A record's key is the entry's key, its value the entry; a record without
 //! a value (a tombstone) removes the key. Later records win, which is what
 //! compaction keeps, so every process that reads the topic from its start
-//! holds the same table once it has read as far. Opening reads to the end
-//! the topic had when asked; after that a task applies new records as they
-//! come (within about [`FETCH_WAIT_MS`] of the broker taking them), and
-//! [`KafkaTable::put`] returns once this process's table holds the write.
+//! holds the same table once it has read as far. Each entry keeps the
+//! offset of the record that set it, so a user can also let the first of
+//! several records win (the vault's claims: unique keys, the lowest offset
+//! wins), which compaction keeps too, since it never reorders records.
+//!
+//! Opening reads to the end the topic had when asked. After that a thread
+//! of its own applies new records as they come (within about the fetch
+//! wait of the broker taking them), and a put returns once this process's
+//! table holds the write. The thread is not a task of the async runtime,
+//! so [`KafkaTable::put_blocking`] may wait for it from any thread.
 //!
 //! No state is kept on disk: a process reads the whole topic at every
 //! start. The topic is created, when missing, with one partition and
 //! `cleanup.policy=compact`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::watch;
 
 use super::KafkaOptions;
 use super::admin::{BROKER_TIMEOUT, partition_counts};
@@ -35,30 +42,47 @@ use super::options::RECONNECT_BACKOFF_MAX_MS;
 use crate::{Error, Result};
 
 /// How long the follower's fetch waits at the broker for new records, in
-/// milliseconds: a change reaches every process within about this.
+/// milliseconds, unless opened with another: a change reaches every
+/// process within about this.
 pub const FETCH_WAIT_MS: u64 = 100;
 
-/// The entries as one process holds them, and how far it has read.
+/// An entry and the offset of the record that set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The record's offset in its partition.
+    pub offset: i64,
+}
+
+/// The entries as one process holds them.
 #[derive(Debug, Default, Clone)]
 pub struct TableState {
     /// Key → value.
-    pub entries: Arc<BTreeMap<String, Vec<u8>>>,
-    /// Per partition, the offset of the next record to apply.
-    next: Vec<i64>,
+    pub entries: Arc<BTreeMap<String, Stored>>,
     /// Bumped on every change of `entries`.
     pub version: u64,
 }
 
-/// A compacted topic, held whole in memory. Cheap to clone.
+/// How far the follower has applied each partition, and a way to wait for
+/// it to go further.
+#[derive(Default)]
+struct Applied {
+    next: Mutex<Vec<i64>>,
+    moved: Condvar,
+}
+
+/// A compacted topic, held whole in memory. Cheap to clone; the follower
+/// stops when the last clone goes.
 #[derive(Clone)]
 pub struct KafkaTable {
     topic: String,
+    partitions: i32,
     producer: FutureProducer,
     state: Arc<RwLock<TableState>>,
-    applied: watch::Receiver<Vec<i64>>,
+    applied: Arc<Applied>,
     /// Asks where the partitions end.
     probe: Arc<BaseConsumer>,
-    /// Held for its drop: the last clone stops the follower.
     _follower: Arc<Follower>,
 }
 
@@ -70,12 +94,12 @@ impl std::fmt::Debug for KafkaTable {
     }
 }
 
-/// The task that applies new records; stopped when the last clone goes.
-struct Follower(tokio::task::JoinHandle<()>);
+/// Stops the follower thread when dropped.
+struct Follower(Arc<AtomicBool>);
 
 impl Drop for Follower {
     fn drop(&mut self) {
-        self.0.abort();
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -83,7 +107,30 @@ impl KafkaTable {
     /// Opens `topic` on the options' brokers (creating it compacted when
     /// missing) and reads it to the end it had when asked.
     pub async fn open(options: &KafkaOptions, topic: &str) -> Result<Self> {
+        Self::open_with(options, topic, FETCH_WAIT_MS).await
+    }
+
+    /// [`KafkaTable::open`] with the follower's fetch waiting at most
+    /// `fetch_wait_ms` at the broker: less for tables whose writers wait
+    /// for their own writes.
+    pub async fn open_with(
+        options: &KafkaOptions,
+        topic: &str,
+        fetch_wait_ms: u64,
+    ) -> Result<Self> {
         create_compacted(options, topic).await?;
+        let options = options.clone();
+        let topic = topic.to_owned();
+        let table =
+            tokio::task::spawn_blocking(move || Self::start(&options, &topic, fetch_wait_ms))
+                .await
+                .map_err(|e| kafka("opening a table", e))??;
+        let ends = table.ends_blocking()?;
+        table.wait_until(&ends)?;
+        Ok(table)
+    }
+
+    fn start(options: &KafkaOptions, topic: &str, fetch_wait_ms: u64) -> Result<Self> {
         // Neither joins the group nor commits: partitions are assigned and
         // read from their start at every open.
         let config = || {
@@ -94,24 +141,18 @@ impl KafkaTable {
                 .set("group.id", format!("{topic}.reader"))
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
-                .set("fetch.wait.max.ms", FETCH_WAIT_MS.to_string());
+                .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
             c
         };
         let probe: BaseConsumer = config()
             .create()
             .map_err(|e| kafka("creating a table's client", e))?;
-        let consumer: StreamConsumer = config()
+        let consumer: BaseConsumer = config()
             .create()
             .map_err(|e| kafka("creating a table's consumer", e))?;
-        let topics = [topic.to_owned()];
-        let partitions = partition_counts(&consumer, &topics)?[0];
-        let mut ends = Vec::with_capacity(partitions as usize);
+        let partitions = partition_counts(&consumer, &[topic.to_owned()])?[0];
         let mut assignment = TopicPartitionList::new();
         for p in 0..partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, BROKER_TIMEOUT)
-                .map_err(|e| kafka("reading a table's end", e))?;
-            ends.push(high);
             assignment
                 .add_partition_offset(topic, p, Offset::Beginning)
                 .map_err(|e| kafka("assigning a table's partitions", e))?;
@@ -119,23 +160,29 @@ impl KafkaTable {
         consumer
             .assign(&assignment)
             .map_err(|e| kafka("assigning a table's partitions", e))?;
-
-        let state = Arc::new(RwLock::new(TableState {
-            next: vec![0; partitions as usize],
-            ..TableState::default()
-        }));
-        let (tx, applied) = watch::channel(vec![0; partitions as usize]);
-        let follower = tokio::spawn(follow(consumer, Arc::clone(&state), tx));
-        let table = Self {
+        let state = Arc::new(RwLock::new(TableState::default()));
+        let applied = Arc::new(Applied {
+            next: Mutex::new(vec![0; partitions as usize]),
+            moved: Condvar::new(),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (state, applied, stop) =
+                (Arc::clone(&state), Arc::clone(&applied), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name(format!("table {topic}"))
+                .spawn(move || follow(&consumer, &state, &applied, &stop))
+                .map_err(|e| kafka("starting a table's follower", e))?;
+        }
+        Ok(Self {
             topic: topic.to_owned(),
+            partitions,
             producer: super::append::producer(options)?,
             state,
             applied,
             probe: Arc::new(probe),
-            _follower: Arc::new(Follower(follower)),
-        };
-        table.wait_for(&ends).await?;
-        Ok(table)
+            _follower: Arc::new(Follower(stop)),
+        })
     }
 
     /// The topic.
@@ -153,115 +200,183 @@ impl KafkaTable {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Writes `value` under `key` (`None` removes it) and returns once this
-    /// process's table holds the write.
-    pub async fn put(&self, key: &str, value: Option<&[u8]>) -> Result<()> {
+    /// Writes `value` under `key` (`None` removes it) and returns, with
+    /// the record's offset, once this process's table holds the write.
+    pub async fn put(&self, key: &str, value: Option<&[u8]>) -> Result<i64> {
+        let (partition, offset) = self.send(key, value)?.await?;
+        let table = self.clone();
+        tokio::task::spawn_blocking(move || table.wait_for_record(partition, offset))
+            .await
+            .map_err(|e| kafka("writing a table entry", e))??;
+        Ok(offset)
+    }
+
+    /// [`KafkaTable::put`] for a caller that is not async: blocks this
+    /// thread (never the follower's) until the table holds the write.
+    pub fn put_blocking(&self, key: &str, value: Option<&[u8]>) -> Result<i64> {
+        let (partition, offset) = block_on(self.send(key, value)?)?;
+        self.wait_for_record(partition, offset)?;
+        Ok(offset)
+    }
+
+    /// Sends the record; the future gives its partition and offset once
+    /// the broker has it.
+    fn send(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<impl Future<Output = Result<(i32, i64)>> + use<>> {
         let mut record = FutureRecord::<str, [u8]>::to(&self.topic).key(key);
         if let Some(v) = value {
             record = record.payload(v);
         }
         let delivery = self
             .producer
-            .send(record, Duration::from_secs(30))
-            .await
+            .send_result(record)
             .map_err(|(e, _)| kafka("writing a table entry", e))?;
-        let (partition, offset) = (delivery.partition, delivery.offset);
-        let mut until = vec![0; self.applied.borrow().len()];
+        Ok(async move {
+            match delivery.await {
+                Ok(Ok(d)) => Ok((d.partition, d.offset)),
+                Ok(Err((e, _))) => Err(kafka("writing a table entry", e)),
+                Err(_) => Err(kafka("writing a table entry", "the producer was closed")),
+            }
+        })
+    }
+
+    fn wait_for_record(&self, partition: i32, offset: i64) -> Result<()> {
+        let mut until = vec![0; self.partitions as usize];
         if let Some(slot) = until.get_mut(partition as usize) {
             *slot = offset + 1;
         }
-        self.wait_for(&until).await
+        self.wait_until(&until)
     }
 
     /// Waits, up to the broker timeout, until this process has applied every
     /// partition up to `ends` (exclusive).
-    async fn wait_for(&self, ends: &[i64]) -> Result<()> {
-        let mut applied = self.applied.clone();
-        let caught_up = |a: &Vec<i64>| a.iter().zip(ends).all(|(applied, end)| applied >= end);
-        let waited = tokio::time::timeout(BROKER_TIMEOUT, applied.wait_for(caught_up))
-            .await
-            .map(|r| r.map(|_| ()));
-        match waited {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(kafka(
-                "following a table",
-                format!("{}: the follower stopped", self.topic),
-            )),
-            Err(_) => Err(Error::Kafka {
-                operation: "following a table",
-                detail: format!(
-                    "{}: not read up to {ends:?} within {BROKER_TIMEOUT:?} (at {:?})",
-                    self.topic,
-                    applied.borrow()
-                ),
-            }),
+    fn wait_until(&self, ends: &[i64]) -> Result<()> {
+        let deadline = Instant::now() + BROKER_TIMEOUT;
+        let mut next = self.applied.next.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if next.iter().zip(ends).all(|(applied, end)| applied >= end) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Kafka {
+                    operation: "following a table",
+                    detail: format!(
+                        "{}: not read up to {ends:?} within {BROKER_TIMEOUT:?} (at {:?})",
+                        self.topic, *next
+                    ),
+                });
+            }
+            next = self
+                .applied
+                .moved
+                .wait_timeout(next, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
+    }
+
+    /// Where each partition ends now.
+    fn ends_blocking(&self) -> Result<Vec<i64>> {
+        (0..self.partitions)
+            .map(|p| {
+                self.probe
+                    .fetch_watermarks(&self.topic, p, BROKER_TIMEOUT)
+                    .map(|(_, high)| high)
+                    .map_err(|e| kafka("reading a table's end", e))
+            })
+            .collect()
     }
 
     /// Waits until the table holds what the topic held when called.
     pub async fn sync(&self) -> Result<()> {
-        let probe = Arc::clone(&self.probe);
-        let topic = self.topic.clone();
-        let partitions = self.applied.borrow().len() as i32;
-        let ends = tokio::task::spawn_blocking(move || {
-            (0..partitions)
-                .map(|p| {
-                    probe
-                        .fetch_watermarks(&topic, p, BROKER_TIMEOUT)
-                        .map(|(_, high)| high)
-                        .map_err(|e| kafka("reading a table's end", e))
-                })
-                .collect::<Result<Vec<i64>>>()
-        })
-        .await
-        .map_err(|e| kafka("reading a table's end", e))??;
-        self.wait_for(&ends).await
+        let table = self.clone();
+        tokio::task::spawn_blocking(move || table.sync_blocking())
+            .await
+            .map_err(|e| kafka("reading a table's end", e))?
+    }
+
+    /// [`KafkaTable::sync`] for a caller that is not async.
+    pub fn sync_blocking(&self) -> Result<()> {
+        let ends = self.ends_blocking()?;
+        self.wait_until(&ends)
     }
 }
 
-/// Applies records as they come, in each partition's order.
-async fn follow(
-    consumer: StreamConsumer,
-    state: Arc<RwLock<TableState>>,
-    applied: watch::Sender<Vec<i64>>,
-) {
+/// Runs `future` to its end on this thread (for futures that need no
+/// runtime, such as a delivery report).
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
     loop {
-        let message = match consumer.recv().await {
-            Ok(m) => m,
-            Err(e) => {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+/// Applies records as they come, in each partition's order, until `stop`.
+fn follow(
+    consumer: &BaseConsumer,
+    state: &RwLock<TableState>,
+    applied: &Applied,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "table consumer");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
-        let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            tracing::warn!(
+        let (partition, offset) = (message.partition(), message.offset());
+        match message.key().and_then(|k| std::str::from_utf8(k).ok()) {
+            None => tracing::warn!(
                 topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset(),
+                partition,
+                offset,
                 "table record without a UTF-8 key, skipped"
-            );
-            continue;
-        };
-        let next = {
-            let mut s = state.write().unwrap_or_else(|p| p.into_inner());
-            // Copied only while a reader holds the previous entries.
-            let entries = Arc::make_mut(&mut s.entries);
-            match message.payload() {
-                Some(value) => {
-                    entries.insert(key.to_owned(), value.to_vec());
+            ),
+            Some(key) => {
+                let mut s = state.write().unwrap_or_else(|p| p.into_inner());
+                // Copied only while a reader holds the previous entries.
+                let entries = Arc::make_mut(&mut s.entries);
+                match message.payload() {
+                    Some(value) => {
+                        entries.insert(
+                            key.to_owned(),
+                            Stored {
+                                value: value.to_vec(),
+                                offset,
+                            },
+                        );
+                    }
+                    None => {
+                        entries.remove(key);
+                    }
                 }
-                None => {
-                    entries.remove(key);
-                }
+                s.version += 1;
             }
-            s.version += 1;
-            if let Some(slot) = s.next.get_mut(message.partition() as usize) {
-                *slot = message.offset() + 1;
-            }
-            s.next.clone()
-        };
-        applied.send_replace(next);
+        }
+        let mut next = applied.next.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = next.get_mut(partition as usize) {
+            *slot = offset + 1;
+        }
+        applied.moved.notify_all();
     }
 }
 

@@ -496,23 +496,26 @@ async fn a_table_is_the_same_in_every_process_and_a_tombstone_removes_a_key() {
 
     a.put("k1", Some(b"one")).await.expect("put");
     // The writer holds its write when put returns.
-    assert_eq!(
-        a.state().entries.get("k1").map(Vec::as_slice),
-        Some(&b"one"[..])
-    );
-    b.put("k2", Some(b"two")).await.expect("put");
-    b.put("k1", Some(b"uno")).await.expect("put");
-    a.put("k2", None).await.expect("remove");
+    let value = |t: &KafkaTable, k: &str| t.state().entries.get(k).map(|s| s.value.clone());
+    assert_eq!(value(&a, "k1").as_deref(), Some(&b"one"[..]));
+    let two = b.put("k2", Some(b"two")).await.expect("put");
+    let uno = b.put("k1", Some(b"uno")).await.expect("put");
+    assert!(uno > two, "offsets {two} then {uno}");
+    // A caller that is not async waits on its own thread.
+    let blocking = a.clone();
+    tokio::task::spawn_blocking(move || blocking.put_blocking("k2", None))
+        .await
+        .expect("thread")
+        .expect("remove");
 
     // The other process holds the same within a moment.
     for table in [&a, &b] {
         table.sync().await.expect("sync");
         let state = table.state();
         assert_eq!(state.entries.len(), 1, "{:?}", state.entries);
-        assert_eq!(
-            state.entries.get("k1").map(Vec::as_slice),
-            Some(&b"uno"[..])
-        );
+        // Each entry keeps the offset of the record that set it.
+        assert_eq!(state.entries["k1"].offset, uno);
+        assert_eq!(value(table, "k1").as_deref(), Some(&b"uno"[..]));
     }
 
     let c = KafkaTable::open(&kafka.options("c"), &topic)

@@ -195,11 +195,13 @@ pub(crate) fn demo_report(seed: u64) -> String {
 pub(crate) struct Deployment {
     /// Every process's data directory is in it.
     pub(crate) root: tempfile::TempDir,
-    /// The local tokens (for the simulator), and the vault every process
-    /// shares.
+    /// The local tokens, for the simulator and the CLI.
     pub(crate) shared: std::path::PathBuf,
     pub(crate) broker: String,
     pub(crate) prefix: String,
+    /// The vault's key-encryption key (THRESHOLD_VAULT_KEK of every
+    /// process): the vault is the deployment's vault topic.
+    pub(crate) kek: String,
     tokens_made: std::sync::OnceLock<()>,
 }
 
@@ -207,7 +209,8 @@ impl Deployment {
     /// A deployment on `broker` with topics named `prefix.…`: its
     /// credentials in its credentials topic (local tokens for every role
     /// made there by the CLI, their tokens in `shared` for the simulator)
-    /// and one vault; each process has its own data directory.
+    /// and its vault in its vault topic; each process has its own data
+    /// directory, and nothing is shared on disk.
     pub(crate) fn new(broker: &str, prefix: &str) -> Self {
         let root = tempfile::tempdir().expect("dir");
         let shared = root.path().join("shared");
@@ -216,6 +219,7 @@ impl Deployment {
             shared,
             broker: broker.to_owned(),
             prefix: prefix.to_owned(),
+            kek: threshold_privacy::Kek::generate_hex(),
             tokens_made: std::sync::OnceLock::new(),
         }
     }
@@ -275,8 +279,7 @@ impl Deployment {
             .args(["--log", &format!("kafka://{}", self.broker)])
             .args(["--services", services, "--name", name])
             .args(["--topic-prefix", &self.prefix])
-            .arg("--vault")
-            .arg(&self.shared)
+            .env("THRESHOLD_VAULT_KEK", &self.kek)
             .args(extra)
             .arg("--data")
             .arg(&data);
