@@ -15,13 +15,14 @@
 #   make load-kafka  the same with the server on the Kafka backend (the test broker)
 #   make bench-kafka  the Kafka backend against a plain librdkafka client, same run, same broker
 #   make load-tracing  the same with tracing off and with OTLP export at 1%, alternating
+#   make bench-vault  manifest loads on Kafka: the vault topic against a vault directory
 #   make image   an OCI image of threshold (buildah, FROM scratch, non-root, gRPC health check)
 #   make lint    rustfmt and clippy, as CI runs them
 
 CARGO ?= cargo
 DATA  ?= data
 
-.PHONY: run demo test image test-workspace test-adversarial lint fmt bench bench-webhooks bench-routing load load-kafka bench-kafka load-tracing check clean-data
+.PHONY: run demo test image bench-vault test-workspace test-adversarial lint fmt bench bench-webhooks bench-routing load load-kafka bench-kafka load-tracing check clean-data
 
 run:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464 --console 127.0.0.1:8080
@@ -85,6 +86,9 @@ load-kafka:
 
 bench-kafka:
 	scripts/test-broker.sh run scripts/bench-kafka.sh
+
+bench-vault:
+	scripts/test-broker.sh run scripts/bench-vault.sh
 
 load-tracing:
 	load-tests/tracing-overhead.sh

@@ -128,8 +128,9 @@ pub trait VaultStore: Send + Sync + 'static {
     fn is_forgotten(&self, subject_mac: &[u8; 32]) -> Result<bool>;
 
     /// The subject linked to `address_mac`, linking `fresh` to it when
-    /// none is.
-    fn household(&self, address_mac: &[u8; 32], fresh: &str) -> Result<String>;
+    /// none is, with `fresh_key` as its key (a household is sealed for at
+    /// once: its key is made with it).
+    fn household(&self, address_mac: &[u8; 32], fresh: &str, fresh_key: Key32) -> Result<String>;
 
     /// The subject linked to `address_mac`, if any.
     fn find_household(&self, address_mac: &[u8; 32]) -> Result<Option<String>>;
@@ -265,7 +266,8 @@ impl Vault {
     pub fn household(&self, address: &[&str]) -> Result<Household> {
         let mac = self.address_mac(&normalise(address))?;
         let fresh = format!("hh-{}", uuid::Uuid::new_v4().simple());
-        let subject = self.store.household(&mac, &fresh)?;
+        let key = (random::<16>().to_vec(), random::<32>().to_vec());
+        let subject = self.store.household(&mac, &fresh, key)?;
         if subject != fresh && self.is_subject_forgotten(&subject)? {
             return Err(Error::Forgotten { subject });
         }

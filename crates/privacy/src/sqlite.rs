@@ -153,7 +153,7 @@ impl VaultStore for SqliteStore {
         self.with(|conn| forgotten(conn, subject_mac))
     }
 
-    fn household(&self, address_mac: &[u8; 32], fresh: &str) -> Result<String> {
+    fn household(&self, address_mac: &[u8; 32], fresh: &str, fresh_key: Key32) -> Result<String> {
         self.with(|conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
             if let Some(subject) = tx
@@ -169,6 +169,10 @@ impl VaultStore for SqliteStore {
             tx.execute(
                 "INSERT INTO households (address_mac, subject) VALUES (?1, ?2)",
                 params![address_mac.to_vec(), fresh],
+            )?;
+            tx.execute(
+                "INSERT INTO keys (key_id, subject, key) VALUES (?1, ?2, ?3)",
+                params![fresh_key.0, fresh, fresh_key.1],
             )?;
             tx.commit()?;
             Ok(fresh.to_owned())

@@ -50,7 +50,7 @@ use threshold_privacy::{Error, Keks, Key32, Result, VaultStore, hmac};
 
 /// How long the vault table's follower waits at the broker: a process that
 /// makes a key waits for its own claim to come back.
-const FETCH_WAIT_MS: u64 = 10;
+const FETCH_WAIT_MS: u64 = 5;
 
 /// The vault topic of a deployment whose topics start with `prefix`.
 pub fn vault_topic(prefix: &str) -> String {
@@ -237,17 +237,36 @@ impl VaultStore for KafkaVault {
             .contains_key(&Self::forgotten_key(subject_mac)))
     }
 
-    fn household(&self, address_mac: &[u8; 32], fresh: &str) -> Result<String> {
+    fn household(&self, address_mac: &[u8; 32], fresh: &str, fresh_key: Key32) -> Result<String> {
         let prefix = Self::household_prefix(address_mac);
-        let found = first(&self.table.state().entries, &prefix).map(|(_, s)| s.value.clone());
-        let value = match found {
-            Some(v) => v,
-            None => match self.claim(&prefix, |_| fresh.as_bytes().to_vec())? {
-                Some((_, s)) => s.value,
-                None => fresh.as_bytes().to_vec(),
-            },
+        let subject = |value: Vec<u8>| {
+            String::from_utf8(value).map_err(|_| self.error(format!("{prefix}: not a subject id")))
         };
-        String::from_utf8(value).map_err(|_| self.error(format!("{prefix}: not a subject id")))
+        if let Some((_, s)) = first(&self.table.state().entries, &prefix) {
+            return subject(s.value.clone());
+        }
+        // The link and the new subject's key in one round trip.
+        let link = format!("{prefix}{}", claim_id());
+        let key = format!("{}{}", self.key_prefix(fresh), claim_id());
+        let wrapped = self
+            .keks
+            .wrap(&key, &[fresh_key.0.as_slice(), &fresh_key.1].concat());
+        self.table
+            .put_many_blocking(&[(&link, Some(fresh.as_bytes())), (&key, Some(&wrapped))])
+            .map_err(|e| self.error(e))?;
+        let won = first(&self.table.state().entries, &prefix).map(|(k, s)| (k.clone(), s.clone()));
+        match won {
+            Some((k, _)) if k == link => Ok(fresh.to_owned()),
+            Some((_, s)) => {
+                // Another process linked the address first: its subject
+                // stands, and the claims made here go.
+                self.table
+                    .put_many_blocking(&[(&link, None), (&key, None)])
+                    .map_err(|e| self.error(e))?;
+                subject(s.value)
+            }
+            None => Ok(fresh.to_owned()),
+        }
     }
 
     fn find_household(&self, address_mac: &[u8; 32]) -> Result<Option<String>> {

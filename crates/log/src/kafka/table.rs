@@ -219,6 +219,26 @@ impl KafkaTable {
         Ok(offset)
     }
 
+    /// Several writes at once, in order: one round trip for all of them.
+    /// Returns their offsets once this process's table holds the last.
+    pub fn put_many_blocking(&self, writes: &[(&str, Option<&[u8]>)]) -> Result<Vec<i64>> {
+        let sent = writes
+            .iter()
+            .map(|(key, value)| self.send(key, *value))
+            .collect::<Result<Vec<_>>>()?;
+        let mut until = vec![0; self.partitions as usize];
+        let mut offsets = Vec::with_capacity(sent.len());
+        for delivery in sent {
+            let (partition, offset) = block_on(delivery)?;
+            if let Some(slot) = until.get_mut(partition as usize) {
+                *slot = (*slot).max(offset + 1);
+            }
+            offsets.push(offset);
+        }
+        self.wait_until(&until)?;
+        Ok(offsets)
+    }
+
     /// Sends the record; the future gives its partition and offset once
     /// the broker has it.
     fn send(
