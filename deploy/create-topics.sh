@@ -37,3 +37,18 @@ TOPICS
     --config max.compaction.lag.ms=3600000 \
     --config delete.retention.ms=3600000 \
     --config unclean.leader.election.enable=false
+
+# The personal-data vault: the vault's secret and its subjects' keys
+# (wrapped under the operator's key-encryption key), address links and
+# erasure tombstones; compacted, one partition. A forgotten subject's key
+# records leave the brokers' disks within max.compaction.lag.ms +
+# delete.retention.ms (here 1 h + 1 h) of its erasure.
+"$topics" --bootstrap-server "$bootstrap" --create --if-not-exists \
+    --topic threshold.vault --partitions 1 --replication-factor 3 \
+    --config min.insync.replicas=2 \
+    --config cleanup.policy=compact \
+    --config min.cleanable.dirty.ratio=0.01 \
+    --config segment.ms=3600000 \
+    --config max.compaction.lag.ms=3600000 \
+    --config delete.retention.ms=3600000 \
+    --config unclean.leader.election.enable=false
