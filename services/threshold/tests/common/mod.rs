@@ -332,7 +332,7 @@ pub(crate) struct Day {
 pub(crate) const DAY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Day {
-    fn new(mut child: Child) -> Self {
+    pub(crate) fn new(mut child: Child) -> Self {
         let lines = lines_of(&mut child);
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let err = child.stderr.take().expect("stderr");
