@@ -199,7 +199,7 @@ impl KafkaVault {
     /// key-encryption key, in the order they were written (so the first
     /// claim of each slot stays first). Returns how many were rewrapped.
     pub fn rewrap(&self) -> Result<usize> {
-        self.table.sync_blocking().map_err(|e| self.error(e))?;
+        self.table.barrier_blocking().map_err(|e| self.error(e))?;
         let state = self.table.state();
         let mut stale: Vec<(&String, &Stored)> = state
             .entries

@@ -175,6 +175,12 @@ async fn two_processes_share_one_vault_on_kafka_and_an_erasure_counts_in_both() 
         );
     }
     assert_eq!(renewed.unseal(sealed, "parcel/SE-3").unwrap(), None);
+    // The new household at the forgotten one's address, and its key.
+    let hh = renewed.household(&parts(&address(3))).expect("a household");
+    assert_eq!(hh.subject, again.subject);
+    renewed
+        .seal(&hh.subject, "parcel/SE-3b", b"x")
+        .expect("its key, rewrapped");
     let old_only = open(&prefix, "e", &keks).await;
     assert!(
         old_only.is_err(),

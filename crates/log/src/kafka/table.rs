@@ -125,8 +125,10 @@ impl KafkaTable {
             tokio::task::spawn_blocking(move || Self::start(&options, &topic, fetch_wait_ms))
                 .await
                 .map_err(|e| kafka("opening a table", e))??;
-        let ends = table.ends_blocking()?;
-        table.wait_until(&ends)?;
+        let ready = table.clone();
+        tokio::task::spawn_blocking(move || ready.barrier_blocking())
+            .await
+            .map_err(|e| kafka("opening a table", e))??;
         Ok(table)
     }
 
@@ -246,7 +248,20 @@ impl KafkaTable {
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<impl Future<Output = Result<(i32, i64)>> + use<>> {
+        self.send_to(key, value, None)
+    }
+
+    /// [`KafkaTable::send`] to `partition`, or to the key's.
+    fn send_to(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        partition: Option<i32>,
+    ) -> Result<impl Future<Output = Result<(i32, i64)>> + use<>> {
         let mut record = FutureRecord::<str, [u8]>::to(&self.topic).key(key);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if let Some(v) = value {
             record = record.payload(v);
         }
@@ -311,15 +326,42 @@ impl KafkaTable {
             .collect()
     }
 
-    /// Waits until the table holds what the topic held when called.
+    /// Waits until the table holds every write acknowledged before the
+    /// call, by writing a record of its own and waiting for it to come back
+    /// (a record that removes a key no entry has): everything acknowledged
+    /// before it is ahead of it in the partition. Stronger than
+    /// [`KafkaTable::sync_blocking`], which trusts the broker's answer of
+    /// where the partition ends; it costs a write.
     pub async fn sync(&self) -> Result<()> {
         let table = self.clone();
-        tokio::task::spawn_blocking(move || table.sync_blocking())
+        tokio::task::spawn_blocking(move || table.barrier_blocking())
             .await
             .map_err(|e| kafka("reading a table's end", e))?
     }
 
     /// [`KafkaTable::sync`] for a caller that is not async.
+    pub fn barrier_blocking(&self) -> Result<()> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let key = format!("barrier/{}-{nanos}", std::process::id());
+        // A barrier in each partition.
+        let mut until = vec![0; self.partitions as usize];
+        let sent = (0..self.partitions)
+            .map(|p| self.send_to(&key, None, Some(p)))
+            .collect::<Result<Vec<_>>>()?;
+        for delivery in sent {
+            let (partition, offset) = block_on(delivery)?;
+            if let Some(slot) = until.get_mut(partition as usize) {
+                *slot = (*slot).max(offset + 1);
+            }
+        }
+        self.wait_until(&until)
+    }
+
+    /// Waits until the table holds what the broker says the topic held when
+    /// called: no write, one request per partition. Where the broker's
+    /// answer lags what it acknowledged, use [`KafkaTable::sync`].
     pub fn sync_blocking(&self) -> Result<()> {
         let ends = self.ends_blocking()?;
         self.wait_until(&ends)
