@@ -91,8 +91,33 @@ impl DepotDays {
         self.days
             .iter()
             .filter(|((_, d), _)| *d == date)
-            .map(|((depot, _), parcels)| (depot.clone(), parcels.values().cloned().collect()))
+            .map(|((depot, _), parcels)| {
+                (
+                    depot.clone(),
+                    parcels.values().map(|p| self.live(p)).collect(),
+                )
+            })
             .collect()
+    }
+
+    /// `p` as it stands now: the address was opened when the parcel was
+    /// manifested, and a household forgotten since (in this process or
+    /// another sharing the vault) has no position any more.
+    fn live(&self, p: &PlannableParcel) -> PlannableParcel {
+        let mut p = p.clone();
+        if let (Some(vault), Some(household)) = (&self.vault, &p.household) {
+            match vault.is_subject_forgotten(household) {
+                Ok(false) => {}
+                Ok(true) => p.position = None,
+                Err(e) => {
+                    // Unknown is not known: no position rather than an
+                    // erased one.
+                    tracing::warn!(parcel = %p.parcel_id, error = %e, "the vault did not answer");
+                    p.position = None;
+                }
+            }
+        }
+        p
     }
 
     /// The local days `depot` has parcels on, with how many.
@@ -105,11 +130,12 @@ impl DepotDays {
             .collect()
     }
 
-    /// The parcels of `depot` on `date`, in id order.
-    pub fn parcels(&self, depot: &str, date: NaiveDate) -> Vec<&PlannableParcel> {
+    /// The parcels of `depot` on `date`, in id order, as they stand now
+    /// (see [`DepotDays::on`]).
+    pub fn parcels(&self, depot: &str, date: NaiveDate) -> Vec<PlannableParcel> {
         self.days
             .get(&(depot.to_owned(), date))
-            .map(|p| p.values().collect())
+            .map(|p| p.values().map(|p| self.live(p)).collect())
             .unwrap_or_default()
     }
 
@@ -338,6 +364,62 @@ mod tests {
         id: &str,
     ) -> Option<&'a PlannableParcel> {
         m.iter().flat_map(|(_, p)| p).find(|p| p.parcel_id == id)
+    }
+
+    #[test]
+    fn a_household_forgotten_after_its_parcel_was_read_has_no_position_any_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(Vault::open(dir.path()).unwrap());
+        let parts = ["Sveavägen 25", "165 71", "Stockholm", "SE"];
+        let hh = vault.household(&parts).unwrap();
+        let address = pb::Address {
+            position: Some(pb::GeoPoint {
+                latitude: 59.34,
+                longitude: 18.04,
+            }),
+            ..Default::default()
+        };
+        let mut log = Log(Vec::new());
+        for id in ["SE-1", "SE-2"] {
+            let DomainEvent::Parcel(pb::parcel_event::Event::Manifested(mut m)) =
+                manifested(id, None)
+            else {
+                unreachable!()
+            };
+            let subject = if id == "SE-1" {
+                hh.subject.clone()
+            } else {
+                vault
+                    .household(&["Drottninggatan 1", "111 51", "Stockholm", "SE"])
+                    .unwrap()
+                    .subject
+            };
+            m.sealed_address = Some(
+                vault
+                    .seal_message(&subject, &format!("parcel/{id}"), &address)
+                    .unwrap(),
+            );
+            log.push(
+                &format!("parcel/{id}"),
+                DomainEvent::Parcel(pb::parcel_event::Event::Manifested(m)),
+            );
+        }
+        let mut m = DepotDays::with_vault(Arc::clone(&vault));
+        for e in &log.0 {
+            m.apply(e);
+        }
+        let positions = |m: &DepotDays| -> Vec<bool> {
+            m.parcels("STO-1", day(23))
+                .iter()
+                .map(|p| p.position.is_some())
+                .collect()
+        };
+        assert_eq!(positions(&m), [true, true]);
+        // Forgotten while the projection holds the opened address.
+        vault.forget(&hh.subject).unwrap();
+        assert_eq!(positions(&m), [false, true]);
+        assert!(parcel(&m.on(day(23)), "SE-1").unwrap().position.is_none());
+        assert!(parcel(&m.on(day(23)), "SE-2").unwrap().position.is_some());
     }
 
     #[test]

@@ -412,11 +412,9 @@ fn depot_day(
             .map(|(d, _)| *d)
             .unwrap_or_else(|| Utc::now().date_naive()),
     };
-    let parcels: HashMap<&str, &PlannableParcel> = days
-        .parcels(depot, date)
-        .into_iter()
-        .map(|p| (p.parcel_id.as_str(), p))
-        .collect();
+    let listed = days.parcels(depot, date);
+    let parcels: HashMap<&str, &PlannableParcel> =
+        listed.iter().map(|p| (p.parcel_id.as_str(), p)).collect();
     let fleet = console.0.fleets.of(depot);
     let depot_at = fleet
         .latitude

@@ -2,8 +2,8 @@
 //! network namespace of its own, reaching the broker over a veth pair on a
 //! private test subnet (10.203.N.0/30; the broker on 10.203.0.1), with its
 //! own data directory and nothing shared on disk. The report equals the
-//! embedded day's, and a credential revoked once is refused by every
-//! process. The test makes the namespaces, links and address, and removes
+//! embedded day's, a credential revoked once is refused by every process,
+//! and a household forgotten once is unreadable in the planning process. The test makes the namespaces, links and address, and removes
 //! them however it ends.
 //!
 //! Skipped, with the reason printed, where network namespaces cannot be
@@ -284,6 +284,52 @@ fn the_day_with_each_process_on_a_host_of_its_own_reports_as_the_embedded_day() 
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    // A household forgotten once, from this host, is unreadable in the
+    // planning process on its own: planning the day again, it no longer
+    // knows where the parcel was.
+    let mut forget = vec![
+        "privacy",
+        "forget",
+        "--street",
+        "Sveavägen 25",
+        "--postal-code",
+        "165 71",
+        "--city",
+        "Stockholm",
+        "--country",
+        "SE",
+    ];
+    forget.extend_from_slice(&store);
+    let out = Command::new(BIN)
+        .args(&forget)
+        .env("THRESHOLD_VAULT_KEK", &kek)
+        .output()
+        .expect("privacy forget");
+    assert!(out.status.success(), "{out:?}");
+    let plan = threshold(&[
+        "routing",
+        "plan",
+        "--date",
+        "2026-11-23",
+        "--depot",
+        "STO-1",
+        "--seconds",
+        "0.3",
+        "--json",
+        "--server",
+        &url("planning"),
+        "--data",
+        tokens.to_str().expect("path"),
+    ]);
+    assert!(plan.status.success(), "{plan:?}");
+    let v: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("json");
+    let unassigned = v["depots"][0]["unassigned"].as_array().expect("unassigned");
+    assert!(
+        unassigned.iter().any(|u| u["parcel_id"] == "SE-STO-1-00001"
+            && u["reason"].as_str().unwrap_or_default().contains("erased")),
+        "{v}"
+    );
+
     // Nothing shared on disk: no process keeps credentials or a vault.
     for service in SERVICES {
         for file in [
