@@ -44,7 +44,9 @@ pub(crate) struct Args {
     #[arg(long, default_value = "threshold")]
     topic_prefix: String,
     /// The directory of the personal-data vault; default --data. Processes
-    /// on one machine share it by naming the same directory.
+    /// on one machine share it by naming the same directory; on Kafka, a
+    /// key-encryption key (--vault-kek-file) keeps it in the vault topic
+    /// instead, shared by processes on any machine.
     #[arg(long)]
     vault: Option<PathBuf>,
     /// Where to listen for gRPC (port 0 picks a free one; the address is printed).
