@@ -8,21 +8,7 @@ mod common;
 use common::*;
 
 fn python() -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/python-env.sh");
-    let out = Command::new(&script)
-        .arg("duckdb")
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} could not install DuckDB's Python package: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("a path")
-        .trim()
-        .to_owned()
+    python_with("duckdb")
 }
 
 /// Runs a DuckDB query and returns its rows as JSON arrays.

@@ -15,21 +15,7 @@ fn root() -> std::path::PathBuf {
 
 /// The virtual environment's python, with kubernetes-validate (and PyYAML).
 fn python() -> String {
-    let script = root().join("scripts/python-env.sh");
-    let out = Command::new(&script)
-        .arg("kubernetes_validate:kubernetes-validate")
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} could not install kubernetes-validate: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("a path")
-        .trim()
-        .to_owned()
+    python_with("kubernetes_validate:kubernetes-validate")
 }
 
 fn manifests(dir: &Path) -> Vec<String> {

@@ -287,18 +287,8 @@ fn the_day_with_each_process_on_a_host_of_its_own_reports_as_the_embedded_day() 
     // A household forgotten once, from this host, is unreadable in the
     // planning process on its own: planning the day again, it no longer
     // knows where the parcel was.
-    let mut forget = vec![
-        "privacy",
-        "forget",
-        "--street",
-        "Sveavägen 25",
-        "--postal-code",
-        "165 71",
-        "--city",
-        "Stockholm",
-        "--country",
-        "SE",
-    ];
+    let mut forget = vec!["privacy", "forget"];
+    forget.extend_from_slice(&SVEAVAGEN_25);
     forget.extend_from_slice(&store);
     let out = Command::new(BIN)
         .args(&forget)

@@ -147,17 +147,7 @@ fn the_vault_on_kafka_forgets_a_household_and_rotates_its_key_encryption_key_fro
             .output()
             .expect("threshold privacy")
     };
-    let street = [
-        "forget",
-        "--street",
-        "Sveavägen 25",
-        "--postal-code",
-        "165 71",
-        "--city",
-        "Stockholm",
-        "--country",
-        "SE",
-    ];
+    let street = [&["forget"][..], &SVEAVAGEN_25].concat();
     let out = privacy(&street, &deployment.kek);
     assert!(out.status.success(), "{out:?}");
     assert!(

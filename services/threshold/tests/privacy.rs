@@ -70,20 +70,8 @@ fn a_forgotten_household_is_unreadable_while_the_log_statistics_and_audit_chains
 
     // The resident of Sveavägen 25 asks to be forgotten.
     let forget = |extra: &[&str]| {
-        let mut args = vec![
-            "privacy",
-            "forget",
-            "--street",
-            "Sveavägen 25",
-            "--postal-code",
-            "165 71",
-            "--city",
-            "Stockholm",
-            "--country",
-            "SE",
-            "--data",
-            data_str,
-        ];
+        let mut args = vec!["privacy", "forget", "--data", data_str];
+        args.extend_from_slice(&SVEAVAGEN_25);
         args.extend_from_slice(extra);
         threshold(&args)
     };

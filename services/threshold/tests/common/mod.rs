@@ -11,6 +11,39 @@ pub(crate) use std::process::{Child, Command, Stdio};
 /// The `threshold` binary under test.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_threshold");
 
+/// The household of the Swedish sample's first row (SE-STO-1-00001), as
+/// `threshold privacy forget` names it by its address.
+pub(crate) const SVEAVAGEN_25: [&str; 8] = [
+    "--street",
+    "Sveavägen 25",
+    "--postal-code",
+    "165 71",
+    "--city",
+    "Stockholm",
+    "--country",
+    "SE",
+];
+
+/// The project's Python environment (`scripts/python-env.sh`), with the
+/// module of `spec` (`MODULE[:PACKAGE]`) installed: its python.
+pub(crate) fn python_with(spec: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/python-env.sh");
+    let out = Command::new(&script)
+        .arg(spec)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} could not install {spec}: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("a path")
+        .trim()
+        .to_owned()
+}
+
 /// The bundled sample manifests of 2026-11-23.
 pub(crate) fn samples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/manifest/samples")
