@@ -25,6 +25,12 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Result<RecordedEvent>> {
         self.rx.recv().await
     }
+
+    /// The next event if one is already there, without waiting; `None`
+    /// when none is (or the log is closed: [`Self::next`] then says so).
+    pub fn try_next(&mut self) -> Option<Result<RecordedEvent>> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl futures::Stream for Subscription {

@@ -14,6 +14,7 @@ mod attempts;
 mod depot_days;
 mod facts;
 mod routes;
+pub mod track;
 
 pub use attempts::{Attempts, Dimension, Filter, ParcelRecord, Report, ReportRow};
 pub use depot_days::{DepotDays, LeftOut, PlannableParcel};
@@ -22,6 +23,10 @@ pub use facts::{
     method_name, reason_name, service_name,
 };
 pub use routes::{PlannedRoute, Routes};
+pub use track::{
+    Checkpoint, Milestone, ParcelSummary, ParcelTrack, SqliteTrackStore, StoreError, TrackEvent,
+    TrackRow, TrackStore, Tracker,
+};
 
 use std::sync::{Arc, RwLock};
 

@@ -1,0 +1,482 @@
+//! Track and trace: where a parcel is and what happened to it, by parcel id,
+//! and a depot's parcels of a day with where each stands.
+//!
+//! Partners ask it for their parcels, planners for their depot's, analysts
+//! for any. Unlike the other read models it is kept in a store, not only in
+//! memory, behind [`TrackStore`]: on one machine a SQLite file in the data
+//! directory ([`SqliteTrackStore`]); where read models outgrow a process, a
+//! ScyllaDB cluster (`ScyllaTrackStore`, cargo feature `scylla`). Both pass
+//! the same contract suite (`tests/track_store.rs`).
+//!
+//! [`Tracker`] turns log events into [`TrackRow`]s; [`follow`] keeps a store
+//! up to date from a log subscription, remembering how far it got per reader.
+//! Writes are idempotent: a row is keyed by the parcel and the event's
+//! version in the parcel's stream (with its event id), and a parcel's
+//! summary and day row only move forward, to a later version. Applying rows
+//! again, in any order, changes nothing — a reader that starts over, or two
+//! processes that feed one store, leave it as one reader would.
+//!
+//! What the model holds is what a partner may know of its parcel: no
+//! address, position, resident, household, driver, device, grant or note.
+
+pub mod contract;
+#[cfg(feature = "scylla")]
+mod scylla;
+mod sqlite;
+
+#[cfg(feature = "scylla")]
+pub use scylla::{SCHEMA, ScyllaTarget, ScyllaTrackStore, schema_statements};
+pub use sqlite::SqliteTrackStore;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use threshold_domain::{Category, Country, DomainEvent, pb};
+use threshold_log::{EventLog, Position, RecordedEvent};
+
+use pb::parcel_event::Event as P;
+
+/// How many buckets a depot's day is spread over in a store that
+/// partitions by key (ScyllaDB): a Black Week day of a large depot, ~50,000
+/// parcels, is ~3,000 rows a partition.
+pub const DAY_BUCKETS: u32 = 16;
+
+/// At most this many rows of one parcel's track are read: a parcel has a
+/// handful of events a day it is due, and at most three attempts.
+pub const MAX_TRACK_EVENTS: usize = 1_000;
+
+/// The bucket of a parcel's day row.
+pub fn day_bucket(parcel_id: &str) -> u32 {
+    crc32fast::hash(parcel_id.as_bytes()) % DAY_BUCKETS
+}
+
+/// What happened to a parcel at one step of its track; the last one is
+/// where it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Milestone {
+    /// A manifest row made it: due at a depot on a day.
+    Manifested,
+    /// A plan put it on a route.
+    OnRoute,
+    /// A day's plan left it out.
+    LeftOut,
+    /// Scanned onto a van.
+    OutForDelivery,
+    /// A driver is at the door.
+    AttemptStarted,
+    /// Handed over. Terminal.
+    Delivered,
+    /// An attempt failed.
+    AttemptFailed,
+    /// Due on another day.
+    Rescheduled,
+    /// Going back to the sender. Terminal.
+    Returned,
+}
+
+impl Milestone {
+    /// Every milestone.
+    pub const ALL: [Milestone; 9] = [
+        Milestone::Manifested,
+        Milestone::OnRoute,
+        Milestone::LeftOut,
+        Milestone::OutForDelivery,
+        Milestone::AttemptStarted,
+        Milestone::Delivered,
+        Milestone::AttemptFailed,
+        Milestone::Rescheduled,
+        Milestone::Returned,
+    ];
+
+    /// The word stores and replies use (`out_for_delivery`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Milestone::Manifested => "manifested",
+            Milestone::OnRoute => "on_route",
+            Milestone::LeftOut => "left_out",
+            Milestone::OutForDelivery => "out_for_delivery",
+            Milestone::AttemptStarted => "attempt_started",
+            Milestone::Delivered => "delivered",
+            Milestone::AttemptFailed => "attempt_failed",
+            Milestone::Rescheduled => "rescheduled",
+            Milestone::Returned => "returned",
+        }
+    }
+
+    /// The parcel's journey has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Milestone::Delivered | Milestone::Returned)
+    }
+}
+
+impl std::str::FromStr for Milestone {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Milestone::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not a milestone"))
+    }
+}
+
+/// One step of a parcel's track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackEvent {
+    /// Its version in the parcel's stream: the order of the track.
+    pub version: u64,
+    /// The log event it came from.
+    pub event_id: String,
+    /// What happened.
+    pub milestone: Milestone,
+    /// When, by the reporting device's or service's clock.
+    pub occurred_at: DateTime<Utc>,
+    /// The attempt it concerns, 0 for none.
+    pub attempt: u32,
+    /// How it was delivered (`in_home`), why an attempt failed
+    /// (`not_home`), the new day (`2026-11-24`), why a plan left it out:
+    /// never personal data.
+    pub detail: String,
+}
+
+/// Where a parcel stands, after the event at `version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParcelSummary {
+    /// The parcel.
+    pub parcel_id: String,
+    /// The retailer it belongs to.
+    pub partner: String,
+    /// Its country.
+    pub country: Country,
+    /// Its depot.
+    pub depot: String,
+    /// The local day it is due now.
+    pub day: NaiveDate,
+    /// The latest milestone.
+    pub status: Milestone,
+    /// Attempts started.
+    pub attempts: u32,
+    /// The stream version of the latest event folded.
+    pub version: u64,
+    /// When the latest event happened.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A parcel's whole track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParcelTrack {
+    /// Where it stands.
+    pub summary: ParcelSummary,
+    /// What happened, in stream order.
+    pub events: Vec<TrackEvent>,
+}
+
+/// What one event writes: the step, and the parcel's summary after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackRow {
+    /// The parcel as it stands after the event.
+    pub summary: ParcelSummary,
+    /// The step.
+    pub event: TrackEvent,
+    /// The day the parcel was due before this event, when the event moved
+    /// it (a reschedule): its row there goes.
+    pub moved_from: Option<NaiveDate>,
+}
+
+/// A store failed or refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or failed the request.
+    #[error("track store: {0}")]
+    Backend(String),
+    /// The store holds something this version cannot read.
+    #[error("track store holds an unreadable {what}: {detail}")]
+    Corrupt {
+        /// Which column or row.
+        what: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// The track-and-trace store. Every write is idempotent, see the module.
+#[async_trait::async_trait]
+pub trait TrackStore: Send + Sync + 'static {
+    /// Stores the rows. A row of a version already stored writes the same
+    /// values again; a summary or day row only moves to a later version.
+    async fn put(&self, rows: &[TrackRow]) -> Result<(), StoreError>;
+    /// Where a parcel stands, if the store knows it.
+    async fn summary(&self, parcel_id: &str) -> Result<Option<ParcelSummary>, StoreError>;
+    /// A parcel's summary and track, in stream order.
+    async fn track(&self, parcel_id: &str) -> Result<Option<ParcelTrack>, StoreError>;
+    /// The parcels due at `depot` on `day`, ordered by parcel id, after
+    /// `after` (a page's last id), at most `limit`.
+    async fn day(
+        &self,
+        country: Country,
+        depot: &str,
+        day: NaiveDate,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ParcelSummary>, StoreError>;
+    /// How far `reader` has fed the store.
+    async fn checkpoint(&self, reader: &str) -> Result<Option<Checkpoint>, StoreError>;
+    /// Records how far `reader` has fed the store.
+    async fn set_checkpoint(&self, reader: &str, at: &Checkpoint) -> Result<(), StoreError>;
+}
+
+/// How far a reader has fed a store: the position, in the reader's own log,
+/// of the last event it folded, and that event's id. Positions are a
+/// process's own (on Kafka each process numbers its replica), so a reader
+/// checks on starting that the event at the position is still that one; if
+/// its log was rebuilt, it feeds the store again from the start, which
+/// changes nothing that is there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The last event's position.
+    pub position: Position,
+    /// Its id.
+    pub event_id: String,
+}
+
+/// Turns parcel events into [`TrackRow`]s. It keeps the summary of each
+/// parcel still under way, and asks the store for one it has not seen (a
+/// reader that starts from a checkpoint).
+#[derive(Debug, Default)]
+pub struct Tracker {
+    open: HashMap<String, ParcelSummary>,
+}
+
+impl Tracker {
+    /// A tracker that knows no parcel yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parcels under way that it holds.
+    pub fn open_parcels(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The rows for `events`, in order, asking `store` for a parcel it does
+    /// not hold. Events of other categories, and events of a parcel
+    /// nobody manifested, give none.
+    pub async fn rows(
+        &mut self,
+        events: &[RecordedEvent],
+        store: &dyn TrackStore,
+    ) -> Result<Vec<TrackRow>, StoreError> {
+        let mut rows = Vec::with_capacity(events.len());
+        for event in events {
+            if event.stream.category() != Category::Parcel {
+                continue;
+            }
+            let Ok(DomainEvent::Parcel(e)) = event.decode() else {
+                continue;
+            };
+            let id = event.stream.id();
+            if !matches!(e, P::Manifested(_)) && !self.open.contains_key(id) {
+                match store.summary(id).await? {
+                    Some(s) => {
+                        self.open.insert(id.to_owned(), s);
+                    }
+                    None => continue,
+                }
+            }
+            if let Some(row) = self.fold(event, id, e) {
+                rows.push(row);
+            }
+        }
+        Ok(rows)
+    }
+
+    fn fold(&mut self, event: &RecordedEvent, id: &str, e: P) -> Option<TrackRow> {
+        let version = event.stream_version;
+        let at = event.event.occurred_at;
+        let step = |milestone, attempt, detail: String| TrackEvent {
+            version,
+            event_id: event.event.event_id.to_string(),
+            milestone,
+            occurred_at: at,
+            attempt,
+            detail,
+        };
+        if let P::Manifested(m) = &e {
+            let (country, day) = crate::due(m)?;
+            let summary = ParcelSummary {
+                parcel_id: id.to_owned(),
+                partner: m.partner_id.clone(),
+                country,
+                depot: m.depot_id.clone(),
+                day,
+                status: Milestone::Manifested,
+                attempts: 0,
+                version,
+                updated_at: at,
+            };
+            self.open.insert(id.to_owned(), summary.clone());
+            return Some(TrackRow {
+                summary,
+                event: step(Milestone::Manifested, 0, day.to_string()),
+                moved_from: None,
+            });
+        }
+        let summary = self.open.get_mut(id)?;
+        if version <= summary.version {
+            // Already folded (a reader that starts again before its
+            // checkpoint): the store has its row.
+            return None;
+        }
+        let mut moved_from = None;
+        let (milestone, attempt, detail) = match e {
+            P::Manifested(_) => unreachable!("handled above"),
+            P::AssignedToRoute(_) => (Milestone::OnRoute, 0, String::new()),
+            P::LeftOut(l) => (Milestone::LeftOut, 0, l.reason),
+            P::OutForDelivery(_) => (Milestone::OutForDelivery, 0, String::new()),
+            P::AttemptStarted(a) => {
+                summary.attempts = summary.attempts.max(a.attempt);
+                (Milestone::AttemptStarted, a.attempt, String::new())
+            }
+            P::Delivered(d) => (
+                Milestone::Delivered,
+                d.attempt,
+                crate::method_name(d.method()),
+            ),
+            P::AttemptFailed(f) => (
+                Milestone::AttemptFailed,
+                f.attempt,
+                crate::reason_name(f.reason()),
+            ),
+            P::Rescheduled(r) => {
+                let day = crate::day(r.delivery_date.as_ref())?;
+                if day != summary.day {
+                    moved_from = Some(summary.day);
+                    summary.day = day;
+                }
+                (Milestone::Rescheduled, 0, day.to_string())
+            }
+            P::Returned(r) => (Milestone::Returned, r.attempts, String::new()),
+        };
+        summary.status = milestone;
+        summary.version = version;
+        summary.updated_at = at;
+        let row = TrackRow {
+            summary: summary.clone(),
+            event: step(milestone, attempt, detail),
+            moved_from,
+        };
+        if milestone.is_terminal() {
+            self.open.remove(id);
+        }
+        Some(row)
+    }
+}
+
+/// At most this many events are folded into one write.
+const BATCH: usize = 512;
+
+/// Keeps `store` up to date with `log` as `reader`, from where that reader
+/// last got to, until the log closes or fails; returns what stopped it.
+/// A batch the store does not take is tried again, backing off up to 5 s,
+/// without moving on: the checkpoint only moves past rows the store took.
+pub async fn follow(
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn TrackStore>,
+    reader: String,
+) -> Option<threshold_log::Error> {
+    let checkpoint = loop {
+        match store.checkpoint(&reader).await {
+            Ok(at) => break at,
+            Err(e) => {
+                tracing::warn!(error = %e, reader, "the track store's checkpoint cannot be read; trying again");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut pending = None;
+    let mut sub = match checkpoint {
+        None => log.subscribe(Position(0)),
+        Some(c) => {
+            // From the checkpoint's own event, to see it is still there;
+            // folding it again changes nothing.
+            let mut sub = log.subscribe(Position(c.position.0.saturating_sub(1)));
+            match sub.next().await {
+                Some(Ok(e))
+                    if e.position == c.position && e.event.event_id.to_string() == c.event_id =>
+                {
+                    pending = Some(e);
+                    sub
+                }
+                Some(Err(e)) => return Some(e),
+                None => return None,
+                Some(Ok(_)) => {
+                    tracing::warn!(
+                        reader,
+                        position = c.position.0,
+                        "the log no longer has the track store's checkpoint event there; feeding the store again from the start"
+                    );
+                    log.subscribe(Position(0))
+                }
+            }
+        }
+    };
+    let mut tracker = Tracker::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let next = match pending.take() {
+            Some(e) => Some(Ok(e)),
+            None => sub.next().await,
+        };
+        match next {
+            Some(Ok(e)) => batch.push(e),
+            Some(Err(e)) => return Some(e),
+            None => return None,
+        }
+        // Whatever else is there already goes in the same write.
+        while batch.len() < BATCH {
+            match sub.try_next() {
+                Some(Ok(e)) => batch.push(e),
+                Some(Err(e)) => return Some(e),
+                None => break,
+            }
+        }
+        let last = batch.last().map(|e| Checkpoint {
+            position: e.position,
+            event_id: e.event.event_id.to_string(),
+        });
+        let mut backoff = std::time::Duration::from_millis(100);
+        let mut rows = None;
+        loop {
+            let stored =
+                async {
+                    if rows.is_none() {
+                        rows = Some(tracker.rows(&batch, store.as_ref()).await.inspect_err(
+                            |_| {
+                                // Part of the batch may be folded: start from what
+                                // the store holds, which is every earlier batch.
+                                tracker = Tracker::new();
+                            },
+                        )?);
+                    }
+                    store.put(rows.as_deref().unwrap_or_default()).await?;
+                    match &last {
+                        Some(last) => store.set_checkpoint(&reader, last).await,
+                        None => Ok(()),
+                    }
+                }
+                .await;
+            match stored {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, reader, "the track store did not take a batch; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,344 @@
+//! The track store on one machine: a SQLite file.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{Connection, OptionalExtension as _, params};
+use threshold_domain::Country;
+use threshold_log::Position;
+
+use super::{
+    Checkpoint, MAX_TRACK_EVENTS, Milestone, ParcelSummary, ParcelTrack, StoreError, TrackEvent,
+    TrackRow, TrackStore,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS track_parcels (
+    parcel_id  TEXT PRIMARY KEY,
+    partner    TEXT NOT NULL,
+    country    TEXT NOT NULL,
+    depot      TEXT NOT NULL,
+    day        TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    attempts   INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS track_parcels_by_day
+    ON track_parcels (country, depot, day, parcel_id);
+CREATE TABLE IF NOT EXISTS track_events (
+    parcel_id   TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    event_id    TEXT NOT NULL,
+    milestone   TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    detail      TEXT NOT NULL,
+    PRIMARY KEY (parcel_id, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS track_checkpoints (
+    reader   TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    event_id TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// The track store in a SQLite file (or in memory, for tests). It can be
+/// rebuilt from the log at any time, so it commits without waiting for the
+/// disk (`synchronous = NORMAL` in WAL mode): a power cut loses at most the
+/// last writes and their checkpoint together, and they are folded again.
+#[derive(Clone)]
+pub struct SqliteTrackStore {
+    db: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteTrackStore {
+    /// Opens (creating) the store in the file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(backend)?;
+        Self::with(db)
+    }
+
+    /// A store in memory.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::with(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn with(db: Connection) -> Result<Self, StoreError> {
+        db.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(Self {
+            db: Arc::new(Mutex::new(db)),
+        })
+    }
+
+    /// Runs `f` on the connection off the async runtime.
+    async fn on<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&mut db.lock().unwrap_or_else(|p| p.into_inner())))
+            .await
+            .map_err(backend)?
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn instant(what: &'static str, ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt {
+        what,
+        detail: format!("{ms} ms is out of range"),
+    })
+}
+
+/// Reads a column written by this store, saying which on failure.
+pub(super) fn parse<T: std::str::FromStr>(what: &'static str, s: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| StoreError::Corrupt {
+        what,
+        detail: format!("{s:?}: {e}"),
+    })
+}
+
+/// A country as stores write it (`SE`).
+pub(super) fn country_code(c: Country) -> &'static str {
+    c.code()
+}
+
+pub(super) fn country(s: &str) -> Result<Country, StoreError> {
+    parse("country", s)
+}
+
+pub(super) fn day(s: &str) -> Result<NaiveDate, StoreError> {
+    parse("day", s)
+}
+
+const SUMMARY: &str =
+    "parcel_id, partner, country, depot, day, status, attempts, version, updated_at";
+
+fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ParcelSummary, StoreError>> {
+    let (id, partner, c, depot, d, status): (String, String, String, String, String, String) = (
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    );
+    let (attempts, version, updated): (i64, i64, i64) = (row.get(6)?, row.get(7)?, row.get(8)?);
+    Ok((|| {
+        Ok(ParcelSummary {
+            parcel_id: id,
+            partner,
+            country: country(&c)?,
+            depot,
+            day: day(&d)?,
+            status: parse::<Milestone>("status", &status)?,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            version: u64::try_from(version).unwrap_or(0),
+            updated_at: instant("updated_at", updated)?,
+        })
+    })())
+}
+
+fn get_summary(db: &Connection, parcel_id: &str) -> Result<Option<ParcelSummary>, StoreError> {
+    db.query_row(
+        &format!("SELECT {SUMMARY} FROM track_parcels WHERE parcel_id = ?1"),
+        [parcel_id],
+        summary,
+    )
+    .optional()
+    .map_err(backend)?
+    .transpose()
+}
+
+#[async_trait::async_trait]
+impl TrackStore for SqliteTrackStore {
+    async fn put(&self, rows: &[TrackRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows = rows.to_vec();
+        self.on(move |db| {
+            let tx = db.transaction().map_err(backend)?;
+            {
+                let mut event = tx
+                    .prepare_cached(
+                        "INSERT INTO track_events
+                            (parcel_id, version, event_id, milestone, occurred_at, attempt, detail)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (parcel_id, version) DO NOTHING",
+                    )
+                    .map_err(backend)?;
+                let mut parcel = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO track_parcels ({SUMMARY})
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                         ON CONFLICT (parcel_id) DO UPDATE SET
+                            partner = excluded.partner, country = excluded.country,
+                            depot = excluded.depot, day = excluded.day,
+                            status = excluded.status, attempts = excluded.attempts,
+                            version = excluded.version, updated_at = excluded.updated_at
+                         WHERE excluded.version > track_parcels.version"
+                    ))
+                    .map_err(backend)?;
+                for r in &rows {
+                    let (s, e) = (&r.summary, &r.event);
+                    event
+                        .execute(params![
+                            s.parcel_id,
+                            e.version as i64,
+                            e.event_id,
+                            e.milestone.as_str(),
+                            millis(e.occurred_at),
+                            e.attempt,
+                            e.detail,
+                        ])
+                        .map_err(backend)?;
+                    parcel
+                        .execute(params![
+                            s.parcel_id,
+                            s.partner,
+                            country_code(s.country),
+                            s.depot,
+                            s.day.to_string(),
+                            s.status.as_str(),
+                            s.attempts,
+                            s.version as i64,
+                            millis(s.updated_at),
+                        ])
+                        .map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn summary(&self, parcel_id: &str) -> Result<Option<ParcelSummary>, StoreError> {
+        let id = parcel_id.to_owned();
+        self.on(move |db| get_summary(db, &id)).await
+    }
+
+    async fn track(&self, parcel_id: &str) -> Result<Option<ParcelTrack>, StoreError> {
+        let id = parcel_id.to_owned();
+        self.on(move |db| {
+            let Some(summary) = get_summary(db, &id)? else {
+                return Ok(None);
+            };
+            let mut q = db
+                .prepare_cached(
+                    "SELECT version, event_id, milestone, occurred_at, attempt, detail
+                     FROM track_events WHERE parcel_id = ?1 ORDER BY version LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = q
+                .query_map(params![id, MAX_TRACK_EVENTS as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (version, event_id, milestone, at, attempt, detail) = row.map_err(backend)?;
+                events.push(TrackEvent {
+                    version: u64::try_from(version).unwrap_or(0),
+                    event_id,
+                    milestone: parse("milestone", &milestone)?,
+                    occurred_at: instant("occurred_at", at)?,
+                    attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                    detail,
+                });
+            }
+            Ok(Some(ParcelTrack { summary, events }))
+        })
+        .await
+    }
+
+    async fn day(
+        &self,
+        country: Country,
+        depot: &str,
+        day: NaiveDate,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ParcelSummary>, StoreError> {
+        let (depot, after) = (depot.to_owned(), after.unwrap_or_default().to_owned());
+        self.on(move |db| {
+            let mut q = db
+                .prepare_cached(&format!(
+                    "SELECT {SUMMARY} FROM track_parcels
+                     WHERE country = ?1 AND depot = ?2 AND day = ?3 AND parcel_id > ?4
+                     ORDER BY parcel_id LIMIT ?5"
+                ))
+                .map_err(backend)?;
+            let rows = q
+                .query_map(
+                    params![
+                        country_code(country),
+                        depot,
+                        day.to_string(),
+                        after,
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    summary,
+                )
+                .map_err(backend)?;
+            rows.map(|r| r.map_err(backend)?).collect()
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, reader: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let reader = reader.to_owned();
+        self.on(move |db| {
+            db.query_row(
+                "SELECT position, event_id FROM track_checkpoints WHERE reader = ?1",
+                [reader],
+                |r| {
+                    Ok(Checkpoint {
+                        position: Position(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                        event_id: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_checkpoint(&self, reader: &str, at: &Checkpoint) -> Result<(), StoreError> {
+        let (reader, at) = (reader.to_owned(), at.clone());
+        self.on(move |db| {
+            db.execute(
+                "INSERT INTO track_checkpoints (reader, position, event_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (reader) DO UPDATE SET
+                    position = excluded.position, event_id = excluded.event_id",
+                params![reader, at.position.0 as i64, at.event_id],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+}

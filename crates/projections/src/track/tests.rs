@@ -1,0 +1,324 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+
+use threshold_domain::Country;
+use threshold_domain::parcel::Command;
+use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
+
+use super::*;
+use crate::attempts::tests::{day, deliver, drive, fail, manifest};
+
+#[tokio::test]
+async fn the_sqlite_store_keeps_the_contract() {
+    let store = SqliteTrackStore::in_memory().unwrap();
+    contract::run(&store, "mem").await;
+}
+
+#[tokio::test]
+async fn the_sqlite_store_keeps_what_it_took_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.sqlite");
+    let rows = contract::journey("SE-9", "STO");
+    {
+        let store = SqliteTrackStore::open(&path).unwrap();
+        contract::run(&store, "file").await;
+        store.put(&rows).await.unwrap();
+        store
+            .set_checkpoint(
+                "p1",
+                &Checkpoint {
+                    position: Position(8),
+                    event_id: "e".into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let store = SqliteTrackStore::open(&path).unwrap();
+    let track = store.track("SE-9").await.unwrap().unwrap();
+    assert_eq!(track.events.len(), 8);
+    assert_eq!(track.summary, rows[7].summary);
+    assert_eq!(
+        store.checkpoint("p1").await.unwrap().unwrap().position,
+        Position(8)
+    );
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_open_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-dir").join("track.sqlite");
+    let err = SqliteTrackStore::open(&path).err().expect("no store");
+    assert!(err.to_string().contains("no-such-dir"), "{err}");
+}
+
+fn reschedule(to: NaiveDate) -> Command {
+    Command::Reschedule {
+        date: to,
+        reason: "carried over".into(),
+    }
+}
+
+fn start() -> Command {
+    Command::StartAttempt {
+        route_id: None,
+        driver_id: threshold_domain::DriverId::new("d").unwrap(),
+        device_id: threshold_domain::DeviceId::new("h").unwrap(),
+    }
+}
+
+/// Waits until `reader` has fed `store` up to `log`'s head.
+async fn fed(log: &dyn EventLog, store: &dyn TrackStore, reader: &str) {
+    let head = log.head().await.unwrap();
+    for _ in 0..500 {
+        if store
+            .checkpoint(reader)
+            .await
+            .unwrap()
+            .is_some_and(|c| c.position >= head)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{reader} did not feed the store up to {head:?}");
+}
+
+async fn day_ids(store: &dyn TrackStore, depot: &str, d: NaiveDate) -> Vec<String> {
+    store
+        .day(Country::Se, depot, d, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.parcel_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_followed_log_gives_each_parcel_its_track_and_a_restart_or_a_second_reader_changes_nothing()
+ {
+    use threshold_domain::pb::{DeliveryMethod as M, FailureReason as F, Service as S};
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap());
+    let next = day().succ_opt().unwrap();
+    drive(
+        log.as_ref(),
+        "SE-1",
+        vec![
+            manifest("SE-1", Country::Se, "STO-1", S::Doorstep),
+            start(),
+            fail(F::NotHome),
+            reschedule(next),
+            start(),
+            deliver(M::Doorstep),
+        ],
+    )
+    .await;
+    drive(
+        log.as_ref(),
+        "SE-2",
+        vec![manifest("SE-2", Country::Se, "STO-1", S::Doorstep)],
+    )
+    .await;
+    let store: Arc<dyn TrackStore> = Arc::new(SqliteTrackStore::in_memory().unwrap());
+    let feeder = tokio::spawn(follow(Arc::clone(&log), Arc::clone(&store), "p1".into()));
+    fed(log.as_ref(), store.as_ref(), "p1").await;
+
+    let track = store.track("SE-1").await.unwrap().unwrap();
+    let steps: Vec<(Milestone, u32, String)> = track
+        .events
+        .iter()
+        .map(|e| (e.milestone, e.attempt, e.detail.clone()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (Milestone::Manifested, 0, "2026-11-23".into()),
+            (Milestone::AttemptStarted, 1, String::new()),
+            (Milestone::AttemptFailed, 1, "not_home".into()),
+            (Milestone::Rescheduled, 0, "2026-11-24".into()),
+            (Milestone::AttemptStarted, 2, String::new()),
+            (Milestone::Delivered, 2, "doorstep".into()),
+        ]
+    );
+    let versions: Vec<u64> = track.events.iter().map(|e| e.version).collect();
+    assert_eq!(versions, (1..=6).collect::<Vec<_>>());
+    let s = &track.summary;
+    assert_eq!(
+        (
+            s.partner.as_str(),
+            s.depot.as_str(),
+            s.day,
+            s.status,
+            s.attempts
+        ),
+        ("nordshop", "STO-1", next, Milestone::Delivered, 2)
+    );
+    assert_eq!(
+        day_ids(store.as_ref(), "STO-1", day()).await,
+        vec!["SE-2".to_string()]
+    );
+    assert_eq!(
+        day_ids(store.as_ref(), "STO-1", next).await,
+        vec!["SE-1".to_string()]
+    );
+
+    // Events while it runs reach the store too.
+    drive(
+        log.as_ref(),
+        "SE-3",
+        vec![manifest("SE-3", Country::Se, "STO-1", S::Doorstep), start()],
+    )
+    .await;
+    fed(log.as_ref(), store.as_ref(), "p1").await;
+    let s3 = store.summary("SE-3").await.unwrap().unwrap();
+    assert_eq!((s3.status, s3.attempts), (Milestone::AttemptStarted, 1));
+    feeder.abort();
+
+    // A restart goes on from its checkpoint: SE-3's next event needs the
+    // summary the store holds, which the new tracker asks for.
+    drive_more(log.as_ref(), "SE-3", 2, vec![fail(F::Refused)]).await;
+    let before = store.checkpoint("p1").await.unwrap().unwrap();
+    let feeder = tokio::spawn(follow(Arc::clone(&log), Arc::clone(&store), "p1".into()));
+    fed(log.as_ref(), store.as_ref(), "p1").await;
+    feeder.abort();
+    let after = store.checkpoint("p1").await.unwrap().unwrap();
+    assert!(after.position > before.position);
+    let t3 = store.track("SE-3").await.unwrap().unwrap();
+    assert_eq!(t3.events.len(), 3);
+    assert_eq!(t3.summary.status, Milestone::AttemptFailed);
+    assert_eq!(t3.events[2].detail, "refused");
+
+    // A second reader feeding the same store from the start, and a fresh
+    // store fed once, hold the same.
+    let snapshot = |store: Arc<dyn TrackStore>| async move {
+        let mut all = Vec::new();
+        for id in ["SE-1", "SE-2", "SE-3"] {
+            all.push(store.track(id).await.unwrap());
+        }
+        all.push(Some(ParcelTrack {
+            summary: store.summary("SE-1").await.unwrap().unwrap(),
+            events: Vec::new(),
+        }));
+        (all, day_ids(store.as_ref(), "STO-1", day()).await)
+    };
+    let one = snapshot(Arc::clone(&store)).await;
+    let feeder = tokio::spawn(follow(Arc::clone(&log), Arc::clone(&store), "p2".into()));
+    fed(log.as_ref(), store.as_ref(), "p2").await;
+    feeder.abort();
+    assert_eq!(snapshot(Arc::clone(&store)).await, one);
+    let fresh: Arc<dyn TrackStore> = Arc::new(SqliteTrackStore::in_memory().unwrap());
+    let feeder = tokio::spawn(follow(Arc::clone(&log), Arc::clone(&fresh), "p1".into()));
+    fed(log.as_ref(), fresh.as_ref(), "p1").await;
+    feeder.abort();
+    assert_eq!(snapshot(fresh).await, one);
+}
+
+/// Runs more commands on a parcel whose stream is at `version`.
+async fn drive_more(log: &dyn EventLog, id: &str, version: u64, commands: Vec<Command>) {
+    use threshold_domain::parcel::Parcel;
+    use threshold_domain::{Aggregate, DomainEvent, EventId, ParcelId, StreamId};
+    use threshold_log::{ExpectedVersion, NewEvent};
+    let stream = StreamId::parcel(&ParcelId::new(id).unwrap());
+    let mut state = Parcel::default();
+    for e in log.read_stream(&stream, 0, 1000).await.unwrap() {
+        if let Ok(DomainEvent::Parcel(p)) = e.decode() {
+            state.evolve(&p);
+        }
+    }
+    let mut version = version;
+    for c in commands {
+        let events = state.decide(&c).unwrap();
+        let new: Vec<NewEvent> = events
+            .iter()
+            .map(|e| NewEvent::new(EventId::new(), &DomainEvent::Parcel(e.clone()), Utc::now()))
+            .collect();
+        version = log
+            .append(&stream, ExpectedVersion::Exactly(version), new)
+            .await
+            .unwrap()
+            .stream_version;
+        for e in &events {
+            state.evolve(e);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_the_log_no_longer_has_feeds_again_from_the_start() {
+    use threshold_domain::pb::Service as S;
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap());
+    drive(
+        log.as_ref(),
+        "NO-1",
+        vec![manifest("NO-1", Country::No, "OSL", S::Doorstep)],
+    )
+    .await;
+    drive(
+        log.as_ref(),
+        "NO-2",
+        vec![manifest("NO-2", Country::No, "OSL", S::Doorstep)],
+    )
+    .await;
+    let store: Arc<dyn TrackStore> = Arc::new(SqliteTrackStore::in_memory().unwrap());
+    // A checkpoint from another log: the position exists, its event is
+    // another one.
+    store
+        .set_checkpoint(
+            "p1",
+            &Checkpoint {
+                position: Position(2),
+                event_id: "elsewhere".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let feeder = tokio::spawn(follow(Arc::clone(&log), Arc::clone(&store), "p1".into()));
+    // The checkpoint is at the head already: wait for the parcels.
+    for _ in 0..500 {
+        if store.summary("NO-1").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    feeder.abort();
+    assert!(
+        store.summary("NO-1").await.unwrap().is_some(),
+        "the first parcel was skipped"
+    );
+    assert!(store.summary("NO-2").await.unwrap().is_some());
+    let c = store.checkpoint("p1").await.unwrap().unwrap();
+    assert_ne!(c.event_id, "elsewhere");
+}
+
+#[tokio::test]
+async fn other_streams_and_parcels_nobody_manifested_give_no_rows() {
+    use threshold_domain::pb::Service as S;
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    drive(
+        &log,
+        "DK-1",
+        vec![manifest("DK-1", Country::Dk, "CPH", S::Doorstep), start()],
+    )
+    .await;
+    let events = log.read_all(Position(0), 100).await.unwrap();
+    let store = SqliteTrackStore::in_memory().unwrap();
+    let mut tracker = Tracker::new();
+    let rows = tracker.rows(&events, &store).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(tracker.open_parcels(), 1);
+    // The parcel's later event, to a tracker that never saw it manifested,
+    // on a store that does not know it: nothing.
+    let mut blank = Tracker::new();
+    assert!(blank.rows(&events[1..], &store).await.unwrap().is_empty());
+    // Once the store knows the parcel, the tracker asks it.
+    store.put(&rows[..1]).await.unwrap();
+    let again = blank.rows(&events[1..], &store).await.unwrap();
+    assert_eq!(again, rows[1..].to_vec());
+}
