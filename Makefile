@@ -40,11 +40,15 @@ image:
 	scripts/image.sh $(if $(TAG),--tag $(TAG))
 
 # Every test, with a broker already running (THRESHOLD_TEST_KAFKA=host:port).
+# The ScyllaDB track store (cargo feature `scylla`) runs its contract
+# against a cluster only where THRESHOLD_TEST_SCYLLA names one.
 test-workspace:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
+		$(CARGO) nextest run --workspace --no-fail-fast && \
+		$(CARGO) nextest run -p threshold-projections --features scylla --no-fail-fast -E 'binary(track_scylla)'; \
 	else \
-		$(CARGO) test --workspace --no-fail-fast; \
+		$(CARGO) test --workspace --no-fail-fast && \
+		$(CARGO) test -p threshold-projections --features scylla --test track_scylla; \
 	fi
 
 # The adversarial suite (services/server/tests/adversarial), black-box over
@@ -60,6 +64,7 @@ test-adversarial:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p threshold-projections --features scylla --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

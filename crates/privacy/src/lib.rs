@@ -56,7 +56,7 @@ pub use threshold_api::v1::Sealed;
 pub mod kek;
 mod sqlite;
 pub use kek::{Kek, Keks};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, private_dir, private_file};
 
 /// The vault's file in the data directory.
 pub const VAULT_FILE: &str = "vault.db";

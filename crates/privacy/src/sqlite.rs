@@ -17,7 +17,7 @@ pub struct SqliteStore {
 
 /// Makes `dir` (and missing parents) owner-only; an existing directory is
 /// left as it is: the data directory is the server's to narrow.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.as_os_str().is_empty() || dir.exists() {
         return Ok(());
     }
@@ -31,8 +31,9 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// Makes `path` if missing, and narrows it to owner-only (unix).
-fn private_file(path: &Path) -> std::io::Result<()> {
+/// Makes `path` if missing, and narrows it to owner-only (unix): for
+/// every file a process keeps in its data directory.
+pub fn private_file(path: &Path) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(false);
     #[cfg(unix)]

@@ -150,6 +150,7 @@ impl Builder {
                 partitions: self.partitions,
                 vault: self.vault,
                 vault_keks: None,
+                track: None,
             },
             handheld_limits: self.handheld_limits,
             tls: self.tls.clone(),

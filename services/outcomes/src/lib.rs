@@ -10,6 +10,11 @@
 //! vault (after the household is forgotten it no longer opens, and the
 //! outcome carries no note). The cursor is the event's log position.
 //!
+//! Track and trace (`Track`, `TrackDay`) answers from the track-and-trace
+//! read model ([`threshold_projections::track`]), which the process keeps
+//! fed from the log: by parcel id for whoever may see the parcel, and a
+//! depot's day for its planner or an analyst.
+//!
 //! A subscription ends as soon as its caller cancels or its connection
 //! closes: the task waits on the outgoing channel closing as well as on the
 //! log, so a quiet log does not keep a gone partner's task, its buffer and
@@ -20,11 +25,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use threshold_api::v1::outcome_service_server::{OutcomeService, OutcomeServiceServer};
-use threshold_api::v1::{ParcelOutcome, SubscribeOutcomesRequest, parcel_outcome};
+use threshold_api::v1::{
+    ParcelOutcome, ParcelTrack, SubscribeOutcomesRequest, TrackDayReply, TrackDayRequest,
+    TrackRequest, TrackStep, parcel_outcome,
+};
 use threshold_auth::Role;
 use threshold_domain::country::timestamp;
 use threshold_domain::{Category, Country, DomainEvent, pb};
 use threshold_log::{EventLog, Position, RecordedEvent};
+use threshold_projections::track::{Milestone, ParcelSummary, TrackStore};
 use threshold_status::IntoStatus as _;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -41,6 +50,8 @@ pub struct Outcomes {
     open: Arc<AtomicUsize>,
     /// Opens drivers' sealed notes for the carrier's analysts.
     vault: Option<Arc<threshold_privacy::Vault>>,
+    /// The track-and-trace read model.
+    track: Option<Arc<dyn TrackStore>>,
 }
 
 impl Outcomes {
@@ -50,7 +61,16 @@ impl Outcomes {
             log,
             open: Arc::default(),
             vault: None,
+            track: None,
         }
+    }
+
+    /// Answers track and trace from `store` (without one, `Track` and
+    /// `TrackDay` are `UNAVAILABLE`). The caller keeps it fed
+    /// ([`threshold_projections::track::follow`]).
+    pub fn with_track(mut self, store: Arc<dyn TrackStore>) -> Self {
+        self.track = Some(store);
+        self
     }
 
     /// Opens drivers' sealed notes with `vault` for the carrier's analysts
@@ -192,6 +212,52 @@ pub fn outcome_opened(
     })
 }
 
+/// The most parcels one `TrackDay` page holds.
+pub const MAX_TRACK_PAGE: u32 = 1_000;
+
+/// A parcel id as a request may carry one: what the log's stream ids take.
+const MAX_PARCEL_ID: usize = 128;
+
+/// A store failure as the caller is told it: the detail (hosts, paths)
+/// goes to the log only.
+fn track_store(e: threshold_projections::track::StoreError) -> Status {
+    use threshold_projections::track::StoreError;
+    tracing::warn!(error = %e, "track and trace could not be read");
+    match e {
+        StoreError::Backend(_) => {
+            Status::unavailable("the track-and-trace store could not be read; retry")
+        }
+        StoreError::Corrupt { .. } => {
+            Status::internal("the track-and-trace store holds a row this server cannot read")
+        }
+    }
+}
+
+/// `summary` as a reply, with `steps`.
+fn track_reply(s: ParcelSummary, steps: Vec<TrackStep>) -> ParcelTrack {
+    ParcelTrack {
+        parcel_id: s.parcel_id,
+        partner_id: s.partner,
+        country: s.country.to_proto() as i32,
+        depot_id: s.depot,
+        delivery_date: Some(threshold_domain::country::date_to_proto(s.day)),
+        status: s.status.as_str().to_owned(),
+        attempts: s.attempts,
+        updated_at: Some(timestamp(s.updated_at)),
+        steps,
+    }
+}
+
+/// Whether `caller` may see a parcel of `summary`'s partner and depot.
+fn may_see(caller: &threshold_auth::Principal, s: &ParcelSummary) -> bool {
+    match caller.role {
+        Role::Analyst => true,
+        Role::Partner => caller.covers(&s.partner),
+        Role::Planner => caller.covers(&s.depot),
+        _ => false,
+    }
+}
+
 /// Counts a subscription out when its task ends, however it ends.
 struct Gone(
     opentelemetry::metrics::UpDownCounter<i64>,
@@ -295,5 +361,118 @@ impl OutcomeService for Outcomes {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn track(&self, request: Request<TrackRequest>) -> Result<Response<ParcelTrack>, Status> {
+        let caller =
+            threshold_auth::require(&request, &[Role::Partner, Role::Planner, Role::Analyst])?
+                .clone();
+        let id = request.into_inner().parcel_id;
+        if id.is_empty() || id.len() > MAX_PARCEL_ID {
+            return Err(threshold_status::field(
+                "parcel_id",
+                format!("1–{MAX_PARCEL_ID} bytes, not {}", id.len()),
+            ));
+        }
+        let store = self
+            .track
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("this process keeps no track-and-trace model"))?;
+        let not_found = || Status::not_found(format!("no parcel {id:?} to track"));
+        let Some(track) = store.track(&id).await.map_err(track_store)? else {
+            return Err(not_found());
+        };
+        // Someone else's parcel is answered as one that does not exist:
+        // a partner cannot learn which ids are real.
+        if !may_see(&caller, &track.summary) {
+            return Err(not_found());
+        }
+        let carrier = caller.role != Role::Partner;
+        let tz = track.summary.country.tz();
+        let steps = track
+            .events
+            .into_iter()
+            .map(|e| TrackStep {
+                milestone: e.milestone.as_str().to_owned(),
+                occurred_at: Some(timestamp(e.occurred_at)),
+                local_time: e
+                    .occurred_at
+                    .with_timezone(&tz)
+                    .format("%Y-%m-%dT%H:%M")
+                    .to_string(),
+                attempt: e.attempt,
+                // The planner's reason is the carrier's own business.
+                detail: if e.milestone == Milestone::LeftOut && !carrier {
+                    String::new()
+                } else {
+                    e.detail
+                },
+            })
+            .collect();
+        Ok(Response::new(track_reply(track.summary, steps)))
+    }
+
+    async fn track_day(
+        &self,
+        request: Request<TrackDayRequest>,
+    ) -> Result<Response<TrackDayReply>, Status> {
+        let caller = threshold_auth::require(&request, &[Role::Planner, Role::Analyst])?.clone();
+        let r = request.into_inner();
+        let country =
+            Country::from_proto(r.country).map_err(|e| threshold_status::field("country", e))?;
+        if r.depot_id.is_empty() || r.depot_id.len() > MAX_PARCEL_ID {
+            return Err(threshold_status::field(
+                "depot_id",
+                format!("1–{MAX_PARCEL_ID} bytes, not {}", r.depot_id.len()),
+            ));
+        }
+        if caller.role == Role::Planner {
+            caller.check_tenant("depot", &r.depot_id)?;
+        }
+        let day = r
+            .delivery_date
+            .as_ref()
+            .ok_or_else(|| threshold_status::field("delivery_date", "missing"))
+            .and_then(|d| {
+                threshold_domain::country::date_from_proto(d)
+                    .map_err(|e| threshold_status::field("delivery_date", e))
+            })?;
+        let size = match r.page_size {
+            0 => 100,
+            n if n <= MAX_TRACK_PAGE => n,
+            n => {
+                return Err(threshold_status::field(
+                    "page_size",
+                    format!("at most {MAX_TRACK_PAGE}, not {n}"),
+                ));
+            }
+        };
+        if r.page_after.len() > MAX_PARCEL_ID {
+            return Err(threshold_status::field(
+                "page_after",
+                format!("at most {MAX_PARCEL_ID} bytes, not {}", r.page_after.len()),
+            ));
+        }
+        let store = self
+            .track
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("this process keeps no track-and-trace model"))?;
+        let after = (!r.page_after.is_empty()).then_some(r.page_after.as_str());
+        let page = store
+            .day(country, &r.depot_id, day, after, size as usize)
+            .await
+            .map_err(track_store)?;
+        let next_page_after = if page.len() == size as usize {
+            page.last().map(|s| s.parcel_id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(TrackDayReply {
+            parcels: page
+                .into_iter()
+                .map(|s| track_reply(s, Vec::new()))
+                .collect(),
+            next_page_after,
+        }))
     }
 }

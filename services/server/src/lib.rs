@@ -111,6 +111,12 @@ pub enum Error {
     /// The fleet configuration is not valid.
     #[error(transparent)]
     Fleets(#[from] threshold_routing::Error),
+    /// The track-and-trace store could not be opened.
+    #[error("track and trace: {0}")]
+    Track(#[from] threshold_projections::track::StoreError),
+    /// A track-and-trace store this build cannot open.
+    #[error("track and trace: {0}")]
+    TrackTarget(String),
     /// The webhook registry could not be opened.
     #[error("webhooks: {0}")]
     Webhooks(#[from] threshold_webhook_service::Error),
@@ -389,6 +395,11 @@ pub struct Placement {
     /// deployment's vault topic ([`KafkaVault`]); `None` keeps the vault in
     /// a directory (`vault`), for processes on one machine.
     pub vault_keks: Option<threshold_privacy::Keks>,
+    /// Where the track-and-trace model is kept where `outcomes` run: `None`
+    /// for a SQLite file in the data directory ([`TRACK_FILE`]), or
+    /// `scylla://HOST:PORT[,…]/KEYSPACE` (a build with the `scylla`
+    /// feature).
+    pub track: Option<String>,
 }
 
 impl Placement {
@@ -402,8 +413,45 @@ impl Placement {
             partitions: None,
             vault: None,
             vault_keks: None,
+            track: None,
         }
     }
+}
+
+/// The track-and-trace model's file in the data directory, unless a
+/// cluster keeps it.
+pub const TRACK_FILE: &str = "track.sqlite";
+
+/// Opens the track-and-trace store `placement` names, or the file in `data`.
+async fn open_track(
+    placement: &Placement,
+    data: &Path,
+) -> Result<Arc<dyn threshold_projections::track::TrackStore>> {
+    match placement.track.as_deref() {
+        None => Ok(Arc::new(threshold_projections::SqliteTrackStore::open(
+            &data.join(TRACK_FILE),
+        )?)),
+        Some(target) => open_track_target(target).await,
+    }
+}
+
+#[cfg(feature = "scylla")]
+async fn open_track_target(
+    target: &str,
+) -> Result<Arc<dyn threshold_projections::track::TrackStore>> {
+    use threshold_projections::track::{ScyllaTarget, ScyllaTrackStore};
+    let target: ScyllaTarget = target.parse().map_err(Error::TrackTarget)?;
+    Ok(Arc::new(ScyllaTrackStore::connect(&target).await?))
+}
+
+#[cfg(not(feature = "scylla"))]
+async fn open_track_target(
+    target: &str,
+) -> Result<Arc<dyn threshold_projections::track::TrackStore>> {
+    Err(Error::TrackTarget(format!(
+        "{target:?}: this build keeps track and trace only in the data directory; \
+         build threshold with `--features scylla` for a ScyllaDB cluster"
+    )))
 }
 
 /// Everything a server is opened with.
@@ -483,6 +531,8 @@ pub struct Node {
     access: Option<Access>,
     planning: Option<Planning>,
     publisher: Option<tokio::task::JoinHandle<()>>,
+    /// Feeds the track-and-trace store.
+    tracker: Option<tokio::task::JoinHandle<()>>,
     webhooks: Option<Arc<Webhooks>>,
 }
 
@@ -604,9 +654,36 @@ impl Node {
         let analytics = services
             .runs(Service::Analytics)
             .then(|| Analytics::start(Arc::clone(&shared)));
-        let outcomes = services
-            .runs(Service::Outcomes)
-            .then(|| Outcomes::new(Arc::clone(&shared)).with_vault(Arc::clone(&vault)));
+        // Where outcomes run, so does track and trace: this process keeps
+        // its store fed from the log, as the reader of its own name.
+        let (outcomes, tracker) = if services.runs(Service::Outcomes) {
+            let store = match open_track(placement, data).await {
+                Ok(store) => store,
+                Err(e) => {
+                    drop(shared);
+                    opened.close().await?;
+                    return Err(e);
+                }
+            };
+            let tracker = tokio::spawn({
+                let (log, store, name) = (
+                    Arc::clone(&shared),
+                    Arc::clone(&store),
+                    placement.name.clone(),
+                );
+                async move {
+                    if let Some(e) = threshold_projections::track::follow(log, store, name).await {
+                        tracing::error!(error = %e, "track and trace stopped following the log");
+                    }
+                }
+            });
+            let outcomes = Outcomes::new(Arc::clone(&shared))
+                .with_vault(Arc::clone(&vault))
+                .with_track(store);
+            (Some(outcomes), Some(tracker))
+        } else {
+            (None, None)
+        };
         // On Kafka, the outcome processes also publish partners' outcomes to
         // the outcome topic, sharing the work as one consumer group.
         let publisher = match (&opened, services.runs(Service::Outcomes)) {
@@ -671,6 +748,7 @@ impl Node {
             access,
             planning,
             publisher,
+            tracker,
             webhooks,
         })
     }
@@ -856,6 +934,9 @@ impl Node {
             .await?;
         if let Some(publisher) = self.publisher {
             publisher.abort();
+        }
+        if let Some(tracker) = self.tracker {
+            tracker.abort();
         }
         if let Some(hooks) = &self.webhooks {
             // Each endpoint resumes from its durable position at the next start.

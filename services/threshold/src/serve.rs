@@ -49,6 +49,12 @@ pub(crate) struct Args {
     /// instead, shared by processes on any machine.
     #[arg(long)]
     vault: Option<PathBuf>,
+    /// Where track and trace is kept where `outcomes` run: default a file in
+    /// --data (track.sqlite); `scylla://HOST:PORT[,HOST:PORT…]/KEYSPACE` for
+    /// a ScyllaDB cluster (a build with `--features scylla`; the schema is
+    /// deploy/scylla/schema.cql).
+    #[arg(long, env = "THRESHOLD_TRACK_STORE", value_name = "STORE")]
+    track_store: Option<String>,
     /// Where to listen for gRPC (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
@@ -110,6 +116,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             topic_prefix: args.topic_prefix,
             vault: args.vault,
             vault_keks,
+            track: args.track_store,
             ..Placement::embedded()
         },
         tls,

@@ -214,26 +214,6 @@ fn vault_error(e: threshold_privacy::Error) -> Error {
     Error::Store(format!("sealing signing secrets: {e}"))
 }
 
-/// Makes `path` if missing, and narrows it to owner-only (unix).
-fn private_file(path: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    #[cfg(not(unix))]
-    let _ = file;
-    Ok(())
-}
-
 fn db(e: rusqlite::Error) -> Error {
     Error::Store(e.to_string())
 }
@@ -253,7 +233,7 @@ impl Store {
     pub fn open_sealed(path: impl AsRef<Path>, vault: Option<Arc<Vault>>) -> Result<Self> {
         // The signing secrets are in it: the owner's alone, made so before
         // SQLite opens it (its -wal and -shm take its mode).
-        private_file(path.as_ref())
+        threshold_privacy::private_file(path.as_ref())
             .map_err(|e| Error::Store(format!("{}: {e}", path.as_ref().display())))?;
         let conn = Connection::open(path.as_ref()).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")

@@ -58,8 +58,10 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl SqliteTrackStore {
-    /// Opens (creating) the store in the file at `path`.
+    /// Opens (creating, owner-only) the store in the file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        threshold_privacy::private_file(path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let db = Connection::open(path)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")

@@ -19,7 +19,7 @@ use threshold_api::v1::{
 use threshold_api::v1::{
     AttemptsReportRequest, AuthorizeUnlockRequest, ClaimHomeRequest, ClockRequest, GetRouteRequest,
     HandheldEvent, ParcelOutcome, PlanDayRequest, ReceiptRequest, RedeemUnlockRequest,
-    RevokeGrantRequest, SubscribeOutcomesRequest, attempt_ack,
+    RevokeGrantRequest, SubscribeOutcomesRequest, TrackDayRequest, TrackRequest, attempt_ack,
 };
 use threshold_auth::{Authed, Role};
 use threshold_domain::country::date_to_proto;
@@ -45,6 +45,8 @@ pub(crate) enum Rpc {
     LoadManifest,
     PlanDay,
     Subscribe,
+    Track,
+    TrackDay,
     AttemptsReport,
     AddEndpoint,
     ListEndpoints,
@@ -59,7 +61,7 @@ pub(crate) enum Rpc {
 
 impl Rpc {
     /// Every RPC the suite knows.
-    pub(crate) const ALL: [Rpc; 23] = [
+    pub(crate) const ALL: [Rpc; 25] = [
         Rpc::IssueGrant,
         Rpc::RevokeGrant,
         Rpc::AuthorizeUnlock,
@@ -73,6 +75,8 @@ impl Rpc {
         Rpc::LoadManifest,
         Rpc::PlanDay,
         Rpc::Subscribe,
+        Rpc::Track,
+        Rpc::TrackDay,
         Rpc::AttemptsReport,
         Rpc::AddEndpoint,
         Rpc::ListEndpoints,
@@ -100,7 +104,7 @@ impl Rpc {
             Rpc::StreamAttempts | Rpc::GetRoute => "threshold.v1.HandheldService",
             Rpc::LoadManifest => "threshold.v1.ManifestService",
             Rpc::PlanDay => "threshold.v1.PlanningService",
-            Rpc::Subscribe => "threshold.v1.OutcomeService",
+            Rpc::Subscribe | Rpc::Track | Rpc::TrackDay => "threshold.v1.OutcomeService",
             Rpc::AttemptsReport => "threshold.v1.AnalyticsService",
             Rpc::AddEndpoint
             | Rpc::ListEndpoints
@@ -131,6 +135,8 @@ impl Rpc {
             Rpc::LoadManifest => "LoadManifest",
             Rpc::PlanDay => "PlanDay",
             Rpc::Subscribe => "Subscribe",
+            Rpc::Track => "Track",
+            Rpc::TrackDay => "TrackDay",
             Rpc::AttemptsReport => "AttemptsReport",
             Rpc::AddEndpoint => "AddEndpoint",
             Rpc::ListEndpoints => "ListEndpoints",
@@ -155,6 +161,8 @@ impl Rpc {
             Rpc::GetRoute => &[Role::Handheld, Role::Planner],
             Rpc::LoadManifest | Rpc::PlanDay => &[Role::Planner],
             Rpc::Subscribe => &[Role::Partner, Role::Analyst],
+            Rpc::Track => &[Role::Partner, Role::Planner, Role::Analyst],
+            Rpc::TrackDay => &[Role::Planner, Role::Analyst],
             Rpc::AttemptsReport => &[Role::Analyst, Role::Planner],
             Rpc::AddEndpoint
             | Rpc::ListEndpoints
@@ -189,7 +197,8 @@ impl Rpc {
             }
             Rpc::RedeemUnlock | Rpc::RecordDeviceEvent => b.vendor.into(),
             Rpc::LoadManifest | Rpc::PlanDay | Rpc::AttemptsReport => b.depot.into(),
-            Rpc::Subscribe => b.partner.into(),
+            Rpc::Subscribe | Rpc::Track => b.partner.into(),
+            Rpc::TrackDay => b.depot.into(),
             Rpc::AddEndpoint
             | Rpc::ListEndpoints
             | Rpc::PauseEndpoint
@@ -347,6 +356,28 @@ pub(crate) async fn call(w: &World, channel: Authed, rpc: Rpc, a: &Party, b: &Pa
             Ok(seen) if seen.iter().any(|o| b.owns(&o.parcel_id)) => Answer::Answered,
             Ok(_) => Answer::Withheld,
             Err(s) => Answer::Status(s.code()),
+        },
+        // B's parcel by its id: what a partner or planner would send to
+        // follow a parcel that is not theirs.
+        Rpc::Track => OutcomeServiceClient::new(channel)
+            .track(TrackRequest {
+                parcel_id: b.parcel.into(),
+            })
+            .await
+            .into(),
+        // B's depot's day, every parcel on it.
+        Rpc::TrackDay => match OutcomeServiceClient::new(channel)
+            .track_day(TrackDayRequest {
+                country: b.country.to_proto() as i32,
+                depot_id: b.depot.into(),
+                delivery_date: Some(date_to_proto(w.day)),
+                page_size: 1_000,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) if !r.get_ref().parcels.iter().any(|p| b.owns(&p.parcel_id)) => Answer::Withheld,
+            other => other.into(),
         },
         Rpc::AttemptsReport => AnalyticsServiceClient::new(channel)
             .attempts_report(AttemptsReportRequest {

@@ -44,6 +44,7 @@ pub(crate) enum Expect {
 
 const PD: Expect = Expect::Refused(Code::PermissionDenied);
 const UA: Expect = Expect::Refused(Code::Unauthenticated);
+const NF: Expect = Expect::Refused(Code::NotFound);
 const CLOCK: Expect = Expect::Allowed("every role reads the server's clock; it is no one's data");
 const PLANNER_REVOKES: Expect =
     Expect::Allowed("a planner may revoke any grant: the carrier must be able to stop an entry");
@@ -57,7 +58,7 @@ const ANALYST_READS: Expect =
 /// resident, driver, planner, lock vendor and partner, the analyst, no
 /// token, a token of the wrong role naming the other party's tenant.
 #[rustfmt::skip]
-pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 23] = [
+pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 25] = [
     //                        resident driver          planner          vendor partner         analyst        none wrong role
     (Rpc::IssueGrant,        [PD,      PD,             PD,              PD,    PD,             PD,            UA,  PD]),
     (Rpc::RevokeGrant,       [PD,      PD,             PLANNER_REVOKES, PD,    PD,             PD,            UA,  PD]),
@@ -72,6 +73,9 @@ pub(crate) const MATRIX: [(Rpc, [Expect; 8]); 23] = [
     (Rpc::LoadManifest,      [PD,      PD,             Expect::Denied,  PD,    PD,             PD,            UA,  PD]),
     (Rpc::PlanDay,           [PD,      PD,             PD,              PD,    PD,             PD,            UA,  PD]),
     (Rpc::Subscribe,         [PD,      PD,             PD,              PD,    Expect::Withheld, ANALYST_READS, UA, PD]),
+    // Another's parcel is answered as one that does not exist.
+    (Rpc::Track,             [PD,      PD,             NF,              PD,    NF,             ANALYST_READS, UA,  PD]),
+    (Rpc::TrackDay,          [PD,      PD,             PD,              PD,    PD,             ANALYST_READS, UA,  PD]),
     (Rpc::AttemptsReport,    [PD,      PD,             PD,              PD,    PD,             ANALYST_READS, UA,  PD]),
     // The endpoint is deleted last: the rows before act on it.
     (Rpc::AddEndpoint,      [PD,      PD,             PD,              PD,    PD,             CARRIER_HOOKS, UA,  PD]),

@@ -10,10 +10,12 @@ use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::analytics_service_client::AnalyticsServiceClient;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::manifest_service_client::ManifestServiceClient;
+use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::{
     AttemptsReportRequest, ClaimHomeRequest, ClockRequest, GetRouteRequest, PlanDayRequest,
-    ReceiptRequest, RedeemUnlockRequest, RevokeGrantRequest, parcel_outcome,
+    ReceiptRequest, RedeemUnlockRequest, RevokeGrantRequest, TrackDayRequest, TrackRequest,
+    parcel_outcome,
 };
 use threshold_domain::country::date_to_proto;
 use threshold_domain::pb;
@@ -141,6 +143,60 @@ pub(crate) async fn day_goes_on(w: &World, b: &Party) -> Vec<Rpc> {
         ]
     );
     called.push(Rpc::Subscribe);
+
+    // The partner tracks its delivered parcel (the model follows the log
+    // within moments), and the planner lists the depot's day.
+    let mut tracking = OutcomeServiceClient::new(w.partner_of(b));
+    let mut track = None;
+    for _ in 0..200 {
+        let t = tracking
+            .track(TrackRequest {
+                parcel_id: b.parcel.into(),
+            })
+            .await;
+        match t {
+            Ok(t) if t.get_ref().status == "delivered" => {
+                track = Some(t.into_inner());
+                break;
+            }
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => panic!("the party's partner tracks its parcel: {s}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let track = track.expect("the party's parcel tracked as delivered");
+    assert_eq!(track.partner_id, b.partner);
+    let steps: Vec<&str> = track.steps.iter().map(|s| s.milestone.as_str()).collect();
+    assert_eq!(steps.first(), Some(&"manifested"), "{steps:?}");
+    assert_eq!(steps.last(), Some(&"delivered"), "{steps:?}");
+    assert_eq!(
+        track.steps.last().map(|s| s.detail.as_str()),
+        Some("in_home")
+    );
+    called.push(Rpc::Track);
+    let day = OutcomeServiceClient::new(w.planner_of(b))
+        .track_day(TrackDayRequest {
+            country: b.country.to_proto() as i32,
+            depot_id: b.depot.into(),
+            delivery_date: Some(date_to_proto(w.day)),
+            ..Default::default()
+        })
+        .await
+        .expect("the party's planner lists the depot's day")
+        .into_inner();
+    let listed: Vec<(&str, &str)> = day
+        .parcels
+        .iter()
+        .map(|p| (p.parcel_id.as_str(), p.status.as_str()))
+        .collect();
+    assert!(listed.contains(&(b.parcel, "delivered")), "{listed:?}");
+    assert!(
+        listed.iter().any(|(id, _)| *id == b.other_parcel),
+        "{listed:?}"
+    );
+    assert!(listed.iter().all(|(id, _)| b.owns(id)), "{listed:?}");
+    called.push(Rpc::TrackDay);
 
     // The partner's webhooks: a new endpoint, managed through its life.
     let mut hooks = WebhookServiceClient::new(w.partner_of(b));
