@@ -153,6 +153,18 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whether it may follow a parcel of `partner`, due at `depot` in
+    /// `country` (a country code): the partner, the depot's planner, an
+    /// analyst of the country (or of every one); no other role.
+    pub fn may_follow_parcel(&self, partner: &str, depot: &str, country: &str) -> bool {
+        match self.role {
+            Role::Partner => self.covers(partner),
+            Role::Planner => self.covers(depot),
+            Role::Analyst => self.covers(country),
+            Role::Handheld | Role::Resident | Role::LockVendor => false,
+        }
+    }
+
     /// Whether it may act for `tenant`.
     pub fn covers(&self, tenant: &str) -> bool {
         self.tenant == ANY_TENANT || self.tenant == tenant
@@ -677,6 +689,27 @@ pub fn authed(channel: tonic::transport::Channel, token: Option<&str>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parcel_is_followed_by_its_partner_its_depot_s_planner_and_its_country_s_analyst() {
+        let who = |role, tenant: &str| Principal {
+            name: "n".into(),
+            role,
+            tenant: tenant.into(),
+        };
+        let may = |p: &Principal| p.may_follow_parcel("nordshop", "STO-1", "SE");
+        assert!(may(&who(Role::Partner, "nordshop")));
+        assert!(!may(&who(Role::Partner, "fjallgear")));
+        assert!(may(&who(Role::Planner, "STO-1")));
+        assert!(may(&who(Role::Planner, ANY_TENANT)));
+        assert!(!may(&who(Role::Planner, "GBG-1")));
+        assert!(may(&who(Role::Analyst, ANY_TENANT)));
+        assert!(may(&who(Role::Analyst, "SE")));
+        assert!(!may(&who(Role::Analyst, "NO")));
+        for role in [Role::Handheld, Role::Resident, Role::LockVendor] {
+            assert!(!may(&who(role, ANY_TENANT)), "{role:?}");
+        }
+    }
 
     #[test]
     fn tokens_name_their_principal_and_only_hashes_are_stored() {

@@ -172,6 +172,8 @@ pub(crate) struct Inner {
     pub(crate) fleets: Fleets,
     pub(crate) auth: Authenticator,
     pub(crate) sessions: session::Sessions,
+    /// Track and trace, when the process keeps it.
+    pub(crate) track: Option<Arc<dyn threshold_projections::TrackStore>>,
 }
 
 /// The console: pages over [`Models`], for the credentials `auth` knows.
@@ -189,6 +191,7 @@ impl Console {
             fleets,
             auth,
             sessions: session::Sessions::default(),
+            track: None,
         }))
     }
 
@@ -201,9 +204,27 @@ impl Console {
             fleets: shared.fleets.clone(),
             auth: shared.auth.clone(),
             sessions: session::Sessions::default(),
+            track: shared.track.clone(),
         });
         Console(Arc::new(Inner {
             upload: Some(upload),
+            ..inner
+        }))
+    }
+
+    /// The same console, with a parcel page tracking parcels in `store`.
+    pub fn with_track(self, store: Arc<dyn threshold_projections::TrackStore>) -> Self {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|shared| Inner {
+            models: shared.models.clone(),
+            replan: shared.replan.clone(),
+            upload: shared.upload.clone(),
+            fleets: shared.fleets.clone(),
+            auth: shared.auth.clone(),
+            sessions: session::Sessions::default(),
+            track: None,
+        });
+        Console(Arc::new(Inner {
+            track: Some(store),
             ..inner
         }))
     }
@@ -217,6 +238,7 @@ impl Console {
             fleets: shared.fleets.clone(),
             auth: shared.auth.clone(),
             sessions: session::Sessions::default(),
+            track: shared.track.clone(),
         });
         Console(Arc::new(Inner {
             replan: Some(replan),

@@ -45,6 +45,7 @@ pub(crate) fn routes() -> Router<Console> {
             "/depot/{depot}/manifest",
             post(upload).layer(axum::extract::DefaultBodyLimit::max(crate::MAX_UPLOAD)),
         )
+        .route("/parcel", get(parcel_page))
         .route("/analytics", get(analytics_page))
         .route("/analytics/daily.csv", get(daily_csv))
         .route("/analytics/hours.csv", get(hours_csv))
@@ -188,10 +189,12 @@ fn signin_form_html() -> String {
 fn nav(s: &Session) -> String {
     let mut links = String::new();
     match s.principal.role {
-        Role::Planner => {
-            links.push_str("<a href=\"/\">Depots</a><a href=\"/analytics\">Attempts</a>")
-        }
-        _ => links.push_str("<a href=\"/analytics\">Attempts</a>"),
+        Role::Planner => links.push_str(
+            "<a href=\"/\">Depots</a><a href=\"/analytics\">Attempts</a>\
+             <a href=\"/parcel\">Track a parcel</a>",
+        ),
+        _ => links
+            .push_str("<a href=\"/analytics\">Attempts</a><a href=\"/parcel\">Track a parcel</a>"),
     }
     format!(
         "<nav>{links}<small>{} {} ({})</small> \
@@ -296,6 +299,105 @@ async fn signout(
             "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
         )),
     ))
+}
+
+#[derive(Deserialize)]
+struct ParcelQuery {
+    id: Option<String>,
+}
+
+/// The longest parcel id the page looks up.
+const MAX_PARCEL_ID: usize = 128;
+
+/// Track and trace: one parcel's steps, for its depot's planner or an
+/// analyst of its country. Anyone else's parcel is not found, like one
+/// that does not exist.
+async fn parcel_page(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<ParcelQuery>,
+) -> Result<Response, Refused> {
+    let s = signed_in(&console, &headers)?;
+    if !matches!(s.principal.role, Role::Planner | Role::Analyst) {
+        return Err(forbidden(format!(
+            "A {} credential tracks no parcels here: the console is the planners' and analysts'.",
+            s.principal.role
+        )));
+    }
+    let id = q.id.unwrap_or_default().trim().to_owned();
+    if id.len() > MAX_PARCEL_ID {
+        return Err(bad(format!(
+            "A parcel id is at most {MAX_PARCEL_ID} bytes, not {}.",
+            id.len()
+        )));
+    }
+    let mut body = nav(&s);
+    let _ = write!(
+        body,
+        "<h1>Track a parcel</h1><form method=get action=\"/parcel\">\
+         <label>Parcel id <input name=id size=30 value=\"{}\"></label> \
+         <button>Track</button></form>",
+        esc(&id)
+    );
+    if id.is_empty() {
+        return Ok(html(StatusCode::OK, "Track a parcel", &body));
+    }
+    let store = console.0.track.as_ref().ok_or_else(|| {
+        Refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This console keeps no track-and-trace model (its process runs no outcomes).".into(),
+        )
+    })?;
+    let track = store.track(&id).await.map_err(|e| {
+        tracing::warn!(error = %e, "track and trace could not be read");
+        Refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Track and trace could not be read: try again.".into(),
+        )
+    })?;
+    let Some(track) = track.filter(|t| {
+        s.principal.may_follow_parcel(
+            &t.summary.partner,
+            &t.summary.depot,
+            t.summary.country.code(),
+        )
+    }) else {
+        let _ = write!(body, "<p class=err>No parcel {} to track.</p>", esc(&id));
+        return Ok(html(StatusCode::NOT_FOUND, "Not found", &body));
+    };
+    let t = &track.summary;
+    let tz = t.country.tz();
+    let _ = write!(
+        body,
+        "<h2 data-parcel=\"{id}\">{id}</h2><p><span class=kpi><b data-status>{status}</b>status</span>\
+         <span class=kpi><b>{attempts}</b>attempts</span>\
+         <span class=kpi><b>{day}</b>due</span><span class=kpi><b>{depot}</b>{country}</span>\
+         <span class=kpi><b>{partner}</b>partner</span></p>\
+         <table><tr><th>when ({country} time)</th><th>what</th><th>attempt</th><th>detail</th></tr>",
+        id = esc(&t.parcel_id),
+        status = esc(t.status.as_str()),
+        attempts = t.attempts,
+        day = t.day,
+        depot = esc(&t.depot),
+        country = t.country.code(),
+        partner = esc(&t.partner),
+    );
+    for e in &track.events {
+        let _ = write!(
+            body,
+            "<tr data-step=\"{m}\"><td>{at}</td><td>{m}</td><td>{attempt}</td><td>{detail}</td></tr>",
+            at = e.occurred_at.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+            m = esc(e.milestone.as_str()),
+            attempt = if e.attempt == 0 {
+                String::new()
+            } else {
+                e.attempt.to_string()
+            },
+            detail = esc(&e.detail),
+        );
+    }
+    body.push_str("</table>");
+    Ok(html(StatusCode::OK, &t.parcel_id, &body))
 }
 
 /// The depots a planner may see: theirs, or every known one for `*`.

@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use threshold_auth::{Authenticator, Credentials, Role};
 use threshold_console::{Console, Models};
+use threshold_domain::pb;
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog};
 use threshold_privacy::Vault;
+use threshold_projections::{SqliteTrackStore, TrackStore};
 use threshold_routing::depot::Fleets;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -91,6 +93,8 @@ async fn post_form(addr: SocketAddr, path: &str, cookie: Option<&str>, form: &[u
 struct Running {
     addr: SocketAddr,
     console: Console,
+    log: Arc<dyn EventLog>,
+    track: Arc<dyn TrackStore>,
     tokens: std::collections::HashMap<&'static str, String>,
     _dir: tempfile::TempDir,
 }
@@ -128,11 +132,19 @@ async fn start() -> Running {
     let vault = Arc::new(Vault::open(dir.path().join("vault")).expect("vault"));
     let fleets = Fleets::from_json("depots.json", include_str!("../../../config/depots.json"))
         .expect("fleets");
+    let track: Arc<dyn TrackStore> =
+        Arc::new(SqliteTrackStore::open(&dir.path().join("track.sqlite")).expect("track store"));
+    tokio::spawn(threshold_projections::track::follow(
+        Arc::clone(&log),
+        Arc::clone(&track),
+        "console-test".into(),
+    ));
     let console = Console::new(
-        Models::follow(log, vault),
+        Models::follow(Arc::clone(&log), vault),
         fleets,
         Authenticator::new(dir.path()),
-    );
+    )
+    .with_track(Arc::clone(&track));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -143,6 +155,8 @@ async fn start() -> Running {
     Running {
         addr,
         console,
+        log,
+        track,
         tokens,
         _dir: dir,
     }
@@ -379,4 +393,116 @@ async fn an_oversized_body_is_refused() {
     form.extend_from_slice(&big);
     let a = post_form(c.addr, "/signout", Some(&cookie), &form).await;
     assert_eq!(a.status, 413, "{}", a.body);
+}
+
+/// Manifests `parcel` of nordshop at `depot` in `country`, left out by a
+/// plan for `reason`, and waits until track and trace has it.
+async fn left_out(c: &Running, parcel: &str, country: pb::Country, depot: &str, reason: &str) {
+    use chrono::{NaiveDate, Utc};
+    use threshold_domain::parcel::{Command, Parcel};
+    use threshold_domain::{EventId, ParcelId, StreamId};
+    let day = NaiveDate::from_ymd_opt(2026, 11, 23).expect("date");
+    let stream = StreamId::parcel(&ParcelId::new(parcel).expect("id"));
+    let manifested = pb::ParcelManifested {
+        parcel_id: parcel.into(),
+        partner_id: "nordshop".into(),
+        country: country as i32,
+        depot_id: depot.into(),
+        delivery_date: Some(threshold_domain::country::date_to_proto(day)),
+        service: pb::Service::Doorstep as i32,
+        weight_grams: 1200,
+        ..Default::default()
+    };
+    for command in [
+        Command::Manifest(Box::new(manifested)),
+        Command::LeaveOut {
+            date: day,
+            reason: reason.into(),
+            planned_at: Utc::now(),
+            placed_since: false,
+        },
+    ] {
+        threshold_log::decide::<Parcel>(&*c.log, &stream, &command, |_| {
+            (EventId::new(), Utc::now())
+        })
+        .await
+        .expect("parcel command");
+    }
+    for _ in 0..400 {
+        if c.track
+            .summary(parcel)
+            .await
+            .expect("summary")
+            .is_some_and(|s| s.version == 2)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("track and trace never had {parcel}");
+}
+
+#[tokio::test]
+async fn a_parcel_is_tracked_only_by_its_depot_s_planner_and_its_country_s_analyst() {
+    let c = start().await;
+    left_out(
+        &c,
+        "SE-1",
+        pb::Country::Se,
+        "STO-1",
+        "more than any van <b>carries</b>",
+    )
+    .await;
+    left_out(&c, "DK-1", pb::Country::Dk, "CPH-1", "no van").await;
+
+    let sto = c.sign_in("planner-sto").await;
+    let own = get(c.addr, "/parcel?id=SE-1", Some(&sto)).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert!(
+        own.body.contains("<b data-status>left_out</b>"),
+        "{}",
+        own.body
+    );
+    assert!(
+        own.body.contains("data-step=\"manifested\""),
+        "{}",
+        own.body
+    );
+    assert!(
+        own.body
+            .contains("more than any van &lt;b&gt;carries&lt;/b&gt;"),
+        "the planner's reason, escaped: {}",
+        own.body
+    );
+    assert!(!own.body.contains("<b>carries"), "{}", own.body);
+    let se = c.sign_in("analyst-se").await;
+    assert_eq!(get(c.addr, "/parcel?id=SE-1", Some(&se)).await.status, 200);
+
+    // Another depot's parcel, another country's, one that does not exist:
+    // the same answer.
+    let dk = c.sign_in("analyst-dk").await;
+    for (cookie, path) in [
+        (&sto, "/parcel?id=DK-1"),
+        (&sto, "/parcel?id=NOPE-1"),
+        (&dk, "/parcel?id=SE-1"),
+        (&se, "/parcel?id=DK-1"),
+    ] {
+        let a = get(c.addr, path, Some(cookie)).await;
+        assert_eq!(a.status, 404, "{path}: {}", a.body);
+        assert!(a.body.contains("No parcel"), "{path}: {}", a.body);
+        assert!(!a.body.contains("data-status"), "{path}: {}", a.body);
+    }
+    let id = "x".repeat(129);
+    let long = get(c.addr, &format!("/parcel?id={id}"), Some(&sto)).await;
+    assert_eq!(long.status, 400, "{}", long.body);
+    let courier = c.sign_in("courier").await;
+    assert_eq!(
+        get(c.addr, "/parcel?id=SE-1", Some(&courier)).await.status,
+        403
+    );
+    assert_eq!(get(c.addr, "/parcel?id=SE-1", None).await.status, 401);
+    // An id is text on the page, never markup.
+    let odd = get(c.addr, "/parcel?id=%3Cscript%3E", Some(&sto)).await;
+    assert_eq!(odd.status, 404);
+    assert!(!odd.body.contains("<script>"), "{}", odd.body);
 }

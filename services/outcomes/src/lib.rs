@@ -248,14 +248,9 @@ fn track_reply(s: ParcelSummary, steps: Vec<TrackStep>) -> ParcelTrack {
     }
 }
 
-/// Whether `caller` may see a parcel of `summary`'s partner and depot.
+/// Whether `caller` may see the parcel `s` is of.
 fn may_see(caller: &threshold_auth::Principal, s: &ParcelSummary) -> bool {
-    match caller.role {
-        Role::Analyst => true,
-        Role::Partner => caller.covers(&s.partner),
-        Role::Planner => caller.covers(&s.depot),
-        _ => false,
-    }
+    caller.may_follow_parcel(&s.partner, &s.depot, s.country.code())
 }
 
 /// Counts a subscription out when its task ends, however it ends.
@@ -426,8 +421,9 @@ impl OutcomeService for Outcomes {
                 format!("1–{MAX_PARCEL_ID} bytes, not {}", r.depot_id.len()),
             ));
         }
-        if caller.role == Role::Planner {
-            caller.check_tenant("depot", &r.depot_id)?;
+        match caller.role {
+            Role::Planner => caller.check_tenant("depot", &r.depot_id)?,
+            _ => caller.check_tenant("country", country.code())?,
         }
         let day = r
             .delivery_date

@@ -533,6 +533,8 @@ pub struct Node {
     publisher: Option<tokio::task::JoinHandle<()>>,
     /// Feeds the track-and-trace store.
     tracker: Option<tokio::task::JoinHandle<()>>,
+    /// The track-and-trace store, where outcomes run.
+    track: Option<Arc<dyn threshold_projections::track::TrackStore>>,
     webhooks: Option<Arc<Webhooks>>,
 }
 
@@ -656,7 +658,7 @@ impl Node {
             .then(|| Analytics::start(Arc::clone(&shared)));
         // Where outcomes run, so does track and trace: this process keeps
         // its store fed from the log, as the reader of its own name.
-        let (outcomes, tracker) = if services.runs(Service::Outcomes) {
+        let (outcomes, tracker, track) = if services.runs(Service::Outcomes) {
             let store = match open_track(placement, data).await {
                 Ok(store) => store,
                 Err(e) => {
@@ -679,10 +681,10 @@ impl Node {
             });
             let outcomes = Outcomes::new(Arc::clone(&shared))
                 .with_vault(Arc::clone(&vault))
-                .with_track(store);
-            (Some(outcomes), Some(tracker))
+                .with_track(Arc::clone(&store));
+            (Some(outcomes), Some(tracker), Some(store))
         } else {
-            (None, None)
+            (None, None, None)
         };
         // On Kafka, the outcome processes also publish partners' outcomes to
         // the outcome topic, sharing the work as one consumer group.
@@ -749,6 +751,7 @@ impl Node {
             planning,
             publisher,
             tracker,
+            track,
             webhooks,
         })
     }
@@ -766,6 +769,11 @@ impl Node {
     /// The handheld service, when this node runs it.
     pub fn handhelds(&self) -> Option<Handhelds> {
         self.handhelds.clone()
+    }
+
+    /// The track-and-trace store this node feeds, when it runs outcomes.
+    pub fn track(&self) -> Option<Arc<dyn threshold_projections::track::TrackStore>> {
+        self.track.clone()
     }
 
     /// The outcome service, when this node runs it.

@@ -182,6 +182,9 @@ pub(crate) fn start(
     if let Some(planning) = node.planning() {
         console = console.with_replan(replan(planning));
     }
+    if let Some(track) = node.track() {
+        console = console.with_track(track);
+    }
     let (addr, task) = console.clone().spawn(listener, std::future::pending())?;
     println!("console on http://{addr}/ (sign in with a token, or a one-time link)");
     if let Ok(tokens) = LocalTokens::load(data) {
