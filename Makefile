@@ -72,6 +72,7 @@ fmt:
 bench:
 	$(CARGO) bench -p threshold-log --bench append
 	$(CARGO) bench -p threshold-projections --bench projections
+	$(CARGO) bench -p threshold-projections --bench track
 	$(CARGO) bench -p threshold-console --bench pages
 
 bench-webhooks:

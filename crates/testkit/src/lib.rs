@@ -43,9 +43,17 @@ pub struct Builder {
     tls: Option<Tls>,
     manifest_limits: LoadLimits,
     webhooks: threshold_webhook_service::Options,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Builder {
+    /// On the data directory `dir` (one a stopped sandbox handed back,
+    /// see [`Sandbox::stop_keeping_data`]) instead of a new one.
+    pub fn in_dir(mut self, dir: tempfile::TempDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
     /// On Kafka at `brokers` (`host:port[,…]`) instead of the embedded log.
     pub fn kafka(mut self, brokers: impl Into<String>) -> Self {
         self.log = LogSpec::Kafka(brokers.into());
@@ -135,7 +143,10 @@ impl Builder {
     /// 127.0.0.1:0 and connects to it. Panics if it cannot: a test that
     /// has no server has nothing to test.
     pub async fn start(self) -> Sandbox {
-        let dir = tempfile::tempdir().expect("a temporary data directory");
+        let dir = match self.dir {
+            Some(dir) => dir,
+            None => tempfile::tempdir().expect("a temporary data directory"),
+        };
         let fleets = match self.fleets {
             Some(f) => f,
             None => threshold_server::fleets(None, dir.path()).expect("the bundled fleets"),
@@ -262,6 +273,7 @@ impl Sandbox {
             tls: None,
             manifest_limits: LoadLimits::default(),
             webhooks: threshold_webhook_service::Options::default(),
+            dir: None,
         }
     }
 
@@ -394,6 +406,17 @@ impl Sandbox {
         let name = format!("{role}-{tenant}-{}", EventId::new());
         let token = self.mint(&name, role, tenant);
         threshold_auth::authed(self.channel(), Some(&token)).expect("a token")
+    }
+
+    /// Stops the server as [`Self::shutdown`] does and hands back its data
+    /// directory, for a restart on it ([`Builder::in_dir`]).
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        let dir = std::mem::replace(
+            &mut self.dir,
+            tempfile::tempdir().expect("a temporary directory"),
+        );
+        self.shutdown().await;
+        dir
     }
 
     /// Stops the server and waits until it has closed the log. Connections

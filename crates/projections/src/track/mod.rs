@@ -372,6 +372,37 @@ impl Tracker {
     }
 }
 
+/// Records how far the store is behind the log's head every second, as
+/// `threshold.projection.lag` with `projection = "track"`, like the read
+/// models in memory.
+fn spawn_lag(
+    log: Arc<dyn EventLog>,
+    fed: Arc<std::sync::atomic::AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    let gauge = opentelemetry::global::meter("threshold.projections")
+        .u64_gauge("threshold.projection.lag")
+        .with_description("Log positions a read model is behind the log's head")
+        .build();
+    tokio::spawn(async move {
+        let attrs = [opentelemetry::KeyValue::new("projection", "track")];
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let Ok(head) = log.head().await else { return };
+            let at = fed.load(std::sync::atomic::Ordering::Relaxed);
+            gauge.record(head.0.saturating_sub(at), &attrs);
+        }
+    })
+}
+
+/// Aborts a task when dropped: the lag gauge ends with the reader.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// At most this many events are folded into one write.
 const BATCH: usize = 512;
 
@@ -393,6 +424,28 @@ pub async fn follow(
             }
         }
     };
+    // A log that ends before the checkpoint is not the one it was kept on.
+    let head = match log.head().await {
+        Ok(head) => head,
+        Err(e) => return Some(e),
+    };
+    let checkpoint = match checkpoint {
+        Some(c) if c.position > head => {
+            tracing::warn!(
+                reader,
+                position = c.position.0,
+                head = head.0,
+                "the log ends before the track store's checkpoint; feeding the store again from the start"
+            );
+            None
+        }
+        other => other,
+    };
+    let fed = Arc::new(std::sync::atomic::AtomicU64::new(
+        checkpoint.as_ref().map_or(0, |c| c.position.0),
+    ));
+    let lag = spawn_lag(Arc::clone(&log), Arc::clone(&fed));
+    let _lag = AbortOnDrop(lag);
     let mut pending = None;
     let mut sub = match checkpoint {
         None => log.subscribe(Position(0)),
@@ -466,7 +519,12 @@ pub async fn follow(
                 }
                 .await;
             match stored {
-                Ok(()) => break,
+                Ok(()) => {
+                    if let Some(last) = &last {
+                        fed.store(last.position.0, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, reader, "the track store did not take a batch; trying again");
                     tokio::time::sleep(backoff).await;

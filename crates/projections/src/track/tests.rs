@@ -322,3 +322,46 @@ async fn other_streams_and_parcels_nobody_manifested_give_no_rows() {
     let again = blank.rows(&events[1..], &store).await.unwrap();
     assert_eq!(again, rows[1..].to_vec());
 }
+
+#[tokio::test]
+async fn a_checkpoint_past_the_log_s_end_feeds_again_from_the_start_at_once() {
+    use threshold_domain::pb::Service as S;
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap());
+    drive(
+        log.as_ref(),
+        "FI-1",
+        vec![manifest("FI-1", Country::Fi, "HEL", S::Doorstep)],
+    )
+    .await;
+    let store: Arc<dyn TrackStore> = Arc::new(SqliteTrackStore::in_memory().unwrap());
+    // Kept on a longer log (a replica since rebuilt): nothing comes at
+    // that position for a long time.
+    store
+        .set_checkpoint(
+            "p1",
+            &Checkpoint {
+                position: Position(999),
+                event_id: "gone".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let feeder = tokio::spawn(follow(Arc::clone(&log), Arc::clone(&store), "p1".into()));
+    for _ in 0..500 {
+        if store.summary("FI-1").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    feeder.abort();
+    assert!(
+        store.summary("FI-1").await.unwrap().is_some(),
+        "the log was not fed again"
+    );
+    assert_eq!(
+        store.checkpoint("p1").await.unwrap().unwrap().position,
+        Position(1)
+    );
+}
