@@ -348,20 +348,28 @@ async fn parcel_page(
             "This console keeps no track-and-trace model (its process runs no outcomes).".into(),
         )
     })?;
-    let track = store.track(&id).await.map_err(|e| {
+    let unreadable = |e: threshold_projections::StoreError| {
         tracing::warn!(error = %e, "track and trace could not be read");
         Refused(
             StatusCode::SERVICE_UNAVAILABLE,
             "Track and trace could not be read: try again.".into(),
         )
-    })?;
-    let Some(track) = track.filter(|t| {
-        s.principal.may_follow_parcel(
-            &t.summary.partner,
-            &t.summary.depot,
-            t.summary.country.code(),
-        )
-    }) else {
+    };
+    // Anyone else's parcel after the same one lookup as a missing one.
+    let visible = store
+        .summary(&id)
+        .await
+        .map_err(unreadable)?
+        .is_some_and(|t| {
+            s.principal
+                .may_follow_parcel(&t.partner, &t.depot, t.country.code())
+        });
+    let track = if visible {
+        store.track(&id).await.map_err(unreadable)?
+    } else {
+        None
+    };
+    let Some(track) = track else {
         let _ = write!(body, "<p class=err>No parcel {} to track.</p>", esc(&id));
         return Ok(html(StatusCode::NOT_FOUND, "Not found", &body));
     };

@@ -374,14 +374,16 @@ impl OutcomeService for Outcomes {
             .as_ref()
             .ok_or_else(|| Status::unavailable("this process keeps no track-and-trace model"))?;
         let not_found = || Status::not_found(format!("no parcel {id:?} to track"));
+        // Someone else's parcel is answered as one that does not exist,
+        // after the same one lookup: a partner cannot learn which ids are
+        // real, not even from how long the answer took.
+        match store.summary(&id).await.map_err(track_store)? {
+            Some(s) if may_see(&caller, &s) => {}
+            _ => return Err(not_found()),
+        }
         let Some(track) = store.track(&id).await.map_err(track_store)? else {
             return Err(not_found());
         };
-        // Someone else's parcel is answered as one that does not exist:
-        // a partner cannot learn which ids are real.
-        if !may_see(&caller, &track.summary) {
-            return Err(not_found());
-        }
         let carrier = caller.role != Role::Partner;
         let tz = track.summary.country.tz();
         let steps = track

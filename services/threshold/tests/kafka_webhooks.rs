@@ -8,57 +8,10 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt as _, Full};
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, Position};
-
-/// Requests a receiver got, in arrival order: headers and body.
-type Got = Arc<Mutex<Vec<(hyper::HeaderMap, Bytes)>>>;
-
-/// A receiver on 127.0.0.1:0 answering 200 to everything; its address.
-fn receiver(rt: &tokio::runtime::Runtime) -> (std::net::SocketAddr, Got) {
-    let got: Got = Arc::default();
-    let g = Arc::clone(&got);
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    rt.spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let g = Arc::clone(&g);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let g = Arc::clone(&g);
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            g.lock().expect("got").push((parts.headers, body));
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::new(),
-                            )))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, got)
-}
 
 /// How many requests the receiver has got.
 fn count(got: &Got) -> usize {

@@ -540,3 +540,59 @@ pub(crate) async fn plan_day(server: &Served) -> std::collections::BTreeMap<Stri
     )
     .await
 }
+
+/// Requests a webhook receiver got, in arrival order: headers and body.
+pub(crate) type Got = std::sync::Arc<std::sync::Mutex<Vec<(hyper::HeaderMap, bytes::Bytes)>>>;
+
+/// A receiver on 127.0.0.1:0 answering 200 to everything; its address.
+pub(crate) fn receiver(rt: &tokio::runtime::Runtime) -> (std::net::SocketAddr, Got) {
+    receiver_answering(rt, 200)
+}
+
+/// A receiver on 127.0.0.1:0 answering `status` to everything.
+pub(crate) fn receiver_answering(
+    rt: &tokio::runtime::Runtime,
+    status: u16,
+) -> (std::net::SocketAddr, Got) {
+    use http_body_util::BodyExt as _;
+    let got: Got = std::sync::Arc::default();
+    let g = std::sync::Arc::clone(&got);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let g = std::sync::Arc::clone(&g);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let g = std::sync::Arc::clone(&g);
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            g.lock().expect("got").push((parts.headers, body));
+                            let mut answer = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::new(),
+                            ));
+                            *answer.status_mut() =
+                                hyper::StatusCode::from_u16(status).expect("a status");
+                            Ok::<_, std::convert::Infallible>(answer)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, got)
+}
