@@ -15,6 +15,7 @@
 #   make load-kafka  the same with the server on the Kafka backend (the test broker)
 #   make bench-kafka  the Kafka backend against a plain librdkafka client, same run, same broker
 #   make load-tracing  the same with tracing off and with OTLP export at 1%, alternating
+#   make bench-track  the track-and-trace store: SQLite beside PostgreSQL, same run
 #   make bench-vault  manifest loads on Kafka: the vault topic against a vault directory
 #   make image   an OCI image of threshold (buildah, FROM scratch, non-root, gRPC health check)
 #   make lint    rustfmt and clippy, as CI runs them
@@ -22,7 +23,7 @@
 CARGO ?= cargo
 DATA  ?= data
 
-.PHONY: run demo test image bench-vault test-workspace test-adversarial lint fmt bench bench-webhooks bench-routing load load-kafka bench-kafka load-tracing check clean-data
+.PHONY: run demo test image bench-vault bench-track test-workspace test-adversarial lint fmt bench bench-webhooks bench-routing load load-kafka bench-kafka load-tracing check clean-data
 
 run:
 	$(CARGO) run --release -p threshold -- run --data $(DATA) --admin 127.0.0.1:9464 --console 127.0.0.1:8080
@@ -69,10 +70,13 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+bench-track:
+	scripts/pg-peer.sh run $(CARGO) bench -p threshold-projections --bench track
+
 bench:
 	$(CARGO) bench -p threshold-log --bench append
 	$(CARGO) bench -p threshold-projections --bench projections
-	$(CARGO) bench -p threshold-projections --bench track
+	scripts/pg-peer.sh run $(CARGO) bench -p threshold-projections --bench track
 	$(CARGO) bench -p threshold-console --bench pages
 
 bench-webhooks:

@@ -197,6 +197,10 @@ impl TrackStore for SqliteTrackStore {
                          WHERE excluded.version > track_parcels.version"
                     ))
                     .map_err(backend)?;
+                // Every step; each parcel's summary once, its latest in
+                // the batch (a parcel's events come together).
+                let mut latest: std::collections::HashMap<&str, &ParcelSummary> =
+                    std::collections::HashMap::with_capacity(rows.len());
                 for r in &rows {
                     let (s, e) = (&r.summary, &r.event);
                     event
@@ -210,6 +214,16 @@ impl TrackStore for SqliteTrackStore {
                             e.detail,
                         ])
                         .map_err(backend)?;
+                    latest
+                        .entry(s.parcel_id.as_str())
+                        .and_modify(|kept| {
+                            if s.version > kept.version {
+                                *kept = s;
+                            }
+                        })
+                        .or_insert(s);
+                }
+                for s in latest.into_values() {
                     parcel
                         .execute(params![
                             s.parcel_id,
