@@ -356,22 +356,17 @@ async fn parcel_page(
         )
     };
     // Anyone else's parcel after the same one lookup as a missing one.
-    let visible = store
-        .summary(&id)
-        .await
-        .map_err(unreadable)?
-        .is_some_and(|t| {
-            s.principal
-                .may_follow_parcel(&t.partner, &t.depot, t.country.code())
-        });
-    let track = if visible {
-        store.track(&id).await.map_err(unreadable)?
-    } else {
-        None
-    };
-    let Some(track) = track else {
+    let summary = store.summary(&id).await.map_err(unreadable)?.filter(|t| {
+        s.principal
+            .may_follow_parcel(&t.partner, &t.depot, t.country.code())
+    });
+    let Some(summary) = summary else {
         let _ = write!(body, "<p class=err>No parcel {} to track.</p>", esc(&id));
         return Ok(html(StatusCode::NOT_FOUND, "Not found", &body));
+    };
+    let track = threshold_projections::ParcelTrack {
+        events: store.steps(&id).await.map_err(unreadable)?,
+        summary,
     };
     let t = &track.summary;
     let tz = t.country.tz();

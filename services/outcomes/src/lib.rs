@@ -377,12 +377,13 @@ impl OutcomeService for Outcomes {
         // Someone else's parcel is answered as one that does not exist,
         // after the same one lookup: a partner cannot learn which ids are
         // real, not even from how long the answer took.
-        match store.summary(&id).await.map_err(track_store)? {
-            Some(s) if may_see(&caller, &s) => {}
+        let summary = match store.summary(&id).await.map_err(track_store)? {
+            Some(s) if may_see(&caller, &s) => s,
             _ => return Err(not_found()),
-        }
-        let Some(track) = store.track(&id).await.map_err(track_store)? else {
-            return Err(not_found());
+        };
+        let track = threshold_projections::ParcelTrack {
+            events: store.steps(&id).await.map_err(track_store)?,
+            summary,
         };
         let carrier = caller.role != Role::Partner;
         let tz = track.summary.country.tz();

@@ -61,11 +61,18 @@ pub(crate) fn deliver(method: pb::DeliveryMethod) -> Command {
     }
 }
 
-/// Runs commands on one parcel through the domain into the log.
+/// Runs commands on one parcel through the domain into the log, after
+/// what its stream already holds.
 pub(crate) async fn drive(log: &dyn EventLog, id: &str, commands: Vec<Command>) {
     let stream = StreamId::parcel(&ParcelId::new(id).unwrap());
     let mut state = Parcel::default();
     let mut version = 0;
+    for e in log.read_stream(&stream, 0, 1000).await.unwrap() {
+        if let Ok(DomainEvent::Parcel(p)) = e.decode() {
+            state.evolve(&p);
+        }
+        version = e.stream_version;
+    }
     for c in commands {
         let events = state.decide(&c).unwrap();
         let new: Vec<NewEvent> = events

@@ -207,8 +207,17 @@ pub trait TrackStore: Send + Sync + 'static {
     async fn put(&self, rows: &[TrackRow]) -> Result<(), StoreError>;
     /// Where a parcel stands, if the store knows it.
     async fn summary(&self, parcel_id: &str) -> Result<Option<ParcelSummary>, StoreError>;
-    /// A parcel's summary and track, in stream order.
-    async fn track(&self, parcel_id: &str) -> Result<Option<ParcelTrack>, StoreError>;
+    /// A parcel's steps, in stream order (at most [`MAX_TRACK_EVENTS`]);
+    /// none for a parcel the store does not know.
+    async fn steps(&self, parcel_id: &str) -> Result<Vec<TrackEvent>, StoreError>;
+    /// A parcel's summary and steps.
+    async fn track(&self, parcel_id: &str) -> Result<Option<ParcelTrack>, StoreError> {
+        let Some(summary) = self.summary(parcel_id).await? else {
+            return Ok(None);
+        };
+        let events = self.steps(parcel_id).await?;
+        Ok(Some(ParcelTrack { summary, events }))
+    }
     /// The parcels due at `depot` on `day`, ordered by parcel id, after
     /// `after` (a page's last id), at most `limit`.
     async fn day(
@@ -237,6 +246,76 @@ pub struct Checkpoint {
     pub position: Position,
     /// Its id.
     pub event_id: String,
+}
+
+// Reading back what a store wrote, shared by the stores.
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Reads a column a store wrote, saying which on failure.
+fn parse<T: std::str::FromStr>(what: &'static str, s: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| StoreError::Corrupt {
+        what,
+        detail: format!("{s:?}: {e}"),
+    })
+}
+
+/// An instant as stores keep it: milliseconds since the epoch.
+fn instant(what: &'static str, ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt {
+        what,
+        detail: format!("{ms} ms is out of range"),
+    })
+}
+
+/// One step as a store's row holds it.
+fn step(
+    version: i64,
+    event_id: String,
+    milestone: &str,
+    occurred_at_ms: i64,
+    attempt: i64,
+    detail: String,
+) -> Result<TrackEvent, StoreError> {
+    Ok(TrackEvent {
+        version: u64::try_from(version).unwrap_or(0),
+        event_id,
+        milestone: parse("milestone", milestone)?,
+        occurred_at: instant("occurred_at", occurred_at_ms)?,
+        attempt: u32::try_from(attempt).unwrap_or(0),
+        detail,
+    })
+}
+
+/// A summary as a store's row holds it (country and day as text).
+#[allow(clippy::too_many_arguments)]
+fn summary_of(
+    parcel_id: String,
+    partner: String,
+    country: &str,
+    depot: String,
+    day: &str,
+    status: &str,
+    attempts: i64,
+    version: i64,
+    updated_at_ms: i64,
+) -> Result<ParcelSummary, StoreError> {
+    Ok(ParcelSummary {
+        parcel_id,
+        partner,
+        country: parse("country", country)?,
+        depot,
+        day: parse("day", day)?,
+        status: parse("status", status)?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        version: u64::try_from(version).unwrap_or(0),
+        updated_at: instant("updated_at", updated_at_ms)?,
+    })
 }
 
 /// Turns parcel events into [`TrackRow`]s. It keeps the summary of each

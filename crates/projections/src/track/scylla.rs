@@ -19,10 +19,10 @@ use scylla::value::CqlTimestamp;
 use threshold_domain::Country;
 use threshold_log::Position;
 
-use super::sqlite::{country, country_code, day, parse};
+use super::sqlite::country_code;
 use super::{
-    Checkpoint, DAY_BUCKETS, MAX_TRACK_EVENTS, ParcelSummary, ParcelTrack, StoreError, TrackEvent,
-    TrackRow, TrackStore, day_bucket,
+    Checkpoint, DAY_BUCKETS, MAX_TRACK_EVENTS, ParcelSummary, StoreError, TrackEvent, TrackRow,
+    TrackStore, backend, day_bucket, step, summary_of,
 };
 
 /// The schema, as operators apply it, for keyspace `threshold`.
@@ -30,10 +30,6 @@ pub const SCHEMA: &str = include_str!("../../../../deploy/scylla/schema.cql");
 
 /// At most this many writes of one batch are in flight at once.
 const IN_FLIGHT: usize = 64;
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
 
 /// Where a store is: `scylla://HOST:PORT[,HOST:PORT…]/KEYSPACE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,13 +228,6 @@ fn ts(t: DateTime<Utc>) -> CqlTimestamp {
     CqlTimestamp(t.timestamp_millis())
 }
 
-fn instant(what: &'static str, t: CqlTimestamp) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(t.0).ok_or_else(|| StoreError::Corrupt {
-        what,
-        detail: format!("{} ms is out of range", t.0),
-    })
-}
-
 fn int(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -261,20 +250,34 @@ type SummaryRow = (
 
 fn summary(r: SummaryRow) -> Result<ParcelSummary, StoreError> {
     let (parcel_id, partner, c, depot, d, status, attempts, version, updated) = r;
-    Ok(ParcelSummary {
+    summary_of(
         parcel_id,
         partner,
-        country: country(&c)?,
+        &c,
         depot,
-        day: day(&d)?,
-        status: parse("status", &status)?,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        version: u64::try_from(version).unwrap_or(0),
-        updated_at: instant("updated_at", updated)?,
-    })
+        &d,
+        &status,
+        attempts.into(),
+        version,
+        updated.0,
+    )
 }
 
 impl ScyllaTrackStore {
+    /// The rows `statement` answers with `values`.
+    async fn rows(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<scylla::response::query_result::QueryRowsResult, StoreError> {
+        self.session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(backend)?
+            .into_rows_result()
+            .map_err(backend)
+    }
+
     async fn put_row(&self, r: &TrackRow) -> Result<(), StoreError> {
         let (s, e) = (&r.summary, &r.event);
         let at = big(s.version);
@@ -365,46 +368,23 @@ impl TrackStore for ScyllaTrackStore {
     }
 
     async fn summary(&self, parcel_id: &str) -> Result<Option<ParcelSummary>, StoreError> {
-        let rows = self
-            .session
-            .execute_unpaged(&self.q.summary, (parcel_id,))
-            .await
-            .map_err(backend)?
-            .into_rows_result()
-            .map_err(backend)?;
+        let rows = self.rows(&self.q.summary, (parcel_id,)).await?;
         rows.maybe_first_row::<SummaryRow>()
             .map_err(backend)?
             .map(summary)
             .transpose()
     }
 
-    async fn track(&self, parcel_id: &str) -> Result<Option<ParcelTrack>, StoreError> {
-        let Some(summary) = self.summary(parcel_id).await? else {
-            return Ok(None);
-        };
-        let rows = self
-            .session
-            .execute_unpaged(&self.q.events, (parcel_id,))
-            .await
-            .map_err(backend)?
-            .into_rows_result()
-            .map_err(backend)?;
-        let mut events = Vec::new();
-        for row in rows
+    async fn steps(&self, parcel_id: &str) -> Result<Vec<TrackEvent>, StoreError> {
+        self.rows(&self.q.events, (parcel_id,))
+            .await?
             .rows::<(i64, String, String, CqlTimestamp, i32, String)>()
             .map_err(backend)?
-        {
-            let (version, event_id, milestone, at, attempt, detail) = row.map_err(backend)?;
-            events.push(TrackEvent {
-                version: u64::try_from(version).unwrap_or(0),
-                event_id,
-                milestone: parse("milestone", &milestone)?,
-                occurred_at: instant("occurred_at", at)?,
-                attempt: u32::try_from(attempt).unwrap_or(0),
-                detail,
-            });
-        }
-        Ok(Some(ParcelTrack { summary, events }))
+            .map(|row| {
+                let (version, event_id, milestone, at, attempt, detail) = row.map_err(backend)?;
+                step(version, event_id, &milestone, at.0, attempt.into(), detail)
+            })
+            .collect()
     }
 
     async fn day(
@@ -423,8 +403,7 @@ impl TrackStore for ScyllaTrackStore {
             let d = &d;
             async move {
                 let rows = self
-                    .session
-                    .execute_unpaged(
+                    .rows(
                         &self.q.day,
                         (
                             country_code(country),
@@ -435,10 +414,7 @@ impl TrackStore for ScyllaTrackStore {
                             limit,
                         ),
                     )
-                    .await
-                    .map_err(backend)?
-                    .into_rows_result()
-                    .map_err(backend)?;
+                    .await?;
                 rows.rows::<SummaryRow>()
                     .map_err(backend)?
                     .map(|r| summary(r.map_err(backend)?))
@@ -453,13 +429,7 @@ impl TrackStore for ScyllaTrackStore {
     }
 
     async fn checkpoint(&self, reader: &str) -> Result<Option<Checkpoint>, StoreError> {
-        let rows = self
-            .session
-            .execute_unpaged(&self.q.checkpoint, (reader,))
-            .await
-            .map_err(backend)?
-            .into_rows_result()
-            .map_err(backend)?;
+        let rows = self.rows(&self.q.checkpoint, (reader,)).await?;
         Ok(rows
             .maybe_first_row::<(i64, String)>()
             .map_err(backend)?

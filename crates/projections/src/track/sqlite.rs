@@ -9,8 +9,8 @@ use threshold_domain::Country;
 use threshold_log::Position;
 
 use super::{
-    Checkpoint, MAX_TRACK_EVENTS, Milestone, ParcelSummary, ParcelTrack, StoreError, TrackEvent,
-    TrackRow, TrackStore,
+    Checkpoint, MAX_TRACK_EVENTS, ParcelSummary, StoreError, TrackEvent, TrackRow, TrackStore,
+    backend, step, summary_of,
 };
 
 const SCHEMA: &str = "
@@ -53,10 +53,6 @@ pub struct SqliteTrackStore {
     db: Arc<Mutex<Connection>>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
 impl SqliteTrackStore {
     /// Opens (creating, owner-only) the store in the file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -97,63 +93,26 @@ fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn instant(what: &'static str, ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt {
-        what,
-        detail: format!("{ms} ms is out of range"),
-    })
-}
-
-/// Reads a column written by this store, saying which on failure.
-pub(super) fn parse<T: std::str::FromStr>(what: &'static str, s: &str) -> Result<T, StoreError>
-where
-    T::Err: std::fmt::Display,
-{
-    s.parse().map_err(|e: T::Err| StoreError::Corrupt {
-        what,
-        detail: format!("{s:?}: {e}"),
-    })
-}
-
 /// A country as stores write it (`SE`).
 pub(super) fn country_code(c: Country) -> &'static str {
     c.code()
-}
-
-pub(super) fn country(s: &str) -> Result<Country, StoreError> {
-    parse("country", s)
-}
-
-pub(super) fn day(s: &str) -> Result<NaiveDate, StoreError> {
-    parse("day", s)
 }
 
 const SUMMARY: &str =
     "parcel_id, partner, country, depot, day, status, attempts, version, updated_at";
 
 fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ParcelSummary, StoreError>> {
-    let (id, partner, c, depot, d, status): (String, String, String, String, String, String) = (
+    Ok(summary_of(
         row.get(0)?,
         row.get(1)?,
-        row.get(2)?,
+        &row.get::<_, String>(2)?,
         row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-    );
-    let (attempts, version, updated): (i64, i64, i64) = (row.get(6)?, row.get(7)?, row.get(8)?);
-    Ok((|| {
-        Ok(ParcelSummary {
-            parcel_id: id,
-            partner,
-            country: country(&c)?,
-            depot,
-            day: day(&d)?,
-            status: parse::<Milestone>("status", &status)?,
-            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-            version: u64::try_from(version).unwrap_or(0),
-            updated_at: instant("updated_at", updated)?,
-        })
-    })())
+        &row.get::<_, String>(4)?,
+        &row.get::<_, String>(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+    ))
 }
 
 fn get_summary(db: &Connection, parcel_id: &str) -> Result<Option<ParcelSummary>, StoreError> {
@@ -249,12 +208,9 @@ impl TrackStore for SqliteTrackStore {
         self.on(move |db| get_summary(db, &id)).await
     }
 
-    async fn track(&self, parcel_id: &str) -> Result<Option<ParcelTrack>, StoreError> {
+    async fn steps(&self, parcel_id: &str) -> Result<Vec<TrackEvent>, StoreError> {
         let id = parcel_id.to_owned();
         self.on(move |db| {
-            let Some(summary) = get_summary(db, &id)? else {
-                return Ok(None);
-            };
             let mut q = db
                 .prepare_cached(
                     "SELECT version, event_id, milestone, occurred_at, attempt, detail
@@ -263,29 +219,17 @@ impl TrackStore for SqliteTrackStore {
                 .map_err(backend)?;
             let rows = q
                 .query_map(params![id, MAX_TRACK_EVENTS as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, String>(5)?,
+                    Ok(step(
+                        r.get(0)?,
+                        r.get(1)?,
+                        &r.get::<_, String>(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
                     ))
                 })
                 .map_err(backend)?;
-            let mut events = Vec::new();
-            for row in rows {
-                let (version, event_id, milestone, at, attempt, detail) = row.map_err(backend)?;
-                events.push(TrackEvent {
-                    version: u64::try_from(version).unwrap_or(0),
-                    event_id,
-                    milestone: parse("milestone", &milestone)?,
-                    occurred_at: instant("occurred_at", at)?,
-                    attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-                    detail,
-                });
-            }
-            Ok(Some(ParcelTrack { summary, events }))
+            rows.map(|r| r.map_err(backend)?).collect()
         })
         .await
     }

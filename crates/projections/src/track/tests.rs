@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 
 use threshold_domain::Country;
 use threshold_domain::parcel::Command;
@@ -180,7 +180,7 @@ async fn a_followed_log_gives_each_parcel_its_track_and_a_restart_or_a_second_re
 
     // A restart goes on from its checkpoint: SE-3's next event needs the
     // summary the store holds, which the new tracker asks for.
-    drive_more(log.as_ref(), "SE-3", 2, vec![fail(F::Refused)]).await;
+    drive(log.as_ref(), "SE-3", vec![fail(F::Refused)]).await;
     let before = store.checkpoint("p1").await.unwrap().unwrap();
     let feeder = tokio::spawn(follow(Arc::clone(&log), Arc::clone(&store), "p1".into()));
     fed(log.as_ref(), store.as_ref(), "p1").await;
@@ -217,76 +217,46 @@ async fn a_followed_log_gives_each_parcel_its_track_and_a_restart_or_a_second_re
     assert_eq!(snapshot(fresh).await, one);
 }
 
-/// Runs more commands on a parcel whose stream is at `version`.
-async fn drive_more(log: &dyn EventLog, id: &str, version: u64, commands: Vec<Command>) {
-    use threshold_domain::parcel::Parcel;
-    use threshold_domain::{Aggregate, DomainEvent, EventId, ParcelId, StreamId};
-    use threshold_log::{ExpectedVersion, NewEvent};
-    let stream = StreamId::parcel(&ParcelId::new(id).unwrap());
-    let mut state = Parcel::default();
-    for e in log.read_stream(&stream, 0, 1000).await.unwrap() {
-        if let Ok(DomainEvent::Parcel(p)) = e.decode() {
-            state.evolve(&p);
-        }
-    }
-    let mut version = version;
-    for c in commands {
-        let events = state.decide(&c).unwrap();
-        let new: Vec<NewEvent> = events
-            .iter()
-            .map(|e| NewEvent::new(EventId::new(), &DomainEvent::Parcel(e.clone()), Utc::now()))
-            .collect();
-        version = log
-            .append(&stream, ExpectedVersion::Exactly(version), new)
-            .await
-            .unwrap()
-            .stream_version;
-        for e in &events {
-            state.evolve(e);
-        }
-    }
-}
-
-#[tokio::test]
-async fn a_checkpoint_the_log_no_longer_has_feeds_again_from_the_start() {
+/// A store whose reader `p1` has `checkpoint` from another log, fed from
+/// a log holding `parcels` (manifested at Oslo): once its reader has
+/// caught up, or has given up waiting.
+async fn fed_despite(checkpoint: Checkpoint, parcels: &[&str]) -> Arc<dyn TrackStore> {
     use threshold_domain::pb::Service as S;
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn EventLog> =
         Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap());
-    drive(
-        log.as_ref(),
-        "NO-1",
-        vec![manifest("NO-1", Country::No, "OSL", S::Doorstep)],
-    )
-    .await;
-    drive(
-        log.as_ref(),
-        "NO-2",
-        vec![manifest("NO-2", Country::No, "OSL", S::Doorstep)],
-    )
-    .await;
-    let store: Arc<dyn TrackStore> = Arc::new(SqliteTrackStore::in_memory().unwrap());
-    // A checkpoint from another log: the position exists, its event is
-    // another one.
-    store
-        .set_checkpoint(
-            "p1",
-            &Checkpoint {
-                position: Position(2),
-                event_id: "elsewhere".into(),
-            },
+    for p in parcels {
+        drive(
+            log.as_ref(),
+            p,
+            vec![manifest(p, Country::No, "OSL", S::Doorstep)],
         )
-        .await
-        .unwrap();
+        .await;
+    }
+    let store: Arc<dyn TrackStore> = Arc::new(SqliteTrackStore::in_memory().unwrap());
+    store.set_checkpoint("p1", &checkpoint).await.unwrap();
     let feeder = tokio::spawn(follow(Arc::clone(&log), Arc::clone(&store), "p1".into()));
-    // The checkpoint is at the head already: wait for the parcels.
+    // The checkpoint may be at or past the head already: wait for the
+    // parcels, not for the checkpoint.
     for _ in 0..500 {
-        if store.summary("NO-1").await.unwrap().is_some() {
+        if store.summary(parcels[0]).await.unwrap().is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     feeder.abort();
+    store
+}
+
+#[tokio::test]
+async fn a_checkpoint_the_log_no_longer_has_feeds_again_from_the_start() {
+    // A checkpoint from another log: the position exists, its event is
+    // another one.
+    let elsewhere = Checkpoint {
+        position: Position(2),
+        event_id: "elsewhere".into(),
+    };
+    let store = fed_despite(elsewhere, &["NO-1", "NO-2"]).await;
     assert!(
         store.summary("NO-1").await.unwrap().is_some(),
         "the first parcel was skipped"
@@ -294,6 +264,25 @@ async fn a_checkpoint_the_log_no_longer_has_feeds_again_from_the_start() {
     assert!(store.summary("NO-2").await.unwrap().is_some());
     let c = store.checkpoint("p1").await.unwrap().unwrap();
     assert_ne!(c.event_id, "elsewhere");
+}
+
+#[tokio::test]
+async fn a_checkpoint_past_the_log_s_end_feeds_again_from_the_start_at_once() {
+    // Kept on a longer log (a replica since rebuilt): nothing comes at
+    // that position for a long time.
+    let gone = Checkpoint {
+        position: Position(999),
+        event_id: "gone".into(),
+    };
+    let store = fed_despite(gone, &["NO-9"]).await;
+    assert!(
+        store.summary("NO-9").await.unwrap().is_some(),
+        "the log was not fed again"
+    );
+    assert_eq!(
+        store.checkpoint("p1").await.unwrap().unwrap().position,
+        Position(1)
+    );
 }
 
 #[tokio::test]
@@ -321,47 +310,4 @@ async fn other_streams_and_parcels_nobody_manifested_give_no_rows() {
     store.put(&rows[..1]).await.unwrap();
     let again = blank.rows(&events[1..], &store).await.unwrap();
     assert_eq!(again, rows[1..].to_vec());
-}
-
-#[tokio::test]
-async fn a_checkpoint_past_the_log_s_end_feeds_again_from_the_start_at_once() {
-    use threshold_domain::pb::Service as S;
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> =
-        Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap());
-    drive(
-        log.as_ref(),
-        "FI-1",
-        vec![manifest("FI-1", Country::Fi, "HEL", S::Doorstep)],
-    )
-    .await;
-    let store: Arc<dyn TrackStore> = Arc::new(SqliteTrackStore::in_memory().unwrap());
-    // Kept on a longer log (a replica since rebuilt): nothing comes at
-    // that position for a long time.
-    store
-        .set_checkpoint(
-            "p1",
-            &Checkpoint {
-                position: Position(999),
-                event_id: "gone".into(),
-            },
-        )
-        .await
-        .unwrap();
-    let feeder = tokio::spawn(follow(Arc::clone(&log), Arc::clone(&store), "p1".into()));
-    for _ in 0..500 {
-        if store.summary("FI-1").await.unwrap().is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    feeder.abort();
-    assert!(
-        store.summary("FI-1").await.unwrap().is_some(),
-        "the log was not fed again"
-    );
-    assert_eq!(
-        store.checkpoint("p1").await.unwrap().unwrap().position,
-        Position(1)
-    );
 }
