@@ -23,6 +23,8 @@ suffix=${LOAD_TAG:+_$LOAD_TAG}
 if [ "${1:-}" = kafka ]; then
     log="kafka://${THRESHOLD_TEST_KAFKA:?set THRESHOLD_TEST_KAFKA=host:port, or run make load-kafka}"
     suffix=_kafka$suffix
+    # On Kafka the credentials live in the deployment's topic.
+    "$bin/threshold" credentials local-tokens --log "$log" --data "$data" >/dev/null
 fi
 "$bin/threshold" serve --data "$data" --listen "127.0.0.1:$port" --log "$log" --name "load-$$" > "$data/serve.log" 2>&1 &
 server=$!

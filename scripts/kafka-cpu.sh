@@ -32,7 +32,12 @@ for shape in ${SHAPES:-64x16}; do
         data=$(mktemp -d)
         port=$((50800 + RANDOM % 100))
         log=()
-        [ "$mode" = kafka ] && log=(--log "kafka://$THRESHOLD_TEST_KAFKA" --name "cpu-$$-$shape")
+        if [ "$mode" = kafka ]; then
+            log=(--log "kafka://$THRESHOLD_TEST_KAFKA" --name "cpu-$$-$shape" --topic-prefix "cpu-$$-$shape")
+            # On Kafka the credentials live in the deployment's topic.
+            "$bin/threshold" credentials local-tokens "${log[@]:0:2}" --topic-prefix "cpu-$$-$shape" \
+                --data "$data" >/dev/null
+        fi
         "$bin/threshold" serve --data "$data" --listen "127.0.0.1:$port" "${log[@]}" >"$data/serve.log" 2>&1 &
         server=$!
         for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
