@@ -1,11 +1,17 @@
 //! An append on Kafka: decided against the replica (with this process's
 //! appends still on their way back counted as the stream's head), sent to
 //! the stream's partition under this process's turn there, and answered
-//! by what the replica took back.
+//! by what the replica took.
 //!
-//! It never stores in the replica itself: only the replica's consumer
-//! does, by Kafka's order, so an append that lost its race to another
-//! process's record is answered as lost, never as stored.
+//! The replica takes a partition's records only in Kafka's order, by the
+//! one rule every process applies. Kafka's acknowledgement says at which
+//! offset each record landed; where every offset before it in the
+//! partition is in the replica already or is another of this process's
+//! acknowledged records, what lies there is known without reading it
+//! back, and the replica takes the records at once. Otherwise another
+//! process's record may lie between, and the replica's consumer reads it
+//! first. Either way an append that lost its race to another process's
+//! record is answered as lost, never as stored.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -23,7 +29,7 @@ use super::record;
 use super::replica::READ_BACK_TIMEOUT;
 use super::stages::Stage;
 use super::{KafkaLog, KafkaOptions};
-use crate::embedded::Planned;
+use crate::embedded::{Conditional, Planned};
 use crate::{Ack, AppendOutcome, Error, ExpectedVersion, NewEvent, Result};
 
 /// Rounds an append without an expected version makes when other writers'
@@ -55,6 +61,8 @@ enum Started<'a> {
     Sent {
         flight: Flight<'a>,
         deliveries: Vec<DeliveryFuture>,
+        /// The records sent, as a reader of them takes them.
+        records: Vec<Conditional>,
         /// Per id of the call: where it was stored already when decided.
         before: Vec<Option<Ack>>,
         expected: Expected<'a>,
@@ -209,15 +217,21 @@ fn turn_of(stream: &StreamId, turns: usize) -> usize {
 
 /// Waits for Kafka to acknowledge every record; the offset of the last.
 pub(super) async fn delivered(deliveries: Vec<DeliveryFuture>) -> Result<i64> {
-    let mut through = -1;
+    Ok(offsets(deliveries).await?.into_iter().max().unwrap_or(-1))
+}
+
+/// Waits for Kafka to acknowledge every record; the offset of each (-1
+/// where Kafka did not say, e.g. a retry found stored already).
+async fn offsets(deliveries: Vec<DeliveryFuture>) -> Result<Vec<i64>> {
+    let mut offsets = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         match delivery.await {
-            Ok(Ok(d)) => through = through.max(d.offset),
+            Ok(Ok(d)) => offsets.push(d.offset),
             Ok(Err((e, _))) => return Err(kafka("producing", e)),
             Err(_) => return Err(kafka("producing", "the producer was closed")),
         }
     }
-    Ok(through)
+    Ok(offsets)
 }
 
 impl KafkaLog {
@@ -269,19 +283,30 @@ impl KafkaLog {
                 Started::Sent {
                     flight,
                     deliveries,
+                    records,
                     before,
                     expected: awaited,
                 } => {
                     // Acknowledged by Kafka; the partition's order decides
                     // whether these records follow the stream's head or lost
-                    // it to another writer. The replica reads them back and
-                    // says which.
+                    // it to another writer. The replica takes them by the
+                    // rule, at once where it knows every record before them
+                    // in the partition, else as its consumer reads them
+                    // back, and says which.
                     let stages = &self.inner.stages;
                     let back = async {
                         let sent = std::time::Instant::now();
-                        let through = delivered(deliveries).await?;
+                        let offsets = offsets(deliveries).await?;
                         stages.since(Stage::BrokerAck, sent);
                         let acked = std::time::Instant::now();
+                        let through = offsets.iter().copied().max().unwrap_or(-1);
+                        let known = offsets
+                            .into_iter()
+                            .zip(records)
+                            .filter(|(offset, _)| *offset >= 0)
+                            .map(|(offset, record)| (offset, stream.clone(), record))
+                            .collect();
+                        self.acknowledged(c, partition, known);
                         let r = self.replicated_through(c, partition, through).await;
                         stages.since(Stage::ReadBack, acked);
                         r
@@ -446,7 +471,7 @@ impl KafkaLog {
         let fresh_ids: Vec<EventId> = fresh.iter().map(|(e, _, _)| e.event_id).collect();
         let expected_verdicts = self.inner.verdicts.expect(&fresh_ids);
         let producing = std::time::Instant::now();
-        let deliveries = self.send(stream, partition as i32, &fresh).await?;
+        let (deliveries, records) = self.send(stream, partition as i32, &fresh).await?;
         self.inner.stages.since(Stage::Produce, producing);
         let mut flights = self
             .inner
@@ -465,6 +490,7 @@ impl KafkaLog {
                 fresh: Some(fresh_ids),
             },
             deliveries,
+            records,
             before: plan.stored,
             expected: expected_verdicts,
         })
@@ -505,20 +531,38 @@ impl KafkaLog {
 
     /// Sends `fresh` (event, version, the event it follows) to `stream`'s
     /// partition, in order; the futures resolve when Kafka acknowledged.
+    /// With them, each record as a reader of the partition takes it (read
+    /// from the headers sent, so the replica stores what every other
+    /// process's stores).
     async fn send(
         &self,
         stream: &StreamId,
         partition: i32,
         fresh: &[(&NewEvent, u64, Option<EventId>)],
-    ) -> Result<Vec<DeliveryFuture>> {
+    ) -> Result<(Vec<DeliveryFuture>, Vec<Conditional>)> {
         let topic = &self.inner.topics[slot(stream.category())];
         let key = stream.to_string();
         let mut deliveries = Vec::with_capacity(fresh.len());
+        let mut records = Vec::with_capacity(fresh.len());
         for (event, version, after) in fresh {
             let mut headers = OwnedHeaders::new_with_capacity(16);
-            for (name, value) in
-                record::headers(stream, *version, *after, event, &self.inner.source)
-            {
+            let sent = record::headers(stream, *version, *after, event, &self.inner.source);
+            let read = record::from_record(
+                sent.iter().map(|(name, value)| (*name, value.as_slice())),
+                event.payload.clone(),
+            )
+            .map_err(|e| {
+                kafka(
+                    "producing",
+                    format!("{stream}: a record that does not read back: {e}"),
+                )
+            })?;
+            records.push(Conditional {
+                event: read.event,
+                version: read.version,
+                after: read.after,
+            });
+            for (name, value) in sent {
                 headers = headers.insert(Header {
                     key: name,
                     value: Some(&value),
@@ -543,6 +587,6 @@ impl KafkaLog {
                 }
             }
         }
-        Ok(deliveries)
+        Ok((deliveries, records))
     }
 }

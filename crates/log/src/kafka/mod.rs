@@ -34,17 +34,21 @@
 //!   event; otherwise another writer's record came first, and it is left
 //!   out. Kafka's order of the partition is the only arbiter, so every
 //!   process's replica holds the same events at the same versions.
-//! - **An append is answered after its read-back.** Under a turn of its
+//! - **An append is answered once the replica took it.** Under a turn of its
 //!   stream (streams share turns by hash), the replica says what the append would do
 //!   ([`EmbeddedLog::plan`]: stream version, last event, ids stored
 //!   already), with this process's appends still on their way back counted
 //!   as the stream's head, and the new events are sent, so records leave in
 //!   the order decided and appends pipeline. Once Kafka acknowledged them
 //!   (the turn is not held meanwhile), the append waits for the replica to
-//!   take them back and answers by what it told of them
+//!   take them and answers by what it told of them
 //!   ([`EmbeddedLog::replicate`], a batch at a time): stored (the caller then reads
 //!   its own write), or a [`Error::Conflict`] when another process's record
-//!   came first. Two processes deciding on one grant at once therefore
+//!   came first. The replica takes them at once from the acknowledgement
+//!   when every offset before them in the partition is in it or is another
+//!   of this process's acknowledged records (nothing unknown lies between),
+//!   and otherwise once its consumer read them back; by the same rule in
+//!   the same order of offsets either way. Two processes deciding on one grant at once therefore
 //!   never both succeed; an append without an expected version tries again.
 //!
 //! # What Kafka does not give

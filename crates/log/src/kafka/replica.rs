@@ -7,9 +7,9 @@
 //! stores an event the rule leaves out, so every process's replica holds
 //! the same events at the same versions.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -36,13 +36,47 @@ const REPLICA_BATCH: usize = 8_192;
 /// for one.
 pub(super) const READ_BACK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the replica has taken from each partition.
+/// What the replica has taken from each partition, and this process's own
+/// records on their way to it.
 #[derive(Debug)]
 pub(super) struct Progress {
     /// Per category, per partition: the next offset the replica will take.
     pub(super) next: Vec<Vec<AtomicI64>>,
     /// Bumped after every batch the replica stored.
     pub(super) changed: watch::Sender<u64>,
+    /// Held while the replica stores a partition's records, by its
+    /// consumer or from acknowledgements, so each partition's go in in
+    /// offset order.
+    storing: tokio::sync::Mutex<()>,
+    /// This process's records Kafka acknowledged, not in the replica yet.
+    own: std::sync::Mutex<Own>,
+    /// Told when records were acknowledged.
+    wake: tokio::sync::Notify,
+    /// Records the consumer read at an offset taken from an
+    /// acknowledgement that held another event there: none, unless the
+    /// broker named a wrong offset.
+    pub(super) mismatched: AtomicU64,
+    /// Records taken into the replica from acknowledgements, since open.
+    pub(super) from_acks: AtomicU64,
+}
+
+/// One of this process's records at the offset Kafka acknowledged it at.
+pub(super) type Acked = (i64, StreamId, Conditional);
+
+/// A partition's acknowledged records with no offset missing from its next:
+/// (category slot, partition, records in offset order).
+type Run = (usize, usize, Vec<Acked>);
+
+/// This process's records at the offsets Kafka acknowledged them at, per
+/// category, per partition.
+#[derive(Debug, Default)]
+struct Own {
+    /// Acknowledged, not in the replica yet: offset → (stream, record).
+    acked: Vec<Vec<BTreeMap<i64, (StreamId, Conditional)>>>,
+    /// Taken into the replica from acknowledgements, ahead of the
+    /// consumer: (offset, event id), for the consumer to check that it
+    /// reads the same there.
+    ahead: Vec<Vec<VecDeque<(i64, EventId)>>>,
 }
 
 impl Progress {
@@ -55,7 +89,169 @@ impl Progress {
                 .map(|parts| parts.iter().map(|o| AtomicI64::new(*o)).collect())
                 .collect(),
             changed: watch::channel(0).0,
+            storing: tokio::sync::Mutex::new(()),
+            own: std::sync::Mutex::new(Own {
+                acked: starts
+                    .iter()
+                    .map(|parts| parts.iter().map(|_| BTreeMap::new()).collect())
+                    .collect(),
+                ahead: starts
+                    .iter()
+                    .map(|parts| parts.iter().map(|_| VecDeque::new()).collect())
+                    .collect(),
+            }),
+            wake: tokio::sync::Notify::new(),
+            mismatched: AtomicU64::new(0),
+            from_acks: AtomicU64::new(0),
         }
+    }
+
+    fn own(&self) -> std::sync::MutexGuard<'_, Own> {
+        self.own.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn next_of(&self, c: usize, partition: usize) -> i64 {
+        self.next[c][partition].load(Ordering::Acquire)
+    }
+
+    /// Of `batch` (the consumer's), the records the replica does not hold
+    /// yet: those at or past each partition's next offset. A record before
+    /// it was taken from an acknowledgement, and is checked to be the
+    /// event taken there; one that is not (a broker that named a wrong
+    /// offset) is counted, logged, and stored by the rule like any other.
+    fn unread<'a>(&self, topics: &[String], batch: &'a [OwnedMessage]) -> Vec<&'a OwnedMessage> {
+        let mut own = self.own();
+        let mut fresh = Vec::with_capacity(batch.len());
+        for m in batch {
+            let Some(c) = topics.iter().position(|t| t == m.topic()) else {
+                continue;
+            };
+            let p = m.partition() as usize;
+            let Some(next) = self.next.get(c).and_then(|n| n.get(p)) else {
+                continue;
+            };
+            if m.offset() >= next.load(Ordering::Acquire) {
+                fresh.push(m);
+                continue;
+            }
+            let ahead = &mut own.ahead[c][p];
+            while ahead.front().is_some_and(|(o, _)| *o < m.offset()) {
+                ahead.pop_front();
+            }
+            if let Some((o, id)) = ahead.front()
+                && *o == m.offset()
+            {
+                let read = record::from_message(m).map(|r| r.event.event_id);
+                if read.as_ref().ok() != Some(id) {
+                    self.mismatched.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        topic = m.topic(),
+                        partition = p,
+                        offset = o,
+                        acknowledged = %id,
+                        read = ?read.ok(),
+                        "Kafka acknowledged this process's record at an offset that holds \
+                         another; the record read there is stored by the rule"
+                    );
+                    fresh.push(m);
+                }
+                ahead.pop_front();
+            }
+        }
+        fresh
+    }
+
+    /// Takes `acked` (this process's records with the offsets Kafka
+    /// acknowledged them at) as known: each goes into the replica as soon
+    /// as every offset before it in its partition is in the replica or
+    /// known the same way, without waiting for the consumer to read it.
+    fn acknowledged(&self, c: usize, partition: u32, acked: Vec<Acked>) {
+        let p = partition as usize;
+        let next = self.next_of(c, p);
+        let mut own = self.own();
+        for (offset, stream, record) in acked {
+            if offset >= next {
+                own.acked[c][p].insert(offset, (stream, record));
+            }
+        }
+    }
+
+    /// Takes out, per partition, the run of acknowledged records that
+    /// starts at its next offset with no offset missing; drops those the
+    /// consumer took already. Called with `storing` held.
+    fn runs(&self) -> Vec<Run> {
+        let mut own = self.own();
+        let mut runs = Vec::new();
+        for (c, parts) in own.acked.iter_mut().enumerate() {
+            for (p, acked) in parts.iter_mut().enumerate() {
+                if acked.is_empty() {
+                    continue;
+                }
+                let mut next = self.next_of(c, p);
+                *acked = acked.split_off(&next);
+                let mut run = Vec::new();
+                while let Some((stream, record)) = acked.remove(&next) {
+                    run.push((next, stream, record));
+                    next += 1;
+                }
+                if !run.is_empty() {
+                    runs.push((c, p, run));
+                }
+            }
+        }
+        runs
+    }
+
+    /// Stores what [`Progress::runs`] took out, in one request to the
+    /// replica's writer, tells `verdicts` what became of each record, and
+    /// moves each partition's next offset past its run. Called with
+    /// `storing` held. Nothing is lost if it fails: the runs go back, and
+    /// the consumer reads their records in any case.
+    async fn store_runs(
+        &self,
+        replica: &EmbeddedLog,
+        runs: Vec<Run>,
+        verdicts: &Verdicts,
+    ) -> Result<usize> {
+        let mut streams: Vec<(StreamId, Vec<Conditional>)> = Vec::new();
+        let mut index: HashMap<StreamId, usize> = HashMap::new();
+        for (_, _, run) in &runs {
+            for (_, stream, record) in run {
+                let i = *index.entry(stream.clone()).or_insert_with(|| {
+                    streams.push((stream.clone(), Vec::new()));
+                    streams.len() - 1
+                });
+                streams[i].1.push(record.clone());
+            }
+        }
+        let ids: Vec<Vec<EventId>> = streams
+            .iter()
+            .map(|(_, records)| records.iter().map(|r| r.event.event_id).collect())
+            .collect();
+        let taken = match replica.replicate(streams).await {
+            Ok(taken) => taken,
+            Err(e) => {
+                let mut own = self.own();
+                for (c, p, run) in runs {
+                    for (offset, stream, record) in run {
+                        own.acked[c][p].insert(offset, (stream, record));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        verdicts.tell(ids.iter().flatten().zip(taken.iter().flatten()));
+        let mut own = self.own();
+        let mut stored = 0;
+        for (c, p, run) in runs {
+            stored += run.len();
+            if let Some((last, _, _)) = run.last() {
+                self.next[c][p].fetch_max(last + 1, Ordering::AcqRel);
+            }
+            own.ahead[c][p].extend(run.iter().map(|(o, _, r)| (*o, r.event.event_id)));
+        }
+        self.from_acks.fetch_add(stored as u64, Ordering::Relaxed);
+        Ok(stored)
     }
 }
 
@@ -147,9 +343,9 @@ pub(super) async fn assign(
     Ok(starts)
 }
 
-/// The replica's consumer: takes records in batches, stores each batch in
-/// the replica (one append per stream, streams side by side), then commits
-/// the offsets. Runs until the log is closed or dropped.
+/// Keeps the replica: its consumer, and what this process's
+/// acknowledgements bring ([`take_acknowledged`]), taking turns to store.
+/// Runs until the log is closed or dropped.
 pub(super) async fn replicate(
     consumer: Arc<StreamConsumer>,
     replica: EmbeddedLog,
@@ -158,38 +354,97 @@ pub(super) async fn replicate(
     stages: Arc<Stages>,
     verdicts: Arc<Verdicts>,
 ) {
+    tokio::join!(
+        consume(&consumer, &replica, &topics, &progress, &stages, &verdicts),
+        take_acknowledged(&replica, &progress, &stages, &verdicts),
+    );
+}
+
+/// Stores this process's acknowledged records as they become known
+/// ([`Progress::runs`]): everything known when it gets its turn goes in one
+/// request, so appends acknowledged together are stored together.
+async fn take_acknowledged(
+    replica: &EmbeddedLog,
+    progress: &Progress,
+    stages: &Stages,
+    verdicts: &Verdicts,
+) {
     loop {
-        let batch = next_batch(&consumer, REPLICA_BATCH, "the replica's consumer").await;
-        // Stored, or retried until it is: a batch is never skipped.
+        progress.wake.notified().await;
+        let _storing = progress.storing.lock().await;
+        let runs = progress.runs();
+        if runs.is_empty() {
+            continue;
+        }
         let storing = std::time::Instant::now();
-        loop {
-            match store(&replica, &batch, &verdicts).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "the replica could not store a batch; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+        match progress.store_runs(replica, runs, verdicts).await {
+            Ok(stored) => {
+                stages.since(Stage::OwnStore, storing);
+                stages.add_raw(Stage::OwnBatch, stored as u64);
+                progress.changed.send_modify(|n| *n += 1);
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "the replica could not store acknowledged records; the consumer reads them"
+            ),
+        }
+    }
+}
+
+/// The replica's consumer: takes records in batches, stores in the replica
+/// those it does not hold yet (one request per batch), then commits the
+/// offsets.
+async fn consume(
+    consumer: &StreamConsumer,
+    replica: &EmbeddedLog,
+    topics: &[String],
+    progress: &Progress,
+    stages: &Stages,
+    verdicts: &Verdicts,
+) {
+    loop {
+        let batch = next_batch(consumer, REPLICA_BATCH, "the replica's consumer").await;
+        let storing = std::time::Instant::now();
+        {
+            let _storing = progress.storing.lock().await;
+            let fresh = progress.unread(topics, &batch);
+            // Stored, or retried until it is: a batch is never skipped.
+            if !fresh.is_empty() {
+                loop {
+                    match store(replica, &fresh, verdicts).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the replica could not store a batch; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
                 }
+            }
+            if !fresh.is_empty() {
+                stages.add_raw(Stage::ReplicaBatch, fresh.len() as u64);
+            }
+            for m in &fresh {
+                if let Some(c) = topics.iter().position(|t| t == m.topic())
+                    && let Some(next) = progress
+                        .next
+                        .get(c)
+                        .and_then(|n| n.get(m.partition() as usize))
+                {
+                    next.fetch_max(m.offset() + 1, Ordering::AcqRel);
+                }
+            }
+            // What this process sent right after another's record may
+            // follow on now.
+            let runs = progress.runs();
+            if !runs.is_empty()
+                && let Err(e) = progress.store_runs(replica, runs, verdicts).await
+            {
+                tracing::warn!(error = %e, "the replica could not store acknowledged records; the consumer reads them");
             }
         }
         stages.since(Stage::ReplicaStore, storing);
-        stages.add_raw(Stage::ReplicaBatch, batch.len() as u64);
-        let commit = next_offsets(&batch);
-        for e in commit.elements() {
-            let (Some(c), Offset::Offset(end)) =
-                (topics.iter().position(|t| t == e.topic()), e.offset())
-            else {
-                continue;
-            };
-            if let Some(next) = progress
-                .next
-                .get(c)
-                .and_then(|n| n.get(e.partition() as usize))
-            {
-                next.fetch_max(end, Ordering::AcqRel);
-            }
-        }
         progress.changed.send_modify(|n| *n += 1);
-        if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
+        if let Err(e) = consumer.commit(&next_offsets(&batch), CommitMode::Async) {
             // The next commit covers it; a restart before then re-reads
             // records the replica already holds, which changes nothing.
             tracing::warn!(error = %e, "committing the replica's offsets failed");
@@ -246,10 +501,10 @@ pub(super) fn next_offsets(batch: &[OwnedMessage]) -> TopicPartitionList {
 /// overtook, is left out. The whole batch is one request to the replica's
 /// writer, one transaction; what became of each record this process sent is
 /// told to `verdicts`.
-async fn store(replica: &EmbeddedLog, batch: &[OwnedMessage], verdicts: &Verdicts) -> Result<()> {
+async fn store(replica: &EmbeddedLog, batch: &[&OwnedMessage], verdicts: &Verdicts) -> Result<()> {
     let mut streams: Vec<(StreamId, Vec<Conditional>)> = Vec::new();
     let mut index: HashMap<StreamId, usize> = HashMap::new();
-    for m in batch {
+    for m in batch.iter().copied() {
         match record::from_message(m) {
             Ok(record) => {
                 let i = *index.entry(record.stream.clone()).or_insert_with(|| {
@@ -281,6 +536,31 @@ async fn store(replica: &EmbeddedLog, batch: &[OwnedMessage], verdicts: &Verdict
 }
 
 impl KafkaLog {
+    /// This process's records that Kafka acknowledged in `partition` of
+    /// category slot `c`, with their offsets: the replica takes them at
+    /// once where every offset before them is in it or is one of this
+    /// process's records ([`take_acknowledged`]); the rest its consumer
+    /// reads back. Either way by the same rule in the same order of
+    /// offsets, so the replica holds what every other process's does.
+    pub(super) fn acknowledged(&self, c: usize, partition: u32, acked: Vec<Acked>) {
+        let progress = &self.inner.progress;
+        progress.acknowledged(c, partition, acked);
+        progress.wake.notify_one();
+    }
+
+    /// Records read at an offset an acknowledgement had named for another
+    /// of this process's events (see [`Progress`]); zero unless the broker
+    /// named a wrong offset.
+    pub fn mismatched_acknowledgements(&self) -> u64 {
+        self.inner.progress.mismatched.load(Ordering::Relaxed)
+    }
+
+    /// Records this process's replica took from Kafka's acknowledgements,
+    /// without reading them back, since it opened.
+    pub fn taken_from_acknowledgements(&self) -> u64 {
+        self.inner.progress.from_acks.load(Ordering::Relaxed)
+    }
+
     /// Waits until the replica holds what Kafka held, when called, in the
     /// given partitions (category slot, partition): a read after it sees
     /// every append acknowledged before it, whichever process made it.
@@ -403,6 +683,7 @@ mod tests {
     use rdkafka::Timestamp;
 
     use super::*;
+    use crate::NewEvent;
 
     fn message(topic: &str, partition: i32, offset: i64) -> OwnedMessage {
         OwnedMessage::new(
@@ -435,5 +716,105 @@ mod tests {
         assert_eq!(offset("t.parcel", 1), Offset::Offset(4));
         assert_eq!(offset("t.route", 0), Offset::Offset(3));
         assert_eq!(list.count(), 3, "one entry per partition taken from");
+    }
+
+    fn own(n: u32) -> (StreamId, Conditional) {
+        (
+            crate::contract::parcel(n),
+            Conditional {
+                event: crate::contract::failed_attempt(n),
+                version: 1,
+                after: None,
+            },
+        )
+    }
+
+    fn acked(offsets: &[i64]) -> Vec<Acked> {
+        offsets
+            .iter()
+            .map(|o| {
+                let (stream, record) = own(*o as u32);
+                (*o, stream, record)
+            })
+            .collect()
+    }
+
+    /// (category, partition, offsets) of each run taken out.
+    fn shape(runs: &[Run]) -> Vec<(usize, usize, Vec<i64>)> {
+        runs.iter()
+            .map(|(c, p, run)| (*c, *p, run.iter().map(|(o, _, _)| *o).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn acknowledged_records_go_in_only_from_the_partitions_next_offset_with_none_missing() {
+        let progress = Progress::new(&[vec![5, 0], vec![0]]);
+        // Offset 5 of partition 0 is not known: another process's, maybe.
+        progress.acknowledged(0, 0, acked(&[6, 7]));
+        progress.acknowledged(0, 1, acked(&[0, 1, 3]));
+        assert_eq!(shape(&progress.runs()), vec![(0, 1, vec![0, 1])]);
+        // The consumer read offsets 5 and 6 (6 was ours): the rest follows.
+        progress.next[0][0].store(7, Ordering::Release);
+        progress.next[0][1].store(2, Ordering::Release);
+        assert_eq!(shape(&progress.runs()), vec![(0, 0, vec![7])]);
+        // Offset 3 still waits for 2; below the next offset, nothing is kept.
+        progress.acknowledged(0, 0, acked(&[1]));
+        assert!(progress.runs().is_empty());
+        assert_eq!(progress.own().acked[0][0].len(), 0);
+        assert_eq!(
+            progress.own().acked[0][1]
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![3]
+        );
+    }
+
+    fn record_at(topic: &str, partition: i32, offset: i64, event: &NewEvent) -> OwnedMessage {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let stream = crate::contract::parcel(1);
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in record::headers(&stream, 1, None, event, "/test") {
+            headers = headers.insert(Header {
+                key,
+                value: Some(&value),
+            });
+        }
+        OwnedMessage::new(
+            Some(event.payload.to_vec()),
+            Some(stream.to_string().into_bytes()),
+            topic.to_owned(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            Some(headers),
+        )
+    }
+
+    #[test]
+    fn the_consumer_skips_what_acknowledgements_brought_and_checks_it_is_the_same() {
+        let topics = vec!["t.parcel".to_owned()];
+        let progress = Progress::new(&[vec![0]]);
+        let events: Vec<NewEvent> = (0..4).map(crate::contract::failed_attempt).collect();
+        // Offsets 0 and 1 taken from acknowledgements: events 0 and 1.
+        {
+            let mut own = progress.own();
+            own.ahead[0][0].extend([(0, events[0].event_id), (1, events[1].event_id)]);
+        }
+        progress.next[0][0].store(2, Ordering::Release);
+        let batch = [
+            record_at("t.parcel", 0, 0, &events[0]),
+            // The broker had named offset 1 for event 1; event 3 is there.
+            record_at("t.parcel", 0, 1, &events[3]),
+            record_at("t.parcel", 0, 2, &events[2]),
+        ];
+        let fresh: Vec<i64> = progress
+            .unread(&topics, &batch)
+            .iter()
+            .map(|m| m.offset())
+            .collect();
+        assert_eq!(fresh, vec![1, 2], "the same record skipped, another stored");
+        assert_eq!(progress.mismatched.load(Ordering::Relaxed), 1);
+        assert!(progress.own().ahead[0][0].is_empty());
     }
 }

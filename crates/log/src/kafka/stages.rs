@@ -33,8 +33,14 @@ pub enum Stage {
     ReplicaWait,
     /// The replica's consumer: storing one batch.
     ReplicaStore,
-    /// The replica's consumer: records per batch (a count, not a time).
+    /// The replica's consumer: records per batch it stored (a count, not a
+    /// time).
     ReplicaBatch,
+    /// Storing this process's acknowledged records without reading them
+    /// back: one batch.
+    OwnStore,
+    /// Records per such batch (a count, not a time).
+    OwnBatch,
     /// A publisher: publishing one batch, from taking it to every
     /// publication acknowledged.
     Publish,
@@ -43,7 +49,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 13] = [
+    const ALL: [Stage; 15] = [
         Stage::Turn,
         Stage::Decide,
         Stage::Produce,
@@ -55,6 +61,8 @@ impl Stage {
         Stage::ReplicaWait,
         Stage::ReplicaStore,
         Stage::ReplicaBatch,
+        Stage::OwnStore,
+        Stage::OwnBatch,
         Stage::Publish,
         Stage::PublishBatch,
     ];
@@ -73,6 +81,8 @@ impl Stage {
             Stage::ReplicaWait => "replica_wait",
             Stage::ReplicaStore => "replica_store",
             Stage::ReplicaBatch => "replica_batch",
+            Stage::OwnStore => "own_store",
+            Stage::OwnBatch => "own_batch",
             Stage::Publish => "publish",
             Stage::PublishBatch => "publish_batch",
         }
@@ -86,7 +96,8 @@ pub struct StageTiming {
     pub stage: Stage,
     /// How many times it ran.
     pub count: u64,
-    /// Mean time (for [`Stage::ReplicaBatch`] and [`Stage::PublishBatch`],
+    /// Mean time (for [`Stage::ReplicaBatch`], [`Stage::OwnBatch`] and
+    /// [`Stage::PublishBatch`],
     /// mean records per batch in microseconds' place).
     pub mean_us: f64,
 }
@@ -94,8 +105,8 @@ pub struct StageTiming {
 /// Sums and counts per stage.
 #[derive(Debug, Default)]
 pub(super) struct Stages {
-    sums: [AtomicU64; 13],
-    counts: [AtomicU64; 13],
+    sums: [AtomicU64; 15],
+    counts: [AtomicU64; 15],
 }
 
 impl Stages {

@@ -95,6 +95,16 @@ async fn another_process_reads_every_acknowledged_event_from_kafka() {
         acked.insert(event.event_id, (stream, out.stream_version, event));
     }
 
+    // One writer alone: each of its records follows only its own, so the
+    // replica took them from Kafka's acknowledgements, not read back.
+    let from_acks = writer.taken_from_acknowledgements();
+    assert!(
+        from_acks > 0,
+        "no record of a lone writer was taken from its acknowledgement"
+    );
+    eprintln!("{from_acks} of 200 records taken from their acknowledgements");
+    assert_eq!(writer.mismatched_acknowledgements(), 0);
+
     // A second process, with an empty replica, builds it from Kafka alone.
     let reader = kafka.process("reader").await;
     assert_eq!(reader.head().await.expect("head"), Position(200));
@@ -382,7 +392,10 @@ async fn two_processes_racing_on_one_stream_never_both_succeed() {
     assert_eq!(
         third.iter().map(|e| e.event.event_id).collect::<Vec<_>>(),
         mine.iter().map(|e| e.event.event_id).collect::<Vec<_>>()
-    );
+    ); // What each took from acknowledgements, its consumer read the same.
+    for log in [&a, &b] {
+        assert_eq!(log.mismatched_acknowledgements(), 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
