@@ -57,7 +57,7 @@ serve() {
     for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
 }
 stages() {
-    echo "stage timings of the $1 phase (count x mean), last reports:"
+    echo "stage timings of the $1 phase (count x mean / max), last reports:"
     grep 'kafka::stages' "$data/serve.log" | tail -2 | sed 's/.*stages[^ ]* //'
 }
 serve max

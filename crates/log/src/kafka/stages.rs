@@ -100,6 +100,8 @@ pub struct StageTiming {
     /// [`Stage::PublishBatch`],
     /// mean records per batch in microseconds' place).
     pub mean_us: f64,
+    /// The longest run (in the same units as the mean): where a tail is.
+    pub max_us: u64,
 }
 
 /// Sums and counts per stage.
@@ -107,6 +109,7 @@ pub struct StageTiming {
 pub(super) struct Stages {
     sums: [AtomicU64; 15],
     counts: [AtomicU64; 15],
+    maxes: [AtomicU64; 15],
 }
 
 impl Stages {
@@ -129,6 +132,7 @@ impl Stages {
         let i = Self::index(stage);
         self.sums[i].fetch_add(value, Ordering::Relaxed);
         self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.maxes[i].fetch_max(value, Ordering::Relaxed);
     }
 
     /// The figures since the last `take`, and starts again from zero.
@@ -139,6 +143,7 @@ impl Stages {
             .map(|(i, stage)| {
                 let sum = self.sums[i].swap(0, Ordering::Relaxed);
                 let count = self.counts[i].swap(0, Ordering::Relaxed);
+                let max_us = self.maxes[i].swap(0, Ordering::Relaxed);
                 StageTiming {
                     stage: *stage,
                     count,
@@ -147,18 +152,27 @@ impl Stages {
                     } else {
                         sum as f64 / count as f64
                     },
+                    max_us,
                 }
             })
             .collect()
     }
 }
 
-/// One line of figures: `stage=count×mean` for the stages that ran.
+/// One line of figures: `stage=COUNTxMEANus/MAXus` for the stages that ran.
 pub(super) fn line(timings: &[StageTiming]) -> String {
     timings
         .iter()
         .filter(|t| t.count > 0)
-        .map(|t| format!("{}={}x{:.0}us", t.stage.name(), t.count, t.mean_us))
+        .map(|t| {
+            format!(
+                "{}={}x{:.0}us/{}us",
+                t.stage.name(),
+                t.count,
+                t.mean_us,
+                t.max_us
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
