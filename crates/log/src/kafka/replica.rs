@@ -205,50 +205,34 @@ impl Progress {
     /// Stores what [`Progress::runs`] took out, in one request to the
     /// replica's writer, tells `verdicts` what became of each record, and
     /// moves each partition's next offset past its run. Called with
-    /// `storing` held. Nothing is lost if it fails: the runs go back, and
-    /// the consumer reads their records in any case.
+    /// `storing` held. Nothing is lost if it fails: the next offsets stay
+    /// where they were, and the consumer reads the records from Kafka.
     async fn store_runs(
         &self,
         replica: &EmbeddedLog,
         runs: Vec<Run>,
         verdicts: &Verdicts,
     ) -> Result<usize> {
-        let mut streams: Vec<(StreamId, Vec<Conditional>)> = Vec::new();
-        let mut index: HashMap<StreamId, usize> = HashMap::new();
-        for (_, _, run) in &runs {
-            for (_, stream, record) in run {
-                let i = *index.entry(stream.clone()).or_insert_with(|| {
-                    streams.push((stream.clone(), Vec::new()));
-                    streams.len() - 1
-                });
-                streams[i].1.push(record.clone());
-            }
-        }
-        let ids: Vec<Vec<EventId>> = streams
+        // Where each run ends and what it holds, for after it is stored.
+        let taken = runs
             .iter()
-            .map(|(_, records)| records.iter().map(|r| r.event.event_id).collect())
-            .collect();
-        let taken = match replica.replicate(streams).await {
-            Ok(taken) => taken,
-            Err(e) => {
-                let mut own = self.own();
-                for (c, p, run) in runs {
-                    for (offset, stream, record) in run {
-                        own.acked[c][p].insert(offset, (stream, record));
-                    }
-                }
-                return Err(e);
-            }
-        };
-        verdicts.tell(ids.iter().flatten().zip(taken.iter().flatten()));
+            .map(|(c, p, run)| {
+                let ids = run.iter().map(|(o, _, r)| (*o, r.event.event_id));
+                (*c, *p, ids.collect::<Vec<_>>())
+            })
+            .collect::<Vec<_>>();
+        let records = runs
+            .into_iter()
+            .flat_map(|(_, _, run)| run.into_iter().map(|(_, stream, record)| (stream, record)));
+        replicate_in_order(replica, records, verdicts).await?;
         let mut own = self.own();
         let mut stored = 0;
-        for (c, p, run) in runs {
-            stored += run.len();
-            if let Some((last, _, _)) = run.last() {
+        for (c, p, ids) in taken {
+            stored += ids.len();
+            if let Some((last, _)) = ids.last() {
                 self.next[c][p].fetch_max(last + 1, Ordering::AcqRel);
             }
-            own.ahead[c][p].extend(run.iter().map(|(o, _, r)| (*o, r.event.event_id)));
+            own.ahead[c][p].extend(ids);
         }
         self.from_acks.fetch_add(stored as u64, Ordering::Relaxed);
         Ok(stored)
@@ -419,8 +403,6 @@ async fn consume(
                         }
                     }
                 }
-            }
-            if !fresh.is_empty() {
                 stages.add_raw(Stage::ReplicaBatch, fresh.len() as u64);
             }
             for m in &fresh {
@@ -502,29 +484,52 @@ pub(super) fn next_offsets(batch: &[OwnedMessage]) -> TopicPartitionList {
 /// writer, one transaction; what became of each record this process sent is
 /// told to `verdicts`.
 async fn store(replica: &EmbeddedLog, batch: &[&OwnedMessage], verdicts: &Verdicts) -> Result<()> {
-    let mut streams: Vec<(StreamId, Vec<Conditional>)> = Vec::new();
-    let mut index: HashMap<StreamId, usize> = HashMap::new();
-    for m in batch.iter().copied() {
-        match record::from_message(m) {
-            Ok(record) => {
-                let i = *index.entry(record.stream.clone()).or_insert_with(|| {
-                    streams.push((record.stream.clone(), Vec::new()));
-                    streams.len() - 1
-                });
-                streams[i].1.push(Conditional {
+    let records = batch
+        .iter()
+        .copied()
+        .filter_map(|m| match record::from_message(m) {
+            Ok(record) => Some((
+                record.stream,
+                Conditional {
                     event: record.event,
                     version: record.version,
                     after: record.after,
-                });
+                },
+            )),
+            Err(e) => {
+                tracing::error!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    error = %e,
+                    "a record that is not an event was skipped"
+                );
+                None
             }
-            Err(e) => tracing::error!(
-                topic = m.topic(),
-                partition = m.partition(),
-                offset = m.offset(),
-                error = %e,
-                "a record that is not an event was skipped"
-            ),
-        }
+        });
+    replicate_in_order(replica, records, verdicts).await
+}
+
+/// Stores `records` (in offset order within each partition) in the
+/// replica in one request to its writer, each stream's in the order
+/// given, by the rule; tells `verdicts` what became of each.
+async fn replicate_in_order(
+    replica: &EmbeddedLog,
+    records: impl IntoIterator<Item = (StreamId, Conditional)>,
+    verdicts: &Verdicts,
+) -> Result<()> {
+    let mut streams: Vec<(StreamId, Vec<Conditional>)> = Vec::new();
+    let mut index: HashMap<StreamId, usize> = HashMap::new();
+    for (stream, record) in records {
+        let i = match index.get(&stream) {
+            Some(i) => *i,
+            None => {
+                index.insert(stream.clone(), streams.len());
+                streams.push((stream, Vec::new()));
+                streams.len() - 1
+            }
+        };
+        streams[i].1.push(record);
     }
     let ids: Vec<Vec<EventId>> = streams
         .iter()
