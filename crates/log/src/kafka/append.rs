@@ -27,7 +27,7 @@ use super::log::{kafka, slot};
 use super::options::RECONNECT_BACKOFF_MAX_MS;
 use super::record;
 use super::replica::READ_BACK_TIMEOUT;
-use super::stages::Stage;
+use super::stages::{Observed, Stage};
 use super::{KafkaLog, KafkaOptions};
 use crate::embedded::{Conditional, Planned};
 use crate::{Ack, AppendOutcome, Error, ExpectedVersion, NewEvent, Result};
@@ -36,10 +36,17 @@ use crate::{Ack, AppendOutcome, Error, ExpectedVersion, NewEvent, Result};
 /// records keep landing first.
 const MAX_ROUNDS: u32 = 32;
 
+/// A producer of this log, observed (see [`Observed`]).
+pub(super) type Producer = FutureProducer<Observed>;
+
 /// The producer of this process's appends: idempotent, acknowledged by
 /// every in-sync replica, sent at once.
-pub(super) fn producer(options: &KafkaOptions) -> Result<FutureProducer> {
-    ClientConfig::new()
+pub(super) fn producer(options: &KafkaOptions, what: &str) -> Result<Producer> {
+    let mut config = ClientConfig::new();
+    if super::stages::logged() {
+        config.set("statistics.interval.ms", super::stages::STATISTICS_MS);
+    }
+    config
         .set("bootstrap.servers", &options.brokers)
         .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .set("client.id", &options.name)
@@ -47,7 +54,9 @@ pub(super) fn producer(options: &KafkaOptions) -> Result<FutureProducer> {
         .set("acks", "all")
         .set("linger.ms", "1")
         .set("message.timeout.ms", "30000")
-        .create()
+        .create_with_context(Observed {
+            what: what.to_owned(),
+        })
         .map_err(|e| kafka("creating the producer", e))
 }
 

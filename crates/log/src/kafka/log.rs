@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
 use threshold_domain::{Category, StreamId};
 use tokio::sync::Mutex;
 
@@ -55,7 +54,7 @@ pub struct KafkaLog {
 pub(super) struct Inner {
     pub(super) options: KafkaOptions,
     pub(super) topics: Vec<String>,
-    pub(super) producer: FutureProducer,
+    pub(super) producer: super::append::Producer,
     pub(super) replica: EmbeddedLog,
     /// Per category: its topic's partitions.
     pub(super) partitions: Vec<u32>,
@@ -108,7 +107,7 @@ impl KafkaLog {
         all.push(options.outcome_topic());
         create_topics(&options, &all).await?;
 
-        let producer = producer(&options)?;
+        let producer = producer(&options, "log")?;
         let consumer: Arc<StreamConsumer> = Arc::new(replica::consumer(&options)?);
 
         let counts = {

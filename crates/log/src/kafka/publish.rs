@@ -26,7 +26,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use threshold_domain::Category;
 
 use super::KafkaLog;
@@ -76,7 +76,7 @@ impl KafkaLog {
             .map_err(|e| kafka("creating a publisher's consumer", e))?;
         // A producer of its own: a batch of publications queued in front of
         // the log's appends on one connection would hold them up.
-        let producer = super::append::producer(options)?;
+        let producer = super::append::producer(options, "publisher")?;
         let from = self.inner.topics[slot(category)].clone();
         consumer
             .subscribe(&[&from])
@@ -116,7 +116,7 @@ impl KafkaLog {
     /// batch's order, and waits until Kafka acknowledged every publication.
     async fn publish_batch(
         &self,
-        producer: &FutureProducer,
+        producer: &super::append::Producer,
         batch: &[OwnedMessage],
         topic: &str,
         derive: &(dyn Fn(&RecordedEvent) -> Option<Derived> + Send + Sync),

@@ -176,3 +176,54 @@ pub(super) fn line(timings: &[StageTiming]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The client context of this log's producers: when stage timings are
+/// logged, librdkafka's own statistics are too, every few seconds, per
+/// broker: how long a batch waited in the producer's queue, how long a
+/// request waited to be written, and the broker's round trip. So a slow
+/// acknowledgement shows whether the time went in this process or at the
+/// broker.
+pub(super) struct Observed {
+    /// Which producer: the log's, a publisher's, a table's.
+    pub(super) what: String,
+}
+
+/// How often librdkafka's statistics are taken when they are logged.
+pub(super) const STATISTICS_MS: &str = "5000";
+
+/// Whether stage timings (and librdkafka's statistics) are logged.
+pub(super) fn logged() -> bool {
+    tracing::enabled!(target: "threshold_log::kafka::stages", tracing::Level::DEBUG)
+}
+
+impl rdkafka::ClientContext for Observed {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let ms = |w: &Option<rdkafka::statistics::Window>| match w {
+            Some(w) if w.cnt > 0 => format!(
+                "{:.1}/{:.1}/{:.1}ms",
+                w.p50 as f64 / 1000.0,
+                w.p99 as f64 / 1000.0,
+                w.max as f64 / 1000.0
+            ),
+            _ => "-".to_owned(),
+        };
+        for broker in statistics.brokers.values().filter(|b| b.nodeid >= 0) {
+            let Some(rtt) = &broker.rtt else { continue };
+            if rtt.cnt == 0 {
+                continue;
+            }
+            tracing::debug!(
+                target: "threshold_log::kafka::stages",
+                "librdkafka {} producer, broker {} (p50/p99/max): queue={} outbuf={} rtt={} \
+                 requests={} waiting={}",
+                self.what,
+                broker.nodeid,
+                ms(&broker.int_latency),
+                ms(&broker.outbuf_latency),
+                ms(&broker.rtt),
+                rtt.cnt,
+                broker.waitresp_cnt,
+            );
+        }
+    }
+}

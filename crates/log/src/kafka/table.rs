@@ -32,7 +32,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::KafkaOptions;
@@ -78,7 +78,7 @@ struct Applied {
 pub struct KafkaTable {
     topic: String,
     partitions: i32,
-    producer: FutureProducer,
+    producer: super::append::Producer,
     state: Arc<RwLock<TableState>>,
     applied: Arc<Applied>,
     /// Asks where the partitions end.
@@ -179,7 +179,7 @@ impl KafkaTable {
         Ok(Self {
             topic: topic.to_owned(),
             partitions,
-            producer: super::append::producer(options)?,
+            producer: super::append::producer(options, &format!("table {topic}"))?,
             state,
             applied,
             probe: Arc::new(probe),

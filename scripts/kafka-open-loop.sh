@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# How an open-loop run on Kafka develops: `threshold serve --log kafka://`
+# under threshold-load at RATE events/s (default 2,000) for SECONDS (default
+# 30), with every 5 s the broker's and the server's share of a core (from
+# /proc), the server's stage timings and librdkafka's statistics of the
+# log's producer (queue wait, request wait, the broker's round trip), then
+# the client's latencies and the server's own histogram of acknowledgements.
+#
+#   scripts/test-broker.sh run scripts/kafka-open-loop.sh
+#   RATE=1000 SECONDS_=60 scripts/test-broker.sh run scripts/kafka-open-loop.sh
+#
+# THRESHOLD_BIN=DIR runs another build's binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${THRESHOLD_TEST_KAFKA:?run through scripts/test-broker.sh run}"
+if [ -n "${THRESHOLD_BIN:-}" ]; then
+    bin=$THRESHOLD_BIN
+else
+    cargo build --release -q -p threshold -p threshold-load
+    bin=${CARGO_TARGET_DIR:-target}/release
+fi
+rate=${RATE:-2000}
+seconds=${SECONDS_:-30}
+tansu=$(pgrep -f "tansu broker --listener-url tcp://${THRESHOLD_TEST_KAFKA}" | head -1)
+hz=$(getconf CLK_TCK)
+ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+data=$(mktemp -d)
+port=$((50900 + RANDOM % 100))
+admin=$((port + 100))
+prefix=open-$$
+server=
+stop() {
+    if [ -n "$server" ]; then
+        kill -INT "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+    fi
+    rm -rf "$data"
+}
+trap stop EXIT
+log=(--log "kafka://$THRESHOLD_TEST_KAFKA" --name "$prefix" --topic-prefix "$prefix")
+"$bin/threshold" credentials local-tokens "${log[@]:0:2}" --topic-prefix "$prefix" --data "$data" >/dev/null
+RUST_LOG=info,threshold_log::kafka::stages=debug "$bin/threshold" serve --data "$data" \
+    --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${log[@]}" >"$data/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
+"$bin/threshold-load" --server "http://127.0.0.1:$port" --data "$data" --streams 64 --rate "$rate" \
+    --parcels 5000 --seconds "$seconds" --out "$data/load.json" >"$data/load.out" 2>&1 &
+load=$!
+for _ in $(seq 1200); do grep -q planned "$data/load.out" 2>/dev/null && break; sleep 0.1; done
+echo "open loop at $rate events/s for $seconds s; every 5 s after planning:"
+s0=$(ticks $server) t0=$(ticks "$tansu")
+at=0
+while kill -0 $load 2>/dev/null; do
+    sleep 5
+    at=$((at + 5))
+    s1=$(ticks $server) t1=$(ticks "$tansu")
+    awk -v at="$at" -v s="$((s1 - s0))" -v t="$((t1 - t0))" -v hz="$hz" \
+        'BEGIN {printf "%3d s: tansu %3.0f%% of a core, server %3.0f%%\n", at, 100*t/hz/5, 100*s/hz/5}'
+    echo "  stages (count x mean / max): $(grep 'kafka::stages' "$data/serve.log" | grep -v librdkafka |
+        tail -1 | grep -oE '(broker_ack|read_back|append)=[^ ]*' | tr '\n' ' ')"
+    grep 'librdkafka log producer' "$data/serve.log" | tail -1 | sed 's/.*(p50/  log producer (p50/' || true
+    s0=$s1 t0=$t1
+done
+wait $load
+grep acknowledged "$data/load.out"
+echo "the server's acknowledgements (threshold_handheld_ack_duration, stored), cumulative:"
+curl -s "http://127.0.0.1:$admin/metrics" |
+    grep -E 'threshold_handheld_ack_duration_bucket\{result="stored",le="0\.(01|025|05|1|25)"\}|threshold_handheld_ack_duration_count\{result="stored"\}' |
+    sed 's/threshold_handheld_ack_duration_/  /'
