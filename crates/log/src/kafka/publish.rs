@@ -46,6 +46,17 @@ pub type Derived = (String, Vec<u8>);
 /// Most records a publisher takes, publishes and commits at once.
 const PUBLISH_BATCH: usize = 1_024;
 
+/// How long a publisher's fetch waits at the broker for records. Kafka
+/// answers a fetch as soon as it has records, so this is how long an idle
+/// publisher's fetches are apart, not how late a busy one publishes; on the
+/// test broker, which waits the whole of it every time, it is a
+/// publication's latency. Every fetch costs the broker a look at every
+/// partition of the topic: the replica, whose reads wait for it, fetches
+/// every 10 ms; a publisher, whom no one waits for, need not. At 2,000
+/// events/s on the test broker, 100 ms instead of 20 took the appends'
+/// p99 from 224 to 159 ms (median of three pairs of 30 s runs).
+const PUBLISH_FETCH_WAIT_MS: &str = "100";
+
 impl KafkaLog {
     /// Publishes `derive` of every event of `category` to `topic`, as a
     /// member of consumer group `group`, until the returned task is aborted
@@ -69,7 +80,7 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "20")
+            .set("fetch.wait.max.ms", PUBLISH_FETCH_WAIT_MS)
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .create()
