@@ -485,6 +485,11 @@ impl Drop for AbortOnDrop {
 /// At most this many events are folded into one write.
 const BATCH: usize = 512;
 
+/// How long a write waits for more events once one came: track and trace
+/// is read by people and partners, for whom 50 ms is nothing, and a write
+/// per event would cost the store a commit per event.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Keeps `store` up to date with `log` as `reader`, from where that reader
 /// last got to, until the log closes or fails; returns what stopped it.
 /// A batch the store does not take is tried again, backing off up to 5 s,
@@ -564,9 +569,17 @@ pub async fn follow(
             Some(Err(e)) => return Some(e),
             None => return None,
         }
-        // Whatever else is there already goes in the same write.
+        // What else comes within `GATHER` goes in the same write: a busy
+        // log's events one write each would cost a commit apiece.
+        let gather = tokio::time::Instant::now() + GATHER;
         while batch.len() < BATCH {
-            match sub.try_next() {
+            let next = match sub.try_next() {
+                Some(next) => Some(next),
+                None => tokio::time::timeout_at(gather, sub.next())
+                    .await
+                    .unwrap_or_default(),
+            };
+            match next {
                 Some(Ok(e)) => batch.push(e),
                 Some(Err(e)) => return Some(e),
                 None => break,

@@ -311,3 +311,76 @@ async fn other_streams_and_parcels_nobody_manifested_give_no_rows() {
     let again = blank.rows(&events[1..], &store).await.unwrap();
     assert_eq!(again, rows[1..].to_vec());
 }
+
+/// A store that counts its writes, over the SQLite store.
+struct Counted {
+    inner: SqliteTrackStore,
+    puts: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl TrackStore for Counted {
+    async fn put(&self, rows: &[TrackRow]) -> Result<(), StoreError> {
+        self.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.put(rows).await
+    }
+    async fn summary(&self, parcel_id: &str) -> Result<Option<ParcelSummary>, StoreError> {
+        self.inner.summary(parcel_id).await
+    }
+    async fn steps(&self, parcel_id: &str) -> Result<Vec<TrackEvent>, StoreError> {
+        self.inner.steps(parcel_id).await
+    }
+    async fn day(
+        &self,
+        country: Country,
+        depot: &str,
+        day: NaiveDate,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ParcelSummary>, StoreError> {
+        self.inner.day(country, depot, day, after, limit).await
+    }
+    async fn checkpoint(&self, reader: &str) -> Result<Option<Checkpoint>, StoreError> {
+        self.inner.checkpoint(reader).await
+    }
+    async fn set_checkpoint(&self, reader: &str, at: &Checkpoint) -> Result<(), StoreError> {
+        self.inner.set_checkpoint(reader, at).await
+    }
+}
+
+#[tokio::test]
+async fn events_that_come_one_at_a_time_go_into_the_store_a_few_writes_at_a_time() {
+    use threshold_domain::pb::Service as S;
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap());
+    let store = Arc::new(Counted {
+        inner: SqliteTrackStore::in_memory().unwrap(),
+        puts: Default::default(),
+    });
+    let feeder = tokio::spawn(follow(
+        Arc::clone(&log),
+        Arc::clone(&store) as Arc<dyn TrackStore>,
+        "p1".into(),
+    ));
+    // Thirty parcels manifested one by one, a few milliseconds apart, as
+    // a live log's events come.
+    let parcels: Vec<String> = (0..30).map(|i| format!("SE-{i}")).collect();
+    for id in &parcels {
+        drive(
+            log.as_ref(),
+            id,
+            vec![manifest(id, Country::Se, "STO-1", S::Doorstep)],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    fed(log.as_ref(), store.as_ref(), "p1").await;
+    assert_eq!(day_ids(store.as_ref(), "STO-1", day()).await.len(), 30);
+    let puts = store.puts.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        puts <= 15,
+        "30 events that came within {GATHER:?} of each other took {puts} writes"
+    );
+    feeder.abort();
+}
