@@ -58,9 +58,9 @@ serve() {
 }
 stages() {
     echo "stage timings of the $1 phase (count x mean / max), last reports:"
-    grep 'kafka::stages' "$data/serve.log" | grep -v librdkafka | tail -2 | sed 's/.*stages[^ ]* //'
+    grep 'kafka::stages' "$data/serve.log" | grep -v librdkafka | tail -2 | sed 's/.*stages[^ ]* //' || true
     echo "librdkafka's statistics of the log's and the publisher's producers, last reports:"
-    grep -E 'librdkafka (log|publisher) producer' "$data/serve.log" | tail -4 | sed 's/.*stages[^ ]* //'
+    grep -E 'librdkafka (log|publisher) producer' "$data/serve.log" | tail -4 | sed 's/.*stages[^ ]* //' || true
 }
 serve max
 "$bin/threshold-load" --server "$url" --data "$data" --streams 64 --window 16 \

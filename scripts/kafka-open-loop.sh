@@ -21,7 +21,11 @@ else
 fi
 rate=${RATE:-2000}
 seconds=${SECONDS_:-30}
-tansu=$(pgrep -f "tansu broker --listener-url tcp://${THRESHOLD_TEST_KAFKA}" | head -1)
+tansu=$(pgrep -f "tansu broker --listener-url tcp://${THRESHOLD_TEST_KAFKA}" | head -1 || true)
+if [ -z "$tansu" ]; then
+    echo "kafka-open-loop: no tansu broker on $THRESHOLD_TEST_KAFKA (run through scripts/test-broker.sh run)" >&2
+    exit 1
+fi
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 data=$(mktemp -d)
@@ -29,10 +33,18 @@ port=$((50900 + RANDOM % 100))
 admin=$((port + 100))
 prefix=open-$$
 server=
+load=
+# SIGTERM: a job started in the background of a script ignores SIGINT
+# until it installs its own handler.
 stop() {
-    if [ -n "$server" ]; then
-        kill -INT "$server" 2>/dev/null || true
-        wait "$server" 2>/dev/null || true
+    status=$?
+    for p in $load $server; do
+        kill -TERM "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    if [ "$status" != 0 ]; then
+        echo "kafka-open-loop: failed; the server's and the load's last lines:" >&2
+        tail -5 "$data/serve.log" "$data/load.out" >&2 2>/dev/null || true
     fi
     rm -rf "$data"
 }
@@ -43,6 +55,7 @@ RUST_LOG=info,threshold_log::kafka::stages=debug "$bin/threshold" serve --data "
     --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${log[@]}" >"$data/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
+grep -q serving "$data/serve.log"
 "$bin/threshold-load" --server "http://127.0.0.1:$port" --data "$data" --streams 64 --rate "$rate" \
     --parcels 5000 --seconds "$seconds" --out "$data/load.json" >"$data/load.out" 2>&1 &
 load=$!
@@ -56,14 +69,15 @@ while kill -0 $load 2>/dev/null; do
     s1=$(ticks $server) t1=$(ticks "$tansu")
     awk -v at="$at" -v s="$((s1 - s0))" -v t="$((t1 - t0))" -v hz="$hz" \
         'BEGIN {printf "%3d s: tansu %3.0f%% of a core, server %3.0f%%\n", at, 100*t/hz/5, 100*s/hz/5}'
-    echo "  stages (count x mean / max): $(grep 'kafka::stages' "$data/serve.log" | grep -v librdkafka |
-        tail -1 | grep -oE '(broker_ack|read_back|append)=[^ ]*' | tr '\n' ' ')"
+    echo "  stages (count x mean / max): $({ grep 'kafka::stages' "$data/serve.log" | grep -v librdkafka |
+        tail -1 | grep -oE '(broker_ack|read_back|append)=[^ ]*' | tr '\n' ' '; } || true)"
     grep 'librdkafka log producer' "$data/serve.log" | tail -1 | sed 's/.*(p50/  log producer (p50/' || true
     s0=$s1 t0=$t1
 done
 wait $load
+load=
 grep acknowledged "$data/load.out"
 echo "the server's acknowledgements (threshold_handheld_ack_duration, stored), cumulative:"
 curl -s "http://127.0.0.1:$admin/metrics" |
     grep -E 'threshold_handheld_ack_duration_bucket\{result="stored",le="0\.(01|025|05|1|25)"\}|threshold_handheld_ack_duration_count\{result="stored"\}' |
-    sed 's/threshold_handheld_ack_duration_/  /'
+    sed 's/threshold_handheld_ack_duration_/  /' || true

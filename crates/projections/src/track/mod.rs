@@ -499,6 +499,16 @@ pub async fn follow(
     store: Arc<dyn TrackStore>,
     reader: String,
 ) -> Option<threshold_log::Error> {
+    follow_gathering(log, store, reader, GATHER).await
+}
+
+/// [`follow`], a write waiting up to `gather` for more events once one came.
+async fn follow_gathering(
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn TrackStore>,
+    reader: String,
+    gather: std::time::Duration,
+) -> Option<threshold_log::Error> {
     let checkpoint = loop {
         match store.checkpoint(&reader).await {
             Ok(at) => break at,
@@ -569,13 +579,13 @@ pub async fn follow(
             Some(Err(e)) => return Some(e),
             None => return None,
         }
-        // What else comes within `GATHER` goes in the same write: a busy
+        // What else comes within `gather` goes in the same write: a busy
         // log's events one write each would cost a commit apiece.
-        let gather = tokio::time::Instant::now() + GATHER;
+        let until = tokio::time::Instant::now() + gather;
         while batch.len() < BATCH {
             let next = match sub.try_next() {
                 Some(next) => Some(next),
-                None => tokio::time::timeout_at(gather, sub.next())
+                None => tokio::time::timeout_at(until, sub.next())
                     .await
                     .unwrap_or_default(),
             };
