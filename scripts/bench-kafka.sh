@@ -8,17 +8,11 @@
 # Run through the test broker: scripts/test-broker.sh run scripts/bench-kafka.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${THRESHOLD_TEST_KAFKA:?run through scripts/test-broker.sh run}"
-out=target/bench
-mkdir -p "$out"
 # THRESHOLD_BIN=DIR runs the server and load generator in DIR instead of
 # building them (an A/B of two builds against one broker).
-if [ -n "${THRESHOLD_BIN:-}" ]; then
-    bin=$THRESHOLD_BIN
-else
-    cargo build --release -q -p threshold -p threshold-load
-    bin=${CARGO_TARGET_DIR:-target}/release
-fi
+. scripts/kafka-bench-env.sh
+out=target/bench
+mkdir -p "$out"
 PEER_OUT="$PWD/$out/kafka_peer.json" cargo bench -q -p threshold-log --features kafka --bench kafka_peer
 
 # Each phase gets a server of its own on topics of its own, as each of the

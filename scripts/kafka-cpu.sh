@@ -11,16 +11,7 @@
 # THRESHOLD_BIN=DIR runs another build's binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${THRESHOLD_TEST_KAFKA:?run through scripts/test-broker.sh run}"
-if [ -n "${THRESHOLD_BIN:-}" ]; then
-    bin=$THRESHOLD_BIN
-else
-    cargo build --release -q -p threshold -p threshold-load
-    bin=${CARGO_TARGET_DIR:-target}/release
-fi
-tansu=$(pgrep -f "tansu broker --listener-url tcp://${THRESHOLD_TEST_KAFKA}" | head -1)
-hz=$(getconf CLK_TCK)
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+. scripts/kafka-bench-env.sh
 threads() {
     for t in /proc/"$1"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done |
         awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort

@@ -5,6 +5,9 @@
 # /proc), the server's stage timings and librdkafka's statistics of the
 # log's producer (queue wait, request wait, the broker's round trip), then
 # the client's latencies and the server's own histogram of acknowledgements.
+# The plain librdkafka client (crates/log/benches/kafka_peer.rs) runs first
+# at the same rate for as long, on a topic of its own, and the client's p99
+# is printed beside its acknowledgement and read-back p99s, with the ratios.
 #
 #   scripts/test-broker.sh run scripts/kafka-open-loop.sh
 #   RATE=1000 SECONDS_=60 scripts/test-broker.sh run scripts/kafka-open-loop.sh
@@ -12,22 +15,9 @@
 # THRESHOLD_BIN=DIR runs another build's binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${THRESHOLD_TEST_KAFKA:?run through scripts/test-broker.sh run}"
-if [ -n "${THRESHOLD_BIN:-}" ]; then
-    bin=$THRESHOLD_BIN
-else
-    cargo build --release -q -p threshold -p threshold-load
-    bin=${CARGO_TARGET_DIR:-target}/release
-fi
+. scripts/kafka-bench-env.sh
 rate=${RATE:-2000}
 seconds=${SECONDS_:-30}
-tansu=$(pgrep -f "tansu broker --listener-url tcp://${THRESHOLD_TEST_KAFKA}" | head -1 || true)
-if [ -z "$tansu" ]; then
-    echo "kafka-open-loop: no tansu broker on $THRESHOLD_TEST_KAFKA (run through scripts/test-broker.sh run)" >&2
-    exit 1
-fi
-hz=$(getconf CLK_TCK)
-ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 data=$(mktemp -d)
 port=$((50900 + RANDOM % 100))
 admin=$((port + 100))
@@ -50,6 +40,8 @@ stop() {
 }
 trap stop EXIT
 log=(--log "kafka://$THRESHOLD_TEST_KAFKA" --name "$prefix" --topic-prefix "$prefix")
+PEER_RATE=$rate PEER_SECONDS=$seconds PEER_RECORDS=${PEER_RECORDS:-20000} PEER_OUT="$data/peer.json" \
+    cargo bench -q -p threshold-log --features kafka --bench kafka_peer | grep '^peer at' || true
 "$bin/threshold" credentials local-tokens "${log[@]:0:2}" --topic-prefix "$prefix" --data "$data" >/dev/null
 RUST_LOG=info,threshold_log::kafka::stages=debug "$bin/threshold" serve --data "$data" \
     --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${log[@]}" >"$data/serve.log" 2>&1 &
@@ -81,3 +73,11 @@ echo "the server's acknowledgements (threshold_handheld_ack_duration, stored), c
 curl -s "http://127.0.0.1:$admin/metrics" |
     grep -E 'threshold_handheld_ack_duration_bucket\{result="stored",le="0\.(01|025|05|1|25)"\}|threshold_handheld_ack_duration_count\{result="stored"\}' |
     sed 's/threshold_handheld_ack_duration_/  /' || true
+python3 - "$data/load.json" "$data/peer.json" <<'PY'
+import json, sys
+threshold = json.load(open(sys.argv[1]))["ack_latency_ms"]["p99"]
+peer = json.load(open(sys.argv[2]))["open_loop"]
+ack, back = peer["ack_ms"]["p99"], peer["read_back_ms"]["p99"]
+print(f"p99: Threshold {threshold:.1f} ms; the plain client at the same rate: acknowledged {ack:.1f} ms, "
+      f"read back {back:.1f} ms; Threshold / acknowledged {threshold / ack:.2f}, / read back {threshold / back:.2f}")
+PY
