@@ -62,7 +62,7 @@ while kill -0 $load 2>/dev/null; do
     awk -v at="$at" -v s="$((s1 - s0))" -v t="$((t1 - t0))" -v hz="$hz" \
         'BEGIN {printf "%3d s: tansu %3.0f%% of a core, server %3.0f%%\n", at, 100*t/hz/5, 100*s/hz/5}'
     echo "  stages (count x mean / max): $({ grep 'kafka::stages' "$data/serve.log" | grep -v librdkafka |
-        tail -1 | grep -oE '(broker_ack|read_back|append)=[^ ]*' | tr '\n' ' '; } || true)"
+        tail -1 | grep -oE '(broker_ack|read_back|append|watermark|replica_wait|publish)=[^ ]*' | tr '\n' ' '; } || true)"
     grep 'librdkafka log producer' "$data/serve.log" | tail -1 | sed 's/.*(p50/  log producer (p50/' || true
     s0=$s1 t0=$t1
 done
