@@ -20,6 +20,7 @@
 mod check;
 mod checkpoint;
 mod private;
+mod recent;
 mod tail;
 mod writer;
 
@@ -33,6 +34,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, Row, params};
 use threshold_domain::{Country, EventId, StreamId};
 
+use self::recent::{RECENT_EVENTS, Recent};
 use self::tail::Tail;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -125,6 +127,8 @@ struct Inner {
     /// many concurrent readers, waiting for a connection beats opening one.
     reader_slots: tokio::sync::Semaphore,
     tail: Arc<RwLock<Tail>>,
+    /// The last events committed, for subscribers close behind.
+    recent: Arc<Mutex<Recent>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -157,6 +161,7 @@ impl EmbeddedLog {
 
         let (tail, _indexed) = writer::recover_tail(&conn).map_err(|e| classify(&path, e))?;
         let tail = Arc::new(RwLock::new(tail));
+        let recent = Arc::new(Mutex::new(Recent::new(RECENT_EVENTS)));
 
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
@@ -178,6 +183,7 @@ impl EmbeddedLog {
                 head,
                 head_tx,
                 tail: Arc::clone(&tail),
+                recent: Arc::clone(&recent),
                 wal_frames,
                 checkpointer,
                 config: writer::Config {
@@ -197,6 +203,7 @@ impl EmbeddedLog {
                 readers: Mutex::new(Vec::new()),
                 reader_slots: tokio::sync::Semaphore::new(READERS),
                 tail,
+                recent,
                 writer: Mutex::new(Some(writer)),
             }),
         })
@@ -399,6 +406,7 @@ impl EventLog for EmbeddedLog {
         let (tx, rx) = mpsc::channel(1024);
         let path = self.inner.path.clone();
         let mut head = self.inner.head.clone();
+        let recent = Arc::clone(&self.inner.recent);
         tokio::spawn(async move {
             let mut after = after;
             let mut conn: Option<Connection> = None;
@@ -409,6 +417,20 @@ impl EventLog for EmbeddedLog {
                     // log ends the subscription.
                     if head.wait_for(|h| *h > after.0).await.is_err() {
                         return;
+                    }
+                    continue;
+                }
+                // Close behind the head: the events are in memory still.
+                let held = recent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .after(after, 1024);
+                if let Some(batch) = held {
+                    for event in batch {
+                        after = event.position;
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
                     }
                     continue;
                 }

@@ -604,3 +604,57 @@ async fn many_streams_single_events_read_in_one_go_as_one_by_one() {
         assert_eq!(found, 13 * 2 + 8);
     }
 }
+
+#[tokio::test]
+async fn a_subscriber_far_behind_reads_the_database_then_takes_the_rest_from_memory() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = open(dir.path()).expect("open");
+    // More than the events kept in memory, a hundred to an append.
+    let appends = (RECENT_EVENTS as u64 + 1_800).div_ceil(100);
+    let total = appends * 100;
+    for n in 0..appends {
+        let events = (0..100)
+            .map(|_| crate::contract::failed_attempt(1))
+            .collect();
+        log.append(
+            &crate::contract::parcel(n as u32),
+            ExpectedVersion::Any,
+            events,
+        )
+        .await
+        .expect("append");
+    }
+    let stored = log
+        .read_all(Position::ORIGIN, total as usize + 10)
+        .await
+        .expect("read");
+    assert_eq!(stored.len() as u64, total);
+
+    // From the start: the first events only the database holds.
+    let mut from_start = log.subscribe(Position::ORIGIN);
+    // Close behind: every event it wants is in memory.
+    let mut close = log.subscribe(Position(total - 150));
+    for expected in &stored {
+        let got = from_start.next().await.expect("open").expect("event");
+        assert_eq!(&got, expected, "position {}", expected.position.0);
+    }
+    for expected in &stored[(total - 150) as usize..] {
+        let got = close.next().await.expect("open").expect("event");
+        assert_eq!(&got, expected, "position {}", expected.position.0);
+    }
+    // What comes next reaches both, the same as a read gives it.
+    let more: Vec<NewEvent> = (0..3).map(|_| crate::contract::failed_attempt(1)).collect();
+    log.append(&crate::contract::parcel(7), ExpectedVersion::Any, more)
+        .await
+        .expect("append");
+    let read = log.read_all(Position(total), 10).await.expect("read");
+    assert_eq!(read.len(), 3);
+    for expected in &read {
+        assert_eq!(
+            &from_start.next().await.expect("open").expect("event"),
+            expected
+        );
+        assert_eq!(&close.next().await.expect("open").expect("event"), expected);
+    }
+    log.close().await.expect("close");
+}

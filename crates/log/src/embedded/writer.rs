@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use threshold_domain::{EventId, StreamId};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::recent::Recent;
 use super::tail::{FlushPlan, Generation, Located, Tail};
 use super::{Planned, classify};
 use crate::event::{Ack, AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};
@@ -145,6 +146,7 @@ struct Writer {
     head_tx: watch::Sender<u64>,
     versions: HashMap<Arc<str>, u64>,
     tail: Arc<RwLock<Tail>>,
+    recent: Arc<Mutex<Recent>>,
     plan: Option<FlushPlan>,
     config: Config,
     wal_frames: Arc<AtomicU64>,
@@ -163,6 +165,7 @@ pub(super) struct Start {
     pub(super) head: u64,
     pub(super) head_tx: watch::Sender<u64>,
     pub(super) tail: Arc<RwLock<Tail>>,
+    pub(super) recent: Arc<Mutex<Recent>>,
     pub(super) wal_frames: Arc<AtomicU64>,
     pub(super) checkpointer: super::checkpoint::Checkpointer,
     pub(super) config: Config,
@@ -178,6 +181,7 @@ pub(super) fn spawn(start: Start, rx: mpsc::Receiver<Request>) -> Result<JoinHan
         head_tx: start.head_tx,
         versions: HashMap::new(),
         tail: start.tail,
+        recent: start.recent,
         plan: None,
         config: start.config,
         wal_frames: start.wal_frames,
@@ -199,6 +203,8 @@ struct Overlay {
     added: Vec<([u8; 16], Arc<str>, u64, u64)>,
     /// Each stream's last event written in this transaction.
     lasts: HashMap<Arc<str>, EventId>,
+    /// The events written, in position order.
+    written: Vec<RecordedEvent>,
 }
 
 impl Writer {
@@ -373,6 +379,11 @@ impl Writer {
         self.versions.extend(overlay.versions);
         self.head = head;
         self.maybe_seal();
+        // Before the head moves: a subscriber that sees it finds them.
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(overlay.written);
         self.head_tx.send_replace(head);
     }
 
@@ -696,6 +707,11 @@ impl Writer {
                     i64::from(crc),
                 ])
                 .map_err(|e| classify(&path, e))?;
+            // As a read of the database gives it: instants to the microsecond.
+            let mut kept = recorded;
+            kept.recorded_at = to_micros(kept.recorded_at);
+            kept.event.occurred_at = to_micros(kept.event.occurred_at);
+            overlay.written.push(kept);
             overlay.ids.insert(id, (*head, Arc::clone(&key), version));
             last_written = Some(EventId::from_bytes(id));
             overlay.added.push((id, Arc::clone(&key), version, *head));
@@ -800,6 +816,11 @@ impl Writer {
         }
         Ok(verdicts)
     }
+}
+
+/// An instant as the database keeps it (`*_us`: microseconds).
+fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 /// Rebuilds the tail from the `events` rows after `meta.indexed_upto`.

@@ -1,0 +1,142 @@
+//! The last events committed, kept in memory for subscribers.
+//!
+//! Every subscriber close behind the head takes new events from here
+//! instead of a read of the database apiece: with a handful of read models
+//! following the log and a commit every few milliseconds, those reads (a
+//! blocking task, a read transaction and its file locks each) cost more
+//! than the commits. The writer adds a commit's events before it publishes
+//! the new head, so whatever the head says is here, unless it has already
+//! been pushed out; a subscriber further behind reads the database as
+//! before. It is never the only record of anything.
+
+use std::collections::VecDeque;
+
+use crate::event::{Position, RecordedEvent};
+
+/// Events kept: at the embedded log's maximum rate, a little under a
+/// second of them.
+pub(super) const RECENT_EVENTS: usize = 8_192;
+
+/// The last committed events, at consecutive positions.
+#[derive(Debug)]
+pub(super) struct Recent {
+    events: VecDeque<RecordedEvent>,
+    capacity: usize,
+}
+
+impl Recent {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            events: VecDeque::with_capacity(capacity.min(1024)),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// A commit's events, in position order, following those held.
+    pub(super) fn extend(&mut self, committed: impl IntoIterator<Item = RecordedEvent>) {
+        for event in committed {
+            if let Some(last) = self.events.back()
+                && event.position.0 != last.position.0 + 1
+            {
+                // Not the next position (never, from the one writer): start
+                // again from this one rather than hold a gap.
+                self.events.clear();
+            }
+            if self.events.len() == self.capacity {
+                self.events.pop_front();
+            }
+            self.events.push_back(event);
+        }
+    }
+
+    /// Up to `max` events after `after`, or `None` when the first of them
+    /// is no longer (or not yet) held: then the database has them.
+    pub(super) fn after(&self, after: Position, max: usize) -> Option<Vec<RecordedEvent>> {
+        let first = self.events.front()?.position.0;
+        let next = after.0.checked_add(1)?;
+        if next < first {
+            return None;
+        }
+        let from = usize::try_from(next - first).ok()?;
+        if from >= self.events.len() {
+            return None;
+        }
+        Some(self.events.range(from..).take(max).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use threshold_domain::{EventId, StreamId};
+
+    use super::*;
+    use crate::event::NewEvent;
+
+    fn at(position: u64) -> RecordedEvent {
+        RecordedEvent {
+            position: Position(position),
+            stream: "parcel/SE-1".parse::<StreamId>().expect("stream id"),
+            stream_version: position,
+            recorded_at: Utc::now(),
+            event: NewEvent {
+                event_id: EventId::new(),
+                event_type: "parcel.manifested".into(),
+                schema_version: 1,
+                occurred_at: Utc::now(),
+                country: None,
+                tenant: None,
+                causation_id: None,
+                correlation_id: None,
+                traceparent: None,
+                tracestate: None,
+                payload: Default::default(),
+            },
+        }
+    }
+
+    fn positions(events: Option<Vec<RecordedEvent>>) -> Option<Vec<u64>> {
+        events.map(|e| e.iter().map(|e| e.position.0).collect())
+    }
+
+    #[test]
+    fn a_subscriber_close_behind_takes_what_follows_it_and_one_further_behind_reads_the_database() {
+        let mut recent = Recent::new(4);
+        assert_eq!(
+            positions(recent.after(Position(0), 10)),
+            None,
+            "nothing held"
+        );
+        recent.extend((1..=3).map(at));
+        assert_eq!(
+            positions(recent.after(Position(0), 10)),
+            Some(vec![1, 2, 3])
+        );
+        assert_eq!(
+            positions(recent.after(Position(1), 1)),
+            Some(vec![2]),
+            "at most max"
+        );
+        assert_eq!(
+            positions(recent.after(Position(3), 10)),
+            None,
+            "nothing after the last"
+        );
+        recent.extend((4..=6).map(at));
+        // 1 and 2 were pushed out: a subscriber at 0 or 1 reads the database.
+        assert_eq!(positions(recent.after(Position(1), 10)), None);
+        assert_eq!(
+            positions(recent.after(Position(2), 10)),
+            Some(vec![3, 4, 5, 6])
+        );
+    }
+
+    #[test]
+    fn a_gap_in_positions_starts_the_window_again() {
+        let mut recent = Recent::new(8);
+        recent.extend((1..=3).map(at));
+        recent.extend((7..=8).map(at));
+        assert_eq!(positions(recent.after(Position(2), 10)), None);
+        assert_eq!(positions(recent.after(Position(6), 10)), Some(vec![7, 8]));
+    }
+}
