@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, Row, params};
 use threshold_domain::{Country, EventId, StreamId};
 
-use self::recent::{RECENT_EVENTS, Recent};
+use self::recent::{RECENT_BYTES, RECENT_EVENTS, Recent};
 use self::tail::Tail;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -161,7 +161,7 @@ impl EmbeddedLog {
 
         let (tail, _indexed) = writer::recover_tail(&conn).map_err(|e| classify(&path, e))?;
         let tail = Arc::new(RwLock::new(tail));
-        let recent = Arc::new(Mutex::new(Recent::new(RECENT_EVENTS)));
+        let recent = Arc::new(Mutex::new(Recent::new(RECENT_EVENTS, RECENT_BYTES)));
 
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
@@ -428,7 +428,7 @@ impl EventLog for EmbeddedLog {
                 if let Some(batch) = held {
                     for event in batch {
                         after = event.position;
-                        if tx.send(Ok(event)).await.is_err() {
+                        if tx.send(Ok(RecordedEvent::clone(&event))).await.is_err() {
                             return;
                         }
                     }

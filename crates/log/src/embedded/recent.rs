@@ -10,6 +10,7 @@
 //! before. It is never the only record of anything.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::event::{Position, RecordedEvent};
 
@@ -17,18 +18,26 @@ use crate::event::{Position, RecordedEvent};
 /// second of them.
 pub(super) const RECENT_EVENTS: usize = 8_192;
 
+/// Payload bytes kept, whatever the count: large events hold fewer.
+pub(super) const RECENT_BYTES: usize = 16 << 20;
+
 /// The last committed events, at consecutive positions.
 #[derive(Debug)]
 pub(super) struct Recent {
-    events: VecDeque<RecordedEvent>,
+    events: VecDeque<Arc<RecordedEvent>>,
+    /// Payload bytes of `events`.
+    bytes: usize,
     capacity: usize,
+    max_bytes: usize,
 }
 
 impl Recent {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             events: VecDeque::with_capacity(capacity.min(1024)),
+            bytes: 0,
             capacity: capacity.max(1),
+            max_bytes,
         }
     }
 
@@ -41,17 +50,24 @@ impl Recent {
                 // Not the next position (never, from the one writer): start
                 // again from this one rather than hold a gap.
                 self.events.clear();
+                self.bytes = 0;
             }
-            if self.events.len() == self.capacity {
-                self.events.pop_front();
+            self.bytes += event.event.payload.len();
+            self.events.push_back(Arc::new(event));
+            while self.events.len() > 1
+                && (self.events.len() > self.capacity || self.bytes > self.max_bytes)
+            {
+                if let Some(gone) = self.events.pop_front() {
+                    self.bytes -= gone.event.payload.len();
+                }
             }
-            self.events.push_back(event);
         }
     }
 
     /// Up to `max` events after `after`, or `None` when the first of them
-    /// is no longer (or not yet) held: then the database has them.
-    pub(super) fn after(&self, after: Position, max: usize) -> Option<Vec<RecordedEvent>> {
+    /// is no longer (or not yet) held: then the database has them. Shared:
+    /// the caller copies them once the lock is let go.
+    pub(super) fn after(&self, after: Position, max: usize) -> Option<Vec<Arc<RecordedEvent>>> {
         let first = self.events.front()?.position.0;
         let next = after.0.checked_add(1)?;
         if next < first {
@@ -95,13 +111,13 @@ mod tests {
         }
     }
 
-    fn positions(events: Option<Vec<RecordedEvent>>) -> Option<Vec<u64>> {
+    fn positions(events: Option<Vec<Arc<RecordedEvent>>>) -> Option<Vec<u64>> {
         events.map(|e| e.iter().map(|e| e.position.0).collect())
     }
 
     #[test]
     fn a_subscriber_close_behind_takes_what_follows_it_and_one_further_behind_reads_the_database() {
-        let mut recent = Recent::new(4);
+        let mut recent = Recent::new(4, usize::MAX);
         assert_eq!(
             positions(recent.after(Position(0), 10)),
             None,
@@ -132,8 +148,27 @@ mod tests {
     }
 
     #[test]
+    fn large_events_are_kept_fewer() {
+        let mut recent = Recent::new(100, 250);
+        recent.extend((1..=5).map(|p| {
+            let mut e = at(p);
+            e.event.payload = vec![0; 100].into();
+            e
+        }));
+        // 250 bytes hold two events of 100.
+        assert_eq!(positions(recent.after(Position(2), 10)), None);
+        assert_eq!(positions(recent.after(Position(3), 10)), Some(vec![4, 5]));
+        // One larger than the bound is still kept, alone.
+        let mut big = at(6);
+        big.event.payload = vec![0; 1_000].into();
+        recent.extend([big]);
+        assert_eq!(positions(recent.after(Position(5), 10)), Some(vec![6]));
+        assert_eq!(positions(recent.after(Position(4), 10)), None);
+    }
+
+    #[test]
     fn a_gap_in_positions_starts_the_window_again() {
-        let mut recent = Recent::new(8);
+        let mut recent = Recent::new(8, usize::MAX);
         recent.extend((1..=3).map(at));
         recent.extend((7..=8).map(at));
         assert_eq!(positions(recent.after(Position(2), 10)), None);

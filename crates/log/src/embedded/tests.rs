@@ -612,10 +612,14 @@ async fn a_subscriber_far_behind_reads_the_database_then_takes_the_rest_from_mem
     // More than the events kept in memory, a hundred to an append.
     let appends = (RECENT_EVENTS as u64 + 1_800).div_ceil(100);
     let total = appends * 100;
+    // Instants finer than the database keeps them: both paths give them
+    // to the microsecond.
+    let event = || NewEvent {
+        occurred_at: Utc::now(),
+        ..crate::contract::failed_attempt(1)
+    };
     for n in 0..appends {
-        let events = (0..100)
-            .map(|_| crate::contract::failed_attempt(1))
-            .collect();
+        let events = (0..100).map(|_| event()).collect();
         log.append(
             &crate::contract::parcel(n as u32),
             ExpectedVersion::Any,
@@ -630,7 +634,12 @@ async fn a_subscriber_far_behind_reads_the_database_then_takes_the_rest_from_mem
         .expect("read");
     assert_eq!(stored.len() as u64, total);
 
-    // From the start: the first events only the database holds.
+    // The last of them are in memory, the first only in the database.
+    {
+        let held = log.inner.recent.lock().expect("lock");
+        assert!(held.after(Position(total - 150), 1024).is_some());
+        assert!(held.after(Position::ORIGIN, 1024).is_none());
+    }
     let mut from_start = log.subscribe(Position::ORIGIN);
     // Close behind: every event it wants is in memory.
     let mut close = log.subscribe(Position(total - 150));
@@ -643,7 +652,7 @@ async fn a_subscriber_far_behind_reads_the_database_then_takes_the_rest_from_mem
         assert_eq!(&got, expected, "position {}", expected.position.0);
     }
     // What comes next reaches both, the same as a read gives it.
-    let more: Vec<NewEvent> = (0..3).map(|_| crate::contract::failed_attempt(1)).collect();
+    let more: Vec<NewEvent> = (0..3).map(|_| event()).collect();
     log.append(&crate::contract::parcel(7), ExpectedVersion::Any, more)
         .await
         .expect("append");
