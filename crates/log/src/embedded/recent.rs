@@ -84,10 +84,9 @@ impl Recent {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use threshold_domain::{EventId, StreamId};
+    use threshold_domain::StreamId;
 
     use super::*;
-    use crate::event::NewEvent;
 
     fn at(position: u64) -> RecordedEvent {
         RecordedEvent {
@@ -95,19 +94,7 @@ mod tests {
             stream: "parcel/SE-1".parse::<StreamId>().expect("stream id"),
             stream_version: position,
             recorded_at: Utc::now(),
-            event: NewEvent {
-                event_id: EventId::new(),
-                event_type: "parcel.manifested".into(),
-                schema_version: 1,
-                occurred_at: Utc::now(),
-                country: None,
-                tenant: None,
-                causation_id: None,
-                correlation_id: None,
-                traceparent: None,
-                tracestate: None,
-                payload: Default::default(),
-            },
+            event: crate::contract::failed_attempt(1),
         }
     }
 
