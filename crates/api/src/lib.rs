@@ -27,6 +27,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub const SIMULATED_TIME_HEADER: &str = "threshold-simulated-time";
 
 #[cfg(feature = "grpc")]
+pub mod clock;
+#[cfg(feature = "grpc")]
 pub mod codec;
 
 /// gRPC status conventions shared by every service.

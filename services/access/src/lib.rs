@@ -74,7 +74,6 @@
 
 pub mod device;
 
-mod clock;
 mod enrolment;
 mod sealing;
 mod service;
@@ -90,9 +89,9 @@ use threshold_log::EventLog;
 use threshold_privacy::Vault;
 use tonic::{Request, Status};
 
-pub use clock::Clock;
 pub use sealing::resident_subject;
 pub use service::reason_name;
+pub use threshold_api::clock::Clock;
 
 /// How long an authorized unlock may be used.
 pub const UNLOCK_VALID_FOR: Duration = Duration::minutes(2);

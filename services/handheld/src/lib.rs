@@ -71,6 +71,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
+pub use threshold_api::clock::Clock;
+
 /// Appends retried when another writer changed the parcel in between.
 const CONFLICT_RETRIES: usize = 5;
 
@@ -188,50 +190,6 @@ impl Metrics {
         let attrs = [opentelemetry::KeyValue::new("result", result)];
         self.ack.record(took.as_secs_f64(), &attrs);
         self.results.add(1, &attrs);
-    }
-}
-
-/// Whose clock bounds a handheld's `occurred_at`: the same choice, and the
-/// same header, as the access service's clock for grant windows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Clock {
-    /// The server's own: the only choice for real deliveries.
-    #[default]
-    System,
-    /// A simulation's, carried by each stream in
-    /// [`threshold_api::SIMULATED_TIME_HEADER`] as the time it is sent at.
-    Simulated,
-}
-
-impl Clock {
-    /// The time a stream opened with `request` is sent at on a simulation's
-    /// clock (`None` on the server's own, which is read per event). A
-    /// server on its own clock refuses a stream bringing its own time, and
-    /// a simulation's refuses one without.
-    fn simulated<T>(self, request: &Request<T>) -> Result<Option<DateTime<Utc>>, Status> {
-        let header = request.metadata().get(threshold_api::SIMULATED_TIME_HEADER);
-        match (self, header) {
-            (Clock::System, None) => Ok(None),
-            (Clock::System, Some(_)) => Err(Status::failed_precondition(format!(
-                "{} is refused: this server runs on its own clock, not a simulation's",
-                threshold_api::SIMULATED_TIME_HEADER
-            ))),
-            (Clock::Simulated, None) => Err(Status::failed_precondition(format!(
-                "this server runs a simulation; streams must carry {}",
-                threshold_api::SIMULATED_TIME_HEADER
-            ))),
-            (Clock::Simulated, Some(v)) => v
-                .to_str()
-                .ok()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| Some(t.with_timezone(&Utc)))
-                .ok_or_else(|| {
-                    field(
-                        threshold_api::SIMULATED_TIME_HEADER,
-                        format!("{v:?} is not an RFC 3339 time"),
-                    )
-                }),
-        }
     }
 }
 
@@ -855,7 +813,7 @@ impl HandheldService for Handhelds {
         request: Request<Streaming<HandheldEvent>>,
     ) -> Result<Response<Self::StreamAttemptsStream>, Status> {
         let handheld = threshold_auth::require(&request, &[Role::Handheld])?.clone();
-        let simulated = self.clock.simulated(&request)?;
+        let simulated = self.clock.required(&request)?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let stream_span = tracing::Span::current();

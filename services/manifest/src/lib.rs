@@ -33,8 +33,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use prost::Message as _;
+use threshold_api::clock::Clock;
 use threshold_api::v1::manifest_service_server::{ManifestService, ManifestServiceServer};
 use threshold_api::v1::{
     LoadManifestReply, LoadSummary, ManifestChunk, RowRejected, load_manifest_reply,
@@ -197,6 +199,8 @@ pub struct Manifests {
     vault: Arc<Vault>,
     limits: LoadLimits,
     running: Arc<Mutex<Running>>,
+    /// Whose time a load's rows are stamped with.
+    clock: Clock,
 }
 
 impl Manifests {
@@ -208,7 +212,15 @@ impl Manifests {
             vault,
             limits: LoadLimits::default(),
             running: Arc::default(),
+            clock: Clock::System,
         }
+    }
+
+    /// Stamping a load that carries a simulation's time with it (on
+    /// [`Clock::Simulated`]) rather than refusing it.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The same service within `limits`.
@@ -256,10 +268,12 @@ enum Decided {
     Stalled,
 }
 
-/// Decides one manifest row on its parcel's stream.
+/// Decides one manifest row on its parcel's stream, stamping its event
+/// `at` the load's time (a simulation's), or now.
 async fn decide(
     log: &dyn EventLog,
     vault: &Vault,
+    at: Option<DateTime<Utc>>,
     line: u64,
     mut parcel: pb::ParcelManifested,
     values: Vec<String>,
@@ -310,7 +324,7 @@ async fn decide(
                 let mut n = NewEvent::new(
                     EventId::new(),
                     &Parcel::into_domain(e.clone()),
-                    chrono::Utc::now(),
+                    at.unwrap_or_else(Utc::now),
                 )
                 .tenant(partner.clone());
                 if let Some(c) = country {
@@ -509,10 +523,12 @@ enum Fed {
     Stalled,
 }
 
-/// Runs one load: parses `inbound`, decides its rows, answers on `out`.
+/// Runs one load: parses `inbound`, decides its rows (stamped `at`, or as
+/// they are decided), answers on `out`.
 async fn load(
     log: Arc<dyn EventLog>,
     vault: Arc<Vault>,
+    at: Option<DateTime<Utc>>,
     planner: Principal,
     idle: Duration,
     mut inbound: Streaming<ManifestChunk>,
@@ -588,7 +604,7 @@ async fn load(
                         line,
                         parcel,
                         values,
-                    }) => decide(&*log, vault, line, *parcel, values).await,
+                    }) => decide(&*log, vault, at, line, *parcel, values).await,
                 }
             }
         })
@@ -657,6 +673,7 @@ impl ManifestService for Manifests {
         request: Request<Streaming<ManifestChunk>>,
     ) -> Result<Response<Self::LoadManifestStream>, Status> {
         let planner = threshold_auth::require(&request, &[Role::Planner])?.clone();
+        let at = self.clock.stamp(&request)?;
         // Over the limits, refused before anything is read.
         let permit = self.admit(&planner.tenant)?;
         let inbound = request.into_inner();
@@ -668,7 +685,7 @@ impl ManifestService for Manifests {
             // The load's place is freed when it ends, however it ends.
             let _permit = permit;
             let errors = tx.clone();
-            if let Err(e) = load(log, vault, planner, idle, inbound, tx).await {
+            if let Err(e) = load(log, vault, at, planner, idle, inbound, tx).await {
                 let _ = reply(&errors, Err(e.into()), idle).await;
             }
         });
@@ -685,6 +702,7 @@ pub mod client {
     use tokio_stream::wrappers::ReceiverStream;
     use tonic::Status;
     use tonic::codegen::{Body, Bytes, StdError};
+    use tonic::metadata::MetadataMap;
 
     /// Bytes per chunk sent.
     pub const CHUNK: usize = 64 * 1024;
@@ -694,7 +712,25 @@ pub mod client {
     pub async fn load<T, R>(
         client: &mut ManifestServiceClient<T>,
         manifest_id: &str,
+        input: R,
+        on_rejected: impl FnMut(RowRejected),
+    ) -> Result<LoadSummary, Status>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        load_with(client, manifest_id, input, MetadataMap::new(), on_rejected).await
+    }
+
+    /// [`load`], the request carrying `metadata` too (a simulation's time).
+    pub async fn load_with<T, R>(
+        client: &mut ManifestServiceClient<T>,
+        manifest_id: &str,
         mut input: R,
+        metadata: MetadataMap,
         mut on_rejected: impl FnMut(RowRejected),
     ) -> Result<LoadSummary, Status>
     where
@@ -725,10 +761,9 @@ pub mod client {
                 }
             }
         });
-        let mut replies = client
-            .load_manifest(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        *request.metadata_mut() = metadata;
+        let mut replies = client.load_manifest(request).await?.into_inner();
         let mut summary = None;
         while let Some(reply) = replies.message().await? {
             match reply.reply {

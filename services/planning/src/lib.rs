@@ -31,6 +31,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use threshold_api::clock::Clock;
 use threshold_api::v1::planning_service_server::{PlanningService, PlanningServiceServer};
 use threshold_api::v1::{DepotPlan, PlanDayReply, PlanDayRequest, UnassignedParcel};
 use threshold_auth::Role;
@@ -75,6 +76,8 @@ pub struct Planning {
     vault: Arc<Vault>,
     /// One planning at a time: a day's plan versions follow each other.
     planning: Arc<tokio::sync::Mutex<()>>,
+    /// Whose time a plan's events are stamped with.
+    clock: Clock,
 }
 
 impl Planning {
@@ -109,7 +112,15 @@ impl Planning {
             matrix: Arc::new(GreatCircle::default()),
             vault,
             planning: Arc::default(),
+            clock: Clock::System,
         }
+    }
+
+    /// Stamping a plan that carries a simulation's time with it (on
+    /// [`Clock::Simulated`]) rather than refusing it.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// With another travel matrix (a road network's, say).
@@ -327,12 +338,14 @@ enum Carried {
 
 impl Planning {
     /// Moves `parcel`, due on `from`, to `to` if it is still open, or
-    /// returns it to its sender after [`MAX_ATTEMPTS`] failed attempts.
+    /// returns it to its sender after [`MAX_ATTEMPTS`] failed attempts;
+    /// either at `at`.
     async fn carry_over(
         &self,
         parcel: &str,
         from: NaiveDate,
         to: NaiveDate,
+        at: DateTime<Utc>,
     ) -> Result<Carried, Status> {
         let id = ParcelId::new(parcel).map_err(status)?;
         let stream = StreamId::parcel(&id);
@@ -355,11 +368,7 @@ impl Planning {
             },
         };
         let returned = matches!(command, ParcelCommand::Return { .. });
-        match decide::<ParcelState>(&*self.log, &stream, &command, |_| {
-            (EventId::new(), Utc::now())
-        })
-        .await
-        {
+        match decide::<ParcelState>(&*self.log, &stream, &command, |_| (EventId::new(), at)).await {
             Ok(d) if d.events.is_empty() => Ok(Carried::Stayed),
             Ok(_) if returned => Ok(Carried::Returned),
             Ok(_) => Ok(Carried::Moved),
@@ -389,7 +398,7 @@ impl Planning {
             placed_since,
         };
         match decide::<ParcelState>(&*self.log, &StreamId::parcel(&id), &command, |_| {
-            (EventId::new(), Utc::now())
+            (EventId::new(), planned_at)
         })
         .await
         {
@@ -412,6 +421,9 @@ impl PlanningService for Planning {
         request: Request<PlanDayRequest>,
     ) -> Result<Response<PlanDayReply>, Status> {
         let planner = threshold_auth::require(&request, &[Role::Planner])?.clone();
+        // A simulation's plan is made at its time; else now, when written.
+        let stamped = self.clock.stamp(&request)?;
+        let now = || stamped.unwrap_or_else(Utc::now);
         let mut r = request.into_inner();
         // A depot's planner plans its own depot.
         if planner.tenant != threshold_auth::ANY_TENANT {
@@ -491,7 +503,7 @@ impl PlanningService for Planning {
                 }
                 for p in parcels {
                     let counts = carried.entry(depot.clone()).or_default();
-                    match self.carry_over(&p.parcel_id, from, date).await? {
+                    match self.carry_over(&p.parcel_id, from, date, now()).await? {
                         Carried::Moved => counts.0 += 1,
                         Carried::Returned => counts.1 += 1,
                         Carried::Stayed => {}
@@ -561,7 +573,7 @@ impl PlanningService for Planning {
         .await
         .map_err(|e| Status::internal(format!("planning failed: {e}")))?;
 
-        let planned_at = Utc::now();
+        let planned_at = now();
         let mut reply = PlanDayReply::default();
         for outcome in outcomes {
             let mut outcome = outcome.map_err(Status::failed_precondition)?;
@@ -571,7 +583,7 @@ impl PlanningService for Planning {
                 };
                 let stream = StreamId::route(route_id);
                 let decided = decide::<Route>(&*self.log, &stream, command, |_| {
-                    (EventId::new(), Utc::now())
+                    (EventId::new(), planned_at)
                 })
                 .await
                 .map_err(status)?;

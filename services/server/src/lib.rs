@@ -31,7 +31,7 @@ use threshold_api::v1::handheld_service_server::HandheldServiceServer;
 use threshold_api::v1::manifest_service_server::ManifestServiceServer;
 use threshold_api::v1::outcome_service_server::OutcomeServiceServer;
 use threshold_api::v1::planning_service_server::PlanningServiceServer;
-use threshold_handheld_service::{Clock as HandheldClock, Handhelds, Limits};
+use threshold_handheld_service::{Handhelds, Limits};
 use threshold_log::{EmbeddedLog, EmbeddedOptions, EventLog, KafkaLog, KafkaOptions, Metered};
 use threshold_manifest_service::{LoadLimits, Manifests};
 use threshold_outcome_service::Outcomes;
@@ -642,16 +642,15 @@ impl Node {
         let manifests = services.runs(Service::Manifest).then(|| {
             Manifests::new(Arc::clone(&shared), Arc::clone(&vault))
                 .with_limits(config.manifest_limits)
+                // A simulation's loads are stamped on its clock.
+                .with_clock(config.clock)
         });
         let handhelds = services.runs(Service::Attempts).then(|| {
             Handhelds::new(Arc::clone(&shared))
                 .with_limits(config.handheld_limits)
                 .with_vault(Arc::clone(&vault))
                 // A simulation's handhelds report on its clock too.
-                .with_clock(match config.clock {
-                    Clock::System => HandheldClock::System,
-                    Clock::Simulated => HandheldClock::Simulated,
-                })
+                .with_clock(config.clock)
         });
         let analytics = services
             .runs(Service::Analytics)
@@ -722,6 +721,8 @@ impl Node {
                 config.fleets.clone(),
                 Arc::clone(&vault),
             )
+            // A simulation's plans are stamped on its clock.
+            .with_clock(config.clock)
         });
         let clock = config.clock;
         let access = services.runs(Service::Access).then(|| {

@@ -3,14 +3,15 @@
 //! A parcel that failed is attempted again on the next delivery day under
 //! the same id, nobody delivers on the Sunday, every attempt is within the
 //! depots' local shift on both sides of the DST change, a parcel whose
-//! third attempt failed goes back to its sender, and the same seed gives
-//! the same days.
+//! third attempt failed goes back to its sender, every event is stamped on
+//! the simulation's clock (so each stream's history reads in order), and
+//! the same seed gives the same days.
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, NaiveDate, Weekday};
+use chrono::{DateTime, Datelike, NaiveDate, Utc, Weekday};
 use common::*;
 
 /// The first day: Saturday, summer time (UTC+2 in DK, NO, SE; +3 in FI).
@@ -124,6 +125,25 @@ fn attempts(served: &Served, dir: &Path) -> Vec<Attempt> {
         .collect()
 }
 
+/// Every event of `served`'s log: (stream, type, occurred_at), in log order.
+fn events(served: &Served) -> Vec<(String, String, DateTime<Utc>)> {
+    let out = threshold(&["log", "tail", "--data", served.data(), "--limit", "1000000"]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| {
+            // POSITION STREAM vVERSION TYPE OCCURRED_AT
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 5, "{l}");
+            let at = DateTime::parse_from_rfc3339(f[4])
+                .expect("an instant")
+                .to_utc();
+            (f[1].to_owned(), f[3].to_owned(), at)
+        })
+        .collect()
+}
+
 #[test]
 fn failed_parcels_are_tried_again_on_the_next_delivery_day_across_a_weekend_and_a_dst_change() {
     let dir = tempfile::tempdir().expect("dir");
@@ -183,6 +203,41 @@ fn failed_parcels_are_tried_again_on_the_next_delivery_day_across_a_weekend_and_
     }
     assert!(again_monday > 0, "no Saturday parcel tried again on Monday");
     assert!(thrice > 0, "no parcel tried three times");
+
+    // Every event is stamped on the simulation's clock, manifests and plans
+    // included (the evening before each day, at 20:00 and 20:30 UTC), never
+    // on the machine's: each stream's history reads in order.
+    let log = events(&served);
+    let eve = |d: NaiveDate| {
+        (d - chrono::Days::new(1))
+            .and_hms_opt(20, 0, 0)
+            .expect("time")
+            .and_utc()
+    };
+    let (start, end) = (eve(first), eve(first + chrono::Days::new(6)));
+    let mut last: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    let mut manifested = 0;
+    for (stream, kind, at) in &log {
+        assert!(
+            (start..end).contains(at),
+            "{stream} {kind} at {at}, outside the simulated days"
+        );
+        if let Some(before) = last.insert(stream, *at) {
+            assert!(
+                before <= *at,
+                "{stream}: {kind} at {at} after an event at {before}"
+            );
+        }
+        if kind == "parcel.manifested" {
+            manifested += 1;
+            assert_eq!(
+                at.time(),
+                chrono::NaiveTime::from_hms_opt(20, 0, 0).expect("time"),
+                "{stream}"
+            );
+        }
+    }
+    assert!(manifested >= 80, "{manifested} parcels manifested");
 
     // The report counts them: more attempts than parcels, and parcels
     // returned after their third failed attempt.

@@ -1,16 +1,21 @@
 //! Inputs dated where they should not be: device reports beyond the skew
 //! the server allows (ahead and behind), a request bringing its own clock
-//! (the simulated-time header) to a server on the real clock, and
+//! (the simulated-time header) to a server on the real clock (an unlock, a
+//! grant, a manifest load, a plan), and
 //! handheld events dated a year off. Refused, recorded where the platform
 //! records it, and B's day goes on.
 
 use chrono::{Duration, Utc};
+use threshold_api::SIMULATED_TIME_HEADER;
+use threshold_api::v1::PlanDayRequest;
 use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::attempt_ack;
-use threshold_domain::country::timestamp;
+use threshold_api::v1::manifest_service_client::ManifestServiceClient;
+use threshold_api::v1::planning_service_client::PlanningServiceClient;
+use threshold_domain::country::{date_to_proto, timestamp};
 use threshold_domain::home::DEVICE_CLOCK_SKEW;
 use threshold_domain::pb;
-use threshold_testkit::fixtures::{at, not_home, started};
+use threshold_testkit::fixtures::{at, manifest, not_home, started};
 use tonic::Code;
 
 use crate::calls::{send, unlock_of};
@@ -68,6 +73,42 @@ async fn device_reports_beyond_the_skew_and_requests_bringing_their_own_clock_ar
             .await
             .expect_err("its own clock");
         assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        // B's planner loading a manifest row and planning the day, dated:
+        // refused before a row is read, nothing stamped with its time.
+        let csv = manifest(&format!(
+            "{}\n",
+            w.manifest_row(b, &format!("{}9", b.prefix), "9")
+        ));
+        let (metadata, ..) = at((), when).into_parts();
+        let refused = threshold_manifest_service::client::load_with(
+            &mut ManifestServiceClient::new(w.planner_of(b)),
+            "dated.csv",
+            std::io::Cursor::new(csv.into_bytes()),
+            metadata,
+            |r| panic!("a row was read: {r:?}"),
+        )
+        .await
+        .expect_err("its own clock");
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(
+            refused.message().contains(SIMULATED_TIME_HEADER),
+            "{refused:?}"
+        );
+        let plan = PlanDayRequest {
+            date: Some(date_to_proto(w.day)),
+            depot_ids: vec![b.depot.into()],
+            seconds_per_depot: 0.2,
+            ..Default::default()
+        };
+        let refused = PlanningServiceClient::new(w.planner_of(b))
+            .plan_day(at(plan, when))
+            .await
+            .expect_err("its own clock");
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(
+            refused.message().contains(SIMULATED_TIME_HEADER),
+            "{refused:?}"
+        );
     }
     assert_eq!(w.stored_since(head).await, []);
 

@@ -14,7 +14,8 @@
 //! unlock is replayed, a door is left open or a camera drops while it is,
 //! and the report shows each refusal by reason and each alert by kind. The
 //! server must run as a simulation (`serve --simulation`, as `threshold run`
-//! does): the simulated day's clock decides the windows.
+//! does): the simulated day's clock decides the windows, and stamps the
+//! manifests (loaded the evening before) and the plan.
 //!
 //! Each parcel's fate is drawn from a generator seeded by the seed and
 //! the parcel's id, so the same seed gives the same days — same parcels,
@@ -68,7 +69,7 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{Datelike, Days, NaiveDate, Weekday};
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
 use threshold_api::v1::ClockRequest;
 use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_auth::LocalTokens;
@@ -134,6 +135,19 @@ pub(crate) struct Args {
 
 /// The most days one simulation plays: a quarter.
 pub(crate) const MAX_DAYS: u32 = 92;
+
+/// When `date`'s manifests arrive and its routes are planned on the
+/// simulation's clock: the evening before at 20:00 UTC (21:00 to 23:00 local
+/// in the four countries), after the day before's last stop (shifts end at
+/// 18:00 local) and before the day's first grant (issued hours before a
+/// window that opens at 08:00 local at the earliest). What the planner
+/// writes then is stamped with it, so a parcel's history reads in order.
+pub(crate) fn evening_before(date: NaiveDate) -> DateTime<Utc> {
+    let eve = date.pred_opt().unwrap_or(date);
+    eve.and_hms_opt(20, 0, 0)
+        .expect("20:00 is a time of day")
+        .and_utc()
+}
 
 /// A manifest to load: its name and its CSV.
 pub(crate) type Manifest = (String, Vec<u8>);
@@ -298,7 +312,7 @@ async fn play_day(
     let mut parcels = Vec::new();
     let mut new = 0;
     for (name, csv) in manifests {
-        let (loaded, accepted) = load(conn, &name, csv).await?;
+        let (loaded, accepted) = load(conn, &name, csv, evening_before(date)).await?;
         parcels.extend(loaded);
         new += accepted;
     }
@@ -321,6 +335,7 @@ async fn play_day(
         seed,
         plan_generations,
         parcels.clone(),
+        evening_before(date) + chrono::Duration::minutes(30),
     )
     .await?;
     if let Some(p) = planning {

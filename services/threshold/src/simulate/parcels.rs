@@ -15,7 +15,7 @@ use threshold_manifest::{ManifestReader, Row};
 use threshold_manifest_service::client;
 
 use super::BoxError;
-use super::conn::Conn;
+use super::conn::{Conn, at};
 
 /// Depots at real Nordic city coordinates.
 const DEPOTS: &[(&str, Country, f64, f64, &str)] = &[
@@ -105,17 +105,21 @@ pub(super) fn generate(date: NaiveDate, parcels: u32, seed: u64) -> String {
     csv
 }
 
-/// Loads a manifest through the server and returns the parcels it holds.
+/// Loads a manifest through the server at `t` on the simulation's clock and
+/// returns the parcels it holds.
 pub(super) async fn load(
     conn: &Conn,
     name: &str,
     csv: Vec<u8>,
+    t: DateTime<Utc>,
 ) -> Result<(Vec<Parcel>, u64), BoxError> {
     let mut rejected = 0;
-    let summary = client::load(
+    let (metadata, ..) = at((), t)?.into_parts();
+    let summary = client::load_with(
         &mut ManifestServiceClient::new(conn.manifest.clone()),
         name,
         std::io::Cursor::new(csv.clone()),
+        metadata,
         |r| {
             rejected += 1;
             eprintln!("{name}: line {}, field {}: {}", r.line, r.field, r.message);

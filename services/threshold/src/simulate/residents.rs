@@ -86,6 +86,20 @@ pub(super) async fn grant(
             .map_err(|s| access_error(&format!("claiming {home}"), &s))?;
         ready.claimed = true;
     }
+    if fate.home.trouble == Some(Trouble::CameraOffline) {
+        let _ = report_device(
+            access,
+            key,
+            &home,
+            pb::home_event::Event::CameraOffline(pb::CameraOffline {
+                camera_id: format!("cam-{}", parcel.id),
+                reason: "no heartbeat since the morning".into(),
+            }),
+            // After the claim: a home's history reads in order.
+            morning + Duration::minutes(10),
+        )
+        .await?;
+    }
     if fate.home.alarm {
         // The resident disarms the alarm before the window, unless forgotten.
         let _ = report_device(
@@ -97,19 +111,6 @@ pub(super) async fn grant(
                 armed: fate.home.trouble == Some(Trouble::AlarmLeftArmed),
             }),
             start - Duration::minutes(30),
-        )
-        .await?;
-    }
-    if fate.home.trouble == Some(Trouble::CameraOffline) {
-        let _ = report_device(
-            access,
-            key,
-            &home,
-            pb::home_event::Event::CameraOffline(pb::CameraOffline {
-                camera_id: format!("cam-{}", parcel.id),
-                reason: "no heartbeat since the morning".into(),
-            }),
-            morning,
         )
         .await?;
     }

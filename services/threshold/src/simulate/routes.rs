@@ -6,14 +6,14 @@
 //! The simulator never plans a route itself: it drives what the server
 //! planned.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
 use threshold_api::v1::{GetRouteRequest, PlanDayRequest};
 use threshold_domain::country::{date_to_proto, instant};
 
 use super::BoxError;
-use super::conn::Conn;
+use super::conn::{Conn, at};
 use super::drivers::Drive;
 use super::parcels::Parcel;
 
@@ -26,8 +26,9 @@ pub(super) struct Planned {
     pub(super) returned: u32,
 }
 
-/// Plans the day's routes through PlanningService, repeatably (`generations`
-/// seeded with `seed`), carrying over the open parcels of `carry_over_from`,
+/// Plans the day's routes through PlanningService at `t` on the simulation's
+/// clock, repeatably (`generations` seeded with `seed`), carrying over the
+/// open parcels of `carry_over_from`,
 /// and reads each driver's route back through HandheldService.GetRoute, as
 /// a handheld would. `parcels` are those the route may name.
 pub(super) async fn plan(
@@ -37,17 +38,21 @@ pub(super) async fn plan(
     seed: u64,
     generations: u32,
     parcels: Vec<Parcel>,
+    t: DateTime<Utc>,
 ) -> Result<Planned, BoxError> {
     let reply = PlanningServiceClient::new(conn.planner.clone())
-        .plan_day(PlanDayRequest {
-            date: Some(date_to_proto(date)),
-            depot_ids: Vec::new(),
-            seconds_per_depot: 0.0,
-            objective: String::new(),
-            generations,
-            seed,
-            carry_over_from: carry_over_from.map(date_to_proto),
-        })
+        .plan_day(at(
+            PlanDayRequest {
+                date: Some(date_to_proto(date)),
+                depot_ids: Vec::new(),
+                seconds_per_depot: 0.0,
+                objective: String::new(),
+                generations,
+                seed,
+                carry_over_from: carry_over_from.map(date_to_proto),
+            },
+            t,
+        )?)
         .await
         .map_err(|s| format!("planning the day: {}", s.message()))?
         .into_inner();
