@@ -724,10 +724,14 @@ async fn during_a_rotation_old_and_new_secrets_both_verify() {
         Err(Error::NotFound(_))
     ));
     r.secrets.lock().expect("s").push(new.expose());
-    append_day(d.log.as_ref(), &["nordshop"], 0..1).await;
-    until("a delivery", Duration::from_secs(20), || {
-        !r.seen().accepted.is_empty()
-    })
+    // Every delivery of the first story in before the next rotation, so
+    // none signed before it is taken for one signed after.
+    let first = append_day(d.log.as_ref(), &["nordshop"], 0..1).await["nordshop"].len();
+    until(
+        "the first story's deliveries",
+        Duration::from_secs(20),
+        || r.seen().accepted.len() >= first,
+    )
     .await;
     let verifies = |secret: &threshold_webhook_service::Secret| {
         let seen = r.seen();
@@ -745,10 +749,12 @@ async fn during_a_rotation_old_and_new_secrets_both_verify() {
         .expect("rotate");
     r.secrets.lock().expect("s").push(newest.expose());
     let before = r.seen().accepted.len();
-    append_day(d.log.as_ref(), &["nordshop"], 1..2).await;
-    until("a delivery", Duration::from_secs(20), || {
-        r.seen().accepted.len() > before
-    })
+    let second = append_day(d.log.as_ref(), &["nordshop"], 1..2).await["nordshop"].len();
+    until(
+        "the second story's deliveries",
+        Duration::from_secs(20),
+        || r.seen().accepted.len() >= before + second,
+    )
     .await;
     assert!(verifies(&newest));
     assert!(!verifies(&new), "expired with no overlap");
