@@ -23,15 +23,10 @@ PEER_OUT="$PWD/$out/kafka_peer.json" cargo bench -q -p threshold-log --features 
 port=${LOAD_PORT:-50072}
 url="http://127.0.0.1:$port"
 seconds=${LOAD_SECONDS:-10}
-server=
 data=
 stop() {
-    if [ -n "$server" ]; then
-        kill -INT "$server" 2>/dev/null || true
-        wait "$server" 2>/dev/null || true
-    fi
+    stop_started bench-kafka "$data"
     if [ -n "$data" ]; then rm -rf "$data"; fi
-    server=
     data=
 }
 trap stop EXIT
@@ -44,11 +39,9 @@ serve() {
     "$bin/threshold" credentials local-tokens --log "kafka://$THRESHOLD_TEST_KAFKA" \
         --topic-prefix "bench-$$-$1" --data "$data" >/dev/null
     RUST_LOG=${RUST_LOG:-info,threshold_log::kafka::stages=debug} \
-        "$bin/threshold" serve --data "$data" --listen "127.0.0.1:$port" \
+        start_server "$data" --listen "127.0.0.1:$port" \
         --log "kafka://$THRESHOLD_TEST_KAFKA" --name "bench-$$-$1" \
-        --topic-prefix "bench-$$-$1" >"$data/serve.log" 2>&1 &
-    server=$!
-    for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
+        --topic-prefix "bench-$$-$1"
 }
 stages() {
     echo "stage timings of the $1 phase (count x mean / max), last reports:"

@@ -16,6 +16,8 @@ threads() {
     for t in /proc/"$1"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done |
         awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort
 }
+data=
+trap 'stop_started kafka-cpu "$data"; if [ -n "$data" ]; then rm -rf "$data"; fi' EXIT
 for shape in ${SHAPES:-64x16}; do
     streams=${shape%x*} window=${shape#*x}
     declare -A rates=() costs=()
@@ -29,14 +31,10 @@ for shape in ${SHAPES:-64x16}; do
             "$bin/threshold" credentials local-tokens "${log[@]:0:2}" --topic-prefix "cpu-$$-$shape" \
                 --data "$data" >/dev/null
         fi
-        "$bin/threshold" serve --data "$data" --listen "127.0.0.1:$port" "${log[@]}" >"$data/serve.log" 2>&1 &
-        server=$!
-        for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
-        "$bin/threshold-load" --server "http://127.0.0.1:$port" --data "$data" --streams "$streams" \
-            --window "$window" --parcels 5000 --seconds 16 --out "$data/load.json" >"$data/load.out" 2>&1 &
-        load=$!
+        start_server "$data" --listen "127.0.0.1:$port" "${log[@]}"
         # Measured after planning (untimed) and two seconds of the run.
-        for _ in $(seq 1200); do grep -q planned "$data/load.out" 2>/dev/null && break; sleep 0.1; done
+        start_load "$data" --server "http://127.0.0.1:$port" --streams "$streams" \
+            --window "$window" --parcels 5000 --seconds 16 --out "$data/load.json"
         sleep 2
         s0=$(ticks $server) l0=$(ticks $load) t0=$(ticks "$tansu")
         threads $server >"$data/threads0"
@@ -44,6 +42,7 @@ for shape in ${SHAPES:-64x16}; do
         s1=$(ticks $server) l1=$(ticks $load) t1=$(ticks "$tansu")
         threads $server >"$data/threads1"
         wait $load
+        load=
         rate=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['events_per_s'])" "$data/load.json")
         echo "== $mode, $streams streams x window $window: $(grep acknowledged "$data/load.out")"
         for p in "server $s0 $s1" "load-generator $l0 $l1" "tansu $t0 $t1"; do
@@ -56,10 +55,9 @@ for shape in ${SHAPES:-64x16}; do
         echo "  server threads:"
         join "$data/threads0" "$data/threads1" |
             awk -v hz="$hz" '{c=($3-$2)/hz/10; if (c >= 0.01) printf "    %-24s %4.0f%%\n", $1, 100*c}' | sort -k2 -nr
-        kill -INT $server
-        sleep 3
-        kill -9 $server 2>/dev/null || true
+        stop_started kafka-cpu "$data"
         rm -rf "$data"
+        data=
     done
     awk -v rk="${rates[kafka]}" -v re="${rates[embedded]}" -v ck="${costs[kafka]}" -v ce="${costs[embedded]}" \
         'BEGIN {printf "kafka / embedded: %.2f of the rate, %.2f times the server CPU per event\n", rk/re, ck/ce}'

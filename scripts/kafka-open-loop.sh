@@ -22,36 +22,15 @@ data=$(mktemp -d)
 port=$((50900 + RANDOM % 100))
 admin=$((port + 100))
 prefix=open-$$
-server=
-load=
-# SIGTERM: a job started in the background of a script ignores SIGINT
-# until it installs its own handler.
-stop() {
-    status=$?
-    for p in $load $server; do
-        kill -TERM "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    if [ "$status" != 0 ]; then
-        echo "kafka-open-loop: failed; the server's and the load's last lines:" >&2
-        tail -5 "$data/serve.log" "$data/load.out" >&2 2>/dev/null || true
-    fi
-    rm -rf "$data"
-}
-trap stop EXIT
+trap 'stop_started kafka-open-loop "$data"; rm -rf "$data"' EXIT
 log=(--log "kafka://$THRESHOLD_TEST_KAFKA" --name "$prefix" --topic-prefix "$prefix")
 PEER_RATE=$rate PEER_SECONDS=$seconds PEER_RECORDS=${PEER_RECORDS:-20000} PEER_OUT="$data/peer.json" \
     cargo bench -q -p threshold-log --features kafka --bench kafka_peer | grep '^peer at' || true
 "$bin/threshold" credentials local-tokens "${log[@]:0:2}" --topic-prefix "$prefix" --data "$data" >/dev/null
-RUST_LOG=info,threshold_log::kafka::stages=debug "$bin/threshold" serve --data "$data" \
-    --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${log[@]}" >"$data/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
-grep -q serving "$data/serve.log"
-"$bin/threshold-load" --server "http://127.0.0.1:$port" --data "$data" --streams 64 --rate "$rate" \
-    --parcels 5000 --seconds "$seconds" --out "$data/load.json" >"$data/load.out" 2>&1 &
-load=$!
-for _ in $(seq 1200); do grep -q planned "$data/load.out" 2>/dev/null && break; sleep 0.1; done
+RUST_LOG=info,threshold_log::kafka::stages=debug start_server "$data" \
+    --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${log[@]}"
+start_load "$data" --server "http://127.0.0.1:$port" --streams 64 --rate "$rate" \
+    --parcels 5000 --seconds "$seconds" --out "$data/load.json"
 echo "open loop at $rate events/s for $seconds s; every 5 s after planning:"
 s0=$(ticks $server) t0=$(ticks "$tansu")
 at=0

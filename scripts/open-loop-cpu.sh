@@ -19,40 +19,13 @@ if [ "$seconds" -lt 8 ]; then
     echo "open-loop-cpu: SECONDS_ must be at least 8" >&2
     exit 2
 fi
-if [ -n "${THRESHOLD_BIN:-}" ]; then
-    bin=$THRESHOLD_BIN
-else
-    cargo build --release -q -p threshold -p threshold-load
-    bin=${CARGO_TARGET_DIR:-target}/release
-fi
-hz=$(getconf CLK_TCK)
-ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+. scripts/serve-env.sh
 data=$(mktemp -d)
 port=$((51000 + RANDOM % 500))
-server=
-load=
-stop() {
-    status=$?
-    for p in $load $server; do
-        kill -TERM "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    if [ "$status" != 0 ]; then
-        echo "open-loop-cpu: failed; the server's and the load's last lines:" >&2
-        tail -5 "$data/serve.log" "$data/load.out" >&2 2>/dev/null || true
-    fi
-    rm -rf "$data"
-}
-trap stop EXIT
-"$bin/threshold" serve --data "$data" --listen "127.0.0.1:$port" >"$data/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 600); do grep -q serving "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
-grep -q serving "$data/serve.log"
-"$bin/threshold-load" --server "http://127.0.0.1:$port" --data "$data" --streams 64 --rate "$rate" \
-    --parcels 5000 --seconds "$seconds" --out "$data/load.json" >"$data/load.out" 2>&1 &
-load=$!
-for _ in $(seq 1200); do grep -q planned "$data/load.out" 2>/dev/null && break; sleep 0.1; done
-grep -q planned "$data/load.out"
+trap 'stop_started open-loop-cpu "$data"; rm -rf "$data"' EXIT
+start_server "$data" --listen "127.0.0.1:$port"
+start_load "$data" --server "http://127.0.0.1:$port" --streams 64 --rate "$rate" \
+    --parcels 5000 --seconds "$seconds" --out "$data/load.json"
 sleep 2
 s0=$(ticks $server) l0=$(ticks $load) t0=$(date +%s.%N)
 sleep $((seconds - 4))

@@ -6,6 +6,10 @@
 #                                         port, run CMD with THRESHOLD_TEST_KAFKA=127.0.0.1:PORT
 #                                         and THRESHOLD_TANSU=<the binary>, stop the broker
 #
+#   TEST_BROKER_STORAGE=sqlite://FILE  another storage engine for `run`, FILE
+#                                         relative to the working directory and
+#                                         kept (a measurement's; tests use memory)
+#
 # Tests that restart a broker (sqlite storage) start their own with THRESHOLD_TANSU.
 set -euo pipefail
 
@@ -56,7 +60,7 @@ run() {
     RUST_LOG="${TANSU_LOG:-warn}" "$TANSU" broker \
         --listener-url "tcp://127.0.0.1:$port" \
         --advertised-listener-url "tcp://127.0.0.1:$port" \
-        --storage-engine memory://tansu/ >"$TOOLS/tansu-$port.log" 2>&1 &
+        --storage-engine "${TEST_BROKER_STORAGE:-memory://tansu/}" >"$TOOLS/tansu-$port.log" 2>&1 &
     pid=$!
     trap 'kill "${pid:-}" 2>/dev/null || true; wait "${pid:-}" 2>/dev/null || true' EXIT
     wait_for "$port" "$pid"
@@ -69,5 +73,5 @@ run() {
 case "${1:-}" in
     install) install ;;
     run) shift; run "$@" ;;
-    *) sed -n '2,10p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
 esac
