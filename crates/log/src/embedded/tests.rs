@@ -381,6 +381,19 @@ fn a_full_disk_fails_appends_clearly_and_they_work_again_once_space_is_freed() {
             // Leave little room: a ballast file takes most of the volume.
             let ballast = mnt.join("ballast");
             std::fs::write(&ballast, vec![0u8; 12 << 20]).expect("ballast");
+            // A subscriber keeping up, so it takes new events from the
+            // writer's memory: a group that failed on the full disk must
+            // never reach it, though its positions are used again.
+            let mut sub = log.subscribe(Position::ORIGIN);
+            let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+            let follower = tokio::spawn(async move {
+                while let Some(r) = sub.next().await {
+                    let r = r.expect("the subscription reads on");
+                    if seen_tx.send((r.position, r.event.event_id)).is_err() {
+                        break;
+                    }
+                }
+            });
 
             let mut acked = Vec::new();
             let mut full = None;
@@ -437,6 +450,18 @@ fn a_full_disk_fails_appends_clearly_and_they_work_again_once_space_is_freed() {
             for (i, r) in all.iter().enumerate() {
                 assert_eq!(r.position, Position(i as u64 + 1));
             }
+            // The subscriber got the same, position for position.
+            let mut seen = Vec::with_capacity(acked.len());
+            while seen.len() < acked.len() {
+                let next = tokio::time::timeout(std::time::Duration::from_secs(10), seen_rx.recv())
+                    .await
+                    .expect("the subscriber keeps up")
+                    .expect("an event");
+                seen.push(next);
+            }
+            let want: Vec<_> = all.iter().map(|r| (r.position, r.event.event_id)).collect();
+            assert_eq!(seen, want, "the subscriber saw exactly what the log holds");
+            follower.abort();
             log.close().await.expect("close");
         });
     });
