@@ -289,3 +289,76 @@ async fn oversized_ids_fields_and_records_are_refused_and_the_rows_around_them_l
         );
     }
 }
+
+/// On a simulation server a load carrying the simulation's time is stamped
+/// with it, one without (a planner's by hand) with the server's, and one
+/// whose time does not parse is refused before a row is read.
+#[tokio::test]
+async fn a_simulations_load_is_stamped_with_the_time_it_carries() {
+    let server = Sandbox::builder().simulated().start().await;
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-22T20:00:00Z")
+        .expect("time")
+        .to_utc();
+    let dated = |at: &str| {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert(
+            threshold_api::SIMULATED_TIME_HEADER,
+            at.parse().expect("ascii"),
+        );
+        m
+    };
+    let row = |id: &str| {
+        format!(
+            "{HEADER}\n{id},nordshop,SE,STO-1,2026-11-23,Gatan 1,111 51,Stockholm,59.33,18.06,doorstep,1,,\n"
+        )
+    };
+    let send = |csv: String, metadata| {
+        let server = &server;
+        async move {
+            client::load_with(
+                &mut connect(server).await,
+                "simulated.csv",
+                std::io::Cursor::new(csv.into_bytes()),
+                metadata,
+                |r| panic!("a row was refused: {r:?}"),
+            )
+            .await
+        }
+    };
+    let refused = send(row("SE-0"), dated("the evening before"))
+        .await
+        .expect_err("not a time");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains(threshold_api::SIMULATED_TIME_HEADER),
+        "{refused:?}"
+    );
+    let loaded = send(row("SE-1"), dated(&at.to_rfc3339()))
+        .await
+        .expect("dated");
+    assert_eq!(loaded.accepted, 1);
+    let before = chrono::Utc::now();
+    let loaded = send(row("SE-2"), Default::default())
+        .await
+        .expect("by hand");
+    assert_eq!(loaded.accepted, 1);
+
+    let events = server
+        .log()
+        .read_all(Position::ORIGIN, 10)
+        .await
+        .expect("read");
+    let stamps: Vec<_> = events
+        .iter()
+        .map(|e| (e.stream.to_string(), e.event.occurred_at))
+        .collect();
+    assert_eq!(stamps.len(), 2, "{stamps:?}");
+    assert_eq!(stamps[0], ("parcel/SE-1".to_owned(), at));
+    assert_eq!(stamps[1].0, "parcel/SE-2");
+    assert!(
+        stamps[1].1 >= before - chrono::Duration::seconds(1),
+        "{stamps:?}"
+    );
+}
