@@ -274,7 +274,8 @@ impl Writer {
     }
 
     fn commit_group(&mut self, batch: Vec<Work>) {
-        let now = Utc::now();
+        // To the microsecond, as the database keeps it.
+        let now = to_micros(Utc::now());
         let mut overlay = Overlay::default();
         let mut pending = Vec::with_capacity(batch.len());
         let mut head = self.head;
@@ -707,9 +708,9 @@ impl Writer {
                     i64::from(crc),
                 ])
                 .map_err(|e| classify(&path, e))?;
-            // As a read of the database gives it: instants to the microsecond.
+            // As a read of the database gives it: the caller's instant to
+            // the microsecond (`now` is already).
             let mut kept = recorded;
-            kept.recorded_at = to_micros(kept.recorded_at);
             kept.event.occurred_at = to_micros(kept.event.occurred_at);
             overlay.written.push(kept);
             overlay.ids.insert(id, (*head, Arc::clone(&key), version));
