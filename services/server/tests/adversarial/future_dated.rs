@@ -67,12 +67,12 @@ async fn device_reports_beyond_the_skew_and_requests_bringing_their_own_clock_ar
             .authorize_unlock(at(unlock_of(b), when))
             .await
             .expect_err("its own clock");
-        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        refused_for_its_clock(&refused);
         let refused = AccessServiceClient::new(w.resident_of(b))
             .issue_grant(at(grant_request(b, "g-b-dated"), when))
             .await
             .expect_err("its own clock");
-        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        refused_for_its_clock(&refused);
         // B's planner loading a manifest row and planning the day, dated:
         // refused before a row is read, nothing stamped with its time.
         let csv = manifest(&format!(
@@ -89,11 +89,7 @@ async fn device_reports_beyond_the_skew_and_requests_bringing_their_own_clock_ar
         )
         .await
         .expect_err("its own clock");
-        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-        assert!(
-            refused.message().contains(SIMULATED_TIME_HEADER),
-            "{refused:?}"
-        );
+        refused_for_its_clock(&refused);
         let plan = PlanDayRequest {
             date: Some(date_to_proto(w.day)),
             depot_ids: vec![b.depot.into()],
@@ -104,15 +100,21 @@ async fn device_reports_beyond_the_skew_and_requests_bringing_their_own_clock_ar
             .plan_day(at(plan, when))
             .await
             .expect_err("its own clock");
-        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-        assert!(
-            refused.message().contains(SIMULATED_TIME_HEADER),
-            "{refused:?}"
-        );
+        refused_for_its_clock(&refused);
     }
     assert_eq!(w.stored_since(head).await, []);
 
     bs_day_goes_on(&w).await;
+}
+
+/// A request refused for bringing its own time to a server on the real
+/// clock: FAILED_PRECONDITION, naming the header (not a plan that failed).
+fn refused_for_its_clock(refused: &tonic::Status) {
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains(SIMULATED_TIME_HEADER),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

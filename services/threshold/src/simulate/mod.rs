@@ -142,7 +142,7 @@ pub(crate) const MAX_DAYS: u32 = 92;
 /// 18:00 local) and before the day's first grant (issued hours before a
 /// window that opens at 08:00 local at the earliest). What the planner
 /// writes then is stamped with it, so a parcel's history reads in order.
-pub(crate) fn evening_before(date: NaiveDate) -> DateTime<Utc> {
+fn evening_before(date: NaiveDate) -> DateTime<Utc> {
     let eve = date.pred_opt().unwrap_or(date);
     eve.and_hms_opt(20, 0, 0)
         .expect("20:00 is a time of day")
@@ -309,10 +309,11 @@ async fn play_day(
         println!("{date} Sun: no deliveries on Sundays");
         return Ok(None);
     }
+    let eve = evening_before(date);
     let mut parcels = Vec::new();
     let mut new = 0;
     for (name, csv) in manifests {
-        let (loaded, accepted) = load(conn, &name, csv, evening_before(date)).await?;
+        let (loaded, accepted) = load(conn, &name, csv, eve).await?;
         parcels.extend(loaded);
         new += accepted;
     }
@@ -335,7 +336,7 @@ async fn play_day(
         seed,
         plan_generations,
         parcels.clone(),
-        evening_before(date) + chrono::Duration::minutes(30),
+        eve + chrono::Duration::minutes(30),
     )
     .await?;
     if let Some(p) = planning {
