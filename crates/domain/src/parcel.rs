@@ -106,7 +106,9 @@ pub fn clip_left_out_reason(reason: &str) -> String {
 pub enum Command {
     /// Accept a manifest row. Loading the same row again changes nothing.
     Manifest(Box<pb::ParcelManifested>),
-    /// A plan put it on a route.
+    /// A plan put it on a route. Planned again onto the route it is on,
+    /// nothing is written; refused while a driver is at its door and after
+    /// a failed attempt (the depot carries it over or returns it).
     AssignToRoute {
         /// The route.
         route_id: RouteId,
@@ -115,7 +117,9 @@ pub enum Command {
         /// Its stop on the route.
         stop_index: u32,
     },
-    /// Scanned into the van.
+    /// Scanned into the van: out for delivery. Scanned again into the same
+    /// van, nothing is written; refused while a driver is at its door and
+    /// after a failed attempt.
     LoadOnVan {
         /// The route.
         route_id: RouteId,
@@ -325,8 +329,17 @@ impl Aggregate for Parcel {
                 stop_index,
             } => {
                 self.require_open("assign to a route")?;
-                if self.status == Status::Attempting {
+                // A driver at the door, or an attempt that failed and waits
+                // for the depot to carry it over (or return it): not the
+                // plan's to move.
+                if matches!(self.status, Status::Attempting | Status::AttemptFailed) {
                     return Err(self.refuse("assign to a route"));
+                }
+                // Planned again onto the route it is on: nothing changed.
+                if matches!(self.status, Status::Assigned | Status::OutForDelivery)
+                    && self.route_id.as_deref() == Some(route_id.as_str())
+                {
+                    return Ok(vec![]);
                 }
                 Ok(vec![Event::AssignedToRoute(pb::ParcelAssignedToRoute {
                     route_id: route_id.to_string(),
@@ -339,6 +352,9 @@ impl Aggregate for Parcel {
                 driver_id,
             } => {
                 self.require_open("load on a van")?;
+                if matches!(self.status, Status::Attempting | Status::AttemptFailed) {
+                    return Err(self.refuse("load on a van"));
+                }
                 if self.status == Status::OutForDelivery
                     && self.route_id.as_deref() == Some(route_id.as_str())
                 {
@@ -711,6 +727,66 @@ mod tests {
             err.to_string().contains("not on the delivery date"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_plan_puts_it_on_a_route_and_a_scan_into_the_van_sends_it_out() {
+        let m = manifested(pb::Service::Doorstep);
+        let route = |r: &str| RouteId::new(r).unwrap();
+        let assign = |r: &str| Command::AssignToRoute {
+            route_id: route(r),
+            plan_version: 1,
+            stop_index: 3,
+        };
+        let load = |r: &str| Command::LoadOnVan {
+            route_id: route(r),
+            driver_id: driver(),
+        };
+        let mut history = vec![Event::Manifested(m)];
+        let events = given::<Parcel>(&history).decide(&assign("r-1")).unwrap();
+        assert_eq!(
+            events,
+            vec![Event::AssignedToRoute(pb::ParcelAssignedToRoute {
+                route_id: "r-1".into(),
+                plan_version: 1,
+                stop_index: 3,
+            })]
+        );
+        history.extend(events);
+        let p = given::<Parcel>(&history);
+        assert_eq!(p.status, Status::Assigned);
+        // Planned again onto the same route: nothing new; onto another: moved.
+        assert_eq!(p.decide(&assign("r-1")).unwrap(), vec![]);
+        assert_eq!(p.decide(&assign("r-2")).unwrap().len(), 1);
+
+        let events = p.decide(&load("r-1")).unwrap();
+        assert_eq!(
+            events,
+            vec![Event::OutForDelivery(pb::ParcelOutForDelivery {
+                route_id: "r-1".into(),
+                driver_id: "drv-7".into(),
+            })]
+        );
+        history.extend(events);
+        let p = given::<Parcel>(&history);
+        assert_eq!(p.status, Status::OutForDelivery);
+        assert_eq!(p.decide(&load("r-1")).unwrap(), vec![]);
+        assert_eq!(p.decide(&assign("r-1")).unwrap(), vec![]);
+
+        // At the door, and after a failed attempt, neither moves it.
+        history.push(started(1));
+        let at_door = given::<Parcel>(&history);
+        for c in [assign("r-2"), load("r-1")] {
+            let err = at_door.decide(&c).unwrap_err();
+            assert!(err.to_string().contains("an attempt is under way"), "{err}");
+        }
+        history.push(failed(1));
+        let failed = given::<Parcel>(&history);
+        for c in [assign("r-2"), load("r-1")] {
+            let err = failed.decide(&c).unwrap_err();
+            assert!(err.to_string().contains("the last attempt failed"), "{err}");
+        }
+        assert_eq!(failed.status, Status::AttemptFailed);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The handheld part of the adversarial suite: a driver's handheld records
-//! attempts and deliveries only on parcels of that driver's route (the
+//! loads into the van, attempts and deliveries only on parcels of that
+//! driver's route (a load only into the van of the parcel's own route) (the
 //! route whose latest plan names the parcel). Another driver's handheld, or
 //! any handheld on a parcel no plan names, is refused in its ack, as
 //! permission denied, counted, and nothing is stored; the right driver's
@@ -14,8 +15,8 @@ use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
 use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::{
-    AttemptAck, AttemptFailedReport, GetRouteRequest, HandheldEvent, SubscribeOutcomesRequest,
-    attempt_ack,
+    AttemptAck, AttemptFailedReport, GetRouteRequest, HandheldEvent, LoadedReport,
+    SubscribeOutcomesRequest, attempt_ack,
 };
 use threshold_auth::Role;
 use threshold_domain::{DomainEvent, StreamId, pb};
@@ -309,6 +310,84 @@ async fn a_parcel_no_plan_names_is_refused_to_every_driver_and_recorded() {
     let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-2")).await;
     let a = hh.send(&event("drv-2", 3, "SE-4", delivered())).await;
     assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+}
+
+/// `driver`'s handheld reports `parcel` loaded into the van of `route`.
+fn loaded(driver: &str, seq: u64, parcel: &str, route: &str) -> HandheldEvent {
+    HandheldEvent {
+        route_id: route.into(),
+        ..event(driver, seq, parcel, Report::Loaded(LoadedReport {}))
+    }
+}
+
+#[tokio::test]
+async fn a_parcel_is_loaded_only_by_its_driver_into_the_van_of_its_route() {
+    let server = serve().await;
+    // Another driver, naming the parcel's route or their own.
+    let mut intruder = HandheldStream::open(server.client_as(Role::Handheld, "drv-2")).await;
+    for (seq, route) in [(1, "r-1"), (2, "r-2")] {
+        assert_refused_to(
+            "drv-2",
+            &intruder.send(&loaded("drv-2", seq, "SE-1", route)).await,
+        );
+    }
+    let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
+    // Its own driver, into the van of a route the parcel is not on.
+    let a = hh.send(&loaded("drv-1", 1, "SE-1", "r-2")).await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
+    assert_eq!(a.code, tonic::Code::PermissionDenied as i32, "{a:?}");
+    assert!(
+        a.error
+            .starts_with("route_id: permission denied: SE-1 is not on route r-2"),
+        "{}",
+        a.error
+    );
+    // Naming no route at all.
+    let a = hh.send(&loaded("drv-1", 2, "SE-1", "")).await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
+    assert_eq!(a.code, tonic::Code::InvalidArgument as i32, "{a:?}");
+    assert!(a.error.starts_with("route_id: is missing"), "{}", a.error);
+    // A parcel no plan names.
+    let a = hh.send(&loaded("drv-1", 3, "SE-4", "r-1")).await;
+    assert_eq!(a.code, tonic::Code::PermissionDenied as i32, "{a:?}");
+    assert_eq!(history(&server, "SE-1").await, vec!["parcel.manifested"]);
+    assert_eq!(history(&server, "SE-4").await, vec!["parcel.manifested"]);
+    assert_eq!(server.handhelds().refused("not_the_route_driver"), 2);
+    assert_eq!(server.handhelds().refused("not_the_named_route"), 1);
+    assert_eq!(server.handhelds().refused("not_planned"), 1);
+
+    // Into its own van: out for delivery; resent, or scanned again, nothing new.
+    let scan = loaded("drv-1", 4, "SE-1", "r-1");
+    let a = hh.send(&scan).await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+    let again = hh.send(&scan).await;
+    assert_eq!(
+        (result(&again), again.position),
+        (attempt_ack::Result::Duplicate, a.position)
+    );
+    let rescanned = hh.send(&loaded("drv-1", 5, "SE-1", "r-1")).await;
+    assert_eq!(
+        (result(&rescanned), rescanned.position),
+        (attempt_ack::Result::Duplicate, 0),
+        "{rescanned:?}"
+    );
+    assert_eq!(
+        history(&server, "SE-1").await,
+        vec!["parcel.manifested", "parcel.out_for_delivery"]
+    );
+    // At the door, a scan into the van is refused by the parcel's state.
+    let a = hh.send(&event("drv-1", 6, "SE-1", started())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+    let a = hh.send(&loaded("drv-1", 7, "SE-1", "r-1")).await;
+    assert_eq!(a.code, tonic::Code::FailedPrecondition as i32, "{a:?}");
+    assert_eq!(
+        history(&server, "SE-1").await,
+        vec![
+            "parcel.manifested",
+            "parcel.out_for_delivery",
+            "parcel.attempt_started"
+        ]
+    );
 }
 
 /// `event` as happening at `at`, by the handheld's clock.

@@ -12,6 +12,12 @@
 //! vans so that stops stay on the van they had where possible; a van no
 //! longer needed gets an empty version.
 //!
+//! Each parcel a plan places gets that on its own stream too (the parcel's
+//! `AssignToRoute`: the route, the plan version and its stop), after its
+//! route is written: what track and trace and partners see as `on_route`.
+//! A parcel planned again onto the route it is on gets nothing new; one a
+//! driver is at, or whose attempt failed, is left as it is.
+//!
 //! A plan may carry over an earlier day (`carry_over_from`): the parcels
 //! still open on it — their attempt failed, or they were never driven —
 //! are rescheduled to the day being planned (the parcel's own
@@ -31,6 +37,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use futures::StreamExt;
 use threshold_api::clock::Clock;
 use threshold_api::v1::planning_service_server::{PlanningService, PlanningServiceServer};
 use threshold_api::v1::{DepotPlan, PlanDayReply, PlanDayRequest, UnassignedParcel};
@@ -39,6 +46,7 @@ use threshold_domain::country::{date_from_proto, date_to_proto};
 use threshold_domain::parcel::{
     Command as ParcelCommand, Parcel as ParcelState, Status as ParcelStatus, clip_left_out_reason,
 };
+use threshold_domain::pb::route_event::Event as RouteEvent;
 use threshold_domain::route::{Command as RouteCommand, Route};
 use threshold_domain::{DepotId, DriverId, EventId, ParcelId, RouteId, StreamId, VehicleId};
 use threshold_log::{DecideError, EventLog, Position, decide, load};
@@ -52,6 +60,10 @@ use tonic::{Request, Response, Status};
 
 /// Search time per depot when a request leaves it to the server.
 pub const DEFAULT_SECONDS_PER_DEPOT: f64 = 2.0;
+/// Parcels whose assignment to a route is decided at once: on Kafka each
+/// decision waits for the broker, so one at a time would make a day's
+/// thousands of parcels take minutes.
+const ASSIGNING: usize = 32;
 /// The most a request may ask for.
 const MAX_SECONDS_PER_DEPOT: f64 = 600.0;
 /// The most generations a repeatable plan may ask for per depot: bounds
@@ -378,6 +390,46 @@ impl Planning {
         }
     }
 
+    /// Records on each `placed` parcel's stream that the plan made at
+    /// `planned_at` put it on a route (its command), up to
+    /// [`ASSIGNING`] at a time. A parcel planned again onto the route it is
+    /// on gets nothing; one that changed since the plan read it (a driver
+    /// at its door, an attempt failed, delivered) keeps its state.
+    async fn assign(
+        &self,
+        placed: Vec<(String, ParcelCommand)>,
+        planned_at: DateTime<Utc>,
+    ) -> Result<(), Status> {
+        let mut work = futures::stream::iter(placed)
+            .map(|(parcel, command)| {
+                let log = Arc::clone(&self.log);
+                async move {
+                    let id = ParcelId::new(&parcel).map_err(status)?;
+                    match decide::<ParcelState>(&*log, &StreamId::parcel(&id), &command, |_| {
+                        (EventId::new(), planned_at)
+                    })
+                    .await
+                    {
+                        Ok(_) => Ok(()),
+                        Err(DecideError::Refused(e)) => {
+                            tracing::debug!(
+                                parcel,
+                                error = %e,
+                                "planning: a placed parcel is not the plan's to move"
+                            );
+                            Ok(())
+                        }
+                        Err(e) => Err(status(e)),
+                    }
+                }
+            })
+            .buffer_unordered(ASSIGNING);
+        while let Some(done) = work.next().await {
+            done?;
+        }
+        Ok(())
+    }
+
     /// Records on `parcel`'s stream that the plan of `date` made at
     /// `planned_at` left it out, and why (`placed_since`: the plan it
     /// replaces had it on a route); whether an event was written.
@@ -577,8 +629,12 @@ impl PlanningService for Planning {
         let mut reply = PlanDayReply::default();
         for outcome in outcomes {
             let mut outcome = outcome.map_err(Status::failed_precondition)?;
+            let mut placed = Vec::new();
             for command in &outcome.routes {
-                let RouteCommand::Plan { route_id, .. } = command else {
+                let RouteCommand::Plan {
+                    route_id, stops, ..
+                } = command
+                else {
                     continue;
                 };
                 let stream = StreamId::route(route_id);
@@ -587,10 +643,37 @@ impl PlanningService for Planning {
                 })
                 .await
                 .map_err(status)?;
+                let plan_version = match decided.events.last() {
+                    Some(RouteEvent::Planned(p)) => p.plan_version,
+                    Some(RouteEvent::Replanned(r)) => r.plan_version,
+                    // Unchanged: the version in effect.
+                    _ => {
+                        load::<Route>(&*self.log, &stream)
+                            .await
+                            .map_err(status)?
+                            .0
+                            .plan_version
+                    }
+                };
                 if !decided.events.is_empty() {
                     outcome.reply.routes_changed += 1;
                 }
+                for (stop_index, stop) in (0u32..).zip(stops) {
+                    for parcel in &stop.parcel_ids {
+                        placed.push((
+                            parcel.clone(),
+                            ParcelCommand::AssignToRoute {
+                                route_id: route_id.clone(),
+                                plan_version,
+                                stop_index,
+                            },
+                        ));
+                    }
+                }
             }
+            // Each placed parcel's own stream says so (what partners track
+            // as on_route), after its route.
+            self.assign(placed, planned_at).await?;
             // After the routes: a reason is recorded only for a plan in effect.
             for u in &outcome.reply.unassigned {
                 let placed_since = outcome.placed_before.contains(&u.parcel_id);

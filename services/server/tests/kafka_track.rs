@@ -53,8 +53,13 @@ fn day() -> chrono::NaiveDate {
 }
 
 /// Oslo's parcels of the day as the tracking process lists them, once it
-/// holds `n` of them with `left` left out.
-async fn listed(track: &Sandbox, n: usize, left: usize) -> BTreeMap<String, String> {
+/// holds `n` of them with `left` left out and `on_route` on a route.
+async fn listed(
+    track: &Sandbox,
+    n: usize,
+    left: usize,
+    on_route: usize,
+) -> BTreeMap<String, String> {
     let mut client = OutcomeServiceClient::new(track.client_as(Role::Planner, "OSL-1"));
     let mut last = BTreeMap::new();
     for _ in 0..400 {
@@ -73,12 +78,15 @@ async fn listed(track: &Sandbox, n: usize, left: usize) -> BTreeMap<String, Stri
             .into_iter()
             .map(|p| (p.parcel_id, p.status))
             .collect();
-        if last.len() == n && last.values().filter(|s| *s == "left_out").count() == left {
+        let count = |status: &str| last.values().filter(|s| *s == status).count();
+        if last.len() == n && count("left_out") == left && count("on_route") == on_route {
             return last;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("the tracking process never listed {n} parcels, {left} left out: {last:?}");
+    panic!(
+        "the tracking process never listed {n} parcels, {left} left out, {on_route} on a route: {last:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,8 +122,8 @@ NO-OSL-H1,nordshop,NO,OSL-1,2026-11-23,Gate 2,0150,Oslo,59.93,10.74,doorstep,400
         .flat_map(|d| d.unassigned.iter().map(|u| u.parcel_id.as_str()))
         .collect();
     assert_eq!(left, ["NO-OSL-H1"], "{reply:?}");
-    let seen = listed(&track, 2, 1).await;
-    assert_eq!(seen["NO-OSL-A1"], "manifested");
+    let seen = listed(&track, 2, 1, 1).await;
+    assert_eq!(seen["NO-OSL-A1"], "on_route");
     assert_eq!(seen["NO-OSL-H1"], "left_out");
     let h1 = OutcomeServiceClient::new(track.partner("nordshop"))
         .track(TrackRequest {
@@ -147,6 +155,7 @@ NO-OSL-H1,nordshop,NO,OSL-1,2026-11-23,Gate 2,0150,Oslo,59.93,10.74,doorstep,400
         .start()
         .await;
     // Its store, kept in its data directory beside its replica, went on.
-    let seen = listed(&again, 3, 1).await;
+    let seen = listed(&again, 3, 1, 1).await;
+    assert_eq!(seen["NO-OSL-A1"], "on_route");
     assert_eq!(seen["NO-OSL-B1"], "manifested");
 }

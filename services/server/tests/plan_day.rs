@@ -120,6 +120,16 @@ async fn a_day_is_planned_served_to_drivers_and_replanned_keeping_vans() {
     }
     assert_eq!(planned.len(), 60);
     assert!(in_home > 0);
+    // Each parcel's own stream says which route and stop: once.
+    let log = server.log();
+    let mut assigned_to = BTreeMap::new();
+    for (parcel, (driver, _)) in &planned {
+        let a = assignments(&*log, parcel).await;
+        assert_eq!(a.len(), 1, "{parcel}: {a:?}");
+        assert_eq!(a[0].plan_version, 1, "{parcel}");
+        assert_eq!(a[0].route_id, route_of(driver), "{parcel}");
+        assigned_to.insert(parcel.clone(), a[0].route_id.clone());
+    }
 
     // Three more parcels for Oslo: a new plan version, most stops on the
     // van they had.
@@ -157,6 +167,24 @@ NO-OSL-X3,nordshop,NO,OSL-1,2026-11-23,Gate 3,0150,Oslo,59.90,10.77,in_home,2,12
         kept as u32, oslo.stops_kept_on_van,
         "GetRoute agrees with the reply"
     );
+    // A parcel kept on its van gets no new assignment; one moved gets its
+    // new route; the new ones get theirs.
+    let mut moved = 0;
+    for (parcel, (driver, _)) in &replanned {
+        let a = assignments(&*log, parcel).await;
+        let last = a.last().expect("assigned");
+        assert_eq!(last.route_id, route_of(driver), "{parcel}: {a:?}");
+        match assigned_to.get(parcel) {
+            Some(before) if *before == last.route_id => assert_eq!(a.len(), 1, "{parcel}: {a:?}"),
+            Some(_) => {
+                assert_eq!(a.len(), 2, "{parcel}: {a:?}");
+                assert!(last.plan_version >= 2, "{parcel}: {a:?}");
+                moved += 1;
+            }
+            None => assert_eq!(a.len(), 1, "{parcel}: {a:?}"),
+        }
+    }
+    assert_eq!(moved, oslo.stops_moved);
 
     // Bad requests say what is wrong.
     let mut unknown = request();
@@ -309,20 +337,54 @@ async fn an_earlier_day_s_open_parcels_are_carried_over_to_a_later_day() {
     }
 }
 
-/// The parcels of a stream's log that say a plan left it out.
-async fn left_out(
+/// The sample day's route of `driver` (`<depot>-drv-NN` drives
+/// `<depot>-<date>-NN`).
+fn route_of(driver: &str) -> String {
+    driver.replace("-drv-", "-2026-11-23-")
+}
+
+/// The events of `parcel`'s stream.
+async fn parcel_events(
     log: &dyn threshold_log::EventLog,
     parcel: &str,
-) -> Vec<threshold_domain::pb::ParcelLeftOut> {
+) -> Vec<threshold_domain::pb::parcel_event::Event> {
     let stream = format!("parcel/{parcel}").parse().expect("stream");
     log.read_stream(&stream, 0, 1000)
         .await
         .expect("read")
         .into_iter()
         .filter_map(|e| match e.decode().expect("decode") {
-            threshold_domain::DomainEvent::Parcel(
-                threshold_domain::pb::parcel_event::Event::LeftOut(l),
-            ) => Some(l),
+            threshold_domain::DomainEvent::Parcel(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The events of `parcel`'s stream that say a plan left it out.
+async fn left_out(
+    log: &dyn threshold_log::EventLog,
+    parcel: &str,
+) -> Vec<threshold_domain::pb::ParcelLeftOut> {
+    parcel_events(log, parcel)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            threshold_domain::pb::parcel_event::Event::LeftOut(l) => Some(l),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The events of `parcel`'s stream that say a plan put it on a route.
+async fn assignments(
+    log: &dyn threshold_log::EventLog,
+    parcel: &str,
+) -> Vec<threshold_domain::pb::ParcelAssignedToRoute> {
+    parcel_events(log, parcel)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            threshold_domain::pb::parcel_event::Event::AssignedToRoute(a) => Some(a),
             _ => None,
         })
         .collect()

@@ -5,15 +5,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
 use threshold_api::v1::planning_service_client::PlanningServiceClient;
-use threshold_api::v1::{ParcelTrack, PlanDayRequest, TrackDayRequest, TrackRequest};
+use threshold_api::v1::{
+    HandheldEvent, LoadedReport, ParcelTrack, PlanDayRequest, TrackDayRequest, TrackRequest,
+};
 use threshold_auth::{Authed, Role};
 use threshold_domain::Country;
 use threshold_domain::country::date_to_proto;
 use threshold_routing::depot::{Fleet, Fleets};
 use threshold_testkit::Sandbox;
-use threshold_testkit::fixtures::{load_manifest, manifest};
+use threshold_testkit::fixtures::{HandheldStream, handheld_event, load_manifest, manifest};
 use tonic::Code;
 
 fn day() -> chrono::NaiveDate {
@@ -75,6 +78,25 @@ async fn tracked(caller: Authed, parcel: &str, status: &str) -> ParcelTrack {
     panic!("{parcel} never tracked as {status}: {last:?}");
 }
 
+/// The route the plan put `parcel` on, as its stream says.
+async fn route_of(server: &Sandbox, parcel: &str) -> String {
+    let stream = format!("parcel/{parcel}").parse().expect("stream");
+    let events = server
+        .log()
+        .read_stream(&stream, 0, 100)
+        .await
+        .expect("read");
+    events
+        .iter()
+        .find_map(|e| match e.decode().expect("decode") {
+            threshold_domain::DomainEvent::Parcel(
+                threshold_domain::pb::parcel_event::Event::AssignedToRoute(a),
+            ) => Some(a.route_id),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{parcel} is on no route"))
+}
+
 async fn track_code(caller: Authed, parcel: &str) -> Code {
     match OutcomeServiceClient::new(caller)
         .track(TrackRequest {
@@ -122,13 +144,28 @@ async fn each_caller_tracks_the_parcels_it_may_see_and_sees_what_it_may() {
     )
     .await;
     assert_eq!(planner.steps, carrier.steps);
-    // Planning writes routes, not the parcels' streams: a planned
-    // parcel is manifested until its van leaves.
-    tracked(server.partner("nordshop"), "NO-OSL-A1", "manifested").await;
+    // A planned parcel is on its route; scanned into its van by the
+    // route's driver, out for delivery.
+    let planned = tracked(server.partner("nordshop"), "NO-OSL-A1", "on_route").await;
+    let steps: Vec<&str> = planned.steps.iter().map(|s| s.milestone.as_str()).collect();
+    assert_eq!(steps, ["manifested", "on_route"]);
+    let route = route_of(&server, "NO-OSL-A1").await;
+    let driver = route.replace("-2026-11-23-", "-drv-");
+    let mut handheld = HandheldStream::open(server.client_as(Role::Handheld, &driver)).await;
+    let scan = HandheldEvent {
+        driver_id: driver.clone(),
+        route_id: route,
+        ..handheld_event("NO-OSL-A1", Report::Loaded(LoadedReport {}))
+    };
+    let a = handheld.send(&scan).await;
+    assert_eq!(a.code, 0, "{a:?}");
+    let out = tracked(server.partner("nordshop"), "NO-OSL-A1", "out_for_delivery").await;
+    let steps: Vec<&str> = out.steps.iter().map(|s| s.milestone.as_str()).collect();
+    assert_eq!(steps, ["manifested", "on_route", "out_for_delivery"]);
 
     // Another partner's parcel, another depot's planner, a parcel that
     // does not exist: one answer, so ids cannot be probed.
-    tracked(server.partner("fjellbutikk"), "NO-OSL-Z1", "manifested").await;
+    tracked(server.partner("fjellbutikk"), "NO-OSL-Z1", "on_route").await;
     assert_eq!(
         track_code(server.partner("nordshop"), "NO-OSL-Z1").await,
         Code::NotFound
@@ -202,10 +239,10 @@ async fn a_depot_s_day_pages_to_its_planner_and_a_bad_request_is_named() {
     assert_eq!(
         statuses,
         BTreeMap::from([
-            ("NO-OSL-A1", "manifested"),
+            ("NO-OSL-A1", "on_route"),
             ("NO-OSL-H1", "left_out"),
             ("NO-OSL-W1", "left_out"),
-            ("NO-OSL-Z1", "manifested"),
+            ("NO-OSL-Z1", "on_route"),
         ])
     );
 

@@ -102,14 +102,14 @@ async fn a_server_killed_mid_day_loses_nothing_it_acknowledged() {
         }
     }
     assert!(server.stop().success());
-    // Manifested parcels and a plan per route, plus a started and a failed
-    // event per handheld event, each once.
+    // Manifested parcels, each put on its route, and a plan per route, plus
+    // a started and a failed event per handheld event, each once.
     let out = threshold(&["log", "stats", "--data", data.to_str().expect("path")]);
     let stats = String::from_utf8_lossy(&out.stdout);
     assert!(
         stats.contains(&format!(
             "{} events",
-            manifested + routes + 2 * events.len()
+            2 * manifested + routes + 2 * events.len()
         )),
         "{stats}"
     );

@@ -11,7 +11,8 @@
 //! parcels planned on its route.
 
 use threshold_api::v1::access_service_client::AccessServiceClient;
-use threshold_api::v1::{AuthorizeUnlockRequest, attempt_ack};
+use threshold_api::v1::handheld_event::Report;
+use threshold_api::v1::{AuthorizeUnlockRequest, LoadedReport, attempt_ack};
 use threshold_domain::pb;
 use threshold_testkit::fixtures::{delivered, started};
 use tonic::Code;
@@ -70,7 +71,8 @@ async fn a_handheld_reporting_as_itself_on_another_routes_parcel_is_refused_coun
     recorded::install();
     let w = World::build().await;
     let (a, b) = (&w.a, &w.b);
-    for report in [started(), delivered()] {
+    let loaded = || Report::Loaded(LoadedReport {});
+    for report in [loaded(), started(), delivered()] {
         let head = w.head().await;
         let ack = send(w.driver_of(a), w.handheld(a, b.parcel, report))
             .await
@@ -89,7 +91,29 @@ async fn a_handheld_reporting_as_itself_on_another_routes_parcel_is_refused_coun
         recorded::value(
             "threshold_handheld_refused_total",
             &[("reason", "not_the_route_driver")]
-        ) >= 2.0
+        ) >= 3.0
+    );
+    // A's own parcel loaded into the van of B's route: refused, naming only
+    // the route A's handheld named.
+    let head = w.head().await;
+    let mut into_bs_van = w.handheld(a, a.parcel, loaded());
+    into_bs_van.route_id = b.route.clone();
+    let ack = send(w.driver_of(a), into_bs_van)
+        .await
+        .expect("the stream opens");
+    assert_eq!(ack.code, Code::PermissionDenied as i32, "{ack:?}");
+    assert!(
+        ack.error.starts_with("route_id: permission denied"),
+        "{}",
+        ack.error
+    );
+    assert!(!ack.error.contains(&b.driver), "{}", ack.error);
+    assert_eq!(w.stored_since(head).await, []);
+    assert!(
+        recorded::value(
+            "threshold_handheld_refused_total",
+            &[("reason", "not_the_named_route")]
+        ) >= 1.0
     );
     bs_day_goes_on(&w).await;
 }
