@@ -52,6 +52,7 @@ fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
     );
     let mut ids = HashSet::new();
     let mut proven = 0;
+    let (mut out, mut handed_over) = (HashSet::new(), HashSet::new());
     for (headers, body) in &got {
         verifier
             .verify(body, headers)
@@ -67,6 +68,16 @@ fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
             "{text}"
         );
         ids.insert(headers["webhook-id"].to_str().expect("id").to_owned());
+        let parcel = v["data"]["parcel_id"].as_str().expect("parcel").to_owned();
+        match v["type"].as_str() {
+            Some("parcel.out_for_delivery") => {
+                out.insert(parcel);
+            }
+            Some("parcel.delivered") => {
+                handed_over.insert(parcel);
+            }
+            _ => {}
+        }
         // The simulated in-home entries end with a relock and a receipt:
         // each such delivery carries the receipt's chain head.
         if v["data"]["status"] == "delivered_in_home" {
@@ -81,6 +92,11 @@ fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
         }
     }
     assert!(proven > 0, "the day has in-home deliveries with proof");
+    // Each parcel handed over was scanned into its van first, and the
+    // partner was told it was out for delivery.
+    assert!(!handed_over.is_empty());
+    let never_out: Vec<_> = handed_over.difference(&out).collect();
+    assert!(never_out.is_empty(), "delivered, never out: {never_out:?}");
     assert_eq!(
         ids.len(),
         got.len(),

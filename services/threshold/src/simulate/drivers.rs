@@ -1,5 +1,6 @@
 //! The drivers: each planned route driven by a handheld over
-//! HandheldService streams, one attempt per parcel and day, some handhelds
+//! HandheldService streams, its parcels scanned into the van at the depot,
+//! then one attempt per parcel and day, some handhelds
 //! dropping offline and resending; and the tally of how a driver's day went.
 //!
 //! A driver follows the fates and the plan; it never draws a fate nor
@@ -14,7 +15,9 @@ use rand::{Rng, SeedableRng};
 use threshold_api::v1::access_service_client::AccessServiceClient;
 use threshold_api::v1::handheld_event::Report;
 use threshold_api::v1::handheld_service_client::HandheldServiceClient;
-use threshold_api::v1::{AttemptAck, AttemptStartedReport, HandheldEvent, attempt_ack};
+use threshold_api::v1::{
+    AttemptAck, AttemptStartedReport, HandheldEvent, LoadedReport, attempt_ack,
+};
 use threshold_auth::Authed;
 use threshold_domain::EventId;
 use threshold_domain::country::timestamp;
@@ -100,6 +103,22 @@ pub(super) struct DriverDay {
 }
 
 impl DriverDay {
+    /// Counts a handheld stream's acknowledgements; a rejected event is
+    /// printed with `driver`'s name.
+    fn tally(&mut self, driver: &str, acks: &[AttemptAck]) {
+        for a in acks {
+            match attempt_ack::Result::try_from(a.result) {
+                Ok(attempt_ack::Result::Stored) => self.stored += 1,
+                Ok(attempt_ack::Result::Duplicate) => self.duplicates += 1,
+                _ => {
+                    self.rejected += 1;
+                    eprintln!("{driver}: event {} rejected: {}", a.sequence, a.error);
+                }
+            }
+            self.last_position = self.last_position.max(a.position);
+        }
+    }
+
     pub(super) fn add(&mut self, d: DriverDay) {
         self.stored += d.stored;
         self.duplicates += d.duplicates;
@@ -214,6 +233,19 @@ pub(super) async fn drive(
         sequence: 0,
         seed: day_seed,
     };
+    // At the depot, half an hour before the first stop, every parcel of
+    // the route is scanned into the van: out for delivery.
+    if let Some(first) = plans.iter().map(|(_, _, planned)| *planned).min() {
+        let departure = first - chrono::Duration::minutes(30);
+        let loaded: Vec<HandheldEvent> = plans
+            .iter()
+            .map(|(parcel, _, _)| {
+                handheld.event(parcel, departure, Report::Loaded(LoadedReport {}))
+            })
+            .collect();
+        let acks = stream(&conn, &loaded, None).await?;
+        day.tally(&driver, &acks);
+    }
     // One attempt per parcel and day, at its planned arrival: in-home
     // parcels at the grant, every other at the door with the attempt its
     // fate holds next (a parcel carried over from an earlier day is on its
@@ -256,17 +288,7 @@ pub(super) async fn drive(
         } else {
             acks = stream(&conn, &events, None).await?;
         }
-        for a in &acks {
-            match attempt_ack::Result::try_from(a.result) {
-                Ok(attempt_ack::Result::Stored) => day.stored += 1,
-                Ok(attempt_ack::Result::Duplicate) => day.duplicates += 1,
-                _ => {
-                    day.rejected += 1;
-                    eprintln!("{driver}: event {} rejected: {}", a.sequence, a.error);
-                }
-            }
-            day.last_position = day.last_position.max(a.position);
-        }
+        day.tally(&driver, &acks);
     }
     Ok((day, plans.into_iter().map(|(p, _, _)| p).collect()))
 }
