@@ -1,7 +1,8 @@
 //! Custody: which driver may report what happens to a parcel (loaded into
-//! the van of its route, an attempt started at its door, a delivery, a
-//! failed attempt), and how far the handheld's own clock is believed about
-//! when it happened.
+//! the van, an attempt started at its door, a delivery, a failed attempt),
+//! and how far the handheld's own clock is believed about when it happened.
+//! Which van a parcel is loaded into is the parcel's own stream's word: the
+//! route its latest assignment names ([`crate::parcel::Command::LoadOnVan`]).
 //!
 //! The binding is the route plan: a parcel is in the custody of the driver
 //! of the route whose current plan names it. The domain records no
@@ -65,10 +66,6 @@ pub enum Custody {
         /// tell one driver who another is).
         route_id: String,
     },
-    /// The parcel is on a route of this driver, but not the one the report
-    /// names (a parcel loaded into the van of another of their routes): the
-    /// report is refused.
-    OtherRoute,
 }
 
 impl Custody {
@@ -84,7 +81,6 @@ impl Custody {
             Custody::Theirs => None,
             Custody::Unplanned => Some("not_planned"),
             Custody::NotTheirs { .. } => Some("not_the_route_driver"),
-            Custody::OtherRoute => Some("not_the_named_route"),
         }
     }
 }
@@ -133,20 +129,6 @@ pub fn custody(assignment: Option<&Assignment>, reporter: &DriverId) -> Custody 
         Some(a) => Custody::NotTheirs {
             route_id: a.route_id.clone(),
         },
-    }
-}
-
-/// Whether `reporter` may report a parcel whose latest plan is
-/// `assignment` as loaded into the van of `route`: as [`custody`], and the
-/// route must be the one the plan puts it on.
-pub fn custody_on_route(
-    assignment: Option<&Assignment>,
-    reporter: &DriverId,
-    route: &str,
-) -> Custody {
-    match custody(assignment, reporter) {
-        Custody::Theirs if assignment.is_some_and(|a| a.route_id != route) => Custody::OtherRoute,
-        verdict => verdict,
     }
 }
 
@@ -213,28 +195,6 @@ mod tests {
                 driver_id: "drv-1".into(),
                 plan_version: 1,
             })
-        );
-    }
-
-    #[test]
-    fn a_load_names_the_route_the_parcel_is_on() {
-        let route = given::<Route>(&[planned("r-1", "drv-1", &["SE-1"])]);
-        let on = Assignment::of(&route, &parcel("SE-1"));
-        let load = |driver: &str, r: &str| custody_on_route(on.as_ref(), &drv(driver), r);
-        assert_eq!(load("drv-1", "r-1"), Custody::Theirs);
-        // Their own other route: refused, and said so.
-        assert_eq!(load("drv-1", "r-2"), Custody::OtherRoute);
-        assert_eq!(load("drv-1", "r-2").refusal(), Some("not_the_named_route"));
-        // Another driver naming the parcel's route is still not its driver.
-        assert_eq!(
-            load("drv-2", "r-1"),
-            Custody::NotTheirs {
-                route_id: "r-1".into()
-            }
-        );
-        assert_eq!(
-            custody_on_route(None, &drv("drv-1"), "r-1"),
-            Custody::Unplanned
         );
     }
 

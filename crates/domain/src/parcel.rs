@@ -106,8 +106,8 @@ pub fn clip_left_out_reason(reason: &str) -> String {
 pub enum Command {
     /// Accept a manifest row. Loading the same row again changes nothing.
     Manifest(Box<pb::ParcelManifested>),
-    /// A plan put it on a route. Planned again onto the route it is on,
-    /// nothing is written; refused while a driver is at its door and after
+    /// A plan put it on a route. Planned again onto the route it is on
+    /// (and not left out in between), nothing is written; refused while a driver is at its door and after
     /// a failed attempt (the depot carries it over or returns it).
     AssignToRoute {
         /// The route.
@@ -117,9 +117,10 @@ pub enum Command {
         /// Its stop on the route.
         stop_index: u32,
     },
-    /// Scanned into the van: out for delivery. Scanned again into the same
-    /// van, nothing is written; refused while a driver is at its door and
-    /// after a failed attempt.
+    /// Scanned into the van: out for delivery. Only into the van of the
+    /// route its latest assignment names; scanned again into the same van,
+    /// nothing is written; refused before a plan puts it on a route, while
+    /// a driver is at its door and after a failed attempt.
     LoadOnVan {
         /// The route.
         route_id: RouteId,
@@ -255,6 +256,11 @@ pub fn validate_manifested(m: &pb::ParcelManifested) -> Result<()> {
 
 impl Parcel {
     fn refuse(&self, action: &'static str) -> DomainError {
+        self.refuse_in(action, self.status.describe().into())
+    }
+
+    /// `action` refused in `state`, as words.
+    fn refuse_in(&self, action: &'static str, state: String) -> DomainError {
         DomainError::InvalidState {
             subject: self
                 .manifest
@@ -262,7 +268,7 @@ impl Parcel {
                 .map(|m| format!("parcel/{}", m.parcel_id))
                 .unwrap_or_else(|| "parcel".into()),
             action,
-            state: self.status.describe().into(),
+            state,
         }
     }
 
@@ -335,9 +341,11 @@ impl Aggregate for Parcel {
                 if matches!(self.status, Status::Attempting | Status::AttemptFailed) {
                     return Err(self.refuse("assign to a route"));
                 }
-                // Planned again onto the route it is on: nothing changed.
+                // Planned again onto the route it is on: nothing changed
+                // (unless a plan in between left it out).
                 if matches!(self.status, Status::Assigned | Status::OutForDelivery)
                     && self.route_id.as_deref() == Some(route_id.as_str())
+                    && self.left_out.is_none()
                 {
                     return Ok(vec![]);
                 }
@@ -352,13 +360,20 @@ impl Aggregate for Parcel {
                 driver_id,
             } => {
                 self.require_open("load on a van")?;
-                if matches!(self.status, Status::Attempting | Status::AttemptFailed) {
-                    return Err(self.refuse("load on a van"));
-                }
-                if self.status == Status::OutForDelivery
-                    && self.route_id.as_deref() == Some(route_id.as_str())
-                {
-                    return Ok(vec![]);
+                // Only onto the route its latest assignment names: not one
+                // it has left, nor before a plan put it on one (a parcel
+                // moved to another day has none until that day's plan).
+                match (self.status, self.route_id.as_deref()) {
+                    (Status::OutForDelivery, Some(on)) if on == route_id.as_str() => {
+                        return Ok(vec![]);
+                    }
+                    (Status::Assigned | Status::OutForDelivery, Some(on))
+                        if on == route_id.as_str() => {}
+                    (Status::Assigned | Status::OutForDelivery, Some(on)) => {
+                        return Err(self
+                            .refuse_in("load on a van", format!("on route {on}, not {route_id}")));
+                    }
+                    _ => return Err(self.refuse("load on a van")),
                 }
                 Ok(vec![Event::OutForDelivery(pb::ParcelOutForDelivery {
                     route_id: route_id.to_string(),
@@ -743,6 +758,9 @@ mod tests {
             driver_id: driver(),
         };
         let mut history = vec![Event::Manifested(m)];
+        // No plan has put it on a route yet: no van to load it into.
+        let err = given::<Parcel>(&history).decide(&load("r-1")).unwrap_err();
+        assert!(err.to_string().ends_with("when manifested"), "{err}");
         let events = given::<Parcel>(&history).decide(&assign("r-1")).unwrap();
         assert_eq!(
             events,
@@ -759,6 +777,12 @@ mod tests {
         assert_eq!(p.decide(&assign("r-1")).unwrap(), vec![]);
         assert_eq!(p.decide(&assign("r-2")).unwrap().len(), 1);
 
+        // Only into the van of the route it is on.
+        let err = p.decide(&load("r-2")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parcel/SE-00001234: cannot load on a van when on route r-1, not r-2"
+        );
         let events = p.decide(&load("r-1")).unwrap();
         assert_eq!(
             events,
@@ -772,6 +796,29 @@ mod tests {
         assert_eq!(p.status, Status::OutForDelivery);
         assert_eq!(p.decide(&load("r-1")).unwrap(), vec![]);
         assert_eq!(p.decide(&assign("r-1")).unwrap(), vec![]);
+        // Left out by a plan, then placed back on the same route: recorded
+        // again, so the track does not stay at left_out.
+        let mut dropped = history.clone();
+        dropped.push(Event::LeftOut(pb::ParcelLeftOut {
+            delivery_date: Some(date_to_proto(
+                NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+            )),
+            reason: "no van".into(),
+            planned_at: None,
+        }));
+        assert_eq!(
+            given::<Parcel>(&dropped)
+                .decide(&assign("r-1"))
+                .unwrap()
+                .len(),
+            1
+        );
+        // Moved to another route: loaded only into that one's van.
+        let mut moved = history.clone();
+        moved.extend(p.decide(&assign("r-2")).unwrap());
+        let moved = given::<Parcel>(&moved);
+        assert!(moved.decide(&load("r-1")).is_err());
+        assert_eq!(moved.decide(&load("r-2")).unwrap().len(), 1);
 
         // At the door, and after a failed attempt, neither moves it.
         history.push(started(1));

@@ -18,9 +18,9 @@
 //! driver's custody ([`threshold_domain::custody`]): the route whose latest
 //! plan names the parcel must be the driver's; a parcel no plan names is in
 //! nobody's. A parcel reported loaded must be loaded into the van of the
-//! route it is on: the report names that route (`route_id`), and one that
-//! names another of the driver's routes is refused too (`route_id:
-//! permission denied: …`). The route plans are the service's in-memory
+//! route its own stream says it is on (the plan's assignment): the report
+//! names that route (`route_id`), and the parcel's state refuses any other
+//! (FAILED_PRECONDITION). The route plans are the service's in-memory
 //! projection of the log, so the check costs no read; only a refusal first
 //! lets the projection catch up with the log, so a plan written a moment
 //! ago is not missed. An acceptance is not held up that way: within the projection's
@@ -30,7 +30,7 @@
 //! denied: …`, like any other rejected event (each carries the code a unary
 //! call would have failed with), and the stream goes on. It is counted
 //! (`threshold.handheld.refused`, by reason: `not_the_route_driver`,
-//! `not_planned`, `not_the_named_route`) and logged with the driver, the
+//! `not_planned`) and logged with the driver, the
 //! parcel and the route, not written to the parcel's stream: a hostile
 //! handheld must not be able to grow another driver's parcel's history, nor
 //! put anything on the stream partners' outcomes come from.
@@ -62,7 +62,7 @@ use threshold_api::v1::{
 };
 use threshold_auth::Role;
 use threshold_domain::country::instant;
-use threshold_domain::custody::{Custody, custody, custody_on_route, handheld_time};
+use threshold_domain::custody::{Custody, custody, handheld_time};
 use threshold_domain::grant::Grant;
 use threshold_domain::home::Home;
 use threshold_domain::parcel::{Command, Parcel};
@@ -169,7 +169,7 @@ impl Metrics {
                 .u64_counter("threshold.handheld.refused")
                 .with_description(
                     "Handheld events refused, by reason (not_the_route_driver, not_planned, \
-                     not_the_named_route, occurred_at_ahead, occurred_at_too_old)",
+                     occurred_at_ahead, occurred_at_too_old)",
                 )
                 .build(),
             tally: Arc::default(),
@@ -282,8 +282,8 @@ impl Handhelds {
 
     /// Events this service (and its clones) refused for `reason` since it
     /// started: what `threshold.handheld.refused` counts under that reason
-    /// (`not_the_route_driver`, `not_planned`, `not_the_named_route`,
-    /// `occurred_at_ahead`, `occurred_at_too_old`).
+    /// (`not_the_route_driver`, `not_planned`, `occurred_at_ahead`,
+    /// `occurred_at_too_old`).
     pub fn refused(&self, reason: &str) -> u64 {
         self.metrics
             .tally
@@ -446,24 +446,17 @@ fn attempt_of(e: &pb::parcel_event::Event) -> u32 {
 }
 
 /// Whether `driver` may report on `parcel`, by the route plans `routes`
-/// holds; a report that the parcel was loaded into the van of `loaded_on`
-/// must name the route the parcel is on. A refusal is checked again once
-/// the projection has caught up with the log's head: a plan written just
-/// now may hand the parcel over.
+/// holds. A refusal is checked again once the projection has caught up with
+/// the log's head: a plan written just now may hand the parcel over.
 async fn custody_of(
     log: &dyn EventLog,
     routes: &std::sync::RwLock<threshold_projections::Routes>,
     parcel: &str,
     driver: &DriverId,
-    loaded_on: Option<&str>,
 ) -> Custody {
     let now = || {
         let routes = routes.read().unwrap_or_else(|p| p.into_inner());
-        let on = routes.carrying(parcel);
-        match loaded_on {
-            Some(route) => custody_on_route(on.as_ref(), driver, route),
-            None => custody(on.as_ref(), driver),
-        }
+        custody(routes.carrying(parcel).as_ref(), driver)
     };
     let verdict = now();
     if !verdict.is_refused() {
@@ -484,19 +477,16 @@ async fn custody_of(
 
 /// The acknowledgement of an event refused because the parcel is not in
 /// its driver's custody: whether it is on another route, and which, or on
-/// none, stays unsaid. `verdict` is the refusal.
-fn not_theirs(e: &HandheldEvent, verdict: &Custody) -> AttemptAck {
-    let why = match verdict {
-        Custody::OtherRoute => format!(
-            "route_id: permission denied: {} is not on route {}",
-            e.parcel_id, e.route_id
-        ),
-        _ => format!(
+/// none, stays unsaid.
+fn not_theirs(e: &HandheldEvent) -> AttemptAck {
+    refusal(
+        e,
+        Code::PermissionDenied,
+        format!(
             "driver_id: permission denied: {} is not on a route of {}",
             e.parcel_id, e.driver_id
         ),
-    };
-    refusal(e, Code::PermissionDenied, why)
+    )
 }
 
 /// The acknowledgement of an event not stored: REJECTED, with the code a
@@ -914,18 +904,7 @@ impl Attempts {
         // before whose it is.
         let verdict = match DriverId::new(&event.driver_id) {
             Ok(driver) if handheld.covers(&event.driver_id) && check(event).is_ok() => {
-                let loaded_on = matches!(event.report, Some(Report::Loaded(_)))
-                    .then_some(event.route_id.as_str());
-                Some(
-                    custody_of(
-                        &*self.log,
-                        &self.routes,
-                        &event.parcel_id,
-                        &driver,
-                        loaded_on,
-                    )
-                    .await,
-                )
+                Some(custody_of(&*self.log, &self.routes, &event.parcel_id, &driver).await)
             }
             _ => None,
         };
@@ -945,7 +924,7 @@ impl Attempts {
                 reason,
                 "handheld event refused: the parcel is not on a route of the driver"
             );
-            Ok(not_theirs(event, verdict))
+            Ok(not_theirs(event))
         } else if handheld.covers(&event.driver_id) {
             // The server's clock now, or the simulation's the stream was
             // sent at.

@@ -320,9 +320,28 @@ fn loaded(driver: &str, seq: u64, parcel: &str, route: &str) -> HandheldEvent {
     }
 }
 
+/// What planning records on `parcel`'s stream when a plan puts it on
+/// `route`.
+async fn assigned(log: &dyn EventLog, parcel: &str, route: &str) {
+    let e = pb::parcel_event::Event::AssignedToRoute(pb::ParcelAssignedToRoute {
+        route_id: route.into(),
+        plan_version: 1,
+        stop_index: 0,
+    });
+    facts(
+        log,
+        &format!("parcel/{parcel}"),
+        vec![DomainEvent::Parcel(e)],
+        Utc::now(),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_parcel_is_loaded_only_by_its_driver_into_the_van_of_its_route() {
     let server = serve().await;
+    let log = server.log();
+    assigned(log.as_ref(), "SE-1", "r-1").await;
     // Another driver, naming the parcel's route or their own.
     let mut intruder = HandheldStream::open(server.client_as(Role::Handheld, "drv-2")).await;
     for (seq, route) in [(1, "r-1"), (2, "r-2")] {
@@ -332,32 +351,50 @@ async fn a_parcel_is_loaded_only_by_its_driver_into_the_van_of_its_route() {
         );
     }
     let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
+    let refused = |a: &AttemptAck, code: tonic::Code, error: &str| {
+        assert_eq!(result(a), attempt_ack::Result::Rejected, "{a:?}");
+        assert_eq!(a.code, code as i32, "{a:?}");
+        assert!(a.error.starts_with(error), "{}", a.error);
+    };
     // Its own driver, into the van of a route the parcel is not on.
-    let a = hh.send(&loaded("drv-1", 1, "SE-1", "r-2")).await;
-    assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
-    assert_eq!(a.code, tonic::Code::PermissionDenied as i32, "{a:?}");
-    assert!(
-        a.error
-            .starts_with("route_id: permission denied: SE-1 is not on route r-2"),
-        "{}",
-        a.error
+    refused(
+        &hh.send(&loaded("drv-1", 1, "SE-1", "r-2")).await,
+        tonic::Code::FailedPrecondition,
+        "parcel/SE-1: cannot load on a van when on route r-1, not r-2",
     );
     // Naming no route at all.
-    let a = hh.send(&loaded("drv-1", 2, "SE-1", "")).await;
-    assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
-    assert_eq!(a.code, tonic::Code::InvalidArgument as i32, "{a:?}");
-    assert!(a.error.starts_with("route_id: is missing"), "{}", a.error);
-    // A parcel no plan names.
-    let a = hh.send(&loaded("drv-1", 3, "SE-4", "r-1")).await;
-    assert_eq!(a.code, tonic::Code::PermissionDenied as i32, "{a:?}");
-    assert_eq!(history(&server, "SE-1").await, vec!["parcel.manifested"]);
-    assert_eq!(history(&server, "SE-4").await, vec!["parcel.manifested"]);
+    refused(
+        &hh.send(&loaded("drv-1", 2, "SE-1", "")).await,
+        tonic::Code::InvalidArgument,
+        "route_id: is missing",
+    );
+    // A parcel no plan names, and one whose assignment its stream lacks.
+    refused(
+        &hh.send(&loaded("drv-1", 3, "SE-4", "r-1")).await,
+        tonic::Code::PermissionDenied,
+        "driver_id: permission denied",
+    );
+    refused(
+        &hh.send(&loaded("drv-1", 4, "SE-2", "r-1")).await,
+        tonic::Code::FailedPrecondition,
+        "parcel/SE-2: cannot load on a van when manifested",
+    );
+    for parcel in ["SE-1", "SE-2", "SE-4"] {
+        assert_eq!(
+            history(&server, parcel).await.last().map(String::as_str),
+            Some(if parcel == "SE-1" {
+                "parcel.assigned_to_route"
+            } else {
+                "parcel.manifested"
+            }),
+            "{parcel}"
+        );
+    }
     assert_eq!(server.handhelds().refused("not_the_route_driver"), 2);
-    assert_eq!(server.handhelds().refused("not_the_named_route"), 1);
     assert_eq!(server.handhelds().refused("not_planned"), 1);
 
     // Into its own van: out for delivery; resent, or scanned again, nothing new.
-    let scan = loaded("drv-1", 4, "SE-1", "r-1");
+    let scan = loaded("drv-1", 5, "SE-1", "r-1");
     let a = hh.send(&scan).await;
     assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
     let again = hh.send(&scan).await;
@@ -365,7 +402,7 @@ async fn a_parcel_is_loaded_only_by_its_driver_into_the_van_of_its_route() {
         (result(&again), again.position),
         (attempt_ack::Result::Duplicate, a.position)
     );
-    let rescanned = hh.send(&loaded("drv-1", 5, "SE-1", "r-1")).await;
+    let rescanned = hh.send(&loaded("drv-1", 6, "SE-1", "r-1")).await;
     assert_eq!(
         (result(&rescanned), rescanned.position),
         (attempt_ack::Result::Duplicate, 0),
@@ -373,20 +410,39 @@ async fn a_parcel_is_loaded_only_by_its_driver_into_the_van_of_its_route() {
     );
     assert_eq!(
         history(&server, "SE-1").await,
-        vec!["parcel.manifested", "parcel.out_for_delivery"]
-    );
-    // At the door, a scan into the van is refused by the parcel's state.
-    let a = hh.send(&event("drv-1", 6, "SE-1", started())).await;
-    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
-    let a = hh.send(&loaded("drv-1", 7, "SE-1", "r-1")).await;
-    assert_eq!(a.code, tonic::Code::FailedPrecondition as i32, "{a:?}");
-    assert_eq!(
-        history(&server, "SE-1").await,
         vec![
             "parcel.manifested",
-            "parcel.out_for_delivery",
-            "parcel.attempt_started"
+            "parcel.assigned_to_route",
+            "parcel.out_for_delivery"
         ]
+    );
+    // Moved by a replan onto another of drv-1's routes: the morning's scan,
+    // resent, is still what it was; a scan into the old van is refused.
+    plan(log.as_ref(), planned("r-3", "drv-1", &["SE-1"])).await;
+    plan(log.as_ref(), replanned("r-1", 2, &["SE-2"])).await;
+    assigned(log.as_ref(), "SE-1", "r-3").await;
+    let resent = hh.send(&scan).await;
+    assert_eq!(
+        (result(&resent), resent.position),
+        (attempt_ack::Result::Duplicate, a.position),
+        "{resent:?}"
+    );
+    refused(
+        &hh.send(&loaded("drv-1", 7, "SE-1", "r-1")).await,
+        tonic::Code::FailedPrecondition,
+        "parcel/SE-1: cannot load on a van when on route r-3, not r-1",
+    );
+    // At the door, a scan into the van is refused by the parcel's state.
+    let a = hh.send(&event("drv-1", 8, "SE-1", started())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+    refused(
+        &hh.send(&loaded("drv-1", 9, "SE-1", "r-3")).await,
+        tonic::Code::FailedPrecondition,
+        "parcel/SE-1: cannot load on a van when an attempt is under way",
+    );
+    assert_eq!(
+        history(&server, "SE-1").await.last().map(String::as_str),
+        Some("parcel.attempt_started")
     );
 }
 

@@ -238,6 +238,36 @@ fn failed_parcels_are_tried_again_on_the_next_delivery_day_across_a_weekend_and_
         }
     }
     assert!(manifested >= 80, "{manifested} parcels manifested");
+    // Every attempt on a parcel follows a plan that put it on a route and
+    // a scan into that route's van, each time it is tried (after a failed
+    // attempt, the next day's plan and scan again).
+    let mut since_attempt: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut attempted = 0;
+    for (stream, kind, _) in &log {
+        let steps = since_attempt.entry(stream).or_default();
+        match kind.as_str() {
+            "parcel.attempt_started" => {
+                assert!(
+                    steps.ends_with(&["parcel.assigned_to_route", "parcel.out_for_delivery"]),
+                    "{stream}: attempted after {steps:?}"
+                );
+                attempted += 1;
+                steps.clear();
+            }
+            "parcel.assigned_to_route" | "parcel.out_for_delivery" => steps.push(kind),
+            _ => {}
+        }
+    }
+    assert!(attempted > 100, "{attempted} attempts");
+    // And the handhelds' loads and reports were all taken.
+    let driven: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.contains("routes driven"))
+        .collect();
+    assert!(!driven.is_empty(), "{printed}");
+    for l in driven {
+        assert!(l.contains(", 0 rejected,"), "{l}");
+    }
 
     // The report counts them: more attempts than parcels, and parcels
     // returned after their third failed attempt.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use common::*;
 
@@ -52,7 +52,8 @@ fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
     );
     let mut ids = HashSet::new();
     let mut proven = 0;
-    let (mut out, mut handed_over) = (HashSet::new(), HashSet::new());
+    // parcel → when it went out, when it was handed over.
+    let (mut out, mut handed_over) = (BTreeMap::new(), BTreeMap::new());
     for (headers, body) in &got {
         verifier
             .verify(body, headers)
@@ -69,12 +70,14 @@ fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
         );
         ids.insert(headers["webhook-id"].to_str().expect("id").to_owned());
         let parcel = v["data"]["parcel_id"].as_str().expect("parcel").to_owned();
+        let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().expect("timestamp"))
+            .expect("an RFC 3339 timestamp");
         match v["type"].as_str() {
             Some("parcel.out_for_delivery") => {
-                out.insert(parcel);
+                out.insert(parcel, at);
             }
             Some("parcel.delivered") => {
-                handed_over.insert(parcel);
+                handed_over.insert(parcel, at);
             }
             _ => {}
         }
@@ -95,8 +98,15 @@ fn run_delivers_a_partners_simulated_day_signed_to_its_webhook() {
     // Each parcel handed over was scanned into its van first, and the
     // partner was told it was out for delivery.
     assert!(!handed_over.is_empty());
-    let never_out: Vec<_> = handed_over.difference(&out).collect();
-    assert!(never_out.is_empty(), "delivered, never out: {never_out:?}");
+    for (parcel, delivered) in &handed_over {
+        let went_out = out
+            .get(parcel)
+            .unwrap_or_else(|| panic!("{parcel} delivered, never out for delivery"));
+        assert!(
+            went_out < delivered,
+            "{parcel}: out {went_out}, delivered {delivered}"
+        );
+    }
     assert_eq!(
         ids.len(),
         got.len(),
