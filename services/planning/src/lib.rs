@@ -380,14 +380,12 @@ impl Planning {
             },
         };
         let returned = matches!(command, ParcelCommand::Return { .. });
-        match decide::<ParcelState>(&*self.log, &stream, &command, |_| (EventId::new(), at)).await {
-            Ok(d) if d.events.is_empty() => Ok(Carried::Stayed),
-            Ok(_) if returned => Ok(Carried::Returned),
-            Ok(_) => Ok(Carried::Moved),
-            // It changed since it was read: a driver reached it first.
-            Err(DecideError::Refused(_)) => Ok(Carried::Stayed),
-            Err(e) => Err(status(e)),
-        }
+        // Refused: it changed since it was read (a driver reached it first).
+        Ok(match on_parcel(&*self.log, &id, &command, at).await? {
+            Some(0) | None => Carried::Stayed,
+            Some(_) if returned => Carried::Returned,
+            Some(_) => Carried::Moved,
+        })
     }
 
     /// Records on each `placed` parcel's stream that the plan made at
@@ -405,22 +403,7 @@ impl Planning {
                 let log = Arc::clone(&self.log);
                 async move {
                     let id = ParcelId::new(&parcel).map_err(status)?;
-                    match decide::<ParcelState>(&*log, &StreamId::parcel(&id), &command, |_| {
-                        (EventId::new(), planned_at)
-                    })
-                    .await
-                    {
-                        Ok(_) => Ok(()),
-                        Err(DecideError::Refused(e)) => {
-                            tracing::debug!(
-                                parcel,
-                                error = %e,
-                                "planning: a placed parcel is not the plan's to move"
-                            );
-                            Ok(())
-                        }
-                        Err(e) => Err(status(e)),
-                    }
+                    on_parcel(&*log, &id, &command, planned_at).await.map(drop)
                 }
             })
             .buffer_unordered(ASSIGNING);
@@ -449,20 +432,34 @@ impl Planning {
             planned_at,
             placed_since,
         };
-        match decide::<ParcelState>(&*self.log, &StreamId::parcel(&id), &command, |_| {
-            (EventId::new(), planned_at)
-        })
-        .await
-        {
-            Ok(d) => Ok(!d.events.is_empty()),
-            // It changed since the plan read it (delivered, moved to another
-            // day, a driver at its door): this plan's reason is not its.
-            Err(DecideError::Refused(e)) => {
-                tracing::debug!(parcel, error = %e, "planning: a parcel left out is no longer open");
-                Ok(false)
-            }
-            Err(e) => Err(status(e)),
+        // Refused: this plan's reason is not its any more.
+        Ok(on_parcel(&*self.log, &id, &command, planned_at)
+            .await?
+            .is_some_and(|written| written > 0))
+    }
+}
+
+/// Decides a plan's `command` on `parcel`'s stream at `at`: how many events
+/// it wrote, or `None` when the parcel's state refuses it because it
+/// changed since the plan read it (delivered, moved to another day, a
+/// driver at its door), which is not the plan's to undo and is logged.
+async fn on_parcel(
+    log: &dyn EventLog,
+    parcel: &ParcelId,
+    command: &ParcelCommand,
+    at: DateTime<Utc>,
+) -> Result<Option<usize>, Status> {
+    match decide::<ParcelState>(log, &StreamId::parcel(parcel), command, |_| {
+        (EventId::new(), at)
+    })
+    .await
+    {
+        Ok(d) => Ok(Some(d.events.len())),
+        Err(DecideError::Refused(e)) => {
+            tracing::debug!(%parcel, error = %e, "planning: the parcel changed since it was planned");
+            Ok(None)
         }
+        Err(e) => Err(status(e)),
     }
 }
 
