@@ -280,7 +280,10 @@ enum LogCmd {
 
 /// The server allocates and frees small buffers for every event it carries
 /// (records, rows, messages); jemalloc does that with less work than the
-/// system allocator.
+/// system allocator. It serves the C libraries linked in too (librdkafka,
+/// which allocates each header of each record, and SQLite): the crate's
+/// `unprefixed_malloc_on_supported_platforms` feature makes it `malloc`
+/// and `free` for the whole process (see deploy/README.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
