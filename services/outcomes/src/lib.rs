@@ -130,6 +130,14 @@ pub enum View {
     Carrier,
 }
 
+/// The event types that are outcomes: [`outcome`] is `None` for every
+/// other, so a reader may pass over the rest without decoding them.
+pub const OUTCOME_TYPES: &[&str] = &[
+    "parcel.delivered",
+    "parcel.attempt_failed",
+    "parcel.returned",
+];
+
 /// The outcome `view` sees for one event, if the event is one; a sealed
 /// note stays closed (see [`outcome_opened`]).
 pub fn outcome(event: &RecordedEvent, view: View) -> Option<ParcelOutcome> {
@@ -144,7 +152,9 @@ pub fn outcome_opened(
     vault: Option<&threshold_privacy::Vault>,
 ) -> Option<ParcelOutcome> {
     use pb::parcel_event::Event as E;
-    if event.stream.category() != Category::Parcel {
+    if event.stream.category() != Category::Parcel
+        || !OUTCOME_TYPES.contains(&event.event.event_type.as_str())
+    {
         return None;
     }
     let DomainEvent::Parcel(e) = event.decode().ok()? else {
@@ -473,5 +483,59 @@ impl OutcomeService for Outcomes {
                 .collect(),
             next_page_after,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use pb::parcel_event::Event as E;
+    use threshold_domain::{EventId, StreamId};
+    use threshold_log::NewEvent;
+
+    fn recorded(event: DomainEvent) -> RecordedEvent {
+        RecordedEvent {
+            position: Position(1),
+            stream: StreamId::new(Category::Parcel, "SE-1").unwrap(),
+            stream_version: 1,
+            recorded_at: Utc::now(),
+            event: NewEvent::new(EventId::new(), &event, Utc::now()),
+        }
+    }
+
+    /// `OUTCOME_TYPES` is exactly the parcel events that are outcomes:
+    /// a publisher passing over every other type loses none.
+    #[test]
+    fn the_outcome_types_are_the_events_that_make_an_outcome() {
+        let every = [
+            E::Manifested(Default::default()),
+            E::AssignedToRoute(Default::default()),
+            E::OutForDelivery(Default::default()),
+            E::AttemptStarted(Default::default()),
+            E::Delivered(Default::default()),
+            E::AttemptFailed(Default::default()),
+            E::Rescheduled(Default::default()),
+            E::Returned(Default::default()),
+            E::LeftOut(Default::default()),
+        ];
+        let (mut types, mut kinds) = (Vec::new(), Vec::new());
+        for e in every {
+            let event = DomainEvent::Parcel(e);
+            for view in [View::Partner, View::Carrier] {
+                if let Some(o) = outcome(&recorded(event.clone()), view) {
+                    types.push(event.event_type());
+                    kinds.push(o.kind());
+                }
+            }
+        }
+        types.dedup();
+        kinds.dedup();
+        assert_eq!(types, OUTCOME_TYPES);
+        // And every kind of outcome a partner can be sent comes of one.
+        let every_kind: Vec<parcel_outcome::Kind> = (1..)
+            .map_while(|k| parcel_outcome::Kind::try_from(k).ok())
+            .collect();
+        assert_eq!(kinds, every_kind);
     }
 }

@@ -977,6 +977,7 @@ fn publish_outcomes(log: &KafkaLog) -> Result<tokio::task::JoinHandle<()>, thres
         &format!("{}.outcome-publisher", options.topic_prefix),
         threshold_domain::Category::Parcel,
         &options.outcome_topic(),
+        threshold_outcome_service::OUTCOME_TYPES,
         |event| {
             let outcome = threshold_outcome_service::outcome(
                 event,

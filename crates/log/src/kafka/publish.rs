@@ -60,12 +60,15 @@ const PUBLISH_FETCH_WAIT_MS: &str = "100";
 impl KafkaLog {
     /// Publishes `derive` of every event of `category` to `topic`, as a
     /// member of consumer group `group`, until the returned task is aborted
-    /// or the consumer fails for good.
+    /// or the consumer fails for good. `types` are the event types `derive`
+    /// makes something of: a record of any other type is passed over
+    /// without waiting for the replica or reading it.
     pub fn publish<F>(
         &self,
         group: &str,
         category: Category,
         topic: &str,
+        types: &'static [&'static str],
         derive: F,
     ) -> Result<tokio::task::JoinHandle<()>>
     where
@@ -103,7 +106,7 @@ impl KafkaLog {
                 let publishing = std::time::Instant::now();
                 loop {
                     match log
-                        .publish_batch(&producer, &batch, &topic, derive.as_ref())
+                        .publish_batch(&producer, &batch, &topic, types, derive.as_ref())
                         .await
                     {
                         Ok(()) => break,
@@ -123,13 +126,15 @@ impl KafkaLog {
         }))
     }
 
-    /// Publishes what `derive` makes of every event in `batch`, in the
-    /// batch's order, and waits until Kafka acknowledged every publication.
+    /// Publishes what `derive` makes of every event of `types` in `batch`,
+    /// in the batch's order, and waits until Kafka acknowledged every
+    /// publication.
     async fn publish_batch(
         &self,
         producer: &super::append::Producer,
         batch: &[OwnedMessage],
         topic: &str,
+        types: &[&str],
         derive: &(dyn Fn(&RecordedEvent) -> Option<Derived> + Send + Sync),
     ) -> Result<()> {
         let mut records = Vec::with_capacity(batch.len());
@@ -138,6 +143,9 @@ impl KafkaLog {
             let Ok(record) = kafka_record::from_message(message) else {
                 continue; // the replica logs it; nothing to publish
             };
+            if !types.contains(&record.event.event_type.as_str()) {
+                continue;
+            }
             let Some(c) = self.inner.topics.iter().position(|t| t == message.topic()) else {
                 continue;
             };
