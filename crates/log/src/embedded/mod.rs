@@ -308,19 +308,46 @@ impl EmbeddedLog {
             .iter()
             .map(|(stream, version)| self.tail_after(stream, version.saturating_sub(1)))
             .collect();
-        self.with_reader(move |conn, path| {
+        // Those still in memory (a reader close behind the head, such as a
+        // publisher, finds most there) need no read of the database.
+        let mut found: Vec<Option<RecordedEvent>> = {
+            let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
             wanted
                 .iter()
-                .zip(from_tail)
+                .zip(&from_tail)
                 .map(|((stream, version), tail)| {
-                    if *version == 0 {
-                        return Ok(None);
-                    }
-                    Ok(stream_after(conn, path, stream, version - 1, 1, tail)?.pop())
+                    let (_, position) = tail.iter().find(|(v, _)| v == version)?;
+                    recent
+                        .at(Position(*position))
+                        .filter(|e| e.stream == *stream && e.stream_version == *version)
+                        .map(|e| RecordedEvent::clone(&e))
                 })
                 .collect()
-        })
-        .await
+        };
+        let missing: Vec<_> = wanted
+            .into_iter()
+            .zip(from_tail)
+            .enumerate()
+            .filter(|(i, ((_, version), _))| found[*i].is_none() && *version > 0)
+            .map(|(i, ((stream, version), tail))| (i, stream, version, tail))
+            .collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let read = self
+            .with_reader(move |conn, path| {
+                missing
+                    .into_iter()
+                    .map(|(i, stream, version, tail)| {
+                        Ok((i, stream_after(conn, path, &stream, version - 1, 1, tail)?.pop()))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        for (i, event) in read {
+            found[i] = event;
+        }
+        Ok(found)
     }
 
     async fn with_reader<T, F>(&self, f: F) -> Result<T>

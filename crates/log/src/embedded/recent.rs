@@ -64,6 +64,13 @@ impl Recent {
         }
     }
 
+    /// The event at `position`, if it is held.
+    pub(super) fn at(&self, position: Position) -> Option<Arc<RecordedEvent>> {
+        let first = self.events.front()?.position.0;
+        let i = usize::try_from(position.0.checked_sub(first)?).ok()?;
+        self.events.get(i).cloned()
+    }
+
     /// Up to `max` events after `after`, or `None` when the first of them
     /// is no longer (or not yet) held: then the database has them. Shared:
     /// the caller copies them once the lock is let go.

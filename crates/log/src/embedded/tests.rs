@@ -594,7 +594,7 @@ async fn many_streams_single_events_read_in_one_go_as_one_by_one() {
         },
     ] {
         let dir = tempfile::tempdir().expect("dir");
-        let log = EmbeddedLog::open(dir.path(), options).expect("open");
+        let log = EmbeddedLog::open(dir.path(), options.clone()).expect("open");
         fill(&log, 60).await;
         let mut wanted = Vec::new();
         for n in 0..13 {
@@ -627,6 +627,16 @@ async fn many_streams_single_events_read_in_one_go_as_one_by_one() {
         // 60 events over 13 streams: every stream has 4 or 5, so versions
         // 1 and 3 everywhere and 5 in eight streams; 6 nowhere.
         assert_eq!(found, 13 * 2 + 8);
+        // Those in memory and those read from the database are the same:
+        // reopened, the log holds none in memory.
+        let held = log.inner.recent.lock().expect("lock").at(Position(60));
+        assert_eq!(held.map(|e| e.position), Some(Position(60)));
+        log.close().await.expect("close");
+        let log = EmbeddedLog::open(dir.path(), options).expect("reopen");
+        assert!(log.inner.recent.lock().expect("lock").at(Position(60)).is_none());
+        let reread = log.read_versions(wanted).await.expect("read");
+        assert_eq!(reread, together);
+        log.close().await.expect("close");
     }
 }
 
