@@ -389,6 +389,15 @@ impl Aggregate for Parcel {
                 if self.status == Status::Attempting {
                     return Err(self.refuse("start an attempt"));
                 }
+                // At the door on the route its latest assignment names, when
+                // it has one: an attempt names no route it is not on.
+                if let (Some(named), Some(on)) = (route_id, self.route_id.as_deref())
+                    && named.as_str() != on
+                {
+                    return Err(
+                        self.refuse_in("start an attempt", format!("on route {on}, not {named}"))
+                    );
+                }
                 Ok(vec![Event::AttemptStarted(pb::AttemptStarted {
                     attempt: self.attempts + 1,
                     route_id: route_id
@@ -813,12 +822,30 @@ mod tests {
                 .len(),
             1
         );
-        // Moved to another route: loaded only into that one's van.
+        // Moved to another route: loaded only into that one's van, and
+        // attempted only on that route.
         let mut moved = history.clone();
         moved.extend(p.decide(&assign("r-2")).unwrap());
         let moved = given::<Parcel>(&moved);
         assert!(moved.decide(&load("r-1")).is_err());
         assert_eq!(moved.decide(&load("r-2")).unwrap().len(), 1);
+        let start = |r: Option<&str>| Command::StartAttempt {
+            route_id: r.map(route),
+            driver_id: driver(),
+            device_id: device(),
+        };
+        let err = moved.decide(&start(Some("r-1"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parcel/SE-00001234: cannot start an attempt when on route r-2, not r-1"
+        );
+        for named in [Some("r-2"), None] {
+            let events = moved.decide(&start(named)).unwrap();
+            assert!(
+                matches!(&events[..], [Event::AttemptStarted(a)] if a.route_id == "r-2"),
+                "{events:?}"
+            );
+        }
 
         // At the door, and after a failed attempt, neither moves it.
         history.push(started(1));

@@ -338,7 +338,7 @@ async fn assigned(log: &dyn EventLog, parcel: &str, route: &str) {
 }
 
 #[tokio::test]
-async fn a_parcel_is_loaded_only_by_its_driver_into_the_van_of_its_route() {
+async fn a_parcel_is_loaded_and_attempted_only_by_its_driver_on_its_route() {
     let server = serve().await;
     let log = server.log();
     assigned(log.as_ref(), "SE-1", "r-1").await;
@@ -432,11 +432,25 @@ async fn a_parcel_is_loaded_only_by_its_driver_into_the_van_of_its_route() {
         tonic::Code::FailedPrecondition,
         "parcel/SE-1: cannot load on a van when on route r-3, not r-1",
     );
-    // At the door, a scan into the van is refused by the parcel's state.
-    let a = hh.send(&event("drv-1", 8, "SE-1", started())).await;
-    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+    // At the door: not on the route it has left, on the one it is on.
+    let at_door = |seq, route: &str| HandheldEvent {
+        route_id: route.into(),
+        ..event("drv-1", seq, "SE-1", started())
+    };
     refused(
-        &hh.send(&loaded("drv-1", 9, "SE-1", "r-3")).await,
+        &hh.send(&at_door(8, "r-1")).await,
+        tonic::Code::FailedPrecondition,
+        "parcel/SE-1: cannot start an attempt when on route r-3, not r-1",
+    );
+    assert_eq!(
+        history(&server, "SE-1").await.last().map(String::as_str),
+        Some("parcel.assigned_to_route")
+    );
+    let a = hh.send(&at_door(9, "r-3")).await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+    // There, a scan into the van is refused by the parcel's state.
+    refused(
+        &hh.send(&loaded("drv-1", 10, "SE-1", "r-3")).await,
         tonic::Code::FailedPrecondition,
         "parcel/SE-1: cannot load on a van when an attempt is under way",
     );

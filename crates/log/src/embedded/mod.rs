@@ -339,7 +339,10 @@ impl EmbeddedLog {
                 missing
                     .into_iter()
                     .map(|(i, stream, version, tail)| {
-                        Ok((i, stream_after(conn, path, &stream, version - 1, 1, tail)?.pop()))
+                        Ok((
+                            i,
+                            stream_after(conn, path, &stream, version - 1, 1, tail)?.pop(),
+                        ))
                     })
                     .collect::<Result<Vec<_>>>()
             })

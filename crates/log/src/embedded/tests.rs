@@ -633,7 +633,14 @@ async fn many_streams_single_events_read_in_one_go_as_one_by_one() {
         assert_eq!(held.map(|e| e.position), Some(Position(60)));
         log.close().await.expect("close");
         let log = EmbeddedLog::open(dir.path(), options).expect("reopen");
-        assert!(log.inner.recent.lock().expect("lock").at(Position(60)).is_none());
+        assert!(
+            log.inner
+                .recent
+                .lock()
+                .expect("lock")
+                .at(Position(60))
+                .is_none()
+        );
         let reread = log.read_versions(wanted).await.expect("read");
         assert_eq!(reread, together);
         log.close().await.expect("close");
