@@ -129,8 +129,13 @@ pub enum Command {
     },
     /// The driver is at the door.
     StartAttempt {
-        /// The route, if the driver is on one.
+        /// The route the handheld names, if any.
         route_id: Option<RouteId>,
+        /// The route the latest plan puts the parcel on, as the caller's
+        /// custody check found it (the driver's own). A named route must be
+        /// this one; an attempt that names none is recorded on it, else on
+        /// the route the parcel's stream assigns it to.
+        planned_route: Option<RouteId>,
         /// The driver.
         driver_id: DriverId,
         /// The handheld.
@@ -382,6 +387,7 @@ impl Aggregate for Parcel {
             }
             Command::StartAttempt {
                 route_id,
+                planned_route,
                 driver_id,
                 device_id,
             } => {
@@ -389,10 +395,12 @@ impl Aggregate for Parcel {
                 if self.status == Status::Attempting {
                     return Err(self.refuse("start an attempt"));
                 }
-                // At the door on the route its latest assignment names, when
-                // it has one: an attempt names no route it is not on.
-                if let (Some(named), Some(on)) = (route_id, self.route_id.as_deref())
-                    && named.as_str() != on
+                // An attempt names no route but the one the plan puts the
+                // parcel on (the plan, not the parcel's stream: a parcel
+                // whose attempt failed keeps its stream's route when a
+                // replan the same day moves it).
+                if let (Some(named), Some(on)) = (route_id, planned_route)
+                    && named != on
                 {
                     return Err(
                         self.refuse_in("start an attempt", format!("on route {on}, not {named}"))
@@ -402,6 +410,7 @@ impl Aggregate for Parcel {
                     attempt: self.attempts + 1,
                     route_id: route_id
                         .as_ref()
+                        .or(planned_route.as_ref())
                         .map(ToString::to_string)
                         .or_else(|| self.route_id.clone())
                         .unwrap_or_default(),
@@ -829,23 +838,29 @@ mod tests {
         let moved = given::<Parcel>(&moved);
         assert!(moved.decide(&load("r-1")).is_err());
         assert_eq!(moved.decide(&load("r-2")).unwrap().len(), 1);
-        let start = |r: Option<&str>| Command::StartAttempt {
-            route_id: r.map(route),
+        // At the door only on the route the plan puts it on, whatever its
+        // stream says: a replan the same day moves a parcel whose attempt
+        // failed without a new assignment on its stream.
+        let start = |named: Option<&str>, planned: Option<&str>| Command::StartAttempt {
+            route_id: named.map(route),
+            planned_route: planned.map(route),
             driver_id: driver(),
             device_id: device(),
         };
-        let err = moved.decide(&start(Some("r-1"))).unwrap_err();
+        let err = moved.decide(&start(Some("r-1"), Some("r-2"))).unwrap_err();
         assert_eq!(
             err.to_string(),
             "parcel/SE-00001234: cannot start an attempt when on route r-2, not r-1"
         );
-        for named in [Some("r-2"), None] {
-            let events = moved.decide(&start(named)).unwrap();
-            assert!(
-                matches!(&events[..], [Event::AttemptStarted(a)] if a.route_id == "r-2"),
-                "{events:?}"
-            );
-        }
+        let started_on = |p: &Parcel, c: &Command| match &p.decide(c).unwrap()[..] {
+            [Event::AttemptStarted(a)] => a.route_id.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(started_on(&moved, &start(Some("r-2"), Some("r-2"))), "r-2");
+        assert_eq!(started_on(&moved, &start(None, Some("r-2"))), "r-2");
+        // With no plan to hold it to, what is named, else the stream's.
+        assert_eq!(started_on(&moved, &start(Some("r-9"), None)), "r-9");
+        assert_eq!(started_on(&moved, &start(None, None)), "r-2");
 
         // At the door, and after a failed attempt, neither moves it.
         history.push(started(1));
@@ -861,6 +876,9 @@ mod tests {
             assert!(err.to_string().contains("the last attempt failed"), "{err}");
         }
         assert_eq!(failed.status, Status::AttemptFailed);
+        // Moved the same day by a replan that could not assign it (its
+        // stream still says r-1): tried again on the route it was moved to.
+        assert_eq!(started_on(&failed, &start(Some("r-2"), Some("r-2"))), "r-2");
     }
 
     #[test]
@@ -884,6 +902,7 @@ mod tests {
         let events = p
             .decide(&Command::StartAttempt {
                 route_id: None,
+                planned_route: None,
                 driver_id: driver(),
                 device_id: device(),
             })

@@ -20,7 +20,9 @@
 //! nobody's. A parcel reported loaded must be loaded into the van of the
 //! route its own stream says it is on (the plan's assignment): the report
 //! names that route (`route_id`), and the parcel's state refuses any other
-//! (FAILED_PRECONDITION). The route plans are the service's in-memory
+//! (FAILED_PRECONDITION). A started attempt that names a route must name
+//! the one the custody check found the parcel on, the driver's own (else
+//! FAILED_PRECONDITION, after the resend check). The route plans are the service's in-memory
 //! projection of the log, so the check costs no read; only a refusal first
 //! lets the projection catch up with the log, so a plan written a moment
 //! ago is not missed. An acceptance is not held up that way: within the projection's
@@ -380,6 +382,8 @@ fn check(e: &HandheldEvent) -> Result<Checked, Rejected> {
         },
         Some(Report::Started(_)) => Command::StartAttempt {
             route_id,
+            // Set from the custody check (`handle`).
+            planned_route: None,
             driver_id,
             device_id,
         },
@@ -446,20 +450,26 @@ fn attempt_of(e: &pb::parcel_event::Event) -> u32 {
 }
 
 /// Whether `driver` may report on `parcel`, by the route plans `routes`
-/// holds. A refusal is checked again once the projection has caught up with
-/// the log's head: a plan written just now may hand the parcel over.
+/// holds, and when they may, the route the latest plan puts it on (the
+/// driver's own). A refusal is checked again once the projection has caught
+/// up with the log's head: a plan written just now may hand the parcel over.
 async fn custody_of(
     log: &dyn EventLog,
     routes: &std::sync::RwLock<threshold_projections::Routes>,
     parcel: &str,
     driver: &DriverId,
-) -> Custody {
+) -> (Custody, Option<RouteId>) {
     let now = || {
         let routes = routes.read().unwrap_or_else(|p| p.into_inner());
-        custody(routes.carrying(parcel).as_ref(), driver)
+        let carrying = routes.carrying(parcel);
+        let verdict = custody(carrying.as_ref(), driver);
+        let planned = carrying
+            .filter(|_| !verdict.is_refused())
+            .and_then(|a| RouteId::new(&a.route_id).ok());
+        (verdict, planned)
     };
     let verdict = now();
-    if !verdict.is_refused() {
+    if !verdict.0.is_refused() {
         return verdict;
     }
     if let Ok(head) = log.head().await
@@ -503,17 +513,22 @@ fn refusal(e: &HandheldEvent, code: Code, error: String) -> AttemptAck {
     }
 }
 
-/// Decides and appends one handheld event; the acknowledgement to send.
-/// Its events carry `trace`.
+/// Decides and appends one handheld event on `attempts`' log; the
+/// acknowledgement to send. Its events carry `trace`; a started attempt is
+/// held to `planned`, the route the custody check found the parcel on.
 async fn handle(
-    log: &dyn EventLog,
-    vault: Option<&threshold_privacy::Vault>,
-    cache: &Parcels,
-    metrics: &Metrics,
+    attempts: &Attempts,
     e: &HandheldEvent,
+    planned: Option<RouteId>,
     now: DateTime<Utc>,
     trace: Option<&str>,
 ) -> Result<AttemptAck, Status> {
+    let (log, vault, cache, metrics) = (
+        &*attempts.log,
+        attempts.vault.as_deref(),
+        &*attempts.cache,
+        &attempts.metrics,
+    );
     let ack =
         |result: attempt_ack::Result, position: u64, attempt: u32, error: String| AttemptAck {
             event_id: e.event_id.clone(),
@@ -524,10 +539,13 @@ async fn handle(
             error,
             code: 0,
         };
-    let checked = match check(e) {
+    let mut checked = match check(e) {
         Ok(c) => c,
         Err(Rejected(why)) => return Ok(refusal(e, Code::InvalidArgument, why)),
     };
+    if let Command::StartAttempt { planned_route, .. } = &mut checked.command {
+        *planned_route = planned;
+    }
     let mut decision = Decision::<Parcel>::new(log, &checked.stream)
         .noting(attempt_of)
         .retries(CONFLICT_RETRIES)
@@ -908,8 +926,8 @@ impl Attempts {
             }
             _ => None,
         };
-        let refused = verdict.as_ref().and_then(Custody::refusal);
-        if let (Some(reason), Some(verdict)) = (refused, &verdict) {
+        let refused = verdict.as_ref().and_then(|(c, _)| c.refusal());
+        if let (Some(reason), Some((verdict, _))) = (refused, &verdict) {
             self.metrics.refuse(reason);
             let route_id = match verdict {
                 Custody::NotTheirs { route_id } => route_id.as_str(),
@@ -929,17 +947,10 @@ impl Attempts {
             // The server's clock now, or the simulation's the stream was
             // sent at.
             let now = self.simulated.unwrap_or_else(Utc::now);
-            handle(
-                &*self.log,
-                self.vault.as_deref(),
-                &self.cache,
-                &self.metrics,
-                event,
-                now,
-                trace.as_deref(),
-            )
-            .instrument(span)
-            .await
+            let planned = verdict.and_then(|(_, planned)| planned);
+            handle(self, event, planned, now, trace.as_deref())
+                .instrument(span)
+                .await
         } else {
             Ok(refusal(
                 event,

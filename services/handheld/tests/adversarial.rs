@@ -1,7 +1,8 @@
 //! The handheld part of the adversarial suite: a driver's handheld records
 //! loads into the van, attempts and deliveries only on parcels of that
-//! driver's route (a load only into the van of the parcel's own route) (the
-//! route whose latest plan names the parcel). Another driver's handheld, or
+//! driver's route (the route whose latest plan names the parcel); a load
+//! only into the van of the parcel's own route, an attempt only on the
+//! route the plan puts it on. Another driver's handheld, or
 //! any handheld on a parcel no plan names, is refused in its ack, as
 //! permission denied, counted, and nothing is stored; the right driver's
 //! event, and everything valid after a refusal on the same stream, still
@@ -458,6 +459,39 @@ async fn a_parcel_is_loaded_and_attempted_only_by_its_driver_on_its_route() {
         history(&server, "SE-1").await.last().map(String::as_str),
         Some("parcel.attempt_started")
     );
+
+    // SE-2's attempt on r-1 fails; a replan the same day moves it to r-3.
+    // Planning cannot assign a parcel whose attempt failed, so its stream
+    // still says r-1: the next attempt is held to the plan's r-3.
+    assigned(log.as_ref(), "SE-2", "r-1").await;
+    let on_se2 = |seq, route: &str, report| HandheldEvent {
+        route_id: route.into(),
+        ..event("drv-1", seq, "SE-2", report)
+    };
+    for (seq, report) in [(11, started()), (12, not_home())] {
+        let a = hh.send(&on_se2(seq, "r-1", report)).await;
+        assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+    }
+    plan(log.as_ref(), replanned("r-3", 2, &["SE-1", "SE-2"])).await;
+    plan(log.as_ref(), replanned("r-1", 3, &[])).await;
+    refused(
+        &hh.send(&on_se2(13, "r-1", started())).await,
+        tonic::Code::FailedPrecondition,
+        "parcel/SE-2: cannot start an attempt when on route r-3, not r-1",
+    );
+    let a = hh.send(&on_se2(14, "r-3", started())).await;
+    assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
+    let routes: Vec<String> = log
+        .read_stream(&"parcel/SE-2".parse::<StreamId>().expect("stream"), 0, 100)
+        .await
+        .expect("read")
+        .iter()
+        .filter_map(|e| match e.decode() {
+            Ok(DomainEvent::Parcel(pb::parcel_event::Event::AttemptStarted(a))) => Some(a.route_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(routes, vec!["r-1", "r-3"]);
 }
 
 /// `event` as happening at `at`, by the handheld's clock.

@@ -64,6 +64,7 @@ fn reschedule(to: NaiveDate) -> Command {
 fn start() -> Command {
     Command::StartAttempt {
         route_id: None,
+        planned_route: None,
         driver_id: threshold_domain::DriverId::new("d").unwrap(),
         device_id: threshold_domain::DeviceId::new("h").unwrap(),
     }
