@@ -127,7 +127,8 @@ struct Inner {
     /// many concurrent readers, waiting for a connection beats opening one.
     reader_slots: tokio::sync::Semaphore,
     tail: Arc<RwLock<Tail>>,
-    /// The last events committed, for subscribers close behind.
+    /// The last events committed, for subscribers close behind and
+    /// `read_versions`.
     recent: Arc<Mutex<Recent>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -298,8 +299,9 @@ impl EmbeddedLog {
     }
 
     /// The event at each (stream, version) asked for, if the stream has
-    /// one there: many streams' single events in one read, for a reader
-    /// that would otherwise read them one by one.
+    /// one there: many streams' single events at once, for a reader that
+    /// would otherwise read them one by one. Those the last commits still
+    /// hold in memory are taken from there; the rest in one read.
     pub async fn read_versions(
         &self,
         wanted: Vec<(StreamId, u64)>,
@@ -310,20 +312,27 @@ impl EmbeddedLog {
             .collect();
         // Those still in memory (a reader close behind the head, such as a
         // publisher, finds most there) need no read of the database.
-        let mut found: Vec<Option<RecordedEvent>> = {
+        // Shared under the lock (the writer takes it on every commit),
+        // copied once it is let go.
+        let held: Vec<Option<Arc<RecordedEvent>>> = {
             let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
             wanted
                 .iter()
                 .zip(&from_tail)
-                .map(|((stream, version), tail)| {
+                .map(|((_, version), tail)| {
                     let (_, position) = tail.iter().find(|(v, _)| v == version)?;
-                    recent
-                        .at(Position(*position))
-                        .filter(|e| e.stream == *stream && e.stream_version == *version)
-                        .map(|e| RecordedEvent::clone(&e))
+                    recent.at(Position(*position))
                 })
                 .collect()
         };
+        let mut found: Vec<Option<RecordedEvent>> = held
+            .into_iter()
+            .zip(&wanted)
+            .map(|(e, (stream, version))| {
+                e.filter(|e| e.stream == *stream && e.stream_version == *version)
+                    .map(|e| RecordedEvent::clone(&e))
+            })
+            .collect();
         let missing: Vec<_> = wanted
             .into_iter()
             .zip(from_tail)

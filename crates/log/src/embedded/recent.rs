@@ -1,7 +1,8 @@
 //! The last events committed, kept in memory for subscribers.
 //!
 //! Every subscriber close behind the head takes new events from here
-//! instead of a read of the database apiece: with a handful of read models
+//! instead of a read of the database apiece (and `read_versions` the events
+//! it finds here, for a publisher close behind): with a handful of read models
 //! following the log and a commit every few milliseconds, those reads (a
 //! blocking task, a read transaction and its file locks each) cost more
 //! than the commits. The writer adds a commit's events before it publishes
@@ -107,6 +108,29 @@ mod tests {
 
     fn positions(events: Option<Vec<Arc<RecordedEvent>>>) -> Option<Vec<u64>> {
         events.map(|e| e.iter().map(|e| e.position.0).collect())
+    }
+
+    #[test]
+    fn an_event_is_found_at_its_position_while_it_is_held() {
+        let at_of = |r: &Recent, p: u64| r.at(Position(p)).map(|e| e.position.0);
+        let mut recent = Recent::new(4, usize::MAX);
+        assert_eq!(at_of(&recent, 1), None, "nothing held");
+        recent.extend((1..=6).map(at));
+        // 3..=6 held: 1 and 2 pushed out, 7 not yet committed.
+        for (p, held) in [
+            (0, None),
+            (1, None),
+            (2, None),
+            (3, Some(3)),
+            (6, Some(6)),
+            (7, None),
+        ] {
+            assert_eq!(at_of(&recent, p), held, "position {p}");
+        }
+        // After a gap the buffer starts again from the new position.
+        recent.extend([at(10)]);
+        assert_eq!(at_of(&recent, 6), None);
+        assert_eq!(at_of(&recent, 10), Some(10));
     }
 
     #[test]

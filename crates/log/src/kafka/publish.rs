@@ -4,8 +4,9 @@
 //! The processes that publish form one consumer group over a category
 //! topic; Kafka shares the partitions among them and moves a partition to
 //! another member when one leaves or dies. A publisher takes the records
-//! that are there (up to [`PUBLISH_BATCH`]), waits until its replica has
-//! taken them, keeps each record only if the replica took it (a record
+//! that are there (up to [`PUBLISH_BATCH`]), passes over those of types it
+//! derives nothing from, waits until its replica has taken the rest, keeps
+//! each record only if the replica took it (a record
 //! another writer's overtook is not an event), publishes what `derive`
 //! makes of each event, in the records' order, and commits the records'
 //! offsets only after every publication was acknowledged. A publisher
