@@ -599,6 +599,23 @@ pub fn at<T>(request: T, at: DateTime<Utc>) -> tonic::Request<T> {
     r
 }
 
+/// The events of `parcel`'s stream in `log`, in order.
+pub async fn parcel_history(log: &dyn EventLog, parcel: &str) -> Vec<pb::parcel_event::Event> {
+    log.read_stream(
+        &format!("parcel/{parcel}").parse().expect("stream"),
+        0,
+        1000,
+    )
+    .await
+    .expect("read")
+    .into_iter()
+    .filter_map(|r| match r.decode().expect("decode") {
+        DomainEvent::Parcel(e) => Some(e),
+        _ => None,
+    })
+    .collect()
+}
+
 /// The grant's events in `log`, in order.
 pub async fn grant_history(log: &dyn EventLog, grant: &str) -> Vec<pb::grant_event::Event> {
     log.read_stream(&format!("grant/{grant}").parse().expect("stream"), 0, 1000)

@@ -23,7 +23,7 @@ use threshold_auth::Role;
 use threshold_domain::{DomainEvent, StreamId, pb};
 use threshold_log::EventLog;
 use threshold_testkit::fixtures::{
-    HandheldStream, delivered, facts, handheld_event, manifested, not_home, started,
+    HandheldStream, delivered, facts, handheld_event, manifested, not_home, parcel_history, started,
 };
 use threshold_testkit::{Sandbox, Service};
 
@@ -481,13 +481,11 @@ async fn a_parcel_is_loaded_and_attempted_only_by_its_driver_on_its_route() {
     );
     let a = hh.send(&on_se2(14, "r-3", started())).await;
     assert_eq!(result(&a), attempt_ack::Result::Stored, "{a:?}");
-    let routes: Vec<String> = log
-        .read_stream(&"parcel/SE-2".parse::<StreamId>().expect("stream"), 0, 100)
+    let routes: Vec<String> = parcel_history(log.as_ref(), "SE-2")
         .await
-        .expect("read")
-        .iter()
-        .filter_map(|e| match e.decode() {
-            Ok(DomainEvent::Parcel(pb::parcel_event::Event::AttemptStarted(a))) => Some(a.route_id),
+        .into_iter()
+        .filter_map(|e| match e {
+            pb::parcel_event::Event::AttemptStarted(a) => Some(a.route_id),
             _ => None,
         })
         .collect();

@@ -12,7 +12,8 @@ use threshold_domain::country::date_to_proto;
 use threshold_domain::{DomainEvent, EventId, StreamId, pb};
 use threshold_log::{EventLog, ExpectedVersion, NewEvent, Position};
 use threshold_testkit::fixtures::{
-    HandheldStream, delivered, event_types, handheld_event, manifested, not_home, planned, started,
+    HandheldStream, delivered, event_types, handheld_event, manifested, not_home, parcel_history,
+    planned, started,
 };
 use threshold_testkit::{Sandbox, Service};
 use tokio::sync::mpsc;
@@ -349,14 +350,11 @@ async fn a_parcel_changed_by_another_writer_is_decided_from_the_log_not_a_stale_
     // The handheld's next failure is attempt 3, not a second "attempt 2".
     let a = hh.send(&event(2, "SE-1", not_home())).await;
     assert_eq!((result(&a), a.attempt), (attempt_ack::Result::Stored, 3));
-    let attempts: Vec<u32> = server
-        .log()
-        .read_stream(&stream, 0, 100)
+    let attempts: Vec<u32> = parcel_history(server.log().as_ref(), "SE-1")
         .await
-        .expect("read")
-        .iter()
-        .filter_map(|r| match r.decode() {
-            Ok(DomainEvent::Parcel(pb::parcel_event::Event::AttemptStarted(s))) => Some(s.attempt),
+        .into_iter()
+        .filter_map(|e| match e {
+            pb::parcel_event::Event::AttemptStarted(s) => Some(s.attempt),
             _ => None,
         })
         .collect();

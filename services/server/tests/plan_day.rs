@@ -355,29 +355,12 @@ fn route_of(driver: &str) -> String {
     driver.replace("-drv-", "-2026-11-23-")
 }
 
-/// The events of `parcel`'s stream.
-async fn parcel_events(
-    log: &dyn threshold_log::EventLog,
-    parcel: &str,
-) -> Vec<threshold_domain::pb::parcel_event::Event> {
-    let stream = format!("parcel/{parcel}").parse().expect("stream");
-    log.read_stream(&stream, 0, 1000)
-        .await
-        .expect("read")
-        .into_iter()
-        .filter_map(|e| match e.decode().expect("decode") {
-            threshold_domain::DomainEvent::Parcel(p) => Some(p),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The events of `parcel`'s stream that say a plan left it out.
 async fn left_out(
     log: &dyn threshold_log::EventLog,
     parcel: &str,
 ) -> Vec<threshold_domain::pb::ParcelLeftOut> {
-    parcel_events(log, parcel)
+    threshold_testkit::fixtures::parcel_history(log, parcel)
         .await
         .into_iter()
         .filter_map(|e| match e {
@@ -392,7 +375,7 @@ async fn assignments(
     log: &dyn threshold_log::EventLog,
     parcel: &str,
 ) -> Vec<threshold_domain::pb::ParcelAssignedToRoute> {
-    parcel_events(log, parcel)
+    threshold_testkit::fixtures::parcel_history(log, parcel)
         .await
         .into_iter()
         .filter_map(|e| match e {
