@@ -2,8 +2,9 @@
 # Where the CPU goes at the maximum: `threshold serve` on the Kafka log and on
 # the embedded log under threshold-load (64 streams, window 16, or SHAPES),
 # each process's share of a core and CPU per event over 10 s of the run
-# (from /proc), and the server's threads by name. The embedded run is the
-# Kafka run's peer: the same server and load without the broker.
+# (from /proc), the server's threads by name and its peak resident set
+# (VmHWM). The embedded run is the Kafka run's peer: the same server and
+# load without the broker.
 #
 #   scripts/test-broker.sh run scripts/kafka-cpu.sh
 #   SHAPES="64x16 64x48 128x32" scripts/test-broker.sh run scripts/kafka-cpu.sh
@@ -43,8 +44,10 @@ for shape in ${SHAPES:-64x16}; do
         threads $server >"$data/threads1"
         wait $load
         load=
+        peak=$(awk '/^VmHWM/ {print $2}' "/proc/$server/status")
         rate=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['events_per_s'])" "$data/load.json")
         echo "== $mode, $streams streams x window $window: $(grep acknowledged "$data/load.out")"
+        echo "  server's peak resident set: $((peak / 1024)) MiB"
         for p in "server $s0 $s1" "load-generator $l0 $l1" "tansu $t0 $t1"; do
             set -- $p
             awk -v n="$1" -v a="$2" -v b="$3" -v hz="$hz" -v r="$rate" \
