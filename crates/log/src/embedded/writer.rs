@@ -145,6 +145,10 @@ struct Writer {
     head: u64,
     head_tx: watch::Sender<u64>,
     versions: HashMap<Arc<str>, u64>,
+    /// Each stream's last event this writer wrote, with its version: what
+    /// the stream's next event follows, known without a read when a plan
+    /// or a replicated record asks. Bounded and cleared with `versions`.
+    lasts: HashMap<Arc<str>, (u64, EventId)>,
     tail: Arc<RwLock<Tail>>,
     recent: Arc<Mutex<Recent>>,
     plan: Option<FlushPlan>,
@@ -180,6 +184,7 @@ pub(super) fn spawn(start: Start, rx: mpsc::Receiver<Request>) -> Result<JoinHan
         head: start.head,
         head_tx: start.head_tx,
         versions: HashMap::new(),
+        lasts: HashMap::new(),
         tail: start.tail,
         recent: start.recent,
         plan: None,
@@ -376,6 +381,13 @@ impl Writer {
         }
         if self.versions.len() + overlay.versions.len() > VERSION_CACHE_LIMIT {
             self.versions.clear();
+            self.lasts.clear();
+        }
+        for (key, last) in overlay.lasts {
+            // Set together: the stream's version is its last event's.
+            if let Some(version) = overlay.versions.get(&key) {
+                self.lasts.insert(key, (*version, last));
+            }
         }
         self.versions.extend(overlay.versions);
         self.head = head;
@@ -578,6 +590,11 @@ impl Writer {
     fn event_id_at(&self, key: &Arc<str>, version: u64) -> rusqlite::Result<Option<EventId>> {
         if version == 0 {
             return Ok(None);
+        }
+        if let Some((v, last)) = self.lasts.get(key)
+            && *v == version
+        {
+            return Ok(Some(*last));
         }
         let in_tail = self
             .tail
