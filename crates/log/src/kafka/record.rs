@@ -145,6 +145,34 @@ pub fn headers(
     h
 }
 
+/// The value of header `name` of a record as a consumer took it, the last
+/// if it occurs more than once (as [`from_record`] reads it), without
+/// decoding the rest: what a consumer looks at to pass over a record.
+pub(super) fn header<'a>(m: &'a impl rdkafka::Message, name: &str) -> Option<&'a [u8]> {
+    use rdkafka::message::Headers;
+    let headers = m.headers()?;
+    (0..headers.count())
+        .rev()
+        .map(|i| headers.get(i))
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+}
+
+/// The event type (`ce_type` without [`TYPE_PREFIX`]) of a record as a
+/// consumer took it; `None` where the header is missing or malformed
+/// (decoding the record then says what is wrong).
+pub(super) fn event_type_of(m: &impl rdkafka::Message) -> Option<&str> {
+    std::str::from_utf8(header(m, "ce_type")?)
+        .ok()?
+        .strip_prefix(TYPE_PREFIX)
+}
+
+/// The event id (`ce_id`) of a record as a consumer took it; `None` where
+/// the header is missing or malformed.
+pub(super) fn event_id_of(m: &impl rdkafka::Message) -> Option<EventId> {
+    std::str::from_utf8(header(m, "ce_id")?).ok()?.parse().ok()
+}
+
 /// An event read back from a record as a consumer took it.
 pub(super) fn from_message(m: &impl rdkafka::Message) -> Result<Record, Error> {
     use rdkafka::message::Headers;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use threshold_domain::{EventId, StreamId};
 use tokio::sync::watch;
@@ -62,6 +62,18 @@ pub(super) struct Progress {
 
 /// One of this process's records at the offset Kafka acknowledged it at.
 pub(super) type Acked = (i64, StreamId, Conditional);
+
+/// What the replica makes of a record its consumer read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// The replica holds it.
+    Taken,
+    /// Not in the replica yet.
+    Unread,
+    /// At an offset taken from an acknowledgement, but another event than
+    /// the one taken there: stored by the rule.
+    Mismatched,
+}
 
 /// A partition's acknowledged records with no offset missing from its next:
 /// (category slot, partition, records in offset order).
@@ -114,51 +126,87 @@ impl Progress {
         self.next[c][partition].load(Ordering::Acquire)
     }
 
-    /// Of `batch` (the consumer's), the records the replica does not hold
-    /// yet: those at or past each partition's next offset. A record before
-    /// it was taken from an acknowledgement, and is checked to be the
-    /// event taken there; one that is not (a broker that named a wrong
-    /// offset) is counted, logged, and stored by the rule like any other.
-    fn unread<'a>(&self, topics: &[String], batch: &'a [OwnedMessage]) -> Vec<&'a OwnedMessage> {
-        let mut own = self.own();
-        let mut fresh = Vec::with_capacity(batch.len());
-        for m in batch {
-            let Some(c) = topics.iter().position(|t| t == m.topic()) else {
-                continue;
-            };
-            let p = m.partition() as usize;
-            let Some(next) = self.next.get(c).and_then(|n| n.get(p)) else {
-                continue;
-            };
-            if m.offset() >= next.load(Ordering::Acquire) {
-                fresh.push(m);
-                continue;
-            }
-            let ahead = &mut own.ahead[c][p];
-            while ahead.front().is_some_and(|(o, _)| *o < m.offset()) {
-                ahead.pop_front();
-            }
-            if let Some((o, id)) = ahead.front()
-                && *o == m.offset()
-            {
-                let read = record::from_message(m).map(|r| r.event.event_id);
-                if read.as_ref().ok() != Some(id) {
-                    self.mismatched.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(
-                        topic = m.topic(),
-                        partition = p,
-                        offset = o,
-                        acknowledged = %id,
-                        read = ?read.ok(),
-                        "Kafka acknowledged this process's record at an offset that holds \
-                         another; the record read there is stored by the rule"
-                    );
-                    fresh.push(m);
-                }
-                ahead.pop_front();
+    /// What the replica makes of record `m` the consumer read, on its
+    /// headers alone. A record before its partition's next offset was
+    /// taken already: from an acknowledgement (checked to be the event
+    /// taken there), or by the consumer before. One that is not the event
+    /// taken there (a broker that named a wrong offset) is counted and
+    /// logged here, once, and is to be stored by the rule like any other.
+    fn look(&self, own: &mut Own, topics: &[String], m: &impl Message) -> Look {
+        let Some(c) = topics.iter().position(|t| t == m.topic()) else {
+            return Look::Taken;
+        };
+        let p = m.partition() as usize;
+        let Some(next) = self.next.get(c).and_then(|n| n.get(p)) else {
+            return Look::Taken;
+        };
+        if m.offset() >= next.load(Ordering::Acquire) {
+            return Look::Unread;
+        }
+        let ahead = &mut own.ahead[c][p];
+        while ahead.front().is_some_and(|(o, _)| *o < m.offset()) {
+            ahead.pop_front();
+        }
+        let Some((o, id)) = ahead.front().copied().filter(|(o, _)| *o == m.offset()) else {
+            return Look::Taken;
+        };
+        ahead.pop_front();
+        let read = record::event_id_of(m);
+        if read == Some(id) {
+            return Look::Taken;
+        }
+        self.mismatched.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            topic = m.topic(),
+            partition = p,
+            offset = o,
+            acknowledged = %id,
+            read = ?read,
+            "Kafka acknowledged this process's record at an offset that holds \
+             another; the record read there is stored by the rule"
+        );
+        Look::Mismatched
+    }
+
+    /// Whether the consumer may pass over `m` without copying it out of
+    /// the client: the replica holds it ([`Progress::look`]). A mismatched
+    /// record is kept and its place added to `mismatched`.
+    fn passes_over(
+        &self,
+        topics: &[String],
+        m: &impl Message,
+        mismatched: &mut Vec<(String, i32, i64)>,
+    ) -> bool {
+        match self.look(&mut self.own(), topics, m) {
+            Look::Taken => true,
+            Look::Unread => false,
+            Look::Mismatched => {
+                mismatched.push((m.topic().to_owned(), m.partition(), m.offset()));
+                false
             }
         }
-        fresh
+    }
+
+    /// Of `kept` (what the consumer kept of a batch, with the `mismatched`
+    /// it found), the records the replica does not hold yet: those at or
+    /// past each partition's next offset, and the mismatched. Called with
+    /// `storing` held: a record may have been taken from an acknowledgement
+    /// since the consumer looked.
+    fn unread<'a>(
+        &self,
+        topics: &[String],
+        kept: &'a [OwnedMessage],
+        mismatched: &[(String, i32, i64)],
+    ) -> Vec<&'a OwnedMessage> {
+        let mut own = self.own();
+        kept.iter()
+            .filter(|m| {
+                mismatched
+                    .iter()
+                    .any(|(t, p, o)| t == m.topic() && *p == m.partition() && *o == m.offset())
+                    || self.look(&mut own, topics, *m) != Look::Taken
+            })
+            .collect()
     }
 
     /// Takes `acked` (this process's records with the offsets Kafka
@@ -387,11 +435,15 @@ async fn consume(
     verdicts: &Verdicts,
 ) {
     loop {
-        let batch = next_batch(consumer, REPLICA_BATCH, "the replica's consumer").await;
+        let mut mismatched = Vec::new();
+        let batch = next_batch(consumer, REPLICA_BATCH, "the replica's consumer", |m| {
+            !progress.passes_over(topics, m, &mut mismatched)
+        })
+        .await;
         let storing = std::time::Instant::now();
         {
             let _storing = progress.storing.lock().await;
-            let fresh = progress.unread(topics, &batch);
+            let fresh = progress.unread(topics, &batch.kept, &mismatched);
             // Stored, or retried until it is: a batch is never skipped.
             if !fresh.is_empty() {
                 loop {
@@ -426,7 +478,7 @@ async fn consume(
         }
         stages.since(Stage::ReplicaStore, storing);
         progress.changed.send_modify(|n| *n += 1);
-        if let Err(e) = consumer.commit(&next_offsets(&batch), CommitMode::Async) {
+        if let Err(e) = consumer.commit(&batch.offsets(), CommitMode::Async) {
             // The next commit covers it; a restart before then re-reads
             // records the replica already holds, which changes nothing.
             tracing::warn!(error = %e, "committing the replica's offsets failed");
@@ -434,46 +486,84 @@ async fn consume(
     }
 }
 
-/// The records that are there, up to `max`, waiting for the first;
-/// `consumer_name` names the consumer in a warning while it fails.
+/// What a consumer took in one go: the records it keeps, and where it got
+/// to in each partition, the records it passed over included.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    /// The records kept, in the order read, copied out of the client.
+    pub(super) kept: Vec<OwnedMessage>,
+    /// Per partition read from: (topic, partition, the offset after the
+    /// last record read there).
+    ends: Vec<(String, i32, i64)>,
+    /// Records read, kept or passed over.
+    pub(super) read: usize,
+}
+
+impl Batch {
+    /// Counts `m` as read.
+    fn note(&mut self, m: &impl Message) {
+        self.read += 1;
+        let end = m.offset() + 1;
+        // A batch holds long runs of one partition: look at the last first.
+        match self
+            .ends
+            .iter_mut()
+            .rev()
+            .find(|(t, p, _)| *p == m.partition() && t == m.topic())
+        {
+            Some((_, _, e)) => *e = (*e).max(end),
+            None => self.ends.push((m.topic().to_owned(), m.partition(), end)),
+        }
+    }
+
+    /// The offsets to commit once the batch is done with: per partition,
+    /// the one after the last record read, kept or not.
+    pub(super) fn offsets(&self) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, end) in &self.ends {
+            // Only a partition number out of range fails, and these came from Kafka.
+            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*end));
+        }
+        list
+    }
+}
+
+/// The records that are there, up to `max`, waiting for the first; of
+/// those, `keep` says which are copied out of the client to be looked at
+/// further (the rest, passed over on their headers, are only counted as
+/// read). `consumer_name` names the consumer in a warning while it fails.
 pub(super) async fn next_batch(
     consumer: &StreamConsumer,
     max: usize,
     consumer_name: &str,
-) -> Vec<OwnedMessage> {
-    let first = loop {
+    mut keep: impl FnMut(&BorrowedMessage<'_>) -> bool,
+) -> Batch {
+    let mut batch = Batch::default();
+    let mut take = |m: BorrowedMessage<'_>, batch: &mut Batch| {
+        batch.note(&m);
+        if keep(&m) {
+            batch.kept.push(m.detach());
+        }
+    };
+    loop {
         match consumer.recv().await {
-            Ok(m) => break m.detach(),
+            Ok(m) => {
+                take(m, &mut batch);
+                break;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "{consumer_name} failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-    };
-    let mut batch = vec![first];
-    while batch.len() < max {
+    }
+    while batch.read < max {
         match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
-            Ok(Ok(m)) => batch.push(m.detach()),
+            Ok(Ok(m)) => take(m, &mut batch),
             _ => break,
         }
     }
     batch
-}
-
-/// The offsets to commit once `batch` is done with: per partition, the one
-/// after the last record taken.
-pub(super) fn next_offsets(batch: &[OwnedMessage]) -> TopicPartitionList {
-    let mut ends: HashMap<(&str, i32), i64> = HashMap::new();
-    for m in batch {
-        let end = ends.entry((m.topic(), m.partition())).or_default();
-        *end = (*end).max(m.offset() + 1);
-    }
-    let mut list = TopicPartitionList::new();
-    for ((topic, partition), end) in ends {
-        // Only a partition number out of range fails, and these came from Kafka.
-        let _ = list.add_partition_offset(topic, partition, Offset::Offset(end));
-    }
-    list
 }
 
 /// Stores a batch of records in the replica, per stream in offset order,
@@ -711,7 +801,12 @@ mod tests {
             message("t.parcel", 0, 8),
             message("t.route", 0, 2),
         ];
-        let list = next_offsets(&batch);
+        let mut read = Batch::default();
+        for m in &batch {
+            read.note(m);
+        }
+        assert_eq!(read.read, 5);
+        let list = read.offsets();
         let offset = |topic: &str, partition: i32| {
             list.find_partition(topic, partition)
                 .map(|e| e.offset())
@@ -800,26 +895,59 @@ mod tests {
     fn the_consumer_skips_what_acknowledgements_brought_and_checks_it_is_the_same() {
         let topics = vec!["t.parcel".to_owned()];
         let progress = Progress::new(&[vec![0]]);
-        let events: Vec<NewEvent> = (0..4).map(crate::contract::failed_attempt).collect();
-        // Offsets 0 and 1 taken from acknowledgements: events 0 and 1.
+        let events: Vec<NewEvent> = (0..6).map(crate::contract::failed_attempt).collect();
+        // Offsets 0, 1 and 3 taken from acknowledgements: events 0, 1 and 3;
+        // offset 2 taken by the consumer before.
         {
             let mut own = progress.own();
-            own.ahead[0][0].extend([(0, events[0].event_id), (1, events[1].event_id)]);
+            own.ahead[0][0].extend([
+                (0, events[0].event_id),
+                (1, events[1].event_id),
+                (3, events[3].event_id),
+            ]);
         }
-        progress.next[0][0].store(2, Ordering::Release);
+        progress.next[0][0].store(4, Ordering::Release);
         let batch = [
             record_at("t.parcel", 0, 0, &events[0]),
-            // The broker had named offset 1 for event 1; event 3 is there.
-            record_at("t.parcel", 0, 1, &events[3]),
+            // The broker had named offset 1 for event 1; event 5 is there.
+            record_at("t.parcel", 0, 1, &events[5]),
             record_at("t.parcel", 0, 2, &events[2]),
+            record_at("t.parcel", 0, 3, &events[3]),
+            record_at("t.parcel", 0, 4, &events[4]),
+            record_at("t.parcel", 0, 5, &events[5]),
         ];
-        let fresh: Vec<i64> = progress
-            .unread(&topics, &batch)
+        // As the consumer reads: passed over on the headers, or kept.
+        let mut mismatched = Vec::new();
+        let kept: Vec<OwnedMessage> = batch
             .iter()
-            .map(|m| m.offset())
+            .filter(|m| !progress.passes_over(&topics, *m, &mut mismatched))
+            .cloned()
             .collect();
-        assert_eq!(fresh, vec![1, 2], "the same record skipped, another stored");
+        let offsets = |ms: &[&OwnedMessage]| ms.iter().map(|m| m.offset()).collect::<Vec<_>>();
+        assert_eq!(offsets(&kept.iter().collect::<Vec<_>>()), vec![1, 4, 5]);
+        assert_eq!(mismatched, vec![("t.parcel".to_owned(), 0, 1)]);
         assert_eq!(progress.mismatched.load(Ordering::Relaxed), 1);
         assert!(progress.own().ahead[0][0].is_empty());
+        // Meanwhile offset 4 was taken from an acknowledgement, event 4.
+        progress.own().ahead[0][0].push_back((4, events[4].event_id));
+        progress.next[0][0].store(5, Ordering::Release);
+        let fresh = progress.unread(&topics, &kept, &mismatched);
+        assert_eq!(
+            offsets(&fresh),
+            vec![1, 5],
+            "the mismatched record and the unread one are stored, the rest skipped"
+        );
+        assert_eq!(
+            progress.mismatched.load(Ordering::Relaxed),
+            1,
+            "counted once"
+        );
+        // Had the acknowledgement named offset 4 for another event, that
+        // would be stored and counted too; without its place among the
+        // mismatched, offset 1 is taken as held.
+        progress.own().ahead[0][0].push_back((4, events[0].event_id));
+        let fresh = progress.unread(&topics, &kept, &[]);
+        assert_eq!(offsets(&fresh), vec![4, 5]);
+        assert_eq!(progress.mismatched.load(Ordering::Relaxed), 2);
     }
 }
