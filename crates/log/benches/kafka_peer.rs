@@ -9,8 +9,9 @@
 //!
 //! Then the latency floor at a steady rate: the same producer sends
 //! `PEER_RATE` records/s (default 2,000) for `PEER_SECONDS` (default 10) to
-//! a second topic, with the producer's linger (1 ms) and the consumer's
-//! fetch wait (10 ms) Threshold's log uses, and a consumer reads them back;
+//! a second topic, with the producer's linger and the consumer's fetch wait
+//! Threshold's log uses ([`LINGER_MS`], [`REPLICA_FETCH_WAIT_MS`]), and a
+//! consumer reads them back;
 //! each record's acknowledgement latency and its send-to-read latency are
 //! measured. An append to Threshold's Kafka log is answered after both (the
 //! broker's acknowledgement, then its own replica reading it back), so the
@@ -30,6 +31,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use threshold_log::kafka::{LINGER_MS, REPLICA_FETCH_WAIT_MS};
 
 const PARTITIONS: i32 = 12;
 const RECORD_BYTES: usize = 200;
@@ -102,7 +104,7 @@ async fn main() {
     let open_seconds: u64 = env_or("PEER_SECONDS", 10);
     let open = open_loop(&admin, &brokers, &topic, rate_asked, open_seconds).await;
     println!(
-        "peer at {rate_asked} records/s for {open_seconds} s (linger 1 ms, fetch wait 10 ms): \
+        "peer at {rate_asked} records/s for {open_seconds} s (linger {LINGER_MS} ms, fetch wait {REPLICA_FETCH_WAIT_MS} ms): \
          acknowledged p50 {:.2} ms, p99 {:.2} ms; read back p50 {:.2} ms, p99 {:.2} ms",
         open.ack.0, open.ack.1, open.read_back.0, open.read_back.1
     );
@@ -187,7 +189,7 @@ async fn open_loop(
     let topic = format!("{topic}.open");
     create_topic(admin, &topic).await;
     let producer: FutureProducer = producer(brokers)
-        .set("linger.ms", "1")
+        .set("linger.ms", LINGER_MS)
         .create()
         .expect("producer");
     // Every partition assigned from the start, as Threshold's replica is.
@@ -195,7 +197,7 @@ async fn open_loop(
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{topic}.reader"))
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", REPLICA_FETCH_WAIT_MS)
         .create()
         .expect("consumer");
     let mut all = TopicPartitionList::new();

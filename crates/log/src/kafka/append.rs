@@ -24,7 +24,7 @@ use threshold_domain::{EventId, StreamId};
 use tokio::sync::Mutex;
 
 use super::log::{kafka, slot};
-use super::options::RECONNECT_BACKOFF_MAX_MS;
+use super::options::{LINGER_MS, RECONNECT_BACKOFF_MAX_MS};
 use super::record;
 use super::replica::READ_BACK_TIMEOUT;
 use super::stages::{Observed, Stage};
@@ -52,7 +52,7 @@ pub(super) fn producer(options: &KafkaOptions, what: &str) -> Result<Producer> {
         .set("client.id", &options.name)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "1")
+        .set("linger.ms", LINGER_MS)
         .set("message.timeout.ms", "30000")
         .create_with_context(Observed {
             what: what.to_owned(),

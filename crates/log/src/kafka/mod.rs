@@ -100,7 +100,7 @@ mod table;
 mod tests;
 
 pub use log::KafkaLog;
-pub use options::{KafkaOptions, brokers_from_url};
+pub use options::{KafkaOptions, LINGER_MS, REPLICA_FETCH_WAIT_MS, brokers_from_url};
 pub use publish::{Derived, read_published};
 pub use stages::{Stage, StageTiming};
 pub use table::{FETCH_WAIT_MS, KafkaTable, Stored, TableState};

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::admin::BROKER_TIMEOUT;
 use super::append::Verdicts;
 use super::log::kafka;
-use super::options::RECONNECT_BACKOFF_MAX_MS;
+use super::options::{RECONNECT_BACKOFF_MAX_MS, REPLICA_FETCH_WAIT_MS};
 use super::record;
 use super::stages::{Stage, Stages};
 use super::{KafkaLog, KafkaOptions};
@@ -301,7 +301,7 @@ pub(super) fn consumer(options: &KafkaOptions) -> Result<StreamConsumer> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", REPLICA_FETCH_WAIT_MS)
         .create()
         .map_err(|e| kafka("creating the replica's consumer", e))
 }
