@@ -582,6 +582,87 @@ async fn replicated_records_go_in_only_as_their_streams_next() {
     log.close().await.expect("close");
 }
 
+/// A plan is decided after every write queued before it (in the same
+/// group commit, when they go together) and answered once they are
+/// durable; the stream's last event comes from what the writer wrote, or
+/// from the database after a reopen, alike.
+#[tokio::test]
+async fn a_plan_sees_every_write_queued_before_it() {
+    use crate::Ack;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = open(dir.path()).expect("open");
+    let a = crate::contract::parcel(1);
+    let (a1, a2, a3) = (
+        crate::contract::failed_attempt(1),
+        crate::contract::failed_attempt(2),
+        crate::contract::failed_attempt(3),
+    );
+    let cond = |e: &NewEvent, version, after: Option<&NewEvent>| Conditional {
+        event: e.clone(),
+        version,
+        after: after.map(|a| a.event_id),
+    };
+    // Queued together: the plan after the records, before they are durable.
+    let (taken, planned) = tokio::join!(
+        log.replicate(vec![(
+            a.clone(),
+            vec![cond(&a1, 1, None), cond(&a2, 2, Some(&a1))],
+        )]),
+        log.plan(&a, ExpectedVersion::Any, vec![a2.event_id, a3.event_id]),
+    );
+    assert_eq!(taken.expect("replicate")[0].len(), 2);
+    let planned = planned.expect("plan");
+    assert_eq!((planned.current, planned.last), (2, Some(a2.event_id)));
+    assert_eq!(
+        planned.stored,
+        vec![
+            Some(Ack::Duplicate {
+                position: Position(2),
+                version: 2
+            }),
+            None
+        ]
+    );
+    // Each written alike, read back alike: from the writer's memory of
+    // the stream's last event, and from the database after a reopen.
+    let appended = log
+        .append(&a, ExpectedVersion::Exactly(2), vec![a3.clone()])
+        .await
+        .expect("append");
+    assert_eq!(appended.stream_version, 3);
+    let fresh = crate::contract::failed_attempt(4);
+    let plan_now = |log: EmbeddedLog| {
+        let (a, id) = (a.clone(), fresh.event_id);
+        async move {
+            let planned = log.plan(&a, ExpectedVersion::Any, vec![id]).await;
+            let stale = log.plan(&a, ExpectedVersion::Exactly(2), vec![id]).await;
+            (planned.expect("plan"), stale)
+        }
+    };
+    let (before, stale) = plan_now(log.clone()).await;
+    assert_eq!((before.current, before.last), (3, Some(a3.event_id)));
+    assert_eq!(before.stored, vec![None]);
+    assert!(
+        matches!(
+            stale,
+            Err(Error::Conflict {
+                expected: 2,
+                actual: 3,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    log.close().await.expect("close");
+    let log = open(dir.path()).expect("reopen");
+    let (after, _) = plan_now(log.clone()).await;
+    assert_eq!(
+        (after.current, after.last, after.stored),
+        (before.current, before.last, before.stored)
+    );
+    log.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn many_streams_single_events_read_in_one_go_as_one_by_one() {
     // A tiny index: some events are in the tables, the latest in the tail.

@@ -64,12 +64,18 @@ pub struct Conditional {
     pub after: Option<EventId>,
 }
 
-/// Writes queued for one group commit.
+/// Writes queued for one group commit, and plans decided among them.
 enum Work {
     Append(Append),
     Replicate(
         Vec<(StreamId, Vec<Conditional>)>,
         oneshot::Sender<Result<Vec<Vec<Option<Ack>>>>>,
+    ),
+    Plan(
+        StreamId,
+        ExpectedVersion,
+        Vec<EventId>,
+        oneshot::Sender<Result<Planned>>,
     ),
 }
 
@@ -83,12 +89,15 @@ enum Answer {
         oneshot::Sender<Result<Vec<Vec<Option<Ack>>>>>,
         Result<Vec<Vec<Option<Ack>>>>,
     ),
+    Plan(oneshot::Sender<Result<Planned>>, Result<Planned>),
 }
 
 impl Answer {
     fn outcome_error(&self) -> Option<&Error> {
         match self {
-            Answer::Append(_, Err(e)) | Answer::Replicate(_, Err(e)) => Some(e),
+            Answer::Append(_, Err(e)) | Answer::Replicate(_, Err(e)) | Answer::Plan(_, Err(e)) => {
+                Some(e)
+            }
             _ => None,
         }
     }
@@ -101,6 +110,9 @@ impl Answer {
             Answer::Replicate(reply, outcome) => {
                 let _ = reply.send(outcome);
             }
+            Answer::Plan(reply, outcome) => {
+                let _ = reply.send(outcome);
+            }
         }
     }
 
@@ -110,6 +122,9 @@ impl Answer {
                 let _ = reply.send(Err(err));
             }
             Answer::Replicate(reply, _) => {
+                let _ = reply.send(Err(err));
+            }
+            Answer::Plan(reply, _) => {
                 let _ = reply.send(Err(err));
             }
         }
@@ -240,12 +255,9 @@ impl Writer {
                         ids,
                         reply,
                     } => {
-                        // Decided on everything queued before it.
-                        if !batch.is_empty() {
-                            self.commit_group(std::mem::take(&mut batch));
-                            events = 0;
-                        }
-                        let _ = reply.send(self.plan(&stream, expected, &ids));
+                        // Decided in the group, on everything queued before
+                        // it, and answered once that is durable.
+                        batch.push(Work::Plan(stream, expected, ids, reply));
                     }
                     Request::Close { reply } => {
                         close_reply = Some(reply);
@@ -289,6 +301,7 @@ impl Writer {
             .map(|w| match w {
                 Work::Append(a) => a.2.len(),
                 Work::Replicate(streams, _) => streams.iter().map(|(_, r)| r.len()).sum(),
+                Work::Plan(..) => 0,
             })
             .sum();
         if self.wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
@@ -307,6 +320,10 @@ impl Writer {
                 (Work::Append(a), Some(_)) => Answer::Append(a.3, Err(Error::Closed)),
                 (Work::Replicate(_, reply), Some(_)) => {
                     Answer::Replicate(reply, Err(Error::Closed))
+                }
+                (Work::Plan(_, _, _, reply), Some(_)) => Answer::Plan(reply, Err(Error::Closed)),
+                (Work::Plan(stream, expected, ids, reply), None) => {
+                    Answer::Plan(reply, self.plan(&stream, expected, &ids, &overlay))
                 }
                 (Work::Append((stream, expected, events, reply)), None) => Answer::Append(
                     reply,
@@ -336,7 +353,8 @@ impl Writer {
             pending.push(answer);
         }
         let mut cursors = None;
-        if failure.is_none() {
+        // A group of plans alone writes nothing, and commits nothing to disk.
+        if failure.is_none() && !overlay.added.is_empty() {
             match self.flush_slice(group_events.max(self.config.flush_slice)) {
                 Ok(c) => cursors = c,
                 Err(e) => failure = Some(classify(&self.path, e)),
@@ -358,7 +376,9 @@ impl Writer {
         }
 
         // Durable. Make it findable, publish the head, then answer.
-        self.after_commit(overlay, cursors, head);
+        if !overlay.added.is_empty() {
+            self.after_commit(overlay, cursors, head);
+        }
         for answer in pending {
             answer.send();
         }
@@ -629,17 +649,23 @@ impl Writer {
             .map(EventId::from_bytes))
     }
 
+    /// What appending `ids` to `stream` would do after what the group has
+    /// written so far (`overlay`), writing nothing.
     fn plan(
         &mut self,
         stream: &StreamId,
         expected: ExpectedVersion,
         ids: &[EventId],
+        overlay: &Overlay,
     ) -> Result<Planned> {
         let key: Arc<str> = Arc::from(stream.to_string());
-        let (current, known) = self.check(stream, &key, expected, ids, &Overlay::default())?;
-        let last = self
-            .event_id_at(&key, current)
-            .map_err(|e| classify(&self.path, e))?;
+        let (current, known) = self.check(stream, &key, expected, ids, overlay)?;
+        let last = match overlay.lasts.get(&key) {
+            Some(id) => Some(*id),
+            None => self
+                .event_id_at(&key, current)
+                .map_err(|e| classify(&self.path, e))?,
+        };
         Ok(Planned {
             current,
             last,

@@ -47,16 +47,13 @@ CREATE TABLE IF NOT EXISTS track_checkpoints (
 /// How much page cache the store keeps, in KiB (SQLite's default is 2,000).
 /// A parcel's rows go where its id falls, so each write of a batch touches
 /// a page of its own: with the default, most of a day's pages were read
-/// again from the file for each batch. At the maximum on Kafka (64 streams,
-/// window 16, `deploy/README.md`) 32 MiB took the server's CPU per event
-/// from ~150 to ~136 µs, for ~50 MB more resident.
+/// again from the file for each batch. Measured in `deploy/README.md`
+/// ("fewer, larger batches"): less CPU per event at the maximum on Kafka,
+/// and on the embedded log a p99 at 5,000/s no worse, for ~50 MB more
+/// resident. (A WAL checkpointed every 10,000 pages instead of SQLite's
+/// 1,000 was tried with it and not kept: its long checkpoints took the
+/// embedded log's p99 at 5,000/s from ~15 to ~25 ms.)
 const CACHE_KIB: u32 = 32 * 1024;
-
-/// Pages the write-ahead log grows to before a commit copies them into the
-/// database (SQLite's default is 1,000). Each batch rewrites many of the
-/// same pages (a day's parcel summaries fit in a few hundred); copied once
-/// per 10,000 pages instead of once per 1,000, each is copied fewer times.
-const WAL_CHECKPOINT_PAGES: u32 = 10_000;
 
 /// The track store in a SQLite file (or in memory, for tests). It can be
 /// rebuilt from the log at any time, so it commits without waiting for the
@@ -76,7 +73,7 @@ impl SqliteTrackStore {
             .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         db.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}; PRAGMA cache_size = -{CACHE_KIB};"
+             PRAGMA cache_size = -{CACHE_KIB};"
         ))
         .map_err(backend)?;
         Self::with(db)
