@@ -242,7 +242,8 @@ impl EmbeddedLog {
     }
 
     /// Decides what appending events with `ids` to `stream` would do, after
-    /// every append queued before this call, and writes nothing: the
+    /// every write queued before this call (with the writes it is committed
+    /// with, and answered once they are durable), and writes nothing: the
     /// stream's version and which ids are stored already, or the refusal
     /// ([`Error::Conflict`], [`Error::EventIdReused`]) the append would get.
     /// A backend that stores its events elsewhere first (Kafka) decides with

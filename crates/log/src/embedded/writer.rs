@@ -95,9 +95,7 @@ enum Answer {
 impl Answer {
     fn outcome_error(&self) -> Option<&Error> {
         match self {
-            Answer::Append(_, Err(e)) | Answer::Replicate(_, Err(e)) | Answer::Plan(_, Err(e)) => {
-                Some(e)
-            }
+            Answer::Append(_, Err(e)) | Answer::Replicate(_, Err(e)) => Some(e),
             _ => None,
         }
     }
@@ -255,8 +253,9 @@ impl Writer {
                         ids,
                         reply,
                     } => {
-                        // Decided in the group, on everything queued before
-                        // it, and answered once that is durable.
+                        // Decided in the group, after its writes (all that
+                        // was queued before it, and maybe more), and
+                        // answered once they are durable.
                         batch.push(Work::Plan(stream, expected, ids, reply));
                     }
                     Request::Close { reply } => {
@@ -314,16 +313,20 @@ impl Writer {
 
         let began = self.conn.execute_batch("BEGIN IMMEDIATE");
         let mut failure: Option<Error> = began.err().map(|e| classify(&self.path, e));
+        // Plans are decided after every write of the group, on what the
+        // commit makes durable: they are answered only then, and a write
+        // queued after a plan is in it either way.
+        let mut plans = Vec::new();
         for work in batch {
             let answer = match (work, &failure) {
+                (Work::Plan(stream, expected, ids, reply), _) => {
+                    plans.push((stream, expected, ids, reply));
+                    continue;
+                }
                 // Every reply is replaced below.
                 (Work::Append(a), Some(_)) => Answer::Append(a.3, Err(Error::Closed)),
                 (Work::Replicate(_, reply), Some(_)) => {
                     Answer::Replicate(reply, Err(Error::Closed))
-                }
-                (Work::Plan(_, _, _, reply), Some(_)) => Answer::Plan(reply, Err(Error::Closed)),
-                (Work::Plan(stream, expected, ids, reply), None) => {
-                    Answer::Plan(reply, self.plan(&stream, expected, &ids, &overlay))
                 }
                 (Work::Append((stream, expected, events, reply)), None) => Answer::Append(
                     reply,
@@ -351,6 +354,14 @@ impl Writer {
                 failure = Some(repeat(e, &self.path));
             }
             pending.push(answer);
+        }
+        for (stream, expected, ids, reply) in plans {
+            // A plan that fails fails alone: it wrote nothing.
+            let planned = match failure {
+                Some(_) => Err(Error::Closed),
+                None => self.plan(&stream, expected, &ids, &overlay),
+            };
+            pending.push(Answer::Plan(reply, planned));
         }
         let mut cursors = None;
         // A group of plans alone writes nothing, and commits nothing to disk.

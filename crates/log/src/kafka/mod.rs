@@ -20,7 +20,9 @@
 //!   before it, in any process. `read_all` and `subscribe` follow the
 //!   replica as it goes, and so does `read_stream_recent`, a decision's
 //!   first read: it holds every append this process acknowledged, may lack
-//!   other processes' last few milliseconds, and costs no round trip to the
+//!   other processes' latest (milliseconds on Kafka; on the test broker,
+//!   which answers a fetch only when its wait is over, up to 100 ms), and
+//!   costs no round trip to the
 //!   broker; what it lacks makes the decision's append conflict
 //!   ([`crate::Decision::recent`]).
 //! - **Positions are the process's own.** The replica numbers events in the

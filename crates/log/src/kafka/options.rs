@@ -102,9 +102,11 @@ pub const LINGER_MS: &str = "5";
 
 /// How long the replica's fetch waits at the broker for records, in
 /// milliseconds. Kafka answers a fetch as soon as it has records, so this
-/// only spaces an idle replica's fetches; this process's own records are
-/// taken from their acknowledgements and do not wait for it. The test
-/// broker (tansu 0.6) waits the whole of it every time, and lists every
-/// batch a partition holds on each fetch: there it is how late another
-/// process's records reach the replica, and fewer fetches cost it less.
+/// only spaces an idle replica's fetches. A lone writer's records are
+/// taken from their acknowledgements and do not wait for it; a record
+/// behind another process's, and a read that waits for the replica, wait
+/// for the fetch. The test broker (tansu 0.6) waits the whole of it every
+/// time, and lists every batch a partition holds on each fetch: there it is
+/// how late another process's records reach the replica (up to 100 ms),
+/// and fewer fetches cost it less.
 pub const REPLICA_FETCH_WAIT_MS: &str = "100";

@@ -146,15 +146,16 @@ pub fn headers(
 }
 
 /// The value of header `name` of a record as a consumer took it, the last
-/// if it occurs more than once (as [`from_record`] reads it), without
-/// decoding the rest: what a consumer looks at to pass over a record.
+/// with a value if it occurs more than once (as [`from_message`] reads it),
+/// without decoding the rest: what a consumer looks at to pass over a
+/// record.
 pub(super) fn header<'a>(m: &'a impl rdkafka::Message, name: &str) -> Option<&'a [u8]> {
     use rdkafka::message::Headers;
     let headers = m.headers()?;
     (0..headers.count())
         .rev()
         .map(|i| headers.get(i))
-        .find(|h| h.key == name)
+        .find(|h| h.key == name && h.value.is_some())
         .and_then(|h| h.value)
 }
 
@@ -276,6 +277,68 @@ pub fn from_record<'a>(
 mod tests {
     use super::*;
     use crate::contract::failed_attempt;
+
+    /// What a consumer passes a record over on (its `ce_id` and `ce_type`)
+    /// is what decoding it gives, also when a header repeats.
+    #[test]
+    fn the_headers_a_consumer_looks_at_read_as_the_record_decodes() {
+        use rdkafka::Timestamp;
+        use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+        let event = failed_attempt(1);
+        let stream = crate::contract::parcel(1);
+        let message = |extra: &[(&str, Option<&[u8]>)]| {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in headers_of(&stream, &event) {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(&value),
+                });
+            }
+            for (key, value) in extra {
+                headers = headers.insert(Header { key, value: *value });
+            }
+            OwnedMessage::new(
+                Some(event.payload.to_vec()),
+                None,
+                "t".to_owned(),
+                Timestamp::NotAvailable,
+                0,
+                0,
+                Some(headers),
+            )
+        };
+        let plain = message(&[]);
+        let decoded = from_message(&plain).expect("decodes");
+        assert_eq!(event_id_of(&plain), Some(decoded.event.event_id));
+        assert_eq!(
+            event_type_of(&plain),
+            Some(decoded.event.event_type.as_str())
+        );
+        // A repeated header without a value is not the one read.
+        let repeated = message(&[("ce_type", None), ("ce_id", None)]);
+        let decoded = from_message(&repeated).expect("decodes");
+        assert_eq!(event_id_of(&repeated), Some(decoded.event.event_id));
+        assert_eq!(
+            event_type_of(&repeated),
+            Some(decoded.event.event_type.as_str())
+        );
+        // A later one with a value is.
+        let other_id = failed_attempt(2).event_id;
+        let other = other_id.to_string();
+        let later = message(&[("ce_id", Some(other.as_bytes()))]);
+        assert_eq!(
+            event_id_of(&later),
+            Some(from_message(&later).expect("decodes").event.event_id)
+        );
+        assert_eq!(event_id_of(&later), Some(other_id));
+        let malformed = message(&[("ce_type", Some(b"x"))]);
+        assert_eq!(event_type_of(&malformed), None, "x lacks the type prefix");
+        assert!(from_message(&malformed).is_err());
+    }
+
+    fn headers_of(stream: &StreamId, event: &NewEvent) -> Vec<(&'static str, Vec<u8>)> {
+        headers(stream, 1, None, event, "/test")
+    }
 
     #[test]
     fn murmur2_matches_the_java_client() {

@@ -75,6 +75,15 @@ enum Look {
     Mismatched,
 }
 
+/// What the consumer's looks at one batch found.
+#[derive(Debug, Default)]
+struct Looked {
+    /// (topic, partition, offset) of each mismatched record.
+    mismatched: Vec<(String, i32, i64)>,
+    /// (topic, partition) of each partition a record was kept from.
+    kept: Vec<(String, i32)>,
+}
+
 /// A partition's acknowledged records with no offset missing from its next:
 /// (category slot, partition, records in offset order).
 type Run = (usize, usize, Vec<Acked>);
@@ -169,39 +178,48 @@ impl Progress {
     }
 
     /// Whether the consumer may pass over `m` without copying it out of
-    /// the client: the replica holds it ([`Progress::look`]). A mismatched
-    /// record is kept and its place added to `mismatched`.
-    fn passes_over(
-        &self,
-        topics: &[String],
-        m: &impl Message,
-        mismatched: &mut Vec<(String, i32, i64)>,
-    ) -> bool {
-        match self.look(&mut self.own(), topics, m) {
-            Look::Taken => true,
-            Look::Unread => false,
-            Look::Mismatched => {
-                mismatched.push((m.topic().to_owned(), m.partition(), m.offset()));
-                false
-            }
+    /// the client: the replica holds it ([`Progress::look`]). Once a
+    /// record of a partition is kept, the partition's later records in the
+    /// batch are kept without a look, so that [`Progress::unread`] looks at
+    /// them all in offset order (a look passes over what an acknowledgement
+    /// brought below the record it looks at).
+    fn passes_over(&self, topics: &[String], m: &impl Message, looked: &mut Looked) -> bool {
+        if looked
+            .kept
+            .iter()
+            .any(|(t, p)| *p == m.partition() && t == m.topic())
+        {
+            return false;
         }
+        let look = self.look(&mut self.own(), topics, m);
+        if look == Look::Taken {
+            return true;
+        }
+        if look == Look::Mismatched {
+            looked
+                .mismatched
+                .push((m.topic().to_owned(), m.partition(), m.offset()));
+        }
+        looked.kept.push((m.topic().to_owned(), m.partition()));
+        false
     }
 
-    /// Of `kept` (what the consumer kept of a batch, with the `mismatched`
-    /// it found), the records the replica does not hold yet: those at or
-    /// past each partition's next offset, and the mismatched. Called with
+    /// Of `kept` (what the consumer kept of a batch, with what it `looked`
+    /// found), the records the replica does not hold yet: those at or past
+    /// each partition's next offset, and the mismatched. Called with
     /// `storing` held: a record may have been taken from an acknowledgement
     /// since the consumer looked.
     fn unread<'a>(
         &self,
         topics: &[String],
         kept: &'a [OwnedMessage],
-        mismatched: &[(String, i32, i64)],
+        looked: &Looked,
     ) -> Vec<&'a OwnedMessage> {
         let mut own = self.own();
         kept.iter()
             .filter(|m| {
-                mismatched
+                looked
+                    .mismatched
                     .iter()
                     .any(|(t, p, o)| t == m.topic() && *p == m.partition() && *o == m.offset())
                     || self.look(&mut own, topics, *m) != Look::Taken
@@ -435,15 +453,15 @@ async fn consume(
     verdicts: &Verdicts,
 ) {
     loop {
-        let mut mismatched = Vec::new();
+        let mut looked = Looked::default();
         let batch = next_batch(consumer, REPLICA_BATCH, "the replica's consumer", |m| {
-            !progress.passes_over(topics, m, &mut mismatched)
+            !progress.passes_over(topics, m, &mut looked)
         })
         .await;
         let storing = std::time::Instant::now();
         {
             let _storing = progress.storing.lock().await;
-            let fresh = progress.unread(topics, &batch.kept, &mismatched);
+            let fresh = progress.unread(topics, &batch.kept, &looked);
             // Stored, or retried until it is: a batch is never skipped.
             if !fresh.is_empty() {
                 loop {
@@ -894,10 +912,10 @@ mod tests {
     #[test]
     fn the_consumer_skips_what_acknowledgements_brought_and_checks_it_is_the_same() {
         let topics = vec!["t.parcel".to_owned()];
-        let progress = Progress::new(&[vec![0]]);
-        let events: Vec<NewEvent> = (0..6).map(crate::contract::failed_attempt).collect();
-        // Offsets 0, 1 and 3 taken from acknowledgements: events 0, 1 and 3;
-        // offset 2 taken by the consumer before.
+        let progress = Progress::new(&[vec![0, 0]]);
+        let events: Vec<NewEvent> = (0..8).map(crate::contract::failed_attempt).collect();
+        // Partition 0: offsets 0, 1 and 3 taken from acknowledgements
+        // (events 0, 1 and 3), offset 2 by the consumer before.
         {
             let mut own = progress.own();
             own.ahead[0][0].extend([
@@ -907,47 +925,64 @@ mod tests {
             ]);
         }
         progress.next[0][0].store(4, Ordering::Release);
+        // Partition 1: nothing taken yet.
         let batch = [
             record_at("t.parcel", 0, 0, &events[0]),
             // The broker had named offset 1 for event 1; event 5 is there.
             record_at("t.parcel", 0, 1, &events[5]),
             record_at("t.parcel", 0, 2, &events[2]),
             record_at("t.parcel", 0, 3, &events[3]),
-            record_at("t.parcel", 0, 4, &events[4]),
-            record_at("t.parcel", 0, 5, &events[5]),
+            record_at("t.parcel", 1, 0, &events[4]),
+            record_at("t.parcel", 1, 1, &events[6]),
+            record_at("t.parcel", 1, 2, &events[7]),
         ];
-        // As the consumer reads: passed over on the headers, or kept.
-        let mut mismatched = Vec::new();
-        let kept: Vec<OwnedMessage> = batch
-            .iter()
-            .filter(|m| !progress.passes_over(&topics, *m, &mut mismatched))
+        let offsets = |ms: &[&OwnedMessage]| {
+            ms.iter()
+                .map(|m| (m.partition(), m.offset()))
+                .collect::<Vec<_>>()
+        };
+        // As the consumer reads: passed over on the headers, or kept; once
+        // a partition's record is kept, so are the partition's later ones.
+        let mut looked = Looked::default();
+        let mut read = batch.iter();
+        let mut kept: Vec<OwnedMessage> = read
+            .by_ref()
+            .take(6)
+            .filter(|m| !progress.passes_over(&topics, *m, &mut looked))
             .cloned()
             .collect();
-        let offsets = |ms: &[&OwnedMessage]| ms.iter().map(|m| m.offset()).collect::<Vec<_>>();
-        assert_eq!(offsets(&kept.iter().collect::<Vec<_>>()), vec![1, 4, 5]);
-        assert_eq!(mismatched, vec![("t.parcel".to_owned(), 0, 1)]);
+        assert_eq!(
+            offsets(&kept.iter().collect::<Vec<_>>()),
+            vec![(0, 1), (0, 2), (0, 3), (1, 0), (1, 1)]
+        );
+        assert_eq!(looked.mismatched, vec![("t.parcel".to_owned(), 0, 1)]);
         assert_eq!(progress.mismatched.load(Ordering::Relaxed), 1);
-        assert!(progress.own().ahead[0][0].is_empty());
-        // Meanwhile offset 4 was taken from an acknowledgement, event 4.
-        progress.own().ahead[0][0].push_back((4, events[4].event_id));
-        progress.next[0][0].store(5, Ordering::Release);
-        let fresh = progress.unread(&topics, &kept, &mismatched);
+        // Between two records of the batch, partition 1's offsets 0 to 2
+        // were taken from acknowledgements: 0 and 2 as read, 1 another
+        // event than the one read there.
+        progress.own().ahead[0][1].extend([
+            (0, events[4].event_id),
+            (1, events[0].event_id),
+            (2, events[7].event_id),
+        ]);
+        progress.next[0][1].store(3, Ordering::Release);
+        kept.extend(
+            read.filter(|m| !progress.passes_over(&topics, *m, &mut looked))
+                .cloned(),
+        );
+        assert_eq!(kept.len(), 6, "partition 1's offset 2 kept without a look");
+        let fresh = progress.unread(&topics, &kept, &looked);
         assert_eq!(
             offsets(&fresh),
-            vec![1, 5],
-            "the mismatched record and the unread one are stored, the rest skipped"
+            vec![(0, 1), (1, 1)],
+            "each mismatched record is stored, the rest was held already"
         );
         assert_eq!(
             progress.mismatched.load(Ordering::Relaxed),
-            1,
-            "counted once"
+            2,
+            "each counted once"
         );
-        // Had the acknowledgement named offset 4 for another event, that
-        // would be stored and counted too; without its place among the
-        // mismatched, offset 1 is taken as held.
-        progress.own().ahead[0][0].push_back((4, events[0].event_id));
-        let fresh = progress.unread(&topics, &kept, &[]);
-        assert_eq!(offsets(&fresh), vec![4, 5]);
-        assert_eq!(progress.mismatched.load(Ordering::Relaxed), 2);
+        assert!(progress.own().ahead[0][0].is_empty());
+        assert!(progress.own().ahead[0][1].is_empty());
     }
 }
