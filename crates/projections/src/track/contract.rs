@@ -130,6 +130,7 @@ pub async fn run(store: &dyn TrackStore, prefix: &str) {
     rows_again_in_any_order_change_nothing(store, prefix).await;
     a_day_pages_through_its_depot_s_parcels_only(store, prefix).await;
     checkpoints_are_per_reader_and_the_latest_wins(store, prefix).await;
+    a_feed_stores_its_rows_and_moves_its_reader(store, prefix).await;
     ids_are_data_not_syntax(store, prefix).await;
 }
 
@@ -317,6 +318,51 @@ async fn checkpoints_are_per_reader_and_the_latest_wins(store: &dyn TrackStore, 
         Some(at(12, "e12"))
     );
     assert_eq!(store.checkpoint(&b).await.expect("get"), Some(at(3, "e3")));
+}
+
+async fn a_feed_stores_its_rows_and_moves_its_reader(store: &dyn TrackStore, prefix: &str) {
+    let (id, depot, reader) = (
+        format!("{prefix}-DK-7"),
+        format!("{prefix}-CPH"),
+        format!("{prefix}-feeder"),
+    );
+    let rows = journey(&id, &depot);
+    let at = |p, id: &str| Checkpoint {
+        position: Position(p),
+        event_id: id.to_owned(),
+    };
+    store
+        .feed(&rows[..3], &reader, &at(3, "e3"))
+        .await
+        .expect("feed");
+    assert_eq!(
+        store.checkpoint(&reader).await.expect("get"),
+        Some(at(3, "e3"))
+    );
+    assert_eq!(store.steps(&id).await.expect("steps").len(), 3);
+    store
+        .feed(&rows[3..], &reader, &at(8, "e8"))
+        .await
+        .expect("feed");
+    assert_eq!(
+        store.checkpoint(&reader).await.expect("get"),
+        Some(at(8, "e8"))
+    );
+    let track = store.track(&id).await.expect("track").expect("a track");
+    assert_eq!(
+        track.events,
+        rows.iter().map(|r| r.event.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(track.summary, rows.last().expect("rows").summary);
+    // A batch that made no rows still moves its reader.
+    store
+        .feed(&[], &reader, &at(9, "e9"))
+        .await
+        .expect("feed none");
+    assert_eq!(
+        store.checkpoint(&reader).await.expect("get"),
+        Some(at(9, "e9"))
+    );
 }
 
 async fn ids_are_data_not_syntax(store: &dyn TrackStore, prefix: &str) {

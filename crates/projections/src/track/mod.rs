@@ -232,6 +232,20 @@ pub trait TrackStore: Send + Sync + 'static {
     async fn checkpoint(&self, reader: &str) -> Result<Option<Checkpoint>, StoreError>;
     /// Records how far `reader` has fed the store.
     async fn set_checkpoint(&self, reader: &str, at: &Checkpoint) -> Result<(), StoreError>;
+    /// Stores the rows `reader` folded from its log up to `at`, and records
+    /// that it has fed the store that far: one write where the store has
+    /// transactions, so the checkpoint never stands apart from its rows.
+    /// By default the rows, then the checkpoint; the rows are idempotent,
+    /// so a crash between the two only folds the batch again.
+    async fn feed(
+        &self,
+        rows: &[TrackRow],
+        reader: &str,
+        at: &Checkpoint,
+    ) -> Result<(), StoreError> {
+        self.put(rows).await?;
+        self.set_checkpoint(reader, at).await
+    }
 }
 
 /// How far a reader has fed a store: the position, in the reader's own log,
@@ -249,6 +263,29 @@ pub struct Checkpoint {
 }
 
 // Reading back what a store wrote, shared by the stores.
+
+/// Each parcel's latest row among `rows` (by version), in the order the
+/// parcels first appear: a store writes a parcel's summary once a batch,
+/// not once a row. The rows before it are the parcel's earlier states, and
+/// a summary only moves forward, so writing them would change nothing.
+fn latest_per_parcel(rows: &[TrackRow]) -> Vec<&TrackRow> {
+    let mut at: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
+    let mut latest: Vec<&TrackRow> = Vec::new();
+    for r in rows {
+        match at.get(r.summary.parcel_id.as_str()) {
+            Some(&i) => {
+                if r.summary.version > latest[i].summary.version {
+                    latest[i] = r;
+                }
+            }
+            None => {
+                at.insert(&r.summary.parcel_id, latest.len());
+                latest.push(r);
+            }
+        }
+    }
+    latest
+}
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -613,10 +650,10 @@ async fn follow_gathering(
                             },
                         )?);
                     }
-                    store.put(rows.as_deref().unwrap_or_default()).await?;
+                    let rows = rows.as_deref().unwrap_or_default();
                     match &last {
-                        Some(last) => store.set_checkpoint(&reader, last).await,
-                        None => Ok(()),
+                        Some(last) => store.feed(rows, &reader, last).await,
+                        None => store.put(rows).await,
                     }
                 }
                 .await;

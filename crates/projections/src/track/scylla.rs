@@ -22,7 +22,7 @@ use threshold_log::Position;
 use super::sqlite::country_code;
 use super::{
     Checkpoint, DAY_BUCKETS, MAX_TRACK_EVENTS, ParcelSummary, StoreError, TrackEvent, TrackRow,
-    TrackStore, backend, day_bucket, step, summary_of,
+    TrackStore, backend, day_bucket, latest_per_parcel, step, summary_of,
 };
 
 /// The schema, as operators apply it, for keyspace `threshold`.
@@ -278,11 +278,10 @@ impl ScyllaTrackStore {
             .map_err(backend)
     }
 
-    async fn put_row(&self, r: &TrackRow) -> Result<(), StoreError> {
+    /// A row's step, and the parcel's row on the day it moved from.
+    async fn put_step(&self, r: &TrackRow) -> Result<(), StoreError> {
         let (s, e) = (&r.summary, &r.event);
         let at = big(s.version);
-        let day = s.day.to_string();
-        let bucket = i32::try_from(day_bucket(&s.parcel_id)).unwrap_or(0);
         self.session
             .execute_unpaged(
                 &self.q.put_event,
@@ -315,6 +314,15 @@ impl ScyllaTrackStore {
                 .await
                 .map_err(backend)?;
         }
+        Ok(())
+    }
+
+    /// A parcel's summary and its day row, as of `r`.
+    async fn put_summary(&self, r: &TrackRow) -> Result<(), StoreError> {
+        let s = &r.summary;
+        let at = big(s.version);
+        let day = s.day.to_string();
+        let bucket = i32::try_from(day_bucket(&s.parcel_id)).unwrap_or(0);
         self.session
             .execute_unpaged(
                 &self.q.put_day,
@@ -360,9 +368,13 @@ impl ScyllaTrackStore {
 impl TrackStore for ScyllaTrackStore {
     async fn put(&self, rows: &[TrackRow]) -> Result<(), StoreError> {
         // Rows are independent (the write timestamps order them), so they
-        // go side by side.
+        // go side by side: every step, then each parcel's summary once, its
+        // latest in the batch, so a summary is never ahead of its steps.
         for chunk in rows.chunks(IN_FLIGHT) {
-            futures::future::try_join_all(chunk.iter().map(|r| self.put_row(r))).await?;
+            futures::future::try_join_all(chunk.iter().map(|r| self.put_step(r))).await?;
+        }
+        for chunk in latest_per_parcel(rows).chunks(IN_FLIGHT) {
+            futures::future::try_join_all(chunk.iter().map(|r| self.put_summary(r))).await?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use threshold_log::Position;
 
 use super::{
     Checkpoint, MAX_TRACK_EVENTS, ParcelSummary, StoreError, TrackEvent, TrackRow, TrackStore,
-    backend, step, summary_of,
+    backend, latest_per_parcel, step, summary_of,
 };
 
 const SCHEMA: &str = "
@@ -140,6 +140,77 @@ fn get_summary(db: &Connection, parcel_id: &str) -> Result<Option<ParcelSummary>
     .transpose()
 }
 
+/// Writes the rows in `tx`: every step, and each parcel's summary once, its
+/// latest in the rows.
+fn write_rows(tx: &rusqlite::Transaction<'_>, rows: &[TrackRow]) -> Result<(), StoreError> {
+    let mut event = tx
+        .prepare_cached(
+            "INSERT INTO track_events
+                (parcel_id, version, event_id, milestone, occurred_at, attempt, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (parcel_id, version) DO NOTHING",
+        )
+        .map_err(backend)?;
+    let mut parcel = tx
+        .prepare_cached(&format!(
+            "INSERT INTO track_parcels ({SUMMARY})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (parcel_id) DO UPDATE SET
+                partner = excluded.partner, country = excluded.country,
+                depot = excluded.depot, day = excluded.day,
+                status = excluded.status, attempts = excluded.attempts,
+                version = excluded.version, updated_at = excluded.updated_at
+             WHERE excluded.version > track_parcels.version"
+        ))
+        .map_err(backend)?;
+    for r in rows {
+        let (s, e) = (&r.summary, &r.event);
+        event
+            .execute(params![
+                s.parcel_id,
+                e.version as i64,
+                e.event_id,
+                e.milestone.as_str(),
+                millis(e.occurred_at),
+                e.attempt,
+                e.detail,
+            ])
+            .map_err(backend)?;
+    }
+    for s in latest_per_parcel(rows).into_iter().map(|r| &r.summary) {
+        parcel
+            .execute(params![
+                s.parcel_id,
+                s.partner,
+                country_code(s.country),
+                s.depot,
+                s.day.to_string(),
+                s.status.as_str(),
+                s.attempts,
+                s.version as i64,
+                millis(s.updated_at),
+            ])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Records in `tx` how far `reader` has fed the store.
+fn write_checkpoint(
+    tx: &rusqlite::Transaction<'_>,
+    reader: &str,
+    at: &Checkpoint,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO track_checkpoints (reader, position, event_id) VALUES (?1, ?2, ?3)
+         ON CONFLICT (reader) DO UPDATE SET
+            position = excluded.position, event_id = excluded.event_id",
+    )
+    .and_then(|mut set| set.execute(params![reader, at.position.0 as i64, at.event_id]))
+    .map(|_| ())
+    .map_err(backend)
+}
+
 #[async_trait::async_trait]
 impl TrackStore for SqliteTrackStore {
     async fn put(&self, rows: &[TrackRow]) -> Result<(), StoreError> {
@@ -149,69 +220,7 @@ impl TrackStore for SqliteTrackStore {
         let rows = rows.to_vec();
         self.on(move |db| {
             let tx = db.transaction().map_err(backend)?;
-            {
-                let mut event = tx
-                    .prepare_cached(
-                        "INSERT INTO track_events
-                            (parcel_id, version, event_id, milestone, occurred_at, attempt, detail)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                         ON CONFLICT (parcel_id, version) DO NOTHING",
-                    )
-                    .map_err(backend)?;
-                let mut parcel = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO track_parcels ({SUMMARY})
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                         ON CONFLICT (parcel_id) DO UPDATE SET
-                            partner = excluded.partner, country = excluded.country,
-                            depot = excluded.depot, day = excluded.day,
-                            status = excluded.status, attempts = excluded.attempts,
-                            version = excluded.version, updated_at = excluded.updated_at
-                         WHERE excluded.version > track_parcels.version"
-                    ))
-                    .map_err(backend)?;
-                // Every step; each parcel's summary once, its latest in
-                // the batch (a parcel's events come together).
-                let mut latest: std::collections::HashMap<&str, &ParcelSummary> =
-                    std::collections::HashMap::with_capacity(rows.len());
-                for r in &rows {
-                    let (s, e) = (&r.summary, &r.event);
-                    event
-                        .execute(params![
-                            s.parcel_id,
-                            e.version as i64,
-                            e.event_id,
-                            e.milestone.as_str(),
-                            millis(e.occurred_at),
-                            e.attempt,
-                            e.detail,
-                        ])
-                        .map_err(backend)?;
-                    latest
-                        .entry(s.parcel_id.as_str())
-                        .and_modify(|kept| {
-                            if s.version > kept.version {
-                                *kept = s;
-                            }
-                        })
-                        .or_insert(s);
-                }
-                for s in latest.into_values() {
-                    parcel
-                        .execute(params![
-                            s.parcel_id,
-                            s.partner,
-                            country_code(s.country),
-                            s.depot,
-                            s.day.to_string(),
-                            s.status.as_str(),
-                            s.attempts,
-                            s.version as i64,
-                            millis(s.updated_at),
-                        ])
-                        .map_err(backend)?;
-                }
-            }
+            write_rows(&tx, &rows)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -304,14 +313,26 @@ impl TrackStore for SqliteTrackStore {
     async fn set_checkpoint(&self, reader: &str, at: &Checkpoint) -> Result<(), StoreError> {
         let (reader, at) = (reader.to_owned(), at.clone());
         self.on(move |db| {
-            db.execute(
-                "INSERT INTO track_checkpoints (reader, position, event_id) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (reader) DO UPDATE SET
-                    position = excluded.position, event_id = excluded.event_id",
-                params![reader, at.position.0 as i64, at.event_id],
-            )
-            .map(|_| ())
-            .map_err(backend)
+            let tx = db.transaction().map_err(backend)?;
+            write_checkpoint(&tx, &reader, &at)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    /// One transaction: the rows and the checkpoint commit together.
+    async fn feed(
+        &self,
+        rows: &[TrackRow],
+        reader: &str,
+        at: &Checkpoint,
+    ) -> Result<(), StoreError> {
+        let (rows, reader, at) = (rows.to_vec(), reader.to_owned(), at.clone());
+        self.on(move |db| {
+            let tx = db.transaction().map_err(backend)?;
+            write_rows(&tx, &rows)?;
+            write_checkpoint(&tx, &reader, &at)?;
+            tx.commit().map_err(backend)
         })
         .await
     }

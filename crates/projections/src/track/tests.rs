@@ -16,6 +16,71 @@ async fn the_sqlite_store_keeps_the_contract() {
     contract::run(&store, "mem").await;
 }
 
+#[test]
+fn a_batch_writes_each_parcel_s_latest_summary_once() {
+    let (a, b) = (
+        contract::journey("SE-1", "STO"),
+        contract::journey("FI-2", "HEL"),
+    );
+    // Two parcels' rows interleaved, one of them out of order.
+    let rows = vec![
+        a[0].clone(),
+        b[2].clone(),
+        a[3].clone(),
+        b[0].clone(),
+        a[1].clone(),
+        b[5].clone(),
+        b[4].clone(),
+    ];
+    let latest: Vec<_> = latest_per_parcel(&rows).into_iter().cloned().collect();
+    assert_eq!(latest, vec![a[3].clone(), b[5].clone()]);
+    assert!(latest_per_parcel(&[]).is_empty());
+}
+
+/// A batch's rows and its reader's checkpoint commit together: when the
+/// checkpoint cannot be written, the rows are not stored either, and the
+/// reader is where it was, so the batch is folded again from there.
+#[tokio::test]
+async fn a_batch_and_its_checkpoint_commit_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.sqlite");
+    let store = SqliteTrackStore::open(&path).unwrap();
+    let rows = contract::journey("NO-4", "OSL");
+    let at = |p: u64| Checkpoint {
+        position: Position(p),
+        event_id: format!("e{p}"),
+    };
+    store.feed(&rows[..2], "p1", &at(2)).await.unwrap();
+    // Another connection makes every checkpoint write fail from now on.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse_insert BEFORE INSERT ON track_checkpoints
+                BEGIN SELECT RAISE(ABORT, 'refused'); END;
+             CREATE TRIGGER refuse_update BEFORE UPDATE ON track_checkpoints
+                BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    let refused = store.feed(&rows[2..], "p1", &at(8)).await;
+    assert!(
+        refused.is_err(),
+        "a checkpoint the store refused was taken: {refused:?}"
+    );
+    assert_eq!(store.checkpoint("p1").await.unwrap(), Some(at(2)));
+    assert_eq!(
+        store.steps("NO-4").await.unwrap(),
+        rows[..2]
+            .iter()
+            .map(|r| r.event.clone())
+            .collect::<Vec<_>>(),
+        "the rows of a batch whose checkpoint failed were stored"
+    );
+    assert_eq!(
+        store.summary("NO-4").await.unwrap(),
+        Some(rows[1].summary.clone())
+    );
+}
+
 #[tokio::test]
 async fn the_sqlite_store_keeps_what_it_took_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -346,6 +411,15 @@ impl TrackStore for Counted {
     }
     async fn set_checkpoint(&self, reader: &str, at: &Checkpoint) -> Result<(), StoreError> {
         self.inner.set_checkpoint(reader, at).await
+    }
+    async fn feed(
+        &self,
+        rows: &[TrackRow],
+        reader: &str,
+        at: &Checkpoint,
+    ) -> Result<(), StoreError> {
+        self.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.feed(rows, reader, at).await
     }
 }
 
