@@ -7,110 +7,34 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use threshold_domain::country::date_to_proto;
-use threshold_domain::{Country, DomainEvent, EventId, StreamId, pb};
-use threshold_log::{NewEvent, Position, RecordedEvent};
+use threshold_domain::Country;
+use threshold_log::RecordedEvent;
 use threshold_projections::{Attempts, Dimension, Filter};
+
+#[path = "common/journeys.rs"]
+mod journeys;
 
 fn main() {
     let total: u64 = std::env::var("BENCH_EVENTS")
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(10_000_000);
-    let mut rng = SmallRng::seed_from_u64(1);
     let at = Utc
         .with_ymd_and_hms(2026, 11, 23, 9, 0, 0)
         .single()
         .expect("instant");
-    let depots: Vec<(Country, String)> = (0..40)
-        .map(|i| {
-            (
-                Country::ALL[i % 4],
-                format!("{}-{i:02}", Country::ALL[i % 4].code()),
-            )
-        })
-        .collect();
+    let depots: Vec<(Country, String)> = (0..journeys::DEPOTS).map(journeys::depot).collect();
 
     // A realistic stream: each parcel manifested, then 1-3 attempts, each a
     // started and an outcome event, over 30 days.
     let build = Instant::now();
     let mut events: Vec<RecordedEvent> = Vec::with_capacity(total as usize + 8);
-    let mut position = 0u64;
-    let mut n = 0u64;
-    while position < total {
-        n += 1;
-        let (country, depot) = &depots[rng.random_range(0..depots.len())];
-        let id = format!("{}-{n:09}", country.code());
-        let stream: StreamId = format!("parcel/{id}").parse().expect("stream");
-        let day =
-            chrono::NaiveDate::from_ymd_opt(2026, 11, 1 + rng.random_range(0..30)).expect("day");
-        let in_home = rng.random_bool(0.2);
-        let mut version = 0;
-        let mut push = |e: pb::parcel_event::Event, events: &mut Vec<RecordedEvent>| {
-            position += 1;
-            version += 1;
-            let d = DomainEvent::Parcel(e);
-            events.push(RecordedEvent {
-                position: Position(position),
-                stream: stream.clone(),
-                stream_version: version,
-                recorded_at: at,
-                event: NewEvent {
-                    payload: Bytes::from(d.encode()),
-                    ..NewEvent::new(EventId::new(), &d, at).country(*country)
-                },
-            });
-        };
-        push(
-            pb::parcel_event::Event::Manifested(pb::ParcelManifested {
-                parcel_id: id.clone(),
-                partner_id: "p".into(),
-                country: country.to_proto() as i32,
-                depot_id: depot.clone(),
-                delivery_date: Some(date_to_proto(day)),
-                service: if in_home {
-                    pb::Service::InHome
-                } else {
-                    pb::Service::Doorstep
-                } as i32,
-                weight_grams: 1000,
-                ..Default::default()
-            }),
-            &mut events,
-        );
-        for attempt in 1..=3u32 {
-            push(
-                pb::parcel_event::Event::AttemptStarted(pb::AttemptStarted {
-                    attempt,
-                    ..Default::default()
-                }),
-                &mut events,
-            );
-            if rng.random_bool(if in_home { 0.97 } else { 0.64 }) {
-                push(
-                    pb::parcel_event::Event::Delivered(pb::ParcelDelivered {
-                        attempt,
-                        method: pb::DeliveryMethod::Doorstep as i32,
-                        ..Default::default()
-                    }),
-                    &mut events,
-                );
-                break;
-            }
-            push(
-                pb::parcel_event::Event::AttemptFailed(pb::AttemptFailed {
-                    attempt,
-                    reason: pb::FailureReason::NotHome as i32,
-                    ..Default::default()
-                }),
-                &mut events,
-            );
-        }
+    let mut parcels = journeys::Journeys::new(1, at);
+    while parcels.events() < total {
+        parcels.parcel(|e| events.push(e));
     }
+    let n = parcels.parcels();
     println!(
         "projections: {} events ({n} parcels over 40 depots and 30 days) built in {:.1} s",
         events.len(),

@@ -9,105 +9,46 @@
 use std::io::{Read, Write};
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use threshold_auth::{Principal, Role};
 use threshold_console::{Console, Models};
-use threshold_domain::country::date_to_proto;
-use threshold_domain::{Country, DomainEvent, EventId, StreamId, pb};
-use threshold_log::{NewEvent, Position, RecordedEvent};
+use threshold_domain::pb;
 use threshold_projections::{Attempts, DepotDays, Projection, Routes};
 use threshold_routing::depot::Fleets;
 
+#[path = "../../../crates/projections/benches/common/journeys.rs"]
+mod journeys;
+use journeys::Journeys;
+
 /// Folds a stream like the projections benchmark's into the models: each
-/// parcel manifested, then 1-3 attempts over 30 days and 40 depots.
+/// parcel manifested, then 1-3 attempts over 30 days and 40 depots, a
+/// failure for any of four reasons.
 fn fold(total: u64, models: &Models) -> (u64, u64) {
     let mut attempts = Attempts::default();
     let mut depot_days = DepotDays::default();
     let mut routes = Routes::default();
-    let mut rng = SmallRng::seed_from_u64(1);
     let at = Utc
         .with_ymd_and_hms(2026, 11, 23, 9, 0, 0)
         .single()
         .expect("instant");
-    let reasons = [
+    let mut journeys = Journeys::new(1, at);
+    journeys.reasons = &[
         pb::FailureReason::NotHome,
         pb::FailureReason::AccessDenied,
         pb::FailureReason::AddressNotFound,
         pb::FailureReason::Refused,
     ];
-    let (mut position, mut n) = (0u64, 0u64);
-    while position < total {
-        n += 1;
-        let i = rng.random_range(0..40usize);
-        let country = Country::ALL[i % 4];
-        let depot = format!("{}-{i:02}", country.code());
-        let id = format!("{}-{n:09}", country.code());
-        let stream: StreamId = format!("parcel/{id}").parse().expect("stream");
-        let day =
-            chrono::NaiveDate::from_ymd_opt(2026, 11, 1 + rng.random_range(0..30)).expect("day");
-        let in_home = rng.random_bool(0.2);
-        let mut version = 0;
-        let mut push = |e: pb::parcel_event::Event| {
-            position += 1;
-            version += 1;
-            let d = DomainEvent::Parcel(e);
-            let e = RecordedEvent {
-                position: Position(position),
-                stream: stream.clone(),
-                stream_version: version,
-                recorded_at: at,
-                event: NewEvent {
-                    payload: Bytes::from(d.encode()),
-                    ..NewEvent::new(EventId::new(), &d, at).country(country)
-                },
-            };
+    while journeys.events() < total {
+        journeys.parcel(|e| {
             Projection::apply(&mut attempts, &e);
             Projection::apply(&mut depot_days, &e);
             Projection::apply(&mut routes, &e);
-        };
-        push(pb::parcel_event::Event::Manifested(pb::ParcelManifested {
-            parcel_id: id.clone(),
-            partner_id: "p".into(),
-            country: country.to_proto() as i32,
-            depot_id: depot.clone(),
-            delivery_date: Some(date_to_proto(day)),
-            service: if in_home {
-                pb::Service::InHome
-            } else {
-                pb::Service::Doorstep
-            } as i32,
-            weight_grams: 1000,
-            ..Default::default()
-        }));
-        for attempt in 1..=3u32 {
-            push(pb::parcel_event::Event::AttemptStarted(
-                pb::AttemptStarted {
-                    attempt,
-                    ..Default::default()
-                },
-            ));
-            if rng.random_bool(if in_home { 0.97 } else { 0.64 }) {
-                push(pb::parcel_event::Event::Delivered(pb::ParcelDelivered {
-                    attempt,
-                    method: pb::DeliveryMethod::Doorstep as i32,
-                    ..Default::default()
-                }));
-                break;
-            }
-            push(pb::parcel_event::Event::AttemptFailed(pb::AttemptFailed {
-                attempt,
-                reason: reasons[rng.random_range(0..reasons.len())] as i32,
-                ..Default::default()
-            }));
-        }
+        });
     }
     *models.attempts.write().expect("lock") = attempts;
     *models.depot_days.write().expect("lock") = depot_days;
     *models.routes.write().expect("lock") = routes;
-    (position, n)
+    (journeys.events(), journeys.parcels())
 }
 
 /// `GET path` with `cookie`: status, head and body.
