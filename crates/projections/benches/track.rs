@@ -37,6 +37,7 @@ fn events(parcels: u64) -> Vec<RecordedEvent> {
     let mut journeys = Journeys::new(7, at);
     journeys.in_home = 0.0;
     journeys.partner = "nordshop";
+    journeys.first = 0;
     while journeys.parcels() < parcels {
         journeys.parcel(|e| out.push(e));
     }
@@ -72,9 +73,11 @@ struct Asks {
 
 fn asks(events: &[RecordedEvent]) -> Asks {
     let mut rng = SmallRng::seed_from_u64(11);
+    // Each parcel once: its first event.
+    let parcels: Vec<&RecordedEvent> = events.iter().filter(|e| e.stream_version == 1).collect();
     let ids = (0..20_000)
         .map(|i| {
-            let e = &events[rng.random_range(0..events.len())];
+            let e = parcels[rng.random_range(0..parcels.len())];
             let stream = e.stream.to_string();
             let id = stream.strip_prefix("parcel/").expect("a parcel's stream");
             match i % 4 {

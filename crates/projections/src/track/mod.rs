@@ -6,7 +6,8 @@
 //! memory, behind [`TrackStore`]: on one machine a SQLite file in the data
 //! directory ([`SqliteTrackStore`]); where read models outgrow a process, a
 //! ScyllaDB cluster (`ScyllaTrackStore`, cargo feature `scylla`). Both pass
-//! the same contract suite (`tests/track_store.rs`).
+//! the same contract suite ([`contract`]; the ScyllaDB run is
+//! `tests/track_scylla.rs`).
 //!
 //! [`Tracker`] turns log events into [`TrackRow`]s; [`follow`] keeps a store
 //! up to date from a log subscription, remembering how far it got per reader.
@@ -265,9 +266,12 @@ pub struct Checkpoint {
 // Reading back what a store wrote, shared by the stores.
 
 /// Each parcel's latest row among `rows` (by version), in the order the
-/// parcels first appear: a store writes a parcel's summary once a batch,
-/// not once a row. The rows before it are the parcel's earlier states, and
-/// a summary only moves forward, so writing them would change nothing.
+/// parcels first appear: a store writes a parcel's summary and day row once
+/// a batch, not once a row. The rows before it are the parcel's earlier
+/// states. A summary only moves forward, so writing them would change
+/// nothing; nor would their day rows, since a parcel is manifested once
+/// and leaves a day only by a reschedule, whose row removes it there
+/// (every row's `moved_from` is still written).
 fn latest_per_parcel(rows: &[TrackRow]) -> Vec<&TrackRow> {
     let mut at: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
     let mut latest: Vec<&TrackRow> = Vec::new();

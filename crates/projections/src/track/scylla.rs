@@ -278,10 +278,9 @@ impl ScyllaTrackStore {
             .map_err(backend)
     }
 
-    /// A row's step, and the parcel's row on the day it moved from.
+    /// A row's step.
     async fn put_step(&self, r: &TrackRow) -> Result<(), StoreError> {
         let (s, e) = (&r.summary, &r.event);
-        let at = big(s.version);
         self.session
             .execute_unpaged(
                 &self.q.put_event,
@@ -298,23 +297,28 @@ impl ScyllaTrackStore {
             )
             .await
             .map_err(backend)?;
-        if let Some(old) = r.moved_from {
-            self.session
-                .execute_unpaged(
-                    &self.q.drop_day,
-                    (
-                        at,
-                        country_code(s.country),
-                        &s.depot,
-                        old.to_string(),
-                        i32::try_from(day_bucket(&s.parcel_id)).unwrap_or(0),
-                        &s.parcel_id,
-                    ),
-                )
-                .await
-                .map_err(backend)?;
-        }
         Ok(())
+    }
+
+    /// The parcel's row on the day a reschedule moved it from, at the
+    /// reschedule's version.
+    async fn drop_day(&self, r: &TrackRow, old: NaiveDate) -> Result<(), StoreError> {
+        let s = &r.summary;
+        self.session
+            .execute_unpaged(
+                &self.q.drop_day,
+                (
+                    big(s.version),
+                    country_code(s.country),
+                    &s.depot,
+                    old.to_string(),
+                    i32::try_from(day_bucket(&s.parcel_id)).unwrap_or(0),
+                    &s.parcel_id,
+                ),
+            )
+            .await
+            .map(|_| ())
+            .map_err(backend)
     }
 
     /// A parcel's summary and its day row, as of `r`.
@@ -368,13 +372,24 @@ impl ScyllaTrackStore {
 impl TrackStore for ScyllaTrackStore {
     async fn put(&self, rows: &[TrackRow]) -> Result<(), StoreError> {
         // Rows are independent (the write timestamps order them), so they
-        // go side by side: every step, then each parcel's summary once, its
-        // latest in the batch, so a summary is never ahead of its steps.
+        // go side by side: every step; then each parcel's summary and day
+        // row once, its latest in the batch, so a summary is never ahead of
+        // its steps; then the rows on the days reschedules moved parcels
+        // from, so a moved parcel is never on no day while a batch is
+        // written (it may be on both for a moment).
         for chunk in rows.chunks(IN_FLIGHT) {
             futures::future::try_join_all(chunk.iter().map(|r| self.put_step(r))).await?;
         }
         for chunk in latest_per_parcel(rows).chunks(IN_FLIGHT) {
             futures::future::try_join_all(chunk.iter().map(|r| self.put_summary(r))).await?;
+        }
+        let moved: Vec<(&TrackRow, NaiveDate)> = rows
+            .iter()
+            .filter_map(|r| r.moved_from.map(|old| (r, old)))
+            .collect();
+        for chunk in moved.chunks(IN_FLIGHT) {
+            futures::future::try_join_all(chunk.iter().map(|(r, old)| self.drop_day(r, *old)))
+                .await?;
         }
         Ok(())
     }

@@ -140,10 +140,10 @@ fn get_summary(db: &Connection, parcel_id: &str) -> Result<Option<ParcelSummary>
     .transpose()
 }
 
-/// Writes the rows in `tx`: every step, and each parcel's summary once, its
-/// latest in the rows.
-fn write_rows(tx: &rusqlite::Transaction<'_>, rows: &[TrackRow]) -> Result<(), StoreError> {
-    let mut event = tx
+/// Writes the rows on `db` (in the caller's transaction): every step, and
+/// each parcel's summary once, its latest in the rows.
+fn write_rows(db: &Connection, rows: &[TrackRow]) -> Result<(), StoreError> {
+    let mut event = db
         .prepare_cached(
             "INSERT INTO track_events
                 (parcel_id, version, event_id, milestone, occurred_at, attempt, detail)
@@ -151,7 +151,7 @@ fn write_rows(tx: &rusqlite::Transaction<'_>, rows: &[TrackRow]) -> Result<(), S
              ON CONFLICT (parcel_id, version) DO NOTHING",
         )
         .map_err(backend)?;
-    let mut parcel = tx
+    let mut parcel = db
         .prepare_cached(&format!(
             "INSERT INTO track_parcels ({SUMMARY})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -195,13 +195,9 @@ fn write_rows(tx: &rusqlite::Transaction<'_>, rows: &[TrackRow]) -> Result<(), S
     Ok(())
 }
 
-/// Records in `tx` how far `reader` has fed the store.
-fn write_checkpoint(
-    tx: &rusqlite::Transaction<'_>,
-    reader: &str,
-    at: &Checkpoint,
-) -> Result<(), StoreError> {
-    tx.prepare_cached(
+/// Records on `db` how far `reader` has fed the store.
+fn write_checkpoint(db: &Connection, reader: &str, at: &Checkpoint) -> Result<(), StoreError> {
+    db.prepare_cached(
         "INSERT INTO track_checkpoints (reader, position, event_id) VALUES (?1, ?2, ?3)
          ON CONFLICT (reader) DO UPDATE SET
             position = excluded.position, event_id = excluded.event_id",
@@ -312,12 +308,7 @@ impl TrackStore for SqliteTrackStore {
 
     async fn set_checkpoint(&self, reader: &str, at: &Checkpoint) -> Result<(), StoreError> {
         let (reader, at) = (reader.to_owned(), at.clone());
-        self.on(move |db| {
-            let tx = db.transaction().map_err(backend)?;
-            write_checkpoint(&tx, &reader, &at)?;
-            tx.commit().map_err(backend)
-        })
-        .await
+        self.on(move |db| write_checkpoint(db, &reader, &at)).await
     }
 
     /// One transaction: the rows and the checkpoint commit together.
