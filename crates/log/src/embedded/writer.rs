@@ -617,10 +617,21 @@ impl Writer {
         Ok((current, known))
     }
 
-    /// The id of the event at `version` of the stream `key`, if it has one.
-    fn event_id_at(&self, key: &Arc<str>, version: u64) -> rusqlite::Result<Option<EventId>> {
+    /// The id of the last event of the stream `key`, whose version is
+    /// `version` with what the group wrote so far (`overlay`), if it has
+    /// one: from the group, from what the writer wrote before, from the
+    /// tail, or from the database.
+    fn last_event(
+        &self,
+        key: &Arc<str>,
+        version: u64,
+        overlay: &Overlay,
+    ) -> rusqlite::Result<Option<EventId>> {
         if version == 0 {
             return Ok(None);
+        }
+        if let Some(last) = overlay.lasts.get(key) {
+            return Ok(Some(*last));
         }
         if let Some((v, last)) = self.lasts.get(key)
             && *v == version
@@ -671,12 +682,9 @@ impl Writer {
     ) -> Result<Planned> {
         let key: Arc<str> = Arc::from(stream.to_string());
         let (current, known) = self.check(stream, &key, expected, ids, overlay)?;
-        let last = match overlay.lasts.get(&key) {
-            Some(id) => Some(*id),
-            None => self
-                .event_id_at(&key, current)
-                .map_err(|e| classify(&self.path, e))?,
-        };
+        let last = self
+            .last_event(&key, current, overlay)
+            .map_err(|e| classify(&self.path, e))?;
         Ok(Planned {
             current,
             last,
@@ -802,10 +810,7 @@ impl Writer {
         let path = self.path.clone();
         let db = |e| classify(&path, e);
         let current = self.version_of(&key, overlay).map_err(db)?;
-        let mut last = match overlay.lasts.get(&key) {
-            Some(id) => Some(*id),
-            None => self.event_id_at(&key, current).map_err(db)?,
-        };
+        let mut last = self.last_event(&key, current, overlay).map_err(db)?;
         let mut version = current;
         let mut verdicts = Vec::with_capacity(records.len());
         let mut accepted = Vec::new();
