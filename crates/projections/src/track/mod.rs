@@ -636,10 +636,13 @@ async fn follow_gathering(
                 None => break,
             }
         }
-        let last = batch.last().map(|e| Checkpoint {
+        // A batch holds at least the event it began with.
+        let Some(last) = batch.last().map(|e| Checkpoint {
             position: e.position,
             event_id: e.event.event_id.to_string(),
-        });
+        }) else {
+            continue;
+        };
         let mut backoff = std::time::Duration::from_millis(100);
         let mut rows = None;
         loop {
@@ -654,18 +657,14 @@ async fn follow_gathering(
                             },
                         )?);
                     }
-                    let rows = rows.as_deref().unwrap_or_default();
-                    match &last {
-                        Some(last) => store.feed(rows, &reader, last).await,
-                        None => store.put(rows).await,
-                    }
+                    store
+                        .feed(rows.as_deref().unwrap_or_default(), &reader, &last)
+                        .await
                 }
                 .await;
             match stored {
                 Ok(()) => {
-                    if let Some(last) = &last {
-                        fed.store(last.position.0, std::sync::atomic::Ordering::Relaxed);
-                    }
+                    fed.store(last.position.0, std::sync::atomic::Ordering::Relaxed);
                     break;
                 }
                 Err(e) => {
