@@ -3,7 +3,11 @@
 # peer (crates/log/benches/kafka_peer.rs) and `threshold serve --log kafka://`
 # under threshold-load (maximum, then open loop at 2,000 events/s); prints
 # both rates and their ratio, and the peer's latencies at 2,000 records/s
-# beside Threshold's; writes target/bench/kafka_*.json.
+# beside Threshold's; then, from a window in the middle of the maximum, the
+# records Threshold wrote per event (to the log, and the partners' outcomes)
+# and the CPU per event and per record of the server, the broker and the
+# load, beside the CPU per record of the peer's client and of the broker;
+# writes target/bench/kafka_*.json.
 #
 # Run through the test broker: scripts/test-broker.sh run scripts/bench-kafka.sh
 set -euo pipefail
@@ -13,7 +17,16 @@ cd "$(dirname "$0")/.."
 . scripts/kafka-bench-env.sh
 out=target/bench
 mkdir -p "$out"
-PEER_OUT="$PWD/$out/kafka_peer.json" cargo bench -q -p threshold-log --features kafka --bench kafka_peer
+# The peer's binary, run directly to count what Threshold wrote (its
+# PEER_COUNT mode) without cargo's start in the middle of a measurement.
+peer=$(cargo bench -q -p threshold-log --features kafka --bench kafka_peer --no-run \
+    --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "kafka_peer":
+        print(m["executable"])')
+PEER_OUT="$PWD/$out/kafka_peer.json" PEER_TANSU_PID=$tansu PEER_HZ=$hz "$peer"
 
 # Each phase gets a server of its own on topics of its own, as each of the
 # peer's phases gets a fresh topic: the test broker's memory storage lists
@@ -49,9 +62,34 @@ stages() {
     echo "librdkafka's statistics of the log's and the publisher's producers, last reports:"
     grep -E 'librdkafka (log|publisher) producer' "$data/serve.log" | tail -4 | sed 's/.*stages[^ ]* //' || true
 }
+# The records this phase's topics hold: "log N" (the category topics) and
+# "outcome N" (the partners' topic).
+records() {
+    PEER_COUNT="bench-$$-max" "$peer" |
+        awk '$1 == "records" {if ($2 ~ /\.outcome$/) o += $3; else if ($2 !~ /\.(credentials|vault)$/) l += $3}
+             END {print "log", l + 0; print "outcome", o + 0}'
+}
 serve max
-"$bin/threshold-load" --server "$url" --data "$data" --streams 64 --window 16 \
+start_load "$data" --server "$url" --streams 64 --window 16 \
     --parcels 5000 --seconds "$seconds" --out "$out/kafka_load_max.json"
+# A window in the middle of the run (after planning, which is not timed):
+# the records written, and the CPU of the server, the broker and the load.
+window=$((seconds > 6 ? seconds - 4 : 2))
+sleep 2
+w0=$(date +%s.%N) s0=$(ticks $server) t0=$(ticks "$tansu") l0=$(ticks $load)
+records >"$data/records0"
+sleep "$window"
+w1=$(date +%s.%N) s1=$(ticks $server) t1=$(ticks "$tansu") l1=$(ticks $load)
+records >"$data/records1"
+wait $load
+load=
+cat >"$out/kafka_max_window.json" <<JSON
+{"from": $w0, "to": $w1, "hz": $hz, "cores": $(nproc),
+ "server_ticks": $((s1 - s0)), "broker_ticks": $((t1 - t0)), "load_ticks": $((l1 - l0)),
+ "log_records": $(($(awk '$1 == "log" {print $2}' "$data/records1") - $(awk '$1 == "log" {print $2}' "$data/records0"))),
+ "outcome_records": $(($(awk '$1 == "outcome" {print $2}' "$data/records1") - $(awk '$1 == "outcome" {print $2}' "$data/records0")))}
+JSON
+grep acknowledged "$data/load.out"
 stages maximum
 stop
 serve open
@@ -85,6 +123,21 @@ summary = {
     "peer_open_2k_ack_p99_ms": peer["open_loop"]["ack_ms"]["p99"],
     "peer_open_2k_read_back_p99_ms": peer["open_loop"]["read_back_ms"]["p99"],
 }
+# What the maximum phase wrote per event, and its CPU per event and per
+# record written, over the window in its middle; beside them, what one
+# record of the peer cost its client and the broker.
+w = json.load(open(f"{out}/kafka_max_window.json"))
+seconds = w["to"] - w["from"]
+events = rate(top) * seconds
+per_event = lambda ticks: 1e6 * ticks / w["hz"] / events
+written = (w["log_records"] + w["outcome_records"]) / events
+summary["records_per_event"] = {"log": w["log_records"] / events, "outcome": w["outcome_records"] / events}
+summary["threshold_records_per_s"] = written * rate(top)
+summary["records_ratio"] = summary["threshold_records_per_s"] / peer["records_per_s"]
+summary["cpu_us_per_event"] = {"server": per_event(w["server_ticks"]), "broker": per_event(w["broker_ticks"]),
+                               "load": per_event(w["load_ticks"])}
+summary["cpu_us_per_record_written"] = {k: v / written for k, v in summary["cpu_us_per_event"].items()}
+summary["peer_cpu"] = peer.get("cpu")
 json.dump(summary, open(f"{out}/kafka.json", "w"), indent=2)
 print(f"peer {summary['peer_records_per_s']:.0f} records/s; threshold {summary['threshold_events_per_s']:.0f} events/s; "
       f"ratio {100*ratio:.2f}% (target 25%); open loop 2,000/s: {summary['open_2k_events_per_s']:.0f} events/s, "
@@ -93,5 +146,17 @@ print(f"peer {summary['peer_records_per_s']:.0f} records/s; threshold {summary['
       f"{summary['peer_open_2k_read_back_p99_ms']:.1f} ms; Threshold's p99 / the client's read-back p99: "
       f"{summary['open_2k_p99_ms'] / summary['peer_open_2k_read_back_p99_ms']:.2f}, "
       f"/ its acknowledgement p99: {summary['open_2k_p99_ms'] / summary['peer_open_2k_ack_p99_ms']:.2f}")
+c = summary["cpu_us_per_event"]
+r = summary["cpu_us_per_record_written"]
+print(f"per event Threshold wrote {summary['records_per_event']['log']:.2f} records to the log and "
+      f"{summary['records_per_event']['outcome']:.2f} outcomes ({summary['threshold_records_per_s']:.0f} records "
+      f"written a second, {100*summary['records_ratio']:.1f}% of the peer's rate); CPU per event: the server "
+      f"{c['server']:.0f} us, the broker {c['broker']:.0f} us, the load {c['load']:.0f} us; per record written: "
+      f"the server {r['server']:.1f} us, the broker {r['broker']:.1f} us (over {seconds:.1f} s in the middle of the run)")
+cpu = summary["peer_cpu"]
+if cpu:
+    print(f"the peer's CPU per record: its client {cpu['client_us_per_record']:.1f} us, the broker "
+          f"{cpu['broker_us_per_record']:.1f} us ({100*cpu['client_cores']:.0f}% and {100*cpu['broker_cores']:.0f}% "
+          f"of a core: its rate is its reading back, not the machine's CPU)")
 print(f"wrote {out}/kafka.json")
 PY

@@ -17,7 +17,18 @@
 //! broker's acknowledgement, then its own replica reading it back), so the
 //! second is the floor under its acknowledgement at that rate.
 //!
+//! With `PEER_TANSU_PID` (the broker's pid) and `PEER_HZ` (clock ticks a
+//! second), the first phase's CPU is measured too: this process's and the
+//! broker's, per record acknowledged and read back, the cost the machine
+//! pays for one record of a plain client.
+//!
 //! Writes `target/bench/kafka_peer.json` (or `PEER_OUT`).
+//!
+//! `PEER_COUNT=PREFIX` only counts: for each topic named `PREFIX.*`, the
+//! records its partitions hold (the sum of their high watermarks), one
+//! line `records TOPIC N` each. `make bench-kafka` counts Threshold's
+//! topics with it, so what Threshold wrote per event is measured with the
+//! same client.
 //!
 //! `cargo bench -p threshold-log --features kafka --bench kafka_peer`, with
 //! a broker (`scripts/test-broker.sh run …`).
@@ -40,6 +51,16 @@ const RECORD_BYTES: usize = 200;
 async fn main() {
     let brokers = std::env::var("THRESHOLD_TEST_KAFKA")
         .expect("THRESHOLD_TEST_KAFKA=host:port names the broker (scripts/test-broker.sh run)");
+    if let Ok(prefix) = std::env::var("PEER_COUNT") {
+        for (topic, records) in tokio::task::block_in_place(|| count(&brokers, &prefix)) {
+            println!("records {topic} {records}");
+        }
+        return;
+    }
+    let hz = env_or("PEER_HZ", 100) as f64;
+    let tansu: Option<u32> = std::env::var("PEER_TANSU_PID")
+        .ok()
+        .and_then(|p| p.parse().ok());
     let records = env_or("PEER_RECORDS", 200_000) as usize;
     let topic = format!("peer.{}", std::process::id());
 
@@ -60,6 +81,10 @@ async fn main() {
     let producer: FutureProducer = producer(&brokers).create().expect("producer");
 
     let payload = vec![b'x'; RECORD_BYTES];
+    let cpu_before = (
+        cpu_seconds(None, hz),
+        tansu.and_then(|t| cpu_seconds(Some(t), hz)),
+    );
     let started = Instant::now();
     let reader = tokio::spawn(async move {
         let mut read = 0usize;
@@ -94,12 +119,37 @@ async fn main() {
     }
     let acked = started.elapsed().as_secs_f64();
     let done = reader.await.expect("reader");
+    let cpu_after = (
+        cpu_seconds(None, hz),
+        tansu.and_then(|t| cpu_seconds(Some(t), hz)),
+    );
     let seconds = (done - started).as_secs_f64();
     let rate = records as f64 / seconds;
     println!(
         "peer: {records} records of {RECORD_BYTES} bytes over {PARTITIONS} partitions, idempotent \
          acks=all: acknowledged in {acked:.2} s, read back in {seconds:.2} s: {rate:.0} records/s"
     );
+    // CPU per record, where both were measured: the client's, the broker's.
+    let cpu = match (cpu_before, cpu_after) {
+        ((Some(c0), Some(b0)), (Some(c1), Some(b1))) => {
+            let per_record = |s: f64| 1e6 * s / records as f64;
+            println!(
+                "peer's CPU: the client {:.0}% of a core, the broker {:.0}%; per record the client \
+                 {:.1} us, the broker {:.1} us",
+                100.0 * (c1 - c0) / seconds,
+                100.0 * (b1 - b0) / seconds,
+                per_record(c1 - c0),
+                per_record(b1 - b0)
+            );
+            serde_json::json!({
+                "client_cores": (c1 - c0) / seconds,
+                "broker_cores": (b1 - b0) / seconds,
+                "client_us_per_record": per_record(c1 - c0),
+                "broker_us_per_record": per_record(b1 - b0),
+            })
+        }
+        _ => serde_json::Value::Null,
+    };
     let rate_asked: u64 = env_or("PEER_RATE", 2_000);
     let open_seconds: u64 = env_or("PEER_SECONDS", 10);
     let open = open_loop(&admin, &brokers, &topic, rate_asked, open_seconds).await;
@@ -121,6 +171,7 @@ async fn main() {
         "acknowledged_seconds": acked,
         "read_back_seconds": seconds,
         "records_per_s": rate,
+        "cpu": cpu,
         "open_loop": {
             "records_per_s": rate_asked,
             "seconds": open_seconds,
@@ -155,6 +206,60 @@ fn producer(brokers: &str) -> ClientConfig {
         .set("enable.idempotence", "true")
         .set("acks", "all");
     config
+}
+
+/// The CPU time process `pid` (this one when `None`) has used, in seconds:
+/// `utime` and `stime` of `/proc/PID/stat`, at `hz` ticks a second.
+fn cpu_seconds(pid: Option<u32>, hz: f64) -> Option<f64> {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |p| format!("/proc/{p}/stat"),
+    );
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The fields after the command's name (which may hold spaces), from the
+    // third: `utime` and `stime` are the 14th and 15th.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / hz)
+}
+
+/// The records each topic named `prefix.*` holds: per topic, the sum of its
+/// partitions' high watermarks.
+fn count(brokers: &str, prefix: &str) -> Vec<(String, i64)> {
+    use rdkafka::consumer::BaseConsumer;
+    let timeout = Duration::from_secs(15);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
+    let metadata = consumer.fetch_metadata(None, timeout).expect("metadata");
+    let mut counts: Vec<(String, i64)> = metadata
+        .topics()
+        .iter()
+        .filter(|t| {
+            t.name()
+                .strip_prefix(prefix)
+                .is_some_and(|r| r.starts_with('.'))
+        })
+        .map(|t| {
+            let records = t
+                .partitions()
+                .iter()
+                .map(|p| {
+                    let (_, high) = consumer
+                        .fetch_watermarks(t.name(), p.id(), timeout)
+                        .expect("watermarks");
+                    high
+                })
+                .sum();
+            (t.name().to_owned(), records)
+        })
+        .collect();
+    counts.sort();
+    counts
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
