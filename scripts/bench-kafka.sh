@@ -5,8 +5,9 @@
 # both rates and their ratio, and the peer's latencies at 2,000 records/s
 # beside Threshold's; then, from a window in the middle of the maximum, the
 # records Threshold wrote per event (to the log, and the partners' outcomes)
-# and the CPU per event and per record of the server, the broker and the
-# load, beside the CPU per record of the peer's client and of the broker;
+# and the CPU per event of the server, the broker and the load and per
+# record written of the first two, beside the CPU per record of the peer's
+# client and of the broker;
 # writes target/bench/kafka_*.json.
 #
 # Run through the test broker: scripts/test-broker.sh run scripts/bench-kafka.sh
@@ -89,7 +90,7 @@ cat >"$out/kafka_max_window.json" <<JSON
  "log_records": $(($(awk '$1 == "log" {print $2}' "$data/records1") - $(awk '$1 == "log" {print $2}' "$data/records0"))),
  "outcome_records": $(($(awk '$1 == "outcome" {print $2}' "$data/records1") - $(awk '$1 == "outcome" {print $2}' "$data/records0")))}
 JSON
-grep acknowledged "$data/load.out"
+grep -E 'acknowledged|first stream error' "$data/load.out"
 stages maximum
 stop
 serve open
@@ -124,19 +125,21 @@ summary = {
     "peer_open_2k_read_back_p99_ms": peer["open_loop"]["read_back_ms"]["p99"],
 }
 # What the maximum phase wrote per event, and its CPU per event and per
-# record written, over the window in its middle; beside them, what one
-# record of the peer cost its client and the broker.
+# record written, over the window in its middle (its events counted at the
+# whole run's rate); beside them, what one record of the peer cost its
+# client and the broker.
 w = json.load(open(f"{out}/kafka_max_window.json"))
 seconds = w["to"] - w["from"]
 events = rate(top) * seconds
-per_event = lambda ticks: 1e6 * ticks / w["hz"] / events
-written = (w["log_records"] + w["outcome_records"]) / events
-summary["records_per_event"] = {"log": w["log_records"] / events, "outcome": w["outcome_records"] / events}
-summary["threshold_records_per_s"] = written * rate(top)
-summary["records_ratio"] = summary["threshold_records_per_s"] / peer["records_per_s"]
-summary["cpu_us_per_event"] = {"server": per_event(w["server_ticks"]), "broker": per_event(w["broker_ticks"]),
-                               "load": per_event(w["load_ticks"])}
-summary["cpu_us_per_record_written"] = {k: v / written for k, v in summary["cpu_us_per_event"].items()}
+written = (w["log_records"] + w["outcome_records"]) / events if events else 0
+if written:
+    per_event = lambda ticks: 1e6 * ticks / w["hz"] / events
+    summary["records_per_event"] = {"log": w["log_records"] / events, "outcome": w["outcome_records"] / events}
+    summary["threshold_records_per_s"] = written * rate(top)
+    summary["records_ratio"] = summary["threshold_records_per_s"] / peer["records_per_s"]
+    summary["cpu_us_per_event"] = {"server": per_event(w["server_ticks"]), "broker": per_event(w["broker_ticks"]),
+                                   "load": per_event(w["load_ticks"])}
+    summary["cpu_us_per_record_written"] = {k: v / written for k, v in summary["cpu_us_per_event"].items()}
 summary["peer_cpu"] = peer.get("cpu")
 json.dump(summary, open(f"{out}/kafka.json", "w"), indent=2)
 print(f"peer {summary['peer_records_per_s']:.0f} records/s; threshold {summary['threshold_events_per_s']:.0f} events/s; "
@@ -146,13 +149,17 @@ print(f"peer {summary['peer_records_per_s']:.0f} records/s; threshold {summary['
       f"{summary['peer_open_2k_read_back_p99_ms']:.1f} ms; Threshold's p99 / the client's read-back p99: "
       f"{summary['open_2k_p99_ms'] / summary['peer_open_2k_read_back_p99_ms']:.2f}, "
       f"/ its acknowledgement p99: {summary['open_2k_p99_ms'] / summary['peer_open_2k_ack_p99_ms']:.2f}")
-c = summary["cpu_us_per_event"]
-r = summary["cpu_us_per_record_written"]
-print(f"per event Threshold wrote {summary['records_per_event']['log']:.2f} records to the log and "
-      f"{summary['records_per_event']['outcome']:.2f} outcomes ({summary['threshold_records_per_s']:.0f} records "
-      f"written a second, {100*summary['records_ratio']:.1f}% of the peer's rate); CPU per event: the server "
-      f"{c['server']:.0f} us, the broker {c['broker']:.0f} us, the load {c['load']:.0f} us; per record written: "
-      f"the server {r['server']:.1f} us, the broker {r['broker']:.1f} us (over {seconds:.1f} s in the middle of the run)")
+if not written:
+    print("the window of the maximum counted no record or no event: no figures per event")
+else:
+    c = summary["cpu_us_per_event"]
+    r = summary["cpu_us_per_record_written"]
+    print(f"per event Threshold wrote {summary['records_per_event']['log']:.2f} records to the log and "
+          f"{summary['records_per_event']['outcome']:.2f} outcomes ({summary['threshold_records_per_s']:.0f} records "
+          f"written a second, {100*summary['records_ratio']:.1f}% of the peer's rate); CPU per event: the server "
+          f"{c['server']:.0f} us, the broker {c['broker']:.0f} us, the load {c['load']:.0f} us; per record written: "
+          f"the server {r['server']:.1f} us, the broker {r['broker']:.1f} us (over {seconds:.1f} s in the middle "
+          f"of the run, its events counted at the run's rate)")
 cpu = summary["peer_cpu"]
 if cpu:
     print(f"the peer's CPU per record: its client {cpu['client_us_per_record']:.1f} us, the broker "

@@ -1,6 +1,6 @@
 //! Track-and-trace figures on the SQLite store, beside PostgreSQL with the
 //! same tables, keys and writes in the same run: rows stored per second
-//! (as a process's reader feeds them, 512 a transaction, neither waiting
+//! (512 a transaction, neither waiting
 //! for the disk at each commit: SQLite WAL at `synchronous = NORMAL`,
 //! PostgreSQL at `synchronous_commit = off`), and the latency of `track`
 //! (one parcel) and `day` (a page of 100 of a depot's day) on the filled

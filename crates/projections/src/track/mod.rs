@@ -527,10 +527,12 @@ impl Drop for AbortOnDrop {
 /// commit of the store, and now and then a WAL checkpoint, whatever its
 /// size: at 512 the server on Kafka at its maximum (~24,000 events a
 /// second into the log) committed ~45 times a second and spent ~8% of its
-/// CPU in those commits. At this size [`GATHER`] ends a batch below ~80,000
-/// events a second, and a catch-up from the start of the log writes
-/// batches of this size (`deploy/README.md`).
-const BATCH: usize = 4096;
+/// CPU in those commits. At this size [`GATHER`] ends a batch below ~40,000
+/// events a second. A read of the SQLite store waits for a write in
+/// progress (one connection), so the cap also bounds that wait: a
+/// catch-up from the start of the log writes batches of this size
+/// (`deploy/README.md`).
+const BATCH: usize = 2048;
 
 /// How long a write waits for more events once one came: track and trace
 /// is read by people and partners, for whom 50 ms is nothing, and a write
