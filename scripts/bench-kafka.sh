@@ -63,13 +63,8 @@ stages() {
     echo "librdkafka's statistics of the log's and the publisher's producers, last reports:"
     grep -E 'librdkafka (log|publisher) producer' "$data/serve.log" | tail -4 | sed 's/.*stages[^ ]* //' || true
 }
-# The records this phase's topics hold: "log N" (the category topics) and
-# "outcome N" (the partners' topic).
-records() {
-    PEER_COUNT="bench-$$-max" "$peer" |
-        awk '$1 == "records" {if ($2 ~ /\.outcome$/) o += $3; else if ($2 !~ /\.(credentials|vault)$/) l += $3}
-             END {print "log", l + 0; print "outcome", o + 0}'
-}
+# The records each of this phase's topics holds ("records TOPIC N").
+records() { PEER_COUNT="bench-$$-max" "$peer"; }
 serve max
 start_load "$data" --server "$url" --streams 64 --window 16 \
     --parcels 5000 --seconds "$seconds" --out "$out/kafka_load_max.json"
@@ -84,12 +79,27 @@ w1=$(date +%s.%N) s1=$(ticks $server) t1=$(ticks "$tansu") l1=$(ticks $load)
 records >"$data/records1"
 wait $load
 load=
-cat >"$out/kafka_max_window.json" <<JSON
-{"from": $w0, "to": $w1, "hz": $hz, "cores": $(nproc),
- "server_ticks": $((s1 - s0)), "broker_ticks": $((t1 - t0)), "load_ticks": $((l1 - l0)),
- "log_records": $(($(awk '$1 == "log" {print $2}' "$data/records1") - $(awk '$1 == "log" {print $2}' "$data/records0"))),
- "outcome_records": $(($(awk '$1 == "outcome" {print $2}' "$data/records1") - $(awk '$1 == "outcome" {print $2}' "$data/records0")))}
-JSON
+python3 - "$data" "$out/kafka_max_window.json" "$w0" "$w1" "$hz" $((s1 - s0)) $((t1 - t0)) $((l1 - l0)) <<'PY'
+import json, sys
+data, path, w0, w1, hz, server, broker, load = sys.argv[1:]
+def written(name):
+    # Per kind, the records the topics hold: the partners' outcome topic,
+    # and the category topics of the log (not credentials or the vault).
+    out = {"log": 0, "outcome": 0}
+    for line in open(f"{data}/{name}"):
+        _, topic, n = line.split()
+        kind = topic.rsplit(".", 1)[1]
+        if kind == "outcome":
+            out["outcome"] += int(n)
+        elif kind not in ("credentials", "vault"):
+            out["log"] += int(n)
+    return out
+before, after = written("records0"), written("records1")
+json.dump({"from": float(w0), "to": float(w1), "hz": int(hz),
+           "server_ticks": int(server), "broker_ticks": int(broker), "load_ticks": int(load),
+           "log_records": after["log"] - before["log"],
+           "outcome_records": after["outcome"] - before["outcome"]}, open(path, "w"))
+PY
 grep -E 'acknowledged|first stream error' "$data/load.out"
 stages maximum
 stop
@@ -141,6 +151,12 @@ if written:
                                    "load": per_event(w["load_ticks"])}
     summary["cpu_us_per_record_written"] = {k: v / written for k, v in summary["cpu_us_per_event"].items()}
 summary["peer_cpu"] = peer.get("cpu")
+if written and summary["peer_cpu"]:
+    # Threshold's CPU per record written over the peer's per record.
+    summary["cpu_per_record_vs_peer"] = {
+        "server_vs_client": summary["cpu_us_per_record_written"]["server"] / summary["peer_cpu"]["client_us_per_record"],
+        "broker": summary["cpu_us_per_record_written"]["broker"] / summary["peer_cpu"]["broker_us_per_record"],
+    }
 json.dump(summary, open(f"{out}/kafka.json", "w"), indent=2)
 print(f"peer {summary['peer_records_per_s']:.0f} records/s; threshold {summary['threshold_events_per_s']:.0f} events/s; "
       f"ratio {100*ratio:.2f}% (target 25%); open loop 2,000/s: {summary['open_2k_events_per_s']:.0f} events/s, "
@@ -165,5 +181,9 @@ if cpu:
     print(f"the peer's CPU per record: its client {cpu['client_us_per_record']:.1f} us, the broker "
           f"{cpu['broker_us_per_record']:.1f} us ({100*cpu['client_cores']:.0f}% and {100*cpu['broker_cores']:.0f}% "
           f"of a core: its rate is its reading back, not the machine's CPU)")
+    if written:
+        print(f"per record written, Threshold / the peer: the server / its client "
+              f"{summary['cpu_per_record_vs_peer']['server_vs_client']:.1f}x, the broker "
+              f"{summary['cpu_per_record_vs_peer']['broker']:.1f}x")
 print(f"wrote {out}/kafka.json")
 PY
