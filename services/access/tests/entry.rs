@@ -455,10 +455,18 @@ async fn concurrent_revokes_unlocks_and_redeems_keep_one_order_per_grant() {
     while let Some(t) = tasks.join_next().await {
         revokes_that_changed += t.expect("task").0;
     }
-    assert_eq!(revokes_that_changed, 8, "each grant revoked exactly once");
+    let mut revoked = 0;
     for g in &grants {
-        // 21 unlock requests, one revoke (the other two found it revoked),
-        // one issue.
-        assert_one_order(g, &grant_history(s.log.as_ref(), g).await, 21);
+        // 21 unlock requests, one revoke (the other two found it revoked or,
+        // when the parcel went in first, all three were refused), one issue.
+        revoked += u32::from(assert_one_order(
+            g,
+            &grant_history(s.log.as_ref(), g).await,
+            21,
+        ));
     }
+    assert_eq!(
+        revokes_that_changed, revoked,
+        "each revoked grant revoked once"
+    );
 }

@@ -59,13 +59,18 @@ async fn two_processes_never_both_authorize_under_one_grant() {
         revokes_that_changed += r;
         opened += o;
     }
-    assert_eq!(revokes_that_changed, 6, "each grant revoked exactly once");
     assert!(opened <= 6, "at most one entry per grant: {opened}");
+    let mut revoked = 0;
     for g in &grants {
         let events = grant_history(a.log.as_ref(), g).await;
         // Both processes read the same history.
         assert_eq!(grant_history(b.log.as_ref(), g).await, events, "{g}");
         // Every unlock request was decided and recorded once: 14 of them.
-        assert_one_order(g, &events, 14);
+        revoked += u32::from(assert_one_order(g, &events, 14));
     }
+    // A grant is revoked once, or not at all when its parcel went in first.
+    assert_eq!(
+        revokes_that_changed, revoked,
+        "each revoked grant revoked once"
+    );
 }
