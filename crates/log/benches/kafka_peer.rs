@@ -24,6 +24,12 @@
 //!
 //! Writes `target/bench/kafka_peer.json` (or `PEER_OUT`).
 //!
+//! What a record costs by its shape: `PEER_BYTES` sets the value's size
+//! (default 200) and `PEER_HEADERS=N` adds N headers named as CloudEvents
+//! attributes with a 36-byte value each (the layout of Threshold's records
+//! before `threshold.v1.LogRecord`: fourteen). `make bench-kafka` runs the
+//! default.
+//!
 //! `PEER_COUNT=PREFIX` only counts: for each topic named `PREFIX.*`, the
 //! records its partitions hold (the sum of their high watermarks), one
 //! line `records TOPIC N` each. `make bench-kafka` counts Threshold's
@@ -39,13 +45,33 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use threshold_log::kafka::{LINGER_MS, REPLICA_FETCH_WAIT_MS};
 
 const PARTITIONS: i32 = 12;
 const RECORD_BYTES: usize = 200;
+/// Each `PEER_HEADERS` header's value: as long as an event id.
+const HEADER_VALUE: &[u8] = b"019a0c1e-7d2b-7c4e-9f1a-3b5d6e7f8a9b";
+
+/// The names `PEER_HEADERS` takes, in turn.
+const HEADER_NAMES: [&str; 14] = [
+    "ce_specversion",
+    "ce_id",
+    "ce_source",
+    "ce_type",
+    "ce_time",
+    "ce_subject",
+    "content-type",
+    "ce_streamversion",
+    "ce_schemaversion",
+    "ce_afterid",
+    "ce_country",
+    "ce_causationid",
+    "ce_correlationid",
+    "traceparent",
+];
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
@@ -62,6 +88,8 @@ async fn main() {
         .ok()
         .and_then(|p| p.parse().ok());
     let records = env_or("PEER_RECORDS", 200_000) as usize;
+    let record_bytes = env_or("PEER_BYTES", RECORD_BYTES as u64) as usize;
+    let header_count = env_or("PEER_HEADERS", 0) as usize;
     let topic = format!("peer.{}", std::process::id());
 
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -80,7 +108,7 @@ async fn main() {
     consumer.subscribe(&[&topic]).expect("subscribe");
     let producer: FutureProducer = producer(&brokers).create().expect("producer");
 
-    let payload = vec![b'x'; RECORD_BYTES];
+    let payload = vec![b'x'; record_bytes];
     let cpu_before = (
         cpu_seconds(None, hz),
         tansu.and_then(|t| cpu_seconds(Some(t), hz)),
@@ -101,6 +129,16 @@ async fn main() {
     for i in 0..records {
         let key = format!("parcel/SE-{:08}", i % 10_000);
         let mut record = FutureRecord::to(&topic).key(&key).payload(&payload);
+        if header_count > 0 {
+            let mut headers = OwnedHeaders::new_with_capacity(header_count);
+            for name in HEADER_NAMES.iter().cycle().take(header_count) {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(HEADER_VALUE),
+                });
+            }
+            record = record.headers(headers);
+        }
         loop {
             match producer.send_result(record) {
                 Ok(d) => {
@@ -126,8 +164,9 @@ async fn main() {
     let seconds = (done - started).as_secs_f64();
     let rate = records as f64 / seconds;
     println!(
-        "peer: {records} records of {RECORD_BYTES} bytes over {PARTITIONS} partitions, idempotent \
-         acks=all: acknowledged in {acked:.2} s, read back in {seconds:.2} s: {rate:.0} records/s"
+        "peer: {records} records of {record_bytes} bytes and {header_count} headers over \
+         {PARTITIONS} partitions, idempotent acks=all: acknowledged in {acked:.2} s, read back in \
+         {seconds:.2} s: {rate:.0} records/s"
     );
     // CPU per record, where both were measured: the client's, the broker's.
     let cpu = match (cpu_before, cpu_after) {
@@ -166,7 +205,8 @@ async fn main() {
     let json = serde_json::json!({
         "benchmark": "kafka_peer",
         "records": records,
-        "record_bytes": RECORD_BYTES,
+        "record_bytes": record_bytes,
+        "headers": header_count,
         "partitions": PARTITIONS,
         "acknowledged_seconds": acked,
         "read_back_seconds": seconds,

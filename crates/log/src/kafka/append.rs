@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use threshold_domain::{EventId, StreamId};
 use tokio::sync::Mutex;
@@ -541,7 +540,7 @@ impl KafkaLog {
     /// Sends `fresh` (event, version, the event it follows) to `stream`'s
     /// partition, in order; the futures resolve when Kafka acknowledged.
     /// With them, each record as a reader of the partition takes it (read
-    /// from the headers sent, so the replica stores what every other
+    /// from the value sent, so the replica stores what every other
     /// process's stores).
     async fn send(
         &self,
@@ -554,13 +553,8 @@ impl KafkaLog {
         let mut deliveries = Vec::with_capacity(fresh.len());
         let mut records = Vec::with_capacity(fresh.len());
         for (event, version, after) in fresh {
-            let mut headers = OwnedHeaders::new_with_capacity(16);
-            let sent = record::headers(stream, *version, *after, event, &self.inner.source);
-            let read = record::from_record(
-                sent.iter().map(|(name, value)| (*name, value.as_slice())),
-                event.payload.clone(),
-            )
-            .map_err(|e| {
+            let value = record::value(*version, *after, event, &self.inner.source);
+            let read = record::from_value(key.as_bytes(), &value).map_err(|e| {
                 kafka(
                     "producing",
                     format!("{stream}: a record that does not read back: {e}"),
@@ -571,17 +565,10 @@ impl KafkaLog {
                 version: read.version,
                 after: read.after,
             });
-            for (name, value) in sent {
-                headers = headers.insert(Header {
-                    key: name,
-                    value: Some(&value),
-                });
-            }
             let mut record = FutureRecord::to(topic)
                 .partition(partition)
                 .key(&key)
-                .payload(event.payload.as_ref())
-                .headers(headers);
+                .payload(&value);
             loop {
                 match self.inner.producer.send_result(record) {
                     Ok(delivery) => {

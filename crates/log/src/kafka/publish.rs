@@ -101,9 +101,9 @@ impl KafkaLog {
         Ok(tokio::spawn(async move {
             loop {
                 // A record of a type it derives nothing from is passed over
-                // on its `ce_type`, without copying or decoding it.
+                // on its type, without copying or decoding the rest.
                 let batch = next_batch(&consumer, PUBLISH_BATCH, "a publisher's consumer", |m| {
-                    kafka_record::event_type_of(m).is_none_or(|t| types.contains(&t))
+                    kafka_record::event_type_of(m).is_none_or(|t| types.contains(&t.as_ref()))
                 })
                 .await;
                 // Published (or nothing to publish), else tried again: a

@@ -1,5 +1,5 @@
 //! How an event becomes a Kafka record, and back: the record layout the
-//! Kafka backend writes and any partner's Kafka client can read.
+//! Kafka backend writes and any Kafka client can read.
 //!
 //! - **Topic**: one per category, `threshold.<category>` (`threshold.parcel`,
 //!   `threshold.route`, `threshold.grant`, `threshold.home`), and
@@ -8,22 +8,34 @@
 //!   one partition, in order. The partition is Kafka's default for a keyed
 //!   record (murmur2 of the key, [`partition`]), so every client — Java,
 //!   librdkafka with the `murmur2_random` partitioner, this one — agrees.
-//! - **Value**: the protobuf payload, unchanged.
-//! - **Headers**: CloudEvents 1.0 in binary content mode (the Kafka protocol
-//!   binding): `ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time`,
-//!   `ce_subject`, `content-type`; the envelope as CloudEvents extensions
-//!   (`ce_streamversion`, `ce_schemaversion`, `ce_country`, `ce_tenant`,
-//!   `ce_causationid`, `ce_correlationid`), `ce_afterid`: the id of the
-//!   stream's event this one follows, which makes a record a conditional
-//!   append (see [`crate::kafka`]); and W3C `traceparent` / `tracestate`,
-//!   as tracing instrumentations of Kafka clients expect them.
+//! - **Value** of a log record ([`value`]): the protobuf message
+//!   `threshold.v1.LogRecord` (`proto/threshold/v1/log.proto`), the event's
+//!   envelope and payload in one, with no headers. Its `after_id`, the id of
+//!   the stream's event this one follows, makes a record a conditional
+//!   append (see [`crate::kafka`]).
+//! - **Outcomes** for partners keep CloudEvents 1.0 in binary content mode
+//!   (the Kafka protocol binding, [`headers`]): the payload as the value;
+//!   `ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time`,
+//!   `ce_subject`, `content-type` headers; the envelope as CloudEvents
+//!   extensions (`ce_streamversion`, `ce_schemaversion`, `ce_country`,
+//!   `ce_tenant`, `ce_causationid`, `ce_correlationid`); and W3C
+//!   `traceparent` / `tracestate`, as tracing instrumentations of Kafka
+//!   clients expect them, so any Kafka client and CloudEvents SDK reads them.
+//!
+//! Log records were written in that CloudEvents layout too (with a
+//! `ce_afterid` extension) until fourteen headers a record turned out to
+//! cost the client and the broker more than the rest of the record; a reader
+//! still takes records of either layout ([`from_message`] tells them apart
+//! by `ce_specversion`), so topics written before read on.
 //!
 //! Only the mapping lives here: it never talks to a broker nor uses the
 //! Kafka client, so the layout is testable (and readable) without one.
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use threshold_domain::{Category, Country, EventId, StreamId};
+use prost::Message as _;
+use threshold_domain::country::{instant, timestamp};
+use threshold_domain::{Category, Country, EventId, StreamId, pb};
 
 use crate::{Error, NewEvent};
 
@@ -159,24 +171,56 @@ pub(super) fn header<'a>(m: &'a impl rdkafka::Message, name: &str) -> Option<&'a
         .and_then(|h| h.value)
 }
 
-/// The event type (`ce_type` without [`TYPE_PREFIX`]) of a record as a
-/// consumer took it; `None` where the header is missing or malformed
+/// Whether a record as a consumer took it is in the CloudEvents layout
+/// (outcomes, and log records written before [`value`]'s layout).
+fn is_cloudevent(m: &impl rdkafka::Message) -> bool {
+    header(m, "ce_specversion").is_some()
+}
+
+/// What a consumer looks at to pass over a log record: the `event_id` and
+/// `event_type` of a `LogRecord`, decoded without the rest (prost skips the
+/// other fields, the payload included, without copying them).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Peek {
+    #[prost(string, tag = "1")]
+    event_id: String,
+    #[prost(string, tag = "4")]
+    event_type: String,
+}
+
+fn peek(m: &impl rdkafka::Message) -> Option<Peek> {
+    Peek::decode(m.payload()?).ok()
+}
+
+/// The event type (`parcel.attempt_failed`) of a record as a consumer took
+/// it, without decoding the rest; `None` where it is missing or malformed
 /// (decoding the record then says what is wrong).
-pub(super) fn event_type_of(m: &impl rdkafka::Message) -> Option<&str> {
-    std::str::from_utf8(header(m, "ce_type")?)
-        .ok()?
-        .strip_prefix(TYPE_PREFIX)
+pub(super) fn event_type_of(m: &impl rdkafka::Message) -> Option<std::borrow::Cow<'_, str>> {
+    if is_cloudevent(m) {
+        return std::str::from_utf8(header(m, "ce_type")?)
+            .ok()?
+            .strip_prefix(TYPE_PREFIX)
+            .map(std::borrow::Cow::Borrowed);
+    }
+    Some(peek(m)?.event_type.into())
 }
 
-/// The event id (`ce_id`) of a record as a consumer took it; `None` where
-/// the header is missing or malformed.
+/// The event id of a record as a consumer took it, without decoding the
+/// rest; `None` where it is missing or malformed.
 pub(super) fn event_id_of(m: &impl rdkafka::Message) -> Option<EventId> {
-    std::str::from_utf8(header(m, "ce_id")?).ok()?.parse().ok()
+    if is_cloudevent(m) {
+        return std::str::from_utf8(header(m, "ce_id")?).ok()?.parse().ok();
+    }
+    peek(m)?.event_id.parse().ok()
 }
 
-/// An event read back from a record as a consumer took it.
+/// An event read back from a record as a consumer took it, in either
+/// layout.
 pub(super) fn from_message(m: &impl rdkafka::Message) -> Result<Record, Error> {
     use rdkafka::message::Headers;
+    if !is_cloudevent(m) {
+        return from_value(m.key().unwrap_or_default(), m.payload().unwrap_or_default());
+    }
     let headers: Vec<(&str, &[u8])> = m
         .headers()
         .map(|h| {
@@ -273,6 +317,96 @@ pub fn from_record<'a>(
     })
 }
 
+/// The value of the log record of `event`, version `version` of its
+/// stream (the record's key), following the event `after` (the stream's
+/// event at `version - 1`), written by `source` (a URI reference naming the
+/// producer, e.g. `/threshold/handheld`): a `threshold.v1.LogRecord`.
+pub fn value(version: u64, after: Option<EventId>, event: &NewEvent, source: &str) -> Vec<u8> {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let envelope = pb::LogRecord {
+        event_id: event.event_id.to_string(),
+        stream_version: version,
+        after_id: after.map(|a| a.to_string()).unwrap_or_default(),
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        occurred_at: Some(timestamp(event.occurred_at)),
+        country: event
+            .country
+            .map_or(pb::Country::Unspecified, Country::to_proto) as i32,
+        tenant: text(&event.tenant),
+        causation_id: text(&event.causation_id),
+        correlation_id: text(&event.correlation_id),
+        traceparent: text(&event.traceparent),
+        tracestate: text(&event.tracestate),
+        source: source.to_owned(),
+        // Appended below, from the event's own bytes.
+        payload: Vec::new(),
+    };
+    let mut buf = Vec::with_capacity(envelope.encoded_len() + event.payload.len() + 4);
+    envelope
+        .encode(&mut buf)
+        .expect("a Vec grows to any length");
+    // Field 15 last: a protobuf message's fields may come in any order.
+    if !event.payload.is_empty() {
+        prost::encoding::bytes::encode(15, &event.payload, &mut buf);
+    }
+    buf
+}
+
+/// An event read back from a log record's key (the stream) and value (a
+/// `threshold.v1.LogRecord`). A field missing or malformed is named.
+pub fn from_value(key: &[u8], value: &[u8]) -> Result<Record, Error> {
+    let bad = |field: &'static str, reason: String| Error::Invalid { field, reason };
+    let stream: StreamId = std::str::from_utf8(key)
+        .map_err(|_| bad("key", "is not UTF-8".into()))?
+        .parse()
+        .map_err(|e| bad("key", format!("{e}")))?;
+    let r = pb::LogRecord::decode(value).map_err(|e| bad("value", format!("{e}")))?;
+    let event_id: EventId = r
+        .event_id
+        .parse()
+        .map_err(|e| bad("event_id", format!("{e}")))?;
+    if r.stream_version == 0 {
+        return Err(bad("stream_version", "is missing".into()));
+    }
+    if r.event_type.is_empty() {
+        return Err(bad("event_type", "is missing".into()));
+    }
+    let after = (!r.after_id.is_empty())
+        .then(|| r.after_id.parse::<EventId>())
+        .transpose()
+        .map_err(|e| bad("after_id", format!("{e}")))?;
+    let occurred_at = instant(
+        r.occurred_at
+            .as_ref()
+            .ok_or_else(|| bad("occurred_at", "is missing".into()))?,
+    )
+    .map_err(|e| bad("occurred_at", e.to_string()))?;
+    let country = (r.country != pb::Country::Unspecified as i32)
+        .then(|| Country::from_proto(r.country))
+        .transpose()
+        .map_err(|e| bad("country", e.to_string()))?;
+    let text = |v: String| (!v.is_empty()).then_some(v);
+    Ok(Record {
+        stream,
+        version: r.stream_version,
+        after,
+        event: NewEvent {
+            event_id,
+            event_type: r.event_type,
+            schema_version: r.schema_version,
+            occurred_at,
+            country,
+            tenant: text(r.tenant),
+            causation_id: text(r.causation_id),
+            correlation_id: text(r.correlation_id),
+            traceparent: text(r.traceparent),
+            tracestate: text(r.tracestate),
+            payload: Bytes::from(r.payload),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,7 +445,7 @@ mod tests {
         let decoded = from_message(&plain).expect("decodes");
         assert_eq!(event_id_of(&plain), Some(decoded.event.event_id));
         assert_eq!(
-            event_type_of(&plain),
+            event_type_of(&plain).as_deref(),
             Some(decoded.event.event_type.as_str())
         );
         // A repeated header without a value is not the one read.
@@ -319,7 +453,7 @@ mod tests {
         let decoded = from_message(&repeated).expect("decodes");
         assert_eq!(event_id_of(&repeated), Some(decoded.event.event_id));
         assert_eq!(
-            event_type_of(&repeated),
+            event_type_of(&repeated).as_deref(),
             Some(decoded.event.event_type.as_str())
         );
         // A later one with a value is.
@@ -428,5 +562,131 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("ce_time"), "{err}");
+    }
+
+    fn log_message(key: &[u8], value: Vec<u8>) -> rdkafka::message::OwnedMessage {
+        rdkafka::message::OwnedMessage::new(
+            Some(value),
+            Some(key.to_vec()),
+            "threshold.parcel".to_owned(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            0,
+            None,
+        )
+    }
+
+    #[test]
+    fn an_event_goes_to_a_log_record_and_comes_back_whole() {
+        let stream: StreamId = "parcel/SE-00000001".parse().unwrap();
+        let mut event = failed_attempt(1);
+        // Exact to the nanosecond: nothing is rounded on the way.
+        event.occurred_at += chrono::Duration::nanoseconds(123_456_789);
+        event.tracestate = Some("congo=t61rcWkgMzE".into());
+        let after = EventId::new();
+        let v = value(3, Some(after), &event, "/threshold/handheld");
+        let back = from_value(stream.to_string().as_bytes(), &v).unwrap();
+        assert_eq!((back.stream.clone(), back.version), (stream.clone(), 3));
+        assert_eq!(back.after, Some(after));
+        assert_eq!(back.event, event);
+        // Any protobuf reader of `threshold.v1.LogRecord` reads it.
+        let plain = pb::LogRecord::decode(v.as_slice()).unwrap();
+        assert_eq!(plain.event_id, event.event_id.to_string());
+        assert_eq!(plain.event_type, "parcel.attempt_failed");
+        assert_eq!(plain.source, "/threshold/handheld");
+        assert_eq!(plain.payload, event.payload.to_vec());
+        // The first of a stream follows nothing; an event with no optional
+        // parts reads back without them.
+        let bare = NewEvent {
+            country: None,
+            tenant: None,
+            causation_id: None,
+            correlation_id: None,
+            traceparent: None,
+            tracestate: None,
+            ..failed_attempt(2)
+        };
+        let back = from_value(b"parcel/SE-00000001", &value(1, None, &bare, "/t")).unwrap();
+        assert_eq!((back.after, back.event), (None, bare));
+        // Smaller than the same event as CloudEvents headers (their names
+        // and values alone) and payload.
+        let cloudevent: usize = headers(&stream, 3, Some(after), &event, "/threshold/handheld")
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>()
+            + event.payload.len();
+        assert!(v.len() < cloudevent, "{} against {cloudevent}", v.len());
+    }
+
+    /// What a consumer passes a log record over on (its event id and type)
+    /// is what decoding it gives; a record in the CloudEvents layout written
+    /// before reads as it did.
+    #[test]
+    fn a_consumer_reads_log_records_of_either_layout() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let stream = crate::contract::parcel(1);
+        let event = failed_attempt(1);
+        let m = log_message(stream.to_string().as_bytes(), value(1, None, &event, "/t"));
+        let decoded = from_message(&m).expect("decodes");
+        assert_eq!(decoded.event, event);
+        assert_eq!(event_id_of(&m), Some(event.event_id));
+        assert_eq!(event_type_of(&m).as_deref(), Some("parcel.attempt_failed"));
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in headers_of(&stream, &event) {
+            headers = headers.insert(Header {
+                key,
+                value: Some(&value),
+            });
+        }
+        let before = rdkafka::message::OwnedMessage::new(
+            Some(event.payload.to_vec()),
+            Some(stream.to_string().into_bytes()),
+            "threshold.parcel".to_owned(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            0,
+            Some(headers),
+        );
+        assert_eq!(from_message(&before).expect("decodes").event, decoded.event);
+        assert_eq!(event_id_of(&before), Some(event.event_id));
+        assert_eq!(event_type_of(&before), event_type_of(&m));
+    }
+
+    #[test]
+    fn a_missing_or_malformed_log_record_field_is_named() {
+        let event = failed_attempt(1);
+        let good = value(1, None, &event, "/t");
+        let field = |key: &[u8], v: &[u8]| match from_value(key, v) {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(b"", &good), "key");
+        assert_eq!(field(b"nothing/1", &good), "key");
+        assert_eq!(field(b"parcel/SE-1", b"\xff\xff\xff"), "value");
+        let without = |f: fn(&mut pb::LogRecord)| {
+            let mut r = pb::LogRecord::decode(good.as_slice()).unwrap();
+            f(&mut r);
+            r.encode_to_vec()
+        };
+        let key = b"parcel/SE-1";
+        assert_eq!(field(key, &without(|r| r.event_id.clear())), "event_id");
+        assert_eq!(
+            field(key, &without(|r| r.stream_version = 0)),
+            "stream_version"
+        );
+        assert_eq!(field(key, &without(|r| r.event_type.clear())), "event_type");
+        assert_eq!(
+            field(key, &without(|r| r.occurred_at = None)),
+            "occurred_at"
+        );
+        assert_eq!(
+            field(key, &without(|r| r.after_id = "x".into())),
+            "after_id"
+        );
+        assert_eq!(field(key, &without(|r| r.country = 99)), "country");
+        // A consumer passing records over does not take a malformed one for
+        // anything.
+        let m = log_message(key, b"\xff\xff\xff".to_vec());
+        assert_eq!((event_id_of(&m), event_type_of(&m)), (None, None));
     }
 }

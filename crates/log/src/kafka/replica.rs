@@ -889,23 +889,15 @@ mod tests {
     }
 
     fn record_at(topic: &str, partition: i32, offset: i64, event: &NewEvent) -> OwnedMessage {
-        use rdkafka::message::{Header, OwnedHeaders};
         let stream = crate::contract::parcel(1);
-        let mut headers = OwnedHeaders::new();
-        for (key, value) in record::headers(&stream, 1, None, event, "/test") {
-            headers = headers.insert(Header {
-                key,
-                value: Some(&value),
-            });
-        }
         OwnedMessage::new(
-            Some(event.payload.to_vec()),
+            Some(record::value(1, None, event, "/test")),
             Some(stream.to_string().into_bytes()),
             topic.to_owned(),
             Timestamp::NotAvailable,
             partition,
             offset,
-            Some(headers),
+            None,
         )
     }
 
