@@ -289,6 +289,65 @@ async fn records_carry_a_log_record_that_any_client_reads() {
     );
 }
 
+/// A topic written in the CloudEvents layout of before (the payload as the
+/// value, the envelope as `ce_*` headers) reads on: its records go into
+/// every replica, and a stream goes on after them in `LogRecord`s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_written_in_the_cloudevents_layout_reads_on() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let kafka = Kafka::new();
+    let a = kafka.process("a").await;
+    let stream = parcel(5);
+    let before = failed_attempt(1);
+    let mut headers = OwnedHeaders::new();
+    for (key, value) in super::record::headers(&stream, 1, None, &before, "/threshold/before") {
+        headers = headers.insert(Header {
+            key,
+            value: Some(&value),
+        });
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()
+        .expect("producer");
+    let key = stream.to_string();
+    producer
+        .send(
+            FutureRecord::to(&kafka.options("a").topic(Category::Parcel))
+                .partition(super::record::partition(&stream, 3) as i32)
+                .key(&key)
+                .payload(before.payload.as_ref())
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("acknowledged");
+
+    // A read sees what Kafka acknowledged before it; the stream goes on.
+    let read = a.read_stream(&stream, 0, 10).await.expect("read");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].event, before);
+    let after = failed_attempt(2);
+    let out = a
+        .append(&stream, ExpectedVersion::Exactly(1), vec![after.clone()])
+        .await
+        .expect("the next version, after the record of before");
+    assert_eq!(out.stream_version, 2);
+
+    // A new replica takes both layouts from Kafka alone.
+    let b = kafka.process("b").await;
+    let theirs = b.read_stream(&stream, 0, 10).await.expect("read");
+    let events: Vec<_> = theirs
+        .iter()
+        .map(|e| (e.stream_version, &e.event))
+        .collect();
+    assert_eq!(events, vec![(1, &before), (2, &after)]);
+    let mine = a.read_stream(&stream, 0, 10).await.expect("read");
+    let events_of_a: Vec<_> = mine.iter().map(|e| (e.stream_version, &e.event)).collect();
+    assert_eq!(events_of_a, events, "both replicas hold the same events");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_is_an_error_naming_kafka() {
     // Nothing listens on port 1: the open fails, it does not hang.
