@@ -162,6 +162,7 @@ impl Builder {
                 vault: self.vault,
                 vault_keks: None,
                 track: None,
+                ..Placement::embedded()
             },
             handheld_limits: self.handheld_limits,
             tls: self.tls.clone(),

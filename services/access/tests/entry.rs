@@ -469,4 +469,6 @@ async fn concurrent_revokes_unlocks_and_redeems_keep_one_order_per_grant() {
         revokes_that_changed, revoked,
         "each revoked grant revoked once"
     );
+    // The race ran both ways: some revoke came before any entry.
+    assert!(revoked > 0, "no grant was revoked");
 }

@@ -382,13 +382,15 @@ pub struct Placement {
     /// The services this process runs.
     pub services: Services,
     /// On Kafka, this process's name: its replica's consumer group and the
-    /// `ce_source` of what it writes.
+    /// `source` of what it writes.
     pub name: String,
     /// On Kafka, what topic names start with.
     pub topic_prefix: String,
     /// On Kafka, the partitions of a topic this process creates; `None`
     /// keeps the log's default.
     pub partitions: Option<i32>,
+    /// On Kafka, how this process writes log records (it reads both).
+    pub records: threshold_log::kafka::Layout,
     /// The directory of the personal-data vault; `None` is the data directory.
     pub vault: Option<PathBuf>,
     /// On Kafka, the key-encryption keys of the vault kept in the
@@ -411,6 +413,7 @@ impl Placement {
             name: "threshold".into(),
             topic_prefix: "threshold".into(),
             partitions: None,
+            records: threshold_log::kafka::Layout::default(),
             vault: None,
             vault_keks: None,
             track: None,
@@ -566,6 +569,7 @@ impl Node {
                 if let Some(partitions) = placement.partitions {
                     options.partitions = partitions;
                 }
+                options.layout = placement.records;
                 let log = KafkaLog::open(options).await?;
                 (Arc::new(log.clone()), Opened::Kafka(log))
             }

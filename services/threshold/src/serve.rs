@@ -36,13 +36,26 @@ pub(crate) struct Args {
     )]
     services: Vec<threshold_server::Service>,
     /// On Kafka, this process's name: its replica's consumer group and the
-    /// `ce_source` of what it writes. One name per process.
+    /// `source` of what it writes. One name per process.
     #[arg(long, default_value = "threshold")]
     name: String,
     /// On Kafka, what topic names start with: `threshold` gives
     /// `threshold.parcel`, … One prefix per deployment sharing a cluster.
     #[arg(long, default_value = "threshold")]
     topic_prefix: String,
+    /// On Kafka, how this process writes log records: `logrecord` (one
+    /// protobuf value), or `cloudevents` (the layout builds before it
+    /// wrote, which they can read) for the first step of an upgrade from
+    /// such a build (deploy/README.md). Every process reads both.
+    #[arg(
+        long,
+        env = "THRESHOLD_KAFKA_RECORDS",
+        default_value = "logrecord",
+        value_name = "LAYOUT",
+        value_parser = clap::builder::PossibleValuesParser::new(threshold_log::kafka::Layout::NAMES)
+            .try_map(|s| s.parse::<threshold_log::kafka::Layout>())
+    )]
+    kafka_records: threshold_log::kafka::Layout,
     /// The directory of the personal-data vault; default --data. Processes
     /// on one machine share it by naming the same directory; on Kafka, a
     /// key-encryption key (--vault-kek-file) keeps it in the vault topic
@@ -114,6 +127,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             services: Services::only(args.services),
             name: args.name,
             topic_prefix: args.topic_prefix,
+            records: args.kafka_records,
             vault: args.vault,
             vault_keks,
             track: args.track_store,

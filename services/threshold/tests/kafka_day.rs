@@ -1,6 +1,7 @@
 //! The sample day on Kafka with a process per service, each on its own data
 //! directory with nothing shared on disk (credentials and the vault are the
-//! deployment's topics), reports as on the embedded log. Needs the test
+//! deployment's topics), half of them writing log records in the layout of
+//! before, reports as on the embedded log. Needs the test
 //! broker (`THRESHOLD_TEST_KAFKA`).
 
 mod common;
@@ -10,7 +11,21 @@ use common::*;
 #[test]
 fn the_day_on_kafka_with_a_process_per_service_reports_as_the_embedded_day() {
     let deployment = Deployment::new(&test_broker(), &format!("e2e{}", std::process::id()));
-    let start = |services: &str| deployment.serve(services, services, "127.0.0.1:0");
+    // Half the processes write log records in the CloudEvents layout of
+    // builds before `LogRecord` (the first step of an upgrade), half as
+    // `LogRecord`s: each reads what the others write.
+    let start = |services: &str| {
+        let layout = match services {
+            "attempts" | "access" | "outcomes" => "cloudevents",
+            _ => "logrecord",
+        };
+        deployment.serve_with(
+            services,
+            services,
+            "127.0.0.1:0",
+            &["--kafka-records", layout],
+        )
+    };
     let processes: Vec<(&str, Served)> = [
         "manifest",
         "planning",

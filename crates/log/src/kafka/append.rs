@@ -13,18 +13,20 @@
 //! first. Either way an append that lost its race to another process's
 //! record is answered as lost, never as stored.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use threshold_domain::{EventId, StreamId};
 use tokio::sync::Mutex;
 
 use super::log::{kafka, slot};
 use super::options::{LINGER_MS, RECONNECT_BACKOFF_MAX_MS};
-use super::record;
+use super::record::{self, Layout};
 use super::replica::READ_BACK_TIMEOUT;
 use super::stages::{Observed, Stage};
 use super::{KafkaLog, KafkaOptions};
@@ -553,8 +555,32 @@ impl KafkaLog {
         let mut deliveries = Vec::with_capacity(fresh.len());
         let mut records = Vec::with_capacity(fresh.len());
         for (event, version, after) in fresh {
-            let value = record::value(*version, *after, event, &self.inner.source);
-            let read = record::from_value(key.as_bytes(), &value).map_err(|e| {
+            let source = &self.inner.source;
+            let mut headers = None;
+            let (value, read): (Cow<'_, [u8]>, _) = match self.inner.layout {
+                Layout::LogRecord => {
+                    let value = record::value(*version, *after, event, source);
+                    let read = record::from_value(key.as_bytes(), &value);
+                    (Cow::Owned(value), read)
+                }
+                Layout::CloudEvents => {
+                    let sent = record::headers(stream, *version, *after, event, source);
+                    let read = record::from_record(
+                        sent.iter().map(|(name, value)| (*name, value.as_slice())),
+                        event.payload.clone(),
+                    );
+                    let mut h = OwnedHeaders::new_with_capacity(sent.len());
+                    for (name, value) in &sent {
+                        h = h.insert(Header {
+                            key: name,
+                            value: Some(value),
+                        });
+                    }
+                    headers = Some(h);
+                    (Cow::Borrowed(event.payload.as_ref()), read)
+                }
+            };
+            let read = read.map_err(|e| {
                 kafka(
                     "producing",
                     format!("{stream}: a record that does not read back: {e}"),
@@ -568,7 +594,10 @@ impl KafkaLog {
             let mut record = FutureRecord::to(topic)
                 .partition(partition)
                 .key(&key)
-                .payload(&value);
+                .payload(value.as_ref());
+            if let Some(headers) = headers {
+                record = record.headers(headers);
+            }
             loop {
                 match self.inner.producer.send_result(record) {
                     Ok(delivery) => {

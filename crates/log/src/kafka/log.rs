@@ -67,6 +67,8 @@ pub(super) struct Inner {
     pub(super) in_flight: std::sync::Mutex<HashMap<StreamId, InFlight>>,
     pub(super) progress: Arc<Progress>,
     pub(super) source: String,
+    /// How this process writes log records.
+    pub(super) layout: record::Layout,
     /// The client that asks Kafka where the partitions end.
     pub(super) ends_client: Arc<BaseConsumer>,
     /// The last answer to that, and when its request left.
@@ -136,6 +138,7 @@ impl KafkaLog {
         let log = Self {
             inner: Arc::new(Inner {
                 source: format!("/threshold/{}", options.name),
+                layout: options.layout,
                 partitions: counts.iter().map(|n| *n as u32).collect(),
                 turns: (0..TURNS).map(|_| Mutex::new(())).collect(),
                 verdicts,

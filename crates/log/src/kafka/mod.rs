@@ -4,7 +4,8 @@
 //!
 //! - **Kafka holds the log.** One topic per category
 //!   (`threshold.parcel`, …; the layout is [`record`]), the
-//!   stream id as key, CloudEvents headers on every record. The producer is
+//!   stream id as key, the event as one protobuf value
+//!   (`threshold.v1.LogRecord`). The producer is
 //!   idempotent with `acks=all`; an append answers only after Kafka
 //!   acknowledged every record of it.
 //! - **Each process keeps a replica.** A consumer reads every partition of
@@ -28,9 +29,9 @@
 //! - **Positions are the process's own.** The replica numbers events in the
 //!   order it stored them; two processes may number the same events
 //!   differently. Stream versions and event ids are the same everywhere:
-//!   they travel in the record (`ce_streamversion`, `ce_id`).
+//!   they travel in the record (`stream_version`, `event_id`).
 //! - **A record is a conditional append.** It carries its stream version
-//!   and the id of the event it follows (`ce_afterid`). Every replica takes
+//!   and the id of the event it follows (`after_id`). Every replica takes
 //!   a partition's records in Kafka's order by one rule: a record goes in
 //!   when it is the stream's next version and follows the stream's last
 //!   event; otherwise another writer's record came first, and it is left
@@ -78,8 +79,8 @@
 //! - `stages`: where appends' and reads' time goes, per stage.
 //! - `table`: [`KafkaTable`], a compacted topic held whole in memory, for
 //!   small state every process shares (credentials).
-//! - [`record`]: the record layout (topic, key, partition, CloudEvents
-//!   headers).
+//! - [`record`]: the record layout (topic, key, partition, the
+//!   `LogRecord` value; partners' outcomes in CloudEvents).
 //!
 //! This module only names its parts; it holds no logic of its own.
 //!
@@ -104,5 +105,6 @@ mod tests;
 pub use log::KafkaLog;
 pub use options::{KafkaOptions, LINGER_MS, REPLICA_FETCH_WAIT_MS, brokers_from_url};
 pub use publish::{Derived, read_published};
+pub use record::Layout;
 pub use stages::{Stage, StageTiming};
 pub use table::{FETCH_WAIT_MS, KafkaTable, Stored, TableState};

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use threshold_domain::Category;
 
-use super::record::OUTCOME_TOPIC;
+use super::record::{Layout, OUTCOME_TOPIC};
 use crate::{Error, Result};
 
 /// Where the log is and how this process takes part.
@@ -19,7 +19,8 @@ pub struct KafkaOptions {
     /// The replica's directory.
     pub replica: PathBuf,
     /// This process's name: its client id, its replica's consumer group and
-    /// the CloudEvents `ce_source` of what it writes (`/threshold/<name>`).
+    /// the `source` of what it writes (`/threshold/<name>`; an outcome's
+    /// `ce_source`).
     pub name: String,
     /// What topic names start with: `threshold` gives `threshold.parcel`.
     pub topic_prefix: String,
@@ -28,6 +29,8 @@ pub struct KafkaOptions {
     pub partitions: i32,
     /// Replication factor of a topic this process creates.
     pub replication: i32,
+    /// How this process writes log records (it reads both layouts).
+    pub layout: Layout,
 }
 
 impl KafkaOptions {
@@ -42,6 +45,7 @@ impl KafkaOptions {
             topic_prefix: "threshold".into(),
             partitions: 12,
             replication: 1,
+            layout: Layout::default(),
         }
     }
 

@@ -136,7 +136,7 @@ impl Progress {
     }
 
     /// What the replica makes of record `m` the consumer read, on its
-    /// headers alone. A record before its partition's next offset was
+    /// event id alone. A record before its partition's next offset was
     /// taken already: from an acknowledgement (checked to be the event
     /// taken there), or by the consumer before. One that is not the event
     /// taken there (a broker that named a wrong offset) is counted and
@@ -548,8 +548,8 @@ impl Batch {
 
 /// The records that are there, up to `max`, waiting for the first; of
 /// those, `keep` says which are copied out of the client to be looked at
-/// further (the rest, passed over on their headers, are only counted as
-/// read). `consumer_name` names the consumer in a warning while it fails.
+/// further (the rest, passed over on their event id or type, are only
+/// counted as read). `consumer_name` names the consumer in a warning while it fails.
 pub(super) async fn next_batch(
     consumer: &StreamConsumer,
     max: usize,
@@ -933,7 +933,7 @@ mod tests {
                 .map(|m| (m.partition(), m.offset()))
                 .collect::<Vec<_>>()
         };
-        // As the consumer reads: passed over on the headers, or kept; once
+        // As the consumer reads: passed over on the event id, or kept; once
         // a partition's record is kept, so are the partition's later ones.
         let mut looked = Looked::default();
         let mut read = batch.iter();

@@ -348,6 +348,100 @@ async fn a_topic_written_in_the_cloudevents_layout_reads_on() {
     assert_eq!(events_of_a, events, "both replicas hold the same events");
 }
 
+/// The first step of an upgrade: processes writing the CloudEvents layout
+/// and processes writing `LogRecord`s share the topics, decide on each
+/// other's records and hold the same log; a replica built afterwards too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_writing_either_layout_share_one_log() {
+    let kafka = Kafka::new();
+    let mut options = kafka.options("before");
+    options.layout = super::Layout::CloudEvents;
+    let before = KafkaLog::open(options).await.expect("open");
+    let now = kafka.process("now").await;
+    let mut sent = Vec::new();
+    for n in 0..12u32 {
+        let stream = parcel(n % 3);
+        let event = failed_attempt(n);
+        let writer = if n % 2 == 0 { &before } else { &now };
+        writer
+            .append(&stream, ExpectedVersion::Any, vec![event.clone()])
+            .await
+            .expect("append");
+        sent.push((stream, event));
+    }
+    // A conditional append on the other layout's head is decided right.
+    let head = now.read_stream(&parcel(0), 0, 100).await.expect("read");
+    let next = failed_attempt(99);
+    let out = before
+        .append(
+            &parcel(0),
+            ExpectedVersion::Exactly(head.len() as u64),
+            vec![next.clone()],
+        )
+        .await
+        .expect("the next version");
+    assert_eq!(out.stream_version, head.len() as u64 + 1);
+    let stale = now
+        .append(
+            &parcel(0),
+            ExpectedVersion::Exactly(head.len() as u64),
+            vec![failed_attempt(100)],
+        )
+        .await;
+    assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
+
+    // Both layouts are on the topic, as each process wrote them.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("{}.look", kafka.prefix))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer
+        .subscribe(&[&kafka.options("now").topic(Category::Parcel)])
+        .expect("subscribe");
+    // 13 records at least (the stale append may have been sent and lost,
+    // or refused before it was sent).
+    let mut layouts = HashMap::new();
+    for _ in 0..13 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a record within 30 s")
+            .expect("a record");
+        *layouts.entry(m.headers().is_some()).or_insert(0) += 1;
+    }
+    assert_eq!(layouts.len(), 2, "both layouts: {layouts:?}");
+
+    let later = kafka.process("later").await;
+    for n in 0..3 {
+        let stream = parcel(n);
+        let of = |events: Vec<crate::RecordedEvent>| -> Vec<_> {
+            events
+                .into_iter()
+                .map(|e| (e.stream_version, e.event))
+                .collect()
+        };
+        let a = of(before.read_stream(&stream, 0, 100).await.expect("read"));
+        let b = of(now.read_stream(&stream, 0, 100).await.expect("read"));
+        let c = of(later.read_stream(&stream, 0, 100).await.expect("read"));
+        assert_eq!(a, b, "{stream}");
+        assert_eq!(a, c, "{stream}");
+        let expected: Vec<_> = sent
+            .iter()
+            .filter(|(s, _)| *s == stream)
+            .map(|(_, e)| e.clone())
+            .chain((n == 0).then(|| next.clone()))
+            .collect();
+        let ids =
+            |v: &[(u64, crate::NewEvent)]| v.iter().map(|(_, e)| e.event_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&a),
+            expected.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            "{stream}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_is_an_error_naming_kafka() {
     // Nothing listens on port 1: the open fails, it does not hang.
