@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use threshold_domain::{EventId, StreamId};
 use tokio::sync::Mutex;
@@ -569,14 +568,7 @@ impl KafkaLog {
                         sent.iter().map(|(name, value)| (*name, value.as_slice())),
                         event.payload.clone(),
                     );
-                    let mut h = OwnedHeaders::new_with_capacity(sent.len());
-                    for (name, value) in &sent {
-                        h = h.insert(Header {
-                            key: name,
-                            value: Some(value),
-                        });
-                    }
-                    headers = Some(h);
+                    headers = Some(record::kafka_headers(&sent));
                     (Cow::Borrowed(event.payload.as_ref()), read)
                 }
             };

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use threshold_domain::Category;
 
@@ -187,19 +187,13 @@ impl KafkaLog {
                 payload: value.into(),
                 ..event.event.clone()
             };
-            let mut headers = OwnedHeaders::new_with_capacity(16);
-            for (name, v) in kafka_record::headers(
+            let headers = kafka_record::kafka_headers(&kafka_record::headers(
                 &event.stream,
                 event.stream_version,
                 None,
                 &published,
                 &self.inner.source,
-            ) {
-                headers = headers.insert(Header {
-                    key: name,
-                    value: Some(&v),
-                });
-            }
+            ));
             let key = event.stream.to_string();
             let delivery = producer
                 .send_result(

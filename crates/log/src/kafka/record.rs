@@ -190,6 +190,19 @@ pub fn headers(
     h
 }
 
+/// `headers` (as [`headers`] gives them) as the Kafka client sends them.
+pub(super) fn kafka_headers(headers: &[(&str, Vec<u8>)]) -> rdkafka::message::OwnedHeaders {
+    headers.iter().fold(
+        rdkafka::message::OwnedHeaders::new_with_capacity(headers.len()),
+        |h, (key, value)| {
+            h.insert(rdkafka::message::Header {
+                key,
+                value: Some(value),
+            })
+        },
+    )
+}
+
 /// The value of header `name` of a record as a consumer took it, the last
 /// with a value if it occurs more than once (as [`from_message`] reads it),
 /// without decoding the rest: what a consumer looks at to pass over a
@@ -457,17 +470,11 @@ mod tests {
     #[test]
     fn the_headers_a_consumer_looks_at_read_as_the_record_decodes() {
         use rdkafka::Timestamp;
-        use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+        use rdkafka::message::{Header, OwnedMessage};
         let event = failed_attempt(1);
         let stream = crate::contract::parcel(1);
         let message = |extra: &[(&str, Option<&[u8]>)]| {
-            let mut headers = OwnedHeaders::new();
-            for (key, value) in headers_of(&stream, &event) {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(&value),
-                });
-            }
+            let mut headers = kafka_headers(&headers_of(&stream, &event));
             for (key, value) in extra {
                 headers = headers.insert(Header { key, value: *value });
             }
@@ -668,7 +675,6 @@ mod tests {
     /// before reads as it did.
     #[test]
     fn a_consumer_reads_log_records_of_either_layout() {
-        use rdkafka::message::{Header, OwnedHeaders};
         let stream = crate::contract::parcel(1);
         let event = failed_attempt(1);
         let m = log_message(stream.to_string().as_bytes(), value(1, None, &event, "/t"));
@@ -676,13 +682,6 @@ mod tests {
         assert_eq!(decoded.event, event);
         assert_eq!(event_id_of(&m), Some(event.event_id));
         assert_eq!(event_type_of(&m).as_deref(), Some("parcel.attempt_failed"));
-        let mut headers = OwnedHeaders::new();
-        for (key, value) in headers_of(&stream, &event) {
-            headers = headers.insert(Header {
-                key,
-                value: Some(&value),
-            });
-        }
         let before = rdkafka::message::OwnedMessage::new(
             Some(event.payload.to_vec()),
             Some(stream.to_string().into_bytes()),
@@ -690,7 +689,7 @@ mod tests {
             rdkafka::Timestamp::NotAvailable,
             0,
             0,
-            Some(headers),
+            Some(kafka_headers(&headers_of(&stream, &event))),
         );
         assert_eq!(from_message(&before).expect("decodes").event, decoded.event);
         assert_eq!(event_id_of(&before), Some(event.event_id));

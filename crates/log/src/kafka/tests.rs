@@ -49,6 +49,19 @@ impl Kafka {
         o
     }
 
+    /// A plain Kafka consumer of `topic` from its beginning, in a group of
+    /// its own (`<prefix>.<group>`), as another tool would run one.
+    fn plain_consumer(&self, group: &str, topic: &str) -> StreamConsumer {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("{}.{group}", self.prefix))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        consumer
+    }
+
     async fn process(&self, name: &str) -> KafkaLog {
         KafkaLog::open(self.options(name))
             .await
@@ -254,14 +267,8 @@ async fn records_carry_a_log_record_that_any_client_reads() {
 
     // A plain Kafka consumer and protobuf decoder, as another tool would
     // run them.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", format!("{}.partner", kafka.prefix))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    let topic = kafka.options("writer").topic(Category::Parcel);
-    consumer.subscribe(&[&topic]).expect("subscribe");
+    let consumer =
+        kafka.plain_consumer("partner", &kafka.options("writer").topic(Category::Parcel));
     let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
         .await
         .expect("a record within 30 s")
@@ -294,19 +301,18 @@ async fn records_carry_a_log_record_that_any_client_reads() {
 /// every replica, and a stream goes on after them in `LogRecord`s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_written_in_the_cloudevents_layout_reads_on() {
-    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let kafka = Kafka::new();
     let a = kafka.process("a").await;
     let stream = parcel(5);
     let before = failed_attempt(1);
-    let mut headers = OwnedHeaders::new();
-    for (key, value) in super::record::headers(&stream, 1, None, &before, "/threshold/before") {
-        headers = headers.insert(Header {
-            key,
-            value: Some(&value),
-        });
-    }
+    let headers = super::record::kafka_headers(&super::record::headers(
+        &stream,
+        1,
+        None,
+        &before,
+        "/threshold/before",
+    ));
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .create()
@@ -391,15 +397,7 @@ async fn processes_writing_either_layout_share_one_log() {
     assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
 
     // Both layouts are on the topic, as each process wrote them.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", format!("{}.look", kafka.prefix))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    consumer
-        .subscribe(&[&kafka.options("now").topic(Category::Parcel)])
-        .expect("subscribe");
+    let consumer = kafka.plain_consumer("look", &kafka.options("now").topic(Category::Parcel));
     // 13 records at least (the stale append may have been sent and lost,
     // or refused before it was sent).
     let mut layouts = HashMap::new();
