@@ -17,3 +17,35 @@ fn errors_go_to_stderr_with_a_non_zero_exit() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open /nonexistent/day.csv"));
     assert!(out.stdout.is_empty());
 }
+
+/// An operator's `--kafka-records` (or `THRESHOLD_KAFKA_RECORDS`) that is
+/// not a layout is refused before anything starts, with the two it takes.
+#[test]
+fn an_unknown_record_layout_is_refused_naming_the_layouts() {
+    let data = tempfile::tempdir().expect("dir");
+    let data = data.path().to_str().expect("UTF-8 path");
+    let out = threshold(&[
+        "serve",
+        "--data",
+        data,
+        "--log",
+        "kafka://127.0.0.1:1",
+        "--kafka-records",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--kafka-records"), "{stderr}");
+    assert!(
+        stderr.contains("logrecord") && stderr.contains("cloudevents"),
+        "{stderr}"
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--data", data, "--log", "kafka://127.0.0.1:1"])
+        .env("THRESHOLD_KAFKA_RECORDS", "CloudEvents ")
+        .output()
+        .expect("run threshold");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--kafka-records"), "{stderr}");
+}
