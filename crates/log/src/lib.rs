@@ -17,7 +17,7 @@
 //! - `kafka` (cargo feature `kafka`, which links librdkafka): the backend
 //!   for a carrier that outgrows one machine: the log in Kafka topics, read
 //!   through a local replica in each process; `kafka::record` is the record
-//!   layout (topic, key, partition, the `LogRecord` value) it writes. A crate
+//!   layout (topic, key, partition, the `LogAppend` value) it writes. A crate
 //!   that only reads the log leaves the feature off.
 //!
 //! Every backend passes the same contract suite (`src/contract.rs`), which

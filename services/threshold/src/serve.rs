@@ -43,14 +43,16 @@ pub(crate) struct Args {
     /// `threshold.parcel`, … One prefix per deployment sharing a cluster.
     #[arg(long, default_value = "threshold")]
     topic_prefix: String,
-    /// On Kafka, how this process writes log records: `logrecord` (one
-    /// protobuf value), or `cloudevents` (the layout builds before it
-    /// wrote, which they can read) for the first step of an upgrade from
-    /// such a build (deploy/README.md). Every process reads both.
+    /// On Kafka, how this process writes log records: `append` (one record
+    /// per append, a protobuf `LogAppend` of its events), or, for the first
+    /// step of an upgrade from a build that wrote it and reads nothing newer
+    /// (deploy/README.md), `logrecord` (one protobuf `LogRecord` per event)
+    /// or `cloudevents` (one record per event, CloudEvents headers). Every
+    /// process reads all three.
     #[arg(
         long,
         env = "THRESHOLD_KAFKA_RECORDS",
-        default_value = "logrecord",
+        default_value = "append",
         value_name = "LAYOUT",
         value_parser = clap::builder::PossibleValuesParser::new(threshold_log::kafka::Layout::NAMES)
             .try_map(|s| s.parse::<threshold_log::kafka::Layout>())

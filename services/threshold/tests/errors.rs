@@ -37,7 +37,9 @@ fn an_unknown_record_layout_is_refused_naming_the_layouts() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--kafka-records"), "{stderr}");
     assert!(
-        stderr.contains("logrecord") && stderr.contains("cloudevents"),
+        ["append", "logrecord", "cloudevents"]
+            .iter()
+            .all(|name| stderr.contains(name)),
         "{stderr}"
     );
     let out = Command::new(BIN)

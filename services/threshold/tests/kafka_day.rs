@@ -1,7 +1,7 @@
 //! The sample day on Kafka with a process per service, each on its own data
 //! directory with nothing shared on disk (credentials and the vault are the
-//! deployment's topics), half of them writing log records in the layout of
-//! before, reports as on the embedded log. Needs the test
+//! deployment's topics), each writing log records in one of the three
+//! layouts, reports as on the embedded log. Needs the test
 //! broker (`THRESHOLD_TEST_KAFKA`).
 
 mod common;
@@ -11,13 +11,14 @@ use common::*;
 #[test]
 fn the_day_on_kafka_with_a_process_per_service_reports_as_the_embedded_day() {
     let deployment = Deployment::new(&test_broker(), &format!("e2e{}", std::process::id()));
-    // Half the processes write log records in the CloudEvents layout of
-    // builds before `LogRecord` (the first step of an upgrade), half as
-    // `LogRecord`s: each reads what the others write.
+    // Two processes write a record per append (`LogAppend`), two a
+    // `LogRecord` per event and two the CloudEvents layout (the first steps
+    // of upgrades from builds before): each reads what the others write.
     let start = |services: &str| {
         let layout = match services {
-            "attempts" | "access" | "outcomes" => "cloudevents",
-            _ => "logrecord",
+            "attempts" | "planning" => "append",
+            "manifest" | "analytics" => "logrecord",
+            _ => "cloudevents",
         };
         deployment.serve_with(
             services,

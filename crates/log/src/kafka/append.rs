@@ -21,7 +21,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use threshold_domain::{EventId, StreamId};
-use tokio::sync::Mutex;
 
 use super::log::{kafka, slot};
 use super::options::{LINGER_MS, RECONNECT_BACKOFF_MAX_MS};
@@ -66,12 +65,15 @@ enum Started<'a> {
     Stored(Planned),
     /// One of its events is on its way back from an earlier append.
     InFlight,
+    /// The version expected is past the stream's head as this process
+    /// knows it: its replica may lag another process's appends.
+    Behind,
     /// Its new events were sent.
     Sent {
         flight: Flight<'a>,
         deliveries: Vec<DeliveryFuture>,
-        /// The records sent, as a reader of them takes them.
-        records: Vec<Conditional>,
+        /// The records sent, each's events as a reader takes them.
+        records: Vec<Vec<Conditional>>,
         /// Per id of the call: where it was stored already when decided.
         before: Vec<Option<Ack>>,
         expected: Expected<'a>,
@@ -255,19 +257,26 @@ impl KafkaLog {
         let began = std::time::Instant::now();
         let c = slot(stream.category());
         let partition = record::partition(stream, self.inner.partitions[c]);
-        // This process's appends to one stream take turns to decide and
-        // send; another process's are ordered by Kafka.
-        let turn = &self.inner.turns[turn_of(stream, self.inner.turns.len())];
         let ids: Vec<EventId> = events.iter().map(|e| e.event_id).collect();
         let mut ours: HashSet<EventId> = HashSet::new();
         let mut round = 0;
         let mut resent_in_flight: Option<std::time::Instant> = None;
+        let mut caught_up = false;
         loop {
             round += 1;
             let fresh = match self
-                .start(stream, partition, turn, expected, &events, &ids)
+                .start(stream, partition, expected, &events, &ids, caught_up)
                 .await?
             {
+                Started::Behind => {
+                    // Another process's appends may be on their way to the
+                    // replica: a conflict is only told once it holds what
+                    // Kafka held.
+                    round -= 1;
+                    self.up_to_date(vec![(c, partition)]).await?;
+                    caught_up = true;
+                    continue;
+                }
                 Started::InFlight => {
                     // A resend of an event still on its way: answer once it
                     // landed, which the append that sent it waits for no
@@ -419,16 +428,21 @@ impl KafkaLog {
     /// Decides an append and sends its new events, under this process's
     /// turn on the partition so records go out in the order decided. The
     /// stream's head is the replica's, or, past it, this process's appends
-    /// still on their way back: appends to one stream pipeline.
+    /// still on their way back: appends to one stream pipeline. An expected
+    /// version past that head is [`Started::Behind`] until the replica
+    /// `caught_up` with Kafka, and a conflict after.
     async fn start(
         &self,
         stream: &StreamId,
         partition: u32,
-        turn: &Mutex<()>,
         expected: ExpectedVersion,
         events: &[NewEvent],
         ids: &[EventId],
+        caught_up: bool,
     ) -> Result<Started<'_>> {
+        // This process's appends to one stream take turns to decide and
+        // send; another process's are ordered by Kafka.
+        let turn = &self.inner.turns[turn_of(stream, self.inner.turns.len())];
         let waited = std::time::Instant::now();
         let _turn = turn.lock().await;
         self.inner.stages.since(Stage::Turn, waited);
@@ -467,6 +481,12 @@ impl KafkaLog {
         }
         if fresh.is_empty() {
             return Ok(Started::Stored(plan));
+        }
+        if let ExpectedVersion::Exactly(v) = expected
+            && v > current
+            && !caught_up
+        {
+            return Ok(Started::Behind);
         }
         if let ExpectedVersion::Exactly(v) = expected
             && v != current
@@ -539,35 +559,49 @@ impl KafkaLog {
     }
 
     /// Sends `fresh` (event, version, the event it follows) to `stream`'s
-    /// partition, in order; the futures resolve when Kafka acknowledged.
-    /// With them, each record as a reader of the partition takes it (read
-    /// from the value sent, so the replica stores what every other
-    /// process's stores).
+    /// partition, in order: as one record, or, in [`Layout::Append`], as
+    /// few as [`record::APPEND_RECORD_BYTES`] allows. The futures resolve when
+    /// Kafka acknowledged each record. With them, each record's events as a
+    /// reader of the partition takes them (read from the value sent, so the
+    /// replica stores what every other process's stores).
     async fn send(
         &self,
         stream: &StreamId,
         partition: i32,
         fresh: &[(&NewEvent, u64, Option<EventId>)],
-    ) -> Result<(Vec<DeliveryFuture>, Vec<Conditional>)> {
+    ) -> Result<(Vec<DeliveryFuture>, Vec<Vec<Conditional>>)> {
         let topic = &self.inner.topics[slot(stream.category())];
         let key = stream.to_string();
-        let mut deliveries = Vec::with_capacity(fresh.len());
-        let mut records = Vec::with_capacity(fresh.len());
-        for (event, version, after) in fresh {
-            let source = &self.inner.source;
+        let source = &self.inner.source;
+        let groups = match self.inner.layout {
+            Layout::Append => by_size(fresh, record::APPEND_RECORD_BYTES),
+            Layout::LogRecord | Layout::CloudEvents => fresh.chunks(1).collect(),
+        };
+        let mut deliveries = Vec::with_capacity(groups.len());
+        let mut records = Vec::with_capacity(groups.len());
+        for group in groups {
             let mut headers = None;
             let (value, read): (Cow<'_, [u8]>, _) = match self.inner.layout {
+                Layout::Append => {
+                    let events: Vec<_> = group.iter().map(|(e, v, a)| (*v, *a, *e)).collect();
+                    let value = record::append_value(&events, source);
+                    let read = record::from_value(key.as_bytes(), &value);
+                    (Cow::Owned(value), read)
+                }
                 Layout::LogRecord => {
-                    let value = record::value(*version, *after, event, source);
+                    let (event, version, after) = group[0];
+                    let value = record::value(version, after, event, source);
                     let read = record::from_value(key.as_bytes(), &value);
                     (Cow::Owned(value), read)
                 }
                 Layout::CloudEvents => {
-                    let sent = record::headers(stream, *version, *after, event, source);
+                    let (event, version, after) = group[0];
+                    let sent = record::headers(stream, version, after, event, source);
                     let read = record::from_record(
                         sent.iter().map(|(name, value)| (*name, value.as_slice())),
                         event.payload.clone(),
-                    );
+                    )
+                    .map(|r| vec![r]);
                     headers = Some(record::kafka_headers(&sent));
                     (Cow::Borrowed(event.payload.as_ref()), read)
                 }
@@ -578,11 +612,15 @@ impl KafkaLog {
                     format!("{stream}: a record that does not read back: {e}"),
                 )
             })?;
-            records.push(Conditional {
-                event: read.event,
-                version: read.version,
-                after: read.after,
-            });
+            records.push(
+                read.into_iter()
+                    .map(|r| Conditional {
+                        event: r.event,
+                        version: r.version,
+                        after: r.after,
+                    })
+                    .collect(),
+            );
             let mut record = FutureRecord::to(topic)
                 .partition(partition)
                 .key(&key)
@@ -605,5 +643,69 @@ impl KafkaLog {
             }
         }
         Ok((deliveries, records))
+    }
+}
+
+/// `fresh` in runs of events, in order, whose payloads together are at most
+/// `limit` bytes (an event larger than that is a run of its own).
+fn by_size<'a, 'e>(
+    fresh: &'a [(&'e NewEvent, u64, Option<EventId>)],
+    limit: usize,
+) -> Vec<&'a [(&'e NewEvent, u64, Option<EventId>)]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (event, _, _)) in fresh.iter().enumerate() {
+        let size = event.payload.len();
+        if i > start && bytes + size > limit {
+            runs.push(&fresh[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < fresh.len() {
+        runs.push(&fresh[start..]);
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::failed_attempt;
+
+    /// An append goes in as few records as the size allows, in order, none
+    /// over it but an event larger than it alone, and none empty.
+    #[test]
+    fn an_append_is_split_into_records_of_bounded_size() {
+        let sized = |n: u32, bytes: usize| NewEvent {
+            payload: vec![7u8; bytes].into(),
+            ..failed_attempt(n)
+        };
+        let events = [
+            sized(1, 40),
+            sized(2, 40),
+            sized(3, 30),
+            sized(4, 200),
+            sized(5, 10),
+            sized(6, 100),
+        ];
+        let fresh: Vec<(&NewEvent, u64, Option<EventId>)> = events
+            .iter()
+            .zip(1u64..)
+            .map(|(e, v)| (e, v, None))
+            .collect();
+        let runs = by_size(&fresh, 100);
+        let sizes: Vec<Vec<usize>> = runs
+            .iter()
+            .map(|run| run.iter().map(|(e, _, _)| e.payload.len()).collect())
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![vec![40, 40], vec![30], vec![200], vec![10], vec![100]]
+        );
+        let versions: Vec<u64> = runs.iter().flat_map(|r| r.iter().map(|f| f.1)).collect();
+        assert_eq!(versions, (1..=6).collect::<Vec<_>>());
+        assert_eq!(by_size(&fresh, usize::MAX).len(), 1);
+        assert!(by_size(&fresh[..0], 100).is_empty());
     }
 }

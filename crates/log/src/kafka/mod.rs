@@ -4,8 +4,8 @@
 //!
 //! - **Kafka holds the log.** One topic per category
 //!   (`threshold.parcel`, …; the layout is [`record`]), the
-//!   stream id as key, the event as one protobuf value
-//!   (`threshold.v1.LogRecord`). The producer is
+//!   stream id as key, an append's events as one record, one protobuf
+//!   value (`threshold.v1.LogAppend`). The producer is
 //!   idempotent with `acks=all`; an append answers only after Kafka
 //!   acknowledged every record of it.
 //! - **Each process keeps a replica.** A consumer reads every partition of
@@ -30,12 +30,14 @@
 //!   order it stored them; two processes may number the same events
 //!   differently. Stream versions and event ids are the same everywhere:
 //!   they travel in the record (`stream_version`, `event_id`).
-//! - **A record is a conditional append.** It carries its stream version
-//!   and the id of the event it follows (`after_id`). Every replica takes
-//!   a partition's records in Kafka's order by one rule: a record goes in
-//!   when it is the stream's next version and follows the stream's last
-//!   event; otherwise another writer's record came first, and it is left
-//!   out. Kafka's order of the partition is the only arbiter, so every
+//! - **A record is a conditional append.** Each of its events carries its
+//!   stream version and the id of the event it follows (`after_id`): the
+//!   first the stream's head when decided, each next the one before it.
+//!   Every replica takes a partition's records in Kafka's order, their
+//!   events in order, by one rule: an event goes in when it is the
+//!   stream's next version and follows the stream's last event; otherwise
+//!   another writer's record came first, and it is left out, and so are
+//!   the record's events after it. Kafka's order of the partition is the only arbiter, so every
 //!   process's replica holds the same events at the same versions.
 //! - **An append is answered once the replica took it.** Under a turn of its
 //!   stream (streams share turns by hash), the replica says what the append would do
@@ -56,10 +58,13 @@
 //!
 //! # What Kafka does not give
 //!
-//! No Kafka transactions are used, so an append of several events is not
-//! atomic: a producer failure part-way can leave a prefix of them in Kafka,
-//! and the caller gets an error. A resend with the same event ids completes
-//! it (the prefix is recognised by id). A record that lost its race stays
+//! No Kafka transactions are used. An append is one record, taken whole or
+//! not at all, unless its payloads pass
+//! [`APPEND_RECORD_BYTES`](record::APPEND_RECORD_BYTES): such an append is
+//! several records and is not atomic: a producer failure part-way can leave
+//! a prefix of them in Kafka, another writer's record can come between
+//! them, and the caller gets an error. A resend with the same event ids
+//! completes it (the prefix is recognised by id). A record that lost its race stays
 //! in the topic: a reader of the topics applies the rule above, or reads a
 //! replica.
 //!
@@ -80,7 +85,7 @@
 //! - `table`: [`KafkaTable`], a compacted topic held whole in memory, for
 //!   small state every process shares (credentials).
 //! - [`record`]: the record layout (topic, key, partition, the
-//!   `LogRecord` value; partners' outcomes in CloudEvents).
+//!   `LogAppend` value; partners' outcomes in CloudEvents).
 //!
 //! This module only names its parts; it holds no logic of its own.
 //!

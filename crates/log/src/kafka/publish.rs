@@ -100,10 +100,11 @@ impl KafkaLog {
         let derive = Arc::new(derive);
         Ok(tokio::spawn(async move {
             loop {
-                // A record of a type it derives nothing from is passed over
-                // on its type, without copying or decoding the rest.
+                // A record of types it derives nothing from is passed over
+                // on its types, without copying or decoding the rest.
                 let batch = next_batch(&consumer, PUBLISH_BATCH, "a publisher's consumer", |m| {
-                    kafka_record::event_type_of(m).is_none_or(|t| types.contains(&t.as_ref()))
+                    kafka_record::event_types_of(m)
+                        .is_none_or(|ts| ts.iter().any(|t| types.contains(&t.as_ref())))
                 })
                 .await;
                 // Published (or nothing to publish), else tried again: a
@@ -145,20 +146,24 @@ impl KafkaLog {
         let mut records = Vec::with_capacity(batch.len());
         let mut through: HashMap<(usize, u32), i64> = HashMap::new();
         for message in batch {
-            let Ok(record) = kafka_record::from_message(message) else {
+            let Ok(read) = kafka_record::from_message(message) else {
                 continue; // the replica logs it; nothing to publish
             };
-            if !types.contains(&record.event.event_type.as_str()) {
-                continue;
-            }
             let Some(c) = self.inner.topics.iter().position(|t| t == message.topic()) else {
                 continue;
             };
+            let wanted: Vec<_> = read
+                .into_iter()
+                .filter(|r| types.contains(&r.event.event_type.as_str()))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
             let end = through
                 .entry((c, message.partition() as u32))
                 .or_insert(message.offset());
             *end = (*end).max(message.offset());
-            records.push(record);
+            records.extend(wanted);
         }
         for ((c, partition), offset) in through {
             self.replicated_through(c, partition, offset).await?;

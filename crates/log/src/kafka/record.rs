@@ -8,11 +8,16 @@
 //!   one partition, in order. The partition is Kafka's default for a keyed
 //!   record (murmur2 of the key, [`partition`]), so every client — Java,
 //!   librdkafka with the `murmur2_random` partitioner, this one — agrees.
-//! - **Value** of a log record ([`value`]): the protobuf message
-//!   `threshold.v1.LogRecord` (`proto/threshold/v1/log.proto`), the event's
-//!   envelope and payload in one, with no headers. Its `after_id`, the id of
-//!   the stream's event this one follows, makes a record a conditional
-//!   append (see [`crate::kafka`]).
+//! - **Value** of a log record ([`append_value`]): the protobuf message
+//!   `threshold.v1.LogAppend` (`proto/threshold/v1/log.proto`), the events
+//!   of one append, each a `threshold.v1.LogRecord` ([`value`]): its
+//!   envelope and payload in one, with no headers. An event's `after_id`,
+//!   the id of the stream's event it follows, makes the record a
+//!   conditional append (see [`crate::kafka`]). An append larger than
+//!   [`APPEND_RECORD_BYTES`] of payload
+//!   is several records. Builds before wrote one `LogRecord` per event,
+//!   which every reader still takes (a value whose first field is 16 is a
+//!   `LogAppend`).
 //! - **Outcomes** for partners keep CloudEvents 1.0 in binary content mode
 //!   (the Kafka protocol binding, [`headers`]): the payload as the value;
 //!   `ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time`,
@@ -25,8 +30,8 @@
 //! Log records were written in that CloudEvents layout too (with a
 //! `ce_afterid` extension) until fourteen headers a record turned out to
 //! cost the client and the broker more than the rest of the record; a reader
-//! still takes records of either layout ([`from_message`] tells them apart
-//! by `ce_specversion`), so topics written before read on.
+//! still takes records of every layout (`from_message` tells the
+//! CloudEvents one by `ce_specversion`), so topics written before read on.
 //!
 //! Only the mapping lives here: it never talks to a broker nor uses the
 //! Kafka client, so the layout is testable (and readable) without one.
@@ -94,22 +99,28 @@ pub fn partition(stream: &StreamId, partitions: u32) -> u32 {
     ((murmur2(key.as_bytes()) & 0x7fff_ffff) as u32) % partitions.max(1)
 }
 
-/// How a process writes log records; every process reads both.
+/// How a process writes log records; every process reads all three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {
-    /// One `threshold.v1.LogRecord` value, no headers ([`value`]).
+    /// One record per append: a `threshold.v1.LogAppend` of its events
+    /// ([`append_value`]), no headers.
     #[default]
+    Append,
+    /// One `threshold.v1.LogRecord` per event ([`value`]), no headers, as
+    /// builds before [`Layout::Append`] wrote: for the first step of an
+    /// upgrade, while a process of such a build still reads the topics (it
+    /// cannot read a `LogAppend`).
     LogRecord,
-    /// The payload as the value and the envelope as CloudEvents headers
-    /// ([`headers`]), as builds before [`Layout::LogRecord`] wrote: for the
-    /// first step of an upgrade, while a process of such a build still
-    /// reads the topics (it cannot read a `LogRecord`).
+    /// One record per event, the payload as the value and the envelope as
+    /// CloudEvents headers ([`headers`]), as builds before
+    /// [`Layout::LogRecord`] wrote: for the first step of an upgrade from
+    /// such a build (it reads neither of the others).
     CloudEvents,
 }
 
 impl Layout {
     /// The names the command line takes.
-    pub const NAMES: [&str; 2] = ["logrecord", "cloudevents"];
+    pub const NAMES: [&str; 3] = ["append", "logrecord", "cloudevents"];
 }
 
 impl std::str::FromStr for Layout {
@@ -117,6 +128,7 @@ impl std::str::FromStr for Layout {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         match s {
+            "append" => Ok(Layout::Append),
             "logrecord" => Ok(Layout::LogRecord),
             "cloudevents" => Ok(Layout::CloudEvents),
             other => Err(Error::Invalid {
@@ -224,49 +236,80 @@ fn is_cloudevent(m: &impl rdkafka::Message) -> bool {
 }
 
 /// What a consumer looks at to pass over a log record: the `event_id` and
-/// `event_type` of a `LogRecord`, decoded without the rest (prost skips the
-/// other fields, the payload included, without copying them).
+/// `event_type` of a `LogRecord`, or of each event of a `LogAppend`,
+/// decoded without the rest (prost skips the other fields, the payloads
+/// included, without copying them).
 #[derive(Clone, PartialEq, prost::Message)]
 struct Peek {
     #[prost(string, tag = "1")]
     event_id: String,
     #[prost(string, tag = "4")]
     event_type: String,
+    #[prost(message, repeated, tag = "16")]
+    events: Vec<Peek>,
 }
 
-/// A record's [`Peek`]; `None` where the value does not decode or lacks
-/// either field (an empty value decodes to nothing but defaults).
-fn peek(m: &impl rdkafka::Message) -> Option<Peek> {
-    Peek::decode(m.payload()?)
-        .ok()
-        .filter(|p| !p.event_id.is_empty() && !p.event_type.is_empty())
+impl Peek {
+    /// Whether the fields looked at are there.
+    fn whole(&self) -> bool {
+        !self.event_id.is_empty() && !self.event_type.is_empty()
+    }
 }
 
-/// The event type (`parcel.attempt_failed`) of a record as a consumer took
-/// it, without decoding the rest; `None` where it is missing or malformed
-/// (decoding the record then says what is wrong).
-pub(super) fn event_type_of(m: &impl rdkafka::Message) -> Option<std::borrow::Cow<'_, str>> {
+/// The events of a record's value, peeked at ([`Peek`]); `None` where the
+/// value does not decode, or an event lacks either field (an empty value
+/// decodes to nothing but defaults).
+fn peek(m: &impl rdkafka::Message) -> Option<Vec<Peek>> {
+    let value = m.payload()?;
+    let mut p = Peek::decode(value).ok()?;
+    let events = if is_append(value) {
+        std::mem::take(&mut p.events)
+    } else {
+        vec![p]
+    };
+    (!events.is_empty() && events.iter().all(Peek::whole)).then_some(events)
+}
+
+/// Whether a log record's value is a `LogAppend`: its first field is 16,
+/// which a `LogRecord` does not have.
+fn is_append(value: &[u8]) -> bool {
+    let mut buf = value;
+    prost::encoding::decode_key(&mut buf).is_ok_and(|(tag, _)| tag == APPEND_EVENTS_TAG)
+}
+
+/// `LogAppend.events`.
+const APPEND_EVENTS_TAG: u32 = 16;
+
+/// The event types (`parcel.attempt_failed`) of a record's events as a
+/// consumer took it, without decoding the rest; `None` where one is missing
+/// or malformed (decoding the record then says what is wrong).
+pub(super) fn event_types_of(m: &impl rdkafka::Message) -> Option<Vec<std::borrow::Cow<'_, str>>> {
     if is_cloudevent(m) {
         return std::str::from_utf8(header(m, "ce_type")?)
             .ok()?
             .strip_prefix(TYPE_PREFIX)
-            .map(std::borrow::Cow::Borrowed);
+            .map(|t| vec![std::borrow::Cow::Borrowed(t)]);
     }
-    Some(peek(m)?.event_type.into())
+    Some(
+        peek(m)?
+            .into_iter()
+            .map(|p| std::borrow::Cow::Owned(p.event_type))
+            .collect(),
+    )
 }
 
-/// The event id of a record as a consumer took it, without decoding the
-/// rest; `None` where it is missing or malformed.
+/// The id of a record's first event as a consumer took it, without decoding
+/// the rest; `None` where it is missing or malformed.
 pub(super) fn event_id_of(m: &impl rdkafka::Message) -> Option<EventId> {
     if is_cloudevent(m) {
         return std::str::from_utf8(header(m, "ce_id")?).ok()?.parse().ok();
     }
-    peek(m)?.event_id.parse().ok()
+    peek(m)?.first()?.event_id.parse().ok()
 }
 
-/// An event read back from a record as a consumer took it, in either
-/// layout.
-pub(super) fn from_message(m: &impl rdkafka::Message) -> Result<Record, Error> {
+/// The events read back from a record as a consumer took it, in any
+/// layout, in stream order.
+pub(super) fn from_message(m: &impl rdkafka::Message) -> Result<Vec<Record>, Error> {
     use rdkafka::message::Headers;
     if !is_cloudevent(m) {
         return from_value(m.key().unwrap_or_default(), m.payload().unwrap_or_default());
@@ -279,10 +322,10 @@ pub(super) fn from_message(m: &impl rdkafka::Message) -> Result<Record, Error> {
                 .collect()
         })
         .unwrap_or_default();
-    from_record(
+    Ok(vec![from_record(
         headers,
         Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-    )
+    )?])
 }
 
 /// An event read back from a record's headers and value. A header missing
@@ -403,15 +446,72 @@ pub fn value(version: u64, after: Option<EventId>, event: &NewEvent, source: &st
     buf
 }
 
-/// An event read back from a log record's key (the stream) and value (a
-/// `threshold.v1.LogRecord`). A field missing or malformed is named.
-pub fn from_value(key: &[u8], value: &[u8]) -> Result<Record, Error> {
-    let bad = |field: &'static str, reason: String| Error::Invalid { field, reason };
+/// The most payload bytes one record of an append carries, its events'
+/// together: a larger append is sent as several records, each a
+/// conditional append of its own, well under Kafka's default limit of a
+/// record batch (`max.message.bytes`, 1 MiB) with the envelopes. An event
+/// larger than this goes alone.
+pub const APPEND_RECORD_BYTES: usize = 256 * 1024;
+
+/// The value of a record of `events` (each with its version and the event
+/// it follows, in stream order), written by `source`: a
+/// `threshold.v1.LogAppend` of their [`value`]s.
+pub fn append_value(events: &[(u64, Option<EventId>, &NewEvent)], source: &str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(events.iter().map(|(_, _, e)| e.payload.len() + 160).sum());
+    for (version, after, event) in events {
+        let one = value(*version, *after, event, source);
+        prost::encoding::bytes::encode(APPEND_EVENTS_TAG, &one, &mut buf);
+    }
+    buf
+}
+
+/// The events read back from a log record's key (the stream) and value (a
+/// `threshold.v1.LogRecord`, or a `threshold.v1.LogAppend` of several), in
+/// stream order. A field missing or malformed is named, with the event's
+/// place in an append.
+pub fn from_value(key: &[u8], value: &[u8]) -> Result<Vec<Record>, Error> {
     let stream: StreamId = std::str::from_utf8(key)
-        .map_err(|_| bad("key", "is not UTF-8".into()))?
+        .map_err(|_| Error::Invalid {
+            field: "key",
+            reason: "is not UTF-8".into(),
+        })?
         .parse()
-        .map_err(|e| bad("key", format!("{e}")))?;
-    let r = pb::LogRecord::decode(value).map_err(|e| bad("value", format!("{e}")))?;
+        .map_err(|e| Error::Invalid {
+            field: "key",
+            reason: format!("{e}"),
+        })?;
+    if !is_append(value) {
+        let r = pb::LogRecord::decode(value).map_err(|e| Error::Invalid {
+            field: "value",
+            reason: format!("{e}"),
+        })?;
+        return Ok(vec![from_log_record(stream, r)?]);
+    }
+    let append = pb::LogAppend::decode(value).map_err(|e| Error::Invalid {
+        field: "value",
+        reason: format!("as a LogAppend: {e}"),
+    })?;
+    let n = append.events.len();
+    append
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            from_log_record(stream.clone(), r).map_err(|e| match e {
+                Error::Invalid { field, reason } => Error::Invalid {
+                    field,
+                    reason: format!("{reason} (event {} of {n} in the append)", i + 1),
+                },
+                other => other,
+            })
+        })
+        .collect()
+}
+
+/// An event of `stream` from its `LogRecord`. A field missing or malformed
+/// is named.
+fn from_log_record(stream: StreamId, r: pb::LogRecord) -> Result<Record, Error> {
+    let bad = |field: &'static str, reason: String| Error::Invalid { field, reason };
     let event_id: EventId = r
         .event_id
         .parse()
@@ -489,32 +589,35 @@ mod tests {
             )
         };
         let plain = message(&[]);
-        let decoded = from_message(&plain).expect("decodes");
+        let decoded = only(&plain);
         assert_eq!(event_id_of(&plain), Some(decoded.event.event_id));
-        assert_eq!(
-            event_type_of(&plain).as_deref(),
-            Some(decoded.event.event_type.as_str())
-        );
+        assert_eq!(types(&plain), Some(vec![decoded.event.event_type]));
         // A repeated header without a value is not the one read.
         let repeated = message(&[("ce_type", None), ("ce_id", None)]);
-        let decoded = from_message(&repeated).expect("decodes");
+        let decoded = only(&repeated);
         assert_eq!(event_id_of(&repeated), Some(decoded.event.event_id));
-        assert_eq!(
-            event_type_of(&repeated).as_deref(),
-            Some(decoded.event.event_type.as_str())
-        );
+        assert_eq!(types(&repeated), Some(vec![decoded.event.event_type]));
         // A later one with a value is.
         let other_id = failed_attempt(2).event_id;
         let other = other_id.to_string();
         let later = message(&[("ce_id", Some(other.as_bytes()))]);
-        assert_eq!(
-            event_id_of(&later),
-            Some(from_message(&later).expect("decodes").event.event_id)
-        );
+        assert_eq!(event_id_of(&later), Some(only(&later).event.event_id));
         assert_eq!(event_id_of(&later), Some(other_id));
         let malformed = message(&[("ce_type", Some(b"x"))]);
-        assert_eq!(event_type_of(&malformed), None, "x lacks the type prefix");
+        assert_eq!(types(&malformed), None, "x lacks the type prefix");
         assert!(from_message(&malformed).is_err());
+    }
+
+    /// The one event a record holds.
+    fn only(m: &impl rdkafka::Message) -> Record {
+        let mut read = from_message(m).expect("decodes");
+        assert_eq!(read.len(), 1, "{read:?}");
+        read.remove(0)
+    }
+
+    /// The event types a consumer passes a record over on.
+    fn types(m: &impl rdkafka::Message) -> Option<Vec<String>> {
+        event_types_of(m).map(|ts| ts.into_iter().map(|t| t.into_owned()).collect())
     }
 
     fn headers_of(stream: &StreamId, event: &NewEvent) -> Vec<(&'static str, Vec<u8>)> {
@@ -632,7 +735,9 @@ mod tests {
         event.tracestate = Some("congo=t61rcWkgMzE".into());
         let after = EventId::new();
         let v = value(3, Some(after), &event, "/threshold/handheld");
-        let back = from_value(stream.to_string().as_bytes(), &v).unwrap();
+        let back = from_value(stream.to_string().as_bytes(), &v)
+            .unwrap()
+            .remove(0);
         assert_eq!((back.stream.clone(), back.version), (stream.clone(), 3));
         assert_eq!(back.after, Some(after));
         assert_eq!(back.event, event);
@@ -653,7 +758,9 @@ mod tests {
             tracestate: None,
             ..failed_attempt(2)
         };
-        let back = from_value(b"parcel/SE-00000001", &value(1, None, &bare, "/t")).unwrap();
+        let back = from_value(b"parcel/SE-00000001", &value(1, None, &bare, "/t"))
+            .unwrap()
+            .remove(0);
         assert_eq!((back.after, back.event), (None, bare));
         // Under 60% of the same event as CloudEvents headers (their names
         // and values alone) and payload: 280 bytes against 502 for the
@@ -674,14 +781,22 @@ mod tests {
     /// is what decoding it gives; a record in the CloudEvents layout written
     /// before reads as it did.
     #[test]
-    fn a_consumer_reads_log_records_of_either_layout() {
+    fn a_consumer_reads_log_records_of_every_layout() {
         let stream = crate::contract::parcel(1);
         let event = failed_attempt(1);
         let m = log_message(stream.to_string().as_bytes(), value(1, None, &event, "/t"));
-        let decoded = from_message(&m).expect("decodes");
+        let decoded = only(&m);
         assert_eq!(decoded.event, event);
         assert_eq!(event_id_of(&m), Some(event.event_id));
-        assert_eq!(event_type_of(&m).as_deref(), Some("parcel.attempt_failed"));
+        assert_eq!(types(&m), Some(vec!["parcel.attempt_failed".to_owned()]));
+        // An append of this one event alone reads the same.
+        let appended = log_message(
+            stream.to_string().as_bytes(),
+            append_value(&[(1, None, &event)], "/t"),
+        );
+        assert_eq!(only(&appended), decoded);
+        assert_eq!(event_id_of(&appended), event_id_of(&m));
+        assert_eq!(types(&appended), types(&m));
         let before = rdkafka::message::OwnedMessage::new(
             Some(event.payload.to_vec()),
             Some(stream.to_string().into_bytes()),
@@ -691,9 +806,9 @@ mod tests {
             0,
             Some(kafka_headers(&headers_of(&stream, &event))),
         );
-        assert_eq!(from_message(&before).expect("decodes").event, decoded.event);
+        assert_eq!(only(&before).event, decoded.event);
         assert_eq!(event_id_of(&before), Some(event.event_id));
-        assert_eq!(event_type_of(&before), event_type_of(&m));
+        assert_eq!(types(&before), types(&m));
     }
 
     #[test]
@@ -741,8 +856,89 @@ mod tests {
             without(|r| r.event_id.clear()),
         ] {
             let m = log_message(key, value);
-            assert_eq!((event_id_of(&m), event_type_of(&m)), (None, None));
+            assert_eq!((event_id_of(&m), types(&m)), (None, None));
             assert!(from_message(&m).is_err());
         }
+    }
+
+    /// An append's events in one record: each whole, in order, each
+    /// following the one before; any protobuf reader of
+    /// `threshold.v1.LogAppend` reads them.
+    #[test]
+    fn an_append_goes_to_one_record_and_comes_back_whole() {
+        let stream = crate::contract::parcel(1);
+        let head = EventId::new();
+        let mut events = [failed_attempt(1), failed_attempt(2), failed_attempt(3)];
+        events[1].event_type = "parcel.attempt_started".into();
+        events[2].tenant = None;
+        let chained: Vec<(u64, Option<EventId>, &NewEvent)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let after = if i == 0 {
+                    Some(head)
+                } else {
+                    Some(events[i - 1].event_id)
+                };
+                (5 + i as u64, after, e)
+            })
+            .collect();
+        let v = append_value(&chained, "/threshold/handheld");
+        let back = from_value(stream.to_string().as_bytes(), &v).unwrap();
+        assert_eq!(back.len(), 3);
+        for (read, (version, after, event)) in back.iter().zip(&chained) {
+            assert_eq!(read.stream, stream);
+            assert_eq!((read.version, read.after), (*version, *after));
+            assert_eq!(&read.event, *event);
+        }
+        let plain = pb::LogAppend::decode(v.as_slice()).unwrap();
+        let ids: Vec<String> = plain.events.iter().map(|e| e.event_id.clone()).collect();
+        let want: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+        assert_eq!(ids, want);
+        assert_eq!(plain.events[2].payload, events[2].payload.to_vec());
+        // A consumer looks at the first event's id and at every type.
+        let m = log_message(stream.to_string().as_bytes(), v);
+        assert_eq!(event_id_of(&m), Some(events[0].event_id));
+        assert_eq!(
+            types(&m),
+            Some(vec![
+                "parcel.attempt_failed".to_owned(),
+                "parcel.attempt_started".to_owned(),
+                "parcel.attempt_failed".to_owned(),
+            ])
+        );
+    }
+
+    /// A malformed event of an append is named with its place; a consumer
+    /// takes the record for nothing.
+    #[test]
+    fn a_malformed_event_of_an_append_is_named_with_its_place() {
+        let events = [failed_attempt(1), failed_attempt(2)];
+        let v = append_value(
+            &[
+                (1, None, &events[0]),
+                (2, Some(events[0].event_id), &events[1]),
+            ],
+            "/t",
+        );
+        let mut append = pb::LogAppend::decode(v.as_slice()).unwrap();
+        append.events[1].event_type.clear();
+        let key = b"parcel/SE-1";
+        match from_value(key, &append.encode_to_vec()) {
+            Err(Error::Invalid { field, reason }) => {
+                assert_eq!(field, "event_type");
+                assert!(reason.contains("event 2 of 2"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let m = log_message(key, append.encode_to_vec());
+        assert_eq!((event_id_of(&m), types(&m)), (None, None));
+        // Cut short: not a LogAppend.
+        let cut = &v[..v.len() - 3];
+        match from_value(key, cut) {
+            Err(Error::Invalid { field, .. }) => assert_eq!(field, "value"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(event_id_of(&log_message(key, cut.to_vec())), None);
     }
 }

@@ -60,8 +60,9 @@ pub(super) struct Progress {
     pub(super) from_acks: AtomicU64,
 }
 
-/// One of this process's records at the offset Kafka acknowledged it at.
-pub(super) type Acked = (i64, StreamId, Conditional);
+/// One of this process's records at the offset Kafka acknowledged it at:
+/// its stream and its events, in order.
+pub(super) type Acked = (i64, StreamId, Vec<Conditional>);
 
 /// What the replica makes of a record its consumer read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,9 @@ struct Looked {
     kept: Vec<(String, i32)>,
 }
 
+/// One of this process's records: its stream and its events, in order.
+type OwnRecord = (StreamId, Vec<Conditional>);
+
 /// A partition's acknowledged records with no offset missing from its next:
 /// (category slot, partition, records in offset order).
 type Run = (usize, usize, Vec<Acked>);
@@ -92,11 +96,11 @@ type Run = (usize, usize, Vec<Acked>);
 /// category, per partition.
 #[derive(Debug, Default)]
 struct Own {
-    /// Acknowledged, not in the replica yet: offset → (stream, record).
-    acked: Vec<Vec<BTreeMap<i64, (StreamId, Conditional)>>>,
+    /// Acknowledged, not in the replica yet: offset → (stream, events).
+    acked: Vec<Vec<BTreeMap<i64, OwnRecord>>>,
     /// Taken into the replica from acknowledgements, ahead of the
-    /// consumer: (offset, event id), for the consumer to check that it
-    /// reads the same there.
+    /// consumer: (offset, id of the record's first event), for the
+    /// consumer to check that it reads the same there.
     ahead: Vec<Vec<VecDeque<(i64, EventId)>>>,
 }
 
@@ -283,13 +287,16 @@ impl Progress {
         let taken = runs
             .iter()
             .map(|(c, p, run)| {
-                let ids = run.iter().map(|(o, _, r)| (*o, r.event.event_id));
+                let ids = run
+                    .iter()
+                    .filter_map(|(o, _, events)| Some((*o, events.first()?.event.event_id)));
                 (*c, *p, ids.collect::<Vec<_>>())
             })
             .collect::<Vec<_>>();
-        let records = runs
-            .into_iter()
-            .flat_map(|(_, _, run)| run.into_iter().map(|(_, stream, record)| (stream, record)));
+        let mut records = Vec::new();
+        for (_, stream, events) in runs.into_iter().flat_map(|(_, _, run)| run) {
+            records.extend(events.into_iter().map(|e| (stream.clone(), e)));
+        }
         replicate_in_order(replica, records, verdicts).await?;
         let mut own = self.own();
         let mut stored = 0;
@@ -596,14 +603,16 @@ async fn store(replica: &EmbeddedLog, batch: &[&OwnedMessage], verdicts: &Verdic
         .iter()
         .copied()
         .filter_map(|m| match record::from_message(m) {
-            Ok(record) => Some((
-                record.stream,
-                Conditional {
-                    event: record.event,
-                    version: record.version,
-                    after: record.after,
-                },
-            )),
+            Ok(records) => Some(records.into_iter().map(|record| {
+                (
+                    record.stream,
+                    Conditional {
+                        event: record.event,
+                        version: record.version,
+                        after: record.after,
+                    },
+                )
+            })),
             Err(e) => {
                 tracing::error!(
                     topic = m.topic(),
@@ -614,7 +623,9 @@ async fn store(replica: &EmbeddedLog, batch: &[&OwnedMessage], verdicts: &Verdic
                 );
                 None
             }
-        });
+        })
+        .flatten()
+        .collect::<Vec<_>>();
     replicate_in_order(replica, records, verdicts).await
 }
 
@@ -662,7 +673,7 @@ impl KafkaLog {
     }
 
     /// Records read at an offset an acknowledgement had named for another
-    /// of this process's events (see [`Progress`]); zero unless the broker
+    /// of this process's events (see `Progress`); zero unless the broker
     /// named a wrong offset.
     pub fn mismatched_acknowledgements(&self) -> u64 {
         self.inner.progress.mismatched.load(Ordering::Relaxed)
@@ -852,7 +863,7 @@ mod tests {
             .iter()
             .map(|o| {
                 let (stream, record) = own(*o as u32);
-                (*o, stream, record)
+                (*o, stream, vec![record])
             })
             .collect()
     }

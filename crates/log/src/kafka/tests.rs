@@ -14,7 +14,7 @@ use threshold_domain::Category;
 
 use super::{KafkaLog, KafkaOptions, brokers_from_url};
 use crate::contract::{Backend, contract_suite, failed_attempt, parcel};
-use crate::{Error, EventLog, ExpectedVersion, Position};
+use crate::{Error, EventLog, ExpectedVersion, NewEvent, Position};
 
 /// The test broker's address, from `THRESHOLD_TEST_KAFKA`.
 pub(crate) fn test_brokers() -> String {
@@ -255,45 +255,110 @@ async fn a_resend_after_its_caller_went_away_mid_append_is_answered_and_stored_o
     assert_eq!(resent.stream_version, stored.len() as u64);
 }
 
+/// An append is one record, a `threshold.v1.LogAppend` of its events, that
+/// a plain Kafka consumer and protobuf decoder read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_carry_a_log_record_that_any_client_reads() {
+async fn an_append_is_one_record_that_any_client_reads() {
     let kafka = Kafka::new();
     let log = kafka.process("writer").await;
     let stream = parcel(7);
-    let event = failed_attempt(1);
-    log.append(&stream, ExpectedVersion::Any, vec![event.clone()])
+    let events = vec![failed_attempt(1), failed_attempt(2), failed_attempt(3)];
+    log.append(&stream, ExpectedVersion::Any, events.clone())
+        .await
+        .expect("append");
+    let next = failed_attempt(4);
+    log.append(&stream, ExpectedVersion::Exactly(3), vec![next.clone()])
         .await
         .expect("append");
 
     // A plain Kafka consumer and protobuf decoder, as another tool would
-    // run them.
+    // run them: the first record holds the first append whole, the second
+    // the next.
     let consumer =
         kafka.plain_consumer("partner", &kafka.options("writer").topic(Category::Parcel));
-    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+    let mut appends = Vec::new();
+    for _ in 0..2 {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a record within 30 s")
+            .expect("a record");
+        assert_eq!(message.key(), Some(stream.to_string().as_bytes()));
+        assert!(message.headers().is_none(), "no headers");
+        assert_eq!(
+            message.partition() as u32,
+            super::record::partition(&stream, 3),
+            "the partition Kafka's default partitioner picks for the key"
+        );
+        appends.push(
+            <threshold_domain::pb::LogAppend as prost::Message>::decode(
+                message.payload().expect("a value"),
+            )
+            .expect("a threshold.v1.LogAppend"),
+        );
+    }
+    let first = &appends[0].events;
+    assert_eq!(first.len(), 3, "one record for the append of three");
+    let mut after = String::new();
+    for (n, (record, event)) in first.iter().zip(&events).enumerate() {
+        assert_eq!(record.event_id, event.event_id.to_string());
+        assert_eq!(record.stream_version, n as u64 + 1);
+        assert_eq!(record.after_id, after, "each follows the one before");
+        assert_eq!(record.source, "/threshold/writer");
+        assert_eq!(record.event_type, "parcel.attempt_failed");
+        assert_eq!(record.payload, event.payload.to_vec());
+        assert_eq!(
+            record.traceparent,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        after = record.event_id.clone();
+    }
+    let second = &appends[1].events;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].event_id, next.event_id.to_string());
+    assert_eq!((second[0].stream_version, &second[0].after_id), (4, &after));
+}
+
+/// An append larger than a record may be goes as several, in order, each
+/// under the bound, and reads back whole in every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_append_goes_as_records_of_bounded_size() {
+    let kafka = Kafka::new();
+    let log = kafka.process("writer").await;
+    let stream = parcel(8);
+    let bytes = super::record::APPEND_RECORD_BYTES * 2 / 5;
+    let events: Vec<NewEvent> = (0..5u32)
+        .map(|n| NewEvent {
+            payload: vec![n as u8; bytes].into(),
+            ..failed_attempt(n)
+        })
+        .collect();
+    let out = log
+        .append(&stream, ExpectedVersion::Exactly(0), events.clone())
         .await
-        .expect("a record within 30 s")
-        .expect("a record");
-    assert_eq!(message.key(), Some(stream.to_string().as_bytes()));
-    assert!(message.headers().is_none(), "no headers");
-    assert_eq!(
-        message.partition() as u32,
-        super::record::partition(&stream, 3),
-        "the partition Kafka's default partitioner picks for the key"
-    );
-    let record = <threshold_domain::pb::LogRecord as prost::Message>::decode(
-        message.payload().expect("a value"),
-    )
-    .expect("a threshold.v1.LogRecord");
-    assert_eq!(record.event_id, event.event_id.to_string());
-    assert_eq!(record.source, "/threshold/writer");
-    assert_eq!(record.event_type, "parcel.attempt_failed");
-    assert_eq!(record.stream_version, 1);
-    assert_eq!(record.after_id, "");
-    assert_eq!(record.payload, event.payload.to_vec());
-    assert_eq!(
-        record.traceparent,
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    );
+        .expect("append");
+    assert_eq!(out.stream_version, 5);
+
+    let consumer = kafka.plain_consumer("look", &kafka.options("writer").topic(Category::Parcel));
+    let mut per_record = Vec::new();
+    while per_record.iter().sum::<usize>() < 5 {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a record within 30 s")
+            .expect("a record");
+        let value = message.payload().expect("a value");
+        assert!(value.len() < 2 * super::record::APPEND_RECORD_BYTES);
+        let append = <threshold_domain::pb::LogAppend as prost::Message>::decode(value)
+            .expect("a threshold.v1.LogAppend");
+        per_record.push(append.events.len());
+    }
+    assert_eq!(per_record, vec![2, 2, 1]);
+
+    let other = kafka.process("reader").await;
+    for replica in [&log, &other] {
+        let read = replica.read_stream(&stream, 0, 10).await.expect("read");
+        let read: Vec<_> = read.into_iter().map(|e| e.event).collect();
+        assert_eq!(read, events);
+    }
 }
 
 /// A topic written in the CloudEvents layout of before (the payload as the
@@ -354,31 +419,43 @@ async fn a_topic_written_in_the_cloudevents_layout_reads_on() {
     assert_eq!(events_of_a, events, "both replicas hold the same events");
 }
 
-/// The first step of an upgrade: processes writing the CloudEvents layout
-/// and processes writing `LogRecord`s share the topics, decide on each
-/// other's records and hold the same log; a replica built afterwards too.
+/// The first steps of upgrades: processes writing the CloudEvents layout,
+/// `LogRecord`s and `LogAppend`s share the topics, decide on each other's
+/// records and hold the same log; a replica built afterwards too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn processes_writing_either_layout_share_one_log() {
+async fn processes_writing_any_layout_share_one_log() {
     let kafka = Kafka::new();
-    let mut options = kafka.options("before");
-    options.layout = super::Layout::CloudEvents;
-    let before = KafkaLog::open(options).await.expect("open");
-    let now = kafka.process("now").await;
+    let open = |name: &str, layout: super::Layout| {
+        let mut options = kafka.options(name);
+        options.layout = layout;
+        KafkaLog::open(options)
+    };
+    let cloudevents = open("cloudevents", super::Layout::CloudEvents)
+        .await
+        .expect("open");
+    let logrecord = open("logrecord", super::Layout::LogRecord)
+        .await
+        .expect("open");
+    let append = kafka.process("append").await;
+    let writers = [&cloudevents, &logrecord, &append];
     let mut sent = Vec::new();
-    for n in 0..12u32 {
+    for n in 0..18u32 {
         let stream = parcel(n % 3);
-        let event = failed_attempt(n);
-        let writer = if n % 2 == 0 { &before } else { &now };
-        writer
-            .append(&stream, ExpectedVersion::Any, vec![event.clone()])
+        // Two events an append: one record in the append layout, two in
+        // the others.
+        let events = vec![failed_attempt(2 * n), failed_attempt(2 * n + 1)];
+        writers[(n / 3 % 3) as usize]
+            .append(&stream, ExpectedVersion::Any, events.clone())
             .await
             .expect("append");
-        sent.push((stream, event));
+        sent.extend(events.into_iter().map(|e| (stream.clone(), e)));
     }
-    // A conditional append on the other layout's head is decided right.
-    let head = now.read_stream(&parcel(0), 0, 100).await.expect("read");
+    // A conditional append on another layout's head is decided right, also
+    // by a process whose replica may not hold that head yet: it catches up
+    // before it calls the expected version a conflict.
+    let head = append.read_stream(&parcel(0), 0, 100).await.expect("read");
     let next = failed_attempt(99);
-    let out = before
+    let out = cloudevents
         .append(
             &parcel(0),
             ExpectedVersion::Exactly(head.len() as u64),
@@ -387,28 +464,38 @@ async fn processes_writing_either_layout_share_one_log() {
         .await
         .expect("the next version");
     assert_eq!(out.stream_version, head.len() as u64 + 1);
-    let stale = now
-        .append(
-            &parcel(0),
-            ExpectedVersion::Exactly(head.len() as u64),
-            vec![failed_attempt(100)],
-        )
-        .await;
-    assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
+    for stale_writer in [&append, &logrecord] {
+        let stale = stale_writer
+            .append(
+                &parcel(0),
+                ExpectedVersion::Exactly(head.len() as u64),
+                vec![failed_attempt(100), failed_attempt(101)],
+            )
+            .await;
+        assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
+    }
 
-    // Both layouts are on the topic, as each process wrote them.
-    let consumer = kafka.plain_consumer("look", &kafka.options("now").topic(Category::Parcel));
-    // 13 records at least (the stale append may have been sent and lost,
-    // or refused before it was sent).
+    // Every layout is on the topic, as each process wrote them: 12 records
+    // each from the processes writing one event a record, 6 from the one
+    // writing an append a record, and the one after (a stale append may
+    // have been sent and lost, or refused before it was sent).
+    let consumer = kafka.plain_consumer("look", &kafka.options("append").topic(Category::Parcel));
     let mut layouts = HashMap::new();
-    for _ in 0..13 {
+    for _ in 0..31 {
         let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
             .await
             .expect("a record within 30 s")
             .expect("a record");
-        *layouts.entry(m.headers().is_some()).or_insert(0) += 1;
+        let layout = if m.headers().is_some() {
+            "cloudevents"
+        } else if super::record::from_message(&m).expect("an event").len() == 2 {
+            "append"
+        } else {
+            "logrecord or an append of one"
+        };
+        *layouts.entry(layout).or_insert(0) += 1;
     }
-    assert_eq!(layouts.len(), 2, "both layouts: {layouts:?}");
+    assert_eq!(layouts.len(), 3, "every layout: {layouts:?}");
 
     let later = kafka.process("later").await;
     for n in 0..3 {
@@ -419,24 +506,26 @@ async fn processes_writing_either_layout_share_one_log() {
                 .map(|e| (e.stream_version, e.event))
                 .collect()
         };
-        let a = of(before.read_stream(&stream, 0, 100).await.expect("read"));
-        let b = of(now.read_stream(&stream, 0, 100).await.expect("read"));
-        let c = of(later.read_stream(&stream, 0, 100).await.expect("read"));
-        assert_eq!(a, b, "{stream}");
-        assert_eq!(a, c, "{stream}");
+        let a = of(cloudevents
+            .read_stream(&stream, 0, 100)
+            .await
+            .expect("read"));
         let expected: Vec<_> = sent
             .iter()
             .filter(|(s, _)| *s == stream)
             .map(|(_, e)| e.clone())
             .chain((n == 0).then(|| next.clone()))
             .collect();
-        let ids =
-            |v: &[(u64, crate::NewEvent)]| v.iter().map(|(_, e)| e.event_id).collect::<Vec<_>>();
+        let ids = |v: &[(u64, NewEvent)]| v.iter().map(|(_, e)| e.event_id).collect::<Vec<_>>();
         assert_eq!(
             ids(&a),
             expected.iter().map(|e| e.event_id).collect::<Vec<_>>(),
             "{stream}"
         );
+        for other in [&logrecord, &append, &later] {
+            let b = of(other.read_stream(&stream, 0, 100).await.expect("read"));
+            assert_eq!(a, b, "{stream}");
+        }
     }
 }
 
