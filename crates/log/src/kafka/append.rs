@@ -402,6 +402,17 @@ impl KafkaLog {
             // from the replica, which now holds the winner.
             self.lost(stream);
             match expected {
+                // Only an append of several records (over
+                // `record::APPEND_RECORD_BYTES`) can be taken in part.
+                ExpectedVersion::Exactly(_) if won > 0 => {
+                    return Err(kafka(
+                        "appending",
+                        format!(
+                            "{stream}: {won} of {} events were stored before another writer's                              record came between this append's records; a resend with the same                              event ids and no expected version stores the rest",
+                            fresh.len()
+                        ),
+                    ));
+                }
                 ExpectedVersion::Exactly(v) => {
                     return Err(Error::Conflict {
                         stream: stream.clone(),
@@ -573,29 +584,36 @@ impl KafkaLog {
         let topic = &self.inner.topics[slot(stream.category())];
         let key = stream.to_string();
         let source = &self.inner.source;
+        // In the append layout, each event's `LogRecord` first, to split
+        // the append by what its records will weigh.
+        let values: Vec<Vec<u8>> = match self.inner.layout {
+            Layout::Append => fresh
+                .iter()
+                .map(|(event, version, after)| record::value(*version, *after, event, source))
+                .collect(),
+            Layout::LogRecord | Layout::CloudEvents => Vec::new(),
+        };
         let groups = match self.inner.layout {
-            Layout::Append => by_size(fresh, record::APPEND_RECORD_BYTES),
-            Layout::LogRecord | Layout::CloudEvents => fresh.chunks(1).collect(),
+            Layout::Append => by_size(values.iter().map(Vec::len), record::APPEND_RECORD_BYTES),
+            Layout::LogRecord | Layout::CloudEvents => (0..fresh.len()).map(|i| i..i + 1).collect(),
         };
         let mut deliveries = Vec::with_capacity(groups.len());
         let mut records = Vec::with_capacity(groups.len());
         for group in groups {
             let mut headers = None;
+            let (event, version, after) = fresh[group.start];
             let (value, read): (Cow<'_, [u8]>, _) = match self.inner.layout {
                 Layout::Append => {
-                    let events: Vec<_> = group.iter().map(|(e, v, a)| (*v, *a, *e)).collect();
-                    let value = record::append_value(&events, source);
+                    let value = record::append_of(&values[group]);
                     let read = record::from_value(key.as_bytes(), &value);
                     (Cow::Owned(value), read)
                 }
                 Layout::LogRecord => {
-                    let (event, version, after) = group[0];
                     let value = record::value(version, after, event, source);
                     let read = record::from_value(key.as_bytes(), &value);
                     (Cow::Owned(value), read)
                 }
                 Layout::CloudEvents => {
-                    let (event, version, after) = group[0];
                     let sent = record::headers(stream, version, after, event, source);
                     let read = record::from_record(
                         sent.iter().map(|(name, value)| (*name, value.as_slice())),
@@ -646,24 +664,22 @@ impl KafkaLog {
     }
 }
 
-/// `fresh` in runs of events, in order, whose payloads together are at most
-/// `limit` bytes (an event larger than that is a run of its own).
-fn by_size<'a, 'e>(
-    fresh: &'a [(&'e NewEvent, u64, Option<EventId>)],
-    limit: usize,
-) -> Vec<&'a [(&'e NewEvent, u64, Option<EventId>)]> {
+/// Items of the given `sizes`, in order, in runs whose sizes together are
+/// at most `limit` (an item larger than that is a run of its own): the
+/// ranges of their indices.
+fn by_size(sizes: impl Iterator<Item = usize>, limit: usize) -> Vec<std::ops::Range<usize>> {
     let mut runs = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, (event, _, _)) in fresh.iter().enumerate() {
-        let size = event.payload.len();
-        if i > start && bytes + size > limit {
-            runs.push(&fresh[start..i]);
-            (start, bytes) = (i, 0);
+    let (mut start, mut total, mut end) = (0, 0, 0);
+    for (i, size) in sizes.enumerate() {
+        if i > start && total + size > limit {
+            runs.push(start..i);
+            (start, total) = (i, 0);
         }
-        bytes += size;
+        total += size;
+        end = i + 1;
     }
-    if start < fresh.len() {
-        runs.push(&fresh[start..]);
+    if start < end {
+        runs.push(start..end);
     }
     runs
 }
@@ -677,35 +693,34 @@ mod tests {
     /// over it but an event larger than it alone, and none empty.
     #[test]
     fn an_append_is_split_into_records_of_bounded_size() {
-        let sized = |n: u32, bytes: usize| NewEvent {
-            payload: vec![7u8; bytes].into(),
-            ..failed_attempt(n)
+        let sizes = [40, 40, 30, 200, 10, 100];
+        let runs = by_size(sizes.iter().copied(), 100);
+        assert_eq!(runs, vec![0..2, 2..3, 3..4, 4..5, 5..6]);
+        assert_eq!(by_size(sizes.iter().copied(), usize::MAX), vec![0..6]);
+        assert!(by_size(std::iter::empty(), 100).is_empty());
+    }
+
+    /// Events of no payload weigh their envelope: ten thousand of them
+    /// (an append a Kafka record of 1 MB could not hold) go as records
+    /// of at most the bound, each event once, in order.
+    #[test]
+    fn an_append_of_many_small_events_is_split_by_their_encoded_size() {
+        let event = NewEvent {
+            payload: Vec::new().into(),
+            ..failed_attempt(1)
         };
-        let events = [
-            sized(1, 40),
-            sized(2, 40),
-            sized(3, 30),
-            sized(4, 200),
-            sized(5, 10),
-            sized(6, 100),
-        ];
-        let fresh: Vec<(&NewEvent, u64, Option<EventId>)> = events
-            .iter()
-            .zip(1u64..)
-            .map(|(e, v)| (e, v, None))
+        let sizes: Vec<usize> = (1..=10_000u64)
+            .map(|v| record::value(v, Some(event.event_id), &event, "/threshold/handheld").len())
             .collect();
-        let runs = by_size(&fresh, 100);
-        let sizes: Vec<Vec<usize>> = runs
-            .iter()
-            .map(|run| run.iter().map(|(e, _, _)| e.payload.len()).collect())
-            .collect();
-        assert_eq!(
-            sizes,
-            vec![vec![40, 40], vec![30], vec![200], vec![10], vec![100]]
-        );
-        let versions: Vec<u64> = runs.iter().flat_map(|r| r.iter().map(|f| f.1)).collect();
-        assert_eq!(versions, (1..=6).collect::<Vec<_>>());
-        assert_eq!(by_size(&fresh, usize::MAX).len(), 1);
-        assert!(by_size(&fresh[..0], 100).is_empty());
+        assert!(sizes.iter().all(|s| *s > 100), "{}", sizes[0]);
+        let runs = by_size(sizes.iter().copied(), record::APPEND_RECORD_BYTES);
+        assert!(runs.len() > 1);
+        let mut next = 0;
+        for run in &runs {
+            assert_eq!(run.start, next);
+            assert!(sizes[run.clone()].iter().sum::<usize>() <= record::APPEND_RECORD_BYTES);
+            next = run.end;
+        }
+        assert_eq!(next, sizes.len());
     }
 }

@@ -58,14 +58,17 @@
 //!
 //! # What Kafka does not give
 //!
-//! No Kafka transactions are used. An append is one record, taken whole or
-//! not at all, unless its payloads pass
-//! [`APPEND_RECORD_BYTES`](record::APPEND_RECORD_BYTES): such an append is
+//! No Kafka transactions are used. An append is one record: a replica
+//! takes its events (bar those it holds already, a resend's) or, where
+//! another writer's record came first, none of them. An append whose events
+//! weigh more than [`APPEND_RECORD_BYTES`](record::APPEND_RECORD_BYTES) is
 //! several records and is not atomic: a producer failure part-way can leave
-//! a prefix of them in Kafka, another writer's record can come between
-//! them, and the caller gets an error. A resend with the same event ids
-//! completes it (the prefix is recognised by id). A record that lost its race stays
-//! in the topic: a reader of the topics applies the rule above, or reads a
+//! a prefix of them in Kafka, and another writer's record can come between
+//! them. The caller then gets an error that says so (not a conflict, which
+//! means nothing was written), and a resend with the same event ids and no
+//! expected version stores the rest (the prefix is recognised by id), after
+//! the other writer's events. A record that lost its race stays in the
+//! topic: a reader of the topics applies the rule above, or reads a
 //! replica.
 //!
 //! # Layout

@@ -14,8 +14,7 @@
 //!   envelope and payload in one, with no headers. An event's `after_id`,
 //!   the id of the stream's event it follows, makes the record a
 //!   conditional append (see [`crate::kafka`]). An append larger than
-//!   [`APPEND_RECORD_BYTES`] of payload
-//!   is several records. Builds before wrote one `LogRecord` per event,
+//!   [`APPEND_RECORD_BYTES`] is several records. Builds before wrote one `LogRecord` per event,
 //!   which every reader still takes (a value whose first field is 16 is a
 //!   `LogAppend`).
 //! - **Outcomes** for partners keep CloudEvents 1.0 in binary content mode
@@ -446,21 +445,29 @@ pub fn value(version: u64, after: Option<EventId>, event: &NewEvent, source: &st
     buf
 }
 
-/// The most payload bytes one record of an append carries, its events'
-/// together: a larger append is sent as several records, each a
-/// conditional append of its own, well under Kafka's default limit of a
-/// record batch (`max.message.bytes`, 1 MiB) with the envelopes. An event
-/// larger than this goes alone.
+/// The most bytes one record of an append carries, its events'
+/// `LogRecord`s together: a larger append is sent as several records, each
+/// a conditional append of its own, a quarter of Kafka's default limit of a
+/// record batch (`max.message.bytes`, 1 MiB). An event larger than this
+/// goes alone.
 pub const APPEND_RECORD_BYTES: usize = 256 * 1024;
 
 /// The value of a record of `events` (each with its version and the event
 /// it follows, in stream order), written by `source`: a
 /// `threshold.v1.LogAppend` of their [`value`]s.
 pub fn append_value(events: &[(u64, Option<EventId>, &NewEvent)], source: &str) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(events.iter().map(|(_, _, e)| e.payload.len() + 160).sum());
-    for (version, after, event) in events {
-        let one = value(*version, *after, event, source);
-        prost::encoding::bytes::encode(APPEND_EVENTS_TAG, &one, &mut buf);
+    let values: Vec<Vec<u8>> = events
+        .iter()
+        .map(|(version, after, event)| value(*version, *after, event, source))
+        .collect();
+    append_of(&values)
+}
+
+/// A `threshold.v1.LogAppend` of `values`, each a `LogRecord` ([`value`]).
+pub fn append_of(values: &[Vec<u8>]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(values.iter().map(|v| v.len() + 4).sum());
+    for one in values {
+        prost::encoding::bytes::encode(APPEND_EVENTS_TAG, one, &mut buf);
     }
     buf
 }

@@ -529,6 +529,56 @@ async fn processes_writing_any_layout_share_one_log() {
     }
 }
 
+/// An expected version past what a process's replica holds is another
+/// process's append on its way, or a conflict: the process catches up
+/// before it says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expected_version_past_the_replica_is_decided_once_it_caught_up() {
+    let kafka = Kafka::new();
+    let a = kafka.process("a").await;
+    let b = kafka.process("b").await;
+    let stream = parcel(4);
+    for round in 0..5u32 {
+        // `b` appends right after `a`'s acknowledgement, before its
+        // replica's fetch (up to 100 ms on the test broker) brought it.
+        let at = u64::from(round) * 2;
+        a.append(
+            &stream,
+            ExpectedVersion::Exactly(at),
+            vec![failed_attempt(4 * round)],
+        )
+        .await
+        .expect("append");
+        let out = b
+            .append(
+                &stream,
+                ExpectedVersion::Exactly(at + 1),
+                vec![failed_attempt(4 * round + 1)],
+            )
+            .await
+            .expect("the version a wrote is the head once b caught up");
+        assert_eq!(out.stream_version, at + 2);
+    }
+    let far = b
+        .append(
+            &stream,
+            ExpectedVersion::Exactly(100),
+            vec![failed_attempt(99)],
+        )
+        .await;
+    assert!(
+        matches!(
+            far,
+            Err(Error::Conflict {
+                expected: 100,
+                actual: 10,
+                ..
+            })
+        ),
+        "{far:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_is_an_error_naming_kafka() {
     // Nothing listens on port 1: the open fails, it does not hang.
