@@ -389,7 +389,7 @@ pub struct Placement {
     /// On Kafka, the partitions of a topic this process creates; `None`
     /// keeps the log's default.
     pub partitions: Option<i32>,
-    /// On Kafka, how this process writes log records (it reads both).
+    /// On Kafka, how this process writes log records (it reads every layout).
     pub records: threshold_log::kafka::Layout,
     /// The directory of the personal-data vault; `None` is the data directory.
     pub vault: Option<PathBuf>,

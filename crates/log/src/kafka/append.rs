@@ -21,6 +21,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use threshold_domain::{EventId, StreamId};
+use tokio::sync::Mutex;
 
 use super::log::{kafka, slot};
 use super::options::{LINGER_MS, RECONNECT_BACKOFF_MAX_MS};
@@ -65,9 +66,6 @@ enum Started<'a> {
     Stored(Planned),
     /// One of its events is on its way back from an earlier append.
     InFlight,
-    /// The version expected is past the stream's head as this process
-    /// knows it: its replica may lag another process's appends.
-    Behind,
     /// Its new events were sent.
     Sent {
         flight: Flight<'a>,
@@ -257,6 +255,9 @@ impl KafkaLog {
         let began = std::time::Instant::now();
         let c = slot(stream.category());
         let partition = record::partition(stream, self.inner.partitions[c]);
+        // This process's appends to one stream take turns to decide and
+        // send; another process's are ordered by Kafka.
+        let turn = &self.inner.turns[turn_of(stream, self.inner.turns.len())];
         let ids: Vec<EventId> = events.iter().map(|e| e.event_id).collect();
         let mut ours: HashSet<EventId> = HashSet::new();
         let mut round = 0;
@@ -264,19 +265,27 @@ impl KafkaLog {
         let mut caught_up = false;
         loop {
             round += 1;
-            let fresh = match self
-                .start(stream, partition, expected, &events, &ids, caught_up)
-                .await?
+            let started = match self
+                .start(stream, partition, turn, expected, &events, &ids)
+                .await
             {
-                Started::Behind => {
-                    // Another process's appends may be on their way to the
-                    // replica: a conflict is only told once it holds what
-                    // Kafka held.
+                // An expected version past the head this process knows:
+                // another process's appends may be on their way to the
+                // replica, so a conflict is only told once it holds what
+                // Kafka held.
+                Err(Error::Conflict {
+                    expected: v,
+                    actual,
+                    ..
+                }) if v > actual && !caught_up => {
                     round -= 1;
                     self.up_to_date(vec![(c, partition)]).await?;
                     caught_up = true;
                     continue;
                 }
+                started => started?,
+            };
+            let fresh = match started {
                 Started::InFlight => {
                     // A resend of an event still on its way: answer once it
                     // landed, which the append that sent it waits for no
@@ -408,7 +417,9 @@ impl KafkaLog {
                     return Err(kafka(
                         "appending",
                         format!(
-                            "{stream}: {won} of {} events were stored before another writer's                              record came between this append's records; a resend with the same                              event ids and no expected version stores the rest",
+                            "{stream}: {won} of {} events were stored before another writer's \
+                             record came between this append's records; a resend with the same \
+                             event ids and no expected version stores the rest",
                             fresh.len()
                         ),
                     ));
@@ -439,21 +450,16 @@ impl KafkaLog {
     /// Decides an append and sends its new events, under this process's
     /// turn on the partition so records go out in the order decided. The
     /// stream's head is the replica's, or, past it, this process's appends
-    /// still on their way back: appends to one stream pipeline. An expected
-    /// version past that head is [`Started::Behind`] until the replica
-    /// `caught_up` with Kafka, and a conflict after.
+    /// still on their way back: appends to one stream pipeline.
     async fn start(
         &self,
         stream: &StreamId,
         partition: u32,
+        turn: &Mutex<()>,
         expected: ExpectedVersion,
         events: &[NewEvent],
         ids: &[EventId],
-        caught_up: bool,
     ) -> Result<Started<'_>> {
-        // This process's appends to one stream take turns to decide and
-        // send; another process's are ordered by Kafka.
-        let turn = &self.inner.turns[turn_of(stream, self.inner.turns.len())];
         let waited = std::time::Instant::now();
         let _turn = turn.lock().await;
         self.inner.stages.since(Stage::Turn, waited);
@@ -492,12 +498,6 @@ impl KafkaLog {
         }
         if fresh.is_empty() {
             return Ok(Started::Stored(plan));
-        }
-        if let ExpectedVersion::Exactly(v) = expected
-            && v > current
-            && !caught_up
-        {
-            return Ok(Started::Behind);
         }
         if let ExpectedVersion::Exactly(v) = expected
             && v != current

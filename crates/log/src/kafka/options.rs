@@ -29,7 +29,7 @@ pub struct KafkaOptions {
     pub partitions: i32,
     /// Replication factor of a topic this process creates.
     pub replication: i32,
-    /// How this process writes log records (it reads both layouts).
+    /// How this process writes log records (it reads every layout).
     pub layout: Layout,
 }
 

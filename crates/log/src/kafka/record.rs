@@ -8,7 +8,7 @@
 //!   one partition, in order. The partition is Kafka's default for a keyed
 //!   record (murmur2 of the key, [`partition`]), so every client — Java,
 //!   librdkafka with the `murmur2_random` partitioner, this one — agrees.
-//! - **Value** of a log record ([`append_value`]): the protobuf message
+//! - **Value** of a log record ([`append_of`]): the protobuf message
 //!   `threshold.v1.LogAppend` (`proto/threshold/v1/log.proto`), the events
 //!   of one append, each a `threshold.v1.LogRecord` ([`value`]): its
 //!   envelope and payload in one, with no headers. An event's `after_id`,
@@ -102,7 +102,7 @@ pub fn partition(stream: &StreamId, partitions: u32) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {
     /// One record per append: a `threshold.v1.LogAppend` of its events
-    /// ([`append_value`]), no headers.
+    /// ([`append_of`]), no headers.
     #[default]
     Append,
     /// One `threshold.v1.LogRecord` per event ([`value`]), no headers, as
@@ -452,18 +452,9 @@ pub fn value(version: u64, after: Option<EventId>, event: &NewEvent, source: &st
 /// goes alone.
 pub const APPEND_RECORD_BYTES: usize = 256 * 1024;
 
-/// The value of a record of `events` (each with its version and the event
-/// it follows, in stream order), written by `source`: a
-/// `threshold.v1.LogAppend` of their [`value`]s.
-pub fn append_value(events: &[(u64, Option<EventId>, &NewEvent)], source: &str) -> Vec<u8> {
-    let values: Vec<Vec<u8>> = events
-        .iter()
-        .map(|(version, after, event)| value(*version, *after, event, source))
-        .collect();
-    append_of(&values)
-}
-
-/// A `threshold.v1.LogAppend` of `values`, each a `LogRecord` ([`value`]).
+/// The value of a record of an append's events, in stream order: a
+/// `threshold.v1.LogAppend` of `values`, each the event's `LogRecord`
+/// ([`value`]).
 pub fn append_of(values: &[Vec<u8>]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(values.iter().map(|v| v.len() + 4).sum());
     for one in values {
@@ -571,6 +562,17 @@ fn from_log_record(stream: StreamId, r: pb::LogRecord) -> Result<Record, Error> 
 mod tests {
     use super::*;
     use crate::contract::failed_attempt;
+
+    /// The value of a record of `events` (each with its version and the event
+    /// it follows, in stream order), written by `source`: a
+    /// `threshold.v1.LogAppend` of their [`value`]s.
+    fn append_value(events: &[(u64, Option<EventId>, &NewEvent)], source: &str) -> Vec<u8> {
+        let values: Vec<Vec<u8>> = events
+            .iter()
+            .map(|(version, after, event)| value(*version, *after, event, source))
+            .collect();
+        append_of(&values)
+    }
 
     /// What a consumer passes a record over on (its `ce_id` and `ce_type`)
     /// is what decoding it gives, also when a header repeats.

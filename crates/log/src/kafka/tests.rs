@@ -69,6 +69,14 @@ impl Kafka {
     }
 }
 
+/// The next record `consumer` reads, within 30 s.
+async fn next_record(consumer: &StreamConsumer) -> rdkafka::message::BorrowedMessage<'_> {
+    tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a record within 30 s")
+        .expect("a record")
+}
+
 #[async_trait]
 impl Backend for Kafka {
     async fn open(&self) -> Arc<dyn EventLog> {
@@ -278,10 +286,7 @@ async fn an_append_is_one_record_that_any_client_reads() {
         kafka.plain_consumer("partner", &kafka.options("writer").topic(Category::Parcel));
     let mut appends = Vec::new();
     for _ in 0..2 {
-        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("a record within 30 s")
-            .expect("a record");
+        let message = next_record(&consumer).await;
         assert_eq!(message.key(), Some(stream.to_string().as_bytes()));
         assert!(message.headers().is_none(), "no headers");
         assert_eq!(
@@ -341,10 +346,7 @@ async fn a_large_append_goes_as_records_of_bounded_size() {
     let consumer = kafka.plain_consumer("look", &kafka.options("writer").topic(Category::Parcel));
     let mut per_record = Vec::new();
     while per_record.iter().sum::<usize>() < 5 {
-        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("a record within 30 s")
-            .expect("a record");
+        let message = next_record(&consumer).await;
         let value = message.payload().expect("a value");
         assert!(value.len() < 2 * super::record::APPEND_RECORD_BYTES);
         let append = <threshold_domain::pb::LogAppend as prost::Message>::decode(value)
@@ -482,10 +484,7 @@ async fn processes_writing_any_layout_share_one_log() {
     let consumer = kafka.plain_consumer("look", &kafka.options("append").topic(Category::Parcel));
     let mut layouts = HashMap::new();
     for _ in 0..31 {
-        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("a record within 30 s")
-            .expect("a record");
+        let m = next_record(&consumer).await;
         let layout = if m.headers().is_some() {
             "cloudevents"
         } else if super::record::from_message(&m).expect("an event").len() == 2 {
