@@ -108,6 +108,15 @@ pub trait EventLog: Send + Sync + 'static {
     /// The position of the last durable event (`Position::ORIGIN` when empty).
     async fn head(&self) -> Result<Position>;
 
+    /// [`EventLog::head`] for a caller that only measures with it, such as a
+    /// read model's lag: the head of what this process holds now. On Kafka
+    /// it is the replica's, without asking the broker where every partition
+    /// ends and waiting for the replica to get there (a round trip and up
+    /// to a fetch's wait); a log of one process gives what `head` gives.
+    async fn head_recent(&self) -> Result<Position> {
+        self.head().await
+    }
+
     /// Every event after `after`: first those already stored, then each new
     /// one as it becomes durable; in position order, none skipped, none twice.
     /// Resume by subscribing again after the last position seen.

@@ -112,6 +112,10 @@ impl EventLog for Metered {
         self.log.head().await
     }
 
+    async fn head_recent(&self) -> Result<Position> {
+        self.log.head_recent().await
+    }
+
     fn subscribe(&self, after: Position) -> Subscription {
         self.log.subscribe(after)
     }

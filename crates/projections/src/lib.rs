@@ -107,8 +107,10 @@ pub async fn caught_up<P: Projection>(
 /// or fails. Returns the error that stopped it, if any.
 ///
 /// An event that carries trace context is applied in a `projection.apply`
-/// span of that trace; how far the model is behind the log's head is
-/// recorded every second as `threshold.projection.lag`.
+/// span of that trace; how far the model is behind the head of what this
+/// process holds of the log ([`EventLog::head_recent`]: on Kafka, its
+/// replica, whose own lag is `threshold.log.replica.lag`) is recorded
+/// every second as `threshold.projection.lag`.
 pub async fn follow<P: Projection>(
     log: Arc<dyn EventLog>,
     model: Arc<RwLock<P>>,
@@ -123,13 +125,15 @@ pub async fn follow<P: Projection>(
         let model = Arc::clone(&model);
         let gauge = opentelemetry::global::meter("threshold.projections")
             .u64_gauge("threshold.projection.lag")
-            .with_description("Log positions a read model is behind the log's head")
+            .with_description("Log positions a read model is behind the head of what this process holds of the log")
             .build();
         tokio::spawn(async move {
             let attrs = [opentelemetry::KeyValue::new("projection", name)];
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                let Ok(head) = log.head().await else { return };
+                let Ok(head) = log.head_recent().await else {
+                    return;
+                };
                 let at = model.read().unwrap_or_else(|p| p.into_inner()).position();
                 gauge.record(head.0.saturating_sub(at.0), &attrs);
             }

@@ -348,7 +348,7 @@ impl OutcomeService for Outcomes {
                 // once a second: not a head lookup per event.
                 if lag_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
                     lag_at = Some(std::time::Instant::now());
-                    if let Ok(head) = log.head().await {
+                    if let Ok(head) = log.head_recent().await {
                         lag.record(head.0.saturating_sub(event.position.0), &attrs);
                     }
                 }

@@ -158,6 +158,7 @@ impl KafkaLog {
         // Everything Kafka held at the start is in the replica before the
         // first read.
         log.up_to_date(log.all_partitions()).await?;
+        tokio::spawn(replica_lag(Arc::downgrade(&log.inner)));
         Ok(log)
     }
 
@@ -199,6 +200,50 @@ impl KafkaLog {
             .flat_map(|(c, parts)| (0..*parts).map(move |p| (c, p)))
             .collect()
     }
+}
+
+/// How often [`replica_lag`] asks where the partitions end.
+const LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Records `threshold.log.replica.lag`, the records Kafka holds in the
+/// category topics that this process's replica has not taken yet, every
+/// [`LAG_EVERY`]: one request for every partition's end, where a read
+/// model's lag (`threshold.projection.lag`) is measured against the
+/// replica without asking the broker. Ends with the log.
+async fn replica_lag(inner: std::sync::Weak<Inner>) {
+    let gauge = opentelemetry::global::meter("threshold.log")
+        .u64_gauge("threshold.log.replica.lag")
+        .with_description(
+            "Records in the log's Kafka partitions this process's replica has not taken yet",
+        )
+        .build();
+    loop {
+        tokio::time::sleep(LAG_EVERY).await;
+        let Some(log) = inner.upgrade().map(|inner| KafkaLog { inner }) else {
+            return;
+        };
+        // Closed: the replica takes no more records.
+        if !log.inner.tail.lock().is_ok_and(|t| t.is_some()) {
+            return;
+        }
+        let Ok(ends) = log.partition_ends(std::time::Instant::now()).await else {
+            continue;
+        };
+        gauge.record(unreplicated(&ends, &log.inner.progress.next), &[]);
+    }
+}
+
+/// Records before each partition's end (`ends`, per category slot, per
+/// partition) from the replica's next offset on.
+fn unreplicated(ends: &[Vec<i64>], next: &[Vec<std::sync::atomic::AtomicI64>]) -> u64 {
+    ends.iter()
+        .zip(next)
+        .flat_map(|(ends, next)| ends.iter().zip(next))
+        .map(|(end, next)| {
+            let behind = end - next.load(std::sync::atomic::Ordering::Acquire);
+            u64::try_from(behind).unwrap_or(0)
+        })
+        .sum()
 }
 
 /// Logs the stage timings every five seconds when
@@ -265,7 +310,32 @@ impl EventLog for KafkaLog {
         self.inner.replica.head().await
     }
 
+    /// The replica's head as it is: every append this process acknowledged
+    /// is in it, other processes' latest may not be yet.
+    async fn head_recent(&self) -> Result<Position> {
+        self.inner.replica.head().await
+    }
+
     fn subscribe(&self, after: Position) -> Subscription {
         self.inner.replica.subscribe(after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicI64;
+
+    use super::unreplicated;
+
+    /// What the replica lacks is counted per partition; a partition the
+    /// replica read past the end asked (the end was asked before its last
+    /// records came) counts nothing, not less than nothing.
+    #[test]
+    fn the_replica_lag_counts_what_each_partition_lacks() {
+        let next = |v: &[i64]| v.iter().map(|n| AtomicI64::new(*n)).collect::<Vec<_>>();
+        let ends = vec![vec![10, 4, 0], vec![7]];
+        assert_eq!(unreplicated(&ends, &[next(&[10, 1, 0]), next(&[2])]), 3 + 5);
+        assert_eq!(unreplicated(&ends, &[next(&[12, 4, 0]), next(&[7])]), 0);
+        assert_eq!(unreplicated(&ends, &[next(&[0, 0, 0]), next(&[0])]), 21);
     }
 }

@@ -713,7 +713,10 @@ impl KafkaLog {
     /// partition at once, and a caller takes the answer of a request that
     /// left after it called, so many reads at once cost the broker one
     /// request per round instead of two per read.
-    async fn partition_ends(&self, called: std::time::Instant) -> Result<Arc<Vec<Vec<i64>>>> {
+    pub(super) async fn partition_ends(
+        &self,
+        called: std::time::Instant,
+    ) -> Result<Arc<Vec<Vec<i64>>>> {
         let mut last = self.inner.ends.lock().await;
         if let Some((sent, ends)) = &*last
             && *sent >= called

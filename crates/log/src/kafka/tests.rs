@@ -773,6 +773,52 @@ async fn a_recent_read_holds_every_append_of_its_process_and_what_it_lacks_confl
     );
 }
 
+/// A recent head (a read model's lag gauge) is the replica's: it holds
+/// every append its process acknowledged and asks the broker nothing,
+/// where a head asks where every partition ends; another process's
+/// appends reach it as the replica takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recent_head_asks_the_broker_nothing_and_holds_its_process_appends() {
+    let kafka = Kafka::new();
+    let a = kafka.process("a").await;
+    let b = kafka.process("b").await;
+    let watermarks = |log: &KafkaLog| {
+        log.stage_timings()
+            .into_iter()
+            .find(|t| t.stage == super::Stage::Watermark)
+            .map_or(0, |t| t.count)
+    };
+    let out = a
+        .append(
+            &parcel(7),
+            ExpectedVersion::Any,
+            vec![failed_attempt(1), failed_attempt(2)],
+        )
+        .await
+        .expect("append");
+    let last = out.acks.last().expect("two acks").position();
+    watermarks(&a);
+    let recent = a.head_recent().await.expect("recent head");
+    assert!(recent >= last, "{recent:?} holds the append at {last:?}");
+    assert_eq!(watermarks(&a), 0, "a recent head asks the broker nothing");
+    let head = a.head().await.expect("head");
+    assert_eq!(watermarks(&a), 1, "a head asks where the partitions end");
+    assert!(head >= recent);
+
+    // Another process's append: the recent head gets it once the replica
+    // has read it back, and a head waits for that.
+    b.append(&parcel(8), ExpectedVersion::Any, vec![failed_attempt(3)])
+        .await
+        .expect("append in b");
+    let head = a.head().await.expect("head");
+    assert_eq!(a.head_recent().await.expect("recent head"), head);
+    assert_eq!(
+        a.read_all(recent, 10).await.expect("read all").len(),
+        1,
+        "the other process's event is in the replica after the head"
+    );
+}
+
 /// Two processes' tables of one compacted topic: each holds what the other
 /// wrote, later writes win, a tombstone removes the key everywhere, and a
 /// table opened afterwards reads the same state from the topic alone.

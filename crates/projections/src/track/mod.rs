@@ -501,13 +501,17 @@ fn spawn_lag(
 ) -> tokio::task::JoinHandle<()> {
     let gauge = opentelemetry::global::meter("threshold.projections")
         .u64_gauge("threshold.projection.lag")
-        .with_description("Log positions a read model is behind the log's head")
+        .with_description(
+            "Log positions a read model is behind the head of what this process holds of the log",
+        )
         .build();
     tokio::spawn(async move {
         let attrs = [opentelemetry::KeyValue::new("projection", "track")];
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            let Ok(head) = log.head().await else { return };
+            let Ok(head) = log.head_recent().await else {
+                return;
+            };
             let at = fed.load(std::sync::atomic::Ordering::Relaxed);
             gauge.record(head.0.saturating_sub(at), &attrs);
         }
