@@ -49,7 +49,7 @@ use threshold_domain::parcel::{
 use threshold_domain::pb::route_event::Event as RouteEvent;
 use threshold_domain::route::{Command as RouteCommand, Route};
 use threshold_domain::{DepotId, DriverId, EventId, ParcelId, RouteId, StreamId, VehicleId};
-use threshold_log::{DecideError, EventLog, Position, decide, load};
+use threshold_log::{DecideError, Decision, EventLog, Position, decide, load};
 use threshold_privacy::Vault;
 use threshold_projections::{DepotDays, PlannableParcel, Routes, caught_up, follow};
 use threshold_routing::depot::{DepotDay, Fleets, Parcel, van_index};
@@ -449,10 +449,13 @@ async fn on_parcel(
     command: &ParcelCommand,
     at: DateTime<Utc>,
 ) -> Result<Option<usize>, Status> {
-    match decide::<ParcelState>(log, &StreamId::parcel(parcel), command, |_| {
-        (EventId::new(), at)
-    })
-    .await
+    // Decided first on the stream as this process holds it (on Kafka, no
+    // request to the broker per parcel); a refusal, a command with
+    // nothing to write or a conflict decides again on the log's.
+    match Decision::<ParcelState>::new(log, &StreamId::parcel(parcel))
+        .recent()
+        .run(command, |_| (EventId::new(), at))
+        .await
     {
         Ok(d) => Ok(Some(d.events.len())),
         Err(DecideError::Refused(e)) => {
