@@ -529,19 +529,25 @@ impl Drop for AbortOnDrop {
 
 /// At most this many events are folded into one write. Each write is a
 /// commit of the store, and now and then a WAL checkpoint, whatever its
-/// size: at 512 the server on Kafka at its maximum (~24,000 events a
+/// size: a batch's parcels fall on pages all over the tables, so a commit
+/// writes about as many pages for a few hundred events as for a few
+/// thousand. At 512 the server on Kafka at its maximum (~24,000 events a
 /// second into the log) committed ~45 times a second and spent ~8% of its
-/// CPU in those commits. At this size [`GATHER`] ends a batch below ~40,000
-/// events a second. A read of the SQLite store waits for a write in
-/// progress (one connection), so the cap also bounds that wait: a
-/// catch-up from the start of the log writes batches of this size
-/// (`deploy/README.md`).
-const BATCH: usize = 2048;
+/// CPU in those commits; at 2,048 with [`GATHER`] at 50 ms, ~20 times a
+/// second and still ~8% in the commits and their checkpoints. At this
+/// size and [`GATHER`] a write ends below ~40,000 events a second. A read
+/// of the SQLite store waits for a write in progress (one connection), so
+/// the cap also bounds that wait: a catch-up from the start of the log
+/// writes batches of this size (`deploy/README.md`).
+const BATCH: usize = 8192;
 
 /// How long a write waits for more events once one came: track and trace
-/// is read by people and partners, for whom 50 ms is nothing, and a write
-/// per event would cost the store a commit per event.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+/// is read by people and partners, for whom a fifth of a second is
+/// nothing, and a write per event would cost the store a commit per event.
+/// 200 ms instead of 50 (with [`BATCH`] at 8,192 instead of 2,048) took
+/// the server on Kafka at its maximum from ~123 to ~119 µs of CPU per
+/// event (`deploy/README.md`).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Keeps `store` up to date with `log` as `reader`, from where that reader
 /// last got to, until the log closes or fails; returns what stopped it.
