@@ -311,7 +311,7 @@ impl OutcomeService for Outcomes {
             .build();
         let lag = opentelemetry::global::meter("threshold.outcomes")
             .u64_gauge("threshold.outcome.subscriber.lag")
-            .with_description("Log positions between the head and what a subscription has read")
+            .with_description("Log positions between the head of what this process holds of the log and what a subscription has read")
             .build();
         let log = Arc::clone(&self.log);
         let open = Arc::clone(&self.open);

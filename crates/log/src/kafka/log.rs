@@ -219,17 +219,31 @@ async fn replica_lag(inner: std::sync::Weak<Inner>) {
         .build();
     loop {
         tokio::time::sleep(LAG_EVERY).await;
-        let Some(log) = inner.upgrade().map(|inner| KafkaLog { inner }) else {
-            return;
+        // What the request needs, and not the log: a request the broker
+        // is slow to answer does not keep a dropped log open.
+        let (client, topics, counts, progress) = {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            // Closed: the replica takes no more records.
+            if !inner.tail.lock().is_ok_and(|t| t.is_some()) {
+                return;
+            }
+            let counts: Vec<usize> = inner.partitions.iter().map(|n| *n as usize).collect();
+            (
+                Arc::clone(&inner.ends_client),
+                inner.topics.clone(),
+                counts,
+                Arc::clone(&inner.progress),
+            )
         };
-        // Closed: the replica takes no more records.
-        if !log.inner.tail.lock().is_ok_and(|t| t.is_some()) {
-            return;
+        let asked =
+            tokio::task::spawn_blocking(move || replica::ends_of(&client, &topics, &counts)).await;
+        // Unanswered: the gauge keeps its last value; the log's own
+        // requests say what fails.
+        if let Ok(Ok(ends)) = asked {
+            gauge.record(unreplicated(&ends, &progress.next), &[]);
         }
-        let Ok(ends) = log.partition_ends(std::time::Instant::now()).await else {
-            continue;
-        };
-        gauge.record(unreplicated(&ends, &log.inner.progress.next), &[]);
     }
 }
 

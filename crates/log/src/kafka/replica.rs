@@ -713,10 +713,7 @@ impl KafkaLog {
     /// partition at once, and a caller takes the answer of a request that
     /// left after it called, so many reads at once cost the broker one
     /// request per round instead of two per read.
-    pub(super) async fn partition_ends(
-        &self,
-        called: std::time::Instant,
-    ) -> Result<Arc<Vec<Vec<i64>>>> {
+    async fn partition_ends(&self, called: std::time::Instant) -> Result<Arc<Vec<Vec<i64>>>> {
         let mut last = self.inner.ends.lock().await;
         if let Some((sent, ends)) = &*last
             && *sent >= called
@@ -727,48 +724,9 @@ impl KafkaLog {
         let client = Arc::clone(&self.inner.ends_client);
         let topics = self.inner.topics.clone();
         let counts: Vec<usize> = self.inner.partitions.iter().map(|n| *n as usize).collect();
-        let ends = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<i64>>> {
-            let mut latest = TopicPartitionList::new();
-            for (topic, n) in topics.iter().zip(&counts) {
-                for p in 0..*n {
-                    latest
-                        .add_partition_offset(topic, p as i32, Offset::End)
-                        .map_err(|e| kafka("reading the end of a partition", e))?;
-                }
-            }
-            let answer = client
-                .offsets_for_times(latest, BROKER_TIMEOUT)
-                .map_err(|e| kafka("reading the end of a partition", e))?;
-            topics
-                .iter()
-                .zip(&counts)
-                .map(|(topic, n)| {
-                    (0..*n)
-                        .map(|p| {
-                            let e = answer.find_partition(topic, p as i32).ok_or_else(|| {
-                                kafka(
-                                    "reading the end of a partition",
-                                    format!("no answer for {topic} partition {p}"),
-                                )
-                            })?;
-                            if let Err(err) = e.error() {
-                                return Err(kafka(
-                                    "reading the end of a partition",
-                                    format!("{topic} partition {p}: {err}"),
-                                ));
-                            }
-                            match e.offset() {
-                                Offset::Offset(o) => Ok(o),
-                                // An empty partition has no end offset yet.
-                                _ => Ok(0),
-                            }
-                        })
-                        .collect()
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| kafka("reading the end of a partition", e))??;
+        let ends = tokio::task::spawn_blocking(move || ends_of(&client, &topics, &counts))
+            .await
+            .map_err(|e| kafka("reading the end of a partition", e))??;
         let ends = Arc::new(ends);
         *last = Some((sent, Arc::clone(&ends)));
         Ok(ends)
@@ -803,6 +761,53 @@ impl KafkaLog {
         }
         Ok(())
     }
+}
+
+/// Where every partition of `topics` (each of `counts` partitions) ends,
+/// asked of Kafka in one request: per topic, per partition.
+pub(super) fn ends_of(
+    client: &BaseConsumer,
+    topics: &[String],
+    counts: &[usize],
+) -> Result<Vec<Vec<i64>>> {
+    let mut latest = TopicPartitionList::new();
+    for (topic, n) in topics.iter().zip(counts) {
+        for p in 0..*n {
+            latest
+                .add_partition_offset(topic, p as i32, Offset::End)
+                .map_err(|e| kafka("reading the end of a partition", e))?;
+        }
+    }
+    let answer = client
+        .offsets_for_times(latest, BROKER_TIMEOUT)
+        .map_err(|e| kafka("reading the end of a partition", e))?;
+    topics
+        .iter()
+        .zip(counts)
+        .map(|(topic, n)| {
+            (0..*n)
+                .map(|p| {
+                    let e = answer.find_partition(topic, p as i32).ok_or_else(|| {
+                        kafka(
+                            "reading the end of a partition",
+                            format!("no answer for {topic} partition {p}"),
+                        )
+                    })?;
+                    if let Err(err) = e.error() {
+                        return Err(kafka(
+                            "reading the end of a partition",
+                            format!("{topic} partition {p}: {err}"),
+                        ));
+                    }
+                    match e.offset() {
+                        Offset::Offset(o) => Ok(o),
+                        // An empty partition has no end offset yet.
+                        _ => Ok(0),
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

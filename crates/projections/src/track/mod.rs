@@ -492,7 +492,8 @@ impl Tracker {
     }
 }
 
-/// Records how far the store is behind the log's head every second, as
+/// Records how far the store is behind the head of what this process
+/// holds of the log ([`EventLog::head_recent`]) every second, as
 /// `threshold.projection.lag` with `projection = "track"`, like the read
 /// models in memory.
 fn spawn_lag(
@@ -534,8 +535,10 @@ impl Drop for AbortOnDrop {
 /// thousand. At 512 the server on Kafka at its maximum (~24,000 events a
 /// second into the log) committed ~45 times a second and spent ~8% of its
 /// CPU in those commits; at 2,048 with [`GATHER`] at 50 ms, ~20 times a
-/// second and still ~8% in the commits and their checkpoints. At this
-/// size and [`GATHER`] a write ends below ~40,000 events a second. A read
+/// second and still ~8% in the commits and their checkpoints; at this
+/// size and [`GATHER`], ~5 times a second and ~7.6% (the pages a commit
+/// writes grow with its rows too). A write ends below ~40,000 events a
+/// second. A read
 /// of the SQLite store waits for a write in progress (one connection), so
 /// the cap also bounds that wait: a catch-up from the start of the log
 /// writes batches of this size (`deploy/README.md`).
