@@ -229,11 +229,10 @@ async fn replica_lag(inner: std::sync::Weak<Inner>) {
             if !inner.tail.lock().is_ok_and(|t| t.is_some()) {
                 return;
             }
-            let counts: Vec<usize> = inner.partitions.iter().map(|n| *n as usize).collect();
             (
                 Arc::clone(&inner.ends_client),
                 inner.topics.clone(),
-                counts,
+                inner.partitions.clone(),
                 Arc::clone(&inner.progress),
             )
         };

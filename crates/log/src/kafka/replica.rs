@@ -352,14 +352,12 @@ pub(super) async fn assign(
     topics: &[String],
     counts: &[i32],
 ) -> Result<Vec<Vec<i64>>> {
-    let mut wanted = TopicPartitionList::new();
-    for (topic, count) in topics.iter().zip(counts) {
-        for p in 0..*count {
-            wanted
-                .add_partition_offset(topic, p, Offset::Beginning)
-                .map_err(|e| kafka("assigning partitions", e))?;
-        }
-    }
+    let wanted = every_partition(
+        topics,
+        counts.iter().map(|n| *n as u32),
+        Offset::Beginning,
+        "assigning partitions",
+    )?;
     let starts: Vec<Vec<i64>> = if replica.head().await? == Position::ORIGIN {
         counts.iter().map(|n| vec![0; *n as usize]).collect()
     } else {
@@ -723,7 +721,7 @@ impl KafkaLog {
         let sent = std::time::Instant::now();
         let client = Arc::clone(&self.inner.ends_client);
         let topics = self.inner.topics.clone();
-        let counts: Vec<usize> = self.inner.partitions.iter().map(|n| *n as usize).collect();
+        let counts = self.inner.partitions.clone();
         let ends = tokio::task::spawn_blocking(move || ends_of(&client, &topics, &counts))
             .await
             .map_err(|e| kafka("reading the end of a partition", e))??;
@@ -768,16 +766,14 @@ impl KafkaLog {
 pub(super) fn ends_of(
     client: &BaseConsumer,
     topics: &[String],
-    counts: &[usize],
+    counts: &[u32],
 ) -> Result<Vec<Vec<i64>>> {
-    let mut latest = TopicPartitionList::new();
-    for (topic, n) in topics.iter().zip(counts) {
-        for p in 0..*n {
-            latest
-                .add_partition_offset(topic, p as i32, Offset::End)
-                .map_err(|e| kafka("reading the end of a partition", e))?;
-        }
-    }
+    let latest = every_partition(
+        topics,
+        counts.iter().copied(),
+        Offset::End,
+        "reading the end of a partition",
+    )?;
     let answer = client
         .offsets_for_times(latest, BROKER_TIMEOUT)
         .map_err(|e| kafka("reading the end of a partition", e))?;
@@ -808,6 +804,24 @@ pub(super) fn ends_of(
                 .collect()
         })
         .collect()
+}
+
+/// Every partition of `topics` (`counts` partitions each), each at
+/// `offset`; `operation` names what failed.
+fn every_partition(
+    topics: &[String],
+    counts: impl IntoIterator<Item = u32>,
+    offset: Offset,
+    operation: &'static str,
+) -> Result<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for (topic, count) in topics.iter().zip(counts) {
+        for p in 0..count {
+            list.add_partition_offset(topic, p as i32, offset)
+                .map_err(|e| kafka(operation, e))?;
+        }
+    }
+    Ok(list)
 }
 
 #[cfg(test)]
