@@ -18,6 +18,7 @@
 //! holds no business rule.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use threshold_domain::{Aggregate, DomainError, EventId, StreamId};
@@ -71,11 +72,20 @@ pub struct Known<A, N = ()> {
 /// States a caller keeps between decisions, so that a busy stream is not
 /// read back for each one. Only ever a shortcut: every append still carries
 /// the expected version, so a stale state meets a conflict and is forgotten.
+///
+/// States are shared, not copied: a decision holds the one the cache holds
+/// (a parcel's carries the ids of its whole history). After an append the
+/// decision has the cache let its copy go ([`Cache::release`]) and moves
+/// the state on in place, unless another decision still holds it.
 pub trait Cache<A, N>: Send + Sync {
     /// The state last kept for `stream`, if any.
-    fn get(&self, stream: &StreamId) -> Option<Known<A, N>>;
+    fn get(&self, stream: &StreamId) -> Option<Arc<Known<A, N>>>;
+    /// The state kept for `stream` at version `base` is about to be moved
+    /// on by an append made on it: let it go (kept at another version, keep
+    /// it). [`Cache::keep`] follows.
+    fn release(&self, stream: &StreamId, base: u64);
     /// `known` is the stream after an append made on version `base`.
-    fn keep(&self, stream: &StreamId, base: u64, known: Known<A, N>);
+    fn keep(&self, stream: &StreamId, base: u64, known: Arc<Known<A, N>>);
     /// The log knew better than the state kept for `stream`.
     fn forget(&self, stream: &StreamId);
 }
@@ -188,7 +198,7 @@ where
 
     /// The stream to decide on next: the cached state, or the stream read
     /// back; `None` once every retry is spent.
-    pub async fn next(&mut self) -> Result<Option<Known<A, N>>, Error> {
+    pub async fn next(&mut self) -> Result<Option<Arc<Known<A, N>>>, Error> {
         if self.tried >= self.retries {
             return Ok(None);
         }
@@ -224,7 +234,7 @@ where
         if self.chained {
             known.head = history.last().map_or(audit::GENESIS, audit::hash_of);
         }
-        Ok(Some(known))
+        Ok(Some(Arc::new(known)))
     }
 
     /// Appends `decided` (each event with its envelope) with the version
@@ -233,9 +243,13 @@ where
     /// nothing writes nothing.
     pub async fn append(
         &mut self,
-        mut known: Known<A, N>,
+        known: Arc<Known<A, N>>,
         decided: Vec<(A::Event, NewEvent)>,
-    ) -> Result<Option<Decided<A::Event>>, Error> {
+    ) -> Result<Option<Decided<A::Event>>, Error>
+    where
+        A: Clone,
+        N: Clone,
+    {
         if decided.is_empty() {
             return Ok(Some(Decided {
                 events: Vec::new(),
@@ -244,13 +258,12 @@ where
             }));
         }
         let (events, mut new): (Vec<_>, Vec<_>) = decided.into_iter().unzip();
+        let mut head = known.head;
         if self.chained {
-            let mut prev = known.head;
             for n in &mut new {
-                audit::seal(n, prev)?;
-                prev = audit::hash_of_new(n);
+                audit::seal(n, head)?;
+                head = audit::hash_of_new(n);
             }
-            known.head = prev;
         }
         let base = known.version;
         // Only what a cache keeps needs the state moved on.
@@ -266,12 +279,17 @@ where
             Ok(out) if out.acks.iter().all(|a| !a.is_duplicate()) => {
                 let positions: Vec<u64> = out.acks.iter().map(|a| a.position().0).collect();
                 if let Some(cache) = self.cache {
+                    // The cache's copy goes first, so the state is moved on
+                    // in place unless another decision holds it meanwhile.
+                    cache.release(self.stream, base);
+                    let mut known = Arc::unwrap_or_clone(known);
                     known.version = out.stream_version;
+                    known.head = head;
                     for ((e, (id, at)), position) in events.iter().zip(&stamps).zip(&positions) {
                         known.state.evolve_recorded(e, *at);
                         known.ids.insert(*id, (*position, (self.note)(e)));
                     }
-                    cache.keep(self.stream, base, known);
+                    cache.keep(self.stream, base, Arc::new(known));
                 }
                 Ok(Some(Decided {
                     events,
@@ -301,6 +319,8 @@ where
         stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
     ) -> Result<Decided<A::Event>, DecideError>
     where
+        A: Clone,
+        N: Clone,
         A::Event: Clone,
     {
         while let Some(known) = self.next().await? {
@@ -348,7 +368,7 @@ pub async fn decide<A>(
     stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
 ) -> Result<Decided<A::Event>, DecideError>
 where
-    A: Aggregate,
+    A: Aggregate + Clone,
     A::Event: Clone,
 {
     Decision::<A>::new(log, stream).run(command, stamp).await
@@ -363,7 +383,7 @@ pub async fn decide_chained<A>(
     stamp: impl Fn(&A::Event) -> (EventId, DateTime<Utc>),
 ) -> Result<Decided<A::Event>, DecideError>
 where
-    A: Aggregate,
+    A: Aggregate + Clone,
     A::Event: Clone,
 {
     Decision::<A>::new(log, stream)
@@ -440,13 +460,19 @@ mod tests {
     }
 
     #[derive(Default)]
-    struct Kept(Mutex<HashMap<StreamId, Known<Route>>>, Mutex<u32>);
+    struct Kept(Mutex<HashMap<StreamId, Arc<Known<Route>>>>, Mutex<u32>);
 
     impl Cache<Route, ()> for Kept {
-        fn get(&self, stream: &StreamId) -> Option<Known<Route>> {
+        fn get(&self, stream: &StreamId) -> Option<Arc<Known<Route>>> {
             self.0.lock().expect("lock").get(stream).cloned()
         }
-        fn keep(&self, stream: &StreamId, _base: u64, known: Known<Route>) {
+        fn release(&self, stream: &StreamId, base: u64) {
+            let mut kept = self.0.lock().expect("lock");
+            if kept.get(stream).is_some_and(|k| k.version == base) {
+                kept.remove(stream);
+            }
+        }
+        fn keep(&self, stream: &StreamId, _base: u64, known: Arc<Known<Route>>) {
             self.0.lock().expect("lock").insert(stream.clone(), known);
         }
         fn forget(&self, stream: &StreamId) {
@@ -508,6 +534,55 @@ mod tests {
         let k = kept.get(&s).expect("kept");
         assert_eq!(k.version, 3);
         assert_eq!(k.state.plan_version, 3);
+    }
+
+    #[tokio::test]
+    async fn a_kept_state_is_shared_and_moved_on_only_where_nobody_else_holds_it() {
+        let (_dir, log) = log();
+        let kept = Kept::default();
+        let s = stream();
+        Decision::<Route>::new(&log, &s)
+            .cached(&kept)
+            .run(&plan(&["SE-1"]), fresh)
+            .await
+            .expect("decided");
+        let mut first = Decision::<Route>::new(&log, &s).cached(&kept);
+        let known = first.next().await.expect("read").expect("a state");
+        assert_eq!(
+            Arc::strong_count(&known),
+            2,
+            "the cache's own state, shared"
+        );
+        // Another decision holds the same state while the first appends.
+        let other = kept.get(&s).expect("kept");
+        assert!(Arc::ptr_eq(&known, &other));
+        let decided: Vec<_> = known
+            .state
+            .decide(&plan(&["SE-2"]))
+            .expect("decided")
+            .into_iter()
+            .map(|e| {
+                let n = NewEvent::new(EventId::new(), &Route::into_domain(e.clone()), Utc::now());
+                (e, n)
+            })
+            .collect();
+        let done = first.append(known, decided).await.expect("append");
+        assert_eq!(done.map(|d| d.version), Some(2));
+        // What the other decision holds did not move under it.
+        assert_eq!((other.version, other.state.plan_version), (1, 1));
+        assert_eq!(other.ids.len(), 1);
+        let now = kept.get(&s).expect("kept again");
+        assert_eq!(
+            (now.version, now.state.plan_version, now.ids.len()),
+            (2, 2, 2)
+        );
+        assert_eq!(Arc::strong_count(&now), 2, "held by the cache alone");
+
+        // Released only at the version the append was made on.
+        kept.release(&s, 1);
+        assert!(kept.get(&s).is_some(), "kept at 2, not 1");
+        kept.release(&s, 2);
+        assert!(kept.get(&s).is_none());
     }
 
     /// A real log that counts which of its reads a decision asked for.

@@ -113,14 +113,22 @@ const CACHED_PARCELS: usize = 200_000;
 /// ever a shortcut: every append still carries the expected version, so a
 /// stale entry meets a conflict and is dropped.
 #[derive(Default)]
-struct Parcels(std::sync::Mutex<std::collections::HashMap<StreamId, Known<Parcel, u32>>>);
+struct Parcels(std::sync::Mutex<std::collections::HashMap<StreamId, Arc<Known<Parcel, u32>>>>);
 
 impl threshold_log::Cache<Parcel, u32> for Parcels {
-    fn get(&self, stream: &StreamId) -> Option<Known<Parcel, u32>> {
+    fn get(&self, stream: &StreamId) -> Option<Arc<Known<Parcel, u32>>> {
         self.0.lock().ok().and_then(|c| c.get(stream).cloned())
     }
 
-    fn keep(&self, stream: &StreamId, base: u64, known: Known<Parcel, u32>) {
+    fn release(&self, stream: &StreamId, base: u64) {
+        if let Ok(mut c) = self.0.lock()
+            && c.get(stream).is_some_and(|k| k.version == base)
+        {
+            c.remove(stream);
+        }
+    }
+
+    fn keep(&self, stream: &StreamId, base: u64, known: Arc<Known<Parcel, u32>>) {
         if let Ok(mut c) = self.0.lock() {
             if c.len() >= CACHED_PARCELS {
                 c.clear();
