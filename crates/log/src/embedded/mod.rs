@@ -468,7 +468,7 @@ impl EventLog for EmbeddedLog {
                 if let Some(batch) = held {
                     for event in batch {
                         after = event.position;
-                        if tx.send(Ok(RecordedEvent::clone(&event))).await.is_err() {
+                        if tx.send(Ok(event)).await.is_err() {
                             return;
                         }
                     }
@@ -506,7 +506,7 @@ impl EventLog for EmbeddedLog {
                 };
                 for event in batch {
                     after = event.position;
-                    if tx.send(Ok(event)).await.is_err() {
+                    if tx.send(Ok(Arc::new(event))).await.is_err() {
                         return;
                     }
                 }

@@ -768,11 +768,11 @@ async fn a_subscriber_far_behind_reads_the_database_then_takes_the_rest_from_mem
     let mut close = log.subscribe(Position(total - 150));
     for expected in &stored {
         let got = from_start.next().await.expect("open").expect("event");
-        assert_eq!(&got, expected, "position {}", expected.position.0);
+        assert_eq!(&*got, expected, "position {}", expected.position.0);
     }
     for expected in &stored[(total - 150) as usize..] {
         let got = close.next().await.expect("open").expect("event");
-        assert_eq!(&got, expected, "position {}", expected.position.0);
+        assert_eq!(&*got, expected, "position {}", expected.position.0);
     }
     // What comes next reaches both, the same as a read gives it.
     let more: Vec<NewEvent> = (0..3).map(|_| event()).collect();
@@ -783,10 +783,13 @@ async fn a_subscriber_far_behind_reads_the_database_then_takes_the_rest_from_mem
     assert_eq!(read.len(), 3);
     for expected in &read {
         assert_eq!(
-            &from_start.next().await.expect("open").expect("event"),
+            &*from_start.next().await.expect("open").expect("event"),
             expected
         );
-        assert_eq!(&close.next().await.expect("open").expect("event"), expected);
+        assert_eq!(
+            &*close.next().await.expect("open").expect("event"),
+            expected
+        );
     }
     log.close().await.expect("close");
 }

@@ -381,13 +381,14 @@ impl Tracker {
     /// The rows for `events`, in order, asking `store` for a parcel it does
     /// not hold. Events of other categories, and events of a parcel
     /// nobody manifested, give none.
-    pub async fn rows(
+    pub async fn rows<E: std::borrow::Borrow<RecordedEvent>>(
         &mut self,
-        events: &[RecordedEvent],
+        events: &[E],
         store: &dyn TrackStore,
     ) -> Result<Vec<TrackRow>, StoreError> {
         let mut rows = Vec::with_capacity(events.len());
         for event in events {
+            let event = event.borrow();
             if event.stream.category() != Category::Parcel {
                 continue;
             }
