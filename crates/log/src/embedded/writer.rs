@@ -216,6 +216,9 @@ pub(super) fn spawn(start: Start, rx: mpsc::Receiver<Request>) -> Result<JoinHan
 /// What the current transaction has written so far, undone if it fails.
 #[derive(Default)]
 struct Overlay {
+    /// When its events are recorded: the transaction's one instant, to the
+    /// microsecond, as the database keeps it.
+    now: DateTime<Utc>,
     versions: HashMap<Arc<str>, u64>,
     ids: HashMap<[u8; 16], Located>,
     added: Vec<([u8; 16], Arc<str>, u64, u64)>,
@@ -290,9 +293,10 @@ impl Writer {
     }
 
     fn commit_group(&mut self, batch: Vec<Work>) {
-        // To the microsecond, as the database keeps it.
-        let now = to_micros(Utc::now());
-        let mut overlay = Overlay::default();
+        let mut overlay = Overlay {
+            now: to_micros(Utc::now()),
+            ..Overlay::default()
+        };
         let mut pending = Vec::with_capacity(batch.len());
         let mut head = self.head;
         let group_events: usize = batch
@@ -330,13 +334,13 @@ impl Writer {
                 }
                 (Work::Append((stream, expected, events, reply)), None) => Answer::Append(
                     reply,
-                    self.apply(&stream, expected, events, now, &mut head, &mut overlay),
+                    self.apply(&stream, expected, events, &mut head, &mut overlay),
                 ),
                 (Work::Replicate(streams, reply), None) => {
                     let mut verdicts = Vec::with_capacity(streams.len());
                     let mut outcome = Ok(());
                     for (stream, records) in streams {
-                        match self.replicate(&stream, records, now, &mut head, &mut overlay) {
+                        match self.replicate(&stream, records, &mut head, &mut overlay) {
                             Ok(v) => verdicts.push(v),
                             Err(e) => {
                                 outcome = Err(e);
@@ -705,18 +709,36 @@ impl Writer {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        now: DateTime<Utc>,
         head: &mut u64,
         overlay: &mut Overlay,
     ) -> Result<AppendOutcome> {
         let key: Arc<str> = Arc::from(stream.to_string());
+        let ids: Vec<EventId> = events.iter().map(|e| e.event_id).collect();
+        let (current, known) = self.check(stream, &key, expected, &ids, overlay)?;
+        self.write(
+            stream,
+            key,
+            current,
+            events.into_iter().zip(known),
+            head,
+            overlay,
+        )
+    }
+
+    /// Writes each event of `stream` (`key`) found nowhere (`None`) after
+    /// version `current`, and answers one stored already with the original.
+    fn write(
+        &mut self,
+        stream: &StreamId,
+        key: Arc<str>,
+        current: u64,
+        events: impl ExactSizeIterator<Item = (NewEvent, Option<Located>)>,
+        head: &mut u64,
+        overlay: &mut Overlay,
+    ) -> Result<AppendOutcome> {
         let path = self.path.clone();
         let db = |e| classify(&path, e);
-        let ids: Vec<EventId> = events.iter().map(|e| e.event_id).collect();
-
-        let (current, known) = self.check(stream, &key, expected, &ids, overlay)?;
-
-        // Second pass: write what is new, answer duplicates with the original.
+        let now = overlay.now;
         let mut version = current;
         let mut last_written = None;
         let mut acks = Vec::with_capacity(events.len());
@@ -729,7 +751,7 @@ impl Writer {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )
             .map_err(db)?;
-        for (event, found) in events.into_iter().zip(known) {
+        for (event, found) in events {
             let id = *event.event_id.as_bytes();
             // Stored before this call, or earlier in this same call.
             if let Some((position, _, v)) = found.or_else(|| overlay.ids.get(&id).cloned()) {
@@ -802,7 +824,6 @@ impl Writer {
         &mut self,
         stream: &StreamId,
         records: Vec<Conditional>,
-        now: DateTime<Utc>,
         head: &mut u64,
         overlay: &mut Overlay,
     ) -> Result<Vec<Option<Ack>>> {
@@ -852,14 +873,9 @@ impl Writer {
             verdicts.push(None);
         }
         if !accepted.is_empty() {
-            let outcome = self.apply(
-                stream,
-                ExpectedVersion::Exactly(current),
-                accepted,
-                now,
-                head,
-                overlay,
-            )?;
+            // Each was looked up above, found nowhere, and taken once.
+            let fresh = accepted.into_iter().map(|event| (event, None));
+            let outcome = self.write(stream, key, current, fresh, head, overlay)?;
             for (slot, ack) in slots.into_iter().zip(outcome.acks) {
                 verdicts[slot] = Some(ack);
             }
