@@ -146,7 +146,9 @@ impl KafkaLog {
         let mut records = Vec::with_capacity(batch.len());
         let mut through: HashMap<(usize, u32), i64> = HashMap::new();
         for message in batch {
-            let Ok(read) = kafka_record::from_message(message) else {
+            // Where each event goes is enough: the event is read from the
+            // replica, as the replica took it.
+            let Some(read) = kafka_record::places_of(message) else {
                 continue; // the replica logs it; nothing to publish
             };
             let Some(c) = self.inner.topics.iter().position(|t| t == message.topic()) else {
@@ -154,7 +156,7 @@ impl KafkaLog {
             };
             let wanted: Vec<_> = read
                 .into_iter()
-                .filter(|r| types.contains(&r.event.event_type.as_str()))
+                .filter(|r| types.contains(&r.event_type.as_str()))
                 .collect();
             if wanted.is_empty() {
                 continue;
@@ -181,7 +183,7 @@ impl KafkaLog {
             )
             .await?;
         for (record, stored) in records.iter().zip(stored) {
-            let Some(event) = stored.filter(|e| e.event.event_id == record.event.event_id) else {
+            let Some(event) = stored.filter(|e| e.event.event_id == record.event_id) else {
                 continue; // overtaken by another writer's record: not an event
             };
             let Some((kind, value)) = derive(&event) else {

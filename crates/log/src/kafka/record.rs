@@ -234,14 +234,16 @@ fn is_cloudevent(m: &impl rdkafka::Message) -> bool {
     header(m, "ce_specversion").is_some()
 }
 
-/// What a consumer looks at to pass over a log record: the `event_id` and
-/// `event_type` of a `LogRecord`, or of each event of a `LogAppend`,
-/// decoded without the rest (prost skips the other fields, the payloads
-/// included, without copying them).
+/// What a consumer looks at to pass over a log record: the `event_id`,
+/// `stream_version` and `event_type` of a `LogRecord`, or of each event of
+/// a `LogAppend`, decoded without the rest (prost skips the other fields,
+/// the payloads included, without copying them).
 #[derive(Clone, PartialEq, prost::Message)]
 struct Peek {
     #[prost(string, tag = "1")]
     event_id: String,
+    #[prost(uint64, tag = "2")]
+    stream_version: u64,
     #[prost(string, tag = "4")]
     event_type: String,
     #[prost(message, repeated, tag = "16")]
@@ -304,6 +306,48 @@ pub(super) fn event_id_of(m: &impl rdkafka::Message) -> Option<EventId> {
         return std::str::from_utf8(header(m, "ce_id")?).ok()?.parse().ok();
     }
     peek(m)?.first()?.event_id.parse().ok()
+}
+
+/// Where each event of a record as a consumer took it says it goes: its
+/// stream, version, id and type, without decoding the rest (a publisher
+/// takes the event itself from the replica). `None` where the record does
+/// not read as events of any layout.
+pub(super) fn places_of(m: &impl rdkafka::Message) -> Option<Vec<Place>> {
+    if is_cloudevent(m) {
+        return Some(
+            from_message(m)
+                .ok()?
+                .into_iter()
+                .map(|r| Place {
+                    stream: r.stream,
+                    version: r.version,
+                    event_id: r.event.event_id,
+                    event_type: r.event.event_type,
+                })
+                .collect(),
+        );
+    }
+    let stream: StreamId = std::str::from_utf8(m.key()?).ok()?.parse().ok()?;
+    peek(m)?
+        .into_iter()
+        .map(|p| {
+            Some(Place {
+                stream: stream.clone(),
+                version: (p.stream_version > 0).then_some(p.stream_version)?,
+                event_id: p.event_id.parse().ok()?,
+                event_type: p.event_type,
+            })
+        })
+        .collect()
+}
+
+/// An event's place, as [`places_of`] reads it from a record.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Place {
+    pub(super) stream: StreamId,
+    pub(super) version: u64,
+    pub(super) event_id: EventId,
+    pub(super) event_type: String,
 }
 
 /// The events read back from a record as a consumer took it, in any
@@ -915,6 +959,71 @@ mod tests {
                 "parcel.attempt_started".to_owned(),
                 "parcel.attempt_failed".to_owned(),
             ])
+        );
+    }
+
+    /// What a publisher reads of a record, in every layout, is where each
+    /// event says it goes, as the whole record decodes.
+    #[test]
+    fn the_places_of_a_record_are_as_it_decodes_in_every_layout() {
+        let stream: StreamId = "parcel/SE-00000001".parse().unwrap();
+        let place = |r: Record| Place {
+            stream: r.stream,
+            version: r.version,
+            event_id: r.event.event_id,
+            event_type: r.event.event_type,
+        };
+        let events = [failed_attempt(1), failed_attempt(2)];
+        let key = stream.to_string();
+        let one = log_message(key.as_bytes(), value(4, None, &events[0], "/t"));
+        let two = log_message(
+            key.as_bytes(),
+            append_value(
+                &[
+                    (7, None, &events[0]),
+                    (8, Some(events[0].event_id), &events[1]),
+                ],
+                "/t",
+            ),
+        );
+        for m in [&one, &two] {
+            let want: Vec<Place> = from_message(m).unwrap().into_iter().map(place).collect();
+            assert_eq!(places_of(m), Some(want));
+        }
+        assert_eq!(
+            places_of(&two)
+                .unwrap()
+                .iter()
+                .map(|p| p.version)
+                .collect::<Vec<_>>(),
+            [7, 8]
+        );
+        // The CloudEvents layout: from the headers.
+        let ce = rdkafka::message::OwnedMessage::new(
+            Some(events[1].payload.to_vec()),
+            Some(key.as_bytes().to_vec()),
+            "threshold.parcel".to_owned(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            0,
+            Some(kafka_headers(&headers(&stream, 3, None, &events[1], "/t"))),
+        );
+        let want: Vec<Place> = from_message(&ce).unwrap().into_iter().map(place).collect();
+        assert_eq!(places_of(&ce), Some(want));
+        assert_eq!(places_of(&ce).unwrap()[0].version, 3);
+        // No version, a key that is not a stream, a cut value: no places.
+        let mut r = pb::LogRecord::decode(value(4, None, &events[0], "/t").as_slice()).unwrap();
+        r.stream_version = 0;
+        assert_eq!(
+            places_of(&log_message(key.as_bytes(), r.encode_to_vec())),
+            None
+        );
+        let bad_key = log_message(b"not a stream", value(4, None, &events[0], "/t"));
+        assert_eq!(places_of(&bad_key), None);
+        let v = value(4, None, &events[0], "/t");
+        assert_eq!(
+            places_of(&log_message(key.as_bytes(), v[..v.len() - 3].to_vec())),
+            None
         );
     }
 
