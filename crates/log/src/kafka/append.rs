@@ -573,8 +573,9 @@ impl KafkaLog {
     /// partition, in order: as one record, or, in [`Layout::Append`], as
     /// few as [`record::APPEND_RECORD_BYTES`] allows. The futures resolve when
     /// Kafka acknowledged each record. With them, each record's events as a
-    /// reader of the partition takes them (read from the value sent, so the
-    /// replica stores what every other process's stores).
+    /// reader of the partition takes them ([`record::as_read`], what a
+    /// reader decodes from the value sent, so the replica stores what every
+    /// other process's stores).
     async fn send(
         &self,
         stream: &StreamId,
@@ -602,24 +603,41 @@ impl KafkaLog {
         for group in groups {
             let mut headers = None;
             let (event, version, after) = fresh[group.start];
+            // As a reader takes them, without decoding what was encoded.
+            let as_read = |events: &[(&NewEvent, u64, Option<EventId>)]| {
+                events
+                    .iter()
+                    .map(|(event, version, after)| {
+                        Ok(Conditional {
+                            event: record::as_read(*version, event)?,
+                            version: *version,
+                            after: *after,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            };
             let (value, read): (Cow<'_, [u8]>, _) = match self.inner.layout {
-                Layout::Append => {
-                    let value = record::append_of(&values[group]);
-                    let read = record::from_value(key.as_bytes(), &value);
-                    (Cow::Owned(value), read)
-                }
-                Layout::LogRecord => {
-                    let value = record::value(version, after, event, source);
-                    let read = record::from_value(key.as_bytes(), &value);
-                    (Cow::Owned(value), read)
-                }
+                Layout::Append => (
+                    Cow::Owned(record::append_of(&values[group.clone()])),
+                    as_read(&fresh[group]),
+                ),
+                Layout::LogRecord => (
+                    Cow::Owned(record::value(version, after, event, source)),
+                    as_read(&fresh[group]),
+                ),
                 Layout::CloudEvents => {
                     let sent = record::headers(stream, version, after, event, source);
                     let read = record::from_record(
                         sent.iter().map(|(name, value)| (*name, value.as_slice())),
                         event.payload.clone(),
                     )
-                    .map(|r| vec![r]);
+                    .map(|r| {
+                        vec![Conditional {
+                            event: r.event,
+                            version: r.version,
+                            after: r.after,
+                        }]
+                    });
                     headers = Some(record::kafka_headers(&sent));
                     (Cow::Borrowed(event.payload.as_ref()), read)
                 }
@@ -630,15 +648,7 @@ impl KafkaLog {
                     format!("{stream}: a record that does not read back: {e}"),
                 )
             })?;
-            records.push(
-                read.into_iter()
-                    .map(|r| Conditional {
-                        event: r.event,
-                        version: r.version,
-                        after: r.after,
-                    })
-                    .collect(),
-            );
+            records.push(read);
             let mut record = FutureRecord::to(topic)
                 .partition(partition)
                 .key(&key)

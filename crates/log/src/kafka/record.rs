@@ -558,15 +558,7 @@ fn from_log_record(stream: StreamId, r: pb::LogRecord) -> Result<Record, Error> 
         .event_id
         .parse()
         .map_err(|e| bad("event_id", format!("{e}")))?;
-    if r.stream_version == 0 {
-        return Err(bad("stream_version", "is missing".into()));
-    }
-    if r.event_type.is_empty() {
-        return Err(bad("event_type", "is missing".into()));
-    }
-    if r.schema_version == 0 {
-        return Err(bad("schema_version", "is missing".into()));
-    }
+    required_fields(r.stream_version, &r.event_type, r.schema_version)?;
     let after = (!r.after_id.is_empty())
         .then(|| r.after_id.parse::<EventId>())
         .transpose()
@@ -599,6 +591,46 @@ fn from_log_record(stream: StreamId, r: pb::LogRecord) -> Result<Record, Error> 
             tracestate: text(r.tracestate),
             payload: Bytes::from(r.payload),
         },
+    })
+}
+
+/// The fields a `LogRecord` must have beyond its id, or the one missing.
+fn required_fields(version: u64, event_type: &str, schema_version: u32) -> Result<(), Error> {
+    let missing = |field: &'static str| Error::Invalid {
+        field,
+        reason: "is missing".into(),
+    };
+    if version == 0 {
+        return Err(missing("stream_version"));
+    }
+    if event_type.is_empty() {
+        return Err(missing("event_type"));
+    }
+    if schema_version == 0 {
+        return Err(missing("schema_version"));
+    }
+    Ok(())
+}
+
+/// `event`, version `version`, as a reader takes it from its record
+/// ([`from_value`] of [`value`]) without the record being decoded: an
+/// empty text is none, as the record cannot tell them apart, and an event
+/// whose record would not read back is refused as a reader refuses it.
+pub(super) fn as_read(version: u64, event: &NewEvent) -> Result<NewEvent, Error> {
+    required_fields(version, &event.event_type, event.schema_version)?;
+    let text = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    Ok(NewEvent {
+        event_id: event.event_id,
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        occurred_at: event.occurred_at,
+        country: event.country,
+        tenant: text(&event.tenant),
+        causation_id: text(&event.causation_id),
+        correlation_id: text(&event.correlation_id),
+        traceparent: text(&event.traceparent),
+        tracestate: text(&event.tracestate),
+        payload: event.payload.clone(),
     })
 }
 
@@ -960,6 +992,53 @@ mod tests {
                 "parcel.attempt_failed".to_owned(),
             ])
         );
+    }
+
+    /// What a writer stores of its own record is what a reader decodes of
+    /// it, whatever the event holds: empty texts, none, any instant, any
+    /// country, an empty payload; and an event a reader would refuse is
+    /// refused with the same field.
+    #[test]
+    fn an_event_as_read_is_what_a_reader_decodes_of_its_record() {
+        let key = b"parcel/SE-00000001";
+        let full = failed_attempt(1);
+        let mut bare = failed_attempt(2);
+        (bare.country, bare.tenant, bare.causation_id) = (None, None, None);
+        (bare.correlation_id, bare.traceparent, bare.tracestate) = (None, None, None);
+        bare.payload = Bytes::new();
+        let mut empty = failed_attempt(3);
+        empty.tenant = Some(String::new());
+        empty.tracestate = Some(String::new());
+        empty.occurred_at = DateTime::from_timestamp(-86_400 * 365, 999_999_999).unwrap();
+        let mut leap = failed_attempt(4);
+        leap.occurred_at = DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap();
+        leap.country = Some(Country::Fi);
+        let events = [full, bare, empty, leap];
+        for (i, event) in events.iter().enumerate() {
+            let version = 3 + i as u64;
+            let after = (i > 0).then(|| events[i - 1].event_id);
+            let read = from_value(key, &value(version, after, event, "/t")).unwrap();
+            assert_eq!(read.len(), 1);
+            assert_eq!(as_read(version, event).unwrap(), read[0].event, "event {i}");
+        }
+        assert_eq!(as_read(1, &events[2]).unwrap().tenant, None);
+        let mut untyped = failed_attempt(5);
+        untyped.event_type.clear();
+        let mut unversioned = failed_attempt(6);
+        unversioned.schema_version = 0;
+        for (version, event, field) in [
+            (0, &events[0], "stream_version"),
+            (1, &untyped, "event_type"),
+            (1, &unversioned, "schema_version"),
+        ] {
+            let reader = from_value(key, &value(version, None, event, "/t"));
+            for refused in [as_read(version, event).map(|_| ()), reader.map(|_| ())] {
+                match refused {
+                    Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
+                    other => panic!("{field}: {other:?}"),
+                }
+            }
+        }
     }
 
     /// What a publisher reads of a record, in every layout, is where each
