@@ -745,31 +745,44 @@ fn checked(r: RawRow, path: &Path) -> Result<RecordedEvent> {
 
 /// CRC-32 of everything stored for one event, in a fixed order.
 pub(crate) fn checksum(e: &RecordedEvent) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    let mut text = |s: Option<&str>| {
-        match s {
-            Some(s) => {
-                h.update(&(s.len() as u32).to_le_bytes());
-                h.update(s.as_bytes());
-            }
-            None => h.update(&u32::MAX.to_le_bytes()),
-        };
-    };
+    // One buffer hashed once: the same bytes as field by field, in a
+    // fraction of the calls.
     let ev = &e.event;
-    text(Some(&e.stream.to_string()));
-    text(Some(&ev.event_type));
-    text(ev.country.map(Country::code));
-    text(ev.tenant.as_deref());
-    text(ev.causation_id.as_deref());
-    text(ev.correlation_id.as_deref());
-    text(ev.traceparent.as_deref());
-    text(ev.tracestate.as_deref());
-    h.update(&e.position.0.to_le_bytes());
-    h.update(&e.stream_version.to_le_bytes());
-    h.update(ev.event_id.as_bytes());
-    h.update(&ev.schema_version.to_le_bytes());
-    h.update(&ev.occurred_at.timestamp_micros().to_le_bytes());
-    h.update(&e.recorded_at.timestamp_micros().to_le_bytes());
+    let stream = e.stream.to_string();
+    let texts = [
+        Some(stream.as_str()),
+        Some(ev.event_type.as_str()),
+        ev.country.map(Country::code),
+        ev.tenant.as_deref(),
+        ev.causation_id.as_deref(),
+        ev.correlation_id.as_deref(),
+        ev.traceparent.as_deref(),
+        ev.tracestate.as_deref(),
+    ];
+    let mut buf = Vec::with_capacity(
+        texts
+            .iter()
+            .map(|t| 4 + t.map_or(0, str::len))
+            .sum::<usize>()
+            + 60,
+    );
+    for text in texts {
+        match text {
+            Some(s) => {
+                buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                buf.extend_from_slice(s.as_bytes());
+            }
+            None => buf.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+    }
+    buf.extend_from_slice(&e.position.0.to_le_bytes());
+    buf.extend_from_slice(&e.stream_version.to_le_bytes());
+    buf.extend_from_slice(ev.event_id.as_bytes());
+    buf.extend_from_slice(&ev.schema_version.to_le_bytes());
+    buf.extend_from_slice(&ev.occurred_at.timestamp_micros().to_le_bytes());
+    buf.extend_from_slice(&e.recorded_at.timestamp_micros().to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&buf);
     h.update(&ev.payload);
     h.finalize()
 }
