@@ -801,11 +801,11 @@ fn a_rows_checksum_is_the_one_stored_databases_hold() {
     use chrono::TimeZone;
     let at = |s| Utc.timestamp_opt(s, 123_456_000).single().expect("instant");
     let mut event = NewEvent {
-        event_id: threshold_domain::EventId::from_bytes([7; 16]),
+        event_id: EventId::from_bytes([7; 16]),
         event_type: "parcel.attempt_failed".into(),
         schema_version: 1,
         occurred_at: at(1_795_000_000),
-        country: Some(threshold_domain::Country::Se),
+        country: Some(Country::Se),
         tenant: Some("acme".into()),
         causation_id: Some("cmd-1".into()),
         correlation_id: None,
