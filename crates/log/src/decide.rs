@@ -76,7 +76,8 @@ pub struct Known<A, N = ()> {
 /// States are shared, not copied: a decision holds the one the cache holds
 /// (a parcel's carries the ids of its whole history). After an append the
 /// decision has the cache let its copy go ([`Cache::release`]) and moves
-/// the state on in place, unless another decision still holds it.
+/// the state on in place, unless another decision still holds it (then it
+/// copies it).
 pub trait Cache<A, N>: Send + Sync {
     /// The state last kept for `stream`, if any.
     fn get(&self, stream: &StreamId) -> Option<Arc<Known<A, N>>>;
@@ -279,9 +280,15 @@ where
             Ok(out) if out.acks.iter().all(|a| !a.is_duplicate()) => {
                 let positions: Vec<u64> = out.acks.iter().map(|a| a.position().0).collect();
                 if let Some(cache) = self.cache {
-                    // The cache's copy goes first, so the state is moved on
-                    // in place unless another decision holds it meanwhile.
-                    cache.release(self.stream, base);
+                    // Held by this decision and the cache alone: the cache's
+                    // copy goes first, and the state is moved on in place
+                    // (a decision that looks meanwhile, for the few
+                    // microseconds it takes, reads the stream). Held by
+                    // another decision too: copied, the cache keeping its
+                    // state until the new one replaces it.
+                    if Arc::strong_count(&known) <= 2 {
+                        cache.release(self.stream, base);
+                    }
                     let mut known = Arc::unwrap_or_clone(known);
                     known.version = out.stream_version;
                     known.head = head;
@@ -459,11 +466,17 @@ mod tests {
         (EventId::new(), Utc::now())
     }
 
-    #[derive(Default)]
-    struct Kept(Mutex<HashMap<StreamId, Arc<Known<Route>>>>, Mutex<u32>);
+    #[allow(clippy::type_complexity)]
+    struct Kept<N = ()>(Mutex<HashMap<StreamId, Arc<Known<Route, N>>>>, Mutex<u32>);
 
-    impl Cache<Route, ()> for Kept {
-        fn get(&self, stream: &StreamId) -> Option<Arc<Known<Route>>> {
+    impl<N> Default for Kept<N> {
+        fn default() -> Self {
+            Self(Mutex::default(), Mutex::default())
+        }
+    }
+
+    impl<N: Send + Sync> Cache<Route, N> for Kept<N> {
+        fn get(&self, stream: &StreamId) -> Option<Arc<Known<Route, N>>> {
             self.0.lock().expect("lock").get(stream).cloned()
         }
         fn release(&self, stream: &StreamId, base: u64) {
@@ -472,7 +485,7 @@ mod tests {
                 kept.remove(stream);
             }
         }
-        fn keep(&self, stream: &StreamId, _base: u64, known: Arc<Known<Route>>) {
+        fn keep(&self, stream: &StreamId, _base: u64, known: Arc<Known<Route, N>>) {
             self.0.lock().expect("lock").insert(stream.clone(), known);
         }
         fn forget(&self, stream: &StreamId) {
@@ -536,53 +549,84 @@ mod tests {
         assert_eq!(k.state.plan_version, 3);
     }
 
-    #[tokio::test]
-    async fn a_kept_state_is_shared_and_moved_on_only_where_nobody_else_holds_it() {
-        let (_dir, log) = log();
-        let kept = Kept::default();
-        let s = stream();
-        Decision::<Route>::new(&log, &s)
-            .cached(&kept)
-            .run(&plan(&["SE-1"]), fresh)
-            .await
-            .expect("decided");
-        let mut first = Decision::<Route>::new(&log, &s).cached(&kept);
-        let known = first.next().await.expect("read").expect("a state");
-        assert_eq!(
-            Arc::strong_count(&known),
-            2,
-            "the cache's own state, shared"
-        );
-        // Another decision holds the same state while the first appends.
-        let other = kept.get(&s).expect("kept");
-        assert!(Arc::ptr_eq(&known, &other));
-        let decided: Vec<_> = known
+    /// A note that counts its copies on this thread: a kept state copied
+    /// copies the note of each of its events.
+    #[derive(Debug, Default)]
+    struct Counted;
+
+    thread_local! {
+        static COPIES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            COPIES.set(COPIES.get() + 1);
+            Counted
+        }
+    }
+
+    /// The events `plan` decides on `known`, each with its envelope.
+    fn decided<N>(
+        known: &Known<Route, N>,
+        parcels: &[&str],
+    ) -> Vec<(pb::route_event::Event, NewEvent)> {
+        known
             .state
-            .decide(&plan(&["SE-2"]))
+            .decide(&plan(parcels))
             .expect("decided")
             .into_iter()
             .map(|e| {
                 let n = NewEvent::new(EventId::new(), &Route::into_domain(e.clone()), Utc::now());
                 (e, n)
             })
-            .collect();
-        let done = first.append(known, decided).await.expect("append");
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_kept_state_is_shared_and_moved_on_only_where_nobody_else_holds_it() {
+        let (_dir, log) = log();
+        let kept = Kept::<Counted>::default();
+        let s = stream();
+        let noted = |_: &pb::route_event::Event| Counted;
+        Decision::<Route>::new(&log, &s)
+            .noting(noted)
+            .cached(&kept)
+            .run(&plan(&["SE-1"]), fresh)
+            .await
+            .expect("decided");
+
+        // Held by this decision and the cache alone: moved on, not copied.
+        let mut d = Decision::<Route>::new(&log, &s).noting(noted).cached(&kept);
+        let known = d.next().await.expect("read").expect("a state");
+        assert_eq!(
+            Arc::strong_count(&known),
+            2,
+            "the cache's own state, shared"
+        );
+        let events = decided(&known, &["SE-2"]);
+        COPIES.set(0);
+        let done = d.append(known, events).await.expect("append");
         assert_eq!(done.map(|d| d.version), Some(2));
-        // What the other decision holds did not move under it.
-        assert_eq!((other.version, other.state.plan_version), (1, 1));
-        assert_eq!(other.ids.len(), 1);
+        assert_eq!(COPIES.get(), 0, "the state was copied");
         let now = kept.get(&s).expect("kept again");
         assert_eq!(
             (now.version, now.state.plan_version, now.ids.len()),
             (2, 2, 2)
         );
-        assert_eq!(Arc::strong_count(&now), 2, "held by the cache alone");
+        drop(now);
 
-        // Released only at the version the append was made on.
-        kept.release(&s, 1);
-        assert!(kept.get(&s).is_some(), "kept at 2, not 1");
-        kept.release(&s, 2);
-        assert!(kept.get(&s).is_none());
+        // Held by another decision too: copied, and what it holds stays.
+        let mut d = Decision::<Route>::new(&log, &s).noting(noted).cached(&kept);
+        let known = d.next().await.expect("read").expect("a state");
+        let other = kept.get(&s).expect("kept");
+        assert!(Arc::ptr_eq(&known, &other));
+        let events = decided(&known, &["SE-3"]);
+        COPIES.set(0);
+        d.append(known, events).await.expect("append");
+        assert_eq!(COPIES.get(), 2, "each of its two events' notes copied once");
+        assert_eq!((other.version, other.ids.len()), (2, 2));
+        let now = kept.get(&s).expect("kept again");
+        assert_eq!((now.version, now.ids.len()), (3, 3));
     }
 
     /// A real log that counts which of its reads a decision asked for.

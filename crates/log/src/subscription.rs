@@ -10,8 +10,9 @@ use crate::{RecordedEvent, Result};
 
 /// Events after a position, in position order, as they become durable.
 ///
-/// Each event is shared among the subscriptions that take it, not copied
-/// for each (`Arc::unwrap_or_clone` for one to own). Dropping it ends the
+/// An event the log holds in memory is shared among the subscriptions that
+/// take it, not copied for each (`Arc::unwrap_or_clone` for one to own);
+/// one read from storage is its subscription's own. Dropping it ends the
 /// subscription. An error is the last item.
 #[derive(Debug)]
 pub struct Subscription {

@@ -1055,3 +1055,39 @@ async fn pipeline(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use threshold_domain::ParcelId;
+    use threshold_log::{Cache, EmbeddedLog, EmbeddedOptions};
+
+    use super::*;
+
+    /// The parcel cache lets a state go only at the version a decision
+    /// appended on, and keeps a state only over the one it moved on.
+    #[tokio::test]
+    async fn the_parcel_cache_lets_go_and_keeps_only_at_the_version_asked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("open");
+        let stream = StreamId::parcel(&ParcelId::new("SE-1").expect("id"));
+        let mut d = Decision::<Parcel>::new(&log, &stream).noting(attempt_of);
+        let known = d.next().await.expect("read").expect("a state");
+        assert_eq!(known.version, 0);
+        let parcels = Parcels::default();
+        parcels.keep(&stream, 0, Arc::clone(&known));
+        parcels.release(&stream, 1);
+        assert!(parcels.get(&stream).is_some(), "kept at 0, released at 1");
+        parcels.release(&stream, 0);
+        assert!(parcels.get(&stream).is_none());
+
+        parcels.keep(&stream, 0, Arc::clone(&known));
+        // A state made on another version does not replace the one kept.
+        let stale = Arc::new(Known::clone(&known));
+        parcels.keep(&stream, 5, Arc::clone(&stale));
+        let held = parcels.get(&stream).expect("kept");
+        assert!(Arc::ptr_eq(&held, &known) && !Arc::ptr_eq(&held, &stale));
+        parcels.forget(&stream);
+        assert!(parcels.get(&stream).is_none());
+        log.close().await.expect("close");
+    }
+}

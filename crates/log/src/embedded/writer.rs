@@ -214,7 +214,6 @@ pub(super) fn spawn(start: Start, rx: mpsc::Receiver<Request>) -> Result<JoinHan
 }
 
 /// What the current transaction has written so far, undone if it fails.
-#[derive(Default)]
 struct Overlay {
     /// When its events are recorded: the transaction's one instant, to the
     /// microsecond, as the database keeps it.
@@ -226,6 +225,20 @@ struct Overlay {
     lasts: HashMap<Arc<str>, EventId>,
     /// The events written, in position order.
     written: Vec<RecordedEvent>,
+}
+
+impl Overlay {
+    /// Nothing written yet, by a transaction recording at `now`.
+    fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            now,
+            versions: HashMap::new(),
+            ids: HashMap::new(),
+            added: Vec::new(),
+            lasts: HashMap::new(),
+            written: Vec::new(),
+        }
+    }
 }
 
 impl Writer {
@@ -293,10 +306,7 @@ impl Writer {
     }
 
     fn commit_group(&mut self, batch: Vec<Work>) {
-        let mut overlay = Overlay {
-            now: to_micros(Utc::now()),
-            ..Overlay::default()
-        };
+        let mut overlay = Overlay::new(to_micros(Utc::now()));
         let mut pending = Vec::with_capacity(batch.len());
         let mut head = self.head;
         let group_events: usize = batch

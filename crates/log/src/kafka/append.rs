@@ -600,30 +600,39 @@ impl KafkaLog {
         };
         let mut deliveries = Vec::with_capacity(groups.len());
         let mut records = Vec::with_capacity(groups.len());
+        // A record's events as a reader takes them, without decoding what
+        // was encoded; a refusal names the event's place in the append.
+        let n = fresh.len();
+        let as_read = |group: std::ops::Range<usize>| {
+            group
+                .map(|i| {
+                    let (event, version, after) = fresh[i];
+                    let event = record::as_read(version, event).map_err(|e| match e {
+                        Error::Invalid { field, reason } if n > 1 => Error::Invalid {
+                            field,
+                            reason: format!("{reason} (event {} of {n} in the append)", i + 1),
+                        },
+                        other => other,
+                    })?;
+                    Ok(Conditional {
+                        event,
+                        version,
+                        after,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        };
         for group in groups {
             let mut headers = None;
             let (event, version, after) = fresh[group.start];
-            // As a reader takes them, without decoding what was encoded.
-            let as_read = |events: &[(&NewEvent, u64, Option<EventId>)]| {
-                events
-                    .iter()
-                    .map(|(event, version, after)| {
-                        Ok(Conditional {
-                            event: record::as_read(*version, event)?,
-                            version: *version,
-                            after: *after,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()
-            };
             let (value, read): (Cow<'_, [u8]>, _) = match self.inner.layout {
                 Layout::Append => (
                     Cow::Owned(record::append_of(&values[group.clone()])),
-                    as_read(&fresh[group]),
+                    as_read(group),
                 ),
                 Layout::LogRecord => (
                     Cow::Owned(record::value(version, after, event, source)),
-                    as_read(&fresh[group]),
+                    as_read(group),
                 ),
                 Layout::CloudEvents => {
                     let sent = record::headers(stream, version, after, event, source);
@@ -631,13 +640,7 @@ impl KafkaLog {
                         sent.iter().map(|(name, value)| (*name, value.as_slice())),
                         event.payload.clone(),
                     )
-                    .map(|r| {
-                        vec![Conditional {
-                            event: r.event,
-                            version: r.version,
-                            after: r.after,
-                        }]
-                    });
+                    .map(|r| vec![r.into_conditional().1]);
                     headers = Some(record::kafka_headers(&sent));
                     (Cow::Borrowed(event.payload.as_ref()), read)
                 }

@@ -152,6 +152,20 @@ pub struct Record {
     pub event: NewEvent,
 }
 
+impl Record {
+    /// Its stream, and the event as a replica takes it there: only as the
+    /// version its writer numbered, following the event its writer saw
+    /// last.
+    pub(super) fn into_conditional(self) -> (StreamId, crate::embedded::Conditional) {
+        let conditional = crate::embedded::Conditional {
+            event: self.event,
+            version: self.version,
+            after: self.after,
+        };
+        (self.stream, conditional)
+    }
+}
+
 /// The headers of `event`, version `version` of `stream`, following the
 /// event `after` (the stream's event at `version - 1`), produced by
 /// `source` (a URI reference naming the producer, e.g.
@@ -309,23 +323,14 @@ pub(super) fn event_id_of(m: &impl rdkafka::Message) -> Option<EventId> {
 }
 
 /// Where each event of a record as a consumer took it says it goes: its
-/// stream, version, id and type, without decoding the rest (a publisher
-/// takes the event itself from the replica). `None` where the record does
-/// not read as events of any layout.
+/// stream, version, id and type, without decoding the rest (the CloudEvents
+/// layout is decoded whole). `None` where the key or a field looked at does
+/// not read; the rest of the record is not checked, so a publisher takes
+/// each event itself from the replica, which took only records that read
+/// whole.
 pub(super) fn places_of(m: &impl rdkafka::Message) -> Option<Vec<Place>> {
     if is_cloudevent(m) {
-        return Some(
-            from_message(m)
-                .ok()?
-                .into_iter()
-                .map(|r| Place {
-                    stream: r.stream,
-                    version: r.version,
-                    event_id: r.event.event_id,
-                    event_type: r.event.event_type,
-                })
-                .collect(),
-        );
+        return Some(from_message(m).ok()?.into_iter().map(Place::from).collect());
     }
     let stream: StreamId = std::str::from_utf8(m.key()?).ok()?.parse().ok()?;
     peek(m)?
@@ -348,6 +353,17 @@ pub(super) struct Place {
     pub(super) version: u64,
     pub(super) event_id: EventId,
     pub(super) event_type: String,
+}
+
+impl From<Record> for Place {
+    fn from(r: Record) -> Self {
+        Self {
+            stream: r.stream,
+            version: r.version,
+            event_id: r.event.event_id,
+            event_type: r.event.event_type,
+        }
+    }
 }
 
 /// The events read back from a record as a consumer took it, in any
@@ -1046,12 +1062,7 @@ mod tests {
     #[test]
     fn the_places_of_a_record_are_as_it_decodes_in_every_layout() {
         let stream: StreamId = "parcel/SE-00000001".parse().unwrap();
-        let place = |r: Record| Place {
-            stream: r.stream,
-            version: r.version,
-            event_id: r.event.event_id,
-            event_type: r.event.event_type,
-        };
+        let place = Place::from;
         let events = [failed_attempt(1), failed_attempt(2)];
         let key = stream.to_string();
         let one = log_message(key.as_bytes(), value(4, None, &events[0], "/t"));

@@ -601,16 +601,7 @@ async fn store(replica: &EmbeddedLog, batch: &[&OwnedMessage], verdicts: &Verdic
         .iter()
         .copied()
         .filter_map(|m| match record::from_message(m) {
-            Ok(records) => Some(records.into_iter().map(|record| {
-                (
-                    record.stream,
-                    Conditional {
-                        event: record.event,
-                        version: record.version,
-                        after: record.after,
-                    },
-                )
-            })),
+            Ok(records) => Some(records.into_iter().map(record::Record::into_conditional)),
             Err(e) => {
                 tracing::error!(
                     topic = m.topic(),
