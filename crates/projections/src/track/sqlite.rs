@@ -27,16 +27,6 @@ CREATE TABLE IF NOT EXISTS track_parcels (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS track_parcels_by_day
     ON track_parcels (country, depot, day, parcel_id);
-CREATE TABLE IF NOT EXISTS track_events (
-    parcel_id   TEXT NOT NULL,
-    version     INTEGER NOT NULL,
-    event_id    TEXT NOT NULL,
-    milestone   TEXT NOT NULL,
-    occurred_at INTEGER NOT NULL,
-    attempt     INTEGER NOT NULL,
-    detail      TEXT NOT NULL,
-    PRIMARY KEY (parcel_id, version)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS track_checkpoints (
     reader   TEXT PRIMARY KEY,
     position INTEGER NOT NULL,
@@ -44,9 +34,66 @@ CREATE TABLE IF NOT EXISTS track_checkpoints (
 ) WITHOUT ROWID;
 ";
 
+/// A parcel's steps, each row appended at the table's end in the order it
+/// came, and found by parcel through a unique index of (parcel, version).
+/// Kept instead in the order of that key (a `WITHOUT ROWID` table, as
+/// stores before this layout have it), a batch's rows fell on a page per
+/// parcel all over the table, and each commit wrote, then checkpointed,
+/// every such page whole; now the rows fill a few pages at the end and
+/// only the index's entries, a fifth of a row's bytes, fall all over
+/// (`deploy/README.md`, "the track store's steps in the order they
+/// came"). [`upgrade`] moves an older store's rows over.
+const STEPS: &str = "
+CREATE TABLE IF NOT EXISTS track_events (
+    parcel_id   TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    event_id    TEXT NOT NULL,
+    milestone   TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    detail      TEXT NOT NULL
+);
+";
+
+/// The index [`STEPS`] are found by, made after the rows of an
+/// [`upgrade`] are in.
+const STEPS_BY_PARCEL: &str = "
+CREATE UNIQUE INDEX IF NOT EXISTS track_events_by_parcel
+    ON track_events (parcel_id, version);
+";
+
+/// Moves the steps of a store kept by (parcel, version) into a table of
+/// [`STEPS`], in one transaction: the same rows, copied once on the first
+/// open by this build. A store already laid out so is left as it is.
+fn upgrade(db: &Connection) -> Result<(), StoreError> {
+    let layout: Option<String> = db
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'track_events'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    if !layout.is_some_and(|sql| sql.contains("WITHOUT ROWID")) {
+        return Ok(());
+    }
+    let tx = db.unchecked_transaction().map_err(backend)?;
+    tx.execute_batch(&format!(
+        "ALTER TABLE track_events RENAME TO track_events_by_key;
+         {STEPS}
+         INSERT INTO track_events
+            (parcel_id, version, event_id, milestone, occurred_at, attempt, detail)
+            SELECT parcel_id, version, event_id, milestone, occurred_at, attempt, detail
+            FROM track_events_by_key ORDER BY parcel_id, version;
+         DROP TABLE track_events_by_key;"
+    ))
+    .map_err(backend)?;
+    tx.commit().map_err(backend)
+}
+
 /// How much page cache the store keeps, in KiB (SQLite's default is 2,000).
-/// A parcel's rows go where its id falls, so each write of a batch touches
-/// a page of its own: with the default, most of a day's pages were read
+/// A parcel's summary and its steps' index entries go where its id falls,
+/// so each write of a batch touches pages all over: with the default, most of a day's pages were read
 /// again from the file for each batch. Measured in `deploy/README.md`
 /// ("fewer, larger batches"): less CPU per event at the maximum on Kafka,
 /// and on the embedded log a p99 at 5,000/s no worse, for ~50 MB more
@@ -85,7 +132,9 @@ impl SqliteTrackStore {
     }
 
     fn with(db: Connection) -> Result<Self, StoreError> {
-        db.execute_batch(SCHEMA).map_err(backend)?;
+        upgrade(&db)?;
+        db.execute_batch(&format!("{SCHEMA}{STEPS}{STEPS_BY_PARCEL}"))
+            .map_err(backend)?;
         Ok(Self {
             db: Arc::new(Mutex::new(db)),
         })

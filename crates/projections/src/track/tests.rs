@@ -111,6 +111,72 @@ async fn the_sqlite_store_keeps_what_it_took_across_a_reopen() {
     );
 }
 
+/// A store whose steps were kept by (parcel, version), as stores were
+/// before steps were kept in the order they came, opens with every step
+/// it held, in the current layout, and takes the same rows again as
+/// nothing new.
+#[tokio::test]
+async fn a_store_of_the_earlier_layout_keeps_its_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.sqlite");
+    let (a, b) = (
+        contract::journey("SE-5", "STO"),
+        contract::journey("DK-6", "CPH"),
+    );
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE track_events (
+                parcel_id   TEXT NOT NULL,
+                version     INTEGER NOT NULL,
+                event_id    TEXT NOT NULL,
+                milestone   TEXT NOT NULL,
+                occurred_at INTEGER NOT NULL,
+                attempt     INTEGER NOT NULL,
+                detail      TEXT NOT NULL,
+                PRIMARY KEY (parcel_id, version)
+            ) WITHOUT ROWID;",
+        )
+        .unwrap();
+        for r in a.iter().chain(&b[..3]) {
+            let e = &r.event;
+            db.execute(
+                "INSERT INTO track_events VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![
+                    r.summary.parcel_id,
+                    e.version as i64,
+                    e.event_id,
+                    e.milestone.as_str(),
+                    e.occurred_at.timestamp_millis(),
+                    e.attempt,
+                    e.detail,
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let steps = |rows: &[TrackRow]| rows.iter().map(|r| r.event.clone()).collect::<Vec<_>>();
+    let store = SqliteTrackStore::open(&path).unwrap();
+    assert_eq!(store.steps("SE-5").await.unwrap(), steps(&a));
+    assert_eq!(store.steps("DK-6").await.unwrap(), steps(&b[..3]));
+    let layout: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'track_events'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!layout.contains("WITHOUT ROWID"), "{layout}");
+    store.put(&a).await.unwrap();
+    store.put(&b).await.unwrap();
+    assert_eq!(store.steps("SE-5").await.unwrap(), steps(&a));
+    assert_eq!(store.steps("DK-6").await.unwrap(), steps(&b));
+    drop(store);
+    let store = SqliteTrackStore::open(&path).unwrap();
+    assert_eq!(store.steps("DK-6").await.unwrap(), steps(&b));
+}
+
 #[tokio::test]
 async fn a_store_that_cannot_open_says_where() {
     let dir = tempfile::tempdir().unwrap();
