@@ -64,7 +64,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS track_events_by_parcel
 
 /// Moves the steps of a store kept by (parcel, version) into a table of
 /// [`STEPS`], in one transaction: the same rows, copied once on the first
-/// open by this build. A store already laid out so is left as it is.
+/// open by this build. A store already laid out so is left as it is; one
+/// whose copy fails is left as it was, and the error says so.
 fn upgrade(db: &Connection) -> Result<(), StoreError> {
     let layout: Option<String> = db
         .query_row(
@@ -87,14 +88,19 @@ fn upgrade(db: &Connection) -> Result<(), StoreError> {
             FROM track_events_by_key ORDER BY parcel_id, version;
          DROP TABLE track_events_by_key;"
     ))
-    .map_err(backend)?;
-    tx.commit().map_err(backend)
+    .and_then(|()| tx.commit())
+    .map_err(|e| {
+        StoreError::Backend(format!(
+            "moving the steps of a store of the earlier layout (kept by parcel \
+             and version) to the current one: {e}; the store is left as it was"
+        ))
+    })
 }
 
 /// How much page cache the store keeps, in KiB (SQLite's default is 2,000).
 /// A parcel's summary and its steps' index entries go where its id falls,
-/// so each write of a batch touches pages all over: with the default, most of a day's pages were read
-/// again from the file for each batch. Measured in `deploy/README.md`
+/// so each write of a batch touches pages all over: with the default, most
+/// of a day's pages were read again from the file for each batch. Measured in `deploy/README.md`
 /// ("fewer, larger batches"): less CPU per event at the maximum on Kafka,
 /// and on the embedded log a p99 at 5,000/s no worse, for ~50 MB more
 /// resident. (A WAL checkpointed every 10,000 pages instead of SQLite's
@@ -123,7 +129,7 @@ impl SqliteTrackStore {
              PRAGMA cache_size = -{CACHE_KIB};"
         ))
         .map_err(backend)?;
-        Self::with(db)
+        Self::with(db).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))
     }
 
     /// A store in memory.

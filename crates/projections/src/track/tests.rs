@@ -177,6 +177,45 @@ async fn a_store_of_the_earlier_layout_keeps_its_steps() {
     assert_eq!(store.steps("DK-6").await.unwrap(), steps(&b));
 }
 
+/// A store of the earlier layout whose steps cannot be moved (here, a
+/// column missing) is refused on open, saying which file and why, and is
+/// left as it was: nothing it held is lost.
+#[tokio::test]
+async fn an_earlier_store_that_cannot_be_moved_is_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.sqlite");
+    let old = "CREATE TABLE track_events (
+            parcel_id TEXT NOT NULL,
+            version   INTEGER NOT NULL,
+            event_id  TEXT NOT NULL,
+            PRIMARY KEY (parcel_id, version)
+        ) WITHOUT ROWID;
+        INSERT INTO track_events VALUES ('SE-5', 1, 'e1');";
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(old)
+        .unwrap();
+    let err = SqliteTrackStore::open(&path).err().expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("track.sqlite"), "{text}");
+    assert!(text.contains("earlier layout"), "{text}");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let kept: (String, i64, String) = db
+        .query_row("SELECT * FROM track_events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(kept, ("SE-5".into(), 1, "e1".into()));
+    let tables: i64 = db
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'track_events%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1, "only the earlier table, as it was");
+}
+
 #[tokio::test]
 async fn a_store_that_cannot_open_says_where() {
     let dir = tempfile::tempdir().unwrap();
