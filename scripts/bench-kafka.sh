@@ -180,7 +180,7 @@ cpu = summary["peer_cpu"]
 if cpu:
     print(f"the peer's CPU per record: its client {cpu['client_us_per_record']:.1f} us, the broker "
           f"{cpu['broker_us_per_record']:.1f} us ({100*cpu['client_cores']:.0f}% and {100*cpu['broker_cores']:.0f}% "
-          f"of a core: its rate is its reading back, not the machine's CPU)")
+          f"of a core)")
     if written:
         print(f"per record written, Threshold / the peer: the server / its client "
               f"{summary['cpu_per_record_vs_peer']['server_vs_client']:.1f}x, the broker "

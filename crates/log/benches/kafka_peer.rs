@@ -3,9 +3,21 @@
 //! bench-kafka` sets Threshold's rate against.
 //!
 //! An idempotent `acks=all` producer sends `PEER_RECORDS` records of ~200
-//! bytes (default 200,000), keyed over 12 partitions of a fresh topic, while
-//! a consumer reads every record back; the rate is records acknowledged
-//! *and* read back per second, from the first send to the last record read.
+//! bytes (default 1,000,000), keyed over 12 partitions of a fresh topic,
+//! while a consumer reads every record back; the rate is records
+//! acknowledged *and* read back per second, from the first send to the
+//! later of the last acknowledgement and the last record read. First
+//! `PEER_WARMUP` records (default 20,000) are sent, acknowledged and read
+//! untimed: the producer's start (metadata, its idempotent producer id)
+//! and the consumer's joining its group, ~0.4 s here, are not a rate, as
+//! Threshold's rate is taken after its server and load have started.
+//!
+//! The consumer's fetch waits [`FETCH_WAIT_MS`] at most. The test broker
+//! (tansu 0.6) waits the whole of a fetch's wait every time, even with
+//! records to give, so at librdkafka's default (500 ms) the peer's rate was
+//! its fetch wait, not the broker: ~72,000 records/s where the same client
+//! reading with a 10 ms wait moves ~400,000 (`deploy/README.md`, "Then: the
+//! peer held back by its own fetch wait"). `PEER_FETCH_WAIT_MS` sets it.
 //!
 //! Then the latency floor at a steady rate: the same producer sends
 //! `PEER_RATE` records/s (default 2,000) for `PEER_SECONDS` (default 10) to
@@ -51,6 +63,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use threshold_log::kafka::{LINGER_MS, REPLICA_FETCH_WAIT_MS};
 
 const PARTITIONS: i32 = 12;
+/// The longest the peer's consumer waits at the broker for records, in
+/// milliseconds: short enough that its reading back does not bound its rate
+/// on the test broker (20 ms and less moved the same within the noise).
+const FETCH_WAIT_MS: u64 = 10;
 const RECORD_BYTES: usize = 200;
 /// Each `PEER_HEADERS` header's value: as long as an event id.
 const HEADER_VALUE: &[u8] = b"019a0c1e-7d2b-7c4e-9f1a-3b5d6e7f8a9b";
@@ -87,7 +103,9 @@ async fn main() {
     let tansu: Option<u32> = std::env::var("PEER_TANSU_PID")
         .ok()
         .and_then(|p| p.parse().ok());
-    let records = env_or("PEER_RECORDS", 200_000) as usize;
+    let records = env_or("PEER_RECORDS", 1_000_000) as usize;
+    let warmup = env_or("PEER_WARMUP", 20_000) as usize;
+    let fetch_wait = env_or("PEER_FETCH_WAIT_MS", FETCH_WAIT_MS);
     let record_bytes = env_or("PEER_BYTES", RECORD_BYTES as u64) as usize;
     let header_count = env_or("PEER_HEADERS", 0) as usize;
     let topic = format!("peer.{}", std::process::id());
@@ -103,70 +121,88 @@ async fn main() {
         .set("group.id", format!("{topic}.reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", fetch_wait.to_string())
         .create()
         .expect("consumer");
     consumer.subscribe(&[&topic]).expect("subscribe");
     let producer: FutureProducer = producer(&brokers).create().expect("producer");
 
     let payload = vec![b'x'; record_bytes];
+    let (warmed, warm) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(async move {
+        let (mut read, mut warmed) = (0usize, Some(warmed));
+        while read < warmup + records {
+            match tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await {
+                Ok(Ok(_)) => read += 1,
+                Ok(Err(e)) => panic!("reading: {e}"),
+                Err(_) => panic!("no record for 60 s after {read} of {}", warmup + records),
+            }
+            if read == warmup {
+                let _ = warmed.take().map(|w| w.send(()));
+            }
+        }
+        Instant::now()
+    });
+    let send = async |range: std::ops::Range<usize>| {
+        let mut deliveries = Vec::with_capacity(range.len());
+        for i in range {
+            let key = format!("parcel/SE-{:08}", i % 10_000);
+            let mut record = FutureRecord::to(&topic).key(&key).payload(&payload);
+            if header_count > 0 {
+                let mut headers = OwnedHeaders::new_with_capacity(header_count);
+                for name in HEADER_NAMES.iter().cycle().take(header_count) {
+                    headers = headers.insert(Header {
+                        key: name,
+                        value: Some(HEADER_VALUE),
+                    });
+                }
+                record = record.headers(headers);
+            }
+            loop {
+                match producer.send_result(record) {
+                    Ok(d) => {
+                        deliveries.push(d);
+                        break;
+                    }
+                    Err((_, back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        }
+        deliveries
+    };
+    let acknowledged = |deliveries: Vec<rdkafka::producer::DeliveryFuture>| async move {
+        for d in deliveries {
+            d.await.expect("producer closed").expect("acknowledged");
+        }
+    };
+    // Untimed: the first records, acknowledged and read back.
+    acknowledged(send(0..warmup).await).await;
+    if warmup > 0 {
+        warm.await.expect("reader");
+    }
     let cpu_before = (
         cpu_seconds(None, hz),
         tansu.and_then(|t| cpu_seconds(Some(t), hz)),
     );
     let started = Instant::now();
-    let reader = tokio::spawn(async move {
-        let mut read = 0usize;
-        while read < records {
-            match tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await {
-                Ok(Ok(_)) => read += 1,
-                Ok(Err(e)) => panic!("reading: {e}"),
-                Err(_) => panic!("no record for 60 s after {read} of {records}"),
-            }
-        }
-        Instant::now()
-    });
-    let mut deliveries = Vec::with_capacity(records);
-    for i in 0..records {
-        let key = format!("parcel/SE-{:08}", i % 10_000);
-        let mut record = FutureRecord::to(&topic).key(&key).payload(&payload);
-        if header_count > 0 {
-            let mut headers = OwnedHeaders::new_with_capacity(header_count);
-            for name in HEADER_NAMES.iter().cycle().take(header_count) {
-                headers = headers.insert(Header {
-                    key: name,
-                    value: Some(HEADER_VALUE),
-                });
-            }
-            record = record.headers(headers);
-        }
-        loop {
-            match producer.send_result(record) {
-                Ok(d) => {
-                    deliveries.push(d);
-                    break;
-                }
-                Err((_, back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        }
-    }
-    for d in deliveries {
-        d.await.expect("producer closed").expect("acknowledged");
-    }
+    acknowledged(send(warmup..warmup + records).await).await;
     let acked = started.elapsed().as_secs_f64();
     let done = reader.await.expect("reader");
     let cpu_after = (
         cpu_seconds(None, hz),
         tansu.and_then(|t| cpu_seconds(Some(t), hz)),
     );
-    let seconds = (done - started).as_secs_f64();
+    let read_back = (done - started).as_secs_f64();
+    let seconds = acked.max(read_back);
     let rate = records as f64 / seconds;
     println!(
         "peer: {records} records of {record_bytes} bytes and {header_count} headers over \
-         {PARTITIONS} partitions, idempotent acks=all: acknowledged in {acked:.2} s, read back in \
-         {seconds:.2} s: {rate:.0} records/s"
+         {PARTITIONS} partitions, idempotent acks=all, after {warmup} untimed, fetch wait \
+         {fetch_wait} ms: acknowledged in {acked:.2} s, read back in {read_back:.2} s: \
+         {rate:.0} records/s"
     );
     // CPU per record, where both were measured: the client's, the broker's.
     let cpu = match (cpu_before, cpu_after) {
@@ -209,7 +245,9 @@ async fn main() {
         "headers": header_count,
         "partitions": PARTITIONS,
         "acknowledged_seconds": acked,
-        "read_back_seconds": seconds,
+        "read_back_seconds": read_back,
+        "warmup_records": warmup,
+        "fetch_wait_ms": fetch_wait,
         "records_per_s": rate,
         "cpu": cpu,
         "open_loop": {
