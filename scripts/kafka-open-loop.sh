@@ -24,7 +24,7 @@ admin=$((port + 100))
 prefix=open-$$
 trap 'stop_started kafka-open-loop "$data"; rm -rf "$data"' EXIT
 log=(--log "kafka://$THRESHOLD_TEST_KAFKA" --name "$prefix" --topic-prefix "$prefix")
-PEER_RATE=$rate PEER_SECONDS=$seconds PEER_RECORDS=${PEER_RECORDS:-20000} PEER_OUT="$data/peer.json" \
+PEER_RATE=$rate PEER_SECONDS=$seconds PEER_RECORDS=${PEER_RECORDS:-20000} PEER_WARMUP=${PEER_WARMUP:-0} PEER_OUT="$data/peer.json" \
     cargo bench -q -p threshold-log --features kafka --bench kafka_peer | grep '^peer at' || true
 "$bin/threshold" credentials local-tokens "${log[@]:0:2}" --topic-prefix "$prefix" --data "$data" >/dev/null
 RUST_LOG=info,threshold_log::kafka::stages=debug start_server "$data" \
