@@ -15,10 +15,10 @@
 //! The consumer's fetch waits [`FETCH_WAIT_MS`] at most. The test broker
 //! (tansu 0.6) waits the whole of a fetch's wait every time, even with
 //! records to give, so at librdkafka's default (500 ms) the peer's rate was
-//! its fetch wait, not the broker: ~72,000 records/s where the same client
-//! reading with a 10 ms wait moves 410,000–490,000 (`deploy/README.md`,
-//! "Then: the peer held back by its own fetch wait"). `PEER_FETCH_WAIT_MS`
-//! sets it.
+//! its fetch wait, not the broker: 84,000–87,000 records/s over a million
+//! after the warm-up, where the same client reading with a 10 ms wait moves
+//! 410,000–493,000 (`deploy/README.md`, "Then: the peer held back by its
+//! own fetch wait"). `PEER_FETCH_WAIT_MS` sets it.
 //!
 //! Then the latency floor at a steady rate: the same producer sends
 //! `PEER_RATE` records/s (default 2,000) for `PEER_SECONDS` (default 10) to
