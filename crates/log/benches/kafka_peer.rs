@@ -381,7 +381,7 @@ async fn open_loop(
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{topic}.reader"))
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", REPLICA_FETCH_WAIT_MS)
+        .set("fetch.wait.max.ms", REPLICA_FETCH_WAIT_MS.to_string())
         .create()
         .expect("consumer");
     let mut all = TopicPartitionList::new();

@@ -44,8 +44,15 @@ impl KafkaCredentials {
         name: &str,
     ) -> Result<Self, threshold_log::Error> {
         // The table keeps nothing on disk: the options' replica is unused.
-        let options = KafkaOptions::new(brokers, "", name);
-        let table = KafkaTable::open(&options, &credentials_topic(prefix)).await?;
+        let mut options = KafkaOptions::new(brokers, "", name);
+        options.topic_prefix = prefix.to_owned();
+        Self::open_with(&options).await
+    }
+
+    /// [`KafkaCredentials::open`] with the brokers, topic prefix, name and
+    /// fetch wait of `options` (their replica is unused).
+    pub async fn open_with(options: &KafkaOptions) -> Result<Self, threshold_log::Error> {
+        let table = KafkaTable::open(options, &credentials_topic(&options.topic_prefix)).await?;
         Ok(Self {
             table,
             cache: RwLock::new((u64::MAX, Arc::default())),

@@ -391,6 +391,11 @@ pub struct Placement {
     pub partitions: Option<i32>,
     /// On Kafka, how this process writes log records (it reads every layout).
     pub records: threshold_log::kafka::Layout,
+    /// On Kafka, how long every follower of this process (the replica, the
+    /// publishers, the credentials and vault tables) lets the broker hold
+    /// an idle fetch, in milliseconds; `None` keeps each one's default
+    /// ([`KafkaOptions::fetch_wait_ms`]).
+    pub fetch_wait_ms: Option<u64>,
     /// The directory of the personal-data vault; `None` is the data directory.
     pub vault: Option<PathBuf>,
     /// On Kafka, the key-encryption keys of the vault kept in the
@@ -405,6 +410,15 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// The Kafka options of this process on `brokers`, its replica in
+    /// `replica` (unused by a table): its name, topic prefix and fetch wait.
+    fn kafka_options(&self, brokers: &str, replica: impl Into<PathBuf>) -> KafkaOptions {
+        let mut options = KafkaOptions::new(brokers, replica, &self.name);
+        options.topic_prefix = self.topic_prefix.clone();
+        options.fetch_wait_ms = self.fetch_wait_ms;
+        options
+    }
+
     /// Every service, on the embedded log: one process, one machine.
     pub fn embedded() -> Self {
         Self {
@@ -414,6 +428,7 @@ impl Placement {
             topic_prefix: "threshold".into(),
             partitions: None,
             records: threshold_log::kafka::Layout::default(),
+            fetch_wait_ms: None,
             vault: None,
             vault_keks: None,
             track: None,
@@ -564,8 +579,7 @@ impl Node {
                 if services.runs(Service::Webhooks) && registry.exists() && !replica.exists() {
                     return Err(Error::WebhooksWithoutReplica { registry, replica });
                 }
-                let mut options = KafkaOptions::new(brokers, replica, &placement.name);
-                options.topic_prefix = placement.topic_prefix.clone();
+                let mut options = placement.kafka_options(brokers, replica);
                 if let Some(partitions) = placement.partitions {
                     options.partitions = partitions;
                 }
@@ -584,16 +598,15 @@ impl Node {
                 threshold_auth::LocalTokens::ensure(data)?,
             ),
             LogSpec::Kafka(brokers) => {
-                let store =
-                    match KafkaCredentials::open(brokers, &placement.topic_prefix, &placement.name)
-                        .await
-                    {
-                        Ok(store) => store,
-                        Err(e) => {
-                            opened.close().await?;
-                            return Err(e.into());
-                        }
-                    };
+                let store = match KafkaCredentials::open_with(&placement.kafka_options(brokers, ""))
+                    .await
+                {
+                    Ok(store) => store,
+                    Err(e) => {
+                        opened.close().await?;
+                        return Err(e.into());
+                    }
+                };
                 if data.join(threshold_auth::CREDENTIALS_FILE).exists() {
                     tracing::warn!(
                         file = %data.join(threshold_auth::CREDENTIALS_FILE).display(),
@@ -618,13 +631,8 @@ impl Node {
         let vault_dir = placement.vault.as_deref().unwrap_or(data);
         let vault = match (&placement.log, &placement.vault_keks) {
             (LogSpec::Kafka(brokers), Some(keks)) => {
-                match KafkaVault::open(
-                    brokers,
-                    &placement.topic_prefix,
-                    &placement.name,
-                    keks.clone(),
-                )
-                .await
+                match KafkaVault::open_with(&placement.kafka_options(brokers, ""), keks.clone())
+                    .await
                 {
                     Ok(store) => {
                         let vault = Vault::with_store(store);

@@ -48,8 +48,10 @@ use std::collections::BTreeMap;
 use threshold_log::kafka::{KafkaOptions, KafkaTable, Stored};
 use threshold_privacy::{Error, Keks, Key32, Result, VaultStore, hmac};
 
-/// How long the vault table's follower waits at the broker: a process that
-/// makes a key waits for its own claim to come back.
+/// How long the vault table's follower waits at the broker unless the
+/// options set a wait for every follower: a process that makes a key waits
+/// for its own claim to come back, and the test broker holds every fetch
+/// for its whole wait.
 const FETCH_WAIT_MS: u64 = 5;
 
 /// The vault topic of a deployment whose topics start with `prefix`.
@@ -87,13 +89,21 @@ impl KafkaVault {
     /// Opens the vault of the deployment on `brokers` whose topics start
     /// with `prefix`, as the process `name`, with its key-encryption keys.
     pub async fn open(brokers: &str, prefix: &str, name: &str, keks: Keks) -> Result<Self> {
-        let topic = vault_topic(prefix);
+        let mut options = KafkaOptions::new(brokers, "", name);
+        options.topic_prefix = prefix.to_owned();
+        Self::open_with(&options, keks).await
+    }
+
+    /// [`KafkaVault::open`] with the brokers, topic prefix, name and fetch
+    /// wait of `options` (the table keeps nothing on disk: their replica
+    /// is unused).
+    pub async fn open_with(options: &KafkaOptions, keks: Keks) -> Result<Self> {
+        let topic = vault_topic(&options.topic_prefix);
         let shared = |e: threshold_log::Error| Error::Shared {
             store: format!("Kafka topic {topic}"),
             reason: e.to_string(),
         };
-        let options = KafkaOptions::new(brokers, "", name);
-        let table = KafkaTable::open_with(&options, &topic, FETCH_WAIT_MS)
+        let table = KafkaTable::open_with(options, &topic, FETCH_WAIT_MS)
             .await
             .map_err(shared)?;
         let vault = Self {

@@ -58,6 +58,23 @@ pub(crate) struct Args {
             .try_map(|s| s.parse::<threshold_log::kafka::Layout>())
     )]
     kafka_records: threshold_log::kafka::Layout,
+    /// On Kafka, how long each of this process's followers (its replica,
+    /// publishers, the credentials and vault topics) lets the broker hold a
+    /// fetch that finds nothing new, in milliseconds (1 to 10000). A Kafka
+    /// broker answers a fetch as soon as records come, so on a cluster a
+    /// longer wait (500) delays nothing and spares the brokers most idle
+    /// requests; the defaults (100, the vault's 5) suit a broker that holds
+    /// every fetch for its whole wait, such as the test broker.
+    #[arg(
+        long,
+        env = "THRESHOLD_KAFKA_FETCH_WAIT",
+        value_name = "MS",
+        value_parser = clap::value_parser!(u64).range(
+            *threshold_log::kafka::FETCH_WAIT_RANGE_MS.start()
+                ..=*threshold_log::kafka::FETCH_WAIT_RANGE_MS.end()
+        )
+    )]
+    kafka_fetch_wait: Option<u64>,
     /// The directory of the personal-data vault; default --data. Processes
     /// on one machine share it by naming the same directory; on Kafka, a
     /// key-encryption key (--vault-kek-file) keeps it in the vault topic
@@ -130,6 +147,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
             name: args.name,
             topic_prefix: args.topic_prefix,
             records: args.kafka_records,
+            fetch_wait_ms: args.kafka_fetch_wait,
             vault: args.vault,
             vault_keks,
             track: args.track_store,

@@ -51,3 +51,30 @@ fn an_unknown_record_layout_is_refused_naming_the_layouts() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--kafka-records"), "{stderr}");
 }
+
+/// A `--kafka-fetch-wait` (or `THRESHOLD_KAFKA_FETCH_WAIT`) no client could
+/// use is refused before anything starts, with the range it takes.
+#[test]
+fn a_fetch_wait_out_of_range_is_refused_naming_the_range() {
+    let data = tempfile::tempdir().expect("dir");
+    let data = data.path().to_str().expect("UTF-8 path");
+    let serve = ["serve", "--data", data, "--log", "kafka://127.0.0.1:1"];
+    for bad in ["0", "10001", "half a second"] {
+        let out = threshold(&[&serve[..], &["--kafka-fetch-wait", bad]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--kafka-fetch-wait"), "{bad}: {stderr}");
+        assert!(stderr.contains(bad), "{bad}: {stderr}");
+    }
+    let out = threshold(&[&serve[..], &["--kafka-fetch-wait", "0"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1..=10000"), "{stderr}");
+    let out = Command::new(BIN)
+        .args(serve)
+        .env("THRESHOLD_KAFKA_FETCH_WAIT", "60000")
+        .output()
+        .expect("run threshold");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--kafka-fetch-wait"), "{stderr}");
+}

@@ -107,6 +107,13 @@ fn the_manifests_run_commands_this_build_takes_and_probe_services_it_serves() {
     let sets: Vec<&serde_json::Value> =
         docs.iter().filter(|d| d["kind"] == "StatefulSet").collect();
     assert_eq!(sets.len(), 6, "a StatefulSet per service group");
+    let config = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "threshold-config")
+        .expect("the threshold-config ConfigMap");
+    let fetch_wait = config["data"]["fetch-wait-ms"]
+        .as_str()
+        .expect("fetch-wait-ms in threshold-config");
     let dir = tempfile::tempdir().expect("dir");
     let mut groups = Vec::new();
     for set in &sets {
@@ -128,10 +135,11 @@ fn the_manifests_run_commands_this_build_takes_and_probe_services_it_serves() {
                     .replace("$(THRESHOLD_LOG)", "kafka://kafka-0:9092")
                     .replace("$(THRESHOLD_TOPIC_PREFIX)", "threshold")
                     .replace("$(POD_NAME)", name)
+                    .replace("$(THRESHOLD_KAFKA_FETCH_WAIT)", fetch_wait)
             })
             .collect();
-        // Every flag is one `threshold` takes (clap refuses an unknown one
-        // before it prints the help).
+        // Every flag is one `threshold` takes, with a value it takes (clap
+        // refuses an unknown flag or a bad value before it prints the help).
         let mut with_help: Vec<&str> = args.iter().map(String::as_str).collect();
         with_help.push("--help");
         let out = threshold(&with_help);

@@ -1,8 +1,8 @@
 //! What processes on Kafka share without a shared disk. Credentials: in
 //! the deployment's credentials topic; a token made by the CLI works in
 //! every process; revoked, it is refused by every process within seconds
-//! (the figure is printed), and a process started afterwards never takes
-//! it. The vault: in the deployment's vault topic; `privacy forget` and a
+//! (the figure is printed; one of the processes holds idle fetches 500 ms,
+//! as on a cluster), and a process started afterwards never takes it. The vault: in the deployment's vault topic; `privacy forget` and a
 //! key-encryption key rotation (`privacy rewrap`) through the CLI.
 
 mod common;
@@ -31,7 +31,13 @@ fn a_credential_added_or_revoked_once_counts_in_every_process_within_seconds() {
     let deployment = Deployment::new(&broker, &prefix);
     let processes = [
         deployment.serve("analytics", "a", "127.0.0.1:0"),
-        deployment.serve("manifest,analytics", "b", "127.0.0.1:0"),
+        // As on a Kafka cluster: idle fetches held half a second.
+        deployment.serve_with(
+            "manifest,analytics",
+            "b",
+            "127.0.0.1:0",
+            &["--kafka-fetch-wait", "500"],
+        ),
     ];
     for p in &processes {
         for file in [

@@ -104,6 +104,7 @@ impl KafkaLog {
     /// Connects, creates the topics that are missing, opens the replica and
     /// returns once the replica holds everything Kafka held at the start.
     pub async fn open(options: KafkaOptions) -> Result<Self> {
+        options.check()?;
         let topics: Vec<String> = Category::ALL.iter().map(|c| options.topic(*c)).collect();
         let mut all = topics.clone();
         all.push(options.outcome_topic());

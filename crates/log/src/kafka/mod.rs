@@ -111,7 +111,9 @@ mod table;
 mod tests;
 
 pub use log::KafkaLog;
-pub use options::{KafkaOptions, LINGER_MS, REPLICA_FETCH_WAIT_MS, brokers_from_url};
+pub use options::{
+    FETCH_WAIT_RANGE_MS, KafkaOptions, LINGER_MS, REPLICA_FETCH_WAIT_MS, brokers_from_url,
+};
 pub use publish::{Derived, read_published};
 pub use record::Layout;
 pub use stages::{Stage, StageTiming};

@@ -31,6 +31,16 @@ pub struct KafkaOptions {
     pub replication: i32,
     /// How this process writes log records (it reads every layout).
     pub layout: Layout,
+    /// How long each of this process's followers (the replica, a
+    /// publisher, the credentials and vault tables) lets the broker hold a
+    /// fetch that finds nothing new, in milliseconds; `None` keeps each
+    /// one's own default ([`REPLICA_FETCH_WAIT_MS`], the publisher's and a
+    /// table's 100 ms, the vault's 5 ms), tuned for a broker that holds
+    /// every fetch for its whole wait (the test broker, tansu 0.6). A Kafka
+    /// broker answers a fetch as soon as it has records, so there a longer
+    /// wait delays nothing and only spaces an idle follower's requests
+    /// (`deploy/README.md`, *Scaling model*). See [`FETCH_WAIT_RANGE_MS`].
+    pub fetch_wait_ms: Option<u64>,
 }
 
 impl KafkaOptions {
@@ -46,6 +56,28 @@ impl KafkaOptions {
             partitions: 12,
             replication: 1,
             layout: Layout::default(),
+            fetch_wait_ms: None,
+        }
+    }
+
+    /// The fetch wait of a follower whose own default is `default_ms`, as
+    /// librdkafka's `fetch.wait.max.ms` takes it.
+    pub fn fetch_wait(&self, default_ms: u64) -> String {
+        self.fetch_wait_ms.unwrap_or(default_ms).to_string()
+    }
+
+    /// Refuses a setting no client could use, before anything connects.
+    pub fn check(&self) -> Result<()> {
+        match self.fetch_wait_ms {
+            Some(ms) if !FETCH_WAIT_RANGE_MS.contains(&ms) => Err(Error::Invalid {
+                field: "fetch wait",
+                reason: format!(
+                    "{ms} ms is outside {}..={} ms",
+                    FETCH_WAIT_RANGE_MS.start(),
+                    FETCH_WAIT_RANGE_MS.end()
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -113,4 +145,10 @@ pub const LINGER_MS: &str = "5";
 /// time, and lists every batch a partition holds on each fetch: there it is
 /// how late another process's records reach the replica (up to 100 ms),
 /// and fewer fetches cost it less.
-pub const REPLICA_FETCH_WAIT_MS: &str = "100";
+pub const REPLICA_FETCH_WAIT_MS: u64 = 100;
+
+/// The fetch waits [`KafkaOptions::fetch_wait_ms`] may set, in
+/// milliseconds: at least 1 (librdkafka's floor), at most 10 s, well under
+/// its request timeout (`socket.timeout.ms`, 60 s), so that a held fetch is
+/// never mistaken for a lost broker.
+pub const FETCH_WAIT_RANGE_MS: std::ops::RangeInclusive<u64> = 1..=10_000;

@@ -55,7 +55,7 @@ const PUBLISH_BATCH: usize = 1_024;
 /// partition of the topic. At 2,000
 /// events/s on the test broker, 100 ms instead of 20 took the appends'
 /// p99 from 224 to 159 ms (median of three pairs of 30 s runs).
-const PUBLISH_FETCH_WAIT_MS: &str = "100";
+const PUBLISH_FETCH_WAIT_MS: u64 = 100;
 
 impl KafkaLog {
     /// Publishes `derive` of every event of `category` to `topic`, as a
@@ -83,7 +83,10 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", PUBLISH_FETCH_WAIT_MS)
+            .set(
+                "fetch.wait.max.ms",
+                options.fetch_wait(PUBLISH_FETCH_WAIT_MS),
+            )
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .create()

@@ -326,7 +326,10 @@ pub(super) fn consumer(options: &KafkaOptions) -> Result<StreamConsumer> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", REPLICA_FETCH_WAIT_MS)
+        .set(
+            "fetch.wait.max.ms",
+            options.fetch_wait(REPLICA_FETCH_WAIT_MS),
+        )
         .create()
         .map_err(|e| kafka("creating the replica's consumer", e))
 }

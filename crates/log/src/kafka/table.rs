@@ -22,15 +22,15 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
@@ -42,9 +42,35 @@ use super::options::RECONNECT_BACKOFF_MAX_MS;
 use crate::{Error, Result};
 
 /// How long the follower's fetch waits at the broker for new records, in
-/// milliseconds, unless opened with another: a change reaches every
-/// process within about this.
+/// milliseconds, unless opened with another or the options set one
+/// ([`KafkaOptions::fetch_wait_ms`]): on a broker that holds every fetch
+/// for its whole wait (the test broker), a change reaches every process
+/// within about this.
 pub const FETCH_WAIT_MS: u64 = 100;
+
+/// How often librdkafka tells the follower's client what it sent, in
+/// milliseconds ([`KafkaTable::fetch_requests`]).
+const STATISTICS_MS: &str = "1000";
+
+/// The follower's client context: counts the fetch requests librdkafka
+/// says it sent, from its statistics.
+struct Counted {
+    fetches: Arc<AtomicU64>,
+}
+
+impl ClientContext for Counted {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let sent: i64 = statistics
+            .brokers
+            .values()
+            .filter_map(|b| b.req.get("Fetch"))
+            .sum();
+        self.fetches
+            .store(u64::try_from(sent).unwrap_or(0), Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for Counted {}
 
 /// An entry and the offset of the record that set it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +109,8 @@ pub struct KafkaTable {
     applied: Arc<Applied>,
     /// Asks where the partitions end.
     probe: Arc<BaseConsumer>,
+    /// Fetch requests the follower sent, as last counted.
+    fetches: Arc<AtomicU64>,
     _follower: Arc<Follower>,
 }
 
@@ -111,13 +139,15 @@ impl KafkaTable {
     }
 
     /// [`KafkaTable::open`] with the follower's fetch waiting at most
-    /// `fetch_wait_ms` at the broker: less for tables whose writers wait
-    /// for their own writes.
+    /// `fetch_wait_ms` at the broker unless the options set a wait for
+    /// every follower: less for tables whose writers wait for their own
+    /// writes.
     pub async fn open_with(
         options: &KafkaOptions,
         topic: &str,
         fetch_wait_ms: u64,
     ) -> Result<Self> {
+        options.check()?;
         create_compacted(options, topic).await?;
         let options = options.clone();
         let topic = topic.to_owned();
@@ -143,16 +173,20 @@ impl KafkaTable {
                 .set("group.id", format!("{topic}.reader"))
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
-                .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
+                .set("fetch.wait.max.ms", options.fetch_wait(fetch_wait_ms));
             c
         };
         let probe: BaseConsumer = config()
             .create()
             .map_err(|e| kafka("creating a table's client", e))?;
-        let consumer: BaseConsumer = config()
-            .create()
+        let fetches = Arc::new(AtomicU64::new(0));
+        let consumer: BaseConsumer<Counted> = config()
+            .set("statistics.interval.ms", STATISTICS_MS)
+            .create_with_context(Counted {
+                fetches: Arc::clone(&fetches),
+            })
             .map_err(|e| kafka("creating a table's consumer", e))?;
-        let partitions = partition_counts(&consumer, &[topic.to_owned()])?[0];
+        let partitions = partition_counts(&probe, &[topic.to_owned()])?[0];
         let mut assignment = TopicPartitionList::new();
         for p in 0..partitions {
             assignment
@@ -183,8 +217,16 @@ impl KafkaTable {
             state,
             applied,
             probe: Arc::new(probe),
+            fetches,
             _follower: Arc::new(Follower(stop)),
         })
+    }
+
+    /// How many fetch requests the follower has sent, as librdkafka last
+    /// counted them (every second): an idle follower sends one per fetch
+    /// wait.
+    pub fn fetch_requests(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
     }
 
     /// The topic.
@@ -390,7 +432,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
 
 /// Applies records as they come, in each partition's order, until `stop`.
 fn follow(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Counted>,
     state: &RwLock<TableState>,
     applied: &Applied,
     stop: &AtomicBool,

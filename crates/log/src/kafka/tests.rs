@@ -865,3 +865,65 @@ async fn a_table_is_the_same_in_every_process_and_a_tombstone_removes_a_key() {
     assert_eq!(c.state().entries, a.state().entries);
     assert!(c.state().version >= 3, "{}", c.state().version);
 }
+
+/// A fetch wait set for every follower is the one an idle follower keeps:
+/// a table fetches about once per wait, so the longer wait sends a small
+/// fraction of the shorter one's requests (the test broker, like Kafka,
+/// holds an idle fetch for its whole wait). Writes still reach both.
+#[tokio::test]
+async fn an_idle_table_fetches_once_per_the_wait_its_options_set() {
+    use super::KafkaTable;
+    let kafka = Kafka::new();
+    let topic = format!("{}.table", kafka.prefix);
+    let waiting = |name: &str, ms: u64| {
+        let mut options = kafka.options(name);
+        options.fetch_wait_ms = Some(ms);
+        options
+    };
+    // The table's own default (5 ms) is overridden by the options' wait.
+    let short = KafkaTable::open_with(&waiting("short", 20), &topic, 5)
+        .await
+        .expect("open short");
+    let long = KafkaTable::open_with(&waiting("long", 1_000), &topic, 5)
+        .await
+        .expect("open long");
+    let (short0, long0) = (short.fetch_requests(), long.fetch_requests());
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let (short1, long1) = (short.fetch_requests(), long.fetch_requests());
+    let (short_sent, long_sent) = (short1 - short0, long1 - long0);
+    // 4.5 s, counted every second: ~3.5-4.5 s of fetches, ~175-225 at
+    // 20 ms and ~4 at 1 s (a write's fetches come back early).
+    assert!(short_sent >= 50, "20 ms: {short_sent} fetch requests");
+    assert!(long_sent <= 10, "1 s: {long_sent} fetch requests");
+    assert!(
+        short_sent >= 10 * long_sent.max(1),
+        "20 ms: {short_sent}, 1 s: {long_sent}"
+    );
+
+    long.put("k", Some(b"v")).await.expect("put");
+    short.sync().await.expect("sync");
+    assert_eq!(
+        short.state().entries.get("k").map(|s| s.value.clone()),
+        Some(b"v".to_vec())
+    );
+}
+
+/// A fetch wait no client could use is refused before anything connects,
+/// naming the setting and its range.
+#[tokio::test]
+async fn a_fetch_wait_out_of_range_is_refused_before_connecting() {
+    use super::KafkaTable;
+    for ms in [0, 10_001] {
+        let mut options = KafkaOptions::new("127.0.0.1:1", "unused", "p");
+        options.fetch_wait_ms = Some(ms);
+        let refused = |e: Error| {
+            let text = e.to_string();
+            assert!(
+                text.contains("fetch wait") && text.contains("1..=10000"),
+                "{text}"
+            );
+        };
+        refused(KafkaLog::open(options.clone()).await.expect_err("log"));
+        refused(KafkaTable::open(&options, "any").await.expect_err("table"));
+    }
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# What an idle process asks of the broker: `threshold serve` on Kafka, every
+# service, the vault in its topic, doing nothing, with its followers' default
+# fetch waits and with each wait in WAITS (default 500, as deploy/k8s sets
+# it). Counts the requests it sends the broker over 10 s (the data segments
+# of its connections, from the kernel: one a request on loopback), prints
+# them per second and writes target/bench/kafka_idle.json.
+#
+#   scripts/test-broker.sh run scripts/kafka-idle.sh
+#   WAITS="100 500 2000" scripts/test-broker.sh run scripts/kafka-idle.sh
+#
+# THRESHOLD_BIN=DIR runs another build's binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/kafka-bench-env.sh
+port=${THRESHOLD_TEST_KAFKA##*:}
+# Data segments sent so far on every connection to the broker.
+sent() {
+    ss -tinH "( dport = :$port )" | grep -oE 'data_segs_out:[0-9]+' | cut -d: -f2 |
+        awk '{s += $1} END {print s + 0}'
+}
+data=
+trap 'stop_started kafka-idle "$data"; if [ -n "$data" ]; then rm -rf "$data"; fi' EXIT
+results=()
+for wait in default ${WAITS:-500}; do
+    data=$(mktemp -d)
+    prefix="idle-$$-$wait"
+    log=(--log "kafka://$THRESHOLD_TEST_KAFKA" --topic-prefix "$prefix")
+    THRESHOLD_VAULT_KEK=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+    export THRESHOLD_VAULT_KEK
+    "$bin/threshold" credentials local-tokens "${log[@]}" --data "$data" >/dev/null
+    flags=()
+    if [ "$wait" != default ]; then flags=(--kafka-fetch-wait "$wait"); fi
+    mkdir -m 700 "$data/serve"
+    start_server "$data/serve" "${log[@]}" --name idle --listen 127.0.0.1:0 "${flags[@]}"
+    # Past opening: the replica's group joined, the tables read.
+    sleep 5
+    before=$(sent)
+    sleep 10
+    after=$(sent)
+    per_s=$(((after - before) / 10))
+    echo "fetch wait $wait: $per_s requests/s to the broker from an idle process (every service, the vault on Kafka)"
+    results+=("\"$wait\": $per_s")
+    stop_started kafka-idle "$data"
+    rm -rf "$data"
+    data=
+done
+mkdir -p target/bench
+(
+    IFS=,
+    echo "{\"requests_per_s\": {${results[*]}}}"
+) >target/bench/kafka_idle.json
+echo "written: target/bench/kafka_idle.json"
