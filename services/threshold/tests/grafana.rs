@@ -203,6 +203,7 @@ fn every_metric_the_dashboard_charts_is_served_after_a_simulated_day() {
         // Served by a process on Kafka only; the simulated day runs on
         // the embedded log.
         "threshold_log_replica_lag",
+        "threshold_kafka_fetch_requests_total",
     ];
     for name in &names {
         if on_refusal.contains(&name.as_str()) {

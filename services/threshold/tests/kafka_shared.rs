@@ -36,9 +36,24 @@ fn a_credential_added_or_revoked_once_counts_in_every_process_within_seconds() {
             "manifest,analytics",
             "b",
             "127.0.0.1:0",
-            &["--kafka-fetch-wait", "500"],
+            &["--kafka-fetch-wait", "500", "--admin", "127.0.0.1:0"],
         ),
     ];
+    // What its followers ask of the broker is on its /metrics, per
+    // follower, once librdkafka has counted (every second).
+    let fetches = |p: &Served, follower: &str| -> f64 {
+        p.metrics()
+            .lines()
+            .filter(|l| l.starts_with("threshold_kafka_fetch_requests_total{"))
+            .filter(|l| l.contains(&format!("follower=\"{follower}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    for follower in ["replica", "credentials", "vault"] {
+        within_10s(&format!("{follower}'s fetch requests on /metrics"), || {
+            fetches(&processes[1], follower) > 0.0
+        });
+    }
     for p in &processes {
         for file in [
             threshold_auth::CREDENTIALS_FILE,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::KafkaOptions;
@@ -56,7 +56,10 @@ pub(super) async fn create_topics(options: &KafkaOptions, topics: &[String]) -> 
 }
 
 /// Partitions of each topic, waiting for topics just created to appear.
-pub(super) fn partition_counts(consumer: &impl Consumer, topics: &[String]) -> Result<Vec<i32>> {
+pub(super) fn partition_counts<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topics: &[String],
+) -> Result<Vec<i32>> {
     let deadline = std::time::Instant::now() + BROKER_TIMEOUT;
     topics
         .iter()

@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use rdkafka::consumer::{BaseConsumer, StreamConsumer};
+use rdkafka::consumer::BaseConsumer;
 use threshold_domain::{Category, StreamId};
 use tokio::sync::Mutex;
 
@@ -76,6 +77,8 @@ pub(super) struct Inner {
     pub(super) ends: Mutex<Option<(std::time::Instant, Arc<Vec<Vec<i64>>>)>>,
     /// Where appends' and reads' time goes.
     pub(super) stages: Arc<Stages>,
+    /// Fetch requests the replica's and the publishers' consumers sent.
+    pub(super) fetches: Arc<AtomicU64>,
     /// The replica's consumer task, until [`KafkaLog::close`] takes it.
     tail: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     report: tokio::task::JoinHandle<()>,
@@ -111,7 +114,8 @@ impl KafkaLog {
         create_topics(&options, &all).await?;
 
         let producer = producer(&options, "log")?;
-        let consumer: Arc<StreamConsumer> = Arc::new(replica::consumer(&options)?);
+        let fetches = Arc::new(AtomicU64::new(0));
+        let consumer = Arc::new(replica::consumer(&options, Arc::clone(&fetches))?);
 
         let counts = {
             let consumer = Arc::clone(&consumer);
@@ -152,6 +156,7 @@ impl KafkaLog {
                 ends_client,
                 ends: Mutex::new(None),
                 stages,
+                fetches,
                 tail: std::sync::Mutex::new(Some(tail)),
                 report,
             }),
@@ -185,6 +190,14 @@ impl KafkaLog {
     /// mean per stage.
     pub fn stage_timings(&self) -> Vec<StageTiming> {
         self.inner.stages.take()
+    }
+
+    /// How many fetch requests the replica's consumer and this log's
+    /// publishers have sent, as librdkafka last counted them (every
+    /// second): an idle consumer sends one per fetch wait to each broker it
+    /// reads from. Also the metric `threshold.kafka.fetch.requests`.
+    pub fn fetch_requests(&self) -> u64 {
+        self.inner.fetches.load(Ordering::Relaxed)
     }
 
     /// The options it was opened with.
@@ -254,7 +267,7 @@ fn unreplicated(ends: &[Vec<i64>], next: &[Vec<std::sync::atomic::AtomicI64>]) -
         .zip(next)
         .flat_map(|(ends, next)| ends.iter().zip(next))
         .map(|(end, next)| {
-            let behind = end - next.load(std::sync::atomic::Ordering::Acquire);
+            let behind = end - next.load(Ordering::Acquire);
             u64::try_from(behind).unwrap_or(0)
         })
         .sum()

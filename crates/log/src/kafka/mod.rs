@@ -100,6 +100,7 @@
 
 mod admin;
 mod append;
+mod fetches;
 mod log;
 mod options;
 mod publish;

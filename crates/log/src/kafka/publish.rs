@@ -26,6 +26,8 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+
+use super::fetches::{Counted, STATISTICS_MS};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use threshold_domain::Category;
@@ -75,7 +77,7 @@ impl KafkaLog {
         F: Fn(&RecordedEvent) -> Option<Derived> + Send + Sync + 'static,
     {
         let options = &self.inner.options;
-        let consumer: StreamConsumer = ClientConfig::new()
+        let consumer: StreamConsumer<Counted> = ClientConfig::new()
             .set("bootstrap.servers", &options.brokers)
             .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
             .set("client.id", &options.name)
@@ -89,7 +91,8 @@ impl KafkaLog {
             )
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
-            .create()
+            .set("statistics.interval.ms", STATISTICS_MS)
+            .create_with_context(Counted::new("publisher", Arc::clone(&self.inner.fetches)))
             .map_err(|e| kafka("creating a publisher's consumer", e))?;
         // A producer of its own: a batch of publications queued in front of
         // the log's appends on one connection would hold them up.

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::admin::BROKER_TIMEOUT;
 use super::append::Verdicts;
+use super::fetches::{Counted, STATISTICS_MS};
 use super::log::kafka;
 use super::options::{RECONNECT_BACKOFF_MAX_MS, REPLICA_FETCH_WAIT_MS};
 use super::record;
@@ -314,7 +315,10 @@ impl Progress {
 
 /// The replica's consumer, in the group `<prefix>.replica.<name>`; it
 /// commits by hand, only once what it read is durable in the replica.
-pub(super) fn consumer(options: &KafkaOptions) -> Result<StreamConsumer> {
+pub(super) fn consumer(
+    options: &KafkaOptions,
+    fetches: Arc<AtomicU64>,
+) -> Result<StreamConsumer<Counted>> {
     ClientConfig::new()
         .set("bootstrap.servers", &options.brokers)
         .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
@@ -330,7 +334,8 @@ pub(super) fn consumer(options: &KafkaOptions) -> Result<StreamConsumer> {
             "fetch.wait.max.ms",
             options.fetch_wait(REPLICA_FETCH_WAIT_MS),
         )
-        .create()
+        .set("statistics.interval.ms", STATISTICS_MS)
+        .create_with_context(Counted::new("replica", fetches))
         .map_err(|e| kafka("creating the replica's consumer", e))
 }
 
@@ -350,7 +355,7 @@ pub(super) fn ends_client(options: &KafkaOptions) -> Result<BaseConsumer> {
 /// is new: then from the beginning of every partition. The offsets it
 /// starts at, per topic, per partition.
 pub(super) async fn assign(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<StreamConsumer<Counted>>,
     replica: &EmbeddedLog,
     topics: &[String],
     counts: &[i32],
@@ -405,7 +410,7 @@ pub(super) async fn assign(
 /// acknowledgements bring ([`take_acknowledged`]), taking turns to store.
 /// Runs until the log is closed or dropped.
 pub(super) async fn replicate(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<Counted>>,
     replica: EmbeddedLog,
     topics: Vec<String>,
     progress: Arc<Progress>,
@@ -453,7 +458,7 @@ async fn take_acknowledged(
 /// those it does not hold yet (one request per batch), then commits the
 /// offsets.
 async fn consume(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<Counted>,
     replica: &EmbeddedLog,
     topics: &[String],
     progress: &Progress,
@@ -559,7 +564,7 @@ impl Batch {
 /// further (the rest, passed over on their event id or type, are only
 /// counted as read). `consumer_name` names the consumer in a warning while it fails.
 pub(super) async fn next_batch(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<Counted>,
     max: usize,
     consumer_name: &str,
     mut keep: impl FnMut(&BorrowedMessage<'_>) -> bool,

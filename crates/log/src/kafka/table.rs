@@ -28,15 +28,16 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::KafkaOptions;
 use super::admin::{BROKER_TIMEOUT, partition_counts};
+use super::fetches::{Counted, STATISTICS_MS};
 use super::log::kafka;
 use super::options::RECONNECT_BACKOFF_MAX_MS;
 use crate::{Error, Result};
@@ -47,30 +48,6 @@ use crate::{Error, Result};
 /// for its whole wait (the test broker), a change reaches every process
 /// within about this.
 pub const FETCH_WAIT_MS: u64 = 100;
-
-/// How often librdkafka tells the follower's client what it sent, in
-/// milliseconds ([`KafkaTable::fetch_requests`]).
-const STATISTICS_MS: &str = "1000";
-
-/// The follower's client context: counts the fetch requests librdkafka
-/// says it sent, from its statistics.
-struct Counted {
-    fetches: Arc<AtomicU64>,
-}
-
-impl ClientContext for Counted {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let sent: i64 = statistics
-            .brokers
-            .values()
-            .filter_map(|b| b.req.get("Fetch"))
-            .sum();
-        self.fetches
-            .store(u64::try_from(sent).unwrap_or(0), Ordering::Relaxed);
-    }
-}
-
-impl ConsumerContext for Counted {}
 
 /// An entry and the offset of the record that set it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,9 +159,10 @@ impl KafkaTable {
         let fetches = Arc::new(AtomicU64::new(0));
         let consumer: BaseConsumer<Counted> = config()
             .set("statistics.interval.ms", STATISTICS_MS)
-            .create_with_context(Counted {
-                fetches: Arc::clone(&fetches),
-            })
+            .create_with_context(Counted::new(
+                topic.rsplit('.').next().unwrap_or(topic),
+                Arc::clone(&fetches),
+            ))
             .map_err(|e| kafka("creating a table's consumer", e))?;
         let partitions = partition_counts(&probe, &[topic.to_owned()])?[0];
         let mut assignment = TopicPartitionList::new();

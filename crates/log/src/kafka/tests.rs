@@ -891,6 +891,7 @@ async fn an_idle_table_fetches_once_per_the_wait_its_options_set() {
     tokio::time::sleep(Duration::from_millis(4_500)).await;
     let (short1, long1) = (short.fetch_requests(), long.fetch_requests());
     let (short_sent, long_sent) = (short1 - short0, long1 - long0);
+    println!("table idle 4.5 s: {short_sent} fetch requests at 20 ms, {long_sent} at 1 s");
     // 4.5 s, counted every second: ~3.5-4.5 s of fetches, ~175-225 at
     // 20 ms and ~4 at 1 s (a write's fetches come back early).
     assert!(short_sent >= 50, "20 ms: {short_sent} fetch requests");
@@ -905,6 +906,55 @@ async fn an_idle_table_fetches_once_per_the_wait_its_options_set() {
     assert_eq!(
         short.state().entries.get("k").map(|s| s.value.clone()),
         Some(b"v".to_vec())
+    );
+}
+
+/// The fetch wait the options set is the replica's and every publisher's:
+/// an idle process's consumers fetch about once per wait, so the longer
+/// wait sends a small fraction of the shorter one's requests.
+#[tokio::test]
+async fn an_idle_replica_and_publisher_fetch_once_per_the_wait_its_options_set() {
+    let kafka = Kafka::new();
+    let open = |name: &str, ms: u64| {
+        let mut options = kafka.options(name);
+        options.fetch_wait_ms = Some(ms);
+        KafkaLog::open(options)
+    };
+    let (short, long) = (
+        open("short", 20).await.expect("open short"),
+        open("long", 1_000).await.expect("open long"),
+    );
+    let publish = |log: &KafkaLog, name: &str| {
+        log.publish(
+            &format!("{}.{name}", kafka.prefix),
+            Category::Parcel,
+            &format!("{}.out.{name}", kafka.prefix),
+            &["AttemptFailed"],
+            |e| Some((e.stream.to_string(), e.event.payload.to_vec())),
+        )
+        .expect("publish")
+    };
+    let publishers = [publish(&short, "short"), publish(&long, "long")];
+    // Past the publishers' group joins, then 4.5 s idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (short0, long0) = (short.fetch_requests(), long.fetch_requests());
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let (short_sent, long_sent) = (
+        short.fetch_requests() - short0,
+        long.fetch_requests() - long0,
+    );
+    for p in publishers {
+        p.abort();
+    }
+    println!(
+        "replica and publisher idle 4.5 s: {short_sent} fetch requests at 20 ms, {long_sent} at 1 s"
+    );
+    // Two consumers each: ~350-450 requests at 20 ms, ~8 at 1 s.
+    assert!(short_sent >= 100, "20 ms: {short_sent} fetch requests");
+    assert!(long_sent <= 20, "1 s: {long_sent} fetch requests");
+    assert!(
+        short_sent >= 10 * long_sent.max(1),
+        "20 ms: {short_sent}, 1 s: {long_sent}"
     );
 }
 

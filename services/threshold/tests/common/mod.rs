@@ -96,9 +96,8 @@ impl Served {
         }
     }
 
-    /// Events this server has appended so far, by its admin port's
-    /// `threshold_events_appended_total` (every category and country).
-    pub(crate) fn appended(&self) -> u64 {
+    /// Its admin port's `/metrics`, whole.
+    pub(crate) fn metrics(&self) -> String {
         use std::io::{Read as _, Write as _};
         let admin = self.admin.as_deref().expect("served with --admin");
         let mut conn = std::net::TcpStream::connect(admin).expect("admin port");
@@ -106,7 +105,14 @@ impl Served {
             .expect("request");
         let mut body = String::new();
         conn.read_to_string(&mut body).expect("response");
-        body.lines()
+        body
+    }
+
+    /// Events this server has appended so far, by its admin port's
+    /// `threshold_events_appended_total` (every category and country).
+    pub(crate) fn appended(&self) -> u64 {
+        self.metrics()
+            .lines()
             .filter(|l| l.starts_with("threshold_events_appended_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
