@@ -3,8 +3,10 @@
 # service, the vault in its topic, doing nothing, with its followers' default
 # fetch waits and with each wait in WAITS (default 500, as deploy/k8s sets
 # it). Counts the requests it sends the broker over 10 s (the data segments
-# of its connections, from the kernel: one a request on loopback), prints
-# them per second and writes target/bench/kafka_idle.json.
+# of its connections, from the kernel: one a request on loopback) and the
+# fetch requests of each follower (its /metrics,
+# threshold_kafka_fetch_requests_total), prints them per second and writes
+# target/bench/kafka_idle.json.
 #
 #   scripts/test-broker.sh run scripts/kafka-idle.sh
 #   WAITS="100 500 2000" scripts/test-broker.sh run scripts/kafka-idle.sh
@@ -32,15 +34,24 @@ for wait in default ${WAITS:-500}; do
     flags=()
     if [ "$wait" != default ]; then flags=(--kafka-fetch-wait "$wait"); fi
     mkdir -m 700 "$data/serve"
-    start_server "$data/serve" "${log[@]}" --name idle --listen 127.0.0.1:0 "${flags[@]}"
+    start_server "$data/serve" "${log[@]}" --name idle --listen 127.0.0.1:0 --admin 127.0.0.1:0 "${flags[@]}"
+    metrics=$(grep -oE 'metrics on http://[^ ]+' "$data/serve/serve.log" | head -1 | cut -d' ' -f3)
     # Past opening: the replica's group joined, the tables read.
     sleep 5
     before=$(sent)
+    curl -fsS "$metrics" >"$data/metrics0"
     sleep 10
     after=$(sent)
+    curl -fsS "$metrics" >"$data/metrics1"
     per_s=$(((after - before) / 10))
-    echo "fetch wait $wait: $per_s requests/s to the broker from an idle process (every service, the vault on Kafka)"
-    results+=("\"$wait\": $per_s")
+    # Each follower's fetches a second, as "name rate" lines.
+    cat "$data/metrics0" "$data/metrics1" |
+        awk -F'[{}]' '/^threshold_kafka_fetch_requests_total\{/ {
+            match($2, /follower="[^"]*"/); f = substr($2, RSTART + 10, RLENGTH - 11)
+            split($3, v, " "); if (f in a) b[f] = v[1]; else a[f] = v[1]
+        } END {for (f in a) printf "%s %.1f\n", f, (b[f] - a[f]) / 10}' | sort >"$data/followers"
+    echo "fetch wait $wait: $per_s requests/s to the broker from an idle process (every service, the vault on Kafka); fetches a second: $(awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}' "$data/followers")"
+    results+=("\"$wait\": {\"requests_per_s\": $per_s, \"fetches_per_s\": {$(awk '{printf "%s\"%s\": %s", (NR > 1 ? ", " : ""), $1, $2}' "$data/followers")}}")
     stop_started kafka-idle "$data"
     rm -rf "$data"
     data=
@@ -48,6 +59,6 @@ done
 mkdir -p target/bench
 (
     IFS=,
-    echo "{\"requests_per_s\": {${results[*]}}}"
+    echo "{\"fetch_wait_ms\": {${results[*]}}}"
 ) >target/bench/kafka_idle.json
 echo "written: target/bench/kafka_idle.json"
