@@ -8,6 +8,12 @@
 #
 #   scripts/test-broker.sh run scripts/kafka-cpu.sh
 #   SHAPES="64x16 64x48 128x32" scripts/test-broker.sh run scripts/kafka-cpu.sh
+#   SERVICES=manifest,planning,attempts scripts/test-broker.sh run scripts/kafka-cpu.sh
+#
+# SERVICES runs only those services (`threshold serve --services`; the load
+# needs manifest, planning and attempts): the handhelds' process as
+# deploy/k8s runs it, without the read models, outcomes and webhooks of
+# the others.
 #
 # THRESHOLD_BIN=DIR runs another build's binaries.
 set -euo pipefail
@@ -32,7 +38,7 @@ for shape in ${SHAPES:-64x16}; do
             "$bin/threshold" credentials local-tokens "${log[@]:0:2}" --topic-prefix "cpu-$$-$shape" \
                 --data "$data" >/dev/null
         fi
-        start_server "$data" --listen "127.0.0.1:$port" "${log[@]}"
+        start_server "$data" --listen "127.0.0.1:$port" "${log[@]}" ${SERVICES:+--services "$SERVICES"}
         # Measured after planning (untimed) and two seconds of the run.
         start_load "$data" --server "http://127.0.0.1:$port" --streams "$streams" \
             --window "$window" --parcels 5000 --seconds 16 --out "$data/load.json"
