@@ -5,7 +5,8 @@
 # it). Counts the requests it sends the broker over 10 s (the data segments
 # of its connections, from the kernel: one a request on loopback) and the
 # fetch requests of each follower (its /metrics,
-# threshold_kafka_fetch_requests_total), prints them per second and writes
+# threshold_kafka_fetch_requests_total), prints them per second and each
+# wait's requests as a share of the defaults', and writes
 # target/bench/kafka_idle.json.
 #
 #   scripts/test-broker.sh run scripts/kafka-idle.sh
@@ -33,9 +34,8 @@ for wait in default ${WAITS:-500}; do
     "$bin/threshold" credentials local-tokens "${log[@]}" --data "$data" >/dev/null
     flags=()
     if [ "$wait" != default ]; then flags=(--kafka-fetch-wait "$wait"); fi
-    mkdir -m 700 "$data/serve"
-    start_server "$data/serve" "${log[@]}" --name idle --listen 127.0.0.1:0 --admin 127.0.0.1:0 "${flags[@]}"
-    metrics=$(grep -oE 'metrics on http://[^ ]+' "$data/serve/serve.log" | head -1 | cut -d' ' -f3)
+    start_server "$data" "${log[@]}" --name idle --listen 127.0.0.1:0 --admin 127.0.0.1:0 "${flags[@]}"
+    metrics=$(grep -oE 'metrics on http://[^ ]+' "$data/serve.log" | head -1 | cut -d' ' -f3)
     # Past opening: the replica's group joined, the tables read.
     sleep 5
     before=$(sent)
@@ -51,6 +51,12 @@ for wait in default ${WAITS:-500}; do
             split($3, v, " "); if (f in a) b[f] = v[1]; else a[f] = v[1]
         } END {for (f in a) printf "%s %.1f\n", f, (b[f] - a[f]) / 10}' | sort >"$data/followers"
     echo "fetch wait $wait: $per_s requests/s to the broker from an idle process (every service, the vault on Kafka); fetches a second: $(awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2}' "$data/followers")"
+    if [ "$wait" = default ]; then
+        defaults=$per_s
+    else
+        awk -v d="$defaults" -v w="$per_s" -v ms="$wait" \
+            'BEGIN {printf "  %s ms / the defaults: %.3f of the requests\n", ms, w / (d > 0 ? d : 1)}'
+    fi
     results+=("\"$wait\": {\"requests_per_s\": $per_s, \"fetches_per_s\": {$(awk '{printf "%s\"%s\": %s", (NR > 1 ? ", " : ""), $1, $2}' "$data/followers")}}")
     stop_started kafka-idle "$data"
     rm -rf "$data"

@@ -893,7 +893,7 @@ async fn an_idle_table_fetches_once_per_the_wait_its_options_set() {
     let (short_sent, long_sent) = (short1 - short0, long1 - long0);
     println!("table idle 4.5 s: {short_sent} fetch requests at 20 ms, {long_sent} at 1 s");
     // 4.5 s, counted every second: ~3.5-4.5 s of fetches, ~175-225 at
-    // 20 ms and ~4 at 1 s (a write's fetches come back early).
+    // 20 ms and ~4-6 at 1 s.
     assert!(short_sent >= 50, "20 ms: {short_sent} fetch requests");
     assert!(long_sent <= 10, "1 s: {long_sent} fetch requests");
     assert!(
