@@ -21,6 +21,7 @@ mod check;
 mod checkpoint;
 mod private;
 mod recent;
+mod seen;
 mod tail;
 mod writer;
 
@@ -131,6 +132,7 @@ struct Inner {
     /// `read_versions`.
     recent: Arc<Mutex<Recent>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    seen: seen::Stats,
 }
 
 impl EmbeddedLog {
@@ -164,6 +166,7 @@ impl EmbeddedLog {
         let tail = Arc::new(RwLock::new(tail));
         let recent = Arc::new(Mutex::new(Recent::new(RECENT_EVENTS, RECENT_BYTES)));
 
+        let seen = seen::Stats::default();
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
         let wal_frames = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -187,6 +190,7 @@ impl EmbeddedLog {
                 recent: Arc::clone(&recent),
                 wal_frames,
                 checkpointer,
+                seen: seen.clone(),
                 config: writer::Config {
                     max_batch_events: options.max_batch_events.max(1),
                     seal_after: options.index_generation.max(1),
@@ -206,8 +210,28 @@ impl EmbeddedLog {
                 tail,
                 recent,
                 writer: Mutex::new(Some(writer)),
+                seen,
             }),
         })
+    }
+
+    /// Whether the writer's event-id filter answers yet: from open until it
+    /// has read the ids already indexed (a thread of its own reads them),
+    /// every new id is looked up in the index.
+    pub fn id_filter_ready(&self) -> bool {
+        self.inner
+            .seen
+            .ready
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Index lookups the event-id filter spared: new ids it knew were
+    /// never stored.
+    pub fn lookups_spared(&self) -> u64 {
+        self.inner
+            .seen
+            .spared
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The data directory.

@@ -825,3 +825,112 @@ fn a_rows_checksum_is_the_one_stored_databases_hold() {
     event.payload = bytes::Bytes::new();
     assert_eq!(checksum(&recorded(&event)), 2_685_107_048);
 }
+
+/// The writer's event-id filter rules a fresh id out without a lookup,
+/// and never rules out one stored before: ids indexed before the store was
+/// opened (read by the filter's own thread), ids in the tail recovered at
+/// open (a store not closed cleanly), and ids written since. Each stored
+/// event appended again is a duplicate of the original, once the filter
+/// answers and everything before it has left the tail for the index.
+#[tokio::test]
+async fn the_id_filter_never_takes_a_stored_event_for_a_new_one() {
+    use crate::Ack;
+    async fn append(log: &EmbeddedLog, n: u32) -> (u32, NewEvent, Position, u64) {
+        let event = crate::contract::failed_attempt(1);
+        let outcome = log
+            .append(
+                &crate::contract::parcel(n),
+                ExpectedVersion::Any,
+                vec![event.clone()],
+            )
+            .await
+            .expect("append");
+        let Ack::Appended { position, version } = outcome.acks[0] else {
+            panic!("a fresh event was taken for a duplicate: {outcome:?}");
+        };
+        (n, event, position, version)
+    }
+    let options = EmbeddedOptions {
+        index_generation: 7,
+        index_slice: 3,
+        ..EmbeddedOptions::default()
+    };
+    let first = tempfile::tempdir().expect("temp dir");
+    let log = EmbeddedLog::open(first.path(), options.clone()).expect("open");
+    let mut stored = Vec::new();
+    for n in 0..40 {
+        stored.push(append(&log, n).await);
+    }
+    // Some of these are indexed by now, the last few only in the tail.
+    assert!(log.inner.tail.read().expect("tail").active.len > 0);
+    // The store as a crash would leave it: its files, copied while idle.
+    let crashed = tempfile::tempdir().expect("temp dir");
+    for name in ["events.db", "events.db-wal"] {
+        let from = first.path().join(name);
+        if from.exists() {
+            std::fs::copy(&from, crashed.path().join(name)).expect("copy");
+        }
+    }
+    log.close().await.expect("close");
+
+    let log = EmbeddedLog::open(crashed.path(), options).expect("open the crashed store");
+    let recovered = log.inner.tail.read().expect("tail").active.len;
+    assert!(recovered > 0, "no tail was recovered at open");
+    let mut n = 1000;
+    for _ in 0..500 {
+        if log.id_filter_ready() {
+            break;
+        }
+        stored.push(append(&log, n).await);
+        n += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        log.id_filter_ready(),
+        "the filter did not take up the store's ids"
+    );
+    // Fresh appends until nothing of before the filter is left in the tail.
+    for _ in 0..60 {
+        stored.push(append(&log, n).await);
+        n += 1;
+    }
+    let spared = log.lookups_spared();
+    assert!(
+        spared >= 60,
+        "the filter spared {spared} lookups of 60 fresh ids"
+    );
+    {
+        let tail = log.inner.tail.read().expect("tail");
+        let in_tail = stored[..40]
+            .iter()
+            .filter(|(_, e, ..)| tail.find_id(e.event_id.as_bytes()).is_some())
+            .count();
+        assert_eq!(in_tail, 0, "the first store's events are still in the tail");
+    }
+    let head = log.head().await.expect("head");
+    for (n, event, position, version) in &stored {
+        let outcome = log
+            .append(
+                &crate::contract::parcel(*n),
+                ExpectedVersion::Any,
+                vec![event.clone()],
+            )
+            .await
+            .expect("append again");
+        assert_eq!(
+            outcome.acks,
+            vec![Ack::Duplicate {
+                position: *position,
+                version: *version
+            }],
+            "event {} of parcel {n}",
+            event.event_id
+        );
+    }
+    assert_eq!(
+        log.head().await.expect("head"),
+        head,
+        "a duplicate was stored"
+    );
+    log.close().await.expect("close");
+}

@@ -18,6 +18,7 @@ use threshold_domain::{EventId, StreamId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::recent::Recent;
+use super::seen::Seen;
 use super::tail::{FlushPlan, Generation, Located, Tail};
 use super::{Planned, classify};
 use crate::event::{Ack, AppendOutcome, ExpectedVersion, NewEvent, Position, RecordedEvent};
@@ -168,6 +169,8 @@ struct Writer {
     config: Config,
     wal_frames: Arc<AtomicU64>,
     checkpointer: Option<super::checkpoint::Checkpointer>,
+    /// Which ids may be stored: a fresh id it rules out is not looked up.
+    seen: Seen,
     _lock: File,
 }
 
@@ -186,10 +189,20 @@ pub(super) struct Start {
     pub(super) wal_frames: Arc<AtomicU64>,
     pub(super) checkpointer: super::checkpoint::Checkpointer,
     pub(super) config: Config,
+    pub(super) seen: super::seen::Stats,
 }
 
 pub(super) fn spawn(start: Start, rx: mpsc::Receiver<Request>) -> Result<JoinHandle<()>> {
     let path = start.path.clone();
+    let mut seen = Seen::start(path.clone(), start.head, &start.seen);
+    {
+        // The tail recovered at open is the writer's to cover: its ids
+        // may reach `event_ids` after the history is read.
+        let tail = start.tail.read().unwrap_or_else(|p| p.into_inner());
+        for id in tail.active.ids.keys() {
+            seen.insert(id);
+        }
+    }
     // A tail recovered at open may already be due for sealing.
     let mut writer = Writer {
         conn: start.conn,
@@ -204,6 +217,7 @@ pub(super) fn spawn(start: Start, rx: mpsc::Receiver<Request>) -> Result<JoinHan
         config: start.config,
         wal_frames: start.wal_frames,
         checkpointer: Some(start.checkpointer),
+        seen,
         _lock: start.lock,
     };
     writer.maybe_seal();
@@ -290,6 +304,7 @@ impl Writer {
                 break;
             }
         }
+        self.seen.stop();
         // A clean close leaves the indexes complete and the WAL folded into
         // the database, so the next open has nothing to recover.
         self.drain_index();
@@ -306,6 +321,7 @@ impl Writer {
     }
 
     fn commit_group(&mut self, batch: Vec<Work>) {
+        self.seen.poll();
         let mut overlay = Overlay::new(to_micros(Utc::now()));
         let mut pending = Vec::with_capacity(batch.len());
         let mut head = self.head;
@@ -410,6 +426,9 @@ impl Writer {
     }
 
     fn after_commit(&mut self, overlay: Overlay, cursors: Option<(usize, usize)>, head: u64) {
+        for (id, ..) in &overlay.added {
+            self.seen.insert(id);
+        }
         {
             let mut tail = self.tail.write().unwrap_or_else(|p| p.into_inner());
             for (id, stream, version, position) in &overlay.added {
@@ -569,6 +588,9 @@ impl Writer {
             .find_id(id)
         {
             return Ok(Some(found));
+        }
+        if self.seen.never_stored(id) {
+            return Ok(None);
         }
         self.conn
             .prepare_cached(
