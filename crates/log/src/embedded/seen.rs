@@ -129,10 +129,15 @@ impl Layers {
     fn may_hold(&self, id: &[u8; 16]) -> bool {
         self.0.iter().any(|l| l.may_hold(id))
     }
+
+    fn ids(&self) -> usize {
+        self.0.iter().map(|l| l.ids).sum()
+    }
 }
 
-/// The history as its thread reads it: the ids in `event_ids`.
-type Read = Result<Layers, String>;
+/// The history as its thread reads it: the ids in `event_ids`, and how
+/// long the read took.
+type Read = Result<(Layers, std::time::Duration), String>;
 
 /// What the filter shows outside the writer thread.
 #[derive(Debug, Default, Clone)]
@@ -153,6 +158,8 @@ pub(super) struct Seen {
     ready: Arc<AtomicBool>,
     /// Lookups the filter spared (fresh ids it knew were never stored).
     spared: Arc<AtomicU64>,
+    /// When the store was opened.
+    started: std::time::Instant,
 }
 
 #[derive(Debug)]
@@ -199,6 +206,7 @@ impl Seen {
             ours: Layers::default(),
             ready: Arc::clone(&stats.ready),
             spared: Arc::clone(&stats.spared),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -219,12 +227,18 @@ impl Seen {
             return;
         };
         match rx.try_recv() {
-            Ok(Ok(layers)) => {
+            Ok(Ok((layers, took))) => {
                 if layers.bytes() + self.ours.bytes() > MAX_BYTES {
                     self.give_up("the store's ids outgrow its memory bound");
                     return;
                 }
-                tracing::debug!(bytes = layers.bytes(), "the event-id filter is ready");
+                tracing::info!(
+                    ids = layers.ids(),
+                    mib = layers.bytes() >> 20,
+                    read_seconds = took.as_secs_f64(),
+                    seconds_since_open = self.started.elapsed().as_secs_f64(),
+                    "the event-id filter has read the store's ids"
+                );
                 self.join();
                 self.history = History::Read(layers);
                 self.ready.store(true, Ordering::Release);
@@ -287,6 +301,7 @@ impl Seen {
 /// Reads every id in `event_ids`, on a read-only connection of its own,
 /// into layers whose first is sized for `first` ids.
 fn read_history(path: &std::path::Path, first: usize, stop: &AtomicBool) -> Read {
+    let began = std::time::Instant::now();
     let fail = |e: rusqlite::Error| format!("reading {}: {e}", path.display());
     let conn = Connection::open_with_flags(
         path,
@@ -319,7 +334,7 @@ fn read_history(path: &std::path::Path, first: usize, stop: &AtomicBool) -> Read
             return Err("the store's ids outgrow its memory bound".into());
         }
     }
-    Ok(layers)
+    Ok((layers, began.elapsed()))
 }
 
 #[cfg(test)]
