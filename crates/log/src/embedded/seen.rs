@@ -3,18 +3,20 @@
 //! look each one up in the `event_ids` index (a B-tree probe of a random
 //! key, ~8% of the server's CPU at the maximum before it came).
 //!
-//! It is a blocked Bloom filter in layers. The history layer holds every id
-//! in `event_ids` when the store was opened: a thread of its own reads them
-//! on a connection of its own while the writer goes on. The writer's layers
+//! It is a blocked Bloom filter in layers. The history holds every id in
+//! `event_ids` when the store was opened: a thread of its own reads them on
+//! a connection of its own while the writer goes on. The writer's layers
 //! hold every id it has held in its tail since: the tail recovered at open
 //! and each id it commits. An id in `event_ids` at any moment is in one of
 //! the two, so "absent from every layer" means never stored. Until the
 //! history is read, and when a layer could not be made, the filter answers
 //! "maybe" and the writer looks the id up as before.
 //!
-//! It takes 12 bits of memory per id (16 MiB for ten million events), with
-//! about 0.5% of fresh ids looked up anyway, and gives up above
-//! [`MAX_BYTES`]: then every id is looked up.
+//! It takes 12 bits of memory per id (about 15 MB for ten million
+//! events), looks up under 1% of fresh ids anyway per layer, and gives up
+//! above [`MAX_BYTES`]: then every id is looked up. The hashes are not
+//! keyed: ids chosen to collide cost their sender the lookups every id
+//! cost before the filter, nothing more.
 
 use std::path::PathBuf;
 use std::sync::Arc;
