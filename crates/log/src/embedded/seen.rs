@@ -191,7 +191,7 @@ impl Seen {
         let history = match std::thread::Builder::new()
             .name("threshold-log-ids".into())
             .spawn(move || {
-                let _ = tx.send(read_history(&path, first, &stopped));
+                let _ = tx.send(read_history(&path, first, CHUNK, &stopped));
             }) {
             Ok(thread) => History::Reading {
                 rx,
@@ -300,9 +300,20 @@ impl Seen {
     }
 }
 
+/// Ids read in one statement: each chunk is a read transaction of its
+/// own, so the read never holds a snapshot long enough to keep the
+/// writer's checkpoint of the WAL waiting.
+const CHUNK: usize = 16_384;
+
 /// Reads every id in `event_ids`, on a read-only connection of its own,
-/// into layers whose first is sized for `first` ids.
-fn read_history(path: &std::path::Path, first: usize, stop: &AtomicBool) -> Read {
+/// into layers whose first is sized for `first` ids, `chunk` ids a
+/// statement in key order.
+///
+/// An id indexed while the read goes on can fall behind it (a key below
+/// the chunk being read), and need not be read: it was in the writer's
+/// tail in this process's time, recovered at open or committed since, so
+/// the writer's own layers hold it.
+fn read_history(path: &std::path::Path, first: usize, chunk: usize, stop: &AtomicBool) -> Read {
     let began = std::time::Instant::now();
     let fail = |e: rusqlite::Error| format!("reading {}: {e}", path.display());
     let conn = Connection::open_with_flags(
@@ -314,29 +325,39 @@ fn read_history(path: &std::path::Path, first: usize, stop: &AtomicBool) -> Read
         .map_err(fail)?;
     let mut layers = Layers::default();
     let mut stmt = conn
-        .prepare("SELECT event_id FROM event_ids")
+        .prepare("SELECT event_id FROM event_ids WHERE event_id > ?1 ORDER BY event_id LIMIT ?2")
         .map_err(fail)?;
-    let mut rows = stmt.query([]).map_err(fail)?;
-    let mut n = 0u64;
-    while let Some(row) = rows.next().map_err(fail)? {
-        n += 1;
-        if n.is_multiple_of(65_536) && stop.load(Ordering::Relaxed) {
+    // An empty blob sorts before every id.
+    let mut after = Vec::new();
+    loop {
+        if stop.load(Ordering::Relaxed) {
             return Err("the store was closed".into());
         }
-        let id = row.get_ref(0).and_then(|v| v.as_blob().map_err(Into::into));
-        let id = id.map_err(fail)?;
-        let Ok(id) = <&[u8; 16]>::try_from(id) else {
-            return Err(format!(
-                "{}: an event id of {} bytes in event_ids",
-                path.display(),
-                id.len()
-            ));
-        };
-        if !layers.insert(id, first, MAX_BYTES) {
-            return Err("the store's ids outgrow its memory bound".into());
+        let mut rows = stmt
+            .query(rusqlite::params![after, chunk as i64])
+            .map_err(fail)?;
+        let mut read = 0;
+        while let Some(row) = rows.next().map_err(fail)? {
+            let id = row.get_ref(0).and_then(|v| v.as_blob().map_err(Into::into));
+            let id = id.map_err(fail)?;
+            let Ok(id) = <&[u8; 16]>::try_from(id) else {
+                return Err(format!(
+                    "{}: an event id of {} bytes in event_ids",
+                    path.display(),
+                    id.len()
+                ));
+            };
+            if !layers.insert(id, first, MAX_BYTES) {
+                return Err("the store's ids outgrow its memory bound".into());
+            }
+            after.clear();
+            after.extend_from_slice(id);
+            read += 1;
+        }
+        if read < chunk {
+            return Ok((layers, began.elapsed()));
         }
     }
-    Ok((layers, began.elapsed()))
 }
 
 #[cfg(test)]
@@ -402,5 +423,38 @@ mod tests {
         assert!(fit.iter().all(|id| layers.insert(id, 1024, room)));
         assert!(!layers.insert(&over[0], 1024, room));
         assert_eq!(layers.bytes(), room);
+    }
+
+    #[test]
+    fn the_history_is_read_whole_in_chunks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ids.db");
+        let db = Connection::open(&path).expect("open");
+        db.execute_batch(
+            "CREATE TABLE event_ids (event_id BLOB NOT NULL PRIMARY KEY, position INTEGER NOT NULL) STRICT, WITHOUT ROWID;",
+        )
+        .expect("schema");
+        let stored = ids(10_000, 4);
+        let mut put = db
+            .prepare("INSERT INTO event_ids (event_id, position) VALUES (?1, ?2)")
+            .expect("prepare");
+        for (n, id) in stored.iter().enumerate() {
+            put.execute(rusqlite::params![id.as_slice(), n as i64])
+                .expect("insert");
+        }
+        drop(put);
+        let stop = AtomicBool::new(false);
+        // Chunks that divide the set and one that does not; a first layer
+        // far too small.
+        for chunk in [1_000, 999, 20_000] {
+            let (layers, _) = read_history(&path, 10, chunk, &stop).expect("read");
+            assert_eq!(layers.ids(), stored.len(), "chunks of {chunk}");
+            assert!(
+                stored.iter().all(|id| layers.may_hold(id)),
+                "chunks of {chunk}"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(read_history(&path, 10, 1_000, &stop).is_err());
     }
 }
