@@ -886,6 +886,7 @@ fn configure_writer(conn: &Connection, path: &Path, options: &EmbeddedOptions) -
     Ok(())
 }
 
+/// A read-only connection to the store at `path`, as readers use.
 fn open_reader(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,

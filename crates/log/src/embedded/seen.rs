@@ -24,8 +24,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use rusqlite::Connection;
-
 /// Bits set per id, each in the id's one 512-bit block.
 const PROBES: u32 = 7;
 /// Bits of filter per id a layer is sized for.
@@ -92,8 +90,8 @@ impl Layer {
         self.ids += 1;
     }
 
-    fn may_hold(&self, id: &[u8; 16]) -> bool {
-        let (h, bits) = hashes(id);
+    /// Whether the id of `hashes` may be held.
+    fn may_hold(&self, (h, bits): (u64, u64)) -> bool {
         let block = &self.blocks[self.block(h)];
         (0..PROBES).all(|i| {
             let bit = (bits >> (9 * i)) & 511;
@@ -128,8 +126,8 @@ impl Layers {
         true
     }
 
-    fn may_hold(&self, id: &[u8; 16]) -> bool {
-        self.0.iter().any(|l| l.may_hold(id))
+    fn may_hold_hashed(&self, hashed: (u64, u64)) -> bool {
+        self.0.iter().any(|l| l.may_hold(hashed))
     }
 
     fn ids(&self) -> usize {
@@ -156,10 +154,8 @@ pub(super) struct Seen {
     history: History,
     /// Every id the writer has put in its tail since open.
     ours: Layers,
-    /// Set once every id is covered and the filter answers.
-    ready: Arc<AtomicBool>,
-    /// Lookups the filter spared (fresh ids it knew were never stored).
-    spared: Arc<AtomicU64>,
+    /// Shared with the log's handle.
+    stats: Stats,
     /// When the store was opened.
     started: std::time::Instant,
 }
@@ -206,8 +202,7 @@ impl Seen {
         Self {
             history,
             ours: Layers::default(),
-            ready: Arc::clone(&stats.ready),
-            spared: Arc::clone(&stats.spared),
+            stats: stats.clone(),
             started: std::time::Instant::now(),
         }
     }
@@ -243,7 +238,7 @@ impl Seen {
                 );
                 self.join();
                 self.history = History::Read(layers);
-                self.ready.store(true, Ordering::Release);
+                self.stats.ready.store(true, Ordering::Release);
             }
             Ok(Err(e)) => self.give_up(&e),
             Err(mpsc::TryRecvError::Empty) => {}
@@ -257,9 +252,11 @@ impl Seen {
         let History::Read(history) = &self.history else {
             return false;
         };
-        let absent = !history.may_hold(id) && !self.ours.may_hold(id);
+        // Hashed once for every layer of both.
+        let hashed = hashes(id);
+        let absent = !history.may_hold_hashed(hashed) && !self.ours.may_hold_hashed(hashed);
         if absent {
-            self.spared.fetch_add(1, Ordering::Relaxed);
+            self.stats.spared.fetch_add(1, Ordering::Relaxed);
         }
         absent
     }
@@ -296,7 +293,7 @@ impl Seen {
         self.stop();
         self.history = History::None;
         self.ours = Layers::default();
-        self.ready.store(false, Ordering::Release);
+        self.stats.ready.store(false, Ordering::Release);
     }
 }
 
@@ -316,13 +313,7 @@ const CHUNK: usize = 16_384;
 fn read_history(path: &std::path::Path, first: usize, chunk: usize, stop: &AtomicBool) -> Read {
     let began = std::time::Instant::now();
     let fail = |e: rusqlite::Error| format!("reading {}: {e}", path.display());
-    let conn = Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(fail)?;
-    conn.execute_batch("PRAGMA busy_timeout = 5000;")
-        .map_err(fail)?;
+    let conn = super::open_reader(path).map_err(|e| e.to_string())?;
     let mut layers = Layers::default();
     let mut stmt = conn
         .prepare("SELECT event_id FROM event_ids WHERE event_id > ?1 ORDER BY event_id LIMIT ?2")
@@ -362,7 +353,15 @@ fn read_history(path: &std::path::Path, first: usize, chunk: usize, stop: &Atomi
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::Connection;
+
     use super::*;
+
+    impl Layers {
+        fn may_hold(&self, id: &[u8; 16]) -> bool {
+            self.may_hold_hashed(hashes(id))
+        }
+    }
 
     fn ids(n: usize, salt: u8) -> Vec<[u8; 16]> {
         (0..n)

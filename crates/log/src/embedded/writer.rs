@@ -581,6 +581,10 @@ impl Writer {
         if let Some(found) = overlay.ids.get(id) {
             return Ok(Some(found.clone()));
         }
+        // Before the tail's lock: every id in the tail is in the filter.
+        if self.seen.never_stored(id) {
+            return Ok(None);
+        }
         if let Some(found) = self
             .tail
             .read()
@@ -588,9 +592,6 @@ impl Writer {
             .find_id(id)
         {
             return Ok(Some(found));
-        }
-        if self.seen.never_stored(id) {
-            return Ok(None);
         }
         self.conn
             .prepare_cached(
