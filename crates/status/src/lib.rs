@@ -152,6 +152,13 @@ impl ServiceError for LogError {
                 "the log's storage failed; the server's log says why".into()
             }
             LogError::Io { source, .. } => format!("i/o error in the log: {}", source.kind()),
+            // Where the id is stored may be another caller's stream: unnamed.
+            LogError::EventIdReused {
+                event_id, stream, ..
+            } => format!(
+                "event id {event_id} is already stored for another stream, not {stream}; \
+                 nothing was written: send the event under a new id"
+            ),
             LogError::Domain(e) => e.reply(),
             _ => self.to_string(),
         }
@@ -611,5 +618,18 @@ mod tests {
         ] {
             assert_eq!(retryable(code), helps, "{code:?}");
         }
+    }
+
+    #[test]
+    fn a_reused_event_id_is_refused_without_naming_the_stream_that_holds_it() {
+        let err = LogError::EventIdReused {
+            event_id: EventId::new(),
+            stored_in: "parcel/NO-OTHER-TENANT".into(),
+            stream: stream(),
+        };
+        let reply = err.reply();
+        assert!(!reply.contains("NO-OTHER-TENANT"), "{reply}");
+        assert!(reply.contains("parcel/SE-1"), "{reply}");
+        assert_eq!(status(err).code(), Code::InvalidArgument);
     }
 }

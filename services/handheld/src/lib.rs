@@ -678,11 +678,11 @@ async fn handle(
                 ));
             }
             Ok(None) => {}
-            Err(LogError::EventIdReused { stored_in, .. }) => {
+            Err(err @ LogError::EventIdReused { .. }) => {
                 return Ok(refusal(
                     e,
                     Code::InvalidArgument,
-                    format!("event_id: already used for {stored_in}"),
+                    format!("event_id: {}", err.reply()),
                 ));
             }
             Err(err) => return Err(status(err)),

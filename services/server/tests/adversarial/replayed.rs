@@ -65,7 +65,7 @@ async fn replayed_inputs_store_nothing_twice_and_replays_to_get_in_are_refused_a
     let first = send(w.driver_of(b), start.clone()).await.expect("stored");
     assert_stored(&first);
     let head = w.head().await;
-    let resent = send(w.driver_of(b), start).await.expect("resent");
+    let resent = send(w.driver_of(b), start.clone()).await.expect("resent");
     assert_eq!(
         (
             attempt_ack::Result::try_from(resent.result),
@@ -73,6 +73,21 @@ async fn replayed_inputs_store_nothing_twice_and_replays_to_get_in_are_refused_a
         ),
         (Ok(attempt_ack::Result::Duplicate), first.position)
     );
+    assert_eq!(w.stored_since(head).await, nothing);
+
+    // A's driver reports on A's own parcel under the id of B's attempt:
+    // refused, not taken for B's (nor for a new event), and B's parcel
+    // goes unnamed.
+    let mut borrowed = w.handheld(a, a.parcel, started());
+    borrowed.event_id = start.event_id.clone();
+    let refused = send(w.driver_of(a), borrowed).await.expect("answered");
+    assert_eq!(
+        attempt_ack::Result::try_from(refused.result),
+        Ok(attempt_ack::Result::Rejected),
+        "{refused:?}"
+    );
+    assert!(refused.error.contains("event_id"), "{}", refused.error);
+    assert!(!refused.error.contains(b.parcel), "{}", refused.error);
     assert_eq!(w.stored_since(head).await, nothing);
 
     // The camera's heartbeat, resent: a duplicate.
