@@ -104,6 +104,20 @@ impl AnalyticsService for Analytics {
             }
             caller.check_tenant("depot", &r.depot_id)?;
         }
+        // A country's analyst sees its own country.
+        if caller.role == Role::Analyst && caller.tenant != threshold_auth::ANY_TENANT {
+            let own: Country = caller.tenant.parse().map_err(|e| {
+                Status::permission_denied(format!(
+                    "analyst {:?} acts for {:?}, which is not a country: {e}",
+                    caller.name, caller.tenant
+                ))
+            })?;
+            if r.country == 0 {
+                r.country = own.to_proto() as i32;
+            }
+            let asked = Country::from_proto(r.country).map_err(status)?;
+            caller.check_tenant("country", asked.code())?;
+        }
         let by: Dimension = if r.by.is_empty() {
             Dimension::Country
         } else {

@@ -302,6 +302,22 @@ impl OutcomeService for Outcomes {
             Role::Analyst => View::Carrier,
             _ => View::Partner,
         };
+        // A country's analyst follows that country's parcels only.
+        let country_only = match caller.role {
+            Role::Analyst if caller.tenant != threshold_auth::ANY_TENANT => Some(
+                caller
+                    .tenant
+                    .parse::<Country>()
+                    .map_err(|e| {
+                        Status::permission_denied(format!(
+                            "analyst {:?} acts for {:?}, which is not a country: {e}",
+                            caller.name, caller.tenant
+                        ))
+                    })?
+                    .to_proto() as i32,
+            ),
+            _ => None,
+        };
         let from = Position(request.into_inner().from_cursor);
         let mut events = self.log.subscribe(from);
         let (tx, rx) = mpsc::channel(256);
@@ -363,7 +379,9 @@ impl OutcomeService for Outcomes {
                 {
                     continue;
                 }
-                if let Some(o) = outcome_opened(&event, view, vault.as_deref()) {
+                if let Some(o) = outcome_opened(&event, view, vault.as_deref())
+                    .filter(|o| country_only.is_none_or(|c| o.country == c))
+                {
                     // Delivered inside the trace of the attempt it reports.
                     let span = threshold_telemetry::in_recorded_trace(
                         event.event.traceparent.as_deref(),

@@ -64,6 +64,7 @@ impl Service {
 /// the one it names.
 fn partner<T>(request: &Request<T>, named: &str) -> Result<String, Status> {
     let caller = threshold_auth::require(request, &[Role::Partner, Role::Analyst])?;
+    refuse_country_analyst(caller)?;
     if caller.tenant == threshold_auth::ANY_TENANT {
         if named.is_empty() || named == threshold_auth::ANY_TENANT {
             return Err(threshold_status::field(
@@ -82,11 +83,25 @@ fn partner<T>(request: &Request<T>, named: &str) -> Result<String, Status> {
     Ok(caller.tenant.clone())
 }
 
+/// An analyst acts for partners only as the carrier's (`*`): one of a
+/// country (tenant `SE`) is not the partner of the same name.
+fn refuse_country_analyst(caller: &threshold_auth::Principal) -> Result<(), Status> {
+    if caller.role == Role::Analyst && caller.tenant != threshold_auth::ANY_TENANT {
+        return Err(Status::permission_denied(format!(
+            "analyst {:?} acts for country {:?}; partners' endpoints are managed \
+             by the partner or by an analyst of every country (*)",
+            caller.name, caller.tenant
+        )));
+    }
+    Ok(())
+}
+
 /// Whose alerts a request lists: the caller's own partner's, or for the
 /// carrier the partner it names (`None`, every partner's, when it names
 /// none).
 fn alerts_of<T>(request: &Request<T>, named: &str) -> Result<Option<String>, Status> {
     let caller = threshold_auth::require(request, &[Role::Partner, Role::Analyst])?;
+    refuse_country_analyst(caller)?;
     if caller.tenant == threshold_auth::ANY_TENANT && named.is_empty() {
         return Ok(None);
     }

@@ -23,6 +23,8 @@
 //!   own driver id on B's grant, its own vendor on B's home, its own
 //!   resident ref on B's home or parcel), where what refuses is the
 //!   binding of the identity to the object, not the token.
+//! - [`countries`]: an analyst of one country on another's reports and
+//!   outcomes, and on partners' webhooks.
 //! - [`resources`]: one party's stalled and idle streams held open while
 //!   the other's day goes on.
 //! - [`recorded`]: the server's metrics, where refusals are counted.
@@ -30,6 +32,7 @@
 
 mod bindings;
 mod calls;
+mod countries;
 mod future_dated;
 mod malformed;
 mod matrix;
