@@ -121,13 +121,17 @@ impl AccessService for Access {
         // What the other streams say is read first; the grant's own rules
         // and the recording are one decision under the grant's writer.
         let grant = self.load_grant(&grant_id).await?;
-        let elsewhere = match &grant.issued {
-            Some(issued) => {
-                self.refusal_elsewhere(issued, &r, &parcel_id, &driver_id, now)
-                    .await?
-            }
-            None => None,
+        // No grant when read, so nothing around it was checked: nothing is
+        // decided on it. (A grant issued since would otherwise be decided
+        // on with every check of the route, scan, geofence and camera
+        // skipped. An issued grant never changes, so the checks made on
+        // the one read hold for the one decided on.)
+        let Some(issued) = &grant.issued else {
+            return Err(status(DomainError::NotFound(format!("grant/{grant_id}"))));
         };
+        let elsewhere = self
+            .refusal_elsewhere(issued, &r, &parcel_id, &driver_id, now)
+            .await?;
         let command = GrantCommand::AuthorizeUnlock {
             grant_id: grant_id.clone(),
             parcel_id,

@@ -321,3 +321,111 @@ async fn a_simulation_decides_windows_on_its_own_clock_and_a_real_server_refuses
         .expect_err("refused");
     assert_eq!(skewed.code(), tonic::Code::FailedPrecondition);
 }
+
+/// The log as it was just before a grant was issued, for the first read
+/// of that grant's stream only: the read an unlock's checks are made on.
+struct IssuedJustAfterTheFirstRead {
+    log: std::sync::Arc<dyn threshold_log::EventLog>,
+    stream: threshold_domain::ids::StreamId,
+    read: std::sync::atomic::AtomicBool,
+}
+
+impl IssuedJustAfterTheFirstRead {
+    fn blind(&self, stream: &threshold_domain::ids::StreamId) -> bool {
+        *stream == self.stream && !self.read.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tonic::async_trait]
+impl threshold_log::EventLog for IssuedJustAfterTheFirstRead {
+    async fn append(
+        &self,
+        stream: &threshold_domain::ids::StreamId,
+        expected: threshold_log::ExpectedVersion,
+        events: Vec<threshold_log::NewEvent>,
+    ) -> threshold_log::Result<threshold_log::AppendOutcome> {
+        self.log.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &threshold_domain::ids::StreamId,
+        after: u64,
+        max: usize,
+    ) -> threshold_log::Result<Vec<threshold_log::RecordedEvent>> {
+        if self.blind(stream) {
+            return Ok(Vec::new());
+        }
+        self.log.read_stream(stream, after, max).await
+    }
+    async fn read_stream_recent(
+        &self,
+        stream: &threshold_domain::ids::StreamId,
+        after: u64,
+        max: usize,
+    ) -> threshold_log::Result<Vec<threshold_log::RecordedEvent>> {
+        if self.blind(stream) {
+            return Ok(Vec::new());
+        }
+        self.log.read_stream_recent(stream, after, max).await
+    }
+    async fn read_all(
+        &self,
+        after: threshold_log::Position,
+        max: usize,
+    ) -> threshold_log::Result<Vec<threshold_log::RecordedEvent>> {
+        self.log.read_all(after, max).await
+    }
+    async fn head(&self) -> threshold_log::Result<threshold_log::Position> {
+        self.log.head().await
+    }
+    fn subscribe(&self, after: threshold_log::Position) -> threshold_log::Subscription {
+        self.log.subscribe(after)
+    }
+}
+
+/// A grant issued between an unlock's first read of it and its decision:
+/// the checks around the grant (route, scan, geofence, camera) were made
+/// on no grant at all, so the unlock is not decided on the one issued
+/// meanwhile. Here the driver stands 10 km from the door.
+#[tokio::test]
+async fn an_unlock_asked_as_its_grant_is_issued_skips_none_of_the_checks() {
+    use threshold_api::v1::access_service_server::AccessService as _;
+    let mut s = serve_at_the_door().await;
+    issue(&mut s, grant("g-1")).await;
+    let mut far = unlock("g-1", "drv-1");
+    far.position = Some(pb::GeoPoint {
+        latitude: 59.42,
+        longitude: 18.06,
+    });
+    // On the log as it is: refused for where the driver stands.
+    let refused = ask(&mut s, far.clone()).await;
+    assert!(!refused.authorized);
+    assert_eq!(refused.reason, pb::UnlockDenyReason::OutsideGeofence as i32);
+    // On a log whose first read of the grant comes just before its issue.
+    let access =
+        threshold_access_service::Access::new(std::sync::Arc::new(IssuedJustAfterTheFirstRead {
+            log: s.log.clone(),
+            stream: threshold_domain::ids::StreamId::grant(
+                &threshold_domain::GrantId::new("g-1").expect("an id"),
+            ),
+            read: Default::default(),
+        }))
+        .with_vault(s.vault.clone());
+    let mut request = tonic::Request::new(far);
+    request.extensions_mut().insert(threshold_auth::Principal {
+        name: "drv-1".into(),
+        role: threshold_auth::Role::Handheld,
+        tenant: "drv-1".into(),
+    });
+    match access.authorize_unlock(request).await {
+        Ok(reply) => assert!(!reply.get_ref().authorized, "{:?}", reply.get_ref()),
+        Err(e) => assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}"),
+    }
+    // And nothing was authorized under the grant.
+    let authorized = grant_history(s.log.as_ref(), "g-1")
+        .await
+        .iter()
+        .filter(|e| matches!(e, pb::grant_event::Event::UnlockAuthorized(_)))
+        .count();
+    assert_eq!(authorized, 0);
+}
