@@ -113,10 +113,10 @@ const CACHED_PARCELS: usize = 200_000;
 /// ever a shortcut: every append still carries the expected version, so a
 /// stale entry meets a conflict and is dropped.
 #[derive(Default)]
-struct Parcels(std::sync::Mutex<std::collections::HashMap<StreamId, Arc<Known<Parcel, u32>>>>);
+struct Parcels(std::sync::Mutex<std::collections::HashMap<StreamId, Arc<Known<Parcel, Note>>>>);
 
-impl threshold_log::Cache<Parcel, u32> for Parcels {
-    fn get(&self, stream: &StreamId) -> Option<Arc<Known<Parcel, u32>>> {
+impl threshold_log::Cache<Parcel, Note> for Parcels {
+    fn get(&self, stream: &StreamId) -> Option<Arc<Known<Parcel, Note>>> {
         self.0.lock().ok().and_then(|c| c.get(stream).cloned())
     }
 
@@ -128,7 +128,7 @@ impl threshold_log::Cache<Parcel, u32> for Parcels {
         }
     }
 
-    fn keep(&self, stream: &StreamId, base: u64, known: Arc<Known<Parcel, u32>>) {
+    fn keep(&self, stream: &StreamId, base: u64, known: Arc<Known<Parcel, Note>>) {
         if let Ok(mut c) = self.0.lock() {
             if c.len() >= CACHED_PARCELS {
                 c.clear();
@@ -447,6 +447,60 @@ fn implied_id(reported: &EventId, index: usize) -> EventId {
 
 /// The attempt an event belongs to (0 for events of no attempt): what a
 /// resend of it is answered with.
+/// What a decision notes of each stored event of a parcel: its attempt
+/// and the report it was stored for.
+type Note = (u32, Reported);
+
+/// The report an event was stored for: the last event a report's command
+/// writes is stored under the report's own id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Reported {
+    /// No handheld's report (a manifest, a plan).
+    #[default]
+    Other,
+    Loaded,
+    Started,
+    Delivered,
+    Failed,
+}
+
+impl Reported {
+    fn of(e: &pb::parcel_event::Event) -> Self {
+        use pb::parcel_event::Event as E;
+        match e {
+            E::OutForDelivery(_) => Reported::Loaded,
+            E::AttemptStarted(_) => Reported::Started,
+            E::Delivered(_) => Reported::Delivered,
+            E::AttemptFailed(_) => Reported::Failed,
+            _ => Reported::Other,
+        }
+    }
+
+    fn by(c: &Command) -> Self {
+        match c {
+            Command::LoadOnVan { .. } => Reported::Loaded,
+            Command::StartAttempt { .. } => Reported::Started,
+            Command::Deliver { .. } => Reported::Delivered,
+            Command::FailAttempt { .. } => Reported::Failed,
+            _ => Reported::Other,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Reported::Other => "not a handheld's report",
+            Reported::Loaded => "loaded",
+            Reported::Started => "started",
+            Reported::Delivered => "delivered",
+            Reported::Failed => "failed",
+        }
+    }
+}
+
+fn noted(e: &pb::parcel_event::Event) -> Note {
+    (attempt_of(e), Reported::of(e))
+}
+
 fn attempt_of(e: &pb::parcel_event::Event) -> u32 {
     use pb::parcel_event::Event as E;
     match e {
@@ -555,12 +609,28 @@ async fn handle(
         *planned_route = planned;
     }
     let mut decision = Decision::<Parcel>::new(log, &checked.stream)
-        .noting(attempt_of)
+        .noting(noted)
         .retries(CONFLICT_RETRIES)
         .cached(cache)
         .recent();
     while let Some(known) = decision.next().await.map_err(status)? {
-        if let Some((position, attempt)) = known.ids.get(&checked.event_id) {
+        if let Some((position, (attempt, stored))) = known.ids.get(&checked.event_id) {
+            // The same id on another report is not a resend: answered
+            // DUPLICATE, the handheld would drop a report never stored.
+            let sent = Reported::by(&checked.command);
+            if *stored != sent {
+                metrics.refuse("event_id_reused");
+                return Ok(refusal(
+                    e,
+                    Code::AlreadyExists,
+                    format!(
+                        "event_id: already stored for another report on this parcel ({}), \
+                         not this {} report; send it under a new id",
+                        stored.as_str(),
+                        sent.as_str()
+                    ),
+                ));
+            }
             return Ok(ack(
                 attempt_ack::Result::Duplicate,
                 *position,
@@ -1070,7 +1140,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).expect("open");
         let stream = StreamId::parcel(&ParcelId::new("SE-1").expect("id"));
-        let mut d = Decision::<Parcel>::new(&log, &stream).noting(attempt_of);
+        let mut d = Decision::<Parcel>::new(&log, &stream).noting(noted);
         let known = d.next().await.expect("read").expect("a state");
         assert_eq!(known.version, 0);
         let parcels = Parcels::default();

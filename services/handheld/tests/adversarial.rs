@@ -792,3 +792,43 @@ async fn on_a_simulation_server_a_handheld_is_bounded_by_the_simulated_time_its_
     assert!(second.error.starts_with("occurred_at:"), "{}", second.error);
     assert_eq!(server.handhelds().refused("occurred_at_ahead"), 1);
 }
+
+/// A report sent under the id of another report already stored on the
+/// parcel is not a resend of it: answered DUPLICATE, the handheld would
+/// drop a delivery never stored. It is refused, counted, stores nothing,
+/// and the report under its own id is stored.
+#[tokio::test]
+async fn another_report_under_a_stored_reports_id_is_refused_not_taken_for_a_resend() {
+    let server = serve().await;
+    let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
+    let started = event("drv-1", 1, "SE-1", started());
+    let first = hh.send(&started).await;
+    assert_eq!(result(&first), attempt_ack::Result::Stored, "{first:?}");
+    let reused = HandheldEvent {
+        event_id: started.event_id.clone(),
+        ..event("drv-1", 2, "SE-1", delivered())
+    };
+    let a = hh.send(&reused).await;
+    assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
+    assert_eq!(a.code, tonic::Code::AlreadyExists as i32, "{a:?}");
+    assert!(a.error.starts_with("event_id:"), "{}", a.error);
+    assert!(
+        a.error.contains("started") && a.error.contains("delivered"),
+        "{}",
+        a.error
+    );
+    assert_eq!(server.handhelds().refused("event_id_reused"), 1);
+    assert_eq!(
+        history(&server, "SE-1").await,
+        vec!["parcel.manifested", "parcel.attempt_started"]
+    );
+    // The same report sent again is still a resend.
+    let again = hh.send(&started).await;
+    assert_eq!(
+        (result(&again), again.position),
+        (attempt_ack::Result::Duplicate, first.position)
+    );
+    // And the delivery under its own id is stored.
+    let own = hh.send(&event("drv-1", 3, "SE-1", delivered())).await;
+    assert_eq!(result(&own), attempt_ack::Result::Stored, "{own:?}");
+}
