@@ -102,6 +102,9 @@ pub struct Decision<'a, A: Aggregate, N = ()> {
     chained: bool,
     cache: Option<&'a dyn Cache<A, N>>,
     note: fn(&A::Event) -> N,
+    /// What [`Decision::run`] adds to each new event's envelope from the
+    /// state it was decided on.
+    envelope: fn(&A, NewEvent) -> NewEvent,
     /// The first read may be [`EventLog::read_stream_recent`].
     recent: bool,
     /// The state [`Decision::next`] gave last may lack other writers'
@@ -122,6 +125,7 @@ impl<'a, A: Aggregate> Decision<'a, A, ()> {
             chained: false,
             cache: None,
             note: |_| (),
+            envelope: |_, n| n,
             recent: false,
             maybe_behind: false,
             fresh: false,
@@ -140,6 +144,7 @@ impl<'a, A: Aggregate> Decision<'a, A, ()> {
             chained: self.chained,
             cache: None,
             note,
+            envelope: self.envelope,
             recent: self.recent,
             maybe_behind: false,
             fresh: false,
@@ -152,6 +157,14 @@ where
     A: Aggregate,
     N: Default,
 {
+    /// Each event [`Decision::run`] appends has its envelope completed by
+    /// `envelope` from the state it was decided on (e.g. a parcel's
+    /// partner and country, [`NewEvent::of_parcel`]).
+    pub fn enveloped(mut self, envelope: fn(&A, NewEvent) -> NewEvent) -> Self {
+        self.envelope = envelope;
+        self
+    }
+
     /// Retried up to `retries` times in all.
     pub fn retries(mut self, retries: usize) -> Self {
         self.retries = retries;
@@ -343,7 +356,7 @@ where
                 .map(|e| {
                     let (id, at) = stamp(&e);
                     let n = NewEvent::new(id, &A::into_domain(e.clone()), at);
-                    (e, n)
+                    (e, (self.envelope)(&known.state, n))
                 })
                 .collect();
             let resent: Vec<u64> = decided

@@ -98,6 +98,21 @@ impl NewEvent {
         self
     }
 
+    /// With the partner and country of the parcel it is about, as its
+    /// manifest gave them (a parcel not manifested has neither): what a
+    /// partner's outcomes and webhooks, and a country's analyst, pass it
+    /// on by.
+    pub fn of_parcel(self, parcel: &threshold_domain::parcel::Parcel) -> Self {
+        let Some(m) = &parcel.manifest else {
+            return self;
+        };
+        let this = self.tenant(m.partner_id.clone());
+        match Country::from_proto(m.country) {
+            Ok(c) => this.country(c),
+            Err(_) => this,
+        }
+    }
+
     /// With what caused it and the interaction it belongs to.
     pub fn caused_by(
         mut self,

@@ -726,13 +726,7 @@ async fn handle(
                 if let Some(tp) = trace {
                     n = n.traced(tp);
                 }
-                if let Some(m) = &state.manifest {
-                    n = n.tenant(m.partner_id.clone());
-                    if let Ok(c) = threshold_domain::Country::from_proto(m.country) {
-                        n = n.country(c);
-                    }
-                }
-                (ev, n)
+                (ev, n.of_parcel(state))
             })
             .collect();
         // `None`: the log knew better than the cache (an id it already

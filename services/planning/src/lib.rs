@@ -454,6 +454,7 @@ async fn on_parcel(
     // nothing to write or a conflict decides again on the log's.
     match Decision::<ParcelState>::new(log, &StreamId::parcel(parcel))
         .recent()
+        .enveloped(|parcel, n| n.of_parcel(parcel))
         .run(command, |_| (EventId::new(), at))
         .await
     {

@@ -314,6 +314,23 @@ async fn an_earlier_day_s_open_parcels_are_carried_over_to_a_later_day() {
         assert_eq!(routes.len(), 2, "{p}: {routes:?}");
         assert!(routes[0].contains("-2026-11-23-"), "{p}: {routes:?}");
         assert!(routes[1].contains("-2026-11-24-"), "{p}: {routes:?}");
+        // Every event a plan wrote on it carries the parcel's partner and
+        // country, as its manifest did: partners' outcomes and webhooks
+        // and a country's analyst pass events on by them (a parcel
+        // returned by a carry-over is its partner's outcome).
+        let stream: threshold_domain::StreamId = format!("parcel/{p}").parse().expect("a stream");
+        let recorded = log.read_stream(&stream, 0, 100).await.expect("read");
+        let partner = recorded[0].event.tenant.clone();
+        assert!(partner.is_some(), "{p}: manifested without a partner");
+        for r in &recorded {
+            assert_eq!(
+                (&r.event.tenant, r.event.country),
+                (&partner, Some(threshold_domain::Country::No)),
+                "{p}: {} at version {}",
+                r.event.event_type,
+                r.stream_version
+            );
+        }
     }
 
     // Carried once: the 23rd is empty now, and carrying it again moves nothing.
