@@ -87,6 +87,10 @@ const CONFLICT_RETRIES: usize = 5;
 /// The largest handheld message accepted, in bytes.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
+/// The longest note a failed attempt may carry: a driver's few lines
+/// (stored sealed with the attempt, and shown to the carrier).
+pub const MAX_NOTE: usize = 2048;
+
 /// How fast one handheld stream may send.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -414,6 +418,12 @@ fn check(e: &HandheldEvent) -> Result<Checked, Rejected> {
             },
             position: d.position,
         },
+        Some(Report::Failed(f)) if f.note.len() > MAX_NOTE => {
+            return Err(rejected(
+                "failed.note",
+                format!("at most {MAX_NOTE} bytes, not {}", f.note.len()),
+            ));
+        }
         Some(Report::Failed(f)) => Command::FailAttempt {
             reason: pb::FailureReason::try_from(f.reason)
                 .ok()

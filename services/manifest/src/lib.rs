@@ -523,6 +523,10 @@ enum Fed {
     Stalled,
 }
 
+/// The longest manifest id a load may give (it is recorded on each of its
+/// parcels).
+pub const MAX_MANIFEST_ID: usize = 128;
+
 /// Runs one load: parses `inbound`, decides its rows (stamped `at`, or as
 /// they are decided), answers on `out`.
 async fn load(
@@ -552,6 +556,18 @@ async fn load(
     // A stream that ended before its first chunk is an empty manifest.
     let ended = first.is_none();
     let first = first.unwrap_or_default();
+    // Recorded on every parcel of the load: bounded like an id.
+    if first.manifest_id.len() > MAX_MANIFEST_ID {
+        let why = threshold_status::field(
+            "manifest_id",
+            format!(
+                "at most {MAX_MANIFEST_ID} bytes, not {}",
+                first.manifest_id.len()
+            ),
+        );
+        let _ = reply(&out, Err(why), idle).await;
+        return Ok(());
+    }
     let manifest_id = if first.manifest_id.is_empty() {
         "unnamed".to_owned()
     } else {

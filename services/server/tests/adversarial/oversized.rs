@@ -125,6 +125,21 @@ async fn oversized_messages_chunks_and_manifest_rows_are_refused_and_the_rest_lo
     }));
     let refused = send(w.driver_of(b), huge).await.expect_err("too large");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // A note over its own limit, in a message under the handheld's.
+    let mut long_note = w.handheld(b, b.parcel, not_home());
+    long_note.report = Some(Report::Failed(AttemptFailedReport {
+        reason: pb::FailureReason::NotHome as i32,
+        note: "x".repeat(threshold_handheld_service::MAX_NOTE + 1),
+    }));
+    let ack = send(w.driver_of(b), long_note)
+        .await
+        .expect("the stream opens");
+    assert_eq!(
+        attempt_ack::Result::try_from(ack.result),
+        Ok(attempt_ack::Result::Rejected),
+        "{ack:?}"
+    );
+    assert!(ack.error.starts_with("failed.note"), "{}", ack.error);
 
     // A manifest chunk over the chunk limit.
     let chunk = ManifestChunk {
@@ -148,6 +163,32 @@ async fn oversized_messages_chunks_and_manifest_rows_are_refused_and_the_rest_lo
         }
     };
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(w.stored_since(head).await, []);
+
+    // A manifest id over its limit (it is recorded on every parcel of the
+    // load), on a good row: refused naming it, and nothing stored.
+    let chunk = ManifestChunk {
+        manifest_id: "m".repeat(threshold_manifest_service::MAX_MANIFEST_ID + 1),
+        data: manifest(&format!("{}\n", w.manifest_row(b, "NO-B9", "9"))).into_bytes(),
+    };
+    let refused = match ManifestServiceClient::new(w.planner_of(b))
+        .load_manifest(tokio_stream::iter(vec![chunk]))
+        .await
+    {
+        Err(e) => e,
+        Ok(replies) => {
+            let mut replies = replies.into_inner();
+            loop {
+                match replies.message().await {
+                    Err(e) => break e,
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("an over-long manifest id was taken"),
+                }
+            }
+        }
+    };
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().starts_with("manifest_id"), "{refused:?}");
     assert_eq!(w.stored_since(head).await, []);
 
     // Rows over the id, field and record limits, between two good rows:
