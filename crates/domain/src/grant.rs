@@ -388,7 +388,16 @@ impl Aggregate for Grant {
                         ..Default::default()
                     })])
                 };
-                // Grant-wide reasons first: after a revoke nothing opens.
+                // Another driver first: it learns nothing of the grant's
+                // state (revoked, used, its window, its parcels).
+                let scoped = issued.scope.as_ref().map_or("", |s| s.driver_id.as_str());
+                if scoped != driver_id.as_str() {
+                    return deny(
+                        Deny::WrongDriver,
+                        format!("the grant is for driver {scoped}"),
+                    );
+                }
+                // Grant-wide reasons next: after a revoke nothing opens.
                 if self.revoked {
                     return deny(Deny::Revoked, "the grant was revoked".into());
                 }
@@ -415,13 +424,6 @@ impl Aggregate for Grant {
                 }
                 if *now < start {
                     return deny(Deny::OutsideWindow, format!("the window opens at {start}"));
-                }
-                let scoped = issued.scope.as_ref().map_or("", |s| s.driver_id.as_str());
-                if scoped != driver_id.as_str() {
-                    return deny(
-                        Deny::WrongDriver,
-                        format!("the grant is for driver {scoped}"),
-                    );
                 }
                 if let Some((reason, detail)) = elsewhere {
                     return deny(*reason, detail.clone());

@@ -63,6 +63,20 @@ impl AccessService for Access {
         // Who the home and the parcels belong to, read from their streams
         // for the grant's decision: the domain binds them.
         let (home, _) = self.load_home(&home_id).await?;
+        // The window is in the home's own time, not one the request names.
+        if let Some(lock) = &home.lock
+            && lock.country != r.country
+        {
+            let at = Country::from_proto(lock.country)
+                .map_or_else(|_| "another country".to_owned(), |c| c.code().to_owned());
+            return Err(field(
+                "country",
+                format!(
+                    "the home is in {at}: a grant's window is in the home's own time, not {}",
+                    country.code()
+                ),
+            ));
+        }
         let bound = self.bound(&home, &issued.parcel_ids).await?;
         // The domain refuses it below; a refusal for who asked is counted
         // and logged here, for the carrier to see attempts on homes.
@@ -90,12 +104,24 @@ impl AccessService for Access {
         let now = self.now(&request)?;
         let r = request.into_inner();
         let grant_id = GrantId::new(&r.grant_id).map_err(|e| field("grant_id", e))?;
+        // A resident revokes as itself: the record says who, not the request.
         if caller.role == Role::Resident {
             self.check_resident(&caller, &grant_id).await?;
         }
+        let by = if caller.role == Role::Resident && caller.tenant != threshold_auth::ANY_TENANT {
+            if !r.by.is_empty() && r.by != caller.tenant {
+                return Err(field(
+                    "by",
+                    format!("a resident revokes as itself, {:?}", caller.tenant),
+                ));
+            }
+            caller.tenant.clone()
+        } else {
+            r.by
+        };
         let revoke = GrantCommand::Revoke {
             grant_id: grant_id.clone(),
-            by: r.by,
+            by,
             reason: r.reason,
         };
         let (events, version) = self.grant(&grant_id, revoke, now).await?;
@@ -152,11 +178,16 @@ impl AccessService for Access {
             },
             // The refused driver learns the reason, never the grant's
             // details: those stay in the `UnlockDenied` event.
+            // Another driver is not told the resident's fallback either.
             Some(G::UnlockDenied(d)) => AuthorizeUnlockReply {
                 authorized: false,
                 reason: d.reason,
                 detail: explanation(d.reason),
-                fallback: grant.fallback() as i32,
+                fallback: if d.reason == pb::UnlockDenyReason::WrongDriver as i32 {
+                    pb::Fallback::Unspecified as i32
+                } else {
+                    grant.fallback() as i32
+                },
                 ..Default::default()
             },
             _ => return Err(undecided()),

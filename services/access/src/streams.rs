@@ -102,7 +102,14 @@ impl Access {
             .issued
             .as_ref()
             .ok_or_else(|| Status::not_found(format!("grant/{id}")))?;
-        resident.check_tenant("resident", &issued.resident_ref)?;
+        // Refused without naming whose it is: a resident ref may be
+        // personal data.
+        if !resident.covers(&issued.resident_ref) {
+            return Err(Status::permission_denied(format!(
+                "resident {:?} acts on its own grants; grant/{id} is not one of them",
+                resident.tenant
+            )));
+        }
         Ok(grant)
     }
 

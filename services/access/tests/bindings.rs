@@ -161,8 +161,109 @@ async fn a_resident_cannot_revoke_anothers_grant() {
         .await
         .expect_err("not theirs");
     assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    // Not told whose grant it is: a resident ref may be personal data.
+    assert!(!err.message().contains("res-1"), "{}", err.message());
     assert_eq!(grant_history(s.log.as_ref(), "g-1").await, before);
     assert!(ask(&mut s, unlock("g-1", "drv-1")).await.authorized);
+}
+
+/// A resident revokes as itself: a revoke naming someone else (the
+/// carrier) is refused, and one naming no one is recorded as the
+/// resident's.
+#[tokio::test]
+async fn a_resident_revokes_as_itself() {
+    let mut s = serve_at_the_door().await;
+    s.resident.issue_grant(grant("g-1")).await.expect("issue");
+    let revoke = |by: &str| RevokeGrantRequest {
+        grant_id: "g-1".into(),
+        by: by.into(),
+        reason: "plans changed".into(),
+    };
+    let err = s
+        .resident
+        .revoke_grant(revoke("carrier"))
+        .await
+        .expect_err("as the carrier");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().starts_with("by"), "{}", err.message());
+    assert!(ask(&mut s, unlock("g-1", "drv-1")).await.authorized);
+    s.resident.revoke_grant(revoke("")).await.expect("revoke");
+    let by: Vec<String> = grant_history(s.log.as_ref(), "g-1")
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            pb::grant_event::Event::Revoked(r) => Some(r.revoked_by),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(by, ["res-1"]);
+}
+
+/// A grant's window is in its home's time: one asked in another
+/// country's is refused naming the country, and nothing is issued.
+#[tokio::test]
+async fn a_grant_in_another_countrys_time_than_its_homes_is_refused() {
+    let mut s = serve_at_the_door().await;
+    let mut g = grant("g-1");
+    g.country = pb::Country::Fi as i32;
+    let err = s
+        .resident
+        .issue_grant(g)
+        .await
+        .expect_err("in Finnish time");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().starts_with("country"), "{}", err.message());
+    assert!(err.message().contains("SE"), "{}", err.message());
+    assert_eq!(grant_history(s.log.as_ref(), "g-1").await, []);
+}
+
+/// Another driver is told it is not theirs, and nothing of the grant:
+/// not that its window is still to come, nor that it was revoked, nor
+/// the resident's fallback.
+#[tokio::test]
+async fn another_driver_learns_nothing_of_a_grants_state() {
+    let mut s = serve_at_the_door().await;
+    let mut later = grant("g-2");
+    later.window_start_local = (Utc::now() + chrono::Duration::hours(3))
+        .with_timezone(&threshold_domain::Country::Se.tz())
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    later.window_end_local = (Utc::now() + chrono::Duration::hours(5))
+        .with_timezone(&threshold_domain::Country::Se.tz())
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    s.resident.issue_grant(later).await.expect("issue g-2");
+    s.resident
+        .issue_grant(grant("g-1"))
+        .await
+        .expect("issue g-1");
+    s.resident
+        .revoke_grant(RevokeGrantRequest {
+            grant_id: "g-1".into(),
+            by: String::new(),
+            reason: "plans changed".into(),
+        })
+        .await
+        .expect("revoke");
+    let mut other = s.client_as(Role::Handheld, "drv-2");
+    for id in ["g-1", "g-2"] {
+        let reply = other
+            .authorize_unlock(unlock(id, "drv-2"))
+            .await
+            .expect("decided")
+            .into_inner();
+        assert!(!reply.authorized);
+        assert_eq!(
+            reply.reason,
+            pb::UnlockDenyReason::WrongDriver as i32,
+            "{id}: {reply:?}"
+        );
+        assert_eq!(reply.fallback, pb::Fallback::Unspecified as i32, "{id}");
+    }
+    // The grant's own driver is told its state.
+    let own = ask(&mut s, unlock("g-2", "drv-1")).await;
+    assert_eq!(own.reason, pb::UnlockDenyReason::OutsideWindow as i32);
+    assert_eq!(own.fallback, pb::Fallback::Locker as i32);
 }
 
 #[tokio::test]
