@@ -41,6 +41,12 @@ pub fn is_public(ip: IpAddr) -> bool {
                 let o = v6.octets();
                 return is_public_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
             }
+            // NAT64 for local use (64:ff9b:1::/48, RFC 8215) translates to
+            // whatever the operator's network routes; 6to4 (2002::/16)
+            // carries an IPv4 address of its own: neither is trusted.
+            if (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) || s[0] == 0x2002 {
+                return false;
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -51,6 +57,17 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (s[0..6] == [0, 0, 0, 0, 0, 0])) // IPv4-compatible, ::/96
         }
     }
+}
+
+/// What a partner is told of a name no connection may be made to, the
+/// same whether it does not resolve or resolves only to addresses an
+/// endpoint may not reach: which internal names the carrier's resolver
+/// knows is not the partner's to learn.
+pub fn unreachable(host: &str) -> Error {
+    Error::Refused(format!(
+        "{host} has no address endpoints may reach (it does not resolve, or only to \
+         private, loopback or link-local addresses)"
+    ))
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
@@ -93,14 +110,15 @@ impl Policy {
     ) -> Result<Vec<std::net::SocketAddr>> {
         let (ok, refused): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|a| self.admits(a.ip()));
         if ok.is_empty() {
-            return Err(Error::Refused(format!(
-                "{host} resolves only to addresses endpoints may not reach ({})",
-                refused
-                    .iter()
-                    .map(|a| a.ip().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            // The addresses go to the carrier's log, not to the partner,
+            // who reads this error in its attempts: they would map the
+            // carrier's own network and names.
+            tracing::warn!(
+                host,
+                refused = ?refused.iter().map(|a| a.ip()).collect::<Vec<_>>(),
+                "webhooks: an endpoint's name resolves only to addresses endpoints may not reach"
+            );
+            return Err(unreachable(host));
         }
         Ok(ok)
     }
@@ -232,6 +250,25 @@ mod tests {
             "93.184.216.34:443".parse().expect("a"),
         ];
         assert_eq!(strict.admit("h", addrs.clone()).expect("one").len(), 1);
-        assert!(strict.admit("h", vec![addrs[0]]).is_err());
+        // Refused without naming the addresses (the partner reads it), and
+        // as a name that does not resolve is.
+        let refused = strict.admit("h", vec![addrs[0]]).expect_err("private");
+        assert!(!refused.to_string().contains("10.0.0.1"), "{refused}");
+        assert_eq!(
+            refused.to_string(),
+            strict.admit("h", Vec::new()).expect_err("none").to_string()
+        );
+    }
+
+    #[test]
+    fn nat64_for_local_use_and_6to4_are_not_public() {
+        let v6 = |s: &str| IpAddr::V6(s.parse().expect("v6"));
+        // The cloud's metadata address behind each.
+        assert!(!is_public(v6("64:ff9b:1::a9fe:a9fe")));
+        assert!(!is_public(v6("2002:a9fe:a9fe::1")));
+        assert!(!is_public(v6("2002:5db8:d822::1")));
+        // The well-known NAT64 prefix still carries a public address.
+        assert!(is_public(v6("64:ff9b::5db8:d822")));
+        assert!(is_public(v6("2606:4700::1111")));
     }
 }

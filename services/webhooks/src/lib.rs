@@ -153,6 +153,11 @@ impl Webhooks {
         Ok(())
     }
 
+    /// How many endpoints are being delivered to now.
+    pub async fn delivering(&self) -> usize {
+        self.tasks.lock().await.len()
+    }
+
     /// Stops every delivery (each resumes from its position at the next start).
     pub async fn stop(&self) {
         let mut tasks = self.tasks.lock().await;
@@ -165,10 +170,7 @@ impl Webhooks {
     /// Stops `id`'s delivery, and starts it again from `ep` if active.
     async fn restart(&self, id: &str, ep: Option<Endpoint>) {
         let mut tasks = self.tasks.lock().await;
-        if let Some(t) = tasks.remove(id) {
-            t.abort();
-            let _ = t.await;
-        }
+        stop_task(&mut tasks, id).await;
         if let Some(ep) = ep.filter(|e| e.state == State::Active) {
             tasks.insert(
                 id.to_owned(),
@@ -177,9 +179,20 @@ impl Webhooks {
         }
     }
 
+    /// Starts `id`'s delivery again as the store has the endpoint now. The
+    /// endpoint is read under the tasks' lock, which [`Webhooks::delete`]
+    /// holds from its check to its delete: a resume or replay racing a
+    /// delete finds the endpoint gone, and starts no task for it.
     async fn restart_from_store(&self, tenant: &str, id: &str) -> Result<Endpoint> {
+        let mut tasks = self.tasks.lock().await;
         let ep = self.ctx.store.get(tenant, id)?;
-        self.restart(id, Some(ep.clone())).await;
+        stop_task(&mut tasks, id).await;
+        if ep.state == State::Active {
+            tasks.insert(
+                id.to_owned(),
+                tokio::spawn(delivery::run(Arc::clone(&self.ctx), ep.clone())),
+            );
+        }
         Ok(ep)
     }
 
@@ -249,8 +262,11 @@ impl Webhooks {
 
     /// Deletes `tenant`'s endpoint `id`.
     pub async fn delete(&self, tenant: &str, id: &str) -> Result<()> {
+        // Checked, stopped and deleted under the tasks' lock: nothing starts
+        // it again in between (see `restart_from_store`).
+        let mut tasks = self.tasks.lock().await;
         self.ctx.store.get(tenant, id)?;
-        self.restart(id, None).await;
+        stop_task(&mut tasks, id).await;
         self.ctx.store.delete(tenant, id)
     }
 
@@ -326,5 +342,13 @@ impl Webhooks {
         max: usize,
     ) -> Result<Vec<(u64, Alert)>> {
         self.ctx.store.alerts(tenant, after, max.min(MAX_PAGE))
+    }
+}
+
+/// Stops `id`'s delivery task, if it runs, and waits for it to end.
+async fn stop_task(tasks: &mut HashMap<String, JoinHandle<()>>, id: &str) {
+    if let Some(t) = tasks.remove(id) {
+        t.abort();
+        let _ = t.await;
     }
 }

@@ -37,6 +37,18 @@ pub const MAX_ENDPOINTS_PER_TENANT: i64 = 20;
 /// Longest response excerpt kept per attempt.
 pub const EXCERPT: usize = 256;
 
+/// Secrets an endpoint signs with at once: the newest and those still in
+/// their overlap. A rotation past it ends the oldest's overlap at once, so
+/// rotating in a loop cannot grow the secrets every delivery signs with.
+pub const MAX_LIVE_SECRETS: i64 = 3;
+
+/// Attempts kept per endpoint, the newest: older ones are dropped as new
+/// ones are recorded (a replay in a loop records one per event).
+pub const ATTEMPTS_KEPT: i64 = 1000;
+
+/// Alerts kept per partner, the newest.
+pub const ALERTS_KEPT: i64 = 1000;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS endpoints (
   id TEXT PRIMARY KEY,
@@ -55,6 +67,7 @@ CREATE TABLE IF NOT EXISTS secrets (
   created_at TEXT NOT NULL,
   expires_at TEXT
 );
+CREATE INDEX IF NOT EXISTS secrets_endpoint ON secrets (endpoint_id);
 CREATE TABLE IF NOT EXISTS attempts (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   endpoint_id TEXT NOT NULL,
@@ -550,6 +563,12 @@ impl Store {
             params![id, stored, now.to_rfc3339()],
         )
         .map_err(db)?;
+        tx.execute(
+            "DELETE FROM secrets WHERE endpoint_id = ?1 AND rowid NOT IN \
+             (SELECT rowid FROM secrets WHERE endpoint_id = ?1 ORDER BY rowid DESC LIMIT ?2)",
+            params![id, MAX_LIVE_SECRETS],
+        )
+        .map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(secret)
     }
@@ -574,8 +593,8 @@ impl Store {
     /// Records an attempt on endpoint `id`.
     pub fn record(&self, id: &str, a: &Attempt) -> Result<()> {
         let excerpt: String = a.excerpt.chars().take(EXCERPT).collect();
-        self.conn()
-            .execute(
+        let conn = self.conn();
+        conn.execute(
                 "INSERT INTO attempts (endpoint_id, event_id, position, parcel_id, attempt, at, status, error, latency_ms, excerpt, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     id,
@@ -592,6 +611,12 @@ impl Store {
                 ],
             )
             .map_err(db)?;
+        conn.execute(
+            "DELETE FROM attempts WHERE endpoint_id = ?1 AND seq <= \
+             (SELECT seq FROM attempts WHERE endpoint_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            params![id, ATTEMPTS_KEPT],
+        )
+        .map_err(db)?;
         Ok(())
     }
 
@@ -645,12 +670,18 @@ impl Store {
     /// Raises an alert for endpoint `id` of `tenant`.
     pub fn alert(&self, tenant: &str, id: &str, message: &str, now: DateTime<Utc>) -> Result<()> {
         tracing::warn!(endpoint = id, tenant, message, "webhook endpoint alert");
-        self.conn()
-            .execute(
-                "INSERT INTO alerts (endpoint_id, tenant, at, message) VALUES (?1, ?2, ?3, ?4)",
-                params![id, tenant, now.to_rfc3339(), message],
-            )
-            .map_err(db)?;
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO alerts (endpoint_id, tenant, at, message) VALUES (?1, ?2, ?3, ?4)",
+            params![id, tenant, now.to_rfc3339(), message],
+        )
+        .map_err(db)?;
+        conn.execute(
+            "DELETE FROM alerts WHERE tenant = ?1 AND seq <= \
+             (SELECT seq FROM alerts WHERE tenant = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            params![tenant, ALERTS_KEPT],
+        )
+        .map_err(db)?;
         Ok(())
     }
 
@@ -689,5 +720,79 @@ impl Store {
         .map_err(db)?
         .collect::<rusqlite::Result<_>>()
         .map_err(db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(store: &Store, tenant: &str) -> Endpoint {
+        store
+            .add(tenant, "https://shop.example/hooks", &[], 0, Utc::now())
+            .expect("added")
+            .0
+    }
+
+    #[test]
+    fn rotating_in_a_loop_keeps_a_few_secrets_live() {
+        let store = Store::open(":memory:").expect("store");
+        let ep = endpoint(&store, "nordshop");
+        let now = Utc::now();
+        let mut newest = Vec::new();
+        for _ in 0..50 {
+            let s = store
+                .rotate("nordshop", &ep.id, chrono::Duration::days(30), now)
+                .expect("rotated");
+            newest.insert(0, s);
+        }
+        let live = store.secrets(&ep.id, now).expect("secrets");
+        assert_eq!(live.len(), MAX_LIVE_SECRETS as usize);
+        // The newest ones, newest first: the latest still signs.
+        let expose = |s: &[Secret]| s.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>();
+        assert_eq!(expose(&live), expose(&newest[..live.len()]));
+    }
+
+    #[test]
+    fn attempts_and_alerts_keep_the_newest_only() {
+        let store = Store::open(":memory:").expect("store");
+        let (a, b) = (endpoint(&store, "nordshop"), endpoint(&store, "fjellshop"));
+        let attempt = |n: u64| Attempt {
+            event_id: format!("e-{n}"),
+            position: n,
+            parcel_id: "SE-1".into(),
+            attempt: 1,
+            at: Utc::now(),
+            status: Some(500),
+            error: String::new(),
+            latency_ms: 1,
+            excerpt: String::new(),
+            verdict: Verdict::Retry,
+        };
+        let extra = 25;
+        for n in 0..(ATTEMPTS_KEPT as u64 + extra) {
+            store.record(&a.id, &attempt(n)).expect("recorded");
+            store
+                .alert("nordshop", &a.id, &format!("alert {n}"), Utc::now())
+                .expect("alerted");
+        }
+        store.record(&b.id, &attempt(0)).expect("recorded");
+        store
+            .alert("fjellshop", &b.id, "alert", Utc::now())
+            .expect("alerted");
+        let kept = store
+            .attempts("nordshop", &a.id, 0, 10_000)
+            .expect("attempts");
+        assert_eq!(kept.len(), ATTEMPTS_KEPT as usize);
+        assert_eq!(kept[0].1.position, extra, "the oldest kept");
+        let alerts = store.alerts(Some("nordshop"), 0, 10_000).expect("alerts");
+        assert_eq!(alerts.len(), ALERTS_KEPT as usize);
+        assert_eq!(alerts[0].1.message, format!("alert {extra}"));
+        // Another partner's are its own.
+        assert_eq!(
+            store.attempts("fjellshop", &b.id, 0, 10).expect("b").len(),
+            1
+        );
+        assert_eq!(store.alerts(Some("fjellshop"), 0, 10).expect("b").len(), 1);
     }
 }

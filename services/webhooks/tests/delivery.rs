@@ -878,10 +878,14 @@ async fn endpoints_cannot_reach_private_addresses_or_follow_redirects() {
     assert!(
         attempts[0]
             .error
-            .contains("addresses endpoints may not reach"),
+            .contains("localhost has no address endpoints may reach"),
         "{:?}",
         attempts[0]
     );
+    // The partner is not told where the name resolved.
+    for address in ["127.0.0.1", "::1"] {
+        assert!(!attempts[0].error.contains(address), "{:?}", attempts[0]);
+    }
     assert!(
         r.seen().requests.is_empty(),
         "nothing reached the loopback receiver"
@@ -1055,4 +1059,38 @@ async fn signing_secrets_are_sealed_at_rest_with_the_vault_and_still_sign() {
             .expect_err("sealed without a vault");
         assert!(err.to_string().contains("vault"), "{err}");
     }
+}
+
+/// A delete racing a resume or a replay of the same endpoint leaves no
+/// delivery running for an endpoint that is gone: however they interleave,
+/// the endpoints delivered to are the active ones the registry holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_a_resume_or_a_replay_leaves_no_delivery_behind() {
+    let d = day();
+    let hooks = Arc::new(Webhooks::open(Arc::clone(&d.log), &d.store, options()).expect("open"));
+    let r = Receiver::start(Arc::new(|_: &str, _| Fault::None), TIMEOUT, None).await;
+    for round in 0..60 {
+        let (ep, _) = hooks
+            .add("nordshop", &r.url(), &[], Start::Now)
+            .await
+            .expect("add");
+        let (h1, h2) = (Arc::clone(&hooks), Arc::clone(&hooks));
+        let id = ep.id.clone();
+        let other = tokio::spawn(async move {
+            if round % 2 == 0 {
+                h2.resume("nordshop", &id).await.map(drop)
+            } else {
+                h2.replay_from("nordshop", &id, 0).await.map(drop)
+            }
+        });
+        h1.delete("nordshop", &ep.id).await.expect("deleted");
+        // Before or after the delete: done, or told the endpoint is gone.
+        match other.await.expect("joined") {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        assert_eq!(hooks.list("nordshop").expect("list"), []);
+        assert_eq!(hooks.delivering().await, 0, "round {round}");
+    }
+    hooks.stop().await;
 }
