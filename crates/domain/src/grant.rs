@@ -149,9 +149,18 @@ pub fn geofence(center: pb::GeoPoint, radius_m: u32) -> pb::Geofence {
 /// home's household's.
 pub const MAX_PARCELS: usize = 100;
 
+/// The longest window a grant may open: a door is opened for a delivery,
+/// not kept open to couriers for weeks (and every grant is watched until
+/// its window ends).
+pub const MAX_WINDOW: Duration = Duration::days(7);
+
+/// How far ahead of now a grant's window may start.
+pub const MAX_AHEAD: Duration = Duration::days(30);
+
 /// Checks an issued grant's shape: ids, at least one parcel and at most
 /// [`MAX_PARCELS`] (each once), a
-/// resolved window that ends after it starts, a courier scope naming a
+/// resolved window that ends after it starts and lasts at most
+/// [`MAX_WINDOW`], a courier scope naming a
 /// driver, and a geofence with a center and a radius above 0 m.
 pub fn validate_issued(g: &pb::GrantIssued) -> Result<()> {
     GrantId::new(&g.grant_id)?;
@@ -184,6 +193,16 @@ pub fn validate_issued(g: &pb::GrantIssued) -> Result<()> {
         return Err(invalid(
             "window",
             format!("ends at {end}, not after it starts at {start}"),
+        ));
+    }
+    if end - start > MAX_WINDOW {
+        return Err(invalid(
+            "window",
+            format!(
+                "is {} h long; a grant's window is at most {} h",
+                (end - start).num_hours(),
+                MAX_WINDOW.num_hours()
+            ),
         ));
     }
     let scope = g

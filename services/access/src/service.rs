@@ -44,6 +44,17 @@ impl AccessService for Access {
         let start = parse_local("window_start_local", &r.window_start_local).map_err(status)?;
         let end = parse_local("window_end_local", &r.window_end_local).map_err(status)?;
         let window = local_window(country, start, end).map_err(status)?;
+        if let Some(starts) = window.start_utc.as_ref().and_then(|t| instant(t).ok())
+            && starts > now + threshold_domain::grant::MAX_AHEAD
+        {
+            return Err(field(
+                "window_start_local",
+                format!(
+                    "starts more than {} days ahead",
+                    threshold_domain::grant::MAX_AHEAD.num_days()
+                ),
+            ));
+        }
         let issued = pb::GrantIssued {
             grant_id: r.grant_id.clone(),
             home_id: r.home_id,

@@ -429,3 +429,34 @@ async fn an_unlock_asked_as_its_grant_is_issued_skips_none_of_the_checks() {
         .count();
     assert_eq!(authorized, 0);
 }
+
+/// A grant opens a door for a delivery: a window over a week long, or
+/// starting over 30 days ahead, is refused naming it, and nothing is
+/// issued (every grant is watched until its window ends).
+#[tokio::test]
+async fn a_grants_window_is_at_most_a_week_and_starts_within_a_month() {
+    let mut s = serve_at_the_door().await;
+    let local = |d: chrono::Duration| {
+        (Utc::now() + d)
+            .with_timezone(&threshold_domain::Country::Se.tz())
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    let mut long = grant("g-long");
+    long.window_end_local = local(chrono::Duration::days(8));
+    let mut far = grant("g-far");
+    far.window_start_local = local(chrono::Duration::days(31));
+    far.window_end_local = local(chrono::Duration::days(31) + chrono::Duration::hours(2));
+    for (g, field) in [(long, "window"), (far, "window_start_local")] {
+        let id = g.grant_id.clone();
+        let err = s.resident.issue_grant(g).await.expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{id}: {err:?}");
+        assert!(err.message().contains(field), "{id}: {err:?}");
+        assert_eq!(grant_history(s.log.as_ref(), &id).await, []);
+    }
+    // A week less a minute, starting within the month: issued.
+    let mut week = grant("g-week");
+    week.window_start_local = local(chrono::Duration::days(20));
+    week.window_end_local = local(chrono::Duration::days(27) - chrono::Duration::minutes(1));
+    s.resident.issue_grant(week).await.expect("a week's window");
+}
