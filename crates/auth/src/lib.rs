@@ -380,6 +380,11 @@ impl Credentials {
         all
     }
 
+    /// Whether a credential names `principal` (its name, role and tenant).
+    pub fn names(&self, principal: &Principal) -> bool {
+        self.by_hash.values().any(|p| p == principal)
+    }
+
     /// Whether a credential is named `name`.
     pub fn has(&self, name: &str) -> bool {
         self.by_hash.values().any(|p| p.name == name)
@@ -530,6 +535,20 @@ impl Authenticator {
     /// The principal an `authorization: Bearer <token>` header names, or
     /// `UNAUTHENTICATED` saying what is wrong.
     pub fn principal(&self, header: Option<&[u8]>) -> Result<Principal, Status> {
+        self.standing(header).map(|s| s.principal)
+    }
+
+    /// Whether a credential still names `principal`: a session opened on
+    /// one asks it at each request, so a revoked credential's sessions end
+    /// with it. Credentials that cannot be read answer `false`, as a new
+    /// call is refused then.
+    pub fn still_names(&self, principal: &Principal) -> bool {
+        self.credentials().is_ok_and(|c| c.names(principal))
+    }
+
+    /// [`Authenticator::principal`], with what asks later whether it still
+    /// holds.
+    pub fn standing(&self, header: Option<&[u8]>) -> Result<Standing, Status> {
         let header = header.ok_or_else(|| {
             Status::unauthenticated("no credentials: send authorization: Bearer <token>")
         })?;
@@ -539,10 +558,64 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
-        self.credentials()?
+        let principal = self
+            .credentials()?
             .authenticate(token)
             .cloned()
-            .ok_or_else(|| Status::unauthenticated("unknown token"))
+            .ok_or_else(|| Status::unauthenticated("unknown token"))?;
+        Ok(Standing {
+            auth: self.clone(),
+            token_sha256: hash(token),
+            principal,
+        })
+    }
+}
+
+/// How often an open stream asks whether its credential still holds.
+pub const STANDING_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether the credential a call was authenticated with still holds, asked
+/// again later: a stream open for hours asks it now and then, so a
+/// credential revoked (or its token replaced) while the stream is open
+/// ends it. [`AuthLayer`] puts one in every authenticated request's
+/// extensions, beside its [`Principal`].
+#[derive(Clone)]
+pub struct Standing {
+    auth: Authenticator,
+    token_sha256: String,
+    principal: Principal,
+}
+
+impl Standing {
+    /// The standing of the credential the call of `request` was made with.
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<Standing> {
+        request.extensions().get::<Standing>().cloned()
+    }
+
+    /// Whether the same token still names the same principal. Credentials
+    /// that cannot be read now count as holding: the server's log says
+    /// why, and every new call is refused until they can be.
+    pub fn holds(&self) -> bool {
+        match self.auth.store.current() {
+            Ok(c) => c.by_hash.get(&self.token_sha256) == Some(&self.principal),
+            Err(e) => {
+                tracing::warn!(error = %e, "credentials unreadable; an open stream's credential is taken as holding");
+                true
+            }
+        }
+    }
+
+    /// The principal it was made for.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+}
+
+impl std::fmt::Debug for Standing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Standing")
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
     }
 }
 
@@ -607,9 +680,10 @@ where
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes());
-            match self.auth.principal(header) {
-                Ok(principal) => {
-                    request.extensions_mut().insert(principal);
+            match self.auth.standing(header) {
+                Ok(standing) => {
+                    request.extensions_mut().insert(standing.principal.clone());
+                    request.extensions_mut().insert(standing);
                 }
                 Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
             }

@@ -402,6 +402,15 @@ impl Sandbox {
         token
     }
 
+    /// Revokes the credential named `name` in the server's store; `false`
+    /// when there was none.
+    pub async fn revoke(&self, name: &str) -> bool {
+        self.store
+            .revoke(name)
+            .await
+            .expect("the credentials store")
+    }
+
     /// The shared connection with a new credential of `role` for `tenant`.
     pub fn client_as(&self, role: Role, tenant: &str) -> Authed {
         let name = format!("{role}-{tenant}-{}", EventId::new());

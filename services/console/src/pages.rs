@@ -169,12 +169,21 @@ fn signed_in(console: &Console, headers: &HeaderMap) -> Result<Session, Refused>
             "Not signed in: paste your token, or open the sign-in link the server printed.".into(),
         )
     })?;
-    console.0.sessions.get(id).ok_or_else(|| {
+    let session = console.0.sessions.get(id).ok_or_else(|| {
         Refused(
             StatusCode::UNAUTHORIZED,
             "Your session is unknown or has expired: sign in again.".into(),
         )
-    })
+    })?;
+    // A session lasts as long as its credential: revoked, it ends here.
+    if !console.0.auth.still_names(&session.principal) {
+        console.0.sessions.close(id);
+        return Err(Refused(
+            StatusCode::UNAUTHORIZED,
+            "The credential you signed in with is revoked: sign in again.".into(),
+        ));
+    }
+    Ok(session)
 }
 
 fn signin_form_html() -> String {

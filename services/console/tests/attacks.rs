@@ -506,3 +506,33 @@ async fn a_parcel_is_tracked_only_by_its_depot_s_planner_and_its_country_s_analy
     assert_eq!(odd.status, 404);
     assert!(!odd.body.contains("<script>"), "{}", odd.body);
 }
+
+/// A session lasts as long as its credential: revoked, the browser signed
+/// in with it is refused at its next page, and a code issued before the
+/// revocation signs no one in.
+#[tokio::test]
+async fn a_revoked_credentials_sessions_and_codes_end_with_it() {
+    let c = start().await;
+    let cookie = c.sign_in("planner-sto").await;
+    assert_eq!(get(c.addr, "/depot/STO-1", Some(&cookie)).await.status, 200);
+    let code = c
+        .console
+        .sign_in_path_for_token(&c.tokens["planner-sto"])
+        .expect("known token");
+    assert!(
+        threshold_auth::FileCredentials::new(c._dir.path())
+            .remove("planner-sto")
+            .expect("revoked")
+    );
+    let refused = get(c.addr, "/depot/STO-1", Some(&cookie)).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let redeemed = get(c.addr, &code, None).await;
+    let cookie = redeemed.header("set-cookie").map(|_| redeemed.cookie());
+    assert!(
+        cookie.is_none() || get(c.addr, "/depot/STO-1", cookie.as_deref()).await.status == 401,
+        "a code from before the revocation signed someone in"
+    );
+    // Another credential's session goes on.
+    let other = c.sign_in("planner-cph").await;
+    assert_eq!(get(c.addr, "/depot/CPH-1", Some(&other)).await.status, 200);
+}

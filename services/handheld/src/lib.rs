@@ -933,6 +933,7 @@ impl HandheldService for Handhelds {
         request: Request<Streaming<HandheldEvent>>,
     ) -> Result<Response<Self::StreamAttemptsStream>, Status> {
         let handheld = threshold_auth::require(&request, &[Role::Handheld])?.clone();
+        let standing = threshold_auth::Standing::of(&request);
         let simulated = self.clock.required(&request)?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
@@ -955,7 +956,13 @@ impl HandheldService for Handhelds {
             stream_trace,
             sampled,
         });
-        tokio::spawn(pipeline(attempts, inbound, Bucket::new(self.limits), tx));
+        tokio::spawn(pipeline(
+            attempts,
+            inbound,
+            Bucket::new(self.limits),
+            standing,
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -1057,8 +1064,10 @@ async fn pipeline(
     attempts: Arc<Attempts>,
     mut inbound: Streaming<HandheldEvent>,
     mut bucket: Bucket,
+    standing: Option<threshold_auth::Standing>,
     tx: mpsc::Sender<Result<AttemptAck, Status>>,
 ) {
+    let mut checked = std::time::Instant::now();
     let mut deciding = futures::stream::FuturesOrdered::new();
     // Per parcel: the last event taken on it, and word of when it is done.
     let mut last: std::collections::HashMap<String, (u64, tokio::sync::oneshot::Receiver<()>)> =
@@ -1102,6 +1111,18 @@ async fn pipeline(
                     continue;
                 }
                 let received = std::time::Instant::now();
+                // A credential revoked while the stream is open ends it
+                // within a second: a stolen handheld's open stream too.
+                if received.duration_since(checked) >= threshold_auth::STANDING_EVERY {
+                    checked = received;
+                    if standing.as_ref().is_some_and(|s| !s.holds()) {
+                        closing = Some(Some(Status::unauthenticated(format!(
+                            "the credential this stream was opened with is revoked; event {} and later were not stored",
+                            event.sequence
+                        ))));
+                        continue;
+                    }
+                }
                 taken += 1;
                 let index = taken;
                 let (done, next) = tokio::sync::oneshot::channel::<()>();

@@ -318,6 +318,7 @@ impl OutcomeService for Outcomes {
             ),
             _ => None,
         };
+        let standing = threshold_auth::Standing::of(&request);
         let from = Position(request.into_inner().from_cursor);
         let mut events = self.log.subscribe(from);
         let (tx, rx) = mpsc::channel(256);
@@ -344,12 +345,26 @@ impl OutcomeService for Outcomes {
         tokio::spawn(async move {
             let _gone = gone;
             let mut lag_at: Option<std::time::Instant> = None;
+            let mut check = tokio::time::interval(threshold_auth::STANDING_EVERY);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 // The caller cancelled or its connection closed: tonic drops
                 // the receiving half, and the task ends now rather than at
-                // the next outcome it would fail to send.
+                // the next outcome it would fail to send. A credential
+                // revoked while the subscription is open ends it.
                 let next = tokio::select! {
                     () = tx.closed() => return,
+                    _ = check.tick() => {
+                        if standing.as_ref().is_some_and(|s| !s.holds()) {
+                            let _ = tx
+                                .send(Err(Status::unauthenticated(
+                                    "the credential this subscription was opened with is revoked",
+                                )))
+                                .await;
+                            return;
+                        }
+                        continue;
+                    }
                     next = events.next() => next,
                 };
                 let Some(next) = next else { return };

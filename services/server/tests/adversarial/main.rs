@@ -25,6 +25,7 @@
 //!   binding of the identity to the object, not the token.
 //! - [`countries`]: an analyst of one country on another's reports and
 //!   outcomes, and on partners' webhooks.
+//! - [`revoked`]: a credential revoked while its stream is open.
 //! - [`resources`]: one party's stalled and idle streams held open while
 //!   the other's day goes on.
 //! - [`recorded`]: the server's metrics, where refusals are counted.
@@ -42,4 +43,5 @@ mod recorded;
 mod reordered;
 mod replayed;
 mod resources;
+mod revoked;
 mod world;

@@ -1,0 +1,74 @@
+//! A credential revoked while its stream is open: a stolen handheld's
+//! attempts stream and a former partner's outcome subscription end with
+//! UNAUTHENTICATED within seconds, and nothing more is stored or sent
+//! under it; the party's day goes on.
+
+use std::time::Duration;
+
+use threshold_api::v1::SubscribeOutcomesRequest;
+use threshold_api::v1::handheld_service_client::HandheldServiceClient;
+use threshold_api::v1::outcome_service_client::OutcomeServiceClient;
+use threshold_auth::Role;
+use threshold_testkit::fixtures::{delivered, not_home};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use crate::owners::bs_day_goes_on;
+use crate::world::{World, assert_stored};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_handhelds_open_stream_ends_and_stores_nothing_more() {
+    let w = World::build().await;
+    let b = &w.b;
+    let token = w.sandbox.mint("stolen-handheld", Role::Handheld, &b.driver);
+    let channel = threshold_auth::authed(w.sandbox.channel(), Some(&token)).expect("a token");
+    let (events, inbound) = tokio::sync::mpsc::channel(4);
+    let mut acks = HandheldServiceClient::new(channel)
+        .stream_attempts(ReceiverStream::new(inbound))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    events
+        .send(w.handheld(b, b.other_parcel, not_home()))
+        .await
+        .expect("sent");
+    assert_stored(&acks.message().await.expect("an ack").expect("one"));
+
+    let head = w.head().await;
+    assert!(w.sandbox.revoke("stolen-handheld").await);
+    tokio::time::sleep(threshold_auth::STANDING_EVERY + Duration::from_millis(200)).await;
+    events
+        .send(w.handheld(b, b.parcel, delivered()))
+        .await
+        .expect("sent");
+    let ended = acks.message().await.expect_err("the stream ends");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert_eq!(w.stored_since(head).await, []);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_partners_open_subscription_ends() {
+    let w = World::build().await;
+    let b = &w.b;
+    let token = w.sandbox.mint("former-partner", Role::Partner, b.partner);
+    let channel = threshold_auth::authed(w.sandbox.channel(), Some(&token)).expect("a token");
+    let mut outcomes = OutcomeServiceClient::new(channel)
+        .subscribe(SubscribeOutcomesRequest { from_cursor: 0 })
+        .await
+        .expect("subscribed")
+        .into_inner();
+    assert!(w.sandbox.revoke("former-partner").await);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match outcomes.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the subscription ended without a status"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("ended within seconds");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    bs_day_goes_on(&w).await;
+}
