@@ -187,7 +187,7 @@ impl Builder {
         }
         let (log, access, outcomes, vault) =
             (node.log(), node.access(), node.outcomes(), node.vault());
-        let handhelds = node.handhelds();
+        let (handhelds, planning) = (node.handhelds(), node.planning());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(node.serve(listener, async {
             // Told to stop, or the sandbox dropped.
@@ -211,6 +211,7 @@ impl Builder {
             access,
             outcomes,
             handhelds,
+            planning,
             vault,
             stop: Some(stop),
             server: Some(server),
@@ -231,6 +232,7 @@ pub struct Sandbox {
     access: Option<Access>,
     outcomes: Option<Outcomes>,
     handhelds: Option<Handhelds>,
+    planning: Option<threshold_planning_service::Planning>,
     vault: Arc<Vault>,
     /// Its credentials store, and whether it is Kafka's topic.
     store: Arc<dyn CredentialStore>,
@@ -336,6 +338,13 @@ impl Sandbox {
         self.handhelds
             .clone()
             .expect("the sandbox runs the handheld service")
+    }
+
+    /// The server's planning service, e.g. to count its solves.
+    pub fn planning(&self) -> threshold_planning_service::Planning {
+        self.planning
+            .clone()
+            .expect("the sandbox runs the planning service")
     }
 
     /// The personal-data vault the services seal with.

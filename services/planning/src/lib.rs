@@ -87,7 +87,12 @@ pub struct Planning {
     /// Seals stop positions under their household's key.
     vault: Arc<Vault>,
     /// One planning at a time: a day's plan versions follow each other.
+    /// Held by the solve itself, not only by the call: a call cancelled
+    /// mid-solve leaves its turn when its solve ends, so cancelled calls
+    /// cannot pile solves up on the cores.
     planning: Arc<tokio::sync::Mutex<()>>,
+    /// Solves running now.
+    solving: Arc<std::sync::atomic::AtomicUsize>,
     /// Whose time a plan's events are stamped with.
     clock: Clock,
 }
@@ -124,8 +129,15 @@ impl Planning {
             matrix: Arc::new(GreatCircle::default()),
             vault,
             planning: Arc::default(),
+            solving: Arc::default(),
             clock: Clock::System,
         }
+    }
+
+    /// How many plans are being solved now: at most one, however many
+    /// calls were made and called off.
+    pub fn solving(&self) -> usize {
+        self.solving.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stamping a plan that carries a simulation's time with it (on
@@ -527,7 +539,7 @@ impl PlanningService for Planning {
                 ));
             }
         }
-        let _turn = self.planning.lock().await;
+        let turn = Arc::clone(&self.planning).lock_owned().await;
 
         // Plan from everything durable now.
         let within = std::time::Duration::from_secs(10);
@@ -615,13 +627,21 @@ impl PlanningService for Planning {
         } else {
             Options::seconds(objective, seconds)
         };
+        let solving = Arc::clone(&self.solving);
+        let turn = Arc::new(turn);
+        let solve_turn = Arc::clone(&turn);
         let outcomes = tokio::task::spawn_blocking(move || {
+            // The turn is the solve's until it ends, called off or not.
+            let _turn = solve_turn;
+            solving.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let work: Vec<_> = days.iter().zip(&previous).collect();
-            in_parallel(&work, |((depot, parcels), previous)| {
+            let outcomes = in_parallel(&work, |((depot, parcels), previous)| {
                 plan_depot(
                     depot, date, parcels, previous, &fleets, &*matrix, &vault, options,
                 )
-            })
+            });
+            solving.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            outcomes
         })
         .await
         .map_err(|e| Status::internal(format!("planning failed: {e}")))?;

@@ -484,3 +484,43 @@ NO-OSL-W1,nordshop,NO,OSL-1,2026-11-23,Gate 3,0150,Oslo,59.90,10.77,in_home,2,05
         assert_eq!(kept[*parcel].as_deref(), Some(*reason), "{parcel}");
     }
 }
+
+/// Plans called off mid-solve do not pile solves up: each keeps the one
+/// planning turn until its solve ends, so however many calls a planner
+/// makes and cancels, one plan is solved at a time, and the next call
+/// gets its plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_called_off_mid_solve_are_solved_one_at_a_time() {
+    let server = Sandbox::builder().fleets(fleets()).start().await;
+    load_manifest(server.planner(), "no.csv", SAMPLE).await;
+    let slow = || PlanDayRequest {
+        seconds_per_depot: 1.5,
+        ..request()
+    };
+    for _ in 0..4 {
+        let mut planning = PlanningServiceClient::new(server.planner());
+        // Called off once its solve has begun.
+        let called_off = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            planning.plan_day(slow()),
+        )
+        .await;
+        assert!(called_off.is_err(), "a 1.5 s plan answered within 0.3 s");
+    }
+    let planning = server.planning();
+    let mut most = 0;
+    for _ in 0..30 {
+        most = most.max(planning.solving());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        most <= 1,
+        "{most} solves at once after four calls called off"
+    );
+    // The next plan is made, after those solves.
+    PlanningServiceClient::new(server.planner())
+        .plan_day(request())
+        .await
+        .expect("planned");
+    assert_eq!(planning.solving(), 0);
+}
