@@ -90,3 +90,51 @@ async fn a_planner_cannot_ask_for_more_search_than_the_server_allows() {
         .await
         .expect("within the bounds the planner plans");
 }
+
+/// One credential holds a bounded number of subscriptions open: the one
+/// past the bound is refused as RESOURCE_EXHAUSTED, one closed makes room
+/// again, and another partner subscribes meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_holds_a_bounded_number_of_subscriptions() {
+    use threshold_outcome_service::MAX_SUBSCRIPTIONS_PER_CREDENTIAL as MAX;
+    let w = World::build().await;
+    let (a, b) = (&w.a, &w.b);
+    let partner = w.partner_of(a);
+    let subscribe = |channel| async move {
+        OutcomeServiceClient::new(channel)
+            .subscribe(SubscribeOutcomesRequest { from_cursor: 0 })
+            .await
+    };
+    let mut open = Vec::new();
+    for _ in 0..MAX {
+        open.push(subscribe(partner.clone()).await.expect("subscribed"));
+    }
+    let refused = subscribe(partner.clone()).await.expect_err("one too many");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    // B's partner is not held up by A's.
+    let theirs = subscribe(w.partner_of(b)).await.expect("B subscribes");
+    // One closed: room for one more, once the server has seen it go.
+    drop(open.pop());
+    let mut again = None;
+    for _ in 0..100 {
+        match subscribe(partner.clone()).await {
+            Ok(s) => {
+                again = Some(s);
+                break;
+            }
+            Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(
+        again.is_some(),
+        "a closed subscription's room was not given back"
+    );
+    drop((open, theirs, again));
+}
