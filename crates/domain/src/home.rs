@@ -143,8 +143,9 @@ pub struct Home {
     /// The digest of the current claim code; empty when none is live (none
     /// issued, or the home was claimed).
     pub claim_digest: Vec<u8>,
-    /// Claims refused since the current code was issued.
-    pub refused_claims: u32,
+    /// Claims refused since the current code was issued, per resident who
+    /// tried.
+    pub refused_claims: std::collections::BTreeMap<String, u32>,
     /// The resident who claimed the home.
     pub claimed_by: Option<String>,
 }
@@ -400,10 +401,14 @@ impl Home {
         })
     }
 
-    /// Whether a claim code is live: issued, not used, not voided by
-    /// [`MAX_REFUSED_CLAIMS`] refusals.
-    pub fn claim_code_live(&self) -> bool {
-        !self.claim_digest.is_empty() && self.refused_claims < MAX_REFUSED_CLAIMS
+    /// Whether a claim code is live for `resident`: issued, not used, and
+    /// not voided for it by [`MAX_REFUSED_CLAIMS`] of its own refused
+    /// claims. Another resident's wrong codes do not void it: one caller
+    /// cannot keep a household from claiming its home (a code has 80
+    /// random bits, so the guesses allowed each resident give nothing).
+    pub fn claim_code_live_for(&self, resident: &str) -> bool {
+        !self.claim_digest.is_empty()
+            && self.refused_claims.get(resident).copied().unwrap_or(0) < MAX_REFUSED_CLAIMS
     }
 
     fn register(&self, home_id: &HomeId, r: &pb::LockRegistered) -> Result<Vec<Event>> {
@@ -485,13 +490,13 @@ impl Home {
             Some(_) => return Err(forbidden("claim_code", "does not match")),
             None => {}
         }
-        if !self.claim_code_live() {
+        if !self.claim_code_live_for(resident_ref) {
             return Err(DomainError::InvalidState {
                 subject: "claim_code".into(),
                 action: "claim the home",
                 state: format!(
-                    "its code is void after {MAX_REFUSED_CLAIMS} refused claims; ask the lock \
-                     vendor for a new code"
+                    "its code is void for {resident_ref} after {MAX_REFUSED_CLAIMS} refused \
+                     claims; ask the lock vendor for a new code"
                 ),
             });
         }
@@ -542,15 +547,19 @@ impl Home {
                 }
                 if !r.claim_digest.is_empty() {
                     self.claim_digest.clone_from(&r.claim_digest);
-                    self.refused_claims = 0;
+                    self.refused_claims.clear();
                 }
             }
             Event::Claimed(c) => {
                 self.claimed_by = Some(c.resident_ref.clone());
                 self.claim_digest.clear();
             }
-            Event::ClaimRefused(_) => {
-                self.refused_claims = self.refused_claims.saturating_add(1);
+            Event::ClaimRefused(r) => {
+                let n = self
+                    .refused_claims
+                    .entry(r.resident_ref.clone())
+                    .or_default();
+                *n = n.saturating_add(1);
             }
             Event::Unlocked(u) => {
                 self.door = Door::Unlocked { since: at };
@@ -1074,7 +1083,7 @@ mod tests {
             h.enrolled().map(|e| (e.household, e.claimed_by)),
             Some(("hh-1".to_owned(), None))
         );
-        assert!(h.claim_code_live());
+        assert!(h.claim_code_live_for("res-1"));
         // Unclaimed, the same registration again issues a fresh code (how a
         // vendor asks for one); claimed, it changes nothing.
         let fresh = pb::LockRegistered {
@@ -1210,19 +1219,25 @@ mod tests {
                 .to_string(),
             "claim_code: does not match"
         );
-        // Five refusals void the code: even the right one is refused, until
-        // the vendor registers the lock again.
+        // Five refusals void the code for the resident who made them: even
+        // the right one is refused to it, until the vendor registers the
+        // lock again. Another resident's code is still live.
         let mut history = vec![registered()];
         history.extend(std::iter::repeat_n(
             wrong[0].clone(),
             MAX_REFUSED_CLAIMS as usize,
         ));
         let void = given::<Home>(&history);
-        assert!(!void.claim_code_live());
+        assert!(!void.claim_code_live_for("res-2"));
         assert!(matches!(
-            void.decide(&claim("res-1", &[1; 32])),
+            void.decide(&claim("res-2", &[1; 32])),
             Err(DomainError::InvalidState { .. })
         ));
+        assert!(void.claim_code_live_for("res-1"));
+        assert_eq!(
+            void.decide(&claim("res-1", &[1; 32])).unwrap(),
+            vec![claimed("res-1")]
+        );
         history.push(Event::LockRegistered(pb::LockRegistered {
             claim_digest: vec![4; 32],
             ..lock()

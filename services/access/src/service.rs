@@ -334,10 +334,10 @@ impl AccessService for Access {
             self.refused("claim_code_mismatch", home_id.as_str(), &resident_ref);
             let (home, _) = self.load_home(&home_id).await?;
             let mut message = "claim_code: does not match".to_owned();
-            if !home.claim_code_live() {
+            if !home.claim_code_live_for(&resident_ref) {
                 message.push_str(&format!(
-                    "; {MAX_REFUSED_CLAIMS} refused claims void the code: ask the lock vendor \
-                     for a new one"
+                    "; {MAX_REFUSED_CLAIMS} refused claims void the code for you: ask the lock \
+                     vendor for a new one"
                 ));
             }
             return Err(Status::permission_denied(message));

@@ -436,6 +436,38 @@ async fn a_wrong_claim_code_is_refused_and_recorded_and_five_void_it() {
         .expect("a grant for the home claimed");
 }
 
+/// Another resident's wrong codes void the code for that resident only:
+/// no caller can keep a household from claiming its home.
+#[tokio::test]
+async fn anothers_wrong_codes_do_not_keep_a_household_from_its_home() {
+    let mut s = serve_at_the_door().await;
+    let mut res2 = s.client_as(Role::Resident, "res-2");
+    let mut evil = s.client_as(Role::Resident, "res-evil");
+    let home2 = address_at("Kungsgatan 2");
+    manifest_at(s.sandbox.planner(), &["SE-9"], &home2).await;
+    let code = enrol(&mut s.vendor, "home-2", &home2, Utc::now(), false).await;
+    let wrong = if code.starts_with('A') { "B" } else { "A" };
+    let guess = format!("{wrong}{}", &code[1..]);
+    for _ in 0..MAX_REFUSED_CLAIMS {
+        let err = claim(&mut evil, "home-2", "res-evil", &guess, Utc::now(), false)
+            .await
+            .expect_err("wrong code");
+        assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    }
+    // Void for the one who guessed, even with the right code...
+    let err = claim(&mut evil, "home-2", "res-evil", &code, Utc::now(), false)
+        .await
+        .expect_err("void for it");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    // ...and live for the household.
+    claim(&mut res2, "home-2", "res-2", &code, Utc::now(), false)
+        .await
+        .expect("the household claims its home");
+    res2.issue_grant(grant_for("g-2", "home-2", "res-2", &["SE-9"]))
+        .await
+        .expect("a grant for the home claimed");
+}
+
 #[tokio::test]
 async fn a_claim_code_used_by_one_resident_is_refused_to_another() {
     let mut s = serve_at_the_door().await;
