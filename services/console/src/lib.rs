@@ -165,6 +165,13 @@ pub type Upload = Arc<
 /// The most a manifest upload may carry.
 pub const MAX_UPLOAD: usize = 8 * 1024 * 1024;
 
+/// Manifest uploads read at once, in all; each credential reads one at a
+/// time (as the manifest service bounds loads, before any byte is read).
+pub const MAX_UPLOADS: usize = 4;
+
+/// How long an upload's body may take to arrive.
+pub const UPLOAD_READ: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub(crate) struct Inner {
     pub(crate) models: Models,
     pub(crate) replan: Option<Replan>,
@@ -172,6 +179,8 @@ pub(crate) struct Inner {
     pub(crate) fleets: Fleets,
     pub(crate) auth: Authenticator,
     pub(crate) sessions: session::Sessions,
+    /// Manifest uploads being read now.
+    pub(crate) uploads: pages::Uploads,
     /// Track and trace, when the process keeps it.
     pub(crate) track: Option<Arc<dyn threshold_projections::TrackStore>>,
 }
@@ -191,6 +200,7 @@ impl Console {
             fleets,
             auth,
             sessions: session::Sessions::default(),
+            uploads: pages::Uploads::default(),
             track: None,
         }))
     }
@@ -204,6 +214,7 @@ impl Console {
             fleets: shared.fleets.clone(),
             auth: shared.auth.clone(),
             sessions: session::Sessions::default(),
+            uploads: pages::Uploads::default(),
             track: shared.track.clone(),
         });
         Console(Arc::new(Inner {
@@ -221,6 +232,7 @@ impl Console {
             fleets: shared.fleets.clone(),
             auth: shared.auth.clone(),
             sessions: session::Sessions::default(),
+            uploads: pages::Uploads::default(),
             track: None,
         });
         Console(Arc::new(Inner {
@@ -238,6 +250,7 @@ impl Console {
             fleets: shared.fleets.clone(),
             auth: shared.auth.clone(),
             sessions: session::Sessions::default(),
+            uploads: pages::Uploads::default(),
             track: shared.track.clone(),
         });
         Console(Arc::new(Inner {

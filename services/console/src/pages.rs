@@ -870,6 +870,34 @@ fn upload_refused(what: &str, e: &axum::extract::multipart::MultipartError) -> R
     }
 }
 
+/// Uploads being read now, by credential: at most
+/// [`MAX_UPLOADS`](crate::MAX_UPLOADS) in all and one per credential.
+#[derive(Default)]
+pub(crate) struct Uploads(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// One upload being read; its place is given back when it ends.
+pub(crate) struct Uploading<'a>(&'a Uploads, String);
+
+impl Uploads {
+    fn start(&self, credential: &str) -> Option<Uploading<'_>> {
+        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if now.len() >= crate::MAX_UPLOADS || !now.insert(credential.to_owned()) {
+            return None;
+        }
+        Some(Uploading(self, credential.to_owned()))
+    }
+}
+
+impl Drop for Uploading<'_> {
+    fn drop(&mut self) {
+        self.0
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
 /// Loads an uploaded manifest and shows each refused row with its line,
 /// field and message.
 async fn upload(
@@ -885,27 +913,51 @@ async fn upload(
             s.principal.tenant
         )));
     }
-    let (mut csrf, mut file) = (None, None);
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| upload_refused("the upload", &e))?
-    {
-        match field.name() {
-            Some("csrf") => {
-                csrf = Some(field.text().await.map_err(|e| upload_refused("csrf", &e))?)
+    // Before a byte of the body is read: one upload at a time per
+    // credential and a few in all, each within a time.
+    let _uploading = console.0.uploads.start(&s.principal.name).ok_or_else(|| {
+        Refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            "An upload of yours is still being read, or the server is reading as many as it \
+             may: try again in a moment."
+                .into(),
+        )
+    })?;
+    let read = async {
+        let (mut csrf, mut file) = (None, None);
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| upload_refused("the upload", &e))?
+        {
+            match field.name() {
+                Some("csrf") => {
+                    csrf = Some(field.text().await.map_err(|e| upload_refused("csrf", &e))?)
+                }
+                Some("manifest") => {
+                    let name = field.file_name().unwrap_or("manifest.csv").to_owned();
+                    let bytes = field
+                        .bytes()
+                        .await
+                        .map_err(|e| upload_refused("the manifest file", &e))?;
+                    file = Some((name, bytes.to_vec()));
+                }
+                _ => {}
             }
-            Some("manifest") => {
-                let name = field.file_name().unwrap_or("manifest.csv").to_owned();
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|e| upload_refused("the manifest file", &e))?;
-                file = Some((name, bytes.to_vec()));
-            }
-            _ => {}
         }
-    }
+        Ok::<_, Refused>((csrf, file))
+    };
+    let (csrf, file) = tokio::time::timeout(crate::UPLOAD_READ, read)
+        .await
+        .map_err(|_| {
+            Refused(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "The upload did not arrive within {} s.",
+                    crate::UPLOAD_READ.as_secs()
+                ),
+            )
+        })??;
     if !csrf.is_some_and(|c| same(&c, &s.csrf)) {
         return Err(forbidden(
             "The form's CSRF token does not match your session.",

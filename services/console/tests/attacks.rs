@@ -536,3 +536,67 @@ async fn a_revoked_credentials_sessions_and_codes_end_with_it() {
     let other = c.sign_in("planner-cph").await;
     assert_eq!(get(c.addr, "/depot/CPH-1", Some(&other)).await.status, 200);
 }
+
+/// A planner cannot hold the server's upload reads: while one upload of
+/// its credential stalls half sent, another of the same credential is
+/// refused at once (429) before its body is read; another planner
+/// uploads meanwhile, and once the stalled one is gone the first planner
+/// uploads again.
+#[tokio::test]
+async fn a_stalled_upload_holds_one_place_and_only_its_credentials() {
+    let c = start().await;
+    let sto = c.sign_in("planner-sto").await;
+    let csrf = csrf_of(&get(c.addr, "/depot/STO-1", Some(&sto)).await.body);
+    let form = upload_form(&csrf, b"parcel_id\nx\n");
+    // Half a form, and the connection kept open.
+    let mut stalled = tokio::net::TcpStream::connect(c.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /depot/STO-1/manifest HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; \
+         boundary=b0undary\r\nCookie: {sto}\r\nContent-Length: {}\r\n\r\n",
+        c.addr,
+        form.len()
+    );
+    stalled.write_all(head.as_bytes()).await.expect("head");
+    stalled
+        .write_all(&form[..form.len() / 2])
+        .await
+        .expect("half the body");
+    let mut refused = None;
+    for _ in 0..100 {
+        let a = post_upload(c.addr, "/depot/STO-1/manifest", &sto, &form).await;
+        if a.status == 429 {
+            refused = Some(a);
+            break;
+        }
+        // The stalled one may not have reached the handler yet.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("a second upload refused while the first stalls");
+    assert!(refused.body.contains("try again"), "{}", refused.body);
+    let cph = c.sign_in("planner-cph").await;
+    let cph_csrf = csrf_of(&get(c.addr, "/depot/CPH-1", Some(&cph)).await.body);
+    let theirs = post_upload(
+        c.addr,
+        "/depot/CPH-1/manifest",
+        &cph,
+        &upload_form(&cph_csrf, b"parcel_id\nx\n"),
+    )
+    .await;
+    assert_ne!(theirs.status, 429, "{}", theirs.body);
+    drop(stalled);
+    let mut again = None;
+    for _ in 0..100 {
+        let a = post_upload(c.addr, "/depot/STO-1/manifest", &sto, &form).await;
+        if a.status != 429 {
+            again = Some(a);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        again.is_some(),
+        "the stalled upload's place was not given back"
+    );
+}
