@@ -274,6 +274,12 @@ async fn signin_token(State(console): State<Console>, Form(f): Form<TokenForm>) 
 async fn new_code(State(console): State<Console>, headers: HeaderMap) -> Response {
     let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     match console.0.auth.principal(header) {
+        // Only the roles the console serves sign in to it.
+        Ok(p) if !matches!(p.role, Role::Planner | Role::Analyst) => (
+            StatusCode::FORBIDDEN,
+            format!("the console serves planners and analysts, not a {}", p.role),
+        )
+            .into_response(),
         Ok(p) => {
             let mut r = (StatusCode::OK, console.sign_in_path(p)).into_response();
             harden(r.headers_mut());

@@ -600,3 +600,24 @@ async fn a_stalled_upload_holds_one_place_and_only_its_credentials() {
         "the stalled upload's place was not given back"
     );
 }
+
+/// `POST /codes` gives a sign-in path only to the roles the console
+/// serves: a courier's token gets none.
+#[tokio::test]
+async fn a_sign_in_code_is_given_to_planners_and_analysts_only() {
+    let c = start().await;
+    let ask = |who: &str| {
+        format!(
+            "POST /codes HTTP/1.1\r\nAuthorization: Bearer {}",
+            c.tokens[who]
+        )
+    };
+    let courier = send(c.addr, &ask("courier"), b"").await;
+    assert_eq!(courier.status, 403, "{}", courier.body);
+    assert!(!courier.body.contains("code="), "{}", courier.body);
+    for who in ["planner-sto", "analyst-se"] {
+        let a = send(c.addr, &ask(who), b"").await;
+        assert_eq!(a.status, 200, "{who}: {}", a.body);
+        assert!(a.body.starts_with("/signin?code="), "{who}: {}", a.body);
+    }
+}
