@@ -101,12 +101,6 @@ pub fn clip_left_out_reason(reason: &str) -> String {
     clipped
 }
 
-/// The most attempts a parcel takes, however its days go. The carrier
-/// returns a parcel after three failed attempts when a plan carries its
-/// day over; this bounds what one handheld can record on one parcel (each
-/// attempt an outcome to its partner) when no carry-over comes.
-pub const MAX_ATTEMPTS_EVER: u32 = 10;
-
 /// What may be asked of a parcel.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -290,20 +284,6 @@ impl Parcel {
         Ok(())
     }
 
-    /// Refuses a new attempt on a parcel that has had [`MAX_ATTEMPTS_EVER`].
-    fn may_open_attempt(&self, action: &'static str) -> Result<()> {
-        if self.status != Status::Attempting && self.attempts >= MAX_ATTEMPTS_EVER {
-            return Err(self.refuse_in(
-                action,
-                format!(
-                    "it has had {} attempts, the most a parcel takes",
-                    self.attempts
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     fn open_attempt(&self, driver_id: &DriverId, device_id: &DeviceId) -> Option<Event> {
         (self.status != Status::Attempting).then(|| {
             Event::AttemptStarted(pb::AttemptStarted {
@@ -415,7 +395,6 @@ impl Aggregate for Parcel {
                 if self.status == Status::Attempting {
                     return Err(self.refuse("start an attempt"));
                 }
-                self.may_open_attempt("start an attempt")?;
                 // An attempt names no route but the one the plan puts the
                 // parcel on (the plan, not the parcel's stream: a parcel
                 // whose attempt failed keeps its stream's route when a
@@ -453,7 +432,6 @@ impl Aggregate for Parcel {
                 if *method == pb::DeliveryMethod::InHome && grant_id.is_none() {
                     return Err(invalid("grant_id", "an in-home delivery needs its grant"));
                 }
-                self.may_open_attempt("deliver")?;
                 let mut events: Vec<Event> = self
                     .open_attempt(driver_id, device_id)
                     .into_iter()
@@ -482,7 +460,6 @@ impl Aggregate for Parcel {
                 if *reason == pb::FailureReason::Unspecified {
                     return Err(invalid("reason", "is not given"));
                 }
-                self.may_open_attempt("fail an attempt")?;
                 let mut events: Vec<Event> = self
                     .open_attempt(driver_id, device_id)
                     .into_iter()
@@ -716,33 +693,6 @@ mod tests {
             note: String::new(),
             sealed_note: None,
         })
-    }
-
-    #[test]
-    fn a_parcel_takes_at_most_so_many_attempts() {
-        let mut history = vec![Event::Manifested(manifested(pb::Service::Doorstep))];
-        for n in 1..=MAX_ATTEMPTS_EVER {
-            history.extend([started(n), failed(n)]);
-        }
-        let p = given::<Parcel>(&history);
-        for command in [
-            fail(pb::FailureReason::NotHome),
-            deliver(pb::DeliveryMethod::Doorstep),
-        ] {
-            let refused = p.decide(&command).expect_err("one attempt too many");
-            assert!(
-                refused.to_string().contains("the most a parcel takes"),
-                "{refused}"
-            );
-        }
-        // One attempt fewer: the last one is taken, and delivered.
-        history.truncate(history.len() - 2);
-        let p = given::<Parcel>(&history);
-        assert!(p.decide(&deliver(pb::DeliveryMethod::Doorstep)).is_ok());
-        // An attempt under way is closed however many came before.
-        history.push(started(MAX_ATTEMPTS_EVER));
-        let p = given::<Parcel>(&history);
-        assert!(p.decide(&deliver(pb::DeliveryMethod::Doorstep)).is_ok());
     }
 
     #[test]
