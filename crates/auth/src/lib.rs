@@ -380,11 +380,6 @@ impl Credentials {
         all
     }
 
-    /// Whether a credential names `principal` (its name, role and tenant).
-    pub fn names(&self, principal: &Principal) -> bool {
-        self.by_hash.values().any(|p| p == principal)
-    }
-
     /// Whether a credential is named `name`.
     pub fn has(&self, name: &str) -> bool {
         self.by_hash.values().any(|p| p.name == name)
@@ -538,14 +533,6 @@ impl Authenticator {
         self.standing(header).map(|s| s.principal)
     }
 
-    /// Whether a credential still names `principal`: a session opened on
-    /// one asks it at each request, so a revoked credential's sessions end
-    /// with it. Credentials that cannot be read answer `false`, as a new
-    /// call is refused then.
-    pub fn still_names(&self, principal: &Principal) -> bool {
-        self.credentials().is_ok_and(|c| c.names(principal))
-    }
-
     /// [`Authenticator::principal`], with what asks later whether it still
     /// holds.
     pub fn standing(&self, header: Option<&[u8]>) -> Result<Standing, Status> {
@@ -558,14 +545,16 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
+        let token_sha256 = hash(token);
         let principal = self
             .credentials()?
-            .authenticate(token)
+            .by_hash
+            .get(&token_sha256)
             .cloned()
             .ok_or_else(|| Status::unauthenticated("unknown token"))?;
         Ok(Standing {
             auth: self.clone(),
-            token_sha256: hash(token),
+            token_sha256,
             principal,
         })
     }

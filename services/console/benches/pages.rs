@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
-use threshold_auth::{Principal, Role};
+use threshold_auth::Role;
 use threshold_console::{Console, Models};
 use threshold_domain::pb;
 use threshold_projections::{Attempts, DepotDays, Projection, Routes};
@@ -103,11 +103,12 @@ fn main() {
             .expect("serve")
     };
     let cookie_of = |role: Role, tenant: &str| {
-        let path = console.sign_in_path(Principal {
-            name: format!("bench-{role}"),
-            role,
-            tenant: tenant.into(),
-        });
+        let token =
+            threshold_auth::Credentials::add(dir.path(), &format!("bench-{role}"), role, tenant)
+                .expect("a credential");
+        let path = console
+            .sign_in_path_for_token(&token)
+            .expect("a known token");
         let (status, head, _) = get(addr, &path, "");
         assert_eq!(status, 303, "{head}");
         head.lines()

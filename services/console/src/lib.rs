@@ -259,21 +259,22 @@ impl Console {
         }))
     }
 
-    /// The path of a one-time sign-in link for `principal`: valid once,
-    /// for [`CODE_TTL`].
-    pub fn sign_in_path(&self, principal: Principal) -> String {
-        format!("/signin?code={}", self.0.sessions.issue_code(principal))
+    /// The path of a one-time sign-in link for the holder of `standing`:
+    /// valid once, for [`CODE_TTL`], and its session as long as the
+    /// credential holds.
+    pub(crate) fn sign_in_path(&self, standing: threshold_auth::Standing) -> String {
+        format!("/signin?code={}", self.0.sessions.issue_code(standing))
     }
 
     /// A one-time sign-in path for whoever `token` names; `None` for an
     /// unknown token.
     pub fn sign_in_path_for_token(&self, token: &str) -> Option<String> {
-        let principal = self
+        let standing = self
             .0
             .auth
-            .principal(Some(format!("Bearer {token}").as_bytes()))
+            .standing(Some(format!("Bearer {token}").as_bytes()))
             .ok()?;
-        Some(self.sign_in_path(principal))
+        Some(self.sign_in_path(standing))
     }
 
     /// The HTTP routes.

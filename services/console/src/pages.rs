@@ -175,8 +175,9 @@ fn signed_in(console: &Console, headers: &HeaderMap) -> Result<Session, Refused>
             "Your session is unknown or has expired: sign in again.".into(),
         )
     })?;
-    // A session lasts as long as its credential: revoked, it ends here.
-    if !console.0.auth.still_names(&session.principal) {
+    // A session lasts as long as its credential: revoked, or its token
+    // replaced, it ends here.
+    if !session.standing.holds() {
         console.0.sessions.close(id);
         return Err(Refused(
             StatusCode::UNAUTHORIZED,
@@ -262,7 +263,7 @@ async fn signin_token(State(console): State<Console>, Form(f): Form<TokenForm>) 
     match console
         .0
         .auth
-        .principal(Some(format!("Bearer {}", f.token.trim()).as_bytes()))
+        .standing(Some(format!("Bearer {}", f.token.trim()).as_bytes()))
     {
         Ok(p) => redirect("/", Some(session_cookie(&console.0.sessions.open(p)))),
         Err(_) => Refused(StatusCode::UNAUTHORIZED, "Unknown token.".into()).into_response(),
@@ -273,11 +274,14 @@ async fn signin_token(State(console): State<Console>, Form(f): Form<TokenForm>) 
 /// how a script opens the console in a browser without a token in a URL.
 async fn new_code(State(console): State<Console>, headers: HeaderMap) -> Response {
     let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    match console.0.auth.principal(header) {
+    match console.0.auth.standing(header) {
         // Only the roles the console serves sign in to it.
-        Ok(p) if !matches!(p.role, Role::Planner | Role::Analyst) => (
+        Ok(p) if !matches!(p.principal().role, Role::Planner | Role::Analyst) => (
             StatusCode::FORBIDDEN,
-            format!("the console serves planners and analysts, not a {}", p.role),
+            format!(
+                "the console serves planners and analysts, not a {}",
+                p.principal().role
+            ),
         )
             .into_response(),
         Ok(p) => {

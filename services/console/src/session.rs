@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
-use threshold_auth::Principal;
+use threshold_auth::{Principal, Standing};
 
 /// How long a sign-in code can be exchanged.
 pub const CODE_TTL: Duration = Duration::from_secs(10 * 60);
@@ -31,6 +31,9 @@ const MAX_SESSIONS_PER_CREDENTIAL: usize = 32;
 pub(crate) struct Session {
     /// Who signed in.
     pub(crate) principal: Principal,
+    /// The credential it signed in with, asked at each page whether it
+    /// still holds: revoked, or its token replaced, the session ends.
+    pub(crate) standing: Standing,
     /// The token every form of this session carries.
     pub(crate) csrf: String,
     created: Instant,
@@ -55,20 +58,22 @@ pub(crate) fn same(a: &str, b: &str) -> bool {
 /// The codes and sessions of one console.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    codes: Mutex<HashMap<String, (Principal, Instant)>>,
+    codes: Mutex<HashMap<String, (Standing, Instant)>>,
     sessions: Mutex<HashMap<String, Session>>,
 }
 
 impl Sessions {
-    /// A code that signs `principal` in once, within [`CODE_TTL`].
-    pub(crate) fn issue_code(&self, principal: Principal) -> String {
+    /// A code that signs in the holder of `standing` once, within
+    /// [`CODE_TTL`].
+    pub(crate) fn issue_code(&self, standing: Standing) -> String {
+        let principal = standing.principal().clone();
         let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         codes.retain(|_, (_, at)| now.duration_since(*at) < CODE_TTL);
-        let oldest = |codes: &HashMap<String, (Principal, Instant)>, name: Option<&str>| {
+        let oldest = |codes: &HashMap<String, (Standing, Instant)>, name: Option<&str>| {
             codes
                 .iter()
-                .filter(|(_, (p, _))| name.is_none_or(|n| p.name == n))
+                .filter(|(_, (p, _))| name.is_none_or(|n| p.principal().name == n))
                 .min_by_key(|(_, (_, at))| *at)
                 .map(|(k, _)| k.clone())
         };
@@ -76,7 +81,7 @@ impl Sessions {
         // not the links printed for everyone else.
         let mine = codes
             .values()
-            .filter(|(p, _)| p.name == principal.name)
+            .filter(|(p, _)| p.principal().name == principal.name)
             .count();
         if mine >= MAX_CODES_PER_CREDENTIAL
             && let Some(k) = oldest(&codes, Some(&principal.name))
@@ -89,22 +94,23 @@ impl Sessions {
             codes.remove(&k);
         }
         let code = random_id();
-        codes.insert(code.clone(), (principal, now));
+        codes.insert(code.clone(), (standing, now));
         code
     }
 
     /// Exchanges a code for a new session's id; a code works once.
     pub(crate) fn redeem(&self, code: &str) -> Option<String> {
-        let (principal, at) = self
+        let (standing, at) = self
             .codes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(code)?;
-        (at.elapsed() < CODE_TTL).then(|| self.open(principal))
+        (at.elapsed() < CODE_TTL).then(|| self.open(standing))
     }
 
-    /// A new session for `principal`; returns its id.
-    pub(crate) fn open(&self, principal: Principal) -> String {
+    /// A new session for the holder of `standing`; returns its id.
+    pub(crate) fn open(&self, standing: Standing) -> String {
+        let principal = standing.principal().clone();
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|_, s| s.created.elapsed() < SESSION_TTL);
         let oldest = |sessions: &HashMap<String, Session>, name: Option<&str>| {
@@ -133,6 +139,7 @@ impl Sessions {
             id.clone(),
             Session {
                 principal,
+                standing,
                 csrf: random_id(),
                 created: Instant::now(),
             },
@@ -176,16 +183,21 @@ mod tests {
     use super::*;
     use threshold_auth::Role;
 
-    fn planner(name: &str) -> Principal {
-        Principal {
-            name: name.into(),
-            role: Role::Planner,
-            tenant: "STO-1".into(),
-        }
+    /// The standing of a new planner credential named `name`, kept in the
+    /// directory `dir`.
+    fn planner_in(dir: &std::path::Path, name: &str) -> Standing {
+        let token =
+            threshold_auth::Credentials::add(dir, name, Role::Planner, "STO-1").expect("added");
+        threshold_auth::Authenticator::new(dir)
+            .standing(Some(format!("Bearer {token}").as_bytes()))
+            .expect("known")
     }
 
     #[test]
     fn a_code_signs_in_once_and_one_credential_holds_a_bounded_number_of_sessions() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (a, b) = (planner_in(dir.path(), "a"), planner_in(dir.path(), "b"));
+        let planner = |name: &str| if name == "a" { a.clone() } else { b.clone() };
         let s = Sessions::default();
         let code = s.issue_code(planner("a"));
         assert_eq!(code.len(), 64);
@@ -204,6 +216,9 @@ mod tests {
 
     #[test]
     fn one_credential_asking_for_codes_again_and_again_does_not_void_anothers() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (a, b) = (planner_in(dir.path(), "a"), planner_in(dir.path(), "b"));
+        let planner = |name: &str| if name == "a" { a.clone() } else { b.clone() };
         let s = Sessions::default();
         let theirs = s.issue_code(planner("b"));
         let mine: Vec<String> = (0..1000).map(|_| s.issue_code(planner("a"))).collect();

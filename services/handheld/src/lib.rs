@@ -1067,7 +1067,11 @@ async fn pipeline(
     standing: Option<threshold_auth::Standing>,
     tx: mpsc::Sender<Result<AttemptAck, Status>>,
 ) {
-    let mut checked = std::time::Instant::now();
+    // A credential revoked while the stream is open ends it within a
+    // second, idle or not: a stolen handheld's open stream too.
+    let mut check = tokio::time::interval(threshold_auth::STANDING_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.tick().await;
     let mut deciding = futures::stream::FuturesOrdered::new();
     // Per parcel: the last event taken on it, and word of when it is done.
     let mut last: std::collections::HashMap<String, (u64, tokio::sync::oneshot::Receiver<()>)> =
@@ -1086,6 +1090,14 @@ async fn pipeline(
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
                     return;
+                }
+            }
+            _ = check.tick(), if closing.is_none() && standing.is_some() => {
+                if standing.as_ref().is_some_and(|s| !s.holds()) {
+                    closing = Some(Some(Status::unauthenticated(
+                        "the credential this stream was opened with is revoked; events after it \
+                         were not taken",
+                    )));
                 }
             }
             message = inbound.message(), if closing.is_none() && deciding.len() < PIPELINE => {
@@ -1111,18 +1123,6 @@ async fn pipeline(
                     continue;
                 }
                 let received = std::time::Instant::now();
-                // A credential revoked while the stream is open ends it
-                // within a second: a stolen handheld's open stream too.
-                if received.duration_since(checked) >= threshold_auth::STANDING_EVERY {
-                    checked = received;
-                    if standing.as_ref().is_some_and(|s| !s.holds()) {
-                        closing = Some(Some(Status::unauthenticated(format!(
-                            "the credential this stream was opened with is revoked; event {} and later were not stored",
-                            event.sequence
-                        ))));
-                        continue;
-                    }
-                }
                 taken += 1;
                 let index = taken;
                 let (done, next) = tokio::sync::oneshot::channel::<()>();

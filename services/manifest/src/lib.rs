@@ -523,9 +523,10 @@ enum Fed {
     Stalled,
 }
 
-/// The longest manifest id a load may give (it is recorded on each of its
-/// parcels).
-pub const MAX_MANIFEST_ID: usize = 128;
+/// The longest manifest id a load may give: it is recorded on each of its
+/// parcels. The CLI and the console send the file's name, which a file
+/// system keeps to 255 bytes.
+pub const MAX_MANIFEST_ID: usize = 255;
 
 /// Runs one load: parses `inbound`, decides its rows (stamped `at`, or as
 /// they are decided), answers on `out`.

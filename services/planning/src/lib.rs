@@ -451,6 +451,22 @@ impl Planning {
     }
 }
 
+/// A solve counted in [`Planning::solving`] while it runs, however it ends.
+struct Solving(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Solving {
+    fn count(solving: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        solving.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(Arc::clone(solving))
+    }
+}
+
+impl Drop for Solving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Decides a plan's `command` on `parcel`'s stream at `at`: how many events
 /// it wrote, or `None` when the parcel's state refuses it because it
 /// changed since the plan read it (delivered, moved to another day, a
@@ -633,15 +649,13 @@ impl PlanningService for Planning {
         let outcomes = tokio::task::spawn_blocking(move || {
             // The turn is the solve's until it ends, called off or not.
             let _turn = solve_turn;
-            solving.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _counted = Solving::count(&solving);
             let work: Vec<_> = days.iter().zip(&previous).collect();
-            let outcomes = in_parallel(&work, |((depot, parcels), previous)| {
+            in_parallel(&work, |((depot, parcels), previous)| {
                 plan_depot(
                     depot, date, parcels, previous, &fleets, &*matrix, &vault, options,
                 )
-            });
-            solving.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            outcomes
+            })
         })
         .await
         .map_err(|e| Status::internal(format!("planning failed: {e}")))?;

@@ -734,9 +734,16 @@ mod tests {
             .0
     }
 
+    /// A store in a directory of its own, removed with it.
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("a directory");
+        let store = Store::open(dir.path().join("webhooks.sqlite")).expect("store");
+        (dir, store)
+    }
+
     #[test]
     fn rotating_in_a_loop_keeps_a_few_secrets_live() {
-        let store = Store::open(":memory:").expect("store");
+        let (_dir, store) = store();
         let ep = endpoint(&store, "nordshop");
         let now = Utc::now();
         let mut newest = Vec::new();
@@ -749,13 +756,13 @@ mod tests {
         let live = store.secrets(&ep.id, now).expect("secrets");
         assert_eq!(live.len(), MAX_LIVE_SECRETS as usize);
         // The newest ones, newest first: the latest still signs.
-        let expose = |s: &[Secret]| s.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>();
+        let expose = |s: &[Secret]| s.iter().map(Secret::expose).collect::<Vec<_>>();
         assert_eq!(expose(&live), expose(&newest[..live.len()]));
     }
 
     #[test]
     fn attempts_and_alerts_keep_the_newest_only() {
-        let store = Store::open(":memory:").expect("store");
+        let (_dir, store) = store();
         let (a, b) = (endpoint(&store, "nordshop"), endpoint(&store, "fjellshop"));
         let attempt = |n: u64| Attempt {
             event_id: format!("e-{n}"),
