@@ -21,9 +21,14 @@
 use crate::error::{DomainError, Result, forbidden, invalid};
 use crate::pb;
 
-/// How many refused claims void a home's claim code: past it, the lock's
-/// vendor must register the lock again for a new code.
+/// How many refused claims of one resident void a home's claim code for
+/// that resident: past it, the lock's vendor must register the lock again
+/// for a new code.
 pub const MAX_REFUSED_CLAIMS: u32 = 5;
+
+/// How many refused claims, of every resident together, void a home's
+/// claim code for everyone.
+pub const MAX_REFUSED_CLAIMS_PER_CODE: u32 = 50;
 
 /// The random bytes of a claim code: 80 bits.
 pub const CLAIM_CODE_BYTES: usize = 10;

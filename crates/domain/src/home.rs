@@ -46,7 +46,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::aggregate::Aggregate;
 use crate::country::{Country, instant};
-use crate::enrolment::{Enrolled, MAX_REFUSED_CLAIMS};
+use crate::enrolment::{Enrolled, MAX_REFUSED_CLAIMS, MAX_REFUSED_CLAIMS_PER_CODE};
 use crate::error::{DomainError, Result, forbidden, invalid};
 use crate::ids::{DeviceId, GrantId, HomeId};
 use crate::pb::{self, home_event::Event};
@@ -406,9 +406,15 @@ impl Home {
     /// claims. Another resident's wrong codes do not void it: one caller
     /// cannot keep a household from claiming its home (a code has 80
     /// random bits, so the guesses allowed each resident give nothing).
+    ///
+    /// All residents' refusals together void it at
+    /// [`MAX_REFUSED_CLAIMS_PER_CODE`]: that bounds the guesses at a code
+    /// and what a home's stream records of them, while keeping a household
+    /// from its home takes that many residents' credentials.
     pub fn claim_code_live_for(&self, resident: &str) -> bool {
         !self.claim_digest.is_empty()
             && self.refused_claims.get(resident).copied().unwrap_or(0) < MAX_REFUSED_CLAIMS
+            && self.refused_claims.values().sum::<u32>() < MAX_REFUSED_CLAIMS_PER_CODE
     }
 
     fn register(&self, home_id: &HomeId, r: &pb::LockRegistered) -> Result<Vec<Event>> {
@@ -1238,6 +1244,24 @@ mod tests {
             void.decide(&claim("res-1", &[1; 32])).unwrap(),
             vec![claimed("res-1")]
         );
+        // Every resident's refusals together void it for everyone: the
+        // guesses at a code, and what the stream records of them, are
+        // bounded however many residents guess.
+        let mut many = vec![registered()];
+        for n in 0..MAX_REFUSED_CLAIMS_PER_CODE {
+            many.push(Event::ClaimRefused(pb::ClaimRefused {
+                resident_ref: format!("guesser-{}", n / MAX_REFUSED_CLAIMS),
+                reason: pb::ClaimRefusal::WrongCode as i32,
+            }));
+        }
+        let spent = given::<Home>(&many);
+        assert!(!spent.claim_code_live_for("res-1"));
+        assert!(matches!(
+            spent.decide(&claim("res-1", &[1; 32])),
+            Err(DomainError::InvalidState { .. })
+        ));
+        many.pop();
+        assert!(given::<Home>(&many).claim_code_live_for("res-1"));
         history.push(Event::LockRegistered(pb::LockRegistered {
             claim_digest: vec![4; 32],
             ..lock()

@@ -530,9 +530,15 @@ async fn a_revoked_credentials_sessions_and_codes_end_with_it() {
         .expect("added again");
     let refused = get(c.addr, "/depot/STO-1", Some(&cookie)).await;
     assert_eq!(refused.status, 401, "{}", refused.body);
-    let path = c.console.sign_in_path_for_token(&fresh).expect("the new token");
+    let path = c
+        .console
+        .sign_in_path_for_token(&fresh)
+        .expect("the new token");
     let renewed = get(c.addr, &path, None).await.cookie();
-    assert_eq!(get(c.addr, "/depot/STO-1", Some(&renewed)).await.status, 200);
+    assert_eq!(
+        get(c.addr, "/depot/STO-1", Some(&renewed)).await.status,
+        200
+    );
     let redeemed = get(c.addr, &code, None).await;
     let cookie = redeemed.header("set-cookie").map(|_| redeemed.cookie());
     assert!(
