@@ -74,10 +74,17 @@ impl AccessService for Access {
         // Who the home and the parcels belong to, read from their streams
         // for the grant's decision: the domain binds them.
         let (home, _) = self.load_home(&home_id).await?;
-        // The window is in the home's own time, not one the request names.
-        if let Some(lock) = &home.lock
+        let bound = self.bound(&home, &issued.parcel_ids).await?;
+        // The domain refuses it below; a refusal for who asked is counted
+        // and logged here, for the carrier to see attempts on homes.
+        if let Some(refused) = binding_refusal(&issued, &bound) {
+            self.refused(refused.name(), &issued.home_id, &issued.resident_ref);
+        } else if let Some(lock) = &home.lock
             && lock.country != r.country
         {
+            // The window is in the home's own time, not one the request
+            // names. Told only to the resident whose home it is: to anyone
+            // else it would say where another's home is.
             let at = Country::from_proto(lock.country)
                 .map_or_else(|_| "another country".to_owned(), |c| c.code().to_owned());
             return Err(field(
@@ -87,12 +94,6 @@ impl AccessService for Access {
                     country.code()
                 ),
             ));
-        }
-        let bound = self.bound(&home, &issued.parcel_ids).await?;
-        // The domain refuses it below; a refusal for who asked is counted
-        // and logged here, for the carrier to see attempts on homes.
-        if let Some(refused) = binding_refusal(&issued, &bound) {
-            self.refused(refused.name(), &issued.home_id, &issued.resident_ref);
         }
         let issue = GrantCommand::Issue {
             grant: Box::new(issued),
