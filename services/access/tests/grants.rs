@@ -357,17 +357,6 @@ impl threshold_log::EventLog for IssuedJustAfterTheFirstRead {
         }
         self.log.read_stream(stream, after, max).await
     }
-    async fn read_stream_recent(
-        &self,
-        stream: &threshold_domain::ids::StreamId,
-        after: u64,
-        max: usize,
-    ) -> threshold_log::Result<Vec<threshold_log::RecordedEvent>> {
-        if self.blind(stream) {
-            return Ok(Vec::new());
-        }
-        self.log.read_stream_recent(stream, after, max).await
-    }
     async fn read_all(
         &self,
         after: threshold_log::Position,

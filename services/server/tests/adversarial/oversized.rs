@@ -37,6 +37,41 @@ fn assert_invalid<T: std::fmt::Debug>(r: Result<T, tonic::Status>, field: &str) 
     assert!(e.message().starts_with(field), "{field}: {e:?}");
 }
 
+/// Asserts the handheld's ack `ack` rejects its event naming `field` first.
+fn assert_rejected(ack: &threshold_api::v1::AttemptAck, field: &str) {
+    assert_eq!(
+        attempt_ack::Result::try_from(ack.result),
+        Ok(attempt_ack::Result::Rejected),
+        "{ack:?}"
+    );
+    assert!(ack.error.starts_with(field), "{field}: {}", ack.error);
+}
+
+/// The status a manifest load of `chunk` ends with; `what` names the chunk
+/// for the panic if the load is taken.
+async fn load_refused(
+    planner: threshold_auth::Authed,
+    chunk: ManifestChunk,
+    what: &str,
+) -> tonic::Status {
+    match ManifestServiceClient::new(planner)
+        .load_manifest(tokio_stream::iter(vec![chunk]))
+        .await
+    {
+        Err(e) => e,
+        Ok(replies) => {
+            let mut replies = replies.into_inner();
+            loop {
+                match replies.message().await {
+                    Err(e) => break e,
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("{what} was taken"),
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_long_ids_are_refused_naming_the_field_and_nothing_is_stored() {
     let w = World::build().await;
@@ -100,12 +135,7 @@ async fn over_long_ids_are_refused_naming_the_field_and_nothing_is_stored() {
     let ack = send(w.driver_of(b), w.handheld(b, &long(), not_home()))
         .await
         .expect("the stream opens");
-    assert_eq!(
-        attempt_ack::Result::try_from(ack.result),
-        Ok(attempt_ack::Result::Rejected),
-        "{ack:?}"
-    );
-    assert!(ack.error.starts_with("parcel_id"), "{}", ack.error);
+    assert_rejected(&ack, "parcel_id");
     assert_eq!(w.stored_since(head).await, []);
 
     bs_day_goes_on(&w).await;
@@ -134,34 +164,14 @@ async fn oversized_messages_chunks_and_manifest_rows_are_refused_and_the_rest_lo
     let ack = send(w.driver_of(b), long_note)
         .await
         .expect("the stream opens");
-    assert_eq!(
-        attempt_ack::Result::try_from(ack.result),
-        Ok(attempt_ack::Result::Rejected),
-        "{ack:?}"
-    );
-    assert!(ack.error.starts_with("failed.note"), "{}", ack.error);
+    assert_rejected(&ack, "failed.note");
 
     // A manifest chunk over the chunk limit.
     let chunk = ManifestChunk {
         manifest_id: "huge.csv".into(),
         data: vec![b'x'; threshold_manifest_service::MAX_CHUNK + 1],
     };
-    let refused = match ManifestServiceClient::new(w.planner_of(b))
-        .load_manifest(tokio_stream::iter(vec![chunk]))
-        .await
-    {
-        Err(e) => e,
-        Ok(replies) => {
-            let mut replies = replies.into_inner();
-            loop {
-                match replies.message().await {
-                    Err(e) => break e,
-                    Ok(Some(_)) => {}
-                    Ok(None) => panic!("an oversized chunk was taken"),
-                }
-            }
-        }
-    };
+    let refused = load_refused(w.planner_of(b), chunk, "an oversized chunk").await;
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert_eq!(w.stored_since(head).await, []);
 
@@ -171,22 +181,7 @@ async fn oversized_messages_chunks_and_manifest_rows_are_refused_and_the_rest_lo
         manifest_id: "m".repeat(threshold_manifest_service::MAX_MANIFEST_ID + 1),
         data: manifest(&format!("{}\n", w.manifest_row(b, "NO-B9", "9"))).into_bytes(),
     };
-    let refused = match ManifestServiceClient::new(w.planner_of(b))
-        .load_manifest(tokio_stream::iter(vec![chunk]))
-        .await
-    {
-        Err(e) => e,
-        Ok(replies) => {
-            let mut replies = replies.into_inner();
-            loop {
-                match replies.message().await {
-                    Err(e) => break e,
-                    Ok(Some(_)) => {}
-                    Ok(None) => panic!("an over-long manifest id was taken"),
-                }
-            }
-        }
-    };
+    let refused = load_refused(w.planner_of(b), chunk, "an over-long manifest id").await;
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().starts_with("manifest_id"), "{refused:?}");
     assert_eq!(w.stored_since(head).await, []);
