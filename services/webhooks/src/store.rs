@@ -611,13 +611,7 @@ impl Store {
                 ],
             )
             .map_err(db)?;
-        conn.execute(
-            "DELETE FROM attempts WHERE endpoint_id = ?1 AND seq <= \
-             (SELECT seq FROM attempts WHERE endpoint_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-            params![id, ATTEMPTS_KEPT],
-        )
-        .map_err(db)?;
-        Ok(())
+        keep_newest(&conn, "attempts", "endpoint_id", id, ATTEMPTS_KEPT)
     }
 
     /// Up to `max` attempts on `tenant`'s endpoint `id` after sequence
@@ -676,13 +670,7 @@ impl Store {
             params![id, tenant, now.to_rfc3339(), message],
         )
         .map_err(db)?;
-        conn.execute(
-            "DELETE FROM alerts WHERE tenant = ?1 AND seq <= \
-             (SELECT seq FROM alerts WHERE tenant = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-            params![tenant, ALERTS_KEPT],
-        )
-        .map_err(db)?;
-        Ok(())
+        keep_newest(&conn, "alerts", "tenant", tenant, ALERTS_KEPT)
     }
 
     /// Up to `max` alerts for `tenant` (every partner's for the carrier's
@@ -721,6 +709,24 @@ impl Store {
         .collect::<rusqlite::Result<_>>()
         .map_err(db)
     }
+}
+
+/// Drops the rows of `table` whose `column` is `key` but its newest `kept`
+/// (by `seq`). `table` and `column` are this file's own names, never input.
+fn keep_newest(
+    conn: &Connection,
+    table: &'static str,
+    column: &'static str,
+    key: &str,
+    kept: i64,
+) -> Result<()> {
+    conn.prepare_cached(&format!(
+        "DELETE FROM {table} WHERE {column} = ?1 AND seq <= \
+         (SELECT seq FROM {table} WHERE {column} = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)"
+    ))
+    .and_then(|mut st| st.execute(params![key, kept]))
+    .map_err(db)?;
+    Ok(())
 }
 
 #[cfg(test)]
