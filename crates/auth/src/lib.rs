@@ -33,7 +33,9 @@ use std::task::{Context, Poll};
 
 use rand::RngCore;
 
+mod quota;
 mod store;
+pub use quota::{Full, Place, Quota};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 pub use store::{CredentialStore, FileCredentials, StoreFuture};

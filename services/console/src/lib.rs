@@ -179,8 +179,9 @@ pub(crate) struct Inner {
     pub(crate) fleets: Fleets,
     pub(crate) auth: Authenticator,
     pub(crate) sessions: session::Sessions,
-    /// Manifest uploads being read now.
-    pub(crate) uploads: pages::Uploads,
+    /// Manifest uploads being read now: [`MAX_UPLOADS`] in all, one per
+    /// credential.
+    pub(crate) uploads: threshold_auth::Quota,
     /// Track and trace, when the process keeps it.
     pub(crate) track: Option<Arc<dyn threshold_projections::TrackStore>>,
 }
@@ -200,7 +201,7 @@ impl Console {
             fleets,
             auth,
             sessions: session::Sessions::default(),
-            uploads: pages::Uploads::default(),
+            uploads: threshold_auth::Quota::new(MAX_UPLOADS, 1),
             track: None,
         }))
     }
@@ -214,7 +215,7 @@ impl Console {
             fleets: shared.fleets.clone(),
             auth: shared.auth.clone(),
             sessions: session::Sessions::default(),
-            uploads: pages::Uploads::default(),
+            uploads: threshold_auth::Quota::new(MAX_UPLOADS, 1),
             track: shared.track.clone(),
         });
         Console(Arc::new(Inner {
@@ -232,7 +233,7 @@ impl Console {
             fleets: shared.fleets.clone(),
             auth: shared.auth.clone(),
             sessions: session::Sessions::default(),
-            uploads: pages::Uploads::default(),
+            uploads: threshold_auth::Quota::new(MAX_UPLOADS, 1),
             track: None,
         });
         Console(Arc::new(Inner {
@@ -250,7 +251,7 @@ impl Console {
             fleets: shared.fleets.clone(),
             auth: shared.auth.clone(),
             sessions: session::Sessions::default(),
-            uploads: pages::Uploads::default(),
+            uploads: threshold_auth::Quota::new(MAX_UPLOADS, 1),
             track: shared.track.clone(),
         });
         Console(Arc::new(Inner {

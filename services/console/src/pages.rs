@@ -880,34 +880,6 @@ fn upload_refused(what: &str, e: &axum::extract::multipart::MultipartError) -> R
     }
 }
 
-/// Uploads being read now, by credential: at most
-/// [`MAX_UPLOADS`](crate::MAX_UPLOADS) in all and one per credential.
-#[derive(Default)]
-pub(crate) struct Uploads(std::sync::Mutex<std::collections::HashSet<String>>);
-
-/// One upload being read; its place is given back when it ends.
-pub(crate) struct Uploading<'a>(&'a Uploads, String);
-
-impl Uploads {
-    fn start(&self, credential: &str) -> Option<Uploading<'_>> {
-        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if now.len() >= crate::MAX_UPLOADS || !now.insert(credential.to_owned()) {
-            return None;
-        }
-        Some(Uploading(self, credential.to_owned()))
-    }
-}
-
-impl Drop for Uploading<'_> {
-    fn drop(&mut self) {
-        self.0
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.1);
-    }
-}
-
 /// Loads an uploaded manifest and shows each refused row with its line,
 /// field and message.
 async fn upload(
@@ -925,7 +897,7 @@ async fn upload(
     }
     // Before a byte of the body is read: one upload at a time per
     // credential and a few in all, each within a time.
-    let _uploading = console.0.uploads.start(&s.principal.name).ok_or_else(|| {
+    let _uploading = console.0.uploads.take(&s.principal.name).map_err(|_| {
         Refused(
             StatusCode::TOO_MANY_REQUESTS,
             "An upload of yours is still being read, or the server is reading as many as it \

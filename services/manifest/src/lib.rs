@@ -27,10 +27,9 @@
 //!   every load. A load over either answers `RESOURCE_EXHAUSTED` at once:
 //!   try again when a load has ended.
 
-use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -164,30 +163,9 @@ impl Default for LoadLimits {
     }
 }
 
-/// The loads running, in all and per tenant.
-#[derive(Debug, Default)]
-struct Running {
-    total: usize,
-    per_tenant: HashMap<String, usize>,
-}
-
-/// A running load's place; dropping it frees the place.
-struct Permit {
-    running: Arc<Mutex<Running>>,
-    tenant: String,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.total = running.total.saturating_sub(1);
-        if let Some(n) = running.per_tenant.get_mut(&self.tenant) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                running.per_tenant.remove(&self.tenant);
-            }
-        }
-    }
+/// The loads `limits` allow at once.
+fn quota(limits: &LoadLimits) -> threshold_auth::Quota {
+    threshold_auth::Quota::new(limits.concurrent_loads, limits.loads_per_tenant)
 }
 
 /// The service, over any event log. Recipients' addresses are sealed in
@@ -198,7 +176,8 @@ pub struct Manifests {
     log: Arc<dyn EventLog>,
     vault: Arc<Vault>,
     limits: LoadLimits,
-    running: Arc<Mutex<Running>>,
+    /// The loads running, in all and per planner tenant.
+    running: threshold_auth::Quota,
     /// Whose time a load's rows are stamped with.
     clock: Clock,
 }
@@ -211,7 +190,7 @@ impl Manifests {
             log,
             vault,
             limits: LoadLimits::default(),
-            running: Arc::default(),
+            running: quota(&LoadLimits::default()),
             clock: Clock::System,
         }
     }
@@ -225,6 +204,7 @@ impl Manifests {
 
     /// The same service within `limits`.
     pub fn with_limits(mut self, limits: LoadLimits) -> Self {
+        self.running = quota(&limits);
         self.limits = limits;
         self
     }
@@ -236,25 +216,16 @@ impl Manifests {
     }
 
     /// A place for one more load of `tenant`, or why there is none.
-    fn admit(&self, tenant: &str) -> Result<Permit, Error> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let of_tenant = running.per_tenant.get(tenant).copied().unwrap_or(0);
-        if of_tenant >= self.limits.loads_per_tenant {
-            return Err(Error::Busy(format!(
-                "planner tenant {tenant:?} already runs {of_tenant} manifest loads, its limit"
-            )));
-        }
-        if running.total >= self.limits.concurrent_loads {
-            return Err(Error::Busy(format!(
-                "the server already runs {} manifest loads, its limit",
-                running.total
-            )));
-        }
-        running.total += 1;
-        *running.per_tenant.entry(tenant.to_owned()).or_default() += 1;
-        Ok(Permit {
-            running: Arc::clone(&self.running),
-            tenant: tenant.to_owned(),
+    fn admit(&self, tenant: &str) -> Result<threshold_auth::Place, Error> {
+        self.running.take(tenant).map_err(|full| {
+            Error::Busy(match full {
+                threshold_auth::Full::Caller(n) => {
+                    format!("planner tenant {tenant:?} already runs {n} manifest loads, its limit")
+                }
+                threshold_auth::Full::Total(n) => {
+                    format!("the server already runs {n} manifest loads, its limit")
+                }
+            })
         })
     }
 }

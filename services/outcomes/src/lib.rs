@@ -49,7 +49,7 @@ pub struct Outcomes {
     /// Subscriptions whose task is running, as the gauge counts them.
     open: Arc<AtomicUsize>,
     /// Subscriptions open now, per credential.
-    held: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    held: threshold_auth::Quota,
     /// Opens drivers' sealed notes for the carrier's analysts.
     vault: Option<Arc<threshold_privacy::Vault>>,
     /// The track-and-trace read model.
@@ -62,7 +62,7 @@ impl Outcomes {
         Self {
             log,
             open: Arc::default(),
-            held: Arc::default(),
+            held: threshold_auth::Quota::new(usize::MAX, MAX_SUBSCRIPTIONS_PER_CREDENTIAL),
             vault: None,
             track: None,
         }
@@ -295,44 +295,6 @@ impl Drop for Gone {
 /// server's reads from everyone else.
 pub const MAX_SUBSCRIPTIONS_PER_CREDENTIAL: usize = 16;
 
-/// A credential's hold on one of its subscriptions, let go when the
-/// subscription ends.
-struct Held(
-    Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-    String,
-);
-
-impl Held {
-    /// A hold for `name`, unless it holds [`MAX_SUBSCRIPTIONS_PER_CREDENTIAL`].
-    fn take(
-        held: &Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-        name: &str,
-    ) -> Result<Self, Status> {
-        let mut all = held.lock().unwrap_or_else(|p| p.into_inner());
-        let n = all.entry(name.to_owned()).or_default();
-        if *n >= MAX_SUBSCRIPTIONS_PER_CREDENTIAL {
-            return Err(Status::resource_exhausted(format!(
-                "credential {name:?} holds {MAX_SUBSCRIPTIONS_PER_CREDENTIAL} subscriptions open, \
-                 the most one may; close one first"
-            )));
-        }
-        *n += 1;
-        Ok(Self(Arc::clone(held), name.to_owned()))
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = all.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                all.remove(&self.1);
-            }
-        }
-    }
-}
-
 type OutcomeStream = Pin<Box<dyn Stream<Item = Result<ParcelOutcome, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -364,7 +326,13 @@ impl OutcomeService for Outcomes {
             ),
             _ => None,
         };
-        let held = Held::take(&self.held, &caller.name)?;
+        let held = self.held.take(&caller.name).map_err(|_| {
+            Status::resource_exhausted(format!(
+                "credential {:?} holds {MAX_SUBSCRIPTIONS_PER_CREDENTIAL} subscriptions open, \
+                 the most one may; close one first",
+                caller.name
+            ))
+        })?;
         let standing = threshold_auth::Standing::of(&request);
         let from = Position(request.into_inner().from_cursor);
         let mut events = self.log.subscribe(from);
