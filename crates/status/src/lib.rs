@@ -79,6 +79,24 @@ pub fn status(e: impl ServiceError) -> Status {
     e.into_status()
 }
 
+/// The one country an analyst's credential is scoped to: `None` for any
+/// other role and for an analyst of every country (`*`);
+/// `PERMISSION_DENIED` for an analyst whose tenant is no country. Every
+/// service that answers analysts narrows to it.
+pub fn analysts_country(
+    caller: &threshold_auth::Principal,
+) -> Result<Option<threshold_domain::Country>, Status> {
+    if caller.role != threshold_auth::Role::Analyst || caller.tenant == threshold_auth::ANY_TENANT {
+        return Ok(None);
+    }
+    caller.tenant.parse().map(Some).map_err(|e| {
+        Status::permission_denied(format!(
+            "analyst {:?} acts for {:?}, which is not a country: {e}",
+            caller.name, caller.tenant
+        ))
+    })
+}
+
 /// A request's field `name` is missing or malformed: `INVALID_ARGUMENT`,
 /// the field named first.
 pub fn field(name: &str, e: impl Display) -> Status {

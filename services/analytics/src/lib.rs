@@ -105,13 +105,7 @@ impl AnalyticsService for Analytics {
             caller.check_tenant("depot", &r.depot_id)?;
         }
         // A country's analyst sees its own country.
-        if caller.role == Role::Analyst && caller.tenant != threshold_auth::ANY_TENANT {
-            let own: Country = caller.tenant.parse().map_err(|e| {
-                Status::permission_denied(format!(
-                    "analyst {:?} acts for {:?}, which is not a country: {e}",
-                    caller.name, caller.tenant
-                ))
-            })?;
+        if let Some(own) = threshold_status::analysts_country(&caller)? {
             if r.country == 0 {
                 r.country = own.to_proto() as i32;
             }

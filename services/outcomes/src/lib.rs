@@ -311,21 +311,8 @@ impl OutcomeService for Outcomes {
             _ => View::Partner,
         };
         // A country's analyst follows that country's parcels only.
-        let country_only = match caller.role {
-            Role::Analyst if caller.tenant != threshold_auth::ANY_TENANT => Some(
-                caller
-                    .tenant
-                    .parse::<Country>()
-                    .map_err(|e| {
-                        Status::permission_denied(format!(
-                            "analyst {:?} acts for {:?}, which is not a country: {e}",
-                            caller.name, caller.tenant
-                        ))
-                    })?
-                    .to_proto() as i32,
-            ),
-            _ => None,
-        };
+        let country_only =
+            threshold_status::analysts_country(&caller)?.map(|c| c.to_proto() as i32);
         let held = self.held.take(&caller.name).map_err(|_| {
             Status::resource_exhausted(format!(
                 "credential {:?} holds {MAX_SUBSCRIPTIONS_PER_CREDENTIAL} subscriptions open, \
