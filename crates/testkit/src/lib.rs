@@ -420,6 +420,22 @@ impl Sandbox {
             .expect("the credentials store")
     }
 
+    /// Revokes every credential of `role` that may act for `tenant`, the
+    /// local one of every tenant among them; how many.
+    pub async fn revoke_every(&self, role: Role, tenant: &str) -> usize {
+        let current = self.store.current().expect("the credentials store");
+        let names: Vec<String> = current
+            .principals()
+            .into_iter()
+            .filter(|p| p.role == role && p.covers(tenant))
+            .map(|p| p.name.clone())
+            .collect();
+        for name in &names {
+            self.revoke(name).await;
+        }
+        names.len()
+    }
+
     /// The shared connection with a new credential of `role` for `tenant`.
     pub fn client_as(&self, role: Role, tenant: &str) -> Authed {
         let name = format!("{role}-{tenant}-{}", EventId::new());

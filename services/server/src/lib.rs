@@ -721,7 +721,8 @@ impl Node {
                 data.join(WEBHOOKS_FILE),
                 config.webhooks.clone(),
                 Some(Arc::clone(&vault)),
-            )?;
+            )?
+            .with_credentials(Arc::clone(authenticator.store()));
             hooks.start().await?;
             Some(Arc::new(hooks))
         } else {

@@ -337,3 +337,63 @@ async fn an_endpoint_answering_gone_is_disabled_with_an_alert_its_partner_and_th
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{role}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_whose_credentials_are_revoked_is_sent_nothing_more_until_one_is_added() {
+    let server = server().await;
+    let log = server.log();
+    manifested_on_route(log.as_ref(), "r-1", "drv-1", &["SE-1", "SE-2"]).await;
+    let (addr, got, secret) = receiver(200).await;
+    let id = register(&server, "nordshop", addr, &secret).await;
+    let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
+    let ack = hh.send(&handheld_event("SE-1", not_home())).await;
+    assert!(ack.error.is_empty(), "{}", ack.error);
+    until("the first outcome", || !got.lock().expect("got").is_empty()).await;
+
+    // The partner's contract ends: its credentials go, the local one of
+    // every partner among them. Its endpoint is still registered.
+    assert!(server.revoke_every(Role::Partner, "nordshop").await >= 2);
+    let ack = hh.send(&handheld_event("SE-2", not_home())).await;
+    assert!(ack.error.is_empty(), "{}", ack.error);
+    let mut carrier = WebhookServiceClient::new(server.analyst());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let alert = loop {
+        let alerts = carrier
+            .list_webhook_alerts(ListWebhookAlertsRequest {
+                partner: "nordshop".into(),
+                after: 0,
+                max: 0,
+            })
+            .await
+            .expect("the carrier's alerts")
+            .into_inner()
+            .alerts;
+        if let Some(a) = alerts.into_iter().next() {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "no alert");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(alert.endpoint_id, id);
+    assert!(
+        alert.message.contains("holds no partner credential"),
+        "{}",
+        alert.message
+    );
+    tokio::time::sleep(3 * threshold_auth::STANDING_EVERY).await;
+    let sent: Vec<String> = got
+        .lock()
+        .expect("got")
+        .iter()
+        .map(|b| b["data"]["parcel_id"].to_string())
+        .collect();
+    assert_eq!(sent, ["\"SE-1\""], "nothing after the last credential went");
+
+    // A new contract, a new credential: what waited is sent.
+    server.mint("nordshop-renewed", Role::Partner, "nordshop");
+    until("the outcome that waited", || {
+        got.lock().expect("got").len() >= 2
+    })
+    .await;
+    assert_eq!(got.lock().expect("got")[1]["data"]["parcel_id"], "SE-2");
+}

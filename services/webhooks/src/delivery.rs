@@ -9,11 +9,23 @@
 //! once the event is delivered. Killed at any moment, it resumes from the
 //! position: the event in flight is delivered again, under the same
 //! `webhook-id`, which the receiver deduplicates.
+//!
+//! An endpoint is its partner's only while the partner holds a credential:
+//! when the registry is given the credentials ([`Webhooks::with_credentials`]),
+//! each request waits until some partner credential covers the endpoint's
+//! partner. A partner whose credentials are all revoked receives nothing
+//! more; its outcomes wait at the endpoint's position, with one alert, and
+//! go out when a credential is added again (a token rotated by revoking the
+//! old one first loses nothing), or never, when the carrier deletes the
+//! endpoint.
+//!
+//! [`Webhooks::with_credentials`]: crate::Webhooks::with_credentials
 
 use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng as _;
+use threshold_auth::{CredentialStore, Role};
 use threshold_log::{EventLog, Position};
 
 use crate::client::Sender;
@@ -98,7 +110,13 @@ pub(crate) struct Ctx {
     /// Endpoints disabled, by reason (`gone`, `exhausted`): the alerts
     /// the carrier's dashboard shows beside the homes'.
     pub(crate) alerts: opentelemetry::metrics::Counter<u64>,
+    /// The credentials an endpoint's partner must hold one of for its
+    /// deliveries to go out; unset, every endpoint delivers.
+    pub(crate) credentials: std::sync::OnceLock<std::sync::Arc<dyn CredentialStore>>,
 }
+
+/// How often a held endpoint looks again for its partner's credential.
+const HELD_EVERY: Duration = threshold_auth::STANDING_EVERY;
 
 /// Positions skipped (other partners' or unwanted events) before the
 /// position is saved anyway, so a restart does not rescan a long stretch.
@@ -206,6 +224,9 @@ async fn deliver(ctx: &Ctx, ep: &Endpoint, w: &WebhookEvent) -> Done {
     let mut n: u32 = 1;
     let mut pause = Backoff::default();
     loop {
+        // Looked at before every request: a retry days later is sent only
+        // if the partner still holds a credential then.
+        while_no_credential(ctx, ep, w).await;
         let secrets = match ctx.store.secrets(&ep.id, Utc::now()) {
             Ok(s) if !s.is_empty() => s,
             Ok(_) | Err(_) => {
@@ -267,6 +288,51 @@ async fn deliver(ctx: &Ctx, ep: &Endpoint, w: &WebhookEvent) -> Done {
                 return Done::Disabled;
             }
         }
+    }
+}
+
+/// Waits while no partner credential covers `ep`'s partner, raising one
+/// alert when the wait starts; `w` waits at the endpoint's position. The
+/// credentials unreadable also hold it: nothing is sent on a credential
+/// that cannot be seen.
+async fn while_no_credential(ctx: &Ctx, ep: &Endpoint, w: &WebhookEvent) {
+    let Some(store) = ctx.credentials.get() else {
+        return;
+    };
+    let mut held = false;
+    let mut unreadable = false;
+    loop {
+        match store.current() {
+            Ok(c) if c.any_of(Role::Partner, &ep.tenant) => break,
+            Ok(_) if !held => {
+                held = true;
+                ctx.alerts
+                    .add(1, &[opentelemetry::KeyValue::new("reason", "held")]);
+                let message = format!(
+                    "endpoint {} ({}) held before event {}: partner {} holds no partner credential; \
+                     its outcomes wait until one is added, or the endpoint is deleted",
+                    ep.id, ep.url, w.id, ep.tenant
+                );
+                tracing::warn!(endpoint = ep.id, partner = ep.tenant, "{message}");
+                if let Err(e) = ctx.store.alert(&ep.tenant, &ep.id, &message, Utc::now()) {
+                    tracing::warn!(endpoint = ep.id, error = %e, "webhook alert not recorded");
+                }
+            }
+            Ok(_) => {}
+            Err(e) if !unreadable => {
+                unreadable = true;
+                tracing::warn!(endpoint = ep.id, error = %e, "credentials unreadable; webhook deliveries wait");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(HELD_EVERY).await;
+    }
+    if held {
+        tracing::info!(
+            endpoint = ep.id,
+            partner = ep.tenant,
+            "partner holds a credential again; webhook deliveries go on"
+        );
     }
 }
 

@@ -134,13 +134,25 @@ impl Webhooks {
                 alerts: opentelemetry::global::meter("threshold.webhooks")
                     .u64_counter("threshold.webhook.alerts")
                     .with_description(
-                        "Webhook endpoints disabled with an alert to the partner and the carrier, \
-                         by reason (gone: answered 410; exhausted: failed over the whole retry schedule)",
+                        "Webhook endpoints disabled or held with an alert to the partner and the carrier, \
+                         by reason (gone: answered 410; exhausted: failed over the whole retry schedule; \
+                         held: the partner holds no credential)",
                     )
                     .build(),
+                credentials: std::sync::OnceLock::new(),
             }),
             tasks: Mutex::default(),
         })
+    }
+
+    /// Delivers to a partner's endpoints only while `credentials` hold a
+    /// partner credential that covers it (see [`delivery`]): revoking a
+    /// partner's last credential stops its webhooks as it ends its
+    /// subscriptions. Set once; a second call changes nothing.
+    #[must_use]
+    pub fn with_credentials(self, credentials: Arc<dyn threshold_auth::CredentialStore>) -> Self {
+        let _ = self.ctx.credentials.set(credentials);
+        self
     }
 
     /// Starts delivering to every active endpoint, each from its durable

@@ -1094,3 +1094,94 @@ async fn a_delete_racing_a_resume_or_a_replay_leaves_no_delivery_behind() {
     }
     hooks.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_whose_credentials_are_revoked_receives_nothing_more_until_one_is_added() {
+    use threshold_auth::{Credential, CredentialStore as _, FileCredentials, Role};
+    let d = day();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let credentials = Arc::new(FileCredentials::new(dir.path()));
+    let add = |name: &str, tenant: &str| {
+        let (c, _) = Credential::new(name, Role::Partner, tenant).expect("credential");
+        credentials.insert(c).expect("insert");
+    };
+    add("nordshop-api", "nordshop");
+    add("fjallbutik-api", "fjallbutik");
+    let hooks = Webhooks::open(Arc::clone(&d.log), &d.store, options())
+        .expect("open")
+        .with_credentials(Arc::clone(&credentials) as _);
+    let gone = Receiver::start(Arc::new(|_: &str, _| Fault::None), TIMEOUT, None).await;
+    let other = Receiver::start(Arc::new(|_: &str, _| Fault::None), TIMEOUT, None).await;
+    let (ep, s) = hooks
+        .add("nordshop", &gone.url(), &[], Start::Now)
+        .await
+        .expect("add");
+    gone.secrets.lock().expect("s").push(s.expose());
+    let (_, s) = hooks
+        .add("fjallbutik", &other.url(), &[], Start::Now)
+        .await
+        .expect("add");
+    other.secrets.lock().expect("s").push(s.expose());
+    let ids = |e: &HashMap<String, Vec<(String, String)>>, t: &str| -> Vec<String> {
+        e[t].iter().map(|(id, _)| id.clone()).collect()
+    };
+
+    let before = append_day(d.log.as_ref(), &["nordshop", "fjallbutik"], 0..1).await;
+    until("the first outcomes", Duration::from_secs(20), || {
+        gone.seen().accepted.len() >= before["nordshop"].len()
+    })
+    .await;
+    assert!(credentials.revoke("nordshop-api").await.expect("revoke"));
+    let after = append_day(d.log.as_ref(), &["nordshop", "fjallbutik"], 1..2).await;
+    let want_other = [ids(&before, "fjallbutik"), ids(&after, "fjallbutik")].concat();
+    until(
+        "the other partner's outcomes",
+        Duration::from_secs(20),
+        || other.seen().accepted.len() >= want_other.len(),
+    )
+    .await;
+    until("the held alert", Duration::from_secs(20), || {
+        hooks
+            .alerts(Some("nordshop"), 0, 10)
+            .expect("alerts")
+            .iter()
+            .any(|(_, a)| a.message.contains("holds no partner credential"))
+    })
+    .await;
+    // Two more looks at the credentials: still nothing sent.
+    tokio::time::sleep(3 * threshold_auth::STANDING_EVERY).await;
+    assert_eq!(
+        gone.accepted_ids(),
+        ids(&before, "nordshop"),
+        "nothing reaches a partner after its last credential is revoked"
+    );
+    assert_eq!(
+        gone.seen().requests.len(),
+        before["nordshop"].len(),
+        "not even an attempt"
+    );
+    assert_eq!(
+        other.accepted_ids(),
+        want_other,
+        "another partner is not held"
+    );
+    assert_eq!(
+        hooks.alerts(Some("nordshop"), 0, 10).expect("alerts").len(),
+        1,
+        "one alert for the wait, not one per look"
+    );
+    assert_eq!(
+        hooks.get("nordshop", &ep.id).expect("ep").state,
+        State::Active
+    );
+
+    // A new credential: what waited goes out, in order, nothing lost.
+    add("nordshop-api-2", "nordshop");
+    let want = [ids(&before, "nordshop"), ids(&after, "nordshop")].concat();
+    until("the outcomes that waited", Duration::from_secs(20), || {
+        gone.seen().accepted.len() >= want.len()
+    })
+    .await;
+    assert_eq!(gone.accepted_ids(), want);
+    hooks.stop().await;
+}
