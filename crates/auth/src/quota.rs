@@ -51,9 +51,17 @@ impl Quota {
     /// A place for `caller`, or why there is none: the caller's own bound
     /// is asked first.
     pub fn take(&self, caller: &str) -> Result<Place, Full> {
+        self.take_up_to(caller, self.per_caller)
+    }
+
+    /// [`Quota::take`], with `most` places for this caller instead of the
+    /// quota's own bound (still within the total): a caller that is many
+    /// parties, such as a credential of every tenant, is bounded by the
+    /// total alone with `usize::MAX`.
+    pub fn take_up_to(&self, caller: &str, most: usize) -> Result<Place, Full> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let mine = held.by_caller.get(caller).copied().unwrap_or(0);
-        if mine >= self.per_caller {
+        if mine >= most {
             return Err(Full::Caller(mine));
         }
         if held.total >= self.total {
@@ -102,5 +110,19 @@ mod tests {
             .map(|_| q.take("a").expect("all given back"))
             .collect();
         assert_eq!(again.len(), 2);
+        // A bound of its own for one caller, still within the total.
+        let fleet = q.take_up_to("fleet", usize::MAX).expect("within the total");
+        assert_eq!(
+            q.take_up_to("fleet", usize::MAX).unwrap_err(),
+            Full::Total(3)
+        );
+        assert_eq!(q.take_up_to("a", 5).unwrap_err(), Full::Total(3));
+        drop(again);
+        let more = q
+            .take_up_to("fleet", usize::MAX)
+            .expect("past the per-caller 2");
+        let most = q.take_up_to("fleet", usize::MAX).expect("to the total");
+        assert_eq!(q.take_up_to("fleet", 3).unwrap_err(), Full::Caller(3));
+        drop((fleet, more, most));
     }
 }

@@ -91,13 +91,26 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// (stored sealed with the attempt, and shown to the carrier).
 pub const MAX_NOTE: usize = 2048;
 
-/// How fast one handheld stream may send.
+/// How fast one handheld may send, and how many streams it may hold.
+///
+/// A handheld is its credential when the credential names one driver: the
+/// rate is shared by every stream it holds open, and it holds at most
+/// `streams_per_driver`, so a stolen token takes no more of the server by
+/// opening more streams. A credential of every driver (`*`: the carrier's
+/// own tools, the load generator, simulations) is many handhelds: each of
+/// its streams is one, and only `streams` bounds how many.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Sustained events per second on one stream.
+    /// Sustained events per second from one handheld.
     pub events_per_second: f64,
-    /// Events one stream may send at once, e.g. an offline backlog.
+    /// Events one handheld may send at once, e.g. an offline backlog.
     pub burst: f64,
+    /// Attempt streams a credential of one driver may hold open at once: a
+    /// handheld needs one, and a second while it reconnects.
+    pub streams_per_driver: usize,
+    /// Attempt streams open at once on the service, every credential's
+    /// together.
+    pub streams: usize,
 }
 
 impl Default for Limits {
@@ -105,6 +118,8 @@ impl Default for Limits {
         Self {
             events_per_second: 5_000.0,
             burst: 20_000.0,
+            streams_per_driver: 4,
+            streams: 16_384,
         }
     }
 }
@@ -225,7 +240,16 @@ pub struct Handhelds {
     /// a handheld reports about a household.
     vault: Option<Arc<threshold_privacy::Vault>>,
     clock: Clock,
+    /// The attempt streams open, per credential (see [`Limits`]).
+    streams: threshold_auth::Quota,
+    /// The rate of each credential of one driver, shared by its streams,
+    /// and kept after they close until it has filled again: a handheld
+    /// that hangs up and opens a new stream is not handed a new burst.
+    buckets: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Shared>>>>,
 }
+
+/// A token bucket the streams of one handheld take from.
+type Shared = std::sync::Mutex<Bucket>;
 
 impl Handhelds {
     /// A service that writes to `log`, and follows it for drivers' routes
@@ -252,6 +276,8 @@ impl Handhelds {
             routes,
             vault: None,
             clock: Clock::System,
+            streams: stream_quota(Limits::default()),
+            buckets: Arc::default(),
         }
     }
 
@@ -261,10 +287,58 @@ impl Handhelds {
         self
     }
 
-    /// With other per-stream limits.
+    /// With other limits per handheld.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self.streams = stream_quota(limits);
         self
+    }
+
+    /// A place for a stream of `handheld`, and the bucket its events take
+    /// from: the credential's own, shared by its streams, when it names
+    /// one driver; the stream's own for a credential of every driver.
+    fn admit(
+        &self,
+        handheld: &threshold_auth::Principal,
+    ) -> Result<(threshold_auth::Place, Arc<Shared>), Status> {
+        let many = handheld.tenant == threshold_auth::ANY_TENANT;
+        let most = if many {
+            usize::MAX
+        } else {
+            self.limits.streams_per_driver
+        };
+        let place = self
+            .streams
+            .take_up_to(&handheld.name, most)
+            .map_err(|full| {
+                Status::resource_exhausted(match full {
+                    threshold_auth::Full::Caller(n) => format!(
+                        "handheld {:?} holds {n} attempt streams open, its most: close one (a handheld needs one)",
+                        handheld.name
+                    ),
+                    threshold_auth::Full::Total(n) => format!(
+                        "{n} attempt streams are open, the server's most: try again shortly"
+                    ),
+                })
+            })?;
+        if many {
+            return Ok((
+                place,
+                Arc::new(std::sync::Mutex::new(Bucket::new(self.limits))),
+            ));
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(shared) = buckets.get(&handheld.name) {
+            return Ok((place, Arc::clone(shared)));
+        }
+        // Those no stream holds and that have filled again are as good as
+        // new: they go when another is made.
+        buckets.retain(|_, b| {
+            Arc::strong_count(b) > 1 || !b.lock().unwrap_or_else(|p| p.into_inner()).full()
+        });
+        let shared = Arc::new(std::sync::Mutex::new(Bucket::new(self.limits)));
+        buckets.insert(handheld.name.clone(), Arc::clone(&shared));
+        Ok((place, shared))
     }
 
     /// Hands drivers their stops' positions, opened from their seals with
@@ -312,7 +386,13 @@ impl Handhelds {
     }
 }
 
-/// A token bucket: `take` fails once a stream sends faster than its limits.
+/// The streams a service holds open: `limits.streams` in all, and a
+/// credential of one driver `limits.streams_per_driver`.
+fn stream_quota(limits: Limits) -> threshold_auth::Quota {
+    threshold_auth::Quota::new(limits.streams, limits.streams_per_driver)
+}
+
+/// A token bucket: `take` fails once a handheld sends faster than its limits.
 struct Bucket {
     limits: Limits,
     tokens: f64,
@@ -326,6 +406,12 @@ impl Bucket {
             tokens: limits.burst,
             at: tokio::time::Instant::now(),
         }
+    }
+
+    /// Whether it holds its whole burst again.
+    fn full(&self) -> bool {
+        let refill = self.at.elapsed().as_secs_f64() * self.limits.events_per_second;
+        self.tokens + refill >= self.limits.burst
     }
 
     fn take(&mut self) -> bool {
@@ -933,6 +1019,7 @@ impl HandheldService for Handhelds {
         request: Request<Streaming<HandheldEvent>>,
     ) -> Result<Response<Self::StreamAttemptsStream>, Status> {
         let handheld = threshold_auth::require(&request, &[Role::Handheld])?.clone();
+        let (place, bucket) = self.admit(&handheld)?;
         let standing = threshold_auth::Standing::of(&request);
         let simulated = self.clock.required(&request)?;
         let inbound = request.into_inner();
@@ -956,13 +1043,11 @@ impl HandheldService for Handhelds {
             stream_trace,
             sampled,
         });
-        tokio::spawn(pipeline(
-            attempts,
-            inbound,
-            Bucket::new(self.limits),
-            standing,
-            tx,
-        ));
+        tokio::spawn(async move {
+            pipeline(attempts, inbound, &bucket, standing, tx).await;
+            // The stream's place is held until its last event is answered.
+            drop(place);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -1063,7 +1148,7 @@ impl Attempts {
 async fn pipeline(
     attempts: Arc<Attempts>,
     mut inbound: Streaming<HandheldEvent>,
-    mut bucket: Bucket,
+    bucket: &Shared,
     standing: Option<threshold_auth::Standing>,
     tx: mpsc::Sender<Result<AttemptAck, Status>>,
 ) {
@@ -1114,10 +1199,13 @@ async fn pipeline(
                         continue;
                     }
                 };
-                if !bucket.take() {
-                    let limits = bucket.limits;
+                let (taken_now, limits) = {
+                    let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+                    (b.take(), b.limits)
+                };
+                if !taken_now {
                     closing = Some(Some(Status::resource_exhausted(format!(
-                        "more than {} events/s (burst {}) on one stream; event {} and later were not stored, resend them more slowly",
+                        "more than {} events/s (burst {}) from one handheld; event {} and later were not stored, resend them more slowly",
                         limits.events_per_second, limits.burst, event.sequence
                     ))));
                     continue;

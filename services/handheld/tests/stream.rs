@@ -257,6 +257,7 @@ async fn a_flood_on_one_stream_gets_resource_exhausted_and_others_carry_on() {
     let server = serve_with(threshold_handheld_service::Limits {
         events_per_second: 5.0,
         burst: 10.0,
+        ..Default::default()
     })
     .await;
     let parcels: Vec<String> = (0..40).map(|n| format!("SE-{n}")).collect();
@@ -729,4 +730,118 @@ async fn a_backlog_sent_at_once_is_acknowledged_in_order_each_parcel_in_its_orde
             "{p}: {history:?}"
         );
     }
+}
+
+/// Sends `events` on a new stream of `channel` and reads every answer:
+/// how many were stored, and the status the stream ended with, if any.
+async fn send_all(channel: Authed, events: Vec<HandheldEvent>) -> (usize, Option<tonic::Status>) {
+    let (tx, rx) = mpsc::channel(64);
+    for e in events {
+        tx.send(e).await.expect("queue");
+    }
+    drop(tx);
+    let mut acks = HandheldServiceClient::new(channel)
+        .stream_attempts(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut stored = 0;
+    loop {
+        match acks.message().await {
+            Ok(Some(a)) => {
+                assert_eq!(result(&a), attempt_ack::Result::Stored, "{}", a.error);
+                stored += 1;
+            }
+            Ok(None) => return (stored, None),
+            Err(e) => return (stored, Some(e)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drivers_credential_holds_a_few_streams_and_one_rate_across_them() {
+    let server = serve_with(threshold_handheld_service::Limits {
+        events_per_second: 1.0,
+        burst: 10.0,
+        streams_per_driver: 4,
+        ..Default::default()
+    })
+    .await;
+    let parcels: Vec<String> = (0..40).map(|n| format!("SE-{n}")).collect();
+    on_route(
+        &server,
+        &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    // A stolen token of drv-7: each connection one more stream.
+    let token = server.mint("hh-7", Role::Handheld, "drv-7");
+    let stolen =
+        || async { threshold_auth::authed(server.connect().await, Some(&token)).expect("a token") };
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let (tx, rx) = mpsc::channel::<HandheldEvent>(1);
+        let acks = HandheldServiceClient::new(stolen().await)
+            .stream_attempts(ReceiverStream::new(rx))
+            .await
+            .expect("one of its four");
+        open.push((tx, acks));
+    }
+    let (_tx, rx) = mpsc::channel::<HandheldEvent>(1);
+    let fifth = HandheldServiceClient::new(stolen().await)
+        .stream_attempts(ReceiverStream::new(rx))
+        .await
+        .expect_err("a fifth stream");
+    assert_eq!(fifth.code(), tonic::Code::ResourceExhausted, "{fifth:?}");
+    assert!(fifth.message().contains("its most"), "{}", fifth.message());
+    // Another driver's handheld is not held back by drv-7's streams.
+    let (_other_tx, rx) = mpsc::channel::<HandheldEvent>(1);
+    HandheldServiceClient::new(server.client_as(Role::Handheld, "drv-8"))
+        .stream_attempts(ReceiverStream::new(rx))
+        .await
+        .expect("another driver's stream");
+
+    // One closed, its place is given back once its stream has ended.
+    open.truncate(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut more = loop {
+        let (tx, rx) = mpsc::channel::<HandheldEvent>(1);
+        match HandheldServiceClient::new(stolen().await)
+            .stream_attempts(ReceiverStream::new(rx))
+            .await
+        {
+            Ok(acks) => break vec![(tx, acks)],
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                assert!(std::time::Instant::now() < deadline, "no place given back");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    more.clear();
+    open.clear();
+
+    // The rate is the handheld's, not each stream's: after a burst on one
+    // stream, hanging up and opening another hands it no new burst.
+    let first: Vec<HandheldEvent> = (0..10)
+        .map(|i| event(i + 1, &parcels[i as usize], delivered()))
+        .collect();
+    let (stored, ended) = send_all(stolen().await, first).await;
+    assert_eq!((stored, ended.map(|e| e.code())), (10, None), "the burst");
+    let second: Vec<HandheldEvent> = (10..40)
+        .map(|i| event(i + 1, &parcels[i as usize], delivered()))
+        .collect();
+    let (stored, ended) = send_all(stolen().await, second).await;
+    let ended = ended.expect("the second stream is cut short");
+    assert_eq!(ended.code(), tonic::Code::ResourceExhausted, "{ended:?}");
+    assert!(
+        ended.message().contains("from one handheld"),
+        "{}",
+        ended.message()
+    );
+    // A bucket of its own would have taken a burst of 10; the shared one
+    // has only refilled at 1/s since the first stream's burst.
+    assert!(
+        stored < 10,
+        "a second stream got a rate of its own: {stored} stored"
+    );
 }
