@@ -56,7 +56,7 @@ fn get(addr: std::net::SocketAddr, path: &str, cookie: &str) -> (u16, String, us
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nSec-Fetch-Site: none\r\nCookie: {cookie}\r\n\r\n"
     )
     .expect("write");
     let mut raw = Vec::new();

@@ -142,11 +142,62 @@ fn redirect(to: &str, cookie: Option<String>) -> Response {
     r
 }
 
-fn session_cookie(id: &str) -> String {
+/// The session cookie for session `id`; `Secure` when the browser reached
+/// the console over HTTPS (see [`over_https`]).
+fn session_cookie(id: &str, headers: &HeaderMap) -> String {
     format!(
-        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_TTL.as_secs()
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if over_https(headers) { "; Secure" } else { "" }
     )
+}
+
+/// Whether the browser's request reached the console over HTTPS: the
+/// console speaks plain HTTP, on loopback or behind a TLS-terminating
+/// proxy, which says so in `X-Forwarded-Proto` or `Forwarded`. A client
+/// that claims it falsely only marks its own cookie.
+fn over_https(headers: &HeaderMap) -> bool {
+    let value = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    value("x-forwarded-proto").is_some_and(|p| p.split(',').next().map(str::trim) == Some("https"))
+        || value("forwarded").is_some_and(|f| {
+            f.split(',')
+                .next()
+                .into_iter()
+                .flat_map(|first| first.split(';'))
+                .any(|kv| kv.trim() == "proto=https")
+        })
+}
+
+/// What a browser's `Sec-Fetch-Site` says of where a request came from:
+/// `none` (typed, pasted, a bookmark, another application), `same-origin`,
+/// `same-site` or `cross-site`; absent from older browsers and from
+/// anything that is not a browser.
+fn fetch_site(headers: &HeaderMap) -> Option<&str> {
+    headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+}
+
+/// Whether a form was posted from a page that is not this console's: its
+/// `Origin` names another (or is `null`), or `Sec-Fetch-Site` says it came
+/// from another site. A sign-in from there would sign the browser in as
+/// whoever the other page chose (login CSRF). A client that sends
+/// neither header is not a browser, and nothing is forged through it.
+fn posted_from_elsewhere(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("null"));
+    let other_origin = origin.is_some_and(|o| {
+        let authority = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"));
+        authority.is_none() || authority != host
+    });
+    other_origin || fetch_site(headers).is_some_and(|s| !matches!(s, "same-origin" | "none"))
 }
 
 /// The session id the request's cookie names.
@@ -240,32 +291,94 @@ fn local_path(next: Option<&str>) -> &str {
     }
 }
 
-async fn signin_page(State(console): State<Console>, Query(q): Query<CodeQuery>) -> Response {
-    match q.code {
-        None => html(StatusCode::OK, "Sign in", &signin_form_html()),
-        Some(code) => match console.0.sessions.redeem(&code) {
-            Some(id) => redirect(local_path(q.next.as_deref()), Some(session_cookie(&id))),
+/// A sign-in link. Opened as a browser opens what its user typed, pasted or
+/// clicked in another application (`Sec-Fetch-Site: none`), or from the
+/// console's own pages, it signs in at once. Followed from another site's
+/// page, or fetched by something that is not a browser (a chat's link
+/// preview), it only asks, naming whom it would sign in, and the code
+/// stays unused: another site cannot sign a browser in as the credential it
+/// chose, and a preview does not spend the code.
+async fn signin_page(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<CodeQuery>,
+) -> Response {
+    let Some(code) = q.code else {
+        return html(StatusCode::OK, "Sign in", &signin_form_html());
+    };
+    let next = local_path(q.next.as_deref());
+    let spent = || {
+        Refused(
+            StatusCode::UNAUTHORIZED,
+            "This sign-in link is used, expired or unknown: ask for a new one.".into(),
+        )
+        .into_response()
+    };
+    if !matches!(fetch_site(&headers), Some("none" | "same-origin")) {
+        let Some(who) = console.0.sessions.peek(&code) else {
+            return spent();
+        };
+        let body = format!(
+            "<h1>Threshold console</h1><p>Sign in as {} <b>{}</b> ({})?</p>\
+             <form method=post action=\"/signin\"><input type=hidden name=code value=\"{}\">\
+             <input type=hidden name=next value=\"{}\"><button>Sign in</button></form>\
+             <p><small>If you did not ask for this link, close this page.</small></p>",
+            esc(who.role.as_str()),
+            esc(&who.name),
+            esc(&who.tenant),
+            esc(&code),
+            esc(next)
+        );
+        return html(StatusCode::OK, "Sign in", &body);
+    }
+    match console.0.sessions.redeem(&code) {
+        Some(id) => redirect(next, Some(session_cookie(&id, &headers))),
+        None => spent(),
+    }
+}
+
+/// The sign-in form: a token pasted in, or a link's code confirmed.
+#[derive(Deserialize)]
+struct SigninForm {
+    token: Option<String>,
+    code: Option<String>,
+    next: Option<String>,
+}
+
+async fn signin_token(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Form(f): Form<SigninForm>,
+) -> Response {
+    if posted_from_elsewhere(&headers) {
+        return forbidden(
+            "A sign-in posted from another site's page is refused: sign in on the console's own page.",
+        )
+        .into_response();
+    }
+    if let Some(code) = f.code {
+        return match console.0.sessions.redeem(&code) {
+            Some(id) => redirect(
+                local_path(f.next.as_deref()),
+                Some(session_cookie(&id, &headers)),
+            ),
             None => Refused(
                 StatusCode::UNAUTHORIZED,
                 "This sign-in link is used, expired or unknown: ask for a new one.".into(),
             )
             .into_response(),
-        },
+        };
     }
-}
-
-#[derive(Deserialize)]
-struct TokenForm {
-    token: String,
-}
-
-async fn signin_token(State(console): State<Console>, Form(f): Form<TokenForm>) -> Response {
+    let token = f.token.unwrap_or_default();
     match console
         .0
         .auth
-        .standing(Some(format!("Bearer {}", f.token.trim()).as_bytes()))
+        .standing(Some(format!("Bearer {}", token.trim()).as_bytes()))
     {
-        Ok(p) => redirect("/", Some(session_cookie(&console.0.sessions.open(p)))),
+        Ok(p) => redirect(
+            "/",
+            Some(session_cookie(&console.0.sessions.open(p), &headers)),
+        ),
         Err(_) => Refused(StatusCode::UNAUTHORIZED, "Unknown token.".into()).into_response(),
     }
 }

@@ -78,6 +78,17 @@ async fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Answer {
     send(addr, &format!("GET {path} HTTP/1.1{cookie}"), b"").await
 }
 
+/// A sign-in link opened as a browser opens what its user pasted or
+/// clicked in another application: `Sec-Fetch-Site: none`.
+async fn open_link(addr: SocketAddr, path: &str) -> Answer {
+    send(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nSec-Fetch-Site: none"),
+        b"",
+    )
+    .await
+}
+
 async fn post_form(addr: SocketAddr, path: &str, cookie: Option<&str>, form: &[u8]) -> Answer {
     let cookie = cookie
         .map(|c| format!("\r\nCookie: {c}"))
@@ -106,7 +117,7 @@ impl Running {
             .console
             .sign_in_path_for_token(&self.tokens[who])
             .expect("a known token");
-        let a = get(self.addr, &path, None).await;
+        let a = open_link(self.addr, &path).await;
         assert_eq!(a.status, 303, "{}", a.body);
         a.cookie()
     }
@@ -233,7 +244,7 @@ async fn a_sign_in_code_works_once_and_the_cookie_is_http_only_and_strict() {
         .console
         .sign_in_path_for_token(&c.tokens["planner-sto"])
         .expect("known token");
-    let first = get(c.addr, &path, None).await;
+    let first = open_link(c.addr, &path).await;
     assert_eq!(first.status, 303);
     let set = first.header("set-cookie").expect("cookie");
     assert!(
@@ -242,7 +253,7 @@ async fn a_sign_in_code_works_once_and_the_cookie_is_http_only_and_strict() {
     );
     let id = first.cookie();
     assert_eq!(id.len(), "threshold_session=".len() + 64, "256 random bits");
-    let replay = get(c.addr, &path, None).await;
+    let replay = open_link(c.addr, &path).await;
     assert_eq!(replay.status, 401, "a replayed code: {}", replay.body);
     assert!(replay.header("set-cookie").is_none());
     // A sign-in link leads only to this console's own pages.
@@ -255,7 +266,7 @@ async fn a_sign_in_code_works_once_and_the_cookie_is_http_only_and_strict() {
             .console
             .sign_in_path_for_token(&c.tokens["planner-sto"])
             .expect("known token");
-        let a = get(c.addr, &format!("{path}&next={next}"), None).await;
+        let a = open_link(c.addr, &format!("{path}&next={next}")).await;
         assert_eq!(a.header("location"), Some(to), "next={next}");
     }
     // An unknown token signs no one in.
@@ -534,12 +545,12 @@ async fn a_revoked_credentials_sessions_and_codes_end_with_it() {
         .console
         .sign_in_path_for_token(&fresh)
         .expect("the new token");
-    let renewed = get(c.addr, &path, None).await.cookie();
+    let renewed = open_link(c.addr, &path).await.cookie();
     assert_eq!(
         get(c.addr, "/depot/STO-1", Some(&renewed)).await.status,
         200
     );
-    let redeemed = get(c.addr, &code, None).await;
+    let redeemed = open_link(c.addr, &code).await;
     let cookie = redeemed.header("set-cookie").map(|_| redeemed.cookie());
     assert!(
         cookie.is_none() || get(c.addr, "/depot/STO-1", cookie.as_deref()).await.status == 401,
@@ -632,5 +643,124 @@ async fn a_sign_in_code_is_given_to_planners_and_analysts_only() {
         let a = send(c.addr, &ask(who), b"").await;
         assert_eq!(a.status, 200, "{who}: {}", a.body);
         assert!(a.body.starts_with("/signin?code="), "{who}: {}", a.body);
+    }
+}
+
+/// Another site's page cannot sign a browser in as a credential it chose
+/// (login CSRF): a sign-in link followed from it only asks, naming whom it
+/// signs in, and spends nothing; a sign-in posted from it is refused. A
+/// chat's link preview (no browser headers) spends no code either.
+#[tokio::test]
+async fn another_site_cannot_sign_a_browser_in_and_a_preview_spends_no_code() {
+    let c = start().await;
+    let path = c
+        .console
+        .sign_in_path_for_token(&c.tokens["planner-cph"])
+        .expect("known token");
+    let code = path.split_once("code=").expect("a code").1.to_owned();
+    for (how, extra) in [
+        ("from another site", "\r\nSec-Fetch-Site: cross-site"),
+        ("from a sibling site", "\r\nSec-Fetch-Site: same-site"),
+        ("by a link preview", ""),
+    ] {
+        let a = send(
+            c.addr,
+            &format!("GET {path}&next=/depot/CPH-1 HTTP/1.1{extra}"),
+            b"",
+        )
+        .await;
+        assert_eq!(a.status, 200, "{how}: {}", a.body);
+        assert!(a.header("set-cookie").is_none(), "{how}: signed in");
+        assert!(
+            a.body.contains("planner <b>planner-cph</b> (CPH-1)"),
+            "{how}: says whom it signs in: {}",
+            a.body
+        );
+        assert!(a.body.contains(&format!("value=\"{code}\"")), "{how}");
+    }
+    // The user confirms on the console's own page: one session, once.
+    let origin = format!(
+        "\r\nOrigin: http://{}\r\nSec-Fetch-Site: same-origin",
+        c.addr
+    );
+    let confirm = format!("code={code}&next=%2Fdepot%2FCPH-1");
+    let head =
+        format!("POST /signin HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded{origin}");
+    let signed = send(c.addr, &head, confirm.as_bytes()).await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    assert_eq!(signed.header("location"), Some("/depot/CPH-1"));
+    let cookie = signed.cookie();
+    assert_eq!(get(c.addr, "/depot/CPH-1", Some(&cookie)).await.status, 200);
+    assert_eq!(
+        send(c.addr, &head, confirm.as_bytes()).await.status,
+        401,
+        "once"
+    );
+    assert_eq!(open_link(c.addr, &path).await.status, 401, "spent");
+
+    // Posted from another site's page: refused, with a token or a code.
+    let fresh = c
+        .console
+        .sign_in_path_for_token(&c.tokens["planner-cph"])
+        .expect("known token");
+    let fresh_code = fresh.split_once("code=").expect("a code").1.to_owned();
+    let token = format!("token={}", c.tokens["planner-cph"]);
+    for (how, headers) in [
+        (
+            "another origin",
+            "\r\nOrigin: https://evil.example".to_owned(),
+        ),
+        ("an opaque origin", "\r\nOrigin: null".to_owned()),
+        (
+            "a look-alike origin",
+            format!("\r\nOrigin: http://{}.evil.example", c.addr),
+        ),
+        (
+            "another site, no origin",
+            "\r\nSec-Fetch-Site: cross-site".to_owned(),
+        ),
+    ] {
+        for form in [token.clone(), format!("code={fresh_code}")] {
+            let a = send(
+                c.addr,
+                &format!(
+                    "POST /signin HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded{headers}"
+                ),
+                form.as_bytes(),
+            )
+            .await;
+            assert_eq!(a.status, 403, "{how}: {}", a.body);
+            assert!(a.header("set-cookie").is_none(), "{how}");
+        }
+    }
+    // The refused posts spent nothing: the code still signs in, from here.
+    assert_eq!(open_link(c.addr, &fresh).await.status, 303);
+}
+
+/// Behind a TLS-terminating proxy the session cookie is `Secure`.
+#[tokio::test]
+async fn the_session_cookie_is_secure_behind_an_https_proxy() {
+    let c = start().await;
+    for (proxy, secure) in [
+        ("X-Forwarded-Proto: https", true),
+        (
+            "Forwarded: for=192.0.2.60;proto=https;by=203.0.113.43",
+            true,
+        ),
+        ("X-Forwarded-Proto: http", false),
+    ] {
+        let path = c
+            .console
+            .sign_in_path_for_token(&c.tokens["planner-sto"])
+            .expect("known token");
+        let a = send(
+            c.addr,
+            &format!("GET {path} HTTP/1.1\r\nSec-Fetch-Site: none\r\n{proxy}"),
+            b"",
+        )
+        .await;
+        assert_eq!(a.status, 303, "{proxy}: {}", a.body);
+        let set = a.header("set-cookie").expect("a cookie");
+        assert_eq!(set.ends_with("; Secure"), secure, "{proxy}: {set}");
     }
 }

@@ -24,7 +24,11 @@ async fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> (u16, String
     let cookie = cookie
         .map(|c| format!("Cookie: {c}\r\n"))
         .unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Connection: close\r\n\r\n");
+    // As a browser navigates: the sign-in link as one opened from
+    // another application, the pages as ones typed in.
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Sec-Fetch-Site: none\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw).await;

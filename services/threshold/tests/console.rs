@@ -125,7 +125,9 @@ impl Console {
     fn cookie(&self, role: Role) -> String {
         let url = self.sign_in_url(role, "/");
         let signin = url.split_once(&self.addr).expect("path").1;
-        let (status, head, _) = self.http_full(&format!("GET {signin}"), "");
+        // Opened as a browser opens a link pasted from a terminal.
+        let (status, head, _) =
+            self.http_full(&format!("GET {signin}"), "Sec-Fetch-Site: none\r\n");
         assert_eq!(status, 303, "{head}");
         head.lines()
             .find_map(|l| l.strip_prefix("set-cookie: "))
