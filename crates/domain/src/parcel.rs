@@ -89,6 +89,13 @@ pub struct Parcel {
 /// bounds what one plan writes per parcel.
 pub const MAX_LEFT_OUT_REASON: usize = 500;
 
+/// The most attempts a parcel is given. Far past any carrier's rule (two or
+/// three, then a pickup point or the sender), it bounds what one handheld
+/// can write on a parcel's stream and send to its partner: a start, or a
+/// failure that would open another attempt, is refused after it. A delivery
+/// is never refused for it, and an attempt already open may still fail.
+pub const MAX_ATTEMPTS: u32 = 100;
+
 /// `reason` cut to [`MAX_LEFT_OUT_REASON`] characters (ending in `…` when
 /// cut), so that a long list of causes still fits the event.
 pub fn clip_left_out_reason(reason: &str) -> String {
@@ -284,6 +291,19 @@ impl Parcel {
         Ok(())
     }
 
+    /// Refused when `action` would open an attempt past [`MAX_ATTEMPTS`].
+    fn require_attempts_left(&self, action: &'static str) -> Result<()> {
+        if self.status != Status::Attempting && self.attempts >= MAX_ATTEMPTS {
+            return Err(self.refuse_in(
+                action,
+                format!(
+                    "it has had {MAX_ATTEMPTS} attempts, the most (return it, or leave it at a pickup point)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn open_attempt(&self, driver_id: &DriverId, device_id: &DeviceId) -> Option<Event> {
         (self.status != Status::Attempting).then(|| {
             Event::AttemptStarted(pb::AttemptStarted {
@@ -395,6 +415,7 @@ impl Aggregate for Parcel {
                 if self.status == Status::Attempting {
                     return Err(self.refuse("start an attempt"));
                 }
+                self.require_attempts_left("start an attempt")?;
                 // An attempt names no route but the one the plan puts the
                 // parcel on (the plan, not the parcel's stream: a parcel
                 // whose attempt failed keeps its stream's route when a
@@ -460,6 +481,7 @@ impl Aggregate for Parcel {
                 if *reason == pb::FailureReason::Unspecified {
                     return Err(invalid("reason", "is not given"));
                 }
+                self.require_attempts_left("fail an attempt")?;
                 let mut events: Vec<Event> = self
                     .open_attempt(driver_id, device_id)
                     .into_iter()
@@ -918,6 +940,46 @@ mod tests {
         assert_eq!(p.status, Status::Delivered);
         assert_eq!(p.attempts, 3);
         assert_eq!(p.delivered_by, Some(pb::DeliveryMethod::Neighbour));
+    }
+
+    #[test]
+    fn a_parcel_is_attempted_at_most_max_attempts_times_and_still_delivered() {
+        let mut history = vec![Event::Manifested(manifested(pb::Service::Doorstep))];
+        for n in 1..=MAX_ATTEMPTS {
+            history.extend([started(n), failed(n)]);
+        }
+        let p = given::<Parcel>(&history);
+        assert_eq!(p.attempts, MAX_ATTEMPTS);
+        let start = Command::StartAttempt {
+            route_id: None,
+            planned_route: None,
+            driver_id: driver(),
+            device_id: device(),
+        };
+        for (what, command) in [
+            ("start", &start),
+            ("fail", &fail(pb::FailureReason::NotHome)),
+        ] {
+            let err = p.decide(command).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("has had {MAX_ATTEMPTS} attempts, the most")),
+                "{what}: {err}"
+            );
+        }
+        // A delivery is never refused for it.
+        let events = p.decide(&deliver(pb::DeliveryMethod::Doorstep)).unwrap();
+        assert!(matches!(&events[1], Event::Delivered(d) if d.attempt == MAX_ATTEMPTS + 1));
+        // The last attempt, open, may still fail; the next may not start.
+        history.truncate(history.len() - 1);
+        let p = given::<Parcel>(&history);
+        assert_eq!(
+            p.decide(&fail(pb::FailureReason::NotHome)).unwrap(),
+            vec![failed(MAX_ATTEMPTS)]
+        );
+        history.pop();
+        let p = given::<Parcel>(&history);
+        assert!(p.decide(&start).is_ok(), "attempt {MAX_ATTEMPTS} itself");
     }
 
     #[test]

@@ -832,3 +832,41 @@ async fn another_report_under_a_stored_reports_id_is_refused_not_taken_for_a_res
     let own = hh.send(&event("drv-1", 3, "SE-1", delivered())).await;
     assert_eq!(result(&own), attempt_ack::Result::Stored, "{own:?}");
 }
+
+/// The route's own driver cannot grow a parcel's stream (and its partner's
+/// feed) without bound by failing attempt after attempt: after
+/// `MAX_ATTEMPTS` another is refused, while the delivery still lands.
+#[tokio::test]
+async fn a_parcel_takes_a_bounded_number_of_attempts_and_is_still_delivered() {
+    use threshold_domain::parcel::MAX_ATTEMPTS;
+    let server = serve().await;
+    let mut hh = HandheldStream::open(server.client_as(Role::Handheld, "drv-1")).await;
+    for n in 1..=u64::from(MAX_ATTEMPTS) {
+        let a = hh.send(&event("drv-1", n, "SE-1", not_home())).await;
+        assert_eq!(result(&a), attempt_ack::Result::Stored, "{n}: {a:?}");
+    }
+    let head = server.log().head().await.expect("head");
+    let seq = u64::from(MAX_ATTEMPTS) + 1;
+    for (s, report) in [(seq, not_home()), (seq + 1, started())] {
+        let a = hh.send(&event("drv-1", s, "SE-1", report)).await;
+        assert_eq!(result(&a), attempt_ack::Result::Rejected, "{a:?}");
+        assert_eq!(a.code, tonic::Code::FailedPrecondition as i32, "{a:?}");
+        assert!(
+            a.error
+                .contains(&format!("has had {MAX_ATTEMPTS} attempts, the most")),
+            "{}",
+            a.error
+        );
+    }
+    assert_eq!(
+        server.log().head().await.expect("head"),
+        head,
+        "nothing stored"
+    );
+    let a = hh.send(&event("drv-1", seq + 2, "SE-1", delivered())).await;
+    assert_eq!(
+        (result(&a), a.attempt),
+        (attempt_ack::Result::Stored, MAX_ATTEMPTS + 1),
+        "{a:?}"
+    );
+}
