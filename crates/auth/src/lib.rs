@@ -387,12 +387,12 @@ impl Credentials {
         self.by_hash.values().any(|p| p.name == name)
     }
 
-    /// Whether any credential of `role` may act for `tenant` (one of that
-    /// tenant, or one of every tenant).
-    pub fn any_of(&self, role: Role, tenant: &str) -> bool {
+    /// Whether a credential of `role` names `tenant` itself: one of every
+    /// tenant (`*`, the carrier's own) does not count.
+    pub fn held_by(&self, role: Role, tenant: &str) -> bool {
         self.by_hash
             .values()
-            .any(|p| p.role == role && p.covers(tenant))
+            .any(|p| p.role == role && p.tenant == tenant)
     }
 }
 
@@ -796,9 +796,9 @@ mod tests {
         assert!(p.covers("nordshop") && !p.covers("fjallgear"));
         assert_eq!(c.authenticate(&b).unwrap().role, Role::LockVendor);
         assert_eq!(c.authenticate("guess"), None);
-        assert!(c.any_of(Role::Partner, "nordshop"));
-        assert!(!c.any_of(Role::Partner, "fjallgear"), "another partner's");
-        assert!(!c.any_of(Role::Planner, "nordshop"), "another role's");
+        assert!(c.held_by(Role::Partner, "nordshop"));
+        assert!(!c.held_by(Role::Partner, "fjallgear"), "another partner's");
+        assert!(!c.held_by(Role::Planner, "nordshop"), "another role's");
         let stored = std::fs::read_to_string(dir.path().join(CREDENTIALS_FILE)).unwrap();
         assert!(!stored.contains(&a), "the token itself is not stored");
         assert!(stored.contains(&hash(&a)));
@@ -871,7 +871,10 @@ mod tests {
                 .is_none()
         );
         assert_eq!(current.principals().len(), Role::ALL.len());
-        assert!(current.any_of(Role::Partner, "nordshop"), "every tenant's");
+        assert!(
+            !current.held_by(Role::Partner, "nordshop"),
+            "one of every tenant is not the partner's own"
+        );
     }
 
     #[test]

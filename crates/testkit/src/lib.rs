@@ -420,14 +420,14 @@ impl Sandbox {
             .expect("the credentials store")
     }
 
-    /// Revokes every credential of `role` that may act for `tenant`, the
-    /// local one of every tenant among them; how many.
+    /// Revokes every credential of `role` for `tenant` itself (not the
+    /// local one of every tenant); how many.
     pub async fn revoke_every(&self, role: Role, tenant: &str) -> usize {
         let current = self.store.current().expect("the credentials store");
         let names: Vec<String> = current
             .principals()
             .into_iter()
-            .filter(|p| p.role == role && p.covers(tenant))
+            .filter(|p| p.role == role && p.tenant == tenant)
             .map(|p| p.name.clone())
             .collect();
         for name in &names {

@@ -350,9 +350,10 @@ async fn a_partner_whose_credentials_are_revoked_is_sent_nothing_more_until_one_
     assert!(ack.error.is_empty(), "{}", ack.error);
     until("the first outcome", || !got.lock().expect("got").is_empty()).await;
 
-    // The partner's contract ends: its credentials go, the local one of
-    // every partner among them. Its endpoint is still registered.
-    assert!(server.revoke_every(Role::Partner, "nordshop").await >= 2);
+    // The partner's contract ends: its credentials go. Its endpoint is
+    // still registered, and the server's local credential of every
+    // partner (`*`, the carrier's own) keeps it sending nothing.
+    assert!(server.revoke_every(Role::Partner, "nordshop").await >= 1);
     let ack = hh.send(&handheld_event("SE-2", not_home())).await;
     assert!(ack.error.is_empty(), "{}", ack.error);
     let mut carrier = WebhookServiceClient::new(server.analyst());

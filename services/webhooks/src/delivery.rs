@@ -12,8 +12,9 @@
 //!
 //! An endpoint is its partner's only while the partner holds a credential:
 //! when the registry is given the credentials ([`Webhooks::with_credentials`]),
-//! each request waits until some partner credential covers the endpoint's
-//! partner. A partner whose credentials are all revoked receives nothing
+//! each request waits until a partner credential of the endpoint's partner
+//! itself exists (one of every partner, `*`, is the carrier's and does not
+//! count). A partner whose credentials are all revoked receives nothing
 //! more; its outcomes wait at the endpoint's position, with one alert, and
 //! go out when a credential is added again (a token rotated by revoking the
 //! old one first loses nothing), or never, when the carrier deletes the
@@ -291,7 +292,7 @@ async fn deliver(ctx: &Ctx, ep: &Endpoint, w: &WebhookEvent) -> Done {
     }
 }
 
-/// Waits while no partner credential covers `ep`'s partner, raising one
+/// Waits while `ep`'s partner holds no partner credential, raising one
 /// alert when the wait starts; `w` waits at the endpoint's position. The
 /// credentials unreadable also hold it: nothing is sent on a credential
 /// that cannot be seen.
@@ -303,7 +304,7 @@ async fn while_no_credential(ctx: &Ctx, ep: &Endpoint, w: &WebhookEvent) {
     let mut unreadable = false;
     loop {
         match store.current() {
-            Ok(c) if c.any_of(Role::Partner, &ep.tenant) => break,
+            Ok(c) if c.held_by(Role::Partner, &ep.tenant) => break,
             Ok(_) if !held => {
                 held = true;
                 ctx.alerts

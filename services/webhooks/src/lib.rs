@@ -146,9 +146,9 @@ impl Webhooks {
     }
 
     /// Delivers to a partner's endpoints only while `credentials` hold a
-    /// partner credential that covers it (see [`delivery`]): revoking a
-    /// partner's last credential stops its webhooks as it ends its
-    /// subscriptions. Set once; a second call changes nothing.
+    /// partner credential of that partner itself (see [`delivery`]):
+    /// revoking a partner's last credential stops its webhooks as it ends
+    /// its subscriptions. Set once; a second call changes nothing.
     #[must_use]
     pub fn with_credentials(self, credentials: Arc<dyn threshold_auth::CredentialStore>) -> Self {
         let _ = self.ctx.credentials.set(credentials);
