@@ -91,14 +91,16 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// (stored sealed with the attempt, and shown to the carrier).
 pub const MAX_NOTE: usize = 2048;
 
-/// How fast one handheld may send, and how many streams it may hold.
+/// How fast one handheld may send, and how many streams it may hold, in
+/// one process.
 ///
 /// A handheld is its credential when the credential names one driver: the
 /// rate is shared by every stream it holds open, and it holds at most
 /// `streams_per_driver`, so a stolen token takes no more of the server by
 /// opening more streams. A credential of every driver (`*`: the carrier's
 /// own tools, the load generator, simulations) is many handhelds: each of
-/// its streams is one, and only `streams` bounds how many.
+/// its streams is one, and it holds at most `streams_per_fleet`, which
+/// leaves the rest of `streams` to the drivers' own.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Sustained events per second from one handheld.
@@ -106,8 +108,12 @@ pub struct Limits {
     /// Events one handheld may send at once, e.g. an offline backlog.
     pub burst: f64,
     /// Attempt streams a credential of one driver may hold open at once: a
-    /// handheld needs one, and a second while it reconnects.
+    /// handheld needs one, and a few while it reconnects (a stream on a
+    /// connection lost without a word ends when the connection's
+    /// keepalive fails, within a minute).
     pub streams_per_driver: usize,
+    /// Attempt streams a credential of every driver may hold open at once.
+    pub streams_per_fleet: usize,
     /// Attempt streams open at once on the service, every credential's
     /// together.
     pub streams: usize,
@@ -119,6 +125,7 @@ impl Default for Limits {
             events_per_second: 5_000.0,
             burst: 20_000.0,
             streams_per_driver: 4,
+            streams_per_fleet: 4_096,
             streams: 16_384,
         }
     }
@@ -245,11 +252,20 @@ pub struct Handhelds {
     /// The rate of each credential of one driver, shared by its streams,
     /// and kept after they close until it has filled again: a handheld
     /// that hangs up and opens a new stream is not handed a new burst.
-    buckets: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Shared>>>>,
+    buckets: Arc<std::sync::Mutex<Buckets>>,
 }
 
 /// A token bucket the streams of one handheld take from.
 type Shared = std::sync::Mutex<Bucket>;
+
+/// The buckets of credentials of one driver, by credential name.
+#[derive(Default)]
+struct Buckets {
+    by_name: std::collections::HashMap<String, Arc<Shared>>,
+    /// The size at which the map is next pruned: twice what the last
+    /// pruning left, so a storm of new handhelds costs O(1) each.
+    prune_at: usize,
+}
 
 impl Handhelds {
     /// A service that writes to `log`, and follows it for drivers' routes
@@ -303,7 +319,7 @@ impl Handhelds {
     ) -> Result<(threshold_auth::Place, Arc<Shared>), Status> {
         let many = handheld.tenant == threshold_auth::ANY_TENANT;
         let most = if many {
-            usize::MAX
+            self.limits.streams_per_fleet
         } else {
             self.limits.streams_per_driver
         };
@@ -313,7 +329,8 @@ impl Handhelds {
             .map_err(|full| {
                 Status::resource_exhausted(match full {
                     threshold_auth::Full::Caller(n) => format!(
-                        "handheld {:?} holds {n} attempt streams open, its most: close one (a handheld needs one)",
+                        "credential {:?} holds {n} attempt streams open, its most: try again shortly \
+                         (a stream whose connection was lost ends within a minute)",
                         handheld.name
                     ),
                     threshold_auth::Full::Total(n) => format!(
@@ -328,16 +345,21 @@ impl Handhelds {
             ));
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(shared) = buckets.get(&handheld.name) {
+        if let Some(shared) = buckets.by_name.get(&handheld.name) {
             return Ok((place, Arc::clone(shared)));
         }
         // Those no stream holds and that have filled again are as good as
-        // new: they go when another is made.
-        buckets.retain(|_, b| {
-            Arc::strong_count(b) > 1 || !b.lock().unwrap_or_else(|p| p.into_inner()).full()
-        });
+        // new: they go as the map grows.
+        if buckets.by_name.len() >= buckets.prune_at {
+            buckets.by_name.retain(|_, b| {
+                Arc::strong_count(b) > 1 || !b.lock().unwrap_or_else(|p| p.into_inner()).full()
+            });
+            buckets.prune_at = (2 * buckets.by_name.len()).max(64);
+        }
         let shared = Arc::new(std::sync::Mutex::new(Bucket::new(self.limits)));
-        buckets.insert(handheld.name.clone(), Arc::clone(&shared));
+        buckets
+            .by_name
+            .insert(handheld.name.clone(), Arc::clone(&shared));
         Ok((place, shared))
     }
 

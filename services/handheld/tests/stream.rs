@@ -764,6 +764,7 @@ async fn a_drivers_credential_holds_a_few_streams_and_one_rate_across_them() {
         events_per_second: 1.0,
         burst: 10.0,
         streams_per_driver: 4,
+        streams_per_fleet: 2,
         ..Default::default()
     })
     .await;
@@ -799,6 +800,19 @@ async fn a_drivers_credential_holds_a_few_streams_and_one_rate_across_them() {
         .stream_attempts(ReceiverStream::new(rx))
         .await
         .expect("another driver's stream");
+    // A credential of every driver has a bound of its own (2 here).
+    let mut fleet = Vec::new();
+    for n in 0..3 {
+        let (tx, rx) = mpsc::channel::<HandheldEvent>(1);
+        let opened = HandheldServiceClient::new(channel(&server).await)
+            .stream_attempts(ReceiverStream::new(rx))
+            .await;
+        match (n, opened) {
+            (0 | 1, Ok(acks)) => fleet.push((tx, acks)),
+            (2, Err(e)) => assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}"),
+            (n, other) => panic!("the fleet's stream {n}: {:?}", other.map(|_| ())),
+        }
+    }
 
     // One closed, its place is given back once its stream has ended.
     open.truncate(1);
