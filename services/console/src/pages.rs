@@ -181,23 +181,44 @@ fn fetch_site(headers: &HeaderMap) -> Option<&str> {
     headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
 }
 
-/// Whether a form was posted from a page that is not this console's: its
-/// `Origin` names another (or is `null`), or `Sec-Fetch-Site` says it came
-/// from another site. A sign-in from there would sign the browser in as
-/// whoever the other page chose (login CSRF). A client that sends
-/// neither header is not a browser, and nothing is forged through it.
+/// Whether a form was posted from a page that is not this console's. A
+/// sign-in from there would sign the browser in as whoever the other page
+/// chose (login CSRF). `Sec-Fetch-Site` decides where the browser sends it
+/// (every current one does): it must be `same-origin` (or `none`). Where it
+/// does not, `Origin` decides: `null`, or an origin whose host is neither
+/// the request's `Host` nor the `X-Forwarded-Host` a proxy set, is from
+/// elsewhere (hosts compared without case and without the scheme's default
+/// port). A client that sends neither header is not a browser, and nothing
+/// is forged through it.
 fn posted_from_elsewhere(headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin = headers
-        .get(header::ORIGIN)
-        .map(|v| v.to_str().unwrap_or("null"));
-    let other_origin = origin.is_some_and(|o| {
-        let authority = o
-            .strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"));
-        authority.is_none() || authority != host
-    });
-    other_origin || fetch_site(headers).is_some_and(|s| !matches!(s, "same-origin" | "none"))
+    if let Some(site) = fetch_site(headers) {
+        return !matches!(site, "same-origin" | "none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let Some((scheme, authority)) = origin.to_str().ok().and_then(|o| o.split_once("://")) else {
+        return true;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return true,
+    };
+    let normal = |a: &str| {
+        let a = a.trim().to_ascii_lowercase();
+        a.strip_suffix(default_port).map(str::to_owned).unwrap_or(a)
+    };
+    let origin_host = normal(authority);
+    let mut ours = [header::HOST.as_str(), "x-forwarded-host"]
+        .into_iter()
+        .filter_map(|h| headers.get(h).and_then(|v| v.to_str().ok()))
+        .flat_map(|v| v.split(','))
+        .map(normal)
+        .peekable();
+    // No host to compare with (HTTP/2 carries it elsewhere): nothing says
+    // the origin is another.
+    ours.peek().is_some() && !ours.any(|h| h == origin_host)
 }
 
 /// The session id the request's cookie names.
@@ -279,10 +300,13 @@ struct CodeQuery {
 /// sign-in link cannot send anyone elsewhere.
 fn local_path(next: Option<&str>) -> &str {
     match next {
+        // A browser drops tabs and line breaks from a URL (`/\t/x` is
+        // `//x`, another host), so no control character or space at all.
         Some(n)
             if n.starts_with('/')
                 && !n.starts_with("//")
-                && !n.contains(['\\', '\r', '\n'])
+                && !n.contains('\\')
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace())
                 && n.len() <= 512 =>
         {
             n

@@ -98,11 +98,15 @@ impl Sessions {
         code
     }
 
-    /// Whom a live code would sign in, leaving it unused.
+    /// Whom a live code of a credential that still holds would sign in,
+    /// leaving it unused.
     pub(crate) fn peek(&self, code: &str) -> Option<Principal> {
-        let codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
-        let (standing, at) = codes.get(code)?;
-        (at.elapsed() < CODE_TTL).then(|| standing.principal().clone())
+        let standing = {
+            let codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
+            let (standing, at) = codes.get(code)?;
+            (at.elapsed() < CODE_TTL).then(|| standing.clone())?
+        };
+        standing.holds().then(|| standing.principal().clone())
     }
 
     /// Exchanges a code for a new session's id; a code works once.

@@ -261,6 +261,9 @@ async fn a_sign_in_code_works_once_and_the_cookie_is_http_only_and_strict() {
         ("/analytics", "/analytics"),
         ("//evil.example/", "/"),
         ("https://evil.example/", "/"),
+        // Browsers drop a tab from a URL: `/\t/evil.example` is `//evil.example`.
+        ("/%09/evil.example", "/"),
+        ("/%20/evil.example", "/"),
     ] {
         let path = c
             .console
@@ -735,6 +738,38 @@ async fn another_site_cannot_sign_a_browser_in_and_a_preview_spends_no_code() {
     }
     // The refused posts spent nothing: the code still signs in, from here.
     assert_eq!(open_link(c.addr, &fresh).await.status, 303);
+
+    // Behind a proxy that rewrites Host, the console's own page still
+    // signs in: by Sec-Fetch-Site where the browser sends it, else by an
+    // Origin matching X-Forwarded-Host (no case, no default port).
+    for (how, headers) in [
+        (
+            "a proxy, a current browser",
+            "\r\nOrigin: https://console.carrier.example\r\nSec-Fetch-Site: same-origin",
+        ),
+        (
+            "a proxy, an older browser",
+            "\r\nOrigin: https://Console.Carrier.Example:443\r\nX-Forwarded-Host: console.carrier.example",
+        ),
+    ] {
+        let a = send(
+            c.addr,
+            &format!(
+                "POST /signin HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded{headers}"
+            ),
+            token.as_bytes(),
+        )
+        .await;
+        assert_eq!(a.status, 303, "{how}: {}", a.body);
+    }
+    let elsewhere = send(
+        c.addr,
+        "POST /signin HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Origin: https://evil.example\r\nX-Forwarded-Host: console.carrier.example",
+        token.as_bytes(),
+    )
+    .await;
+    assert_eq!(elsewhere.status, 403, "behind a proxy, another origin");
 }
 
 /// Behind a TLS-terminating proxy the session cookie is `Secure`.
