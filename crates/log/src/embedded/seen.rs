@@ -392,11 +392,16 @@ mod tests {
         );
         let others = ids(200_000, 2);
         let false_hits = others.iter().filter(|id| layers.may_hold(id)).count();
-        // ~0.5% a layer, over every layer the set took.
+        // ~0.5% a full layer, over every layer the set took: the ids are
+        // random, so the bound allows each layer half as much again (8
+        // layers: under 5.8%; a run gave 3.01% against the 3% this once
+        // asserted for any number of layers).
         let rate = false_hits as f64 / others.len() as f64;
+        let layers_taken = i32::try_from(layers.0.len()).expect("a few layers");
+        let bound = 1.0 - (1.0 - 0.0075f64).powi(layers_taken);
         assert!(
-            rate < 0.03,
-            "{false_hits} of {} fresh ids seemed held",
+            rate < bound,
+            "{false_hits} of {} fresh ids seemed held over {layers_taken} layers (bound {bound:.4})",
             others.len()
         );
         // One layer sized for the whole set answers as a filter should.
