@@ -108,15 +108,18 @@ pub struct Limits {
     /// Events one handheld may send at once, e.g. an offline backlog.
     pub burst: f64,
     /// Attempt streams a credential of one driver may hold open at once: a
-    /// handheld needs one, and a few while it reconnects (a stream on a
-    /// connection lost without a word ends when the connection's
-    /// keepalive fails, within a minute).
+    /// handheld needs one, and a few while it reconnects.
     pub streams_per_driver: usize,
     /// Attempt streams a credential of every driver may hold open at once.
     pub streams_per_fleet: usize,
     /// Attempt streams open at once on the service, every credential's
     /// together.
     pub streams: usize,
+    /// A stream that hears nothing for this long, with nothing in flight,
+    /// is closed (`UNAVAILABLE`), and its place given back: a stream on a
+    /// connection lost without a word (a handheld in a tunnel) holds it no
+    /// longer, so a driver is not shut out by its own lost streams.
+    pub stream_idle: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -127,6 +130,7 @@ impl Default for Limits {
             streams_per_driver: 4,
             streams_per_fleet: 4_096,
             streams: 16_384,
+            stream_idle: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -330,8 +334,9 @@ impl Handhelds {
                 Status::resource_exhausted(match full {
                     threshold_auth::Full::Caller(n) => format!(
                         "credential {:?} holds {n} attempt streams open, its most: try again shortly \
-                         (a stream whose connection was lost ends within a minute)",
-                        handheld.name
+                         (a stream that hears nothing for {} s is closed)",
+                        handheld.name,
+                        self.limits.stream_idle.as_secs()
                     ),
                     threshold_auth::Full::Total(n) => format!(
                         "{n} attempt streams are open, the server's most: try again shortly"
@@ -1065,8 +1070,9 @@ impl HandheldService for Handhelds {
             stream_trace,
             sampled,
         });
+        let idle = self.limits.stream_idle;
         tokio::spawn(async move {
-            pipeline(attempts, inbound, &bucket, standing, tx).await;
+            pipeline(attempts, inbound, &bucket, standing, idle, tx).await;
             // The stream's place is held until its last event is answered.
             drop(place);
         });
@@ -1172,6 +1178,7 @@ async fn pipeline(
     mut inbound: Streaming<HandheldEvent>,
     bucket: &Shared,
     standing: Option<threshold_auth::Standing>,
+    idle: std::time::Duration,
     tx: mpsc::Sender<Result<AttemptAck, Status>>,
 ) {
     // A credential revoked while the stream is open ends it within a
@@ -1184,6 +1191,8 @@ async fn pipeline(
     let mut last: std::collections::HashMap<String, (u64, tokio::sync::oneshot::Receiver<()>)> =
         std::collections::HashMap::new();
     let mut taken = 0u64;
+    // When the handheld last sent anything.
+    let mut heard = tokio::time::Instant::now();
     // Why the stream ends once every taken event is answered, if it does.
     let mut closing: Option<Option<Status>> = None;
     loop {
@@ -1195,21 +1204,32 @@ async fn pipeline(
                 }
                 let reply: Result<AttemptAck, Status> = reply;
                 let failed = reply.is_err();
-                if tx.send(reply).await.is_err() || failed {
+                // A handheld that reads no acks for as long as a stream
+                // may idle is gone: its stream ends, and its place with it.
+                let sent = tokio::time::timeout(idle, tx.send(reply)).await;
+                if !matches!(sent, Ok(Ok(()))) || failed {
                     return;
                 }
             }
-            _ = check.tick(), if closing.is_none() && standing.is_some() => {
+            _ = check.tick(), if closing.is_none() => {
                 if standing.as_ref().is_some_and(|s| !s.holds()) {
                     closing = Some(Some(Status::unauthenticated(
                         "the credential this stream was opened with is revoked; events after it \
                          were not taken",
                     )));
+                } else if deciding.is_empty() && heard.elapsed() >= idle {
+                    closing = Some(Some(Status::unavailable(format!(
+                        "nothing heard for {} s: the stream is closed; open a new one to report more",
+                        idle.as_secs()
+                    ))));
                 }
             }
             message = inbound.message(), if closing.is_none() && deciding.len() < PIPELINE => {
                 let event = match message {
-                    Ok(Some(e)) => e,
+                    Ok(Some(e)) => {
+                        heard = tokio::time::Instant::now();
+                        e
+                    }
                     // The handheld hung up: what it has no ack for, it
                     // resends on reconnect.
                     Ok(None) => {
@@ -1253,7 +1273,7 @@ async fn pipeline(
             }
             else => {
                 if let Some(Some(status)) = closing {
-                    let _ = tx.send(Err(status)).await;
+                    let _ = tokio::time::timeout(idle, tx.send(Err(status))).await;
                 }
                 return;
             }

@@ -859,3 +859,79 @@ async fn a_drivers_credential_holds_a_few_streams_and_one_rate_across_them() {
         "a second stream got a rate of its own: {stored} stored"
     );
 }
+
+/// A stream on a connection lost without a word holds its place only until
+/// it has heard nothing for `stream_idle`: then it is closed, and the
+/// driver's handheld gets in again. A stream that keeps sending stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_hears_nothing_is_closed_and_its_place_given_back() {
+    let idle = std::time::Duration::from_secs(2);
+    let server = serve_with(threshold_handheld_service::Limits {
+        streams_per_driver: 1,
+        stream_idle: idle,
+        ..Default::default()
+    })
+    .await;
+    let parcels: Vec<String> = (0..8).map(|n| format!("SE-{n}")).collect();
+    on_route(
+        &server,
+        &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let token = server.mint("hh-7", Role::Handheld, "drv-7");
+    let handheld =
+        || async { threshold_auth::authed(server.connect().await, Some(&token)).expect("a token") };
+    // The lost one: open, and silent from then on.
+    let (_lost_tx, rx) = mpsc::channel::<HandheldEvent>(1);
+    let mut lost = HandheldServiceClient::new(handheld().await)
+        .stream_attempts(ReceiverStream::new(rx))
+        .await
+        .expect("the first stream")
+        .into_inner();
+    let (_tx, rx) = mpsc::channel::<HandheldEvent>(1);
+    let refused = HandheldServiceClient::new(handheld().await)
+        .stream_attempts(ReceiverStream::new(rx))
+        .await
+        .expect_err("its one place is held");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("hears nothing for 2 s"),
+        "{}",
+        refused.message()
+    );
+    let ended = tokio::time::timeout(4 * idle, lost.message())
+        .await
+        .expect("closed once idle")
+        .expect_err("ends with a status");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+
+    // The handheld gets in again, and a stream that keeps sending, each
+    // event within the idle time, outlives it.
+    let deadline = std::time::Instant::now() + 4 * idle;
+    let (tx, mut acks) = loop {
+        let (tx, rx) = mpsc::channel::<HandheldEvent>(1);
+        match HandheldServiceClient::new(handheld().await)
+            .stream_attempts(ReceiverStream::new(rx))
+            .await
+        {
+            Ok(acks) => break (tx, acks.into_inner()),
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                assert!(std::time::Instant::now() < deadline, "no place given back");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    for (i, parcel) in parcels.iter().enumerate().take(5) {
+        tx.send(event(i as u64 + 1, parcel, delivered()))
+            .await
+            .expect("sent");
+        let ack = acks.message().await.expect("an ack").expect("open");
+        assert_eq!(result(&ack), attempt_ack::Result::Stored, "{}", ack.error);
+        tokio::time::sleep(idle / 2).await;
+    }
+}

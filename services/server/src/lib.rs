@@ -56,11 +56,6 @@ pub use vault_store::{KafkaVault, vault_topic};
 
 /// Concurrent gRPC streams one connection may have open.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
-
-/// How often an idle connection is pinged.
-const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-/// How long a ping may go unanswered before its connection is closed.
-const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Bytes a client may send on one stream ahead of what the server has read.
 const STREAM_WINDOW: u32 = 64 * 1024;
 /// Bytes a client may send on one connection ahead of what the server has read.
@@ -942,11 +937,6 @@ impl Node {
             .layer(oversized::OversizedLayer)
             // One client cannot open unbounded streams on one connection.
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-            // A connection lost without a word (a handheld in a tunnel)
-            // is found by its unanswered ping and closed, and the streams
-            // it held give their places back.
-            .http2_keepalive_interval(Some(KEEPALIVE_EVERY))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .add_service(health_service)
