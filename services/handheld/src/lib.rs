@@ -262,6 +262,23 @@ pub struct Handhelds {
 /// A token bucket the streams of one handheld take from.
 type Shared = std::sync::Mutex<Bucket>;
 
+/// The bucket a stream's events take from: its own (a stream of a
+/// credential of every driver), or its credential's, shared.
+enum Rate {
+    Own(Bucket),
+    Shared(Arc<Shared>),
+}
+
+impl Rate {
+    /// Takes a token; false when the handheld sends faster than its limits.
+    fn take(&mut self) -> bool {
+        match self {
+            Rate::Own(b) => b.take(),
+            Rate::Shared(b) => b.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        }
+    }
+}
+
 /// The buckets of credentials of one driver, by credential name.
 #[derive(Default)]
 struct Buckets {
@@ -320,7 +337,7 @@ impl Handhelds {
     fn admit(
         &self,
         handheld: &threshold_auth::Principal,
-    ) -> Result<(threshold_auth::Place, Arc<Shared>), Status> {
+    ) -> Result<(threshold_auth::Place, Rate), Status> {
         let many = handheld.tenant == threshold_auth::ANY_TENANT;
         let most = if many {
             self.limits.streams_per_fleet
@@ -344,14 +361,11 @@ impl Handhelds {
                 })
             })?;
         if many {
-            return Ok((
-                place,
-                Arc::new(std::sync::Mutex::new(Bucket::new(self.limits))),
-            ));
+            return Ok((place, Rate::Own(Bucket::new(self.limits))));
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(shared) = buckets.by_name.get(&handheld.name) {
-            return Ok((place, Arc::clone(shared)));
+            return Ok((place, Rate::Shared(Arc::clone(shared))));
         }
         // Those no stream holds and that have filled again are as good as
         // new: they go as the map grows.
@@ -365,7 +379,7 @@ impl Handhelds {
         buckets
             .by_name
             .insert(handheld.name.clone(), Arc::clone(&shared));
-        Ok((place, shared))
+        Ok((place, Rate::Shared(shared)))
     }
 
     /// Hands drivers their stops' positions, opened from their seals with
@@ -1065,6 +1079,7 @@ impl HandheldService for Handhelds {
             routes: Arc::clone(&self.routes),
             metrics: self.metrics.clone(),
             handheld,
+            limits: self.limits,
             simulated,
             stream_span,
             stream_trace,
@@ -1072,7 +1087,7 @@ impl HandheldService for Handhelds {
         });
         let idle = self.limits.stream_idle;
         tokio::spawn(async move {
-            pipeline(attempts, inbound, &bucket, standing, idle, tx).await;
+            pipeline(attempts, inbound, bucket, standing, idle, tx).await;
             // The stream's place is held until its last event is answered.
             drop(place);
         });
@@ -1093,6 +1108,8 @@ struct Attempts {
     routes: Arc<std::sync::RwLock<threshold_projections::Routes>>,
     metrics: Metrics,
     handheld: threshold_auth::Principal,
+    /// The limits its events are taken within.
+    limits: Limits,
     /// The simulation's time the stream was sent at, on a simulation server.
     simulated: Option<DateTime<Utc>>,
     stream_span: tracing::Span,
@@ -1176,7 +1193,7 @@ impl Attempts {
 async fn pipeline(
     attempts: Arc<Attempts>,
     mut inbound: Streaming<HandheldEvent>,
-    bucket: &Shared,
+    mut rate: Rate,
     standing: Option<threshold_auth::Standing>,
     idle: std::time::Duration,
     tx: mpsc::Sender<Result<AttemptAck, Status>>,
@@ -1241,11 +1258,8 @@ async fn pipeline(
                         continue;
                     }
                 };
-                let (taken_now, limits) = {
-                    let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
-                    (b.take(), b.limits)
-                };
-                if !taken_now {
+                if !rate.take() {
+                    let limits = attempts.limits;
                     closing = Some(Some(Status::resource_exhausted(format!(
                         "more than {} events/s (burst {}) from one handheld; event {} and later were not stored, resend them more slowly",
                         limits.events_per_second, limits.burst, event.sequence
