@@ -1223,8 +1223,15 @@ async fn pipeline(
                 let failed = reply.is_err();
                 // A handheld that reads no acks for as long as a stream
                 // may idle is gone: its stream ends, and its place with it.
-                let sent = tokio::time::timeout(idle, tx.send(reply)).await;
-                if !matches!(sent, Ok(Ok(()))) || failed {
+                // The timer is taken only when the acks are backed up.
+                let sent = match tx.try_send(reply) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(reply)) => {
+                        matches!(tokio::time::timeout(idle, tx.send(reply)).await, Ok(Ok(())))
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                };
+                if !sent || failed {
                     return;
                 }
             }
