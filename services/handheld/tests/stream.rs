@@ -758,6 +758,50 @@ async fn send_all(channel: Authed, events: Vec<HandheldEvent>) -> (usize, Option
     }
 }
 
+/// An open attempts stream: the sender of its events, and its acks.
+type Open = (mpsc::Sender<HandheldEvent>, tonic::Streaming<AttemptAck>);
+
+/// Opens an attempts stream on `channel`, or the status it is refused with.
+async fn open_stream(channel: Authed) -> Result<Open, tonic::Status> {
+    let (tx, rx) = mpsc::channel(1);
+    let acks = HandheldServiceClient::new(channel)
+        .stream_attempts(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok((tx, acks))
+}
+
+/// Opens a stream on a channel from `channel` as soon as a place is given
+/// back, within `within`; every refusal before it is RESOURCE_EXHAUSTED.
+async fn open_once_a_place_is_back<F, Fut>(channel: F, within: std::time::Duration) -> Open
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Authed>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match open_stream(channel().await).await {
+            Ok(open) => return open,
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                assert!(std::time::Instant::now() < deadline, "no place given back");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Parcels `SE-0` … on drv-7's route STO-1-r1.
+async fn parcels_on_route(server: &Sandbox, n: usize) -> Vec<String> {
+    let parcels: Vec<String> = (0..n).map(|n| format!("SE-{n}")).collect();
+    on_route(
+        server,
+        &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    parcels
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drivers_credential_holds_a_few_streams_and_one_rate_across_them() {
     let server = serve_with(threshold_handheld_service::Limits {
@@ -768,47 +812,29 @@ async fn a_drivers_credential_holds_a_few_streams_and_one_rate_across_them() {
         ..Default::default()
     })
     .await;
-    let parcels: Vec<String> = (0..40).map(|n| format!("SE-{n}")).collect();
-    on_route(
-        &server,
-        &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .await;
+    let parcels = parcels_on_route(&server, 40).await;
     // A stolen token of drv-7: each connection one more stream.
     let token = server.mint("hh-7", Role::Handheld, "drv-7");
     let stolen =
         || async { threshold_auth::authed(server.connect().await, Some(&token)).expect("a token") };
     let mut open = Vec::new();
     for _ in 0..4 {
-        let (tx, rx) = mpsc::channel::<HandheldEvent>(1);
-        let acks = HandheldServiceClient::new(stolen().await)
-            .stream_attempts(ReceiverStream::new(rx))
-            .await
-            .expect("one of its four");
-        open.push((tx, acks));
+        open.push(open_stream(stolen().await).await.expect("one of its four"));
     }
-    let (_tx, rx) = mpsc::channel::<HandheldEvent>(1);
-    let fifth = HandheldServiceClient::new(stolen().await)
-        .stream_attempts(ReceiverStream::new(rx))
+    let fifth = open_stream(stolen().await)
         .await
-        .expect_err("a fifth stream");
+        .expect_err("a fifth stream is refused");
     assert_eq!(fifth.code(), tonic::Code::ResourceExhausted, "{fifth:?}");
     assert!(fifth.message().contains("its most"), "{}", fifth.message());
     // Another driver's handheld is not held back by drv-7's streams.
-    let (_other_tx, rx) = mpsc::channel::<HandheldEvent>(1);
-    HandheldServiceClient::new(server.client_as(Role::Handheld, "drv-8"))
-        .stream_attempts(ReceiverStream::new(rx))
+    let _other = open_stream(server.client_as(Role::Handheld, "drv-8"))
         .await
         .expect("another driver's stream");
     // A credential of every driver has a bound of its own (2 here).
     let mut fleet = Vec::new();
     for n in 0..3 {
-        let (tx, rx) = mpsc::channel::<HandheldEvent>(1);
-        let opened = HandheldServiceClient::new(channel(&server).await)
-            .stream_attempts(ReceiverStream::new(rx))
-            .await;
-        match (n, opened) {
-            (0 | 1, Ok(acks)) => fleet.push((tx, acks)),
+        match (n, open_stream(channel(&server).await).await) {
+            (0 | 1, Ok(open)) => fleet.push(open),
             (2, Err(e)) => assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}"),
             (n, other) => panic!("the fleet's stream {n}: {:?}", other.map(|_| ())),
         }
@@ -816,22 +842,8 @@ async fn a_drivers_credential_holds_a_few_streams_and_one_rate_across_them() {
 
     // One closed, its place is given back once its stream has ended.
     open.truncate(1);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut more = loop {
-        let (tx, rx) = mpsc::channel::<HandheldEvent>(1);
-        match HandheldServiceClient::new(stolen().await)
-            .stream_attempts(ReceiverStream::new(rx))
-            .await
-        {
-            Ok(acks) => break vec![(tx, acks)],
-            Err(e) => {
-                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
-                assert!(std::time::Instant::now() < deadline, "no place given back");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        }
-    };
-    more.clear();
+    let more = open_once_a_place_is_back(stolen, std::time::Duration::from_secs(10)).await;
+    drop(more);
     open.clear();
 
     // The rate is the handheld's, not each stream's: after a burst on one
@@ -872,25 +884,15 @@ async fn a_stream_that_hears_nothing_is_closed_and_its_place_given_back() {
         ..Default::default()
     })
     .await;
-    let parcels: Vec<String> = (0..8).map(|n| format!("SE-{n}")).collect();
-    on_route(
-        &server,
-        &parcels.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .await;
+    let parcels = parcels_on_route(&server, 8).await;
     let token = server.mint("hh-7", Role::Handheld, "drv-7");
     let handheld =
         || async { threshold_auth::authed(server.connect().await, Some(&token)).expect("a token") };
     // The lost one: open, and silent from then on.
-    let (_lost_tx, rx) = mpsc::channel::<HandheldEvent>(1);
-    let mut lost = HandheldServiceClient::new(handheld().await)
-        .stream_attempts(ReceiverStream::new(rx))
+    let (_lost_tx, mut lost) = open_stream(handheld().await)
         .await
-        .expect("the first stream")
-        .into_inner();
-    let (_tx, rx) = mpsc::channel::<HandheldEvent>(1);
-    let refused = HandheldServiceClient::new(handheld().await)
-        .stream_attempts(ReceiverStream::new(rx))
+        .expect("the first stream");
+    let refused = open_stream(handheld().await)
         .await
         .expect_err("its one place is held");
     assert_eq!(
@@ -911,21 +913,7 @@ async fn a_stream_that_hears_nothing_is_closed_and_its_place_given_back() {
 
     // The handheld gets in again, and a stream that keeps sending, each
     // event within the idle time, outlives it.
-    let deadline = std::time::Instant::now() + 4 * idle;
-    let (tx, mut acks) = loop {
-        let (tx, rx) = mpsc::channel::<HandheldEvent>(1);
-        match HandheldServiceClient::new(handheld().await)
-            .stream_attempts(ReceiverStream::new(rx))
-            .await
-        {
-            Ok(acks) => break (tx, acks.into_inner()),
-            Err(e) => {
-                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
-                assert!(std::time::Instant::now() < deadline, "no place given back");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let (tx, mut acks) = open_once_a_place_is_back(handheld, 4 * idle).await;
     for (i, parcel) in parcels.iter().enumerate().take(5) {
         tx.send(event(i as u64 + 1, parcel, delivered()))
             .await
