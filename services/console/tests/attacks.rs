@@ -89,6 +89,18 @@ async fn open_link(addr: SocketAddr, path: &str) -> Answer {
     .await
 }
 
+/// A sign-in form posted with `headers` (each line led by `\r\n`).
+async fn post_signin(addr: SocketAddr, headers: &str, form: &[u8]) -> Answer {
+    send(
+        addr,
+        &format!(
+            "POST /signin HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded{headers}"
+        ),
+        form,
+    )
+    .await
+}
+
 async fn post_form(addr: SocketAddr, path: &str, cookie: Option<&str>, form: &[u8]) -> Answer {
     let cookie = cookie
         .map(|c| format!("\r\nCookie: {c}"))
@@ -687,15 +699,15 @@ async fn another_site_cannot_sign_a_browser_in_and_a_preview_spends_no_code() {
         c.addr
     );
     let confirm = format!("code={code}&next=%2Fdepot%2FCPH-1");
-    let head =
-        format!("POST /signin HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded{origin}");
-    let signed = send(c.addr, &head, confirm.as_bytes()).await;
+    let signed = post_signin(c.addr, &origin, confirm.as_bytes()).await;
     assert_eq!(signed.status, 303, "{}", signed.body);
     assert_eq!(signed.header("location"), Some("/depot/CPH-1"));
     let cookie = signed.cookie();
     assert_eq!(get(c.addr, "/depot/CPH-1", Some(&cookie)).await.status, 200);
     assert_eq!(
-        send(c.addr, &head, confirm.as_bytes()).await.status,
+        post_signin(c.addr, &origin, confirm.as_bytes())
+            .await
+            .status,
         401,
         "once"
     );
@@ -724,14 +736,7 @@ async fn another_site_cannot_sign_a_browser_in_and_a_preview_spends_no_code() {
         ),
     ] {
         for form in [token.clone(), format!("code={fresh_code}")] {
-            let a = send(
-                c.addr,
-                &format!(
-                    "POST /signin HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded{headers}"
-                ),
-                form.as_bytes(),
-            )
-            .await;
+            let a = post_signin(c.addr, &headers, form.as_bytes()).await;
             assert_eq!(a.status, 403, "{how}: {}", a.body);
             assert!(a.header("set-cookie").is_none(), "{how}");
         }
@@ -752,20 +757,12 @@ async fn another_site_cannot_sign_a_browser_in_and_a_preview_spends_no_code() {
             "\r\nOrigin: https://Console.Carrier.Example:443\r\nX-Forwarded-Host: console.carrier.example",
         ),
     ] {
-        let a = send(
-            c.addr,
-            &format!(
-                "POST /signin HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded{headers}"
-            ),
-            token.as_bytes(),
-        )
-        .await;
+        let a = post_signin(c.addr, headers, token.as_bytes()).await;
         assert_eq!(a.status, 303, "{how}: {}", a.body);
     }
-    let elsewhere = send(
+    let elsewhere = post_signin(
         c.addr,
-        "POST /signin HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Origin: https://evil.example\r\nX-Forwarded-Host: console.carrier.example",
+        "\r\nOrigin: https://evil.example\r\nX-Forwarded-Host: console.carrier.example",
         token.as_bytes(),
     )
     .await;
