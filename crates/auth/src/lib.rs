@@ -5,7 +5,9 @@
 //! retailer; `*` for every tenant of the role). Each RPC checks both.
 //!
 //! Credentials are kept in a [`CredentialStore`], as SHA-256 hashes of the
-//! tokens: a copy of the store hands out no working token. On one machine
+//! tokens: a copy of the store hands out no working token. A credential
+//! lasts until revoked, or until its expiry ([`Credential::expiring_at`]);
+//! either way what it holds open ends with it ([`Standing::lapse`]). On one machine
 //! the store is [`FileCredentials`], `DIR/credentials.json`; processes on
 //! many machines share one over the network (on Kafka, a compacted topic:
 //! `threshold_server::KafkaCredentials`). The
@@ -31,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 
 mod quota;
@@ -204,6 +207,39 @@ pub struct Credential {
     pub tenant: String,
     /// SHA-256 of the token, lowercase hex.
     pub token_sha256: String,
+    /// When its token stops opening anything (RFC 3339 in the store);
+    /// `None`: until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `Option<DateTime<Utc>>` as an RFC 3339 string, as credentials files
+/// and the credentials topic keep it.
+mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(
+        at: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => s.serialize_some(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| {
+                DateTime::parse_from_rfc3339(&text)
+                    .map(|at| at.with_timezone(&Utc))
+                    .map_err(|e| D::Error::custom(format!("expires_at {text:?}: {e}")))
+            })
+            .transpose()
+    }
 }
 
 impl Credential {
@@ -227,9 +263,18 @@ impl Credential {
                 role,
                 tenant: tenant.to_owned(),
                 token_sha256: hash(&token),
+                expires_at: None,
             },
             token,
         ))
+    }
+
+    /// The same credential, its token refused from `at` on.
+    pub fn expiring_at(self, at: DateTime<Utc>) -> Self {
+        Self {
+            expires_at: Some(at),
+            ..self
+        }
     }
 }
 
@@ -334,7 +379,21 @@ fn new_token() -> String {
 /// A store's credentials, by token hash.
 #[derive(Debug, Default)]
 pub struct Credentials {
-    by_hash: HashMap<String, Principal>,
+    by_hash: HashMap<String, Held>,
+}
+
+/// One credential as a server holds it: whom its token names, and until
+/// when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    principal: Principal,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl Held {
+    fn open_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
 }
 
 impl Credentials {
@@ -345,10 +404,13 @@ impl Credentials {
             .map(|e| {
                 (
                     e.token_sha256,
-                    Principal {
-                        name: e.name,
-                        role: e.role,
-                        tenant: e.tenant,
+                    Held {
+                        principal: Principal {
+                            name: e.name,
+                            role: e.role,
+                            tenant: e.tenant,
+                        },
+                        expires_at: e.expires_at,
                     },
                 )
             })
@@ -370,29 +432,42 @@ impl Credentials {
         Ok(token)
     }
 
-    /// Who a token names.
+    /// Who a token names, unless its credential has expired.
     pub fn authenticate(&self, token: &str) -> Option<&Principal> {
-        self.by_hash.get(&hash(token))
+        self.by_hash
+            .get(&hash(token))
+            .filter(|h| h.open_at(Utc::now()))
+            .map(|h| &h.principal)
     }
 
-    /// Whom the credentials name, by name.
+    /// Whom the credentials name, by name, expired ones too.
     pub fn principals(&self) -> Vec<&Principal> {
-        let mut all: Vec<_> = self.by_hash.values().collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
+        self.listed().into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// Whom the credentials name and until when, by name, expired ones too.
+    pub fn listed(&self) -> Vec<(&Principal, Option<DateTime<Utc>>)> {
+        let mut all: Vec<_> = self
+            .by_hash
+            .values()
+            .map(|h| (&h.principal, h.expires_at))
+            .collect();
+        all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         all
     }
 
     /// Whether a credential is named `name`.
     pub fn has(&self, name: &str) -> bool {
-        self.by_hash.values().any(|p| p.name == name)
+        self.by_hash.values().any(|h| h.principal.name == name)
     }
 
-    /// Whether a credential of `role` names `tenant` itself: one of every
-    /// tenant (`*`, the carrier's own) does not count.
+    /// Whether an unexpired credential of `role` names `tenant` itself: one
+    /// of every tenant (`*`, the carrier's own) does not count.
     pub fn held_by(&self, role: Role, tenant: &str) -> bool {
+        let now = Utc::now();
         self.by_hash
             .values()
-            .any(|p| p.role == role && p.tenant == tenant)
+            .any(|h| h.principal.role == role && h.principal.tenant == tenant && h.open_at(now))
     }
 }
 
@@ -556,17 +631,52 @@ impl Authenticator {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
         let token_sha256 = hash(token);
-        let principal = self
+        let held = self
             .credentials()?
             .by_hash
             .get(&token_sha256)
             .cloned()
             .ok_or_else(|| Status::unauthenticated("unknown token"))?;
+        if let Some(lapse) = held.lapse_at(Utc::now()) {
+            return Err(Status::unauthenticated(format!(
+                "credential {:?} {lapse}",
+                held.principal.name
+            )));
+        }
         Ok(Standing {
             auth: self.clone(),
             token_sha256,
-            principal,
+            principal: held.principal,
         })
+    }
+}
+
+/// Why a credential that held no longer does; shown as "is revoked" or
+/// "expired at 2026-12-31T23:00:00Z", to follow "the credential …".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lapse {
+    /// Removed from the store, or its token given to another.
+    Revoked,
+    /// Past its expiry.
+    Expired(DateTime<Utc>),
+}
+
+impl std::fmt::Display for Lapse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lapse::Revoked => f.write_str("is revoked"),
+            Lapse::Expired(at) => write!(
+                f,
+                "expired at {}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        }
+    }
+}
+
+impl Held {
+    fn lapse_at(&self, now: DateTime<Utc>) -> Option<Lapse> {
+        (!self.open_at(now)).then(|| Lapse::Expired(self.expires_at.unwrap_or(now)))
     }
 }
 
@@ -591,15 +701,25 @@ impl Standing {
         request.extensions().get::<Standing>().cloned()
     }
 
-    /// Whether the same token still names the same principal. Credentials
-    /// that cannot be read now count as holding: the server's log says
-    /// why, and every new call is refused until they can be.
+    /// Whether the same token still names the same principal and has not
+    /// expired. Credentials that cannot be read now count as holding: the
+    /// server's log says why, and every new call is refused until they can
+    /// be.
     pub fn holds(&self) -> bool {
+        self.lapse().is_none()
+    }
+
+    /// Why the credential no longer holds ("is revoked", "expired at …"),
+    /// or `None` while it does.
+    pub fn lapse(&self) -> Option<Lapse> {
         match self.auth.store.current() {
-            Ok(c) => c.by_hash.get(&self.token_sha256) == Some(&self.principal),
+            Ok(c) => match c.by_hash.get(&self.token_sha256) {
+                Some(h) if h.principal == self.principal => h.lapse_at(Utc::now()),
+                _ => Some(Lapse::Revoked),
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "credentials unreadable; an open stream's credential is taken as holding");
-                true
+                None
             }
         }
     }
@@ -974,6 +1094,102 @@ mod tests {
             Role::Analyst
         );
         assert!(auth.principal(Some(b"Bearer nope")).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_expired_credential_is_refused_says_so_and_ends_what_it_holds_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCredentials::new(dir.path());
+        let now = Utc::now();
+        let soon_at = now + chrono::Duration::milliseconds(400);
+        let (soon, soon_token) = Credential::new("soon", Role::Partner, "nordshop").unwrap();
+        store.insert(soon.expiring_at(soon_at)).unwrap();
+        let (past, past_token) = Credential::new("past", Role::Partner, "fjallgear").unwrap();
+        store
+            .insert(past.expiring_at(now - chrono::Duration::seconds(1)))
+            .unwrap();
+        let lasting = Credentials::add(dir.path(), "lasting", Role::Planner, "STO-1").unwrap();
+        let auth = Authenticator::new(dir.path());
+        let header = |t: &str| format!("Bearer {t}");
+
+        let refused = auth
+            .principal(Some(header(&past_token).as_bytes()))
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert!(
+            refused.message().contains("\"past\" expired at 20"),
+            "{refused:?}"
+        );
+        let current = store.current().unwrap();
+        assert!(current.authenticate(&past_token).is_none());
+        assert!(!current.held_by(Role::Partner, "fjallgear"), "expired");
+        assert!(current.held_by(Role::Partner, "nordshop"), "not yet");
+
+        let standing = auth.standing(Some(header(&soon_token).as_bytes())).unwrap();
+        assert!(standing.holds());
+        tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+        assert_eq!(standing.lapse(), Some(Lapse::Expired(soon_at)));
+        assert!(!standing.holds(), "an open stream's credential lapses");
+        assert!(
+            auth.principal(Some(header(&soon_token).as_bytes()))
+                .is_err()
+        );
+        assert!(!store.current().unwrap().held_by(Role::Partner, "nordshop"));
+        assert!(auth.principal(Some(header(&lasting).as_bytes())).is_ok());
+
+        // Listed with their expiry; a revoked one lapses as revoked.
+        let listed: Vec<_> = store
+            .current()
+            .unwrap()
+            .listed()
+            .into_iter()
+            .map(|(p, at)| (p.name.clone(), at))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("lasting".to_owned(), None),
+                ("past".to_owned(), Some(now - chrono::Duration::seconds(1))),
+                ("soon".to_owned(), Some(soon_at)),
+            ]
+        );
+        let other = Credentials::add(dir.path(), "other", Role::Planner, "STO-2").unwrap();
+        let standing = auth.standing(Some(header(&other).as_bytes())).unwrap();
+        assert!(store.remove("other").unwrap());
+        assert_eq!(standing.lapse(), Some(Lapse::Revoked));
+    }
+
+    #[test]
+    fn an_expiry_is_kept_as_rfc_3339_and_a_credential_without_one_reads_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = DateTime::parse_from_rfc3339("2027-03-01T08:00:00+01:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        let (c, _) = Credential::new("p1", Role::Planner, "STO-1").unwrap();
+        FileCredentials::new(dir.path())
+            .insert(c.expiring_at(at))
+            .unwrap();
+        Credentials::add(dir.path(), "p2", Role::Planner, "STO-2").unwrap();
+        let text = std::fs::read_to_string(dir.path().join(CREDENTIALS_FILE)).unwrap();
+        assert!(
+            text.contains("\"expires_at\": \"2027-03-01T07:00:00Z\""),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("expires_at").count(),
+            1,
+            "none when none: {text}"
+        );
+        let listed = Credentials::load(dir.path()).unwrap();
+        assert_eq!(listed.listed()[0].1, Some(at));
+
+        let bad = text.replace("2027-03-01T07:00:00Z", "next spring");
+        std::fs::write(dir.path().join(CREDENTIALS_FILE), bad).unwrap();
+        let err = Credentials::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(CREDENTIALS_FILE) && err.contains("expires_at \"next spring\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -400,6 +400,24 @@ impl Sandbox {
     /// from a multi-threaded runtime there.
     pub fn mint(&self, name: &str, role: Role, tenant: &str) -> String {
         let (credential, token) = Credential::new(name, role, tenant).expect("a credential");
+        self.store_credential(credential);
+        token
+    }
+
+    /// [`Self::mint`], the token refused from `at` on.
+    pub fn mint_until(
+        &self,
+        name: &str,
+        role: Role,
+        tenant: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> String {
+        let (credential, token) = Credential::new(name, role, tenant).expect("a credential");
+        self.store_credential(credential.expiring_at(at));
+        token
+    }
+
+    fn store_credential(&self, credential: Credential) {
         if self.kafka {
             tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(self.store.add(credential))
@@ -408,7 +426,6 @@ impl Sandbox {
             threshold_auth::FileCredentials::new(self.data()).insert(credential)
         }
         .expect("a credential stored");
-        token
     }
 
     /// Revokes the credential named `name` in the server's store; `false`

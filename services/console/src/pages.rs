@@ -247,13 +247,13 @@ fn signed_in(console: &Console, headers: &HeaderMap) -> Result<Session, Refused>
             "Your session is unknown or has expired: sign in again.".into(),
         )
     })?;
-    // A session lasts as long as its credential: revoked, or its token
-    // replaced, it ends here.
-    if !session.standing.holds() {
+    // A session lasts as long as its credential: revoked, its token
+    // replaced, or expired, it ends here.
+    if let Some(lapse) = session.standing.lapse() {
         console.0.sessions.close(id);
         return Err(Refused(
             StatusCode::UNAUTHORIZED,
-            "The credential you signed in with is revoked: sign in again.".into(),
+            format!("The credential you signed in with {lapse}: sign in again."),
         ));
     }
     Ok(session)

@@ -1236,11 +1236,11 @@ async fn pipeline(
                 }
             }
             _ = check.tick(), if closing.is_none() => {
-                if standing.as_ref().is_some_and(|s| !s.holds()) {
-                    closing = Some(Some(Status::unauthenticated(
-                        "the credential this stream was opened with is revoked; events after it \
-                         were not taken",
-                    )));
+                if let Some(lapse) = standing.as_ref().and_then(|s| s.lapse()) {
+                    closing = Some(Some(Status::unauthenticated(format!(
+                        "the credential this stream was opened with {lapse}; events after it \
+                         were not taken"
+                    ))));
                 } else if deciding.is_empty() && heard.elapsed() >= idle {
                     closing = Some(Some(Status::unavailable(format!(
                         "nothing heard for {} s: the stream is closed; open a new one to report more",

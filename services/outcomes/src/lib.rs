@@ -358,11 +358,11 @@ impl OutcomeService for Outcomes {
                 let next = tokio::select! {
                     () = tx.closed() => return,
                     _ = check.tick() => {
-                        if standing.as_ref().is_some_and(|s| !s.holds()) {
+                        if let Some(lapse) = standing.as_ref().and_then(|s| s.lapse()) {
                             let _ = tx
-                                .send(Err(Status::unauthenticated(
-                                    "the credential this subscription was opened with is revoked",
-                                )))
+                                .send(Err(Status::unauthenticated(format!(
+                                    "the credential this subscription was opened with {lapse}"
+                                ))))
                                 .await;
                             return;
                         }

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use chrono::{DateTime, Timelike, Utc};
+
 use threshold_auth::{Credential, CredentialStore, LocalTokens, Role};
 use threshold_domain::PartnerId;
 use threshold_server::LogSpec;
@@ -54,8 +56,45 @@ pub(crate) struct AddArgs {
     /// tenant).
     #[arg(long)]
     name: Option<String>,
+    /// Its token stops opening anything this long from now: a number and
+    /// a unit, s, m, h or d (`90d`, `12h`). Default: until revoked.
+    #[arg(long, value_parser = parse_lifetime, conflicts_with = "expires_at")]
+    expires_in: Option<chrono::Duration>,
+    /// Its token stops opening anything at this instant (RFC 3339:
+    /// `2027-03-31T23:59:59+02:00`). Default: until revoked.
+    #[arg(long, value_parser = parse_instant)]
+    expires_at: Option<DateTime<Utc>>,
     #[command(flatten)]
     store: StoreArgs,
+}
+
+/// `90d`, `12h`, `30m`, `45s`: a lifetime of at least a second and at
+/// most ten years.
+fn parse_lifetime(text: &str) -> Result<chrono::Duration, String> {
+    let bad = || format!("{text:?} is not a lifetime: a number and s, m, h or d, as 90d or 12h");
+    let split = text.len().checked_sub(1).ok_or_else(bad)?;
+    let (number, unit) = text.split_at_checked(split).ok_or_else(bad)?;
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3_600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    if !(1..=10 * 366 * 86_400).contains(&seconds) {
+        return Err(format!("{text:?}: a lifetime is from 1s to 3660d"));
+    }
+    Ok(chrono::Duration::seconds(seconds))
+}
+
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|e| {
+            format!("{text:?} is not an RFC 3339 instant (2027-03-31T23:59:59+02:00): {e}")
+        })
 }
 
 /// Makes a token for a role and tenant and prints it: the only time it is
@@ -67,17 +106,33 @@ pub(crate) async fn add(args: AddArgs) -> Result<(), BoxError> {
     let name = args
         .name
         .unwrap_or_else(|| format!("{}-{}", args.role, args.tenant));
-    let (credential, token) = Credential::new(&name, args.role, &args.tenant)?;
+    let (mut credential, token) = Credential::new(&name, args.role, &args.tenant)?;
+    let now = Utc::now().with_nanosecond(0).unwrap_or_else(Utc::now);
+    let expires_at = args.expires_at.or(args.expires_in.map(|d| now + d));
+    if let Some(at) = expires_at {
+        if at <= Utc::now() {
+            return Err(format!("--expires-at {}: that is past", show(at)).into());
+        }
+        credential = credential.expiring_at(at);
+    }
     let store = args.store.open().await?;
     store.add(credential).await?;
     println!("{token}");
+    let until = expires_at.map_or_else(
+        || "until revoked".to_owned(),
+        |at| format!("until {}", show(at)),
+    );
     eprintln!(
-        "token {name:?} ({} for {}) stored (hashed) in {}; hand it over, it is not shown again",
+        "token {name:?} ({} for {}, {until}) stored (hashed) in {}; hand it over, it is not shown again",
         args.role,
         args.tenant,
         store.describe()
     );
     Ok(())
+}
+
+fn show(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Options of `threshold credentials revoke`.
@@ -105,26 +160,37 @@ pub(crate) async fn revoke(args: RevokeArgs) -> Result<bool, BoxError> {
 /// Options of `threshold credentials list`.
 #[derive(clap::Args)]
 pub(crate) struct ListArgs {
-    /// JSON lines: {"name", "role", "tenant"}.
+    /// JSON lines: {"name", "role", "tenant", "expires_at", "expired"}
+    /// (`expires_at` null for a credential that lasts until revoked).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     store: StoreArgs,
 }
 
-/// Prints every credential's name, role and tenant (never a token or its
-/// hash).
+/// Prints every credential's name, role, tenant and expiry (never a token
+/// or its hash); an expired one says so, until it is revoked.
 pub(crate) async fn list(args: ListArgs) -> Result<(), BoxError> {
     let store = args.store.open().await?;
     let current = store.current()?;
-    for p in current.principals() {
+    let now = Utc::now();
+    for (p, at) in current.listed() {
+        let expired = at.is_some_and(|at| at <= now);
         if args.json {
             println!(
                 "{}",
-                serde_json::json!({"name": p.name, "role": p.role, "tenant": p.tenant})
+                serde_json::json!({
+                    "name": p.name, "role": p.role, "tenant": p.tenant,
+                    "expires_at": at.map(show), "expired": expired,
+                })
             );
         } else {
-            println!("{}\t{}\t{}", p.name, p.role, p.tenant);
+            let until = match at {
+                None => "-".to_owned(),
+                Some(at) if expired => format!("expired {}", show(at)),
+                Some(at) => show(at),
+            };
+            println!("{}\t{}\t{}\t{until}", p.name, p.role, p.tenant);
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
-//! A credential revoked while its stream is open: a stolen handheld's
-//! attempts stream and a former partner's outcome subscription end with
-//! UNAUTHENTICATED within seconds, and nothing more is stored or sent
-//! under it; the party's day goes on.
+//! A credential revoked, or expiring, while its stream is open: a stolen
+//! handheld's attempts stream and a former partner's outcome subscription
+//! end with UNAUTHENTICATED within seconds, and nothing more is stored or
+//! sent under it; the party's day goes on.
 
 use std::time::Duration;
 
@@ -73,4 +73,73 @@ async fn a_revoked_partners_open_subscription_ends() {
     .expect("ended within seconds");
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     bs_day_goes_on(&w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handhelds_stream_and_a_partners_subscription_end_when_their_credentials_expire() {
+    let w = World::build().await;
+    let b = &w.b;
+    let until = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let handheld = w
+        .sandbox
+        .mint_until("shift-handheld", Role::Handheld, &b.driver, until);
+    let partner = w
+        .sandbox
+        .mint_until("trial-partner", Role::Partner, b.partner, until);
+    let as_ =
+        |token: &str| threshold_auth::authed(w.sandbox.channel(), Some(token)).expect("a token");
+    let (events, inbound) = tokio::sync::mpsc::channel(4);
+    let mut acks = HandheldServiceClient::new(as_(&handheld))
+        .stream_attempts(ReceiverStream::new(inbound))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let mut outcomes = OutcomeServiceClient::new(as_(&partner))
+        .subscribe(SubscribeOutcomesRequest { from_cursor: 0 })
+        .await
+        .expect("subscribed")
+        .into_inner();
+    events
+        .send(w.handheld(b, b.other_parcel, not_home()))
+        .await
+        .expect("sent");
+    assert_stored(&acks.message().await.expect("an ack").expect("one"));
+
+    // Idle, both end on their own within seconds of the expiry, saying so.
+    let ended = tokio::time::timeout(Duration::from_secs(10), acks.message())
+        .await
+        .expect("ended within seconds")
+        .expect_err("the stream ends");
+    assert!(chrono::Utc::now() >= until, "not before it expired");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("expired at"), "{ended:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match outcomes.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the subscription ended without a status"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("ended within seconds");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("expired at"), "{ended:?}");
+
+    // A new stream is refused; nothing sent after the expiry is stored.
+    let head = w.head().await;
+    let (events, inbound) = tokio::sync::mpsc::channel(4);
+    let _ = events.send(w.handheld(b, b.parcel, delivered())).await;
+    let refused = HandheldServiceClient::new(as_(&handheld))
+        .stream_attempts(ReceiverStream::new(inbound))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("\"shift-handheld\" expired at"),
+        "{refused:?}"
+    );
+    tokio::time::sleep(threshold_auth::STANDING_EVERY).await;
+    assert_eq!(w.stored_since(head).await, []);
 }
