@@ -3,9 +3,16 @@
 # Kafka's own kafka-topics.sh. Run once, before the services start (they
 # create missing topics themselves only with a single broker's settings).
 #
-#   deploy/create-topics.sh BOOTSTRAP   e.g. kafka-1:9092,kafka-2:9092,kafka-3:9092
+#   deploy/create-topics.sh BOOTSTRAP [PARTNER...]
+#       e.g. deploy/create-topics.sh kafka-1:9092,kafka-2:9092 nordshop fjallgear
+#
+# Each partner reads its outcomes from a topic of its own,
+# threshold.outcome.PARTNER (`_` and `:` in a partner id written `_5f` and
+# `_3a`); name a new partner's id here before its first parcels are loaded,
+# or the publisher creates its topic with a single broker's settings.
 set -euo pipefail
-bootstrap=${1:?usage: deploy/create-topics.sh BOOTSTRAP_SERVERS}
+bootstrap=${1:?usage: deploy/create-topics.sh BOOTSTRAP_SERVERS [PARTNER...]}
+shift
 topics=${KAFKA_TOPICS:-kafka-topics.sh}
 
 # topic                partitions
@@ -21,8 +28,18 @@ threshold.parcel   24 -1
 threshold.route     6 -1
 threshold.grant    12 -1
 threshold.home     12 -1
-threshold.outcome  12 2592000000
 TOPICS
+
+# A partner's outcomes: retention as agreed with the partner (here 30 days).
+for partner in "$@"; do
+    topic=threshold.outcome.$(printf '%s' "$partner" | sed 's/_/_5f/g; s/:/_3a/g')
+    "$topics" --bootstrap-server "$bootstrap" --create --if-not-exists \
+        --topic "$topic" --partitions 3 --replication-factor 3 \
+        --config min.insync.replicas=2 \
+        --config cleanup.policy=delete \
+        --config retention.ms=2592000000 \
+        --config unclean.leader.election.enable=false
+done
 
 # The credentials: one record per credential name (its role, tenant and
 # token hash), a tombstone when revoked; compacted, one partition. A

@@ -85,12 +85,13 @@ python3 - "$data" "$out/kafka_max_window.json" "$w0" "$w1" "$hz" $((s1 - s0)) $(
 import json, sys
 data, path, w0, w1, hz, server, broker, load = sys.argv[1:]
 def written(name):
-    # Per kind, the records the topics hold: the partners' outcome topic,
-    # and the category topics of the log (not credentials or the vault).
+    # Per kind, the records the topics hold: the partners' outcome topics
+    # (PREFIX.outcome.PARTNER), and the category topics of the log (not
+    # credentials or the vault).
     out = {"log": 0, "outcome": 0}
     for line in open(f"{data}/{name}"):
         _, topic, n = line.split()
-        kind = topic.rsplit(".", 1)[1]
+        kind = topic.split(".")[1]
         if kind == "outcome":
             out["outcome"] += int(n)
         elif kind not in ("credentials", "vault"):

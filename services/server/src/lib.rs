@@ -978,18 +978,23 @@ impl Node {
     }
 }
 
-/// Publishes every parcel outcome, as a partner sees it, to the outcome
-/// topic: type `threshold.v1.outcome.<kind>`, key the parcel's stream, the
-/// value a `ParcelOutcome` whose cursor is 0 (on the topic, the Kafka offset
-/// is the cursor).
+/// Publishes every parcel outcome, as a partner sees it, to that partner's
+/// own outcome topic (`threshold.outcome.<partner>`; a parcel of no partner
+/// is published nowhere): type `threshold.v1.outcome.<kind>`, key the
+/// parcel's stream, the value a `ParcelOutcome` whose cursor is 0 (on the
+/// topic, the Kafka offset is the cursor).
 fn publish_outcomes(log: &KafkaLog) -> Result<tokio::task::JoinHandle<()>, threshold_log::Error> {
     use prost::Message as _;
     use threshold_api::v1::parcel_outcome::Kind;
-    let options = log.options();
+    let options = log.options().clone();
+    let topics = options.clone();
     log.publish(
         &format!("{}.outcome-publisher", options.topic_prefix),
         threshold_domain::Category::Parcel,
-        &options.outcome_topic(),
+        move |event| {
+            let partner = event.event.tenant.as_deref()?;
+            Some(topics.outcome_topic_of(partner))
+        },
         threshold_outcome_service::OUTCOME_TYPES,
         |event| {
             let outcome = threshold_outcome_service::outcome(

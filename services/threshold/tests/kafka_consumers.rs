@@ -36,27 +36,43 @@ async fn consumers_killed_or_stopped_mid_day_leave_nothing_missed_or_counted_twi
     let report = day_report(&text);
     assert_eq!(report, demo_report(12));
 
-    // The outcome topic, as a partner's plain Kafka client reads it: once
-    // the group has moved the stopped member's partitions, it holds them all.
+    // The partners' outcome topics, each as its partner's plain Kafka
+    // client reads it: once the group has moved the stopped member's
+    // partitions, they hold them all, each partner's in its own topic.
     let (attempts, delivered) = totals(&report);
     let mut reads = 0;
     let (published, distinct) = loop {
         reads += 1;
         let published = threshold_log::kafka::read_published(
             &broker,
-            &format!("{prefix}.partner{reads}"),
-            &format!("{prefix}.outcome"),
+            &format!("{prefix}.carrier{reads}"),
+            &format!("^{prefix}\\.outcome\\..*"),
             std::time::Duration::from_secs(5),
         )
         .await
-        .expect("read the outcome topic");
+        .expect("read the outcome topics");
         let mut distinct = std::collections::HashMap::new();
-        for (id, value) in &published {
-            let outcome = <threshold_api::v1::ParcelOutcome as prost::Message>::decode(&value[..])
-                .expect("a ParcelOutcome");
+        for record in &published {
+            let outcome =
+                <threshold_api::v1::ParcelOutcome as prost::Message>::decode(&record.value[..])
+                    .expect("a ParcelOutcome");
             assert!(outcome.driver_id.is_empty() && outcome.grant_id.is_empty());
-            distinct.insert(id.clone(), outcome);
+            let partner = record.headers.get("ce_tenant").expect("a partner");
+            assert_eq!(
+                record.topic,
+                format!("{prefix}.outcome.{partner}"),
+                "{record:?}"
+            );
+            assert!(
+                !record.headers.contains_key("ce_correlationid")
+                    && !record.headers.contains_key("ce_causationid"),
+                "no handheld's ids: {record:?}"
+            );
+            distinct.insert(record.id().to_owned(), outcome);
         }
+        let partners: std::collections::BTreeSet<_> =
+            published.iter().map(|r| r.topic.as_str()).collect();
+        assert!(partners.len() >= 2 || published.is_empty(), "{partners:?}");
         eprintln!(
             "read {reads}: {} records, {} distinct",
             published.len(),

@@ -109,9 +109,9 @@ impl KafkaLog {
     pub async fn open(options: KafkaOptions) -> Result<Self> {
         options.check()?;
         let topics: Vec<String> = Category::ALL.iter().map(|c| options.topic(*c)).collect();
-        let mut all = topics.clone();
-        all.push(options.outcome_topic());
-        create_topics(&options, &all).await?;
+        // Partners' outcome topics are made by the publisher as it meets
+        // each partner.
+        create_topics(&options, &topics).await?;
 
         let producer = producer(&options, "log")?;
         let fetches = Arc::new(AtomicU64::new(0));

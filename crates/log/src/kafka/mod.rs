@@ -115,7 +115,7 @@ pub use log::KafkaLog;
 pub use options::{
     FETCH_WAIT_RANGE_MS, KafkaOptions, LINGER_MS, REPLICA_FETCH_WAIT_MS, brokers_from_url,
 };
-pub use publish::{Derived, read_published};
+pub use publish::{Derived, Published, read_published};
 pub use record::Layout;
 pub use stages::{Stage, StageTiming};
 pub use table::{FETCH_WAIT_MS, KafkaTable, Stored, TableState};

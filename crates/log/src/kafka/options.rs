@@ -86,12 +86,30 @@ impl KafkaOptions {
         format!("{}.{}", self.topic_prefix, category.as_str())
     }
 
-    /// The topic partners read outcomes from.
+    /// What the names of partners' outcome topics start with.
     pub fn outcome_topic(&self) -> String {
         match self.topic_prefix.as_str() {
             "threshold" => OUTCOME_TOPIC.to_owned(),
             prefix => format!("{prefix}.outcome"),
         }
+    }
+
+    /// The topic `partner` reads its outcomes from, and no other partner
+    /// does: `threshold.outcome.<partner>`. Kafka's permissions are per
+    /// topic, so a partner's client may be let read its own topic only.
+    /// `_` and `:` in a partner id (`:` is not allowed in a topic name)
+    /// are written `_5f` and `_3a`, so no two partners share a topic.
+    pub fn outcome_topic_of(&self, partner: &str) -> String {
+        let mut topic = self.outcome_topic();
+        topic.push('.');
+        for c in partner.chars() {
+            match c {
+                '_' => topic.push_str("_5f"),
+                ':' => topic.push_str("_3a"),
+                c => topic.push(c),
+            }
+        }
+        topic
     }
 }
 
@@ -152,3 +170,43 @@ pub const REPLICA_FETCH_WAIT_MS: u64 = 100;
 /// its request timeout (`socket.timeout.ms`, 60 s), so that a held fetch is
 /// never mistaken for a lost broker.
 pub const FETCH_WAIT_RANGE_MS: std::ops::RangeInclusive<u64> = 1..=10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_partner_has_an_outcome_topic_of_its_own_whatever_its_id() {
+        let mut options = KafkaOptions::new("b:9092", "r", "n");
+        assert_eq!(
+            options.outcome_topic_of("nordshop"),
+            "threshold.outcome.nordshop"
+        );
+        // `:` is not allowed in a topic name; escaped, no two ids meet.
+        let ids = ["a:b", "a_b", "a_3ab", "a_5fb", "a.b", "a-b", "ab"];
+        let topics: std::collections::BTreeSet<_> =
+            ids.iter().map(|id| options.outcome_topic_of(id)).collect();
+        assert_eq!(topics.len(), ids.len(), "{topics:?}");
+        assert_eq!(options.outcome_topic_of("a:b"), "threshold.outcome.a_3ab");
+        assert_eq!(
+            options.outcome_topic_of("a_3ab"),
+            "threshold.outcome.a_5f3ab"
+        );
+        for t in &topics {
+            assert!(
+                t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+                "{t}"
+            );
+        }
+        // The longest partner id still makes a topic Kafka takes (249).
+        let longest = ":".repeat(threshold_domain::ids::MAX_ID_LEN);
+        options.topic_prefix = "a-deployments-own-prefix".into();
+        assert!(options.outcome_topic_of(&longest).len() <= 249);
+        assert!(
+            options
+                .outcome_topic_of("nordshop")
+                .starts_with("a-deployments-own-prefix.outcome.")
+        );
+    }
+}

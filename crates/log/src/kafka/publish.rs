@@ -1,5 +1,6 @@
-//! Publishing derived records to a topic of their own, as a consumer group:
-//! how partners' outcomes reach `threshold.outcome`.
+//! Publishing derived records to topics of their own, as a consumer group:
+//! how partners' outcomes reach `threshold.outcome.<partner>`, each
+//! partner's topic its own.
 //!
 //! The processes that publish form one consumer group over a category
 //! topic; Kafka shares the partitions among them and moves a partition to
@@ -20,7 +21,7 @@
 //! offsets: it reads the category topics in a group of its own and writes
 //! only to the topic it publishes to.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,9 @@ use crate::{NewEvent, RecordedEvent, Result};
 /// its value.
 pub type Derived = (String, Vec<u8>);
 
+/// Names the topic an event is published to, if any.
+type TopicOf = dyn Fn(&RecordedEvent) -> Option<String> + Send + Sync;
+
 /// Most records a publisher takes, publishes and commits at once.
 const PUBLISH_BATCH: usize = 1_024;
 
@@ -60,21 +64,30 @@ const PUBLISH_BATCH: usize = 1_024;
 const PUBLISH_FETCH_WAIT_MS: u64 = 100;
 
 impl KafkaLog {
-    /// Publishes `derive` of every event of `category` to `topic`, as a
-    /// member of consumer group `group`, until the returned task is aborted
-    /// or the consumer fails for good. `types` are the event types `derive`
-    /// makes something of: a record of any other type is passed over
-    /// without waiting for the replica or reading it.
-    pub fn publish<F>(
+    /// Publishes `derive` of every event of `category` to the topic
+    /// `topic_of` names for it (none: not published), as a member of
+    /// consumer group `group`, until the returned task is aborted or the
+    /// consumer fails for good. A topic not there yet is created first,
+    /// with this process's partitions and replication. `types` are the
+    /// event types `derive` makes something of: a record of any other type
+    /// is passed over without waiting for the replica or reading it.
+    ///
+    /// A published record carries the event's own envelope except what
+    /// ties it to the carrier's side of the interaction: its causation and
+    /// correlation ids (a handheld's event and device) and `tracestate`
+    /// are left out; the W3C `traceparent` stays, so a partner's trace
+    /// joins the carrier's.
+    pub fn publish<F, T>(
         &self,
         group: &str,
         category: Category,
-        topic: &str,
+        topic_of: T,
         types: &'static [&'static str],
         derive: F,
     ) -> Result<tokio::task::JoinHandle<()>>
     where
         F: Fn(&RecordedEvent) -> Option<Derived> + Send + Sync + 'static,
+        T: Fn(&RecordedEvent) -> Option<String> + Send + Sync + 'static,
     {
         let options = &self.inner.options;
         let consumer: StreamConsumer<Counted> = ClientConfig::new()
@@ -102,9 +115,12 @@ impl KafkaLog {
             .subscribe(&[&from])
             .map_err(|e| kafka("subscribing a publisher", e))?;
         let log = self.clone();
-        let topic = topic.to_owned();
         let derive = Arc::new(derive);
+        let topic_of = Arc::new(topic_of);
         Ok(tokio::spawn(async move {
+            // Topics known to be there; the rest are created before a
+            // record goes to them.
+            let mut there = HashSet::new();
             loop {
                 // A record of types it derives nothing from is passed over
                 // on its types, without copying or decoding the rest.
@@ -118,7 +134,13 @@ impl KafkaLog {
                 let publishing = std::time::Instant::now();
                 loop {
                     match log
-                        .publish_batch(&producer, &batch.kept, &topic, types, derive.as_ref())
+                        .publish_batch(
+                            &producer,
+                            &batch.kept,
+                            (topic_of.as_ref(), &mut there),
+                            types,
+                            derive.as_ref(),
+                        )
                         .await
                     {
                         Ok(()) => break,
@@ -139,16 +161,18 @@ impl KafkaLog {
     }
 
     /// Publishes what `derive` makes of every event of `types` in `batch`,
-    /// in the batch's order, and waits until Kafka acknowledged every
-    /// publication.
+    /// in the batch's order, each to the topic `topics.0` names for it
+    /// (created first unless in `topics.1`), and waits until Kafka
+    /// acknowledged every publication.
     async fn publish_batch(
         &self,
         producer: &super::append::Producer,
         batch: &[OwnedMessage],
-        topic: &str,
+        topics: (&TopicOf, &mut HashSet<String>),
         types: &[&str],
         derive: &(dyn Fn(&RecordedEvent) -> Option<Derived> + Send + Sync),
     ) -> Result<()> {
+        let (topic_of, there) = topics;
         let mut records = Vec::with_capacity(batch.len());
         let mut through: HashMap<(usize, u32), i64> = HashMap::new();
         for message in batch {
@@ -176,7 +200,6 @@ impl KafkaLog {
         for ((c, partition), offset) in through {
             self.replicated_through(c, partition, offset).await?;
         }
-        let mut deliveries = Vec::new();
         // Each record's place in the replica, read in one go.
         let stored = self
             .inner
@@ -188,6 +211,7 @@ impl KafkaLog {
                     .collect(),
             )
             .await?;
+        let mut publications = Vec::new();
         for (record, stored) in records.iter().zip(stored) {
             let Some(event) = stored.filter(|e| e.event.event_id == record.event_id) else {
                 continue; // overtaken by another writer's record: not an event
@@ -195,9 +219,32 @@ impl KafkaLog {
             let Some((kind, value)) = derive(&event) else {
                 continue;
             };
+            let Some(topic) = topic_of(&event) else {
+                tracing::debug!(event_id = %event.event.event_id, "no topic to publish to");
+                continue;
+            };
+            publications.push((topic, kind, value, event));
+        }
+        let new: Vec<String> = publications
+            .iter()
+            .map(|(topic, ..)| topic)
+            .filter(|t| !there.contains(*t))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            super::admin::create_topics(&self.inner.options, &new).await?;
+            there.extend(new);
+        }
+        let mut deliveries = Vec::new();
+        for (topic, kind, value, event) in publications {
             let published = NewEvent {
                 event_type: kind,
                 payload: value.into(),
+                causation_id: None,
+                correlation_id: None,
+                tracestate: None,
                 ..event.event.clone()
             };
             let headers = kafka_record::kafka_headers(&kafka_record::headers(
@@ -210,7 +257,7 @@ impl KafkaLog {
             let key = event.stream.to_string();
             let delivery = producer
                 .send_result(
-                    FutureRecord::to(topic)
+                    FutureRecord::to(&topic)
                         .key(&key)
                         .payload(published.payload.as_ref())
                         .headers(headers),
@@ -222,15 +269,34 @@ impl KafkaLog {
     }
 }
 
-/// Reads a published topic from the start as consumer group `group` until
-/// it has been quiet for `quiet`, and returns each record's `ce_id` with
-/// its value: how a partner's plain Kafka client sees it.
+/// A record of a published topic, as a partner's plain client reads it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The topic it was read from.
+    pub topic: String,
+    /// Its headers, by name (the last of a name).
+    pub headers: HashMap<String, String>,
+    /// Its value.
+    pub value: Vec<u8>,
+}
+
+impl Published {
+    /// Its `ce_id`: the event id.
+    pub fn id(&self) -> &str {
+        self.headers.get("ce_id").map_or("", String::as_str)
+    }
+}
+
+/// Reads the topics `pattern` names (a topic, or `^` and a regular
+/// expression, as librdkafka subscribes) from the start as consumer group
+/// `group` until they have been quiet for `quiet`: how a partner's plain
+/// Kafka client sees them.
 pub async fn read_published(
     brokers: &str,
     group: &str,
-    topic: &str,
+    pattern: &str,
     quiet: Duration,
-) -> Result<Vec<(String, Vec<u8>)>> {
+) -> Result<Vec<Published>> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -238,17 +304,27 @@ pub async fn read_published(
         .create()
         .map_err(|e| kafka("creating a reader", e))?;
     consumer
-        .subscribe(&[topic])
+        .subscribe(&[pattern])
         .map_err(|e| kafka("subscribing a reader", e))?;
     let mut out = Vec::new();
     while let Ok(next) = tokio::time::timeout(quiet, consumer.recv()).await {
         let m = next.map_err(|e| kafka("reading", e))?;
-        let id = m
+        let headers = m
             .headers()
-            .and_then(|h| h.iter().find(|h| h.key == "ce_id").and_then(|h| h.value))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                        (h.key.to_owned(), value.into_owned())
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        out.push((id, m.payload().unwrap_or_default().to_vec()));
+        out.push(Published {
+            topic: m.topic().to_owned(),
+            headers,
+            value: m.payload().unwrap_or_default().to_vec(),
+        });
     }
     Ok(out)
 }

@@ -55,7 +55,8 @@ pub fn topic(category: Category) -> String {
     format!("threshold.{}", category.as_str())
 }
 
-/// The topic partners read their outcomes from.
+/// What the names of partners' outcome topics start with: a partner's
+/// own is `threshold.outcome.<partner>` ([`super::KafkaOptions::outcome_topic_of`]).
 pub const OUTCOME_TOPIC: &str = "threshold.outcome";
 
 /// Kafka's murmur2 (the Java client's `Utils.murmur2`), which its default

@@ -925,10 +925,11 @@ async fn an_idle_replica_and_publisher_fetch_once_per_the_wait_its_options_set()
         open("long", 1_000).await.expect("open long"),
     );
     let publish = |log: &KafkaLog, name: &str| {
+        let topic = format!("{}.out.{name}", kafka.prefix);
         log.publish(
             &format!("{}.{name}", kafka.prefix),
             Category::Parcel,
-            &format!("{}.out.{name}", kafka.prefix),
+            move |_| Some(topic.clone()),
             &["AttemptFailed"],
             |e| Some((e.stream.to_string(), e.event.payload.to_vec())),
         )
@@ -976,4 +977,107 @@ async fn a_fetch_wait_out_of_range_is_refused_before_connecting() {
         refused(KafkaLog::open(options.clone()).await.expect_err("log"));
         refused(KafkaTable::open(&options, "any").await.expect_err("table"));
     }
+}
+
+/// Each partner's outcomes go to a topic of its own, made as the publisher
+/// meets the partner, so a partner's client may be let read its own topic
+/// only; a published record carries neither the causation and correlation
+/// ids (a handheld's event and device) nor `tracestate`, and keeps the
+/// trace; an event of no partner is published nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_partner_reads_only_its_own_outcomes_without_the_carriers_ids() {
+    let kafka = Kafka::new();
+    let log = kafka.process("publisher").await;
+    let options = log.options().clone();
+    let mut sent: HashMap<String, Vec<String>> = HashMap::new();
+    for n in 0..30u32 {
+        let (partner, event) = match n % 3 {
+            0 => ("nordshop", failed_attempt(n).tenant("nordshop")),
+            1 => ("fjall:gear", failed_attempt(n).tenant("fjall:gear")),
+            _ => (
+                "",
+                NewEvent {
+                    tenant: None,
+                    ..failed_attempt(n)
+                },
+            ),
+        };
+        log.append(&parcel(n), ExpectedVersion::Any, vec![event.clone()])
+            .await
+            .expect("append");
+        sent.entry(partner.to_owned())
+            .or_default()
+            .push(event.event_id.to_string());
+    }
+    let topics = options.clone();
+    let publisher = log
+        .publish(
+            &format!("{}.outcome-publisher", kafka.prefix),
+            Category::Parcel,
+            move |e| Some(topics.outcome_topic_of(e.event.tenant.as_deref()?)),
+            &["parcel.attempt_failed"],
+            |e| Some(("outcome.attempt_failed".into(), e.event.payload.to_vec())),
+        )
+        .expect("publish");
+    for partner in ["nordshop", "fjall:gear"] {
+        let topic = options.outcome_topic_of(partner);
+        let mut got = Vec::new();
+        // Until the publisher has made the topic, a reader is told it is
+        // unknown.
+        for round in 0..15 {
+            match super::read_published(
+                &kafka.brokers,
+                &format!("{}.{partner}-{round}", kafka.prefix),
+                &topic,
+                Duration::from_secs(2),
+            )
+            .await
+            {
+                Ok(read) if read.len() >= 10 => {
+                    got = read;
+                    break;
+                }
+                Ok(read) => got = read,
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        let mut ids: Vec<&str> = got.iter().map(|r| r.id()).collect();
+        ids.sort_unstable();
+        let mut own = sent[partner].clone();
+        own.sort_unstable();
+        assert_eq!(ids, own, "{partner}: its own and no other's");
+        for r in &got {
+            assert_eq!(r.topic, topic);
+            assert_eq!(
+                r.headers.get("ce_tenant").map(String::as_str),
+                Some(partner)
+            );
+            for gone in ["ce_causationid", "ce_correlationid", "tracestate"] {
+                assert!(!r.headers.contains_key(gone), "{gone} in {:?}", r.headers);
+            }
+            assert!(r.headers["traceparent"].starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736"));
+        }
+    }
+    // Every topic under the outcomes' name: the two partners', nothing of
+    // the events without one.
+    let all = super::read_published(
+        &kafka.brokers,
+        &format!("{}.carrier", kafka.prefix),
+        &format!("^{}\\.outcome\\..*", kafka.prefix.replace('.', "\\.")),
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("read all");
+    let mut topics: Vec<&str> = all.iter().map(|r| r.topic.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    assert_eq!(
+        topics,
+        [
+            format!("{}.outcome.fjall_3agear", kafka.prefix),
+            format!("{}.outcome.nordshop", kafka.prefix),
+        ]
+    );
+    assert_eq!(all.len(), 20, "none of the 10 events of no partner");
+    publisher.abort();
 }
