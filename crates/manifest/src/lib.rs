@@ -43,15 +43,23 @@
 //!
 //! | what | limit | when over it |
 //! |---|---|---|
-//! | a record (one row, quoted line breaks included) | [`MAX_RECORD_BYTES`], 8 KiB | the row is rejected (field `row`), cut off at the limit |
+//! | a record (one row, one line) | [`MAX_RECORD_BYTES`], 8 KiB | the row is rejected (field `row`), cut off at the limit |
 //! | a field | [`MAX_FIELD_BYTES`], 1 KiB | the row is rejected, naming the field |
 //! | an id (`parcel_id`, `partner_id`, `depot_id`) | [`MAX_ID_BYTES`], 64 bytes | the row is rejected, naming the field |
+//! | fields of a row | the header's | more: the row is rejected (a comma in a field not quoted); fewer: rejected naming the first missing column |
 //!
 //! A record over the limit is never buffered whole: the reader keeps its
-//! first [`MAX_RECORD_BYTES`], then skips to the next line break (quoted or
-//! not) and reads on from there as usual. An unterminated quote or a 100 MB
-//! line therefore costs the rows it swallowed before the limit, one
-//! rejected row, and no memory beyond the limit; the rows after it are read.
+//! first [`MAX_RECORD_BYTES`], then skips to the next line break and reads
+//! on from there as usual. A 100 MB line therefore costs one rejected row
+//! and no memory beyond the limit; the rows after it are read.
+//!
+//! No field of a manifest holds a line break, so a row is one line: a line
+//! that ends inside a quoted field (a closing quote left out) is rejected,
+//! naming the column the quote opened, and the next line is read as a row
+//! of its own. Read as CSV allows, the field would run on into the rows
+//! below until a quote closed it, and the rest of that line would fill the
+//! row's other columns: a row accepted with another's place, and the rows
+//! in between lost without a word.
 //! A header over the record limit refuses the whole file
 //! ([`Error::HeaderTooLong`]). The real rows are far below these limits (a
 //! full row of the bundled samples is under 200 bytes).
@@ -209,6 +217,8 @@ pub struct ManifestReader<R> {
     csv: csv::Reader<split::Feed>,
     /// Column name → index in the file; empty until the header is read.
     columns: HashMap<&'static str, usize>,
+    /// The fields of the header, known columns or not.
+    header_len: usize,
     /// The header was read and checked.
     started: bool,
     manifest_id: String,
@@ -281,6 +291,7 @@ impl<R: io::Read> ManifestReader<R> {
             records: split::Records::new(input),
             csv,
             columns: HashMap::new(),
+            header_len: 0,
             started: false,
             manifest_id: manifest_id.into(),
             record: csv::StringRecord::new(),
@@ -327,6 +338,7 @@ impl<R: io::Read> ManifestReader<R> {
             return Err(Error::MissingColumns { missing });
         }
         self.columns = columns;
+        self.header_len = header.len();
         self.started = true;
         Ok(true)
     }
@@ -409,6 +421,22 @@ impl<R: io::Read> ManifestReader<R> {
         let raw = match self.records.next_record()? {
             None => return Ok(Parsed::End),
             Some(split::Raw::TooLong { line }) => return Ok(Parsed::TooLong(line)),
+            Some(split::Raw::Unclosed { line, field }) => {
+                let column = self
+                    .columns
+                    .iter()
+                    .find(|(_, i)| **i == field)
+                    .map_or_else(|| format!("column {}", field + 1), |(c, _)| (*c).to_owned());
+                return Ok(Parsed::Rejected(RowError {
+                    line,
+                    field: if self.started { column } else { "row".into() },
+                    message: "a quote opened here is not closed on this line: a field may \
+                              not hold a line break (a closing quote left out?); the row was \
+                              not read, and reading goes on at the next line"
+                        .into(),
+                    values: Vec::new(),
+                }));
+            }
             Some(split::Raw::Record { line, bytes }) => (line, bytes),
         };
         let (line, bytes) = raw;
@@ -457,6 +485,20 @@ impl<R: io::Read> ManifestReader<R> {
                 Ok(v)
             }
         };
+        // More fields than the header: a comma in a field that is not
+        // quoted, and no telling which value belongs to which column (with
+        // the last columns empty, the row's end looks like a spare comma).
+        if self.record.len() > self.header_len {
+            return Err(fail(
+                "row",
+                format!(
+                    "the row has {} fields, the header {} (a comma in a field that is not \
+                     quoted?)",
+                    self.record.len(),
+                    self.header_len,
+                ),
+            ));
+        }
         if let Some(missing) = COLUMNS
             .iter()
             .find(|c| self.columns[*c] >= self.record.len())

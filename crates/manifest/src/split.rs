@@ -2,10 +2,15 @@
 //! that no record is buffered beyond [`MAX_RECORD_BYTES`]: the parser would
 //! otherwise hold a whole record, however long, in memory.
 //!
-//! The record boundaries follow the `csv` crate's defaults exactly: fields
-//! split on `,`, a field that starts with `"` is quoted until a `"` not
-//! doubled, and a record ends on `\n`, `\r` or `\r\n` outside quotes; empty
-//! lines are not records. A leading UTF-8 byte order mark is dropped.
+//! The record boundaries follow the `csv` crate's defaults: fields split
+//! on `,`, a field that starts with `"` is quoted until a `"` not doubled,
+//! and a record ends on `\n`, `\r` or `\r\n` outside quotes; empty lines
+//! are not records. A leading UTF-8 byte order mark is dropped. One
+//! difference: no field of a manifest holds a line break, so a line that
+//! ends inside a quote ends its record there ([`Raw::Unclosed`], a closing
+//! quote left out), and the next line is read as a record of its own
+//! instead of as the rest of that field, which would take the rows below
+//! into it.
 
 use std::io::{self, Read};
 
@@ -32,6 +37,16 @@ pub(crate) enum Raw {
     TooLong {
         /// The line it starts on.
         line: u64,
+    },
+    /// A record whose line ends inside a quoted field. No field of a
+    /// manifest holds a line break, so this is a closing quote left out:
+    /// the record ends there, and the next line is a record of its own
+    /// rather than the rest of this one's field.
+    Unclosed {
+        /// The line it is on.
+        line: u64,
+        /// The field the quote opened, counted from 0.
+        field: usize,
     },
 }
 
@@ -60,6 +75,10 @@ struct Partial {
     line: Option<u64>,
     /// Over the limit: skipping to the next line break.
     cut: bool,
+    /// Field separators so far: the field being read, counted from 0.
+    field: usize,
+    /// The line ended inside a quoted field.
+    unclosed: bool,
 }
 
 /// Records of an input, one at a time.
@@ -170,6 +189,9 @@ impl<R: Read> Records<R> {
                     p.line = Some(before);
                     p.bytes.push(b);
                     p.state = Self::step(p.state, b).0;
+                    if b == b',' {
+                        p.field += 1;
+                    }
                 }
                 continue;
             }
@@ -180,9 +202,16 @@ impl<R: Read> Records<R> {
                 }
                 continue;
             }
+            if terminator && matches!(p.state, State::Quoted) {
+                p.unclosed = true;
+                break;
+            }
             let (next, ends) = Self::step(p.state, b);
             if ends {
                 break;
+            }
+            if b == b',' && matches!(next, State::FieldStart) {
+                p.field += 1;
             }
             p.state = next;
             if p.bytes.len() >= MAX_RECORD_BYTES {
@@ -194,6 +223,12 @@ impl<R: Read> Records<R> {
         Ok(p.line.map(|line| {
             if p.cut {
                 Raw::TooLong { line }
+            } else if p.unclosed || matches!(p.state, State::Quoted) {
+                // The input's end inside a quote is the same mistake.
+                Raw::Unclosed {
+                    line,
+                    field: p.field,
+                }
             } else {
                 Raw::Record {
                     line,
@@ -255,6 +290,7 @@ mod tests {
             out.push(match raw {
                 Raw::Record { line, bytes } => (line, String::from_utf8(bytes).unwrap()),
                 Raw::TooLong { line } => (line, "<too long>".into()),
+                Raw::Unclosed { line, field } => (line, format!("<unclosed in field {field}>")),
             });
         }
         out
@@ -263,11 +299,11 @@ mod tests {
     #[test]
     fn records_split_where_csv_splits_them() {
         assert_eq!(
-            split(b"\xef\xbb\xbfa,b\r\n\n\"x\ny\",\"q\"\"\n\"\rz\"w\",5\" tv\n"),
+            split(b"\xef\xbb\xbfa,b\r\n\n\"x,y\",\"q\"\"\",\"\"\rz\"w\",5\" tv\n"),
             vec![
                 (1, "a,b".into()),
-                (3, "\"x\ny\",\"q\"\"\n\"".into()),
-                (5, "z\"w\",5\" tv".into()),
+                (3, "\"x,y\",\"q\"\"\",\"\"".into()),
+                (3, "z\"w\",5\" tv".into()),
             ]
         );
         assert_eq!(
@@ -285,6 +321,21 @@ mod tests {
         assert_eq!(
             split(&input),
             vec![(1, "a".into()), (2, "<too long>".into()), (3, "b,c".into())]
+        );
+    }
+
+    #[test]
+    fn a_line_ending_inside_a_quote_ends_its_record_and_the_next_line_is_read() {
+        assert_eq!(
+            split(b"a,\"open, never closed,b\nc,\"d\"\n\"x\r\ne,f\n,\"g\"\"\n\"tail"),
+            vec![
+                (1, "<unclosed in field 1>".into()),
+                (2, "c,\"d\"".into()),
+                (3, "<unclosed in field 0>".into()),
+                (4, "e,f".into()),
+                (5, "<unclosed in field 1>".into()),
+                (6, "<unclosed in field 0>".into()),
+            ]
         );
     }
 }

@@ -360,7 +360,7 @@ impl io::Read for Endless {
 }
 
 #[test]
-fn a_huge_line_or_an_unterminated_quote_is_cut_at_the_record_limit() {
+fn a_huge_line_is_cut_at_the_record_limit_and_an_unclosed_quote_costs_its_line() {
     // A 100 MB line, then the end of the input: one rejected row, and the
     // row before it is kept.
     let read_bytes = std::rc::Rc::new(std::cell::Cell::new(0));
@@ -385,22 +385,29 @@ fn a_huge_line_or_an_unterminated_quote_is_cut_at_the_record_limit() {
         bad[0]
     );
 
-    // A quote opened and never closed: the rows past the limit are read.
+    // A quote opened and never closed costs its own line, no more: every
+    // row after it is read.
     let mut text = format!("{HEADER}\nSE-1,{GOOD}\n\"SE-2,{GOOD}\n");
+    let mut rows_after = 0;
     while text.len() < 3 * MAX_RECORD_BYTES {
-        text.push_str(&format!("SE-X,{GOOD}\n"));
+        text.push_str(&format!("SE-X{rows_after},{GOOD}\n"));
+        rows_after += 1;
     }
-    text.push_str(&format!("SE-9,{GOOD}\n"));
     let rows = read(&text);
     let ok: Vec<&str> = accepted(&rows)
         .iter()
         .map(|p| p.parcel_id.as_str())
         .collect();
-    assert_eq!(ok.first(), Some(&"SE-1"));
-    assert_eq!(ok.last(), Some(&"SE-9"), "the rows after the cut are read");
+    assert_eq!(ok.len(), 1 + rows_after);
+    assert_eq!(ok[..2], ["SE-1", "SE-X0"]);
     let bad = rejected(&rows);
-    assert_eq!(bad[0].line, 3);
-    assert!(bad[0].message.contains("longer than"), "{}", bad[0]);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!((bad[0].line, bad[0].field.as_str()), (3, "parcel_id"));
+    assert!(
+        bad[0].message.contains("not closed on this line"),
+        "{}",
+        bad[0]
+    );
 
     // A header over the limit refuses the file, naming the limit.
     let header = format!("{HEADER},{}\n", "y".repeat(MAX_RECORD_BYTES));
@@ -454,9 +461,9 @@ fn read_pushed(input: &[u8], size: usize) -> (Vec<Row>, usize) {
 
 #[test]
 fn a_pushed_reader_reads_what_a_blocking_one_does_however_the_bytes_are_cut() {
-    // A byte order mark, quoted line breaks, a bad row, a record over the
-    // limit and one without a final line break: every cut of the bytes
-    // between pushes gives the same rows on the same lines.
+    // A byte order mark, a line ending inside a quote, a bad row, a record
+    // over the limit and one without a final line break: every cut of the
+    // bytes between pushes gives the same rows on the same lines.
     let mut input = b"\xef\xbb\xbf".to_vec();
     input.extend_from_slice(
         format!(
@@ -469,7 +476,8 @@ fn a_pushed_reader_reads_what_a_blocking_one_does_however_the_bytes_are_cut() {
         .expect("header")
         .collect();
     assert_eq!(accepted(&whole).len(), 3, "{whole:?}");
-    assert_eq!(rejected(&whole).len(), 2, "{whole:?}");
+    let lines: Vec<_> = rejected(&whole).iter().map(|r| r.line).collect();
+    assert_eq!(lines, [5, 6, 7], "{whole:?}");
     for size in [1, 2, 3, 7, 64, 1000, input.len()] {
         let (rows, asked) = read_pushed(&input, size);
         assert_eq!(rows, whole, "pushed {size} bytes at a time");
@@ -506,4 +514,60 @@ fn a_pushed_reader_refuses_a_bad_header_once_it_has_come_in_and_reports_a_failed
         bad[0]
     );
     assert_eq!(reader.next_row().expect("ended"), Next::End);
+}
+
+#[test]
+fn a_closing_quote_left_out_costs_its_own_row_and_takes_no_row_below_into_it() {
+    // Read as CSV, SE-1's address would run on to the quote before
+    // Kungsgatan, and the rest of SE-2's line would fill SE-1's other
+    // columns: SE-1 accepted with SE-2's place, SE-2 gone, nothing said.
+    let text = format!(
+        "{HEADER}\n\
+         SE-1,nordshop,SE,STO-1,2026-11-23,\"Drottninggatan 1, lgh 1201,111 51,Stockholm,59.33,18.06,doorstep,1.0,,\n\
+         SE-2,nordshop,SE,STO-1,2026-11-23,\"Kungsgatan 2\",111 52,Stockholm,59.335,18.07,doorstep,2.0,,\n\
+         SE-3,{GOOD}\n"
+    );
+    let rows = read(&text);
+    let bad = rejected(&rows);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!((bad[0].line, bad[0].field.as_str()), (2, "address"));
+    assert!(bad[0].message.contains("closing quote"), "{}", bad[0]);
+    let ok = accepted(&rows);
+    let ids: Vec<&str> = ok.iter().map(|p| p.parcel_id.as_str()).collect();
+    assert_eq!(ids, ["SE-2", "SE-3"]);
+    let se2 = ok[0].address.as_ref().expect("an address");
+    assert_eq!(
+        (se2.street.as_str(), se2.postal_code.as_str()),
+        ("Kungsgatan 2", "111 52")
+    );
+    assert!(ok.iter().all(|p| !format!("{p:?}").contains('\n')));
+}
+
+#[test]
+fn a_row_with_more_fields_than_the_header_is_refused() {
+    // An address with a comma, not quoted: every value after it one
+    // column late, and with the last columns empty the row's end looks
+    // like a spare comma, so none can be trusted.
+    let text = format!(
+        "{HEADER}\n\
+         SE-1,nordshop,SE,STO-1,2026-11-23,Storgatan 1, lgh 1101,111 51,Stockholm,59.3,18.0,doorstep,1,,\n\
+         SE-2,{GOOD}\n"
+    );
+    let rows = read(&text);
+    let bad = rejected(&rows);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!((bad[0].line, bad[0].field.as_str()), (2, "row"));
+    assert!(
+        bad[0].message.contains("15 fields, the header 14"),
+        "{}",
+        bad[0]
+    );
+    let ids: Vec<String> = accepted(&rows)
+        .iter()
+        .map(|p| p.parcel_id.clone())
+        .collect();
+    assert_eq!(ids, ["SE-2"]);
+    // A header with a column of its own (named or not) takes rows with it.
+    let text = format!("{HEADER},\nSE-3,{GOOD},\nSE-4,{GOOD}\n");
+    assert_eq!(accepted(&read(&text)).len(), 2);
 }
