@@ -69,6 +69,13 @@ const MAX_SECONDS_PER_DEPOT: f64 = 600.0;
 /// The most generations a repeatable plan may ask for per depot: bounds
 /// what one call can cost, like [`MAX_SECONDS_PER_DEPOT`].
 const MAX_GENERATIONS: u32 = 100_000;
+/// Plans a depot's planners may have asked for and not seen end, at once:
+/// a second is refused (`RESOURCE_EXHAUSTED`) until the first has ended,
+/// so another depot's plan waits behind at most one of each other depot's.
+pub const PLANS_PER_DEPOT_TENANT: usize = 1;
+/// The same for the planners of every depot (`*`: the carrier's tools and
+/// console), who may plan a few days or depot groups side by side.
+pub const PLANS_OF_EVERY_DEPOT: usize = 4;
 /// Failed attempts after which a carried-over parcel goes back to its
 /// sender rather than onto another day.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -91,6 +98,11 @@ pub struct Planning {
     /// mid-solve leaves its turn when its solve ends, so cancelled calls
     /// cannot pile solves up on the cores.
     planning: Arc<tokio::sync::Mutex<()>>,
+    /// Plans each planner tenant has asked for and not seen end (waiting
+    /// for the turn or being solved): one for a depot's planners, a few for
+    /// the carrier's own. Without it one depot's planner could queue any
+    /// number of long plans in front of every other depot's.
+    asked: threshold_auth::Quota,
     /// Solves running now.
     solving: Arc<std::sync::atomic::AtomicUsize>,
     /// Whose time a plan's events are stamped with.
@@ -129,6 +141,7 @@ impl Planning {
             matrix: Arc::new(GreatCircle::default()),
             vault,
             planning: Arc::default(),
+            asked: threshold_auth::Quota::new(usize::MAX, PLANS_PER_DEPOT_TENANT),
             solving: Arc::default(),
             clock: Clock::System,
         }
@@ -555,7 +568,27 @@ impl PlanningService for Planning {
                 ));
             }
         }
-        let turn = Arc::clone(&self.planning).lock_owned().await;
+        // The planner's place is taken before its turn is waited for, and
+        // held, like the turn, until the solve ends, called off or not.
+        let most = if planner.tenant == threshold_auth::ANY_TENANT {
+            PLANS_OF_EVERY_DEPOT
+        } else {
+            PLANS_PER_DEPOT_TENANT
+        };
+        let asked = self
+            .asked
+            .take_up_to(&planner.tenant, most)
+            .map_err(|full| {
+                let n = match full {
+                    threshold_auth::Full::Caller(n) | threshold_auth::Full::Total(n) => n,
+                };
+                Status::resource_exhausted(format!(
+                    "planners of {:?} have {n} plans asked for and not ended, their most: \
+                     ask again when one has ended",
+                    planner.tenant
+                ))
+            })?;
+        let turn = (Arc::clone(&self.planning).lock_owned().await, asked);
 
         // Plan from everything durable now.
         let within = std::time::Duration::from_secs(10);

@@ -91,6 +91,71 @@ async fn a_planner_cannot_ask_for_more_search_than_the_server_allows() {
         .expect("within the bounds the planner plans");
 }
 
+/// One depot's planners hold one plan at a time: a second asked while the
+/// first waits or solves is refused as RESOURCE_EXHAUSTED rather than
+/// queued in front of the other depots' plans, B's plan goes through after
+/// at most A's one, and A plans again once its first has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depots_planners_queue_one_plan_at_a_time_in_front_of_the_others() {
+    use threshold_api::v1::PlanDayRequest;
+    use threshold_api::v1::planning_service_client::PlanningServiceClient;
+    use threshold_domain::country::date_to_proto;
+
+    let w = World::build().await;
+    let (a, b) = (&w.a, &w.b);
+    let ask = |depot: &str, seconds_per_depot: f64| PlanDayRequest {
+        date: Some(date_to_proto(w.day)),
+        depot_ids: vec![depot.into()],
+        seconds_per_depot,
+        ..Default::default()
+    };
+    // Two plans of A at once, both long: one is refused at once.
+    let plan = |party, seconds| {
+        let mut client = PlanningServiceClient::new(w.planner_of(party));
+        let request = ask(party.depot, seconds);
+        async move { client.plan_day(request).await }
+    };
+    let first = tokio::spawn(plan(a, 4.0));
+    let second = tokio::spawn(plan(a, 4.0));
+    let refused = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            for handle in [&first, &second] {
+                if handle.is_finished() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "one of A's two plans is answered at once");
+    let (first, second) = (first.await.expect("first"), second.await.expect("second"));
+    let (done, refused) = match (first, second) {
+        (Ok(done), Err(refused)) | (Err(refused), Ok(done)) => (done, refused),
+        other => panic!("one planned, one refused: {other:?}"),
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains(a.depot), "{refused:?}");
+    assert!(!done.into_inner().depots.is_empty());
+
+    // While A's plan solves, B's is taken, after at most A's one.
+    let a_again = tokio::spawn(plan(a, 4.0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b_planned = tokio::time::timeout(IN_GOOD_TIME, plan(b, 0.5))
+        .await
+        .expect("B's plan in good time")
+        .expect("B plans");
+    assert!(!b_planned.into_inner().depots.is_empty());
+    a_again
+        .await
+        .expect("joined")
+        .expect("A plans again once its first has ended");
+}
+
 /// One credential holds a bounded number of subscriptions open: the one
 /// past the bound is refused as RESOURCE_EXHAUSTED, one closed makes room
 /// again, and another partner subscribes meanwhile.
