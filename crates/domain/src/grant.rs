@@ -53,7 +53,15 @@ pub struct Grant {
     pub nonces: BTreeMap<String, Authorization>,
     /// Nonces a lock redeemed.
     pub spent: BTreeSet<String>,
+    /// Refusals recorded on it (unlocks and redeems).
+    pub denials: u32,
+    /// Drivers other than its own refused on it.
+    pub wrong_drivers: BTreeSet<String>,
 }
+
+/// Refusals recorded on one grant, at most: past them a refusal is
+/// answered and counted, not recorded (see [`Grant::records_denial`]).
+pub const MAX_RECORDED_DENIALS: u32 = 64;
 
 /// What one nonce was authorized for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +300,130 @@ pub fn refusal_explanation(reason: Deny) -> &'static str {
 }
 
 impl Grant {
+    /// Why an [`Command::AuthorizeUnlock`] is refused, in the order the
+    /// reasons are asked, or `None` when it is authorized (or is another
+    /// command, or the grant is not issued). Every reason, once true, stays
+    /// true for the same request, so a refusal read from an earlier state
+    /// of the grant is the one a later state gives.
+    pub fn unlock_refusal(&self, command: &Command) -> Option<(Deny, String)> {
+        let Command::AuthorizeUnlock {
+            parcel_id,
+            driver_id,
+            now,
+            nonce,
+            elsewhere,
+            ..
+        } = command
+        else {
+            return None;
+        };
+        let issued = self.issued.as_ref()?;
+        let (start, end) = self.window()?;
+        // Another driver first: it learns nothing of the grant's state
+        // (revoked, used, its window, its parcels).
+        let scoped = issued.scope.as_ref().map_or("", |s| s.driver_id.as_str());
+        if scoped != driver_id.as_str() {
+            return Some((
+                Deny::WrongDriver,
+                format!("the grant is for driver {scoped}"),
+            ));
+        }
+        // Grant-wide reasons next: after a revoke nothing opens.
+        if self.revoked {
+            return Some((Deny::Revoked, "the grant was revoked".into()));
+        }
+        if self.expired || *now >= end {
+            return Some((Deny::Expired, format!("the window ended at {end}")));
+        }
+        if self.nonces.contains_key(nonce) {
+            return Some((
+                Deny::Replayed,
+                format!("nonce {nonce} was already authorized"),
+            ));
+        }
+        if self.used.contains(parcel_id.as_str()) {
+            return Some((
+                Deny::Used,
+                format!("{parcel_id} was already delivered under this grant"),
+            ));
+        }
+        if !issued.parcel_ids.iter().any(|p| p == parcel_id.as_str()) {
+            return Some((
+                Deny::ParcelNotInGrant,
+                format!("{parcel_id} is not in this grant"),
+            ));
+        }
+        if *now < start {
+            return Some((Deny::OutsideWindow, format!("the window opens at {start}")));
+        }
+        elsewhere.clone()
+    }
+
+    /// Why a [`Command::Redeem`] is refused, in the order the reasons are
+    /// asked, or `None` when the lock may open (or it is another command).
+    pub fn redeem_refusal(&self, command: &Command) -> Option<(Deny, String)> {
+        let Command::Redeem {
+            nonce, now, signed, ..
+        } = command
+        else {
+            return None;
+        };
+        if !signed {
+            return Some((
+                Deny::BadSignature,
+                "not signed by the home's registered key".into(),
+            ));
+        }
+        let Some(authorization) = self.nonces.get(nonce) else {
+            return Some((
+                Deny::NonceUnknown,
+                format!("nonce {nonce} was never authorized on this grant"),
+            ));
+        };
+        if self.spent.contains(nonce) {
+            return Some((
+                Deny::Replayed,
+                format!("nonce {nonce} was already redeemed"),
+            ));
+        }
+        // A revoke recorded after the authorization still wins: the
+        // courier's handheld may have been offline since.
+        if self.revoked {
+            return Some((Deny::Revoked, "the grant was revoked".into()));
+        }
+        if self.expired {
+            return Some((Deny::Expired, "the grant expired".into()));
+        }
+        if let Some(until) = authorization.valid_until
+            && *now > until
+        {
+            return Some((
+                Deny::AuthorizationExpired,
+                format!("the authorization ran out at {until}"),
+            ));
+        }
+        if self.used.contains(&authorization.parcel_id) {
+            return Some((
+                Deny::Used,
+                format!(
+                    "{} was already delivered under this grant",
+                    authorization.parcel_id
+                ),
+            ));
+        }
+        None
+    }
+
+    /// Whether a refusal of `reason` to `driver` is recorded on the
+    /// grant's stream: not once [`MAX_RECORDED_DENIALS`] are, and another
+    /// driver's only the first time. The rest are answered the same and
+    /// counted in the service's metrics, so no caller can grow a
+    /// household's grant, and hold up what is decided on it, by asking.
+    pub fn records_denial(&self, reason: Deny, driver: &str) -> bool {
+        self.denials < MAX_RECORDED_DENIALS
+            && !(reason == Deny::WrongDriver && self.wrong_drivers.contains(driver))
+    }
+
     /// The window's UTC bounds, once issued.
     pub fn window(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         self.issued
@@ -383,9 +515,9 @@ impl Aggregate for Grant {
                 now,
                 nonce,
                 valid_for,
-                elsewhere,
+                elsewhere: _,
             } => {
-                let issued = self.existing(grant_id)?;
+                self.existing(grant_id)?;
                 if nonce.is_empty() {
                     return Err(invalid("nonce", "is empty"));
                 }
@@ -395,57 +527,22 @@ impl Aggregate for Grant {
                         format!("{valid_for} is not a positive duration"),
                     ));
                 }
-                let (start, end) = self
+                let (_, end) = self
                     .window()
                     .ok_or_else(|| invalid("window", "is missing"))?;
-                let deny = |reason: Deny, detail: String| {
-                    Ok(vec![Event::UnlockDenied(pb::UnlockDenied {
+                if let Some((reason, detail)) = self.unlock_refusal(command) {
+                    if !self.records_denial(reason, driver_id.as_str()) {
+                        // Answered all the same (the service reads the
+                        // refusal back), not recorded again.
+                        return Ok(vec![]);
+                    }
+                    return Ok(vec![Event::UnlockDenied(pb::UnlockDenied {
                         parcel_id: parcel_id.to_string(),
                         driver_id: driver_id.to_string(),
                         reason: reason as i32,
                         detail,
                         ..Default::default()
-                    })])
-                };
-                // Another driver first: it learns nothing of the grant's
-                // state (revoked, used, its window, its parcels).
-                let scoped = issued.scope.as_ref().map_or("", |s| s.driver_id.as_str());
-                if scoped != driver_id.as_str() {
-                    return deny(
-                        Deny::WrongDriver,
-                        format!("the grant is for driver {scoped}"),
-                    );
-                }
-                // Grant-wide reasons next: after a revoke nothing opens.
-                if self.revoked {
-                    return deny(Deny::Revoked, "the grant was revoked".into());
-                }
-                if self.expired || *now >= end {
-                    return deny(Deny::Expired, format!("the window ended at {end}"));
-                }
-                if self.nonces.contains_key(nonce) {
-                    return deny(
-                        Deny::Replayed,
-                        format!("nonce {nonce} was already authorized"),
-                    );
-                }
-                if self.used.contains(parcel_id.as_str()) {
-                    return deny(
-                        Deny::Used,
-                        format!("{parcel_id} was already delivered under this grant"),
-                    );
-                }
-                if !issued.parcel_ids.iter().any(|p| p == parcel_id.as_str()) {
-                    return deny(
-                        Deny::ParcelNotInGrant,
-                        format!("{parcel_id} is not in this grant"),
-                    );
-                }
-                if *now < start {
-                    return deny(Deny::OutsideWindow, format!("the window opens at {start}"));
-                }
-                if let Some((reason, detail)) = elsewhere {
-                    return deny(*reason, detail.clone());
+                    })]);
                 }
                 // The resident's window bounds the authorization too.
                 let valid_until = (*now + *valid_for).min(end);
@@ -491,8 +588,7 @@ impl Aggregate for Grant {
                 grant_id,
                 nonce,
                 lock_id,
-                now,
-                signed,
+                ..
             } => {
                 self.existing(grant_id)?;
                 if nonce.is_empty() {
@@ -502,8 +598,11 @@ impl Aggregate for Grant {
                     return Err(invalid("lock_id", "is empty"));
                 }
                 let authorization = self.nonces.get(nonce);
-                let deny = |reason: Deny, detail: String| {
-                    Ok(vec![Event::UnlockDenied(pb::UnlockDenied {
+                if let Some((reason, detail)) = self.redeem_refusal(command) {
+                    if !self.records_denial(reason, "") {
+                        return Ok(vec![]);
+                    }
+                    return Ok(vec![Event::UnlockDenied(pb::UnlockDenied {
                         parcel_id: authorization
                             .map(|a| a.parcel_id.clone())
                             .unwrap_or_default(),
@@ -512,51 +611,11 @@ impl Aggregate for Grant {
                         nonce: nonce.clone(),
                         lock_id: lock_id.clone(),
                         ..Default::default()
-                    })])
-                };
-                if !signed {
-                    return deny(
-                        Deny::BadSignature,
-                        "not signed by the home's registered key".into(),
-                    );
+                    })]);
                 }
                 let Some(authorization) = authorization else {
-                    return deny(
-                        Deny::NonceUnknown,
-                        format!("nonce {nonce} was never authorized on this grant"),
-                    );
+                    return Err(invalid("nonce", "was never authorized on this grant"));
                 };
-                if self.spent.contains(nonce) {
-                    return deny(
-                        Deny::Replayed,
-                        format!("nonce {nonce} was already redeemed"),
-                    );
-                }
-                // A revoke recorded after the authorization still wins: the
-                // courier's handheld may have been offline since.
-                if self.revoked {
-                    return deny(Deny::Revoked, "the grant was revoked".into());
-                }
-                if self.expired {
-                    return deny(Deny::Expired, "the grant expired".into());
-                }
-                if let Some(until) = authorization.valid_until
-                    && *now > until
-                {
-                    return deny(
-                        Deny::AuthorizationExpired,
-                        format!("the authorization ran out at {until}"),
-                    );
-                }
-                if self.used.contains(&authorization.parcel_id) {
-                    return deny(
-                        Deny::Used,
-                        format!(
-                            "{} was already delivered under this grant",
-                            authorization.parcel_id
-                        ),
-                    );
-                }
                 Ok(vec![Event::Used(pb::GrantUsed {
                     parcel_id: authorization.parcel_id.clone(),
                     nonce: nonce.clone(),
@@ -579,7 +638,12 @@ impl Aggregate for Grant {
                     },
                 );
             }
-            Event::UnlockDenied(_) => {}
+            Event::UnlockDenied(d) => {
+                self.denials += 1;
+                if d.reason == Deny::WrongDriver as i32 {
+                    self.wrong_drivers.insert(d.driver_id.clone());
+                }
+            }
             Event::Revoked(_) => self.revoked = true,
             Event::Expired(_) => self.expired = true,
             Event::Used(u) => {
@@ -1077,6 +1141,57 @@ mod tests {
             ),
             Deny::WrongDriver
         );
+    }
+
+    #[test]
+    fn another_drivers_refusals_are_recorded_once_and_refusals_at_most_max_recorded_denials() {
+        let at = "2026-11-23T09:30:00Z";
+        let mut g = given::<Grant>(&[issued()]);
+        let drv2 = unlock("SE-1", "drv-2", at, "n1");
+        let first = g.decide(&drv2).unwrap();
+        assert_eq!(denial(first.clone()), Deny::WrongDriver);
+        g.evolve(&first[0]);
+        // Asked again: refused all the same, nothing more recorded.
+        assert_eq!(g.decide(&unlock("SE-1", "drv-2", at, "n2")).unwrap(), []);
+        assert_eq!(
+            g.unlock_refusal(&drv2).map(|(r, _)| r),
+            Some(Deny::WrongDriver)
+        );
+        // Other drivers are recorded, to the bound.
+        for n in 1..MAX_RECORDED_DENIALS {
+            let events = g
+                .decide(&unlock("SE-1", &format!("drv-x{n}"), at, "n"))
+                .unwrap();
+            assert_eq!(denial(events.clone()), Deny::WrongDriver);
+            g.evolve(&events[0]);
+        }
+        assert_eq!(g.denials, MAX_RECORDED_DENIALS);
+        assert_eq!(g.decide(&unlock("SE-1", "drv-y", at, "n")).unwrap(), []);
+        // The grant's own driver: a refusal past the bound is not
+        // recorded, an unlock still is, and a redeem's refusal is bounded
+        // as well.
+        let early = unlock("SE-1", "drv-1", "2026-11-23T07:00:00Z", "n3");
+        assert_eq!(g.decide(&early).unwrap(), []);
+        assert_eq!(
+            g.unlock_refusal(&early).map(|(r, _)| r),
+            Some(Deny::OutsideWindow)
+        );
+        let opened = g.decide(&unlock("SE-1", "drv-1", at, "n4")).unwrap();
+        assert!(is_authorized(&opened), "{opened:?}");
+        let unknown = redeem("never", at);
+        assert_eq!(g.decide(&unknown).unwrap(), []);
+        assert_eq!(
+            g.redeem_refusal(&unknown).map(|(r, _)| r),
+            Some(Deny::NonceUnknown)
+        );
+        g.evolve(&opened[0]);
+        let Event::UnlockAuthorized(a) = &opened[0] else {
+            unreachable!()
+        };
+        assert!(matches!(
+            g.decide(&redeem(&a.nonce, at)).unwrap().as_slice(),
+            [Event::Used(_)]
+        ));
     }
 
     #[test]

@@ -179,9 +179,21 @@ impl AccessService for Access {
             valid_for: UNLOCK_VALID_FOR,
             elsewhere,
         };
-        let (events, _) = self.grant(&grant_id, command, now).await?;
+        let (events, _) = self.grant(&grant_id, command.clone(), now).await?;
         use pb::grant_event::Event as G;
-        let reply = match events.first() {
+        let unrecorded;
+        let first = match events.first() {
+            Some(e) => Some(e),
+            // A refusal past what the grant records: read back, answered
+            // the same, not stored again.
+            None => {
+                unrecorded = self
+                    .unrecorded_refusal(&grant_id, &command, &handheld.name)
+                    .await?;
+                Some(&unrecorded)
+            }
+        };
+        let reply = match first {
             Some(G::UnlockAuthorized(a)) => AuthorizeUnlockReply {
                 authorized: true,
                 nonce: a.nonce.clone(),
@@ -264,9 +276,19 @@ impl AccessService for Access {
             now,
             signed,
         };
-        let (events, _) = self.grant(&grant_id, command, now).await?;
+        let (events, _) = self.grant(&grant_id, command.clone(), now).await?;
         use pb::grant_event::Event as G;
-        let reply = match events.first() {
+        let unrecorded;
+        let first = match events.first() {
+            Some(e) => Some(e),
+            None => {
+                unrecorded = self
+                    .unrecorded_refusal(&grant_id, &command, &vendor.name)
+                    .await?;
+                Some(&unrecorded)
+            }
+        };
+        let reply = match first {
             Some(G::Used(_)) => RedeemUnlockReply {
                 open: true,
                 ..Default::default()

@@ -40,6 +40,58 @@ impl Access {
         Ok(self.load::<Grant>(&StreamId::grant(id)).await?.0)
     }
 
+    /// The refusal of an unlock or a redeem the grant decided but did not
+    /// record (past [`threshold_domain::grant::MAX_RECORDED_DENIALS`], or
+    /// another driver asking again), as the event it would have been:
+    /// read back from the grant, whose reasons, once true, stay true.
+    /// `caller` is logged, as a recorded refusal would be.
+    pub(crate) async fn unrecorded_refusal(
+        &self,
+        id: &GrantId,
+        command: &GrantCommand,
+        caller: &str,
+    ) -> Result<pb::grant_event::Event, Status> {
+        let grant = self.load_grant(id).await?;
+        let (reason, detail) = grant
+            .unlock_refusal(command)
+            .or_else(|| grant.redeem_refusal(command))
+            .ok_or_else(|| {
+                Status::aborted(format!(
+                    "grant/{id} changed while this was decided: ask again"
+                ))
+            })?;
+        tracing::warn!(
+            grant = %id,
+            caller,
+            reason = reason.as_str_name(),
+            "a refusal answered and not recorded: the grant holds its most, or this one already"
+        );
+        let (parcel_id, driver_id, nonce, lock_id) = match command {
+            GrantCommand::AuthorizeUnlock {
+                parcel_id,
+                driver_id,
+                ..
+            } => (
+                parcel_id.to_string(),
+                driver_id.to_string(),
+                String::new(),
+                String::new(),
+            ),
+            GrantCommand::Redeem { nonce, lock_id, .. } => {
+                (String::new(), String::new(), nonce.clone(), lock_id.clone())
+            }
+            _ => Default::default(),
+        };
+        Ok(pb::grant_event::Event::UnlockDenied(pb::UnlockDenied {
+            parcel_id,
+            driver_id,
+            reason: reason as i32,
+            detail,
+            nonce,
+            lock_id,
+        }))
+    }
+
     /// A home's state and history.
     pub(crate) async fn load_home(
         &self,

@@ -27,8 +27,9 @@ async fn a_driver_naming_itself_on_another_routes_grant_is_denied_recorded_and_t
     let w = World::build().await;
     let (a, b) = (&w.a, &w.b);
     let mut driver = AccessServiceClient::new(w.driver_of(a));
-    // On B's route, and on its own.
-    for route in [b.route.clone(), a.route.clone()] {
+    // On B's route, and on its own: the first recorded, the second told
+    // the same and not recorded again.
+    for (route, recorded) in [(b.route.clone(), true), (a.route.clone(), false)] {
         let head = w.head().await;
         let reply = driver
             .authorize_unlock(AuthorizeUnlockRequest {
@@ -55,13 +56,81 @@ async fn a_driver_naming_itself_on_another_routes_grant_is_denied_recorded_and_t
         ] {
             assert!(!told.contains(secret), "{told} names {secret}");
         }
-        // Recorded on B's grant, and nothing else stored.
         assert_eq!(
-            w.stored_since(head).await,
-            [(format!("grant/{}", b.grant), "grant.unlock_denied".into())],
-            "on route {route}"
+            reply.reason,
+            pb::UnlockDenyReason::WrongDriver as i32,
+            "{reply:?}"
+        );
+        // Recorded on B's grant once, and nothing else stored.
+        let stored = w.stored_since(head).await;
+        if recorded {
+            assert_eq!(
+                stored,
+                [(format!("grant/{}", b.grant), "grant.unlock_denied".into())],
+                "on route {route}"
+            );
+        } else {
+            assert_eq!(stored, [], "on route {route}");
+        }
+    }
+    bs_day_goes_on(&w).await;
+}
+
+/// However often drivers who are not a grant's own ask to open it, the
+/// household's grant grows by a bounded number of refusals: each asks and
+/// is told WRONG_DRIVER every time, recorded once; the grant's own driver
+/// and resident are not held up behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_asking_again_and_again_on_another_households_grant_grow_it_by_one_refusal_each() {
+    let w = World::build().await;
+    let (a, b) = (&w.a, &w.b);
+    let head = w.head().await;
+    let ask = AuthorizeUnlockRequest {
+        grant_id: b.grant.into(),
+        parcel_id: b.parcel.into(),
+        driver_id: a.driver.clone(),
+        route_id: a.route.clone(),
+        position: Some(b.beside_the_door()),
+        pet_acknowledged: false,
+    };
+    let mut driver = AccessServiceClient::new(w.driver_of(a));
+    for _ in 0..200 {
+        let reply = driver
+            .authorize_unlock(ask.clone())
+            .await
+            .expect("decided")
+            .into_inner();
+        assert_eq!(
+            reply.reason,
+            pb::UnlockDenyReason::WrongDriver as i32,
+            "{reply:?}"
         );
     }
+    // A credential of every driver naming new drivers: one each, to the
+    // grant's bound.
+    let mut fleet = AccessServiceClient::new(
+        w.sandbox
+            .client_as(threshold_auth::Role::Handheld, threshold_auth::ANY_TENANT),
+    );
+    let most = threshold_domain::grant::MAX_RECORDED_DENIALS as usize;
+    for n in 0..most + 20 {
+        let reply = fleet
+            .authorize_unlock(AuthorizeUnlockRequest {
+                driver_id: format!("drv-made-up-{n}"),
+                ..ask.clone()
+            })
+            .await
+            .expect("decided")
+            .into_inner();
+        assert!(!reply.authorized, "{reply:?}");
+    }
+    let stored = w.stored_since(head).await;
+    assert_eq!(stored.len(), most, "{} refusals recorded", stored.len());
+    assert!(
+        stored
+            .iter()
+            .all(|(s, t)| *s == format!("grant/{}", b.grant) && t == "grant.unlock_denied")
+    );
     bs_day_goes_on(&w).await;
 }
 
