@@ -7,9 +7,10 @@
 #       e.g. deploy/create-topics.sh kafka-1:9092,kafka-2:9092 nordshop fjallgear
 #
 # Each partner reads its outcomes from a topic of its own,
-# threshold.outcome.PARTNER (`_` and `:` in a partner id written `_5f` and
-# `_3a`); name a new partner's id here before its first parcels are loaded,
-# or the publisher creates its topic with a single broker's settings.
+# threshold.outcome.PARTNER (`_`, `:` and `.` in a partner id written `_5f`,
+# `_3a` and `_2e`); name a new partner's id here before its first parcels
+# are loaded, or the publisher creates its topic with a single broker's
+# settings.
 set -euo pipefail
 bootstrap=${1:?usage: deploy/create-topics.sh BOOTSTRAP_SERVERS [PARTNER...]}
 shift
@@ -32,7 +33,7 @@ TOPICS
 
 # A partner's outcomes: retention as agreed with the partner (here 30 days).
 for partner in "$@"; do
-    topic=threshold.outcome.$(printf '%s' "$partner" | sed 's/_/_5f/g; s/:/_3a/g')
+    topic=threshold.outcome.$(printf '%s' "$partner" | sed 's/_/_5f/g; s/:/_3a/g; s/\./_2e/g')
     "$topics" --bootstrap-server "$bootstrap" --create --if-not-exists \
         --topic "$topic" --partitions 3 --replication-factor 3 \
         --config min.insync.replicas=2 \

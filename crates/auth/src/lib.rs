@@ -647,6 +647,7 @@ impl Authenticator {
             auth: self.clone(),
             token_sha256,
             principal: held.principal,
+            expires_at: held.expires_at,
         })
     }
 }
@@ -693,6 +694,9 @@ pub struct Standing {
     auth: Authenticator,
     token_sha256: String,
     principal: Principal,
+    /// The expiry it was authenticated with: it lapses then even while the
+    /// store cannot be read.
+    expires_at: Option<DateTime<Utc>>,
 }
 
 impl Standing {
@@ -712,9 +716,13 @@ impl Standing {
     /// Why the credential no longer holds ("is revoked", "expired at …"),
     /// or `None` while it does.
     pub fn lapse(&self) -> Option<Lapse> {
+        let now = Utc::now();
+        if let Some(at) = self.expires_at.filter(|at| now >= *at) {
+            return Some(Lapse::Expired(at));
+        }
         match self.auth.store.current() {
             Ok(c) => match c.by_hash.get(&self.token_sha256) {
-                Some(h) if h.principal == self.principal => h.lapse_at(Utc::now()),
+                Some(h) if h.principal == self.principal => h.lapse_at(now),
                 _ => Some(Lapse::Revoked),
             },
             Err(e) => {
@@ -1101,7 +1109,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileCredentials::new(dir.path());
         let now = Utc::now();
-        let soon_at = now + chrono::Duration::milliseconds(400);
+        let soon_at = now + chrono::Duration::seconds(2);
         let (soon, soon_token) = Credential::new("soon", Role::Partner, "nordshop").unwrap();
         store.insert(soon.expiring_at(soon_at)).unwrap();
         let (past, past_token) = Credential::new("past", Role::Partner, "fjallgear").unwrap();
@@ -1127,7 +1135,16 @@ mod tests {
 
         let standing = auth.standing(Some(header(&soon_token).as_bytes())).unwrap();
         assert!(standing.holds());
-        tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+        // It lapses at its expiry even while the store cannot be read.
+        let before = std::fs::read(dir.path().join(CREDENTIALS_FILE)).unwrap();
+        std::fs::write(dir.path().join(CREDENTIALS_FILE), "{broken").unwrap();
+        assert!(
+            standing.holds(),
+            "unreadable: taken as holding, until its expiry"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        assert_eq!(standing.lapse(), Some(Lapse::Expired(soon_at)));
+        std::fs::write(dir.path().join(CREDENTIALS_FILE), before).unwrap();
         assert_eq!(standing.lapse(), Some(Lapse::Expired(soon_at)));
         assert!(!standing.holds(), "an open stream's credential lapses");
         assert!(

@@ -53,15 +53,20 @@ pub struct Grant {
     pub nonces: BTreeMap<String, Authorization>,
     /// Nonces a lock redeemed.
     pub spent: BTreeSet<String>,
-    /// Refusals recorded on it (unlocks and redeems).
-    pub denials: u32,
+    /// Refusals recorded on it, by reason and party (its driver, or the
+    /// lock a redeem came from): how many.
+    pub refused: BTreeMap<(i32, String), u32>,
     /// Drivers other than its own refused on it.
     pub wrong_drivers: BTreeSet<String>,
 }
 
-/// Refusals recorded on one grant, at most: past them a refusal is
-/// answered and counted, not recorded (see [`Grant::records_denial`]).
-pub const MAX_RECORDED_DENIALS: u32 = 64;
+/// Refusals of one reason to one party (the grant's driver, or its home's
+/// lock) recorded on a grant, at most: past them one is answered and
+/// counted, not recorded (see [`Grant::records_denial`]).
+pub const MAX_RECORDED_PER_REASON: u32 = 8;
+/// Drivers other than the grant's own whose refusal is recorded on it (once
+/// each), at most.
+pub const MAX_WRONG_DRIVERS_RECORDED: usize = 64;
 
 /// What one nonce was authorized for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -414,14 +419,22 @@ impl Grant {
         None
     }
 
-    /// Whether a refusal of `reason` to `driver` is recorded on the
-    /// grant's stream: not once [`MAX_RECORDED_DENIALS`] are, and another
-    /// driver's only the first time. The rest are answered the same and
-    /// counted in the service's metrics, so no caller can grow a
-    /// household's grant, and hold up what is decided on it, by asking.
-    pub fn records_denial(&self, reason: Deny, driver: &str) -> bool {
-        self.denials < MAX_RECORDED_DENIALS
-            && !(reason == Deny::WrongDriver && self.wrong_drivers.contains(driver))
+    /// Whether a refusal of `reason` to `party` (a driver, or the lock of
+    /// a redeem) is recorded on the grant's stream: another driver's the
+    /// first time, for at most [`MAX_WRONG_DRIVERS_RECORDED`] drivers; any
+    /// other reason's [`MAX_RECORDED_PER_REASON`] times per party (only the
+    /// grant's own driver and its home's lock get that far, so every kind
+    /// of refusal is on record). The rest are answered the same and counted
+    /// in the service's metrics, so no caller can grow a household's
+    /// grant, and hold up what is decided on it, by asking.
+    pub fn records_denial(&self, reason: Deny, party: &str) -> bool {
+        if reason == Deny::WrongDriver {
+            return self.wrong_drivers.len() < MAX_WRONG_DRIVERS_RECORDED
+                && !self.wrong_drivers.contains(party);
+        }
+        self.refused
+            .get(&(reason as i32, party.to_owned()))
+            .is_none_or(|n| *n < MAX_RECORDED_PER_REASON)
     }
 
     /// The window's UTC bounds, once issued.
@@ -599,7 +612,7 @@ impl Aggregate for Grant {
                 }
                 let authorization = self.nonces.get(nonce);
                 if let Some((reason, detail)) = self.redeem_refusal(command) {
-                    if !self.records_denial(reason, "") {
+                    if !self.records_denial(reason, lock_id) {
                         return Ok(vec![]);
                     }
                     return Ok(vec![Event::UnlockDenied(pb::UnlockDenied {
@@ -639,9 +652,15 @@ impl Aggregate for Grant {
                 );
             }
             Event::UnlockDenied(d) => {
-                self.denials += 1;
                 if d.reason == Deny::WrongDriver as i32 {
                     self.wrong_drivers.insert(d.driver_id.clone());
+                } else {
+                    let party = if d.driver_id.is_empty() {
+                        &d.lock_id
+                    } else {
+                        &d.driver_id
+                    };
+                    *self.refused.entry((d.reason, party.clone())).or_default() += 1;
                 }
             }
             Event::Revoked(_) => self.revoked = true,
@@ -1144,46 +1163,57 @@ mod tests {
     }
 
     #[test]
-    fn another_drivers_refusals_are_recorded_once_and_refusals_at_most_max_recorded_denials() {
+    fn refusals_are_recorded_once_per_other_driver_and_a_few_times_per_reason_and_party() {
         let at = "2026-11-23T09:30:00Z";
         let mut g = given::<Grant>(&[issued()]);
+        let record = |g: &mut Grant, command: &Command| -> Option<Deny> {
+            let events = g.decide(command).unwrap();
+            let first = events.first()?.clone();
+            g.evolve(&first);
+            Some(denial(events))
+        };
         let drv2 = unlock("SE-1", "drv-2", at, "n1");
-        let first = g.decide(&drv2).unwrap();
-        assert_eq!(denial(first.clone()), Deny::WrongDriver);
-        g.evolve(&first[0]);
+        assert_eq!(record(&mut g, &drv2), Some(Deny::WrongDriver));
         // Asked again: refused all the same, nothing more recorded.
-        assert_eq!(g.decide(&unlock("SE-1", "drv-2", at, "n2")).unwrap(), []);
+        assert_eq!(record(&mut g, &unlock("SE-1", "drv-2", at, "n2")), None);
         assert_eq!(
             g.unlock_refusal(&drv2).map(|(r, _)| r),
             Some(Deny::WrongDriver)
         );
-        // Other drivers are recorded, to the bound.
-        for n in 1..MAX_RECORDED_DENIALS {
-            let events = g
-                .decide(&unlock("SE-1", &format!("drv-x{n}"), at, "n"))
-                .unwrap();
-            assert_eq!(denial(events.clone()), Deny::WrongDriver);
-            g.evolve(&events[0]);
+        // Other drivers are recorded once each, to the bound.
+        for n in 1..MAX_WRONG_DRIVERS_RECORDED {
+            let other = unlock("SE-1", &format!("drv-x{n}"), at, "n");
+            assert_eq!(record(&mut g, &other), Some(Deny::WrongDriver));
         }
-        assert_eq!(g.denials, MAX_RECORDED_DENIALS);
-        assert_eq!(g.decide(&unlock("SE-1", "drv-y", at, "n")).unwrap(), []);
-        // The grant's own driver: a refusal past the bound is not
-        // recorded, an unlock still is, and a redeem's refusal is bounded
-        // as well.
+        assert_eq!(record(&mut g, &unlock("SE-1", "drv-y", at, "n")), None);
+        // They used up nothing of the grant's own driver's and lock's: the
+        // driver's early asks are recorded to the bound per reason, and a
+        // refusal of another reason still is after them.
         let early = unlock("SE-1", "drv-1", "2026-11-23T07:00:00Z", "n3");
-        assert_eq!(g.decide(&early).unwrap(), []);
+        for _ in 0..MAX_RECORDED_PER_REASON {
+            assert_eq!(record(&mut g, &early), Some(Deny::OutsideWindow));
+        }
+        assert_eq!(record(&mut g, &early), None);
         assert_eq!(
             g.unlock_refusal(&early).map(|(r, _)| r),
             Some(Deny::OutsideWindow)
         );
-        let opened = g.decide(&unlock("SE-1", "drv-1", at, "n4")).unwrap();
-        assert!(is_authorized(&opened), "{opened:?}");
-        let unknown = redeem("never", at);
-        assert_eq!(g.decide(&unknown).unwrap(), []);
+        let not_in_grant = unlock("SE-7", "drv-1", at, "n5");
+        assert_eq!(record(&mut g, &not_in_grant), Some(Deny::ParcelNotInGrant));
+        for _ in 0..MAX_RECORDED_PER_REASON + 2 {
+            record(&mut g, &redeem("never", at));
+        }
         assert_eq!(
-            g.redeem_refusal(&unknown).map(|(r, _)| r),
+            g.refused[&(Deny::NonceUnknown as i32, "lock-1".to_owned())],
+            MAX_RECORDED_PER_REASON
+        );
+        assert_eq!(
+            g.redeem_refusal(&redeem("never", at)).map(|(r, _)| r),
             Some(Deny::NonceUnknown)
         );
+        // An unlock is always recorded, and its redeem opens.
+        let opened = g.decide(&unlock("SE-1", "drv-1", at, "n4")).unwrap();
+        assert!(is_authorized(&opened), "{opened:?}");
         g.evolve(&opened[0]);
         let Event::UnlockAuthorized(a) = &opened[0] else {
             unreachable!()

@@ -93,7 +93,7 @@ pub const COLUMNS: [&str; 14] = [
 /// The column a rejects file adds; ignored when a manifest is read.
 pub const ERROR_COLUMN: &str = "error";
 
-/// The most bytes one record (a row, with any quoted line breaks) may have.
+/// The most bytes one record (a row: one line) may have.
 pub const MAX_RECORD_BYTES: usize = 8 * 1024;
 /// The most bytes one field may have, after trimming.
 pub const MAX_FIELD_BYTES: usize = 1024;
@@ -421,7 +421,19 @@ impl<R: io::Read> ManifestReader<R> {
         let raw = match self.records.next_record()? {
             None => return Ok(Parsed::End),
             Some(split::Raw::TooLong { line }) => return Ok(Parsed::TooLong(line)),
-            Some(split::Raw::Unclosed { line, field }) => {
+            Some(split::Raw::Unclosed {
+                line,
+                field,
+                mut bytes,
+            }) => {
+                // Its values as far as the line goes, the quote closed
+                // there, for the rejects file.
+                bytes.push(b'"');
+                self.csv.get_mut().set(bytes);
+                let values = match self.csv.read_record(&mut self.record) {
+                    Ok(_) if self.started => self.values(),
+                    _ => Vec::new(),
+                };
                 let column = self
                     .columns
                     .iter()
@@ -434,7 +446,7 @@ impl<R: io::Read> ManifestReader<R> {
                               not hold a line break (a closing quote left out?); the row was \
                               not read, and reading goes on at the next line"
                         .into(),
-                    values: Vec::new(),
+                    values,
                 }));
             }
             Some(split::Raw::Record { line, bytes }) => (line, bytes),

@@ -47,6 +47,8 @@ pub(crate) enum Raw {
         line: u64,
         /// The field the quote opened, counted from 0.
         field: usize,
+        /// Its bytes up to the line's end.
+        bytes: Vec<u8>,
     },
 }
 
@@ -228,6 +230,7 @@ impl<R: Read> Records<R> {
                 Raw::Unclosed {
                     line,
                     field: p.field,
+                    bytes: p.bytes,
                 }
             } else {
                 Raw::Record {
@@ -290,7 +293,7 @@ mod tests {
             out.push(match raw {
                 Raw::Record { line, bytes } => (line, String::from_utf8(bytes).unwrap()),
                 Raw::TooLong { line } => (line, "<too long>".into()),
-                Raw::Unclosed { line, field } => (line, format!("<unclosed in field {field}>")),
+                Raw::Unclosed { line, field, .. } => (line, format!("<unclosed in field {field}>")),
             });
         }
         out

@@ -532,6 +532,18 @@ fn a_closing_quote_left_out_costs_its_own_row_and_takes_no_row_below_into_it() {
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert_eq!((bad[0].line, bad[0].field.as_str()), (2, "address"));
     assert!(bad[0].message.contains("closing quote"), "{}", bad[0]);
+    // Its values as far as its line goes, for the rejects file.
+    assert_eq!(
+        bad[0].values[..6],
+        [
+            "SE-1",
+            "nordshop",
+            "SE",
+            "STO-1",
+            "2026-11-23",
+            "Drottninggatan 1, lgh 1201,111 51,Stockholm,59.33,18.06,doorstep,1.0,,"
+        ]
+    );
     let ok = accepted(&rows);
     let ids: Vec<&str> = ok.iter().map(|p| p.parcel_id.as_str()).collect();
     assert_eq!(ids, ["SE-2", "SE-3"]);

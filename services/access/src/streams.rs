@@ -41,8 +41,9 @@ impl Access {
     }
 
     /// The refusal of an unlock or a redeem the grant decided but did not
-    /// record (past [`threshold_domain::grant::MAX_RECORDED_DENIALS`], or
-    /// another driver asking again), as the event it would have been:
+    /// record ([`threshold_domain::grant::Grant::records_denial`]: another
+    /// driver asking again, or one reason asked past its bound), as the
+    /// event it would have been:
     /// read back from the grant, whose reasons, once true, stay true.
     /// `caller` is logged, as a recorded refusal would be.
     pub(crate) async fn unrecorded_refusal(

@@ -22,6 +22,43 @@ pub(super) const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Creates those of `topics` that do not exist yet, with the options'
 /// partitions and replication factor.
 pub(super) async fn create_topics(options: &KafkaOptions, topics: &[String]) -> Result<()> {
+    create_topics_of(options, topics, options.partitions).await
+}
+
+/// Of `topics`, those the cluster does not have, as `client`'s metadata
+/// says.
+pub(super) async fn missing_topics<C: rdkafka::ClientContext + 'static>(
+    client: &rdkafka::producer::FutureProducer<C>,
+    topics: &[String],
+) -> Result<Vec<String>> {
+    let client = client.clone();
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut missing = Vec::new();
+        for topic in topics {
+            let metadata = rdkafka::producer::Producer::client(&client)
+                .fetch_metadata(Some(&topic), BROKER_TIMEOUT)
+                .map_err(|e| kafka("reading topic metadata", e))?;
+            let there = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            if !there {
+                missing.push(topic);
+            }
+        }
+        Ok(missing)
+    })
+    .await
+    .map_err(|e| kafka("reading topic metadata", e))?
+}
+
+/// [`create_topics`], each of `partitions` partitions.
+pub(super) async fn create_topics_of(
+    options: &KafkaOptions,
+    topics: &[String],
+    partitions: i32,
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &options.brokers)
         .set("client.id", &options.name)
@@ -29,13 +66,7 @@ pub(super) async fn create_topics(options: &KafkaOptions, topics: &[String]) -> 
         .map_err(|e| kafka("creating the admin client", e))?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| {
-            NewTopic::new(
-                t,
-                options.partitions,
-                TopicReplication::Fixed(options.replication),
-            )
-        })
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(options.replication)))
         .collect();
     let results = admin
         .create_topics(

@@ -97,8 +97,10 @@ impl KafkaOptions {
     /// The topic `partner` reads its outcomes from, and no other partner
     /// does: `threshold.outcome.<partner>`. Kafka's permissions are per
     /// topic, so a partner's client may be let read its own topic only.
-    /// `_` and `:` in a partner id (`:` is not allowed in a topic name)
-    /// are written `_5f` and `_3a`, so no two partners share a topic.
+    /// `_`, `:` and `.` in a partner id are written `_5f`, `_3a` and
+    /// `_2e`: `:` is not allowed in a topic name, and Kafka refuses a topic
+    /// whose name equals another's once `.` is read as `_`, so no two
+    /// partners' topics may differ only there.
     pub fn outcome_topic_of(&self, partner: &str) -> String {
         let mut topic = self.outcome_topic();
         topic.push('.');
@@ -106,6 +108,7 @@ impl KafkaOptions {
             match c {
                 '_' => topic.push_str("_5f"),
                 ':' => topic.push_str("_3a"),
+                '.' => topic.push_str("_2e"),
                 c => topic.push(c),
             }
         }
@@ -182,10 +185,16 @@ mod tests {
             options.outcome_topic_of("nordshop"),
             "threshold.outcome.nordshop"
         );
-        // `:` is not allowed in a topic name; escaped, no two ids meet.
-        let ids = ["a:b", "a_b", "a_3ab", "a_5fb", "a.b", "a-b", "ab"];
-        let topics: std::collections::BTreeSet<_> =
-            ids.iter().map(|id| options.outcome_topic_of(id)).collect();
+        // `:` is not allowed in a topic name, and Kafka takes `.` and `_`
+        // for one another when it looks for a clash: escaped, no two ids
+        // meet, not even so.
+        let ids = [
+            "a:b", "a_b", "a_3ab", "a_5fb", "a.b", "a-b", "ab", "x:y", "x.3ay", "a.5fb", "a_2eb",
+        ];
+        let topics: std::collections::BTreeSet<_> = ids
+            .iter()
+            .map(|id| options.outcome_topic_of(id).replace('.', "_"))
+            .collect();
         assert_eq!(topics.len(), ids.len(), "{topics:?}");
         assert_eq!(options.outcome_topic_of("a:b"), "threshold.outcome.a_3ab");
         assert_eq!(
@@ -199,6 +208,7 @@ mod tests {
                 "{t}"
             );
         }
+        assert_eq!(options.outcome_topic_of("a.b"), "threshold.outcome.a_2eb");
         // The longest partner id still makes a topic Kafka takes (249).
         let longest = ":".repeat(threshold_domain::ids::MAX_ID_LEN);
         options.topic_prefix = "a-deployments-own-prefix".into();

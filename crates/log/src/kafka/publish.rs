@@ -50,6 +50,11 @@ pub type Derived = (String, Vec<u8>);
 /// Names the topic an event is published to, if any.
 type TopicOf = dyn Fn(&RecordedEvent) -> Option<String> + Send + Sync;
 
+/// Partitions of a topic a publisher creates (at most; fewer when the
+/// process's own are fewer): one partner's outcomes are a small share of
+/// the log's.
+const OUTCOME_TOPIC_PARTITIONS: i32 = 3;
+
 /// Most records a publisher takes, publishes and commits at once.
 const PUBLISH_BATCH: usize = 1_024;
 
@@ -132,6 +137,7 @@ impl KafkaLog {
                 // Published (or nothing to publish), else tried again: a
                 // record's offset is never committed before.
                 let publishing = std::time::Instant::now();
+                let mut tries = 0u32;
                 loop {
                     match log
                         .publish_batch(
@@ -145,7 +151,18 @@ impl KafkaLog {
                     {
                         Ok(()) => break,
                         Err(e) => {
-                            tracing::warn!(error = %e, "publishing failed; retrying");
+                            // A topic deleted meanwhile is looked for, and
+                            // made, again.
+                            there.clear();
+                            tries += 1;
+                            if tries.is_multiple_of(20) {
+                                tracing::error!(
+                                    error = %e, tries,
+                                    "publishing is stuck: this batch's partitions publish nothing until it goes"
+                                );
+                            } else {
+                                tracing::warn!(error = %e, "publishing failed; retrying");
+                            }
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                     }
@@ -234,7 +251,18 @@ impl KafkaLog {
             .cloned()
             .collect();
         if !new.is_empty() {
-            super::admin::create_topics(&self.inner.options, &new).await?;
+            // Created only where missing: a deployment may give the
+            // publisher no right to create the topics it made beforehand.
+            let missing = super::admin::missing_topics(producer, &new).await?;
+            if !missing.is_empty() {
+                let options = &self.inner.options;
+                super::admin::create_topics_of(
+                    options,
+                    &missing,
+                    options.partitions.min(OUTCOME_TOPIC_PARTITIONS),
+                )
+                .await?;
+            }
             there.extend(new);
         }
         let mut deliveries = Vec::new();

@@ -2,8 +2,8 @@
 //! Kafka backend writes and any Kafka client can read.
 //!
 //! - **Topic**: one per category, `threshold.<category>` (`threshold.parcel`,
-//!   `threshold.route`, `threshold.grant`, `threshold.home`), and
-//!   `threshold.outcome` for partners.
+//!   `threshold.route`, `threshold.grant`, `threshold.home`), and for each
+//!   partner a topic of its own, `threshold.outcome.<partner>`.
 //! - **Key**: the stream id (`parcel/SE-1`), so one stream's events stay in
 //!   one partition, in order. The partition is Kafka's default for a keyed
 //!   record (murmur2 of the key, [`partition`]), so every client — Java,

@@ -990,10 +990,15 @@ async fn each_partner_reads_only_its_own_outcomes_without_the_carriers_ids() {
     let log = kafka.process("publisher").await;
     let options = log.options().clone();
     let mut sent: HashMap<String, Vec<String>> = HashMap::new();
+    // With a trace state, which the carrier's and not a partner's.
+    let event = |n| NewEvent {
+        tracestate: Some("congo=t61rcWkgMzE".into()),
+        ..failed_attempt(n)
+    };
     for n in 0..30u32 {
         let (partner, event) = match n % 3 {
-            0 => ("nordshop", failed_attempt(n).tenant("nordshop")),
-            1 => ("fjall:gear", failed_attempt(n).tenant("fjall:gear")),
+            0 => ("nordshop", event(n).tenant("nordshop")),
+            1 => ("fjall:gear", event(n).tenant("fjall:gear")),
             _ => (
                 "",
                 NewEvent {

@@ -202,7 +202,8 @@ pub(crate) async fn race_step(
 }
 
 /// One order per grant, as its history shows it: at most one entry, each of
-/// `asked` unlock requests decided and recorded once, and either one revoke
+/// `asked` unlock requests decided and recorded once (a refusal up to the
+/// grant's bound per reason), and either one revoke
 /// with nothing authorized or redeemed after it, or no revoke because the
 /// entry came first (the revokes were refused). Returns whether the grant
 /// was revoked.
@@ -226,15 +227,31 @@ pub(crate) fn assert_one_order(
         }
         None => assert_eq!(used, 1, "{grant}: neither revoked nor entered"),
     }
-    let decided = events
+    // Every authorization is recorded; a refusal up to the grant's bound
+    // per reason (the same driver asks each time).
+    let authorized = events
         .iter()
-        .filter(|e| match e {
-            E::UnlockAuthorized(_) => true,
-            E::UnlockDenied(d) => d.nonce.is_empty(),
-            _ => false,
-        })
+        .filter(|e| matches!(e, E::UnlockAuthorized(_)))
         .count();
-    assert_eq!(decided, asked, "{grant}");
+    let mut denied = std::collections::BTreeMap::<i32, usize>::new();
+    for e in events {
+        if let E::UnlockDenied(d) = e
+            && d.nonce.is_empty()
+        {
+            *denied.entry(d.reason).or_default() += 1;
+        }
+    }
+    let most = threshold_domain::grant::MAX_RECORDED_PER_REASON as usize;
+    assert!(denied.values().all(|n| *n <= most), "{grant}: {denied:?}");
+    let recorded = authorized + denied.values().sum::<usize>();
+    if recorded < asked {
+        assert!(
+            denied.values().any(|n| *n == most),
+            "{grant}: {asked} asked, {recorded} recorded, no reason at its bound: {denied:?}"
+        );
+    } else {
+        assert_eq!(recorded, asked, "{grant}");
+    }
     let revokes = events.iter().filter(|e| matches!(e, E::Revoked(_))).count();
     assert_eq!(revokes, usize::from(revoked.is_some()), "{grant}");
     revoked.is_some()

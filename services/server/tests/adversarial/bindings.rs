@@ -112,7 +112,7 @@ async fn drivers_asking_again_and_again_on_another_households_grant_grow_it_by_o
         w.sandbox
             .client_as(threshold_auth::Role::Handheld, threshold_auth::ANY_TENANT),
     );
-    let most = threshold_domain::grant::MAX_RECORDED_DENIALS as usize;
+    let most = threshold_domain::grant::MAX_WRONG_DRIVERS_RECORDED;
     for n in 0..most + 20 {
         let reply = fleet
             .authorize_unlock(AuthorizeUnlockRequest {
@@ -130,6 +130,24 @@ async fn drivers_asking_again_and_again_on_another_households_grant_grow_it_by_o
         stored
             .iter()
             .all(|(s, t)| *s == format!("grant/{}", b.grant) && t == "grant.unlock_denied")
+    );
+    // They used up nothing of the household's own driver: its refusal is
+    // still on record.
+    let head = w.head().await;
+    let reply = AccessServiceClient::new(w.driver_of(b))
+        .authorize_unlock(AuthorizeUnlockRequest {
+            driver_id: b.driver.clone(),
+            route_id: b.route.clone(),
+            position: Some(threshold_domain::geo::point(b.at.0 + 0.1, b.at.1)),
+            ..ask.clone()
+        })
+        .await
+        .expect("decided")
+        .into_inner();
+    assert!(!reply.authorized, "{reply:?}");
+    assert_eq!(
+        w.stored_since(head).await,
+        [(format!("grant/{}", b.grant), "grant.unlock_denied".into())]
     );
     bs_day_goes_on(&w).await;
 }
