@@ -99,7 +99,7 @@ impl AccessService for Access {
             grant: Box::new(issued),
             bound,
         };
-        let (events, version) = self.grant(&grant_id, issue, now).await?;
+        let (events, version) = self.grant(&grant_id, &issue, now).await?;
         Ok(Response::new(GrantReply {
             grant_id: r.grant_id,
             version,
@@ -136,7 +136,7 @@ impl AccessService for Access {
             by,
             reason: r.reason,
         };
-        let (events, version) = self.grant(&grant_id, revoke, now).await?;
+        let (events, version) = self.grant(&grant_id, &revoke, now).await?;
         Ok(Response::new(GrantReply {
             grant_id: r.grant_id,
             version,
@@ -179,22 +179,12 @@ impl AccessService for Access {
             valid_for: UNLOCK_VALID_FOR,
             elsewhere,
         };
-        let (events, _) = self.grant(&grant_id, command.clone(), now).await?;
         use pb::grant_event::Event as G;
-        let unrecorded;
-        let first = match events.first() {
-            Some(e) => Some(e),
-            // A refusal past what the grant records: read back, answered
-            // the same, not stored again.
-            None => {
-                unrecorded = self
-                    .unrecorded_refusal(&grant_id, &command, &handheld.name)
-                    .await?;
-                Some(&unrecorded)
-            }
-        };
-        let reply = match first {
-            Some(G::UnlockAuthorized(a)) => AuthorizeUnlockReply {
+        let reply = match self
+            .decision(&grant_id, command, now, &handheld.name)
+            .await?
+        {
+            G::UnlockAuthorized(a) => AuthorizeUnlockReply {
                 authorized: true,
                 nonce: a.nonce.clone(),
                 valid_until: a.valid_until,
@@ -203,7 +193,7 @@ impl AccessService for Access {
             // The refused driver learns the reason, never the grant's
             // details: those stay in the `UnlockDenied` event.
             // Another driver is not told the resident's fallback either.
-            Some(G::UnlockDenied(d)) => AuthorizeUnlockReply {
+            G::UnlockDenied(d) => AuthorizeUnlockReply {
                 authorized: false,
                 reason: d.reason,
                 detail: explanation(d.reason),
@@ -276,24 +266,13 @@ impl AccessService for Access {
             now,
             signed,
         };
-        let (events, _) = self.grant(&grant_id, command.clone(), now).await?;
         use pb::grant_event::Event as G;
-        let unrecorded;
-        let first = match events.first() {
-            Some(e) => Some(e),
-            None => {
-                unrecorded = self
-                    .unrecorded_refusal(&grant_id, &command, &vendor.name)
-                    .await?;
-                Some(&unrecorded)
-            }
-        };
-        let reply = match first {
-            Some(G::Used(_)) => RedeemUnlockReply {
+        let reply = match self.decision(&grant_id, command, now, &vendor.name).await? {
+            G::Used(_) => RedeemUnlockReply {
                 open: true,
                 ..Default::default()
             },
-            Some(G::UnlockDenied(d)) => RedeemUnlockReply {
+            G::UnlockDenied(d) => RedeemUnlockReply {
                 open: false,
                 reason: d.reason,
                 detail: explanation(d.reason),

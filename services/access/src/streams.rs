@@ -40,13 +40,30 @@ impl Access {
         Ok(self.load::<Grant>(&StreamId::grant(id)).await?.0)
     }
 
-    /// The refusal of an unlock or a redeem the grant decided but did not
+    /// The grant's decision on an unlock or a redeem (`command`, asked by
+    /// `caller`): the event recorded, or, for a refusal the grant does not
     /// record ([`threshold_domain::grant::Grant::records_denial`]: another
-    /// driver asking again, or one reason asked past its bound), as the
-    /// event it would have been:
-    /// read back from the grant, whose reasons, once true, stay true.
-    /// `caller` is logged, as a recorded refusal would be.
-    pub(crate) async fn unrecorded_refusal(
+    /// driver asking again, or one reason asked past its bound), the event
+    /// it would have been, read back from the grant.
+    pub(crate) async fn decision(
+        &self,
+        grant_id: &GrantId,
+        command: GrantCommand,
+        now: DateTime<Utc>,
+        caller: &str,
+    ) -> Result<pb::grant_event::Event, Status> {
+        let (events, _) = self.grant(grant_id, &command, now).await?;
+        match events.into_iter().next() {
+            Some(event) => Ok(event),
+            None => self.unrecorded_refusal(grant_id, &command, caller).await,
+        }
+    }
+
+    /// The refusal of an unlock or a redeem the grant decided but did not
+    /// record, as the event it would have been: read back from the grant,
+    /// whose reasons, once true, stay true. `caller` is logged, as a
+    /// recorded refusal would be.
+    async fn unrecorded_refusal(
         &self,
         id: &GrantId,
         command: &GrantCommand,
@@ -213,7 +230,7 @@ impl Access {
     pub(crate) async fn grant(
         &self,
         grant_id: &GrantId,
-        command: GrantCommand,
+        command: &GrantCommand,
         now: DateTime<Utc>,
     ) -> Result<(Vec<pb::grant_event::Event>, u64), Status> {
         let stream = StreamId::grant(grant_id);
@@ -221,7 +238,7 @@ impl Access {
             .writers
             .run(
                 &stream,
-                threshold_log::decide::<Grant>(&*self.log, &stream, &command, |_| {
+                threshold_log::decide::<Grant>(&*self.log, &stream, command, |_| {
                     (EventId::new(), now)
                 }),
             )

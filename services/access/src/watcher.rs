@@ -83,7 +83,7 @@ impl Access {
                 grant_id: grant_id.clone(),
                 now,
             };
-            self.grant(&grant_id, expire, now).await?;
+            self.grant(&grant_id, &expire, now).await?;
         }
         let mut raised = 0;
         for home_id in homes {
