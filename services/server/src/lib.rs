@@ -986,10 +986,9 @@ impl Node {
 fn publish_outcomes(log: &KafkaLog) -> Result<tokio::task::JoinHandle<()>, threshold_log::Error> {
     use prost::Message as _;
     use threshold_api::v1::parcel_outcome::Kind;
-    let options = log.options().clone();
-    let topics = options.clone();
+    let topics = log.options().clone();
     log.publish(
-        &format!("{}.outcome-publisher", options.topic_prefix),
+        &format!("{}.outcome-publisher", topics.topic_prefix),
         threshold_domain::Category::Parcel,
         move |event| {
             let partner = event.event.tenant.as_deref()?;
