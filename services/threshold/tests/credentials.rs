@@ -11,18 +11,7 @@ fn credentials_made_on_the_cli_work_at_once_and_a_wrong_one_is_named() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
     let server = Served::start(&data);
-    let made = threshold(&[
-        "credentials",
-        "add",
-        "--role",
-        "analyst",
-        "--tenant",
-        "*",
-        "--name",
-        "ops",
-        "--data",
-        server.data(),
-    ]);
+    let made = add_analyst("ops", &["--data", server.data()]);
     assert!(
         made.status.success(),
         "{}",
@@ -34,18 +23,7 @@ fn credentials_made_on_the_cli_work_at_once_and_a_wrong_one_is_named() {
     assert!(!stored.contains(&token), "only its hash is stored");
     // The running server takes it; no local tokens needed.
     let elsewhere = dir.path().join("elsewhere");
-    let report = |token: &str| {
-        threshold(&[
-            "report",
-            "attempts",
-            "--server",
-            &server.url,
-            "--token",
-            token,
-            "--data",
-            elsewhere.to_str().expect("path"),
-        ])
-    };
+    let report = |token: &str| report_attempts(&server.url, token, &elsewhere);
     let out = report(&token);
     assert!(
         out.status.success(),
@@ -102,20 +80,9 @@ fn a_credential_made_to_expire_works_until_then_and_is_refused_after_saying_so()
     let data = dir.path().join("data");
     let server = Served::start(&data);
     let add = |name: &str, expiry: &[&str]| {
-        let mut args = vec![
-            "credentials",
-            "add",
-            "--role",
-            "analyst",
-            "--tenant",
-            "*",
-            "--name",
-            name,
-            "--data",
-            server.data(),
-        ];
-        args.extend_from_slice(expiry);
-        threshold(&args)
+        let mut rest = vec!["--data", server.data()];
+        rest.extend_from_slice(expiry);
+        add_analyst(name, &rest)
     };
     // Bad lifetimes and instants are named, and nothing is stored.
     for (expiry, says) in [
@@ -149,18 +116,7 @@ fn a_credential_made_to_expire_works_until_then_and_is_refused_after_saying_so()
     let lasting = add("ops", &[]);
     let lasting = String::from_utf8_lossy(&lasting.stdout).trim().to_owned();
     let elsewhere = dir.path().join("elsewhere");
-    let report = |token: &str| {
-        threshold(&[
-            "report",
-            "attempts",
-            "--server",
-            &server.url,
-            "--token",
-            token,
-            "--data",
-            elsewhere.to_str().expect("path"),
-        ])
-    };
+    let report = |token: &str| report_attempts(&server.url, token, &elsewhere);
     let out = report(&token);
     assert!(
         out.status.success(),

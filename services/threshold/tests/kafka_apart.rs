@@ -253,18 +253,7 @@ fn the_day_with_each_process_on_a_host_of_its_own_reports_as_the_embedded_day() 
     );
 
     // A credential revoked once is refused by every process.
-    let mut add = vec![
-        "credentials",
-        "add",
-        "--role",
-        "analyst",
-        "--tenant",
-        "*",
-        "--name",
-        "ops",
-    ];
-    add.extend_from_slice(&store);
-    let out = threshold(&add);
+    let out = add_analyst("ops", &store);
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let mut revoke = vec!["credentials", "revoke", "ops"];

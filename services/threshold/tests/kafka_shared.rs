@@ -74,16 +74,7 @@ fn a_credential_added_or_revoked_once_counts_in_every_process_within_seconds() {
         threshold(&all)
     };
 
-    let out = cli(&[
-        "credentials",
-        "add",
-        "--role",
-        "analyst",
-        "--tenant",
-        "*",
-        "--name",
-        "ops",
-    ]);
+    let out = add_analyst("ops", &store);
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(

@@ -21,18 +21,7 @@ async fn a_revoked_handhelds_open_stream_ends_and_stores_nothing_more() {
     let w = World::build().await;
     let b = &w.b;
     let token = w.sandbox.mint("stolen-handheld", Role::Handheld, &b.driver);
-    let channel = threshold_auth::authed(w.sandbox.channel(), Some(&token)).expect("a token");
-    let (events, inbound) = tokio::sync::mpsc::channel(4);
-    let mut acks = HandheldServiceClient::new(channel)
-        .stream_attempts(ReceiverStream::new(inbound))
-        .await
-        .expect("the stream opens")
-        .into_inner();
-    events
-        .send(w.handheld(b, b.other_parcel, not_home()))
-        .await
-        .expect("sent");
-    assert_stored(&acks.message().await.expect("an ack").expect("one"));
+    let (events, mut acks) = reporting(&w, &token).await;
 
     let head = w.head().await;
     assert!(w.sandbox.revoke("stolen-handheld").await);
@@ -60,17 +49,7 @@ async fn a_revoked_partners_open_subscription_ends() {
         .expect("subscribed")
         .into_inner();
     assert!(w.sandbox.revoke("former-partner").await);
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match outcomes.message().await {
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("the subscription ended without a status"),
-                Err(status) => break status,
-            }
-        }
-    })
-    .await
-    .expect("ended within seconds");
+    let ended = subscription_ended(&mut outcomes).await;
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     bs_day_goes_on(&w).await;
 }
@@ -88,22 +67,12 @@ async fn a_handhelds_stream_and_a_partners_subscription_end_when_their_credentia
         .mint_until("trial-partner", Role::Partner, b.partner, until);
     let as_ =
         |token: &str| threshold_auth::authed(w.sandbox.channel(), Some(token)).expect("a token");
-    let (events, inbound) = tokio::sync::mpsc::channel(4);
-    let mut acks = HandheldServiceClient::new(as_(&handheld))
-        .stream_attempts(ReceiverStream::new(inbound))
-        .await
-        .expect("the stream opens")
-        .into_inner();
     let mut outcomes = OutcomeServiceClient::new(as_(&partner))
         .subscribe(SubscribeOutcomesRequest { from_cursor: 0 })
         .await
         .expect("subscribed")
         .into_inner();
-    events
-        .send(w.handheld(b, b.other_parcel, not_home()))
-        .await
-        .expect("sent");
-    assert_stored(&acks.message().await.expect("an ack").expect("one"));
+    let (_events, mut acks) = reporting(&w, &handheld).await;
 
     // Idle, both end on their own within seconds of the expiry, saying so.
     let ended = tokio::time::timeout(Duration::from_secs(10), acks.message())
@@ -113,17 +82,7 @@ async fn a_handhelds_stream_and_a_partners_subscription_end_when_their_credentia
     assert!(chrono::Utc::now() >= until, "not before it expired");
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     assert!(ended.message().contains("expired at"), "{ended:?}");
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match outcomes.message().await {
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("the subscription ended without a status"),
-                Err(status) => break status,
-            }
-        }
-    })
-    .await
-    .expect("ended within seconds");
+    let ended = subscription_ended(&mut outcomes).await;
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     assert!(ended.message().contains("expired at"), "{ended:?}");
 
@@ -142,4 +101,47 @@ async fn a_handhelds_stream_and_a_partners_subscription_end_when_their_credentia
     );
     tokio::time::sleep(threshold_auth::STANDING_EVERY).await;
     assert_eq!(w.stored_since(head).await, []);
+}
+
+/// The status an outcome subscription ends with, read to its end within
+/// seconds.
+async fn subscription_ended(
+    outcomes: &mut tonic::Streaming<threshold_api::v1::ParcelOutcome>,
+) -> tonic::Status {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match outcomes.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the subscription ended without a status"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("ended within seconds")
+}
+
+/// B's driver's attempts stream opened with `token`, one event sent on it
+/// and stored: what to send on, and the acks.
+async fn reporting(
+    w: &World,
+    token: &str,
+) -> (
+    tokio::sync::mpsc::Sender<threshold_api::v1::HandheldEvent>,
+    tonic::Streaming<threshold_api::v1::AttemptAck>,
+) {
+    let b = &w.b;
+    let channel = threshold_auth::authed(w.sandbox.channel(), Some(token)).expect("a token");
+    let (events, inbound) = tokio::sync::mpsc::channel(4);
+    let mut acks = HandheldServiceClient::new(channel)
+        .stream_attempts(ReceiverStream::new(inbound))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    events
+        .send(w.handheld(b, b.other_parcel, not_home()))
+        .await
+        .expect("sent");
+    assert_stored(&acks.message().await.expect("an ack").expect("one"));
+    (events, acks)
 }

@@ -164,6 +164,38 @@ pub(crate) fn threshold(args: &[&str]) -> std::process::Output {
         .expect("run threshold")
 }
 
+/// `threshold credentials add --role analyst --tenant '*' --name NAME
+/// [rest...]`: a carrier-wide analyst's credential, its token on stdout.
+pub(crate) fn add_analyst(name: &str, rest: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "credentials",
+        "add",
+        "--role",
+        "analyst",
+        "--tenant",
+        "*",
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(rest);
+    threshold(&args)
+}
+
+/// `threshold report attempts --server URL --token TOKEN --data DIR`: a
+/// call that needs an analyst's credential.
+pub(crate) fn report_attempts(url: &str, token: &str, data: &Path) -> std::process::Output {
+    threshold(&[
+        "report",
+        "attempts",
+        "--server",
+        url,
+        "--token",
+        token,
+        "--data",
+        data.to_str().expect("path"),
+    ])
+}
+
 /// `threshold manifest load FILE --server URL --data DIR [extra...]`.
 pub(crate) fn load_manifest(
     file: &Path,
