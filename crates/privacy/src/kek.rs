@@ -26,7 +26,7 @@ const HEADER: usize = 2 + 8 + 24;
 /// One key-encryption key.
 #[derive(Clone)]
 pub struct Kek {
-    id: [u8; 8],
+    pub(crate) id: [u8; 8],
     key: [u8; 32],
 }
 

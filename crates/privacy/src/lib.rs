@@ -73,8 +73,9 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
-    /// A vault store shared over the network failed (unreachable, or
-    /// holding what this build or this key-encryption key cannot read).
+    /// A vault store failed other than in SQLite: one shared over the
+    /// network unreachable, or a store holding what this build or the
+    /// key-encryption keys given cannot read.
     #[error("{store}: {reason}")]
     Shared {
         /// The store.
@@ -218,6 +219,13 @@ impl Vault {
     /// ([`SqliteStore`]).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         Ok(Self::with_store(SqliteStore::open(dir)?))
+    }
+
+    /// Opens (or creates) the vault in the data directory `dir`, its
+    /// secret and keys wrapped under `keks` when given
+    /// ([`SqliteStore::open_with`]).
+    pub fn open_with(dir: impl AsRef<Path>, keks: Option<Keks>) -> Result<Self> {
+        Ok(Self::with_store(SqliteStore::open_with(dir, keks)?))
     }
 
     /// The vault over `store`.

@@ -1,19 +1,38 @@
 //! [`SqliteStore`]: a vault's state in `DATA/vault.db`, for processes on
 //! one machine (they may share it with `--vault`). Opened with
 //! `secure_delete`, so forgotten keys are overwritten on disk.
+//!
+//! Given key-encryption keys ([`SqliteStore::open_with`]), the store keeps
+//! the vault's secret and every subject's key wrapped under the current one
+//! ([`Keks`]; the secret's slot is `secret`, a key's `key/<subject>/<key
+//! id>`, so a wrapped key cannot be moved to another subject's row): a copy
+//! of the file (a backup, a disk image, a support bundle) opens no sealed
+//! value without the key-encryption key. Values kept in the clear, by an
+//! older version or before a key was given, are wrapped when the store is
+//! opened with one, and the pages that held them overwritten. A store
+//! holding wrapped values is refused without its key, naming the key's id.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{Error, Key32, Result, VAULT_FILE, VaultStore, random};
+use super::{Error, Keks, Key32, Result, VAULT_FILE, VaultStore, random};
 
 /// A vault's state in a SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    keks: Option<Keks>,
 }
+
+/// The slot a subject's key is wrapped for.
+fn key_slot(subject: &str, key_id: &[u8]) -> String {
+    let id: String = key_id.iter().map(|b| format!("{b:02x}")).collect();
+    format!("key/{subject}/{id}")
+}
+
+const SECRET_SLOT: &str = "secret";
 
 /// Makes `dir` (and missing parents) owner-only; an existing directory is
 /// left as it is: the data directory is the server's to narrow.
@@ -52,8 +71,17 @@ pub fn private_file(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 impl SqliteStore {
-    /// Opens (or creates) the store in the data directory `dir`.
+    /// Opens (or creates) the store in the data directory `dir`, its
+    /// values in the clear.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, None)
+    }
+
+    /// Opens (or creates) the store in the data directory `dir`; with
+    /// `keks`, its secret and keys wrapped under the current key (values
+    /// found in the clear are wrapped now). Without `keks`, a store that
+    /// holds wrapped values is refused.
+    pub fn open_with(dir: impl AsRef<Path>, keks: Option<Keks>) -> Result<Self> {
         let path = dir.as_ref().join(VAULT_FILE);
         let store = |source| Error::Store {
             path: path.clone(),
@@ -92,15 +120,131 @@ impl SqliteStore {
              );",
         )
         .map_err(store)?;
+        let secret = random::<32>();
+        let secret = match &keks {
+            Some(keks) => keks.wrap(SECRET_SLOT, &secret),
+            None => secret.to_vec(),
+        };
         conn.execute(
             "INSERT OR IGNORE INTO secret (id, value) VALUES (1, ?1)",
-            params![random::<32>().to_vec()],
+            params![secret],
         )
         .map_err(store)?;
-        Ok(Self {
+        let store = Self {
             path,
             conn: Mutex::new(conn),
-        })
+            keks,
+        };
+        store.wrap_where(|value| Keks::wrapped_by(value).is_none())?;
+        // The secret is wrapped with the rest: one that does not open tells
+        // at once of a store that needs a key, or another key.
+        store.secret()?;
+        Ok(store)
+    }
+
+    /// Wraps every value under the current key-encryption key that is not
+    /// already: the last step of a rotation, once every process sharing
+    /// the store was given the new key (`threshold privacy rewrap`). How
+    /// many values were wrapped. Without keys, nothing is.
+    pub fn rewrap(&self) -> Result<usize> {
+        match &self.keks {
+            Some(keks) => self.wrap_where(|value| !keks.is_current(value)),
+            None => Ok(0),
+        }
+    }
+
+    /// Rewraps under the current key every value `stale` picks, in one
+    /// transaction, then overwrites the pages that held them: with
+    /// `secure_delete` a row's old bytes are zeroed where it was, and the
+    /// checkpoint writes the new pages over the database's and empties the
+    /// write-ahead log.
+    fn wrap_where(&self, stale: impl Fn(&[u8]) -> bool) -> Result<usize> {
+        let Some(keks) = &self.keks else {
+            return Ok(0);
+        };
+        let fail = |reason: String| Error::Shared {
+            store: self.describe(),
+            reason,
+        };
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let sql = |source| Error::Store {
+            path: self.path.clone(),
+            source,
+        };
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(sql)?;
+        let mut wrapped = 0;
+        let secret: Vec<u8> = tx
+            .query_row("SELECT value FROM secret WHERE id = 1", [], |r| r.get(0))
+            .map_err(sql)?;
+        if stale(&secret) {
+            let plain = self.open_value(SECRET_SLOT, secret).map_err(fail)?;
+            tx.execute(
+                "UPDATE secret SET value = ?1 WHERE id = 1",
+                params![keks.wrap(SECRET_SLOT, &plain)],
+            )
+            .map_err(sql)?;
+            wrapped += 1;
+        }
+        let keys: Vec<(i64, String, Vec<u8>, Vec<u8>)> = {
+            let mut select = tx
+                .prepare("SELECT rowid, subject, key_id, key FROM keys")
+                .map_err(sql)?;
+            select
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(sql)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql)?
+        };
+        for (rowid, subject, key_id, key) in keys {
+            if !stale(&key) {
+                continue;
+            }
+            let slot = key_slot(&subject, &key_id);
+            let plain = self.open_value(&slot, key).map_err(fail)?;
+            tx.execute(
+                "UPDATE keys SET key = ?1 WHERE rowid = ?2",
+                params![keks.wrap(&slot, &plain), rowid],
+            )
+            .map_err(sql)?;
+            wrapped += 1;
+        }
+        tx.commit().map_err(sql)?;
+        if wrapped > 0 {
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                .map_err(sql)?;
+        }
+        Ok(wrapped)
+    }
+
+    /// A stored value in the clear: unwrapped from `slot` when wrapped (a
+    /// store without keys cannot), as it is when kept in the clear.
+    fn open_value(&self, slot: &str, value: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+        match (Keks::wrapped_by(&value), &self.keks) {
+            (None, _) => Ok(value),
+            (Some(_), Some(keks)) => keks.unwrap(slot, &value),
+            (Some(id), None) => Err(format!(
+                "{slot}: wrapped under the key-encryption key {}, and this process was given \
+                 none (--vault-kek-file or THRESHOLD_VAULT_KEK)",
+                id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )),
+        }
+    }
+
+    /// [`Self::open_value`], failing as the store.
+    fn opened(&self, slot: &str, value: Vec<u8>) -> Result<Vec<u8>> {
+        self.open_value(slot, value)
+            .map_err(|reason| Error::Shared {
+                store: self.describe(),
+                reason,
+            })
+    }
+
+    /// `key` as this store keeps it for `slot`.
+    fn kept(&self, slot: &str, key: &[u8]) -> Vec<u8> {
+        match &self.keks {
+            Some(keks) => keks.wrap(slot, key),
+            None => key.to_vec(),
+        }
     }
 
     /// The vault's file.
@@ -132,10 +276,12 @@ impl VaultStore for SqliteStore {
         let value: Vec<u8> = self.with(|conn| {
             conn.query_row("SELECT value FROM secret WHERE id = 1", [], |r| r.get(0))
         })?;
-        value.try_into().map_err(|_| Error::Shared {
-            store: self.describe(),
-            reason: "the vault's secret is not 32 bytes".into(),
-        })
+        self.opened(SECRET_SLOT, value)?
+            .try_into()
+            .map_err(|_| Error::Shared {
+                store: self.describe(),
+                reason: "the vault's secret is not 32 bytes".into(),
+            })
     }
 
     fn is_unused(&self) -> Result<bool> {
@@ -155,6 +301,7 @@ impl VaultStore for SqliteStore {
     }
 
     fn household(&self, address_mac: &[u8; 32], fresh: &str, fresh_key: Key32) -> Result<String> {
+        let kept = self.kept(&key_slot(fresh, &fresh_key.0), &fresh_key.1);
         self.with(|conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
             if let Some(subject) = tx
@@ -173,7 +320,7 @@ impl VaultStore for SqliteStore {
             )?;
             tx.execute(
                 "INSERT INTO keys (key_id, subject, key) VALUES (?1, ?2, ?3)",
-                params![fresh_key.0, fresh, fresh_key.1],
+                params![fresh_key.0, fresh, kept],
             )?;
             tx.commit()?;
             Ok(fresh.to_owned())
@@ -194,7 +341,8 @@ impl VaultStore for SqliteStore {
     /// The check and the insert are one transaction, so a `forget` from
     /// another process cannot fall between them.
     fn key(&self, subject: &str, subject_mac: &[u8; 32], fresh: Key32) -> Result<Option<Key32>> {
-        self.with(|conn| {
+        let kept = self.kept(&key_slot(subject, &fresh.0), &fresh.1);
+        let found = self.with(|conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
             if forgotten(&tx, subject_mac)? {
                 return Ok(None);
@@ -203,30 +351,40 @@ impl VaultStore for SqliteStore {
                 .query_row(
                     "SELECT key_id, key FROM keys WHERE subject = ?1 ORDER BY rowid DESC LIMIT 1",
                     params![subject],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
                 )
                 .optional()?
             {
-                return Ok(Some(found));
+                return Ok(Some(Ok(found)));
             }
             tx.execute(
                 "INSERT INTO keys (key_id, subject, key) VALUES (?1, ?2, ?3)",
-                params![fresh.0, subject, fresh.1],
+                params![fresh.0, subject, kept],
             )?;
             tx.commit()?;
-            Ok(Some(fresh))
-        })
+            Ok(Some(Err(fresh)))
+        })?;
+        match found {
+            None => Ok(None),
+            Some(Err(fresh)) => Ok(Some(fresh)),
+            Some(Ok((key_id, key))) => {
+                let key = self.opened(&key_slot(subject, &key_id), key)?;
+                Ok(Some((key_id, key)))
+            }
+        }
     }
 
     fn key_by_id(&self, subject: &str, key_id: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.with(|conn| {
+        let key = self.with(|conn| {
             conn.query_row(
                 "SELECT key FROM keys WHERE key_id = ?1 AND subject = ?2",
                 params![key_id, subject],
                 |r| r.get(0),
             )
             .optional()
-        })
+        })?;
+        key.map(|key| self.opened(&key_slot(subject, key_id), key))
+            .transpose()
     }
 
     fn forget(&self, subject: &str, subject_mac: &[u8; 32]) -> Result<usize> {
@@ -250,5 +408,156 @@ impl VaultStore for SqliteStore {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Kek, Vault};
+
+    fn kek() -> Kek {
+        Kek::from_hex(&Kek::generate_hex(), "test").unwrap()
+    }
+
+    /// A key's row: subject, key id, the value stored.
+    type Row = (String, Vec<u8>, Vec<u8>);
+
+    /// Every key's row, and the stored secret, through a connection of
+    /// their own.
+    fn stored(dir: &Path) -> (Vec<Row>, Vec<u8>) {
+        let conn = Connection::open(dir.join(VAULT_FILE)).unwrap();
+        let keys = conn
+            .prepare("SELECT subject, key_id, key FROM keys ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let secret = conn
+            .query_row("SELECT value FROM secret", [], |r| r.get(0))
+            .unwrap();
+        (keys, secret)
+    }
+
+    /// Whether any of the vault's files holds `bytes`.
+    fn on_disk(dir: &Path, bytes: &[u8]) -> bool {
+        std::fs::read_dir(dir).unwrap().any(|entry| {
+            let file = std::fs::read(entry.unwrap().path()).unwrap();
+            file.windows(bytes.len()).any(|w| w == bytes)
+        })
+    }
+
+    #[test]
+    fn with_a_key_encryption_key_no_key_is_kept_in_the_clear_and_older_ones_are_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let address = ["Gatan 1", "111 51", "Stockholm", "SE"];
+        // A vault kept in the clear, as before a key was given.
+        let plain = Vault::open(dir.path()).unwrap();
+        let hh = plain.household(&address).unwrap();
+        let sealed = plain.seal(&hh.subject, "parcel/SE-1", b"Gatan 1").unwrap();
+        drop(plain);
+        let (keys, secret) = stored(dir.path());
+        assert_eq!((keys.len(), keys[0].2.len(), secret.len()), (1, 32, 32));
+        let (old_key, old_secret) = (keys[0].2.clone(), secret);
+        assert!(on_disk(dir.path(), &old_key), "the test can see a key");
+
+        // Opened with a key: what was in the clear is wrapped, its old
+        // bytes overwritten, and it opens what it sealed before.
+        let a = kek();
+        let keks = Keks::new(a.clone(), []);
+        let v = Vault::open_with(dir.path(), Some(keks.clone())).unwrap();
+        assert_eq!(
+            v.unseal(&sealed, "parcel/SE-1").unwrap().as_deref(),
+            Some(&b"Gatan 1"[..])
+        );
+        assert_eq!(
+            v.find_household(&address).unwrap(),
+            Some(hh.subject.clone())
+        );
+        let later = v.seal("resident:r", "grant/g-1", b"59.33,18.06").unwrap();
+        drop(v);
+        let (keys, secret) = stored(dir.path());
+        assert_eq!(keys.len(), 2);
+        let store = SqliteStore::open_with(dir.path(), Some(keks.clone())).unwrap();
+        let mut clear = vec![store.secret().unwrap().to_vec()];
+        for (subject, key_id, value) in &keys {
+            assert_eq!(Keks::wrapped_by(value), Some(a.id), "{subject}'s key");
+            clear.push(store.key_by_id(subject, key_id).unwrap().unwrap());
+        }
+        assert_eq!(Keks::wrapped_by(&secret), Some(a.id), "the secret");
+        assert_eq!(clear[0], old_secret);
+        assert_eq!(clear[1], old_key);
+        drop(store);
+        for bytes in &clear {
+            assert!(!on_disk(dir.path(), bytes), "a key in the clear on disk");
+        }
+
+        // Without the key, or with another, it does not open, and says
+        // which key it needs.
+        let err = Vault::open(dir.path()).unwrap_err().to_string();
+        for said in [a.id_hex().as_str(), "THRESHOLD_VAULT_KEK", VAULT_FILE] {
+            assert!(err.contains(said), "{said:?}: {err}");
+        }
+        let err = Vault::open_with(dir.path(), Some(Keks::new(kek(), [])))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&a.id_hex()) && err.contains("not given"),
+            "{err}"
+        );
+
+        // A wrapped key moved to another subject's row does not open there.
+        let conn = Connection::open(dir.path().join(VAULT_FILE)).unwrap();
+        conn.execute(
+            "UPDATE keys SET key = ?1 WHERE subject = ?2",
+            params![keys[0].2, keys[1].0],
+        )
+        .unwrap();
+        drop(conn);
+        let v = Vault::open_with(dir.path(), Some(keks)).unwrap();
+        let err = v.unseal(&later, "grant/g-1").unwrap_err().to_string();
+        assert!(err.contains("does not authenticate"), "{err}");
+    }
+
+    #[test]
+    fn a_rotation_rewraps_under_the_new_key_and_the_old_one_can_then_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (kek(), kek());
+        let v = Vault::open_with(dir.path(), Some(Keks::new(old.clone(), []))).unwrap();
+        let hh = v
+            .household(&["Gatan 1", "111 51", "Stockholm", "SE"])
+            .unwrap();
+        let a = v.seal(&hh.subject, "parcel/SE-1", b"Gatan 1").unwrap();
+        let b = v.seal("resident:r", "grant/g-1", b"59.33,18.06").unwrap();
+        drop(v);
+
+        // Every process is given the new key first, the old one after it.
+        let both = SqliteStore::open_with(dir.path(), Some(Keks::new(new.clone(), [old.clone()])))
+            .unwrap();
+        assert_eq!(both.rewrap().unwrap(), 3, "the secret and two keys");
+        assert_eq!(both.rewrap().unwrap(), 0, "nothing is left to rewrap");
+        drop(both);
+        let (keys, secret) = stored(dir.path());
+        for value in keys.iter().map(|k| &k.2).chain([&secret]) {
+            assert_eq!(Keks::wrapped_by(value), Some(new.id));
+        }
+        // Then the old key goes.
+        let v = Vault::open_with(dir.path(), Some(Keks::new(new, []))).unwrap();
+        assert_eq!(
+            v.unseal(&a, "parcel/SE-1").unwrap().as_deref(),
+            Some(&b"Gatan 1"[..])
+        );
+        assert!(v.unseal(&b, "grant/g-1").unwrap().is_some());
+        // Forgetting still destroys: the wrapped key's bytes are gone too.
+        let wrapped = keys.iter().find(|k| k.0 == hh.subject).unwrap().2.clone();
+        assert_eq!(v.forget(&hh.subject).unwrap(), 1);
+        assert_eq!(v.unseal(&a, "parcel/SE-1").unwrap(), None);
+        drop(v);
+        assert!(!on_disk(dir.path(), &wrapped));
+        let err = Vault::open_with(dir.path(), Some(Keks::new(old, [])))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not given"), "{err}");
     }
 }

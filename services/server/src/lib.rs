@@ -398,9 +398,11 @@ pub struct Placement {
     pub fetch_wait_ms: Option<u64>,
     /// The directory of the personal-data vault; `None` is the data directory.
     pub vault: Option<PathBuf>,
-    /// On Kafka, the key-encryption keys of the vault kept in the
-    /// deployment's vault topic ([`KafkaVault`]); `None` keeps the vault in
-    /// a directory (`vault`), for processes on one machine.
+    /// The vault's key-encryption keys. On Kafka, the vault is then kept in
+    /// the deployment's vault topic ([`KafkaVault`]); `None` keeps it in a
+    /// directory (`vault`), for processes on one machine. On the embedded
+    /// log, the vault's file keeps its secret and keys wrapped under them
+    /// ([`threshold_privacy::SqliteStore::open_with`]).
     pub vault_keks: Option<threshold_privacy::Keks>,
     /// Where the track-and-trace model is kept where `outcomes` run: `None`
     /// for a SQLite file in the data directory ([`TRACK_FILE`]), or
@@ -641,7 +643,8 @@ impl Node {
                     Err(e) => Err(e.into()),
                 }
             }
-            _ => vault_check::open(vault_dir, &*shared).await,
+            (LogSpec::Embedded, keks) => vault_check::open(vault_dir, keks.clone(), &*shared).await,
+            (LogSpec::Kafka(_), None) => vault_check::open(vault_dir, None, &*shared).await,
         };
         let vault = match vault {
             Ok(vault) => Arc::new(vault),

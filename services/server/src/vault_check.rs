@@ -78,14 +78,18 @@ fn sealed_value(event: &RecordedEvent) -> Option<&'static str> {
     }
 }
 
-/// Opens the vault in `dir`, refusing it when it is unused while `log`
-/// holds a sealed value. A vault file this call made is removed again when
-/// it refuses, so that nothing stands in the way of putting the right one
-/// back.
-pub(crate) async fn open(dir: &Path, log: &dyn EventLog) -> crate::Result<Vault> {
+/// Opens the vault in `dir` (its values wrapped under `keks`, if given),
+/// refusing it when it is unused while `log` holds a sealed value. A vault
+/// file this call made is removed again when it refuses, so that nothing
+/// stands in the way of putting the right one back.
+pub(crate) async fn open(
+    dir: &Path,
+    keks: Option<threshold_privacy::Keks>,
+    log: &dyn EventLog,
+) -> crate::Result<Vault> {
     let file = dir.join(threshold_privacy::VAULT_FILE);
     let existed = file.exists();
-    let vault = Vault::open(dir)?;
+    let vault = Vault::open_with(dir, keks)?;
     match check(&vault, log).await {
         Ok(()) => Ok(vault),
         Err(e) => {

@@ -202,16 +202,21 @@ enum PrivacyCmd {
         #[command(flatten)]
         vault: VaultPlace,
     },
-    /// On Kafka, wrap every key of the vault topic under the current
-    /// key-encryption key (--vault-kek-file), unwrapping with the previous
-    /// ones (--vault-kek-previous-file): the step of a rotation after every
+    /// Wrap every key of the vault (the vault topic on Kafka, `DATA/vault.db`
+    /// on the embedded log) under the current key-encryption key
+    /// (--vault-kek-file), unwrapping with the previous ones
+    /// (--vault-kek-previous-file): the step of a rotation after every
     /// process was given the new key first.
     Rewrap {
+        /// The data directory (its vault, on the embedded log).
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
         #[command(flatten)]
         vault: VaultPlace,
     },
-    /// Print a new random key-encryption key (64 hex digits) for a vault on
-    /// Kafka: keep it in a secret store, give it to every process.
+    /// Print a new random key-encryption key (64 hex digits) for the vault:
+    /// keep it in a secret store, apart from the data directory, and give
+    /// it to every process.
     NewKek,
 }
 
@@ -234,7 +239,7 @@ impl VaultPlace {
     /// The vault: the file under `data` on the embedded log, the topic on
     /// Kafka.
     async fn open(&self, data: &std::path::Path) -> Result<threshold_privacy::Vault, BoxError> {
-        match (&self.log, self.keys.for_log(&self.log)?) {
+        match (&self.log, self.keys.keks()?) {
             (threshold_server::LogSpec::Kafka(brokers), Some(keks)) => {
                 Ok(threshold_privacy::Vault::with_store(
                     threshold_server::KafkaVault::open(
@@ -251,7 +256,9 @@ impl VaultPlace {
                  THRESHOLD_VAULT_KEK (a vault in a directory is --data, without --log)"
                     .into(),
             ),
-            (threshold_server::LogSpec::Embedded, _) => Ok(threshold_privacy::Vault::open(data)?),
+            (threshold_server::LogSpec::Embedded, keks) => {
+                Ok(threshold_privacy::Vault::open_with(data, keks)?)
+            }
         }
     }
 }
@@ -410,15 +417,18 @@ fn causes(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The key-encryption keys of a vault kept on Kafka (the deployment's vault
-/// topic, shared by every process with nothing on disk).
+/// The vault's key-encryption keys: on Kafka, for the deployment's vault
+/// topic, shared by every process with nothing on disk; on the embedded
+/// log, for `DATA/vault.db`.
 #[derive(clap::Args, Clone, Default)]
 pub(crate) struct VaultKeyArgs {
-    /// On Kafka, keep the vault in the deployment's vault topic, its keys
-    /// wrapped under the key-encryption key in FILE (64 hex digits, from
-    /// `threshold privacy new-kek`); THRESHOLD_VAULT_KEK may give the
-    /// digits instead. Without either, the vault is a file under --vault
-    /// (or --data), for processes on one machine.
+    /// Keep the vault's keys wrapped under the key-encryption key in FILE
+    /// (64 hex digits, from `threshold privacy new-kek`); THRESHOLD_VAULT_KEK
+    /// may give the digits instead. On Kafka, the vault is then the
+    /// deployment's vault topic; without either, a file under --vault (or
+    /// --data), for processes on one machine. On the embedded log, the key
+    /// wraps `DATA/vault.db`'s secret and keys (those kept in the clear are
+    /// wrapped at start); a vault wrapped so does not open without it.
     #[arg(long, env = "THRESHOLD_VAULT_KEK_FILE", value_name = "FILE")]
     pub(crate) vault_kek_file: Option<PathBuf>,
     /// During a rotation, a previous key-encryption key, still accepted to
@@ -447,23 +457,6 @@ impl VaultKeyArgs {
             .map(|f| Kek::read(f))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(threshold_privacy::Keks::new(current, previous)))
-    }
-
-    /// The keys for a vault on `log`; a key given for the embedded log is
-    /// refused rather than ignored.
-    pub(crate) fn for_log(
-        &self,
-        log: &threshold_server::LogSpec,
-    ) -> Result<Option<threshold_privacy::Keks>, BoxError> {
-        let keks = self.keks()?;
-        if keks.is_some() && *log == threshold_server::LogSpec::Embedded {
-            return Err(
-                "a vault key-encryption key (--vault-kek-file, THRESHOLD_VAULT_KEK) \
-                        is for a vault on Kafka: the embedded log keeps its vault under --data"
-                    .into(),
-            );
-        }
-        Ok(keks)
     }
 }
 
@@ -636,16 +629,22 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
             Ok(true)
         }
         Cmd::Privacy {
-            command: PrivacyCmd::Rewrap { vault },
+            command: PrivacyCmd::Rewrap { data, vault },
         } => {
-            let threshold_server::LogSpec::Kafka(brokers) = &vault.log else {
-                return Err("rewrap is for a vault on Kafka (--log kafka://…)".into());
-            };
             let keks = vault
                 .keys
                 .keks()?
                 .ok_or("rewrap needs the new key-encryption key: --vault-kek-file FILE")?;
             let current = keks.current().id_hex();
+            let threshold_server::LogSpec::Kafka(brokers) = &vault.log else {
+                let store = threshold_privacy::SqliteStore::open_with(&data, Some(keks))?;
+                let n = store.rewrap()?;
+                println!(
+                    "{}: {n} value(s) rewrapped under key-encryption key {current}",
+                    store.path().display()
+                );
+                return Ok(true);
+            };
             let store = threshold_server::KafkaVault::open(
                 brokers,
                 &vault.topic_prefix,

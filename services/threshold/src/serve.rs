@@ -121,8 +121,11 @@ pub(crate) async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Se
     args.tls.check(args.listen, args.telemetry.admin)?;
     crate::console::check(args.console, args.tls.insecure)?;
     let tls = args.tls.tls()?;
-    let vault_keks = args.vault_keys.for_log(&args.log)?;
-    if vault_keks.is_some() && args.vault.is_some() {
+    let vault_keks = args.vault_keys.keks()?;
+    if vault_keks.is_some()
+        && args.vault.is_some()
+        && args.log != threshold_server::LogSpec::Embedded
+    {
         return Err(
             "give --vault (a vault directory on one machine) or a key-encryption key \
                     (the vault topic on Kafka), not both"
