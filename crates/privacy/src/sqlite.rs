@@ -34,6 +34,11 @@ fn key_slot(subject: &str, key_id: &[u8]) -> String {
 
 const SECRET_SLOT: &str = "secret";
 
+/// The keys kept in the clear, as SQL: a wrapped value is longer than its
+/// header (34 bytes) and starts `W1` ([`Keks::wrapped_by`]), so a start scans the
+/// table without reading every wrapped key out of it.
+const CLEAR: &str = "WHERE length(key) <= 34 OR substr(key, 1, 2) <> x'5731'";
+
 /// Makes `dir` (and missing parents) owner-only; an existing directory is
 /// left as it is: the data directory is the server's to narrow.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
@@ -135,7 +140,7 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             keks,
         };
-        store.wrap_where(|value| Keks::wrapped_by(value).is_none())?;
+        store.wrap_where(CLEAR, |value| Keks::wrapped_by(value).is_none())?;
         // The secret is wrapped with the rest: one that does not open tells
         // at once of a store that needs a key, or another key.
         store.secret()?;
@@ -148,17 +153,18 @@ impl SqliteStore {
     /// many values were wrapped. Without keys, nothing is.
     pub fn rewrap(&self) -> Result<usize> {
         match &self.keks {
-            Some(keks) => self.wrap_where(|value| !keks.is_current(value)),
+            Some(keks) => self.wrap_where("", |value| !keks.is_current(value)),
             None => Ok(0),
         }
     }
 
-    /// Rewraps under the current key every value `stale` picks, in one
+    /// Rewraps under the current key every value `stale` picks (of the
+    /// keys, among those the SQL condition `among` selects), in one
     /// transaction, then overwrites the pages that held them: with
     /// `secure_delete` a row's old bytes are zeroed where it was, and the
     /// checkpoint writes the new pages over the database's and empties the
     /// write-ahead log.
-    fn wrap_where(&self, stale: impl Fn(&[u8]) -> bool) -> Result<usize> {
+    fn wrap_where(&self, among: &str, stale: impl Fn(&[u8]) -> bool) -> Result<usize> {
         let Some(keks) = &self.keks else {
             return Ok(0);
         };
@@ -187,7 +193,9 @@ impl SqliteStore {
         }
         let keys: Vec<(i64, String, Vec<u8>, Vec<u8>)> = {
             let mut select = tx
-                .prepare("SELECT rowid, subject, key_id, key FROM keys")
+                .prepare(&format!(
+                    "SELECT rowid, subject, key_id, key FROM keys {among}"
+                ))
                 .map_err(sql)?;
             select
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
