@@ -35,8 +35,8 @@ fn key_slot(subject: &str, key_id: &[u8]) -> String {
 const SECRET_SLOT: &str = "secret";
 
 /// The keys kept in the clear, as SQL: a wrapped value is longer than its
-/// header (34 bytes) and starts `W1` ([`Keks::wrapped_by`]), so a start scans the
-/// table without reading every wrapped key out of it.
+/// header (34 bytes) and starts `W1` ([`Keks::wrapped_by`]), so a start
+/// scans the table without reading every wrapped key out of it.
 const CLEAR: &str = "WHERE length(key) <= 34 OR substr(key, 1, 2) <> x'5731'";
 
 /// Makes `dir` (and missing parents) owner-only; an existing directory is
