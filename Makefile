@@ -78,6 +78,7 @@ bench:
 	$(CARGO) bench -p threshold-projections --bench projections
 	scripts/pg-peer.sh run $(CARGO) bench -p threshold-projections --bench track
 	$(CARGO) bench -p threshold-console --bench pages
+	$(CARGO) bench -p threshold-privacy --bench at_rest
 
 bench-webhooks:
 	$(CARGO) bench -p threshold-webhook-service --bench webhooks

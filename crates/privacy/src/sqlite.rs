@@ -13,7 +13,7 @@
 //! holding wrapped values is refused without its key, naming the key's id.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -24,12 +24,22 @@ pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
     keks: Option<Keks>,
+    /// The vault's secret, once read: it never changes (a rotation rewraps
+    /// it, the same secret), and every seal asks for it.
+    secret: OnceLock<[u8; 32]>,
 }
 
 /// The slot a subject's key is wrapped for.
 fn key_slot(subject: &str, key_id: &[u8]) -> String {
-    let id: String = key_id.iter().map(|b| format!("{b:02x}")).collect();
-    format!("key/{subject}/{id}")
+    use std::fmt::Write as _;
+    let mut slot = String::with_capacity(5 + subject.len() + 2 * key_id.len());
+    slot.push_str("key/");
+    slot.push_str(subject);
+    slot.push('/');
+    for b in key_id {
+        let _ = write!(slot, "{b:02x}");
+    }
+    slot
 }
 
 const SECRET_SLOT: &str = "secret";
@@ -139,6 +149,7 @@ impl SqliteStore {
             path,
             conn: Mutex::new(conn),
             keks,
+            secret: OnceLock::new(),
         };
         store.wrap_where(CLEAR, |value| Keks::wrapped_by(value).is_none())?;
         // The secret is wrapped with the rest: one that does not open tells
@@ -270,26 +281,28 @@ impl SqliteStore {
 }
 
 fn forgotten(conn: &Connection, subject_mac: &[u8; 32]) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT 1 FROM forgotten WHERE subject_mac = ?1",
-        params![subject_mac.to_vec()],
-        |_| Ok(()),
-    )
-    .optional()
-    .map(|found| found.is_some())
+    conn.prepare_cached("SELECT 1 FROM forgotten WHERE subject_mac = ?1")?
+        .query_row(params![subject_mac.as_slice()], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
 }
 
 impl VaultStore for SqliteStore {
     fn secret(&self) -> Result<[u8; 32]> {
+        if let Some(secret) = self.secret.get() {
+            return Ok(*secret);
+        }
         let value: Vec<u8> = self.with(|conn| {
             conn.query_row("SELECT value FROM secret WHERE id = 1", [], |r| r.get(0))
         })?;
-        self.opened(SECRET_SLOT, value)?
-            .try_into()
-            .map_err(|_| Error::Shared {
-                store: self.describe(),
-                reason: "the vault's secret is not 32 bytes".into(),
-            })
+        let secret: [u8; 32] =
+            self.opened(SECRET_SLOT, value)?
+                .try_into()
+                .map_err(|_| Error::Shared {
+                    store: self.describe(),
+                    reason: "the vault's secret is not 32 bytes".into(),
+                })?;
+        Ok(*self.secret.get_or_init(|| secret))
     }
 
     fn is_unused(&self) -> Result<bool> {
@@ -309,15 +322,11 @@ impl VaultStore for SqliteStore {
     }
 
     fn household(&self, address_mac: &[u8; 32], fresh: &str, fresh_key: Key32) -> Result<String> {
-        let kept = self.kept(&key_slot(fresh, &fresh_key.0), &fresh_key.1);
         self.with(|conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
             if let Some(subject) = tx
-                .query_row(
-                    "SELECT subject FROM households WHERE address_mac = ?1",
-                    params![address_mac.to_vec()],
-                    |r| r.get::<_, String>(0),
-                )
+                .prepare_cached("SELECT subject FROM households WHERE address_mac = ?1")?
+                .query_row(params![address_mac.as_slice()], |r| r.get::<_, String>(0))
                 .optional()?
             {
                 return Ok(subject);
@@ -328,7 +337,11 @@ impl VaultStore for SqliteStore {
             )?;
             tx.execute(
                 "INSERT INTO keys (key_id, subject, key) VALUES (?1, ?2, ?3)",
-                params![fresh_key.0, fresh, kept],
+                params![
+                    fresh_key.0,
+                    fresh,
+                    self.kept(&key_slot(fresh, &fresh_key.0), &fresh_key.1)
+                ],
             )?;
             tx.commit()?;
             Ok(fresh.to_owned())
@@ -337,37 +350,38 @@ impl VaultStore for SqliteStore {
 
     fn find_household(&self, address_mac: &[u8; 32]) -> Result<Option<String>> {
         self.with(|conn| {
-            conn.query_row(
-                "SELECT subject FROM households WHERE address_mac = ?1",
-                params![address_mac.to_vec()],
-                |r| r.get(0),
-            )
-            .optional()
+            conn.prepare_cached("SELECT subject FROM households WHERE address_mac = ?1")?
+                .query_row(params![address_mac.as_slice()], |r| r.get(0))
+                .optional()
         })
     }
 
     /// The check and the insert are one transaction, so a `forget` from
     /// another process cannot fall between them.
     fn key(&self, subject: &str, subject_mac: &[u8; 32], fresh: Key32) -> Result<Option<Key32>> {
-        let kept = self.kept(&key_slot(subject, &fresh.0), &fresh.1);
         let found = self.with(|conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
             if forgotten(&tx, subject_mac)? {
                 return Ok(None);
             }
             if let Some(found) = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT key_id, key FROM keys WHERE subject = ?1 ORDER BY rowid DESC LIMIT 1",
-                    params![subject],
-                    |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
-                )
+                )?
+                .query_row(params![subject], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
                 .optional()?
             {
                 return Ok(Some(Ok(found)));
             }
             tx.execute(
                 "INSERT INTO keys (key_id, subject, key) VALUES (?1, ?2, ?3)",
-                params![fresh.0, subject, kept],
+                params![
+                    fresh.0,
+                    subject,
+                    self.kept(&key_slot(subject, &fresh.0), &fresh.1)
+                ],
             )?;
             tx.commit()?;
             Ok(Some(Err(fresh)))
@@ -384,12 +398,9 @@ impl VaultStore for SqliteStore {
 
     fn key_by_id(&self, subject: &str, key_id: &[u8]) -> Result<Option<Vec<u8>>> {
         let key = self.with(|conn| {
-            conn.query_row(
-                "SELECT key FROM keys WHERE key_id = ?1 AND subject = ?2",
-                params![key_id, subject],
-                |r| r.get(0),
-            )
-            .optional()
+            conn.prepare_cached("SELECT key FROM keys WHERE key_id = ?1 AND subject = ?2")?
+                .query_row(params![key_id, subject], |r| r.get(0))
+                .optional()
         })?;
         key.map(|key| self.opened(&key_slot(subject, key_id), key))
             .transpose()
