@@ -151,10 +151,17 @@ impl SqliteStore {
             keks,
             secret: OnceLock::new(),
         };
-        store.wrap_where(CLEAR, |value| Keks::wrapped_by(value).is_none())?;
-        // The secret is wrapped with the rest: one that does not open tells
-        // at once of a store that needs a key, or another key.
+        // The secret is wrapped with the rest, and first: one that does not
+        // open tells of a store that needs a key, or another key, before
+        // anything is wrapped under the key given.
         store.secret()?;
+        store.wrap_where(CLEAR, |value| Keks::wrapped_by(value).is_none())?;
+        if store.keks.is_some() {
+            // Pages a wrapping could not overwrite before (another process
+            // held the file open) are overwritten now.
+            let conn = store.conn.lock().unwrap_or_else(|p| p.into_inner());
+            store.overwrite(&conn)?;
+        }
         Ok(store)
     }
 
@@ -229,10 +236,57 @@ impl SqliteStore {
         }
         tx.commit().map_err(sql)?;
         if wrapped > 0 {
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
-                .map_err(sql)?;
+            self.overwrite(&conn)?;
         }
         Ok(wrapped)
+    }
+
+    /// Writes every page of the write-ahead log over the database's and
+    /// empties the log, so what a deletion or a wrapping replaced is gone
+    /// from both files (`secure_delete` zeroed it in the new pages). A
+    /// reader of another process can hold the checkpoint off: it is tried
+    /// for up to two seconds, then refused with what to do.
+    fn overwrite(&self, conn: &Connection) -> Result<()> {
+        for _ in 0..100 {
+            let busy: i64 = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .map_err(|source| Error::Store {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            if busy == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Err(Error::Shared {
+            store: self.describe(),
+            reason: "the pages that held a destroyed or unwrapped key could not be \
+                     overwritten: another process holds the vault open; run this again once \
+                     it is stopped"
+                .into(),
+        })
+    }
+
+    /// Why a key cannot be kept here in the clear, if it cannot: a store
+    /// opened without keys that another process has since wrapped (its
+    /// secret is wrapped now). Asked in the transaction that would keep
+    /// it.
+    fn wrapped_since(&self, conn: &Connection) -> rusqlite::Result<Option<String>> {
+        if self.keks.is_some() {
+            return Ok(None);
+        }
+        let secret: Vec<u8> = conn
+            .prepare_cached("SELECT value FROM secret WHERE id = 1")?
+            .query_row([], |r| r.get(0))?;
+        Ok(Keks::wrapped_by(&secret).map(|id| {
+            format!(
+                "the vault was wrapped under the key-encryption key {} after this process \
+                 opened it, and no key is kept in the clear in it: start this process with \
+                 the key (--vault-kek-file or THRESHOLD_VAULT_KEK)",
+                id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        }))
     }
 
     /// A stored value in the clear: unwrapped from `slot` when wrapped (a
@@ -322,14 +376,17 @@ impl VaultStore for SqliteStore {
     }
 
     fn household(&self, address_mac: &[u8; 32], fresh: &str, fresh_key: Key32) -> Result<String> {
-        self.with(|conn| {
+        let made = self.with(|conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
             if let Some(subject) = tx
                 .prepare_cached("SELECT subject FROM households WHERE address_mac = ?1")?
                 .query_row(params![address_mac.as_slice()], |r| r.get::<_, String>(0))
                 .optional()?
             {
-                return Ok(subject);
+                return Ok(Ok(subject));
+            }
+            if let Some(refusal) = self.wrapped_since(&tx)? {
+                return Ok(Err(refusal));
             }
             tx.execute(
                 "INSERT INTO households (address_mac, subject) VALUES (?1, ?2)",
@@ -344,7 +401,11 @@ impl VaultStore for SqliteStore {
                 ],
             )?;
             tx.commit()?;
-            Ok(fresh.to_owned())
+            Ok(Ok(fresh.to_owned()))
+        })?;
+        made.map_err(|reason| Error::Shared {
+            store: self.describe(),
+            reason,
         })
     }
 
@@ -362,7 +423,7 @@ impl VaultStore for SqliteStore {
         let found = self.with(|conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
             if forgotten(&tx, subject_mac)? {
-                return Ok(None);
+                return Ok(Ok(None));
             }
             if let Some(found) = tx
                 .prepare_cached(
@@ -373,7 +434,10 @@ impl VaultStore for SqliteStore {
                 })
                 .optional()?
             {
-                return Ok(Some(Ok(found)));
+                return Ok(Ok(Some(Ok(found))));
+            }
+            if let Some(refusal) = self.wrapped_since(&tx)? {
+                return Ok(Err(refusal));
             }
             tx.execute(
                 "INSERT INTO keys (key_id, subject, key) VALUES (?1, ?2, ?3)",
@@ -384,7 +448,11 @@ impl VaultStore for SqliteStore {
                 ],
             )?;
             tx.commit()?;
-            Ok(Some(Err(fresh)))
+            Ok(Ok(Some(Err(fresh))))
+        })?;
+        let found = found.map_err(|reason| Error::Shared {
+            store: self.describe(),
+            reason,
         })?;
         match found {
             None => Ok(None),
@@ -406,9 +474,14 @@ impl VaultStore for SqliteStore {
             .transpose()
     }
 
+    /// The keys are destroyed when the transaction commits; the pages
+    /// that held them are overwritten at once ([`Self::overwrite`]), and a
+    /// failure to overwrite them is the error, which a second `forget`
+    /// (destroying nothing more) retries.
     fn forget(&self, subject: &str, subject_mac: &[u8; 32]) -> Result<usize> {
-        self.with(|conn| {
-            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = (|| {
+            let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT OR IGNORE INTO forgotten (subject_mac) VALUES (?1)",
                 params![subject_mac.to_vec()],
@@ -419,10 +492,14 @@ impl VaultStore for SqliteStore {
                 params![subject],
             )?;
             tx.commit()?;
-            // Overwrite freed pages now, not at some later write.
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
             Ok(keys)
-        })
+        })()
+        .map_err(|source| Error::Store {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.overwrite(&conn)?;
+        Ok(keys)
     }
 
     fn describe(&self) -> String {
@@ -475,17 +552,29 @@ mod tests {
         let plain = Vault::open(dir.path()).unwrap();
         let hh = plain.household(&address).unwrap();
         let sealed = plain.seal(&hh.subject, "parcel/SE-1", b"Gatan 1").unwrap();
+        // Enough keys for the table to span pages.
+        for i in 2..300 {
+            plain
+                .household(&[&format!("Gatan {i}"), "111 51", "Stockholm", "SE"])
+                .unwrap();
+        }
         drop(plain);
         let (keys, secret) = stored(dir.path());
-        assert_eq!((keys.len(), keys[0].2.len(), secret.len()), (1, 32, 32));
+        assert_eq!((keys.len(), keys[0].2.len(), secret.len()), (299, 32, 32));
         let (old_key, old_secret) = (keys[0].2.clone(), secret);
         assert!(on_disk(dir.path(), &old_key), "the test can see a key");
 
         // Opened with a key: what was in the clear is wrapped, its old
-        // bytes overwritten, and it opens what it sealed before.
+        // bytes overwritten while the store is still open (not by SQLite's
+        // checkpoint on the last close), and it opens what it sealed
+        // before.
         let a = kek();
         let keks = Keks::new(a.clone(), []);
         let v = Vault::open_with(dir.path(), Some(keks.clone())).unwrap();
+        for (_, _, key) in &keys {
+            assert!(!on_disk(dir.path(), key), "a key in the clear on disk");
+        }
+        assert!(!on_disk(dir.path(), &old_secret), "the secret in the clear");
         assert_eq!(
             v.unseal(&sealed, "parcel/SE-1").unwrap().as_deref(),
             Some(&b"Gatan 1"[..])
@@ -497,7 +586,8 @@ mod tests {
         let later = v.seal("resident:r", "grant/g-1", b"59.33,18.06").unwrap();
         drop(v);
         let (keys, secret) = stored(dir.path());
-        assert_eq!(keys.len(), 2);
+        assert_eq!(keys.len(), 300);
+        let r = keys.len() - 1;
         let store = SqliteStore::open_with(dir.path(), Some(keks.clone())).unwrap();
         let mut clear = vec![store.secret().unwrap().to_vec()];
         for (subject, key_id, value) in &keys {
@@ -507,10 +597,10 @@ mod tests {
         assert_eq!(Keks::wrapped_by(&secret), Some(a.id), "the secret");
         assert_eq!(clear[0], old_secret);
         assert_eq!(clear[1], old_key);
-        drop(store);
         for bytes in &clear {
             assert!(!on_disk(dir.path(), bytes), "a key in the clear on disk");
         }
+        drop(store);
 
         // Without the key, or with another, it does not open, and says
         // which key it needs.
@@ -525,18 +615,84 @@ mod tests {
             err.contains(&a.id_hex()) && err.contains("not given"),
             "{err}"
         );
-
-        // A wrapped key moved to another subject's row does not open there.
+        // ... and the refused key wrapped nothing: a key another process
+        // kept in the clear stays as it was.
         let conn = Connection::open(dir.path().join(VAULT_FILE)).unwrap();
+        let clear_row = [7u8; 32].to_vec();
         conn.execute(
-            "UPDATE keys SET key = ?1 WHERE subject = ?2",
-            params![keys[0].2, keys[1].0],
+            "INSERT INTO keys (key_id, subject, key) VALUES (x'00', 'resident:c', ?1)",
+            params![clear_row],
         )
         .unwrap();
-        drop(conn);
-        let v = Vault::open_with(dir.path(), Some(keks)).unwrap();
+        assert!(Vault::open_with(dir.path(), Some(Keks::new(kek(), []))).is_err());
+        let kept: Vec<u8> = conn
+            .query_row(
+                "SELECT key FROM keys WHERE subject = 'resident:c'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, clear_row);
+        conn.execute("DELETE FROM keys WHERE subject = 'resident:c'", [])
+            .unwrap();
+
+        // A wrapped key moved to another subject's row does not open there
+        // (the key ids differ)...
+        conn.execute(
+            "UPDATE keys SET key = ?1 WHERE subject = ?2",
+            params![keys[0].2, keys[r].0],
+        )
+        .unwrap();
+        let v = Vault::open_with(dir.path(), Some(keks.clone())).unwrap();
         let err = v.unseal(&later, "grant/g-1").unwrap_err().to_string();
         assert!(err.contains("does not authenticate"), "{err}");
+        drop(v);
+        // ... nor does a row given to another subject, its key id kept.
+        conn.execute(
+            "UPDATE keys SET subject = 'resident:x' WHERE subject = ?1",
+            params![keys[0].0],
+        )
+        .unwrap();
+        let store = SqliteStore::open_with(dir.path(), Some(keks)).unwrap();
+        let err = store
+            .key_by_id("resident:x", &keys[0].1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not authenticate"), "{err}");
+    }
+
+    #[test]
+    fn a_process_without_the_key_keeps_no_new_key_in_the_clear_once_another_wrapped_the_vault() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyless = SqliteStore::open(dir.path()).unwrap();
+        let mac = [1u8; 32];
+        let fresh = || (vec![9u8; 16], vec![8u8; 32]);
+        assert!(keyless.key("resident:a", &mac, fresh()).unwrap().is_some());
+        // Another process, given the key, wraps the vault.
+        let a = kek();
+        let wrapping = SqliteStore::open_with(dir.path(), Some(Keks::new(a.clone(), []))).unwrap();
+        for refused in [
+            keyless
+                .key("resident:b", &[2u8; 32], fresh())
+                .map(|_| ())
+                .unwrap_err(),
+            keyless
+                .household(&[3u8; 32], "hh-b", fresh())
+                .map(|_| ())
+                .unwrap_err(),
+        ] {
+            let said = refused.to_string();
+            assert!(
+                said.contains(&a.id_hex()) && said.contains("THRESHOLD_VAULT_KEK"),
+                "{said}"
+            );
+        }
+        // What it kept before is wrapped, and nothing is in the clear.
+        let (keys, _) = stored(dir.path());
+        assert_eq!(keys.len(), 1);
+        assert_eq!(Keks::wrapped_by(&keys[0].2), Some(a.id));
+        assert!(!on_disk(dir.path(), &[8u8; 32]));
+        drop(wrapping);
     }
 
     #[test]

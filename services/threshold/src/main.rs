@@ -220,6 +220,22 @@ enum PrivacyCmd {
     NewKek,
 }
 
+/// Refuses a data directory with no vault in it: the privacy commands act
+/// on a vault, and one made here would forget or rewrap nothing while
+/// saying so.
+fn existing_vault(data: &std::path::Path) -> Result<(), BoxError> {
+    let file = data.join(threshold_privacy::VAULT_FILE);
+    if file.exists() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: no vault here: give the data directory of the server (--data), or the vault \
+         on Kafka (--log kafka://… with its key-encryption key)",
+        file.display()
+    )
+    .into())
+}
+
 /// Where a vault is, for the privacy commands.
 #[derive(clap::Args)]
 struct VaultPlace {
@@ -257,6 +273,7 @@ impl VaultPlace {
                     .into(),
             ),
             (threshold_server::LogSpec::Embedded, keks) => {
+                existing_vault(data)?;
                 Ok(threshold_privacy::Vault::open_with(data, keks)?)
             }
         }
@@ -637,6 +654,7 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
                 .ok_or("rewrap needs the new key-encryption key: --vault-kek-file FILE")?;
             let current = keks.current().id_hex();
             let threshold_server::LogSpec::Kafka(brokers) = &vault.log else {
+                existing_vault(&data)?;
                 let store = threshold_privacy::SqliteStore::open_with(&data, Some(keks))?;
                 let n = store.rewrap()?;
                 println!(

@@ -178,6 +178,15 @@ fn serve_wraps_the_vault_under_its_key_encryption_key_and_refuses_to_start_witho
         assert!(!said.contains(&old), "the key itself is never printed");
     }
 
+    // A data directory with no vault is refused, not given a new one.
+    let elsewhere = dir.path().join("elsewhere");
+    for args in [&forget[..], &["rewrap", "--vault-kek-file", new_file][..]] {
+        let out = privacy(&elsewhere, args);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("no vault here"), "{}", text(&out));
+        assert!(!elsewhere.join(threshold_privacy::VAULT_FILE).exists());
+    }
+
     // Rotation: the new key, the old one still accepted, every value
     // rewrapped; then the new key alone serves.
     let out = privacy(
