@@ -71,6 +71,7 @@ fn main() {
         [],
     );
     let names = ["households made/s", "seals/s", "unseals/s"];
+    let keys = ["households_per_s", "seals_per_s", "unseals_per_s"];
     let (mut clear, mut wrapped) = (vec![Vec::new(); 3], vec![Vec::new(); 3]);
     for r in 1..=rounds {
         let c = round(None, households, seals);
@@ -97,9 +98,9 @@ fn main() {
             "{name:<20} in the clear {c:>10.0}, wrapped {w:>10.0}: wrapped / clear {:.2}",
             w / c
         );
-        let key = name.split(' ').next().unwrap_or(name).replace('/', "");
         json.push(format!(
-            "\"{key}_per_s\": {{\"clear\": {c:.1}, \"wrapped\": {w:.1}, \"ratio\": {:.3}}}",
+            "\"{}\": {{\"clear\": {c:.1}, \"wrapped\": {w:.1}, \"ratio\": {:.3}}}",
+            keys[i],
             w / c
         ));
     }
