@@ -23,6 +23,16 @@ use super::random;
 const MAGIC: &[u8; 2] = b"W1";
 const HEADER: usize = 2 + 8 + 24;
 
+/// `bytes` as lowercase hexadecimal: how key ids are named.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// One key-encryption key.
 #[derive(Clone)]
 pub struct Kek {
@@ -83,7 +93,7 @@ impl Kek {
 
     /// Its id, as hexadecimal: names it without revealing it.
     pub fn id_hex(&self) -> String {
-        self.id.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.id)
     }
 }
 
@@ -146,7 +156,7 @@ impl Keks {
             format!(
                 "{slot}: wrapped under the key-encryption key {}, which this process was not \
                  given (it holds {})",
-                id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                hex(&id),
                 self.0
                     .iter()
                     .map(Kek::id_hex)

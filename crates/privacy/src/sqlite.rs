@@ -17,6 +17,7 @@ use std::sync::{Mutex, OnceLock};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::kek::hex;
 use super::{Error, Keks, Key32, Result, VAULT_FILE, VaultStore, random};
 
 /// A vault's state in a SQLite file.
@@ -31,15 +32,7 @@ pub struct SqliteStore {
 
 /// The slot a subject's key is wrapped for.
 fn key_slot(subject: &str, key_id: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut slot = String::with_capacity(5 + subject.len() + 2 * key_id.len());
-    slot.push_str("key/");
-    slot.push_str(subject);
-    slot.push('/');
-    for b in key_id {
-        let _ = write!(slot, "{b:02x}");
-    }
-    slot
+    format!("key/{subject}/{}", hex(key_id))
 }
 
 const SECRET_SLOT: &str = "secret";
@@ -284,7 +277,7 @@ impl SqliteStore {
                 "the vault was wrapped under the key-encryption key {} after this process \
                  opened it, and no key is kept in the clear in it: start this process with \
                  the key (--vault-kek-file or THRESHOLD_VAULT_KEK)",
-                id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                hex(&id)
             )
         }))
     }
@@ -298,14 +291,18 @@ impl SqliteStore {
             (Some(id), None) => Err(format!(
                 "{slot}: wrapped under the key-encryption key {}, and this process was given \
                  none (--vault-kek-file or THRESHOLD_VAULT_KEK)",
-                id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                hex(&id)
             )),
         }
     }
 
-    /// [`Self::open_value`], failing as the store.
-    fn opened(&self, slot: &str, value: Vec<u8>) -> Result<Vec<u8>> {
-        self.open_value(slot, value)
+    /// [`Self::open_value`], failing as the store; the slot is named only
+    /// for a wrapped value, so a store in the clear formats none.
+    fn opened(&self, slot: impl FnOnce() -> String, value: Vec<u8>) -> Result<Vec<u8>> {
+        if Keks::wrapped_by(&value).is_none() {
+            return Ok(value);
+        }
+        self.open_value(&slot(), value)
             .map_err(|reason| Error::Shared {
                 store: self.describe(),
                 reason,
@@ -349,13 +346,13 @@ impl VaultStore for SqliteStore {
         let value: Vec<u8> = self.with(|conn| {
             conn.query_row("SELECT value FROM secret WHERE id = 1", [], |r| r.get(0))
         })?;
-        let secret: [u8; 32] =
-            self.opened(SECRET_SLOT, value)?
-                .try_into()
-                .map_err(|_| Error::Shared {
-                    store: self.describe(),
-                    reason: "the vault's secret is not 32 bytes".into(),
-                })?;
+        let secret: [u8; 32] = self
+            .opened(|| SECRET_SLOT.to_owned(), value)?
+            .try_into()
+            .map_err(|_| Error::Shared {
+                store: self.describe(),
+                reason: "the vault's secret is not 32 bytes".into(),
+            })?;
         Ok(*self.secret.get_or_init(|| secret))
     }
 
@@ -458,7 +455,7 @@ impl VaultStore for SqliteStore {
             None => Ok(None),
             Some(Err(fresh)) => Ok(Some(fresh)),
             Some(Ok((key_id, key))) => {
-                let key = self.opened(&key_slot(subject, &key_id), key)?;
+                let key = self.opened(|| key_slot(subject, &key_id), key)?;
                 Ok(Some((key_id, key)))
             }
         }
@@ -470,7 +467,7 @@ impl VaultStore for SqliteStore {
                 .query_row(params![key_id, subject], |r| r.get(0))
                 .optional()
         })?;
-        key.map(|key| self.opened(&key_slot(subject, key_id), key))
+        key.map(|key| self.opened(|| key_slot(subject, key_id), key))
             .transpose()
     }
 
