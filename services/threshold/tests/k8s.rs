@@ -37,14 +37,7 @@ fn validate(python: &str, files: &[String]) -> (bool, String) {
         .args(files)
         .output()
         .expect("kubernetes-validate");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), text(&out))
 }
 
 #[test]

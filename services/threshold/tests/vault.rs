@@ -125,14 +125,6 @@ fn privacy(data: &Path, args: &[&str]) -> std::process::Output {
         .expect("run threshold privacy")
 }
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn serve_wraps_the_vault_under_its_key_encryption_key_and_refuses_to_start_without_it() {
     let dir = tempfile::tempdir().expect("dir");

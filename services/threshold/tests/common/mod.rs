@@ -164,6 +164,15 @@ pub(crate) fn threshold(args: &[&str]) -> std::process::Output {
         .expect("run threshold")
 }
 
+/// What a command printed: its standard output, then its standard error.
+pub(crate) fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// `threshold credentials add --role analyst --tenant '*' --name NAME
 /// [rest...]`: a carrier-wide analyst's credential, its token on stdout.
 pub(crate) fn add_analyst(name: &str, rest: &[&str]) -> std::process::Output {
