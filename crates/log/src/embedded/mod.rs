@@ -35,7 +35,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, Row, params};
 use threshold_domain::{Country, EventId, StreamId};
 
-use self::recent::{RECENT_BYTES, RECENT_EVENTS, Recent};
+use self::recent::Recent;
 use self::tail::Tail;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -83,6 +83,16 @@ pub struct EmbeddedOptions {
     pub index_generation: usize,
     /// Index entries written per group commit, at least.
     pub index_slice: usize,
+    /// The last events committed, kept in memory for subscribers close
+    /// behind the head and for `read_versions`: a subscriber further
+    /// behind reads the database, 1,024 events a read, until it is close
+    /// again. It must hold more than a read model takes in one gather, or
+    /// at the maximum rate the read models fall off it and read the
+    /// database for good.
+    pub recent_events: usize,
+    /// The most memory those events take (each its fields and what they
+    /// hold, roughly), however few: large events are held fewer.
+    pub recent_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
@@ -95,6 +105,10 @@ impl Default for EmbeddedOptions {
             page_size: 4096,
             index_generation: 65_536,
             index_slice: 4_096,
+            // About a second at the maximum of `make load` (two events to
+            // an attempt reported), and at most ~64 MiB.
+            recent_events: 65_536,
+            recent_bytes: 64 << 20,
         }
     }
 }
@@ -164,7 +178,10 @@ impl EmbeddedLog {
 
         let (tail, _indexed) = writer::recover_tail(&conn).map_err(|e| classify(&path, e))?;
         let tail = Arc::new(RwLock::new(tail));
-        let recent = Arc::new(Mutex::new(Recent::new(RECENT_EVENTS, RECENT_BYTES)));
+        let recent = Arc::new(Mutex::new(Recent::new(
+            options.recent_events,
+            options.recent_bytes,
+        )));
 
         let seen = seen::Stats::default();
         let (head_tx, head_rx) = watch::channel(head);

@@ -15,18 +15,27 @@ use std::sync::Arc;
 
 use crate::event::{Position, RecordedEvent};
 
-/// Events kept: at the embedded log's maximum rate, a little under a
-/// second of them.
-pub(super) const RECENT_EVENTS: usize = 8_192;
-
-/// Payload bytes kept, whatever the count: large events hold fewer.
-pub(super) const RECENT_BYTES: usize = 16 << 20;
+/// How much a held event takes in memory, roughly: the event and what its
+/// fields hold. What [`Recent`]'s byte bound counts.
+pub(super) fn footprint(event: &RecordedEvent) -> usize {
+    let e = &event.event;
+    let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+    size_of::<RecordedEvent>()
+        + event.stream.id().len()
+        + e.event_type.len()
+        + text(&e.tenant)
+        + text(&e.causation_id)
+        + text(&e.correlation_id)
+        + text(&e.traceparent)
+        + text(&e.tracestate)
+        + e.payload.len()
+}
 
 /// The last committed events, at consecutive positions.
 #[derive(Debug)]
 pub(super) struct Recent {
     events: VecDeque<Arc<RecordedEvent>>,
-    /// Payload bytes of `events`.
+    /// The [`footprint`]s of `events`, summed.
     bytes: usize,
     capacity: usize,
     max_bytes: usize,
@@ -53,13 +62,13 @@ impl Recent {
                 self.events.clear();
                 self.bytes = 0;
             }
-            self.bytes += event.event.payload.len();
+            self.bytes += footprint(&event);
             self.events.push_back(Arc::new(event));
             while self.events.len() > 1
                 && (self.events.len() > self.capacity || self.bytes > self.max_bytes)
             {
                 if let Some(gone) = self.events.pop_front() {
-                    self.bytes -= gone.event.payload.len();
+                    self.bytes -= footprint(&gone);
                 }
             }
         }
@@ -167,19 +176,20 @@ mod tests {
 
     #[test]
     fn large_events_are_kept_fewer() {
-        let mut recent = Recent::new(100, 250);
-        recent.extend((1..=5).map(|p| {
+        let sized = |p: u64, payload: usize| {
             let mut e = at(p);
-            e.event.payload = vec![0; 100].into();
+            e.event.payload = vec![0; payload].into();
             e
-        }));
-        // 250 bytes hold two events of 100.
+        };
+        let each = footprint(&sized(1, 100));
+        assert!(each > 100, "the event's own fields count too: {each}");
+        let mut recent = Recent::new(100, 2 * each + each / 2);
+        recent.extend((1..=5).map(|p| sized(p, 100)));
+        // The bound holds two events of that size.
         assert_eq!(positions(recent.after(Position(2), 10)), None);
         assert_eq!(positions(recent.after(Position(3), 10)), Some(vec![4, 5]));
         // One larger than the bound is still kept, alone.
-        let mut big = at(6);
-        big.event.payload = vec![0; 1_000].into();
-        recent.extend([big]);
+        recent.extend([sized(6, 10 * each)]);
         assert_eq!(positions(recent.after(Position(5), 10)), Some(vec![6]));
         assert_eq!(positions(recent.after(Position(4), 10)), None);
     }

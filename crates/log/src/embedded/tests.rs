@@ -731,9 +731,14 @@ async fn many_streams_single_events_read_in_one_go_as_one_by_one() {
 #[tokio::test]
 async fn a_subscriber_far_behind_reads_the_database_then_takes_the_rest_from_memory() {
     let dir = tempfile::tempdir().expect("dir");
-    let log = open(dir.path()).expect("open");
+    let options = EmbeddedOptions {
+        recent_events: 1_024,
+        ..EmbeddedOptions::default()
+    };
+    let kept = options.recent_events as u64;
+    let log = EmbeddedLog::open(dir.path(), options).expect("open");
     // More than the events kept in memory, a hundred to an append.
-    let appends = (RECENT_EVENTS as u64 + 1_800).div_ceil(100);
+    let appends = (kept + 1_800).div_ceil(100);
     let total = appends * 100;
     // Instants finer than the database keeps them: both paths give them
     // to the microsecond.

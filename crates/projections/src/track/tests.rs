@@ -568,3 +568,16 @@ async fn events_that_come_one_at_a_time_go_into_the_store_a_few_writes_at_a_time
     );
     feeder.abort();
 }
+
+/// The follower takes new events from the log's memory of them only while
+/// it stays within it: a gather's worth of events (a batch at most, more
+/// arriving while it is written) must fit, or at the maximum it falls off
+/// and reads the database for good (README, "The event log", guarantee 5).
+#[test]
+fn the_embedded_log_remembers_more_events_than_a_batch_and_what_comes_while_it_is_written() {
+    let kept = EmbeddedOptions::default().recent_events;
+    assert!(
+        kept >= 4 * BATCH,
+        "the log keeps {kept} recent events, against batches of {BATCH}"
+    );
+}
