@@ -42,6 +42,15 @@ pub(super) type Producer = FutureProducer<Observed>;
 /// The producer of this process's appends: idempotent, acknowledged by
 /// every in-sync replica, sent at once.
 pub(super) fn producer(options: &KafkaOptions, what: &str) -> Result<Producer> {
+    producer_config(options)
+        .create_with_context(Observed {
+            what: what.to_owned(),
+        })
+        .map_err(|e| kafka("creating the producer", e))
+}
+
+/// What every producer of this process is made with.
+fn producer_config(options: &KafkaOptions) -> ClientConfig {
     let mut config = ClientConfig::new();
     if super::stages::logged() {
         config.set("statistics.interval.ms", super::stages::STATISTICS_MS);
@@ -53,11 +62,14 @@ pub(super) fn producer(options: &KafkaOptions, what: &str) -> Result<Producer> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", LINGER_MS)
-        .set("message.timeout.ms", "30000")
-        .create_with_context(Observed {
-            what: what.to_owned(),
-        })
-        .map_err(|e| kafka("creating the producer", e))
+        // Without Nagle's algorithm (librdkafka keeps it by default): with
+        // it, a produce request smaller than a segment, sent while the one
+        // before is not yet ACKed by the broker, waits for that ACK (up to
+        // the broker's delayed-ACK timeout), so the five requests the
+        // producer may have in flight do not overlap.
+        .set("socket.nagle.disable", "true")
+        .set("message.timeout.ms", "30000");
+    config
 }
 
 /// How an append started.
@@ -701,6 +713,14 @@ fn by_size(sizes: impl Iterator<Item = usize>, limit: usize) -> Vec<std::ops::Ra
 mod tests {
     use super::*;
     use crate::contract::failed_attempt;
+
+    #[test]
+    fn producers_send_without_nagles_algorithm_and_wait_for_every_replica() {
+        let config = producer_config(&KafkaOptions::new("127.0.0.1:9", "replica", "test"));
+        assert_eq!(config.get("socket.nagle.disable"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+    }
 
     /// An append goes in as few records as the size allows, in order, none
     /// over it but an event larger than it alone, and none empty.
