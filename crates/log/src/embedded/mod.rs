@@ -20,6 +20,7 @@
 mod check;
 mod checkpoint;
 mod private;
+mod readers;
 mod recent;
 mod seen;
 mod tail;
@@ -51,9 +52,6 @@ pub const DB_FILE: &str = "events.db";
 const APPLICATION_ID: i32 = 0x5448_4c47; // "THLG"
 /// The schema this build writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i32 = 1;
-
-/// Reads at once, each on its own pooled connection.
-const READERS: usize = 8;
 
 /// How much the store checks when it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,10 +135,7 @@ struct Inner {
     path: PathBuf,
     requests: mpsc::Sender<Request>,
     head: watch::Receiver<u64>,
-    readers: Mutex<Vec<Connection>>,
-    /// At most this many reads at once, each on a pooled connection: under
-    /// many concurrent readers, waiting for a connection beats opening one.
-    reader_slots: tokio::sync::Semaphore,
+    readers: readers::Readers,
     tail: Arc<RwLock<Tail>>,
     /// The last events committed, for subscribers close behind and
     /// `read_versions`.
@@ -216,14 +211,14 @@ impl EmbeddedLog {
             },
             rx,
         )?;
+        let readers = readers::Readers::new(path.clone(), open_reader);
         Ok(Self {
             inner: Arc::new(Inner {
                 dir,
                 path,
                 requests: tx,
                 head: head_rx,
-                readers: Mutex::new(Vec::new()),
-                reader_slots: tokio::sync::Semaphore::new(READERS),
+                readers,
                 tail,
                 recent,
                 writer: Mutex::new(Some(writer)),
@@ -409,29 +404,7 @@ impl EmbeddedLog {
         T: Send + 'static,
         F: FnOnce(&Connection, &Path) -> Result<T> + Send + 'static,
     {
-        let _slot = self
-            .inner
-            .reader_slots
-            .acquire()
-            .await
-            .map_err(|_| Error::Closed)?;
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let conn = match inner.readers.lock().ok().and_then(|mut r| r.pop()) {
-                Some(c) => c,
-                None => open_reader(&inner.path)?,
-            };
-            let out = f(&conn, &inner.path);
-            if let Ok(mut pool) = inner.readers.lock() {
-                pool.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(|e| Error::Io {
-            path: self.inner.path.clone(),
-            source: std::io::Error::other(e),
-        })?
+        self.inner.readers.read(f).await
     }
 }
 
