@@ -581,3 +581,35 @@ fn the_embedded_log_remembers_more_events_than_a_batch_and_what_comes_while_it_i
         "the log keeps {kept} recent events, against batches of {BATCH}"
     );
 }
+
+/// Folding a batch is work on the async runtime; a large one lets the
+/// runtime's other tasks (the handhelds' acknowledgements) run in between,
+/// instead of holding a worker for the whole batch.
+#[tokio::test]
+async fn folding_a_large_batch_lets_other_tasks_run_in_between() {
+    use std::future::Future;
+    use threshold_domain::pb::Service as S;
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    for i in 0..300 {
+        let id = format!("DK-{i}");
+        drive(
+            &log,
+            &id,
+            vec![manifest(&id, Country::Dk, "CPH", S::Doorstep)],
+        )
+        .await;
+    }
+    let events = log.read_all(Position(0), 1_000).await.unwrap();
+    assert_eq!(events.len(), 300);
+    let store = SqliteTrackStore::in_memory().unwrap();
+    let mut tracker = Tracker::new();
+    let mut rows = std::pin::pin!(tracker.rows(&events, &store));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // Manifested parcels need no store lookup: only a yield stops it.
+    assert!(
+        rows.as_mut().poll(&mut cx).is_pending(),
+        "300 events were folded without once letting another task run"
+    );
+    assert_eq!(rows.await.unwrap().len(), 300);
+}
