@@ -79,7 +79,9 @@ pub struct EmbeddedOptions {
     /// Events held in memory before they are folded into the stream and id
     /// indexes (in sorted slices, over the following commits).
     pub index_generation: usize,
-    /// Index entries written per group commit, at least.
+    /// While a generation is being indexed, each group commit writes twice
+    /// its own events' worth of its index entries (at least 256), but not
+    /// more than this or its own events, whichever is more.
     pub index_slice: usize,
     /// The last events committed, kept in memory for subscribers close
     /// behind the head and for `read_versions`: a subscriber further
