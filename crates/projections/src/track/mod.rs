@@ -387,13 +387,12 @@ impl Tracker {
         store: &dyn TrackStore,
     ) -> Result<Vec<TrackRow>, StoreError> {
         let mut rows = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
+        for event in events {
             // A batch of 8,192 took a runtime worker for 8–29 ms at 20,000
             // handheld events a second, and the acknowledgements queued
-            // behind it: let them run every few hundred events.
-            if i % 256 == 255 {
-                tokio::task::yield_now().await;
-            }
+            // behind it: each event spends of the task's budget, and the
+            // runtime lets the others run once it is spent.
+            tokio::task::coop::consume_budget().await;
             let event = event.borrow();
             if event.stream.category() != Category::Parcel {
                 continue;
